@@ -1,0 +1,106 @@
+//! Wiring a running Pake: bind the listeners, start the admin HTTP server, handle signals,
+//! drain on shutdown. `pake serve` calls [`run`]; tests and `pake demo` call [`start`] inside
+//! their own runtime.
+
+use crate::config::Config;
+use crate::obs::metrics::Metrics;
+use crate::pg::proxy::{Phase, Proxy};
+use anyhow::Context;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A started Pake inside the current runtime.
+pub struct Running {
+    pub proxy: Arc<Proxy>,
+    /// The address the Postgres listener is bound to (a real port when 0 was asked).
+    pub pg_addr: SocketAddr,
+    pub admin_addr: Option<SocketAddr>,
+}
+
+/// Bind and start everything in the current Tokio runtime.
+pub async fn start(config: Config) -> anyhow::Result<Running> {
+    let metrics = Arc::new(Metrics::new());
+    let pg = crate::pg::listener::bind(config.general.pg_listen)
+        .with_context(|| format!("cannot listen on {}", config.general.pg_listen))?;
+    let pg_addr = pg.local_addr()?;
+    let admin = match config.general.admin_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (admin)"))?,
+        ),
+        None => None,
+    };
+    let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    let proxy = Proxy::new(config, metrics);
+    tokio::spawn(crate::pg::listener::serve(proxy.clone(), pg));
+    if let Some(listener) = admin {
+        tokio::spawn(crate::obs::http::serve(proxy.clone(), listener));
+    }
+    tracing::info!(pg = %pg_addr, admin = ?admin_addr, "Pake is ready");
+    Ok(Running {
+        proxy,
+        pg_addr,
+        admin_addr,
+    })
+}
+
+impl Running {
+    /// Stop accepting, let sessions finish their transactions for up to `timeout`, then
+    /// close the rest with 57P01.
+    pub async fn drain(&self, timeout: Duration) {
+        self.proxy.set_phase(Phase::Draining);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.proxy.client_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.proxy.set_phase(Phase::Closing);
+        let grace = tokio::time::Instant::now() + Duration::from_secs(2);
+        while self.proxy.client_count() > 0 && tokio::time::Instant::now() < grace {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for pool in self.proxy.pools() {
+            pool.close();
+        }
+    }
+}
+
+/// `pake serve`: build the runtime, start, wait for SIGTERM/SIGINT, drain.
+pub fn run(config: Config) -> anyhow::Result<()> {
+    let workers = match config.general.workers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("cannot start the Tokio runtime")?;
+    runtime.block_on(async move {
+        let shutdown_timeout = config.general.shutdown_timeout.0;
+        let running = start(config).await?;
+        wait_for_signal().await;
+        tracing::info!(timeout = ?shutdown_timeout, "shutting down: draining clients");
+        running.drain(shutdown_timeout).await;
+        tracing::info!("bye");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

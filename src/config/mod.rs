@@ -1,0 +1,675 @@
+//! Typed configuration: one TOML file (`config/pake.toml`), or a quick start built from CLI
+//! flags. Every struct rejects unknown keys; [`Config::load`] and [`Config::validate`] name the
+//! offending key and say why, so `pake check-config` is useful on its own.
+//!
+//! Setting names follow PgBouncer where PgBouncer has the setting (`pool_size`,
+//! `max_client_conn`, `server_lifetime`, `query_wait_timeout`…): its users should feel at home.
+
+pub mod units;
+
+use crate::pg::auth::Method;
+use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::Path;
+pub use units::{Bytes, Dur};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process-wide settings: listeners, limits, logging.
+    #[serde(default)]
+    pub general: General,
+    /// Pool defaults; each database and user may override some of them.
+    #[serde(default)]
+    pub pool: PoolDefaults,
+    /// The databases clients may connect to, by the name they use.
+    #[serde(default)]
+    pub databases: Vec<Database>,
+    /// The users clients may log in as.
+    #[serde(default)]
+    pub users: Vec<User>,
+}
+
+/// Process-wide settings.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct General {
+    /// Where Postgres clients connect (PgBouncer: listen_addr + listen_port).
+    pub pg_listen: SocketAddr,
+    /// Admin HTTP (`/metrics`, `/health`, `/ready`); empty to disable.
+    pub admin_listen: Option<SocketAddr>,
+    /// Tokio worker threads; 0 means one per CPU.
+    pub workers: usize,
+    /// `text` (human) or `json` (one object per line).
+    pub log_format: LogFormat,
+    /// tracing filter, e.g. `info` or `pake=debug`. `RUST_LOG` wins when set.
+    pub log_level: String,
+    /// Most client connections at once; further clients get 53300.
+    pub max_client_conn: usize,
+    /// Largest message a client may send; bigger declared lengths get 08P01 before any
+    /// memory is reserved.
+    pub max_message_size: Bytes,
+    /// Default client authentication: `scram-sha-256`, `md5` or `trust`.
+    pub auth_type: Method,
+    /// Users allowed on the admin console (database `pake`).
+    pub admin_users: Vec<String>,
+    /// How long SIGTERM waits for transactions to finish before closing clients with 57P01.
+    pub shutdown_timeout: Dur,
+}
+
+impl Default for General {
+    fn default() -> Self {
+        General {
+            pg_listen: SocketAddr::from(([127, 0, 0, 1], 6432)),
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9930))),
+            workers: 0,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            max_client_conn: 10_000,
+            max_message_size: Bytes(64 << 20),
+            auth_type: Method::ScramSha256,
+            admin_users: Vec::new(),
+            shutdown_timeout: Dur::secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// When a server connection goes back to the pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    /// After each transaction (ReadyForQuery with status idle).
+    #[default]
+    Transaction,
+    /// When the client disconnects.
+    Session,
+}
+
+impl std::fmt::Display for PoolMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PoolMode::Transaction => "transaction",
+            PoolMode::Session => "session",
+        })
+    }
+}
+
+impl std::str::FromStr for PoolMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "transaction" => Ok(PoolMode::Transaction),
+            "session" => Ok(PoolMode::Session),
+            _ => Err(format!(
+                "pool mode must be transaction or session, not {s:?}"
+            )),
+        }
+    }
+}
+
+/// Pool settings shared by every pool unless a database or user overrides them.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolDefaults {
+    pub pool_mode: PoolMode,
+    /// Server connections per (database, user) pool.
+    pub pool_size: usize,
+    /// How long a client waits for a server before it gets 57014; 0 waits forever.
+    pub query_wait_timeout: Dur,
+    /// How long connecting and logging in to a server may take.
+    pub server_connect_timeout: Dur,
+    /// Close a server connection this long after it was opened (when it is next idle).
+    pub server_lifetime: Dur,
+    /// Close a server connection idle in the pool for this long.
+    pub server_idle_timeout: Dur,
+    /// Disconnect a client idle inside a transaction for this long (25P03); 0 is off.
+    pub idle_transaction_timeout: Dur,
+    /// Disconnect a client idle outside a transaction for this long (57P05); 0 is off.
+    pub client_idle_timeout: Dur,
+    /// A client must finish startup and authentication within this time.
+    pub client_login_timeout: Dur,
+    /// Run on a server before it is reused when a client left session state on it
+    /// (SET, temp tables, advisory locks, LISTEN…), and always at the end of a session.
+    pub server_reset_query: String,
+    /// Prepared statements kept per server connection in transaction mode; the least
+    /// recently used are closed beyond this.
+    pub max_prepared_statements: usize,
+}
+
+impl Default for PoolDefaults {
+    fn default() -> Self {
+        PoolDefaults {
+            pool_mode: PoolMode::Transaction,
+            pool_size: 20,
+            query_wait_timeout: Dur::secs(120),
+            server_connect_timeout: Dur::secs(5),
+            server_lifetime: Dur::secs(3600),
+            server_idle_timeout: Dur::secs(600),
+            idle_transaction_timeout: Dur::secs(0),
+            client_idle_timeout: Dur::secs(0),
+            client_login_timeout: Dur::secs(60),
+            server_reset_query: "DISCARD ALL".into(),
+            max_prepared_statements: 500,
+        }
+    }
+}
+
+/// A database clients connect to by `name`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Database {
+    /// The name clients put in their connection string.
+    pub name: String,
+    /// Primary server host (an address or a name).
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// The database name on the server; defaults to `name`.
+    #[serde(default)]
+    pub dbname: Option<String>,
+    /// Log in to the server as this user whatever the client's user (PgBouncer's `user=`).
+    #[serde(default)]
+    pub server_user: Option<String>,
+    /// Password for `server_user`.
+    #[serde(default)]
+    pub server_password: Option<String>,
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+    #[serde(default)]
+    pub pool_mode: Option<PoolMode>,
+}
+
+fn default_pg_port() -> u16 {
+    5432
+}
+
+impl Database {
+    pub fn server_dbname(&self) -> &str {
+        self.dbname.as_deref().unwrap_or(&self.name)
+    }
+}
+
+/// A user clients log in as.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: String,
+    /// Plaintext, `md5…` hash or `SCRAM-SHA-256$…` verifier. Plaintext also lets Pake log in
+    /// to servers as this user; with a hash, give `server_password` or a database `server_user`.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Password Pake uses to log in to servers as this user, when `password` is a hash.
+    #[serde(default)]
+    pub server_password: Option<String>,
+    /// Overrides `general.auth_type` for this user.
+    #[serde(default)]
+    pub auth_type: Option<Method>,
+    #[serde(default)]
+    pub pool_size: Option<usize>,
+    #[serde(default)]
+    pub pool_mode: Option<PoolMode>,
+    /// Most client connections for this user at once; 0 is unlimited.
+    #[serde(default)]
+    pub max_user_connections: usize,
+}
+
+/// A problem with one key of the configuration.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct ConfigError {
+    /// Dotted path to the key, e.g. `databases[1].port`.
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(ConfigError),
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
+    Invalid(Vec<ConfigError>),
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, LoadError> {
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let config = Config::parse(&text).map_err(LoadError::Parse)?;
+        config.validate().map_err(LoadError::Invalid)?;
+        Ok(config)
+    }
+
+    /// Parse TOML text; the error names the key path (`pool.pool_size`) and the reason.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::new("(file)", e.to_string().trim().to_string()))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let reason = e.inner().message().trim().to_string();
+            let span = e
+                .inner()
+                .span()
+                .map(|s| line_of(text, s.start))
+                .map(|l| format!(" (line {l})"))
+                .unwrap_or_default();
+            ConfigError::new(
+                if key == "." { "(file)".into() } else { key },
+                format!("{reason}{span}"),
+            )
+        })
+    }
+
+    /// Check cross-field rules; every problem found is reported, not just the first.
+    pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
+        let mut errs = Vec::new();
+        if self.databases.is_empty() {
+            errs.push(ConfigError::new(
+                "databases",
+                "at least one [[databases]] entry is needed",
+            ));
+        }
+        if self.general.max_client_conn == 0 {
+            errs.push(ConfigError::new(
+                "general.max_client_conn",
+                "must be at least 1",
+            ));
+        }
+        if self.general.max_message_size.0 < 1024 {
+            errs.push(ConfigError::new(
+                "general.max_message_size",
+                "must be at least 1KiB: clients could not send ordinary queries",
+            ));
+        }
+        if self.pool.pool_size == 0 {
+            errs.push(ConfigError::new("pool.pool_size", "must be at least 1"));
+        }
+        if self.pool.server_connect_timeout.enabled().is_none() {
+            errs.push(ConfigError::new(
+                "pool.server_connect_timeout",
+                "must be more than 0: a dead server would hang logins forever",
+            ));
+        }
+        if self.pool.client_login_timeout.enabled().is_none() {
+            errs.push(ConfigError::new(
+                "pool.client_login_timeout",
+                "must be more than 0: idle half-open clients would be kept forever",
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, db) in self.databases.iter().enumerate() {
+            let key = |k: &str| format!("databases[{i}].{k}");
+            if db.name.is_empty() {
+                errs.push(ConfigError::new(key("name"), "must not be empty"));
+            } else if !names.insert(db.name.as_str()) {
+                errs.push(ConfigError::new(
+                    key("name"),
+                    format!("database {:?} is defined twice", db.name),
+                ));
+            }
+            if db.name == "pake" || db.name == "pgbouncer" {
+                errs.push(ConfigError::new(
+                    key("name"),
+                    "is reserved for the admin console",
+                ));
+            }
+            if db.host.is_empty() {
+                errs.push(ConfigError::new(key("host"), "must not be empty"));
+            }
+            if db.port == 0 {
+                errs.push(ConfigError::new(key("port"), "must be 1 to 65535"));
+            }
+            if db.pool_size == Some(0) {
+                errs.push(ConfigError::new(key("pool_size"), "must be at least 1"));
+            }
+            if db.server_password.is_some() && db.server_user.is_none() {
+                errs.push(ConfigError::new(
+                    key("server_password"),
+                    "is only used together with server_user",
+                ));
+            }
+        }
+        let mut users = HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            let key = |k: &str| format!("users[{i}].{k}");
+            if u.name.is_empty() {
+                errs.push(ConfigError::new(key("name"), "must not be empty"));
+            } else if !users.insert(u.name.as_str()) {
+                errs.push(ConfigError::new(
+                    key("name"),
+                    format!("user {:?} is defined twice", u.name),
+                ));
+            }
+            let method = u.auth_type.unwrap_or(self.general.auth_type);
+            match (&u.password, method) {
+                (None, Method::Trust) => {}
+                (None, m) => errs.push(ConfigError::new(
+                    key("password"),
+                    format!("is required for auth_type {m}"),
+                )),
+                (Some(p), Method::Md5) if p.starts_with("SCRAM-SHA-256$") => {
+                    errs.push(ConfigError::new(
+                        key("password"),
+                        "is a SCRAM verifier, which cannot check md5 logins: give the plaintext or an md5 hash",
+                    ))
+                }
+                (Some(p), Method::ScramSha256) if is_md5_hash(p) => {
+                    errs.push(ConfigError::new(
+                        key("password"),
+                        "is an md5 hash, which cannot check SCRAM logins: give the plaintext or a SCRAM verifier, or set auth_type = \"md5\"",
+                    ))
+                }
+                _ => {}
+            }
+            if u.pool_size == Some(0) {
+                errs.push(ConfigError::new(key("pool_size"), "must be at least 1"));
+            }
+        }
+        for (i, name) in self.general.admin_users.iter().enumerate() {
+            if !users.contains(name.as_str()) {
+                errs.push(ConfigError::new(
+                    format!("general.admin_users[{i}]"),
+                    format!("user {name:?} is not defined in [[users]]"),
+                ));
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    }
+
+    pub fn database(&self, name: &str) -> Option<&Database> {
+        self.databases.iter().find(|d| d.name == name)
+    }
+
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+
+    /// The effective settings of the (database, user) pool.
+    pub fn pool_settings(&self, db: &Database, user: &User) -> PoolSettings {
+        PoolSettings {
+            mode: user
+                .pool_mode
+                .or(db.pool_mode)
+                .unwrap_or(self.pool.pool_mode),
+            size: user
+                .pool_size
+                .or(db.pool_size)
+                .unwrap_or(self.pool.pool_size),
+            defaults: self.pool.clone(),
+        }
+    }
+}
+
+fn is_md5_hash(p: &str) -> bool {
+    p.len() == 35 && p.starts_with("md5") && p[3..].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map(|t| t.bytes().filter(|&b| b == b'\n').count() + 1)
+        .unwrap_or(0)
+}
+
+/// The resolved settings of one pool.
+#[derive(Debug, Clone)]
+pub struct PoolSettings {
+    pub mode: PoolMode,
+    pub size: usize,
+    pub defaults: PoolDefaults,
+}
+
+/// What `pake serve` takes on the command line instead of (or on top of) a file.
+#[derive(Debug, Clone, Default)]
+pub struct QuickStart {
+    pub pg_listen: Option<SocketAddr>,
+    /// `postgres://USER:PASS@HOST:PORT/DB`
+    pub pg_primary: Option<String>,
+    pub pool_size: Option<usize>,
+    pub pool_mode: Option<PoolMode>,
+    pub admin_listen: Option<SocketAddr>,
+    pub log_format: Option<LogFormat>,
+    pub workers: Option<usize>,
+    pub auth_type: Option<Method>,
+}
+
+impl QuickStart {
+    /// Apply the flags on top of `base` (a file, or defaults). `--pg-primary` adds the
+    /// database and user it names; clients then log in with the URL's user and password.
+    pub fn apply(&self, mut base: Config) -> Result<Config, ConfigError> {
+        if let Some(a) = self.pg_listen {
+            base.general.pg_listen = a;
+        }
+        if let Some(a) = self.admin_listen {
+            base.general.admin_listen = Some(a);
+        }
+        if let Some(f) = self.log_format {
+            base.general.log_format = f;
+        }
+        if let Some(w) = self.workers {
+            base.general.workers = w;
+        }
+        if let Some(m) = self.auth_type {
+            base.general.auth_type = m;
+        }
+        if let Some(url) = &self.pg_primary {
+            let target = parse_url(url).map_err(|r| ConfigError::new("--pg-primary", r))?;
+            if target.password.is_none() && base.general.auth_type != Method::Trust {
+                return Err(ConfigError::new(
+                    "--pg-primary",
+                    "the URL has no password: clients log in to Pake with the URL's user and password (or pass --auth-type trust)",
+                ));
+            }
+            base.databases.retain(|d| d.name != target.dbname);
+            base.databases.push(Database {
+                name: target.dbname.clone(),
+                host: target.host,
+                port: target.port,
+                dbname: None,
+                server_user: None,
+                server_password: None,
+                pool_size: None,
+                pool_mode: None,
+            });
+            base.users.retain(|u| u.name != target.user);
+            base.users.push(User {
+                name: target.user.clone(),
+                password: target.password,
+                server_password: None,
+                auth_type: None,
+                pool_size: None,
+                pool_mode: None,
+                max_user_connections: 0,
+            });
+            if !base.general.admin_users.contains(&target.user) {
+                base.general.admin_users.push(target.user);
+            }
+        }
+        if let Some(n) = self.pool_size {
+            base.pool.pool_size = n;
+        }
+        if let Some(m) = self.pool_mode {
+            base.pool.pool_mode = m;
+        }
+        Ok(base)
+    }
+}
+
+/// The parts of a `postgres://` URL Pake needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlTarget {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub dbname: String,
+}
+
+/// Parse a libpq-style URL (or key=value string) with tokio-postgres's parser.
+pub fn parse_url(url: &str) -> Result<UrlTarget, String> {
+    use tokio_postgres::config::Host;
+    let cfg: tokio_postgres::Config = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
+    let user = cfg
+        .get_user()
+        .ok_or("the URL must name a user (postgres://USER:PASS@HOST:PORT/DB)")?
+        .to_string();
+    let host = match cfg.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => {
+            return Err(format!("unix socket hosts are not supported yet ({p:?})"))
+        }
+        None => "localhost".into(),
+    };
+    let port = cfg.get_ports().first().copied().unwrap_or(5432);
+    let password = cfg
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    let dbname = cfg.get_dbname().unwrap_or(&user).to_string();
+    Ok(UrlTarget {
+        host,
+        port,
+        user,
+        password,
+        dbname,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[general]
+pg_listen = "127.0.0.1:7432"
+max_client_conn = 100
+admin_users = ["admin"]
+
+[pool]
+pool_size = 5
+query_wait_timeout = "2s"
+
+[[databases]]
+name = "app"
+host = "127.0.0.1"
+port = 5433
+pool_mode = "session"
+
+[[databases]]
+name = "reports"
+host = "db2"
+dbname = "warehouse"
+
+[[users]]
+name = "admin"
+password = "pw"
+
+[[users]]
+name = "app"
+password = "md5a6343a68d964ca596d9752250d54bb8a"
+auth_type = "md5"
+pool_size = 9
+"#;
+
+    #[test]
+    fn parses_and_validates_a_good_file() {
+        let c = Config::parse(GOOD).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.general.pg_listen.port(), 7432);
+        assert_eq!(c.pool.query_wait_timeout, Dur::secs(2));
+        let db = c.database("app").unwrap();
+        let user = c.user("app").unwrap();
+        let s = c.pool_settings(db, user);
+        assert_eq!((s.mode, s.size), (PoolMode::Session, 9));
+        assert_eq!(c.database("reports").unwrap().server_dbname(), "warehouse");
+        assert_eq!(c.database("reports").unwrap().port, 5432);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = Config::parse("[pool]\npoolsize = 3\n").unwrap_err();
+        assert_eq!(e.key, "pool.poolsize");
+        assert!(e.reason.contains("unknown field"), "{e}");
+        let e = Config::parse("[pool]\npool_size = \"many\"\n").unwrap_err();
+        assert_eq!(e.key, "pool.pool_size");
+        assert!(e.reason.contains("line 2"), "{e}");
+        let e = Config::parse("[pool]\nquery_wait_timeout = \"5 parsecs\"\n").unwrap_err();
+        assert_eq!(e.key, "pool.query_wait_timeout");
+    }
+
+    #[test]
+    fn cross_field_rules_name_keys() {
+        let mut c = Config::parse(GOOD).unwrap();
+        c.databases[1].name = "app".into();
+        c.users[1].auth_type = Some(Method::ScramSha256);
+        c.general.admin_users.push("nobody".into());
+        c.databases[0].port = 0;
+        let errs = c.validate().unwrap_err();
+        let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
+        assert!(keys.contains(&"databases[1].name"), "{keys:?}");
+        assert!(keys.contains(&"databases[0].port"), "{keys:?}");
+        assert!(keys.contains(&"users[1].password"), "{keys:?}");
+        assert!(keys.contains(&"general.admin_users[1]"), "{keys:?}");
+    }
+
+    #[test]
+    fn quick_start_from_url() {
+        let q = QuickStart {
+            pg_primary: Some("postgres://alice:s3cret@db.example:5433/shop".into()),
+            pool_size: Some(7),
+            ..QuickStart::default()
+        };
+        let c = q.apply(Config::default()).unwrap();
+        c.validate().unwrap();
+        let db = c.database("shop").unwrap();
+        assert_eq!((db.host.as_str(), db.port), ("db.example", 5433));
+        assert_eq!(c.user("alice").unwrap().password.as_deref(), Some("s3cret"));
+        assert_eq!(c.pool.pool_size, 7);
+        assert_eq!(c.general.admin_users, vec!["alice".to_string()]);
+        let no_pw = QuickStart {
+            pg_primary: Some("postgres://alice@db/shop".into()),
+            ..QuickStart::default()
+        };
+        assert_eq!(
+            no_pw.apply(Config::default()).unwrap_err().key,
+            "--pg-primary"
+        );
+    }
+
+    #[test]
+    fn shipped_example_config_is_valid() {
+        let text = include_str!("../../config/pake.toml");
+        let c = Config::parse(text).unwrap();
+        c.validate().unwrap();
+        assert!(c.databases.len() >= 2 && c.users.len() >= 2);
+    }
+}

@@ -1,0 +1,21 @@
+//! Real servers on free ports in temp dirs, for tests, benches and `pake demo`. This is
+//! product code: each test owns its servers, so tests run in parallel, and everything is
+//! stopped and deleted on drop — also when a test panics, and (by a parent-death signal)
+//! when the process is killed outright.
+
+pub mod postgres;
+pub mod process;
+
+pub use postgres::{HbaAuth, PgInstance, PgLab, PgOptions};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("missing prerequisite: {0}")]
+    Missing(String),
+    #[error("{what} failed:\n{output}")]
+    Failed { what: String, output: String },
+    #[error("lab I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("lab client: {0}")]
+    Client(String),
+}

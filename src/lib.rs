@@ -1,0 +1,17 @@
+//! Pake: a performance-tuning proxy for PostgreSQL (and Redis).
+//!
+//! * [`pg`]: the Postgres wire proxy — pooling, prepared statements in transaction mode,
+//!   cancellation, session-state isolation.
+//! * [`config`]: the typed TOML configuration and the quick-start flags.
+//! * [`obs`]: metrics, logs, admin HTTP.
+//! * [`lab`]: real PostgreSQL servers in temp dirs, for tests, benches and `pake demo`.
+//! * [`app`]: wiring it all into a running process (`pake serve`).
+#![deny(unsafe_code)]
+#![warn(clippy::large_futures)]
+
+pub mod app;
+pub mod config;
+pub mod demo;
+pub mod lab;
+pub mod obs;
+pub mod pg;

@@ -1,0 +1,191 @@
+//! Prometheus metrics: families registered once at start-up, handed out as per-pool handles
+//! so the request path only bumps atomics. Gauges that describe state (clients waiting,
+//! servers idle…) are computed from the pools at scrape time, not maintained on the hot path.
+//!
+//! Names follow Prometheus conventions: `pake_` prefix, base units (`_seconds`, `_bytes`),
+//! `_total` for counters.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Every metric family Pake exports.
+pub struct Metrics {
+    pub registry: Registry,
+    checkout_wait: HistogramVec,
+    wait_timeouts: IntCounterVec,
+    server_connects: IntCounterVec,
+    server_connect_errors: IntCounterVec,
+    queries: IntCounterVec,
+    transactions: IntCounterVec,
+    client_received: IntCounterVec,
+    client_sent: IntCounterVec,
+    pub client_logins: IntCounterVec,
+    pub client_errors: IntCounterVec,
+    pub clients: IntGaugeVec,
+    pub servers: IntGaugeVec,
+    pub pool_size: IntGaugeVec,
+    pub client_connections: IntGaugeVec,
+}
+
+/// The handles of one (database, user) pool.
+#[derive(Clone)]
+pub struct PoolMetrics {
+    pub checkout_wait: prometheus::Histogram,
+    pub wait_timeouts: IntCounter,
+    pub server_connects: IntCounter,
+    pub server_connect_errors: IntCounter,
+    pub queries: IntCounter,
+    pub transactions: IntCounter,
+    pub client_received_bytes: IntCounter,
+    pub client_sent_bytes: IntCounter,
+}
+
+fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name} definition: {e}"));
+    register(reg, Box::new(c.clone()), name);
+    c
+}
+
+fn gauge(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name} definition: {e}"));
+    register(reg, Box::new(g.clone()), name);
+    g
+}
+
+fn register(reg: &Registry, c: Box<dyn prometheus::core::Collector>, name: &str) {
+    // Names are static and distinct; registration fails only on a programming error.
+    reg.register(c)
+        .unwrap_or_else(|e| panic!("metric {name} registration: {e}"));
+}
+
+const POOL: &[&str] = &["database", "user"];
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let checkout_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "pake_pg_checkout_wait_seconds",
+                "Time clients waited for a server connection",
+            )
+            .buckets(vec![
+                0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
+                30.0,
+            ]),
+            POOL,
+        )
+        .unwrap_or_else(|e| panic!("checkout histogram definition: {e}"));
+        register(&registry, Box::new(checkout_wait.clone()), "checkout_wait");
+        Metrics {
+            checkout_wait,
+            wait_timeouts: counter(
+                &registry,
+                "pake_pg_checkout_timeouts_total",
+                "Clients that gave up waiting for a server (query_wait_timeout)",
+                POOL,
+            ),
+            server_connects: counter(
+                &registry,
+                "pake_pg_server_connects_total",
+                "Server connections opened",
+                POOL,
+            ),
+            server_connect_errors: counter(
+                &registry,
+                "pake_pg_server_connect_errors_total",
+                "Server connections that failed to open or log in",
+                POOL,
+            ),
+            queries: counter(
+                &registry,
+                "pake_pg_queries_total",
+                "Queries served (simple Query and extended Execute messages)",
+                POOL,
+            ),
+            transactions: counter(
+                &registry,
+                "pake_pg_transactions_total",
+                "Transactions served (ReadyForQuery back to idle)",
+                POOL,
+            ),
+            client_received: counter(
+                &registry,
+                "pake_pg_client_received_bytes_total",
+                "Bytes received from clients",
+                POOL,
+            ),
+            client_sent: counter(
+                &registry,
+                "pake_pg_client_sent_bytes_total",
+                "Bytes sent to clients",
+                POOL,
+            ),
+            client_logins: counter(
+                &registry,
+                "pake_pg_client_logins_total",
+                "Client login attempts by result",
+                &["result"],
+            ),
+            client_errors: counter(
+                &registry,
+                "pake_pg_client_errors_total",
+                "Errors Pake itself reported to clients, by SQLSTATE",
+                &["sqlstate"],
+            ),
+            clients: gauge(
+                &registry,
+                "pake_pg_clients",
+                "Client connections by state (active: holding a server; waiting: queued for one)",
+                &["database", "user", "state"],
+            ),
+            servers: gauge(
+                &registry,
+                "pake_pg_servers",
+                "Server connections by state",
+                &["database", "user", "state"],
+            ),
+            pool_size: gauge(&registry, "pake_pg_pool_size", "Configured pool size", POOL),
+            client_connections: gauge(
+                &registry,
+                "pake_pg_client_connections",
+                "Client connections open on the Postgres listener",
+                &[],
+            ),
+            registry,
+        }
+    }
+
+    pub fn pool(&self, database: &str, user: &str) -> PoolMetrics {
+        let l = [database, user];
+        PoolMetrics {
+            checkout_wait: self.checkout_wait.with_label_values(&l),
+            wait_timeouts: self.wait_timeouts.with_label_values(&l),
+            server_connects: self.server_connects.with_label_values(&l),
+            server_connect_errors: self.server_connect_errors.with_label_values(&l),
+            queries: self.queries.with_label_values(&l),
+            transactions: self.transactions.with_label_values(&l),
+            client_received_bytes: self.client_received.with_label_values(&l),
+            client_sent_bytes: self.client_sent.with_label_values(&l),
+        }
+    }
+
+    /// Prometheus text exposition of everything registered.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::warn!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

@@ -1,0 +1,5 @@
+//! Observability: Prometheus metrics, structured logs, the admin HTTP endpoints.
+
+pub mod http;
+pub mod logging;
+pub mod metrics;

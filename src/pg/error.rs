@@ -1,0 +1,210 @@
+//! The session's error type and its one mapping to the wire.
+//!
+//! Every way a client session can fail is a variant here; [`Error::sqlstate`] is one
+//! exhaustive match, so a new variant does not compile without a SQLSTATE. Codes come from
+//! tokio-postgres's generated [`SqlState`] constants, not string literals. Each error also
+//! says who caused it ([`Source`]): client faults close the client, server faults mean the
+//! server connection is not reused.
+
+use super::auth::AuthError;
+use super::pool::PoolError;
+use super::server::ServerError;
+use super::session::expect::Desync;
+use super::startup::StartupError;
+use super::wire::{backend, FrameError};
+use crate::config::Dur;
+use bytes::BytesMut;
+use tokio_postgres::error::SqlState;
+
+/// Who caused an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Client,
+    Server,
+    Proxy,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid frontend message: {0}")]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("no such database: {0}")]
+    UnknownDatabase(String),
+    #[error("sorry, too many clients already (max_client_conn = {0})")]
+    TooManyClients(usize),
+    #[error("too many connections for user \"{user}\" (max_user_connections = {max})")]
+    TooManyUserConnections { user: String, max: usize },
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("lost the server connection: {0}")]
+    ServerLost(#[source] ServerError),
+    #[error("lost the server connection: {0}")]
+    Desync(#[from] Desync),
+    #[error("client did not log in within client_login_timeout ({0})")]
+    LoginTimeout(Dur),
+    #[error("terminating connection due to idle-in-transaction timeout ({0})")]
+    IdleInTransaction(Dur),
+    #[error("terminating connection due to idle-session timeout ({0})")]
+    ClientIdle(Dur),
+    #[error("terminating connection due to administrator command: Pake is shutting down")]
+    Shutdown,
+    #[error("unexpected message {0} from the client")]
+    Unexpected(super::wire::Tag),
+    #[error("client connection: {0}")]
+    ClientIo(#[source] std::io::Error),
+}
+
+impl Error {
+    /// The SQLSTATE the client is told.
+    pub fn sqlstate(&self) -> SqlState {
+        match self {
+            Error::Frame(_) | Error::Unexpected(_) => SqlState::PROTOCOL_VIOLATION,
+            Error::Startup(e) => match e {
+                StartupError::UnsupportedProtocol { .. } | StartupError::Replication => {
+                    SqlState::FEATURE_NOT_SUPPORTED
+                }
+                StartupError::NoUser => SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
+                StartupError::Frame(_) | StartupError::Layout(_) => SqlState::PROTOCOL_VIOLATION,
+            },
+            Error::Auth(e) => match e {
+                AuthError::Failed(_) => SqlState::INVALID_PASSWORD,
+                AuthError::ChannelBinding | AuthError::MethodUnavailable { .. } => {
+                    SqlState::INVALID_AUTHORIZATION_SPECIFICATION
+                }
+                AuthError::Malformed(_) | AuthError::Mechanism(_) | AuthError::ExpectedPassword => {
+                    SqlState::PROTOCOL_VIOLATION
+                }
+            },
+            Error::UnknownDatabase(_) => SqlState::INVALID_CATALOG_NAME,
+            Error::TooManyClients(_) | Error::TooManyUserConnections { .. } => {
+                SqlState::TOO_MANY_CONNECTIONS
+            }
+            Error::Pool(PoolError::Timeout(..)) => SqlState::QUERY_CANCELED,
+            Error::Pool(PoolError::Closed(_)) => SqlState::CANNOT_CONNECT_NOW,
+            Error::Pool(PoolError::Connect(e)) => e
+                .server_code()
+                .map(SqlState::from_code)
+                .unwrap_or(SqlState::CONNECTION_FAILURE),
+            Error::ServerLost(_) | Error::Desync(_) => SqlState::CONNECTION_FAILURE,
+            Error::LoginTimeout(_) => SqlState::PROTOCOL_VIOLATION,
+            Error::IdleInTransaction(_) => SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
+            Error::ClientIdle(_) => SqlState::IDLE_SESSION_TIMEOUT,
+            Error::Shutdown => SqlState::ADMIN_SHUTDOWN,
+            Error::ClientIo(_) => SqlState::CONNECTION_FAILURE,
+        }
+    }
+
+    pub fn source(&self) -> Source {
+        match self {
+            Error::Frame(_)
+            | Error::Startup(_)
+            | Error::Auth(_)
+            | Error::UnknownDatabase(_)
+            | Error::Unexpected(_)
+            | Error::LoginTimeout(_)
+            | Error::IdleInTransaction(_)
+            | Error::ClientIdle(_)
+            | Error::ClientIo(_) => Source::Client,
+            Error::Pool(PoolError::Connect(_)) | Error::ServerLost(_) => Source::Server,
+            Error::Desync(_) => Source::Server,
+            Error::TooManyClients(_)
+            | Error::TooManyUserConnections { .. }
+            | Error::Pool(_)
+            | Error::Shutdown => Source::Proxy,
+        }
+    }
+
+    /// Can the client still be told about it?
+    pub fn reaches_client(&self) -> bool {
+        !matches!(self, Error::ClientIo(_))
+    }
+
+    /// May the client keep its connection after this error (answered with ERROR, not FATAL)?
+    pub fn is_recoverable(&self) -> bool {
+        matches!(self, Error::Pool(_))
+    }
+
+    /// Write this error as an ErrorResponse.
+    pub fn write(&self, out: &mut BytesMut, fatal: bool) {
+        let message = self.to_string();
+        let hint = match self {
+            Error::Pool(PoolError::Timeout(..)) => {
+                Some("all server connections of the pool stayed busy; raise pool_size or query_wait_timeout")
+            }
+            Error::ServerLost(_) | Error::Desync(_) => {
+                Some("the server connection was closed; reconnect and retry")
+            }
+            _ => None,
+        };
+        backend::error_response(
+            out,
+            &backend::Fields {
+                severity: if fatal { "FATAL" } else { "ERROR" },
+                code: self.sqlstate().code(),
+                message: &message,
+                detail: None,
+                hint,
+            },
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes() {
+        assert_eq!(
+            Error::Frame(FrameError::UnknownTag(crate::pg::wire::Tag(1)))
+                .sqlstate()
+                .code(),
+            "08P01"
+        );
+        assert_eq!(
+            Error::Auth(AuthError::Failed("x".into())).sqlstate().code(),
+            "28P01"
+        );
+        assert_eq!(
+            Error::UnknownDatabase("x".into()).sqlstate().code(),
+            "3D000"
+        );
+        assert_eq!(Error::TooManyClients(1).sqlstate().code(), "53300");
+        assert_eq!(Error::Shutdown.sqlstate().code(), "57P01");
+        assert_eq!(
+            Error::Pool(PoolError::Timeout(Dur::secs(1), "a/b".into()))
+                .sqlstate()
+                .code(),
+            "57014"
+        );
+        let rejected = ServerError::Rejected {
+            addr: "x".into(),
+            code: "3D000".into(),
+            message: "database \"nope\" does not exist".into(),
+        };
+        assert_eq!(
+            Error::Pool(PoolError::Connect(rejected)).sqlstate().code(),
+            "3D000"
+        );
+        assert_eq!(
+            Error::ServerLost(ServerError::Closed).sqlstate().code(),
+            "08006"
+        );
+    }
+
+    #[test]
+    fn written_error_carries_code_and_severity() {
+        let mut b = BytesMut::new();
+        Error::Shutdown.write(&mut b, true);
+        let body = crate::pg::wire::body(&b);
+        assert_eq!(
+            crate::pg::wire::error_field(body, b'S'),
+            Some(&b"FATAL"[..])
+        );
+        assert_eq!(crate::pg::wire::error_code(body), Some(&b"57P01"[..]));
+    }
+}

@@ -1,0 +1,236 @@
+//! A client's way in: startup packet (SSLRequest/GSSENCRequest answered `N`, CancelRequest
+//! handed back to the listener), authentication against the configured users, the pool for
+//! (database, user), and the welcome (AuthenticationOk, ParameterStatus, BackendKeyData,
+//! ReadyForQuery). The whole of it runs under `client_login_timeout`.
+
+use super::auth::{self, AuthError, Method, ScramSecret, ScramServer};
+use super::cancel::CancelSlot;
+use super::error::Error;
+use super::params::ClientParams;
+use super::pool::Pool;
+use super::proxy::{Proxy, UserEntry};
+use super::startup::{self, Request, Startup};
+use super::wire::{self, backend, fe};
+use bytes::{Buf, BytesMut};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Largest password / SASL message accepted during login.
+const MAX_AUTH_MESSAGE: usize = 16 * 1024;
+
+/// What a new connection turned out to be.
+pub enum Login {
+    Client(Box<LoggedIn>),
+    Cancel { pid: i32, secret: i32 },
+}
+
+/// A client that passed authentication and has a pool.
+pub struct LoggedIn {
+    pub startup: Startup,
+    pub user: Arc<UserEntry>,
+    pub pool: Arc<Pool>,
+    pub params: ClientParams,
+    pub cancel: Arc<CancelSlot>,
+}
+
+/// Read the startup packet (answering SSLRequest with `N`) and nothing more: used to turn a
+/// client away politely, after it has sent what it wanted to send.
+pub async fn read_startup<S>(stream: &mut S) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(512);
+    loop {
+        let len = read_until(stream, &mut buf, startup::packet).await?;
+        let packet = buf.split_to(len);
+        match startup::parse(&packet)? {
+            Request::Ssl | Request::GssEnc => {
+                stream.write_all(b"N").await.map_err(Error::ClientIo)?;
+            }
+            _ => return Ok(()),
+        }
+    }
+}
+
+/// Run the startup phase on `stream` up to (and including) the welcome.
+pub async fn login<S>(proxy: &Arc<Proxy>, stream: &mut S) -> Result<Login, Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut buf = BytesMut::with_capacity(512);
+    let startup = loop {
+        let len = read_until(stream, &mut buf, startup::packet).await?;
+        let packet = buf.split_to(len);
+        match startup::parse(&packet)? {
+            Request::Ssl | Request::GssEnc => {
+                stream.write_all(b"N").await.map_err(Error::ClientIo)?;
+            }
+            Request::Cancel { pid, secret } => return Ok(Login::Cancel { pid, secret }),
+            Request::Startup(s) => break s,
+        }
+    };
+    let mut out = BytesMut::with_capacity(512);
+    if startup.minor > 0 || !startup.protocol_options.is_empty() {
+        let opts: Vec<&[u8]> = startup
+            .protocol_options
+            .iter()
+            .map(|o| o.as_bytes())
+            .collect();
+        backend::negotiate_protocol_version(&mut out, 0, &opts);
+    }
+    let entry = proxy.user(&startup.user);
+    let method = entry
+        .as_ref()
+        .map(|u| u.method)
+        .unwrap_or(proxy.config().general.auth_type);
+    authenticate(
+        stream,
+        &mut buf,
+        &mut out,
+        &startup.user,
+        entry.as_deref(),
+        method,
+    )
+    .await?;
+    let user = entry.ok_or_else(|| AuthError::Failed(startup.user.clone()))?;
+    let pool = proxy
+        .pool(&startup.database, &user)
+        .ok_or_else(|| Error::UnknownDatabase(startup.database.clone()))?;
+    let welcome = pool.welcome_params().await?;
+    let params = ClientParams::new(&welcome, &startup.params);
+    let cancel = proxy.cancel.register();
+    backend::authentication(&mut out, auth::code::OK, &[]);
+    for (k, v) in welcome.iter() {
+        let v = params.get(k).unwrap_or(v);
+        backend::parameter_status(&mut out, k.as_bytes(), v.as_bytes());
+    }
+    backend::backend_key_data(&mut out, cancel.pid, cancel.secret);
+    backend::ready_for_query(&mut out, b'I');
+    if let Err(e) = stream.write_all(&out).await {
+        proxy.cancel.unregister(cancel.pid);
+        return Err(Error::ClientIo(e));
+    }
+    Ok(Login::Client(Box::new(LoggedIn {
+        startup,
+        user,
+        pool,
+        params,
+        cancel,
+    })))
+}
+
+async fn authenticate<S>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    out: &mut BytesMut,
+    user: &str,
+    entry: Option<&UserEntry>,
+    method: Method,
+) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match method {
+        Method::Trust => {
+            if entry.is_none() {
+                return Err(AuthError::Failed(user.to_string()).into());
+            }
+            Ok(())
+        }
+        Method::Md5 => {
+            let stored =
+                match entry {
+                    Some(e) => Some(e.secret.md5.as_deref().ok_or_else(|| {
+                        AuthError::MethodUnavailable {
+                            user: user.to_string(),
+                            method,
+                        }
+                    })?),
+                    None => None,
+                };
+            let salt: [u8; 4] = rand::random();
+            backend::authentication(out, auth::code::MD5, &salt);
+            flush(stream, out).await?;
+            let body = read_password(stream, buf).await?;
+            match stored {
+                Some(stored) if auth::md5_matches(stored, salt, &body) => Ok(()),
+                _ => Err(AuthError::Failed(user.to_string()).into()),
+            }
+        }
+        Method::ScramSha256 => {
+            let mock;
+            let (secret, doomed) = match entry.and_then(|e| e.secret.scram.as_ref()) {
+                Some(s) => (s, false),
+                None if entry.is_some() => {
+                    return Err(AuthError::MethodUnavailable {
+                        user: user.to_string(),
+                        method,
+                    }
+                    .into())
+                }
+                None => {
+                    mock = ScramSecret::mock(user);
+                    (&mock, true)
+                }
+            };
+            let mut scram = ScramServer::new(user, secret, doomed);
+            let mut offer = auth::SCRAM_SHA_256.as_bytes().to_vec();
+            offer.extend_from_slice(b"\0\0");
+            backend::authentication(out, auth::code::SASL, &offer);
+            flush(stream, out).await?;
+            let body = read_password(stream, buf).await?;
+            let (mechanism, first) = auth::parse_sasl_initial(&body)?;
+            let server_first = scram.first(mechanism, first)?;
+            backend::authentication(out, auth::code::SASL_CONTINUE, &server_first);
+            flush(stream, out).await?;
+            let body = read_password(stream, buf).await?;
+            let server_final = scram.finish(&body)?;
+            backend::authentication(out, auth::code::SASL_FINAL, &server_final);
+            Ok(())
+        }
+    }
+}
+
+async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut BytesMut) -> Result<(), Error> {
+    stream.write_all(out).await.map_err(Error::ClientIo)?;
+    out.clear();
+    Ok(())
+}
+
+/// Read one `p` message (password, SASLInitialResponse, SASLResponse); returns its body.
+async fn read_password<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Result<BytesMut, Error> {
+    let len = read_until(stream, buf, |b| {
+        match wire::frame_header(b, MAX_AUTH_MESSAGE)? {
+            Some((_, total)) if b.len() >= total => Ok(Some(total)),
+            _ => Ok(None),
+        }
+    })
+    .await?;
+    if buf[0] != fe::PASSWORD {
+        return Err(AuthError::ExpectedPassword.into());
+    }
+    let mut frame = buf.split_to(len);
+    frame.advance(wire::HEADER_LEN);
+    Ok(frame)
+}
+
+/// Read until `complete` says a whole unit of N bytes is buffered.
+async fn read_until<S, F>(stream: &mut S, buf: &mut BytesMut, complete: F) -> Result<usize, Error>
+where
+    S: AsyncRead + Unpin,
+    F: Fn(&[u8]) -> Result<Option<usize>, wire::FrameError>,
+{
+    loop {
+        if let Some(n) = complete(buf)? {
+            return Ok(n);
+        }
+        buf.reserve(512);
+        let n = stream.read_buf(buf).await.map_err(Error::ClientIo)?;
+        if n == 0 {
+            return Err(Error::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! The Postgres side of Pake: a wire-protocol proxy that pools server connections.
+//!
+//! Request path (see `session` for the steps):
+//! `listener` → `login` (`startup`, `auth`) → `session` (`request` → `attach`/`pool` →
+//! `response`) → `server`. Framing is in `wire`, errors and their SQLSTATEs in `error`.
+
+pub mod auth;
+pub mod cancel;
+pub mod error;
+pub mod listener;
+pub mod login;
+pub mod params;
+pub mod pool;
+pub mod prepared;
+pub mod proxy;
+pub mod server;
+pub mod session;
+pub mod sql;
+pub mod startup;
+pub mod wire;

@@ -1,0 +1,362 @@
+//! A pool of server connections for one (database, user).
+//!
+//! Idle servers are a LIFO stack (the most recently used is the warmest). A client that finds
+//! no idle server and no room to open one joins a FIFO queue and is handed the next server
+//! checked in — or a *slot* to open a new one when a server is closed — so waiting is fair and
+//! bounded by `query_wait_timeout`. The lock is held only to move a server between the stack,
+//! the queue and the caller; connecting, closing and waking happen outside it.
+
+use super::server::{Server, ServerError, ServerTarget};
+use crate::config::{Dur, PoolMode, PoolSettings};
+use crate::obs::metrics::PoolMetrics;
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// Identifies a pool: the database name clients use and the client user.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub database: String,
+    pub user: String,
+}
+
+impl std::fmt::Display for PoolKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.database, self.user)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("no server connection available within query_wait_timeout ({0}); pool {1} is busy")]
+    Timeout(Dur, String),
+    #[error(transparent)]
+    Connect(#[from] ServerError),
+    #[error("pool {0} is closed")]
+    Closed(String),
+}
+
+impl PoolError {
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, PoolError::Timeout(..))
+    }
+}
+
+/// What a waiting client is handed.
+enum Grant {
+    Server(Box<Server>),
+    /// Room to open one more connection (already counted in `total`).
+    Slot,
+}
+
+#[derive(Default)]
+struct State {
+    // Boxed: servers move between this stack and sessions as one pointer.
+    #[allow(clippy::vec_box)]
+    idle: Vec<Box<Server>>,
+    /// Open or opening connections, idle ones included.
+    total: usize,
+    waiters: VecDeque<oneshot::Sender<Grant>>,
+    closed: bool,
+}
+
+/// Reported server parameters (name, value).
+pub type Params = Arc<Vec<(String, String)>>;
+
+/// Counts for `SHOW POOLS` and metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolCounts {
+    pub idle: usize,
+    pub active: usize,
+    pub waiting: usize,
+    pub clients: usize,
+}
+
+pub struct Pool {
+    pub key: PoolKey,
+    pub settings: PoolSettings,
+    target: ServerTarget,
+    state: Mutex<State>,
+    /// Reported parameters of the servers, for new clients' welcome.
+    welcome: Mutex<Option<Params>>,
+    pub metrics: PoolMetrics,
+    /// Clients logged in to this pool.
+    pub clients: AtomicUsize,
+    last_error: Mutex<Option<String>>,
+}
+
+static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Pool {
+    pub fn new(
+        key: PoolKey,
+        settings: PoolSettings,
+        target: ServerTarget,
+        metrics: PoolMetrics,
+    ) -> Arc<Pool> {
+        Arc::new(Pool {
+            key,
+            settings,
+            target,
+            state: Mutex::new(State::default()),
+            welcome: Mutex::new(None),
+            metrics,
+            clients: AtomicUsize::new(0),
+            last_error: Mutex::new(None),
+        })
+    }
+
+    pub fn mode(&self) -> PoolMode {
+        self.settings.mode
+    }
+
+    pub fn target(&self) -> &ServerTarget {
+        &self.target
+    }
+
+    /// Get a server: idle, new, or the next one freed, within `query_wait_timeout`.
+    pub async fn checkout(&self) -> Result<Box<Server>, PoolError> {
+        let started = Instant::now();
+        let wait = self.settings.defaults.query_wait_timeout;
+        let deadline = wait.enabled().map(|d| tokio::time::Instant::now() + d);
+        loop {
+            let grant = match self.take_or_queue()? {
+                Ok(grant) => grant,
+                Err(mut rx) => {
+                    let got = match deadline {
+                        Some(d) => tokio::time::timeout_at(d, &mut rx).await.ok(),
+                        None => Some((&mut rx).await),
+                    };
+                    match got {
+                        Some(Ok(grant)) => grant,
+                        Some(Err(_)) => return Err(PoolError::Closed(self.key.to_string())),
+                        None => {
+                            // Timed out: close the queue entry; a grant sent just before
+                            // the close is still ours.
+                            rx.close();
+                            match rx.try_recv() {
+                                Ok(grant) => grant,
+                                Err(_) => {
+                                    self.metrics.wait_timeouts.inc();
+                                    return Err(PoolError::Timeout(wait, self.key.to_string()));
+                                }
+                            }
+                        }
+                    }
+                }
+            };
+            match grant {
+                Grant::Server(mut s) => {
+                    let now = Instant::now();
+                    if self.expired(&s, now) || !s.is_alive() {
+                        self.discard(s);
+                        continue;
+                    }
+                    self.metrics
+                        .checkout_wait
+                        .observe(started.elapsed().as_secs_f64());
+                    return Ok(s);
+                }
+                Grant::Slot => match self.open().await {
+                    Ok(s) => {
+                        self.metrics
+                            .checkout_wait
+                            .observe(started.elapsed().as_secs_f64());
+                        return Ok(s);
+                    }
+                    Err(e) => {
+                        self.release_slot();
+                        return Err(e.into());
+                    }
+                },
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn take_or_queue(&self) -> Result<Result<Grant, oneshot::Receiver<Grant>>, PoolError> {
+        let mut st = self.state.lock();
+        if st.closed {
+            return Err(PoolError::Closed(self.key.to_string()));
+        }
+        if let Some(s) = st.idle.pop() {
+            return Ok(Ok(Grant::Server(s)));
+        }
+        if st.total < self.settings.size {
+            st.total += 1;
+            return Ok(Ok(Grant::Slot));
+        }
+        let (tx, rx) = oneshot::channel();
+        st.waiters.push_back(tx);
+        Ok(Err(rx))
+    }
+
+    async fn open(&self) -> Result<Box<Server>, ServerError> {
+        let id = NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed);
+        match Server::connect(id, &self.target).await {
+            Ok(s) => {
+                self.metrics.server_connects.inc();
+                *self.last_error.lock() = None;
+                let mut welcome = self.welcome.lock();
+                if welcome.is_none() {
+                    *welcome = Some(Arc::new(s.params.reported.clone()));
+                }
+                tracing::debug!(pool = %self.key, server = id, "opened server connection");
+                Ok(Box::new(s))
+            }
+            Err(e) => {
+                self.metrics.server_connect_errors.inc();
+                *self.last_error.lock() = Some(e.to_string());
+                tracing::warn!(pool = %self.key, error = %e, "cannot open server connection");
+                Err(e)
+            }
+        }
+    }
+
+    /// Hand a finished slot to the next waiter, or give it up.
+    fn release_slot(&self) {
+        self.give(None);
+    }
+
+    /// Return a clean server (idle, nothing owed, not dirty) for reuse.
+    pub fn checkin(&self, mut s: Box<Server>) {
+        debug_assert!(s.is_idle());
+        let now = Instant::now();
+        if self.expired(&s, now) {
+            self.discard(s);
+            return;
+        }
+        s.last_used = now;
+        self.give(Some(s));
+    }
+
+    /// Close a server whose state is unknown or that is past its life.
+    pub fn discard(&self, mut s: Box<Server>) {
+        s.terminate();
+        tracing::debug!(pool = %self.key, server = s.id, "closing server connection");
+        drop(s);
+        self.release_slot();
+    }
+
+    /// Give a server (or, with `None`, a slot) to the first live waiter; otherwise keep the
+    /// server idle or drop the slot. Waking happens outside the lock.
+    fn give(&self, server: Option<Box<Server>>) {
+        let mut grant = match server {
+            Some(s) => Grant::Server(s),
+            None => Grant::Slot,
+        };
+        loop {
+            let mut st = self.state.lock();
+            let waiter = loop {
+                match st.waiters.pop_front() {
+                    Some(w) if w.is_closed() => continue,
+                    other => break other,
+                }
+            };
+            let Some(w) = waiter else {
+                match grant {
+                    Grant::Server(s) if !st.closed => st.idle.push(s),
+                    Grant::Server(_) | Grant::Slot => st.total -= 1,
+                }
+                return;
+            };
+            drop(st);
+            match w.send(grant) {
+                Ok(()) => return,
+                Err(back) => grant = back,
+            }
+        }
+    }
+
+    fn expired(&self, s: &Server, now: Instant) -> bool {
+        self.settings
+            .defaults
+            .server_lifetime
+            .enabled()
+            .is_some_and(|life| s.age(now) >= life)
+    }
+
+    /// The reported parameters new clients are welcomed with; opens a connection the first
+    /// time so that they come from a real server.
+    pub async fn welcome_params(&self) -> Result<Params, PoolError> {
+        if let Some(w) = self.welcome.lock().clone() {
+            return Ok(w);
+        }
+        let s = self.checkout().await?;
+        self.checkin(s);
+        Ok(self.welcome.lock().clone().unwrap_or_default())
+    }
+
+    /// Close idle servers past `server_idle_timeout` or `server_lifetime`.
+    pub fn reap(&self) -> usize {
+        let now = Instant::now();
+        let idle_timeout = self.settings.defaults.server_idle_timeout.enabled();
+        let lifetime = self.settings.defaults.server_lifetime.enabled();
+        let old: Vec<Box<Server>> = {
+            let mut st = self.state.lock();
+            let (keep, old): (Vec<_>, Vec<_>) = st.idle.drain(..).partition(|s| {
+                let idle_too_long =
+                    idle_timeout.is_some_and(|t| now.saturating_duration_since(s.last_used) >= t);
+                let too_old = lifetime.is_some_and(|t| s.age(now) >= t);
+                !(idle_too_long || too_old)
+            });
+            st.idle = keep;
+            st.total -= old.len();
+            old
+        };
+        let n = old.len();
+        for mut s in old {
+            s.terminate();
+        }
+        if n > 0 {
+            tracing::debug!(pool = %self.key, closed = n, "closed idle server connections");
+        }
+        n
+    }
+
+    /// Close the pool: waiters get an error, idle servers are closed, servers in use are
+    /// closed when they come back.
+    pub fn close(&self) {
+        let (idle, waiters) = {
+            let mut st = self.state.lock();
+            st.closed = true;
+            let idle: Vec<_> = st.idle.drain(..).collect();
+            st.total -= idle.len();
+            (idle, std::mem::take(&mut st.waiters))
+        };
+        drop(waiters);
+        for mut s in idle {
+            s.terminate();
+        }
+    }
+
+    pub fn counts(&self) -> PoolCounts {
+        let st = self.state.lock();
+        let waiting = st.waiters.iter().filter(|w| !w.is_closed()).count();
+        PoolCounts {
+            idle: st.idle.len(),
+            active: st.total - st.idle.len(),
+            waiting,
+            clients: self.clients.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().clone()
+    }
+
+    /// How often the reaper should run for these settings.
+    pub fn reap_interval(&self) -> Duration {
+        let d = &self.settings.defaults;
+        [d.server_idle_timeout.enabled(), d.server_lifetime.enabled()]
+            .into_iter()
+            .flatten()
+            .map(|t| t / 4)
+            .min()
+            .unwrap_or(Duration::from_secs(10))
+            .clamp(Duration::from_millis(100), Duration::from_secs(10))
+    }
+}

@@ -1,0 +1,223 @@
+//! Named prepared statements in transaction mode.
+//!
+//! A client's statement `s1` must work on whichever pooled server runs its next transaction.
+//! Every distinct (query text, parameter types) gets one process-wide name, `pake_<id>`; a
+//! client's names map to those ([`ClientStatements`]), and each server remembers which ones it
+//! has ([`ServerStatements`], least recently used closed beyond a cap). The session rewrites
+//! Parse/Bind/Describe/Close with these maps, re-Parses on servers that lack a statement and
+//! answers Parse itself when the server already has it (see `session::request`).
+
+use crate::pg::wire::{self, fe};
+use bytes::{BufMut, Bytes, BytesMut};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+pub use crate::pg::session::expect::StatementId;
+
+/// One registered statement.
+#[derive(Debug)]
+pub struct Statement {
+    pub id: StatementId,
+    /// `pake_<id>`, NUL-free.
+    pub name: Box<str>,
+    /// The complete Parse frame that creates this statement under `name`.
+    pub parse: Bytes,
+    /// The query text (for statement analysis and logs).
+    pub query: Box<str>,
+    /// A server has answered ParseComplete for it: a later Parse of the same text can be
+    /// answered without a server.
+    pub parsed_ok: std::sync::atomic::AtomicBool,
+}
+
+/// Process-wide map from (query, parameter types) to a statement. Entries live as long as
+/// some client refers to them; dead ones are pruned as the map grows.
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<RegistryInner>,
+}
+
+#[derive(Default)]
+struct RegistryInner {
+    map: HashMap<Bytes, Weak<Statement>>,
+    next_id: u64,
+    prune_at: usize,
+}
+
+impl Registry {
+    /// Find or create the statement for a Parse body's tail (`query\0 nparams types…`).
+    pub fn intern(&self, key: &[u8]) -> Arc<Statement> {
+        let mut inner = self.inner.lock();
+        if let Some(s) = inner.map.get(key).and_then(Weak::upgrade) {
+            return s;
+        }
+        inner.next_id += 1;
+        let id = inner.next_id;
+        let name = format!("pake_{id}");
+        let mut parse = BytesMut::with_capacity(key.len() + name.len() + 6);
+        let at = wire::begin_frame(&mut parse, fe::PARSE);
+        wire::put_cstr(&mut parse, name.as_bytes());
+        parse.put_slice(key);
+        wire::finish_frame(&mut parse, at);
+        let query = wire::cstr(key)
+            .map(|(q, _)| String::from_utf8_lossy(q).into_owned())
+            .unwrap_or_default();
+        let stmt = Arc::new(Statement {
+            id,
+            name: name.into(),
+            parse: parse.freeze(),
+            query: query.into(),
+            parsed_ok: std::sync::atomic::AtomicBool::new(false),
+        });
+        let key = Bytes::copy_from_slice(key);
+        inner.map.insert(key, Arc::downgrade(&stmt));
+        if inner.map.len() > inner.prune_at.max(1024) {
+            inner.map.retain(|_, w| w.strong_count() > 0);
+            inner.prune_at = inner.map.len() * 2;
+        }
+        stmt
+    }
+
+    /// Live entries (after pruning dead ones).
+    pub fn len(&self) -> usize {
+        let mut inner = self.inner.lock();
+        inner.map.retain(|_, w| w.strong_count() > 0);
+        inner.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One client's statement names.
+#[derive(Default, Debug)]
+pub struct ClientStatements {
+    map: HashMap<Box<[u8]>, Arc<Statement>>,
+}
+
+impl ClientStatements {
+    pub fn insert(&mut self, name: &[u8], stmt: Arc<Statement>) {
+        self.map.insert(name.into(), stmt);
+    }
+
+    pub fn get(&self, name: &[u8]) -> Option<&Arc<Statement>> {
+        self.map.get(name)
+    }
+
+    pub fn remove(&mut self, name: &[u8]) -> Option<Arc<Statement>> {
+        self.map.remove(name)
+    }
+
+    pub fn clear(&mut self) {
+        self.map.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// The statements one server connection has, with a use counter for LRU eviction.
+#[derive(Default, Debug)]
+pub struct ServerStatements {
+    have: HashMap<StatementId, (u64, Arc<Statement>)>,
+    tick: u64,
+}
+
+impl ServerStatements {
+    pub fn contains(&mut self, id: StatementId) -> bool {
+        self.tick += 1;
+        let tick = self.tick;
+        match self.have.get_mut(&id) {
+            Some(e) => {
+                e.0 = tick;
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub fn insert(&mut self, stmt: &Arc<Statement>) {
+        self.tick += 1;
+        self.have.insert(stmt.id, (self.tick, stmt.clone()));
+    }
+
+    pub fn remove(&mut self, id: StatementId) {
+        self.have.remove(&id);
+    }
+
+    /// The server answered ParseComplete for `id`.
+    pub fn mark_parsed(&self, id: StatementId) {
+        if let Some((_, s)) = self.have.get(&id) {
+            s.parsed_ok
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.have.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.have.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.have.is_empty()
+    }
+
+    /// Remove and return the least recently used statement when over `cap`.
+    pub fn evict_over(&mut self, cap: usize) -> Option<Arc<Statement>> {
+        if self.have.len() <= cap {
+            return None;
+        }
+        let (&id, _) = self.have.iter().min_by_key(|(_, (tick, _))| *tick)?;
+        self.have.remove(&id).map(|(_, s)| s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_text_same_statement_and_parse_frame() {
+        let r = Registry::default();
+        let key = b"select $1\0\0\x01\0\0\0\x17";
+        let a = r.intern(key);
+        let b = r.intern(key);
+        assert_eq!(a.id, b.id);
+        assert_eq!(&*a.query, "select $1");
+        let (tag, len) = wire::frame_header(&a.parse, usize::MAX).unwrap().unwrap();
+        assert_eq!((tag, len), (b'P', a.parse.len()));
+        let (name, rest) = wire::cstr(wire::body(&a.parse)).unwrap();
+        assert_eq!(name, a.name.as_bytes());
+        assert_eq!(rest, key);
+        let c = r.intern(b"select 2\0\0\0");
+        assert_ne!(a.id, c.id);
+        drop((a, b, c));
+        assert_eq!(r.len(), 0, "dead entries are pruned");
+    }
+
+    #[test]
+    fn server_lru_eviction() {
+        let r = Registry::default();
+        let s: Vec<_> = (0..3)
+            .map(|i| r.intern(format!("select {i}\0\0\0").as_bytes()))
+            .collect();
+        let mut srv = ServerStatements::default();
+        for st in &s {
+            srv.insert(st);
+        }
+        assert!(srv.contains(s[0].id)); // touch 0: 1 is now the oldest
+        let evicted = srv.evict_over(2).unwrap();
+        assert_eq!(evicted.id, s[1].id);
+        assert!(srv.evict_over(2).is_none());
+        assert!(!srv.contains(s[1].id));
+    }
+}

@@ -1,0 +1,273 @@
+//! State shared by every Postgres client session: the config snapshot, users and their
+//! secrets, the pools, the cancel registry, the statement analyser and metrics.
+
+use super::auth::{Method, Secret};
+use super::cancel::CancelRegistry;
+use super::pool::{Pool, PoolCounts, PoolKey};
+use super::prepared::Registry;
+use super::server::ServerTarget;
+use super::sql::Analyzer;
+use crate::config::{Config, User};
+use crate::obs::metrics::Metrics;
+use arc_swap::ArcSwap;
+use parking_lot::{Mutex, RwLock};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use tokio::sync::watch;
+
+/// A configured user with its derived secret.
+#[derive(Debug)]
+pub struct UserEntry {
+    pub config: User,
+    pub secret: Secret,
+    pub method: Method,
+}
+
+/// Lifecycle of the proxy, broadcast to every session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Running,
+    /// Stop taking new work; sessions end at their next transaction boundary.
+    Draining,
+    /// Close every session now (57P01).
+    Closing,
+}
+
+pub struct Proxy {
+    config: ArcSwap<Config>,
+    users: ArcSwap<HashMap<String, Arc<UserEntry>>>,
+    pools: RwLock<HashMap<PoolKey, Arc<Pool>>>,
+    pub cancel: CancelRegistry,
+    pub analyzer: Analyzer,
+    pub statements: Registry,
+    pub metrics: Arc<Metrics>,
+    clients: AtomicUsize,
+    next_client: AtomicU64,
+    per_user: Mutex<HashMap<String, usize>>,
+    phase: watch::Sender<Phase>,
+}
+
+impl Proxy {
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Arc<Proxy> {
+        let users = build_users(&config);
+        Arc::new(Proxy {
+            config: ArcSwap::from_pointee(config),
+            users: ArcSwap::from_pointee(users),
+            pools: RwLock::new(HashMap::new()),
+            cancel: CancelRegistry::default(),
+            analyzer: Analyzer::new(),
+            statements: Registry::default(),
+            metrics,
+            clients: AtomicUsize::new(0),
+            next_client: AtomicU64::new(1),
+            per_user: Mutex::new(HashMap::new()),
+            phase: watch::channel(Phase::Running).0,
+        })
+    }
+
+    /// The current configuration snapshot (cheap: an `Arc`).
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    pub fn user(&self, name: &str) -> Option<Arc<UserEntry>> {
+        self.users.load().get(name).cloned()
+    }
+
+    pub fn next_client_id(&self) -> u64 {
+        self.next_client.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The pool for (database, user), created on first use.
+    pub fn pool(self: &Arc<Self>, database: &str, user: &UserEntry) -> Option<Arc<Pool>> {
+        let key = PoolKey {
+            database: database.to_string(),
+            user: user.config.name.clone(),
+        };
+        if let Some(p) = self.pools.read().get(&key) {
+            return Some(p.clone());
+        }
+        let config = self.config();
+        let db = config.database(database)?;
+        let settings = config.pool_settings(db, &user.config);
+        let (server_user, password) = match &db.server_user {
+            Some(u) => (u.clone(), db.server_password.clone()),
+            None => (
+                user.config.name.clone(),
+                user.config
+                    .server_password
+                    .clone()
+                    .or_else(|| user.secret.plaintext.clone()),
+            ),
+        };
+        let target = ServerTarget {
+            host: db.host.clone(),
+            port: db.port,
+            user: server_user,
+            password,
+            database: db.server_dbname().to_string(),
+            connect_timeout: config.pool.server_connect_timeout.0,
+        };
+        let mut pools = self.pools.write();
+        let pool = pools
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let metrics = self.metrics.pool(&key.database, &key.user);
+                let pool = Pool::new(key.clone(), settings, target, metrics);
+                spawn_reaper(Arc::downgrade(&pool));
+                tracing::info!(pool = %key, mode = %pool.mode(), size = pool.settings.size, "pool created");
+                pool
+            })
+            .clone();
+        Some(pool)
+    }
+
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        self.pools.read().values().cloned().collect()
+    }
+
+    /// Count a new client; `Err` with the limit when `max_client_conn` is reached.
+    pub fn admit(&self) -> Result<ClientGuard<'_>, usize> {
+        let max = self.config.load().general.max_client_conn;
+        let n = self.clients.fetch_add(1, Ordering::AcqRel);
+        let guard = ClientGuard { proxy: self };
+        if n >= max {
+            return Err(max);
+        }
+        Ok(guard)
+    }
+
+    /// Count a client against its user's `max_user_connections`.
+    pub fn admit_user(&self, user: &UserEntry) -> Result<UserGuard<'_>, usize> {
+        let max = user.config.max_user_connections;
+        let mut map = self.per_user.lock();
+        let n = map.entry(user.config.name.clone()).or_default();
+        if max > 0 && *n >= max {
+            return Err(max);
+        }
+        *n += 1;
+        Ok(UserGuard {
+            proxy: self,
+            user: user.config.name.clone(),
+        })
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    pub fn phase(&self) -> watch::Receiver<Phase> {
+        self.phase.subscribe()
+    }
+
+    pub fn current_phase(&self) -> Phase {
+        *self.phase.borrow()
+    }
+
+    pub fn set_phase(&self, phase: Phase) {
+        self.phase.send_replace(phase);
+    }
+
+    /// Refresh the state gauges from the pools (called before each scrape).
+    pub fn refresh_gauges(&self) {
+        let m = &self.metrics;
+        m.client_connections
+            .with_label_values(&[] as &[&str])
+            .set(self.client_count() as i64);
+        for pool in self.pools() {
+            let PoolCounts {
+                idle,
+                active,
+                waiting,
+                clients,
+            } = pool.counts();
+            let db = pool.key.database.as_str();
+            let user = pool.key.user.as_str();
+            let idle_clients = clients.saturating_sub(active + waiting);
+            for (state, v) in [
+                ("active", active),
+                ("waiting", waiting),
+                ("idle", idle_clients),
+            ] {
+                m.clients
+                    .with_label_values(&[db, user, state])
+                    .set(v as i64);
+            }
+            for (state, v) in [("active", active), ("idle", idle)] {
+                m.servers
+                    .with_label_values(&[db, user, state])
+                    .set(v as i64);
+            }
+            m.pool_size
+                .with_label_values(&[db, user])
+                .set(pool.settings.size as i64);
+        }
+    }
+}
+
+fn build_users(config: &Config) -> HashMap<String, Arc<UserEntry>> {
+    config
+        .users
+        .iter()
+        .map(|u| {
+            let secret = match &u.password {
+                Some(p) => Secret::from_config(&u.name, p),
+                None => Secret {
+                    scram: None,
+                    md5: None,
+                    plaintext: None,
+                },
+            };
+            let entry = UserEntry {
+                config: u.clone(),
+                secret,
+                method: u.auth_type.unwrap_or(config.general.auth_type),
+            };
+            (u.name.clone(), Arc::new(entry))
+        })
+        .collect()
+}
+
+fn spawn_reaper(pool: Weak<Pool>) {
+    tokio::spawn(async move {
+        loop {
+            let interval = match pool.upgrade() {
+                Some(p) => p.reap_interval(),
+                None => return,
+            };
+            tokio::time::sleep(interval).await;
+            match pool.upgrade() {
+                Some(p) => {
+                    p.reap();
+                }
+                None => return,
+            }
+        }
+    });
+}
+
+/// Releases a client's place in `max_client_conn` when dropped.
+pub struct ClientGuard<'a> {
+    proxy: &'a Proxy,
+}
+
+impl Drop for ClientGuard<'_> {
+    fn drop(&mut self) {
+        self.proxy.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Releases a client's place in its user's `max_user_connections` when dropped.
+pub struct UserGuard<'a> {
+    proxy: &'a Proxy,
+    user: String,
+}
+
+impl Drop for UserGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(n) = self.proxy.per_user.lock().get_mut(&self.user) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}

@@ -1,0 +1,432 @@
+//! One connection to a Postgres server: connect, log in (SCRAM-SHA-256, md5, cleartext,
+//! trust), and the state the session and pool need to know whether it is safe to reuse.
+//!
+//! The forward path reads and writes `stream`, `rbuf` and `wbuf` directly (see
+//! `session`); this module owns the slow paths: startup, liveness, reset queries.
+
+use super::params::ServerParams;
+use super::prepared::ServerStatements;
+use super::session::expect::{Effects, Expect, Replies};
+use super::wire::{self, be, error_field};
+use bytes::{Buf, BytesMut};
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
+use postgres_protocol::message::frontend;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Largest message accepted from a server outside the forward path (startup, reset).
+const MAX_SERVER_MESSAGE: usize = 1 << 30;
+
+/// Where and as whom to connect.
+#[derive(Debug, Clone)]
+pub struct ServerTarget {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub database: String,
+    pub connect_timeout: Duration,
+}
+
+/// Why a server connection failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot connect to server {addr}: {source}")]
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("timed out connecting to server {addr} after {timeout:?}")]
+    ConnectTimeout { addr: String, timeout: Duration },
+    #[error("server {addr} refused the login: {message}")]
+    Rejected {
+        addr: String,
+        code: String,
+        message: String,
+    },
+    #[error("server asked for authentication method {0}, which Pake does not support")]
+    UnsupportedAuth(i32),
+    #[error("no password configured to log in to the server as \"{0}\"")]
+    NoPassword(String),
+    #[error("SCRAM exchange with the server failed: {0}")]
+    Sasl(std::io::Error),
+    #[error("server connection I/O error: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("server closed the connection")]
+    Closed,
+    #[error("server sent a malformed message: {0}")]
+    Protocol(String),
+    #[error("query {query:?} failed on the server: {message}")]
+    Query { query: String, message: String },
+}
+
+impl ServerError {
+    /// The SQLSTATE the server itself reported, if it did.
+    pub fn server_code(&self) -> Option<&str> {
+        match self {
+            ServerError::Rejected { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+}
+
+/// The key a server gave for canceling its queries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BackendKey {
+    pub pid: i32,
+    pub secret: i32,
+}
+
+/// A logged-in server connection.
+#[derive(Debug)]
+pub struct Server {
+    pub id: u64,
+    pub stream: TcpStream,
+    pub addr: SocketAddr,
+    /// Bytes read from the server, not yet handled.
+    pub rbuf: BytesMut,
+    /// Bytes to send to the server.
+    pub wbuf: BytesMut,
+    /// Replies the server owes for what was sent.
+    pub replies: Replies,
+    /// Extended-protocol messages were sent after the last Sync: not at a boundary.
+    pub in_extended: bool,
+    /// Transaction status from the last ReadyForQuery (`I`, `T` or `E`).
+    pub tx_status: u8,
+    /// Bytes left of a large message being streamed through to the client.
+    pub streaming: usize,
+    /// A client left session state here; run the reset query before reuse.
+    pub dirty: Option<&'static str>,
+    pub statements: ServerStatements,
+    pub params: ServerParams,
+    pub key: BackendKey,
+    pub created: Instant,
+    pub last_used: Instant,
+}
+
+impl Server {
+    /// Connect and log in, within `target.connect_timeout`.
+    pub async fn connect(id: u64, target: &ServerTarget) -> Result<Server, ServerError> {
+        let addr_text = format!("{}:{}", target.host, target.port);
+        let fut = async {
+            let stream = TcpStream::connect((target.host.as_str(), target.port))
+                .await
+                .map_err(|source| ServerError::Connect {
+                    addr: addr_text.clone(),
+                    source,
+                })?;
+            stream.set_nodelay(true)?;
+            let addr = stream.peer_addr()?;
+            let now = Instant::now();
+            let mut server = Server {
+                id,
+                stream,
+                addr,
+                rbuf: BytesMut::with_capacity(8192),
+                wbuf: BytesMut::with_capacity(8192),
+                replies: Replies::default(),
+                in_extended: false,
+                tx_status: b'I',
+                streaming: 0,
+                dirty: None,
+                statements: ServerStatements::default(),
+                params: ServerParams::default(),
+                key: BackendKey::default(),
+                created: now,
+                last_used: now,
+            };
+            server.startup(target, &addr_text).await?;
+            Ok(server)
+        };
+        match tokio::time::timeout(target.connect_timeout, fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ServerError::ConnectTimeout {
+                addr: addr_text,
+                timeout: target.connect_timeout,
+            }),
+        }
+    }
+
+    async fn startup(&mut self, target: &ServerTarget, addr: &str) -> Result<(), ServerError> {
+        let mut out = BytesMut::new();
+        frontend::startup_message(
+            [
+                ("user", target.user.as_str()),
+                ("database", target.database.as_str()),
+            ],
+            &mut out,
+        )?;
+        self.stream.write_all(&out).await?;
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let (tag, body) = self.read_message().await?;
+            match tag {
+                be::AUTHENTICATION => {
+                    self.authenticate(target, &body, &mut scram).await?;
+                }
+                be::PARAMETER_STATUS => self.params.on_status(&body),
+                be::BACKEND_KEY_DATA => {
+                    let (pid, rest) = wire::i32_at(&body).ok_or_else(|| bad("BackendKeyData"))?;
+                    let (secret, _) = wire::i32_at(rest).ok_or_else(|| bad("BackendKeyData"))?;
+                    self.key = BackendKey { pid, secret };
+                }
+                be::READY_FOR_QUERY => {
+                    self.tx_status = body.first().copied().unwrap_or(b'I');
+                    return Ok(());
+                }
+                be::ERROR_RESPONSE => {
+                    return Err(ServerError::Rejected {
+                        addr: addr.to_string(),
+                        code: field(&body, b'C'),
+                        message: field(&body, b'M'),
+                    })
+                }
+                be::NOTICE_RESPONSE | be::NEGOTIATE_PROTOCOL_VERSION => {}
+                other => {
+                    return Err(ServerError::Protocol(format!(
+                        "unexpected message {} during startup",
+                        wire::Tag(other)
+                    )))
+                }
+            }
+        }
+    }
+
+    async fn authenticate(
+        &mut self,
+        target: &ServerTarget,
+        body: &[u8],
+        scram: &mut Option<ScramSha256>,
+    ) -> Result<(), ServerError> {
+        use super::auth::code;
+        let (kind, rest) = wire::i32_at(body).ok_or_else(|| bad("Authentication"))?;
+        let password = || {
+            target
+                .password
+                .as_deref()
+                .ok_or_else(|| ServerError::NoPassword(target.user.clone()))
+        };
+        let mut out = BytesMut::new();
+        match kind {
+            code::OK => return Ok(()),
+            code::CLEARTEXT => frontend::password_message(password()?.as_bytes(), &mut out)?,
+            code::MD5 => {
+                let salt: [u8; 4] = rest
+                    .get(..4)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(|| bad("MD5 salt"))?;
+                let hash = postgres_protocol::authentication::md5_hash(
+                    target.user.as_bytes(),
+                    password()?.as_bytes(),
+                    salt,
+                );
+                frontend::password_message(hash.as_bytes(), &mut out)?;
+            }
+            code::SASL => {
+                let offers_scram = rest
+                    .split(|&b| b == 0)
+                    .any(|m| m == SCRAM_SHA_256.as_bytes());
+                if !offers_scram {
+                    return Err(ServerError::UnsupportedAuth(kind));
+                }
+                let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)?;
+                *scram = Some(s);
+            }
+            code::SASL_CONTINUE => {
+                let s = scram.as_mut().ok_or_else(|| bad("SASL continue"))?;
+                s.update(rest).map_err(ServerError::Sasl)?;
+                frontend::sasl_response(s.message(), &mut out)?;
+            }
+            code::SASL_FINAL => {
+                let s = scram.as_mut().ok_or_else(|| bad("SASL final"))?;
+                s.finish(rest).map_err(ServerError::Sasl)?;
+                return Ok(());
+            }
+            other => return Err(ServerError::UnsupportedAuth(other)),
+        }
+        self.stream.write_all(&out).await?;
+        Ok(())
+    }
+
+    /// Read one whole message outside the forward path.
+    pub async fn read_message(&mut self) -> Result<(u8, BytesMut), ServerError> {
+        loop {
+            if let Some((tag, len)) = wire::frame_header(&self.rbuf, MAX_SERVER_MESSAGE)
+                .map_err(|e| ServerError::Protocol(e.to_string()))?
+            {
+                if self.rbuf.len() >= len {
+                    let mut frame = self.rbuf.split_to(len);
+                    frame.advance(wire::HEADER_LEN);
+                    return Ok((tag, frame));
+                }
+                self.rbuf.reserve(len - self.rbuf.len());
+            }
+            if self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(ServerError::Closed);
+            }
+        }
+    }
+
+    /// Is the connection still usable? Checks the socket without blocking: an idle server
+    /// that has anything to say (an error before closing) or has closed is not.
+    pub fn is_alive(&mut self) -> bool {
+        if !self.rbuf.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
+    /// Nothing owed, nothing unsent, outside any transaction or COPY.
+    pub fn is_idle(&self) -> bool {
+        self.replies.is_empty()
+            && !self.in_extended
+            && self.tx_status == b'I'
+            && self.wbuf.is_empty()
+            && self.rbuf.is_empty()
+            && self.streaming == 0
+    }
+
+    /// Run a simple query to completion, discarding its output (reset, rollback).
+    pub async fn run(&mut self, query: &str, limit: Duration) -> Result<(), ServerError> {
+        let fut = async {
+            let mut out = BytesMut::new();
+            frontend::query(query, &mut out)?;
+            self.stream.write_all(&out).await?;
+            let mut failure = None;
+            loop {
+                let (tag, body) = self.read_message().await?;
+                match tag {
+                    be::READY_FOR_QUERY => {
+                        self.tx_status = body.first().copied().unwrap_or(b'I');
+                        break;
+                    }
+                    be::PARAMETER_STATUS => self.params.on_status(&body),
+                    be::ERROR_RESPONSE => failure = Some(field(&body, b'M')),
+                    _ => {}
+                }
+            }
+            match failure {
+                Some(message) => Err(ServerError::Query {
+                    query: query.to_string(),
+                    message,
+                }),
+                None => Ok(()),
+            }
+        };
+        tokio::time::timeout(limit, fut)
+            .await
+            .map_err(|_| ServerError::Io(std::io::ErrorKind::TimedOut.into()))?
+    }
+
+    /// Bring a server a client left behind back to an idle, clean state: cancel what runs,
+    /// end a COPY, finish the replies owed, roll back an open transaction and, when asked,
+    /// run the reset query. Any failure means the connection must be closed instead.
+    pub async fn recover(
+        &mut self,
+        reset: Option<&str>,
+        limit: Duration,
+    ) -> Result<(), ServerError> {
+        let fut = async {
+            if !self.replies.is_empty() {
+                let target = super::cancel::CancelTarget {
+                    addr: self.addr,
+                    key: self.key,
+                };
+                let _ = super::cancel::send_cancel(target).await;
+            }
+            let mut out = std::mem::take(&mut self.wbuf);
+            if self.replies.in_copy_in() {
+                frontend::copy_fail("client disconnected", &mut out)?;
+            }
+            if self.in_extended {
+                frontend::sync(&mut out);
+                self.replies.push(Expect::Ready { swallow: false });
+                self.in_extended = false;
+            }
+            if !out.is_empty() {
+                self.stream.write_all(&out).await?;
+            }
+            self.drain_replies().await?;
+            if self.tx_status != b'I' {
+                self.run("ROLLBACK", limit).await?;
+            }
+            if let Some(q) = reset.filter(|q| !q.trim().is_empty()) {
+                self.run(q, limit).await?;
+                self.after_reset();
+            }
+            Ok(())
+        };
+        tokio::time::timeout(limit, fut)
+            .await
+            .map_err(|_| ServerError::Io(std::io::ErrorKind::TimedOut.into()))?
+    }
+
+    /// The reset query ran: session state, prepared statements and settings are gone.
+    pub fn after_reset(&mut self) {
+        self.dirty = None;
+        self.statements.clear();
+        self.params.on_reset();
+    }
+
+    /// Read and drop replies until none is owed.
+    async fn drain_replies(&mut self) -> Result<(), ServerError> {
+        while self.streaming > 0 {
+            if self.rbuf.is_empty() && self.stream.read_buf(&mut self.rbuf).await? == 0 {
+                return Err(ServerError::Closed);
+            }
+            let n = self.streaming.min(self.rbuf.len());
+            self.rbuf.advance(n);
+            self.streaming -= n;
+        }
+        let mut scratch = BytesMut::new();
+        while !self.replies.is_empty() {
+            self.replies.drain_synthetic(&mut scratch);
+            if self.replies.is_empty() {
+                break;
+            }
+            let (tag, body) = self.read_message().await?;
+            let mut fx = Effects::default();
+            self.replies
+                .on_message(tag, &body, &mut fx)
+                .map_err(|e| ServerError::Protocol(e.to_string()))?;
+            if tag == be::PARAMETER_STATUS {
+                self.params.on_status(&body);
+            }
+            if let Some((status, _)) = fx.ready {
+                self.tx_status = status;
+            }
+            for id in fx.not_created {
+                self.statements.remove(id);
+            }
+            if self.replies.in_copy_in() {
+                let mut out = BytesMut::new();
+                frontend::copy_fail("client disconnected", &mut out)?;
+                self.stream.write_all(&out).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Best-effort Terminate before dropping the socket, so the server logs a clean exit.
+    pub fn terminate(&mut self) {
+        let _ = self.stream.try_write(b"X\0\0\0\x04");
+    }
+
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.created)
+    }
+}
+
+fn bad(what: &str) -> ServerError {
+    ServerError::Protocol(format!("malformed {what} message"))
+}
+
+fn field(body: &[u8], f: u8) -> String {
+    error_field(body, f)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
+}

@@ -1,0 +1,140 @@
+//! Getting a server and giving it back.
+//!
+//! * [`Session::attach`]: check out, sync session parameters (one injected `SET`, its
+//!   replies swallowed), arm cancellation.
+//! * [`Session::release_if_done`]: in transaction mode, at a boundary (nothing owed, idle),
+//!   return the server — through a reset first if the client left session state on it.
+//! * [`Session::finish`]: when the client leaves or fails, tell it why, then recover the
+//!   server in the background (cancel, drain, ROLLBACK, reset) or close it if its state is
+//!   unknown. A server never returns to the pool dirty.
+
+use super::expect::Expect;
+use super::Session;
+use crate::config::PoolMode;
+use crate::pg::cancel::CancelTarget;
+use crate::pg::error::{Error, Source};
+use crate::pg::pool::Pool;
+use crate::pg::server::Server;
+use postgres_protocol::message::frontend;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+
+/// How long recovering a server left behind may take before it is closed instead.
+const RECOVER_LIMIT: Duration = Duration::from_secs(10);
+
+impl Session {
+    pub(super) async fn attach(&mut self) -> Result<(), Error> {
+        let mut server = self.pool.checkout().await?;
+        if let Some(sql) = server.params.sync_sql(&self.params) {
+            if frontend::query(&sql, &mut server.wbuf).is_ok() {
+                server.replies.push(Expect::Ready { swallow: true });
+            }
+        }
+        self.cancel.set(Some(CancelTarget {
+            addr: server.addr,
+            key: server.key,
+        }));
+        self.server = Some(server);
+        Ok(())
+    }
+
+    /// Transaction mode: hand the server back at a transaction boundary.
+    pub(super) fn release_if_done(&mut self) {
+        if self.mode != PoolMode::Transaction
+            || !self.server.as_deref().is_some_and(Server::is_idle)
+        {
+            return;
+        }
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        self.cancel.set(None);
+        self.flush_tally();
+        release(&self.pool, server);
+    }
+
+    /// Add the session's counters to the pool's metrics.
+    pub(super) fn flush_tally(&mut self) {
+        let t = std::mem::take(&mut self.tally);
+        let m = &self.pool.metrics;
+        if t.queries > 0 {
+            m.queries.inc_by(t.queries);
+        }
+        if t.transactions > 0 {
+            m.transactions.inc_by(t.transactions);
+        }
+        if t.received > 0 {
+            m.client_received_bytes.inc_by(t.received);
+        }
+        if t.sent > 0 {
+            m.client_sent_bytes.inc_by(t.sent);
+        }
+    }
+
+    /// The session is over: report the error (if any) and deal with the server.
+    pub(super) async fn finish(&mut self, result: &Result<(), Error>) {
+        if let Err(e) = result {
+            if e.reaches_client() {
+                self.proxy
+                    .metrics
+                    .client_errors
+                    .with_label_values(&[e.sqlstate().code()])
+                    .inc();
+                e.write(&mut self.cwbuf, true);
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = self.client.write_all(&self.cwbuf).await;
+                    let _ = self.client.shutdown().await;
+                })
+                .await;
+                self.cwbuf.clear();
+                tracing::info!(error = %e, sqlstate = e.sqlstate().code(), "client session ended with an error");
+            } else {
+                tracing::debug!(error = %e, "client went away");
+            }
+        }
+        self.flush_tally();
+        self.cancel.set(None);
+        let Some(server) = self.server.take() else {
+            return;
+        };
+        let server_failed = matches!(result, Err(e) if e.source() == Source::Server);
+        if server_failed {
+            self.pool.discard(server);
+            return;
+        }
+        if self.mode == PoolMode::Transaction && server.is_idle() && server.dirty.is_none() {
+            self.pool.checkin(server);
+            return;
+        }
+        let reset = (self.mode == PoolMode::Session || server.dirty.is_some())
+            .then(|| self.pool.settings.defaults.server_reset_query.clone());
+        let pool = self.pool.clone();
+        tokio::spawn(recover(pool, server, reset));
+    }
+}
+
+/// Return a server at a transaction boundary: straight to the pool when clean, through the
+/// reset query (in the background) when a client left session state on it.
+fn release(pool: &Arc<Pool>, server: Box<Server>) {
+    match server.dirty {
+        None => pool.checkin(server),
+        Some(reason) => {
+            tracing::debug!(server = server.id, reason, "resetting server before reuse");
+            let reset = Some(pool.settings.defaults.server_reset_query.clone());
+            tokio::spawn(recover(pool.clone(), server, reset));
+        }
+    }
+}
+
+async fn recover(pool: Arc<Pool>, mut server: Box<Server>, reset: Option<String>) {
+    match server.recover(reset.as_deref(), RECOVER_LIMIT).await {
+        // a dirty server whose reset did not run (empty server_reset_query) is closed
+        Ok(()) if server.is_idle() && server.dirty.is_none() => pool.checkin(server),
+        Ok(()) => pool.discard(server),
+        Err(e) => {
+            tracing::info!(server = server.id, error = %e, "server not reusable; closing it");
+            pool.discard(server);
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! One client's session after login: the request path.
+//!
+//! The loop reads as named steps, one file each:
+//! 1. [`request`]: take whole client messages from the buffer; without a server, answer what
+//!    needs none (Terminate, a lone Sync, `DEALLOCATE`/`DISCARD ALL` in transaction mode) and
+//!    wait until a request unit (up to Sync/Flush, or a Query) is buffered;
+//! 2. [`attach`]: check a server out of the pool and bring its session parameters in line;
+//! 3. [`request`]: forward messages, rewriting prepared-statement names and recording the
+//!    replies owed ([`expect`]);
+//! 4. [`response`]: match server messages against the replies owed, forward, swallow or
+//!    synthesise, and track ReadyForQuery;
+//! 5. [`attach`]: at a transaction boundary (transaction mode) hand the server back — after a
+//!    reset if the client left session state on it — and account.
+//!
+//! I/O is full duplex (a `select!` over both sockets and both directions), so a client that
+//! pipelines a large batch while the server streams results cannot deadlock the proxy.
+
+pub mod attach;
+pub mod expect;
+pub mod request;
+pub mod response;
+
+use super::cancel::CancelSlot;
+use super::error::Error;
+use super::login::LoggedIn;
+use super::params::ClientParams;
+use super::pool::Pool;
+use super::prepared::ClientStatements;
+use super::proxy::{Phase, Proxy};
+use super::server::Server;
+use crate::config::PoolMode;
+use bytes::BytesMut;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Stop reading a peer while this much is waiting to be written to the other side.
+const HIGH_WATER: usize = 256 * 1024;
+/// Read size for socket reads.
+const READ_CHUNK: usize = 16 * 1024;
+/// Buffers above this size are given back when the session goes idle.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// Counters accumulated locally and flushed to the pool's metrics once per transaction.
+#[derive(Default)]
+struct Tally {
+    queries: u64,
+    transactions: u64,
+    received: u64,
+    sent: u64,
+}
+
+pub struct Session {
+    pub id: u64,
+    proxy: Arc<Proxy>,
+    pool: Arc<Pool>,
+    client: TcpStream,
+    /// Bytes from the client not yet handled.
+    crbuf: BytesMut,
+    /// Bytes for the client not yet written.
+    cwbuf: BytesMut,
+    server: Option<Box<Server>>,
+    statements: ClientStatements,
+    params: ClientParams,
+    cancel: Arc<CancelSlot>,
+    mode: PoolMode,
+    max_message: usize,
+    last_client_activity: Instant,
+    /// After a failed request: drop extended-protocol messages until the next Sync.
+    skip_to_sync: bool,
+    phase: watch::Receiver<Phase>,
+    tally: Tally,
+}
+
+/// What the loop should do next.
+#[derive(Debug, PartialEq, Eq)]
+enum Flow {
+    Continue,
+    Exit,
+}
+
+/// What woke the loop.
+enum Event {
+    ClientRead(usize),
+    ServerRead(usize),
+    Wrote,
+    ClientReadable,
+    Deadline,
+    PhaseChanged,
+}
+
+impl Session {
+    pub fn new(id: u64, proxy: Arc<Proxy>, client: TcpStream, login: LoggedIn) -> Session {
+        let config = proxy.config();
+        Session {
+            id,
+            mode: login.pool.mode(),
+            pool: login.pool,
+            client,
+            crbuf: BytesMut::new(),
+            cwbuf: BytesMut::new(),
+            server: None,
+            statements: ClientStatements::default(),
+            params: login.params,
+            cancel: login.cancel,
+            max_message: config.general.max_message_size.0 as usize,
+            last_client_activity: Instant::now(),
+            skip_to_sync: false,
+            phase: proxy.phase(),
+            tally: Tally::default(),
+            proxy,
+        }
+    }
+
+    /// Serve the client until it leaves or fails; always cleans up the server and key.
+    pub async fn run(mut self) -> Result<(), Error> {
+        self.pool
+            .clients
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let result = self.serve().await;
+        self.finish(&result).await;
+        self.pool
+            .clients
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.proxy.cancel.unregister(self.cancel.pid);
+        result
+    }
+
+    async fn serve(&mut self) -> Result<(), Error> {
+        loop {
+            if self.pump_client().await? == Flow::Exit {
+                return Ok(());
+            }
+            self.release_if_done();
+            if self.server.is_none() && *self.phase.borrow() >= Phase::Draining {
+                // drain: an idle client is told to go at its transaction boundary
+                self.flush_client().await?;
+                return Err(Error::Shutdown);
+            }
+            if self.server.is_none() && self.crbuf.is_empty() && self.cwbuf.is_empty() {
+                self.shrink_buffers();
+            }
+            let event = self.wait_io().await?;
+            self.on_event(event)?;
+        }
+    }
+
+    fn on_event(&mut self, event: Event) -> Result<(), Error> {
+        match event {
+            Event::ClientRead(0) => Err(Error::ClientIo(std::io::ErrorKind::UnexpectedEof.into())),
+            Event::ClientRead(n) => {
+                self.tally.received += n as u64;
+                self.last_client_activity = Instant::now();
+                Ok(())
+            }
+            Event::ServerRead(0) => Err(Error::ServerLost(super::server::ServerError::Closed)),
+            Event::ServerRead(_) => self.on_server_input(),
+            Event::Wrote => Ok(()),
+            Event::ClientReadable => {
+                self.crbuf.reserve(READ_CHUNK);
+                Ok(())
+            }
+            Event::Deadline => Err(self.timeout_error()),
+            Event::PhaseChanged => match *self.phase.borrow() {
+                Phase::Closing => Err(Error::Shutdown),
+                _ => Ok(()),
+            },
+        }
+    }
+
+    /// When the client has been quiet too long, with or without an open transaction.
+    fn deadline(&self) -> Option<Instant> {
+        let d = &self.pool.settings.defaults;
+        match &self.server {
+            Some(s) if s.replies.is_empty() && s.tx_status != b'I' => d
+                .idle_transaction_timeout
+                .enabled()
+                .map(|t| self.last_client_activity + t),
+            Some(_) => None,
+            None => d
+                .client_idle_timeout
+                .enabled()
+                .map(|t| self.last_client_activity + t),
+        }
+    }
+
+    fn timeout_error(&self) -> Error {
+        let d = &self.pool.settings.defaults;
+        match &self.server {
+            Some(_) => Error::IdleInTransaction(d.idle_transaction_timeout),
+            None => Error::ClientIdle(d.client_idle_timeout),
+        }
+    }
+
+    /// Wait for the next I/O event: writes first, then server reads, then client reads.
+    async fn wait_io(&mut self) -> Result<Event, Error> {
+        let deadline = self.deadline().map(tokio::time::Instant::from_std);
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let Session {
+            client,
+            crbuf,
+            cwbuf,
+            server,
+            phase,
+            ..
+        } = self;
+        let (mut cr, mut cw) = client.split();
+        let client_blocked = server.as_ref().is_some_and(|s| s.wbuf.len() >= HIGH_WATER)
+            || crbuf.len() >= HIGH_WATER && crbuf.len() >= frame_need(crbuf);
+        // With nothing buffered and no server, wait for readability without holding a
+        // read buffer: idle clients cost no buffer memory.
+        let lazy_read = crbuf.capacity() == 0;
+        if !lazy_read && crbuf.capacity() - crbuf.len() < 1024 {
+            crbuf.reserve(READ_CHUNK.max(frame_need(crbuf).saturating_sub(crbuf.len())));
+        }
+        match server {
+            Some(srv) => {
+                if srv.rbuf.capacity() - srv.rbuf.len() < 1024 {
+                    srv.rbuf.reserve(READ_CHUNK);
+                }
+                let (mut sr, mut sw) = srv.stream.split();
+                tokio::select! {
+                    biased;
+                    r = cw.write_buf(cwbuf), if !cwbuf.is_empty() => {
+                        let n = r.map_err(Error::ClientIo)?;
+                        self.tally.sent += n as u64;
+                        Ok(Event::Wrote)
+                    }
+                    r = sw.write_buf(&mut srv.wbuf), if !srv.wbuf.is_empty() => {
+                        r.map_err(|e| Error::ServerLost(e.into()))?;
+                        Ok(Event::Wrote)
+                    }
+                    r = sr.read_buf(&mut srv.rbuf), if cwbuf.len() < HIGH_WATER => {
+                        Ok(Event::ServerRead(r.map_err(|e| Error::ServerLost(e.into()))?))
+                    }
+                    r = read_client(&mut cr, crbuf, lazy_read), if !client_blocked => r,
+                    _ = sleep => Ok(Event::Deadline),
+                    r = phase.changed() => { let _ = r; Ok(Event::PhaseChanged) }
+                }
+            }
+            None => {
+                tokio::select! {
+                    biased;
+                    r = cw.write_buf(cwbuf), if !cwbuf.is_empty() => {
+                        let n = r.map_err(Error::ClientIo)?;
+                        self.tally.sent += n as u64;
+                        Ok(Event::Wrote)
+                    }
+                    r = read_client(&mut cr, crbuf, lazy_read), if !client_blocked => r,
+                    _ = sleep => Ok(Event::Deadline),
+                    r = phase.changed() => { let _ = r; Ok(Event::PhaseChanged) }
+                }
+            }
+        }
+    }
+
+    /// Write everything pending for the client.
+    async fn flush_client(&mut self) -> Result<(), Error> {
+        if !self.cwbuf.is_empty() {
+            self.client
+                .write_all(&self.cwbuf)
+                .await
+                .map_err(Error::ClientIo)?;
+            self.tally.sent += self.cwbuf.len() as u64;
+            self.cwbuf.clear();
+        }
+        Ok(())
+    }
+
+    /// Give back large buffers when the client is idle between transactions.
+    fn shrink_buffers(&mut self) {
+        if self.crbuf.capacity() > KEEP_BUFFER {
+            self.crbuf = BytesMut::new();
+        }
+        if self.cwbuf.capacity() > KEEP_BUFFER {
+            self.cwbuf = BytesMut::new();
+        }
+    }
+}
+
+/// Read from the client; with `lazy`, only wait until it is readable (no buffer held).
+async fn read_client(
+    cr: &mut tokio::net::tcp::ReadHalf<'_>,
+    buf: &mut BytesMut,
+    lazy: bool,
+) -> Result<Event, Error> {
+    if lazy {
+        cr.readable().await.map_err(Error::ClientIo)?;
+        Ok(Event::ClientReadable)
+    } else {
+        Ok(Event::ClientRead(
+            cr.read_buf(buf).await.map_err(Error::ClientIo)?,
+        ))
+    }
+}
+
+/// Bytes needed to complete the frame at the head of `buf` (its length once the header is in).
+fn frame_need(buf: &BytesMut) -> usize {
+    match super::wire::frame_header(buf, usize::MAX) {
+        Ok(Some((_, total))) => total,
+        _ => super::wire::HEADER_LEN,
+    }
+}

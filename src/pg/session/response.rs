@@ -1,0 +1,97 @@
+//! Server → client: walk the server's messages, match each against the replies owed
+//! ([`super::expect`]), and forward them — as one copy of the whole run, or by swapping
+//! buffers when everything read goes through untouched. Large DataRow / CopyData messages
+//! are streamed through without waiting for their end.
+
+use super::expect::{Disposition, Effects};
+use super::Session;
+use crate::pg::error::Error;
+use crate::pg::server::ServerError;
+use crate::pg::wire::{self, be};
+use bytes::{Buf, BufMut};
+
+/// Largest server message Pake waits for whole (others than DataRow/CopyData).
+const MAX_SERVER_MESSAGE: usize = 1 << 30;
+
+impl Session {
+    /// Handle what was just read from the server.
+    pub(super) fn on_server_input(&mut self) -> Result<(), Error> {
+        let Some(server) = self.server.as_deref_mut() else {
+            return Ok(());
+        };
+        let rbuf_len = server.rbuf.len();
+        let mut pos = 0;
+        // start of the run of bytes to forward as is
+        let mut run = 0;
+        let mut fx = Effects::default();
+        loop {
+            if server.streaming > 0 {
+                let n = server.streaming.min(rbuf_len - pos);
+                pos += n;
+                server.streaming -= n;
+                if server.streaming > 0 {
+                    break;
+                }
+                continue;
+            }
+            let header = wire::frame_header(&server.rbuf[pos..], MAX_SERVER_MESSAGE)
+                .map_err(|e| Error::ServerLost(ServerError::Protocol(e.to_string())))?;
+            let Some((tag, total)) = header else { break };
+            let available = rbuf_len - pos;
+            if available < total {
+                if matches!(tag, be::DATA_ROW | be::COPY_DATA) {
+                    // stream it: check it fits the queue, forward what is here
+                    if server.replies.on_message(tag, &[], &mut fx)? != Disposition::Forward {
+                        return Err(Error::ServerLost(ServerError::Protocol(
+                            "large message where none may be forwarded".into(),
+                        )));
+                    }
+                    server.streaming = total - available;
+                    pos = rbuf_len;
+                    break;
+                }
+                server.rbuf.reserve(total - available);
+                break;
+            }
+            let body = &server.rbuf[pos + wire::HEADER_LEN..pos + total];
+            let disposition = server.replies.on_message(tag, body, &mut fx)?;
+            if tag == be::PARAMETER_STATUS {
+                server.params.on_status(body);
+                self.params.on_status(body);
+            }
+            if disposition == Disposition::Swallow {
+                self.cwbuf.put_slice(&server.rbuf[run..pos]);
+                run = pos + total;
+            }
+            pos += total;
+            if let Some((status, injected)) = fx.ready.take() {
+                server.tx_status = status;
+                if injected {
+                    server.params.synced_sig = self.params.sig();
+                } else if status == b'I' {
+                    self.tally.transactions += 1;
+                }
+            }
+            if let Some(id) = fx.created.take() {
+                server.statements.mark_parsed(id);
+            }
+            for id in fx.not_created.drain(..) {
+                server.statements.remove(id);
+            }
+            if server.replies.has_synthetic_head() {
+                self.cwbuf.put_slice(&server.rbuf[run..pos]);
+                run = pos;
+                server.replies.drain_synthetic(&mut self.cwbuf);
+            }
+        }
+        if run == 0 && pos == rbuf_len && self.cwbuf.is_empty() {
+            // everything read goes through untouched: hand the buffer over
+            std::mem::swap(&mut self.cwbuf, &mut server.rbuf);
+            server.rbuf.clear();
+        } else {
+            self.cwbuf.put_slice(&server.rbuf[run..pos]);
+            server.rbuf.advance(pos);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,383 @@
+//! A single-pass SQL tokenizer for PostgreSQL text: enough to tell words, quoted names,
+//! literals, parameters, operators, punctuation and comments apart, with every quoting form
+//! PostgreSQL has (`'…'` with `''`, `E'…'` with backslashes, `$tag$…$tag$`, `"…"`, nested
+//! `/* */`). It never fails: unterminated input ends the last token at the end of the text.
+
+/// What a token is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// An unquoted identifier or keyword.
+    Word,
+    /// `"Name"`.
+    QuotedIdent,
+    /// Any string literal: `'…'`, `E'…'`, `B'…'`, `X'…'`, `U&'…'`, `$$…$$`.
+    String,
+    /// A numeric literal.
+    Number,
+    /// `$1`, `$2`…
+    Param,
+    /// An operator such as `=`, `<>`, `::`, `||`.
+    Op,
+    /// One of `( ) [ ] , ; .`
+    Punct,
+    /// `-- …` or `/* … */` (the text includes the delimiters).
+    Comment,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Token {
+    pub kind: Kind,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Token {
+    pub fn text<'a>(&self, src: &'a str) -> &'a str {
+        src.get(self.start..self.end).unwrap_or("")
+    }
+
+    /// Is this the word `kw` (ASCII case-insensitive)?
+    pub fn is_word(&self, src: &str, kw: &str) -> bool {
+        self.kind == Kind::Word && self.text(src).eq_ignore_ascii_case(kw)
+    }
+
+    pub fn is_punct(&self, src: &str, c: u8) -> bool {
+        self.kind == Kind::Punct && src.as_bytes().get(self.start) == Some(&c)
+    }
+}
+
+/// Iterator over the tokens of `src`.
+pub struct Lexer<'a> {
+    src: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Lexer<'a> {
+    pub fn new(src: &'a str) -> Self {
+        Lexer {
+            src,
+            bytes: src.as_bytes(),
+            pos: 0,
+        }
+    }
+
+    fn peek(&self, off: usize) -> u8 {
+        self.bytes.get(self.pos + off).copied().unwrap_or(0)
+    }
+
+    /// Advance to the char boundary at or after `pos` (multi-byte UTF-8 stays whole).
+    fn settle(&mut self) {
+        while self.pos < self.bytes.len() && !self.src.is_char_boundary(self.pos) {
+            self.pos += 1;
+        }
+    }
+
+    fn quoted(&mut self, quote: u8, backslash: bool) {
+        // self.pos is at the opening quote
+        self.pos += 1;
+        while self.pos < self.bytes.len() {
+            let b = self.bytes[self.pos];
+            if backslash && b == b'\\' {
+                self.pos += 2;
+                continue;
+            }
+            self.pos += 1;
+            if b == quote {
+                if self.peek(0) == quote {
+                    self.pos += 1;
+                    continue;
+                }
+                break;
+            }
+        }
+        self.pos = self.pos.min(self.bytes.len());
+    }
+
+    fn dollar(&mut self) -> bool {
+        // $tag$ … $tag$ ; tag is empty or an identifier not starting with a digit
+        let start = self.pos;
+        let mut end = start + 1;
+        while end < self.bytes.len() && is_ident_char(self.bytes[end]) {
+            end += 1;
+        }
+        if self.bytes.get(end) != Some(&b'$') {
+            return false;
+        }
+        if end > start + 1 && self.bytes[start + 1].is_ascii_digit() {
+            return false;
+        }
+        let tag = &self.bytes[start..=end];
+        let body = end + 1;
+        let close = find(&self.bytes[body..], tag).map(|i| body + i + tag.len());
+        self.pos = close.unwrap_or(self.bytes.len());
+        true
+    }
+
+    fn block_comment(&mut self) {
+        let mut depth = 0usize;
+        while self.pos < self.bytes.len() {
+            if self.peek(0) == b'/' && self.peek(1) == b'*' {
+                depth += 1;
+                self.pos += 2;
+            } else if self.peek(0) == b'*' && self.peek(1) == b'/' {
+                depth = depth.saturating_sub(1);
+                self.pos += 2;
+                if depth == 0 {
+                    return;
+                }
+            } else {
+                self.pos += 1;
+            }
+        }
+    }
+
+    fn number(&mut self) {
+        if self.peek(0) == b'0' && matches!(self.peek(1), b'x' | b'X' | b'o' | b'O' | b'b' | b'B') {
+            self.pos += 2;
+            while self.peek(0).is_ascii_alphanumeric() || self.peek(0) == b'_' {
+                self.pos += 1;
+            }
+            return;
+        }
+        while self.peek(0).is_ascii_digit() || self.peek(0) == b'_' {
+            self.pos += 1;
+        }
+        if self.peek(0) == b'.' && self.peek(1) != b'.' {
+            self.pos += 1;
+            while self.peek(0).is_ascii_digit() || self.peek(0) == b'_' {
+                self.pos += 1;
+            }
+        }
+        if matches!(self.peek(0), b'e' | b'E')
+            && (self.peek(1).is_ascii_digit()
+                || (matches!(self.peek(1), b'+' | b'-') && self.peek(2).is_ascii_digit()))
+        {
+            self.pos += 2;
+            while self.peek(0).is_ascii_digit() {
+                self.pos += 1;
+            }
+        }
+    }
+}
+
+fn is_ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+fn is_ident_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b >= 0x80
+}
+
+fn is_op_char(b: u8) -> bool {
+    matches!(
+        b,
+        b'+' | b'-'
+            | b'*'
+            | b'/'
+            | b'<'
+            | b'>'
+            | b'='
+            | b'~'
+            | b'!'
+            | b'@'
+            | b'#'
+            | b'%'
+            | b'^'
+            | b'&'
+            | b'|'
+            | b'`'
+            | b'?'
+            | b':'
+    )
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+impl Iterator for Lexer<'_> {
+    type Item = Token;
+
+    fn next(&mut self) -> Option<Token> {
+        while self.pos < self.bytes.len() && self.bytes[self.pos].is_ascii_whitespace() {
+            self.pos += 1;
+        }
+        if self.pos >= self.bytes.len() {
+            return None;
+        }
+        let start = self.pos;
+        let b = self.bytes[start];
+        let kind = match b {
+            b'-' if self.peek(1) == b'-' => {
+                while self.pos < self.bytes.len() && self.bytes[self.pos] != b'\n' {
+                    self.pos += 1;
+                }
+                Kind::Comment
+            }
+            b'/' if self.peek(1) == b'*' => {
+                self.block_comment();
+                Kind::Comment
+            }
+            b'\'' => {
+                self.quoted(b'\'', false);
+                Kind::String
+            }
+            b'"' => {
+                self.quoted(b'"', false);
+                Kind::QuotedIdent
+            }
+            b'e' | b'E' if self.peek(1) == b'\'' => {
+                self.pos += 1;
+                self.quoted(b'\'', true);
+                Kind::String
+            }
+            b'b' | b'B' | b'x' | b'X' | b'n' | b'N' if self.peek(1) == b'\'' => {
+                self.pos += 1;
+                self.quoted(b'\'', false);
+                Kind::String
+            }
+            b'u' | b'U' if self.peek(1) == b'&' && matches!(self.peek(2), b'\'' | b'"') => {
+                let q = self.peek(2);
+                self.pos += 2;
+                self.quoted(q, false);
+                if q == b'"' {
+                    Kind::QuotedIdent
+                } else {
+                    Kind::String
+                }
+            }
+            b'$' if self.peek(1).is_ascii_digit() => {
+                self.pos += 1;
+                while self.peek(0).is_ascii_digit() {
+                    self.pos += 1;
+                }
+                Kind::Param
+            }
+            b'$' if self.dollar() => Kind::String,
+            b'0'..=b'9' => {
+                self.number();
+                Kind::Number
+            }
+            b'.' if self.peek(1).is_ascii_digit() => {
+                self.number();
+                Kind::Number
+            }
+            b'(' | b')' | b'[' | b']' | b',' | b';' | b'.' => {
+                self.pos += 1;
+                Kind::Punct
+            }
+            b if is_ident_start(b) => {
+                while self.pos < self.bytes.len()
+                    && (is_ident_char(self.bytes[self.pos]) || self.bytes[self.pos] == b'$')
+                {
+                    self.pos += 1;
+                }
+                Kind::Word
+            }
+            b if is_op_char(b) => {
+                while self.pos < self.bytes.len()
+                    && is_op_char(self.bytes[self.pos])
+                    && !(self.bytes[self.pos] == b'-' && self.peek(1) == b'-')
+                    && !(self.bytes[self.pos] == b'/' && self.peek(1) == b'*')
+                {
+                    self.pos += 1;
+                }
+                Kind::Op
+            }
+            _ => {
+                self.pos += 1;
+                Kind::Op
+            }
+        };
+        self.settle();
+        Some(Token {
+            kind,
+            start,
+            end: self.pos,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(s: &str) -> Vec<(Kind, &str)> {
+        Lexer::new(s).map(|t| (t.kind, t.text(s))).collect()
+    }
+
+    #[test]
+    fn basic_tokens() {
+        use Kind::*;
+        assert_eq!(
+            kinds("SELECT a.b, \"X\"\"y\" FROM t WHERE id = $1 AND v <> 'it''s' -- c\n"),
+            vec![
+                (Word, "SELECT"),
+                (Word, "a"),
+                (Punct, "."),
+                (Word, "b"),
+                (Punct, ","),
+                (QuotedIdent, "\"X\"\"y\""),
+                (Word, "FROM"),
+                (Word, "t"),
+                (Word, "WHERE"),
+                (Word, "id"),
+                (Op, "="),
+                (Param, "$1"),
+                (Word, "AND"),
+                (Word, "v"),
+                (Op, "<>"),
+                (String, "'it''s'"),
+                (Comment, "-- c"),
+            ]
+        );
+    }
+
+    #[test]
+    fn quoting_forms() {
+        use Kind::*;
+        assert_eq!(kinds("E'a\\'b'"), vec![(String, "E'a\\'b'")]);
+        assert_eq!(
+            kinds("$f$ a ' b $f$ x"),
+            vec![(String, "$f$ a ' b $f$"), (Word, "x")]
+        );
+        assert_eq!(kinds("$$;$$"), vec![(String, "$$;$$")]);
+        assert_eq!(
+            kinds("/* a /* b */ c */ d"),
+            vec![(Comment, "/* a /* b */ c */"), (Word, "d")]
+        );
+        assert_eq!(
+            kinds("x::int"),
+            vec![(Word, "x"), (Op, "::"), (Word, "int")]
+        );
+        assert_eq!(
+            kinds("1.5e-3 .5 0x1F"),
+            vec![(Number, "1.5e-3"), (Number, ".5"), (Number, "0x1F")]
+        );
+        assert_eq!(
+            kinds("B'101' X'ff'"),
+            vec![(String, "B'101'"), (String, "X'ff'")]
+        );
+    }
+
+    #[test]
+    fn unterminated_input_never_panics() {
+        for s in [
+            "'abc",
+            "\"abc",
+            "$tag$ abc",
+            "/* abc",
+            "E'\\",
+            "U&'",
+            "é'ü",
+            "$",
+            "$1x",
+        ] {
+            let _ = kinds(s);
+        }
+    }
+}

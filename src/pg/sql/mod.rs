@@ -1,0 +1,143 @@
+//! Statement analysis on the request path, done once per statement *shape*.
+//!
+//! Every Query and Parse text is normalised (one lexer pass, see [`normalize`]) and hashed;
+//! the analysis of that shape is cached under the hash, first in a per-thread map (no lock,
+//! no shared cache line on the hot path) and behind it in a process-wide sharded map, so each
+//! shape is analysed once per process. The router (replica routing) and the insight collector
+//! (fingerprints) add their results to [`StatementInfo`].
+
+pub mod effects;
+pub mod lexer;
+pub mod normalize;
+
+pub use effects::SessionEffect;
+pub use normalize::{Hints, Normalized, RouteHint};
+
+use parking_lot::RwLock;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// What Pake knows about one statement shape.
+#[derive(Debug)]
+pub struct StatementInfo {
+    /// The normalised text (literals as `?`).
+    pub normalized: Box<str>,
+    /// How running it changes the server session beyond the transaction.
+    pub session: SessionEffect,
+}
+
+impl StatementInfo {
+    fn analyze(normalized: &str) -> StatementInfo {
+        StatementInfo {
+            normalized: normalized.into(),
+            session: effects::session_effect(normalized),
+        }
+    }
+}
+
+/// Shards of the process-wide cache.
+const SHARDS: usize = 16;
+/// Entries per shard (and per thread-local map) before it is cleared.
+const SHARD_CAP: usize = 4096;
+const LOCAL_CAP: usize = 8192;
+
+/// The process-wide cache of analysed shapes.
+pub struct Analyzer {
+    shards: Vec<RwLock<HashMap<u64, Arc<StatementInfo>>>>,
+    /// Distinguishes analysers in the thread-local maps (tests build several).
+    id: u64,
+}
+
+impl Default for Analyzer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+thread_local! {
+    static SCRATCH: RefCell<String> = RefCell::new(String::with_capacity(256));
+    static LOCAL: RefCell<HashMap<(u64, u64), Arc<StatementInfo>>> = RefCell::new(HashMap::new());
+}
+
+impl Analyzer {
+    pub fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        Analyzer {
+            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
+    /// Normalise `sql`, find (or compute) the analysis of its shape, and hand both to `f`.
+    pub fn with<R>(&self, sql: &str, f: impl FnOnce(&Normalized, &StatementInfo) -> R) -> R {
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let norm = normalize::normalize_into(sql, &mut scratch);
+            let local_hit = LOCAL.with(|l| l.borrow().get(&(self.id, norm.hash)).cloned());
+            let info = match local_hit {
+                Some(info) => info,
+                None => {
+                    let info = self.shared(norm.hash, &scratch);
+                    LOCAL.with(|l| {
+                        let mut l = l.borrow_mut();
+                        if l.len() >= LOCAL_CAP {
+                            l.clear();
+                        }
+                        l.insert((self.id, norm.hash), info.clone());
+                    });
+                    info
+                }
+            };
+            f(&norm, &info)
+        })
+    }
+
+    /// Analysis of `sql` as an owned value (cold paths and tests).
+    pub fn analyze(&self, sql: &str) -> (Normalized, Arc<StatementInfo>) {
+        let (text, norm) = normalize::normalize(sql);
+        let info = self.shared(norm.hash, &text);
+        (norm, info)
+    }
+
+    fn shared(&self, hash: u64, normalized: &str) -> Arc<StatementInfo> {
+        let shard = &self.shards[(hash as usize) % SHARDS];
+        if let Some(info) = shard.read().get(&hash) {
+            return info.clone();
+        }
+        let info = Arc::new(StatementInfo::analyze(normalized));
+        let mut map = shard.write();
+        if map.len() >= SHARD_CAP {
+            map.clear();
+        }
+        map.entry(hash).or_insert(info).clone()
+    }
+
+    /// Shapes cached process-wide.
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.read().len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_analysis_per_shape() {
+        let a = Analyzer::new();
+        for id in 0..100 {
+            let dirty = a.with(&format!("select * from t where id = {id}"), |_, i| {
+                i.session.dirties()
+            });
+            assert!(!dirty);
+        }
+        assert_eq!(a.len(), 1);
+        assert!(a.with("SET search_path = x", |_, i| i.session.dirties()));
+        assert_eq!(a.len(), 2);
+    }
+}

@@ -1,0 +1,510 @@
+//! The literal-normalised form of a statement, and its hash: the key under which each
+//! statement *shape* is analysed once (see DESIGN.md, hot path rules).
+//!
+//! One pass over the tokens: literals and `$n` become `?`, unquoted words are lower-cased,
+//! comments and whitespace vanish, `IN (…)` lists of literals collapse to `in (?)` and repeated
+//! identical `VALUES` tuples to one. The same pass reads routing hints (`/* pake:primary */`)
+//! and sqlcommenter tags (`/*traceparent='00-…',application='…'*/`) before dropping comments.
+
+use super::lexer::{Kind, Lexer, Token};
+
+/// A route asked for in a comment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RouteHint {
+    Primary,
+    Replica,
+}
+
+/// What the comments of a statement said.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Hints {
+    /// `/* pake:primary */` or `/* pake:replica */`.
+    pub route: Option<RouteHint>,
+    /// sqlcommenter `key='value'` pairs, URL-decoded, in order.
+    pub tags: Vec<(String, String)>,
+}
+
+impl Hints {
+    pub fn tag(&self, key: &str) -> Option<&str> {
+        self.tags
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The trace id (32 hex digits) of a W3C `traceparent` tag.
+    pub fn trace_id(&self) -> Option<&str> {
+        let tp = self.tag("traceparent")?;
+        let id = tp.split('-').nth(1)?;
+        (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.route.is_none() && self.tags.is_empty()
+    }
+}
+
+/// The result of normalising one statement text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Normalized {
+    /// Hash of the normalised text (stable within a process and across processes).
+    pub hash: u64,
+    pub hints: Hints,
+}
+
+/// Normalise `sql` into `out` (cleared first) and return its hash and hints.
+pub fn normalize_into(sql: &str, out: &mut String) -> Normalized {
+    out.clear();
+    let mut hints = Hints::default();
+    let mut w = Writer::new(out);
+    for tok in Lexer::new(sql) {
+        if tok.kind == Kind::Comment {
+            read_comment(tok.text(sql), &mut hints);
+            continue;
+        }
+        w.token(sql, tok);
+    }
+    Normalized {
+        hash: hash64(out.as_bytes()),
+        hints,
+    }
+}
+
+/// Normalise into a fresh string: for tests, reports and cache misses.
+pub fn normalize(sql: &str) -> (String, Normalized) {
+    let mut s = String::with_capacity(sql.len());
+    let n = normalize_into(sql, &mut s);
+    (s, n)
+}
+
+/// Builds the normalised text, collapsing lists as it goes.
+struct Writer<'a> {
+    out: &'a mut String,
+    prev: Prev,
+    /// Open parentheses: where each started in `out` and what it is.
+    parens: Vec<Paren>,
+    /// Last `VALUES` tuple at the current level: (start, end) in `out`.
+    values_prev: Option<(usize, usize)>,
+    /// Set after `values`, and after a `,` that follows a VALUES tuple.
+    values_expect: bool,
+    /// Where the separator before the current tuple began (to drop ", (…)" duplicates).
+    values_sep: Option<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Prev {
+    Start,
+    Word,
+    Open,
+    Dot,
+    Other,
+}
+
+#[derive(Clone, Copy)]
+struct Paren {
+    start: usize,
+    in_list: bool,
+    values_tuple: bool,
+    sep: Option<usize>,
+}
+
+impl<'a> Writer<'a> {
+    fn new(out: &'a mut String) -> Self {
+        Writer {
+            out,
+            prev: Prev::Start,
+            parens: Vec::new(),
+            values_prev: None,
+            values_expect: false,
+            values_sep: None,
+        }
+    }
+
+    fn space(&mut self) {
+        if !matches!(self.prev, Prev::Start | Prev::Open | Prev::Dot) {
+            self.out.push(' ');
+        }
+    }
+
+    fn token(&mut self, src: &str, tok: Token) {
+        let text = tok.text(src);
+        match tok.kind {
+            Kind::Word => {
+                self.space();
+                let lower = text.to_ascii_lowercase();
+                let is_values = lower == "values";
+                self.out.push_str(&lower);
+                self.prev = Prev::Word;
+                self.end_values_list_unless(false);
+                if is_values {
+                    self.values_expect = true;
+                    self.values_prev = None;
+                    self.values_sep = None;
+                }
+            }
+            Kind::QuotedIdent => {
+                self.space();
+                self.out.push_str(text);
+                self.prev = Prev::Word;
+                self.end_values_list_unless(false);
+            }
+            Kind::String | Kind::Number | Kind::Param => {
+                self.space();
+                self.out.push('?');
+                self.prev = Prev::Other;
+                self.end_values_list_unless(false);
+            }
+            Kind::Op => {
+                self.space();
+                self.out.push_str(text);
+                self.prev = Prev::Other;
+                self.end_values_list_unless(false);
+            }
+            Kind::Punct => self.punct(text.as_bytes().first().copied().unwrap_or(b' ')),
+            Kind::Comment => {}
+        }
+    }
+
+    /// Any token other than `,` or `(` right after a VALUES tuple ends the list.
+    fn end_values_list_unless(&mut self, keep: bool) {
+        if !keep {
+            self.values_expect = false;
+            self.values_sep = None;
+        }
+    }
+
+    fn punct(&mut self, c: u8) {
+        match c {
+            b'(' => {
+                let in_list = self.out.ends_with(" in") || self.out == "in";
+                let values_tuple = self.values_expect;
+                let sep = self.values_sep.take();
+                self.values_expect = false;
+                // `f(x)` for calls, `in (x)` / `values (x)` after keywords
+                if self.prev != Prev::Word || ends_with_keyword(self.out) {
+                    self.space();
+                }
+                let start = self.out.len();
+                self.out.push('(');
+                self.parens.push(Paren {
+                    start,
+                    in_list,
+                    values_tuple,
+                    sep,
+                });
+                self.prev = Prev::Open;
+            }
+            b')' => {
+                self.out.push(')');
+                self.prev = Prev::Other;
+                let Some(p) = self.parens.pop() else {
+                    return;
+                };
+                if p.in_list && only_placeholders(&self.out[p.start + 1..self.out.len() - 1]) {
+                    self.out.truncate(p.start);
+                    self.out.push_str("(?)");
+                }
+                if p.values_tuple {
+                    let end = self.out.len();
+                    let dup = self
+                        .values_prev
+                        .is_some_and(|(s, e)| self.out[s..e] == self.out[p.start..end]);
+                    if let (true, Some(sep)) = (dup, p.sep) {
+                        self.out.truncate(sep);
+                    } else {
+                        self.values_prev = Some((p.start, end));
+                    }
+                    self.values_expect = false;
+                    // a following "," continues the list
+                    self.values_sep = Some(usize::MAX);
+                } else {
+                    self.values_sep = None;
+                }
+            }
+            b',' => {
+                let continues = self.values_sep == Some(usize::MAX);
+                let sep = self.out.len();
+                self.out.push(',');
+                self.prev = Prev::Other;
+                if continues {
+                    self.values_expect = true;
+                    self.values_sep = Some(sep);
+                } else {
+                    self.values_expect = false;
+                    self.values_sep = None;
+                }
+            }
+            b'.' => {
+                self.out.push('.');
+                self.prev = Prev::Dot;
+                self.end_values_list_unless(false);
+            }
+            b'[' => {
+                self.out.push('[');
+                self.prev = Prev::Open;
+                self.end_values_list_unless(false);
+            }
+            b']' => {
+                self.out.push(']');
+                self.prev = Prev::Other;
+                self.end_values_list_unless(false);
+            }
+            b';' => {
+                self.out.push(';');
+                self.prev = Prev::Other;
+                self.end_values_list_unless(false);
+                self.values_prev = None;
+            }
+            other => {
+                self.space();
+                self.out.push(other as char);
+                self.prev = Prev::Other;
+            }
+        }
+    }
+}
+
+/// Words after which `(` opens a list or subquery rather than a call's arguments.
+const SPACED_KEYWORDS: &[&str] = &[
+    "in",
+    "values",
+    "as",
+    "and",
+    "or",
+    "not",
+    "on",
+    "where",
+    "from",
+    "join",
+    "exists",
+    "select",
+    "using",
+    "returning",
+    "into",
+    "set",
+    "when",
+    "then",
+    "else",
+    "over",
+    "with",
+    "by",
+    "is",
+    "between",
+    "like",
+    "ilike",
+    "case",
+    "union",
+    "all",
+    "distinct",
+    "lateral",
+    "table",
+    "conflict",
+];
+
+fn ends_with_keyword(out: &str) -> bool {
+    let last = out.rsplit(' ').next().unwrap_or(out);
+    SPACED_KEYWORDS.contains(&last)
+}
+
+fn only_placeholders(inner: &str) -> bool {
+    !inner.is_empty() && inner.split(',').all(|part| part.trim() == "?")
+}
+
+/// Read one comment for hints: `pake:primary`, `pake:replica`, or sqlcommenter tags.
+fn read_comment(text: &str, hints: &mut Hints) {
+    let inner = text
+        .strip_prefix("/*")
+        .and_then(|t| t.strip_suffix("*/"))
+        .or_else(|| text.strip_prefix("--"))
+        .unwrap_or(text)
+        .trim();
+    match inner.to_ascii_lowercase().as_str() {
+        "pake:primary" | "pake: primary" => {
+            hints.route = Some(RouteHint::Primary);
+            return;
+        }
+        "pake:replica" | "pake: replica" => {
+            hints.route = Some(RouteHint::Replica);
+            return;
+        }
+        _ => {}
+    }
+    // sqlcommenter: key='value',key2='value2' (values URL-encoded, quotes escaped with \)
+    for pair in split_tags(inner) {
+        let Some((k, v)) = pair.split_once('=') else {
+            continue;
+        };
+        let v = v.trim();
+        let Some(v) = v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) else {
+            continue;
+        };
+        let key = url_decode(k.trim());
+        if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
+            continue;
+        }
+        hints.tags.push((key, url_decode(&v.replace("\\'", "'"))));
+    }
+}
+
+fn split_tags(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut in_quote = false;
+    let mut start = 0;
+    let bytes = s.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'\'' if i == 0 || bytes[i - 1] != b'\\' => in_quote = !in_quote,
+            b',' if !in_quote => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+fn url_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(hi), Some(lo)) = (hex_val(b[i + 1]), hex_val(b[i + 2])) {
+                out.push(hi << 4 | lo);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn hex_val(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// A fast, stable 64-bit hash (FxHash-style mixing over 8-byte words, with a finaliser).
+pub fn hash64(bytes: &[u8]) -> u64 {
+    const K: u64 = 0x517c_c1b7_2722_0a95;
+    let mut h: u64 = bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        h = (h.rotate_left(5) ^ w).wrapping_mul(K);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut buf = [0u8; 8];
+        buf[..rest.len()].copy_from_slice(rest);
+        h = (h.rotate_left(5) ^ u64::from_le_bytes(buf)).wrapping_mul(K);
+    }
+    // splitmix64 finaliser so that close inputs land far apart
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> String {
+        normalize(s).0
+    }
+
+    #[test]
+    fn literals_case_whitespace_and_comments_vanish() {
+        assert_eq!(
+            n("SELECT abalance FROM pgbench_accounts WHERE aid = 42;"),
+            "select abalance from pgbench_accounts where aid = ?;"
+        );
+        assert_eq!(
+            n("select  abalance\n from PGBENCH_ACCOUNTS /* hi */ where aid=$1;"),
+            n("SELECT abalance FROM pgbench_accounts WHERE aid = 'x';")
+        );
+        assert_eq!(
+            n("select \"Mixed\".x from \"Mixed\""),
+            "select \"Mixed\".x from \"Mixed\""
+        );
+        assert_eq!(n("select f(1, 'a')"), "select f(?, ?)");
+        assert_eq!(n("select a::int, b[1]"), "select a :: int, b[?]");
+    }
+
+    #[test]
+    fn in_lists_and_values_collapse() {
+        assert_eq!(
+            n("select * from t where id in (1,2,3)"),
+            "select * from t where id in (?)"
+        );
+        assert_eq!(
+            n("select * from t where id IN ($1)"),
+            "select * from t where id in (?)"
+        );
+        assert_eq!(
+            n("select * from t where id in (select id from u)"),
+            "select * from t where id in (select id from u)"
+        );
+        assert_eq!(
+            n("insert into t values (1, 'a'), (2, 'b'), (3, 'c')"),
+            "insert into t values (?, ?)"
+        );
+        assert_eq!(
+            n("insert into t values (1, 'a'), (2, now()) returning id"),
+            "insert into t values (?, ?), (?, now()) returning id"
+        );
+        // function argument lists are structure, not lists to collapse
+        assert_ne!(n("select f(1, 2)"), n("select f(1)"));
+    }
+
+    #[test]
+    fn same_shape_same_hash_different_shape_different_hash() {
+        let a = normalize("SELECT * FROM t WHERE id = 1").1.hash;
+        let b = normalize("select * from t where id = 999").1.hash;
+        let c = normalize("select * from t where id > 1").1.hash;
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn hints_and_sqlcommenter() {
+        let (_, r) = normalize("/* pake:primary */ select 1");
+        assert_eq!(r.hints.route, Some(RouteHint::Primary));
+        let (_, r) = normalize("select 1 /* pake:replica */");
+        assert_eq!(r.hints.route, Some(RouteHint::Replica));
+        let (text, r) = normalize(
+            "select 1 /*traceparent='00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',application='billing%20api'*/",
+        );
+        assert_eq!(text, "select ?");
+        assert_eq!(r.hints.trace_id(), Some("0af7651916cd43dd8448eb211c80319c"));
+        assert_eq!(r.hints.tag("application"), Some("billing api"));
+        assert_eq!(
+            normalize("select 1 /* traceparent='bad' */")
+                .1
+                .hints
+                .trace_id(),
+            None
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        for s in [
+            "(((",
+            ")))",
+            "in ())",
+            "values (,),(",
+            "'",
+            "%",
+            "/*traceparent='%zz'*/",
+            "in(?,",
+        ] {
+            let _ = normalize(s);
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! Faults: the server dies mid-query or restarts, checkout waits time out, clients idle too
+//! long, queries are canceled, the proxy shuts down.
+
+use crate::harness::{code, eventually, Env, Opts, Raw};
+use pake::config::Dur;
+use std::time::Duration;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_dies_mid_query_then_comes_back() {
+    let mut env = Env::start().await;
+    let c = env.client().await;
+    let slow = tokio::spawn(async move { c.batch_execute("select pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::task::block_in_place(|| env.lab.primary.crash());
+    let e = slow.await.unwrap().unwrap_err();
+    assert!(
+        code(&e) == "08006" || e.is_closed(),
+        "client sees the lost connection: {e}"
+    );
+    // while the server is down, new requests fail fast with 08006
+    let mut raw = Raw::login(&env, "pake", "pake", "postgres").await;
+    if let Ok(r) = raw.as_mut() {
+        r.send(&crate::harness::frame(b'Q', b"select 1\0")).await;
+        let (sqlstate, _) = r.error().await.expect("an error");
+        assert_eq!(sqlstate, "08006");
+    } else {
+        assert_eq!(raw.err().as_deref(), Some("08006"));
+    }
+    tokio::task::block_in_place(|| env.lab.primary.start()).unwrap();
+    let back = eventually(Duration::from_secs(20), || async {
+        match pake::lab::postgres::connect(&env.url("postgres")).await {
+            Ok(c) => c.query_one("select 1", &[]).await.is_ok(),
+            Err(_) => false,
+        }
+    })
+    .await;
+    assert!(
+        back,
+        "Pake reconnects once Postgres is back, without a restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_servers_killed_behind_the_pool_are_replaced() {
+    let env = Env::start().await;
+    let c = env.client().await;
+    for _ in 0..3 {
+        c.query_one("select 1", &[]).await.unwrap();
+    }
+    // terminate every pooled server connection from the outside
+    let d = env.direct().await;
+    d.batch_execute(
+        "select pg_terminate_backend(pid) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // the dead idle server is noticed at checkout; the query runs on a fresh one
+    let v: i32 = c.query_one("select 11", &[]).await.unwrap().get(0);
+    assert_eq!(v, 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkout_wait_timeout_answers_instead_of_hanging() {
+    let env = Env::with(Opts {
+        pool_size: 1,
+        tweak: |c| c.pool.query_wait_timeout = Dur::millis(300),
+        ..Opts::default()
+    })
+    .await;
+    let holder = env.client().await;
+    holder.batch_execute("begin").await.unwrap(); // holds the only server
+    let waiter = env.client().await;
+    let e = waiter.query_one("select 1", &[]).await.unwrap_err();
+    assert_eq!(code(&e), "57014");
+    holder.batch_execute("commit").await.unwrap();
+    // the waiter's connection is still usable
+    let v: i32 = waiter.query_one("select 2", &[]).await.unwrap().get(0);
+    assert_eq!(v, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_in_transaction_timeout() {
+    let env = Env::with(Opts {
+        pool_size: 1,
+        tweak: |c| c.pool.idle_transaction_timeout = Dur::millis(300),
+        ..Opts::default()
+    })
+    .await;
+    let mut raw = Raw::login(&env, "pake", "pake", "postgres").await.unwrap();
+    raw.send(&crate::harness::frame(b'Q', b"begin\0")).await;
+    assert_eq!(raw.error().await, Some(("25P03".into(), "FATAL".into())));
+    assert!(raw.closed().await);
+    // the server went back (rolled back) for the next client
+    let c = env.client().await;
+    let v: i32 = c.query_one("select 3", &[]).await.unwrap().get(0);
+    assert_eq!(v, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_idle_timeout() {
+    let env = Env::with(Opts {
+        tweak: |c| c.pool.client_idle_timeout = Dur::millis(300),
+        ..Opts::default()
+    })
+    .await;
+    let mut raw = Raw::login(&env, "pake", "pake", "postgres").await.unwrap();
+    assert_eq!(raw.error().await, Some(("57P05".into(), "FATAL".into())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_reaches_the_running_query_only() {
+    let env = Env::start().await;
+    let c = env.client().await;
+    let token = c.cancel_token();
+    let c2 = env.client().await;
+    let slow = tokio::spawn(async move { c.batch_execute("select pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let e = slow.await.unwrap().unwrap_err();
+    assert_eq!(code(&e), "57014");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    // a cancel with a client's key while it is idle touches nobody
+    let token2 = c2.cancel_token();
+    let c3 = env.client().await;
+    let running = tokio::spawn(async move {
+        c3.query_one("select pg_sleep(1)::text || 'done'", &[])
+            .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    token2.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    let v: String = running.await.unwrap().unwrap().get(0);
+    assert_eq!(v, "done");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_idle_clients_with_57p01() {
+    let env = Env::start().await;
+    let mut raw = Raw::login(&env, "pake", "pake", "postgres").await.unwrap();
+    env.pake.drain(Duration::from_secs(1)).await;
+    assert_eq!(raw.error().await, Some(("57P01".into(), "FATAL".into())));
+    assert!(
+        tokio::net::TcpStream::connect(env.pake.pg_addr)
+            .await
+            .is_err(),
+        "the listener is closed"
+    );
+}

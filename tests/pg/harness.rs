@@ -1,0 +1,301 @@
+//! Shared set-up for the Postgres integration tests: a lab primary, Pake in front of it in
+//! this test's runtime, and clients for both. Each test owns its own servers.
+
+use pake::app::Running;
+use pake::config::{Config, PoolMode, QuickStart};
+use pake::lab::{PgLab, PgOptions};
+use std::time::Duration;
+
+pub struct Env {
+    pub lab: PgLab,
+    pub pake: Running,
+}
+
+#[derive(Clone)]
+pub struct Opts {
+    pub pool_size: usize,
+    pub mode: PoolMode,
+    pub lab: PgOptions,
+    /// Applied to the config after the quick start flags.
+    pub tweak: fn(&mut Config),
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            pool_size: 5,
+            mode: PoolMode::Transaction,
+            lab: PgOptions::default(),
+            tweak: |_| {},
+        }
+    }
+}
+
+impl Env {
+    pub async fn start() -> Env {
+        Env::with(Opts::default()).await
+    }
+
+    pub async fn with(opts: Opts) -> Env {
+        if let Ok(level) = std::env::var("PAKE_TEST_LOG") {
+            pake::obs::logging::init(pake::config::LogFormat::Text, &level);
+        }
+        let lab_opts = opts.lab.clone();
+        let lab = tokio::task::spawn_blocking(move || PgLab::start(lab_opts))
+            .await
+            .expect("lab thread")
+            .expect("lab start");
+        let pake = start_pake(&lab, &opts).await;
+        Env { lab, pake }
+    }
+
+    /// URL of Pake for `db`, as the lab's superuser.
+    pub fn url(&self, db: &str) -> String {
+        format!(
+            "postgres://{}:{}@127.0.0.1:{}/{}",
+            self.lab.user,
+            self.lab.password,
+            self.pake.pg_addr.port(),
+            db
+        )
+    }
+
+    /// A tokio-postgres client through Pake.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        pake::lab::postgres::connect(&self.url("postgres"))
+            .await
+            .expect("connect through pake")
+    }
+
+    /// A tokio-postgres client straight to the primary.
+    pub async fn direct(&self) -> tokio_postgres::Client {
+        self.lab.client("postgres").await.expect("connect direct")
+    }
+
+    /// Client backends on the primary other than the asking one.
+    pub async fn server_backends(&self) -> i64 {
+        let c = self.direct().await;
+        c.query_one(
+            "select count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .expect("count backends")
+        .get(0)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{}",
+            self.pake.admin_addr.expect("admin listener"),
+            path
+        )
+    }
+}
+
+pub async fn start_pake(lab: &PgLab, opts: &Opts) -> Running {
+    let quick = QuickStart {
+        pg_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
+        pg_primary: Some(lab.url("postgres")),
+        pool_size: Some(opts.pool_size),
+        pool_mode: Some(opts.mode),
+        ..QuickStart::default()
+    };
+    let mut config = quick.apply(Config::default()).expect("quick start");
+    config.pool.query_wait_timeout = pake::config::Dur::secs(30);
+    (opts.tweak)(&mut config);
+    config.validate().expect("valid config");
+    pake::app::start(config).await.expect("pake start")
+}
+
+/// Path of a PostgreSQL client program (psql, pgbench) from the lab's binaries.
+pub fn pg_bin(name: &str) -> std::path::PathBuf {
+    pake::lab::postgres::bindir().expect("bindir").join(name)
+}
+
+/// Fetch an admin HTTP path with a plain TCP request (no HTTP client dependency).
+pub async fn http_get(url: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut s = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("connect admin");
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .await
+        .expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// Poll `cond` until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+/// A hand-driven protocol client, for sending what real drivers never would.
+pub struct Raw {
+    pub stream: tokio::net::TcpStream,
+    buf: bytes::BytesMut,
+}
+
+impl Raw {
+    pub async fn connect(env: &Env) -> Raw {
+        let stream = tokio::net::TcpStream::connect(env.pake.pg_addr)
+            .await
+            .expect("connect");
+        Raw {
+            stream,
+            buf: bytes::BytesMut::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.expect("send");
+    }
+
+    /// Log in with SCRAM as `user`; returns the messages of the welcome.
+    pub async fn login(env: &Env, user: &str, password: &str, db: &str) -> Result<Raw, String> {
+        use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+        use postgres_protocol::message::frontend;
+        let mut raw = Raw::connect(env).await;
+        let mut out = bytes::BytesMut::new();
+        frontend::startup_message([("user", user), ("database", db)], &mut out).expect("startup");
+        raw.send(&out).await;
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let (tag, body) = raw.read().await.ok_or("connection closed")?;
+            match tag {
+                b'R' => {
+                    let code = i32::from_be_bytes(body[..4].try_into().expect("code"));
+                    let mut out = bytes::BytesMut::new();
+                    match code {
+                        0 => {}
+                        10 => {
+                            let s = ScramSha256::new(
+                                password.as_bytes(),
+                                ChannelBinding::unsupported(),
+                            );
+                            frontend::sasl_initial_response("SCRAM-SHA-256", s.message(), &mut out)
+                                .expect("sasl");
+                            scram = Some(s);
+                        }
+                        11 => {
+                            let s = scram.as_mut().expect("scram");
+                            s.update(&body[4..]).map_err(|e| e.to_string())?;
+                            frontend::sasl_response(s.message(), &mut out).expect("sasl");
+                        }
+                        12 => {
+                            let s = scram.as_mut().expect("scram");
+                            s.finish(&body[4..]).map_err(|e| e.to_string())?;
+                        }
+                        other => return Err(format!("auth code {other}")),
+                    }
+                    if !out.is_empty() {
+                        raw.send(&out).await;
+                    }
+                }
+                b'E' => return Err(sqlstate(&body)),
+                b'Z' => return Ok(raw),
+                _ => {}
+            }
+        }
+    }
+
+    /// Read one message; `None` when the connection is closed.
+    pub async fn read(&mut self) -> Option<(u8, Vec<u8>)> {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buf.len() >= 5 {
+                let len = i32::from_be_bytes(self.buf[1..5].try_into().ok()?) as usize;
+                if self.buf.len() > len {
+                    let frame = self.buf.split_to(len + 1);
+                    return Some((frame[0], frame[5..].to_vec()));
+                }
+            }
+            let n =
+                tokio::time::timeout(Duration::from_secs(10), self.stream.read_buf(&mut self.buf))
+                    .await
+                    .ok()?
+                    .ok()?;
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Read until an ErrorResponse; its SQLSTATE and severity.
+    pub async fn error(&mut self) -> Option<(String, String)> {
+        loop {
+            let (tag, body) = self.read().await?;
+            if tag == b'E' {
+                return Some((sqlstate(&body), field(&body, b'S')));
+            }
+        }
+    }
+
+    /// Is the connection closed by the other end (after draining what is left)?
+    pub async fn closed(&mut self) -> bool {
+        loop {
+            match self.read().await {
+                None => return true,
+                Some(_) => continue,
+            }
+        }
+    }
+}
+
+pub fn field(body: &[u8], f: u8) -> String {
+    let mut rest = body;
+    while let Some((&k, tail)) = rest.split_first() {
+        if k == 0 {
+            break;
+        }
+        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
+        if k == f {
+            return String::from_utf8_lossy(&tail[..end]).into_owned();
+        }
+        rest = &tail[(end + 1).min(tail.len())..];
+    }
+    String::new()
+}
+
+pub fn sqlstate(body: &[u8]) -> String {
+    field(body, b'C')
+}
+
+/// A frame: tag + length + body.
+pub fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// The SQLSTATE of a tokio-postgres error (empty when it has none).
+pub fn code(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_default()
+}

@@ -1,0 +1,11 @@
+//! Postgres integration tests: real PostgreSQL from the lab, real clients (tokio-postgres,
+//! psql, pgbench), Pake in between. One binary for the area; tests run in parallel, each
+//! with its own servers.
+
+mod harness;
+
+mod bad_input;
+mod basic;
+mod clients;
+mod faults;
+mod isolation;
