@@ -82,8 +82,7 @@ async fn wrong_password_unknown_user_unknown_database() {
     let bad = env.url("postgres").replace(":pake@", ":nope@");
     let e = pake::lab::postgres::connect(&bad)
         .await
-        .err()
-        .expect("must fail");
+        .expect_err("must fail");
     assert!(
         e.to_string().contains("28P01") || e.to_string().contains("password"),
         "{e}"
@@ -173,8 +172,7 @@ async fn too_many_clients() {
     let held: Vec<_> = futures_util::future::join_all((0..3).map(|_| env.client())).await;
     let e = pake::lab::postgres::connect(&env.url("postgres"))
         .await
-        .err()
-        .expect("4th fails");
+        .expect_err("4th fails");
     assert!(
         e.to_string().contains("53300") || e.to_string().contains("too many"),
         "{e}"

@@ -4,8 +4,10 @@
 
 mod harness;
 
+mod auth;
 mod bad_input;
 mod basic;
 mod clients;
 mod faults;
 mod isolation;
+mod observe;

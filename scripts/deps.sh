@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Install what `make demo` / `make test` need on Debian, only what is missing.
+# Runs apt-get as root (directly, or through sudo when available).
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+pgbin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n1 || true)
+
+[ -n "$pgbin" ] && [ -x "$pgbin/initdb" ] || need+=(postgresql-15)
+have psql || need+=(postgresql-client-15)
+have pgbench || [ -x "${pgbin:-/nonexistent}/pgbench" ] || need+=(postgresql-contrib)
+ls /usr/share/postgresql/*/extension/hypopg.control >/dev/null 2>&1 || need+=(postgresql-15-hypopg)
+have redis-server || need+=(redis-server)
+have redis-cli || need+=(redis-tools)
+have pgbouncer || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
+have nutcracker || [ -x /usr/sbin/nutcracker ] || need+=(nutcracker)
+have promtool || need+=(prometheus)
+have curl || need+=(curl)
+have cc || need+=(build-essential)
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "==> installing: ${need[*]}"
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ]; then
+    have sudo || { echo "need root (or sudo) to install: ${need[*]}" >&2; exit 1; }
+    SUDO=sudo
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # no services started by package scripts are needed: the lab runs its own servers
+  $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if ! have cargo; then
+  if [ -x "$HOME/.cargo/bin/cargo" ]; then
+    echo "cargo is installed in ~/.cargo/bin: add it to PATH" >&2
+  else
+    echo "==> installing Rust (rustup)"
+    curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c clippy,rustfmt >/dev/null
+  fi
+fi
+echo "==> prerequisites present"
