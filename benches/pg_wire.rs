@@ -2,10 +2,11 @@
 //! statement normalisation / cached analysis. Run with `cargo bench --bench pg_wire`.
 
 use bytes::BytesMut;
-use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use pake::pg::session::expect::{Effects, Expect, Replies};
 use pake::pg::sql::Analyzer;
 use pake::pg::wire;
+use std::hint::black_box;
 
 fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
     let mut v = vec![tag];
