@@ -30,6 +30,8 @@ enum Command {
     },
     /// Start a local lab (Postgres), put Pake in front, run a short pgbench, print how to connect.
     Demo(pake::demo::DemoArgs),
+    /// Start lab servers (real PostgreSQL in a temp dir), print their URLs, stop on Ctrl-C.
+    Lab(pake::lab::cli::LabArgs),
 }
 
 #[derive(Args)]
@@ -88,6 +90,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Demo(args) => pake::demo::run(args),
+        Command::Lab(args) => pake::lab::cli::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
