@@ -116,6 +116,23 @@ fn statements(c: &mut Criterion) {
             })
         })
     });
+    g.bench_function("classify_cached", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            analyzer.with(black_box(&texts[i]), |_, info| {
+                info.route.class == pake::pg::route::Class::Read
+            })
+        })
+    });
+    g.bench_function("classify_uncached_parse", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) & 1023;
+            let ast = pake::pg::route::classify::parse(black_box(&texts[i]));
+            pake::pg::route::classify::classify(ast.as_deref()).class
+        })
+    });
     g.bench_function("analyze_uncached", |b| {
         let mut i = 0u64;
         b.iter(|| {

@@ -45,6 +45,9 @@ struct ServeArgs {
     /// The Postgres primary: postgres://USER:PASS@HOST:PORT/DB.
     #[arg(long, env = "PAKE_PG_PRIMARY")]
     pg_primary: Option<String>,
+    /// A streaming replica of the primary (repeatable): read-only statements may go there.
+    #[arg(long = "pg-replica")]
+    pg_replica: Vec<String>,
     /// Server connections per (database, user) pool.
     #[arg(long, env = "PAKE_POOL_SIZE")]
     pool_size: Option<usize>,
@@ -109,6 +112,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let quick = QuickStart {
         pg_listen: args.pg_listen,
         pg_primary: args.pg_primary,
+        pg_replicas: args.pg_replica,
         pool_size: args.pool_size,
         pool_mode: args.pool_mode,
         admin_listen: args.admin_listen,

@@ -30,6 +30,112 @@ pub struct Config {
     /// The users clients may log in as.
     #[serde(default)]
     pub users: Vec<User>,
+    /// Read/write split across streaming replicas.
+    #[serde(default)]
+    pub routing: Routing,
+}
+
+/// How reads are sent to replicas, and when a replica is trusted.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Routing {
+    /// A replica further behind than this is banned: a duration (`"5s"`, replay time behind
+    /// the primary) or a size (`"64MiB"`, WAL bytes not yet replayed).
+    pub max_replica_lag: LagLimit,
+    /// How long a lagging or failing replica gets no reads.
+    pub ban_time: Dur,
+    /// How often each replica's health and lag, and the primary's WAL position, are sampled
+    /// (on side connections, off the request path).
+    pub health_check_interval: Dur,
+    /// A health check slower than this counts as failed.
+    pub health_check_timeout: Dur,
+    /// After a session commits a write, where its next reads go: `causal` (the primary until a
+    /// replica has replayed past the primary's WAL position sampled after the commit),
+    /// `window` (the primary for `read_your_writes_window`), or `off`.
+    pub read_your_writes: ReadYourWrites,
+    /// Time reads stay on the primary after a write in `window` mode.
+    pub read_your_writes_window: Dur,
+    /// How a read picks among healthy replicas: `least_outstanding`, `round_robin`,
+    /// `random` or `weighted`.
+    pub load_balancing: Balance,
+    /// This Pake's zone: replicas in the same zone are preferred when healthy.
+    pub zone: Option<String>,
+    /// Functions that change state beyond the built-in list (nextval, setval,
+    /// pg_advisory_*, set_config, txid_current, lo_*, pg_notify…): statements calling them go
+    /// to the primary. (Any function the catalog marks VOLATILE does too.)
+    pub primary_functions: Vec<String>,
+}
+
+impl Default for Routing {
+    fn default() -> Self {
+        Routing {
+            max_replica_lag: LagLimit::Time(Dur::secs(5)),
+            ban_time: Dur::secs(30),
+            health_check_interval: Dur::millis(250),
+            health_check_timeout: Dur::secs(2),
+            read_your_writes: ReadYourWrites::Causal,
+            read_your_writes_window: Dur::secs(5),
+            load_balancing: Balance::LeastOutstanding,
+            zone: None,
+            primary_functions: Vec::new(),
+        }
+    }
+}
+
+/// Replica lag limit: replay time or WAL bytes behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LagLimit {
+    Time(Dur),
+    Bytes(u64),
+}
+
+impl<'de> Deserialize<'de> for LagLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let t = text.trim();
+        let unit: String = t
+            .chars()
+            .skip_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let unit = unit.trim().to_ascii_lowercase();
+        if unit.ends_with('b') {
+            units::parse_bytes(t)
+                .map(LagLimit::Bytes)
+                .map_err(serde::de::Error::custom)
+        } else {
+            units::parse_duration(t)
+                .map(|d| LagLimit::Time(Dur(d)))
+                .map_err(serde::de::Error::custom)
+        }
+    }
+}
+
+impl Serialize for LagLimit {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            LagLimit::Time(d) => s.serialize_str(&d.to_string()),
+            LagLimit::Bytes(b) => s.serialize_str(&Bytes(*b).to_string()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadYourWrites {
+    #[default]
+    Causal,
+    Window,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    LeastOutstanding,
+    RoundRobin,
+    Random,
+    Weighted,
 }
 
 /// Process-wide settings.
@@ -187,6 +293,31 @@ pub struct Database {
     pub pool_size: Option<usize>,
     #[serde(default)]
     pub pool_mode: Option<PoolMode>,
+    /// Streaming replicas of this database's primary; read-only statements may go there.
+    #[serde(default)]
+    pub replicas: Vec<Replica>,
+    /// Send read-only statements to replicas (default: yes when there are replicas).
+    #[serde(default)]
+    pub read_from_replicas: Option<bool>,
+}
+
+/// A streaming replica of a database's primary.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Replica {
+    pub host: String,
+    #[serde(default = "default_pg_port")]
+    pub port: u16,
+    /// Share of reads under `load_balancing = "weighted"`.
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+    /// Zone (rack, availability zone): same-zone replicas are preferred.
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+fn default_weight() -> u32 {
+    100
 }
 
 fn default_pg_port() -> u16 {
@@ -221,6 +352,9 @@ pub struct User {
     /// Most client connections for this user at once; 0 is unlimited.
     #[serde(default)]
     pub max_user_connections: usize,
+    /// `false` keeps this user's reads on the primary.
+    #[serde(default)]
+    pub read_from_replicas: Option<bool>,
 }
 
 /// A problem with one key of the configuration.
@@ -349,6 +483,20 @@ impl Config {
             if db.pool_size == Some(0) {
                 errs.push(ConfigError::new(key("pool_size"), "must be at least 1"));
             }
+            for (j, r) in db.replicas.iter().enumerate() {
+                if r.host.is_empty() {
+                    errs.push(ConfigError::new(
+                        format!("databases[{i}].replicas[{j}].host"),
+                        "must not be empty",
+                    ));
+                }
+                if r.port == 0 {
+                    errs.push(ConfigError::new(
+                        format!("databases[{i}].replicas[{j}].port"),
+                        "must be 1 to 65535",
+                    ));
+                }
+            }
             if db.server_password.is_some() && db.server_user.is_none() {
                 errs.push(ConfigError::new(
                     key("server_password"),
@@ -418,6 +566,9 @@ impl Config {
     /// The effective settings of the (database, user) pool.
     pub fn pool_settings(&self, db: &Database, user: &User) -> PoolSettings {
         PoolSettings {
+            read_from_replicas: !db.replicas.is_empty()
+                && user.read_from_replicas.unwrap_or(true)
+                && db.read_from_replicas.unwrap_or(true),
             mode: user
                 .pool_mode
                 .or(db.pool_mode)
@@ -445,6 +596,8 @@ fn line_of(text: &str, offset: usize) -> usize {
 #[derive(Debug, Clone)]
 pub struct PoolSettings {
     pub mode: PoolMode,
+    /// Read-only statements may go to replicas.
+    pub read_from_replicas: bool,
     pub size: usize,
     pub defaults: PoolDefaults,
 }
@@ -455,6 +608,8 @@ pub struct QuickStart {
     pub pg_listen: Option<SocketAddr>,
     /// `postgres://USER:PASS@HOST:PORT/DB`
     pub pg_primary: Option<String>,
+    /// Streaming replicas of the primary (host and port are used; same user and database).
+    pub pg_replicas: Vec<String>,
     pub pool_size: Option<usize>,
     pub pool_mode: Option<PoolMode>,
     pub admin_listen: Option<SocketAddr>,
@@ -490,6 +645,16 @@ impl QuickStart {
                     "the URL has no password: clients log in to Pake with the URL's user and password (or pass --auth-type trust)",
                 ));
             }
+            let mut replicas = Vec::new();
+            for url in &self.pg_replicas {
+                let r = parse_url(url).map_err(|r| ConfigError::new("--pg-replica", r))?;
+                replicas.push(Replica {
+                    host: r.host,
+                    port: r.port,
+                    weight: default_weight(),
+                    zone: None,
+                });
+            }
             base.databases.retain(|d| d.name != target.dbname);
             base.databases.push(Database {
                 name: target.dbname.clone(),
@@ -500,6 +665,8 @@ impl QuickStart {
                 server_password: None,
                 pool_size: None,
                 pool_mode: None,
+                replicas,
+                read_from_replicas: None,
             });
             base.users.retain(|u| u.name != target.user);
             base.users.push(User {
@@ -510,10 +677,17 @@ impl QuickStart {
                 pool_size: None,
                 pool_mode: None,
                 max_user_connections: 0,
+                read_from_replicas: None,
             });
             if !base.general.admin_users.contains(&target.user) {
                 base.general.admin_users.push(target.user);
             }
+        }
+        if self.pg_primary.is_none() && !self.pg_replicas.is_empty() {
+            return Err(ConfigError::new(
+                "--pg-replica",
+                "needs --pg-primary (replicas belong to the primary's database)",
+            ));
         }
         if let Some(n) = self.pool_size {
             base.pool.pool_size = n;
@@ -663,6 +837,29 @@ pool_size = 9
             no_pw.apply(Config::default()).unwrap_err().key,
             "--pg-primary"
         );
+    }
+
+    #[test]
+    fn routing_settings() {
+        let c = Config::parse(
+            "[routing]\nmax_replica_lag = \"64MiB\"\nload_balancing = \"round_robin\"\n\n[[databases]]\nname = \"a\"\nhost = \"p\"\nreplicas = [{ host = \"r1\", weight = 3, zone = \"eu\" }, { host = \"r2\", port = 5433 }]\n",
+        )
+        .unwrap();
+        assert_eq!(c.routing.max_replica_lag, LagLimit::Bytes(64 << 20));
+        assert_eq!(c.routing.load_balancing, Balance::RoundRobin);
+        assert_eq!(c.databases[0].replicas[1].port, 5433);
+        let c = Config::parse("[routing]\nmax_replica_lag = \"1500ms\"\n").unwrap();
+        assert_eq!(c.routing.max_replica_lag, LagLimit::Time(Dur::millis(1500)));
+        assert!(Config::parse("[routing]\nmax_replica_lag = \"lots\"\n").is_err());
+        let q = QuickStart {
+            pg_primary: Some("postgres://u:p@h:5432/d".into()),
+            pg_replicas: vec!["postgres://u:p@r:5434/d".into()],
+            ..QuickStart::default()
+        };
+        let c = q.apply(Config::default()).unwrap();
+        assert_eq!(c.databases[0].replicas[0].port, 5434);
+        let s = c.pool_settings(&c.databases[0], &c.users[0]);
+        assert!(s.read_from_replicas);
     }
 
     #[test]

@@ -27,6 +27,11 @@ pub struct Metrics {
     pub servers: IntGaugeVec,
     pub pool_size: IntGaugeVec,
     pub client_connections: IntGaugeVec,
+    pub routed: IntCounterVec,
+    pub replica_lag_bytes: IntGaugeVec,
+    pub replica_lag_seconds: prometheus::GaugeVec,
+    pub replica_banned: IntGaugeVec,
+    pub replica_checks: IntCounterVec,
 }
 
 /// The handles of one (database, user) pool.
@@ -40,6 +45,7 @@ pub struct PoolMetrics {
     pub transactions: IntCounter,
     pub client_received_bytes: IntCounter,
     pub client_sent_bytes: IntCounter,
+    pub routed: IntCounter,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -62,7 +68,9 @@ fn register(reg: &Registry, c: Box<dyn prometheus::core::Collector>, name: &str)
         .unwrap_or_else(|e| panic!("metric {name} registration: {e}"));
 }
 
-const POOL: &[&str] = &["database", "user"];
+/// A pool is one (database, user) towards one target: `primary` or a replica `host:port`.
+const POOL: &[&str] = &["database", "user", "target"];
+const REPLICA: &[&str] = &["database", "replica"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -146,13 +154,13 @@ impl Metrics {
                 &registry,
                 "pake_pg_clients",
                 "Client connections by state (active: holding a server; waiting: queued for one)",
-                &["database", "user", "state"],
+                &["database", "user", "target", "state"],
             ),
             servers: gauge(
                 &registry,
                 "pake_pg_servers",
                 "Server connections by state",
-                &["database", "user", "state"],
+                &["database", "user", "target", "state"],
             ),
             pool_size: gauge(&registry, "pake_pg_pool_size", "Configured pool size", POOL),
             client_connections: gauge(
@@ -161,12 +169,48 @@ impl Metrics {
                 "Client connections open on the Postgres listener",
                 &[],
             ),
+            routed: counter(
+                &registry,
+                "pake_pg_routed_total",
+                "Requests (transactions or autocommit statements) routed, by target",
+                POOL,
+            ),
+            replica_lag_bytes: gauge(
+                &registry,
+                "pake_pg_replica_lag_bytes",
+                "WAL bytes the replica has not replayed yet (at the last check)",
+                REPLICA,
+            ),
+            replica_lag_seconds: {
+                let g = prometheus::GaugeVec::new(
+                    Opts::new(
+                        "pake_pg_replica_lag_seconds",
+                        "Replay delay behind the primary (0 when caught up)",
+                    ),
+                    REPLICA,
+                )
+                .unwrap_or_else(|e| panic!("replica lag gauge definition: {e}"));
+                register(&registry, Box::new(g.clone()), "replica_lag_seconds");
+                g
+            },
+            replica_banned: gauge(
+                &registry,
+                "pake_pg_replica_banned",
+                "1 while the replica gets no reads (lag or failed health checks)",
+                REPLICA,
+            ),
+            replica_checks: counter(
+                &registry,
+                "pake_pg_replica_checks_total",
+                "Replica health checks by result",
+                &["database", "replica", "result"],
+            ),
             registry,
         }
     }
 
-    pub fn pool(&self, database: &str, user: &str) -> PoolMetrics {
-        let l = [database, user];
+    pub fn pool(&self, database: &str, user: &str, target: &str) -> PoolMetrics {
+        let l = [database, user, target];
         PoolMetrics {
             checkout_wait: self.checkout_wait.with_label_values(&l),
             wait_timeouts: self.wait_timeouts.with_label_values(&l),
@@ -176,6 +220,7 @@ impl Metrics {
             transactions: self.transactions.with_label_values(&l),
             client_received_bytes: self.client_received.with_label_values(&l),
             client_sent_bytes: self.client_sent.with_label_values(&l),
+            routed: self.routed.with_label_values(&l),
         }
     }
 

@@ -5,9 +5,9 @@
 
 use super::auth::{self, AuthError, Method, ScramSecret, ScramServer};
 use super::cancel::CancelSlot;
+use super::cluster::Cluster;
 use super::error::Error;
 use super::params::ClientParams;
-use super::pool::Pool;
 use super::proxy::{Proxy, UserEntry};
 use super::startup::{self, Request, Startup};
 use super::wire::{self, backend, fe};
@@ -28,7 +28,7 @@ pub enum Login {
 pub struct LoggedIn {
     pub startup: Startup,
     pub user: Arc<UserEntry>,
-    pub pool: Arc<Pool>,
+    pub cluster: Arc<Cluster>,
     pub params: ClientParams,
     pub cancel: Arc<CancelSlot>,
 }
@@ -93,10 +93,10 @@ where
     )
     .await?;
     let user = entry.ok_or_else(|| AuthError::Failed(startup.user.clone()))?;
-    let pool = proxy
-        .pool(&startup.database, &user)
+    let cluster = proxy
+        .cluster(&startup.database, &user)
         .ok_or_else(|| Error::UnknownDatabase(startup.database.clone()))?;
-    let welcome = pool.welcome_params().await?;
+    let welcome = cluster.primary.welcome_params().await?;
     let params = ClientParams::new(&welcome, &startup.params);
     let cancel = proxy.cancel.register();
     backend::authentication(&mut out, auth::code::OK, &[]);
@@ -113,7 +113,7 @@ where
     Ok(Login::Client(Box::new(LoggedIn {
         startup,
         user,
-        pool,
+        cluster,
         params,
         cancel,
     })))

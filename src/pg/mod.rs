@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod cancel;
+pub mod cluster;
 pub mod error;
 pub mod listener;
 pub mod login;
@@ -13,6 +14,7 @@ pub mod params;
 pub mod pool;
 pub mod prepared;
 pub mod proxy;
+pub mod route;
 pub mod server;
 pub mod session;
 pub mod sql;

@@ -77,6 +77,8 @@ pub struct PoolCounts {
 
 pub struct Pool {
     pub key: PoolKey,
+    /// `primary`, or the replica's `host:port`.
+    pub target_name: String,
     pub settings: PoolSettings,
     target: ServerTarget,
     state: Mutex<State>,
@@ -93,12 +95,14 @@ static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
 impl Pool {
     pub fn new(
         key: PoolKey,
+        target_name: String,
         settings: PoolSettings,
         target: ServerTarget,
         metrics: PoolMetrics,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             key,
+            target_name,
             settings,
             target,
             state: Mutex::new(State::default()),

@@ -3,8 +3,11 @@
 
 use super::auth::{Method, Secret};
 use super::cancel::CancelRegistry;
+use super::cluster::Cluster;
 use super::pool::{Pool, PoolCounts, PoolKey};
 use super::prepared::Registry;
+use super::route::topology::{spawn_monitor, MonitorLogin};
+use super::route::Topology;
 use super::server::ServerTarget;
 use super::sql::Analyzer;
 use crate::config::{Config, User};
@@ -37,7 +40,8 @@ pub enum Phase {
 pub struct Proxy {
     config: ArcSwap<Config>,
     users: ArcSwap<HashMap<String, Arc<UserEntry>>>,
-    pools: RwLock<HashMap<PoolKey, Arc<Pool>>>,
+    clusters: RwLock<HashMap<PoolKey, Arc<Cluster>>>,
+    topologies: Mutex<HashMap<String, Arc<Topology>>>,
     pub cancel: CancelRegistry,
     pub analyzer: Analyzer,
     pub statements: Registry,
@@ -54,7 +58,8 @@ impl Proxy {
         Arc::new(Proxy {
             config: ArcSwap::from_pointee(config),
             users: ArcSwap::from_pointee(users),
-            pools: RwLock::new(HashMap::new()),
+            clusters: RwLock::new(HashMap::new()),
+            topologies: Mutex::new(HashMap::new()),
             cancel: CancelRegistry::default(),
             analyzer: Analyzer::new(),
             statements: Registry::default(),
@@ -79,14 +84,14 @@ impl Proxy {
         self.next_client.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The pool for (database, user), created on first use.
-    pub fn pool(self: &Arc<Self>, database: &str, user: &UserEntry) -> Option<Arc<Pool>> {
+    /// The pools for (database, user), created on first use: primary and replicas.
+    pub fn cluster(self: &Arc<Self>, database: &str, user: &UserEntry) -> Option<Arc<Cluster>> {
         let key = PoolKey {
             database: database.to_string(),
             user: user.config.name.clone(),
         };
-        if let Some(p) = self.pools.read().get(&key) {
-            return Some(p.clone());
+        if let Some(c) = self.clusters.read().get(&key) {
+            return Some(c.clone());
         }
         let config = self.config();
         let db = config.database(database)?;
@@ -101,30 +106,86 @@ impl Proxy {
                     .or_else(|| user.secret.plaintext.clone()),
             ),
         };
-        let target = ServerTarget {
-            host: db.host.clone(),
-            port: db.port,
-            user: server_user,
-            password,
+        let target = |host: &str, port: u16| ServerTarget {
+            host: host.to_string(),
+            port,
+            user: server_user.clone(),
+            password: password.clone(),
             database: db.server_dbname().to_string(),
             connect_timeout: config.pool.server_connect_timeout.0,
         };
-        let mut pools = self.pools.write();
-        let pool = pools
+        let topology = self.topology(db, &config, &server_user, password.clone());
+        let mut clusters = self.clusters.write();
+        let cluster = clusters
             .entry(key.clone())
             .or_insert_with(|| {
-                let metrics = self.metrics.pool(&key.database, &key.user);
-                let pool = Pool::new(key.clone(), settings, target, metrics);
-                spawn_reaper(Arc::downgrade(&pool));
-                tracing::info!(pool = %key, mode = %pool.mode(), size = pool.settings.size, "pool created");
-                pool
+                let pool = |name: String, t: ServerTarget| {
+                    let metrics = self.metrics.pool(&key.database, &key.user, &name);
+                    let pool = Pool::new(key.clone(), name, settings.clone(), t, metrics);
+                    spawn_reaper(Arc::downgrade(&pool));
+                    pool
+                };
+                let primary = pool("primary".into(), target(&db.host, db.port));
+                let replicas = topology
+                    .replicas
+                    .iter()
+                    .map(|r| pool(r.name.clone(), target(&r.config.host, r.config.port)))
+                    .collect();
+                tracing::info!(pool = %key, mode = %settings.mode, size = settings.size,
+                    replicas = topology.replicas.len(), "pool created");
+                Arc::new(Cluster {
+                    primary,
+                    replicas,
+                    topology,
+                })
             })
             .clone();
-        Some(pool)
+        Some(cluster)
     }
 
+    /// The routing state of a database (one monitor per database, whatever the users).
+    fn topology(
+        &self,
+        db: &crate::config::Database,
+        config: &Config,
+        user: &str,
+        password: Option<String>,
+    ) -> Arc<Topology> {
+        let mut map = self.topologies.lock();
+        map.entry(db.name.clone())
+            .or_insert_with(|| {
+                let t = Topology::new(
+                    &db.name,
+                    &db.replicas,
+                    config.routing.clone(),
+                    self.metrics.clone(),
+                );
+                spawn_monitor(
+                    &t,
+                    MonitorLogin {
+                        user: user.to_string(),
+                        password,
+                        dbname: db.server_dbname().to_string(),
+                        primary_host: db.host.clone(),
+                        primary_port: db.port,
+                    },
+                );
+                t
+            })
+            .clone()
+    }
+
+    pub fn clusters(&self) -> Vec<Arc<Cluster>> {
+        self.clusters.read().values().cloned().collect()
+    }
+
+    /// Every pool of every cluster.
     pub fn pools(&self) -> Vec<Arc<Pool>> {
-        self.pools.read().values().cloned().collect()
+        self.clusters
+            .read()
+            .values()
+            .flat_map(|c| c.pools().cloned().collect::<Vec<_>>())
+            .collect()
     }
 
     /// Count a new client; `Err` with the limit when `max_client_conn` is reached.
@@ -184,6 +245,7 @@ impl Proxy {
             } = pool.counts();
             let db = pool.key.database.as_str();
             let user = pool.key.user.as_str();
+            let target = pool.target_name.as_str();
             let idle_clients = clients.saturating_sub(active + waiting);
             for (state, v) in [
                 ("active", active),
@@ -191,16 +253,16 @@ impl Proxy {
                 ("idle", idle_clients),
             ] {
                 m.clients
-                    .with_label_values(&[db, user, state])
+                    .with_label_values(&[db, user, target, state])
                     .set(v as i64);
             }
             for (state, v) in [("active", active), ("idle", idle)] {
                 m.servers
-                    .with_label_values(&[db, user, state])
+                    .with_label_values(&[db, user, target, state])
                     .set(v as i64);
             }
             m.pool_size
-                .with_label_values(&[db, user])
+                .with_label_values(&[db, user, target])
                 .set(pool.settings.size as i64);
         }
     }

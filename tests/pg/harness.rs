@@ -98,6 +98,7 @@ pub async fn start_pake(lab: &PgLab, opts: &Opts) -> Running {
         pg_listen: Some("127.0.0.1:0".parse().expect("addr")),
         admin_listen: Some("127.0.0.1:0".parse().expect("addr")),
         pg_primary: Some(lab.url("postgres")),
+        pg_replicas: lab.replica_url("postgres").into_iter().collect(),
         pool_size: Some(opts.pool_size),
         pool_mode: Some(opts.mode),
         ..QuickStart::default()

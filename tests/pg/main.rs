@@ -11,3 +11,4 @@ mod clients;
 mod faults;
 mod isolation;
 mod observe;
+mod routing;

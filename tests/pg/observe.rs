@@ -21,7 +21,7 @@ async fn metrics_count_what_was_served() {
     c.batch_execute("begin; select 1; commit").await.unwrap();
     let (status, text) = http_get(&env.admin_url("/metrics")).await;
     assert_eq!(status, 200);
-    let labels = "{database=\"postgres\",user=\"pake\"}";
+    let labels = "{database=\"postgres\",target=\"primary\",user=\"pake\"}";
     let queries = metric(&text, &format!("pake_pg_queries_total{labels}")).unwrap();
     assert!(queries >= 11.0, "queries {queries}\n{text}");
     let tx = metric(&text, &format!("pake_pg_transactions_total{labels}")).unwrap();
@@ -49,7 +49,7 @@ async fn metrics_count_what_was_served() {
     );
     let idle = metric(
         &text,
-        "pake_pg_servers{database=\"postgres\",state=\"idle\",user=\"pake\"}",
+        "pake_pg_servers{database=\"postgres\",state=\"idle\",target=\"primary\",user=\"pake\"}",
     );
     assert!(idle.unwrap() >= 1.0);
     assert!(text.contains("pake_pg_client_logins_total{result=\"ok\"}"));

@@ -12,8 +12,9 @@ use super::expect::Expect;
 use super::Session;
 use crate::config::PoolMode;
 use crate::pg::cancel::CancelTarget;
+use crate::pg::cluster::Target;
 use crate::pg::error::{Error, Source};
-use crate::pg::pool::Pool;
+use crate::pg::pool::{Pool, PoolError};
 use crate::pg::server::Server;
 use postgres_protocol::message::frontend;
 use std::sync::Arc;
@@ -24,10 +25,38 @@ use tokio::io::AsyncWriteExt;
 const RECOVER_LIMIT: Duration = Duration::from_secs(10);
 
 impl Session {
-    pub(super) async fn attach(&mut self) -> Result<(), Error> {
-        let mut server = self.pool.checkout().await?;
+    /// Check out a server on `target`; a replica that cannot be reached is banned and the
+    /// request tries the next one, then the primary (nothing has reached the client yet).
+    pub(super) async fn attach_routed(&mut self, mut target: Target) -> Result<(), Error> {
+        for _ in 0..self.cluster.replicas.len() {
+            match self.attach(target).await {
+                Err(Error::Pool(PoolError::Connect(e))) if target != Target::Primary => {
+                    if let Some(r) = self.cluster.replica_state(target) {
+                        r.healthy.store(false, std::sync::atomic::Ordering::Relaxed);
+                        self.cluster.topology.ban(r, &e.to_string());
+                    }
+                    target = match self.cluster.topology.choose(self.routing.min_lsn) {
+                        Some(r) => Target::Replica(r.index),
+                        None => Target::Primary,
+                    };
+                }
+                other => return other,
+            }
+        }
+        self.attach(target).await
+    }
+
+    async fn attach(&mut self, target: Target) -> Result<(), Error> {
+        let pool = self.cluster.pool(target).clone();
+        let mut server = pool.checkout().await?;
         if let Some(sql) = server.params.sync_sql(&self.params) {
             if frontend::query(&sql, &mut server.wbuf).is_ok() {
+                server.replies.push(Expect::Ready { swallow: true });
+            }
+        }
+        if let Some(begin) = self.routing.pending_begin.take() {
+            // the deferred BEGIN opens the transaction on the server its statements chose
+            if frontend::query(&begin, &mut server.wbuf).is_ok() {
                 server.replies.push(Expect::Ready { swallow: true });
             }
         }
@@ -35,8 +64,29 @@ impl Session {
             addr: server.addr,
             key: server.key,
         }));
+        if let Some(r) = self.cluster.replica_state(target) {
+            r.outstanding
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        pool.metrics.routed.inc();
+        tracing::debug!(target = %pool.target_name, "routed");
         self.server = Some(server);
+        self.server_target = target;
         Ok(())
+    }
+
+    /// The attached server is leaving the session.
+    fn detach(&mut self) -> Option<(Box<Server>, Arc<Pool>)> {
+        let server = self.server.take()?;
+        let target = self.server_target;
+        if let Some(r) = self.cluster.replica_state(target) {
+            r.outstanding
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        self.cancel.set(None);
+        let pool = self.cluster.pool(target).clone();
+        self.flush_tally(&pool);
+        Some((server, pool))
     }
 
     /// Transaction mode: hand the server back at a transaction boundary.
@@ -46,18 +96,16 @@ impl Session {
         {
             return;
         }
-        let Some(server) = self.server.take() else {
-            return;
-        };
-        self.cancel.set(None);
-        self.flush_tally();
-        release(&self.pool, server);
+        self.on_transaction_end(self.server_target);
+        if let Some((server, pool)) = self.detach() {
+            release(&pool, server);
+        }
     }
 
-    /// Add the session's counters to the pool's metrics.
-    pub(super) fn flush_tally(&mut self) {
+    /// Add the session's counters to the metrics of `pool`.
+    pub(super) fn flush_tally(&mut self, pool: &Pool) {
         let t = std::mem::take(&mut self.tally);
-        let m = &self.pool.metrics;
+        let m = &pool.metrics;
         if t.queries > 0 {
             m.queries.inc_by(t.queries);
         }
@@ -93,23 +141,22 @@ impl Session {
                 tracing::debug!(error = %e, "client went away");
             }
         }
-        self.flush_tally();
-        self.cancel.set(None);
-        let Some(server) = self.server.take() else {
+        let Some((server, pool)) = self.detach() else {
+            let primary = self.pool.clone();
+            self.flush_tally(&primary);
             return;
         };
         let server_failed = matches!(result, Err(e) if e.source() == Source::Server);
         if server_failed {
-            self.pool.discard(server);
+            pool.discard(server);
             return;
         }
         if self.mode == PoolMode::Transaction && server.is_idle() && server.dirty.is_none() {
-            self.pool.checkin(server);
+            pool.checkin(server);
             return;
         }
         let reset = (self.mode == PoolMode::Session || server.dirty.is_some())
-            .then(|| self.pool.settings.defaults.server_reset_query.clone());
-        let pool = self.pool.clone();
+            .then(|| pool.settings.defaults.server_reset_query.clone());
         tokio::spawn(recover(pool, server, reset));
     }
 }

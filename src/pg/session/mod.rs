@@ -19,8 +19,10 @@ pub mod attach;
 pub mod expect;
 pub mod request;
 pub mod response;
+pub mod route;
 
 use super::cancel::CancelSlot;
+use super::cluster::{Cluster, Target};
 use super::error::Error;
 use super::login::LoggedIn;
 use super::params::ClientParams;
@@ -55,7 +57,13 @@ struct Tally {
 pub struct Session {
     pub id: u64,
     proxy: Arc<Proxy>,
+    cluster: Arc<Cluster>,
+    /// The primary's pool: settings, client counts.
     pool: Arc<Pool>,
+    /// Where the attached server came from.
+    server_target: Target,
+    /// Routing state: transaction, `SET pake.route`, read-your-writes.
+    routing: route::RouteState,
     client: TcpStream,
     /// Bytes from the client not yet handled.
     crbuf: BytesMut,
@@ -96,8 +104,11 @@ impl Session {
         let config = proxy.config();
         Session {
             id,
-            mode: login.pool.mode(),
-            pool: login.pool,
+            mode: login.cluster.primary.mode(),
+            pool: login.cluster.primary.clone(),
+            cluster: login.cluster,
+            server_target: Target::Primary,
+            routing: route::RouteState::default(),
             client,
             crbuf: BytesMut::new(),
             cwbuf: BytesMut::new(),

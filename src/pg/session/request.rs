@@ -43,7 +43,11 @@ impl Session {
                 if !request_ready(&self.crbuf, self.max_message)? {
                     return Ok(Flow::Continue);
                 }
-                if let Err(e) = self.attach().await {
+                let target = match self.plan()? {
+                    super::route::Plan::Answered => continue,
+                    super::route::Plan::Server(target) => target,
+                };
+                if let Err(e) = self.attach_routed(target).await {
                     if !e.is_recoverable() {
                         return Err(e);
                     }
@@ -70,8 +74,13 @@ impl Session {
     fn alone(&mut self, tag: u8, len: usize) -> Result<Alone, Error> {
         match tag {
             fe::SYNC => {
-                // nothing is pending: the answer is "idle"
-                backend::ready_for_query(&mut self.cwbuf, b'I');
+                // nothing is pending: the answer is the transaction status
+                let status = if self.routing.pending_begin.is_some() {
+                    b'T'
+                } else {
+                    b'I'
+                };
+                backend::ready_for_query(&mut self.cwbuf, status);
                 self.crbuf.advance(len);
                 Ok(Alone::Consumed)
             }

@@ -13,6 +13,7 @@ pub mod normalize;
 pub use effects::SessionEffect;
 pub use normalize::{Hints, Normalized, RouteHint};
 
+use crate::pg::route::classify::{self, Classification};
 use parking_lot::RwLock;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -25,13 +26,18 @@ pub struct StatementInfo {
     pub normalized: Box<str>,
     /// How running it changes the server session beyond the transaction.
     pub session: SessionEffect,
+    /// Read-only or not, for replica routing.
+    pub route: Classification,
 }
 
 impl StatementInfo {
-    fn analyze(normalized: &str) -> StatementInfo {
+    /// Analyse a shape from the raw text of its first occurrence (parsed once, here).
+    fn analyze(raw: &str, normalized: &str) -> StatementInfo {
+        let ast = classify::parse(raw);
         StatementInfo {
             normalized: normalized.into(),
             session: effects::session_effect(normalized),
+            route: classify::classify(ast.as_deref()),
         }
     }
 }
@@ -78,7 +84,7 @@ impl Analyzer {
             let info = match local_hit {
                 Some(info) => info,
                 None => {
-                    let info = self.shared(norm.hash, &scratch);
+                    let info = self.shared(norm.hash, sql, &scratch);
                     LOCAL.with(|l| {
                         let mut l = l.borrow_mut();
                         if l.len() >= LOCAL_CAP {
@@ -96,16 +102,16 @@ impl Analyzer {
     /// Analysis of `sql` as an owned value (cold paths and tests).
     pub fn analyze(&self, sql: &str) -> (Normalized, Arc<StatementInfo>) {
         let (text, norm) = normalize::normalize(sql);
-        let info = self.shared(norm.hash, &text);
+        let info = self.shared(norm.hash, sql, &text);
         (norm, info)
     }
 
-    fn shared(&self, hash: u64, normalized: &str) -> Arc<StatementInfo> {
+    fn shared(&self, hash: u64, raw: &str, normalized: &str) -> Arc<StatementInfo> {
         let shard = &self.shards[(hash as usize) % SHARDS];
         if let Some(info) = shard.read().get(&hash) {
             return info.clone();
         }
-        let info = Arc::new(StatementInfo::analyze(normalized));
+        let info = Arc::new(StatementInfo::analyze(raw, normalized));
         let mut map = shard.write();
         if map.len() >= SHARD_CAP {
             map.clear();

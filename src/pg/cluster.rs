@@ -1,0 +1,42 @@
+//! A (database, user)'s pools: one towards the primary and one per replica, with the
+//! database's [`Topology`] that says which replica may take a read.
+
+use super::pool::Pool;
+use super::route::topology::ReplicaState;
+use super::route::Topology;
+use std::sync::Arc;
+
+/// Where a request runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Primary,
+    /// Index into [`Cluster::replicas`] and [`Topology::replicas`].
+    Replica(usize),
+}
+
+pub struct Cluster {
+    pub primary: Arc<Pool>,
+    /// Aligned with `topology.replicas`.
+    pub replicas: Vec<Arc<Pool>>,
+    pub topology: Arc<Topology>,
+}
+
+impl Cluster {
+    pub fn pool(&self, target: Target) -> &Arc<Pool> {
+        match target {
+            Target::Primary => &self.primary,
+            Target::Replica(i) => self.replicas.get(i).unwrap_or(&self.primary),
+        }
+    }
+
+    pub fn replica_state(&self, target: Target) -> Option<&ReplicaState> {
+        match target {
+            Target::Primary => None,
+            Target::Replica(i) => self.topology.replicas.get(i),
+        }
+    }
+
+    pub fn pools(&self) -> impl Iterator<Item = &Arc<Pool>> {
+        std::iter::once(&self.primary).chain(self.replicas.iter())
+    }
+}

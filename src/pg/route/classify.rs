@@ -1,0 +1,286 @@
+//! Is a statement read-only? Decided with `sqlparser` (PostgreSqlDialect), once per statement
+//! shape, and strictly: a statement may go to a replica only when it is a plain read.
+//!
+//! Primary, always: DML, DDL, `SELECT … FOR UPDATE/SHARE/NO KEY UPDATE/KEY SHARE`,
+//! `SELECT … INTO`, CTEs that write, multi-statement strings with any write, anything that
+//! fails to parse, calls of functions that change state. A read records the functions it
+//! calls: whether they are safe on a replica depends on the database's catalog (VOLATILE
+//! functions are not), checked at routing time (see `route::Topology::functions_safe`).
+
+use sqlparser::ast::{
+    Expr, Query, Set, SetExpr, Statement, TableFactor, TransactionAccessMode, TransactionMode,
+    Visit, Visitor,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+use std::ops::ControlFlow;
+
+/// What a statement text is, for routing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Class {
+    /// Reads only (SELECT, VALUES, TABLE, SHOW, EXPLAIN of a read).
+    Read,
+    /// Anything that may write or lock, or that we cannot be sure about.
+    Write,
+    /// `BEGIN` / `START TRANSACTION`; `plain` when it has no modes at all.
+    Begin { read_only: bool, plain: bool },
+    /// `SET TRANSACTION …` inside a transaction.
+    SetTransaction { read_only: bool },
+    /// `COMMIT` / `ROLLBACK` / `END` / `ABORT` (without `AND CHAIN`).
+    End,
+    /// `SET pake.route = 'primary' | 'replica' | 'auto'`, `RESET pake.route`.
+    RouteSetting(Option<Route>),
+}
+
+/// Where `SET pake.route` pins a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Primary,
+    Replica,
+}
+
+/// The routing facts of one statement shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classification {
+    pub class: Class,
+    /// Lower-cased names of the functions a read calls (checked against the catalog).
+    pub functions: Box<[Box<str>]>,
+}
+
+impl Classification {
+    pub fn write() -> Self {
+        Classification {
+            class: Class::Write,
+            functions: Box::default(),
+        }
+    }
+}
+
+/// Functions that change state whatever the catalog says (several are not VOLATILE-marked
+/// in a way that reveals it, or are session-scoped).
+pub const STATE_CHANGING: &[&str] = &[
+    "nextval",
+    "setval",
+    "currval",
+    "lastval",
+    "set_config",
+    "txid_current",
+    "txid_current_if_assigned",
+    "pg_current_xact_id",
+    "pg_current_xact_id_if_assigned",
+    "pg_notify",
+    "pg_switch_wal",
+    "pg_create_restore_point",
+    "pg_reload_conf",
+    "pg_rotate_logfile",
+    "pg_terminate_backend",
+    "pg_cancel_backend",
+    "setseed",
+];
+
+/// Prefixes of state-changing function families (`pg_advisory_*`, `lo_*`…).
+pub const STATE_CHANGING_PREFIXES: &[&str] = &[
+    "pg_advisory",
+    "pg_try_advisory",
+    "lo_",
+    "pg_create_",
+    "pg_drop_",
+    "pg_replication_",
+    "dblink",
+];
+
+/// Is `name` one of the built-in state-changing functions?
+pub fn changes_state(name: &str) -> bool {
+    STATE_CHANGING.contains(&name) || STATE_CHANGING_PREFIXES.iter().any(|p| name.starts_with(p))
+}
+
+/// Parse with the dialect Pake uses everywhere (router and fingerprints).
+pub fn parse(sql: &str) -> Option<Vec<Statement>> {
+    // `TABLE name` is PostgreSQL shorthand sqlparser lacks: the same as SELECT * FROM name
+    let trimmed = sql.trim_start();
+    if let (Some(head), Some(rest)) = (trimmed.get(..6), trimmed.get(6..)) {
+        if head.eq_ignore_ascii_case("table ") {
+            let rewritten = format!("SELECT * FROM {rest}");
+            return Parser::parse_sql(&PostgreSqlDialect {}, &rewritten).ok();
+        }
+    }
+    Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()
+}
+
+/// Classify parsed statements (`None`: the text did not parse).
+pub fn classify(ast: Option<&[Statement]>) -> Classification {
+    let Some(stmts) = ast else {
+        return Classification::write();
+    };
+    if let [only] = stmts {
+        if let Some(class) = transaction_control(only) {
+            return Classification {
+                class,
+                functions: Box::default(),
+            };
+        }
+    }
+    if stmts.is_empty() {
+        return Classification::write();
+    }
+    let mut v = ReadCheck::default();
+    for s in stmts {
+        if !read_walk(s, &mut v) {
+            return Classification::write();
+        }
+    }
+    v.functions.sort();
+    v.functions.dedup();
+    if v.functions.iter().any(|f| changes_state(f)) {
+        return Classification::write();
+    }
+    Classification {
+        class: Class::Read,
+        functions: v
+            .functions
+            .into_iter()
+            .map(String::into_boxed_str)
+            .collect(),
+    }
+}
+
+fn read_only_modes(modes: &[TransactionMode]) -> bool {
+    modes.iter().any(|m| {
+        matches!(
+            m,
+            TransactionMode::AccessMode(TransactionAccessMode::ReadOnly)
+        )
+    })
+}
+
+fn transaction_control(s: &Statement) -> Option<Class> {
+    match s {
+        Statement::StartTransaction {
+            modes, modifier, ..
+        } => Some(Class::Begin {
+            read_only: read_only_modes(modes),
+            plain: modes.is_empty() && modifier.is_none(),
+        }),
+        Statement::Set(Set::SetTransaction {
+            modes,
+            session: false,
+            ..
+        }) => Some(Class::SetTransaction {
+            read_only: read_only_modes(modes),
+        }),
+        Statement::Commit {
+            chain: false,
+            modifier: None,
+            ..
+        }
+        | Statement::Rollback {
+            chain: false,
+            savepoint: None,
+        } => Some(Class::End),
+        _ => route_setting(s),
+    }
+}
+
+fn route_setting(s: &Statement) -> Option<Class> {
+    let text = s.to_string();
+    route_setting_value(&text).map(Class::RouteSetting)
+}
+
+/// The value of `SET [SESSION] pake.route = …` in `text`; `None` when the text is not that.
+/// Literals are not part of a cached statement shape, so the session reads the value from
+/// each request's own text with [`route_value`].
+fn route_setting_value(text: &str) -> Option<Option<Route>> {
+    let text = text.trim().trim_end_matches(';').to_ascii_lowercase();
+    let rest = text.strip_prefix("set ")?.trim_start();
+    let rest = rest.strip_prefix("session ").unwrap_or(rest).trim_start();
+    let rest = rest.strip_prefix("pake.route")?.trim_start();
+    let value = rest
+        .strip_prefix('=')
+        .or_else(|| rest.strip_prefix("to "))?
+        .trim()
+        .trim_matches(|c| c == '\'' || c == '"');
+    Some(match value {
+        "primary" => Some(Route::Primary),
+        "replica" => Some(Route::Replica),
+        _ => None,
+    })
+}
+
+/// The route a `SET pake.route` request asks for (`None`: automatic).
+pub fn route_value(text: &str) -> Option<Route> {
+    route_setting_value(text).flatten()
+}
+
+/// Is this top-level statement a read? Walks queries for writes, locks and functions.
+fn read_walk(s: &Statement, v: &mut ReadCheck) -> bool {
+    match s {
+        Statement::Query(q) => q.visit(v).is_continue(),
+        Statement::ShowVariable { .. } => true,
+        Statement::Explain {
+            analyze, statement, ..
+        } => !*analyze && read_walk(statement, v),
+        _ => false,
+    }
+}
+
+/// Walks a read looking for anything that writes or locks, collecting function names.
+#[derive(Default)]
+struct ReadCheck {
+    functions: Vec<String>,
+}
+
+impl Visitor for ReadCheck {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        if !q.locks.is_empty() || q.for_clause.is_some() {
+            return ControlFlow::Break(());
+        }
+        if let SetExpr::Select(sel) = q.body.as_ref() {
+            if sel.into.is_some() {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
+        // nested statements: writing CTEs (WITH x AS (INSERT …) …) and the like
+        match s {
+            Statement::Query(_) => ControlFlow::Continue(()),
+            _ => ControlFlow::Break(()),
+        }
+    }
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = e {
+            if let Some(name) = f.name.0.last().and_then(|p| p.as_ident()) {
+                self.functions.push(name.value.to_ascii_lowercase());
+            } else {
+                return ControlFlow::Break(());
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+        match t {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            }
+            | TableFactor::Function { name, .. } => {
+                match name.0.last().and_then(|p| p.as_ident()) {
+                    Some(id) => self.functions.push(id.value.to_ascii_lowercase()),
+                    None => return ControlFlow::Break(()),
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

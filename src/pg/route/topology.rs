@@ -1,0 +1,596 @@
+//! One database's replicas as the router sees them: health, lag, bans, the primary's WAL
+//! position, and which functions are safe to run on a replica.
+//!
+//! A monitor task per database samples everything on its own tokio-postgres connections,
+//! off the request path, every `health_check_interval`: the primary's `pg_current_wal_lsn()`
+//! and, per replica, `pg_is_in_recovery()`, `pg_last_wal_replay_lsn()` and
+//! `pg_last_xact_replay_timestamp()`. Sessions read the results from atomics: choosing a
+//! replica takes no lock.
+
+use crate::config::{Balance, LagLimit, Replica, Routing};
+use crate::obs::metrics::Metrics;
+use arc_swap::ArcSwap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// Volatile functions that nevertheless cannot change data (safe on a replica).
+const HARMLESS_VOLATILE: &[&str] = &[
+    "random",
+    "random_normal",
+    "gen_random_uuid",
+    "uuid_generate_v4",
+    "clock_timestamp",
+    "timeofday",
+    "statement_timestamp",
+    "pg_sleep",
+    "pg_sleep_for",
+    "pg_sleep_until",
+    "pg_is_in_recovery",
+    "pg_last_wal_replay_lsn",
+    "pg_last_wal_receive_lsn",
+    "pg_last_xact_replay_timestamp",
+];
+
+/// How to log in for the monitor's side connections.
+#[derive(Debug, Clone)]
+pub struct MonitorLogin {
+    pub user: String,
+    pub password: Option<String>,
+    pub dbname: String,
+    pub primary_host: String,
+    pub primary_port: u16,
+}
+
+/// What the router knows about one replica, updated by the monitor.
+#[derive(Debug)]
+pub struct ReplicaState {
+    pub index: usize,
+    pub config: Replica,
+    /// `host:port`, for logs and metrics.
+    pub name: String,
+    pub replay_lsn: AtomicU64,
+    pub lag_bytes: AtomicU64,
+    pub lag_millis: AtomicU64,
+    pub healthy: AtomicBool,
+    /// Milliseconds since the topology's epoch until which the replica gets no reads.
+    banned_until: AtomicU64,
+    /// Requests running on this replica (least-outstanding balancing).
+    pub outstanding: AtomicUsize,
+}
+
+/// Function volatility from the primary's catalog (`pg_proc`).
+#[derive(Debug, Default)]
+pub struct Catalog {
+    /// name → any overload VOLATILE
+    volatile: HashMap<Box<str>, bool>,
+    loaded: bool,
+}
+
+/// Per-database routing state shared by every user's pools.
+pub struct Topology {
+    pub database: String,
+    pub replicas: Vec<ReplicaState>,
+    settings: Routing,
+    primary_functions: HashSet<String>,
+    primary_lsn: AtomicU64,
+    /// Incremented after each successful primary sample.
+    primary_seq: AtomicU64,
+    catalog: ArcSwap<Catalog>,
+    epoch: Instant,
+    rr: AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+impl Topology {
+    pub fn new(
+        database: &str,
+        replicas: &[Replica],
+        settings: Routing,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Topology> {
+        let replicas = replicas
+            .iter()
+            .enumerate()
+            .map(|(index, r)| ReplicaState {
+                index,
+                name: format!("{}:{}", r.host, r.port),
+                config: r.clone(),
+                replay_lsn: AtomicU64::new(0),
+                lag_bytes: AtomicU64::new(0),
+                lag_millis: AtomicU64::new(0),
+                // unknown until the first check: no reads until then
+                healthy: AtomicBool::new(false),
+                banned_until: AtomicU64::new(0),
+                outstanding: AtomicUsize::new(0),
+            })
+            .collect();
+        Arc::new(Topology {
+            database: database.to_string(),
+            replicas,
+            primary_functions: settings
+                .primary_functions
+                .iter()
+                .map(|f| f.to_ascii_lowercase())
+                .collect(),
+            settings,
+            primary_lsn: AtomicU64::new(0),
+            primary_seq: AtomicU64::new(0),
+            catalog: ArcSwap::from_pointee(Catalog::default()),
+            epoch: Instant::now(),
+            rr: AtomicUsize::new(0),
+            metrics,
+        })
+    }
+
+    pub fn settings(&self) -> &Routing {
+        &self.settings
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    pub fn is_banned(&self, r: &ReplicaState) -> bool {
+        r.banned_until.load(Ordering::Relaxed) > self.now_ms()
+    }
+
+    /// Ban a replica for `ban_time` (lag, failed check, failed connect).
+    pub fn ban(&self, r: &ReplicaState, why: &str) {
+        let until = self.now_ms() + self.settings.ban_time.0.as_millis() as u64;
+        let was = r.banned_until.swap(until, Ordering::Relaxed);
+        if was <= self.now_ms() {
+            tracing::warn!(database = %self.database, replica = %r.name, reason = why, "replica banned");
+        }
+        self.metrics
+            .replica_banned
+            .with_label_values(&[&self.database, &r.name])
+            .set(1);
+    }
+
+    /// The primary sample sequence now (a session records it when it commits a write).
+    pub fn primary_seq(&self) -> u64 {
+        self.primary_seq.load(Ordering::Acquire)
+    }
+
+    /// The primary's WAL position from a sample taken after `seq`, if there is one yet.
+    pub fn primary_lsn_after(&self, seq: u64) -> Option<u64> {
+        (self.primary_seq.load(Ordering::Acquire) > seq)
+            .then(|| self.primary_lsn.load(Ordering::Acquire))
+    }
+
+    /// Are all of these functions safe to run on a replica?
+    pub fn functions_safe(&self, functions: &[Box<str>]) -> bool {
+        if functions.is_empty() {
+            return true;
+        }
+        let catalog = self.catalog.load();
+        functions.iter().all(|f| {
+            if self.primary_functions.contains(&**f) {
+                return false;
+            }
+            if HARMLESS_VOLATILE.contains(&&**f) {
+                return true;
+            }
+            // unknown (catalog not loaded, or not a catalog function): not sure, so no
+            catalog.loaded && catalog.volatile.get(f).is_some_and(|v| !v)
+        })
+    }
+
+    /// Pick a replica for a read, or `None` for the primary. `min_lsn`: the replica must
+    /// have replayed at least this far (read-your-writes).
+    pub fn choose(&self, min_lsn: Option<u64>) -> Option<&ReplicaState> {
+        let now = self.now_ms();
+        let eligible: Vec<&ReplicaState> = self
+            .replicas
+            .iter()
+            .filter(|r| {
+                r.healthy.load(Ordering::Relaxed)
+                    && r.banned_until.load(Ordering::Relaxed) <= now
+                    && min_lsn.is_none_or(|m| r.replay_lsn.load(Ordering::Acquire) >= m)
+            })
+            .collect();
+        let local: Vec<&ReplicaState> = match &self.settings.zone {
+            Some(zone) => eligible
+                .iter()
+                .copied()
+                .filter(|r| r.config.zone.as_deref() == Some(zone.as_str()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let pool = if local.is_empty() { eligible } else { local };
+        if pool.is_empty() {
+            return None;
+        }
+        let pick = match self.settings.load_balancing {
+            Balance::LeastOutstanding => {
+                let start = self.rr.fetch_add(1, Ordering::Relaxed);
+                (0..pool.len())
+                    .map(|i| pool[(start + i) % pool.len()])
+                    .min_by_key(|r| r.outstanding.load(Ordering::Relaxed))?
+            }
+            Balance::RoundRobin => pool[self.rr.fetch_add(1, Ordering::Relaxed) % pool.len()],
+            Balance::Random => pool[rand::random_range(0..pool.len())],
+            Balance::Weighted => {
+                let total: u64 = pool.iter().map(|r| u64::from(r.config.weight.max(1))).sum();
+                let mut x = rand::random_range(0..total);
+                *pool
+                    .iter()
+                    .find(|r| {
+                        let w = u64::from(r.config.weight.max(1));
+                        if x < w {
+                            true
+                        } else {
+                            x -= w;
+                            false
+                        }
+                    })
+                    .unwrap_or(&pool[0])
+            }
+        };
+        Some(pick)
+    }
+
+    fn lag_over_limit(&self, lag_bytes: u64, lag: Duration) -> bool {
+        match self.settings.max_replica_lag {
+            LagLimit::Bytes(b) => lag_bytes > b,
+            LagLimit::Time(t) => lag > t.0,
+        }
+    }
+}
+
+/// Parse a `pg_lsn` text (`16/B374D848`) into a byte position.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+/// Start the monitor of `topology`; it stops when the topology is dropped.
+pub fn spawn_monitor(topology: &Arc<Topology>, login: MonitorLogin) {
+    if topology.replicas.is_empty() {
+        return;
+    }
+    let weak = Arc::downgrade(topology);
+    tokio::spawn(monitor(weak, login));
+}
+
+struct Side {
+    primary: Option<tokio_postgres::Client>,
+    replicas: Vec<Option<tokio_postgres::Client>>,
+    catalog_at: Option<Instant>,
+    /// When the primary reached each WAL position (oldest first, one entry per change):
+    /// a replica at position R lags by the time since the primary first passed R.
+    history: std::collections::VecDeque<(u64, Instant)>,
+}
+
+/// Primary positions kept for lag-time estimates (at 100 ms checks: a minute).
+const HISTORY: usize = 600;
+
+impl Side {
+    fn record_primary(&mut self, lsn: u64) {
+        if self.history.back().is_none_or(|(last, _)| *last != lsn) {
+            self.history.push_back((lsn, Instant::now()));
+            if self.history.len() > HISTORY {
+                self.history.pop_front();
+            }
+        }
+    }
+}
+
+/// How long the primary has been past `replay` (zero when the replica has caught up).
+fn lag_time(history: &std::collections::VecDeque<(u64, Instant)>, replay: u64) -> Duration {
+    history
+        .iter()
+        .find(|(lsn, _)| *lsn > replay)
+        .map(|(_, at)| at.elapsed())
+        .unwrap_or(Duration::ZERO)
+}
+
+async fn monitor(topology: Weak<Topology>, login: MonitorLogin) {
+    let mut side = Side {
+        primary: None,
+        replicas: Vec::new(),
+        catalog_at: None,
+        history: std::collections::VecDeque::new(),
+    };
+    loop {
+        let Some(t) = topology.upgrade() else {
+            return;
+        };
+        if side.replicas.len() != t.replicas.len() {
+            side.replicas = (0..t.replicas.len()).map(|_| None).collect();
+        }
+        let interval = t.settings.health_check_interval.0;
+        sample(&t, &login, &mut side).await;
+        drop(t);
+        tokio::time::sleep(interval).await;
+    }
+}
+
+async fn sample(t: &Topology, login: &MonitorLogin, side: &mut Side) {
+    let timeout = t.settings.health_check_timeout.0;
+    // the primary first: a replica's lag is measured against this position
+    let primary = connect_if_needed(
+        &mut side.primary,
+        login,
+        &login.primary_host,
+        login.primary_port,
+        timeout,
+    )
+    .await;
+    if let Some(client) = primary {
+        let q = client.query_one("select pg_current_wal_lsn()::text", &[]);
+        match tokio::time::timeout(timeout, q).await {
+            Ok(Ok(row)) => {
+                if let Some(lsn) = row
+                    .try_get::<_, String>(0)
+                    .ok()
+                    .as_deref()
+                    .and_then(parse_lsn)
+                {
+                    t.primary_lsn.store(lsn, Ordering::Release);
+                    t.primary_seq.fetch_add(1, Ordering::AcqRel);
+                    side.record_primary(lsn);
+                }
+            }
+            _ => side.primary = None,
+        }
+        let stale = side
+            .catalog_at
+            .is_none_or(|at| at.elapsed() > Duration::from_secs(60));
+        if stale {
+            if let Some(client) = side.primary.as_ref() {
+                if load_catalog(t, client, timeout).await {
+                    side.catalog_at = Some(Instant::now());
+                }
+            }
+        }
+    }
+    let primary_lsn = t.primary_lsn.load(Ordering::Acquire);
+    for (i, r) in t.replicas.iter().enumerate() {
+        let slot = &mut side.replicas[i];
+        let client = connect_if_needed(slot, login, &r.config.host, r.config.port, timeout).await;
+        let ok = match client {
+            Some(c) => match read_replica(c, timeout).await {
+                Some(replay) => {
+                    let lag = lag_time(&side.history, replay);
+                    record_replica(t, r, replay, primary_lsn, lag);
+                    true
+                }
+                None => false,
+            },
+            None => false,
+        };
+        if !ok {
+            *slot = None;
+            r.healthy.store(false, Ordering::Relaxed);
+            t.ban(r, "health check failed");
+            t.metrics
+                .replica_checks
+                .with_label_values(&[&t.database, &r.name, "failed"])
+                .inc();
+        } else {
+            t.metrics
+                .replica_checks
+                .with_label_values(&[&t.database, &r.name, "ok"])
+                .inc();
+        }
+    }
+}
+
+/// A replica's replay position; `None` when the check failed or it is no longer in
+/// recovery (promoted: its data may have diverged from the primary's).
+async fn read_replica(client: &tokio_postgres::Client, timeout: Duration) -> Option<u64> {
+    let q = client.query_one(
+        "select pg_is_in_recovery(), pg_last_wal_replay_lsn()::text",
+        &[],
+    );
+    let row = tokio::time::timeout(timeout, q).await.ok()?.ok()?;
+    let in_recovery: bool = row.try_get(0).ok()?;
+    let replay: Option<String> = row.try_get(1).ok()?;
+    in_recovery
+        .then(|| replay.as_deref().and_then(parse_lsn))
+        .flatten()
+}
+
+/// Store one replica sample; ban it when it lags past `max_replica_lag`.
+fn record_replica(t: &Topology, r: &ReplicaState, replay: u64, primary_lsn: u64, lag: Duration) {
+    let lag_bytes = primary_lsn.saturating_sub(replay);
+    r.replay_lsn.store(replay, Ordering::Release);
+    r.lag_bytes.store(lag_bytes, Ordering::Relaxed);
+    r.lag_millis
+        .store(lag.as_millis() as u64, Ordering::Relaxed);
+    let m = &t.metrics;
+    let labels = [t.database.as_str(), r.name.as_str()];
+    m.replica_lag_bytes
+        .with_label_values(&labels)
+        .set(lag_bytes as i64);
+    m.replica_lag_seconds
+        .with_label_values(&labels)
+        .set(lag.as_secs_f64());
+    if t.lag_over_limit(lag_bytes, lag) {
+        r.healthy.store(false, Ordering::Relaxed);
+        t.ban(r, "replication lag over max_replica_lag");
+        return;
+    }
+    let was_healthy = r.healthy.swap(true, Ordering::Relaxed);
+    if !t.is_banned(r) {
+        m.replica_banned.with_label_values(&labels).set(0);
+        if !was_healthy {
+            tracing::info!(database = %t.database, replica = %r.name, "replica takes reads");
+        }
+    }
+}
+
+async fn connect_if_needed<'a>(
+    slot: &'a mut Option<tokio_postgres::Client>,
+    login: &MonitorLogin,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Option<&'a tokio_postgres::Client> {
+    if slot.as_ref().is_some_and(|c| c.is_closed()) {
+        *slot = None;
+    }
+    if slot.is_none() {
+        let mut cfg = tokio_postgres::Config::new();
+        cfg.host(host)
+            .port(port)
+            .user(&login.user)
+            .dbname(&login.dbname)
+            .application_name("pake-monitor")
+            .connect_timeout(timeout);
+        if let Some(p) = &login.password {
+            cfg.password(p);
+        }
+        match tokio::time::timeout(timeout, cfg.connect(tokio_postgres::NoTls)).await {
+            Ok(Ok((client, conn))) => {
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+                *slot = Some(client);
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(host, port, error = %e, "monitor cannot connect");
+            }
+            Err(_) => tracing::debug!(host, port, "monitor connect timed out"),
+        }
+    }
+    slot.as_ref()
+}
+
+async fn load_catalog(t: &Topology, client: &tokio_postgres::Client, timeout: Duration) -> bool {
+    let q = client.query(
+        "select proname::text, bool_or(provolatile = 'v') from pg_proc group by proname",
+        &[],
+    );
+    let Ok(Ok(rows)) = tokio::time::timeout(timeout, q).await else {
+        return false;
+    };
+    let volatile = rows
+        .iter()
+        .filter_map(|r| {
+            let name: String = r.try_get(0).ok()?;
+            let v: bool = r.try_get(1).ok()?;
+            Some((name.into_boxed_str(), v))
+        })
+        .collect();
+    t.catalog.store(Arc::new(Catalog {
+        volatile,
+        loaded: true,
+    }));
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_time_from_primary_history() {
+        let mut side = Side {
+            primary: None,
+            replicas: Vec::new(),
+            catalog_at: None,
+            history: std::collections::VecDeque::new(),
+        };
+        side.record_primary(100);
+        std::thread::sleep(Duration::from_millis(30));
+        side.record_primary(200);
+        side.record_primary(200);
+        assert_eq!(
+            side.history.len(),
+            2,
+            "unchanged positions are not repeated"
+        );
+        assert_eq!(lag_time(&side.history, 200), Duration::ZERO, "caught up");
+        assert!(
+            lag_time(&side.history, 150) < Duration::from_millis(30),
+            "behind since the second sample"
+        );
+        assert!(
+            lag_time(&side.history, 50) >= Duration::from_millis(30),
+            "behind since the first"
+        );
+    }
+
+    #[test]
+    fn lsn_parsing() {
+        assert_eq!(parse_lsn("0/0"), Some(0));
+        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374_D848));
+        assert_eq!(parse_lsn("x"), None);
+    }
+
+    fn topo(balance: Balance, n: usize) -> Arc<Topology> {
+        let replicas: Vec<Replica> = (0..n)
+            .map(|i| Replica {
+                host: format!("r{i}"),
+                port: 5432,
+                weight: if i == 0 { 1 } else { 99 },
+                zone: Some(if i == 0 { "a".into() } else { "b".into() }),
+            })
+            .collect();
+        let settings = Routing {
+            load_balancing: balance,
+            ..Routing::default()
+        };
+        let t = Topology::new("db", &replicas, settings, Arc::new(Metrics::new()));
+        for r in &t.replicas {
+            r.healthy.store(true, Ordering::Relaxed);
+        }
+        t
+    }
+
+    #[test]
+    fn choose_skips_unhealthy_banned_and_behind() {
+        let t = topo(Balance::RoundRobin, 3);
+        t.replicas[0].healthy.store(false, Ordering::Relaxed);
+        t.ban(&t.replicas[1], "test");
+        assert_eq!(t.choose(None).map(|r| r.index), Some(2));
+        t.replicas[2].replay_lsn.store(10, Ordering::Relaxed);
+        assert!(t.choose(Some(11)).is_none(), "not replayed far enough");
+        assert_eq!(t.choose(Some(10)).map(|r| r.index), Some(2));
+    }
+
+    #[test]
+    fn least_outstanding_and_weights_and_zone() {
+        let t = topo(Balance::LeastOutstanding, 2);
+        t.replicas[0].outstanding.store(5, Ordering::Relaxed);
+        for _ in 0..10 {
+            assert_eq!(t.choose(None).map(|r| r.index), Some(1));
+        }
+        let t = topo(Balance::Weighted, 2);
+        let ones = (0..1000)
+            .filter(|_| t.choose(None).map(|r| r.index) == Some(1))
+            .count();
+        assert!(ones > 900, "weight 99 vs 1: {ones}");
+        let mut t = topo(Balance::RoundRobin, 2);
+        Arc::get_mut(&mut t).unwrap().settings.zone = Some("a".into());
+        for _ in 0..10 {
+            assert_eq!(
+                t.choose(None).map(|r| r.index),
+                Some(0),
+                "same zone preferred"
+            );
+        }
+    }
+
+    #[test]
+    fn functions_need_the_catalog() {
+        let t = topo(Balance::RoundRobin, 1);
+        let f = |names: &[&str]| -> Vec<Box<str>> { names.iter().map(|n| (*n).into()).collect() };
+        assert!(t.functions_safe(&[]));
+        assert!(t.functions_safe(&f(&["random"])));
+        assert!(!t.functions_safe(&f(&["lower"])), "catalog not loaded yet");
+        t.catalog.store(Arc::new(Catalog {
+            volatile: [("lower".into(), false), ("my_writer".into(), true)]
+                .into_iter()
+                .collect(),
+            loaded: true,
+        }));
+        assert!(t.functions_safe(&f(&["lower"])));
+        assert!(!t.functions_safe(&f(&["my_writer"])));
+        assert!(!t.functions_safe(&f(&["not_in_catalog"])));
+    }
+}

@@ -1,0 +1,261 @@
+//! Step "route": where the request at the head of the client buffer runs — the primary, or a
+//! replica when Pake is sure the request only reads.
+//!
+//! The request's statements are classified once per shape (`route::classify`); the session
+//! adds what only it knows: an explicit transaction (a plain `BEGIN` is answered here and
+//! replayed on the server the transaction's first statement picks, so that
+//! `BEGIN; SET TRANSACTION READ ONLY` can go to a replica), `SET pake.route`, comment hints,
+//! and read-your-writes (after a write commits, reads stay on the primary until a replica has
+//! replayed past the primary's WAL position sampled after the commit). Transaction mode only:
+//! in session mode a server keeps session state, so everything stays on the primary.
+
+use super::Session;
+use crate::config::{PoolMode, ReadYourWrites};
+use crate::pg::cluster::Target;
+use crate::pg::error::Error;
+use crate::pg::route::{Class, Route};
+use crate::pg::sql::RouteHint;
+use crate::pg::wire::{self, backend, fe};
+use bytes::Buf;
+use std::time::Instant;
+
+/// The session's routing state.
+#[derive(Debug, Default)]
+pub struct RouteState {
+    /// `SET pake.route = 'primary' | 'replica'`; `None` is automatic.
+    pub pinned: Option<Route>,
+    /// A plain `BEGIN` answered locally, to replay on the transaction's server.
+    pub pending_begin: Option<Box<str>>,
+    /// The transaction running on the primary may have written.
+    pub tx_wrote: bool,
+    /// Causal read-your-writes: the primary sample sequence when the last write committed;
+    /// cleared once a later sample gives the position replicas must reach.
+    pub ryw_seq: Option<u64>,
+    /// Replicas must have replayed at least this far for this session (monotonic reads).
+    pub min_lsn: Option<u64>,
+    /// Window read-your-writes: reads stay on the primary until then.
+    pub primary_until: Option<Instant>,
+}
+
+/// What the request at the head of the buffer needs.
+pub(super) enum Plan {
+    Server(Target),
+    /// Pake answered it (deferred BEGIN, COMMIT of an empty deferred transaction,
+    /// `SET pake.route`).
+    Answered,
+}
+
+/// What the statements of one request add up to.
+struct Summary {
+    /// Every statement only reads, and every function it calls is safe on a replica.
+    read: bool,
+    /// The request is one simple Query with this class (for local answers).
+    single: Option<(Class, Box<str>)>,
+    hint: Option<RouteHint>,
+}
+
+impl Session {
+    /// Decide (and maybe answer) the request at the head of the client buffer.
+    pub(super) fn plan(&mut self) -> Result<Plan, Error> {
+        if self.mode != PoolMode::Transaction {
+            return Ok(Plan::Server(Target::Primary));
+        }
+        let summary = self.summarize()?;
+        if let Some((class, text)) = &summary.single {
+            if let Some(answered) = self.answer_transaction_control(class, text)? {
+                return Ok(answered);
+            }
+        }
+        let (target, why) = self.choose(&summary);
+        tracing::debug!(?target, why, "route");
+        Ok(Plan::Server(target))
+    }
+
+    /// Local answers: `SET pake.route`, a deferred plain BEGIN, COMMIT/ROLLBACK of it.
+    fn answer_transaction_control(
+        &mut self,
+        class: &Class,
+        text: &str,
+    ) -> Result<Option<Plan>, Error> {
+        let replicas = self.pool.settings.read_from_replicas;
+        let (tag, status) = match class {
+            Class::RouteSetting(_) => {
+                self.routing.pinned = crate::pg::route::classify::route_value(text);
+                let status = if self.routing.pending_begin.is_some() {
+                    b'T'
+                } else {
+                    b'I'
+                };
+                ("SET", status)
+            }
+            Class::Begin { plain: true, .. }
+                if replicas && self.routing.pending_begin.is_none() =>
+            {
+                self.routing.pending_begin = Some(text.into());
+                ("BEGIN", b'T')
+            }
+            Class::End if self.routing.pending_begin.is_some() => {
+                self.routing.pending_begin = None;
+                let lower = text.trim_start().to_ascii_lowercase();
+                let tag = if lower.starts_with("rollback") || lower.starts_with("abort") {
+                    "ROLLBACK"
+                } else {
+                    "COMMIT"
+                };
+                (tag, b'I')
+            }
+            _ => return Ok(None),
+        };
+        let Some((_, len)) = wire::frontend_frame(&self.crbuf, self.max_message)? else {
+            return Ok(None);
+        };
+        self.crbuf.advance(len);
+        backend::command_complete(&mut self.cwbuf, tag);
+        backend::ready_for_query(&mut self.cwbuf, status);
+        self.tally.queries += 1;
+        Ok(Some(Plan::Answered))
+    }
+
+    /// Walk the request unit (up to its terminator) and add up its statements.
+    fn summarize(&self) -> Result<Summary, Error> {
+        let mut summary = Summary {
+            read: true,
+            single: None,
+            hint: None,
+        };
+        let topology = &self.cluster.topology;
+        let pending = self.routing.pending_begin.is_some();
+        let mut unnamed: Option<bool> = None;
+        let mut pos = 0;
+        let mut first = true;
+        let note = |text: &str, summary: &mut Summary, is_query: bool, first: bool| {
+            self.proxy.analyzer.with(text, |norm, info| {
+                if summary.hint.is_none() {
+                    summary.hint = norm.hints.route;
+                }
+                let c = &info.route;
+                let read = match &c.class {
+                    // inside an explicit (read-write) transaction, reads stay on its server
+                    Class::Read => !pending && topology.functions_safe(&c.functions),
+                    Class::Begin { read_only, .. } => *read_only,
+                    Class::SetTransaction { read_only } => pending && *read_only,
+                    _ => false,
+                };
+                if is_query && first {
+                    summary.single = Some((c.class.clone(), text.into()));
+                }
+                read
+            })
+        };
+        while let Some((tag, len)) = wire::frontend_frame(&self.crbuf[pos..], self.max_message)? {
+            let frame = &self.crbuf[pos..pos + len];
+            pos += len;
+            let read = match tag {
+                fe::QUERY => note(text_of(wire::body(frame))?, &mut summary, true, first),
+                fe::PARSE => {
+                    let (name, rest) = wire::cstr(wire::body(frame)).ok_or(malformed())?;
+                    let r = note(text_of(rest)?, &mut summary, false, first);
+                    if name.is_empty() {
+                        unnamed = Some(r);
+                    }
+                    r
+                }
+                fe::BIND => {
+                    let (_, rest) = wire::cstr(wire::body(frame)).ok_or(malformed())?;
+                    let (name, _) = wire::cstr(rest).ok_or(malformed())?;
+                    if name.is_empty() {
+                        unnamed.unwrap_or(false)
+                    } else {
+                        match self.statements.get(name) {
+                            Some(stmt) => note(&stmt.query, &mut summary, false, first),
+                            None => false,
+                        }
+                    }
+                }
+                fe::FUNCTION_CALL => false,
+                _ => true,
+            };
+            summary.read &= read;
+            first = false;
+            if matches!(tag, fe::QUERY | fe::SYNC | fe::FLUSH | fe::FUNCTION_CALL) {
+                break;
+            }
+        }
+        Ok(summary)
+    }
+
+    /// Primary or a replica for a request that needs a server, and why.
+    fn choose(&mut self, s: &Summary) -> (Target, &'static str) {
+        let topology = self.cluster.topology.clone();
+        if !self.pool.settings.read_from_replicas || topology.replicas.is_empty() {
+            return (Target::Primary, "no replicas for this pool");
+        }
+        let forced = match (s.hint, self.routing.pinned) {
+            (Some(RouteHint::Primary), _) | (None, Some(Route::Primary)) => Some(false),
+            (Some(RouteHint::Replica), _) | (None, Some(Route::Replica)) => Some(true),
+            (None, None) => None,
+        };
+        let read = forced.unwrap_or(s.read);
+        if !read {
+            self.routing.tx_wrote |= !s.read;
+            return (
+                Target::Primary,
+                if forced.is_some() {
+                    "pinned"
+                } else {
+                    "may write"
+                },
+            );
+        }
+        if forced.is_none() && !self.replica_has_our_writes() {
+            return (Target::Primary, "read-your-writes");
+        }
+        match topology.choose(self.routing.min_lsn) {
+            Some(r) => (Target::Replica(r.index), "read"),
+            None => (Target::Primary, "no replica eligible"),
+        }
+    }
+
+    /// Read-your-writes: may a read go to a replica yet?
+    fn replica_has_our_writes(&mut self) -> bool {
+        let topology = &self.cluster.topology;
+        match topology.settings().read_your_writes {
+            ReadYourWrites::Off => true,
+            ReadYourWrites::Window => self
+                .routing
+                .primary_until
+                .is_none_or(|until| Instant::now() >= until),
+            ReadYourWrites::Causal => match self.routing.ryw_seq {
+                None => true,
+                Some(seq) => match topology.primary_lsn_after(seq) {
+                    None => false,
+                    Some(lsn) => {
+                        self.routing.ryw_seq = None;
+                        self.routing.min_lsn = Some(self.routing.min_lsn.unwrap_or(0).max(lsn));
+                        true
+                    }
+                },
+            },
+        }
+    }
+
+    /// A transaction ended on `target`: remember a write for read-your-writes.
+    pub(super) fn on_transaction_end(&mut self, target: Target) {
+        if target == Target::Primary && self.routing.tx_wrote {
+            let topology = &self.cluster.topology;
+            self.routing.ryw_seq = Some(topology.primary_seq());
+            self.routing.primary_until =
+                Some(Instant::now() + topology.settings().read_your_writes_window.0);
+        }
+        self.routing.tx_wrote = false;
+    }
+}
+
+fn malformed() -> wire::FrameError {
+    wire::FrameError::Malformed { what: "request" }
+}
+
+fn text_of(bytes: &[u8]) -> Result<&str, wire::FrameError> {
+    let (text, _) = wire::cstr(bytes).ok_or(malformed())?;
+    std::str::from_utf8(text).map_err(|_| malformed())
+}
