@@ -4,7 +4,7 @@
 
 use crate::config::Config;
 use crate::obs::metrics::Metrics;
-use crate::pg::proxy::{Phase, Proxy};
+use crate::pg::proxy::{ConfigSource, Phase, Proxy};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -20,6 +20,11 @@ pub struct Running {
 
 /// Bind and start everything in the current Tokio runtime.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
+    start_with(config, None).await
+}
+
+/// [`start`], remembering where the config came from so RELOAD and SIGHUP can re-read it.
+pub async fn start_with(config: Config, source: Option<ConfigSource>) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let pg = crate::pg::listener::bind(config.general.pg_listen)
         .with_context(|| format!("cannot listen on {}", config.general.pg_listen))?;
@@ -34,6 +39,9 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
     let proxy = Proxy::new(config, metrics);
+    if let Some(source) = source {
+        proxy.set_source(source);
+    }
     tokio::spawn(crate::pg::listener::serve(proxy.clone(), pg));
     if let Some(listener) = admin {
         tokio::spawn(crate::obs::http::serve(proxy.clone(), listener));
@@ -66,8 +74,9 @@ impl Running {
     }
 }
 
-/// `pake serve`: build the runtime, start, wait for SIGTERM/SIGINT, drain.
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// `pake serve`: build the runtime, start, reload on SIGHUP, drain on SIGTERM/SIGINT (or the
+/// console's SHUTDOWN).
+pub fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
     let workers = match config.general.workers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -79,13 +88,39 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .context("cannot start the Tokio runtime")?;
     runtime.block_on(async move {
         let shutdown_timeout = config.general.shutdown_timeout.0;
-        let running = start(config).await?;
-        wait_for_signal().await;
+        let running = start_with(config, Some(source)).await?;
+        spawn_reload_on_hangup(running.proxy.clone());
+        let mut phase = running.proxy.phase();
+        tokio::select! {
+            _ = wait_for_signal() => {}
+            _ = phase.wait_for(|p| *p != Phase::Running) => {}
+        }
         tracing::info!(timeout = ?shutdown_timeout, "shutting down: draining clients");
         running.drain(shutdown_timeout).await;
         tracing::info!("bye");
         Ok(())
     })
+}
+
+/// SIGHUP re-reads the config file and applies it (like the console's RELOAD).
+fn spawn_reload_on_hangup(proxy: Arc<Proxy>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: reload only from the console");
+        return;
+    };
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match proxy.reload_from_file() {
+                Ok(report) => {
+                    for line in report {
+                        tracing::info!(change = %line, "reload (SIGHUP)");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "reload failed; the running config stays"),
+            }
+        }
+    });
 }
 
 async fn wait_for_signal() {

@@ -121,6 +121,10 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         auth_type: args.auth_type,
     };
     let config = quick.apply(base)?;
+    let source = pake::pg::proxy::ConfigSource {
+        path: args.config.clone(),
+        overrides: quick,
+    };
     if let Err(errors) = config.validate() {
         for e in &errors {
             eprintln!("pake: {e}");
@@ -131,7 +135,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
     pake::obs::logging::init(config.general.log_format, &config.general.log_level);
-    pake::app::run(config)
+    pake::app::run(config, source)
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {

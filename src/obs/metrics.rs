@@ -28,6 +28,7 @@ pub struct Metrics {
     pub pool_size: IntGaugeVec,
     pub client_connections: IntGaugeVec,
     pub routed: IntCounterVec,
+    transaction_seconds: prometheus::CounterVec,
     pub replica_lag_bytes: IntGaugeVec,
     pub replica_lag_seconds: prometheus::GaugeVec,
     pub replica_banned: IntGaugeVec,
@@ -46,6 +47,7 @@ pub struct PoolMetrics {
     pub client_received_bytes: IntCounter,
     pub client_sent_bytes: IntCounter,
     pub routed: IntCounter,
+    pub transaction_seconds: prometheus::Counter,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -169,6 +171,18 @@ impl Metrics {
                 "Client connections open on the Postgres listener",
                 &[],
             ),
+            transaction_seconds: {
+                let c = prometheus::CounterVec::new(
+                    Opts::new(
+                        "pake_pg_transaction_seconds_total",
+                        "Time server connections spent serving transactions",
+                    ),
+                    POOL,
+                )
+                .unwrap_or_else(|e| panic!("transaction seconds definition: {e}"));
+                register(&registry, Box::new(c.clone()), "transaction_seconds");
+                c
+            },
             routed: counter(
                 &registry,
                 "pake_pg_routed_total",
@@ -221,6 +235,7 @@ impl Metrics {
             client_received_bytes: self.client_received.with_label_values(&l),
             client_sent_bytes: self.client_sent.with_label_values(&l),
             routed: self.routed.with_label_values(&l),
+            transaction_seconds: self.transaction_seconds.with_label_values(&l),
         }
     }
 

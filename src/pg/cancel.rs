@@ -1,4 +1,4 @@
-//! Query cancellation across the pool.
+//! Query cancellation across the pool, and the registry of live clients.
 //!
 //! Each client gets a BackendKeyData minted by Pake (its own pid and secret), never a
 //! server's: servers change under a client in transaction mode. The session records which
@@ -20,15 +20,59 @@ pub struct CancelTarget {
     pub key: BackendKey,
 }
 
-/// One client's key and current target.
+/// Who a client is, for `SHOW CLIENTS`.
+#[derive(Debug, Clone)]
+pub struct ClientInfo {
+    pub id: u64,
+    pub user: String,
+    pub database: String,
+    pub addr: SocketAddr,
+    pub local_addr: SocketAddr,
+    pub application_name: String,
+    pub connected_at: std::time::SystemTime,
+}
+
+/// What a client is doing, as `SHOW CLIENTS` reports it.
+pub mod state {
+    pub const IDLE: u8 = 0;
+    pub const WAITING: u8 = 1;
+    pub const ACTIVE: u8 = 2;
+
+    pub fn name(s: u8) -> &'static str {
+        match s {
+            WAITING => "waiting",
+            ACTIVE => "active",
+            _ => "idle",
+        }
+    }
+}
+
+/// One client's key, current target and state.
 #[derive(Debug)]
 pub struct CancelSlot {
     pub pid: i32,
     pub secret: i32,
+    pub info: ClientInfo,
     target: Mutex<Option<CancelTarget>>,
+    state: std::sync::atomic::AtomicU8,
+    /// Milliseconds since the UNIX epoch of the last request or state change.
+    since_ms: std::sync::atomic::AtomicU64,
 }
 
 impl CancelSlot {
+    /// Record what the client does now.
+    pub fn set_state(&self, s: u8) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.state.swap(s, Relaxed) != s {
+            self.since_ms.store(unix_ms(), Relaxed);
+        }
+    }
+
+    pub fn state(&self) -> (u8, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.state.load(Relaxed), self.since_ms.load(Relaxed))
+    }
+
     pub fn set(&self, target: Option<CancelTarget>) {
         *self.target.lock() = target;
     }
@@ -59,7 +103,7 @@ impl CancelRegistry {
     }
 
     /// Mint a fresh key for a new client.
-    pub fn register(&self) -> Arc<CancelSlot> {
+    pub fn register(&self, info: ClientInfo) -> Arc<CancelSlot> {
         loop {
             // positive pids, like PostgreSQL's
             let pid = (rand::random::<u32>() >> 1) as i32;
@@ -73,7 +117,10 @@ impl CancelRegistry {
             let slot = Arc::new(CancelSlot {
                 pid,
                 secret: rand::random(),
+                info: info.clone(),
                 target: Mutex::new(None),
+                state: std::sync::atomic::AtomicU8::new(state::IDLE),
+                since_ms: std::sync::atomic::AtomicU64::new(unix_ms()),
             });
             shard.insert(pid, slot.clone());
             return slot;
@@ -109,9 +156,28 @@ impl CancelRegistry {
         self.shards.iter().map(|s| s.lock().len()).sum()
     }
 
+    /// Every live client (for `SHOW CLIENTS`), ordered by connection id.
+    pub fn clients(&self) -> Vec<Arc<CancelSlot>> {
+        let mut all: Vec<_> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.lock().values().cloned().collect::<Vec<_>>())
+            .collect();
+        all.sort_by_key(|s| s.info.id);
+        all
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Milliseconds since the UNIX epoch.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// Send a CancelRequest for `target` on a new connection to its server.
@@ -139,13 +205,25 @@ mod tests {
     #[tokio::test]
     async fn wrong_secret_or_idle_client_sends_nothing() {
         let reg = CancelRegistry::default();
-        let a = reg.register();
-        let b = reg.register();
+        let info = ClientInfo {
+            id: 1,
+            user: "u".into(),
+            database: "d".into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            local_addr: "127.0.0.1:2".parse().unwrap(),
+            application_name: String::new(),
+            connected_at: std::time::SystemTime::now(),
+        };
+        let a = reg.register(info.clone());
+        let b = reg.register(info);
         assert_ne!(a.pid, b.pid);
         assert!(a.pid > 0);
         assert!(!reg.cancel(a.pid, a.secret.wrapping_add(1)).await);
         assert!(!reg.cancel(a.pid, a.secret).await, "no target set");
         reg.unregister(a.pid);
         assert_eq!(reg.len(), 1);
+        assert_eq!(reg.clients().len(), 1);
+        b.set_state(state::ACTIVE);
+        assert_eq!(b.state().0, state::ACTIVE);
     }
 }

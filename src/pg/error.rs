@@ -34,6 +34,10 @@ pub enum Error {
     Auth(#[from] AuthError),
     #[error("no such database: {0}")]
     UnknownDatabase(String),
+    #[error("user \"{0}\" is not an admin: only general.admin_users may use the console")]
+    NotAdmin(String),
+    #[error("{0}")]
+    Console(String),
     #[error("sorry, too many clients already (max_client_conn = {0})")]
     TooManyClients(usize),
     #[error("too many connections for user \"{user}\" (max_user_connections = {max})")]
@@ -80,6 +84,8 @@ impl Error {
                 }
             },
             Error::UnknownDatabase(_) => SqlState::INVALID_CATALOG_NAME,
+            Error::NotAdmin(_) => SqlState::INSUFFICIENT_PRIVILEGE,
+            Error::Console(_) => SqlState::SYNTAX_ERROR,
             Error::TooManyClients(_) | Error::TooManyUserConnections { .. } => {
                 SqlState::TOO_MANY_CONNECTIONS
             }
@@ -104,6 +110,8 @@ impl Error {
             | Error::Startup(_)
             | Error::Auth(_)
             | Error::UnknownDatabase(_)
+            | Error::NotAdmin(_)
+            | Error::Console(_)
             | Error::Unexpected(_)
             | Error::LoginTimeout(_)
             | Error::IdleInTransaction(_)

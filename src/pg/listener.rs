@@ -2,7 +2,7 @@
 //! task per client. Accept errors (out of file descriptors…) back off instead of spinning.
 
 use super::error::Error;
-use super::login::{login, read_startup, Login};
+use super::login::{login, read_startup, Login, Peer};
 use super::proxy::{Phase, Proxy};
 use super::session::Session;
 use bytes::BytesMut;
@@ -46,7 +46,13 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
                 let proxy = proxy.clone();
                 let id = proxy.next_client_id();
                 let span = tracing::info_span!("client", id, peer = %peer);
-                tokio::spawn(handle(proxy, stream, id).instrument(span));
+                let local = stream.local_addr().unwrap_or(peer);
+                let peer = Peer {
+                    id,
+                    addr: peer,
+                    local,
+                };
+                tokio::spawn(handle(proxy, stream, peer).instrument(span));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed; backing off");
@@ -57,7 +63,7 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
     }
 }
 
-async fn handle(proxy: Arc<Proxy>, mut stream: TcpStream, id: u64) {
+async fn handle(proxy: Arc<Proxy>, mut stream: TcpStream, peer: Peer) {
     let _ = stream.set_nodelay(true);
     let _admitted = match proxy.admit() {
         Ok(guard) => guard,
@@ -70,10 +76,11 @@ async fn handle(proxy: Arc<Proxy>, mut stream: TcpStream, id: u64) {
         }
     };
     let login_timeout = proxy.config().pool.client_login_timeout;
-    let outcome = match tokio::time::timeout(login_timeout.0, login(&proxy, &mut stream)).await {
-        Ok(r) => r,
-        Err(_) => Err(Error::LoginTimeout(login_timeout)),
-    };
+    let outcome =
+        match tokio::time::timeout(login_timeout.0, login(&proxy, &mut stream, peer)).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::LoginTimeout(login_timeout)),
+        };
     match outcome {
         Ok(Login::Cancel { pid, secret }) => {
             proxy.cancel.cancel(pid, secret).await;
@@ -95,7 +102,21 @@ async fn handle(proxy: Arc<Proxy>, mut stream: TcpStream, id: u64) {
             };
             proxy.metrics.client_logins.with_label_values(&["ok"]).inc();
             tracing::debug!(user = %login.startup.user, database = %login.startup.database, "client logged in");
-            let _ = Session::new(id, proxy.clone(), stream, *login).run().await;
+            let Some(cluster) = login.cluster.clone() else {
+                return;
+            };
+            let _ = Session::new(peer.id, proxy.clone(), stream, cluster, *login)
+                .run()
+                .await;
+        }
+        Ok(Login::Console(login)) => {
+            proxy.metrics.client_logins.with_label_values(&["ok"]).inc();
+            tracing::info!(user = %login.startup.user, "admin console session");
+            let pid = login.cancel.pid;
+            if let Err(e) = super::console::run(proxy.clone(), stream).await {
+                tracing::debug!(error = %e, "console session ended");
+            }
+            proxy.cancel.unregister(pid);
         }
         Err(e) => {
             proxy

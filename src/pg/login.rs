@@ -4,7 +4,7 @@
 //! ReadyForQuery). The whole of it runs under `client_login_timeout`.
 
 use super::auth::{self, AuthError, Method, ScramSecret, ScramServer};
-use super::cancel::CancelSlot;
+use super::cancel::{CancelSlot, ClientInfo};
 use super::cluster::Cluster;
 use super::error::Error;
 use super::params::ClientParams;
@@ -21,14 +21,30 @@ const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 /// What a new connection turned out to be.
 pub enum Login {
     Client(Box<LoggedIn>),
-    Cancel { pid: i32, secret: i32 },
+    /// An admin on the console database (`pake`, or `pgbouncer` for PgBouncer habits).
+    Console(Box<LoggedIn>),
+    Cancel {
+        pid: i32,
+        secret: i32,
+    },
 }
 
-/// A client that passed authentication and has a pool.
+/// Database names that reach the admin console instead of a pool.
+pub const CONSOLE_DATABASES: &[&str] = &["pake", "pgbouncer"];
+
+/// The connection's identity, for the client registry.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer {
+    pub id: u64,
+    pub addr: std::net::SocketAddr,
+    pub local: std::net::SocketAddr,
+}
+
+/// A client that passed authentication (and, unless on the console, has a pool).
 pub struct LoggedIn {
     pub startup: Startup,
     pub user: Arc<UserEntry>,
-    pub cluster: Arc<Cluster>,
+    pub cluster: Option<Arc<Cluster>>,
     pub params: ClientParams,
     pub cancel: Arc<CancelSlot>,
 }
@@ -53,7 +69,7 @@ where
 }
 
 /// Run the startup phase on `stream` up to (and including) the welcome.
-pub async fn login<S>(proxy: &Arc<Proxy>, stream: &mut S) -> Result<Login, Error>
+pub async fn login<S>(proxy: &Arc<Proxy>, stream: &mut S, peer: Peer) -> Result<Login, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -93,12 +109,34 @@ where
     )
     .await?;
     let user = entry.ok_or_else(|| AuthError::Failed(startup.user.clone()))?;
-    let cluster = proxy
-        .cluster(&startup.database, &user)
-        .ok_or_else(|| Error::UnknownDatabase(startup.database.clone()))?;
-    let welcome = cluster.primary.welcome_params().await?;
+    let console = CONSOLE_DATABASES.contains(&startup.database.as_str());
+    let (cluster, welcome) = if console {
+        if !proxy
+            .config()
+            .general
+            .admin_users
+            .contains(&user.config.name)
+        {
+            return Err(Error::NotAdmin(user.config.name.clone()));
+        }
+        (None, Arc::new(super::console::welcome_params()))
+    } else {
+        let cluster = proxy
+            .cluster(&startup.database, &user)
+            .ok_or_else(|| Error::UnknownDatabase(startup.database.clone()))?;
+        let welcome = cluster.primary.welcome_params().await?;
+        (Some(cluster), welcome)
+    };
     let params = ClientParams::new(&welcome, &startup.params);
-    let cancel = proxy.cancel.register();
+    let cancel = proxy.cancel.register(ClientInfo {
+        id: peer.id,
+        user: startup.user.clone(),
+        database: startup.database.clone(),
+        addr: peer.addr,
+        local_addr: peer.local,
+        application_name: startup.param("application_name").unwrap_or("").to_string(),
+        connected_at: std::time::SystemTime::now(),
+    });
     backend::authentication(&mut out, auth::code::OK, &[]);
     for (k, v) in welcome.iter() {
         let v = params.get(k).unwrap_or(v);
@@ -110,13 +148,18 @@ where
         proxy.cancel.unregister(cancel.pid);
         return Err(Error::ClientIo(e));
     }
-    Ok(Login::Client(Box::new(LoggedIn {
+    let logged_in = Box::new(LoggedIn {
         startup,
         user,
         cluster,
         params,
         cancel,
-    })))
+    });
+    Ok(if console {
+        Login::Console(logged_in)
+    } else {
+        Login::Client(logged_in)
+    })
 }
 
 async fn authenticate<S>(

@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod cancel;
 pub mod cluster;
+pub mod console;
 pub mod error;
 pub mod listener;
 pub mod login;

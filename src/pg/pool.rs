@@ -59,8 +59,20 @@ struct State {
     idle: Vec<Box<Server>>,
     /// Open or opening connections, idle ones included.
     total: usize,
-    waiters: VecDeque<oneshot::Sender<Grant>>,
+    /// Clients waiting for a server, with when they started waiting.
+    waiters: VecDeque<(Instant, oneshot::Sender<Grant>)>,
     closed: bool,
+}
+
+/// An open server connection, for `SHOW SERVERS`.
+#[derive(Debug, Clone)]
+pub struct ServerRow {
+    pub id: u64,
+    pub addr: std::net::SocketAddr,
+    pub local_addr: Option<std::net::SocketAddr>,
+    pub backend_pid: i32,
+    pub connected_at: std::time::SystemTime,
+    pub idle: bool,
 }
 
 /// Reported server parameters (name, value).
@@ -79,7 +91,8 @@ pub struct Pool {
     pub key: PoolKey,
     /// `primary`, or the replica's `host:port`.
     pub target_name: String,
-    pub settings: PoolSettings,
+    /// Swapped by RELOAD (sizes, timeouts) without dropping anyone.
+    settings: arc_swap::ArcSwap<PoolSettings>,
     target: ServerTarget,
     state: Mutex<State>,
     /// Reported parameters of the servers, for new clients' welcome.
@@ -88,9 +101,18 @@ pub struct Pool {
     /// Clients logged in to this pool.
     pub clients: AtomicUsize,
     last_error: Mutex<Option<String>>,
+    /// Every open server, for `SHOW SERVERS` (touched on open and close only).
+    rows: Mutex<std::collections::HashMap<u64, ServerRow>>,
+    /// `PAUSE`: checkouts wait until `RESUME`.
+    paused: std::sync::atomic::AtomicBool,
+    resumed: tokio::sync::Notify,
+    pub created: Instant,
 }
 
 static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A server idle longer than this gets a real liveness probe (one syscall) at checkout.
+const DEEP_CHECK_AFTER: Duration = Duration::from_millis(500);
 
 impl Pool {
     pub fn new(
@@ -103,18 +125,103 @@ impl Pool {
         Arc::new(Pool {
             key,
             target_name,
-            settings,
+            settings: arc_swap::ArcSwap::from_pointee(settings),
             target,
             state: Mutex::new(State::default()),
             welcome: Mutex::new(None),
             metrics,
             clients: AtomicUsize::new(0),
             last_error: Mutex::new(None),
+            rows: Mutex::new(std::collections::HashMap::new()),
+            paused: std::sync::atomic::AtomicBool::new(false),
+            resumed: tokio::sync::Notify::new(),
+            created: Instant::now(),
         })
     }
 
+    /// `PAUSE`: new checkouts wait until [`Pool::resume`].
+    pub fn pause(&self) {
+        self.paused.store(true, Ordering::Release);
+    }
+
+    pub fn resume(&self) {
+        self.paused.store(false, Ordering::Release);
+        self.resumed.notify_waiters();
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    async fn wait_while_paused(&self) {
+        while self.paused.load(Ordering::Acquire) {
+            let resumed = self.resumed.notified();
+            if !self.paused.load(Ordering::Acquire) {
+                return;
+            }
+            resumed.await;
+        }
+    }
+
+    /// Every open server with whether it is idle.
+    pub fn server_rows(&self) -> Vec<ServerRow> {
+        let idle: std::collections::HashSet<u64> =
+            self.state.lock().idle.iter().map(|s| s.id).collect();
+        let mut rows: Vec<ServerRow> = self
+            .rows
+            .lock()
+            .values()
+            .cloned()
+            .map(|mut r| {
+                r.idle = idle.contains(&r.id);
+                r
+            })
+            .collect();
+        rows.sort_by_key(|r| r.id);
+        rows
+    }
+
+    /// The longest a queued client has been waiting.
+    pub fn max_wait(&self) -> Duration {
+        self.state
+            .lock()
+            .waiters
+            .iter()
+            .filter(|(_, w)| !w.is_closed())
+            .map(|(at, _)| at.elapsed())
+            .max()
+            .unwrap_or_default()
+    }
+
+    fn forget(&self, id: u64) {
+        self.rows.lock().remove(&id);
+    }
+
+    /// The current settings (cheap: no reference count on the hot path).
+    pub fn settings(&self) -> arc_swap::Guard<Arc<PoolSettings>> {
+        self.settings.load()
+    }
+
+    /// RELOAD: new sizes and timeouts apply to the next checkout; a larger pool hands room
+    /// to waiting clients now, a smaller one shrinks as servers come back.
+    pub fn update_settings(&self, settings: PoolSettings) {
+        self.settings.store(Arc::new(settings));
+        loop {
+            {
+                let mut st = self.state.lock();
+                let has_waiter = st.waiters.iter().any(|(_, w)| !w.is_closed());
+                if st.closed || !has_waiter || st.total >= self.settings().size {
+                    break;
+                }
+                st.total += 1;
+            }
+            // a new slot for the first waiter
+            self.give(None);
+        }
+    }
+
     pub fn mode(&self) -> PoolMode {
-        self.settings.mode
+        self.settings().mode
     }
 
     pub fn target(&self) -> &ServerTarget {
@@ -123,8 +230,11 @@ impl Pool {
 
     /// Get a server: idle, new, or the next one freed, within `query_wait_timeout`.
     pub async fn checkout(&self) -> Result<Box<Server>, PoolError> {
+        if self.paused.load(Ordering::Acquire) {
+            self.wait_while_paused().await;
+        }
         let started = Instant::now();
-        let wait = self.settings.defaults.query_wait_timeout;
+        let wait = self.settings().defaults.query_wait_timeout;
         let deadline = wait.enabled().map(|d| tokio::time::Instant::now() + d);
         loop {
             let grant = match self.take_or_queue()? {
@@ -155,7 +265,7 @@ impl Pool {
             match grant {
                 Grant::Server(mut s) => {
                     let now = Instant::now();
-                    if self.expired(&s, now) || !s.is_alive() {
+                    if self.expired(&s, now) || !s.is_alive(DEEP_CHECK_AFTER) {
                         self.discard(s);
                         continue;
                     }
@@ -189,12 +299,12 @@ impl Pool {
         if let Some(s) = st.idle.pop() {
             return Ok(Ok(Grant::Server(s)));
         }
-        if st.total < self.settings.size {
+        if st.total < self.settings().size {
             st.total += 1;
             return Ok(Ok(Grant::Slot));
         }
         let (tx, rx) = oneshot::channel();
-        st.waiters.push_back(tx);
+        st.waiters.push_back((Instant::now(), tx));
         Ok(Err(rx))
     }
 
@@ -204,6 +314,17 @@ impl Pool {
             Ok(s) => {
                 self.metrics.server_connects.inc();
                 *self.last_error.lock() = None;
+                self.rows.lock().insert(
+                    id,
+                    ServerRow {
+                        id,
+                        addr: s.addr,
+                        local_addr: s.stream.local_addr().ok(),
+                        backend_pid: s.key.pid,
+                        connected_at: std::time::SystemTime::now(),
+                        idle: false,
+                    },
+                );
                 let mut welcome = self.welcome.lock();
                 if welcome.is_none() {
                     *welcome = Some(Arc::new(s.params.reported.clone()));
@@ -240,6 +361,7 @@ impl Pool {
     /// Close a server whose state is unknown or that is past its life.
     pub fn discard(&self, mut s: Box<Server>) {
         s.terminate();
+        self.forget(s.id);
         tracing::debug!(pool = %self.key, server = s.id, "closing server connection");
         drop(s);
         self.release_slot();
@@ -254,16 +376,31 @@ impl Pool {
         };
         loop {
             let mut st = self.state.lock();
+            if st.total > self.settings().size {
+                // shrunk by RELOAD: this one goes
+                st.total -= 1;
+                drop(st);
+                if let Grant::Server(mut s) = grant {
+                    s.terminate();
+                    self.forget(s.id);
+                }
+                return;
+            }
             let waiter = loop {
                 match st.waiters.pop_front() {
-                    Some(w) if w.is_closed() => continue,
-                    other => break other,
+                    Some((_, w)) if w.is_closed() => continue,
+                    other => break other.map(|(_, w)| w),
                 }
             };
             let Some(w) = waiter else {
                 match grant {
                     Grant::Server(s) if !st.closed => st.idle.push(s),
-                    Grant::Server(_) | Grant::Slot => st.total -= 1,
+                    Grant::Server(s) => {
+                        st.total -= 1;
+                        drop(st);
+                        self.forget(s.id);
+                    }
+                    Grant::Slot => st.total -= 1,
                 }
                 return;
             };
@@ -276,7 +413,7 @@ impl Pool {
     }
 
     fn expired(&self, s: &Server, now: Instant) -> bool {
-        self.settings
+        self.settings()
             .defaults
             .server_lifetime
             .enabled()
@@ -297,8 +434,8 @@ impl Pool {
     /// Close idle servers past `server_idle_timeout` or `server_lifetime`.
     pub fn reap(&self) -> usize {
         let now = Instant::now();
-        let idle_timeout = self.settings.defaults.server_idle_timeout.enabled();
-        let lifetime = self.settings.defaults.server_lifetime.enabled();
+        let idle_timeout = self.settings().defaults.server_idle_timeout.enabled();
+        let lifetime = self.settings().defaults.server_lifetime.enabled();
         let old: Vec<Box<Server>> = {
             let mut st = self.state.lock();
             let (keep, old): (Vec<_>, Vec<_>) = st.idle.drain(..).partition(|s| {
@@ -314,6 +451,7 @@ impl Pool {
         let n = old.len();
         for mut s in old {
             s.terminate();
+            self.forget(s.id);
         }
         if n > 0 {
             tracing::debug!(pool = %self.key, closed = n, "closed idle server connections");
@@ -334,12 +472,13 @@ impl Pool {
         drop(waiters);
         for mut s in idle {
             s.terminate();
+            self.forget(s.id);
         }
     }
 
     pub fn counts(&self) -> PoolCounts {
         let st = self.state.lock();
-        let waiting = st.waiters.iter().filter(|w| !w.is_closed()).count();
+        let waiting = st.waiters.iter().filter(|(_, w)| !w.is_closed()).count();
         PoolCounts {
             idle: st.idle.len(),
             active: st.total - st.idle.len(),
@@ -348,13 +487,18 @@ impl Pool {
         }
     }
 
+    /// A server connection failed mid-request: readiness reports it until a connect works.
+    pub fn record_server_failure(&self, error: &str) {
+        *self.last_error.lock() = Some(error.to_string());
+    }
+
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().clone()
     }
 
     /// How often the reaper should run for these settings.
     pub fn reap_interval(&self) -> Duration {
-        let d = &self.settings.defaults;
+        let d = &self.settings().defaults;
         [d.server_idle_timeout.enabled(), d.server_lifetime.enabled()]
             .into_iter()
             .flatten()

@@ -50,6 +50,31 @@ pub struct Proxy {
     next_client: AtomicU64,
     per_user: Mutex<HashMap<String, usize>>,
     phase: watch::Sender<Phase>,
+    paused_all: Mutex<bool>,
+    paused_dbs: Mutex<std::collections::HashSet<String>>,
+    /// Where RELOAD re-reads the config, and the command-line flags applied on top.
+    source: Mutex<Option<ConfigSource>>,
+    generation: AtomicU64,
+}
+
+/// What identifies a database's servers (a change needs new pools).
+fn target_fields(d: &crate::config::Database) -> String {
+    format!(
+        "{}|{}|{}|{:?}|{:?}|{}",
+        d.host,
+        d.port,
+        d.server_dbname(),
+        d.server_user,
+        d.server_password,
+        toml::to_string(&d.replicas).unwrap_or_default()
+    )
+}
+
+/// Where the configuration came from, so RELOAD can read it again.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: Option<std::path::PathBuf>,
+    pub overrides: crate::config::QuickStart,
 }
 
 impl Proxy {
@@ -68,6 +93,10 @@ impl Proxy {
             next_client: AtomicU64::new(1),
             per_user: Mutex::new(HashMap::new()),
             phase: watch::channel(Phase::Running).0,
+            paused_all: Mutex::new(false),
+            paused_dbs: Mutex::new(std::collections::HashSet::new()),
+            source: Mutex::new(None),
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -123,6 +152,9 @@ impl Proxy {
                     let metrics = self.metrics.pool(&key.database, &key.user, &name);
                     let pool = Pool::new(key.clone(), name, settings.clone(), t, metrics);
                     spawn_reaper(Arc::downgrade(&pool));
+                    if self.is_paused(&key.database) {
+                        pool.pause();
+                    }
                     pool
                 };
                 let primary = pool("primary".into(), target(&db.host, db.port));
@@ -173,6 +205,155 @@ impl Proxy {
                 t
             })
             .clone()
+    }
+
+    /// Remember where the config came from (for RELOAD and SIGHUP).
+    pub fn set_source(&self, source: ConfigSource) {
+        *self.source.lock() = Some(source);
+    }
+
+    /// Bumped by every applied RELOAD: sessions pick up new pools at their next boundary.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// RELOAD / SIGHUP: read the config file again, apply the same command-line flags on top,
+    /// validate everything, then apply. Returns what changed.
+    pub fn reload_from_file(&self) -> Result<Vec<String>, String> {
+        let source =
+            self.source.lock().clone().ok_or_else(|| {
+                "nothing to reload: Pake was not started with --config".to_string()
+            })?;
+        let Some(path) = &source.path else {
+            return Err("nothing to reload: Pake was not started with --config".into());
+        };
+        let base = Config::load(path).map_err(|e| e.to_string())?;
+        let config = source.overrides.apply(base).map_err(|e| e.to_string())?;
+        config.validate().map_err(|errs| {
+            errs.iter()
+                .map(|e| e.to_string())
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
+        Ok(self.apply(config))
+    }
+
+    /// Apply a validated configuration without dropping anyone: users and secrets are
+    /// replaced; pools whose servers are unchanged get their new sizes and timeouts in place;
+    /// pools whose target changed (host, port, credentials, replicas, routing) are replaced
+    /// for new transactions while running ones finish on the old servers.
+    pub fn apply(&self, new: Config) -> Vec<String> {
+        let old = self.config();
+        let mut report = Vec::new();
+        let g = (&old.general, &new.general);
+        for (name, changed) in [
+            ("general.pg_listen", g.0.pg_listen != g.1.pg_listen),
+            ("general.admin_listen", g.0.admin_listen != g.1.admin_listen),
+            ("general.workers", g.0.workers != g.1.workers),
+        ] {
+            if changed {
+                report.push(format!("{name} changed: takes effect after a restart"));
+            }
+        }
+        self.users.store(Arc::new(build_users(&new)));
+        let routing_changed =
+            toml::to_string(&old.routing).ok() != toml::to_string(&new.routing).ok();
+        self.topologies.lock().retain(|name, _| {
+            let same = |c: &Config| c.database(name).map(|d| toml::to_string(&d.replicas).ok());
+            !routing_changed && same(&old) == same(&new)
+        });
+        let mut clusters = self.clusters.write();
+        clusters.retain(|key, cluster| {
+            let (Some(db), Some(user)) = (new.database(&key.database), new.user(&key.user)) else {
+                report.push(format!(
+                    "pool {key}: database or user removed (new logins refused)"
+                ));
+                return false;
+            };
+            let same_target = old.database(&key.database).map(target_fields)
+                == Some(target_fields(db))
+                && old
+                    .user(&key.user)
+                    .map(|u| (&u.password, &u.server_password))
+                    == Some((&user.password, &user.server_password))
+                && !routing_changed;
+            if !same_target {
+                report.push(format!(
+                    "pool {key}: servers changed; new transactions use the new ones"
+                ));
+                return false;
+            }
+            let settings = new.pool_settings(db, user);
+            let before = cluster.primary.settings();
+            if before.size != settings.size {
+                report.push(format!(
+                    "pool {key}: pool_size {} -> {}",
+                    before.size, settings.size
+                ));
+            }
+            for p in cluster.pools() {
+                p.update_settings(settings.clone());
+            }
+            true
+        });
+        drop(clusters);
+        self.config.store(Arc::new(new));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if report.is_empty() {
+            report.push("configuration reloaded: no pool changed".into());
+        }
+        report
+    }
+
+    /// Every database's routing state.
+    pub fn topologies(&self) -> Vec<Arc<Topology>> {
+        let mut v: Vec<_> = self.topologies.lock().values().cloned().collect();
+        v.sort_by(|a, b| a.database.cmp(&b.database));
+        v
+    }
+
+    /// `PAUSE [db]`: hold new transactions, return once every server is idle.
+    pub async fn pause(&self, db: Option<&str>) {
+        let pools: Vec<_> = self
+            .pools()
+            .into_iter()
+            .filter(|p| db.is_none_or(|d| p.key.database == d))
+            .collect();
+        if db.is_none() {
+            *self.paused_all.lock() = true;
+        } else if let Some(d) = db {
+            self.paused_dbs.lock().insert(d.to_string());
+        }
+        for p in &pools {
+            p.pause();
+        }
+        while pools.iter().any(|p| p.counts().active > 0) {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `RESUME [db]`.
+    pub fn resume(&self, db: Option<&str>) {
+        match db {
+            None => {
+                *self.paused_all.lock() = false;
+                self.paused_dbs.lock().clear();
+            }
+            Some(d) => {
+                self.paused_dbs.lock().remove(d);
+            }
+        }
+        let all = *self.paused_all.lock();
+        let dbs = self.paused_dbs.lock().clone();
+        for p in self.pools() {
+            if !all && !dbs.contains(&p.key.database) {
+                p.resume();
+            }
+        }
+    }
+
+    fn is_paused(&self, db: &str) -> bool {
+        *self.paused_all.lock() || self.paused_dbs.lock().contains(db)
     }
 
     pub fn clusters(&self) -> Vec<Arc<Cluster>> {
@@ -263,7 +444,7 @@ impl Proxy {
             }
             m.pool_size
                 .with_label_values(&[db, user, target])
-                .set(pool.settings.size as i64);
+                .set(pool.settings().size as i64);
         }
     }
 }

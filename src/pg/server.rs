@@ -272,12 +272,23 @@ impl Server {
 
     /// Is the connection still usable? Checks the socket without blocking: an idle server
     /// that has anything to say (an error before closing) or has closed is not.
-    pub fn is_alive(&mut self) -> bool {
+    ///
+    /// The cheap check trusts Tokio's readiness cache (no syscall unless the reactor saw the
+    /// socket become readable). A server idle longer than `deep_after` also gets a real
+    /// non-blocking peek, which catches a close the reactor has not processed yet — the usual
+    /// case right after PostgreSQL restarts.
+    pub fn is_alive(&mut self, deep_after: Duration) -> bool {
         if !self.rbuf.is_empty() {
             return false;
         }
         let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        let cached = matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        if !cached || self.last_used.elapsed() < deep_after {
+            return cached;
+        }
+        let mut peek = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        let sock = socket2::SockRef::from(&self.stream);
+        matches!(sock.peek(&mut peek), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     /// Nothing owed, nothing unsent, outside any transaction or COPY.

@@ -8,6 +8,7 @@ mod auth;
 mod bad_input;
 mod basic;
 mod clients;
+mod console;
 mod faults;
 mod isolation;
 mod observe;

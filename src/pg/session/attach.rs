@@ -11,14 +11,14 @@
 use super::expect::Expect;
 use super::Session;
 use crate::config::PoolMode;
-use crate::pg::cancel::CancelTarget;
+use crate::pg::cancel::{state, CancelTarget};
 use crate::pg::cluster::Target;
 use crate::pg::error::{Error, Source};
 use crate::pg::pool::{Pool, PoolError};
 use crate::pg::server::Server;
 use postgres_protocol::message::frontend;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 /// How long recovering a server left behind may take before it is closed instead.
@@ -48,7 +48,16 @@ impl Session {
 
     async fn attach(&mut self, target: Target) -> Result<(), Error> {
         let pool = self.cluster.pool(target).clone();
-        let mut server = pool.checkout().await?;
+        self.cancel.set_state(state::WAITING);
+        let mut server = match pool.checkout().await {
+            Ok(s) => s,
+            Err(e) => {
+                self.cancel.set_state(state::IDLE);
+                return Err(e.into());
+            }
+        };
+        self.cancel.set_state(state::ACTIVE);
+        self.attached_at = Instant::now();
         if let Some(sql) = server.params.sync_sql(&self.params) {
             if frontend::query(&sql, &mut server.wbuf).is_ok() {
                 server.replies.push(Expect::Ready { swallow: true });
@@ -84,9 +93,33 @@ impl Session {
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         self.cancel.set(None);
+        self.cancel.set_state(state::IDLE);
         let pool = self.cluster.pool(target).clone();
+        pool.metrics
+            .transaction_seconds
+            .inc_by(self.attached_at.elapsed().as_secs_f64());
         self.flush_tally(&pool);
         Some((server, pool))
+    }
+
+    /// After a RELOAD, take the (database, user) pools of the new configuration; called
+    /// between transactions only.
+    pub(super) fn refresh_cluster(&mut self) {
+        self.cluster_gen = self.proxy.generation();
+        let Some(user) = self.proxy.user(&self.user) else {
+            return;
+        };
+        let Some(cluster) = self.proxy.cluster(&self.database, &user) else {
+            return;
+        };
+        if Arc::ptr_eq(&cluster, &self.cluster) {
+            return;
+        }
+        use std::sync::atomic::Ordering::Relaxed;
+        self.pool.clients.fetch_sub(1, Relaxed);
+        cluster.primary.clients.fetch_add(1, Relaxed);
+        self.pool = cluster.primary.clone();
+        self.cluster = cluster;
     }
 
     /// Transaction mode: hand the server back at a transaction boundary.
@@ -148,6 +181,9 @@ impl Session {
         };
         let server_failed = matches!(result, Err(e) if e.source() == Source::Server);
         if server_failed {
+            if let Err(e) = result {
+                pool.record_server_failure(&e.to_string());
+            }
             pool.discard(server);
             return;
         }
@@ -156,7 +192,7 @@ impl Session {
             return;
         }
         let reset = (self.mode == PoolMode::Session || server.dirty.is_some())
-            .then(|| pool.settings.defaults.server_reset_query.clone());
+            .then(|| pool.settings().defaults.server_reset_query.clone());
         tokio::spawn(recover(pool, server, reset));
     }
 }
@@ -168,7 +204,7 @@ fn release(pool: &Arc<Pool>, server: Box<Server>) {
         None => pool.checkin(server),
         Some(reason) => {
             tracing::debug!(server = server.id, reason, "resetting server before reuse");
-            let reset = Some(pool.settings.defaults.server_reset_query.clone());
+            let reset = Some(pool.settings().defaults.server_reset_query.clone());
             tokio::spawn(recover(pool.clone(), server, reset));
         }
     }

@@ -80,6 +80,12 @@ pub struct Session {
     skip_to_sync: bool,
     phase: watch::Receiver<Phase>,
     tally: Tally,
+    /// Who logged in where, to pick up new pools after a RELOAD.
+    user: String,
+    database: String,
+    cluster_gen: u64,
+    /// When the attached server was checked out.
+    attached_at: Instant,
 }
 
 /// What the loop should do next.
@@ -100,13 +106,19 @@ enum Event {
 }
 
 impl Session {
-    pub fn new(id: u64, proxy: Arc<Proxy>, client: TcpStream, login: LoggedIn) -> Session {
+    pub fn new(
+        id: u64,
+        proxy: Arc<Proxy>,
+        client: TcpStream,
+        cluster: Arc<Cluster>,
+        login: LoggedIn,
+    ) -> Session {
         let config = proxy.config();
         Session {
             id,
-            mode: login.cluster.primary.mode(),
-            pool: login.cluster.primary.clone(),
-            cluster: login.cluster,
+            mode: cluster.primary.mode(),
+            pool: cluster.primary.clone(),
+            cluster,
             server_target: Target::Primary,
             routing: route::RouteState::default(),
             client,
@@ -121,6 +133,10 @@ impl Session {
             skip_to_sync: false,
             phase: proxy.phase(),
             tally: Tally::default(),
+            user: login.startup.user.clone(),
+            database: login.startup.database.clone(),
+            cluster_gen: proxy.generation(),
+            attached_at: Instant::now(),
             proxy,
         }
     }
@@ -183,7 +199,7 @@ impl Session {
 
     /// When the client has been quiet too long, with or without an open transaction.
     fn deadline(&self) -> Option<Instant> {
-        let d = &self.pool.settings.defaults;
+        let d = &self.pool.settings().defaults;
         match &self.server {
             Some(s) if s.replies.is_empty() && s.tx_status != b'I' => d
                 .idle_transaction_timeout
@@ -198,7 +214,7 @@ impl Session {
     }
 
     fn timeout_error(&self) -> Error {
-        let d = &self.pool.settings.defaults;
+        let d = &self.pool.settings().defaults;
         match &self.server {
             Some(_) => Error::IdleInTransaction(d.idle_transaction_timeout),
             None => Error::ClientIdle(d.client_idle_timeout),

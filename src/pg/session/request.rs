@@ -43,6 +43,9 @@ impl Session {
                 if !request_ready(&self.crbuf, self.max_message)? {
                     return Ok(Flow::Continue);
                 }
+                if self.proxy.generation() != self.cluster_gen {
+                    self.refresh_cluster();
+                }
                 let target = match self.plan()? {
                     super::route::Plan::Answered => continue,
                     super::route::Plan::Server(target) => target,
@@ -262,7 +265,7 @@ impl Session {
                     } else {
                         evict_statement(
                             server,
-                            self.pool.settings.defaults.max_prepared_statements,
+                            self.pool.settings().defaults.max_prepared_statements,
                         );
                         server.wbuf.put_slice(&stmt.parse);
                         server.statements.insert(&stmt);
@@ -294,7 +297,7 @@ impl Session {
                         ensure_prepared(
                             server,
                             &stmt,
-                            self.pool.settings.defaults.max_prepared_statements,
+                            self.pool.settings().defaults.max_prepared_statements,
                         );
                         let at = wire::begin_frame(&mut server.wbuf, fe::BIND);
                         wire::put_cstr(&mut server.wbuf, portal);
@@ -328,7 +331,7 @@ impl Session {
                                 ensure_prepared(
                                     server,
                                     &stmt,
-                                    self.pool.settings.defaults.max_prepared_statements,
+                                    self.pool.settings().defaults.max_prepared_statements,
                                 );
                                 let at = wire::begin_frame(&mut server.wbuf, fe::DESCRIBE);
                                 server.wbuf.put_u8(b'S');

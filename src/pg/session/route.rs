@@ -77,7 +77,7 @@ impl Session {
         class: &Class,
         text: &str,
     ) -> Result<Option<Plan>, Error> {
-        let replicas = self.pool.settings.read_from_replicas;
+        let replicas = self.pool.settings().read_from_replicas;
         let (tag, status) = match class {
             Class::RouteSetting(_) => {
                 self.routing.pinned = crate::pg::route::classify::route_value(text);
@@ -187,7 +187,7 @@ impl Session {
     /// Primary or a replica for a request that needs a server, and why.
     fn choose(&mut self, s: &Summary) -> (Target, &'static str) {
         let topology = self.cluster.topology.clone();
-        if !self.pool.settings.read_from_replicas || topology.replicas.is_empty() {
+        if !self.pool.settings().read_from_replicas || topology.replicas.is_empty() {
             return (Target::Primary, "no replicas for this pool");
         }
         let forced = match (s.hint, self.routing.pinned) {
