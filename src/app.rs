@@ -38,7 +38,7 @@ pub async fn start_with(config: Config, source: Option<ConfigSource>) -> anyhow:
         None => None,
     };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
-    let proxy = Proxy::new(config, metrics);
+    let proxy = Proxy::new(config, metrics).context("TLS set-up")?;
     if let Some(source) = source {
         proxy.set_source(source);
     }

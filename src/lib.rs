@@ -15,3 +15,4 @@ pub mod demo;
 pub mod lab;
 pub mod obs;
 pub mod pg;
+pub mod tls;

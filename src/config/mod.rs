@@ -33,6 +33,9 @@ pub struct Config {
     /// Read/write split across streaming replicas.
     #[serde(default)]
     pub routing: Routing,
+    /// TLS towards clients and towards servers.
+    #[serde(default)]
+    pub tls: crate::tls::TlsConfig,
 }
 
 /// How reads are sent to replicas, and when a replica is trusted.
@@ -504,6 +507,7 @@ impl Config {
                 ));
             }
         }
+        validate_tls(&self.tls, &mut errs);
         let mut users = HashSet::new();
         for (i, u) in self.users.iter().enumerate() {
             let key = |k: &str| format!("users[{i}].{k}");
@@ -578,6 +582,44 @@ impl Config {
                 .or(db.pool_size)
                 .unwrap_or(self.pool.pool_size),
             defaults: self.pool.clone(),
+        }
+    }
+}
+
+fn validate_tls(t: &crate::tls::TlsConfig, errs: &mut Vec<ConfigError>) {
+    use crate::tls::{ClientTlsMode, ServerTlsMode};
+    if t.client_tls_sslmode != ClientTlsMode::Disable {
+        for (key, file) in [
+            ("tls.client_tls_cert_file", &t.client_tls_cert_file),
+            ("tls.client_tls_key_file", &t.client_tls_key_file),
+        ] {
+            match file {
+                None => errs.push(ConfigError::new(
+                    key,
+                    "is required when client_tls_sslmode is not disable",
+                )),
+                Some(p) if !p.exists() => errs.push(ConfigError::new(
+                    key,
+                    format!("{} does not exist", p.display()),
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    if matches!(
+        t.server_tls_sslmode,
+        ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull
+    ) {
+        match &t.server_tls_ca_file {
+            None => errs.push(ConfigError::new(
+                "tls.server_tls_ca_file",
+                "is required for verify-ca and verify-full",
+            )),
+            Some(p) if !p.exists() => errs.push(ConfigError::new(
+                "tls.server_tls_ca_file",
+                format!("{} does not exist", p.display()),
+            )),
+            Some(_) => {}
         }
     }
 }

@@ -3,6 +3,7 @@
 //! stopped and deleted on drop — also when a test panics, and (by a parent-death signal)
 //! when the process is killed outright.
 
+pub mod certs;
 pub mod cli;
 pub mod postgres;
 pub mod process;

@@ -37,6 +37,8 @@ pub struct PgOptions {
     pub replica: bool,
     /// Extra `postgresql.conf` lines (`name = value`).
     pub conf: Vec<String>,
+    /// Serve TLS with a lab certificate (the CA is in [`PgLab::certs`]).
+    pub tls: bool,
 }
 
 impl Default for PgOptions {
@@ -47,6 +49,7 @@ impl Default for PgOptions {
             password: "pake".into(),
             replica: false,
             conf: Vec::new(),
+            tls: false,
         }
     }
 }
@@ -67,6 +70,8 @@ pub struct PgLab {
     pub replica: Option<PgInstance>,
     pub user: String,
     pub password: String,
+    /// The lab CA and server certificate, when started with `tls`.
+    pub certs: Option<super::certs::Certs>,
     // dropped last: the instances stop first
     _dir: TempDir,
 }
@@ -106,6 +111,19 @@ impl PgLab {
         let dir = tempfile::Builder::new().prefix("pake-lab-pg-").tempdir()?;
         hand_over(dir.path())?;
         let data = dir.path().join("primary");
+        let certs = if opts.tls {
+            Some(super::certs::Certs::generate()?)
+        } else {
+            None
+        };
+        let mut opts = opts;
+        if let Some(c) = &certs {
+            opts.conf.push("ssl = on".into());
+            opts.conf
+                .push(format!("ssl_cert_file = '{}'", c.cert.display()));
+            opts.conf
+                .push(format!("ssl_key_file = '{}'", c.key.display()));
+        }
         initdb(&bin, &data, &opts)?;
         let mut primary = PgInstance {
             port: 0,
@@ -166,6 +184,7 @@ impl PgLab {
             replica,
             user: opts.user,
             password: opts.password,
+            certs,
             _dir: dir,
         })
     }

@@ -38,6 +38,12 @@ pub enum Error {
     NotAdmin(String),
     #[error("{0}")]
     Console(String),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error(
+        "SSL connection is required: connect with sslmode=require (client_tls_sslmode = require)"
+    )]
+    TlsRequired,
     #[error("sorry, too many clients already (max_client_conn = {0})")]
     TooManyClients(usize),
     #[error("too many connections for user \"{user}\" (max_user_connections = {max})")]
@@ -86,6 +92,8 @@ impl Error {
             Error::UnknownDatabase(_) => SqlState::INVALID_CATALOG_NAME,
             Error::NotAdmin(_) => SqlState::INSUFFICIENT_PRIVILEGE,
             Error::Console(_) => SqlState::SYNTAX_ERROR,
+            Error::Tls(_) => SqlState::PROTOCOL_VIOLATION,
+            Error::TlsRequired => SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
             Error::TooManyClients(_) | Error::TooManyUserConnections { .. } => {
                 SqlState::TOO_MANY_CONNECTIONS
             }
@@ -112,6 +120,8 @@ impl Error {
             | Error::UnknownDatabase(_)
             | Error::NotAdmin(_)
             | Error::Console(_)
+            | Error::Tls(_)
+            | Error::TlsRequired
             | Error::Unexpected(_)
             | Error::LoginTimeout(_)
             | Error::IdleInTransaction(_)

@@ -5,6 +5,7 @@ use super::error::Error;
 use super::login::{login, read_startup, Login, Peer};
 use super::proxy::{Phase, Proxy};
 use super::session::Session;
+use super::stream::ClientStream;
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -63,8 +64,9 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
     }
 }
 
-async fn handle(proxy: Arc<Proxy>, mut stream: TcpStream, peer: Peer) {
-    let _ = stream.set_nodelay(true);
+async fn handle(proxy: Arc<Proxy>, tcp: TcpStream, peer: Peer) {
+    let _ = tcp.set_nodelay(true);
+    let mut stream = ClientStream::Plain(tcp);
     let _admitted = match proxy.admit() {
         Ok(guard) => guard,
         Err(max) => {
@@ -131,7 +133,7 @@ async fn handle(proxy: Arc<Proxy>, mut stream: TcpStream, peer: Peer) {
 }
 
 /// Tell a client why it is turned away (FATAL) and close.
-async fn reject(proxy: &Proxy, stream: &mut TcpStream, e: Error) {
+async fn reject(proxy: &Proxy, stream: &mut ClientStream, e: Error) {
     if !e.reaches_client() {
         return;
     }
@@ -144,6 +146,7 @@ async fn reject(proxy: &Proxy, stream: &mut TcpStream, e: Error) {
     e.write(&mut out, true);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = stream.write_all(&out).await;
+        let _ = stream.flush().await;
         let _ = stream.shutdown().await;
     })
     .await;

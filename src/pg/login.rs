@@ -10,6 +10,7 @@ use super::error::Error;
 use super::params::ClientParams;
 use super::proxy::{Proxy, UserEntry};
 use super::startup::{self, Request, Startup};
+use super::stream::ClientStream;
 use super::wire::{self, backend, fe};
 use bytes::{Buf, BytesMut};
 use std::sync::Arc;
@@ -69,20 +70,34 @@ where
 }
 
 /// Run the startup phase on `stream` up to (and including) the welcome.
-pub async fn login<S>(proxy: &Arc<Proxy>, stream: &mut S, peer: Peer) -> Result<Login, Error>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+pub async fn login(
+    proxy: &Arc<Proxy>,
+    stream: &mut ClientStream,
+    peer: Peer,
+) -> Result<Login, Error> {
     let mut buf = BytesMut::with_capacity(512);
+    let tls = proxy.tls();
     let startup = loop {
         let len = read_until(stream, &mut buf, startup::packet).await?;
         let packet = buf.split_to(len);
         match startup::parse(&packet)? {
-            Request::Ssl | Request::GssEnc => {
+            Request::Ssl => {
+                if !buf.is_empty() {
+                    // bytes sent after SSLRequest, before the answer: never trust them
+                    return Err(Error::Tls("data received before the TLS handshake".into()));
+                }
+                upgrade(stream, tls.acceptor.as_ref()).await?;
+            }
+            Request::GssEnc => {
                 stream.write_all(b"N").await.map_err(Error::ClientIo)?;
             }
             Request::Cancel { pid, secret } => return Ok(Login::Cancel { pid, secret }),
-            Request::Startup(s) => break s,
+            Request::Startup(s) => {
+                if tls.client_required() && !stream.is_tls() {
+                    return Err(Error::TlsRequired);
+                }
+                break s;
+            }
         }
     };
     let mut out = BytesMut::with_capacity(512);
@@ -160,6 +175,27 @@ where
     } else {
         Login::Client(logged_in)
     })
+}
+
+/// Answer SSLRequest: `S` and a TLS handshake when Pake has a certificate, `N` otherwise.
+async fn upgrade(
+    stream: &mut ClientStream,
+    acceptor: Option<&tokio_rustls::TlsAcceptor>,
+) -> Result<(), Error> {
+    let Some(acceptor) = acceptor.filter(|_| matches!(stream, ClientStream::Plain(_))) else {
+        stream.write_all(b"N").await.map_err(Error::ClientIo)?;
+        return Ok(());
+    };
+    stream.write_all(b"S").await.map_err(Error::ClientIo)?;
+    let ClientStream::Plain(tcp) = std::mem::replace(stream, ClientStream::Closed) else {
+        return Err(Error::Tls("stream is not plain TCP".into()));
+    };
+    let tls = acceptor
+        .accept(tcp)
+        .await
+        .map_err(|e| Error::Tls(format!("handshake failed: {e}")))?;
+    *stream = ClientStream::Tls(Box::new(tls));
+    Ok(())
 }
 
 async fn authenticate<S>(

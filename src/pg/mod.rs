@@ -20,4 +20,5 @@ pub mod server;
 pub mod session;
 pub mod sql;
 pub mod startup;
+pub mod stream;
 pub mod wire;

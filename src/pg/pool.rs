@@ -319,7 +319,7 @@ impl Pool {
                     ServerRow {
                         id,
                         addr: s.addr,
-                        local_addr: s.stream.local_addr().ok(),
+                        local_addr: s.stream.tcp().and_then(|t| t.local_addr().ok()),
                         backend_pid: s.key.pid,
                         connected_at: std::time::SystemTime::now(),
                         idle: false,

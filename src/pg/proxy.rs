@@ -39,6 +39,7 @@ pub enum Phase {
 
 pub struct Proxy {
     config: ArcSwap<Config>,
+    tls: ArcSwap<crate::tls::Tls>,
     users: ArcSwap<HashMap<String, Arc<UserEntry>>>,
     clusters: RwLock<HashMap<PoolKey, Arc<Cluster>>>,
     topologies: Mutex<HashMap<String, Arc<Topology>>>,
@@ -78,9 +79,12 @@ pub struct ConfigSource {
 }
 
 impl Proxy {
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> Arc<Proxy> {
+    /// Build the shared state; fails when the TLS certificates cannot be loaded.
+    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Proxy>, crate::tls::TlsError> {
         let users = build_users(&config);
-        Arc::new(Proxy {
+        let tls = crate::tls::Tls::build(&config.tls)?;
+        Ok(Arc::new(Proxy {
+            tls: ArcSwap::from_pointee(tls),
             config: ArcSwap::from_pointee(config),
             users: ArcSwap::from_pointee(users),
             clusters: RwLock::new(HashMap::new()),
@@ -97,7 +101,12 @@ impl Proxy {
             paused_dbs: Mutex::new(std::collections::HashSet::new()),
             source: Mutex::new(None),
             generation: AtomicU64::new(0),
-        })
+        }))
+    }
+
+    /// The TLS state (acceptor for clients, connector for servers).
+    pub fn tls(&self) -> Arc<crate::tls::Tls> {
+        self.tls.load_full()
     }
 
     /// The current configuration snapshot (cheap: an `Arc`).
@@ -142,6 +151,10 @@ impl Proxy {
             password: password.clone(),
             database: db.server_dbname().to_string(),
             connect_timeout: config.pool.server_connect_timeout.0,
+            tls: {
+                let tls = self.tls.load();
+                tls.connector.clone().map(|c| (c, tls.server_mode))
+            },
         };
         let topology = self.topology(db, &config, &server_user, password.clone());
         let mut clusters = self.clusters.write();
@@ -256,8 +269,14 @@ impl Proxy {
             }
         }
         self.users.store(Arc::new(build_users(&new)));
-        let routing_changed =
-            toml::to_string(&old.routing).ok() != toml::to_string(&new.routing).ok();
+        match crate::tls::Tls::build(&new.tls) {
+            Ok(tls) => self.tls.store(Arc::new(tls)),
+            Err(e) => report.push(format!("tls: {e}; the previous certificates stay")),
+        }
+        // routing or server TLS changes mean new pools (and monitors)
+        let routing_changed = toml::to_string(&old.routing).ok()
+            != toml::to_string(&new.routing).ok()
+            || toml::to_string(&old.tls).ok() != toml::to_string(&new.tls).ok();
         self.topologies.lock().retain(|name, _| {
             let same = |c: &Config| c.database(name).map(|d| toml::to_string(&d.replicas).ok());
             !routing_changed && same(&old) == same(&new)

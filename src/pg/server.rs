@@ -7,6 +7,7 @@
 use super::params::ServerParams;
 use super::prepared::ServerStatements;
 use super::session::expect::{Effects, Expect, Replies};
+use super::stream::ServerStream;
 use super::wire::{self, be, error_field};
 use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
@@ -20,7 +21,7 @@ use tokio::net::TcpStream;
 const MAX_SERVER_MESSAGE: usize = 1 << 30;
 
 /// Where and as whom to connect.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ServerTarget {
     pub host: String,
     pub port: u16,
@@ -28,6 +29,20 @@ pub struct ServerTarget {
     pub password: Option<String>,
     pub database: String,
     pub connect_timeout: Duration,
+    /// TLS towards the server, when `server_tls_sslmode` is not `disable`.
+    pub tls: Option<(tokio_rustls::TlsConnector, crate::tls::ServerTlsMode)>,
+}
+
+impl std::fmt::Debug for ServerTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTarget")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.user)
+            .field("database", &self.database)
+            .field("tls", &self.tls.as_ref().map(|t| t.1))
+            .finish()
+    }
 }
 
 /// Why a server connection failed.
@@ -60,6 +75,13 @@ pub enum ServerError {
     Protocol(String),
     #[error("query {query:?} failed on the server: {message}")]
     Query { query: String, message: String },
+    #[error("server {addr} does not accept TLS, and server_tls_sslmode requires it")]
+    TlsRefused { addr: String },
+    #[error("TLS with server {addr}: {source}")]
+    Tls {
+        addr: String,
+        source: std::io::Error,
+    },
 }
 
 impl ServerError {
@@ -83,7 +105,9 @@ pub struct BackendKey {
 #[derive(Debug)]
 pub struct Server {
     pub id: u64,
-    pub stream: TcpStream,
+    pub stream: ServerStream,
+    /// TLS ciphertext may still sit in rustls after the last write.
+    pub needs_flush: bool,
     pub addr: SocketAddr,
     /// Bytes read from the server, not yet handled.
     pub rbuf: BytesMut,
@@ -119,10 +143,12 @@ impl Server {
                 })?;
             stream.set_nodelay(true)?;
             let addr = stream.peer_addr()?;
+            let stream = negotiate_tls(stream, target, &addr_text).await?;
             let now = Instant::now();
             let mut server = Server {
                 id,
                 stream,
+                needs_flush: false,
                 addr,
                 rbuf: BytesMut::with_capacity(8192),
                 wbuf: BytesMut::with_capacity(8192),
@@ -158,7 +184,7 @@ impl Server {
             ],
             &mut out,
         )?;
-        self.stream.write_all(&out).await?;
+        self.send(&out).await?;
         let mut scram: Option<ScramSha256> = None;
         loop {
             let (tag, body) = self.read_message().await?;
@@ -247,8 +273,14 @@ impl Server {
             }
             other => return Err(ServerError::UnsupportedAuth(other)),
         }
-        self.stream.write_all(&out).await?;
+        self.send(&out).await?;
         Ok(())
+    }
+
+    /// Write and flush (TLS streams keep ciphertext until flushed).
+    async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await
     }
 
     /// Read one whole message outside the forward path.
@@ -281,14 +313,20 @@ impl Server {
         if !self.rbuf.is_empty() {
             return false;
         }
-        let mut probe = [0u8; 1];
-        let cached = matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        let Some(tcp) = self.stream.tcp() else {
+            return false;
+        };
+        // peek, never consume: on TLS the bytes are ciphertext the session must see
+        let mut peek = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        let sock = socket2::SockRef::from(tcp);
+        let would_block = |r: std::io::Result<usize>| matches!(r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        // no syscall unless the reactor saw the socket become readable
+        let cached =
+            would_block(tcp.try_io(tokio::io::Interest::READABLE, || sock.peek(&mut peek)));
         if !cached || self.last_used.elapsed() < deep_after {
             return cached;
         }
-        let mut peek = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        let sock = socket2::SockRef::from(&self.stream);
-        matches!(sock.peek(&mut peek), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        would_block(sock.peek(&mut peek))
     }
 
     /// Nothing owed, nothing unsent, outside any transaction or COPY.
@@ -306,7 +344,7 @@ impl Server {
         let fut = async {
             let mut out = BytesMut::new();
             frontend::query(query, &mut out)?;
-            self.stream.write_all(&out).await?;
+            self.send(&out).await?;
             let mut failure = None;
             loop {
                 let (tag, body) = self.read_message().await?;
@@ -359,7 +397,7 @@ impl Server {
                 self.in_extended = false;
             }
             if !out.is_empty() {
-                self.stream.write_all(&out).await?;
+                self.send(&out).await?;
             }
             self.drain_replies().await?;
             if self.tx_status != b'I' {
@@ -416,7 +454,7 @@ impl Server {
             if self.replies.in_copy_in() {
                 let mut out = BytesMut::new();
                 frontend::copy_fail("client disconnected", &mut out)?;
-                self.stream.write_all(&out).await?;
+                self.send(&out).await?;
             }
         }
         Ok(())
@@ -424,12 +462,53 @@ impl Server {
 
     /// Best-effort Terminate before dropping the socket, so the server logs a clean exit.
     pub fn terminate(&mut self) {
-        let _ = self.stream.try_write(b"X\0\0\0\x04");
+        if let ServerStream::Plain(tcp) = &self.stream {
+            let _ = tcp.try_write(b"X\0\0\0\x04");
+        }
     }
 
     pub fn age(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.created)
     }
+}
+
+/// Ask the server for TLS (SSLRequest) when configured, and wrap the stream.
+async fn negotiate_tls(
+    mut tcp: TcpStream,
+    target: &ServerTarget,
+    addr: &str,
+) -> Result<ServerStream, ServerError> {
+    use crate::tls::ServerTlsMode;
+    let Some((connector, mode)) = &target.tls else {
+        return Ok(ServerStream::Plain(tcp));
+    };
+    let mut req = BytesMut::new();
+    frontend::ssl_request(&mut req);
+    tcp.write_all(&req).await?;
+    let mut answer = [0u8; 1];
+    tcp.read_exact(&mut answer).await?;
+    if answer[0] != b'S' {
+        return match mode {
+            ServerTlsMode::Prefer | ServerTlsMode::Disable => Ok(ServerStream::Plain(tcp)),
+            _ => Err(ServerError::TlsRefused {
+                addr: addr.to_string(),
+            }),
+        };
+    }
+    let name = rustls::pki_types::ServerName::try_from(target.host.clone()).map_err(|e| {
+        ServerError::Tls {
+            addr: addr.to_string(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    })?;
+    let tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|source| ServerError::Tls {
+            addr: addr.to_string(),
+            source,
+        })?;
+    Ok(ServerStream::Tls(Box::new(tls)))
 }
 
 fn bad(what: &str) -> ServerError {

@@ -18,6 +18,8 @@ pub struct Opts {
     pub lab: PgOptions,
     /// Applied to the config after the quick start flags.
     pub tweak: fn(&mut Config),
+    /// Like `tweak`, for changes that need values from the lab (certificates, ports).
+    pub tweak_lab: Option<std::sync::Arc<dyn Fn(&mut Config, &PgLab) + Send + Sync>>,
 }
 
 impl Default for Opts {
@@ -27,6 +29,7 @@ impl Default for Opts {
             mode: PoolMode::Transaction,
             lab: PgOptions::default(),
             tweak: |_| {},
+            tweak_lab: None,
         }
     }
 }
@@ -106,6 +109,9 @@ pub async fn start_pake(lab: &PgLab, opts: &Opts) -> Running {
     let mut config = quick.apply(Config::default()).expect("quick start");
     config.pool.query_wait_timeout = pake::config::Dur::secs(30);
     (opts.tweak)(&mut config);
+    if let Some(t) = &opts.tweak_lab {
+        t(&mut config, lab);
+    }
     config.validate().expect("valid config");
     pake::app::start(config).await.expect("pake start")
 }

@@ -13,3 +13,4 @@ mod faults;
 mod isolation;
 mod observe;
 mod routing;
+mod tls;

@@ -13,11 +13,11 @@ mod show;
 
 use super::error::Error;
 use super::proxy::{Phase, Proxy};
+use super::stream::ClientStream;
 use super::wire::{self, backend, fe};
 use bytes::{Buf, BytesMut};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// Largest message accepted on the console.
 const MAX_CONSOLE_MESSAGE: usize = 64 * 1024;
@@ -79,7 +79,7 @@ pub enum Reply {
 }
 
 /// Serve an admin until it leaves.
-pub async fn run(proxy: Arc<Proxy>, mut client: TcpStream) -> Result<(), Error> {
+pub async fn run(proxy: Arc<Proxy>, mut client: ClientStream) -> Result<(), Error> {
     let mut inbuf = BytesMut::with_capacity(1024);
     let mut out = BytesMut::with_capacity(4096);
     loop {
@@ -100,6 +100,7 @@ pub async fn run(proxy: Arc<Proxy>, mut client: TcpStream) -> Result<(), Error> 
                 let shutdown = answer(&proxy, &text, &mut out).await;
                 backend::ready_for_query(&mut out, b'I');
                 client.write_all(&out).await.map_err(Error::ClientIo)?;
+                client.flush().await.map_err(Error::ClientIo)?;
                 out.clear();
                 if shutdown {
                     proxy.set_phase(Phase::Draining);
@@ -108,6 +109,7 @@ pub async fn run(proxy: Arc<Proxy>, mut client: TcpStream) -> Result<(), Error> 
             fe::SYNC => {
                 backend::ready_for_query(&mut out, b'I');
                 client.write_all(&out).await.map_err(Error::ClientIo)?;
+                client.flush().await.map_err(Error::ClientIo)?;
                 out.clear();
             }
             _ => {

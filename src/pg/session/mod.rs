@@ -30,13 +30,17 @@ use super::pool::Pool;
 use super::prepared::ClientStatements;
 use super::proxy::{Phase, Proxy};
 use super::server::Server;
+use super::stream::ClientStream;
 use crate::config::PoolMode;
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio_util::io::poll_read_buf;
 
 /// Stop reading a peer while this much is waiting to be written to the other side.
 const HIGH_WATER: usize = 256 * 1024;
@@ -64,7 +68,9 @@ pub struct Session {
     server_target: Target,
     /// Routing state: transaction, `SET pake.route`, read-your-writes.
     routing: route::RouteState,
-    client: TcpStream,
+    client: ClientStream,
+    /// A TLS client stream has ciphertext to flush after the last write.
+    client_flush: bool,
     /// Bytes from the client not yet handled.
     crbuf: BytesMut,
     /// Bytes for the client not yet written.
@@ -109,7 +115,7 @@ impl Session {
     pub fn new(
         id: u64,
         proxy: Arc<Proxy>,
-        client: TcpStream,
+        client: ClientStream,
         cluster: Arc<Cluster>,
         login: LoggedIn,
     ) -> Session {
@@ -122,6 +128,7 @@ impl Session {
             server_target: Target::Primary,
             routing: route::RouteState::default(),
             client,
+            client_flush: false,
             crbuf: BytesMut::new(),
             cwbuf: BytesMut::new(),
             server: None,
@@ -221,71 +228,98 @@ impl Session {
         }
     }
 
-    /// Wait for the next I/O event: writes first, then server reads, then client reads.
+    /// Wait for the next I/O event: writes first (client, then server), then server reads,
+    /// then client reads, then the idle deadline and the proxy's phase. One `poll_fn` polls
+    /// every direction of both connections, plain or TLS, with no lock or task in between.
     async fn wait_io(&mut self) -> Result<Event, Error> {
         let deadline = self.deadline().map(tokio::time::Instant::from_std);
-        let sleep = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
+        let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(far_future));
+        tokio::pin!(sleep);
         let Session {
             client,
             crbuf,
             cwbuf,
             server,
             phase,
+            tally,
+            client_flush,
             ..
         } = self;
-        let (mut cr, mut cw) = client.split();
+        let client_tls = client.is_tls();
         let client_blocked = server.as_ref().is_some_and(|s| s.wbuf.len() >= HIGH_WATER)
             || crbuf.len() >= HIGH_WATER && crbuf.len() >= frame_need(crbuf);
         // With nothing buffered and no server, wait for readability without holding a
-        // read buffer: idle clients cost no buffer memory.
-        let lazy_read = crbuf.capacity() == 0;
+        // read buffer: idle clients cost no buffer memory (plain TCP; TLS keeps its own).
+        let lazy_read = crbuf.capacity() == 0 && !client.is_tls();
         if !lazy_read && crbuf.capacity() - crbuf.len() < 1024 {
             crbuf.reserve(READ_CHUNK.max(frame_need(crbuf).saturating_sub(crbuf.len())));
         }
-        match server {
-            Some(srv) => {
-                if srv.rbuf.capacity() - srv.rbuf.len() < 1024 {
-                    srv.rbuf.reserve(READ_CHUNK);
-                }
-                let (mut sr, mut sw) = srv.stream.split();
-                tokio::select! {
-                    biased;
-                    r = cw.write_buf(cwbuf), if !cwbuf.is_empty() => {
-                        let n = r.map_err(Error::ClientIo)?;
-                        self.tally.sent += n as u64;
-                        Ok(Event::Wrote)
-                    }
-                    r = sw.write_buf(&mut srv.wbuf), if !srv.wbuf.is_empty() => {
-                        r.map_err(|e| Error::ServerLost(e.into()))?;
-                        Ok(Event::Wrote)
-                    }
-                    r = sr.read_buf(&mut srv.rbuf), if cwbuf.len() < HIGH_WATER => {
-                        Ok(Event::ServerRead(r.map_err(|e| Error::ServerLost(e.into()))?))
-                    }
-                    r = read_client(&mut cr, crbuf, lazy_read), if !client_blocked => r,
-                    _ = sleep => Ok(Event::Deadline),
-                    r = phase.changed() => { let _ = r; Ok(Event::PhaseChanged) }
-                }
-            }
-            None => {
-                tokio::select! {
-                    biased;
-                    r = cw.write_buf(cwbuf), if !cwbuf.is_empty() => {
-                        let n = r.map_err(Error::ClientIo)?;
-                        self.tally.sent += n as u64;
-                        Ok(Event::Wrote)
-                    }
-                    r = read_client(&mut cr, crbuf, lazy_read), if !client_blocked => r,
-                    _ = sleep => Ok(Event::Deadline),
-                    r = phase.changed() => { let _ = r; Ok(Event::PhaseChanged) }
-                }
+        if let Some(srv) = server.as_deref_mut() {
+            if srv.rbuf.capacity() - srv.rbuf.len() < 1024 {
+                srv.rbuf.reserve(READ_CHUNK);
             }
         }
+        let changed = phase.changed();
+        tokio::pin!(changed);
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(r) = poll_write_side(cx, client, cwbuf, client_tls, client_flush) {
+                return Poll::Ready(
+                    r.map(|n| {
+                        tally.sent += n as u64;
+                        Event::Wrote
+                    })
+                    .map_err(Error::ClientIo),
+                );
+            }
+            if let Some(srv) = server.as_deref_mut() {
+                let tls = srv.stream.is_tls();
+                if let Poll::Ready(r) = poll_write_side(
+                    cx,
+                    &mut srv.stream,
+                    &mut srv.wbuf,
+                    tls,
+                    &mut srv.needs_flush,
+                ) {
+                    return Poll::Ready(
+                        r.map(|_| Event::Wrote)
+                            .map_err(|e| Error::ServerLost(e.into())),
+                    );
+                }
+                if cwbuf.len() < HIGH_WATER {
+                    if let Poll::Ready(r) =
+                        poll_read_buf(Pin::new(&mut srv.stream), cx, &mut srv.rbuf)
+                    {
+                        return Poll::Ready(
+                            r.map(Event::ServerRead)
+                                .map_err(|e| Error::ServerLost(e.into())),
+                        );
+                    }
+                }
+            }
+            if !client_blocked {
+                if lazy_read {
+                    let ready = match client.tcp() {
+                        Some(tcp) => tcp.poll_read_ready(cx),
+                        None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+                    };
+                    if let Poll::Ready(r) = ready {
+                        return Poll::Ready(
+                            r.map(|_| Event::ClientReadable).map_err(Error::ClientIo),
+                        );
+                    }
+                } else if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *client), cx, crbuf) {
+                    return Poll::Ready(r.map(Event::ClientRead).map_err(Error::ClientIo));
+                }
+            }
+            if deadline.is_some() && sleep.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(Event::Deadline));
+            }
+            if changed.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(Event::PhaseChanged));
+            }
+            Poll::Pending
+        })
+        .await
     }
 
     /// Write everything pending for the client.
@@ -295,6 +329,7 @@ impl Session {
                 .write_all(&self.cwbuf)
                 .await
                 .map_err(Error::ClientIo)?;
+            self.client.flush().await.map_err(Error::ClientIo)?;
             self.tally.sent += self.cwbuf.len() as u64;
             self.cwbuf.clear();
         }
@@ -312,20 +347,42 @@ impl Session {
     }
 }
 
-/// Read from the client; with `lazy`, only wait until it is readable (no buffer held).
-async fn read_client(
-    cr: &mut tokio::net::tcp::ReadHalf<'_>,
+/// Write what `buf` holds (one write), or flush a TLS stream after its last write.
+/// `Ready(Ok(n))`: `n` bytes left `buf`; `Pending`: nothing to do or the socket is full.
+fn poll_write_side<S: AsyncWrite + Unpin>(
+    cx: &mut Context<'_>,
+    stream: &mut S,
     buf: &mut BytesMut,
-    lazy: bool,
-) -> Result<Event, Error> {
-    if lazy {
-        cr.readable().await.map_err(Error::ClientIo)?;
-        Ok(Event::ClientReadable)
-    } else {
-        Ok(Event::ClientRead(
-            cr.read_buf(buf).await.map_err(Error::ClientIo)?,
-        ))
+    tls: bool,
+    needs_flush: &mut bool,
+) -> Poll<std::io::Result<usize>> {
+    if !buf.is_empty() {
+        return match Pin::new(&mut *stream).poll_write(cx, buf) {
+            Poll::Ready(Ok(0)) => Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => {
+                buf.advance(n);
+                *needs_flush = tls;
+                Poll::Ready(Ok(n))
+            }
+            other => other,
+        };
     }
+    if *needs_flush {
+        return match Pin::new(&mut *stream).poll_flush(cx) {
+            Poll::Ready(Ok(())) => {
+                *needs_flush = false;
+                Poll::Ready(Ok(0))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        };
+    }
+    Poll::Pending
+}
+
+/// A deadline that never comes (for a timer that is not armed).
+fn far_future() -> tokio::time::Instant {
+    tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365)
 }
 
 /// Bytes needed to complete the frame at the head of `buf` (its length once the header is in).
