@@ -19,8 +19,11 @@ pub struct Opts {
     /// Applied to the config after the quick start flags.
     pub tweak: fn(&mut Config),
     /// Like `tweak`, for changes that need values from the lab (certificates, ports).
-    pub tweak_lab: Option<std::sync::Arc<dyn Fn(&mut Config, &PgLab) + Send + Sync>>,
+    pub tweak_lab: Option<LabTweak>,
 }
+
+/// A config change that needs the lab (certificates, ports).
+pub type LabTweak = std::sync::Arc<dyn Fn(&mut Config, &PgLab) + Send + Sync>;
 
 impl Default for Opts {
     fn default() -> Self {
