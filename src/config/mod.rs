@@ -166,6 +166,13 @@ pub struct General {
     pub admin_users: Vec<String>,
     /// How long SIGTERM waits for transactions to finish before closing clients with 57P01.
     pub shutdown_timeout: Dur,
+    /// Transactions (or autocommit statements) per second per user; 0 is unlimited.
+    /// Over it, a request gets 53400 and the client stays connected.
+    pub rate_limit_per_user: f64,
+    /// Transactions per second per client IP address; 0 is unlimited.
+    pub rate_limit_per_address: f64,
+    /// Bursts allowed above the rates, as seconds' worth of requests.
+    pub rate_limit_burst: Dur,
 }
 
 impl Default for General {
@@ -181,6 +188,9 @@ impl Default for General {
             auth_type: Method::ScramSha256,
             admin_users: Vec::new(),
             shutdown_timeout: Dur::secs(30),
+            rate_limit_per_user: 0.0,
+            rate_limit_per_address: 0.0,
+            rate_limit_burst: Dur::secs(1),
         }
     }
 }
@@ -253,6 +263,11 @@ pub struct PoolDefaults {
     /// Prepared statements kept per server connection in transaction mode; the least
     /// recently used are closed beyond this.
     pub max_prepared_statements: usize,
+    /// Consecutive failed connects to a backend that open its circuit breaker (new
+    /// connects then fail at once with 57P03); 0 turns the breaker off.
+    pub circuit_breaker_failures: u32,
+    /// How long an open breaker fails fast before one probe connect is tried.
+    pub circuit_breaker_cooldown: Dur,
 }
 
 impl Default for PoolDefaults {
@@ -269,6 +284,8 @@ impl Default for PoolDefaults {
             client_login_timeout: Dur::secs(60),
             server_reset_query: "DISCARD ALL".into(),
             max_prepared_statements: 500,
+            circuit_breaker_failures: 5,
+            circuit_breaker_cooldown: Dur::secs(5),
         }
     }
 }
@@ -358,6 +375,9 @@ pub struct User {
     /// `false` keeps this user's reads on the primary.
     #[serde(default)]
     pub read_from_replicas: Option<bool>,
+    /// Overrides `general.rate_limit_per_user` for this user.
+    #[serde(default)]
+    pub rate_limit: Option<f64>,
 }
 
 /// A problem with one key of the configuration.
@@ -720,6 +740,7 @@ impl QuickStart {
                 pool_mode: None,
                 max_user_connections: 0,
                 read_from_replicas: None,
+                rate_limit: None,
             });
             if !base.general.admin_users.contains(&target.user) {
                 base.general.admin_users.push(target.user);

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub replica_lag_seconds: prometheus::GaugeVec,
     pub replica_banned: IntGaugeVec,
     pub replica_checks: IntCounterVec,
+    pub circuit_state: IntGaugeVec,
+    pub circuit_open: IntCounterVec,
+    pub rate_limited: IntCounterVec,
 }
 
 /// The handles of one (database, user) pool.
@@ -218,6 +221,24 @@ impl Metrics {
                 "pake_pg_replica_checks_total",
                 "Replica health checks by result",
                 &["database", "replica", "result"],
+            ),
+            circuit_state: gauge(
+                &registry,
+                "pake_circuit_state",
+                "Circuit breaker per backend: 0 closed, 1 open (failing fast), 2 half-open (probing)",
+                &["backend"],
+            ),
+            circuit_open: counter(
+                &registry,
+                "pake_circuit_open_total",
+                "Times a backend's circuit breaker opened",
+                &["backend"],
+            ),
+            rate_limited: counter(
+                &registry,
+                "pake_rate_limited_total",
+                "Requests refused by a rate limit (53400), by scope",
+                &["scope"],
             ),
             registry,
         }

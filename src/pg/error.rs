@@ -40,6 +40,8 @@ pub enum Error {
     Console(String),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("rate limit exceeded: more than {limit} transactions per second for this {scope}")]
+    RateLimited { scope: &'static str, limit: f64 },
     #[error(
         "SSL connection is required: connect with sslmode=require (client_tls_sslmode = require)"
     )]
@@ -98,7 +100,10 @@ impl Error {
                 SqlState::TOO_MANY_CONNECTIONS
             }
             Error::Pool(PoolError::Timeout(..)) => SqlState::QUERY_CANCELED,
-            Error::Pool(PoolError::Closed(_)) => SqlState::CANNOT_CONNECT_NOW,
+            Error::Pool(PoolError::Closed(_) | PoolError::CircuitOpen { .. }) => {
+                SqlState::CANNOT_CONNECT_NOW
+            }
+            Error::RateLimited { .. } => SqlState::CONFIGURATION_LIMIT_EXCEEDED,
             Error::Pool(PoolError::Connect(e)) => e
                 .server_code()
                 .map(SqlState::from_code)
@@ -131,6 +136,7 @@ impl Error {
             Error::Desync(_) => Source::Server,
             Error::TooManyClients(_)
             | Error::TooManyUserConnections { .. }
+            | Error::RateLimited { .. }
             | Error::Pool(_)
             | Error::Shutdown => Source::Proxy,
         }
@@ -143,7 +149,7 @@ impl Error {
 
     /// May the client keep its connection after this error (answered with ERROR, not FATAL)?
     pub fn is_recoverable(&self) -> bool {
-        matches!(self, Error::Pool(_))
+        matches!(self, Error::Pool(_) | Error::RateLimited { .. })
     }
 
     /// Write this error as an ErrorResponse.

@@ -37,6 +37,8 @@ pub enum PoolError {
     Connect(#[from] ServerError),
     #[error("pool {0} is closed")]
     Closed(String),
+    #[error("backend {backend} is failing: circuit breaker open, retry in {retry_in:?}")]
+    CircuitOpen { backend: String, retry_in: Duration },
 }
 
 impl PoolError {
@@ -107,6 +109,8 @@ pub struct Pool {
     paused: std::sync::atomic::AtomicBool,
     resumed: tokio::sync::Notify,
     pub created: Instant,
+    /// The backend's circuit breaker (shared by every pool towards it).
+    breaker: Option<Arc<crate::pg::limits::Breaker>>,
 }
 
 static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
@@ -121,6 +125,7 @@ impl Pool {
         settings: PoolSettings,
         target: ServerTarget,
         metrics: PoolMetrics,
+        breaker: Option<Arc<crate::pg::limits::Breaker>>,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             key,
@@ -136,6 +141,7 @@ impl Pool {
             paused: std::sync::atomic::AtomicBool::new(false),
             resumed: tokio::sync::Notify::new(),
             created: Instant::now(),
+            breaker,
         })
     }
 
@@ -283,7 +289,7 @@ impl Pool {
                     }
                     Err(e) => {
                         self.release_slot();
-                        return Err(e.into());
+                        return Err(e);
                     }
                 },
             }
@@ -308,9 +314,25 @@ impl Pool {
         Ok(Err(rx))
     }
 
-    async fn open(&self) -> Result<Box<Server>, ServerError> {
+    async fn open(&self) -> Result<Box<Server>, PoolError> {
+        use crate::pg::limits::Admit;
+        if let Some(b) = &self.breaker {
+            if let Admit::Refuse(retry_in) = b.admit() {
+                return Err(PoolError::CircuitOpen {
+                    backend: b.backend.clone(),
+                    retry_in,
+                });
+            }
+        }
         let id = NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed);
-        match Server::connect(id, &self.target).await {
+        let result = Server::connect(id, &self.target).await;
+        if let Some(b) = &self.breaker {
+            match &result {
+                Ok(_) => b.on_success(),
+                Err(_) => b.on_failure(),
+            }
+        }
+        match result {
             Ok(s) => {
                 self.metrics.server_connects.inc();
                 *self.last_error.lock() = None;
@@ -336,7 +358,7 @@ impl Pool {
                 self.metrics.server_connect_errors.inc();
                 *self.last_error.lock() = Some(e.to_string());
                 tracing::warn!(pool = %self.key, error = %e, "cannot open server connection");
-                Err(e)
+                Err(e.into())
             }
         }
     }

@@ -4,6 +4,7 @@
 use super::auth::{Method, Secret};
 use super::cancel::CancelRegistry;
 use super::cluster::Cluster;
+use super::error::Error;
 use super::pool::{Pool, PoolCounts, PoolKey};
 use super::prepared::Registry;
 use super::route::topology::{spawn_monitor, MonitorLogin};
@@ -56,6 +57,17 @@ pub struct Proxy {
     /// Where RELOAD re-reads the config, and the command-line flags applied on top.
     source: Mutex<Option<ConfigSource>>,
     generation: AtomicU64,
+    breakers: Mutex<HashMap<String, Arc<crate::pg::limits::Breaker>>>,
+    rate: crate::pg::limits::RateLimiter,
+    rate_limits_on: std::sync::atomic::AtomicBool,
+}
+
+fn any_rate_limit(c: &Config) -> bool {
+    c.general.rate_limit_per_user > 0.0
+        || c.general.rate_limit_per_address > 0.0
+        || c.users
+            .iter()
+            .any(|u| u.rate_limit.is_some_and(|r| r > 0.0))
 }
 
 /// What identifies a database's servers (a change needs new pools).
@@ -83,6 +95,7 @@ impl Proxy {
     pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Proxy>, crate::tls::TlsError> {
         let users = build_users(&config);
         let tls = crate::tls::Tls::build(&config.tls)?;
+        let rate_limits_on = any_rate_limit(&config);
         Ok(Arc::new(Proxy {
             tls: ArcSwap::from_pointee(tls),
             config: ArcSwap::from_pointee(config),
@@ -101,6 +114,9 @@ impl Proxy {
             paused_dbs: Mutex::new(std::collections::HashSet::new()),
             source: Mutex::new(None),
             generation: AtomicU64::new(0),
+            breakers: Mutex::new(HashMap::new()),
+            rate: crate::pg::limits::RateLimiter::default(),
+            rate_limits_on: std::sync::atomic::AtomicBool::new(rate_limits_on),
         }))
     }
 
@@ -163,7 +179,8 @@ impl Proxy {
             .or_insert_with(|| {
                 let pool = |name: String, t: ServerTarget| {
                     let metrics = self.metrics.pool(&key.database, &key.user, &name);
-                    let pool = Pool::new(key.clone(), name, settings.clone(), t, metrics);
+                    let breaker = self.breaker(&t.host, t.port, &config.pool);
+                    let pool = Pool::new(key.clone(), name, settings.clone(), t, metrics, breaker);
                     spawn_reaper(Arc::downgrade(&pool));
                     if self.is_paused(&key.database) {
                         pool.pause();
@@ -316,12 +333,78 @@ impl Proxy {
             true
         });
         drop(clusters);
+        self.rate_limits_on
+            .store(any_rate_limit(&new), Ordering::Relaxed);
         self.config.store(Arc::new(new));
         self.generation.fetch_add(1, Ordering::AcqRel);
         if report.is_empty() {
             report.push("configuration reloaded: no pool changed".into());
         }
         report
+    }
+
+    /// The circuit breaker of a backend (one per host:port, shared by every pool).
+    fn breaker(
+        &self,
+        host: &str,
+        port: u16,
+        pool: &crate::config::PoolDefaults,
+    ) -> Option<Arc<crate::pg::limits::Breaker>> {
+        if pool.circuit_breaker_failures == 0 {
+            return None;
+        }
+        let backend = format!("{host}:{port}");
+        let mut map = self.breakers.lock();
+        let b = map.entry(backend.clone()).or_insert_with(|| {
+            Arc::new(crate::pg::limits::Breaker::new(
+                backend.clone(),
+                pool.circuit_breaker_failures,
+                pool.circuit_breaker_cooldown.0,
+                self.metrics.circuit_state.with_label_values(&[&backend]),
+                self.metrics.circuit_open.with_label_values(&[&backend]),
+            ))
+        });
+        Some(b.clone())
+    }
+
+    /// Is any rate limit configured? (Keeps the request path free of lookups otherwise.)
+    pub fn rate_limits_on(&self) -> bool {
+        self.rate_limits_on.load(Ordering::Relaxed)
+    }
+
+    /// Take one request from the user's and the address's rate limits.
+    pub fn admit_request(&self, user: &UserEntry, addr: std::net::IpAddr) -> Result<(), Error> {
+        let config = self.config.load();
+        let g = &config.general;
+        let burst = g.rate_limit_burst.0.as_secs_f64().max(0.001);
+        let per_user = user.config.rate_limit.unwrap_or(g.rate_limit_per_user);
+        if per_user > 0.0
+            && !self
+                .rate
+                .take_user(&user.config.name, per_user, (per_user * burst).max(1.0))
+        {
+            self.metrics.rate_limited.with_label_values(&["user"]).inc();
+            return Err(Error::RateLimited {
+                scope: "user",
+                limit: per_user,
+            });
+        }
+        let per_addr = g.rate_limit_per_address;
+        if per_addr > 0.0
+            && !self
+                .rate
+                .take_addr(addr, per_addr, (per_addr * burst).max(1.0))
+        {
+            self.metrics
+                .rate_limited
+                .with_label_values(&["address"])
+                .inc();
+            return Err(Error::RateLimited {
+                scope: "client address",
+                limit: per_addr,
+            });
+        }
+        Ok(())
     }
 
     /// Every database's routing state.

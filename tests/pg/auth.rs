@@ -16,6 +16,7 @@ fn add_user(c: &mut Config, name: &str, password: &str, method: Method) {
         pool_mode: None,
         max_user_connections: 0,
         read_from_replicas: None,
+        rate_limit: None,
     });
 }
 

@@ -54,6 +54,7 @@ fn with_guest(c: &mut pake::config::Config) {
         pool_mode: None,
         max_user_connections: 0,
         read_from_replicas: None,
+        rate_limit: None,
     });
 }
 

@@ -11,6 +11,7 @@ mod clients;
 mod console;
 mod faults;
 mod isolation;
+mod limits;
 mod observe;
 mod routing;
 mod tls;

@@ -204,6 +204,17 @@ impl Session {
         }
     }
 
+    /// The rate limits of this client's user and address.
+    fn admit_request(&self) -> Result<(), Error> {
+        if !self.proxy.rate_limits_on() {
+            return Ok(());
+        }
+        let Some(user) = self.proxy.user(&self.user) else {
+            return Ok(());
+        };
+        self.proxy.admit_request(&user, self.cancel.info.addr.ip())
+    }
+
     /// When the client has been quiet too long, with or without an open transaction.
     fn deadline(&self) -> Option<Instant> {
         let d = &self.pool.settings().defaults;

@@ -46,6 +46,10 @@ impl Session {
                 if self.proxy.generation() != self.cluster_gen {
                     self.refresh_cluster();
                 }
+                if let Err(e) = self.admit_request() {
+                    self.fail_request(&e)?;
+                    continue;
+                }
                 let target = match self.plan()? {
                     super::route::Plan::Answered => continue,
                     super::route::Plan::Server(target) => target,

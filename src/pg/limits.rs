@@ -1,0 +1,248 @@
+//! Fault isolation and fairness: a circuit breaker per backend, token-bucket rate limits per
+//! user and per client address.
+//!
+//! The breaker makes a dead backend cost clients microseconds instead of connect timeouts:
+//! after `circuit_breaker_failures` consecutive failed connects it opens and new connects
+//! fail at once with 57P03 for `circuit_breaker_cooldown`; then one probe connect is let
+//! through (half-open): success closes it, failure opens it again.
+
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::time::{Duration, Instant};
+
+/// Breaker states, as the `pake_circuit_state` gauge reports them.
+pub mod circuit {
+    pub const CLOSED: u8 = 0;
+    pub const OPEN: u8 = 1;
+    pub const HALF_OPEN: u8 = 2;
+}
+
+/// One backend's circuit breaker.
+#[derive(Debug)]
+pub struct Breaker {
+    pub backend: String,
+    threshold: u32,
+    cooldown: Duration,
+    state: AtomicU8,
+    failures: AtomicU32,
+    /// Milliseconds since `epoch` when the breaker last opened.
+    opened_at: AtomicU64,
+    /// A half-open probe is in flight.
+    probing: AtomicBool,
+    epoch: Instant,
+    pub state_gauge: prometheus::IntGauge,
+    pub opened: prometheus::IntCounter,
+}
+
+/// What the breaker says about a connect attempt.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit {
+    Go,
+    /// The probe of a half-open breaker: report its outcome.
+    Probe,
+    /// Fail fast; retry after this long.
+    Refuse(Duration),
+}
+
+impl Breaker {
+    pub fn new(
+        backend: String,
+        threshold: u32,
+        cooldown: Duration,
+        state_gauge: prometheus::IntGauge,
+        opened: prometheus::IntCounter,
+    ) -> Breaker {
+        state_gauge.set(i64::from(circuit::CLOSED));
+        Breaker {
+            backend,
+            threshold: threshold.max(1),
+            cooldown,
+            state: AtomicU8::new(circuit::CLOSED),
+            failures: AtomicU32::new(0),
+            opened_at: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+            epoch: Instant::now(),
+            state_gauge,
+            opened,
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn set(&self, s: u8) {
+        self.state.store(s, Ordering::Release);
+        self.state_gauge.set(i64::from(s));
+    }
+
+    pub fn state(&self) -> u8 {
+        self.state.load(Ordering::Acquire)
+    }
+
+    /// May a connect to this backend be tried now?
+    pub fn admit(&self) -> Admit {
+        match self.state.load(Ordering::Acquire) {
+            circuit::CLOSED => Admit::Go,
+            _ => {
+                let open_for = self
+                    .now_ms()
+                    .saturating_sub(self.opened_at.load(Ordering::Acquire));
+                let cooldown = self.cooldown.as_millis() as u64;
+                if open_for < cooldown {
+                    return Admit::Refuse(Duration::from_millis(cooldown - open_for));
+                }
+                // cool-down over: one probe at a time
+                if self
+                    .probing
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    self.set(circuit::HALF_OPEN);
+                    Admit::Probe
+                } else {
+                    Admit::Refuse(Duration::from_millis(100))
+                }
+            }
+        }
+    }
+
+    pub fn on_success(&self) {
+        self.failures.store(0, Ordering::Relaxed);
+        self.probing.store(false, Ordering::Release);
+        if self.state.load(Ordering::Acquire) != circuit::CLOSED {
+            tracing::info!(backend = %self.backend, "circuit closed: backend reachable again");
+            self.set(circuit::CLOSED);
+        }
+    }
+
+    pub fn on_failure(&self) {
+        let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        let probing = self.probing.swap(false, Ordering::AcqRel);
+        if probing || n >= self.threshold {
+            self.opened_at.store(self.now_ms(), Ordering::Release);
+            if self.state.swap(circuit::OPEN, Ordering::AcqRel) == circuit::CLOSED {
+                self.opened.inc();
+                tracing::warn!(backend = %self.backend, failures = n, cooldown = ?self.cooldown,
+                    "circuit open: failing fast");
+            }
+            self.state_gauge.set(i64::from(circuit::OPEN));
+        }
+    }
+}
+
+/// A token bucket: `rate` tokens per second, up to `burst`.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// Token buckets keyed by user or client address.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    buckets: Mutex<HashMap<Key, Bucket>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Key {
+    User(String),
+    Addr(IpAddr),
+}
+
+/// Cap on remembered addresses; idle ones are dropped past it.
+const MAX_BUCKETS: usize = 100_000;
+
+impl RateLimiter {
+    fn take(&self, key: Key, rate: f64, burst: f64) -> bool {
+        let now = Instant::now();
+        let mut map = self.buckets.lock();
+        if map.len() >= MAX_BUCKETS {
+            map.retain(|_, b| now.duration_since(b.at) < Duration::from_secs(10));
+        }
+        let b = map.entry(key).or_insert(Bucket {
+            tokens: burst,
+            at: now,
+        });
+        let refill = now.duration_since(b.at).as_secs_f64() * rate;
+        b.tokens = (b.tokens + refill).min(burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// One request from `user`: `false` when over `rate` per second (burst of `burst`).
+    pub fn take_user(&self, user: &str, rate: f64, burst: f64) -> bool {
+        self.take(Key::User(user.to_string()), rate, burst)
+    }
+
+    /// One request from `addr`.
+    pub fn take_addr(&self, addr: IpAddr, rate: f64, burst: f64) -> bool {
+        self.take(Key::Addr(addr), rate, burst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn breaker(threshold: u32, cooldown_ms: u64) -> Breaker {
+        Breaker::new(
+            "db:5432".into(),
+            threshold,
+            Duration::from_millis(cooldown_ms),
+            prometheus::IntGauge::new("g", "g").unwrap(),
+            prometheus::IntCounter::new("c", "c").unwrap(),
+        )
+    }
+
+    #[test]
+    fn opens_after_threshold_then_probes() {
+        let b = breaker(3, 50);
+        b.on_failure();
+        b.on_failure();
+        assert_eq!(b.admit(), Admit::Go);
+        b.on_failure();
+        assert_eq!(b.state(), circuit::OPEN);
+        assert!(matches!(b.admit(), Admit::Refuse(_)));
+        assert_eq!(b.opened.get(), 1);
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(b.admit(), Admit::Probe);
+        assert!(matches!(b.admit(), Admit::Refuse(_)), "one probe at a time");
+        b.on_failure();
+        assert_eq!(b.state(), circuit::OPEN, "a failed probe opens it again");
+        std::thread::sleep(Duration::from_millis(60));
+        assert_eq!(b.admit(), Admit::Probe);
+        b.on_success();
+        assert_eq!(b.state(), circuit::CLOSED);
+        assert_eq!(b.admit(), Admit::Go);
+    }
+
+    #[test]
+    fn success_resets_the_count() {
+        let b = breaker(2, 1000);
+        b.on_failure();
+        b.on_success();
+        b.on_failure();
+        assert_eq!(b.state(), circuit::CLOSED);
+    }
+
+    #[test]
+    fn token_bucket() {
+        let r = RateLimiter::default();
+        let ok = (0..10).filter(|_| r.take_user("u", 1.0, 5.0)).count();
+        assert_eq!(ok, 5, "burst of 5, then empty");
+        assert!(r.take_user("other", 1.0, 5.0), "buckets are per key");
+        std::thread::sleep(Duration::from_millis(1100));
+        assert!(r.take_user("u", 1.0, 5.0), "refilled at the rate");
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(r.take_addr(ip, 100.0, 1.0));
+        assert!(!r.take_addr(ip, 100.0, 1.0));
+    }
+}

@@ -1,0 +1,135 @@
+//! Fault isolation: a dead backend trips its circuit breaker so clients fail fast until it is
+//! back; rate limits per user and per client address answer 53400 without disconnecting.
+
+use crate::harness::{code, eventually, http_get, Env, Opts};
+use pake::config::Dur;
+use std::time::{Duration, Instant};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_backend_trips_the_breaker_until_it_is_back() {
+    let mut env = Env::with(Opts {
+        tweak: |c| {
+            c.pool.circuit_breaker_failures = 3;
+            c.pool.circuit_breaker_cooldown = Dur::millis(1500);
+        },
+        ..Opts::default()
+    })
+    .await;
+    let c = env.client().await;
+    c.query_one("select 1", &[]).await.unwrap();
+    tokio::task::block_in_place(|| env.lab.primary.crash());
+    // the session whose server died is closed (08006); a new one stays connected while
+    // its requests fail: first by trying to connect, then fast once the breaker opens
+    let _ = c.query_one("select 1", &[]).await;
+    let c = env.client().await;
+    let mut fast = Vec::new();
+    for _ in 0..30 {
+        let started = Instant::now();
+        let r = c.query_one("select 1", &[]).await;
+        let took = started.elapsed();
+        let e = r.expect_err("backend is down");
+        if code(&e) == "57P03" {
+            assert!(
+                pake::lab::postgres::describe(&e).contains("circuit breaker open"),
+                "{e}"
+            );
+            fast.push(took);
+        }
+    }
+    assert!(
+        fast.len() >= 20,
+        "breaker did not open: {} fast failures",
+        fast.len()
+    );
+    fast.sort();
+    let median = fast[fast.len() / 2];
+    println!(
+        "circuit open: {} fast failures, median {:?}, max {:?}",
+        fast.len(),
+        median,
+        fast.last().unwrap()
+    );
+    assert!(
+        median < Duration::from_millis(10),
+        "fail fast, not connect: {median:?}"
+    );
+    let (_, text) = http_get(&env.admin_url("/metrics")).await;
+    let backend = format!("127.0.0.1:{}", env.lab.primary.port);
+    assert!(
+        text.contains(&format!("pake_circuit_state{{backend=\"{backend}\"}} 1")),
+        "{text}"
+    );
+    // back up: after the cool-down a probe succeeds and the circuit closes
+    tokio::task::block_in_place(|| env.lab.primary.start()).unwrap();
+    let back = eventually(Duration::from_secs(20), || async {
+        c.query_one("select 1", &[]).await.is_ok()
+    })
+    .await;
+    assert!(back, "requests succeed once the backend is back");
+    let (_, text) = http_get(&env.admin_url("/metrics")).await;
+    assert!(text.contains(&format!("pake_circuit_state{{backend=\"{backend}\"}} 0")));
+    assert!(text.contains(&format!(
+        "pake_circuit_open_total{{backend=\"{backend}\"}} 1"
+    )));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_per_user_answers_53400_and_keeps_the_client() {
+    let env = Env::with(Opts {
+        tweak: |c| {
+            c.general.rate_limit_per_user = 5.0;
+            c.general.rate_limit_burst = Dur::secs(1);
+        },
+        ..Opts::default()
+    })
+    .await;
+    let c = env.client().await;
+    let mut limited = 0;
+    for _ in 0..20 {
+        match c.simple_query("select 1").await {
+            Ok(_) => {}
+            Err(e) => {
+                assert_eq!(code(&e), "53400", "{e}");
+                limited += 1;
+            }
+        }
+    }
+    assert!(limited >= 10, "only {limited} of 20 limited at 5/s");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    c.simple_query("select 1")
+        .await
+        .expect("tokens refill; the connection is still fine");
+    let (_, text) = http_get(&env.admin_url("/metrics")).await;
+    assert!(
+        text.contains("pake_rate_limited_total{scope=\"user\"}"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_per_address() {
+    let env = Env::with(Opts {
+        tweak: |c| {
+            c.general.rate_limit_per_address = 3.0;
+            c.general.rate_limit_burst = Dur::secs(1);
+        },
+        ..Opts::default()
+    })
+    .await;
+    // two connections from the same address share the bucket
+    let a = env.client().await;
+    let b = env.client().await;
+    let mut limited = 0;
+    for i in 0..10 {
+        let c = if i % 2 == 0 { &a } else { &b };
+        if let Err(e) = c.simple_query("select 1").await {
+            assert_eq!(code(&e), "53400");
+            assert!(
+                pake::lab::postgres::describe(&e).contains("client address"),
+                "{e}"
+            );
+            limited += 1;
+        }
+    }
+    assert!(limited >= 5, "{limited}");
+}
