@@ -118,3 +118,165 @@ fn serve_quick_start_with_json_logs() {
         "client id on the line: {failed}"
     );
 }
+
+/// A `pake serve` subprocess on a fixed port, with its stderr collected.
+struct Served {
+    child: std::process::Child,
+    port: u16,
+    admin: u16,
+}
+
+impl Served {
+    fn start(args: &[String], port: u16) -> Served {
+        let admin = pake::lab::process::free_port().unwrap();
+        let mut child = pake()
+            .arg("serve")
+            .args(args)
+            .arg("--pg-listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .arg("--admin-listen")
+            .arg(format!("127.0.0.1:{admin}"))
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+                if l.contains("Pake is ready") {
+                    break;
+                }
+            }
+        }
+        // keep draining its log so it never blocks on a full pipe
+        std::thread::spawn(move || while rx.recv().is_ok() {});
+        Served { child, port, admin }
+    }
+
+    fn signal(&self, sig: i32) {
+        pake::lab::process::signal(self.child.id(), sig);
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn pgbench(args: &[&str], url: &str) -> std::process::Child {
+    Command::new(pake::lab::postgres::bindir().unwrap().join("pgbench"))
+        .args(args)
+        .arg(url)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn pgbench_report(child: std::process::Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "pgbench failed:\n{text}");
+    text
+}
+
+fn failed_transactions(report: &str) -> Option<u64> {
+    report
+        .lines()
+        .find(|l| l.starts_with("number of failed transactions:"))
+        .and_then(|l| l.split_whitespace().nth(4))
+        .and_then(|n| n.parse().ok())
+}
+
+fn config_file(dir: &std::path::Path, lab: &PgLab, pool_size: usize) -> std::path::PathBuf {
+    let path = dir.join("pake.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[general]\nadmin_users = [\"pake\"]\nshutdown_timeout = \"10s\"\n\n[pool]\npool_size = {pool_size}\n\n\
+             [[databases]]\nname = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\n\n\
+             [[users]]\nname = \"pake\"\npassword = \"pake\"\n",
+            lab.primary.port
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn metric(admin: u16, name: &str) -> Option<f64> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).ok()?;
+    use std::io::{Read, Write};
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    text.lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn sighup_resizes_the_pool_under_pgbench() {
+    let lab = PgLab::start(PgOptions::default()).unwrap();
+    let init = pgbench(&["-i", "-s", "1", "-q"], &lab.url("postgres"));
+    pgbench_report(init);
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), &lab, 2);
+    let port = pake::lab::process::free_port().unwrap();
+    let pake_proc = Served::start(&["--config".into(), path.display().to_string()], port);
+    let url = format!("postgres://pake:pake@127.0.0.1:{port}/postgres");
+    let load = pgbench(&["-c", "12", "-j", "2", "-T", "6", "-n"], &url);
+    std::thread::sleep(Duration::from_secs(2));
+    config_file(dir.path(), &lab, 6);
+    pake_proc.signal(libc::SIGHUP);
+    let report = pgbench_report(load);
+    assert_eq!(failed_transactions(&report), Some(0), "{report}");
+    let size = metric(
+        pake_proc.admin,
+        "pake_pg_pool_size{database=\"postgres\",target=\"primary\",user=\"pake\"}",
+    );
+    assert_eq!(size, Some(6.0), "the new pool size took effect");
+    assert_eq!(pake_proc.port, port);
+}
+
+#[test]
+fn rolling_restart_under_pgbench_loses_no_transaction() {
+    // let the kernel hand connections queued on the closing listener to its sibling
+    // (net.ipv4.tcp_migrate_req; recommended for rolling restarts, see README)
+    let _ = std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", "1");
+    let lab = PgLab::start(PgOptions::default()).unwrap();
+    pgbench_report(pgbench(&["-i", "-s", "1", "-q"], &lab.url("postgres")));
+    let dir = tempfile::tempdir().unwrap();
+    let path = config_file(dir.path(), &lab, 4);
+    let port = pake::lab::process::free_port().unwrap();
+    let args = ["--config".to_string(), path.display().to_string()];
+    let old = Served::start(&args, port);
+    let url = format!("postgres://pake:pake@127.0.0.1:{port}/postgres");
+    // -C: a new connection per transaction, as apps behind a pool of their own reconnect
+    let load = pgbench(&["-c", "8", "-j", "2", "-T", "8", "-n", "-C"], &url);
+    std::thread::sleep(Duration::from_secs(2));
+    let new = Served::start(&args, port);
+    std::thread::sleep(Duration::from_millis(500));
+    old.signal(libc::SIGTERM);
+    let report = pgbench_report(load);
+    assert_eq!(failed_transactions(&report), Some(0), "{report}");
+    let served_by_new = metric(
+        new.admin,
+        "pake_pg_transactions_total{database=\"postgres\",target=\"primary\",user=\"pake\"}",
+    )
+    .unwrap_or(0.0);
+    assert!(served_by_new > 0.0, "the new Pake took over");
+    drop(old);
+}
