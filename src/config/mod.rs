@@ -243,6 +243,13 @@ pub struct PoolDefaults {
     pub pool_mode: PoolMode,
     /// Server connections per (database, user) pool.
     pub pool_size: usize,
+    /// Server connections each pool keeps open (warm) even when idle.
+    pub min_pool_size: usize,
+    /// Extra connections a pool may open beyond `pool_size` for clients that have waited
+    /// `reserve_pool_timeout`; closed again when no one waits.
+    pub reserve_pool_size: usize,
+    /// How long a client waits before the reserve may be used for it.
+    pub reserve_pool_timeout: Dur,
     /// How long a client waits for a server before it gets 57014; 0 waits forever.
     pub query_wait_timeout: Dur,
     /// How long connecting and logging in to a server may take.
@@ -275,6 +282,9 @@ impl Default for PoolDefaults {
         PoolDefaults {
             pool_mode: PoolMode::Transaction,
             pool_size: 20,
+            min_pool_size: 0,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: Dur::secs(5),
             query_wait_timeout: Dur::secs(120),
             server_connect_timeout: Dur::secs(5),
             server_lifetime: Dur::secs(3600),
@@ -467,6 +477,12 @@ impl Config {
         }
         if self.pool.pool_size == 0 {
             errs.push(ConfigError::new("pool.pool_size", "must be at least 1"));
+        }
+        if self.pool.min_pool_size > self.pool.pool_size {
+            errs.push(ConfigError::new(
+                "pool.min_pool_size",
+                format!("must not exceed pool_size ({})", self.pool.pool_size),
+            ));
         }
         if self.pool.server_connect_timeout.enabled().is_none() {
             errs.push(ConfigError::new(

@@ -29,6 +29,7 @@ pub struct Metrics {
     pub client_connections: IntGaugeVec,
     pub routed: IntCounterVec,
     transaction_seconds: prometheus::CounterVec,
+    reserve_used: IntCounterVec,
     pub replica_lag_bytes: IntGaugeVec,
     pub replica_lag_seconds: prometheus::GaugeVec,
     pub replica_banned: IntGaugeVec,
@@ -51,6 +52,7 @@ pub struct PoolMetrics {
     pub client_sent_bytes: IntCounter,
     pub routed: IntCounter,
     pub transaction_seconds: prometheus::Counter,
+    pub reserve_used: IntCounter,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -186,6 +188,12 @@ impl Metrics {
                 register(&registry, Box::new(c.clone()), "transaction_seconds");
                 c
             },
+            reserve_used: counter(
+                &registry,
+                "pake_pg_reserve_connections_total",
+                "Connections opened from the reserve pool for clients that waited reserve_pool_timeout",
+                POOL,
+            ),
             routed: counter(
                 &registry,
                 "pake_pg_routed_total",
@@ -257,6 +265,7 @@ impl Metrics {
             client_sent_bytes: self.client_sent.with_label_values(&l),
             routed: self.routed.with_label_values(&l),
             transaction_seconds: self.transaction_seconds.with_label_values(&l),
+            reserve_used: self.reserve_used.with_label_values(&l),
         }
     }
 

@@ -245,28 +245,7 @@ impl Pool {
         loop {
             let grant = match self.take_or_queue()? {
                 Ok(grant) => grant,
-                Err(mut rx) => {
-                    let got = match deadline {
-                        Some(d) => tokio::time::timeout_at(d, &mut rx).await.ok(),
-                        None => Some((&mut rx).await),
-                    };
-                    match got {
-                        Some(Ok(grant)) => grant,
-                        Some(Err(_)) => return Err(PoolError::Closed(self.key.to_string())),
-                        None => {
-                            // Timed out: close the queue entry; a grant sent just before
-                            // the close is still ours.
-                            rx.close();
-                            match rx.try_recv() {
-                                Ok(grant) => grant,
-                                Err(_) => {
-                                    self.metrics.wait_timeouts.inc();
-                                    return Err(PoolError::Timeout(wait, self.key.to_string()));
-                                }
-                            }
-                        }
-                    }
-                }
+                Err(rx) => self.wait(rx, deadline).await?,
             };
             match grant {
                 Grant::Server(mut s) => {
@@ -293,6 +272,102 @@ impl Pool {
                     }
                 },
             }
+        }
+    }
+
+    /// Wait in the queue: after `reserve_pool_timeout` a reserve slot may be taken; at the
+    /// deadline (`query_wait_timeout`) give up.
+    async fn wait(
+        &self,
+        mut rx: oneshot::Receiver<Grant>,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Grant, PoolError> {
+        let settings = self.settings();
+        let reserve = settings.defaults.reserve_pool_size;
+        if reserve > 0 {
+            let reserve_at = tokio::time::Instant::now() + settings.defaults.reserve_pool_timeout.0;
+            if deadline.is_none_or(|d| reserve_at < d) {
+                match tokio::time::timeout_at(reserve_at, &mut rx).await {
+                    Ok(Ok(grant)) => return Ok(grant),
+                    Ok(Err(_)) => return Err(PoolError::Closed(self.key.to_string())),
+                    Err(_) => {
+                        if self.take_reserve(settings.size + reserve) {
+                            return Ok(self.leave_queue(rx, Grant::Slot));
+                        }
+                    }
+                }
+            }
+        }
+        let got = match deadline {
+            Some(d) => tokio::time::timeout_at(d, &mut rx).await.ok(),
+            None => Some((&mut rx).await),
+        };
+        match got {
+            Some(Ok(grant)) => Ok(grant),
+            Some(Err(_)) => Err(PoolError::Closed(self.key.to_string())),
+            None => {
+                // Timed out: close the queue entry; a grant sent just before the close is
+                // still ours.
+                rx.close();
+                match rx.try_recv() {
+                    Ok(grant) => Ok(grant),
+                    Err(_) => {
+                        self.metrics.wait_timeouts.inc();
+                        Err(PoolError::Timeout(
+                            settings.defaults.query_wait_timeout,
+                            self.key.to_string(),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Count one more connection if the pool (reserve included) has room.
+    fn take_reserve(&self, limit: usize) -> bool {
+        let mut st = self.state.lock();
+        if st.closed || st.total >= limit {
+            return false;
+        }
+        st.total += 1;
+        self.metrics.reserve_used.inc();
+        true
+    }
+
+    /// Leave the queue holding `taken`; a grant that raced in is used instead, and `taken`
+    /// (a slot) goes back.
+    fn leave_queue(&self, mut rx: oneshot::Receiver<Grant>, taken: Grant) -> Grant {
+        rx.close();
+        match rx.try_recv() {
+            Ok(grant) => {
+                self.give(None);
+                grant
+            }
+            Err(_) => taken,
+        }
+    }
+
+    /// Keep `min_pool_size` connections open: open what is missing, in the background.
+    pub fn ensure_min(self: &Arc<Self>) {
+        let min = {
+            let s = self.settings();
+            s.defaults.min_pool_size.min(s.size)
+        };
+        loop {
+            {
+                let mut st = self.state.lock();
+                if st.closed || st.total >= min {
+                    return;
+                }
+                st.total += 1;
+            }
+            let pool = self.clone();
+            tokio::spawn(async move {
+                match pool.open().await {
+                    Ok(s) => pool.give(Some(s)),
+                    Err(_) => pool.release_slot(),
+                }
+            });
         }
     }
 
@@ -398,8 +473,14 @@ impl Pool {
         };
         loop {
             let mut st = self.state.lock();
-            if st.total > self.settings().size {
-                // shrunk by RELOAD: this one goes
+            let waiter = loop {
+                match st.waiters.pop_front() {
+                    Some((_, w)) if w.is_closed() => continue,
+                    other => break other.map(|(_, w)| w),
+                }
+            };
+            if waiter.is_none() && st.total > self.settings().size {
+                // a reserve connection no one waits for, or a pool shrunk by RELOAD
                 st.total -= 1;
                 drop(st);
                 if let Grant::Server(mut s) = grant {
@@ -408,12 +489,6 @@ impl Pool {
                 }
                 return;
             }
-            let waiter = loop {
-                match st.waiters.pop_front() {
-                    Some((_, w)) if w.is_closed() => continue,
-                    other => break other.map(|(_, w)| w),
-                }
-            };
             let Some(w) = waiter else {
                 match grant {
                     Grant::Server(s) if !st.closed => st.idle.push(s),
@@ -453,19 +528,32 @@ impl Pool {
         Ok(self.welcome.lock().clone().unwrap_or_default())
     }
 
-    /// Close idle servers past `server_idle_timeout` or `server_lifetime`.
+    /// Close idle servers past `server_lifetime`, and past `server_idle_timeout` down to
+    /// `min_pool_size`.
     pub fn reap(&self) -> usize {
         let now = Instant::now();
-        let idle_timeout = self.settings().defaults.server_idle_timeout.enabled();
-        let lifetime = self.settings().defaults.server_lifetime.enabled();
+        let settings = self.settings();
+        let idle_timeout = settings.defaults.server_idle_timeout.enabled();
+        let lifetime = settings.defaults.server_lifetime.enabled();
+        let min = settings.defaults.min_pool_size.min(settings.size);
         let old: Vec<Box<Server>> = {
             let mut st = self.state.lock();
-            let (keep, old): (Vec<_>, Vec<_>) = st.idle.drain(..).partition(|s| {
-                let idle_too_long =
-                    idle_timeout.is_some_and(|t| now.saturating_duration_since(s.last_used) >= t);
+            let mut spare = st.total.saturating_sub(min);
+            let mut keep = Vec::with_capacity(st.idle.len());
+            let mut old = Vec::new();
+            // oldest-used first (the bottom of the LIFO stack)
+            for s in st.idle.drain(..) {
                 let too_old = lifetime.is_some_and(|t| s.age(now) >= t);
-                !(idle_too_long || too_old)
-            });
+                let idle_too_long = spare > 0
+                    && idle_timeout
+                        .is_some_and(|t| now.saturating_duration_since(s.last_used) >= t);
+                if too_old || idle_too_long {
+                    spare = spare.saturating_sub(1);
+                    old.push(s);
+                } else {
+                    keep.push(s);
+                }
+            }
             st.idle = keep;
             st.total -= old.len();
             old

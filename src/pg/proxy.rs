@@ -574,11 +574,15 @@ fn build_users(config: &Config) -> HashMap<String, Arc<UserEntry>> {
         .collect()
 }
 
+/// Per pool: keep `min_pool_size` warm and close what idled too long.
 fn spawn_reaper(pool: Weak<Pool>) {
     tokio::spawn(async move {
         loop {
             let interval = match pool.upgrade() {
-                Some(p) => p.reap_interval(),
+                Some(p) => {
+                    p.ensure_min();
+                    p.reap_interval()
+                }
                 None => return,
             };
             tokio::time::sleep(interval).await;

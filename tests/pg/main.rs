@@ -13,5 +13,6 @@ mod faults;
 mod isolation;
 mod limits;
 mod observe;
+mod pooling;
 mod routing;
 mod tls;
