@@ -12,6 +12,7 @@
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod faults;
 pub mod lab;
 pub mod obs;
 pub mod pg;

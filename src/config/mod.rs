@@ -173,6 +173,9 @@ pub struct General {
     pub rate_limit_per_address: f64,
     /// Bursts allowed above the rates, as seconds' worth of requests.
     pub rate_limit_burst: Dur,
+    /// Allow the admin API to inject faults (latency, errors, resets, bandwidth caps).
+    /// Off by default: nothing is ever injected unless this is on and a fault is added.
+    pub fault_injection: bool,
 }
 
 impl Default for General {
@@ -191,6 +194,7 @@ impl Default for General {
             rate_limit_per_user: 0.0,
             rate_limit_per_address: 0.0,
             rate_limit_burst: Dur::secs(1),
+            fault_injection: false,
         }
     }
 }

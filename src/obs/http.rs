@@ -1,21 +1,60 @@
 //! Admin HTTP: `/metrics` (Prometheus text), `/health` (the process is alive), `/ready`
-//! (accepting clients and every pool's server reachable at last try).
+//! (accepting clients and every pool's server reachable at last try), the authenticated
+//! `/api/…` endpoints, and `/openapi.json`: an OpenAPI 3.1 document generated from these
+//! handlers (utoipa), so the contract cannot drift from the code.
 
+use super::api;
 use crate::pg::proxy::{Phase, Proxy};
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Serialize;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+use utoipa::OpenApi;
+
+/// The admin API's OpenAPI document.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Pake admin API", description = "Metrics, health, readiness and fault injection of a running Pake."),
+    paths(metrics, health, ready, openapi, api::list_faults, api::add_fault, api::remove_fault),
+    components(schemas(
+        Readiness,
+        PoolReadiness,
+        api::ApiError,
+        crate::faults::FaultSpec,
+        crate::faults::FaultView,
+        crate::faults::FaultKind,
+        crate::faults::Scope
+    )),
+    modifiers(&BasicAuth),
+    tags((name = "ops", description = "Monitoring and probes"), (name = "faults", description = "Fault injection (admins; off unless general.fault_injection)"))
+)]
+pub struct ApiDoc;
+
+struct BasicAuth;
+
+impl utoipa::Modify for BasicAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "basic",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+    }
+}
 
 pub fn router(proxy: Arc<Proxy>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/health", get(health))
         .route("/ready", get(ready))
+        .route("/openapi.json", get(openapi))
+        .route("/api/faults", get(api::list_faults).post(api::add_fault))
+        .route("/api/faults/{id}", delete(api::remove_fault))
         .with_state(proxy)
 }
 
@@ -26,6 +65,9 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
     }
 }
 
+/// Prometheus metrics (text exposition format).
+#[utoipa::path(get, path = "/metrics", tag = "ops",
+    responses((status = 200, description = "Prometheus text format 0.0.4", body = String, content_type = "text/plain")))]
 async fn metrics(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
     proxy.refresh_gauges();
     (
@@ -34,23 +76,37 @@ async fn metrics(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
     )
 }
 
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/health", tag = "ops",
+    responses((status = 200, description = "Alive", body = String, content_type = "text/plain")))]
 async fn health() -> &'static str {
     "ok\n"
 }
 
-#[derive(Serialize)]
+/// Readiness of the whole proxy.
+#[derive(Serialize, utoipa::ToSchema)]
 struct Readiness {
+    /// Accepting clients, and every pool reached its server at the last try.
     ready: bool,
+    /// `running`, `draining` or `closing`.
     phase: String,
     pools: Vec<PoolReadiness>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct PoolReadiness {
+    /// `database/user`.
     pool: String,
+    /// The last connect or server failure, until a connect succeeds.
     error: Option<String>,
 }
 
+/// Readiness: accepting clients, and every pool reached its server at the last try.
+#[utoipa::path(get, path = "/ready", tag = "ops",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Draining, or a pool cannot reach its server", body = Readiness),
+    ))]
 async fn ready(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
     let phase = proxy.current_phase();
     let pools: Vec<PoolReadiness> = proxy
@@ -75,4 +131,11 @@ async fn ready(State(proxy): State<Arc<Proxy>>) -> impl IntoResponse {
             pools,
         }),
     )
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "ops",
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+async fn openapi() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
 }

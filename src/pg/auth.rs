@@ -293,6 +293,46 @@ impl<'a> ScramServer<'a> {
     }
 }
 
+/// Check a plaintext password (admin HTTP API, Basic auth) against a user's secret.
+pub fn verify_password(secret: &Secret, user: &str, password: &str) -> bool {
+    if let Some(plain) = &secret.plaintext {
+        return constant_eq(plain.as_bytes(), password.as_bytes());
+    }
+    if let Some(s) = &secret.scram {
+        let salted = pbkdf2(password.as_bytes(), &s.salt, s.iterations);
+        let client_key = hmac(&salted, &[b"Client Key"]);
+        let stored: [u8; 32] = Sha256::digest(client_key).into();
+        return constant_eq(&stored, &s.stored_key);
+    }
+    if let Some(md5) = &secret.md5 {
+        let mut h = Md5::new();
+        h.update(password.as_bytes());
+        h.update(user.as_bytes());
+        return constant_eq(
+            format!("md5{}", hex(&h.finalize())).as_bytes(),
+            md5.as_bytes(),
+        );
+    }
+    false
+}
+
+/// PBKDF2-HMAC-SHA256 with one 32-byte block (SCRAM's `Hi`).
+fn pbkdf2(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
+    let mut u = hmac(password, &[salt, &[0, 0, 0, 1]]);
+    let mut out = u;
+    for _ in 1..iterations.min(1_000_000) {
+        u = hmac(password, &[&u]);
+        for (o, x) in out.iter_mut().zip(u.iter()) {
+            *o ^= x;
+        }
+    }
+    out
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
 /// Check an md5 password message against the stored `md5…` hash and the salt sent.
 pub fn md5_matches(stored: &str, salt: [u8; 4], response: &[u8]) -> bool {
     let Some(inner) = stored.strip_prefix("md5") else {
@@ -396,6 +436,17 @@ mod tests {
         s.first(b"SCRAM-SHA-256", b"n,,n=,r=abc").unwrap();
         assert!(s.finish(b"c=biws,r=wrong,p=AAAA").is_err());
         assert!(s.finish(b"no proof").is_err());
+    }
+
+    #[test]
+    fn plaintext_passwords_check_against_every_secret_form() {
+        let verifier = postgres_protocol::password::scram_sha_256(b"pw");
+        let md5 = postgres_protocol::password::md5(b"pw", "bob");
+        for cfg in ["pw", verifier.as_str(), md5.as_str()] {
+            let s = Secret::from_config("bob", cfg);
+            assert!(verify_password(&s, "bob", "pw"), "{cfg}");
+            assert!(!verify_password(&s, "bob", "px"), "{cfg}");
+        }
     }
 
     #[test]

@@ -42,6 +42,10 @@ pub enum Error {
     Tls(String),
     #[error("rate limit exceeded: more than {limit} transactions per second for this {scope}")]
     RateLimited { scope: &'static str, limit: f64 },
+    #[error("{message}")]
+    Injected { code: String, message: String },
+    #[error("connection reset by an injected fault")]
+    InjectedReset,
     #[error(
         "SSL connection is required: connect with sslmode=require (client_tls_sslmode = require)"
     )]
@@ -104,6 +108,8 @@ impl Error {
                 SqlState::CANNOT_CONNECT_NOW
             }
             Error::RateLimited { .. } => SqlState::CONFIGURATION_LIMIT_EXCEEDED,
+            Error::Injected { code, .. } => SqlState::from_code(code),
+            Error::InjectedReset => SqlState::CONNECTION_FAILURE,
             Error::Pool(PoolError::Connect(e)) => e
                 .server_code()
                 .map(SqlState::from_code)
@@ -137,6 +143,8 @@ impl Error {
             Error::TooManyClients(_)
             | Error::TooManyUserConnections { .. }
             | Error::RateLimited { .. }
+            | Error::Injected { .. }
+            | Error::InjectedReset
             | Error::Pool(_)
             | Error::Shutdown => Source::Proxy,
         }
@@ -144,12 +152,15 @@ impl Error {
 
     /// Can the client still be told about it?
     pub fn reaches_client(&self) -> bool {
-        !matches!(self, Error::ClientIo(_))
+        !matches!(self, Error::ClientIo(_) | Error::InjectedReset)
     }
 
     /// May the client keep its connection after this error (answered with ERROR, not FATAL)?
     pub fn is_recoverable(&self) -> bool {
-        matches!(self, Error::Pool(_) | Error::RateLimited { .. })
+        matches!(
+            self,
+            Error::Pool(_) | Error::RateLimited { .. } | Error::Injected { .. }
+        )
     }
 
     /// Write this error as an ErrorResponse.

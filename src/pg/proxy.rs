@@ -48,6 +48,8 @@ pub struct Proxy {
     pub analyzer: Analyzer,
     pub statements: Registry,
     pub metrics: Arc<Metrics>,
+    /// Injected faults (admin API), shared with the Redis side.
+    pub faults: Arc<crate::faults::Faults>,
     clients: AtomicUsize,
     next_client: AtomicU64,
     per_user: Mutex<HashMap<String, usize>>,
@@ -98,6 +100,11 @@ impl Proxy {
         let rate_limits_on = any_rate_limit(&config);
         Ok(Arc::new(Proxy {
             tls: ArcSwap::from_pointee(tls),
+            faults: {
+                let f = Arc::new(crate::faults::Faults::default());
+                f.set_enabled(config.general.fault_injection);
+                f
+            },
             config: ArcSwap::from_pointee(config),
             users: ArcSwap::from_pointee(users),
             clusters: RwLock::new(HashMap::new()),
@@ -335,6 +342,10 @@ impl Proxy {
         drop(clusters);
         self.rate_limits_on
             .store(any_rate_limit(&new), Ordering::Relaxed);
+        if self.faults.enabled() != new.general.fault_injection {
+            self.faults.set_enabled(new.general.fault_injection);
+            report.push(format!("fault_injection = {}", new.general.fault_injection));
+        }
         self.config.store(Arc::new(new));
         self.generation.fetch_add(1, Ordering::AcqRel);
         if report.is_empty() {

@@ -124,6 +124,49 @@ pub fn pg_bin(name: &str) -> std::path::PathBuf {
     pake::lab::postgres::bindir().expect("bindir").join(name)
 }
 
+/// An HTTP/1.0 request with an optional Basic-auth user and JSON body.
+pub async fn http(
+    method: &str,
+    url: &str,
+    auth: Option<(&str, &str)>,
+    body: Option<&str>,
+) -> (u16, String) {
+    use base64::Engine;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").expect("http url");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let mut req = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\n");
+    if let Some((u, p)) = auth {
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+        req.push_str(&format!("Authorization: Basic {token}\r\n"));
+    }
+    let body = body.unwrap_or("");
+    if !body.is_empty() {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    let mut s = tokio::net::TcpStream::connect(host)
+        .await
+        .expect("connect admin");
+    s.write_all(req.as_bytes()).await.expect("write");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("read");
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// Fetch an admin HTTP path with a plain TCP request (no HTTP client dependency).
 pub async fn http_get(url: &str) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

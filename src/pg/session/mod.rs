@@ -92,6 +92,8 @@ pub struct Session {
     cluster_gen: u64,
     /// When the attached server was checked out.
     attached_at: Instant,
+    /// An injected bandwidth cap (bytes per second) for the current request.
+    bandwidth: Option<u64>,
 }
 
 /// What the loop should do next.
@@ -106,6 +108,8 @@ enum Event {
     ClientRead(usize),
     ServerRead(usize),
     Wrote,
+    /// Bytes written to the client.
+    WroteClient(usize),
     ClientReadable,
     Deadline,
     PhaseChanged,
@@ -144,6 +148,7 @@ impl Session {
             database: login.startup.database.clone(),
             cluster_gen: proxy.generation(),
             attached_at: Instant::now(),
+            bandwidth: None,
             proxy,
         }
     }
@@ -177,6 +182,11 @@ impl Session {
                 self.shrink_buffers();
             }
             let event = self.wait_io().await?;
+            if let (Event::WroteClient(n), Some(bps)) = (&event, self.bandwidth) {
+                // an injected bandwidth cap: pace what reaches the client
+                let pause = std::time::Duration::from_secs_f64(*n as f64 / bps.max(1) as f64);
+                tokio::time::sleep(pause).await;
+            }
             self.on_event(event)?;
         }
     }
@@ -191,7 +201,7 @@ impl Session {
             }
             Event::ServerRead(0) => Err(Error::ServerLost(super::server::ServerError::Closed)),
             Event::ServerRead(_) => self.on_server_input(),
-            Event::Wrote => Ok(()),
+            Event::Wrote | Event::WroteClient(_) => Ok(()),
             Event::ClientReadable => {
                 self.crbuf.reserve(READ_CHUNK);
                 Ok(())
@@ -277,7 +287,7 @@ impl Session {
                 return Poll::Ready(
                     r.map(|n| {
                         tally.sent += n as u64;
-                        Event::Wrote
+                        Event::WroteClient(n)
                     })
                     .map_err(Error::ClientIo),
                 );

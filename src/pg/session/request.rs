@@ -54,6 +54,9 @@ impl Session {
                     super::route::Plan::Answered => continue,
                     super::route::Plan::Server(target) => target,
                 };
+                if self.inject_fault(target).await? {
+                    continue;
+                }
                 if let Err(e) = self.attach_routed(target).await {
                     if !e.is_recoverable() {
                         return Err(e);
@@ -75,6 +78,80 @@ impl Session {
             self.crbuf = buf;
             result?;
         }
+    }
+
+    /// Apply an injected fault to the request at the head of the buffer; `true` when the
+    /// fault answered it (an error) so it must not be forwarded.
+    async fn inject_fault(&mut self, target: crate::pg::cluster::Target) -> Result<bool, Error> {
+        self.bandwidth = None;
+        let faults = self.proxy.faults.clone();
+        if faults.list_is_empty() {
+            return Ok(false);
+        }
+        let (statement, fingerprint) = self.head_statement()?;
+        let pool = self.cluster.pool(target);
+        let pool_name = pool.key.to_string();
+        let backend = format!("{}:{}", pool.target().host, pool.target().port);
+        let t = crate::faults::Target {
+            pool: Some(&pool_name),
+            backend: Some(&backend),
+            redis_command: None,
+            fingerprint,
+            statement: statement.as_deref(),
+        };
+        let Some(fault) = faults.pick(&t) else {
+            return Ok(false);
+        };
+        use crate::faults::FaultKind;
+        match &fault.spec.kind {
+            FaultKind::Latency { millis } => {
+                tokio::time::sleep(std::time::Duration::from_millis(*millis)).await;
+                Ok(false)
+            }
+            FaultKind::Error {
+                sqlstate, message, ..
+            } => {
+                let e = Error::Injected {
+                    code: sqlstate.clone().unwrap_or_else(|| "58000".into()),
+                    message: message
+                        .clone()
+                        .unwrap_or_else(|| "injected fault (Pake fault injection)".into()),
+                };
+                self.fail_request(&e)?;
+                Ok(true)
+            }
+            FaultKind::Reset => Err(Error::InjectedReset),
+            FaultKind::Bandwidth { bytes_per_second } => {
+                self.bandwidth = Some(*bytes_per_second);
+                Ok(false)
+            }
+        }
+    }
+
+    /// The normalised text and shape hash of the request's first statement (for fault scopes).
+    fn head_statement(&self) -> Result<(Option<String>, Option<u64>), Error> {
+        let Some((tag, len)) = wire::frontend_frame(&self.crbuf, self.max_message)? else {
+            return Ok((None, None));
+        };
+        let frame = &self.crbuf[..len];
+        let text = match tag {
+            fe::QUERY => Some(query_text(frame)?.to_string()),
+            fe::PARSE => wire::cstr(wire::body(frame))
+                .and_then(|(_, rest)| wire::cstr(rest))
+                .map(|(q, _)| String::from_utf8_lossy(q).into_owned()),
+            fe::BIND => wire::cstr(wire::body(frame))
+                .and_then(|(_, rest)| wire::cstr(rest))
+                .and_then(|(name, _)| self.statements.get(name))
+                .map(|s| s.query.to_string()),
+            _ => None,
+        };
+        Ok(match text {
+            Some(t) => {
+                let (norm, info) = self.proxy.analyzer.analyze(&t);
+                (Some(info.normalized.to_string()), Some(norm.hash))
+            }
+            None => (None, None),
+        })
     }
 
     /// A message with no server attached.

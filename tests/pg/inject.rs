@@ -1,0 +1,171 @@
+//! Fault injection through the admin API: every kind, scoped and expiring as asked, and
+//! refused when fault injection is off or the caller is not an admin.
+
+use crate::harness::{code, http, Env, Opts};
+use pake::config::User;
+use pake::pg::auth::Method;
+use std::time::{Duration, Instant};
+
+const ADMIN: Option<(&str, &str)> = Some(("pake", "pake"));
+
+fn enabled() -> Opts {
+    Opts {
+        tweak: |c| {
+            c.general.fault_injection = true;
+            c.users.push(User {
+                name: "guest".into(),
+                password: Some("guest".into()),
+                server_password: None,
+                auth_type: Some(Method::ScramSha256),
+                pool_size: None,
+                pool_mode: None,
+                max_user_connections: 0,
+                read_from_replicas: None,
+                rate_limit: None,
+            });
+        },
+        ..Opts::default()
+    }
+}
+
+async fn add(env: &Env, fault: &str) -> serde_json::Value {
+    let (status, body) = http("POST", &env.admin_url("/api/faults"), ADMIN, Some(fault)).await;
+    assert_eq!(status, 201, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_when_off_or_not_admin() {
+    let env = Env::start().await;
+    let fault = r#"{"kind":{"type":"reset"}}"#;
+    let (status, _) = http("POST", &env.admin_url("/api/faults"), ADMIN, Some(fault)).await;
+    assert_eq!(status, 403, "off by default");
+    let (status, _) = http("GET", &env.admin_url("/api/faults"), ADMIN, None).await;
+    assert_eq!(status, 403);
+    let env = Env::with(enabled()).await;
+    let (status, _) = http("POST", &env.admin_url("/api/faults"), None, Some(fault)).await;
+    assert_eq!(status, 401, "no credentials");
+    let (status, _) = http(
+        "POST",
+        &env.admin_url("/api/faults"),
+        Some(("pake", "wrong")),
+        Some(fault),
+    )
+    .await;
+    assert_eq!(status, 401, "wrong password");
+    let (status, _) = http(
+        "POST",
+        &env.admin_url("/api/faults"),
+        Some(("guest", "guest")),
+        Some(fault),
+    )
+    .await;
+    assert_eq!(status, 403, "not an admin");
+    let (status, body) = http("GET", &env.admin_url("/api/faults"), ADMIN, None).await;
+    assert_eq!((status, body.as_str()), (200, "[]"), "nothing injected");
+    let (status, _) = http(
+        "POST",
+        &env.admin_url("/api/faults"),
+        ADMIN,
+        Some(r#"{"kind":{"type":"reset"},"share":3}"#),
+    )
+    .await;
+    assert_eq!(status, 422);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_kind_scoped_and_expiring() {
+    let env = Env::with(enabled()).await;
+    let c = env.client().await;
+    // latency, only for its statement
+    add(
+        &env,
+        r#"{"kind":{"type":"latency","millis":400},"scope":{"fingerprint":"latency_probe"}}"#,
+    )
+    .await;
+    let t = Instant::now();
+    c.simple_query("select 1 as latency_probe").await.unwrap();
+    assert!(t.elapsed() >= Duration::from_millis(400), "delayed");
+    let t = Instant::now();
+    c.simple_query("select 1 as other").await.unwrap();
+    assert!(
+        t.elapsed() < Duration::from_millis(400),
+        "other statements are not"
+    );
+    // an error with a given SQLSTATE, scoped to the pool, expiring after a second
+    let f = add(&env, r#"{"kind":{"type":"error","sqlstate":"40001","message":"injected conflict"},"scope":{"pool":"postgres/pake"},"duration_seconds":1}"#).await;
+    let e = c.simple_query("select 2").await.unwrap_err();
+    assert_eq!(code(&e), "40001");
+    let (_, listed) = http("GET", &env.admin_url("/api/faults"), ADMIN, None).await;
+    let listed: serde_json::Value = serde_json::from_str(&listed).unwrap();
+    let mine = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["id"] == f["id"])
+        .unwrap();
+    assert!(mine["hits"].as_u64().unwrap() >= 1);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    c.simple_query("select 3")
+        .await
+        .expect("the error fault expired");
+    // a share of requests
+    let f = add(
+        &env,
+        r#"{"kind":{"type":"error"},"scope":{"fingerprint":"share_probe"},"share":0.5}"#,
+    )
+    .await;
+    let mut failed = 0;
+    for _ in 0..200 {
+        if let Err(e) = c.simple_query("select 1 as share_probe").await {
+            assert_eq!(code(&e), "58000");
+            failed += 1;
+        }
+    }
+    assert!((60..=140).contains(&failed), "about half: {failed}");
+    let (status, _) = http(
+        "DELETE",
+        &env.admin_url(&format!("/api/faults/{}", f["id"])),
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(status, 204);
+    let (status, _) = http(
+        "DELETE",
+        &env.admin_url(&format!("/api/faults/{}", f["id"])),
+        ADMIN,
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    // bandwidth cap: 300 kB at 1 MB/s takes at least 0.3 s
+    add(&env, r#"{"kind":{"type":"bandwidth","bytes_per_second":1000000},"scope":{"fingerprint":"bw_probe"}}"#).await;
+    let t = Instant::now();
+    let rows = c
+        .query(
+            "select repeat('x', 1000) as bw_probe from generate_series(1, 300)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 300);
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "capped: {:?}",
+        t.elapsed()
+    );
+    // reset: the connection is closed under the client
+    add(
+        &env,
+        r#"{"kind":{"type":"reset"},"scope":{"fingerprint":"reset_probe"}}"#,
+    )
+    .await;
+    let e = c.simple_query("select 1 as reset_probe").await.unwrap_err();
+    assert!(e.is_closed() || code(&e).is_empty(), "{e}");
+    let fresh = env.client().await;
+    fresh
+        .simple_query("select 1 as other")
+        .await
+        .expect("everyone else is fine");
+}
