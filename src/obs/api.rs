@@ -29,8 +29,8 @@ fn err(status: StatusCode, message: impl Into<String>) -> Response {
         .into_response()
 }
 
-/// Basic auth as an admin user; `Err` is the response to send.
-fn admin(proxy: &Proxy, headers: &HeaderMap) -> Result<String, Response> {
+/// Basic auth as an admin user; `Err` is the response to send (boxed: it is large).
+fn admin(proxy: &Proxy, headers: &HeaderMap) -> Result<String, Box<Response>> {
     let unauthorized = || {
         let mut r = err(
             StatusCode::UNAUTHORIZED,
@@ -40,7 +40,7 @@ fn admin(proxy: &Proxy, headers: &HeaderMap) -> Result<String, Response> {
             header::WWW_AUTHENTICATE,
             header::HeaderValue::from_static("Basic realm=\"pake\""),
         );
-        r
+        Box::new(r)
     };
     let creds = headers
         .get(header::AUTHORIZATION)
@@ -55,10 +55,10 @@ fn admin(proxy: &Proxy, headers: &HeaderMap) -> Result<String, Response> {
         return Err(unauthorized());
     }
     if !proxy.config().general.admin_users.iter().any(|a| a == user) {
-        return Err(err(
+        return Err(Box::new(err(
             StatusCode::FORBIDDEN,
             format!("user {user:?} is not an admin"),
-        ));
+        )));
     }
     Ok(user.to_string())
 }
@@ -82,7 +82,7 @@ fn fault_error(e: FaultError) -> Response {
     security(("basic" = [])))]
 pub async fn list_faults(State(proxy): State<Arc<Proxy>>, headers: HeaderMap) -> Response {
     if let Err(r) = admin(&proxy, &headers) {
-        return r;
+        return *r;
     }
     if !proxy.faults.enabled() {
         return fault_error(FaultError::Disabled);
@@ -106,7 +106,7 @@ pub async fn add_fault(
 ) -> Response {
     let user = match admin(&proxy, &headers) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let spec: FaultSpec = match serde_json::from_slice(&body) {
         Ok(s) => s,
@@ -142,7 +142,7 @@ pub async fn remove_fault(
     Path(id): Path<u64>,
 ) -> Response {
     if let Err(r) = admin(&proxy, &headers) {
-        return r;
+        return *r;
     }
     match proxy.faults.remove(id) {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
