@@ -6,6 +6,7 @@
 //! * [`obs`]: metrics, logs, admin HTTP.
 //! * [`lab`]: real PostgreSQL servers in temp dirs, for tests, benches and `pake demo`.
 //! * [`app`]: wiring it all into a running process (`pake serve`).
+//! * [`ops`]: the health check for orchestrators (`pake orchestration --health-check`).
 #![deny(unsafe_code)]
 #![warn(clippy::large_futures)]
 
@@ -14,4 +15,5 @@ pub mod config;
 pub mod demo;
 pub mod lab;
 pub mod obs;
+pub mod ops;
 pub mod pg;

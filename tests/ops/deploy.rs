@@ -1,0 +1,1 @@
+//! The Pake configs shipped in `docker/` load and validate with Pake's own config code.
