@@ -106,9 +106,16 @@ impl Drop for Proc {
 
 /// `pake serve` in quick start on free ports, in front of `primary_url`.
 pub fn serve(primary_url: &str) -> (Proc, u16, u16) {
+    serve_with(primary_url, &["--pool-size", "2"])
+}
+
+/// `pake serve` on free ports in front of `primary_url`, with more flags; returns the
+/// process and its Postgres and admin ports.
+pub fn serve_with(primary_url: &str, args: &[&str]) -> (Proc, u16, u16) {
     let (pg, admin) = (free_port(), free_port());
     let child = pake()
-        .args(["serve", "--pool-size", "2"])
+        .arg("serve")
+        .args(args)
         .args(["--pg-listen", &format!("127.0.0.1:{pg}")])
         .args(["--admin-listen", &format!("127.0.0.1:{admin}")])
         .args(["--pg-primary", primary_url])
