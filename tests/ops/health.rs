@@ -143,19 +143,12 @@ fn pake_listeners_while_serving_not_ready_and_killed() {
 #[test]
 fn dockerfile_healthcheck_command_passes_against_a_running_pake() {
     let dockerfile = std::fs::read_to_string("docker/Dockerfile").expect("docker/Dockerfile");
+    // HEALTHCHECK [options] \ newline CMD [...]: the exec-form array after its CMD
     let cmd = dockerfile
-        .lines()
-        .find_map(|l| {
-            l.trim()
-                .strip_prefix("CMD ")
-                .filter(|_| l.contains("--health-check"))
-        })
-        .or_else(|| {
-            let i = dockerfile.find("HEALTHCHECK")?;
-            let rest = &dockerfile[i..];
-            rest.find("CMD ")
-                .map(|j| rest[j + 4..].lines().next().unwrap_or(""))
-        })
+        .split("\nHEALTHCHECK ")
+        .nth(1)
+        .and_then(|rest| rest.split_once("CMD "))
+        .and_then(|(_, cmd)| cmd.lines().next())
         .expect("a HEALTHCHECK … CMD line");
     let argv: Vec<String> = serde_json::from_str(cmd.trim())
         .unwrap_or_else(|e| panic!("HEALTHCHECK CMD must be exec form (JSON array): {e}: {cmd}"));
