@@ -146,11 +146,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// The config file when given, else the defaults (quick-start flags go on top).
+fn base_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Config::load(path).with_context(|| format!("config {}", path.display())),
+        None => Ok(Config::default()),
+    }
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let base = match &args.config {
-        Some(path) => Config::load(path).with_context(|| format!("config {}", path.display()))?,
-        None => Config::default(),
-    };
+    let base = base_config(args.config.as_deref())?;
     let quick = QuickStart {
         pg_listen: args.pg_listen,
         pg_primary: args.pg_primary,
@@ -177,10 +182,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn health_check(args: OrchestrationArgs) -> anyhow::Result<()> {
-    let base = match &args.config {
-        Some(path) => Config::load(path).with_context(|| format!("config {}", path.display()))?,
-        None => Config::default(),
-    };
+    let base = base_config(args.config.as_deref())?;
     let quick = QuickStart {
         pg_listen: args.pg_listen,
         admin_listen: args.admin_listen,
