@@ -327,11 +327,17 @@ def check_dockerfile():
         problem(path, "HEALTHCHECK must run pake orchestration --health-check --service=pake")
     if instr("STOPSIGNAL") != ["SIGTERM"]:
         problem(path, "STOPSIGNAL SIGTERM missing")
+    ignore = (DOCKER / "Dockerfile.dockerignore").read_text().split("\n")
+    kept = {ln[1:].strip().rstrip("/") for ln in ignore if ln.startswith("!")}
     for ln in lines:
         if ln.upper().startswith("COPY ") and "--from=" not in ln:
             for src in ln.split()[1:-1]:
-                if not src.startswith("--") and not (ROOT / src).exists():
+                if src.startswith("--"):
+                    continue
+                if not (ROOT / src).exists():
                     problem(path, f"COPY {src}: not in the build context (the repository root)")
+                elif "*" in ignore and src.rstrip("/") not in kept:
+                    problem(path, f"COPY {src}: excluded by Dockerfile.dockerignore")
 
 
 # ---------------------------------------------------------------- Grafana
