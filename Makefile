@@ -3,14 +3,14 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: demo test deps build release lint fmt bench bench-pg clean
+.PHONY: demo test deps build release lint fmt bench bench-pg clean check-deploy
 
 ## Start a local lab (Postgres), put Pake in front, run a short load test, show how to connect.
 demo: deps release
 	./target/release/pake demo
 
-## Everything CI runs: formatting, lints, unit and integration tests against real servers.
-test: deps lint
+## Everything CI runs: formatting, lints, deployment files, unit and integration tests against real servers.
+test: deps lint check-deploy
 	$(CARGO) test --all-targets --no-fail-fast
 
 deps:
@@ -28,6 +28,11 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+## Offline validation of docker/: promtool (rules + rule tests), compose schema and references,
+## Kubernetes manifests, Dockerfile, Grafana dashboard (see scripts/check-deploy.sh).
+check-deploy:
+	./scripts/check-deploy.sh
 
 ## Criterion micro-benchmarks.
 bench:

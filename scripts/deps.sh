@@ -17,6 +17,8 @@ have pgbouncer || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
 have nutcracker || [ -x /usr/sbin/nutcracker ] || need+=(nutcracker)
 have promtool || need+=(prometheus)
 have curl || need+=(curl)
+have python3 || need+=(python3)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv) # check-deploy's validators
 have cc || need+=(build-essential)
 
 if [ ${#need[@]} -gt 0 ]; then

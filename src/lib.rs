@@ -6,6 +6,7 @@
 //! * [`obs`]: metrics, logs, admin HTTP.
 //! * [`lab`]: real PostgreSQL servers in temp dirs, for tests, benches and `pake demo`.
 //! * [`app`]: wiring it all into a running process (`pake serve`).
+//! * [`ops`]: the health check for orchestrators (`pake orchestration --health-check`).
 #![deny(unsafe_code)]
 #![warn(clippy::large_futures)]
 
@@ -15,5 +16,6 @@ pub mod demo;
 pub mod faults;
 pub mod lab;
 pub mod obs;
+pub mod ops;
 pub mod pg;
 pub mod tls;

@@ -32,6 +32,47 @@ enum Command {
     Demo(pake::demo::DemoArgs),
     /// Start lab servers (real PostgreSQL in a temp dir), print their URLs, stop on Ctrl-C.
     Lab(pake::lab::cli::LabArgs),
+    /// For orchestrators: `--health-check` probes every backend and Pake's own listeners.
+    Orchestration(OrchestrationArgs),
+}
+
+#[derive(Args)]
+struct OrchestrationArgs {
+    /// Check backends and Pake's listeners; exit non-zero, one line per failure, if one is down.
+    #[arg(long, required = true)]
+    health_check: bool,
+    /// What to check: all, postgres, postgres:<database>, redis or pake.
+    #[arg(long, default_value = "all", value_parser = parse_service)]
+    service: pake::ops::health::Service,
+    /// Deadline of each check (e.g. 2s, 500ms).
+    #[arg(long, default_value = "5s", value_parser = pake::config::units::parse_duration)]
+    timeout: std::time::Duration,
+    /// Config file (TOML), as for `pake serve`.
+    #[arg(long, env = "PAKE_CONFIG")]
+    config: Option<PathBuf>,
+    /// Pake's Postgres listener, as for `pake serve`.
+    #[arg(long, env = "PAKE_PG_LISTEN")]
+    pg_listen: Option<SocketAddr>,
+    /// Pake's admin HTTP listener (/ready), as for `pake serve`.
+    #[arg(long, env = "PAKE_ADMIN_LISTEN")]
+    admin_listen: Option<SocketAddr>,
+    /// The Postgres primary: postgres://USER:PASS@HOST:PORT/DB.
+    #[arg(long, env = "PAKE_PG_PRIMARY")]
+    pg_primary: Option<String>,
+    /// A streaming replica of the primary (repeatable).
+    #[arg(long = "pg-replica")]
+    pg_replica: Vec<String>,
+    /// A Redis backend, redis://[USER:PASS@]HOST:PORT (repeatable; any cluster node).
+    #[arg(long = "redis", env = "PAKE_REDIS", value_delimiter = ',')]
+    redis: Vec<String>,
+    /// Pake's Redis listener, checked with PING through Pake.
+    #[arg(long, env = "PAKE_REDIS_LISTEN")]
+    redis_listen: Option<SocketAddr>,
+}
+
+fn parse_service(s: &str) -> Result<pake::ops::health::Service, String> {
+    s.parse()
+        .map_err(|e: pake::ops::health::HealthError| e.to_string())
 }
 
 #[derive(Args)]
@@ -94,6 +135,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Demo(args) => pake::demo::run(args),
         Command::Lab(args) => pake::lab::cli::run(args),
+        Command::Orchestration(args) => health_check(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -104,11 +146,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// The config file when given, else the defaults (quick-start flags go on top).
+fn base_config(path: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    match path {
+        Some(path) => Config::load(path).with_context(|| format!("config {}", path.display())),
+        None => Ok(Config::default()),
+    }
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let base = match &args.config {
-        Some(path) => Config::load(path).with_context(|| format!("config {}", path.display()))?,
-        None => Config::default(),
-    };
+    let base = base_config(args.config.as_deref())?;
     let quick = QuickStart {
         pg_listen: args.pg_listen,
         pg_primary: args.pg_primary,
@@ -136,6 +183,27 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     pake::obs::logging::init(config.general.log_format, &config.general.log_level);
     pake::app::run(config, source)
+}
+
+fn health_check(args: OrchestrationArgs) -> anyhow::Result<()> {
+    let base = base_config(args.config.as_deref())?;
+    let quick = QuickStart {
+        pg_listen: args.pg_listen,
+        admin_listen: args.admin_listen,
+        pg_primary: args.pg_primary,
+        pg_replicas: args.pg_replica,
+        ..QuickStart::default()
+    };
+    let opts = pake::ops::health::Options {
+        service: args.service,
+        redis: args.redis,
+        redis_listen: args.redis_listen,
+        timeout: args.timeout,
+    };
+    let report = pake::ops::health::check(&quick.apply(base)?, &opts)?;
+    print!("{report}");
+    anyhow::ensure!(report.is_healthy(), "health check: {}", report.summary());
+    Ok(())
 }
 
 fn check_config(file: &std::path::Path) -> anyhow::Result<()> {

@@ -1,0 +1,229 @@
+//! `pake orchestration --health-check` against real servers: healthy is exit 0 with an `ok`
+//! line per check; a stopped server is a non-zero exit and a `FAIL` line naming it.
+
+use crate::harness::{eventually, health, redis_server, serve};
+use pake::lab::{PgLab, PgOptions};
+use std::time::Duration;
+
+#[test]
+fn postgres_primary_and_replica_up_then_each_stopped() {
+    let mut lab = PgLab::start(PgOptions {
+        replica: true,
+        ..PgOptions::default()
+    })
+    .expect("lab with replica");
+    let primary = format!("primary 127.0.0.1:{}", lab.primary.port);
+    let replica_port = lab.replica.as_ref().expect("replica").port;
+    let replica = format!("replica 127.0.0.1:{replica_port}");
+    let primary_url = lab.url("postgres");
+    let replica_url = lab.replica_url("postgres").expect("replica url");
+    let flags = ["--pg-primary", &primary_url, "--pg-replica", &replica_url];
+
+    let ran = health("postgres", &flags);
+    assert!(ran.ok(), "{ran}");
+    assert!(ran.line(&primary).starts_with("ok"), "{ran}");
+    assert!(
+        ran.line(&primary).contains("primary (not in recovery)"),
+        "{ran}"
+    );
+    assert!(
+        ran.line(&replica).contains("in recovery (replica)"),
+        "{ran}"
+    );
+    let one_db = health("postgres:postgres", &flags);
+    assert!(one_db.ok(), "{one_db}");
+    let unknown = health("postgres:shop", &flags);
+    assert!(!unknown.ok(), "{unknown}");
+    assert!(
+        unknown.stderr.contains("\"shop\" is not configured"),
+        "{unknown}"
+    );
+
+    if let Some(r) = lab.replica.as_mut() {
+        r.stop();
+    }
+    let ran = health("postgres", &flags);
+    assert!(!ran.ok(), "{ran}");
+    assert!(ran.line(&primary).starts_with("ok"), "{ran}");
+    let down = ran.line(&replica);
+    assert!(down.starts_with("FAIL postgres:postgres"), "{ran}");
+    assert!(down.contains("Connection refused"), "{ran}");
+    assert!(
+        ran.stderr.contains("1 of 2 checks failed") && ran.stderr.contains(&replica),
+        "{ran}"
+    );
+
+    lab.primary.stop();
+    let ran = health("postgres:postgres", &flags);
+    assert!(!ran.ok(), "{ran}");
+    assert!(ran.line(&primary).starts_with("FAIL"), "{ran}");
+    assert!(ran.stderr.contains("2 of 2 checks failed"), "{ran}");
+}
+
+#[test]
+fn wrong_password_is_a_failure_with_the_sqlstate() {
+    let lab = PgLab::start(PgOptions::default()).expect("lab");
+    let ran = health(
+        "postgres",
+        &[
+            "--pg-primary",
+            &lab.url("postgres").replace(":pake@", ":nope@"),
+        ],
+    );
+    assert!(!ran.ok(), "{ran}");
+    assert!(ran.line("primary").contains("28P01"), "{ran}");
+}
+
+#[test]
+fn pake_listeners_while_serving_not_ready_and_killed() {
+    let mut lab = PgLab::start(PgOptions::default()).expect("lab");
+    let url = lab.url("postgres");
+    let (mut pake, pg, admin) = serve(&url);
+    let listen = [
+        "--pg-listen".to_string(),
+        format!("127.0.0.1:{pg}"),
+        "--admin-listen".to_string(),
+        format!("127.0.0.1:{admin}"),
+    ];
+    let listen: Vec<&str> = listen.iter().map(String::as_str).collect();
+    let up = eventually(Duration::from_secs(30), || health("pake", &listen).ok());
+    assert!(up, "pake serve never passed: {}", health("pake", &listen));
+    let ran = health("pake", &listen);
+    assert!(
+        ran.line(&format!("postgres listener 127.0.0.1:{pg}"))
+            .starts_with("ok"),
+        "{ran}"
+    );
+    assert!(ran.line("/ready").contains("ready"), "{ran}");
+
+    // everything, from a config file, as `pake serve --config` would read it
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("pake.toml");
+    let toml = format!(
+        "[general]\npg_listen = \"127.0.0.1:{pg}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\n\
+         [[databases]]\nname = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\n\n\
+         [[users]]\nname = \"pake\"\npassword = \"pake\"\n",
+        lab.primary.port
+    );
+    std::fs::write(&file, toml).expect("write config");
+    let file = file.to_str().expect("utf-8 path");
+    let all = health("all", &["--config", file]);
+    assert!(all.ok(), "{all}");
+    assert_eq!(all.stdout.lines().count(), 3, "{all}");
+
+    // the primary goes away: a client through Pake fails, so /ready turns 503
+    lab.primary.stop();
+    let through = format!("postgres://pake:pake@127.0.0.1:{pg}/postgres");
+    let _ = std::process::Command::new(pake::lab::postgres::bindir().expect("bindir").join("psql"))
+        .args(["-X", "-c", "select 1", &through])
+        .env("PGCONNECT_TIMEOUT", "5")
+        .output();
+    let ran = health("pake", &listen);
+    assert!(!ran.ok(), "{ran}");
+    let ready = ran.line("/ready");
+    assert!(
+        ready.starts_with("FAIL") && ready.contains("HTTP 503"),
+        "{ran}"
+    );
+    assert!(ready.contains("pool postgres"), "{ran}");
+    let all = health("all", &["--config", file]);
+    assert!(all.line("primary").starts_with("FAIL"), "{all}");
+
+    pake.kill();
+    let ran = health("pake", &listen);
+    assert!(!ran.ok(), "{ran}");
+    let line = ran.line(&format!("postgres listener 127.0.0.1:{pg}"));
+    assert!(
+        line.starts_with("FAIL") && line.contains("cannot connect"),
+        "{ran}"
+    );
+    assert!(ran.stderr.contains("2 of 2 checks failed"), "{ran}");
+}
+
+#[test]
+fn dockerfile_healthcheck_command_passes_against_a_running_pake() {
+    let dockerfile = std::fs::read_to_string("docker/Dockerfile").expect("docker/Dockerfile");
+    // HEALTHCHECK [options] \ newline CMD [...]: the exec-form array after its CMD
+    let cmd = dockerfile
+        .split("\nHEALTHCHECK ")
+        .nth(1)
+        .and_then(|rest| rest.split_once("CMD "))
+        .and_then(|(_, cmd)| cmd.lines().next())
+        .expect("a HEALTHCHECK … CMD line");
+    let argv: Vec<String> = serde_json::from_str(cmd.trim())
+        .unwrap_or_else(|e| panic!("HEALTHCHECK CMD must be exec form (JSON array): {e}: {cmd}"));
+    assert_eq!(argv[0], "pake", "{argv:?}");
+    assert!(argv.contains(&"--service=pake".to_string()), "{argv:?}");
+
+    let lab = PgLab::start(PgOptions::default()).expect("lab");
+    let (mut pake, pg, admin) = serve(&lab.url("postgres"));
+    let run = || {
+        crate::harness::Ran::from(
+            crate::harness::pake()
+                .args(&argv[1..])
+                .env("PAKE_PG_LISTEN", format!("127.0.0.1:{pg}"))
+                .env("PAKE_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
+                .output()
+                .expect("run the HEALTHCHECK command"),
+        )
+    };
+    assert!(
+        eventually(Duration::from_secs(30), || run().ok()),
+        "{}",
+        run()
+    );
+    pake.kill();
+    assert!(!run().ok());
+}
+
+#[test]
+fn redis_ping_with_auth_then_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut redis, port) = redis_server(Some("s3cret"), dir.path());
+    let good = format!("redis://:s3cret@127.0.0.1:{port}");
+    let ran = health("redis", &["--redis", &good]);
+    assert!(ran.ok(), "{ran}");
+    assert!(
+        ran.line(&format!("redis 127.0.0.1:{port}"))
+            .contains("PONG"),
+        "{ran}"
+    );
+
+    let ran = health("redis", &["--redis", &good.replace("s3cret", "wrong")]);
+    assert!(!ran.ok(), "{ran}");
+    assert!(
+        ran.line("redis").contains("WRONGPASS") || ran.line("redis").contains("invalid password"),
+        "{ran}"
+    );
+    let ran = health("redis", &["--redis", &format!("redis://127.0.0.1:{port}")]);
+    assert!(ran.line("redis").contains("NOAUTH"), "{ran}");
+
+    redis.kill();
+    let ran = health(
+        "all",
+        &[
+            "--redis",
+            &good,
+            "--pg-listen",
+            "127.0.0.1:1",
+            "--admin-listen",
+            "127.0.0.1:1",
+        ],
+    );
+    assert!(!ran.ok(), "{ran}");
+    assert!(
+        ran.line(&format!("redis 127.0.0.1:{port}"))
+            .starts_with("FAIL"),
+        "{ran}"
+    );
+}
+
+#[test]
+fn usage_errors_are_not_health_results() {
+    let ran = health("mysql", &[]);
+    assert_eq!(ran.code, Some(2), "{ran}");
+    assert!(ran.stderr.contains("postgres:<database>"), "{ran}");
+    let ran = health("redis", &[]);
+    assert!(!ran.ok() && ran.stdout.is_empty(), "{ran}");
+    assert!(ran.stderr.contains("--redis URL"), "{ran}");
+}
