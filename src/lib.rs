@@ -14,4 +14,5 @@ pub mod config;
 pub mod demo;
 pub mod lab;
 pub mod obs;
+pub mod insight;
 pub mod pg;
