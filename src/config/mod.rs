@@ -30,6 +30,9 @@ pub struct Config {
     /// The users clients may log in as.
     #[serde(default)]
     pub users: Vec<User>,
+    /// Query insight: per-statement statistics, slow-query plans, index advice.
+    #[serde(default)]
+    pub insight: crate::insight::config::InsightConfig,
 }
 
 /// Process-wide settings.
@@ -400,6 +403,7 @@ impl Config {
                 ));
             }
         }
+        errs.extend(self.insight.validate());
         if errs.is_empty() {
             Ok(())
         } else {
@@ -671,5 +675,7 @@ pool_size = 9
         let c = Config::parse(text).unwrap();
         c.validate().unwrap();
         assert!(c.databases.len() >= 2 && c.users.len() >= 2);
+        assert_eq!(c.insight.slow_query_threshold, Dur::millis(250));
+        assert!(c.insight.redact_parameters);
     }
 }
