@@ -17,6 +17,8 @@ have pgbouncer || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
 have nutcracker || [ -x /usr/sbin/nutcracker ] || need+=(nutcracker)
 have promtool || need+=(prometheus)
 have curl || need+=(curl)
+# headless browser: the insight tests open the HTML report in it
+have chromium || need+=(chromium)
 have cc || need+=(build-essential)
 
 if [ ${#need[@]} -gt 0 ]; then

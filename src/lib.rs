@@ -12,7 +12,7 @@
 pub mod app;
 pub mod config;
 pub mod demo;
+pub mod insight;
 pub mod lab;
 pub mod obs;
-pub mod insight;
 pub mod pg;

@@ -30,6 +30,39 @@ enum Command {
     },
     /// Start a local lab (Postgres), put Pake in front, run a short pgbench, print how to connect.
     Demo(pake::demo::DemoArgs),
+    /// Write the query report (Markdown, JSON, HTML) from a running Pake's admin API.
+    Report(ReportArgs),
+    /// Show query insight from a running Pake: top fingerprints, statements of one trace.
+    Observability(ObservabilityArgs),
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Admin HTTP address of the running Pake.
+    #[arg(long, default_value = "http://127.0.0.1:9930")]
+    admin: String,
+    /// Directory for report.md, report.json and report.html.
+    #[arg(long, default_value = "pake-report")]
+    out: PathBuf,
+    /// Top queries to include.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+}
+
+#[derive(Args)]
+struct ObservabilityArgs {
+    /// Admin HTTP address of the running Pake.
+    #[arg(long, default_value = "http://127.0.0.1:9930")]
+    admin: String,
+    /// Print the top fingerprints with their latency percentiles.
+    #[arg(long)]
+    metrics: bool,
+    /// List the statements seen under this trace id (32 hex digits, from sqlcommenter).
+    #[arg(long)]
+    trace_id: Option<String>,
+    /// Top fingerprints to print.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
 }
 
 #[derive(Args)]
@@ -88,6 +121,17 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve(args),
         Command::CheckConfig { file } => check_config(&file),
         Command::Demo(args) => pake::demo::run(args),
+        Command::Report(a) => pake::insight::cli::report(&a.admin, &a.out, a.limit)
+            .map(|files| files.iter().for_each(|f| println!("{}", f.display())))
+            .map_err(Into::into),
+        Command::Observability(a) => pake::insight::cli::observability(
+            &a.admin,
+            a.metrics || a.trace_id.is_none(),
+            a.trace_id.as_deref(),
+            a.limit,
+        )
+        .map(|text| print!("{text}"))
+        .map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

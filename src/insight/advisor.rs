@@ -134,7 +134,10 @@ async fn advise_database(
             Err(e) => tracing::debug!(error = %e, fingerprint = %hex_id(w.id), "advisor skipped"),
         }
     }
-    Ok((found, format!("{db}: {note}; {} statement(s) examined", work.len())))
+    Ok((
+        found,
+        format!("{db}: {note}; {} statement(s) examined", work.len()),
+    ))
 }
 
 /// Is hypopg usable on this connection (creating it when allowed)? And a note saying so.
@@ -152,12 +155,18 @@ async fn hypopg_ready(client: &Client, create: bool) -> Result<(bool, String), A
         return Ok((true, "validated with hypopg".into()));
     }
     if available && create {
-        match client.batch_execute("CREATE EXTENSION IF NOT EXISTS hypopg").await {
+        match client
+            .batch_execute("CREATE EXTENSION IF NOT EXISTS hypopg")
+            .await
+        {
             Ok(()) => return Ok((true, "validated with hypopg (extension created)".into())),
             Err(e) => {
                 return Ok((
                     false,
-                    format!("hypopg could not be created ({}): advice not validated", describe(&e)),
+                    format!(
+                        "hypopg could not be created ({}): advice not validated",
+                        describe(&e)
+                    ),
                 ))
             }
         }
@@ -167,7 +176,10 @@ async fn hypopg_ready(client: &Client, create: bool) -> Result<(bool, String), A
     } else {
         "hypopg is not installed"
     };
-    Ok((false, format!("{why}: advice inferred from plans, not validated")))
+    Ok((
+        false,
+        format!("{why}: advice inferred from plans, not validated"),
+    ))
 }
 
 async fn plan_costs(
@@ -401,7 +413,10 @@ async fn hypothetical_cost(
     let def = format!(
         "CREATE INDEX ON {} ({})",
         table.qualified,
-        cols.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
+        cols.iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let row = client
         .query_one(
@@ -487,9 +502,15 @@ mod tests {
         let c = candidates(&uses, "orders", &table(vec![]));
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
         assert!(c.contains(&s(&["customer_id"])), "{c:?}");
-        assert!(c.contains(&s(&["customer_id", "status", "created"])), "{c:?}");
+        assert!(
+            c.contains(&s(&["customer_id", "status", "created"])),
+            "{c:?}"
+        );
         assert!(c.iter().all(|x| x.len() <= 3));
-        let idx = vec![vec![Some("customer_id".to_string()), Some("id".to_string())]];
+        let idx = vec![vec![
+            Some("customer_id".to_string()),
+            Some("id".to_string()),
+        ]];
         let c = candidates(&uses, "orders", &table(idx));
         assert!(!c.contains(&s(&["customer_id"])), "{c:?}");
         assert!(c.contains(&s(&["status"])));

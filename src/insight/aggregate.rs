@@ -8,12 +8,12 @@
 
 use super::collector::{format_trace_id, Shard, TraceEntry};
 use super::config::InsightConfig;
+use super::fingerprint::Fingerprint;
 use super::model::{
     hex_id, CapturedPlan, ErrorCount, NPlusOne, QueryStats, SlowSample, SplitStats, Summary,
     TraceStatement,
 };
 use super::stats::{sqlstate_str, unix_ms, FpStats, Moments};
-use super::fingerprint::Fingerprint;
 use std::collections::{HashMap, VecDeque};
 use std::time::{Instant, SystemTime};
 
@@ -48,7 +48,12 @@ impl Traces {
         self.seq += 1;
         if !self.rings.contains_key(&e.trace) && self.rings.len() >= max_ids {
             // evict the trace seen least recently
-            if let Some(oldest) = self.rings.iter().min_by_key(|(_, (s, _))| *s).map(|(k, _)| *k) {
+            if let Some(oldest) = self
+                .rings
+                .iter()
+                .min_by_key(|(_, (s, _))| *s)
+                .map(|(k, _)| *k)
+            {
                 self.rings.remove(&oldest);
             }
         }

@@ -207,7 +207,9 @@ impl Shards {
         let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
         let n = (cpus * 4).clamp(8, 256);
         Shards {
-            shards: (0..n).map(|_| Padded(Mutex::new(Shard::default()))).collect(),
+            shards: (0..n)
+                .map(|_| Padded(Mutex::new(Shard::default())))
+                .collect(),
         }
     }
 

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::error::Error as StdError;
 use std::time::{Duration, SystemTime};
-use tokio_postgres::types::{to_sql_checked, Format, IsNull, ToSql, Type};
+use tokio_postgres::types::{to_sql_checked, Format, FromSql, IsNull, ToSql, Type};
 use tokio_postgres::Client;
 
 /// Where side-channel connections for one database go.
@@ -52,13 +52,13 @@ pub async fn connect(target: &ConnTarget, timeout: Duration) -> Result<Client, E
     if let Some(p) = &target.password {
         cfg.password(p);
     }
-    let (client, conn) = cfg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| ExplainError::Connect {
-            target: format!("{}:{}/{}", target.host, target.port, target.dbname),
-            reason: describe(&e),
-        })?;
+    let (client, conn) =
+        cfg.connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| ExplainError::Connect {
+                target: format!("{}:{}/{}", target.host, target.port, target.dbname),
+                reason: describe(&e),
+            })?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -96,6 +96,26 @@ impl ToSql for RawText<'_> {
     to_sql_checked!();
 }
 
+/// A `json` (or `text`) column as text: EXPLAIN (FORMAT JSON) returns type `json`, whose
+/// binary form is the text itself.
+struct JsonText(String);
+
+impl<'a> FromSql<'a> for JsonText {
+    fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn StdError + Sync + Send>> {
+        // jsonb's binary form starts with a version byte
+        let raw = if *ty == Type::JSONB {
+            raw.get(1..).unwrap_or(&[])
+        } else {
+            raw
+        };
+        Ok(JsonText(std::str::from_utf8(raw)?.to_string()))
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        matches!(*ty, Type::JSON | Type::JSONB | Type::TEXT)
+    }
+}
+
 /// `EXPLAIN (FORMAT JSON)` of `sql` with `params`; with `analyze` (callers guarantee the
 /// statement does not write) inside a read-only transaction that is rolled back.
 pub async fn explain(
@@ -124,10 +144,10 @@ pub async fn explain(
         let _ = client.batch_execute("ROLLBACK").await;
     }
     let row = result.map_err(|e| ExplainError::Explain(describe(&e)))?;
-    let text: String = row
+    let text: JsonText = row
         .try_get(0)
         .map_err(|e| ExplainError::BadPlan(e.to_string()))?;
-    serde_json::from_str(&text).map_err(|e| ExplainError::BadPlan(e.to_string()))
+    serde_json::from_str(&text.0).map_err(|e| ExplainError::BadPlan(e.to_string()))
 }
 
 /// The root plan node of `EXPLAIN (FORMAT JSON)` output.
@@ -176,9 +196,7 @@ pub fn summarize(fingerprint: &str, database: &str, analyzed: bool, plan: Value)
                     schema: n.get("Schema").and_then(Value::as_str).map(str::to_string),
                     filter,
                     plan_rows: n.get("Plan Rows").and_then(Value::as_f64).unwrap_or(0.0),
-                    rows_removed_by_filter: n
-                        .get("Rows Removed by Filter")
-                        .and_then(Value::as_f64),
+                    rows_removed_by_filter: n.get("Rows Removed by Filter").and_then(Value::as_f64),
                 });
             }
         } else if kind == "Sort" {

@@ -292,9 +292,12 @@ impl Insight {
 
     /// Everything `pake report` renders.
     pub fn report(&self, limit: usize) -> ReportData {
+        let queries = self.queries(SortBy::TotalTime, limit, None);
+        // one statement per lock: a guard held across the next call would deadlock
+        let summary = self.agg.lock().summary();
         ReportData {
-            queries: self.queries(SortBy::TotalTime, limit, None),
-            summary: self.agg.lock().summary(),
+            queries,
+            summary,
             slow: self.slow_samples(limit * 2),
             advice: self.last_advice(),
         }
@@ -307,9 +310,7 @@ fn top_n(agg: &Aggregate, sort: SortBy, limit: usize, database: Option<&str>) ->
         .fps
         .values()
         .filter(|e| e.stats.moments.calls > 0)
-        .filter(|e| {
-            database.is_none_or(|d| e.stats.splits.iter().any(|(k, _)| &*k.database == d))
-        })
+        .filter(|e| database.is_none_or(|d| e.stats.splits.iter().any(|(k, _)| &*k.database == d)))
         .map(|e| agg.query_stats(e, all))
         .collect();
     v.sort_by(|a, b| sort.key(b).total_cmp(&sort.key(a)).then(a.id.cmp(&b.id)));

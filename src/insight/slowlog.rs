@@ -126,9 +126,7 @@ const RAW_SAMPLES: usize = 3;
 /// The background task: runs until the engine is dropped.
 pub async fn run(insight: Weak<Insight>, mut rx: mpsc::Receiver<SlowEvent>) {
     let mut conns: HashMap<String, Client> = HashMap::new();
-    let per_minute = insight
-        .upgrade()
-        .map_or(0, |i| i.config.explain_per_minute);
+    let per_minute = insight.upgrade().map_or(0, |i| i.config.explain_per_minute);
     let mut bucket = Bucket {
         per_minute: f64::from(per_minute),
         tokens: f64::from(per_minute),
@@ -197,7 +195,9 @@ async fn capture_plan(ins: &Insight, conns: &mut HashMap<String, Client>, ev: &S
             let c = explain::connect(&target, timeout).await?;
             conns.insert(ev.database.clone(), c);
         }
-        let client = conns.get(&ev.database).ok_or(ExplainError::Timeout(timeout))?;
+        let client = conns
+            .get(&ev.database)
+            .ok_or(ExplainError::Timeout(timeout))?;
         tokio::time::timeout(
             timeout * 2,
             explain::explain(client, &ev.text, &ev.params, analyze),
@@ -231,7 +231,10 @@ mod tests {
             redact_literals("select * from users where email = 'a@b.c' and age > 41 and id = $1"),
             "select * from users where email = ? and age > ? and id = $1"
         );
-        assert_eq!(redact_literals("select t1.c2 from t1"), "select t1.c2 from t1");
+        assert_eq!(
+            redact_literals("select t1.c2 from t1"),
+            "select t1.c2 from t1"
+        );
     }
 
     #[test]

@@ -24,7 +24,10 @@ pub fn new_histogram() -> Histogram<u64> {
     })
 }
 
-#[allow(clippy::panic, reason = "hdrhistogram rejects only sigfig > 5 or low = 0")]
+#[allow(
+    clippy::panic,
+    reason = "hdrhistogram rejects only sigfig > 5 or low = 0"
+)]
 fn unreachable_hist() -> Histogram<u64> {
     panic!("hdrhistogram refused constant, valid bounds")
 }

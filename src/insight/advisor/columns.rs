@@ -231,14 +231,13 @@ pub fn ident(i: &Ident) -> String {
 }
 
 fn object_name(n: &ObjectName) -> (Option<String>, Option<String>) {
-    let parts: Vec<String> = n
-        .0
-        .iter()
-        .filter_map(|p| match p {
-            ObjectNamePart::Identifier(i) => Some(ident(i)),
-            _ => None,
-        })
-        .collect();
+    let parts: Vec<String> =
+        n.0.iter()
+            .filter_map(|p| match p {
+                ObjectNamePart::Identifier(i) => Some(ident(i)),
+                _ => None,
+            })
+            .collect();
     let name = parts.last().cloned();
     let schema = (parts.len() >= 2).then(|| parts[parts.len() - 2].clone());
     (schema, name)
@@ -295,7 +294,10 @@ mod tests {
             "select o.id from orders o join Customers c on c.id = o.customer_id \
              where c.email = $1 and o.created > now() - interval '1 day' order by o.created",
         );
-        assert!(u.contains(&("email".into(), t("customers"), How::Eq)), "{u:?}");
+        assert!(
+            u.contains(&("email".into(), t("customers"), How::Eq)),
+            "{u:?}"
+        );
         assert!(u.contains(&("customer_id".into(), t("orders"), How::Join)));
         assert!(u.contains(&("id".into(), t("customers"), How::Join)));
         assert!(u.contains(&("created".into(), t("orders"), How::Range)));

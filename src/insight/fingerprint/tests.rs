@@ -155,7 +155,8 @@ fn different_structure_different_fingerprint() {
 
 #[test]
 fn text_has_no_client_values() {
-    let f = fp("select * from users where email = 'alice@example.com' and age > 41 and id in (7, 8)");
+    let f =
+        fp("select * from users where email = 'alice@example.com' and age > 41 and id in (7, 8)");
     assert_eq!(f.source, Source::Ast);
     assert!(!f.text.contains("alice"), "{}", f.text);
     assert!(!f.text.contains("41"), "{}", f.text);

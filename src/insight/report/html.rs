@@ -300,9 +300,6 @@ mod tests {
 
     #[test]
     fn escaping() {
-        assert_eq!(
-            esc("<b a=\"1\">&'"),
-            "&lt;b a=&quot;1&quot;&gt;&amp;&#39;"
-        );
+        assert_eq!(esc("<b a=\"1\">&'"), "&lt;b a=&quot;1&quot;&gt;&amp;&#39;");
     }
 }
