@@ -73,22 +73,13 @@ impl Traces {
     }
 }
 
-/// Counters of the engine itself.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct Counters {
-    pub evicted: u64,
-    pub dropped: u64,
-    pub slow: u64,
-    pub slow_dropped: u64,
-    pub explains: u64,
-    pub explain_errors: u64,
-}
-
 #[derive(Default)]
 pub struct Aggregate {
     pub fps: HashMap<u64, Entry>,
     pub traces: Traces,
-    pub counters: Counters,
+    /// The engine's own counters (evicted, dropped, slow, explains…); the other fields of
+    /// this `Summary` are computed by [`Aggregate::summary`].
+    pub counters: Summary,
 }
 
 impl Aggregate {
@@ -175,14 +166,11 @@ impl Aggregate {
     pub fn summary(&self) -> Summary {
         let mut s = Summary {
             fingerprints: self.fps.len(),
-            evicted: self.counters.evicted,
-            dropped: self.counters.dropped,
-            slow: self.counters.slow,
-            slow_dropped: self.counters.slow_dropped,
-            explains: self.counters.explains,
-            explain_errors: self.counters.explain_errors,
+            calls: 0,
+            errors: 0,
+            total_ms: 0.0,
             at_ms: unix_ms(SystemTime::now()),
-            ..Summary::default()
+            ..self.counters.clone()
         };
         for e in self.fps.values() {
             s.calls += e.stats.moments.calls;

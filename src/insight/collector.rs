@@ -166,8 +166,8 @@ impl Shard {
             r.transaction = ev.transaction;
             r.in_transaction = 0;
         }
-        r.in_transaction += 1;
-        r.runs += 1;
+        r.in_transaction = r.in_transaction.saturating_add(1);
+        r.runs = r.runs.saturating_add(1);
         if r.in_transaction > r.max_in_transaction {
             r.max_in_transaction = r.in_transaction;
             r.max_transaction = r.transaction;

@@ -76,19 +76,10 @@ pub fn markdown(d: &ReportData) -> String {
     for (i, q) in d.queries.iter().enumerate() {
         let _ = writeln!(
             m,
-            "| {} | `{}` | {} | {:.1} | {:.1}% | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} |",
+            "| {} | `{}` | {} |",
             i + 1,
             md_cell(&short(&q.query, 100)),
-            q.calls,
-            q.total_ms,
-            q.time_share * 100.0,
-            q.mean_ms,
-            q.p50_ms,
-            q.p95_ms,
-            q.p99_ms,
-            q.p999_ms,
-            q.errors,
-            q.rows
+            stat_cells(q).join(" | ")
         );
     }
     markdown_advice(d, &mut m);
@@ -146,6 +137,23 @@ fn markdown_advice(d: &ReportData, m: &mut String) {
             );
         }
     }
+}
+
+/// The numbers of a top-queries row, formatted: calls, total ms, share, mean, p50, p95,
+/// p99, p99.9, errors, rows (the Markdown and HTML tables show the same columns).
+pub fn stat_cells(q: &QueryStats) -> [String; 10] {
+    [
+        q.calls.to_string(),
+        format!("{:.1}", q.total_ms),
+        format!("{:.1}%", q.time_share * 100.0),
+        format!("{:.2}", q.mean_ms),
+        format!("{:.2}", q.p50_ms),
+        format!("{:.2}", q.p95_ms),
+        format!("{:.2}", q.p99_ms),
+        format!("{:.2}", q.p999_ms),
+        q.errors.to_string(),
+        q.rows.to_string(),
+    ]
 }
 
 /// A one-line text summary per query (for `pake observability --metrics`).

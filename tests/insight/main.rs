@@ -8,4 +8,5 @@ mod advisor;
 mod api;
 mod explain_safety;
 mod latency;
+mod load;
 mod statements;

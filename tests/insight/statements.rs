@@ -1,6 +1,6 @@
 //! Fingerprints, exact call/error/row counts, splits, N+1 and traces from real executions.
 
-use crate::harness::{Rig, Who};
+use crate::harness::{Outcome, Rig, Who};
 use pake::insight::model::SortBy;
 use pake::insight::{fingerprint, Fingerprint, QueryEvent, Route};
 use std::time::Duration;
@@ -16,6 +16,13 @@ async fn seed(rig: &Rig) {
         .expect("seed");
 }
 
+/// `select v from t where id = $1` with an int4 parameter.
+async fn by_id(rig: &mut Rig, c: &tokio_postgres::Client, id: i32, who: Who<'_>) -> Outcome {
+    let s = id.to_string();
+    rig.exec(c, "select v from t where id = $1", &[&id], &[Some(&s)], who)
+        .await
+}
+
 #[tokio::test]
 async fn constants_share_a_fingerprint_and_counts_are_exact() {
     let mut rig = Rig::default().await;
@@ -24,26 +31,14 @@ async fn constants_share_a_fingerprint_and_counts_are_exact() {
     let who = Who::default();
     let mut eq = Vec::new();
     // one logical statement: literals, an int4 and an int8 parameter, a cast literal
-    eq.push(
-        rig.exec(&c, "select v from t where id = 5", &[], &[], who)
-            .await,
-    );
-    eq.push(
-        rig.exec(&c, "SELECT v  FROM t WHERE id = 77 -- again", &[], &[], who)
-            .await,
-    );
+    for sql in [
+        "select v from t where id = 5",
+        "SELECT v  FROM t WHERE id = 77 -- again",
+    ] {
+        eq.push(rig.exec(&c, sql, &[], &[], who).await);
+    }
     for id in [7i32, 8, 9] {
-        let s = id.to_string();
-        eq.push(
-            rig.exec(
-                &c,
-                "select v from t where id = $1",
-                &[&id],
-                &[Some(&s)],
-                who,
-            )
-            .await,
-        );
+        eq.push(by_id(&mut rig, &c, id, who).await);
     }
     eq.push(
         rig.exec(
@@ -64,14 +59,12 @@ async fn constants_share_a_fingerprint_and_counts_are_exact() {
     }
     // IN lists of any length and = ANY(array): another logical statement
     let mut lists = Vec::new();
-    lists.push(
-        rig.exec(&c, "select v from t where id in (1, 2, 3)", &[], &[], who)
-            .await,
-    );
-    lists.push(
-        rig.exec(&c, "select v from t where id in (4, 5)", &[], &[], who)
-            .await,
-    );
+    for sql in [
+        "select v from t where id in (1, 2, 3)",
+        "select v from t where id in (4, 5)",
+    ] {
+        lists.push(rig.exec(&c, sql, &[], &[], who).await);
+    }
     let arr = vec![10i32, 11];
     lists.push(
         rig.exec(
@@ -153,15 +146,7 @@ async fn splits_by_database_user_application_and_sorting() {
                 ..Who::default()
             };
             let id = i + 1;
-            let s = id.to_string();
-            rig.exec(
-                &c,
-                "select v from t where id = $1",
-                &[&id],
-                &[Some(&s)],
-                who,
-            )
-            .await;
+            by_id(&mut rig, &c, id, who).await;
         }
     }
     rig.exec(
@@ -222,17 +207,7 @@ async fn n_plus_one_in_a_transaction_and_trace_listing() {
         .await;
     let mut child = None;
     for id in 1..=30i32 {
-        let s = id.to_string();
-        child = Some(
-            rig.exec(
-                &c,
-                "select v from t where id = $1",
-                &[&id],
-                &[Some(&s)],
-                who,
-            )
-            .await,
-        );
+        child = Some(by_id(&mut rig, &c, id, who).await);
     }
     c.batch_execute("COMMIT").await.expect("commit");
     rig.commit();

@@ -2,7 +2,7 @@
 //! external asset) a DBA opens from disk. Charts: share of total time per top query, and a
 //! latency histogram per top query. Every piece of text from the data is HTML-escaped.
 
-use super::short;
+use super::{short, stat_cells};
 use crate::insight::model::{QueryStats, ReportData};
 use std::fmt::Write;
 
@@ -62,24 +62,15 @@ fn top_table(queries: &[QueryStats], h: &mut String) {
     for (i, q) in queries.iter().enumerate() {
         let _ = write!(
             h,
-            "<tr><td><a href=\"#q-{id}\">{n}</a></td><td class=\"q\">{text}</td><td>{}</td>\
-             <td>{:.1}</td><td>{:.1}%</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}</td>\
-             <td>{:.2}</td><td>{}</td><td>{}</td><td>{:.1}</td></tr>",
-            q.calls,
-            q.total_ms,
-            q.time_share * 100.0,
-            q.mean_ms,
-            q.p50_ms,
-            q.p95_ms,
-            q.p99_ms,
-            q.p999_ms,
-            q.errors,
-            q.rows,
-            q.wait_total_ms,
+            "<tr><td><a href=\"#q-{id}\">{n}</a></td><td class=\"q\">{text}</td>",
             id = esc(&q.id),
             n = i + 1,
             text = esc(&short(&q.query, 160)),
         );
+        for cell in stat_cells(q) {
+            let _ = write!(h, "<td>{cell}</td>");
+        }
+        let _ = write!(h, "<td>{:.1}</td></tr>", q.wait_total_ms);
     }
     h.push_str("</table>");
 }
