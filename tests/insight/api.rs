@@ -127,12 +127,17 @@ async fn api_report_in_a_browser_and_observability() {
     assert!(get(&base, &format!("/api/queries/{heavy}")).await.is_ok());
     assert!(get(&base, "/api/traces/xyz").await.is_err());
 
-    // pake report writes three files; the HTML renders with the top query and its chart
+    check_report(&base, &heavy).await;
+    check_observability(&base, &heavy).await;
+}
+
+/// `pake report` writes three files; the HTML renders with the top query and its chart.
+async fn check_report(base: &str, heavy: &str) {
     let dir = tempfile::tempdir().expect("out dir");
     let out = pake(vec![
         "report".into(),
         "--admin".into(),
-        base.clone(),
+        base.to_string(),
         "--out".into(),
         dir.path().display().to_string(),
     ])
@@ -162,12 +167,14 @@ async fn api_report_in_a_browser_and_observability() {
     );
     assert!(dom.contains("id=\"share-chart\""));
     assert!(dom.contains(TRACE), "slow samples carry the trace id");
+}
 
-    // pake observability: the statements of one trace, and the top fingerprints
+/// `pake observability`: the statements of one trace, and the top fingerprints.
+async fn check_observability(base: &str, heavy: &str) {
     let out = pake(vec![
         "observability".into(),
         "--admin".into(),
-        base.clone(),
+        base.to_string(),
         "--metrics".into(),
         format!("--trace-id={TRACE}"),
     ])
@@ -182,6 +189,6 @@ async fn api_report_in_a_browser_and_observability() {
         text.contains(&format!("trace {TRACE}: 3 statement(s)")),
         "{text}"
     );
-    assert!(text.contains(&heavy));
+    assert!(text.contains(heavy));
     assert!(text.contains("select name from items where id = ?"));
 }

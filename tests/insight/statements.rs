@@ -101,6 +101,11 @@ async fn constants_share_a_fingerprint_and_counts_are_exact() {
     assert_eq!(eq[6].error.as_deref(), Some("22P02"));
     assert_eq!(missing.error.as_deref(), Some("42P01"));
 
+    check_counts(&rig, fp_eq, fp_in, missing.fingerprint.id);
+}
+
+/// Calls, errors by SQLSTATE, rows and wait of the statements sent above, exactly.
+fn check_counts(rig: &Rig, fp_eq: u64, fp_in: u64, fp_missing: u64) {
     let hex = |id: u64| format!("{id:016x}");
     let q = rig.insight.query(&hex(fp_eq)).expect("recorded");
     assert_eq!(q.calls, 8);
@@ -116,10 +121,7 @@ async fn constants_share_a_fingerprint_and_counts_are_exact() {
     assert_eq!(q.rows, 6, "one row per successful lookup");
     let l = rig.insight.query(&hex(fp_in)).expect("recorded");
     assert_eq!((l.calls, l.errors, l.rows), (3, 0, 7));
-    let m = rig
-        .insight
-        .query(&hex(missing.fingerprint.id))
-        .expect("recorded");
+    let m = rig.insight.query(&hex(fp_missing)).expect("recorded");
     assert_eq!((m.calls, m.errors), (1, 1));
     assert_eq!(m.errors_by_sqlstate[0].sqlstate, "42P01");
     let summary = rig.insight.summary();
