@@ -152,6 +152,10 @@ async fn check_report(base: &str, heavy: &str) {
     }
     let md = std::fs::read_to_string(dir.path().join("report.md")).expect("md");
     assert!(md.contains("select pg_sleep(?)"));
+    if let Ok(keep) = std::env::var("PAKE_KEEP_REPORT") {
+        // for a look by eye: PAKE_KEEP_REPORT=/tmp/x.html cargo test --test insight api
+        let _ = std::fs::copy(dir.path().join("report.html"), keep);
+    }
     let dom = dump_dom(&dir.path().join("report.html"));
     assert!(dom.contains("Pake query report"), "{dom}");
     assert!(dom.contains("select pg_sleep(?), count(*) from items where name like ?"));

@@ -116,7 +116,7 @@ pub fn histogram_chart(q: &QueryStats) -> String {
     };
     let (width, height, base) = (640usize, 200usize, 170usize);
     let max = buckets.iter().map(|b| b.count).max().unwrap_or(1).max(1);
-    let bw = (width - 20) / buckets.len().max(1);
+    let bw = ((width - 20) / buckets.len().max(1)).min(60);
     let mut s = format!(
         "<svg class=\"latency-histogram\" id=\"hist-{id}\" xmlns=\"http://www.w3.org/2000/svg\" \
          width=\"{width}\" height=\"{height}\" role=\"img\" aria-label=\"latency histogram\">\
