@@ -19,6 +19,8 @@ have promtool || need+=(prometheus)
 have curl || need+=(curl)
 have python3 || need+=(python3)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv) # check-deploy's validators
+# headless browser: the insight tests open the HTML report in it
+have chromium || need+=(chromium)
 have cc || need+=(build-essential)
 
 if [ ${#need[@]} -gt 0 ]; then

@@ -14,6 +14,7 @@ pub mod app;
 pub mod config;
 pub mod demo;
 pub mod faults;
+pub mod insight;
 pub mod lab;
 pub mod obs;
 pub mod ops;

@@ -34,7 +34,41 @@ enum Command {
     Lab(pake::lab::cli::LabArgs),
     /// For orchestrators: `--health-check` probes every backend and Pake's own listeners.
     Orchestration(OrchestrationArgs),
+    /// Write the query report (Markdown, JSON, HTML) from a running Pake's admin API.
+    Report(ReportArgs),
+    /// Show query insight from a running Pake: top fingerprints, statements of one trace.
+    Observability(ObservabilityArgs),
 }
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Admin HTTP address of the running Pake.
+    #[arg(long, default_value = "http://127.0.0.1:9930")]
+    admin: String,
+    /// Directory for report.md, report.json and report.html.
+    #[arg(long, default_value = "pake-report")]
+    out: PathBuf,
+    /// Top queries to include.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+}
+
+#[derive(Args)]
+struct ObservabilityArgs {
+    /// Admin HTTP address of the running Pake.
+    #[arg(long, default_value = "http://127.0.0.1:9930")]
+    admin: String,
+    /// Print the top fingerprints with their latency percentiles.
+    #[arg(long)]
+    metrics: bool,
+    /// List the statements seen under this trace id (32 hex digits, from sqlcommenter).
+    #[arg(long)]
+    trace_id: Option<String>,
+    /// Top fingerprints to print.
+    #[arg(long, default_value_t = 20)]
+    limit: usize,
+}
+
 
 #[derive(Args)]
 struct OrchestrationArgs {
@@ -136,6 +170,17 @@ fn main() -> ExitCode {
         Command::Demo(args) => pake::demo::run(args),
         Command::Lab(args) => pake::lab::cli::run(args),
         Command::Orchestration(args) => health_check(args),
+        Command::Report(a) => pake::insight::cli::report(&a.admin, &a.out, a.limit)
+            .map(|files| files.iter().for_each(|f| println!("{}", f.display())))
+            .map_err(Into::into),
+        Command::Observability(a) => pake::insight::cli::observability(
+            &a.admin,
+            a.metrics || a.trace_id.is_none(),
+            a.trace_id.as_deref(),
+            a.limit,
+        )
+        .map(|text| print!("{text}"))
+        .map_err(Into::into),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

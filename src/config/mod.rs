@@ -36,6 +36,9 @@ pub struct Config {
     /// TLS towards clients and towards servers.
     #[serde(default)]
     pub tls: crate::tls::TlsConfig,
+    /// Query insight: per-statement statistics, slow-query plans, index advice.
+    #[serde(default)]
+    pub insight: crate::insight::config::InsightConfig,
 }
 
 /// How reads are sent to replicas, and when a replica is trusted.
@@ -592,6 +595,7 @@ impl Config {
                 ));
             }
         }
+        errs.extend(self.insight.validate());
         if errs.is_empty() {
             Ok(())
         } else {
@@ -951,5 +955,7 @@ pool_size = 9
         let c = Config::parse(text).unwrap();
         c.validate().unwrap();
         assert!(c.databases.len() >= 2 && c.users.len() >= 2);
+        assert_eq!(c.insight.slow_query_threshold, Dur::millis(250));
+        assert!(c.insight.redact_parameters);
     }
 }

@@ -1,0 +1,182 @@
+//! The DBA report from [`ReportData`]: Markdown (for tickets and chat), JSON (for tools) and a
+//! self-contained HTML page (inline CSS and SVG charts, no external assets, so it opens from a
+//! file anywhere) — see [`html`].
+
+pub mod html;
+
+use super::model::{QueryStats, ReportData};
+use std::fmt::Write;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot encode the report: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Write `report.md`, `report.json` and `report.html` into `dir`; returns their paths.
+pub fn write_all(data: &ReportData, dir: &Path) -> Result<Vec<PathBuf>, ReportError> {
+    let files = [
+        ("report.md", markdown(data)),
+        ("report.json", serde_json::to_string_pretty(data)?),
+        ("report.html", html::render(data)),
+    ];
+    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
+        path: dir.display().to_string(),
+        source,
+    })?;
+    let mut out = Vec::new();
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::write(&path, text).map_err(|source| ReportError::Write {
+            path: path.display().to_string(),
+            source,
+        })?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+/// Short label of a query for tables and charts.
+pub fn short(q: &str, n: usize) -> String {
+    let one_line: String = q.split_whitespace().collect::<Vec<_>>().join(" ");
+    if one_line.chars().count() <= n {
+        one_line
+    } else {
+        let cut: String = one_line.chars().take(n.saturating_sub(1)).collect();
+        format!("{cut}…")
+    }
+}
+
+fn md_cell(s: &str) -> String {
+    s.replace('|', "\\|").replace('`', "'")
+}
+
+/// The report as Markdown.
+pub fn markdown(d: &ReportData) -> String {
+    let s = &d.summary;
+    let mut m = String::new();
+    let _ = writeln!(m, "# Pake query report\n");
+    let _ = writeln!(
+        m,
+        "{} statement(s) in {} fingerprint(s), {:.1} ms total execution time, {} error(s), {} slow.\n",
+        s.calls, s.fingerprints, s.total_ms, s.errors, s.slow
+    );
+    let _ = writeln!(m, "## Top queries by total time\n");
+    let _ = writeln!(
+        m,
+        "| # | query | calls | total ms | share | mean ms | p50 | p95 | p99 | p99.9 | errors | rows |"
+    );
+    let _ = writeln!(m, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (i, q) in d.queries.iter().enumerate() {
+        let _ = writeln!(
+            m,
+            "| {} | `{}` | {} |",
+            i + 1,
+            md_cell(&short(&q.query, 100)),
+            stat_cells(q).join(" | ")
+        );
+    }
+    markdown_advice(d, &mut m);
+    if !d.slow.is_empty() {
+        let _ = writeln!(m, "\n## Slow samples\n");
+        let _ = writeln!(m, "| ms | database | client | trace id | statement |");
+        let _ = writeln!(m, "|---|---|---|---|---|");
+        for s in &d.slow {
+            let _ = writeln!(
+                m,
+                "| {:.1} | {} | {} | {} | `{}` |",
+                s.duration_ms,
+                md_cell(&s.database),
+                md_cell(&s.client_addr),
+                s.trace_id.as_deref().unwrap_or(""),
+                md_cell(&short(&s.text, 100))
+            );
+        }
+    }
+    m
+}
+
+fn markdown_advice(d: &ReportData, m: &mut String) {
+    let _ = writeln!(m, "\n## Index advice\n");
+    if d.advice.indexes.is_empty() {
+        let _ = writeln!(m, "No index would clearly help.");
+    }
+    for a in &d.advice.indexes {
+        let _ = writeln!(
+            m,
+            "- `{}` — saves ~{:.0}% plan cost ({:.0} → {:.0}), ~{:.1} ms of execution so far{}; fingerprints {}. {}",
+            a.sql,
+            a.saving * 100.0,
+            a.cost_before,
+            a.cost_after,
+            a.est_time_saved_ms,
+            if a.validated { ", validated with hypopg" } else { ", NOT validated" },
+            a.fingerprints.join(", "),
+            a.reason
+        );
+    }
+    for n in &d.advice.notes {
+        let _ = writeln!(m, "- note: {n}");
+    }
+    if !d.advice.n_plus_one.is_empty() {
+        let _ = writeln!(m, "\n## N+1 patterns\n");
+        for n in &d.advice.n_plus_one {
+            let _ = writeln!(
+                m,
+                "- `{}`: up to {} runs in one transaction, {} in one burst ({} occurrence(s))",
+                md_cell(&short(&n.query, 100)),
+                n.max_per_transaction,
+                n.max_burst,
+                n.occurrences
+            );
+        }
+    }
+}
+
+/// The numbers of a top-queries row, formatted: calls, total ms, share, mean, p50, p95,
+/// p99, p99.9, errors, rows (the Markdown and HTML tables show the same columns).
+pub fn stat_cells(q: &QueryStats) -> [String; 10] {
+    [
+        q.calls.to_string(),
+        format!("{:.1}", q.total_ms),
+        format!("{:.1}%", q.time_share * 100.0),
+        format!("{:.2}", q.mean_ms),
+        format!("{:.2}", q.p50_ms),
+        format!("{:.2}", q.p95_ms),
+        format!("{:.2}", q.p99_ms),
+        format!("{:.2}", q.p999_ms),
+        q.errors.to_string(),
+        q.rows.to_string(),
+    ]
+}
+
+/// A one-line text summary per query (for `pake observability --metrics`).
+pub fn text_table(queries: &[QueryStats]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<16} {:>8} {:>11} {:>9} {:>9} {:>9} {:>6}  query",
+        "fingerprint", "calls", "total_ms", "mean_ms", "p95_ms", "p99_ms", "errors"
+    );
+    for q in queries {
+        let _ = writeln!(
+            out,
+            "{:<16} {:>8} {:>11.1} {:>9.2} {:>9.2} {:>9.2} {:>6}  {}",
+            q.id,
+            q.calls,
+            q.total_ms,
+            q.mean_ms,
+            q.p95_ms,
+            q.p99_ms,
+            q.errors,
+            short(&q.query, 80)
+        );
+    }
+    out
+}

@@ -1,0 +1,167 @@
+//! Index advice on a seeded schema: the missing index is proposed and hypopg (and then the
+//! real index) confirms the saving; an indexed filter column and a tiny table get nothing;
+//! without hypopg the advice is still given, marked unvalidated.
+
+use crate::harness::{eventually, Rig, Who};
+use pake::insight::explain;
+use tokio_postgres::Client;
+
+const SCHEMA: &str = "
+    CREATE TABLE orders (id serial PRIMARY KEY, customer_id int NOT NULL, status text NOT NULL,
+                         created timestamptz NOT NULL DEFAULT now());
+    INSERT INTO orders (customer_id, status)
+      SELECT g % 5000, CASE WHEN g % 10 = 0 THEN 'open' ELSE 'done' END
+      FROM generate_series(1, 100000) g;
+    CREATE TABLE accounts (id serial PRIMARY KEY, email text NOT NULL, plan text);
+    INSERT INTO accounts (email, plan) SELECT 'user' || g || '@example.com', 'free'
+      FROM generate_series(1, 50000) g;
+    CREATE INDEX accounts_email ON accounts (email);
+    CREATE TABLE tiny (id int, k int);
+    INSERT INTO tiny SELECT g, g % 7 FROM generate_series(1, 100) g;
+    ANALYZE;";
+
+/// Run the workload on `db`; returns the fingerprint ids (orders, accounts, tiny).
+async fn workload(rig: &mut Rig, c: &Client, db: &str) -> [String; 3] {
+    let who = Who {
+        database: db,
+        ..Who::default()
+    };
+    let mut orders = String::new();
+    for cid in [42i32, 43, 44] {
+        let s = cid.to_string();
+        let o = rig
+            .exec(
+                c,
+                "select id, status from orders where customer_id = $1",
+                &[&cid],
+                &[Some(&s)],
+                who,
+            )
+            .await;
+        assert!(o.error.is_none(), "{:?}", o.error);
+        orders = format!("{:016x}", o.fingerprint.id);
+    }
+    let a = rig
+        .exec(
+            c,
+            "select id from accounts where email = 'user7@example.com'",
+            &[],
+            &[],
+            who,
+        )
+        .await;
+    let t = rig
+        .exec(c, "select * from tiny where k = 3", &[], &[], who)
+        .await;
+    let ids = [
+        orders,
+        format!("{:016x}", a.fingerprint.id),
+        format!("{:016x}", t.fingerprint.id),
+    ];
+    for id in &ids {
+        let ins = rig.insight.clone();
+        eventually(|| ins.plan(id)).await;
+    }
+    ids
+}
+
+async fn cost(c: &Client, sql: &str) -> (f64, Vec<String>) {
+    let plan = explain::explain(c, sql, &[], false).await.expect("explain");
+    (
+        explain::total_cost(&plan).unwrap_or(0.0),
+        explain::index_names(&plan),
+    )
+}
+
+#[tokio::test]
+async fn proposes_the_missing_index_and_nothing_where_covered() {
+    let mut rig = Rig::default().await;
+    let c = rig.client("postgres").await;
+    c.batch_execute(SCHEMA).await.expect("seed");
+    let [orders, accounts, tiny] = workload(&mut rig, &c, "postgres").await;
+    // the captured plan shows why: a filtered sequential scan of orders
+    let plan = rig.insight.plan(&orders).expect("captured");
+    assert_eq!(plan.seq_scans.len(), 1);
+    assert_eq!(plan.seq_scans[0].relation, "orders");
+    assert!(!plan.analyzed);
+
+    let advice = rig.insight.advise().await.expect("advisor runs");
+    assert_eq!(advice.indexes.len(), 1, "{advice:#?}");
+    let a = &advice.indexes[0];
+    assert_eq!(
+        a.sql,
+        "CREATE INDEX CONCURRENTLY ON public.orders (customer_id);"
+    );
+    assert_eq!(a.columns, vec!["customer_id".to_string()]);
+    assert!(a.validated);
+    assert_eq!(a.fingerprints, vec![orders.clone()]);
+    assert!(
+        a.saving >= 0.5 && a.cost_after < a.cost_before * 0.5,
+        "{a:?}"
+    );
+    assert!(a.est_time_saved_ms > 0.0);
+    assert!(!a.fingerprints.contains(&accounts) && !a.fingerprints.contains(&tiny));
+    assert!(
+        advice
+            .notes
+            .iter()
+            .any(|n| n.contains("validated with hypopg")),
+        "{:?}",
+        advice.notes
+    );
+
+    // hypopg, asked directly, agrees; then the real index delivers the saving
+    let q = "select id, status from orders where customer_id = 42";
+    let (before, _) = cost(&c, q).await;
+    c.query_one(
+        "SELECT * FROM hypopg_create_index('CREATE INDEX ON orders (customer_id)')",
+        &[],
+    )
+    .await
+    .expect("hypopg");
+    let (hypo, used) = cost(&c, q).await;
+    assert!(
+        hypo < before * 0.5 && used.iter().any(|n| n.contains("btree_orders_customer_id")),
+        "{before} {hypo} {used:?}"
+    );
+    c.batch_execute("SELECT hypopg_reset()")
+        .await
+        .expect("reset");
+    c.batch_execute(&a.sql)
+        .await
+        .expect("the advice runs as is");
+    let (real, _) = cost(&c, q).await;
+    assert!(real < before * 0.5, "{before} -> {real}");
+    // covered now: asking again proposes nothing
+    let again = rig.insight.advise().await.expect("advisor runs");
+    assert!(again.indexes.is_empty(), "{:#?}", again.indexes);
+}
+
+#[tokio::test]
+async fn without_hypopg_advice_is_inferred_and_marked_unvalidated() {
+    let mut rig = Rig::default().await;
+    rig.client("postgres")
+        .await
+        .batch_execute("CREATE DATABASE nohypo")
+        .await
+        .expect("create db");
+    rig.register("nohypo");
+    let c = rig.client("nohypo").await;
+    c.batch_execute(SCHEMA).await.expect("seed");
+    let [orders, ..] = workload(&mut rig, &c, "nohypo").await;
+    let advice = rig.insight.advise().await.expect("advisor runs");
+    assert_eq!(advice.indexes.len(), 1, "{advice:#?}");
+    let a = &advice.indexes[0];
+    assert_eq!(a.database, "nohypo");
+    assert_eq!(a.columns, vec!["customer_id".to_string()]);
+    assert!(!a.validated);
+    assert_eq!(a.fingerprints, vec![orders]);
+    assert!(
+        advice
+            .notes
+            .iter()
+            .any(|n| n.starts_with("nohypo:") && n.contains("not created")),
+        "{:?}",
+        advice.notes
+    );
+}
