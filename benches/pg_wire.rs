@@ -56,7 +56,10 @@ fn framing(c: &mut Criterion) {
     g.bench_function("simple_query_response", |b| {
         let mut replies = Replies::default();
         b.iter(|| {
-            replies.push(Expect::Ready { swallow: false });
+            replies.push(Expect::Ready {
+                swallow: false,
+                stmt: true,
+            });
             let mut fx = Effects::default();
             let mut pos = 0;
             while let Ok(Some((tag, len))) = wire::frame_header(&r[pos..], usize::MAX) {

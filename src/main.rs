@@ -69,7 +69,6 @@ struct ObservabilityArgs {
     limit: usize,
 }
 
-
 #[derive(Args)]
 struct OrchestrationArgs {
     /// Check backends and Pake's listeners; exit non-zero, one line per failure, if one is down.

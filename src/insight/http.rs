@@ -11,7 +11,9 @@
 //! | `GET /api/traces/{trace_id}` | statements seen under one trace id |
 //! | `GET /api/report?limit=N` | everything `pake report` renders |
 
-use super::model::SortBy;
+use super::model::{
+    AdviceReport, CapturedPlan, QueryStats, ReportData, SlowSample, SortBy, TraceStatement,
+};
 use super::{Insight, InsightError};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -36,11 +38,20 @@ pub fn routes(insight: Arc<Insight>) -> Router {
         .with_state(insight)
 }
 
-#[derive(Deserialize)]
-struct ListParams {
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ListParams {
+    /// `total_time` (default), `calls`, `p99`, `mean` or `errors`.
     sort: Option<String>,
+    /// Rows to return (1 to 1000, default 50).
     limit: Option<usize>,
+    /// Only this database.
     database: Option<String>,
+}
+
+/// An error answer of the insight API.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct InsightApiError {
+    pub error: String,
 }
 
 fn limit(l: Option<usize>, default: usize) -> usize {
@@ -55,7 +66,10 @@ fn error(status: StatusCode, msg: impl std::fmt::Display) -> Response {
         .into_response()
 }
 
-async fn queries(State(ins): State<Arc<Insight>>, Query(p): Query<ListParams>) -> Response {
+/// Fingerprints with their statistics, sorted.
+#[utoipa::path(get, path = "/api/queries", tag = "insight", params(ListParams),
+    responses((status = 200, body = [QueryStats]), (status = 400, body = InsightApiError)))]
+pub async fn queries(State(ins): State<Arc<Insight>>, Query(p): Query<ListParams>) -> Response {
     let sort = match p.sort.as_deref().map(str::parse::<SortBy>).transpose() {
         Ok(s) => s.unwrap_or_default(),
         Err(e) => return error(StatusCode::BAD_REQUEST, e),
@@ -63,41 +77,63 @@ async fn queries(State(ins): State<Arc<Insight>>, Query(p): Query<ListParams>) -
     Json(ins.queries(sort, limit(p.limit, 50), p.database.as_deref())).into_response()
 }
 
-async fn query(State(ins): State<Arc<Insight>>, Path(id): Path<String>) -> Response {
+/// One fingerprint, with its splits and latency histogram.
+#[utoipa::path(get, path = "/api/queries/{id}", tag = "insight",
+    params(("id" = String, Path, description = "Fingerprint id (16 hex digits)")),
+    responses((status = 200, body = QueryStats), (status = 404, body = InsightApiError)))]
+pub async fn query(State(ins): State<Arc<Insight>>, Path(id): Path<String>) -> Response {
     match ins.query(&id) {
         Ok(q) => Json(q).into_response(),
         Err(e) => error(StatusCode::NOT_FOUND, e),
     }
 }
 
-async fn plan(State(ins): State<Arc<Insight>>, Path(id): Path<String>) -> Response {
+/// The plan captured for a slow fingerprint (EXPLAIN FORMAT JSON).
+#[utoipa::path(get, path = "/api/queries/{id}/plan", tag = "insight",
+    params(("id" = String, Path, description = "Fingerprint id (16 hex digits)")),
+    responses((status = 200, body = CapturedPlan), (status = 404, body = InsightApiError)))]
+pub async fn plan(State(ins): State<Arc<Insight>>, Path(id): Path<String>) -> Response {
     match ins.plan(&id) {
         Some(p) => Json(p).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no plan captured for {id}")),
     }
 }
 
-#[derive(Deserialize)]
-struct LimitParam {
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct LimitParam {
+    /// Rows to return (1 to 1000).
     limit: Option<usize>,
 }
 
-async fn slow(State(ins): State<Arc<Insight>>, Query(p): Query<LimitParam>) -> Response {
+/// Recent slow-query samples (parameters redacted unless configured otherwise).
+#[utoipa::path(get, path = "/api/slow", tag = "insight", params(LimitParam),
+    responses((status = 200, body = [SlowSample])))]
+pub async fn slow(State(ins): State<Arc<Insight>>, Query(p): Query<LimitParam>) -> Response {
     Json(ins.slow_samples(limit(p.limit, 50))).into_response()
 }
 
-async fn advice(State(ins): State<Arc<Insight>>) -> Response {
+/// The last index advice and N+1 findings.
+#[utoipa::path(get, path = "/api/advice", tag = "insight",
+    responses((status = 200, body = AdviceReport)))]
+pub async fn advice(State(ins): State<Arc<Insight>>) -> Response {
     Json(ins.last_advice()).into_response()
 }
 
-async fn run_advice(State(ins): State<Arc<Insight>>) -> Response {
+/// Run the index advisor now (hypopg-validated where available).
+#[utoipa::path(post, path = "/api/advice", tag = "insight",
+    responses((status = 200, body = AdviceReport), (status = 502, body = InsightApiError)))]
+pub async fn run_advice(State(ins): State<Arc<Insight>>) -> Response {
     match ins.advise().await {
         Ok(a) => Json(a).into_response(),
         Err(e) => error(StatusCode::BAD_GATEWAY, e),
     }
 }
 
-async fn trace(State(ins): State<Arc<Insight>>, Path(id): Path<String>) -> Response {
+/// Statements seen under one trace id (sqlcommenter traceparent).
+#[utoipa::path(get, path = "/api/traces/{trace_id}", tag = "insight",
+    params(("trace_id" = String, Path, description = "32 hex digits")),
+    responses((status = 200, body = [TraceStatement]), (status = 400, body = InsightApiError)))]
+pub async fn trace(State(ins): State<Arc<Insight>>, Path(id): Path<String>) -> Response {
     match ins.trace(&id) {
         Ok(t) => Json(t).into_response(),
         Err(e @ InsightError::BadTraceId(_)) => error(StatusCode::BAD_REQUEST, e),
@@ -105,6 +141,9 @@ async fn trace(State(ins): State<Arc<Insight>>, Path(id): Path<String>) -> Respo
     }
 }
 
-async fn report(State(ins): State<Arc<Insight>>, Query(p): Query<LimitParam>) -> Response {
+/// Everything `pake report` renders.
+#[utoipa::path(get, path = "/api/report", tag = "insight", params(LimitParam),
+    responses((status = 200, body = ReportData)))]
+pub async fn report(State(ins): State<Arc<Insight>>, Query(p): Query<LimitParam>) -> Response {
     Json(ins.report(limit(p.limit, 20))).into_response()
 }

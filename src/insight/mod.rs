@@ -50,7 +50,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
 /// Where a statement was routed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum Route {

@@ -7,7 +7,7 @@ use super::Route;
 use serde::{Deserialize, Serialize};
 
 /// Totals over everything recorded.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Summary {
     pub fingerprints: usize,
     pub calls: u64,
@@ -26,7 +26,7 @@ pub struct Summary {
 }
 
 /// One fingerprint's statistics.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct QueryStats {
     /// Fingerprint id, 16 hex digits.
     pub id: String,
@@ -58,14 +58,14 @@ pub struct QueryStats {
     pub has_plan: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct ErrorCount {
     pub sqlstate: String,
     pub count: u64,
 }
 
 /// One fingerprint's share run by one (database, user, application, route).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SplitStats {
     pub database: String,
     pub user: String,
@@ -80,7 +80,7 @@ pub struct SplitStats {
 }
 
 /// A slow execution.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SlowSample {
     pub fingerprint: String,
     /// The text as sent, literals replaced by `?` when parameters are redacted.
@@ -99,7 +99,7 @@ pub struct SlowSample {
 }
 
 /// A captured plan and what the advisor reads from it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct CapturedPlan {
     pub fingerprint: String,
     pub database: String,
@@ -107,6 +107,7 @@ pub struct CapturedPlan {
     pub analyzed: bool,
     pub total_cost: f64,
     /// `EXPLAIN (FORMAT JSON)` output, as the server returned it.
+    #[schema(value_type = Object)]
     pub plan: serde_json::Value,
     /// Sequential scans that filter rows: the advisor's first evidence.
     pub seq_scans: Vec<SeqScan>,
@@ -114,7 +115,7 @@ pub struct CapturedPlan {
     pub at_ms: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct SeqScan {
     pub relation: String,
     pub schema: Option<String>,
@@ -125,7 +126,7 @@ pub struct SeqScan {
 }
 
 /// A fingerprint run many times by one client: in one transaction, or in a burst.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct NPlusOne {
     pub fingerprint: String,
     pub query: String,
@@ -140,7 +141,7 @@ pub struct NPlusOne {
 }
 
 /// A statement seen under one trace id.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct TraceStatement {
     pub trace_id: String,
     pub fingerprint: String,
@@ -154,7 +155,7 @@ pub struct TraceStatement {
 }
 
 /// One proposed index.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct IndexAdvice {
     pub database: String,
     pub table: String,
@@ -175,7 +176,7 @@ pub struct IndexAdvice {
 }
 
 /// What the advisor concluded, and why it said nothing where it said nothing.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct AdviceReport {
     pub indexes: Vec<IndexAdvice>,
     pub n_plus_one: Vec<NPlusOne>,
@@ -185,7 +186,7 @@ pub struct AdviceReport {
 }
 
 /// Everything `pake report` renders.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct ReportData {
     pub summary: Summary,
     pub queries: Vec<QueryStats>,
@@ -194,7 +195,7 @@ pub struct ReportData {
 }
 
 /// Sort orders of `/api/queries`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SortBy {
     #[default]

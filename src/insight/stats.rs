@@ -230,7 +230,7 @@ impl FpStats {
 
 /// One bar of a latency histogram: calls that took at most `le_ms` (and more than the
 /// previous bar's bound).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct Bucket {
     pub le_ms: f64,
     pub count: u64,

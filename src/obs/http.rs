@@ -19,7 +19,12 @@ use utoipa::OpenApi;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Pake admin API", description = "Metrics, health, readiness and fault injection of a running Pake."),
-    paths(metrics, health, ready, openapi, api::list_faults, api::add_fault, api::remove_fault),
+    paths(
+        metrics, health, ready, openapi, api::list_faults, api::add_fault, api::remove_fault,
+        crate::insight::http::queries, crate::insight::http::query, crate::insight::http::plan,
+        crate::insight::http::slow, crate::insight::http::advice, crate::insight::http::run_advice,
+        crate::insight::http::trace, crate::insight::http::report
+    ),
     components(schemas(
         Readiness,
         PoolReadiness,
@@ -30,7 +35,11 @@ use utoipa::OpenApi;
         crate::faults::Scope
     )),
     modifiers(&BasicAuth),
-    tags((name = "ops", description = "Monitoring and probes"), (name = "faults", description = "Fault injection (admins; off unless general.fault_injection)"))
+    tags(
+        (name = "ops", description = "Monitoring and probes"),
+        (name = "faults", description = "Fault injection (admins; off unless general.fault_injection)"),
+        (name = "insight", description = "Query insight: statistics, slow plans, index advice, traces")
+    )
 )]
 pub struct ApiDoc;
 
@@ -55,7 +64,8 @@ pub fn router(proxy: Arc<Proxy>) -> Router {
         .route("/openapi.json", get(openapi))
         .route("/api/faults", get(api::list_faults).post(api::add_fault))
         .route("/api/faults/{id}", delete(api::remove_fault))
-        .with_state(proxy)
+        .with_state(proxy.clone())
+        .merge(crate::insight::http::routes(proxy.insight.clone()))
 }
 
 /// Serve the admin endpoints until the process exits.

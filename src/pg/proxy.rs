@@ -50,6 +50,8 @@ pub struct Proxy {
     pub metrics: Arc<Metrics>,
     /// Injected faults (admin API), shared with the Redis side.
     pub faults: Arc<crate::faults::Faults>,
+    /// Query insight: per-statement statistics, slow plans, index advice.
+    pub insight: Arc<crate::insight::Insight>,
     clients: AtomicUsize,
     next_client: AtomicU64,
     per_user: Mutex<HashMap<String, usize>>,
@@ -100,6 +102,7 @@ impl Proxy {
         let rate_limits_on = any_rate_limit(&config);
         Ok(Arc::new(Proxy {
             tls: ArcSwap::from_pointee(tls),
+            insight: crate::insight::Insight::new(config.insight.clone(), &metrics.registry),
             faults: {
                 let f = Arc::new(crate::faults::Faults::default());
                 f.set_enabled(config.general.fault_injection);
@@ -180,6 +183,17 @@ impl Proxy {
             },
         };
         let topology = self.topology(db, &config, &server_user, password.clone());
+        // EXPLAIN and the index advisor use their own connections, as this pool's user
+        self.insight.register_database(
+            &db.name,
+            crate::insight::explain::ConnTarget {
+                host: db.host.clone(),
+                port: db.port,
+                user: server_user.clone(),
+                password: password.clone(),
+                dbname: db.server_dbname().to_string(),
+            },
+        );
         let mut clusters = self.clusters.write();
         let cluster = clusters
             .entry(key.clone())

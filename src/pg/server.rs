@@ -393,7 +393,10 @@ impl Server {
             }
             if self.in_extended {
                 frontend::sync(&mut out);
-                self.replies.push(Expect::Ready { swallow: false });
+                self.replies.push(Expect::Ready {
+                    swallow: false,
+                    stmt: false,
+                });
                 self.in_extended = false;
             }
             if !out.is_empty() {

@@ -49,6 +49,7 @@ impl Session {
     async fn attach(&mut self, target: Target) -> Result<(), Error> {
         let pool = self.cluster.pool(target).clone();
         self.cancel.set_state(state::WAITING);
+        let waiting = Instant::now();
         let mut server = match pool.checkout().await {
             Ok(s) => s,
             Err(e) => {
@@ -58,15 +59,22 @@ impl Session {
         };
         self.cancel.set_state(state::ACTIVE);
         self.attached_at = Instant::now();
+        self.wait_to_report = self.attached_at.duration_since(waiting);
         if let Some(sql) = server.params.sync_sql(&self.params) {
             if frontend::query(&sql, &mut server.wbuf).is_ok() {
-                server.replies.push(Expect::Ready { swallow: true });
+                server.replies.push(Expect::Ready {
+                    swallow: true,
+                    stmt: false,
+                });
             }
         }
         if let Some(begin) = self.routing.pending_begin.take() {
             // the deferred BEGIN opens the transaction on the server its statements chose
             if frontend::query(&begin, &mut server.wbuf).is_ok() {
-                server.replies.push(Expect::Ready { swallow: true });
+                server.replies.push(Expect::Ready {
+                    swallow: true,
+                    stmt: false,
+                });
             }
         }
         self.cancel.set(Some(CancelTarget {

@@ -25,9 +25,11 @@ pub type StatementId = u64;
 /// What one request message will be answered with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
-    /// Everything up to ReadyForQuery: Query, FunctionCall, Sync.
+    /// Everything up to ReadyForQuery: Query (`stmt`: a client statement whose completion
+    /// is reported), FunctionCall, Sync, and queries Pake injects (`swallow`).
     Ready {
         swallow: bool,
+        stmt: bool,
     },
     /// ParseComplete; `registers` names the statement this Parse creates on the server.
     Parse {
@@ -73,6 +75,33 @@ pub struct Effects {
     pub created: Option<StatementId>,
     /// The server entered COPY IN (client data must flow) or left it.
     pub copy_in: Option<bool>,
+    /// A client statement (a Query, or an Execute) completed.
+    pub done: Option<Done>,
+    /// Executes the server skipped after an error in their batch (they never ran).
+    pub skipped: u32,
+}
+
+/// How a client statement ended.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Done {
+    /// Rows from CommandComplete (summed over a multi-statement Query).
+    pub rows: u64,
+    /// The SQLSTATE of its error, if it failed.
+    pub error: Option<[u8; 5]>,
+}
+
+/// Rows in a CommandComplete tag (`SELECT 5`, `INSERT 0 3`, `UPDATE 7`…).
+fn tag_rows(body: &[u8]) -> u64 {
+    let tag = body.strip_suffix(b"\0").unwrap_or(body);
+    tag.rsplit(|&b| b == b' ')
+        .next()
+        .and_then(|n| std::str::from_utf8(n).ok())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn sqlstate(body: &[u8]) -> Option<[u8; 5]> {
+    crate::pg::wire::error_code(body).and_then(|c| c.try_into().ok())
 }
 
 /// A server message that does not fit the queue: the connection's state is unknown.
@@ -87,6 +116,8 @@ pub struct Desync {
 #[derive(Debug, Default)]
 pub struct Replies {
     q: VecDeque<Expect>,
+    /// What the client Query at the head has returned so far.
+    running: Done,
     /// The server is in COPY IN (from CopyInResponse until CommandComplete/Error).
     copy_in: bool,
     /// The client's COPY data is still flowing (from CopyInResponse until the client's
@@ -120,7 +151,10 @@ impl Replies {
     /// (PostgreSQL ignores Sync in copy-in mode).
     pub fn on_sync_sent(&mut self) {
         if !self.client_copy_open {
-            self.q.push_back(Expect::Ready { swallow: false });
+            self.q.push_back(Expect::Ready {
+                swallow: false,
+                stmt: false,
+            });
         }
     }
 
@@ -158,7 +192,7 @@ impl Replies {
         fx: &mut Effects,
     ) -> Result<Disposition, Desync> {
         use Disposition::*;
-        let swallowing = matches!(self.q.front(), Some(Expect::Ready { swallow: true }));
+        let swallowing = matches!(self.q.front(), Some(Expect::Ready { swallow: true, .. }));
         // Asynchronous messages may arrive at any time.
         match tag {
             be::PARAMETER_STATUS | be::NOTIFICATION_RESPONSE => return Ok(Forward),
@@ -168,13 +202,19 @@ impl Replies {
         let head = self.q.front().cloned().ok_or_else(|| self.desync(tag))?;
         let pass = |swallow: bool| if swallow { Swallow } else { Forward };
         match (tag, head) {
-            (be::READY_FOR_QUERY, Expect::Ready { swallow }) => {
+            (be::READY_FOR_QUERY, Expect::Ready { swallow, stmt }) => {
+                if stmt {
+                    fx.done = Some(std::mem::take(&mut self.running));
+                }
                 self.q.pop_front();
                 self.copy_in = false;
                 fx.ready = Some((body.first().copied().unwrap_or(b'I'), swallow));
                 Ok(pass(swallow))
             }
-            (be::ERROR_RESPONSE, Expect::Ready { swallow }) => {
+            (be::ERROR_RESPONSE, Expect::Ready { swallow, stmt }) => {
+                if stmt && self.running.error.is_none() {
+                    self.running.error = sqlstate(body);
+                }
                 self.client_copy_open = false;
                 if self.copy_in {
                     self.copy_in = false;
@@ -189,6 +229,7 @@ impl Replies {
                     self.copy_in = false;
                     fx.copy_in = Some(false);
                 }
+                let mut failed = false;
                 while let Some(e) = self.q.front() {
                     match e {
                         Expect::Ready { .. } => break,
@@ -196,6 +237,16 @@ impl Replies {
                             registers: Some(id),
                             ..
                         } => fx.not_created.push(*id),
+                        // the first Execute is the statement that failed (itself, or the
+                        // Parse/Bind it needed); the ones after it never ran
+                        Expect::Execute if !failed => {
+                            failed = true;
+                            fx.done = Some(Done {
+                                rows: 0,
+                                error: sqlstate(body),
+                            });
+                        }
+                        Expect::Execute => fx.skipped += 1,
                         _ => {}
                     }
                     self.q.pop_front();
@@ -230,13 +281,24 @@ impl Replies {
                 Expect::Execute,
             ) => {
                 self.q.pop_front();
+                fx.done = Some(Done {
+                    rows: if tag == be::COMMAND_COMPLETE {
+                        tag_rows(body)
+                    } else {
+                        0
+                    },
+                    error: None,
+                });
                 if self.copy_in {
                     self.copy_in = false;
                     fx.copy_in = Some(false);
                 }
                 Ok(Forward)
             }
-            (be::COPY_IN_RESPONSE, head @ (Expect::Execute | Expect::Ready { swallow: false })) => {
+            (
+                be::COPY_IN_RESPONSE,
+                head @ (Expect::Execute | Expect::Ready { swallow: false, .. }),
+            ) => {
                 self.copy_in = true;
                 self.client_copy_open = true;
                 fx.copy_in = Some(true);
@@ -245,7 +307,12 @@ impl Replies {
                     // mode, where it ignores them: no ReadyForQuery will come for them.
                     let mut i = 1;
                     while i < self.q.len() {
-                        if self.q[i] == (Expect::Ready { swallow: false }) {
+                        if self.q[i]
+                            == (Expect::Ready {
+                                swallow: false,
+                                stmt: false,
+                            })
+                        {
                             self.q.remove(i);
                         } else {
                             i += 1;
@@ -272,8 +339,11 @@ impl Replies {
                 | be::COPY_DATA
                 | be::COPY_DONE
                 | be::FUNCTION_CALL_RESPONSE,
-                Expect::Ready { swallow },
+                Expect::Ready { swallow, stmt },
             ) => {
+                if stmt && tag == be::COMMAND_COMPLETE {
+                    self.running.rows += tag_rows(body);
+                }
                 if tag == be::COMMAND_COMPLETE && self.copy_in {
                     self.copy_in = false;
                     fx.copy_in = Some(false);
@@ -302,7 +372,10 @@ mod tests {
     #[test]
     fn simple_query_cycle() {
         let mut r = Replies::default();
-        r.push(Expect::Ready { swallow: false });
+        r.push(Expect::Ready {
+            swallow: false,
+            stmt: false,
+        });
         let (d, fx) = feed(
             &mut r,
             &[(b'T', b""), (b'D', b""), (b'C', b""), (b'Z', b"I")],
@@ -324,7 +397,10 @@ mod tests {
             Expect::Bind,
             Expect::DescribeStatement,
             Expect::Execute,
-            Expect::Ready { swallow: false },
+            Expect::Ready {
+                swallow: false,
+                stmt: false,
+            },
         ] {
             r.push(e);
         }
@@ -359,7 +435,10 @@ mod tests {
             registers: Some(2),
         });
         r.push(Expect::Execute);
-        r.push(Expect::Ready { swallow: false });
+        r.push(Expect::Ready {
+            swallow: false,
+            stmt: false,
+        });
         let (_, fx) = feed(&mut r, &[(b'E', b"")]).unwrap();
         assert_eq!(fx.not_created, vec![1, 2]);
         assert_eq!(r.len(), 1);
@@ -373,7 +452,10 @@ mod tests {
         r.push(Expect::Synth(Synth::ParseComplete));
         r.push(Expect::Bind);
         r.push(Expect::Synth(Synth::CloseComplete));
-        r.push(Expect::Ready { swallow: false });
+        r.push(Expect::Ready {
+            swallow: false,
+            stmt: false,
+        });
         let mut out = BytesMut::new();
         r.drain_synthetic(&mut out);
         assert_eq!(&out[..], b"1\0\0\0\x04");
@@ -390,8 +472,14 @@ mod tests {
     #[test]
     fn injected_query_is_swallowed_but_parameter_status_is_not() {
         let mut r = Replies::default();
-        r.push(Expect::Ready { swallow: true });
-        r.push(Expect::Ready { swallow: false });
+        r.push(Expect::Ready {
+            swallow: true,
+            stmt: false,
+        });
+        r.push(Expect::Ready {
+            swallow: false,
+            stmt: false,
+        });
         let (d, fx) = feed(
             &mut r,
             &[
@@ -428,7 +516,10 @@ mod tests {
     #[test]
     fn copy_in_state() {
         let mut r = Replies::default();
-        r.push(Expect::Ready { swallow: false });
+        r.push(Expect::Ready {
+            swallow: false,
+            stmt: false,
+        });
         let (_, fx) = feed(&mut r, &[(b'G', b"")]).unwrap();
         assert_eq!(fx.copy_in, Some(true));
         assert!(r.in_copy_in());

@@ -17,6 +17,7 @@
 
 pub mod attach;
 pub mod expect;
+mod record;
 pub mod request;
 pub mod response;
 pub mod route;
@@ -94,6 +95,19 @@ pub struct Session {
     attached_at: Instant,
     /// An injected bandwidth cap (bytes per second) for the current request.
     bandwidth: Option<u64>,
+    /// Insight is on: statements are tracked and recorded.
+    insight_on: bool,
+    /// Client statements sent and not yet completed, in order.
+    inflight: std::collections::VecDeque<record::Inflight>,
+    /// The statement of the last Bind (for its Executes) and of the last unnamed Parse.
+    portal: Option<record::StatementRef>,
+    unnamed: Option<record::StatementRef>,
+    /// Transactions this client has finished (groups statements for N+1 detection).
+    tx_seq: u64,
+    /// Pool wait of the last checkout, reported with the next statement.
+    wait_to_report: std::time::Duration,
+    /// Completions found while reading the server (reused buffer).
+    finished: Vec<expect::Done>,
 }
 
 /// What the loop should do next.
@@ -149,6 +163,13 @@ impl Session {
             cluster_gen: proxy.generation(),
             attached_at: Instant::now(),
             bandwidth: None,
+            insight_on: proxy.insight.config().enabled,
+            inflight: std::collections::VecDeque::new(),
+            portal: None,
+            unnamed: None,
+            tx_seq: 0,
+            wait_to_report: std::time::Duration::ZERO,
+            finished: Vec::new(),
             proxy,
         }
     }

@@ -312,6 +312,12 @@ impl Session {
                 return Ok(());
             }
         }
+        // insight bookkeeping first: it reads the session, the forwarding below borrows it
+        let sent = if self.insight_on {
+            self.note_statement(tag, frame)?
+        } else {
+            None
+        };
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());
         };
@@ -327,7 +333,10 @@ impl Session {
                 }
                 self.tally.queries += 1;
                 server.wbuf.put_slice(frame);
-                server.replies.push(Expect::Ready { swallow: false });
+                server.replies.push(Expect::Ready {
+                    swallow: false,
+                    stmt: true,
+                });
             }
             fe::PARSE => {
                 let body = wire::body(frame);
@@ -447,7 +456,10 @@ impl Session {
             fe::FUNCTION_CALL => {
                 self.tally.queries += 1;
                 server.wbuf.put_slice(frame);
-                server.replies.push(Expect::Ready { swallow: false });
+                server.replies.push(Expect::Ready {
+                    swallow: false,
+                    stmt: false,
+                });
             }
             fe::COPY_DONE | fe::COPY_FAIL => {
                 server.replies.on_copy_end_sent();
@@ -457,6 +469,9 @@ impl Session {
             other => return Err(Error::Unexpected(wire::Tag(other))),
         }
         server.replies.drain_synthetic(&mut self.cwbuf);
+        if let Some((stmt, text)) = sent {
+            self.sent(stmt, text.as_deref());
+        }
         Ok(())
     }
 }

@@ -16,6 +16,8 @@ const MAX_SERVER_MESSAGE: usize = 1 << 30;
 impl Session {
     /// Handle what was just read from the server.
     pub(super) fn on_server_input(&mut self) -> Result<(), Error> {
+        let mut finished = std::mem::take(&mut self.finished);
+        let mut skipped = 0;
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());
         };
@@ -70,6 +72,7 @@ impl Session {
                     server.params.synced_sig = self.params.sig();
                 } else if status == b'I' {
                     self.tally.transactions += 1;
+                    self.tx_seq += 1;
                 }
             }
             if let Some(id) = fx.created.take() {
@@ -78,6 +81,10 @@ impl Session {
             for id in fx.not_created.drain(..) {
                 server.statements.remove(id);
             }
+            if let Some(done) = fx.done.take() {
+                finished.push(done);
+            }
+            skipped += std::mem::take(&mut fx.skipped);
             if server.replies.has_synthetic_head() {
                 self.cwbuf.put_slice(&server.rbuf[run..pos]);
                 run = pos;
@@ -92,6 +99,11 @@ impl Session {
             self.cwbuf.put_slice(&server.rbuf[run..pos]);
             server.rbuf.advance(pos);
         }
+        self.skipped(skipped);
+        for done in finished.drain(..) {
+            self.completed(done);
+        }
+        self.finished = finished;
         Ok(())
     }
 }

@@ -28,16 +28,20 @@ pub struct StatementInfo {
     pub session: SessionEffect,
     /// Read-only or not, for replica routing.
     pub route: Classification,
+    /// The query-insight fingerprint (constants, parameters and list lengths merged).
+    pub fingerprint: crate::insight::fingerprint::Fingerprint,
 }
 
 impl StatementInfo {
     /// Analyse a shape from the raw text of its first occurrence (parsed once, here).
     fn analyze(raw: &str, normalized: &str) -> StatementInfo {
+        // parsed once per shape; the router and the fingerprint share the AST
         let ast = classify::parse(raw);
         StatementInfo {
             normalized: normalized.into(),
             session: effects::session_effect(normalized),
             route: classify::classify(ast.as_deref()),
+            fingerprint: crate::insight::fingerprint::fingerprint(raw, ast.as_deref()),
         }
     }
 }
@@ -97,6 +101,25 @@ impl Analyzer {
             };
             f(&norm, &info)
         })
+    }
+
+    /// The analysis cached under `hash`, if it is still cached (no reference count taken:
+    /// a hit in this thread's map is used in place).
+    pub fn with_hash<R>(&self, hash: u64, f: impl FnOnce(&StatementInfo) -> R) -> Option<R> {
+        let mut f = Some(f);
+        let local = LOCAL.with(|l| {
+            let map = l.borrow();
+            let info = map.get(&(self.id, hash))?;
+            f.take().map(|f| f(info))
+        });
+        if local.is_some() {
+            return local;
+        }
+        let info = self.shards[(hash as usize) % SHARDS]
+            .read()
+            .get(&hash)?
+            .clone();
+        f.take().map(|f| f(&info))
     }
 
     /// Analysis of `sql` as an owned value (cold paths and tests).
