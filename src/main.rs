@@ -32,6 +32,10 @@ enum Command {
     Demo(pake::demo::DemoArgs),
     /// Start lab servers (real PostgreSQL in a temp dir), print their URLs, stop on Ctrl-C.
     Lab(pake::lab::cli::LabArgs),
+    /// Load benchmark: one scenario against direct, Pake and its peers, interleaved rounds.
+    Bench(pake::bench::cli::BenchArgs),
+    /// `pake performance --benchmark [--connections=N]`: the same as `pake bench`.
+    Performance(pake::bench::cli::PerformanceArgs),
 }
 
 #[derive(Args)]
@@ -94,6 +98,8 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => check_config(&file),
         Command::Demo(args) => pake::demo::run(args),
         Command::Lab(args) => pake::lab::cli::run(args),
+        Command::Bench(args) => pake::bench::cli::run(args),
+        Command::Performance(args) => pake::bench::cli::performance(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
