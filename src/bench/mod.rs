@@ -29,7 +29,8 @@ pub mod svg;
 pub enum BenchError {
     #[error("scenario {path}: {reason}")]
     Scenario { path: String, reason: String },
-    #[error("target unavailable: {0}")]
+    /// A target that cannot run here (a program missing, a flag this build lacks).
+    #[error("{0}")]
     Unavailable(String),
     #[error("{what} failed:\n{output}")]
     Peer { what: String, output: String },

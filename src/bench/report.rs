@@ -191,16 +191,17 @@ impl ScenarioReport {
                 } else {
                     format!("{:.0}", t.ops_per_sec)
                 };
+                let lat = |us: u64| if idle { "-".into() } else { fmt_us(us) };
                 let _ = writeln!(
                     out,
                     "{:>7} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}  {}",
                     case.clients,
                     t.name,
                     main,
-                    fmt_us(t.p50_us),
-                    fmt_us(t.p95_us),
-                    fmt_us(t.p99_us),
-                    fmt_us(t.p999_us),
+                    lat(t.p50_us),
+                    lat(t.p95_us),
+                    lat(t.p99_us),
+                    lat(t.p999_us),
                     t.errors,
                     t.ratio.map_or("-".into(), |r| format!("{r:.2}")),
                     note(t)
