@@ -36,6 +36,7 @@ pub struct PgShape {
     pub mode: QueryMode,
     pub scale: i32,
     pub write_percent: u32,
+    pub split_roles: bool,
 }
 
 impl PgShape {
@@ -45,6 +46,7 @@ impl PgShape {
             mode: s.pg.mode,
             scale: s.pg.scale.max(1) as i32,
             write_percent: s.pg.write_percent,
+            split_roles: s.pg.split_roles,
         }
     }
 
@@ -70,10 +72,13 @@ pub struct PgClient {
     conn: PgConn,
     shape: PgShape,
     prepared: Vec<Option<Statement>>,
+    /// pg-mixed with split roles: this client only writes.
+    writer: bool,
 }
 
 /// Log in (and, in prepared mode, prepare the workload's statements).
-pub async fn connect(url: String, shape: PgShape) -> Result<PgClient, String> {
+/// `index` numbers the clients of a run (it picks the writers when roles are split).
+pub async fn connect(url: String, shape: PgShape, index: usize) -> Result<PgClient, String> {
     let (conn, driver) = tokio_postgres::connect(&url, NoTls)
         .await
         .map_err(|e| describe(&e))?;
@@ -95,6 +100,7 @@ pub async fn connect(url: String, shape: PgShape) -> Result<PgClient, String> {
         conn,
         shape,
         prepared,
+        writer: shape.split_roles && (index % 100) < shape.write_percent as usize,
     })
 }
 
@@ -165,7 +171,10 @@ impl Client for PgClient {
                 self.tpcb(rng).await?;
                 Ok(Done { ops: 1, reads: 0 })
             }
-            Workload::PgMixed if rng.percent(self.shape.write_percent) => {
+            Workload::PgMixed
+                if self.writer
+                    || (!self.shape.split_roles && rng.percent(self.shape.write_percent)) =>
+            {
                 let aid = 1 + rng.below(accounts) as i32;
                 let delta = rng.below(10_001) as i32 - 5000;
                 self.exec(UPDATE_ACCOUNT, &[delta, aid]).await?;

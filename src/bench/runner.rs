@@ -57,12 +57,12 @@ pub async fn open_clients(
 ) -> Vec<Result<AnyClient, String>> {
     let (endpoint, slots) = (target.endpoint.clone(), target.slots.clone());
     let shape = shape.clone();
-    open_many(n, PARALLEL_LOGINS, move |_| {
+    open_many(n, PARALLEL_LOGINS, move |i| {
         let (endpoint, slots, shape) = (endpoint.clone(), slots.clone(), shape.clone());
         async move {
             match (endpoint, shape) {
                 (Endpoint::Pg(url), Shape::Pg(shape)) => {
-                    pg_load::connect(url, shape).await.map(AnyClient::Pg)
+                    pg_load::connect(url, shape, i).await.map(AnyClient::Pg)
                 }
                 (Endpoint::Redis(addr), Shape::Redis(shape)) => {
                     redis_load::connect(addr, slots, shape)

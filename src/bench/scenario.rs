@@ -110,8 +110,11 @@ pub struct PgSettings {
     pub auth: String,
     /// Start a streaming replica and give it to Pake (`--pg-replica`).
     pub replica: bool,
-    /// pg-mixed: percent of requests that write.
+    /// pg-mixed: percent of requests that write (or of clients, with `split_roles`).
     pub write_percent: u32,
+    /// pg-mixed: each client only writes or only reads (`write_percent` of the clients
+    /// write), instead of every client mixing both.
+    pub split_roles: bool,
 }
 
 impl Default for PgSettings {
@@ -124,6 +127,7 @@ impl Default for PgSettings {
             auth: "scram-sha-256".into(),
             replica: false,
             write_percent: 10,
+            split_roles: false,
         }
     }
 }
