@@ -7,7 +7,7 @@ use super::env::Target;
 use super::measure::Client;
 use super::report::{CaseReport, TargetReport};
 use super::rng::Rng;
-use super::runner::{open_clients, Shape};
+use super::runner::{open_clients, open_counted, Shape};
 use super::scenario::Scenario;
 use indicatif::ProgressBar;
 use std::time::Duration;
@@ -62,16 +62,9 @@ async fn measure(t: &Target, shape: &Shape, n: usize) -> TargetReport {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let before = vm_rss_kib(pid);
-    let mut idle = Vec::with_capacity(n);
-    for r in open_clients(t, shape, n).await {
-        match r {
-            Ok(c) => idle.push(c),
-            Err(e) => {
-                report.errors += 1;
-                report.first_error.get_or_insert(format!("connect: {e}"));
-            }
-        }
-    }
+    let (mut idle, failed) = open_counted(t, shape, n).await;
+    report.errors = failed.errors;
+    report.first_error = failed.first_error;
     for c in &mut idle {
         if let Err(e) = c.request(&mut rng).await {
             report.errors += 1;

@@ -76,6 +76,22 @@ pub async fn open_clients(
     .await
 }
 
+/// Open `n` clients: those that logged in, and the failed logins counted as errors.
+pub async fn open_counted(t: &Target, shape: &Shape, n: usize) -> (Vec<AnyClient>, Measurement) {
+    let mut conns = Vec::with_capacity(n);
+    let mut failed = Measurement::new();
+    for r in open_clients(t, shape, n).await {
+        match r {
+            Ok(c) => conns.push(c),
+            Err(e) => {
+                failed.errors += 1;
+                failed.first_error.get_or_insert(format!("connect: {e}"));
+            }
+        }
+    }
+    (conns, failed)
+}
+
 /// Run the whole scenario.
 pub async fn run(
     s: &Scenario,
@@ -216,17 +232,7 @@ async fn visit(
     seed: u64,
     replica: bool,
 ) -> (Measurement, Option<f64>) {
-    let mut conns = Vec::with_capacity(clients);
-    let mut failed = Measurement::new();
-    for r in open_clients(t, shape, clients).await {
-        match r {
-            Ok(c) => conns.push(c),
-            Err(e) => {
-                failed.errors += 1;
-                failed.first_error.get_or_insert(format!("connect: {e}"));
-            }
-        }
-    }
+    let (mut conns, failed) = open_counted(t, shape, clients).await;
     let idle = conns.split_off(active.min(conns.len()));
     let admin = t.admin.filter(|_| replica);
     let before = match admin {

@@ -63,10 +63,9 @@ impl PakeBinary {
         if help.contains("--redis-listen") {
             Ok(())
         } else {
-            Err(BenchError::Unavailable(format!(
-                "{} serve has no --redis-listen (the Redis proxy is not in this build)",
-                self.path.display()
-            )))
+            Err(BenchError::Unavailable(
+                "`pake serve` has no --redis-listen (the Redis proxy is not in this build)".into(),
+            ))
         }
     }
 
