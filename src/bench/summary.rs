@@ -301,6 +301,64 @@ pub fn rewrite(file: &Path, block: &str) -> Result<(), BenchError> {
 mod tests {
     use super::*;
 
+    use crate::bench::report::{Machine, TargetReport};
+    use crate::bench::scenario::{Scenario, DEFAULT};
+
+    fn target(name: &str, ops: f64, p50: u64) -> TargetReport {
+        TargetReport {
+            name: name.into(),
+            ops_per_sec: ops,
+            p50_us: p50,
+            ..TargetReport::default()
+        }
+    }
+
+    fn report(clients: usize, targets: Vec<TargetReport>) -> ScenarioReport {
+        ScenarioReport {
+            scenario: Scenario::parse(DEFAULT, "default").unwrap(),
+            machine: Machine::default(),
+            started_at: 0,
+            unavailable: Vec::new(),
+            cases: vec![CaseReport {
+                clients,
+                active: clients,
+                rate: None,
+                targets,
+            }],
+        }
+    }
+
+    #[test]
+    fn throughput_goals_are_judged_per_pake_target() {
+        let r = report(
+            100,
+            vec![
+                target("direct", 1000.0, 100),
+                target("pake-w1", 1100.0, 100),
+                target("pake-w2", 1400.0, 100),
+                target("pgbouncer", 1000.0, 100),
+            ],
+        );
+        let c = checks(&[r]);
+        let find = |goal: &str| c.iter().find(|c| c.goal == goal).unwrap().met;
+        assert_eq!(find("pake-w1 / pgbouncer ≥ 1.25"), Some(false));
+        assert_eq!(find("pake-w2 / pgbouncer ≥ 1.25"), Some(true));
+        assert_eq!(find("pake-w1 / direct ≥ 0.8"), Some(true));
+    }
+
+    #[test]
+    fn one_client_gives_the_added_latency() {
+        let r = report(1, vec![target("direct", 1.0, 40), target("pake", 1.0, 75)]);
+        let c = checks(&[r]);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].met, Some(false));
+        assert!(c[0].measured.starts_with("35 µs"), "{}", c[0].measured);
+        let md = markdown(&[report(1, vec![target("direct", 1.0, 40)])]);
+        assert!(md.contains("### pg-select-only"), "{md}");
+        let svg = crate::bench::svg::chart(&report(1, vec![target("direct", 1.0, 40)]));
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    }
+
     #[test]
     fn rewrite_replaces_only_the_block() {
         let dir = tempfile::tempdir().unwrap();
