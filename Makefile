@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: demo test deps build release lint fmt bench bench-pg clean check-deploy
+.PHONY: demo test deps build release lint fmt bench bench-micro bench-smoke bench-pg bench-redis clean check-deploy
 
 ## Start a local lab (Postgres), put Pake in front, run a short load test, show how to connect.
 demo: deps release
@@ -34,13 +34,27 @@ fmt:
 check-deploy:
 	./scripts/check-deploy.sh
 
-## Criterion micro-benchmarks.
-bench:
+## Every load scenario in loadtests/ end to end (lab servers and peers included), results as
+## JSON + SVG in bench-results/, and the results block of BENCHMARKS.md rewritten. ~30 min.
+bench: deps release
+	rm -f bench-results/*.json bench-results/*.svg
+	./target/release/pake bench --scenario loadtests/*.toml --out bench-results --markdown BENCHMARKS.md
+
+## Criterion micro-benchmarks (listed in BENCHMARKS.md).
+bench-micro:
 	$(CARGO) bench
+
+## Seconds per scenario: proves every scenario runs (the numbers mean nothing).
+bench-smoke: deps build
+	./target/debug/pake bench --smoke --scenario loadtests/*.toml --out bench-results/smoke
 
 ## pgbench -S side by side: direct Postgres, Pake, PgBouncer (see loadtests/pgbench-compare.sh).
 bench-pg: deps release
 	./loadtests/pgbench-compare.sh
+
+## redis-benchmark side by side: direct Redis, Pake (L1 on/off), twemproxy.
+bench-redis: deps release
+	./loadtests/redis-benchmark-compare.sh
 
 clean:
 	$(CARGO) clean

@@ -5,12 +5,14 @@
 //! * [`config`]: the typed TOML configuration and the quick-start flags.
 //! * [`obs`]: metrics, logs, admin HTTP.
 //! * [`lab`]: real PostgreSQL servers in temp dirs, for tests, benches and `pake demo`.
+//! * [`bench`]: the load generator behind `pake bench` (scenarios in `loadtests/`).
 //! * [`app`]: wiring it all into a running process (`pake serve`).
 //! * [`ops`]: the health check for orchestrators (`pake orchestration --health-check`).
 #![deny(unsafe_code)]
 #![warn(clippy::large_futures)]
 
 pub mod app;
+pub mod bench;
 pub mod config;
 pub mod demo;
 pub mod faults;

@@ -38,6 +38,10 @@ enum Command {
     Report(ReportArgs),
     /// Show query insight from a running Pake: top fingerprints, statements of one trace.
     Observability(ObservabilityArgs),
+    /// Load benchmark: one scenario against direct, Pake and its peers, interleaved rounds.
+    Bench(pake::bench::cli::BenchArgs),
+    /// `pake performance --benchmark [--connections=N]`: the same as `pake bench`.
+    Performance(pake::bench::cli::PerformanceArgs),
 }
 
 #[derive(Args)]
@@ -180,6 +184,8 @@ fn main() -> ExitCode {
         )
         .map(|text| print!("{text}"))
         .map_err(Into::into),
+        Command::Bench(args) => pake::bench::cli::run(args),
+        Command::Performance(args) => pake::bench::cli::performance(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,167 @@
+//! `pake bench` and its alias `pake performance --benchmark`: parse the flags, raise the
+//! open-files limit (thousands of client sockets here and in the Pake subprocess, which
+//! inherits it), run each scenario in a runtime of its own, print, write, summarise.
+
+use super::peers::pake::PakeBinary;
+use super::scenario::{Overrides, Scenario, DEFAULT};
+use super::{summary, BenchError};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// Scenario files (TOML, see loadtests/); without one, pgbench -S against direct, Pake
+    /// and PgBouncer.
+    #[arg(long = "scenario", num_args = 1..)]
+    pub scenarios: Vec<PathBuf>,
+    /// Where results go: NAME.json and NAME.svg per scenario.
+    #[arg(long, default_value = "bench-results")]
+    pub out: PathBuf,
+    /// Client counts instead of the scenario's (comma-separated).
+    #[arg(long, alias = "connections", value_delimiter = ',')]
+    pub clients: Option<Vec<usize>>,
+    /// Measured seconds per target per round.
+    #[arg(long)]
+    pub duration: Option<f64>,
+    #[arg(long)]
+    pub rounds: Option<usize>,
+    /// Only these of the scenario's targets (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub targets: Option<Vec<String>>,
+    /// Pake worker threads; several values run one Pake each (e.g. 1,2).
+    #[arg(long, value_delimiter = ',')]
+    pub pake_workers: Option<Vec<usize>>,
+    /// A seconds-long run that proves each scenario works end to end (no usable numbers).
+    #[arg(long)]
+    pub smoke: bool,
+    /// The pake binary run as the proxy under test (default: this executable).
+    #[arg(long)]
+    pub pake_bin: Option<PathBuf>,
+    /// Afterwards, rewrite this Markdown file's results block from every JSON in --out.
+    #[arg(long)]
+    pub markdown: Option<PathBuf>,
+    /// Run nothing; only rewrite --markdown from the results already in --out.
+    #[arg(long, requires = "markdown")]
+    pub summarize_only: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct PerformanceArgs {
+    /// Run the load benchmark (`pake bench`).
+    #[arg(long)]
+    pub benchmark: bool,
+    #[command(flatten)]
+    pub bench: BenchArgs,
+}
+
+pub fn performance(args: PerformanceArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.benchmark,
+        "pake performance needs --benchmark (the same as pake bench)"
+    );
+    run(args.bench)
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    crate::obs::logging::init(crate::config::LogFormat::Text, "warn");
+    if !args.summarize_only {
+        raise_open_files();
+        run_scenarios(&args)?;
+    }
+    if let Some(md) = &args.markdown {
+        let reports = summary::load_all(&args.out)?;
+        summary::rewrite(md, &summary::markdown(&reports))?;
+        eprintln!("rewrote {} from {} result(s)", md.display(), reports.len());
+    }
+    Ok(())
+}
+
+fn load(args: &BenchArgs) -> Result<Vec<Scenario>, BenchError> {
+    let overrides = Overrides {
+        clients: args.clients.clone(),
+        duration_secs: args.duration,
+        rounds: args.rounds,
+        targets: args.targets.clone(),
+        pake_workers: args.pake_workers.clone(),
+        smoke: args.smoke,
+    };
+    let mut scenarios = if args.scenarios.is_empty() {
+        vec![Scenario::parse(DEFAULT, "built-in pg-select-only")?]
+    } else {
+        args.scenarios
+            .iter()
+            .map(|p| Scenario::load(p))
+            .collect::<Result<_, _>>()?
+    };
+    for s in &mut scenarios {
+        s.apply(&overrides);
+    }
+    Ok(scenarios)
+}
+
+fn run_scenarios(args: &BenchArgs) -> anyhow::Result<()> {
+    let scenarios = load(args)?;
+    let bin = PakeBinary::new(args.pake_bin.as_deref())?;
+    let steps: usize = scenarios.iter().map(steps).sum();
+    let progress = ProgressBar::new(steps as u64);
+    if let Ok(style) =
+        ProgressStyle::with_template("[{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+    {
+        progress.set_style(style);
+    }
+    let mut failed = Vec::new();
+    for s in &scenarios {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        match runtime.block_on(super::runner::run(s, &bin, &progress)) {
+            Ok(report) => {
+                let path = report.write(&args.out)?;
+                progress.suspend(|| {
+                    println!("{}", report.table());
+                    println!("results: {}", path.display());
+                });
+            }
+            Err(e) => {
+                progress.println(format!("scenario {} failed: {e}", s.name));
+                failed.push(s.name.clone());
+            }
+        }
+        // the scenario's clients and servers go with the runtime
+        runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    }
+    progress.finish_and_clear();
+    anyhow::ensure!(
+        failed.is_empty(),
+        "scenario(s) failed: {}",
+        failed.join(", ")
+    );
+    Ok(())
+}
+
+/// Progress steps of a scenario: one per target per round per case.
+fn steps(s: &Scenario) -> usize {
+    let targets = s.targets.len() + s.pake_workers.len().saturating_sub(1);
+    let rounds = if s.workload == super::scenario::Workload::IdleMemory {
+        1
+    } else {
+        s.rounds
+    };
+    targets * rounds * s.clients.len()
+}
+
+/// Soft RLIMIT_NOFILE up to the hard limit; children (Pake, PgBouncer) inherit it.
+#[allow(unsafe_code)]
+fn raise_open_files() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the plain struct we pass, nothing else.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! Redis requests for the load generator: GET/SET over a Zipf-distributed key space,
+//! optionally pipelined. Against a Redis Cluster without a proxy the client routes each key
+//! by its hash slot (CRC16, hash tags honoured) from one `CLUSTER SLOTS` map.
+
+use super::measure::{Client, Done};
+use super::resp::{first_error, Reply, Resp, RespError};
+use super::rng::{Rng, Zipf};
+use super::scenario::Scenario;
+use super::BenchError;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// What every client of a scenario shares.
+#[derive(Debug, Clone)]
+pub struct RedisShape {
+    pub zipf: Zipf,
+    pub read_percent: u32,
+    pub pipeline: usize,
+    pub value: Arc<Vec<u8>>,
+}
+
+impl RedisShape {
+    pub fn of(s: &Scenario) -> RedisShape {
+        RedisShape {
+            zipf: Zipf::new(s.redis.keys, s.redis.zipf),
+            read_percent: s.redis.read_percent,
+            pipeline: s.redis.pipeline,
+            value: Arc::new(vec![b'v'; s.redis.value_size]),
+        }
+    }
+}
+
+/// Slot owners of a cluster: `slots[slot]` indexes `nodes`.
+#[derive(Debug, Clone)]
+pub struct SlotMap {
+    pub nodes: Vec<SocketAddr>,
+    slots: Arc<Vec<u16>>,
+}
+
+/// Redis Cluster's key slot: CRC16-XMODEM of the key (or of its `{hash tag}`) mod 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let hashed = match key.iter().position(|&b| b == b'{') {
+        Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &key[open + 1..open + 1 + len],
+            _ => key,
+        },
+        None => key,
+    };
+    let mut crc: u16 = 0;
+    for &b in hashed {
+        crc ^= u16::from(b) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+impl SlotMap {
+    /// Ask any node for `CLUSTER SLOTS`.
+    pub async fn discover(seed: SocketAddr) -> Result<SlotMap, BenchError> {
+        let mut conn = Resp::connect(seed).await?;
+        let reply = conn.call(&[b"CLUSTER", b"SLOTS"]).await?;
+        let Reply::Array(Some(ranges)) = reply else {
+            return Err(BenchError::Client(format!("CLUSTER SLOTS: {reply:?}")));
+        };
+        let mut nodes: Vec<SocketAddr> = Vec::new();
+        let mut slots = vec![u16::MAX; 16384];
+        for range in ranges {
+            let Reply::Array(Some(r)) = range else {
+                continue;
+            };
+            let (Some(Reply::Int(lo)), Some(Reply::Int(hi)), Some(Reply::Array(Some(owner)))) =
+                (r.first(), r.get(1), r.get(2))
+            else {
+                continue;
+            };
+            let (Some(Reply::Bulk(Some(ip))), Some(Reply::Int(port))) =
+                (owner.first(), owner.get(1))
+            else {
+                continue;
+            };
+            let addr: SocketAddr = format!("{}:{port}", String::from_utf8_lossy(ip))
+                .parse()
+                .map_err(|e| BenchError::Client(format!("CLUSTER SLOTS address: {e}")))?;
+            let idx = nodes.iter().position(|n| *n == addr).unwrap_or_else(|| {
+                nodes.push(addr);
+                nodes.len() - 1
+            });
+            for s in (*lo).max(0)..=(*hi).min(16383) {
+                slots[s as usize] = idx as u16;
+            }
+        }
+        if slots.contains(&u16::MAX) {
+            return Err(BenchError::Client(
+                "the cluster does not cover every slot".into(),
+            ));
+        }
+        Ok(SlotMap {
+            nodes,
+            slots: Arc::new(slots),
+        })
+    }
+
+    fn node_of(&self, key: &[u8]) -> usize {
+        usize::from(self.slots[usize::from(key_slot(key))])
+    }
+}
+
+/// One client: a connection to a server or proxy, or one per cluster node.
+pub struct RedisClient {
+    conns: Vec<Resp>,
+    map: Option<SlotMap>,
+    shape: RedisShape,
+    key: Vec<u8>,
+}
+
+fn key_into(buf: &mut Vec<u8>, rank: u64) {
+    buf.clear();
+    buf.extend_from_slice(b"key:");
+    buf.extend_from_slice(rank.to_string().as_bytes());
+}
+
+pub async fn connect(
+    addr: SocketAddr,
+    map: Option<SlotMap>,
+    shape: RedisShape,
+) -> Result<RedisClient, String> {
+    let mut conns = Vec::new();
+    let addrs = map.as_ref().map_or(vec![addr], |m| m.nodes.clone());
+    for a in addrs {
+        conns.push(Resp::connect(a).await.map_err(|e| e.to_string())?);
+    }
+    Ok(RedisClient {
+        conns,
+        map,
+        shape,
+        key: Vec::with_capacity(32),
+    })
+}
+
+impl RedisClient {
+    fn conn_for(&self, key: &[u8]) -> usize {
+        self.map.as_ref().map_or(0, |m| m.node_of(key))
+    }
+
+    /// Queue a batch; returns how many were reads.
+    fn queue(&mut self, rng: &mut Rng) -> u32 {
+        let mut reads = 0;
+        for _ in 0..self.shape.pipeline {
+            let rank = self.shape.zipf.sample(rng);
+            let mut key = std::mem::take(&mut self.key);
+            key_into(&mut key, rank);
+            let c = self.conn_for(&key);
+            if rng.percent(self.shape.read_percent) {
+                self.conns[c].push(&[b"GET", &key]);
+                reads += 1;
+            } else {
+                let value = Arc::clone(&self.shape.value);
+                self.conns[c].push(&[b"SET", &key, &value]);
+            }
+            self.key = key;
+        }
+        reads
+    }
+}
+
+impl Client for RedisClient {
+    async fn request(&mut self, rng: &mut Rng) -> Result<Done, String> {
+        let reads = self.queue(rng);
+        let mut error = None;
+        for conn in &mut self.conns {
+            if conn.queued() == 0 {
+                continue;
+            }
+            let replies = conn.round_trip().await.map_err(|e| e.to_string())?;
+            error = error.or_else(|| first_error(&replies));
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(Done {
+                ops: self.shape.pipeline as u32,
+                reads,
+            }),
+        }
+    }
+}
+
+/// Write every key once (directly to the servers), so GETs find values.
+pub async fn preload(
+    addr: SocketAddr,
+    map: Option<SlotMap>,
+    keys: u64,
+    value_size: usize,
+) -> Result<(), BenchError> {
+    let shape = RedisShape {
+        zipf: Zipf::new(1, 0.0),
+        read_percent: 0,
+        pipeline: 1,
+        value: Arc::new(vec![b'v'; value_size]),
+    };
+    let mut client = connect(addr, map, shape)
+        .await
+        .map_err(BenchError::Client)?;
+    let value = vec![b'v'; value_size];
+    let mut key = Vec::new();
+    for start in (0..keys).step_by(1000) {
+        for rank in start..(start + 1000).min(keys) {
+            key_into(&mut key, rank);
+            let c = client.conn_for(&key);
+            client.conns[c].push(&[b"SET", &key, &value]);
+        }
+        for conn in &mut client.conns {
+            if conn.queued() > 0 {
+                let replies = conn.round_trip().await?;
+                if let Some(e) = first_error(&replies) {
+                    return Err(BenchError::Client(format!("preload SET: {e}")));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+impl From<RespError> for BenchError {
+    fn from(e: RespError) -> Self {
+        BenchError::Client(e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_slots_match_redis() {
+        // values from the Redis Cluster specification and `CLUSTER KEYSLOT`
+        assert_eq!(key_slot(b"123456789"), 12739);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
+        assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+    }
+}

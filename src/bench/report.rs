@@ -1,0 +1,269 @@
+//! Results of a scenario: the types written as JSON (`OUT/NAME.json`), and the table
+//! printed after each run — ops/s, latency percentiles, errors and the ratio to the
+//! baseline target, per case (client count).
+
+use super::measure::Measurement;
+use super::scenario::{Scenario, Workload};
+use super::BenchError;
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// One scenario run against all its targets.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScenarioReport {
+    pub scenario: Scenario,
+    pub machine: Machine,
+    /// Unix time the run started.
+    pub started_at: u64,
+    /// Targets that could not run, with why (a missing program, a Pake without the flags…).
+    pub unavailable: Vec<Unavailable>,
+    pub cases: Vec<CaseReport>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Unavailable {
+    pub target: String,
+    pub reason: String,
+}
+
+/// One client count.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CaseReport {
+    /// Connected clients.
+    pub clients: usize,
+    /// Of those, clients sending requests (open loop), else all.
+    pub active: usize,
+    /// Offered requests per second (open loop).
+    pub rate: Option<f64>,
+    pub targets: Vec<TargetReport>,
+}
+
+/// One target in one case, all rounds together.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct TargetReport {
+    pub name: String,
+    /// Median over the rounds of completed operations per second.
+    pub ops_per_sec: f64,
+    pub rounds_ops_per_sec: Vec<f64>,
+    /// Latency percentiles over all rounds, microseconds.
+    pub p50_us: u64,
+    pub p95_us: u64,
+    pub p99_us: u64,
+    pub p999_us: u64,
+    pub max_us: u64,
+    pub ops: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    /// ops/s divided by the baseline target's.
+    pub ratio: Option<f64>,
+    /// Share of reads that Pake sent to the replica (from its /metrics).
+    pub replica_share: Option<f64>,
+    /// Idle-memory scenario: resident memory of the proxy before and after, and the
+    /// difference per idle client.
+    pub rss_before_kib: Option<u64>,
+    pub rss_after_kib: Option<u64>,
+    pub rss_per_client_kib: Option<f64>,
+}
+
+impl TargetReport {
+    /// Fill the throughput and latency fields from the merged rounds.
+    pub fn from_measurement(name: &str, rounds: Vec<f64>, m: &Measurement) -> TargetReport {
+        TargetReport {
+            name: name.into(),
+            ops_per_sec: median(&rounds),
+            rounds_ops_per_sec: rounds,
+            p50_us: m.quantile_us(0.50),
+            p95_us: m.quantile_us(0.95),
+            p99_us: m.quantile_us(0.99),
+            p999_us: m.quantile_us(0.999),
+            max_us: m.hist.max(),
+            ops: m.ops,
+            errors: m.errors,
+            first_error: m.first_error.clone(),
+            ..TargetReport::default()
+        }
+    }
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut s: Vec<f64> = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    match s.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => s[n / 2],
+        n => (s[n / 2 - 1] + s[n / 2]) / 2.0,
+    }
+}
+
+/// The machine the numbers come from.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Machine {
+    pub nproc: usize,
+    pub memory_mib: u64,
+    pub kernel: String,
+    /// `program: version` lines for the servers and proxies involved.
+    pub versions: Vec<String>,
+}
+
+impl Machine {
+    pub fn probe() -> Machine {
+        let mem_kib = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find(|l| l.starts_with("MemTotal:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
+            .unwrap_or(0);
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_default();
+        let mut versions = vec![format!("pake {}", env!("CARGO_PKG_VERSION"))];
+        let pg = crate::lab::postgres::bindir()
+            .map(|d| d.join("postgres"))
+            .unwrap_or_else(|_| PathBuf::from("postgres"));
+        for (prog, arg) in [
+            (pg, "--version"),
+            (PathBuf::from("pgbouncer"), "--version"),
+            (PathBuf::from("redis-server"), "--version"),
+            (PathBuf::from("nutcracker"), "--version"),
+        ] {
+            let prog = super::peers::which(&prog.to_string_lossy()).unwrap_or(prog);
+            if let Ok(out) = std::process::Command::new(&prog).arg(arg).output() {
+                let text = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                if let Some(first) = text.lines().find(|l| !l.trim().is_empty()) {
+                    versions.push(first.trim().to_string());
+                }
+            }
+        }
+        Machine {
+            nproc: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_mib: mem_kib / 1024,
+            kernel,
+            versions,
+        }
+    }
+}
+
+/// Latency for humans: µs below a millisecond, else ms.
+pub fn fmt_us(us: u64) -> String {
+    if us < 1000 {
+        format!("{us}µs")
+    } else if us < 100_000 {
+        format!("{:.2}ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.0}ms", us as f64 / 1000.0)
+    }
+}
+
+impl ScenarioReport {
+    /// The table printed after a run.
+    pub fn table(&self) -> String {
+        let s = &self.scenario;
+        let mut out = format!("\n## {} — {}\n", s.name, s.description);
+        for u in &self.unavailable {
+            let _ = writeln!(out, "target unavailable: {}: {}", u.target, u.reason);
+        }
+        let idle = s.workload == Workload::IdleMemory;
+        let _ = writeln!(
+            out,
+            "{:>7} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}  note",
+            "clients",
+            "target",
+            if idle { "KiB/client" } else { "ops/s" },
+            "p50",
+            "p95",
+            "p99",
+            "p99.9",
+            "errors",
+            format!("/{}", s.baseline()),
+        );
+        for case in &self.cases {
+            for t in &case.targets {
+                let main = if idle {
+                    t.rss_per_client_kib
+                        .map_or("-".into(), |k| format!("{k:.2}"))
+                } else {
+                    format!("{:.0}", t.ops_per_sec)
+                };
+                let lat = |us: u64| if idle { "-".into() } else { fmt_us(us) };
+                let _ = writeln!(
+                    out,
+                    "{:>7} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}  {}",
+                    case.clients,
+                    t.name,
+                    main,
+                    lat(t.p50_us),
+                    lat(t.p95_us),
+                    lat(t.p99_us),
+                    lat(t.p999_us),
+                    t.errors,
+                    t.ratio.map_or("-".into(), |r| format!("{r:.2}")),
+                    note(t)
+                );
+            }
+        }
+        out
+    }
+
+    /// Write `DIR/NAME.json` and `DIR/NAME.svg`; returns the JSON path.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf, BenchError> {
+        std::fs::create_dir_all(dir)?;
+        let json = dir.join(format!("{}.json", self.scenario.name));
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| BenchError::Client(format!("encoding results: {e}")))?;
+        std::fs::write(&json, text)?;
+        std::fs::write(
+            dir.join(format!("{}.svg", self.scenario.name)),
+            super::svg::chart(self),
+        )?;
+        Ok(json)
+    }
+
+    pub fn read(path: &Path) -> Result<ScenarioReport, BenchError> {
+        let text = std::fs::read_to_string(path)?;
+        serde_json::from_str(&text).map_err(|e| BenchError::Scenario {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })
+    }
+}
+
+fn note(t: &TargetReport) -> String {
+    let mut parts = Vec::new();
+    if let Some(share) = t.replica_share {
+        parts.push(format!("{:.0}% of reads on the replica", share * 100.0));
+    }
+    if let (Some(b), Some(a)) = (t.rss_before_kib, t.rss_after_kib) {
+        parts.push(format!("RSS {b} → {a} KiB"));
+    }
+    if let Some(e) = &t.first_error {
+        let short: String = e.chars().take(90).collect();
+        parts.push(format!("first error: {short}"));
+    }
+    parts.join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn median_of_odd_and_even() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn latency_formats() {
+        assert_eq!(fmt_us(850), "850µs");
+        assert_eq!(fmt_us(1500), "1.50ms");
+        assert_eq!(fmt_us(250_000), "250ms");
+    }
+}

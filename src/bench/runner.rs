@@ -1,0 +1,251 @@
+//! Running one scenario: for each case (client count), an unmeasured warm-up per target,
+//! then rounds that visit every target in turn (A B C A B C…) so machine drift hits all
+//! alike. Each visit opens the clients (not timed), drives them, closes them.
+
+use super::env::{Endpoint, Env, Target};
+use super::measure::{self, open_many, Client, Done, Measurement, Pace};
+use super::peers::pake::{routed, PakeBinary};
+use super::pg_load::{self, PgClient, PgShape};
+use super::redis_load::{self, RedisClient, RedisShape};
+use super::report::{CaseReport, Machine, ScenarioReport, TargetReport};
+use super::rng::Rng;
+use super::scenario::{Scenario, Workload};
+use super::BenchError;
+use indicatif::ProgressBar;
+use std::time::Duration;
+
+/// Logins in flight at once while opening a case's clients.
+const PARALLEL_LOGINS: usize = 64;
+
+/// A Postgres or Redis client.
+pub enum AnyClient {
+    Pg(PgClient),
+    Redis(RedisClient),
+}
+
+impl Client for AnyClient {
+    async fn request(&mut self, rng: &mut Rng) -> Result<Done, String> {
+        match self {
+            AnyClient::Pg(c) => c.request(rng).await,
+            AnyClient::Redis(c) => c.request(rng).await,
+        }
+    }
+}
+
+/// What each client of the scenario needs to build requests.
+#[derive(Clone)]
+pub enum Shape {
+    Pg(PgShape),
+    Redis(RedisShape),
+}
+
+impl Shape {
+    pub fn of(s: &Scenario) -> Shape {
+        if s.workload.is_redis() {
+            Shape::Redis(RedisShape::of(s))
+        } else {
+            Shape::Pg(PgShape::of(s))
+        }
+    }
+}
+
+/// Open `n` clients to `target`; failed logins come back as errors, one each.
+pub async fn open_clients(
+    target: &Target,
+    shape: &Shape,
+    n: usize,
+) -> Vec<Result<AnyClient, String>> {
+    let (endpoint, slots) = (target.endpoint.clone(), target.slots.clone());
+    let shape = shape.clone();
+    open_many(n, PARALLEL_LOGINS, move |i| {
+        let (endpoint, slots, shape) = (endpoint.clone(), slots.clone(), shape.clone());
+        async move {
+            match (endpoint, shape) {
+                (Endpoint::Pg(url), Shape::Pg(shape)) => {
+                    pg_load::connect(url, shape, i).await.map(AnyClient::Pg)
+                }
+                (Endpoint::Redis(addr), Shape::Redis(shape)) => {
+                    redis_load::connect(addr, slots, shape)
+                        .await
+                        .map(AnyClient::Redis)
+                }
+                _ => Err("scenario and target speak different protocols".into()),
+            }
+        }
+    })
+    .await
+}
+
+/// Open `n` clients: those that logged in, and the failed logins counted as errors.
+pub async fn open_counted(t: &Target, shape: &Shape, n: usize) -> (Vec<AnyClient>, Measurement) {
+    let mut conns = Vec::with_capacity(n);
+    let mut failed = Measurement::new();
+    for r in open_clients(t, shape, n).await {
+        match r {
+            Ok(c) => conns.push(c),
+            Err(e) => {
+                failed.errors += 1;
+                failed.first_error.get_or_insert(format!("connect: {e}"));
+            }
+        }
+    }
+    (conns, failed)
+}
+
+/// Run the whole scenario.
+pub async fn run(
+    s: &Scenario,
+    bin: &PakeBinary,
+    progress: &ProgressBar,
+) -> Result<ScenarioReport, BenchError> {
+    let started_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    progress.set_message(format!("{}: starting servers and peers", s.name));
+    let env = Env::start(s, bin).await?;
+    for u in &env.unavailable {
+        progress.println(format!("target unavailable: {}: {}", u.target, u.reason));
+    }
+    let mut cases = Vec::new();
+    for &clients in &s.clients {
+        let case = if s.workload == Workload::IdleMemory {
+            super::idle::run_case(s, &env, clients, progress).await
+        } else {
+            run_case(s, &env, clients, progress).await
+        };
+        cases.push(case);
+    }
+    Ok(ScenarioReport {
+        scenario: s.clone(),
+        machine: Machine::probe(),
+        started_at,
+        unavailable: env.unavailable.clone(),
+        cases,
+    })
+}
+
+/// Per target: each round's ops/s, all rounds merged, reads Pake sent to the replica.
+struct Tally {
+    rounds: Vec<f64>,
+    merged: Measurement,
+    replica_reads: Option<f64>,
+}
+
+async fn run_case(s: &Scenario, env: &Env, clients: usize, progress: &ProgressBar) -> CaseReport {
+    let shape = Shape::of(s);
+    let active = s.active.map_or(clients, |a| a.min(clients));
+    let pace = match s.rate {
+        Some(rate) if rate > 0.0 => Pace::Open {
+            interval: Duration::from_secs_f64(active as f64 / rate),
+        },
+        _ => Pace::Closed,
+    };
+    let go = |t: &Target, secs: f64, seed: u64| {
+        let (shape, t) = (shape.clone(), t.clone());
+        let replica = env.replica;
+        async move {
+            let secs = Duration::from_secs_f64(secs);
+            visit(&t, &shape, clients, active, secs, pace, seed, replica).await
+        }
+    };
+    if s.warmup_secs > 0.0 {
+        for t in &env.targets {
+            progress.set_message(format!("{} {clients} clients: warm-up {}", s.name, t.name));
+            let _ = go(t, s.warmup_secs, 0).await;
+        }
+    }
+    let mut tallies: Vec<Tally> = env
+        .targets
+        .iter()
+        .map(|_| Tally {
+            rounds: Vec::new(),
+            merged: Measurement::new(),
+            replica_reads: None,
+        })
+        .collect();
+    for round in 0..s.rounds {
+        for (t, tally) in env.targets.iter().zip(&mut tallies) {
+            progress.set_message(format!(
+                "{} {clients} clients: round {}/{} {}",
+                s.name,
+                round + 1,
+                s.rounds,
+                t.name
+            ));
+            let (m, replica) = go(t, s.duration_secs, round as u64 + 1).await;
+            tally.rounds.push(m.ops_per_sec());
+            tally.merged.merge(&m);
+            if let Some(r) = replica {
+                *tally.replica_reads.get_or_insert(0.0) += r;
+            }
+            progress.inc(1);
+        }
+    }
+    case_report(s, env, clients, active, tallies)
+}
+
+fn case_report(
+    s: &Scenario,
+    env: &Env,
+    clients: usize,
+    active: usize,
+    tallies: Vec<Tally>,
+) -> CaseReport {
+    let mut targets: Vec<TargetReport> = env
+        .targets
+        .iter()
+        .zip(tallies)
+        .map(|(t, tally)| {
+            let mut r = TargetReport::from_measurement(&t.name, tally.rounds, &tally.merged);
+            r.replica_share = tally
+                .replica_reads
+                .filter(|_| tally.merged.reads > 0)
+                .map(|n| n / tally.merged.reads as f64);
+            r
+        })
+        .collect();
+    let base = targets
+        .iter()
+        .find(|t| t.name == s.baseline())
+        .map(|t| t.ops_per_sec);
+    for t in &mut targets {
+        t.ratio = base.filter(|b| *b > 0.0).map(|b| t.ops_per_sec / b);
+    }
+    CaseReport {
+        clients,
+        active,
+        rate: s.rate,
+        targets,
+    }
+}
+
+/// One visit: open `clients`, drive `active` of them for `secs`, keep the rest idle.
+/// Returns the measurement and, for Pake in front of a replica, the reads it routed there.
+#[allow(clippy::too_many_arguments)]
+async fn visit(
+    t: &Target,
+    shape: &Shape,
+    clients: usize,
+    active: usize,
+    secs: Duration,
+    pace: Pace,
+    seed: u64,
+    replica: bool,
+) -> (Measurement, Option<f64>) {
+    let (mut conns, failed) = open_counted(t, shape, clients).await;
+    let idle = conns.split_off(active.min(conns.len()));
+    let admin = t.admin.filter(|_| replica);
+    let before = match admin {
+        Some(a) => routed(a).await.ok(),
+        None => None,
+    };
+    let (_, mut m) = measure::drive(conns, secs, pace, seed).await;
+    let after = match admin {
+        Some(a) => routed(a).await.ok(),
+        None => None,
+    };
+    drop(idle);
+    m.merge(&failed);
+    let replica_reads = before.zip(after).map(|(b, a)| a.1 - b.1);
+    (m, replica_reads)
+}

@@ -1,0 +1,371 @@
+//! The targets checked against the latest results, and the Markdown that
+//! `make bench` writes into BENCHMARKS.md between `<!-- bench:begin -->` and
+//! `<!-- bench:end -->`: the machine, a met/missed table, and every scenario's table.
+
+use super::report::{fmt_us, CaseReport, ScenarioReport, TargetReport};
+use super::scenario::Workload;
+use super::BenchError;
+use std::fmt::Write as _;
+use std::path::Path;
+
+pub const BEGIN: &str = "<!-- bench:begin -->";
+pub const END: &str = "<!-- bench:end -->";
+
+/// One line of the targets table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    pub goal: String,
+    pub scenario: String,
+    pub case: String,
+    pub measured: String,
+    /// `Some(true)` met, `Some(false)` missed, `None` not measured.
+    pub met: Option<bool>,
+}
+
+fn find<'a>(case: &'a CaseReport, name: &str) -> Option<&'a TargetReport> {
+    case.targets.iter().find(|t| t.name == name)
+}
+
+/// The Pake targets the goals are about (`pake-nol1` is shown, not judged).
+fn judged(name: &str) -> bool {
+    name == "pake" || name.starts_with("pake-w")
+}
+
+fn pakes(case: &CaseReport) -> impl Iterator<Item = &TargetReport> {
+    case.targets.iter().filter(|t| judged(&t.name))
+}
+
+fn ratio_check(
+    r: &ScenarioReport,
+    case: &CaseReport,
+    p: &TargetReport,
+    peer: &str,
+    min: f64,
+) -> Option<Check> {
+    let other = find(case, peer)?;
+    let goal = format!("{} / {peer} ≥ {min}", p.name);
+    let (met, measured) = if other.ops_per_sec > 0.0 {
+        let ratio = p.ops_per_sec / other.ops_per_sec;
+        (Some(ratio >= min && p.errors == 0), format!("{ratio:.2}"))
+    } else {
+        (None, "no throughput from the peer".into())
+    };
+    let measured = match (p.errors, other.errors) {
+        (0, 0) => measured,
+        (0, e) => format!("{measured} ({peer}: {e} errors)"),
+        (e, _) => format!("{measured} ({}: {e} errors)", p.name),
+    };
+    Some(Check {
+        goal,
+        scenario: r.scenario.name.clone(),
+        case: format!("{} clients", case.clients),
+        measured,
+        met,
+    })
+}
+
+/// Every check the results allow.
+pub fn checks(reports: &[ScenarioReport]) -> Vec<Check> {
+    let mut out = Vec::new();
+    for r in reports {
+        let s = &r.scenario;
+        for u in r.unavailable.iter().filter(|u| judged(&u.target)) {
+            out.push(Check {
+                goal: format!("{}: every goal of this scenario", u.target),
+                scenario: s.name.clone(),
+                case: "-".into(),
+                measured: format!("target unavailable: {}", u.reason),
+                met: None,
+            });
+        }
+        match s.workload {
+            Workload::PgSelect if s.rate.is_some() => out.extend(many_clients(r)),
+            // the throughput targets are pgbench -S (simple and prepared); the
+            // other Postgres scenarios are reported in their tables only
+            Workload::PgTpcb | Workload::PgMixed => {}
+            Workload::PgSelect => {
+                for case in &r.cases {
+                    if case.clients == 1 {
+                        out.extend(added_latency(r, case));
+                        continue;
+                    }
+                    for p in pakes(case) {
+                        out.extend(ratio_check(r, case, p, "pgbouncer", 1.25));
+                        out.extend(ratio_check(r, case, p, "direct", 0.8));
+                    }
+                }
+            }
+            Workload::RedisGetset => {
+                for case in &r.cases {
+                    for p in pakes(case) {
+                        out.extend(ratio_check(r, case, p, "direct", 1.2));
+                        out.extend(ratio_check(r, case, p, "twemproxy", 2.0));
+                    }
+                }
+            }
+            Workload::IdleMemory => {
+                for case in &r.cases {
+                    for p in pakes(case) {
+                        out.push(Check {
+                            goal: format!("{}: RSS per idle client ≤ 8 KiB", p.name),
+                            scenario: s.name.clone(),
+                            case: format!("{} idle clients", case.clients),
+                            measured: p
+                                .rss_per_client_kib
+                                .map_or("-".into(), |k| format!("{k:.2} KiB")),
+                            met: p.rss_per_client_kib.map(|k| k <= 8.0 && p.errors == 0),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn added_latency(r: &ScenarioReport, case: &CaseReport) -> Vec<Check> {
+    let Some(direct) = find(case, "direct") else {
+        return Vec::new();
+    };
+    pakes(case)
+        .map(|p| {
+            let added = p.p50_us as i64 - direct.p50_us as i64;
+            Check {
+                goal: format!("{}: added p50 latency, one client ≤ 30 µs", p.name),
+                scenario: r.scenario.name.clone(),
+                case: "1 client".into(),
+                measured: format!(
+                    "{added} µs ({} vs {})",
+                    fmt_us(p.p50_us),
+                    fmt_us(direct.p50_us)
+                ),
+                met: Some(added <= 30 && p.errors == 0),
+            }
+        })
+        .collect()
+}
+
+fn many_clients(r: &ScenarioReport) -> Vec<Check> {
+    let (Some(low), Some(high)) = (
+        r.cases.iter().min_by_key(|c| c.clients),
+        r.cases.iter().max_by_key(|c| c.clients),
+    ) else {
+        return Vec::new();
+    };
+    if low.clients == high.clients {
+        return Vec::new();
+    }
+    pakes(high)
+        .filter_map(|p| {
+            let base = find(low, &p.name)?;
+            let ratio = p.p99_us as f64 / base.p99_us.max(1) as f64;
+            Some(Check {
+                goal: format!(
+                    "{}: p99 at {} connected ≤ 2× p99 at {}",
+                    p.name, high.clients, low.clients
+                ),
+                scenario: r.scenario.name.clone(),
+                case: format!(
+                    "{} active, {:.0} req/s",
+                    high.active,
+                    high.rate.unwrap_or(0.0)
+                ),
+                measured: format!(
+                    "{ratio:.2}× ({} vs {})",
+                    fmt_us(p.p99_us),
+                    fmt_us(base.p99_us)
+                ),
+                met: Some(ratio <= 2.0 && p.errors == 0 && base.errors == 0),
+            })
+        })
+        .collect()
+}
+
+fn status(met: Option<bool>) -> &'static str {
+    match met {
+        Some(true) => "met",
+        Some(false) => "**missed**",
+        None => "not measured",
+    }
+}
+
+/// The generated Markdown block (without the markers).
+pub fn markdown(reports: &[ScenarioReport]) -> String {
+    let mut md = String::new();
+    if let Some(m) = reports.first().map(|r| &r.machine) {
+        let _ = writeln!(
+            md,
+            "Machine: {} CPUs, {} MiB memory, Linux {}; {}.\n",
+            m.nproc,
+            m.memory_mib,
+            m.kernel,
+            m.versions.join("; ")
+        );
+    }
+    md.push_str(
+        "### Targets\n\n| goal | scenario | case | measured | status |\n|---|---|---|---|---|\n",
+    );
+    for c in checks(reports) {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} |",
+            c.goal,
+            c.scenario,
+            c.case,
+            c.measured.replace('|', "/"),
+            status(c.met)
+        );
+    }
+    for r in reports {
+        md.push_str(&scenario_table(r));
+    }
+    md
+}
+
+fn scenario_table(r: &ScenarioReport) -> String {
+    let s = &r.scenario;
+    let mut md = format!(
+        "\n### {}\n\n{} ({} × {} s per target, interleaved; baseline `{}`)\n\n",
+        s.name,
+        s.description,
+        s.rounds,
+        s.duration_secs,
+        s.baseline()
+    );
+    for u in &r.unavailable {
+        let _ = writeln!(md, "- target unavailable: `{}`: {}", u.target, u.reason);
+    }
+    md.push_str(
+        "\n| clients | target | ops/s | p50 | p95 | p99 | p99.9 | errors | ratio | note |\n",
+    );
+    md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    for case in &r.cases {
+        for t in &case.targets {
+            let mut note = Vec::new();
+            if let Some(k) = t.rss_per_client_kib {
+                note.push(format!("{k:.2} KiB per idle client"));
+            }
+            if let Some(share) = t.replica_share {
+                note.push(format!("{:.0}% of reads on the replica", share * 100.0));
+            }
+            if let Some(e) = &t.first_error {
+                note.push(format!(
+                    "first error: {}",
+                    e.chars().take(80).collect::<String>()
+                ));
+            }
+            let _ = writeln!(
+                md,
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                case.clients,
+                t.name,
+                t.ops_per_sec,
+                fmt_us(t.p50_us),
+                fmt_us(t.p95_us),
+                fmt_us(t.p99_us),
+                fmt_us(t.p999_us),
+                t.errors,
+                t.ratio.map_or("-".into(), |x| format!("{x:.2}")),
+                note.join("; ").replace('|', "/")
+            );
+        }
+    }
+    md
+}
+
+/// Every `*.json` result in `dir`, by name.
+pub fn load_all(dir: &Path) -> Result<Vec<ScenarioReport>, BenchError> {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    paths.iter().map(|p| ScenarioReport::read(p)).collect()
+}
+
+/// Replace the block between the markers in `file` (appending markers when absent).
+pub fn rewrite(file: &Path, block: &str) -> Result<(), BenchError> {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let new = match (text.find(BEGIN), text.find(END)) {
+        (Some(b), Some(e)) if b < e => {
+            format!("{}{BEGIN}\n{block}{}", &text[..b], &text[e..])
+        }
+        _ => format!("{text}\n{BEGIN}\n{block}{END}\n"),
+    };
+    std::fs::write(file, new)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::bench::report::{Machine, TargetReport};
+    use crate::bench::scenario::{Scenario, DEFAULT};
+
+    fn target(name: &str, ops: f64, p50: u64) -> TargetReport {
+        TargetReport {
+            name: name.into(),
+            ops_per_sec: ops,
+            p50_us: p50,
+            ..TargetReport::default()
+        }
+    }
+
+    fn report(clients: usize, targets: Vec<TargetReport>) -> ScenarioReport {
+        ScenarioReport {
+            scenario: Scenario::parse(DEFAULT, "default").unwrap(),
+            machine: Machine::default(),
+            started_at: 0,
+            unavailable: Vec::new(),
+            cases: vec![CaseReport {
+                clients,
+                active: clients,
+                rate: None,
+                targets,
+            }],
+        }
+    }
+
+    #[test]
+    fn throughput_goals_are_judged_per_pake_target() {
+        let r = report(
+            100,
+            vec![
+                target("direct", 1000.0, 100),
+                target("pake-w1", 1100.0, 100),
+                target("pake-w2", 1400.0, 100),
+                target("pgbouncer", 1000.0, 100),
+            ],
+        );
+        let c = checks(&[r]);
+        let find = |goal: &str| c.iter().find(|c| c.goal == goal).unwrap().met;
+        assert_eq!(find("pake-w1 / pgbouncer ≥ 1.25"), Some(false));
+        assert_eq!(find("pake-w2 / pgbouncer ≥ 1.25"), Some(true));
+        assert_eq!(find("pake-w1 / direct ≥ 0.8"), Some(true));
+    }
+
+    #[test]
+    fn one_client_gives_the_added_latency() {
+        let r = report(1, vec![target("direct", 1.0, 40), target("pake", 1.0, 75)]);
+        let c = checks(&[r]);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].met, Some(false));
+        assert!(c[0].measured.starts_with("35 µs"), "{}", c[0].measured);
+        let md = markdown(&[report(1, vec![target("direct", 1.0, 40)])]);
+        assert!(md.contains("### pg-select-only"), "{md}");
+        let svg = crate::bench::svg::chart(&report(1, vec![target("direct", 1.0, 40)]));
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    }
+
+    #[test]
+    fn rewrite_replaces_only_the_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("B.md");
+        std::fs::write(&f, format!("head\n{BEGIN}\nold\n{END}\ntail\n")).unwrap();
+        rewrite(&f, "new\n").unwrap();
+        let text = std::fs::read_to_string(&f).unwrap();
+        assert_eq!(text, format!("head\n{BEGIN}\nnew\n{END}\ntail\n"));
+    }
+}
