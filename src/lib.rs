@@ -5,6 +5,7 @@
 //! * [`config`]: the typed TOML configuration and the quick-start flags.
 //! * [`obs`]: metrics, logs, admin HTTP.
 //! * [`lab`]: real PostgreSQL servers in temp dirs, for tests, benches and `pake demo`.
+//! * [`redis`]: the Redis proxy — RESP2/RESP3, standalone or cluster, coherent L1 cache.
 //! * [`app`]: wiring it all into a running process (`pake serve`).
 #![deny(unsafe_code)]
 #![warn(clippy::large_futures)]
@@ -15,3 +16,4 @@ pub mod demo;
 pub mod lab;
 pub mod obs;
 pub mod pg;
+pub mod redis;
