@@ -1,12 +1,14 @@
-//! Real servers on free ports in temp dirs, for tests, benches and `pake demo`. This is
+//! Real servers (PostgreSQL, Redis standalone and cluster) on free ports in temp dirs, for tests, benches and `pake demo`. This is
 //! product code: each test owns its servers, so tests run in parallel, and everything is
 //! stopped and deleted on drop — also when a test panics, and (by a parent-death signal)
 //! when the process is killed outright.
 
 pub mod postgres;
 pub mod process;
+pub mod redis;
 
 pub use postgres::{HbaAuth, PgInstance, PgLab, PgOptions};
+pub use redis::{RedisLab, RedisNode, RedisOptions, Topology};
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {

@@ -311,7 +311,7 @@ const TABLE: &[Spec] = &[
     c("COMMAND", -1, 0, Keys::None, P), c("MEMORY", -2, R, Keys::Sub2, P),
     c("SLOWLOG", -2, 0, Keys::None, P), c("LATENCY", -2, 0, Keys::None, P),
     c("ROLE", 1, 0, Keys::None, P), c("LOLWUT", -1, 0, Keys::None, P),
-    c("CLUSTER", -2, 0, Keys::None, P), c("SAVE", 1, 0, Keys::None, P),
+    c("CLUSTER", -2, 0, Keys::None, P), c("ACL", -2, 0, Keys::None, P), c("SAVE", 1, 0, Keys::None, P),
     c("BGSAVE", -1, 0, Keys::None, P), c("BGREWRITEAOF", 1, 0, Keys::None, P),
     c("MONITOR", 1, 0, Keys::None, Kind::Unsupported("MONITOR would see only Pake's shared connections; run it on Redis")),
     c("SYNC", 1, 0, Keys::None, Kind::Unsupported("replication goes to Redis directly, not through Pake")),

@@ -26,6 +26,7 @@ pub enum Error {
     Arity(String),
     #[error("Keys in request don't hash to the same slot")]
     CrossSlot,
+    /// A client mistake Redis itself would report; the text starts with its code.
     #[error("{0}")]
     Syntax(&'static str),
     #[error("{name} is not supported through Pake: {why}")]
@@ -74,6 +75,8 @@ impl Error {
     pub fn reply(&self) -> String {
         match self {
             Error::Refused(msg) => msg.clone(),
+            // written with their code, as Redis words them
+            Error::Syntax(msg) => (*msg).to_string(),
             _ => format!("{} {}", self.code(), self),
         }
     }
