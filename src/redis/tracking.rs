@@ -263,15 +263,21 @@ impl Tracking {
                 .map(|(f, _)| f.into_resp3()),
         };
         let Some(frame) = decoded else {
+            tracing::trace!(?frame, "undecodable tracking message");
             return Message::Other;
         };
-        let items = match frame {
+        tracing::trace!(?frame, "tracking message");
+        let mut items = match frame {
             BytesFrame::Push { data, .. } | BytesFrame::Array { data, .. } => data,
             BytesFrame::SimpleString { data, .. } if data.eq_ignore_ascii_case(b"PONG") => {
                 return Message::Pong
             }
             _ => return Message::Other,
         };
+        // redis-protocol lifts a RESP2 pub/sub message to a push led by "pubsub"
+        if items.first().and_then(frame_bytes).as_deref() == Some(b"pubsub") {
+            items.remove(0);
+        }
         let kind = items.first().and_then(frame_bytes);
         match kind.as_deref() {
             Some(b"pong") => Message::Pong,
