@@ -6,6 +6,7 @@
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod zipf;
 
 pub use postgres::{HbaAuth, PgInstance, PgLab, PgOptions};
 pub use redis::{RedisLab, RedisNode, RedisOptions, Topology};

@@ -140,7 +140,7 @@ mod tests {
     fn defaults_are_valid_and_bad_values_are_named() {
         assert!(RedisConfig::default().validate().is_empty());
         let c = RedisConfig {
-            url: "http://nope".into(),
+            url: "not a url".into(),
             pool_size: 0,
             l1_max_entry_size: Bytes(1 << 30),
             ..RedisConfig::default()

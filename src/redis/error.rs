@@ -39,8 +39,8 @@ pub enum Error {
     /// Redis refused a login or command; its own words (`WRONGPASS …`) are the reply.
     #[error("{0}")]
     Refused(String),
-    #[error("Redis did not answer within {0}")]
-    Timeout(crate::config::Dur),
+    #[error("Redis did not answer within command_timeout")]
+    Timeout,
     #[error("the connection to Redis was lost: {0}")]
     LinkLost(String),
     #[error("max number of clients reached")]
@@ -63,7 +63,7 @@ impl Error {
             | Error::Unsupported { .. }
             | Error::Backend(_)
             | Error::Refused(_)
-            | Error::Timeout(_)
+            | Error::Timeout
             | Error::LinkLost(_)
             | Error::TooManyClients
             | Error::Shutdown
@@ -91,7 +91,7 @@ impl Error {
             | Error::Unsupported { .. }
             | Error::Refused(_)
             | Error::ClientIo(_) => Source::Client,
-            Error::Backend(_) | Error::Timeout(_) | Error::LinkLost(_) => Source::Backend,
+            Error::Backend(_) | Error::Timeout | Error::LinkLost(_) => Source::Backend,
             Error::TooManyClients | Error::Shutdown => Source::Proxy,
         }
     }
@@ -109,7 +109,7 @@ impl Error {
             | Error::Unsupported { .. }
             | Error::Backend(_)
             | Error::Refused(_)
-            | Error::Timeout(_) => false,
+            | Error::Timeout => false,
         }
     }
 
@@ -117,7 +117,7 @@ impl Error {
     pub fn label(&self) -> &'static str {
         match self {
             Error::Backend(_) => "unavailable",
-            Error::Timeout(_) => "timeout",
+            Error::Timeout => "timeout",
             Error::LinkLost(_) => "link_lost",
             _ => "other",
         }
@@ -138,9 +138,9 @@ impl Error {
         Error::UnknownCommand { name, args }
     }
 
-    pub fn from_fred(e: &fred::error::Error, timeout: crate::config::Dur) -> Error {
+    pub fn from_fred(e: &fred::error::Error) -> Error {
         match e.kind() {
-            fred::error::ErrorKind::Timeout => Error::Timeout(timeout),
+            fred::error::ErrorKind::Timeout => Error::Timeout,
             _ => Error::Backend(e.details().to_string()),
         }
     }

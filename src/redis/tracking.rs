@@ -114,9 +114,8 @@ impl Tracking {
             }
         }
         for p in primaries {
-            if !nodes.contains_key(&p.addr) {
-                let handle = self.spawn_node(p.clone());
-                nodes.insert(p.addr, handle);
+            if let std::collections::hash_map::Entry::Vacant(slot) = nodes.entry(p.addr.clone()) {
+                slot.insert(self.spawn_node(p));
             }
         }
     }

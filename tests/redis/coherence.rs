@@ -191,28 +191,6 @@ async fn flushall_and_own_writes() {
     }
 }
 
-/// Zipf(0.99) over `n` keys: rank i drawn with weight 1/i^0.99.
-fn zipf_keys(n: usize, draws: usize, seed: u64) -> Vec<usize> {
-    let weights: Vec<f64> = (1..=n).map(|i| 1.0 / (i as f64).powf(0.99)).collect();
-    let total: f64 = weights.iter().sum();
-    let mut cdf = Vec::with_capacity(n);
-    let mut acc = 0.0;
-    for w in weights {
-        acc += w / total;
-        cdf.push(acc);
-    }
-    let mut x = seed | 1;
-    (0..draws)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let u = (x >> 11) as f64 / (1u64 << 53) as f64;
-            cdf.partition_point(|&c| c < u).min(n - 1)
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zipf_read_heavy_hit_rate() {
     let env = Env::start(Mode::Cluster).await;
@@ -231,7 +209,9 @@ async fn zipf_read_heavy_hit_rate() {
         let addr = env.addr();
         tasks.push(tokio::spawn(async move {
             let mut c = Conn::connect(addr).await;
-            for chunk in zipf_keys(keys, 10_000, client + 7).chunks(50) {
+            let mut zipf = pake::lab::zipf::Zipf::new(keys, 0.99, client + 7);
+            let draws: Vec<usize> = (0..10_000).map(|_| zipf.next_rank()).collect();
+            for chunk in draws.chunks(50) {
                 let mut batch = Vec::new();
                 for k in chunk {
                     batch.extend(crate::harness::encode(&["GET", &format!("z:{k}")]));

@@ -347,7 +347,8 @@ pub fn fuzz_logic(data: &[u8]) {
         match take_request(&mut buf, &limits) {
             Ok(Some(req)) => {
                 assert!(buf.len() < before, "a request consumed nothing");
-                assert_eq!(before - buf.len(), req.raw.len());
+                // blank inline lines before a command are consumed too
+                assert!(before - buf.len() >= req.raw.len());
                 assert!(req
                     .args
                     .iter()
@@ -441,7 +442,7 @@ mod tests {
     #[test]
     fn scans_resp3_replies() {
         let l = Limits::backend();
-        let push = b">3\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n";
+        let push = b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n";
         let map = b"%1\r\n+a\r\n#t\r\n";
         let attr = b"|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n";
         for f in [

@@ -44,11 +44,10 @@ async fn send(client: &Client, name: &'static str, args: &[Bytes], slot: Option<
     let hash = slot.map_or(ClusterHash::Random, ClusterHash::Custom);
     let cmd = CustomCommand::new_static(name, hash, false);
     let values: Vec<Value> = args.iter().map(|a| Value::Bytes(a.clone())).collect();
-    let timeout = crate::config::Dur(client.perf_config().default_command_timeout);
     client
         .custom_raw(cmd, values)
         .await
-        .map_err(|e| Error::from_fred(&e, timeout))
+        .map_err(|e| Error::from_fred(&e))
 }
 
 /// Encode a reply (or an error) for the client.
