@@ -22,3 +22,20 @@ pub enum LabError {
     #[error("lab client: {0}")]
     Client(String),
 }
+
+/// Poll `cond` until it holds or `limit` passes (for tests and load drivers waiting on a
+/// real server: replication, tracking re-armed, a metric moving).
+pub async fn eventually<F, Fut>(limit: std::time::Duration, mut cond: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    while tokio::time::Instant::now() < deadline {
+        if cond().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}

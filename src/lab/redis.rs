@@ -260,14 +260,11 @@ impl RedisNode {
         self.child = Some(spawn_server(cmd)?);
         let started = Instant::now();
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(LabError::Failed {
-                        what: format!("redis-server exited ({status})"),
-                        output: self.log(),
-                    });
-                }
+            if let Some(status) = super::process::exited(&mut self.child) {
+                return Err(LabError::Failed {
+                    what: format!("redis-server exited ({status})"),
+                    output: self.log(),
+                });
             }
             if self.query(&["PING"]).is_ok_and(|r| r == "PONG") {
                 return Ok(());

@@ -149,21 +149,7 @@ pub fn metric(pake: &Running, name: &str) -> f64 {
         .sum()
 }
 
-/// Poll `cond` until it holds or `limit` passes.
-pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    false
-}
+pub use pake::lab::eventually;
 
 /// A reply, simplified for assertions.
 #[derive(Debug, Clone, PartialEq)]
