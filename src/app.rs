@@ -43,10 +43,17 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             let svc = crate::redis::Service::start(rc, &metrics.registry)
                 .await
                 .with_context(|| "cannot start the Redis proxy")?;
-            let listener = crate::pg::listener::bind(listen)
-                .with_context(|| format!("cannot listen on {listen} (redis)"))?;
-            let addr = listener.local_addr()?;
-            tokio::spawn(crate::redis::listener::serve(svc.clone(), listener));
+            let addr = match svc.config.threads {
+                0 => {
+                    let listener = crate::pg::listener::bind(listen)
+                        .with_context(|| format!("cannot listen on {listen} (redis)"))?;
+                    let addr = listener.local_addr()?;
+                    tokio::spawn(crate::redis::listener::serve(svc.clone(), listener));
+                    addr
+                }
+                n => crate::redis::listener::serve_on_threads(svc.clone(), listen, n)
+                    .with_context(|| format!("cannot listen on {listen} (redis)"))?,
+            };
             (Some(svc), Some(addr))
         }
         None => (None, None),

@@ -32,6 +32,8 @@ struct Args {
     uniform_writes: bool,
     workers: usize,
     json: Option<PathBuf>,
+    /// Only these targets (profiling); all four when empty.
+    only: Vec<String>,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -43,6 +45,7 @@ fn parse_args() -> Result<Args, String> {
         uniform_writes: false,
         workers: 2,
         json: None,
+        only: Vec::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -56,6 +59,7 @@ fn parse_args() -> Result<Args, String> {
             "--workers" => a.workers = num(value()?)?,
             "--write-dist" => a.uniform_writes = value()? == "uniform",
             "--json" => a.json = Some(PathBuf::from(value()?)),
+            "--only" => a.only = value()?.split(',').map(String::from).collect(),
             other => return Err(format!("unknown flag {other}")),
         }
     }
@@ -212,6 +216,24 @@ struct Tally {
     errors: u64,
     secs: f64,
     lat: Vec<u32>,
+    /// CPU seconds used by the proxy process and by redis-server during this target's rounds.
+    proxy_cpu: f64,
+    redis_cpu: f64,
+}
+
+/// CPU seconds (user + system) a process has used so far.
+fn cpu_secs(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else { return 0.0 };
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // fields after the command name, which is in parentheses and may hold spaces
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name and state
+    let ticks = f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0);
+    ticks / 100.0
 }
 
 async fn round(port: u16, a: &Args, seed: u64, t: &mut Tally) {
@@ -219,7 +241,11 @@ async fn round(port: u16, a: &Args, seed: u64, t: &mut Tally) {
     let until = started + a.round;
     let tasks: Vec<_> = (0..a.clients)
         .map(|i| {
-            let a = Args { json: None, ..*a };
+            let a = Args {
+                json: None,
+                only: Vec::new(),
+                ..*a
+            };
             tokio::spawn(async move { client(port, &a, seed * 1000 + i as u64, until).await })
         })
         .collect();
@@ -295,6 +321,8 @@ async fn run(a: Args) -> Result<(), String> {
         ("pake_no_l1", pake_nol1),
         ("twemproxy", twem),
     ];
+    let pids = [None, Some(_p1.0.id()), Some(_p2.0.id()), Some(_p3.0.id())];
+    let redis_pid = lab.nodes[0].pid();
     for (_, port) in &targets {
         wait_ready(*port).await?;
     }
@@ -304,7 +332,13 @@ async fn run(a: Args) -> Result<(), String> {
     let mut tallies: Vec<Tally> = targets.iter().map(|_| Tally::default()).collect();
     for r in 0..a.rounds {
         for (i, (name, port)) in targets.iter().enumerate() {
+            if !a.only.is_empty() && !a.only.iter().any(|o| o == name) {
+                continue;
+            }
+            let (p0, r0) = (cpu_secs(pids[i]), cpu_secs(redis_pid));
             round(*port, &a, (r * 10 + i) as u64 + 1, &mut tallies[i]).await;
+            tallies[i].proxy_cpu += cpu_secs(pids[i]) - p0;
+            tallies[i].redis_cpu += cpu_secs(redis_pid) - r0;
             eprintln!(
                 "round {} {name}: {:.0} ops/s so far",
                 r + 1,
@@ -348,8 +382,16 @@ fn report(
         a.clients, a.keys, a.rounds, a.round, a.workers
     );
     println!(
-        "{:<12} {:>10} {:>8} {:>8} {:>8} {:>9} {:>11}",
-        "target", "ops/s", "p50 µs", "p99 µs", "errors", "/direct", "/twemproxy"
+        "{:<12} {:>10} {:>8} {:>8} {:>8} {:>9} {:>11} {:>12} {:>12}",
+        "target",
+        "ops/s",
+        "p50 µs",
+        "p99 µs",
+        "errors",
+        "/direct",
+        "/twemproxy",
+        "proxy µs/op",
+        "redis µs/op"
     );
     let mut json = Vec::new();
     for (i, (name, _)) in targets.iter().enumerate() {
@@ -358,18 +400,22 @@ fn report(
             quantile(&tallies[i].lat, 0.5),
             quantile(&tallies[i].lat, 0.99),
         );
+        let per_op = |cpu: f64| cpu * 1e6 / tallies[i].ops.max(1) as f64;
+        let (proxy_cpu, redis_cpu) = (per_op(tallies[i].proxy_cpu), per_op(tallies[i].redis_cpu));
         println!(
-            "{:<12} {:>10.0} {:>8} {:>8} {:>8} {:>9.2} {:>11.2}",
+            "{:<12} {:>10.0} {:>8} {:>8} {:>8} {:>9.2} {:>11.2} {:>12.2} {:>12.2}",
             name,
             rate(i),
             p50,
             p99,
             tallies[i].errors,
             rate(i) / direct,
-            rate(i) / twem
+            rate(i) / twem,
+            proxy_cpu,
+            redis_cpu
         );
         json.push(format!(
-            "{{\"target\":\"{name}\",\"ops_per_sec\":{:.0},\"p50_us\":{p50},\"p99_us\":{p99},\"errors\":{}}}",
+            "{{\"target\":\"{name}\",\"ops_per_sec\":{:.0},\"p50_us\":{p50},\"p99_us\":{p99},\"errors\":{},\"proxy_cpu_us_per_op\":{proxy_cpu:.2},\"redis_cpu_us_per_op\":{redis_cpu:.2}}}",
             rate(i), tallies[i].errors
         ));
     }

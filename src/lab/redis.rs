@@ -290,6 +290,11 @@ impl RedisNode {
         self.child.is_some()
     }
 
+    /// The server's process id while it runs (CPU accounting in load tests).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
     }

@@ -30,6 +30,11 @@ pub struct RedisConfig {
     pub url: String,
     /// `true`: a Redis Cluster; `false`: standalone; absent: ask the server (`INFO cluster`).
     pub cluster: Option<bool>,
+    /// Reactor threads for Redis clients, each a single-threaded runtime with its own
+    /// SO_REUSEPORT listener, so a session's reads, L1 hits and writes never wake another
+    /// thread (measured: ~10% less CPU per hit than sharing the main runtime). Defaults to
+    /// one per CPU; 0 serves Redis clients on the main runtime's workers instead (tests).
+    pub threads: usize,
     /// fred clients per (user, database, protocol) pool; each client has one connection per
     /// node and pipelines the commands of the sessions assigned to it.
     pub pool_size: usize,
@@ -68,6 +73,7 @@ impl Default for RedisConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 6380)),
             url: "redis://127.0.0.1:6379".into(),
             cluster: None,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pool_size: 4,
             connect_timeout: Dur::secs(5),
             command_timeout: Dur::secs(30),

@@ -12,6 +12,58 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
+/// Bind `addr` once per reactor thread with SO_REUSEPORT and run each listener on its own
+/// single-threaded runtime: the kernel spreads connections over the threads, and a
+/// session's reads, L1 hits and writes never wake another thread. Returns the bound address
+/// (the real port when 0 was asked). Each thread exits once the service has drained.
+pub fn serve_on_threads(
+    svc: Arc<Service>,
+    addr: std::net::SocketAddr,
+    threads: usize,
+) -> std::io::Result<std::net::SocketAddr> {
+    let first = bind_std(addr)?;
+    let bound = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(bind_std(bound)?);
+    }
+    for (i, std_listener) in listeners.into_iter().enumerate() {
+        let svc = svc.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("pake-redis-{i}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(std_listener) {
+                        Ok(listener) => serve(svc.clone(), listener).await,
+                        Err(e) => tracing::error!(error = %e, "cannot start a Redis reactor"),
+                    }
+                    // let this thread's sessions finish before the runtime drops them
+                    while svc.client_count() > 0 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+            })?;
+    }
+    Ok(bound)
+}
+
+fn bind_std(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
 /// Accept clients until the service starts draining.
 pub async fn serve(svc: Arc<Service>, listener: TcpListener) {
     let mut closing = svc.closing();

@@ -46,6 +46,8 @@ pub fn redis_config(url: String) -> RedisConfig {
         listen: "127.0.0.1:0".parse().expect("addr"),
         url,
         pool_size: 2,
+        // serve on the test's runtime: nothing outlives the test
+        threads: 0,
         command_timeout: Dur::secs(5),
         connect_timeout: Dur::secs(2),
         tracking_heartbeat: Dur::millis(100),
