@@ -81,10 +81,12 @@ impl Tracking {
         t.sync_topology();
         let weak = Arc::downgrade(&t);
         tokio::spawn(async move {
-            loop {
+            // fred updates its slot map on MOVED and reconnects; this catches the rest
+            // (a failover with no traffic to the moved slots) with a CLUSTER SLOTS every 5 s
+            for tick in 1u64.. {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 let Some(t) = weak.upgrade() else { return };
-                if t.backend.cluster {
+                if t.backend.cluster && tick % 10 == 0 {
                     t.backend.refresh().await;
                 }
                 t.sync_topology();
