@@ -144,7 +144,31 @@ impl RedisLab {
                 output: String::from_utf8_lossy(&out.stdout).into_owned(),
             });
         }
-        self.wait_cluster_ok(Duration::from_secs(30))
+        self.wait_cluster_ok(Duration::from_secs(30))?;
+        self.wait_replicas_synced(Duration::from_secs(30))
+    }
+
+    /// Wait until every replica has finished its initial sync (a replica that has not may
+    /// refuse to fail over: its data would be too old).
+    pub fn wait_replicas_synced(&self, limit: Duration) -> Result<(), LabError> {
+        let started = Instant::now();
+        loop {
+            let synced = self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+                n.query(&["INFO", "replication"]).is_ok_and(|info| {
+                    !info.contains("role:slave") || info.contains("master_link_status:up")
+                })
+            });
+            if synced {
+                return Ok(());
+            }
+            if started.elapsed() > limit {
+                return Err(LabError::Failed {
+                    what: "replicas did not sync".into(),
+                    output: String::new(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// Wait until every running node reports `cluster_state:ok` with every slot assigned.

@@ -238,3 +238,61 @@ async fn zipf_read_heavy_hit_rate() {
     );
     assert!(metric(&env.pake, "pake_redis_l1_entries") > 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_failover_flushes_and_follows_the_new_primary() {
+    let mut env = Env::with(pake::lab::RedisOptions::cluster(3, 1), |_| {}).await;
+    let key = "fo:key";
+    let mut c = env.conn().await;
+    assert_eq!(c.cmd(&["SET", key, "before"]).await, Val::s("OK"));
+    c.cmd(&["GET", key]).await;
+    assert_eq!(c.cmd(&["GET", key]).await, Val::s("before"));
+    let port = env.node_port_for(key);
+    let victim = env
+        .lab
+        .nodes
+        .iter()
+        .position(|n| n.port == port)
+        .expect("primary of the key");
+    let flushes = metric(&env.pake, "pake_redis_l1_flushes_total");
+    env.lab.kill(victim);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            metric(&env.pake, "pake_redis_l1_flushes_total") > flushes
+        })
+        .await,
+        "losing the primary's tracking stream flushes its slots"
+    );
+    // the replica takes over (cluster-node-timeout 2 s); Pake follows it
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c.cmd(&["SET", key, "after"]).await;
+        if r == Val::s("OK") {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let nodes = env
+                .lab
+                .nodes
+                .iter()
+                .find(|n| n.is_running())
+                .map(|n| n.query(&["CLUSTER", "NODES"]));
+            panic!("no failover: {r:?}; {nodes:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    env.wait_armed(&env.pake).await;
+    assert_eq!(c.cmd(&["GET", key]).await, Val::s("after"));
+    c.cmd(&["GET", key]).await;
+    // a direct write on the new primary is seen through Pake once its invalidation arrives
+    let new_port = env.node_port_for(key);
+    assert_ne!(new_port, port, "a replica was promoted");
+    let before = metric(&env.pake, "pake_redis_l1_invalidations_total");
+    let mut direct = Conn::connect(([127, 0, 0, 1], new_port).into()).await;
+    assert_eq!(direct.cmd(&["SET", key, "direct"]).await, Val::s("OK"));
+    assert!(
+        invalidated(&env.pake, before).await,
+        "the new primary is tracked"
+    );
+    assert_eq!(c.cmd(&["GET", key]).await, Val::s("direct"));
+}
