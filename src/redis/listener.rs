@@ -16,16 +16,19 @@ use tracing::Instrument;
 /// single-threaded runtime: the kernel spreads connections over the threads, and a
 /// session's reads, L1 hits and writes never wake another thread. Returns the bound address
 /// (the real port when 0 was asked). Each thread exits once the service has drained.
+/// Must be called inside a Tokio runtime (the sockets are bound with it, then handed over).
 pub fn serve_on_threads(
     svc: Arc<Service>,
     addr: std::net::SocketAddr,
     threads: usize,
 ) -> std::io::Result<std::net::SocketAddr> {
-    let first = bind_std(addr)?;
+    // bound here (SO_REUSEPORT, like the Postgres listener), moved to each thread's runtime
+    let bind = |a| crate::pg::listener::bind(a).and_then(|l| l.into_std());
+    let first = bind(addr)?;
     let bound = first.local_addr()?;
     let mut listeners = vec![first];
     for _ in 1..threads {
-        listeners.push(bind_std(bound)?);
+        listeners.push(bind(bound)?);
     }
     for (i, std_listener) in listeners.into_iter().enumerate() {
         let svc = svc.clone();
@@ -48,20 +51,6 @@ pub fn serve_on_threads(
             })?;
     }
     Ok(bound)
-}
-
-fn bind_std(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        Some(socket2::Protocol::TCP),
-    )?;
-    socket.set_reuse_address(true)?;
-    socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    Ok(socket.into())
 }
 
 /// Accept clients until the service starts draining.
