@@ -16,6 +16,9 @@ pub struct Running {
     /// The address the Postgres listener is bound to (a real port when 0 was asked).
     pub pg_addr: SocketAddr,
     pub admin_addr: Option<SocketAddr>,
+    /// The address the Redis listener is bound to, when `[redis]` is configured.
+    pub redis_addr: Option<SocketAddr>,
+    pub redis: Option<Arc<crate::redis::Service>>,
 }
 
 /// Bind and start everything in the current Tokio runtime.
@@ -38,6 +41,28 @@ pub async fn start_with(config: Config, source: Option<ConfigSource>) -> anyhow:
         None => None,
     };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    // Redis (issue 5): connect before binding, so a bad URL fails the start
+    let (redis, redis_addr) = match config.redis.clone() {
+        Some(rc) => {
+            let listen = rc.listen;
+            let svc = crate::redis::Service::start(rc, &metrics.registry)
+                .await
+                .with_context(|| "cannot start the Redis proxy")?;
+            let addr = match svc.config.threads {
+                0 => {
+                    let listener = crate::pg::listener::bind(listen)
+                        .with_context(|| format!("cannot listen on {listen} (redis)"))?;
+                    let addr = listener.local_addr()?;
+                    tokio::spawn(crate::redis::listener::serve(svc.clone(), listener));
+                    addr
+                }
+                n => crate::redis::listener::serve_on_threads(svc.clone(), listen, n)
+                    .with_context(|| format!("cannot listen on {listen} (redis)"))?,
+            };
+            (Some(svc), Some(addr))
+        }
+        None => (None, None),
+    };
     let proxy = Proxy::new(config, metrics).context("TLS set-up")?;
     if let Some(source) = source {
         proxy.set_source(source);
@@ -46,11 +71,13 @@ pub async fn start_with(config: Config, source: Option<ConfigSource>) -> anyhow:
     if let Some(listener) = admin {
         tokio::spawn(crate::obs::http::serve(proxy.clone(), listener));
     }
-    tracing::info!(pg = %pg_addr, admin = ?admin_addr, "Pake is ready");
+    tracing::info!(pg = %pg_addr, redis = ?redis_addr, admin = ?admin_addr, "Pake is ready");
     Ok(Running {
         proxy,
         pg_addr,
         admin_addr,
+        redis_addr,
+        redis,
     })
 }
 
@@ -58,6 +85,9 @@ impl Running {
     /// Stop accepting, let sessions finish their transactions for up to `timeout`, then
     /// close the rest with 57P01.
     pub async fn drain(&self, timeout: Duration) {
+        if let Some(redis) = &self.redis {
+            redis.drain(timeout).await;
+        }
         self.proxy.set_phase(Phase::Draining);
         let deadline = tokio::time::Instant::now() + timeout;
         while self.proxy.client_count() > 0 && tokio::time::Instant::now() < deadline {

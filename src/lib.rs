@@ -6,6 +6,7 @@
 //! * [`obs`]: metrics, logs, admin HTTP.
 //! * [`lab`]: real PostgreSQL servers in temp dirs, for tests, benches and `pake demo`.
 //! * [`bench`]: the load generator behind `pake bench` (scenarios in `loadtests/`).
+//! * [`redis`]: the Redis proxy — RESP2/RESP3, standalone or cluster, coherent L1 cache.
 //! * [`app`]: wiring it all into a running process (`pake serve`).
 //! * [`ops`]: the health check for orchestrators (`pake orchestration --health-check`).
 #![deny(unsafe_code)]
@@ -22,3 +23,4 @@ pub mod obs;
 pub mod ops;
 pub mod pg;
 pub mod tls;
+pub mod redis;

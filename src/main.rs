@@ -144,6 +144,15 @@ struct ServeArgs {
     /// Client authentication: scram-sha-256 (default), md5 or trust.
     #[arg(long, env = "PAKE_AUTH_TYPE", value_parser = parse_method)]
     auth_type: Option<Method>,
+    /// Address for Redis clients (default 127.0.0.1:6380 once --redis is given).
+    #[arg(long, env = "PAKE_REDIS_LISTEN")]
+    redis_listen: Option<SocketAddr>,
+    /// The Redis to front: redis://[USER:PASS@]HOST:PORT[/DB] (any node of a cluster).
+    #[arg(long = "redis", env = "PAKE_REDIS")]
+    redis: Option<String>,
+    /// The --redis URL is a Redis Cluster node (detected when not given).
+    #[arg(long, env = "PAKE_REDIS_CLUSTER")]
+    redis_cluster: bool,
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
@@ -216,6 +225,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         log_format: args.log_format,
         workers: args.workers,
         auth_type: args.auth_type,
+        redis_listen: args.redis_listen,
+        redis_url: args.redis,
+        redis_cluster: args.redis_cluster,
     };
     let config = quick.apply(base)?;
     let source = pake::pg::proxy::ConfigSource {
@@ -227,7 +239,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             eprintln!("pake: {e}");
         }
         anyhow::bail!(
-            "invalid configuration ({} problem(s)); pass --config FILE or --pg-primary URL",
+            "invalid configuration ({} problem(s)); pass --config FILE, --pg-primary URL or --redis URL",
             errors.len()
         );
     }

@@ -39,6 +39,9 @@ pub struct Config {
     /// Query insight: per-statement statistics, slow-query plans, index advice.
     #[serde(default)]
     pub insight: crate::insight::config::InsightConfig,
+    /// The Redis proxy (`[redis]`); absent means no Redis listener.
+    #[serde(default)]
+    pub redis: Option<crate::redis::config::RedisConfig>,
 }
 
 /// How reads are sent to replicas, and when a replica is trusted.
@@ -464,10 +467,13 @@ impl Config {
     /// Check cross-field rules; every problem found is reported, not just the first.
     pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
         let mut errs = Vec::new();
-        if self.databases.is_empty() {
+        if let Some(redis) = &self.redis {
+            errs.extend(redis.validate());
+        }
+        if self.databases.is_empty() && self.redis.is_none() {
             errs.push(ConfigError::new(
                 "databases",
-                "at least one [[databases]] entry is needed",
+                "at least one [[databases]] entry (or a [redis] section) is needed",
             ));
         }
         if self.general.max_client_conn == 0 {
@@ -702,6 +708,12 @@ pub struct QuickStart {
     pub log_format: Option<LogFormat>,
     pub workers: Option<usize>,
     pub auth_type: Option<Method>,
+    /// `--redis-listen`: where Redis clients connect (turns the Redis proxy on).
+    pub redis_listen: Option<SocketAddr>,
+    /// `--redis URL`: the Redis (standalone, or any node of a cluster) to front.
+    pub redis_url: Option<String>,
+    /// `--redis-cluster`: the URL is a cluster node (otherwise detected).
+    pub redis_cluster: bool,
 }
 
 impl QuickStart {
@@ -775,6 +787,18 @@ impl QuickStart {
                 "--pg-replica",
                 "needs --pg-primary (replicas belong to the primary's database)",
             ));
+        }
+        if self.redis_url.is_some() || self.redis_listen.is_some() || self.redis_cluster {
+            let redis = base.redis.get_or_insert_with(Default::default);
+            if let Some(url) = &self.redis_url {
+                redis.url = url.clone();
+            }
+            if let Some(a) = self.redis_listen {
+                redis.listen = a;
+            }
+            if self.redis_cluster {
+                redis.cluster = Some(true);
+            }
         }
         if let Some(n) = self.pool_size {
             base.pool.pool_size = n;
@@ -957,5 +981,35 @@ pool_size = 9
         assert!(c.databases.len() >= 2 && c.users.len() >= 2);
         assert_eq!(c.insight.slow_query_threshold, Dur::millis(250));
         assert!(c.insight.redact_parameters);
+        assert!(c.redis.as_ref().is_some_and(|r| r.l1), "[redis] example");
+    }
+
+    #[test]
+    fn redis_quick_start_and_validation() {
+        let q = QuickStart {
+            redis_url: Some("redis://10.0.0.5:7000".into()),
+            redis_cluster: true,
+            ..QuickStart::default()
+        };
+        let c = q.apply(Config::default()).unwrap();
+        c.validate().unwrap();
+        let r = c.redis.as_ref().unwrap();
+        assert_eq!(
+            (r.url.as_str(), r.cluster),
+            ("redis://10.0.0.5:7000", Some(true))
+        );
+        assert_eq!(r.listen.port(), 6380);
+        let e = Config::parse("[redis]\nl1_max_bytes = \"1MiB\"\nl1_maxttl = 3\n").unwrap_err();
+        assert_eq!(e.key, "redis.l1_maxttl");
+        let mut c = Config::parse("[redis]\npool_size = 0\n").unwrap();
+        let keys: Vec<String> = c
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(keys, vec!["redis.pool_size"]);
+        c.redis = None;
+        assert!(c.validate().is_err(), "neither databases nor redis");
     }
 }

@@ -128,3 +128,13 @@ pub fn signal(pid: u32, sig: i32) {
         libc::kill(pid as i32, sig);
     }
 }
+
+/// The exit status of a server that has already died (and forget its handle), or `None`
+/// while it runs.
+pub fn exited(child: &mut Option<Child>) -> Option<std::process::ExitStatus> {
+    let status = child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+    if status.is_some() {
+        *child = None;
+    }
+    status
+}

@@ -1,0 +1,391 @@
+//! Real Redis for tests, benches and load comparisons: a standalone `redis-server`, or a
+//! Redis Cluster of N primaries (+ replicas) made with `redis-cli --cluster create`, each
+//! node on free ports (client and cluster-bus) in its own temp dir, killed and deleted on
+//! drop — also when a test panics, and by the parent-death signal when the process dies.
+//!
+//! [`RedisLab`] holds a list of [`RedisNode`]s and a [`Topology`]; a Sentinel topology
+//! (primary, replica, sentinels) fits the same shape: more nodes, another start routine.
+//! Nodes can be killed and restarted on the same port and data dir for chaos tests.
+
+use super::process::{command, free_port, hand_over, spawn_server};
+use super::LabError;
+use crate::redis::resp::{self, Limits};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+use tempfile::TempDir;
+
+/// What kind of deployment the lab runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    Standalone,
+    Cluster { primaries: usize, replicas: usize },
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    pub topology: Topology,
+    /// `requirepass` for the default user.
+    pub password: Option<String>,
+    /// Extra ACL users: `(name, password)` with every permission.
+    pub users: Vec<(String, String)>,
+    /// Extra `redis.conf` lines.
+    pub conf: Vec<String>,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            topology: Topology::Standalone,
+            password: None,
+            users: Vec::new(),
+            conf: Vec::new(),
+        }
+    }
+}
+
+impl RedisOptions {
+    pub fn cluster(primaries: usize, replicas: usize) -> RedisOptions {
+        RedisOptions {
+            topology: Topology::Cluster {
+                primaries,
+                replicas,
+            },
+            ..RedisOptions::default()
+        }
+    }
+}
+
+/// One `redis-server` process.
+pub struct RedisNode {
+    pub port: u16,
+    pub bus_port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    password: Option<String>,
+}
+
+pub struct RedisLab {
+    pub nodes: Vec<RedisNode>,
+    pub topology: Topology,
+    pub password: Option<String>,
+    // dropped last: the nodes stop first
+    _dir: TempDir,
+}
+
+/// Path of a Redis program (`redis-server`, `redis-cli`, `redis-benchmark`).
+pub fn bin(name: &str) -> Result<PathBuf, LabError> {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|p| p.join(name))
+                .find(|p| p.exists())
+        })
+        .ok_or_else(|| LabError::Missing(format!("{name}; install redis-server and redis-tools")))
+}
+
+impl RedisLab {
+    pub fn start(opts: RedisOptions) -> Result<RedisLab, LabError> {
+        let dir = tempfile::Builder::new()
+            .prefix("pake-lab-redis-")
+            .tempdir()?;
+        hand_over(dir.path())?;
+        let count = match opts.topology {
+            Topology::Standalone => 1,
+            Topology::Cluster {
+                primaries,
+                replicas,
+            } => primaries * (1 + replicas),
+        };
+        let mut nodes = Vec::with_capacity(count);
+        for i in 0..count {
+            let node_dir = dir.path().join(format!("node{i}"));
+            std::fs::create_dir_all(&node_dir)?;
+            let mut node = RedisNode {
+                port: 0,
+                bus_port: 0,
+                dir: node_dir,
+                child: None,
+                password: opts.password.clone(),
+            };
+            node.configure(&opts)?;
+            node.start_on_free_ports()?;
+            nodes.push(node);
+        }
+        let lab = RedisLab {
+            nodes,
+            topology: opts.topology,
+            password: opts.password,
+            _dir: dir,
+        };
+        if let Topology::Cluster { replicas, .. } = opts.topology {
+            lab.create_cluster(replicas)?;
+        }
+        Ok(lab)
+    }
+
+    fn create_cluster(&self, replicas: usize) -> Result<(), LabError> {
+        let mut cmd = std::process::Command::new(bin("redis-cli")?);
+        cmd.arg("--cluster").arg("create");
+        for n in &self.nodes {
+            cmd.arg(format!("127.0.0.1:{}", n.port));
+        }
+        cmd.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
+        if let Some(pw) = &self.password {
+            cmd.env("REDISCLI_AUTH", pw);
+        }
+        let out = cmd.stdin(Stdio::null()).output()?;
+        if !out.status.success() {
+            return Err(LabError::Failed {
+                what: "redis-cli --cluster create".into(),
+                output: String::from_utf8_lossy(&out.stdout).into_owned(),
+            });
+        }
+        self.wait_cluster_ok(Duration::from_secs(30))?;
+        self.wait_replicas_synced(Duration::from_secs(30))
+    }
+
+    /// Wait until every replica has finished its initial sync (a replica that has not may
+    /// refuse to fail over: its data would be too old).
+    pub fn wait_replicas_synced(&self, limit: Duration) -> Result<(), LabError> {
+        let started = Instant::now();
+        loop {
+            let synced = self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+                n.query(&["INFO", "replication"]).is_ok_and(|info| {
+                    !info.contains("role:slave") || info.contains("master_link_status:up")
+                })
+            });
+            if synced {
+                return Ok(());
+            }
+            if started.elapsed() > limit {
+                return Err(LabError::Failed {
+                    what: "replicas did not sync".into(),
+                    output: String::new(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Wait until every running node reports `cluster_state:ok` with every slot assigned.
+    pub fn wait_cluster_ok(&self, limit: Duration) -> Result<(), LabError> {
+        let started = Instant::now();
+        loop {
+            let ok = self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+                n.query(&["CLUSTER", "INFO"]).is_ok_and(|info| {
+                    info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")
+                })
+            });
+            if ok {
+                return Ok(());
+            }
+            if started.elapsed() > limit {
+                return Err(LabError::Failed {
+                    what: "cluster did not become ok".into(),
+                    output: self.nodes[0]
+                        .query(&["CLUSTER", "INFO"])
+                        .unwrap_or_default(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis://[:password@]127.0.0.1:port` of the first node.
+    pub fn url(&self) -> String {
+        self.node_url(0)
+    }
+
+    pub fn node_url(&self, i: usize) -> String {
+        let auth = self
+            .password
+            .as_ref()
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
+        format!("redis://{auth}127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.topology, Topology::Cluster { .. })
+    }
+
+    /// Kill a node outright (SIGKILL), like a crash.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(n) = self.nodes.get_mut(i) {
+            n.kill();
+        }
+    }
+
+    /// Start a killed node again on its ports and data dir.
+    pub fn restart(&mut self, i: usize) -> Result<(), LabError> {
+        match self.nodes.get_mut(i) {
+            Some(n) => n.start(),
+            None => Err(LabError::Missing(format!("node {i}"))),
+        }
+    }
+}
+
+impl RedisNode {
+    fn configure(&self, opts: &RedisOptions) -> Result<(), LabError> {
+        let mut conf = String::from(
+            "bind 127.0.0.1\nprotected-mode no\nsave \"\"\nappendonly no\n\
+             daemonize no\nloglevel warning\nlogfile redis.log\n",
+        );
+        if let Some(pw) = &opts.password {
+            conf.push_str(&format!("requirepass {pw}\nmasterauth {pw}\n"));
+        }
+        for (user, pw) in &opts.users {
+            conf.push_str(&format!("user {user} on >{pw} ~* &* +@all\n"));
+        }
+        if matches!(opts.topology, Topology::Cluster { .. }) {
+            conf.push_str(
+                "cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout 2000\n",
+            );
+        }
+        for line in &opts.conf {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        std::fs::write(self.dir.join("redis.conf"), conf)?;
+        hand_over(&self.dir)?;
+        Ok(())
+    }
+
+    fn start_on_free_ports(&mut self) -> Result<(), LabError> {
+        let mut last = None;
+        for _ in 0..5 {
+            self.port = free_port()?;
+            self.bus_port = free_port()?;
+            match self.start() {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| LabError::Missing("a free port".into())))
+    }
+
+    /// Start (or restart) on this node's ports; ready when it answers PING.
+    pub fn start(&mut self) -> Result<(), LabError> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        let mut cmd = command(&bin("redis-server")?);
+        cmd.current_dir(&self.dir)
+            .arg("redis.conf")
+            .args(["--port", &self.port.to_string()])
+            .args(["--cluster-port", &self.bus_port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        self.child = Some(spawn_server(cmd)?);
+        let started = Instant::now();
+        loop {
+            if let Some(status) = super::process::exited(&mut self.child) {
+                return Err(LabError::Failed {
+                    what: format!("redis-server exited ({status})"),
+                    output: self.log(),
+                });
+            }
+            if self.query(&["PING"]).is_ok_and(|r| r == "PONG") {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                return Err(LabError::Failed {
+                    what: "redis-server did not answer PING".into(),
+                    output: self.log(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The server's process id while it runs (CPU accounting in load tests).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
+    }
+
+    /// Run one command with a tiny blocking RESP client; the reply as text (arrays joined
+    /// by newlines, errors as `Err`).
+    pub fn query(&self, args: &[&str]) -> Result<String, LabError> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
+        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let mut out = Vec::new();
+        if let Some(pw) = &self.password {
+            out.extend_from_slice(&crate::redis::backend::link::command(&[
+                b"AUTH",
+                pw.as_bytes(),
+            ]));
+        }
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        out.extend_from_slice(&crate::redis::backend::link::command(&args));
+        s.write_all(&out)?;
+        let mut buf = Vec::new();
+        let mut frames = Vec::new();
+        let want = if self.password.is_some() { 2 } else { 1 };
+        let mut chunk = [0u8; 8192];
+        while frames.len() < want {
+            match resp::scan(&buf, 0, &Limits::backend()) {
+                Ok(Some(n)) => {
+                    frames.push(buf.drain(..n).collect::<Vec<u8>>());
+                    continue;
+                }
+                Ok(None) => {}
+                Err(e) => return Err(LabError::Client(e.to_string())),
+            }
+            let n = s.read(&mut chunk)?;
+            if n == 0 {
+                return Err(LabError::Client("connection closed".into()));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        let last = frames.pop().unwrap_or_default();
+        reply_text(&last)
+    }
+}
+
+/// A raw reply as text, for lab checks.
+fn reply_text(frame: &[u8]) -> Result<String, LabError> {
+    let decoded = redis_protocol::resp2::decode::decode(frame)
+        .map_err(|e| LabError::Client(e.to_string()))?
+        .map(|(f, _)| f);
+    use redis_protocol::resp2::types::OwnedFrame as F;
+    fn text(f: &F) -> String {
+        match f {
+            F::SimpleString(s) | F::BulkString(s) => String::from_utf8_lossy(s).into_owned(),
+            F::Integer(i) => i.to_string(),
+            F::Array(items) => items.iter().map(text).collect::<Vec<_>>().join("\n"),
+            F::Null => String::new(),
+            F::Error(e) => e.to_string(),
+        }
+    }
+    match decoded {
+        Some(F::Error(e)) => Err(LabError::Client(e.to_string())),
+        Some(f) => Ok(text(&f)),
+        None => Err(LabError::Client("incomplete reply".into())),
+    }
+}
+
+impl Drop for RedisNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

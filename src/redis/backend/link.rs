@@ -1,0 +1,161 @@
+//! A dedicated connection to one Redis node, driven with raw RESP bytes: Pake's own
+//! `CLIENT TRACKING` connections, and the links a session pins for blocking commands,
+//! MULTI/EXEC with WATCH, and pub/sub. Replies are delimited with [`resp::scan`] and kept as
+//! the raw bytes Redis sent, so they reach the client exactly as Redis wrote them.
+
+use crate::redis::error::Error;
+use crate::redis::resp::{self, encode::Proto, Limits};
+use bytes::{Bytes, BytesMut};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Who to connect to, and as whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// `host:port`
+    pub addr: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: u8,
+    pub proto: Proto,
+    pub connect_timeout: Duration,
+}
+
+pub struct Link {
+    pub stream: TcpStream,
+    /// Bytes read but not yet taken as a frame.
+    pub rbuf: BytesMut,
+    pub addr: String,
+}
+
+/// Encode arguments as a multibulk command.
+pub fn command(args: &[&[u8]]) -> BytesMut {
+    let mut out = BytesMut::with_capacity(16 + args.iter().map(|a| a.len() + 16).sum::<usize>());
+    resp::encode::array(&mut out, args.len());
+    for a in args {
+        resp::encode::bulk(&mut out, a);
+    }
+    out
+}
+
+/// The message of an error reply (`-ERR …` or `!n…`), if this is one.
+pub fn error_text(frame: &[u8]) -> Option<String> {
+    match frame.first() {
+        Some(b'-') => Some(String::from_utf8_lossy(frame[1..].trim_ascii_end()).into_owned()),
+        Some(b'!') => {
+            let body = frame.splitn(2, |&b| b == b'\n').nth(1).unwrap_or_default();
+            Some(String::from_utf8_lossy(body.trim_ascii_end()).into_owned())
+        }
+        _ => None,
+    }
+}
+
+impl Link {
+    /// Connect and log in: `HELLO 3 [AUTH]` for RESP3, `AUTH` for RESP2, then `SELECT`.
+    pub async fn connect(t: &Target) -> Result<Link, Error> {
+        let stream = tokio::time::timeout(t.connect_timeout, TcpStream::connect(&t.addr))
+            .await
+            .map_err(|_| Error::Backend(format!("connecting to {} timed out", t.addr)))?
+            .map_err(|e| Error::Backend(format!("cannot connect to {}: {e}", t.addr)))?;
+        let _ = stream.set_nodelay(true);
+        let mut link = Link {
+            stream,
+            rbuf: BytesMut::with_capacity(4096),
+            addr: t.addr.clone(),
+        };
+        let user = t.username.as_deref().unwrap_or("default");
+        match (t.proto, &t.password) {
+            (Proto::Resp3, Some(pw)) => {
+                link.call_ok(&[b"HELLO", b"3", b"AUTH", user.as_bytes(), pw.as_bytes()])
+                    .await?;
+            }
+            (Proto::Resp3, None) => {
+                link.call_ok(&[b"HELLO", b"3"]).await?;
+            }
+            (Proto::Resp2, Some(pw)) => {
+                link.call_ok(&[b"AUTH", user.as_bytes(), pw.as_bytes()])
+                    .await?;
+            }
+            (Proto::Resp2, None) => {}
+        }
+        if t.db != 0 {
+            link.call_ok(&[b"SELECT", t.db.to_string().as_bytes()])
+                .await?;
+        }
+        Ok(link)
+    }
+
+    /// Send a command and read its reply; an error reply becomes `Err`.
+    pub async fn call_ok(&mut self, args: &[&[u8]]) -> Result<Bytes, Error> {
+        let reply = self.call(args).await?;
+        match error_text(&reply) {
+            Some(msg) => Err(Error::Backend(format!("{}: {msg}", self.addr))),
+            None => Ok(reply),
+        }
+    }
+
+    pub async fn call(&mut self, args: &[&[u8]]) -> Result<Bytes, Error> {
+        self.send(&command(args)).await?;
+        self.read_frame().await
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(|e| Error::LinkLost(format!("{}: {e}", self.addr)))
+    }
+
+    /// A frame already buffered, if whole.
+    pub fn buffered_frame(&mut self) -> Result<Option<Bytes>, Error> {
+        match resp::scan(&self.rbuf, 0, &Limits::backend()) {
+            Ok(Some(n)) => Ok(Some(self.rbuf.split_to(n).freeze())),
+            Ok(None) => Ok(None),
+            Err(e) => Err(Error::LinkLost(format!("{}: bad reply: {e}", self.addr))),
+        }
+    }
+
+    /// Read one whole reply or push frame.
+    pub async fn read_frame(&mut self) -> Result<Bytes, Error> {
+        loop {
+            if let Some(f) = self.buffered_frame()? {
+                return Ok(f);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Read more bytes into the buffer.
+    pub async fn fill(&mut self) -> Result<(), Error> {
+        self.rbuf.reserve(16 * 1024);
+        let n = self
+            .stream
+            .read_buf(&mut self.rbuf)
+            .await
+            .map_err(|e| Error::LinkLost(format!("{}: {e}", self.addr)))?;
+        if n == 0 {
+            return Err(Error::LinkLost(format!(
+                "{} closed the connection",
+                self.addr
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_and_errors() {
+        assert_eq!(
+            &command(&[b"GET", b"k"])[..],
+            b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+        );
+        assert_eq!(error_text(b"-ERR no\r\n").as_deref(), Some("ERR no"));
+        assert_eq!(error_text(b"!6\r\nERR no\r\n").as_deref(), Some("ERR no"));
+        assert_eq!(error_text(b"+OK\r\n"), None);
+    }
+}

@@ -1,0 +1,95 @@
+//! The Redis listener: accept, admit (`max_clients`), and run one session task per client.
+//! Accept errors (out of file descriptors…) back off instead of spinning.
+
+use super::error::Error;
+use super::resp::encode;
+use super::session::Session;
+use super::Service;
+use bytes::BytesMut;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+/// Bind `addr` once per reactor thread with SO_REUSEPORT and run each listener on its own
+/// single-threaded runtime: the kernel spreads connections over the threads, and a
+/// session's reads, L1 hits and writes never wake another thread. Returns the bound address
+/// (the real port when 0 was asked). Each thread exits once the service has drained.
+/// Must be called inside a Tokio runtime (the sockets are bound with it, then handed over).
+pub fn serve_on_threads(
+    svc: Arc<Service>,
+    addr: std::net::SocketAddr,
+    threads: usize,
+) -> std::io::Result<std::net::SocketAddr> {
+    // bound here (SO_REUSEPORT, like the Postgres listener), moved to each thread's runtime
+    let bind = |a| crate::pg::listener::bind(a).and_then(|l| l.into_std());
+    let first = bind(addr)?;
+    let bound = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..threads {
+        listeners.push(bind(bound)?);
+    }
+    for (i, std_listener) in listeners.into_iter().enumerate() {
+        let svc = svc.clone();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        std::thread::Builder::new()
+            .name(format!("pake-redis-{i}"))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    match TcpListener::from_std(std_listener) {
+                        Ok(listener) => serve(svc.clone(), listener).await,
+                        Err(e) => tracing::error!(error = %e, "cannot start a Redis reactor"),
+                    }
+                    // let this thread's sessions finish before the runtime drops them
+                    while svc.client_count() > 0 {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+            })?;
+    }
+    Ok(bound)
+}
+
+/// Accept clients until the service starts draining.
+pub async fn serve(svc: Arc<Service>, listener: TcpListener) {
+    let mut closing = svc.closing();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = closing.wait_for(|c| *c) => {
+                tracing::info!("Redis listener stopped accepting");
+                return;
+            }
+        };
+        match accepted {
+            Ok((mut stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                let _ = stream.set_nodelay(true);
+                let svc = svc.clone();
+                let id = svc.next_client_id();
+                let span = tracing::info_span!("redis_client", id, peer = %peer);
+                tokio::spawn(
+                    async move {
+                        let Some(_guard) = svc.admit() else {
+                            let mut out = BytesMut::new();
+                            encode::error(&mut out, &Error::TooManyClients.reply());
+                            let _ = stream.write_all(&out).await;
+                            return;
+                        };
+                        Session::new(id, svc.clone(), stream).run().await;
+                    }
+                    .instrument(span),
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; backing off");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}

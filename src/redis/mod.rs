@@ -1,0 +1,150 @@
+//! The Redis proxy: RESP2/RESP3 clients in front, Redis standalone or Cluster behind, and
+//! a coherent in-process L1 cache for hot reads.
+//!
+//! ```text
+//! client --RESP--> listener -> session --(command table)--+--> L1 hit: answered in process
+//!                                                         +--> shared path: fred pool (slot-routed)
+//!                                                         +--> dedicated link: blocking, MULTI/WATCH, pub/sub
+//! Redis primaries --CLIENT TRACKING (BCAST)--> tracking --invalidate/flush--> L1
+//! ```
+//!
+//! * [`resp`]: sans-IO framing with limits checked before allocation, and reply encoding;
+//! * [`commands`]: the command table every decision comes from;
+//! * [`session`]: one client's loop (pipelining answered in order);
+//! * [`l1`] and [`tracking`]: the cache and what keeps it coherent;
+//! * [`backend`]: fred pools, topology, and raw links to single nodes.
+
+pub mod backend;
+pub mod commands;
+pub mod config;
+pub mod error;
+pub mod l1;
+pub mod listener;
+pub mod metrics;
+pub mod resp;
+pub mod session;
+pub mod tracking;
+
+use backend::Backend;
+use config::RedisConfig;
+use error::Error;
+use l1::L1;
+use metrics::RedisMetrics;
+use parking_lot::Mutex;
+use resp::Limits;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tracking::Tracking;
+
+/// Everything the Redis sessions share.
+pub struct Service {
+    pub config: RedisConfig,
+    pub backend: Arc<Backend>,
+    pub l1: Option<Arc<L1>>,
+    pub tracking: Option<Arc<Tracking>>,
+    pub metrics: Arc<RedisMetrics>,
+    pub limits: Limits,
+    clients: AtomicUsize,
+    next_id: AtomicU64,
+    /// ACL user names interned to small ids for cache keys.
+    users: Mutex<HashMap<String, u32>>,
+    closing: tokio::sync::watch::Sender<bool>,
+}
+
+impl Service {
+    /// Connect to Redis (failing when it cannot be reached) and start tracking.
+    pub async fn start(
+        config: RedisConfig,
+        registry: &prometheus::Registry,
+    ) -> Result<Arc<Service>, Error> {
+        let metrics = RedisMetrics::new(registry);
+        let backend = Backend::connect(&config).await?;
+        let (l1, tracking) = if config.l1 {
+            let l1 = L1::new(
+                config.l1_max_bytes.0,
+                config.l1_max_entry_size.0 as usize,
+                config.l1_max_ttl.0,
+                metrics.clone(),
+            );
+            let tracking = Tracking::start(&config, backend.clone(), l1.clone(), metrics.clone());
+            (Some(l1), Some(tracking))
+        } else {
+            (None, None)
+        };
+        let limits = Limits {
+            max_bulk_len: config.max_bulk_len.0 as usize,
+            max_depth: config.max_nesting,
+            ..Limits::default()
+        };
+        Ok(Arc::new(Service {
+            config,
+            backend,
+            l1,
+            tracking,
+            metrics,
+            limits,
+            clients: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            users: Mutex::new(HashMap::new()),
+            closing: tokio::sync::watch::channel(false).0,
+        }))
+    }
+
+    pub fn next_client_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// The id of an ACL user name (0 is the URL's identity).
+    pub fn user_id(&self, name: Option<&str>) -> u32 {
+        let Some(name) = name else { return 0 };
+        let mut users = self.users.lock();
+        let next = users.len() as u32 + 1;
+        *users.entry(name.to_string()).or_insert(next)
+    }
+
+    /// Count a client in; `None` when `max_clients` is reached.
+    pub fn admit(self: &Arc<Self>) -> Option<ClientGuard> {
+        let n = self.clients.fetch_add(1, Ordering::AcqRel);
+        let guard = ClientGuard { svc: self.clone() };
+        if n >= self.config.max_clients {
+            return None;
+        }
+        self.metrics.client_connections.inc();
+        Some(guard)
+    }
+
+    pub fn client_count(&self) -> usize {
+        self.clients.load(Ordering::Relaxed)
+    }
+
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Stop accepting and ask every session to finish; then stop tracking and close pools.
+    pub async fn drain(&self, timeout: std::time::Duration) {
+        self.closing.send_replace(true);
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.client_count() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if let Some(t) = &self.tracking {
+            t.stop();
+        }
+        self.backend.close().await;
+    }
+}
+
+/// Releases a client's place in `max_clients` when dropped.
+pub struct ClientGuard {
+    svc: Arc<Service>,
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        if self.svc.clients.fetch_sub(1, Ordering::AcqRel) <= self.svc.config.max_clients {
+            self.svc.metrics.client_connections.dec();
+        }
+    }
+}

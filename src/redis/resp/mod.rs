@@ -1,0 +1,484 @@
+//! RESP framing, sans-IO: find where a frame ends in a buffer, check it against limits
+//! *before* anything is reserved for it, then decode it with `redis-protocol` while keeping
+//! the raw frame bytes (forwarded as they are on dedicated links).
+//!
+//! [`scan`] walks one RESP2 or RESP3 value without allocating and answers "a whole frame of
+//! N bytes is here" (`Ok(Some(n))`), "need more" (`Ok(None)`) or a [`FrameError`]. A declared
+//! bulk length over `max_bulk_len`, an aggregate over `max_elements` or nesting deeper than
+//! `max_depth` is refused as soon as its header is read, so a hostile client cannot make the
+//! proxy buffer what it declares. [`take_request`] uses it on the client side (multibulk and
+//! inline commands); links to Redis use it to delimit replies and pushes.
+
+pub mod encode;
+
+use bytes::{Bytes, BytesMut};
+
+/// Limits applied while scanning.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest bulk string (Redis: `proto-max-bulk-len`, 512MiB by default).
+    pub max_bulk_len: usize,
+    /// Most elements in one aggregate (Redis caps a multibulk request at 1M arguments).
+    pub max_elements: usize,
+    /// Deepest nesting of aggregates; 1 is a flat array.
+    pub max_depth: usize,
+    /// Longest inline command line (Redis: 64KiB).
+    pub max_inline: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bulk_len: 512 << 20,
+            max_elements: 1 << 20,
+            max_depth: 8,
+            max_inline: 64 << 10,
+        }
+    }
+}
+
+impl Limits {
+    /// Limits for replies from Redis, which we trust to be well-formed but not small.
+    pub fn backend() -> Limits {
+        Limits {
+            max_bulk_len: usize::MAX / 4,
+            max_elements: usize::MAX / 4,
+            max_depth: 64,
+            max_inline: 0,
+        }
+    }
+}
+
+/// Why a frame cannot be accepted. Every variant means the stream can no longer be
+/// trusted: the client gets `-ERR Protocol error: …` and the connection is closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    #[error("invalid bulk length")]
+    BadBulkLength,
+    #[error("bulk string of {len} bytes is over max_bulk_len ({max})")]
+    BulkTooLong { len: usize, max: usize },
+    #[error("invalid multibulk length")]
+    BadAggregateLength,
+    #[error("aggregate of {len} elements is over the limit of {max}")]
+    TooManyElements { len: usize, max: usize },
+    #[error("nesting deeper than {max} levels")]
+    TooDeep { max: usize },
+    #[error("unexpected type byte {0:?}")]
+    BadType(char),
+    #[error("expected CRLF")]
+    MissingCrlf,
+    #[error("invalid integer")]
+    BadInteger,
+    #[error("too big inline request")]
+    InlineTooLong,
+    #[error("unbalanced quotes in request")]
+    UnbalancedQuotes,
+    #[error("expected '$', got {0:?}")]
+    ExpectedBulk(char),
+    #[error("{0}")]
+    Decode(String),
+}
+
+/// Find the end of the line starting at `pos`: the index of its `\r`.
+fn line_end(buf: &[u8], pos: usize) -> Option<usize> {
+    let rest = buf.get(pos..)?;
+    rest.windows(2).position(|w| w == b"\r\n").map(|i| pos + i)
+}
+
+fn parse_int(digits: &[u8]) -> Result<i64, FrameError> {
+    let (neg, digits) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, digits),
+    };
+    if digits.is_empty() || digits.len() > 19 {
+        return Err(FrameError::BadInteger);
+    }
+    let mut v: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return Err(FrameError::BadInteger);
+        }
+        v = v
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(i64::from(d - b'0')))
+            .ok_or(FrameError::BadInteger)?;
+    }
+    Ok(if neg { -v } else { v })
+}
+
+/// Scan one value at `pos`; the index just past it, or `None` when incomplete.
+pub fn scan(buf: &[u8], pos: usize, limits: &Limits) -> Result<Option<usize>, FrameError> {
+    scan_at(buf, pos, 0, limits)
+}
+
+fn scan_at(
+    buf: &[u8],
+    pos: usize,
+    depth: usize,
+    limits: &Limits,
+) -> Result<Option<usize>, FrameError> {
+    let Some(&kind) = buf.get(pos) else {
+        return Ok(None);
+    };
+    let Some(eol) = line_end(buf, pos + 1) else {
+        return Ok(None);
+    };
+    let header = &buf[pos + 1..eol];
+    let after = eol + 2;
+    match kind {
+        // simple types: the line is the value
+        b'+' | b'-' | b':' | b'_' | b',' | b'#' | b'(' => Ok(Some(after)),
+        // blob types: length line, payload, CRLF
+        b'$' | b'!' | b'=' => {
+            if header == b"?" {
+                return Err(FrameError::BadBulkLength);
+            }
+            let len = parse_int(header).map_err(|_| FrameError::BadBulkLength)?;
+            if len == -1 && kind == b'$' {
+                return Ok(Some(after)); // RESP2 null bulk
+            }
+            let len = usize::try_from(len).map_err(|_| FrameError::BadBulkLength)?;
+            if len > limits.max_bulk_len {
+                return Err(FrameError::BulkTooLong {
+                    len,
+                    max: limits.max_bulk_len,
+                });
+            }
+            let end = after + len + 2;
+            if buf.len() < end {
+                return Ok(None);
+            }
+            if &buf[end - 2..end] != b"\r\n" {
+                return Err(FrameError::MissingCrlf);
+            }
+            Ok(Some(end))
+        }
+        // aggregates: count line, then count (or 2 × count for maps) values
+        b'*' | b'~' | b'>' | b'%' | b'|' => {
+            let n = parse_int(header).map_err(|_| FrameError::BadAggregateLength)?;
+            if n == -1 && kind == b'*' {
+                return Ok(Some(after)); // RESP2 null array
+            }
+            let n = usize::try_from(n).map_err(|_| FrameError::BadAggregateLength)?;
+            if n > limits.max_elements {
+                return Err(FrameError::TooManyElements {
+                    len: n,
+                    max: limits.max_elements,
+                });
+            }
+            if depth + 1 > limits.max_depth {
+                return Err(FrameError::TooDeep {
+                    max: limits.max_depth,
+                });
+            }
+            let count = if matches!(kind, b'%' | b'|') {
+                n * 2
+            } else {
+                n
+            };
+            let mut at = after;
+            for _ in 0..count {
+                match scan_at(buf, at, depth + 1, limits)? {
+                    Some(next) => at = next,
+                    None => return Ok(None),
+                }
+            }
+            if kind == b'|' {
+                // an attribute precedes the value it describes: both make one frame
+                return scan_at(buf, at, depth, limits);
+            }
+            Ok(Some(at))
+        }
+        other => Err(FrameError::BadType(char::from(other))),
+    }
+}
+
+/// One client command: the raw frame bytes and its arguments (views into those bytes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    pub raw: Bytes,
+    pub args: Vec<Bytes>,
+    /// Sent as an inline command (a plain text line) rather than a multibulk array.
+    pub inline: bool,
+}
+
+/// Take the next whole command off the front of `buf`. `Ok(None)` means more bytes are
+/// needed (nothing is consumed). Blank inline lines are skipped, as Redis does.
+pub fn take_request(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, FrameError> {
+    loop {
+        let Some(&first) = buf.first() else {
+            return Ok(None);
+        };
+        if first != b'*' {
+            match take_inline(buf, limits)? {
+                Some(r) if r.args.is_empty() => continue,
+                other => return Ok(other),
+            }
+        }
+        let Some(len) = scan(buf, 0, limits)? else {
+            return Ok(None);
+        };
+        let args = decode_args(&buf[..len])?;
+        let raw = buf.split_to(len).freeze();
+        let args = args.into_iter().map(|r| raw.slice(r)).collect();
+        return Ok(Some(Request {
+            raw,
+            args,
+            inline: false,
+        }));
+    }
+}
+
+/// Decode a complete multibulk request with redis-protocol; the byte range of each argument.
+fn decode_args(frame: &[u8]) -> Result<Vec<std::ops::Range<usize>>, FrameError> {
+    use redis_protocol::resp2::types::RangeFrame;
+    let decoded = redis_protocol::resp2::decode::decode_range(frame)
+        .map_err(|e| FrameError::Decode(e.details().to_string()))?;
+    let Some((RangeFrame::Array(items), _)) = decoded else {
+        return match decoded {
+            // `*-1` and friends: not a command
+            Some(_) => Err(FrameError::BadAggregateLength),
+            None => Err(FrameError::Decode("incomplete frame after scan".into())),
+        };
+    };
+    items
+        .into_iter()
+        .map(|item| match item {
+            RangeFrame::BulkString((start, end)) => Ok(start..end),
+            RangeFrame::Array(_) => Err(FrameError::ExpectedBulk('*')),
+            RangeFrame::Integer(_) => Err(FrameError::ExpectedBulk(':')),
+            RangeFrame::SimpleString(_) => Err(FrameError::ExpectedBulk('+')),
+            RangeFrame::Error(_) => Err(FrameError::ExpectedBulk('-')),
+            RangeFrame::Null => Err(FrameError::BadBulkLength),
+        })
+        .collect()
+}
+
+/// An inline command: one line, arguments split on blanks, with "…" and '…' quoting.
+fn take_inline(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Request>, FrameError> {
+    let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
+        if buf.len() > limits.max_inline {
+            return Err(FrameError::InlineTooLong);
+        }
+        return Ok(None);
+    };
+    if nl > limits.max_inline {
+        return Err(FrameError::InlineTooLong);
+    }
+    let raw = buf.split_to(nl + 1).freeze();
+    let line = raw[..nl].strip_suffix(b"\r").unwrap_or(&raw[..nl]);
+    let args = split_inline(line)?.into_iter().map(Bytes::from).collect();
+    Ok(Some(Request {
+        raw,
+        args,
+        inline: true,
+    }))
+}
+
+fn split_inline(line: &[u8]) -> Result<Vec<Vec<u8>>, FrameError> {
+    let mut args = Vec::new();
+    let mut i = 0;
+    while i < line.len() {
+        while i < line.len() && line[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i == line.len() {
+            break;
+        }
+        let mut arg = Vec::new();
+        match line[i] {
+            q @ (b'"' | b'\'') => {
+                i += 1;
+                loop {
+                    match line.get(i) {
+                        None => return Err(FrameError::UnbalancedQuotes),
+                        Some(&b'\\') if q == b'"' && i + 1 < line.len() => {
+                            arg.push(unescape(line[i + 1]));
+                            i += 2;
+                        }
+                        Some(&c) if c == q => {
+                            i += 1;
+                            break;
+                        }
+                        Some(&c) => {
+                            arg.push(c);
+                            i += 1;
+                        }
+                    }
+                }
+                if i < line.len() && !line[i].is_ascii_whitespace() {
+                    return Err(FrameError::UnbalancedQuotes);
+                }
+            }
+            _ => {
+                while i < line.len() && !line[i].is_ascii_whitespace() {
+                    arg.push(line[i]);
+                    i += 1;
+                }
+            }
+        }
+        args.push(arg);
+    }
+    Ok(args)
+}
+
+fn unescape(c: u8) -> u8 {
+    match c {
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        other => other,
+    }
+}
+
+/// Fuzz entry point: whatever the bytes, the decoder must not panic, must consume exactly
+/// the frames it reports, and must never hand back a bulk over the limit.
+pub fn fuzz_logic(data: &[u8]) {
+    let limits = Limits {
+        max_bulk_len: 64,
+        max_elements: 16,
+        max_depth: 3,
+        max_inline: 128,
+    };
+    let mut buf = BytesMut::from(data);
+    for _ in 0..data.len() + 1 {
+        let before = buf.len();
+        match take_request(&mut buf, &limits) {
+            Ok(Some(req)) => {
+                assert!(buf.len() < before, "a request consumed nothing");
+                // blank inline lines before a command are consumed too
+                assert!(before - buf.len() >= req.raw.len());
+                assert!(req
+                    .args
+                    .iter()
+                    .all(|a| a.len() <= limits.max_inline.max(64)));
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    let _ = scan(data, 0, &Limits::backend());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn take(s: &[u8]) -> Result<Option<Request>, FrameError> {
+        take_request(&mut BytesMut::from(s), &Limits::default())
+    }
+
+    fn args(r: &Request) -> Vec<&[u8]> {
+        r.args.iter().map(|a| a.as_ref()).collect()
+    }
+
+    #[test]
+    fn multibulk_keeps_raw_bytes_and_needs_whole_frames() {
+        let frame = b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n";
+        let mut buf = BytesMut::from(&b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n*1\r\n$4\r\nPI"[..]);
+        let r = take_request(&mut buf, &Limits::default()).unwrap().unwrap();
+        assert_eq!(&r.raw[..], frame);
+        assert_eq!(args(&r), vec![&b"GET"[..], b"key"]);
+        assert!(take_request(&mut buf, &Limits::default())
+            .unwrap()
+            .is_none());
+        assert_eq!(
+            &buf[..],
+            b"*1\r\n$4\r\nPI",
+            "nothing consumed when incomplete"
+        );
+        for cut in 0..frame.len() {
+            assert_eq!(take(&frame[..cut]).unwrap(), None, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn inline_commands_split_and_quote() {
+        let r = take(b"SET k \"a b\\n\" 'c d'\r\n").unwrap().unwrap();
+        assert!(r.inline);
+        assert_eq!(args(&r), vec![&b"SET"[..], b"k", b"a b\n", b"c d"]);
+        let r = take(b"\r\n\nPING\n").unwrap().unwrap();
+        assert_eq!(args(&r), vec![&b"PING"[..]]);
+        assert_eq!(take(b"SET k \"open\r\n"), Err(FrameError::UnbalancedQuotes));
+        let long = vec![b'a'; 70_000];
+        assert_eq!(take(&long), Err(FrameError::InlineTooLong));
+    }
+
+    #[test]
+    fn limits_are_checked_before_the_payload_arrives() {
+        let limits = Limits {
+            max_bulk_len: 10,
+            max_elements: 4,
+            max_depth: 2,
+            max_inline: 100,
+        };
+        let mut b = BytesMut::from(&b"*1\r\n$1000000\r\n"[..]);
+        assert_eq!(
+            take_request(&mut b, &limits),
+            Err(FrameError::BulkTooLong {
+                len: 1_000_000,
+                max: 10
+            })
+        );
+        let mut b = BytesMut::from(&b"*99\r\n"[..]);
+        assert!(matches!(
+            take_request(&mut b, &limits),
+            Err(FrameError::TooManyElements { .. })
+        ));
+        assert_eq!(
+            scan(b"*1\r\n*1\r\n*1\r\n:1\r\n", 0, &limits),
+            Err(FrameError::TooDeep { max: 2 })
+        );
+        let mut b = BytesMut::from(&b"*1\r\n*1\r\n$1\r\na\r\n"[..]);
+        assert_eq!(
+            take_request(&mut b, &limits),
+            Err(FrameError::ExpectedBulk('*'))
+        );
+        assert_eq!(take(b"*x\r\n"), Err(FrameError::BadAggregateLength));
+        assert_eq!(take(b"*1\r\n$-5\r\n"), Err(FrameError::BadBulkLength));
+        assert_eq!(take(b"*1\r\n$1\r\nab\r\n"), Err(FrameError::MissingCrlf));
+    }
+
+    #[test]
+    fn scans_resp3_replies() {
+        let l = Limits::backend();
+        let push = b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n";
+        let map = b"%1\r\n+a\r\n#t\r\n";
+        let attr = b"|1\r\n+ttl\r\n:3\r\n$1\r\nv\r\n";
+        for f in [
+            &push[..],
+            map,
+            attr,
+            b"_\r\n",
+            b",1.5\r\n",
+            b"=7\r\ntxt:abc\r\n",
+        ] {
+            assert_eq!(scan(f, 0, &l), Ok(Some(f.len())), "{f:?}");
+            assert_eq!(scan(&f[..f.len() - 1], 0, &l), Ok(None));
+        }
+        assert_eq!(scan(b"?x\r\n", 0, &l), Err(FrameError::BadType('?')));
+    }
+
+    #[test]
+    fn fuzz_logic_survives_random_bytes() {
+        // xorshift: deterministic, no extra dependency
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let alphabet = b"*$:+-\r\n0123456789-?%>|~_abc \"'\\";
+        for round in 0..20_000 {
+            let len = (round % 64) + 1;
+            let mut data = Vec::with_capacity(len);
+            for _ in 0..len {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let b = if x % 4 == 0 {
+                    (x >> 8) as u8
+                } else {
+                    alphabet[(x >> 8) as usize % alphabet.len()]
+                };
+                data.push(b);
+            }
+            fuzz_logic(&data);
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Step 2 of the request path: classify one command with the table and start it.
+//!
+//! Commands answered from local state or the L1 get their reply queued at once; shared-path
+//! commands become futures queued in order; commands that must run alone are deferred as a
+//! barrier. Inside MULTI, commands are checked (arity, CROSSSLOT) and queued for EXEC.
+
+use super::{Flow, Session};
+use crate::redis::commands::{Kind, Spec, Table};
+use crate::redis::error::Error;
+use crate::redis::resp::{encode, Request};
+use bytes::{Bytes, BytesMut};
+
+/// The single slot all `keys` hash to: `Ok(None)` for none, `CROSSSLOT` when they differ.
+pub fn common_slot(keys: &[&Bytes]) -> Result<Option<u16>, Error> {
+    let mut slot = None;
+    for k in keys {
+        let s = crate::redis::commands::slot(k);
+        match slot {
+            None => slot = Some(s),
+            Some(prev) if prev != s => return Err(Error::CrossSlot),
+            Some(_) => {}
+        }
+    }
+    Ok(slot)
+}
+
+/// The key arguments of a command.
+pub fn keys_of<'a>(spec: &Spec, args: &'a [Bytes]) -> Vec<&'a Bytes> {
+    spec.key_positions(args)
+        .into_iter()
+        .filter_map(|i| args.get(i))
+        .collect()
+}
+
+impl Session {
+    pub(super) fn dispatch(&mut self, req: Request) {
+        let Some(name) = req.args.first() else {
+            return;
+        };
+        let Some(spec) = Table::get().lookup(name) else {
+            self.push_error(&Error::unknown(&req.args));
+            return;
+        };
+        if !spec.arity_ok(req.args.len()) {
+            self.push_error(&Error::Arity(String::from_utf8_lossy(name).to_lowercase()));
+            return;
+        }
+        if self.tx.is_some()
+            && !matches!(
+                spec.kind,
+                Kind::Exec | Kind::Discard | Kind::Multi | Kind::Watch | Kind::Quit
+            )
+        {
+            self.queue_in_tx(spec, req);
+            return;
+        }
+        match spec.kind {
+            Kind::Ping => {
+                let mut out = BytesMut::new();
+                match req.args.get(1) {
+                    Some(msg) => encode::bulk(&mut out, msg),
+                    None => encode::simple(&mut out, "PONG"),
+                }
+                self.push_reply(out.freeze());
+            }
+            Kind::Ok => self.push_reply(Bytes::from_static(b"+OK\r\n")),
+            Kind::Quit => {
+                self.push_reply(Bytes::from_static(b"+OK\r\n"));
+                self.close_after = true;
+            }
+            Kind::Unsupported(why) => self.push_error(&Error::Unsupported {
+                name: spec.name,
+                why,
+            }),
+            Kind::Multi => {
+                if self.tx.is_some() {
+                    self.push_error(&Error::Syntax("ERR MULTI calls can not be nested"));
+                } else {
+                    self.tx = Some(super::pinned::Tx::default());
+                    self.push_reply(Bytes::from_static(b"+OK\r\n"));
+                }
+            }
+            Kind::Plain | Kind::Split(_) | Kind::Broadcast(_) => self.shared(spec, req),
+            Kind::StreamRead if !is_blocking_read(&req.args) => self.shared(spec, req),
+            Kind::Client if is_local_client(&req.args) => self.client_local(&req.args),
+            Kind::StreamRead
+            | Kind::Blocking
+            | Kind::Subscribe
+            | Kind::Exec
+            | Kind::Discard
+            | Kind::Watch
+            | Kind::Unwatch
+            | Kind::Select
+            | Kind::Hello
+            | Kind::Auth
+            | Kind::Client
+            | Kind::Reset => self.deferred = Some(req),
+        }
+    }
+
+    /// Run a barrier command: earlier replies have all been queued for writing.
+    pub(super) async fn barrier(&mut self, req: Request) -> Result<Flow, Error> {
+        let Some(spec) = req.args.first().and_then(|n| Table::get().lookup(n)) else {
+            return Ok(Flow::Continue);
+        };
+        let result = match spec.kind {
+            Kind::Hello => self.hello(&req.args).await,
+            Kind::Auth => self.auth(&req.args).await,
+            Kind::Select => self.select(&req.args).await,
+            Kind::Reset => self.reset().await,
+            Kind::Client => self.client_forward(spec, req).await,
+            Kind::Blocking | Kind::StreamRead => self.blocking(spec, &req).await,
+            Kind::Watch => self.watch(spec, &req).await,
+            Kind::Unwatch => self.unwatch().await,
+            Kind::Exec => self.exec().await,
+            Kind::Discard => self.discard().await,
+            Kind::Subscribe => return self.subscribe(spec, &req).await,
+            _ => Ok(Flow::Continue),
+        };
+        match result {
+            Ok(flow) => Ok(flow),
+            Err(e) if e.closes_connection() => Err(e),
+            Err(e) => {
+                self.svc.metrics.backend_error(e.label());
+                self.push_error(&e);
+                Ok(Flow::Continue)
+            }
+        }
+    }
+}
+
+/// XREAD/XREADGROUP with a BLOCK option.
+fn is_blocking_read(args: &[Bytes]) -> bool {
+    args.iter()
+        .take_while(|a| !a.eq_ignore_ascii_case(b"STREAMS"))
+        .any(|a| a.eq_ignore_ascii_case(b"BLOCK"))
+}
+
+/// CLIENT subcommands about this client's own connection, answered from session state.
+fn is_local_client(args: &[Bytes]) -> bool {
+    args.get(1).is_some_and(|s| {
+        [
+            &b"SETNAME"[..],
+            b"GETNAME",
+            b"ID",
+            b"TRACKING",
+            b"REPLY",
+            b"SETINFO",
+        ]
+        .iter()
+        .any(|l| s.eq_ignore_ascii_case(l))
+    })
+}

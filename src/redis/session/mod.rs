@@ -1,0 +1,304 @@
+//! One Redis client's session: the request path.
+//!
+//! The loop reads as named steps, one file each:
+//! 1. [`crate::redis::resp::take_request`]: take whole commands off the read buffer (limits
+//!    checked before anything is reserved);
+//! 2. [`dispatch`]: look the command up in the table and decide: answer locally, serve from
+//!    the L1, or start it on the shared path ([`shared`]) — a future queued in order;
+//! 3. commands that change the session or need a dedicated connection (HELLO, AUTH, SELECT,
+//!    blocking commands, EXEC/WATCH, SUBSCRIBE) are *barriers*: earlier replies are drained
+//!    first, then they run alone ([`local`], [`pinned`]);
+//! 4. replies are written in request order as their futures complete.
+//!
+//! Pipelined commands all go through the one fred client this session is assigned, so
+//! Redis executes them in the order sent; while one of this session's writes is in flight,
+//! its reads bypass the L1 (a pipelined `SET k; GET k` never reads the old `k`).
+
+pub mod dispatch;
+pub mod local;
+pub mod pinned;
+pub mod shared;
+
+use super::backend::link::Link;
+use super::backend::PoolKey;
+use super::error::Error;
+use super::resp::{self, encode, encode::Proto, Request};
+use super::Service;
+use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::stream::{FuturesOrdered, StreamExt};
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Most commands in flight per client before reading pauses.
+const MAX_PENDING: usize = 1024;
+/// Stop reading while this much is waiting to be written to the client.
+const HIGH_WATER: usize = 256 * 1024;
+/// Buffers above this size are given back when the session goes idle.
+const KEEP_BUFFER: usize = 64 * 1024;
+
+/// A reply that is ready, and whether its command was a write of this session.
+pub struct Done {
+    pub reply: Bytes,
+    pub write: bool,
+}
+
+/// What the session knows about its client.
+#[derive(Debug, Clone)]
+pub struct ClientState {
+    pub proto: Proto,
+    pub db: u8,
+    /// `(user, password)` once AUTH succeeded.
+    pub auth: Option<(String, String)>,
+    pub user_id: u32,
+    pub name: Option<Bytes>,
+}
+
+impl ClientState {
+    pub fn pool_key(&self) -> PoolKey {
+        PoolKey {
+            auth: self.auth.clone(),
+            db: self.db,
+            proto: self.proto,
+        }
+    }
+}
+
+/// What the loop does after a barrier command.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    /// Subscribed: from now on the client is piped to its dedicated link.
+    Pipe,
+    /// Reply written; close the connection.
+    Close,
+}
+
+pub struct Session {
+    pub id: u64,
+    svc: Arc<Service>,
+    client: TcpStream,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    pending: FuturesOrdered<BoxFuture<'static, Done>>,
+    pending_writes: usize,
+    pub state: ClientState,
+    /// The fred client all of this session's shared-path commands go through.
+    fred: Option<fred::clients::Client>,
+    /// MULTI in progress: commands queued until EXEC.
+    tx: Option<pinned::Tx>,
+    /// Dedicated link (blocking commands, WATCH/EXEC, pub/sub), kept for reuse.
+    link: Option<Link>,
+    /// Slot the WATCHed keys hash to (`Some(None)`: watching keyless).
+    watch_slot: Option<Option<u16>>,
+    /// A barrier command waiting for earlier replies to drain.
+    deferred: Option<Request>,
+    close_after: bool,
+    closing: tokio::sync::watch::Receiver<bool>,
+}
+
+impl Session {
+    pub fn new(id: u64, svc: Arc<Service>, client: TcpStream) -> Session {
+        let state = ClientState {
+            proto: Proto::Resp2,
+            db: svc.backend.default_db(),
+            auth: None,
+            user_id: 0,
+            name: None,
+        };
+        Session {
+            id,
+            closing: svc.closing(),
+            svc,
+            client,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            pending: FuturesOrdered::new(),
+            pending_writes: 0,
+            state,
+            fred: None,
+            tx: None,
+            link: None,
+            watch_slot: None,
+            deferred: None,
+            close_after: false,
+        }
+    }
+
+    pub async fn run(mut self) {
+        match self.serve().await {
+            Ok(()) => {}
+            Err(Error::ClientIo(_)) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, "redis session ended");
+                let mut out = BytesMut::new();
+                encode::error(&mut out, &e.reply());
+                let _ = self.client.write_all(&self.wbuf).await;
+                let _ = self.client.write_all(&out).await;
+            }
+        }
+    }
+
+    async fn serve(&mut self) -> Result<(), Error> {
+        self.bind_pool().await?;
+        loop {
+            self.take_requests();
+            if self.deferred.is_some() && self.pending.is_empty() {
+                if let Some(req) = self.deferred.take() {
+                    match self.barrier(req).await? {
+                        Flow::Continue => {}
+                        Flow::Close => self.close_after = true,
+                        Flow::Pipe => return self.pipe().await,
+                    }
+                }
+                continue;
+            }
+            if self.close_after && self.pending.is_empty() {
+                self.client
+                    .write_all(&self.wbuf)
+                    .await
+                    .map_err(Error::ClientIo)?;
+                let _ = self.client.shutdown().await;
+                return Ok(());
+            }
+            if self.pending.is_empty() && self.rbuf.is_empty() && self.wbuf.is_empty() {
+                self.shrink_buffers();
+            }
+            if !self.wait_io().await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Parse and dispatch whatever whole commands are buffered.
+    fn take_requests(&mut self) {
+        while self.deferred.is_none()
+            && !self.close_after
+            && self.pending.len() < MAX_PENDING
+            && self.wbuf.len() < HIGH_WATER
+        {
+            match resp::take_request(&mut self.rbuf, &self.svc.limits) {
+                Ok(Some(req)) => self.dispatch(req),
+                Ok(None) => break,
+                Err(e) => {
+                    let e = Error::Frame(e);
+                    tracing::debug!(error = %e, "closing a client that sent a bad frame");
+                    self.push_error(&e);
+                    self.close_after = true;
+                }
+            }
+        }
+    }
+
+    /// One round of I/O; `false` when the client has gone.
+    async fn wait_io(&mut self) -> Result<bool, Error> {
+        let can_read = self.wbuf.len() < HIGH_WATER
+            && self.pending.len() < MAX_PENDING
+            && self.rbuf.len() < HIGH_WATER.max(self.svc.limits.max_bulk_len.min(1 << 30));
+        let Session {
+            client,
+            rbuf,
+            wbuf,
+            pending,
+            pending_writes,
+            closing,
+            close_after,
+            ..
+        } = self;
+        if can_read && rbuf.capacity() - rbuf.len() < 1024 {
+            rbuf.reserve(16 * 1024);
+        }
+        let (mut cr, mut cw) = client.split();
+        tokio::select! {
+            biased;
+            r = cw.write_buf(wbuf), if !wbuf.is_empty() => {
+                r.map_err(Error::ClientIo)?;
+            }
+            Some(done) = pending.next(), if !pending.is_empty() => {
+                if done.write {
+                    *pending_writes -= 1;
+                }
+                wbuf.extend_from_slice(&done.reply);
+            }
+            r = cr.read_buf(rbuf), if can_read && !*close_after => {
+                if r.map_err(Error::ClientIo)? == 0 {
+                    return Ok(false);
+                }
+            }
+            r = closing.changed() => {
+                if r.is_err() || *closing.borrow() {
+                    return Err(Error::Shutdown);
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Queue a reply behind the ones still pending (or write it straight away).
+    fn push_reply(&mut self, reply: Bytes) {
+        if self.pending.is_empty() {
+            self.wbuf.extend_from_slice(&reply);
+        } else {
+            self.pending.push_back(Box::pin(std::future::ready(Done {
+                reply,
+                write: false,
+            })));
+        }
+    }
+
+    fn push_error(&mut self, e: &Error) {
+        let mut out = BytesMut::new();
+        encode::error(&mut out, &e.reply());
+        self.push_reply(out.freeze());
+    }
+
+    fn push_future(&mut self, fut: BoxFuture<'static, Done>, write: bool) {
+        if write {
+            self.pending_writes += 1;
+        }
+        self.pending.push_back(fut);
+    }
+
+    /// Point the session at the pool of its (user, db, protocol).
+    async fn bind_pool(&mut self) -> Result<(), Error> {
+        let pool = self.svc.backend.pool(&self.state.pool_key()).await?;
+        let clients = pool.clients();
+        self.fred = clients
+            .get(self.id as usize % clients.len().max(1))
+            .cloned();
+        Ok(())
+    }
+
+    /// Subscribed mode: bytes flow both ways between the client and its link until either
+    /// side closes.
+    async fn pipe(&mut self) -> Result<(), Error> {
+        let Some(mut link) = self.link.take() else {
+            return Ok(());
+        };
+        if !self.rbuf.is_empty() {
+            link.send(&self.rbuf.split()).await?;
+        }
+        self.wbuf.extend_from_slice(&link.rbuf.split());
+        self.client
+            .write_all(&self.wbuf.split())
+            .await
+            .map_err(Error::ClientIo)?;
+        let mut closing = self.closing.clone();
+        tokio::select! {
+            r = tokio::io::copy_bidirectional(&mut self.client, &mut link.stream) => {
+                r.map(|_| ()).map_err(Error::ClientIo)
+            }
+            _ = closing.wait_for(|c| *c) => Err(Error::Shutdown),
+        }
+    }
+
+    fn shrink_buffers(&mut self) {
+        if self.rbuf.capacity() > KEEP_BUFFER {
+            self.rbuf = BytesMut::new();
+        }
+        if self.wbuf.capacity() > KEEP_BUFFER {
+            self.wbuf = BytesMut::new();
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Commands that need a connection of their own: blocking commands (BLPOP, BLMOVE, XREAD
+//! BLOCK…), transactions with WATCH, and pub/sub. They run on a dedicated [`Link`] to the
+//! primary serving their slot, logged in as the client is, speaking the client's protocol,
+//! so replies are forwarded as the bytes Redis wrote.
+//!
+//! MULTI is answered by Pake and the commands are queued locally (`+QUEUED`), checked for
+//! CROSSSLOT as they come; EXEC sends `MULTI`, the queue and `EXEC` in one write on the link
+//! of the transaction's slot (the one WATCH pinned, if any) and forwards EXEC's reply. The
+//! keys the transaction wrote are invalidated in the L1 before that reply is queued.
+
+use super::dispatch::{common_slot, keys_of};
+use super::{Flow, Session};
+use crate::redis::backend::link::{self, Link};
+use crate::redis::commands::{Spec, FLUSH, WRITE};
+use crate::redis::error::Error;
+use crate::redis::resp::Request;
+use bytes::{Bytes, BytesMut};
+use tokio::io::AsyncReadExt;
+
+/// A transaction being queued.
+#[derive(Default)]
+pub struct Tx {
+    /// Encoded commands, in order.
+    queued: BytesMut,
+    count: usize,
+    slot: Option<u16>,
+    /// Keys written by queued commands (invalidated after EXEC).
+    written: Vec<Bytes>,
+    flushes: bool,
+    /// A command was refused while queueing: EXEC answers EXECABORT.
+    aborted: bool,
+}
+
+impl Session {
+    /// Check and queue a command inside MULTI.
+    pub(super) fn queue_in_tx(&mut self, spec: &'static Spec, req: Request) {
+        let cluster = self.svc.backend.cluster;
+        let watch_slot = self.watch_slot.flatten();
+        let Some(tx) = self.tx.as_mut() else { return };
+        let keys = keys_of(spec, &req.args);
+        let slot = common_slot(&keys).and_then(|s| match (s, tx.slot.or(watch_slot)) {
+            (Some(a), Some(b)) if a != b && cluster => Err(Error::CrossSlot),
+            (s, prev) => Ok(s.or(prev)),
+        });
+        match slot {
+            Err(e) if cluster => {
+                tx.aborted = true;
+                self.push_error(&e);
+            }
+            other => {
+                tx.slot = other.ok().flatten();
+                let args: Vec<&[u8]> = req.args.iter().map(|a| a.as_ref()).collect();
+                tx.queued.extend_from_slice(&link::command(&args));
+                tx.count += 1;
+                if spec.is(WRITE) {
+                    tx.written.extend(keys.into_iter().cloned());
+                }
+                tx.flushes |= spec.is(FLUSH);
+                self.push_reply(Bytes::from_static(b"+QUEUED\r\n"));
+            }
+        }
+    }
+
+    /// The session's link to the primary of `slot`, opened (or re-opened) as needed.
+    async fn link_for(&mut self, slot: Option<u16>) -> Result<&mut Link, Error> {
+        let addr = self
+            .svc
+            .backend
+            .node_for(slot)
+            .ok_or_else(|| Error::Backend("no primary known for this slot".into()))?;
+        if self.link.as_ref().is_some_and(|l| l.addr != addr) {
+            self.link = None;
+        }
+        if self.link.is_none() {
+            let target = self.svc.backend.target(addr, &self.state.pool_key());
+            self.link = Some(Link::connect(&target).await?);
+        }
+        self.link
+            .as_mut()
+            .ok_or_else(|| Error::Backend("no link".into()))
+    }
+
+    /// Wait for the link's next reply; a client that hangs up meanwhile ends the session.
+    async fn link_reply(&mut self) -> Result<Bytes, Error> {
+        let Session {
+            link, client, rbuf, ..
+        } = self;
+        let Some(link) = link.as_mut() else {
+            return Err(Error::LinkLost("no link".into()));
+        };
+        loop {
+            if let Some(f) = link.buffered_frame()? {
+                return Ok(f);
+            }
+            rbuf.reserve(4096);
+            tokio::select! {
+                r = link.fill() => r?,
+                r = client.read_buf(rbuf) => {
+                    if r.map_err(Error::ClientIo)? == 0 {
+                        return Err(Error::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Send `bytes` on the link and wait for one reply; a lost link is dropped.
+    async fn on_link(&mut self, slot: Option<u16>, bytes: &[u8]) -> Result<Bytes, Error> {
+        self.link_for(slot).await?.send(bytes).await?;
+        let reply = self.link_reply().await;
+        if matches!(reply, Err(Error::LinkLost(_))) {
+            self.link = None;
+            self.watch_slot = None;
+        }
+        reply
+    }
+
+    fn encoded(req: &Request) -> BytesMut {
+        let args: Vec<&[u8]> = req.args.iter().map(|a| a.as_ref()).collect();
+        link::command(&args)
+    }
+
+    pub(super) async fn blocking(&mut self, spec: &Spec, req: &Request) -> Result<Flow, Error> {
+        let keys = keys_of(spec, &req.args);
+        let slot = common_slot(&keys).or_else(|e| {
+            if self.svc.backend.cluster {
+                Err(e)
+            } else {
+                Ok(None)
+            }
+        })?;
+        let reply = self.on_link(slot, &Self::encoded(req)).await?;
+        if let Some(l1) = &self.svc.l1 {
+            if spec.is(WRITE) {
+                keys.iter().for_each(|k| l1.invalidate_key(k));
+            }
+        }
+        self.push_reply(reply);
+        Ok(Flow::Continue)
+    }
+
+    pub(super) async fn watch(&mut self, spec: &Spec, req: &Request) -> Result<Flow, Error> {
+        if self.tx.is_some() {
+            return Err(Error::Syntax("ERR WATCH inside MULTI is not allowed"));
+        }
+        let keys = keys_of(spec, &req.args);
+        let slot = common_slot(&keys)?;
+        if let (Some(Some(prev)), Some(s)) = (self.watch_slot, slot) {
+            if prev != s && self.svc.backend.cluster {
+                return Err(Error::CrossSlot);
+            }
+        }
+        let reply = self.on_link(slot, &Self::encoded(req)).await?;
+        if link::error_text(&reply).is_none() {
+            self.watch_slot = Some(slot.or(self.watch_slot.flatten()));
+        }
+        self.push_reply(reply);
+        Ok(Flow::Continue)
+    }
+
+    /// UNWATCH on the link holding the watches, if any; its reply.
+    async fn unwatch_link(&mut self) -> Result<Option<Bytes>, Error> {
+        if self.watch_slot.take().is_none() {
+            return Ok(None);
+        }
+        let Some(l) = self.link.as_mut() else {
+            return Ok(None);
+        };
+        l.send(&link::command(&[b"UNWATCH"])).await?;
+        self.link_reply().await.map(Some)
+    }
+
+    pub(super) async fn unwatch(&mut self) -> Result<Flow, Error> {
+        let reply = self.unwatch_link().await?;
+        self.push_reply(reply.unwrap_or_else(|| Bytes::from_static(b"+OK\r\n")));
+        Ok(Flow::Continue)
+    }
+
+    pub(super) async fn discard(&mut self) -> Result<Flow, Error> {
+        if self.tx.take().is_none() {
+            return Err(Error::Syntax("ERR DISCARD without MULTI"));
+        }
+        self.unwatch_link().await?;
+        self.push_reply(Bytes::from_static(b"+OK\r\n"));
+        Ok(Flow::Continue)
+    }
+
+    pub(super) async fn exec(&mut self) -> Result<Flow, Error> {
+        let Some(tx) = self.tx.take() else {
+            return Err(Error::Syntax("ERR EXEC without MULTI"));
+        };
+        if tx.aborted {
+            self.unwatch_link().await?;
+            self.push_reply(Bytes::from_static(
+                b"-EXECABORT Transaction discarded because of previous errors.\r\n",
+            ));
+            return Ok(Flow::Continue);
+        }
+        let slot = tx.slot.or(self.watch_slot.take().flatten());
+        let mut batch = link::command(&[b"MULTI"]);
+        batch.extend_from_slice(&tx.queued);
+        batch.extend_from_slice(&link::command(&[b"EXEC"]));
+        // MULTI's +OK and each +QUEUED come first; EXEC's reply is the last
+        let mut reply = self.on_link(slot, &batch).await?;
+        for _ in 0..tx.count + 1 {
+            reply = self.link_reply().await?;
+        }
+        if let Some(l1) = &self.svc.l1 {
+            if tx.flushes {
+                l1.flush_all("flushall");
+            }
+            tx.written.iter().for_each(|k| l1.invalidate_key(k));
+        }
+        self.push_reply(reply);
+        Ok(Flow::Continue)
+    }
+
+    /// SUBSCRIBE and friends: send on the link, then pipe the client to it.
+    pub(super) async fn subscribe(&mut self, spec: &Spec, req: &Request) -> Result<Flow, Error> {
+        let keys = keys_of(spec, &req.args);
+        let slot = match common_slot(&keys) {
+            Ok(s) => s,
+            Err(e) if self.svc.backend.cluster => {
+                self.push_error(&e);
+                return Ok(Flow::Continue);
+            }
+            Err(_) => None,
+        };
+        self.link_for(slot).await?.send(&Self::encoded(req)).await?;
+        Ok(Flow::Pipe)
+    }
+}

@@ -1,0 +1,423 @@
+//! The shared path: commands sent through the session's fred client, routed by the slot
+//! the command table gives, with the L1 in front of cacheable reads.
+//!
+//! * cacheable reads: L1 hit → answered in process; miss → a ticket is taken *before* the
+//!   request is sent, the reply (with the key's PTTL) fills the L1 only if the ticket is
+//!   still valid;
+//! * MGET: per key through the L1, the misses fetched per slot and merged in key order;
+//! * MSET, DEL, UNLINK, EXISTS, TOUCH: split by slot, sent concurrently, merged;
+//! * broadcast commands (FLUSHALL, DBSIZE, KEYS, SCRIPT…): every primary, merged;
+//! * writes: their keys are invalidated locally once Redis answered, before the reply is
+//!   queued for the client.
+
+use super::dispatch::{common_slot, keys_of};
+use super::{Done, Session};
+use crate::redis::commands::{Kind, Merge, Spec, CACHE, FLUSH, WRITE};
+use crate::redis::error::Error;
+use crate::redis::l1::{CacheKey, Ticket, L1};
+use crate::redis::resp::{encode, encode::Proto, Request};
+use crate::redis::Service;
+use bytes::{Bytes, BytesMut};
+use fred::clients::Client;
+use fred::interfaces::ClientLike;
+use fred::types::{ClusterHash, CustomCommand, Value};
+use futures_util::future::join_all;
+use redis_protocol::resp3::types::BytesFrame;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+type Reply = Result<BytesFrame, Error>;
+
+/// What a shared-path future needs, cloned out of the session.
+#[derive(Clone)]
+struct Ctx {
+    svc: Arc<Service>,
+    client: Client,
+    proto: Proto,
+}
+
+/// Send one command through fred to the node serving `slot`.
+async fn send(client: &Client, name: &'static str, args: &[Bytes], slot: Option<u16>) -> Reply {
+    if !client.is_connected() {
+        return Err(Error::Backend("not connected".into()));
+    }
+    let hash = slot.map_or(ClusterHash::Random, ClusterHash::Custom);
+    let cmd = CustomCommand::new_static(name, hash, false);
+    let values: Vec<Value> = args.iter().map(|a| Value::Bytes(a.clone())).collect();
+    client
+        .custom_raw(cmd, values)
+        .await
+        .map_err(|e| Error::from_fred(&e))
+}
+
+/// Encode a reply (or an error) for the client.
+fn encode_reply(ctx: &Ctx, reply: &Reply) -> Bytes {
+    let mut out = BytesMut::new();
+    match reply {
+        Ok(frame) => encode::frame(&mut out, frame, ctx.proto),
+        Err(e) => {
+            ctx.svc.metrics.backend_error(e.label());
+            encode::error(&mut out, &e.reply());
+        }
+    }
+    out.freeze()
+}
+
+/// The key's remaining TTL from a PTTL reply (`None`: no TTL, or unknown).
+fn ttl_of(reply: &Reply) -> Option<Duration> {
+    match reply {
+        Ok(BytesFrame::Number { data, .. }) if *data >= 0 => {
+            Some(Duration::from_millis(*data as u64))
+        }
+        _ => None,
+    }
+}
+
+impl Session {
+    pub(super) fn shared(&mut self, spec: &'static Spec, req: Request) {
+        let Some(client) = self.fred.clone() else {
+            self.push_error(&Error::Backend("no backend pool".into()));
+            return;
+        };
+        let ctx = Ctx {
+            svc: self.svc.clone(),
+            client,
+            proto: self.state.proto,
+        };
+        let cluster = self.svc.backend.cluster;
+        let keys = keys_of(spec, &req.args);
+        let l1 = self.svc.l1.clone().filter(|_| self.pending_writes == 0);
+        match spec.kind {
+            Kind::Split(Merge::Concat) => return self.mget(ctx, spec, req, l1),
+            Kind::Split(merge) if cluster && keys.len() > 1 => {
+                let fut = split(ctx, spec, req, merge);
+                return self.push_future(Box::pin(fut), spec.is(WRITE));
+            }
+            Kind::Broadcast(merge) if cluster => {
+                let fut = broadcast(ctx, spec, req, merge);
+                return self.push_future(Box::pin(fut), spec.is(WRITE));
+            }
+            _ => {}
+        }
+        let slot = match common_slot(&keys) {
+            Ok(s) => s,
+            Err(e) if cluster => return self.push_error(&e),
+            Err(_) => None,
+        };
+        if spec.is(CACHE) && keys.len() == 1 {
+            if let Some(l1) = l1 {
+                let key = CacheKey::new(
+                    spec.id as u16,
+                    &req.args[1..],
+                    self.state.db,
+                    self.state.user_id,
+                    self.state.proto,
+                );
+                if let Some(hit) = l1.get(&key) {
+                    if let Some(h) = self.svc.metrics.latency(spec.id) {
+                        h.observe(1e-6);
+                    }
+                    return self.push_reply(hit);
+                }
+                let ticket = l1.ticket(slot.unwrap_or(0), keys[0]);
+                let fut = cached_read(ctx, spec, req, slot, l1, key, ticket);
+                return self.push_future(Box::pin(fut), false);
+            }
+        }
+        let fut = plain(ctx, spec, req, slot);
+        self.push_future(Box::pin(fut), spec.is(WRITE));
+    }
+
+    /// MGET: hits from the L1, misses fetched per slot, merged in key order.
+    fn mget(&mut self, ctx: Ctx, spec: &'static Spec, req: Request, l1: Option<Arc<L1>>) {
+        let get_id = crate::redis::commands::Table::get()
+            .lookup(b"GET")
+            .map_or(0, |s| s.id as u16);
+        let keys: Vec<Bytes> = req.args[1..].to_vec();
+        let mut parts: Vec<Option<Bytes>> = vec![None; keys.len()];
+        let mut cache_keys = Vec::new();
+        if let Some(l1) = &l1 {
+            for (i, k) in keys.iter().enumerate() {
+                let ck = CacheKey::new(
+                    get_id,
+                    std::slice::from_ref(k),
+                    self.state.db,
+                    self.state.user_id,
+                    self.state.proto,
+                );
+                parts[i] = l1.get(&ck);
+                cache_keys.push(ck);
+            }
+        }
+        if parts.iter().all(Option::is_some) {
+            let mut out = BytesMut::new();
+            encode::array(&mut out, parts.len());
+            for p in parts.into_iter().flatten() {
+                out.extend_from_slice(&p);
+            }
+            return self.push_reply(out.freeze());
+        }
+        let cluster = self.svc.backend.cluster;
+        let fut = async move {
+            let started = Instant::now();
+            let missing: Vec<usize> = (0..keys.len()).filter(|&i| parts[i].is_none()).collect();
+            let groups = group_by_slot(&missing, |i| &keys[i], cluster);
+            let fetches = groups.into_iter().map(|(slot, idx)| {
+                let ctx = ctx.clone();
+                let keys = &keys;
+                let l1 = l1.clone();
+                async move {
+                    let args: Vec<Bytes> = idx.iter().map(|&i| keys[i].clone()).collect();
+                    let tickets: Vec<Option<Ticket>> = match &l1 {
+                        Some(l1) => args.iter().map(|k| l1.ticket(slot, k)).collect(),
+                        None => vec![None; args.len()],
+                    };
+                    let ttls = fetch_ttls(&ctx, &args, slot, &tickets);
+                    let (reply, ttls) =
+                        futures_util::join!(send(&ctx.client, "MGET", &args, Some(slot)), ttls);
+                    (idx, tickets, reply, ttls)
+                }
+            });
+            let mut error = None;
+            for (idx, tickets, reply, ttls) in join_all(fetches).await {
+                match reply {
+                    Ok(BytesFrame::Array { data, .. }) if data.len() == idx.len() => {
+                        for (j, item) in data.iter().enumerate() {
+                            let mut out = BytesMut::new();
+                            encode::frame(&mut out, item, ctx.proto);
+                            let bytes = out.freeze();
+                            if let (Some(l1), Some(t)) = (&l1, tickets[j]) {
+                                l1.insert(cache_keys[idx[j]].clone(), bytes.clone(), t, ttls[j]);
+                            }
+                            parts[idx[j]] = Some(bytes);
+                        }
+                    }
+                    other => error = Some(encode_reply(&ctx, &other)),
+                }
+            }
+            observe(&ctx, spec, started);
+            let reply = match error {
+                Some(e) => e,
+                None => {
+                    let mut out = BytesMut::new();
+                    encode::array(&mut out, parts.len());
+                    for p in parts.into_iter().flatten() {
+                        out.extend_from_slice(&p);
+                    }
+                    out.freeze()
+                }
+            };
+            Done {
+                reply,
+                write: false,
+            }
+        };
+        self.push_future(Box::pin(fut), false);
+    }
+}
+
+fn observe(ctx: &Ctx, spec: &Spec, started: Instant) {
+    if let Some(h) = ctx.svc.metrics.latency(spec.id) {
+        h.observe(started.elapsed().as_secs_f64());
+    }
+}
+
+/// PTTL of each ticketed key, sent alongside the read (misses only).
+async fn fetch_ttls(
+    ctx: &Ctx,
+    keys: &[Bytes],
+    slot: u16,
+    tickets: &[Option<Ticket>],
+) -> Vec<Option<Duration>> {
+    let asks = keys.iter().zip(tickets).map(|(k, t)| async move {
+        match t {
+            Some(_) => {
+                ttl_of(&send(&ctx.client, "PTTL", std::slice::from_ref(k), Some(slot)).await)
+            }
+            None => None,
+        }
+    });
+    join_all(asks).await
+}
+
+/// Group indices by the slot of their key (one group when not a cluster), keeping order.
+fn group_by_slot<'a>(
+    idx: &[usize],
+    key: impl Fn(usize) -> &'a Bytes,
+    cluster: bool,
+) -> Vec<(u16, Vec<usize>)> {
+    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
+    for &i in idx {
+        let slot = crate::redis::commands::slot(key(i));
+        let slot_key = if cluster {
+            slot
+        } else {
+            groups.first().map_or(slot, |g| g.0)
+        };
+        match groups.iter_mut().find(|g| g.0 == slot_key) {
+            Some(g) => g.1.push(i),
+            None => groups.push((slot_key, vec![i])),
+        }
+    }
+    groups
+}
+
+/// After a write: its keys (or, for FLUSHALL and friends, everything) are invalidated.
+fn invalidate_written(svc: &Service, spec: &Spec, keys: &[Bytes]) {
+    let Some(l1) = &svc.l1 else { return };
+    if spec.is(FLUSH) {
+        l1.flush_all("flushall");
+    } else if spec.is(WRITE) {
+        for k in keys {
+            l1.invalidate_key(k);
+        }
+    }
+}
+
+async fn plain(ctx: Ctx, spec: &'static Spec, req: Request, slot: Option<u16>) -> Done {
+    let started = Instant::now();
+    let reply = send(&ctx.client, spec.name, &req.args[1..], slot).await;
+    let keys: Vec<Bytes> = keys_of(spec, &req.args).into_iter().cloned().collect();
+    invalidate_written(&ctx.svc, spec, &keys);
+    observe(&ctx, spec, started);
+    Done {
+        reply: encode_reply(&ctx, &reply),
+        write: spec.is(WRITE),
+    }
+}
+
+async fn cached_read(
+    ctx: Ctx,
+    spec: &'static Spec,
+    req: Request,
+    slot: Option<u16>,
+    l1: Arc<L1>,
+    key: CacheKey,
+    ticket: Option<Ticket>,
+) -> Done {
+    let started = Instant::now();
+    let (reply, ttl) = match ticket {
+        Some(_) => {
+            let ttl = send(&ctx.client, "PTTL", &req.args[1..2], slot);
+            let (reply, ttl) =
+                futures_util::join!(send(&ctx.client, spec.name, &req.args[1..], slot), ttl);
+            (reply, ttl_of(&ttl))
+        }
+        None => (
+            send(&ctx.client, spec.name, &req.args[1..], slot).await,
+            None,
+        ),
+    };
+    let bytes = encode_reply(&ctx, &reply);
+    if let (Ok(frame), Some(t)) = (&reply, ticket) {
+        if !encode::is_error(frame) {
+            l1.insert(key, bytes.clone(), t, ttl);
+        }
+    }
+    observe(&ctx, spec, started);
+    Done {
+        reply: bytes,
+        write: false,
+    }
+}
+
+/// MSET, DEL, UNLINK, EXISTS, TOUCH across slots: one command per slot, merged.
+async fn split(ctx: Ctx, spec: &'static Spec, req: Request, merge: Merge) -> Done {
+    let started = Instant::now();
+    let step = if spec.name == "MSET" { 2 } else { 1 };
+    let positions: Vec<usize> = spec.key_positions(&req.args);
+    let groups = group_by_slot(&positions, |i| &req.args[i], true);
+    let sends = groups.iter().map(|(slot, pos)| {
+        let args: Vec<Bytes> = pos
+            .iter()
+            .flat_map(|&p| req.args[p..p + step].iter().cloned())
+            .collect();
+        let client = ctx.client.clone();
+        async move { send(&client, spec.name, &args, Some(*slot)).await }
+    });
+    let replies = join_all(sends).await;
+    let keys: Vec<Bytes> = positions.iter().map(|&p| req.args[p].clone()).collect();
+    invalidate_written(&ctx.svc, spec, &keys);
+    observe(&ctx, spec, started);
+    Done {
+        reply: merge_replies(&ctx, merge, replies),
+        write: spec.is(WRITE),
+    }
+}
+
+/// FLUSHALL, DBSIZE, KEYS, SCRIPT…: every primary, merged.
+async fn broadcast(ctx: Ctx, spec: &'static Spec, req: Request, merge: Merge) -> Done {
+    let started = Instant::now();
+    let primaries = ctx.svc.backend.primaries();
+    let sends = primaries.iter().map(|p| {
+        let client = ctx.client.clone();
+        let args = &req.args[1..];
+        async move {
+            let Some((host, port)) = p.addr.rsplit_once(':') else {
+                return Err(Error::Backend(format!("bad node address {}", p.addr)));
+            };
+            let server = fred::types::config::Server::new(
+                host.trim_matches(|c| c == '[' || c == ']'),
+                port.parse().unwrap_or(0),
+            );
+            let cmd = CustomCommand::new_static(spec.name, ClusterHash::Random, false);
+            let values: Vec<Value> = args.iter().map(|a| Value::Bytes(a.clone())).collect();
+            client
+                .with_cluster_node(server)
+                .custom_raw(cmd, values)
+                .await
+                .map_err(|e| Error::Backend(e.details().to_string()))
+        }
+    });
+    let replies = join_all(sends).await;
+    invalidate_written(&ctx.svc, spec, &[]);
+    observe(&ctx, spec, started);
+    Done {
+        reply: merge_replies(&ctx, merge, replies),
+        write: spec.is(WRITE),
+    }
+}
+
+/// Combine the parts of a split or broadcast command; the first error wins.
+fn merge_replies(ctx: &Ctx, merge: Merge, replies: Vec<Reply>) -> Bytes {
+    if let Some(bad) = replies
+        .iter()
+        .find(|r| r.as_ref().map_or(true, encode::is_error))
+    {
+        return encode_reply(ctx, bad);
+    }
+    let frames: Vec<BytesFrame> = replies.into_iter().filter_map(Result::ok).collect();
+    let mut out = BytesMut::new();
+    match merge {
+        Merge::Sum => {
+            let sum = frames
+                .iter()
+                .map(|f| match f {
+                    BytesFrame::Number { data, .. } => *data,
+                    _ => 0,
+                })
+                .sum();
+            encode::int(&mut out, sum);
+        }
+        Merge::AllOk => encode::simple(&mut out, "OK"),
+        Merge::First => match frames.first() {
+            Some(f) => encode::frame(&mut out, f, ctx.proto),
+            None => encode::null(&mut out, ctx.proto),
+        },
+        Merge::Concat => {
+            let items: Vec<&BytesFrame> = frames
+                .iter()
+                .flat_map(|f| match f {
+                    BytesFrame::Array { data, .. } => data.iter().collect::<Vec<_>>(),
+                    BytesFrame::Set { data, .. } => data.iter().collect::<Vec<_>>(),
+                    _ => Vec::new(),
+                })
+                .collect();
+            encode::array(&mut out, items.len());
+            for f in items {
+                encode::frame(&mut out, f, ctx.proto);
+            }
+        }
+    }
+    out.freeze()
+}

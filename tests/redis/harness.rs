@@ -1,0 +1,320 @@
+//! Shared set-up for the Redis integration tests: a lab Redis (standalone or cluster),
+//! Pake in front of it in this test's runtime, and a small RESP client that sends exactly
+//! what a test says. Each test owns its servers.
+
+use bytes::{Buf, BytesMut};
+use pake::app::Running;
+use pake::config::{Config, Dur};
+use pake::lab::{RedisLab, RedisOptions};
+use pake::redis::config::RedisConfig;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Standalone,
+    Cluster,
+}
+
+pub struct Env {
+    pub lab: RedisLab,
+    pub pake: Running,
+}
+
+pub async fn lab(opts: RedisOptions) -> RedisLab {
+    if let Ok(level) = std::env::var("PAKE_TEST_LOG") {
+        pake::obs::logging::init(pake::config::LogFormat::Text, &level);
+    }
+    tokio::task::spawn_blocking(move || RedisLab::start(opts))
+        .await
+        .expect("lab thread")
+        .expect("redis lab start")
+}
+
+pub fn options(mode: Mode) -> RedisOptions {
+    match mode {
+        Mode::Standalone => RedisOptions::default(),
+        Mode::Cluster => RedisOptions::cluster(3, 0),
+    }
+}
+
+/// The test defaults: fast heartbeats, short timeouts.
+pub fn redis_config(url: String) -> RedisConfig {
+    RedisConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        url,
+        pool_size: 2,
+        // serve on the test's runtime: nothing outlives the test
+        threads: 0,
+        command_timeout: Dur::secs(5),
+        connect_timeout: Dur::secs(2),
+        tracking_heartbeat: Dur::millis(100),
+        tracking_max_lag: Dur::secs(1),
+        ..RedisConfig::default()
+    }
+}
+
+pub async fn start_pake(rc: RedisConfig) -> Running {
+    let config = Config {
+        general: pake::config::General {
+            pg_listen: "127.0.0.1:0".parse().expect("addr"),
+            admin_listen: None,
+            ..Default::default()
+        },
+        redis: Some(rc),
+        ..Config::default()
+    };
+    config.validate().expect("valid config");
+    pake::app::start(config).await.expect("pake start")
+}
+
+impl Env {
+    pub async fn start(mode: Mode) -> Env {
+        Env::with(options(mode), |_| {}).await
+    }
+
+    pub async fn with(opts: RedisOptions, tweak: impl FnOnce(&mut RedisConfig)) -> Env {
+        let lab = lab(opts).await;
+        let mut rc = redis_config(lab.url());
+        tweak(&mut rc);
+        let pake = start_pake(rc).await;
+        let env = Env { lab, pake };
+        env.wait_armed(&env.pake).await;
+        env
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.pake.redis_addr.expect("redis listener")
+    }
+
+    pub async fn conn(&self) -> Conn {
+        Conn::connect(self.addr()).await
+    }
+
+    /// A connection straight to Redis (the node serving `key`'s slot in a cluster).
+    pub async fn direct(&self, key: &str) -> Conn {
+        let port = self.node_port_for(key);
+        Conn::connect(([127, 0, 0, 1], port).into()).await
+    }
+
+    pub fn node_port_for(&self, key: &str) -> u16 {
+        if !self.lab.is_cluster() {
+            return self.lab.nodes[0].port;
+        }
+        let slot = pake::redis::commands::slot(key.as_bytes());
+        for n in self.lab.nodes.iter().filter(|n| n.is_running()) {
+            let owner = n
+                .query(&["CLUSTER", "NODES"])
+                .unwrap_or_default()
+                .lines()
+                .any(|l| l.contains("myself") && l.contains("master") && owns(l, slot));
+            if owner {
+                return n.port;
+            }
+        }
+        self.lab.nodes[0].port
+    }
+
+    /// Wait until every primary's tracking stream is armed.
+    pub async fn wait_armed(&self, pake: &Running) {
+        let want = if self.lab.is_cluster() { 3 } else { 1 };
+        let ok = eventually(Duration::from_secs(15), || async {
+            metric(pake, "pake_redis_tracking_connections") >= want as f64
+        })
+        .await;
+        assert!(ok, "tracking never armed");
+    }
+}
+
+fn owns(line: &str, slot: u16) -> bool {
+    line.split_whitespace().skip(8).any(|r| {
+        let mut it = r.split('-');
+        match (it.next().and_then(|a| a.parse::<u16>().ok()), it.next()) {
+            (Some(a), Some(b)) => b.parse::<u16>().is_ok_and(|b| (a..=b).contains(&slot)),
+            (Some(a), None) => a == slot,
+            _ => false,
+        }
+    })
+}
+
+/// The value of a metric (summed over its label sets) from Pake's registry.
+pub fn metric(pake: &Running, name: &str) -> f64 {
+    pake.proxy
+        .metrics
+        .render()
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
+        .sum()
+}
+
+pub use pake::lab::eventually;
+
+/// A reply, simplified for assertions.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Val {
+    Str(String),
+    Int(i64),
+    Nil,
+    Err(String),
+    Arr(Vec<Val>),
+    Map(Vec<(Val, Val)>),
+    Push(Vec<Val>),
+    Other(String),
+}
+
+impl Val {
+    pub fn s(v: &str) -> Val {
+        Val::Str(v.into())
+    }
+
+    pub fn is_err(&self) -> bool {
+        matches!(self, Val::Err(_))
+    }
+
+    pub fn err_text(&self) -> String {
+        match self {
+            Val::Err(e) => e.clone(),
+            other => format!("not an error: {other:?}"),
+        }
+    }
+}
+
+fn from_resp3(f: redis_protocol::resp3::types::OwnedFrame) -> Val {
+    use redis_protocol::resp3::types::OwnedFrame as F;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    match f {
+        F::BlobString { data, .. } | F::SimpleString { data, .. } => Val::Str(text(&data)),
+        F::VerbatimString { data, .. } | F::BigNumber { data, .. } => Val::Str(text(&data)),
+        F::SimpleError { data, .. } => Val::Err(data),
+        F::BlobError { data, .. } => Val::Err(text(&data)),
+        F::Number { data, .. } => Val::Int(data),
+        F::Boolean { data, .. } => Val::Int(i64::from(data)),
+        F::Double { data, .. } => Val::Str(data.to_string()),
+        F::Null => Val::Nil,
+        F::Array { data, .. } => Val::Arr(data.into_iter().map(from_resp3).collect()),
+        F::Set { data, .. } => Val::Arr(data.into_iter().map(from_resp3).collect()),
+        F::Push { data, .. } => Val::Push(data.into_iter().map(from_resp3).collect()),
+        F::Map { data, .. } => Val::Map(
+            data.into_iter()
+                .map(|(k, v)| (from_resp3(k), from_resp3(v)))
+                .collect(),
+        ),
+        other => Val::Other(format!("{other:?}")),
+    }
+}
+
+/// A hand-driven RESP client.
+pub struct Conn {
+    pub stream: TcpStream,
+    buf: BytesMut,
+}
+
+pub fn encode(args: &[&str]) -> Vec<u8> {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    pake::redis::backend::link::command(&args).to_vec()
+}
+
+impl Conn {
+    pub async fn connect(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        Conn {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("send");
+    }
+
+    pub async fn cmd(&mut self, args: &[&str]) -> Val {
+        self.send(&encode(args)).await;
+        self.read().await.expect("a reply")
+    }
+
+    /// Read one frame; `None` when the connection is closed or nothing comes in 10 s.
+    pub async fn read(&mut self) -> Option<Val> {
+        self.read_within(Duration::from_secs(10)).await
+    }
+
+    pub async fn read_within(&mut self, limit: Duration) -> Option<Val> {
+        loop {
+            let limits = pake::redis::resp::Limits::backend();
+            if let Ok(Some(n)) = pake::redis::resp::scan(&self.buf, 0, &limits) {
+                let frame = self.buf[..n].to_vec();
+                self.buf.advance(n);
+                return Some(decode(&frame));
+            }
+            let n = tokio::time::timeout(limit, self.stream.read_buf(&mut self.buf))
+                .await
+                .ok()?
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Has the other end closed the connection (after draining what is left)?
+    pub async fn closed(&mut self) -> bool {
+        while self.read().await.is_some() {}
+        true
+    }
+}
+
+fn decode(frame: &[u8]) -> Val {
+    if let Ok(Some((f, _))) = redis_protocol::resp3::decode::complete::decode(frame) {
+        return from_resp3(f);
+    }
+    match redis_protocol::resp2::decode::decode(frame) {
+        Ok(Some((f, _))) => from_resp3(f.into_resp3()),
+        other => Val::Other(format!("undecodable {frame:?}: {other:?}")),
+    }
+}
+
+/// Run a Redis client program (redis-cli, redis-benchmark) to completion.
+pub async fn run(
+    program: &str,
+    args: Vec<String>,
+    stdin: Option<Vec<u8>>,
+) -> (bool, String, String) {
+    let path = pake::lab::redis::bin(program).expect("redis tools");
+    let mut cmd = tokio::process::Command::new(path);
+    cmd.args(&args)
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd.spawn().expect("spawn");
+    if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(&data).await.expect("stdin");
+        drop(pipe);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("client finished in time")
+        .expect("client output");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// redis-cli against Pake, one command; stdout trimmed.
+pub async fn cli(env: &Env, extra: &[&str], args: &[&str]) -> String {
+    let mut a = vec!["-p".to_string(), env.addr().port().to_string()];
+    a.extend(extra.iter().map(|s| s.to_string()));
+    a.extend(args.iter().map(|s| s.to_string()));
+    let (_, out, err) = run("redis-cli", a, None).await;
+    format!("{}{}", out.trim(), err.trim())
+}

@@ -1,0 +1,10 @@
+//! Redis integration tests: real Redis from the lab (standalone and a 3-primary cluster),
+//! real clients (redis-cli, redis-benchmark) and a hand-driven RESP client, Pake in
+//! between. One binary for the area; tests run in parallel, each with its own servers.
+
+mod harness;
+
+mod bad_input;
+mod clients;
+mod coherence;
+mod commands;
