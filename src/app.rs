@@ -41,11 +41,14 @@ pub async fn start_with(config: Config, source: Option<ConfigSource>) -> anyhow:
         None => None,
     };
     let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+    // one fault registry for both protocols (admin API, off unless fault_injection)
+    let faults = Arc::new(crate::faults::Faults::default());
+    faults.set_enabled(config.general.fault_injection);
     // Redis (issue 5): connect before binding, so a bad URL fails the start
     let (redis, redis_addr) = match config.redis.clone() {
         Some(rc) => {
             let listen = rc.listen;
-            let svc = crate::redis::Service::start(rc, &metrics.registry)
+            let svc = crate::redis::Service::start(rc, &metrics.registry, faults.clone())
                 .await
                 .with_context(|| "cannot start the Redis proxy")?;
             let addr = match svc.config.threads {
@@ -63,9 +66,12 @@ pub async fn start_with(config: Config, source: Option<ConfigSource>) -> anyhow:
         }
         None => (None, None),
     };
-    let proxy = Proxy::new(config, metrics).context("TLS set-up")?;
+    let proxy = Proxy::new(config, metrics, faults).context("TLS set-up")?;
     if let Some(source) = source {
         proxy.set_source(source);
+    }
+    if let Some(svc) = &redis {
+        let _ = proxy.redis.set(svc.clone());
     }
     tokio::spawn(crate::pg::listener::serve(proxy.clone(), pg));
     if let Some(listener) = admin {

@@ -22,5 +22,5 @@ pub mod lab;
 pub mod obs;
 pub mod ops;
 pub mod pg;
-pub mod tls;
 pub mod redis;
+pub mod tls;

@@ -52,6 +52,8 @@ pub struct Proxy {
     pub faults: Arc<crate::faults::Faults>,
     /// Query insight: per-statement statistics, slow plans, index advice.
     pub insight: Arc<crate::insight::Insight>,
+    /// The Redis side, when configured (for the console's SHOW CACHE).
+    pub redis: std::sync::OnceLock<Arc<crate::redis::Service>>,
     clients: AtomicUsize,
     next_client: AtomicU64,
     per_user: Mutex<HashMap<String, usize>>,
@@ -96,18 +98,19 @@ pub struct ConfigSource {
 
 impl Proxy {
     /// Build the shared state; fails when the TLS certificates cannot be loaded.
-    pub fn new(config: Config, metrics: Arc<Metrics>) -> Result<Arc<Proxy>, crate::tls::TlsError> {
+    pub fn new(
+        config: Config,
+        metrics: Arc<Metrics>,
+        faults: Arc<crate::faults::Faults>,
+    ) -> Result<Arc<Proxy>, crate::tls::TlsError> {
         let users = build_users(&config);
         let tls = crate::tls::Tls::build(&config.tls)?;
         let rate_limits_on = any_rate_limit(&config);
         Ok(Arc::new(Proxy {
             tls: ArcSwap::from_pointee(tls),
             insight: crate::insight::Insight::new(config.insight.clone(), &metrics.registry),
-            faults: {
-                let f = Arc::new(crate::faults::Faults::default());
-                f.set_enabled(config.general.fault_injection);
-                f
-            },
+            faults,
+            redis: std::sync::OnceLock::new(),
             config: ArcSwap::from_pointee(config),
             users: ArcSwap::from_pointee(users),
             clusters: RwLock::new(HashMap::new()),

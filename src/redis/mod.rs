@@ -50,6 +50,8 @@ pub struct Service {
     /// ACL user names interned to small ids for cache keys.
     users: Mutex<HashMap<String, u32>>,
     closing: tokio::sync::watch::Sender<bool>,
+    /// Injected faults (admin API), shared with the Postgres side.
+    pub faults: Arc<crate::faults::Faults>,
 }
 
 impl Service {
@@ -57,6 +59,7 @@ impl Service {
     pub async fn start(
         config: RedisConfig,
         registry: &prometheus::Registry,
+        faults: Arc<crate::faults::Faults>,
     ) -> Result<Arc<Service>, Error> {
         let metrics = RedisMetrics::new(registry);
         let backend = Backend::connect(&config).await?;
@@ -88,6 +91,7 @@ impl Service {
             next_id: AtomicU64::new(1),
             users: Mutex::new(HashMap::new()),
             closing: tokio::sync::watch::channel(false).0,
+            faults,
         }))
     }
 

@@ -394,21 +394,77 @@ pub fn replicas(proxy: &Proxy) -> Table {
     t
 }
 
-pub fn cache(_proxy: &Proxy) -> Table {
-    // filled by the Redis side's L1 (name, value rows)
-    Table::new(&["name", "value"])
+pub fn cache(proxy: &Proxy) -> Table {
+    let mut t = Table::new(&["name", "value"]);
+    let Some(redis) = proxy.redis.get() else {
+        t.row(vec![s("redis"), s("not configured")]);
+        return t;
+    };
+    let m = &redis.metrics;
+    let mut rows: Vec<(&str, String)> = vec![("l1", redis.l1.is_some().to_string())];
+    if let Some(l1) = &redis.l1 {
+        let st = l1.stats();
+        let lookups = st.hits + st.misses;
+        let ratio = if lookups == 0 {
+            0.0
+        } else {
+            st.hits as f64 / lookups as f64
+        };
+        rows.extend([
+            ("entries", st.entries.to_string()),
+            ("bytes", st.bytes.to_string()),
+            ("max_bytes", redis.config.l1_max_bytes.0.to_string()),
+            ("hits", st.hits.to_string()),
+            ("misses", st.misses.to_string()),
+            ("hit_ratio", format!("{ratio:.4}")),
+        ]);
+    }
+    rows.extend([
+        ("fills", m.l1_fills.get().to_string()),
+        ("invalidations", m.l1_invalidations.get().to_string()),
+        ("evictions", m.l1_evictions.get().to_string()),
+        (
+            "tracking_connections",
+            m.tracking_connections.get().to_string(),
+        ),
+        ("clients", redis.client_count().to_string()),
+    ]);
+    for (k, v) in rows {
+        t.row(vec![s(k), Some(v)]);
+    }
+    t
 }
 
-pub fn queries(_proxy: &Proxy) -> Table {
-    // filled by the query-insight collector
-    Table::new(&[
+pub fn queries(proxy: &Proxy) -> Table {
+    let mut t = Table::new(&[
         "fingerprint",
         "calls",
+        "errors",
         "total_time_ms",
         "mean_ms",
+        "p50_ms",
         "p99_ms",
+        "rows",
         "query",
-    ])
+    ]);
+    proxy.insight.flush();
+    let top = proxy
+        .insight
+        .queries(crate::insight::model::SortBy::default(), 20, None);
+    for q in top {
+        t.row(vec![
+            s(&q.id),
+            s(q.calls),
+            s(q.errors),
+            s(format!("{:.3}", q.total_ms)),
+            s(format!("{:.3}", q.mean_ms)),
+            s(format!("{:.3}", q.p50_ms)),
+            s(format!("{:.3}", q.p99_ms)),
+            s(q.rows),
+            s(&q.query),
+        ]);
+    }
+    t
 }
 
 pub fn version() -> Table {

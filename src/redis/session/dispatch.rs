@@ -4,7 +4,7 @@
 //! commands become futures queued in order; commands that must run alone are deferred as a
 //! barrier. Inside MULTI, commands are checked (arity, CROSSSLOT) and queued for EXEC.
 
-use super::{Flow, Session};
+use super::{Done, Flow, Session};
 use crate::redis::commands::{Kind, Spec, Table};
 use crate::redis::error::Error;
 use crate::redis::resp::{encode, Request};
@@ -33,6 +33,61 @@ pub fn keys_of<'a>(spec: &Spec, args: &'a [Bytes]) -> Vec<&'a Bytes> {
 }
 
 impl Session {
+    /// Apply an injected fault to this command; `true` when the fault answered it.
+    fn inject_fault(&mut self, command: &str) -> bool {
+        self.bandwidth = None;
+        if self.svc.faults.list_is_empty() {
+            return false;
+        }
+        let target = crate::faults::Target {
+            redis_command: Some(command),
+            ..crate::faults::Target::default()
+        };
+        let Some(fault) = self.svc.faults.pick(&target) else {
+            return false;
+        };
+        use crate::faults::FaultKind;
+        match &fault.spec.kind {
+            FaultKind::Error {
+                redis_error,
+                message,
+                ..
+            } => {
+                let text = redis_error
+                    .clone()
+                    .or_else(|| message.clone().map(|m| format!("ERR {m}")))
+                    .unwrap_or_else(|| "ERR injected fault (Pake fault injection)".into());
+                let mut out = BytesMut::new();
+                encode::error(&mut out, &text);
+                self.push_reply(out.freeze());
+                true
+            }
+            FaultKind::Reset => {
+                self.reset_now = true;
+                true
+            }
+            FaultKind::Latency { millis } => {
+                // a reply-less delay queued ahead of the command's own reply
+                let d = std::time::Duration::from_millis(*millis);
+                self.push_future(
+                    Box::pin(async move {
+                        tokio::time::sleep(d).await;
+                        Done {
+                            reply: Bytes::new(),
+                            write: false,
+                        }
+                    }),
+                    false,
+                );
+                false
+            }
+            FaultKind::Bandwidth { bytes_per_second } => {
+                self.bandwidth = Some(*bytes_per_second);
+                false
+            }
+        }
+    }
+
     pub(super) fn dispatch(&mut self, req: Request) {
         let Some(name) = req.args.first() else {
             return;
@@ -43,6 +98,9 @@ impl Session {
         };
         if !spec.arity_ok(req.args.len()) {
             self.push_error(&Error::Arity(String::from_utf8_lossy(name).to_lowercase()));
+            return;
+        }
+        if self.inject_fault(spec.name) {
             return;
         }
         if self.tx.is_some()

@@ -96,6 +96,10 @@ pub struct Session {
     deferred: Option<Request>,
     close_after: bool,
     closing: tokio::sync::watch::Receiver<bool>,
+    /// An injected fault asked to drop the connection without a reply.
+    reset_now: bool,
+    /// An injected bandwidth cap (bytes per second) on replies.
+    bandwidth: Option<u64>,
 }
 
 impl Session {
@@ -123,6 +127,8 @@ impl Session {
             watch_slot: None,
             deferred: None,
             close_after: false,
+            reset_now: false,
+            bandwidth: None,
         }
     }
 
@@ -144,6 +150,10 @@ impl Session {
         self.bind_pool().await?;
         loop {
             self.take_requests();
+            if self.reset_now {
+                // an injected reset: the connection goes without a word
+                return Ok(());
+            }
             if self.deferred.is_some() && self.pending.is_empty() {
                 if let Some(req) = self.deferred.take() {
                     match self.barrier(req).await? {
@@ -204,6 +214,7 @@ impl Session {
             pending_writes,
             closing,
             close_after,
+            bandwidth,
             ..
         } = self;
         if can_read && rbuf.capacity() - rbuf.len() < 1024 {
@@ -213,7 +224,11 @@ impl Session {
         tokio::select! {
             biased;
             r = cw.write_buf(wbuf), if !wbuf.is_empty() => {
-                r.map_err(Error::ClientIo)?;
+                let n = r.map_err(Error::ClientIo)?;
+                if let Some(bps) = *bandwidth {
+                    // an injected bandwidth cap: pace what reaches the client
+                    tokio::time::sleep(std::time::Duration::from_secs_f64(n as f64 / bps.max(1) as f64)).await;
+                }
             }
             Some(done) = pending.next(), if !pending.is_empty() => {
                 if done.write {
