@@ -49,6 +49,10 @@ const HIGH_WATER: usize = 256 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// Buffers above this size are given back when the session goes idle.
 const KEEP_BUFFER: usize = 64 * 1024;
+/// While draining, a client between transactions is told to go once it has been quiet this
+/// long. Closing it the moment its transaction ends would race its next request (which is
+/// then lost); a client that reconnects per transaction never waits this long.
+const DRAIN_IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Counters accumulated locally and flushed to the pool's metrics once per transaction.
 #[derive(Default)]
@@ -124,7 +128,6 @@ enum Event {
     Wrote,
     /// Bytes written to the client.
     WroteClient(usize),
-    ClientReadable,
     Deadline,
     PhaseChanged,
 }
@@ -194,8 +197,8 @@ impl Session {
                 return Ok(());
             }
             self.release_if_done();
-            if self.server.is_none() && *self.phase.borrow() >= Phase::Draining {
-                // drain: an idle client is told to go at its transaction boundary
+            if self.drained() {
+                // drain: a quiet client is told to go at its transaction boundary
                 self.flush_client().await?;
                 return Err(Error::Shutdown);
             }
@@ -223,11 +226,11 @@ impl Session {
             Event::ServerRead(0) => Err(Error::ServerLost(super::server::ServerError::Closed)),
             Event::ServerRead(_) => self.on_server_input(),
             Event::Wrote | Event::WroteClient(_) => Ok(()),
-            Event::ClientReadable => {
-                self.crbuf.reserve(READ_CHUNK);
-                Ok(())
-            }
-            Event::Deadline => Err(self.timeout_error()),
+            Event::Deadline if self.drained() => Err(Error::Shutdown),
+            Event::Deadline => match self.idle_deadline() {
+                Some(t) if t <= Instant::now() => Err(self.timeout_error()),
+                _ => Ok(()), // woke for the drain a moment early: wait again
+            },
             Event::PhaseChanged => match *self.phase.borrow() {
                 Phase::Closing => Err(Error::Shutdown),
                 _ => Ok(()),
@@ -247,7 +250,26 @@ impl Session {
     }
 
     /// When the client has been quiet too long, with or without an open transaction.
+    /// Draining, between transactions, and quiet for `DRAIN_IDLE` (or the drain ran out).
+    fn drained(&self) -> bool {
+        self.server.is_none()
+            && match *self.phase.borrow() {
+                Phase::Running => false,
+                Phase::Draining => self.last_client_activity.elapsed() >= DRAIN_IDLE,
+                Phase::Closing => true,
+            }
+    }
+
     fn deadline(&self) -> Option<Instant> {
+        let idle = self.idle_deadline();
+        if self.server.is_none() && *self.phase.borrow() == Phase::Draining {
+            let go = self.last_client_activity + DRAIN_IDLE;
+            return Some(idle.map_or(go, |t| t.min(go)));
+        }
+        idle
+    }
+
+    fn idle_deadline(&self) -> Option<Instant> {
         let d = &self.pool.settings().defaults;
         match &self.server {
             Some(s) if s.replies.is_empty() && s.tx_status != b'I' => d
@@ -292,7 +314,10 @@ impl Session {
             || crbuf.len() >= HIGH_WATER && crbuf.len() >= frame_need(crbuf);
         // With nothing buffered and no server, wait for readability without holding a
         // read buffer: idle clients cost no buffer memory (plain TCP; TLS keeps its own).
-        let lazy_read = crbuf.capacity() == 0 && !client.is_tls();
+        let lazy_read = crbuf.capacity() == 0 && !client_tls;
+        // A client between transactions whose next request is not already here gives its
+        // buffers back (below), so thousands of idle clients hold no buffer memory.
+        let may_release = server.is_none() && !client_tls;
         if !lazy_read && crbuf.capacity() - crbuf.len() < 1024 {
             crbuf.reserve(READ_CHUNK.max(frame_need(crbuf).saturating_sub(crbuf.len())));
         }
@@ -339,18 +364,27 @@ impl Session {
                 }
             }
             if !client_blocked {
-                if lazy_read {
-                    let ready = match client.tcp() {
-                        Some(tcp) => tcp.poll_read_ready(cx),
-                        None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
-                    };
-                    if let Poll::Ready(r) = ready {
-                        return Poll::Ready(
-                            r.map(|_| Event::ClientReadable).map_err(Error::ClientIo),
-                        );
+                let mut read = true;
+                if crbuf.capacity() == 0 && !client_tls {
+                    // released while idle: take a buffer once the client has sent something
+                    match client.tcp().map(|tcp| tcp.poll_read_ready(cx)) {
+                        Some(Poll::Ready(Ok(()))) => crbuf.reserve(READ_CHUNK),
+                        Some(Poll::Ready(Err(e))) => return Poll::Ready(Err(Error::ClientIo(e))),
+                        Some(Poll::Pending) => read = false,
+                        None => crbuf.reserve(READ_CHUNK),
                     }
-                } else if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *client), cx, crbuf) {
-                    return Poll::Ready(r.map(Event::ClientRead).map_err(Error::ClientIo));
+                }
+                if read {
+                    if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *client), cx, crbuf) {
+                        return Poll::Ready(r.map(Event::ClientRead).map_err(Error::ClientIo));
+                    }
+                    if may_release && crbuf.is_empty() && cwbuf.is_empty() {
+                        // Between transactions with no request waiting: free both buffers.
+                        // The read above registered for readiness; the next poll takes
+                        // a buffer again when the client speaks.
+                        *crbuf = BytesMut::new();
+                        *cwbuf = BytesMut::new();
+                    }
                 }
             }
             if deadline.is_some() && sleep.as_mut().poll(cx).is_ready() {
