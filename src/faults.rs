@@ -90,8 +90,12 @@ pub struct Fault {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FaultView {
     pub id: u64,
-    #[serde(flatten)]
-    pub spec: FaultSpec,
+    // the spec's fields, spelled out: FaultSpec refuses unknown fields, so a flattened
+    // schema would forbid the ones below
+    pub kind: FaultKind,
+    pub scope: Scope,
+    pub share: f64,
+    pub duration_seconds: u64,
     /// Seconds left before it expires.
     pub expires_in_seconds: u64,
     /// Requests it has hit so far.
@@ -221,7 +225,10 @@ impl Faults {
 fn view(f: &Fault) -> FaultView {
     FaultView {
         id: f.id,
-        spec: f.spec.clone(),
+        kind: f.spec.kind.clone(),
+        scope: f.spec.scope.clone(),
+        share: f.spec.share,
+        duration_seconds: f.spec.duration_seconds,
         expires_in_seconds: f.expires_at_ms.saturating_sub(now_ms()) / 1000,
         hits: f.hits.load(Ordering::Relaxed),
     }

@@ -106,8 +106,9 @@ pub struct CapturedPlan {
     /// `EXPLAIN` or `EXPLAIN ANALYZE`.
     pub analyzed: bool,
     pub total_cost: f64,
-    /// `EXPLAIN (FORMAT JSON)` output, as the server returned it.
-    #[schema(value_type = Object)]
+    /// `EXPLAIN (FORMAT JSON)` output, as the server returned it: an array of one
+    /// object with a `Plan` key.
+    #[schema(value_type = Vec<Object>)]
     pub plan: serde_json::Value,
     /// Sequential scans that filter rows: the advisor's first evidence.
     pub seq_scans: Vec<SeqScan>,

@@ -14,6 +14,7 @@ mod inject;
 mod isolation;
 mod limits;
 mod observe;
+mod openapi;
 mod pooling;
 mod routing;
 mod tls;
