@@ -314,3 +314,23 @@ async fn reload_applies_pool_size_without_dropping_clients() {
     let (cols, rows) = show(&admin, "SHOW DATABASES").await;
     assert_eq!(rows[0][col(&cols, "pool_size")], "7");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_queries_and_cache() {
+    let env = Env::start().await;
+    let app = env.client().await;
+    for i in 0..7 {
+        app.query_one("select $1::int + 1 as plus_one", &[&i])
+            .await
+            .unwrap();
+    }
+    let admin = console(&env).await;
+    let (cols, rows) = show(&admin, "SHOW QUERIES").await;
+    let q = rows
+        .iter()
+        .find(|r| r[col(&cols, "query")].contains("plus_one"))
+        .unwrap_or_else(|| panic!("statement recorded: {rows:?}"));
+    assert_eq!(q[col(&cols, "calls")], "7");
+    let (_, rows) = show(&admin, "SHOW CACHE").await;
+    assert_eq!(rows[0], ["redis", "not configured"]);
+}

@@ -8,3 +8,4 @@ mod bad_input;
 mod clients;
 mod coherence;
 mod commands;
+mod faults;
