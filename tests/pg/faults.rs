@@ -49,12 +49,37 @@ async fn idle_servers_killed_behind_the_pool_are_replaced() {
     }
     // terminate every pooled server connection from the outside
     let d = env.direct().await;
-    d.batch_execute(
-        "select pg_terminate_backend(pid) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()",
-    )
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let pids: Vec<i32> = d
+        .query(
+            "select pid from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!pids.is_empty());
+    for pid in &pids {
+        d.execute("select pg_terminate_backend($1)", &[pid])
+            .await
+            .unwrap();
+    }
+    // pg_terminate_backend only signals: wait until the backends are really gone, so the
+    // servers are dead while idle in the pool (not dying under the next query)
+    let gone = eventually(Duration::from_secs(10), || async {
+        let left: i64 = d
+            .query_one(
+                "select count(*) from pg_stat_activity where pid = any($1)",
+                &[&pids],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        left == 0
+    })
+    .await;
+    assert!(gone, "the pooled servers were terminated");
     // the dead idle server is noticed at checkout; the query runs on a fresh one
     let v: i32 = c.query_one("select 11", &[]).await.unwrap().get(0);
     assert_eq!(v, 11);
