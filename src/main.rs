@@ -256,13 +256,24 @@ fn health_check(args: OrchestrationArgs) -> anyhow::Result<()> {
         pg_replicas: args.pg_replica,
         ..QuickStart::default()
     };
+    let config = quick.apply(base)?;
+    // a config file's [redis] section is checked like --redis/--redis-listen, unless
+    // the flags name other targets
+    let mut redis = args.redis;
+    let mut redis_listen = args.redis_listen;
+    if let Some(r) = &config.redis {
+        if redis.is_empty() {
+            redis.push(r.url.clone());
+        }
+        redis_listen = redis_listen.or(Some(r.listen));
+    }
     let opts = pake::ops::health::Options {
         service: args.service,
-        redis: args.redis,
-        redis_listen: args.redis_listen,
+        redis,
+        redis_listen,
         timeout: args.timeout,
     };
-    let report = pake::ops::health::check(&quick.apply(base)?, &opts)?;
+    let report = pake::ops::health::check(&config, &opts)?;
     print!("{report}");
     anyhow::ensure!(report.is_healthy(), "health check: {}", report.summary());
     Ok(())
