@@ -131,14 +131,18 @@ impl Env {
             pool_mode: s.pg.pool_mode.clone(),
             auth: s.pg.auth.clone(),
             max_clients: most + 100,
+            insight: true,
         };
         let mut env = Env::empty(s.pg.replica);
         for t in &s.targets {
             match t.as_str() {
                 "direct" => env.add(t, Endpoint::Pg(url.clone()), None, None),
-                "pake" => {
-                    env.add_pakes(s, bin, "pake", PakeKind::Pg(side.clone()))
-                        .await
+                "pake" | "pake-noinsight" => {
+                    let side = PgSide {
+                        insight: t == "pake",
+                        ..side.clone()
+                    };
+                    env.add_pakes(s, bin, t, PakeKind::Pg(side)).await
                 }
                 _ => {
                     let side = side.clone();

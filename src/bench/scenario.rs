@@ -223,7 +223,7 @@ impl Scenario {
         let known: &[&str] = if self.workload.is_redis() {
             &["direct", "pake", "pake-nol1", "twemproxy"]
         } else {
-            &["direct", "pake", "pgbouncer"]
+            &["direct", "pake", "pake-noinsight", "pgbouncer"]
         };
         if self.targets.is_empty() {
             return Err("targets: name at least one".into());

@@ -92,6 +92,8 @@ pub fn checks(reports: &[ScenarioReport]) -> Vec<Check> {
                     for p in pakes(case) {
                         out.extend(ratio_check(r, case, p, "pgbouncer", 1.25));
                         out.extend(ratio_check(r, case, p, "direct", 0.8));
+                        // issue 6: query insight costs at most 3% of throughput
+                        out.extend(ratio_check(r, case, p, "pake-noinsight", 0.97));
                     }
                 }
             }

@@ -33,6 +33,8 @@ pub struct PgSide {
     pub pool_mode: String,
     pub auth: String,
     pub max_clients: usize,
+    /// Query insight on (`pake`) or off (`pake-noinsight`, to measure what it costs).
+    pub insight: bool,
 }
 
 /// Redis-side settings.
@@ -88,8 +90,9 @@ impl PakeBinary {
         let t = crate::config::parse_url(&pg.primary_url).map_err(BenchError::Client)?;
         let config = format!(
             "[general]\nmax_client_conn = {}\nlog_level = \"warn\"\nshutdown_timeout = \"1s\"\n\n\
+             [insight]\nenabled = {}\n\n\
              [[databases]]\nname = \"{}\"\nhost = \"{}\"\nport = {}\n",
-            pg.max_clients, t.dbname, t.host, t.port
+            pg.max_clients, pg.insight, t.dbname, t.host, t.port
         );
         let (addr, admin) = (free_addr()?, free_addr()?);
         let mut cmd = self.base(dir.path(), &config, workers)?;
