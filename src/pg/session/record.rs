@@ -31,30 +31,34 @@ pub(super) struct StatementRef {
     pub trace_id: Option<Box<str>>,
 }
 
+impl StatementRef {
+    pub(super) fn of(norm: &crate::pg::sql::Normalized) -> StatementRef {
+        StatementRef {
+            hash: norm.hash,
+            trace_id: norm.hints.trace_id().map(Into::into),
+        }
+    }
+}
+
 impl Session {
     /// Analyse `text` for recording: its shape hash and trace id.
     pub(super) fn statement_ref(&self, text: &str) -> StatementRef {
-        self.proxy.analyzer.with(text, |norm, _| StatementRef {
-            hash: norm.hash,
-            trace_id: norm.hints.trace_id().map(Into::into),
-        })
+        self.proxy
+            .analyzer
+            .with(text, |norm, _| StatementRef::of(norm))
     }
 
-    /// Follow the statements of extended-protocol messages; for a Query or an Execute, the
-    /// statement about to be sent.
+    /// Follow the statements of extended-protocol messages; for an Execute, the statement
+    /// about to be sent. (A simple Query is noted where it is forwarded, from the analysis
+    /// that also gives its session effect.)
     pub(super) fn note_statement(
         &mut self,
         tag: u8,
         frame: &[u8],
-    ) -> Result<Option<(StatementRef, Option<String>)>, crate::pg::error::Error> {
+    ) -> Result<Option<StatementRef>, crate::pg::error::Error> {
         use crate::pg::wire::{self, fe};
         let malformed = || wire::FrameError::Malformed { what: "statement" };
         match tag {
-            fe::QUERY => {
-                let (text, _) = wire::cstr(wire::body(frame)).ok_or_else(malformed)?;
-                let text = std::str::from_utf8(text).map_err(|_| malformed())?;
-                Ok(Some((self.statement_ref(text), Some(text.to_string()))))
-            }
             fe::PARSE => {
                 let (name, rest) = wire::cstr(wire::body(frame)).ok_or_else(malformed)?;
                 if name.is_empty() {
@@ -75,16 +79,16 @@ impl Session {
                 };
                 Ok(None)
             }
-            fe::EXECUTE => Ok(self.portal.clone().map(|p| (p, None))),
+            fe::EXECUTE => Ok(self.portal.clone()),
             _ => Ok(None),
         }
     }
 
     /// A client statement went to the server.
-    pub(super) fn sent(&mut self, stmt: StatementRef, text: Option<&str>) {
+    pub(super) fn sent(&mut self, stmt: StatementRef, text: Option<Box<str>>) {
         self.inflight.push_back(Inflight {
             hash: stmt.hash,
-            text: text.map(Into::into),
+            text,
             trace_id: stmt.trace_id,
             started: Instant::now(),
             tx: self.tx_seq,

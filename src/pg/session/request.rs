@@ -3,6 +3,7 @@
 //! recording the replies each message is owed.
 
 use super::expect::{Expect, Synth};
+use super::record::StatementRef;
 use super::{Flow, Session, HIGH_WATER};
 use crate::config::PoolMode;
 use crate::pg::error::Error;
@@ -313,8 +314,9 @@ impl Session {
             }
         }
         // insight bookkeeping first: it reads the session, the forwarding below borrows it
-        let sent = if self.insight_on {
-            self.note_statement(tag, frame)?
+        // (a simple Query is noted below, from the same analysis as its session effect)
+        let mut sent = if self.insight_on && tag != fe::QUERY {
+            self.note_statement(tag, frame)?.map(|s| (s, None))
         } else {
             None
         };
@@ -324,10 +326,12 @@ impl Session {
         match tag {
             fe::QUERY => {
                 let text = query_text(frame)?;
-                let effect = self
-                    .proxy
-                    .analyzer
-                    .with(text, |_, info| info.session.clone());
+                let insight_on = self.insight_on;
+                let (effect, stmt) = self.proxy.analyzer.with(text, |norm, info| {
+                    let stmt = insight_on.then(|| StatementRef::of(norm));
+                    (info.session.clone(), stmt)
+                });
+                sent = stmt.map(|s| (s, Some(text.into())));
                 if let SessionEffect::Dirties(reason) = effect {
                     server.dirty = Some(reason);
                 }
@@ -470,7 +474,7 @@ impl Session {
         }
         server.replies.drain_synthetic(&mut self.cwbuf);
         if let Some((stmt, text)) = sent {
-            self.sent(stmt, text.as_deref());
+            self.sent(stmt, text);
         }
         Ok(())
     }

@@ -84,21 +84,25 @@ impl Analyzer {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let norm = normalize::normalize_into(sql, &mut scratch);
-            let local_hit = LOCAL.with(|l| l.borrow().get(&(self.id, norm.hash)).cloned());
-            let info = match local_hit {
-                Some(info) => info,
-                None => {
-                    let info = self.shared(norm.hash, sql, &scratch);
-                    LOCAL.with(|l| {
-                        let mut l = l.borrow_mut();
-                        if l.len() >= LOCAL_CAP {
-                            l.clear();
-                        }
-                        l.insert((self.id, norm.hash), info.clone());
-                    });
-                    info
-                }
+            let key = (self.id, norm.hash);
+            // a hit in this thread's map is used in place: no reference count is touched,
+            // so threads running the same statement share no written cache line
+            let looked = LOCAL.with(|l| match l.borrow().get(&key) {
+                Some(info) => Ok(f(&norm, info)),
+                None => Err(f),
+            });
+            let f = match looked {
+                Ok(r) => return r,
+                Err(f) => f,
             };
+            let info = self.shared(norm.hash, sql, &scratch);
+            LOCAL.with(|l| {
+                let mut l = l.borrow_mut();
+                if l.len() >= LOCAL_CAP {
+                    l.clear();
+                }
+                l.insert(key, info.clone());
+            });
             f(&norm, &info)
         })
     }
