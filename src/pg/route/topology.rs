@@ -75,7 +75,11 @@ pub struct Topology {
     settings: Routing,
     primary_functions: HashSet<String>,
     primary_lsn: AtomicU64,
-    /// Incremented after each successful primary sample.
+    /// Number of primary samples started: taken before each `pg_current_wal_lsn()` is sent.
+    primary_started: AtomicU64,
+    /// The number (in start order) of the sample whose position `primary_lsn` holds.
+    /// A sample numbered above what `primary_started` was when a transaction committed
+    /// was sent after the commit, so its position covers the commit.
     primary_seq: AtomicU64,
     catalog: ArcSwap<Catalog>,
     epoch: Instant,
@@ -116,6 +120,7 @@ impl Topology {
                 .collect(),
             settings,
             primary_lsn: AtomicU64::new(0),
+            primary_started: AtomicU64::new(0),
             primary_seq: AtomicU64::new(0),
             catalog: ArcSwap::from_pointee(Catalog::default()),
             epoch: Instant::now(),
@@ -150,11 +155,23 @@ impl Topology {
     }
 
     /// The primary sample sequence now (a session records it when it commits a write).
+    /// Call when a write committed: samples numbered above the result started after it.
     pub fn primary_seq(&self) -> u64 {
-        self.primary_seq.load(Ordering::Acquire)
+        self.primary_started.load(Ordering::Acquire)
     }
 
-    /// The primary's WAL position from a sample taken after `seq`, if there is one yet.
+    /// Number a primary sample before its query is sent: a sample that merely completes
+    /// after a commit may have read the position before it.
+    fn begin_primary_sample(&self) -> u64 {
+        self.primary_started.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    fn end_primary_sample(&self, number: u64, lsn: u64) {
+        self.primary_lsn.store(lsn, Ordering::Release);
+        self.primary_seq.fetch_max(number, Ordering::AcqRel);
+    }
+
+    /// The primary's WAL position from a sample started after `seq`, if there is one yet.
     pub fn primary_lsn_after(&self, seq: u64) -> Option<u64> {
         (self.primary_seq.load(Ordering::Acquire) > seq)
             .then(|| self.primary_lsn.load(Ordering::Acquire))
@@ -320,6 +337,7 @@ async fn sample(t: &Topology, login: &MonitorLogin, side: &mut Side) {
     )
     .await;
     if let Some(client) = primary {
+        let number = t.begin_primary_sample();
         let q = client.query_one("select pg_current_wal_lsn()::text", &[]);
         match tokio::time::timeout(timeout, q).await {
             Ok(Ok(row)) => {
@@ -329,8 +347,7 @@ async fn sample(t: &Topology, login: &MonitorLogin, side: &mut Side) {
                     .as_deref()
                     .and_then(parse_lsn)
                 {
-                    t.primary_lsn.store(lsn, Ordering::Release);
-                    t.primary_seq.fetch_add(1, Ordering::AcqRel);
+                    t.end_primary_sample(number, lsn);
                     side.record_primary(lsn);
                 }
             }
@@ -540,6 +557,18 @@ mod tests {
             r.healthy.store(true, Ordering::Relaxed);
         }
         t
+    }
+
+    #[test]
+    fn read_your_writes_needs_a_sample_sent_after_the_commit() {
+        let t = topo(Balance::RoundRobin, 1);
+        let in_flight = t.begin_primary_sample(); // sent before the commit
+        let committed_at = t.primary_seq();
+        t.end_primary_sample(in_flight, 100); // completes after it: may predate the write
+        assert_eq!(t.primary_lsn_after(committed_at), None);
+        let next = t.begin_primary_sample();
+        t.end_primary_sample(next, 200);
+        assert_eq!(t.primary_lsn_after(committed_at), Some(200));
     }
 
     #[test]
