@@ -2,8 +2,9 @@
 //! position, and which functions are safe to run on a replica.
 //!
 //! A monitor task per database samples everything on its own tokio-postgres connections,
-//! off the request path, every `health_check_interval`: the primary's `pg_current_wal_lsn()`
-//! and, per replica, `pg_is_in_recovery()`, `pg_last_wal_replay_lsn()` and
+//! off the request path, every `health_check_interval`: the primary's
+//! `pg_current_wal_insert_lsn()` (past every record inserted, so past any commit that
+//! returned, also with `synchronous_commit = off`) and, per replica, `pg_is_in_recovery()`, `pg_last_wal_replay_lsn()` and
 //! `pg_last_xact_replay_timestamp()`. Sessions read the results from atomics: choosing a
 //! replica takes no lock.
 
@@ -75,7 +76,7 @@ pub struct Topology {
     settings: Routing,
     primary_functions: HashSet<String>,
     primary_lsn: AtomicU64,
-    /// Number of primary samples started: taken before each `pg_current_wal_lsn()` is sent.
+    /// Number of primary samples started: taken before each position query is sent.
     primary_started: AtomicU64,
     /// The number (in start order) of the sample whose position `primary_lsn` holds.
     /// A sample numbered above what `primary_started` was when a transaction committed
@@ -338,7 +339,7 @@ async fn sample(t: &Topology, login: &MonitorLogin, side: &mut Side) {
     .await;
     if let Some(client) = primary {
         let number = t.begin_primary_sample();
-        let q = client.query_one("select pg_current_wal_lsn()::text", &[]);
+        let q = client.query_one("select pg_current_wal_insert_lsn()::text", &[]);
         match tokio::time::timeout(timeout, q).await {
             Ok(Ok(row)) => {
                 if let Some(lsn) = row
