@@ -106,6 +106,8 @@ pub struct Session {
     /// The statement of the last Bind (for its Executes) and of the last unnamed Parse.
     portal: Option<record::StatementRef>,
     unnamed: Option<record::StatementRef>,
+    /// Analyses of this client's named statements, so a Bind does not normalise again.
+    named: std::collections::HashMap<crate::pg::prepared::StatementId, record::StatementRef>,
     /// Transactions this client has finished (groups statements for N+1 detection).
     tx_seq: u64,
     /// Pool wait of the last checkout, reported with the next statement.
@@ -170,6 +172,7 @@ impl Session {
             inflight: std::collections::VecDeque::new(),
             portal: None,
             unnamed: None,
+            named: Default::default(),
             tx_seq: 0,
             wait_to_report: std::time::Duration::ZERO,
             finished: Vec::new(),

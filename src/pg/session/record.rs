@@ -10,6 +10,9 @@ use crate::pg::cluster::Target;
 use crate::pg::route::Class;
 use std::time::Instant;
 
+/// Most named-statement analyses a session keeps (cleared when full).
+const NAMED_CAP: usize = 256;
+
 /// A statement sent to the server, waiting for its completion.
 #[derive(Debug)]
 pub(super) struct Inflight {
@@ -74,8 +77,25 @@ impl Session {
                 self.portal = if name.is_empty() {
                     self.unnamed.clone()
                 } else {
-                    let query = self.statements.get(name).map(|s| s.query.clone());
-                    query.map(|q| self.statement_ref(&q))
+                    match self.statements.get(name) {
+                        Some(s) => match self.named.get(&s.id) {
+                            Some(known) => Some(known.clone()),
+                            None => {
+                                let (id, r) = (
+                                    s.id,
+                                    self.proxy
+                                        .analyzer
+                                        .with(&s.query, |n, _| StatementRef::of(n)),
+                                );
+                                if self.named.len() >= NAMED_CAP {
+                                    self.named.clear();
+                                }
+                                self.named.insert(id, r.clone());
+                                Some(r)
+                            }
+                        },
+                        None => None,
+                    }
                 };
                 Ok(None)
             }
