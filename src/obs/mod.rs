@@ -4,3 +4,4 @@ pub mod api;
 pub mod http;
 pub mod logging;
 pub mod metrics;
+pub mod traceparent;
