@@ -42,6 +42,9 @@ pub struct Config {
     /// The Redis proxy (`[redis]`); absent means no Redis listener.
     #[serde(default)]
     pub redis: Option<crate::redis::config::RedisConfig>,
+    /// OTLP/HTTP export of one span per client transaction (off by default).
+    #[serde(default)]
+    pub otlp: crate::obs::otlp::OtlpConfig,
 }
 
 /// How reads are sent to replicas, and when a replica is trusted.
@@ -602,6 +605,7 @@ impl Config {
             }
         }
         errs.extend(self.insight.validate());
+        errs.extend(self.otlp.validate());
         if errs.is_empty() {
             Ok(())
         } else {
