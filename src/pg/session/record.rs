@@ -1,11 +1,13 @@
 //! Step "account": every completed client statement (a Query, or an Execute) becomes a
 //! [`QueryEvent`] for the insight engine, with its execution time, its share of the pool
-//! wait, rows, error, route and trace id. Statements are matched to completions in order
-//! (the server answers in order); nothing here takes a lock or a shared reference count.
+//! wait, rows, error, route and trace id, and adds to its transaction's span when OTLP export
+//! is on ([`super::trace`]). Statements are matched to completions in order (the server
+//! answers in order); nothing here takes a lock or a shared reference count.
 
 use super::expect::Done;
 use super::Session;
 use crate::insight::{QueryEvent, Route};
+use crate::obs::traceparent::TraceParent;
 use crate::pg::cluster::Target;
 use crate::pg::route::Class;
 use std::time::Instant;
@@ -18,7 +20,8 @@ pub(super) struct Inflight {
     /// Raw text of a simple Query (literals included, redacted by insight when shown);
     /// `None` for an Execute, which is shown by its fingerprint.
     pub text: Option<Box<str>>,
-    pub trace_id: Option<Box<str>>,
+    /// From a sqlcommenter `traceparent` comment.
+    pub parent: Option<TraceParent>,
     pub started: Instant,
     /// The client's transaction number when it was sent.
     pub tx: u64,
@@ -28,16 +31,39 @@ pub(super) struct Inflight {
 #[derive(Debug, Clone)]
 pub(super) struct StatementRef {
     pub hash: u64,
-    pub trace_id: Option<Box<str>>,
+    pub parent: Option<TraceParent>,
+}
+
+/// What reading the server finished, in the order it happened.
+#[derive(Debug)]
+pub(super) enum Finished {
+    /// The client statement at the head of the in-flight queue completed.
+    Statement(Done),
+    /// Executes the server skipped after an error in their batch (they never ran).
+    Skipped(u32),
+    /// A ReadyForQuery answered a client request, with this transaction status (noted only
+    /// while OTLP export is on).
+    Ready(u8),
 }
 
 impl Session {
-    /// Analyse `text` for recording: its shape hash and trace id.
+    /// Analyse `text` for recording: its shape hash and `traceparent`.
     pub(super) fn statement_ref(&self, text: &str) -> StatementRef {
         self.proxy.analyzer.with(text, |norm, _| StatementRef {
             hash: norm.hash,
-            trace_id: norm.hints.trace_id().map(Into::into),
+            parent: norm.hints.traceparent(),
         })
+    }
+
+    /// Act on what reading the server finished, in order.
+    pub(super) fn account(&mut self, finished: &mut Vec<Finished>) {
+        for f in finished.drain(..) {
+            match f {
+                Finished::Statement(done) => self.completed(done),
+                Finished::Skipped(n) => self.skipped(n),
+                Finished::Ready(status) => self.trace_ready(status),
+            }
+        }
     }
 
     /// Follow the statements of extended-protocol messages; for a Query or an Execute, the
@@ -53,7 +79,9 @@ impl Session {
             fe::QUERY => {
                 let (text, _) = wire::cstr(wire::body(frame)).ok_or_else(malformed)?;
                 let text = std::str::from_utf8(text).map_err(|_| malformed())?;
-                Ok(Some((self.statement_ref(text), Some(text.to_string()))))
+                // the raw text is kept for insight's slow samples only
+                let raw = self.insight_on.then(|| text.to_string());
+                Ok(Some((self.statement_ref(text), raw)))
             }
             fe::PARSE => {
                 let (name, rest) = wire::cstr(wire::body(frame)).ok_or_else(malformed)?;
@@ -85,7 +113,7 @@ impl Session {
         self.inflight.push_back(Inflight {
             hash: stmt.hash,
             text: text.map(Into::into),
-            trace_id: stmt.trace_id,
+            parent: stmt.parent,
             started: Instant::now(),
             tx: self.tx_seq,
         });
@@ -96,8 +124,14 @@ impl Session {
         let Some(stmt) = self.inflight.pop_front() else {
             return;
         };
-        let duration = stmt.started.elapsed();
         let wait = std::mem::take(&mut self.wait_to_report);
+        if self.otlp.is_some() {
+            self.trace_statement(&stmt, &done, wait);
+        }
+        if !self.insight_on {
+            return;
+        }
+        let duration = stmt.started.elapsed();
         let error = done
             .error
             .as_ref()
@@ -109,6 +143,8 @@ impl Session {
         let application = self.params.get("application_name").unwrap_or("");
         let insight = &self.proxy.insight;
         let addr = self.cancel.info.addr;
+        let mut hex = [0u8; 32];
+        let trace_id = stmt.parent.as_ref().map(|p| p.trace_id_hex(&mut hex));
         self.proxy.analyzer.with_hash(stmt.hash, |info| {
             insight.record(&QueryEvent {
                 fingerprint: &info.fingerprint,
@@ -125,14 +161,14 @@ impl Session {
                 wait,
                 rows: done.rows,
                 error,
-                trace_id: stmt.trace_id.as_deref(),
+                trace_id,
                 writes: info.route.class != Class::Read,
             })
         });
     }
 
     /// Executes the server skipped after an error: they never ran.
-    pub(super) fn skipped(&mut self, n: u32) {
+    fn skipped(&mut self, n: u32) {
         for _ in 0..n {
             self.inflight.pop_front();
         }

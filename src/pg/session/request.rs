@@ -312,8 +312,9 @@ impl Session {
                 return Ok(());
             }
         }
-        // insight bookkeeping first: it reads the session, the forwarding below borrows it
-        let sent = if self.insight_on {
+        // insight and tracing bookkeeping first: it reads the session, the forwarding below
+        // borrows it
+        let sent = if self.insight_on || self.otlp.is_some() {
             self.note_statement(tag, frame)?
         } else {
             None
