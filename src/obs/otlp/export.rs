@@ -26,6 +26,21 @@ use tokio::sync::mpsc;
 /// Largest collector answer read (it is a small protobuf, or an error text).
 const MAX_ANSWER: usize = 1 << 20;
 
+/// Why a request failed: before any answer (worth one more try on a new connection when the
+/// connection was a kept-alive one), or with one.
+enum Failure {
+    Unanswered(String),
+    Answered(String),
+}
+
+impl Failure {
+    fn into_message(self) -> String {
+        match self {
+            Failure::Unanswered(e) | Failure::Answered(e) => e,
+        }
+    }
+}
+
 /// Counters of what became of the spans that left the queue.
 pub(super) struct Counters {
     pub exported: IntCounter,
@@ -156,13 +171,29 @@ impl Exporter {
         Bytes::from(request.encode_to_vec())
     }
 
-    /// POST one request; `Ok(rejected)` with the spans the collector says it refused.
+    /// POST one request; `Ok(rejected)` with the spans the collector says it refused. A
+    /// kept-alive connection the collector closed while idle fails before any answer: the
+    /// request is then sent once more on a new connection.
     async fn post(&mut self, body: Bytes) -> Result<u64, String> {
-        let mut sender = match self.conn.take() {
-            Some(s) if !s.is_closed() => s,
-            _ => self.connect().await?,
-        };
-        sender.ready().await.map_err(|e| e.to_string())?;
+        if let Some(sender) = self.conn.take().filter(|s| !s.is_closed()) {
+            match self.send(sender, body.clone()).await {
+                Err(Failure::Unanswered(e)) => {
+                    tracing::debug!(error = %e, "kept-alive collector connection failed; reconnecting");
+                }
+                other => return other.map_err(Failure::into_message),
+            }
+        }
+        let sender = self.connect().await?;
+        self.send(sender, body).await.map_err(Failure::into_message)
+    }
+
+    async fn send(
+        &mut self,
+        mut sender: SendRequest<Full<Bytes>>,
+        body: Bytes,
+    ) -> Result<u64, Failure> {
+        let unanswered = |e: hyper::Error| Failure::Unanswered(e.to_string());
+        sender.ready().await.map_err(unanswered)?;
         let path = self
             .url
             .path_and_query()
@@ -172,21 +203,20 @@ impl Exporter {
             .header(header::HOST, authority)
             .header(header::CONTENT_TYPE, "application/x-protobuf")
             .body(Full::new(body))
-            .map_err(|e| e.to_string())?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| Failure::Answered(e.to_string()))?;
+        let response = sender.send_request(request).await.map_err(unanswered)?;
         let status = response.status();
         let answer = Limited::new(response.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .map_err(|e| e.to_string())?
+            .map_err(|e| Failure::Answered(e.to_string()))?
             .to_bytes();
         self.conn = Some(sender);
         if !status.is_success() {
             let text = String::from_utf8_lossy(&answer[..answer.len().min(200)]).into_owned();
-            return Err(format!("collector answered {status}: {text}"));
+            return Err(Failure::Answered(format!(
+                "collector answered {status}: {text}"
+            )));
         }
         // an empty or undecodable answer is a full success
         let rejected = ExportTraceServiceResponse::decode(answer)
@@ -210,5 +240,101 @@ impl Exporter {
             }
         });
         Ok(sender)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::obs::otlp::span::{SpanTags, SHAPES};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Read one HTTP/1.1 request (headers, then `content-length` bytes of body).
+    async fn read_request(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let mut buf = Vec::new();
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if buf.len() >= end + 4 + len {
+                    return buf[end + 4..end + 4 + len].to_vec();
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "client closed mid-request");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn span() -> TxSpan {
+        TxSpan {
+            tags: Arc::new(SpanTags {
+                database: "d".into(),
+                user: "u".into(),
+                client_addr: [127, 0, 0, 1].into(),
+                backends: vec![("127.0.0.1".into(), 5432)],
+                pool_mode: "transaction",
+            }),
+            backend: 0,
+            parent: None,
+            start_unix_nanos: 1,
+            end_unix_nanos: 2,
+            statements: 1,
+            shapes: [0; SHAPES],
+            rows: 0,
+            wait: Duration::ZERO,
+            error: None,
+            abandoned: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_kept_alive_connection_closed_by_the_collector_is_retried_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        // first connection: answer one request, then take the next and close unanswered;
+        // second connection: answer everything
+        let server = tokio::spawn(async move {
+            let mut bodies = Vec::new();
+            let (mut first, _) = listener.accept().await.unwrap();
+            bodies.push(read_request(&mut first).await);
+            first
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            read_request(&mut first).await;
+            drop(first);
+            let (mut second, _) = listener.accept().await.unwrap();
+            bodies.push(read_request(&mut second).await);
+            second
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            bodies
+        });
+        let config = OtlpConfig {
+            enabled: true,
+            endpoint: format!("http://{addr}"),
+            ..OtlpConfig::default()
+        };
+        let counters = Counters {
+            exported: IntCounter::new("exported", "x").unwrap(),
+            export_failed: IntCounter::new("failed", "x").unwrap(),
+            rejected: IntCounter::new("rejected", "x").unwrap(),
+        };
+        let url = config.traces_url().unwrap();
+        let mut ex = Exporter::new(&config, url, Arc::new(Analyzer::new()), counters);
+        ex.export(&[span()]).await;
+        ex.export(&[span(), span()]).await;
+        assert_eq!(ex.counters.exported.get(), 3);
+        assert_eq!(ex.counters.export_failed.get(), 0);
+        let bodies = server.await.unwrap();
+        let second = ExportTraceServiceRequest::decode(bodies[1].as_slice()).unwrap();
+        assert_eq!(second.resource_spans[0].scope_spans[0].spans.len(), 2);
     }
 }
