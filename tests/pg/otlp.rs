@@ -15,7 +15,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::{span::SpanKind, status, Span};
-use pake::config::{Config, Dur};
+use pake::config::{Config, Dur, PoolMode};
 use prost::Message;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -31,6 +31,9 @@ const P3: &str = "2222222222222222";
 const T4: &str = "44444444444444444444444444444444";
 const T5: &str = "55555555555555555555555555555555";
 const T6: &str = "66666666666666666666666666666666";
+/// Session mode, named prepared statements.
+const T7: &str = "77777777777777777777777777777777";
+const P7: &str = "7777777777777777";
 const P: &str = "abcdefabcdefabcd";
 
 fn comment(trace: &str, parent: &str, flags: &str) -> String {
@@ -167,7 +170,15 @@ fn metric(text: &str, name_and_labels: &str) -> f64 {
 async fn one_span_per_transaction_under_the_callers_span() {
     let (collector, addr) = Collector::start().await;
     let env = Env::with(Opts {
-        tweak_lab: Some(Arc::new(move |c, _| export_to(c, addr))),
+        tweak_lab: Some(Arc::new(move |c, _| {
+            export_to(c, addr);
+            // the same server as a session-mode database
+            let mut session = c.databases[0].clone();
+            session.name = "sessions".into();
+            session.dbname = Some("postgres".into());
+            session.pool_mode = Some(PoolMode::Session);
+            c.databases.push(session);
+        })),
         ..Opts::default()
     })
     .await;
@@ -195,7 +206,21 @@ async fn one_span_per_transaction_under_the_callers_span() {
     c.batch_execute("commit").await.unwrap();
     // 4. no traceparent: a trace of its own
     c.simple_query("select 3 as untraced").await.unwrap();
-    // 5. a transaction that fails
+    // 5. session mode: a transaction of named prepared statements (which session mode
+    //    forwards untouched), the traceparent on the first
+    let s = pake::lab::postgres::connect(&env.url("sessions"))
+        .await
+        .expect("connect session mode");
+    s.batch_execute(&format!("begin {}", comment(T7, P7, "01")))
+        .await
+        .unwrap();
+    let stmt = s.prepare("select $1::int as three").await.unwrap();
+    for i in 0..2i32 {
+        let v: i32 = s.query_one(&stmt, &[&i]).await.unwrap().get(0);
+        assert_eq!(v, i);
+    }
+    s.batch_execute("commit").await.unwrap();
+    // 6. a transaction that fails
     c.batch_execute("begin").await.unwrap();
     let err = c
         .simple_query(&format!("select 1/0 as boom {}", comment(T3, P3, "01")))
@@ -206,7 +231,7 @@ async fn one_span_per_transaction_under_the_callers_span() {
 
     collector.wait_for(T3).await;
     let all = collector.spans();
-    assert_eq!(all.len(), 4, "one span per sampled transaction: {all:#?}");
+    assert_eq!(all.len(), 5, "one span per sampled transaction: {all:#?}");
     assert!(all.iter().all(|(service, _)| service == "pake-under-test"));
     assert!(collector.of_trace(T4).is_empty());
 
@@ -262,6 +287,20 @@ async fn one_span_per_transaction_under_the_callers_span() {
     assert!(untraced.parent_span_id.is_empty());
     assert_eq!(untraced.trace_id.len(), 16);
     assert!(![T1, T2, T3].iter().any(|t| hex(t) == untraced.trace_id));
+
+    let session = collector.of_trace(T7);
+    assert_eq!(session.len(), 1, "{session:#?}");
+    let session = &session[0];
+    assert_eq!(session.parent_span_id, hex(P7));
+    assert_eq!(
+        int(session, "pake.statements"),
+        4,
+        "BEGIN, two Executes, COMMIT"
+    );
+    assert_eq!(text(session, "pake.pool.mode"), "session");
+    assert_eq!(text(session, "db.namespace"), "postgres");
+    let query = text(session, "db.query.text");
+    assert_eq!(query.matches("as three").count(), 2, "{query}");
 
     let failed = collector.of_trace(T3);
     assert_eq!(failed.len(), 1);

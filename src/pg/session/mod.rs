@@ -108,6 +108,8 @@ pub struct Session {
     /// The statement of the last Bind (for its Executes) and of the last unnamed Parse.
     portal: Option<record::StatementRef>,
     unnamed: Option<record::StatementRef>,
+    /// Session mode: the client's named statements (transaction mode has `statements`).
+    named: std::collections::HashMap<Box<[u8]>, record::StatementRef>,
     /// Transactions this client has finished (groups statements for N+1 detection).
     tx_seq: u64,
     /// Pool wait of the last checkout, reported with the next statement.
@@ -178,6 +180,7 @@ impl Session {
             inflight: std::collections::VecDeque::new(),
             portal: None,
             unnamed: None,
+            named: std::collections::HashMap::new(),
             tx_seq: 0,
             wait_to_report: std::time::Duration::ZERO,
             finished: Vec::new(),

@@ -6,11 +6,16 @@
 
 use super::expect::Done;
 use super::Session;
+use crate::config::PoolMode;
 use crate::insight::{QueryEvent, Route};
 use crate::obs::traceparent::TraceParent;
 use crate::pg::cluster::Target;
 use crate::pg::route::Class;
 use std::time::Instant;
+
+/// Named statements remembered per session-mode client (beyond it the map starts afresh:
+/// statements prepared before are then recorded as unknown).
+const MAX_NAMED: usize = 1024;
 
 /// A statement sent to the server, waiting for its completion.
 #[derive(Debug)]
@@ -89,6 +94,16 @@ impl Session {
                     let (query, _) = wire::cstr(rest).ok_or_else(malformed)?;
                     let query = std::str::from_utf8(query).map_err(|_| malformed())?;
                     self.unnamed = Some(self.statement_ref(query));
+                } else if self.mode == PoolMode::Session {
+                    // transaction mode keeps named statements in `statements`; session mode
+                    // forwards them untouched, so remember what each name runs here
+                    let (query, _) = wire::cstr(rest).ok_or_else(malformed)?;
+                    let query = std::str::from_utf8(query).map_err(|_| malformed())?;
+                    let stmt = self.statement_ref(query);
+                    if self.named.len() >= MAX_NAMED && !self.named.contains_key(name) {
+                        self.named.clear();
+                    }
+                    self.named.insert(name.into(), stmt);
                 }
                 Ok(None)
             }
@@ -97,10 +112,20 @@ impl Session {
                 let (name, _) = wire::cstr(rest).ok_or_else(malformed)?;
                 self.portal = if name.is_empty() {
                     self.unnamed.clone()
+                } else if let Some(stmt) = self.named.get(name) {
+                    Some(stmt.clone())
                 } else {
                     let query = self.statements.get(name).map(|s| s.query.clone());
                     query.map(|q| self.statement_ref(&q))
                 };
+                Ok(None)
+            }
+            fe::CLOSE => {
+                if let Some((b'S', rest)) = wire::body(frame).split_first() {
+                    if let Some((name, _)) = wire::cstr(rest) {
+                        self.named.remove(name);
+                    }
+                }
                 Ok(None)
             }
             fe::EXECUTE => Ok(self.portal.clone().map(|p| (p, None))),
