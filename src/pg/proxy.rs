@@ -150,6 +150,15 @@ impl Proxy {
         self.otlp.load_full()
     }
 
+    /// Shutdown, after the sessions: stop trace export, sending what is queued first.
+    pub async fn finish_otlp(&self) {
+        if let Some(tracer) = self.otlp.swap(None) {
+            let config = self.config();
+            let limit = config.otlp.export_timeout.0 + config.otlp.export_interval.0;
+            crate::obs::otlp::Tracer::finish(tracer, limit).await;
+        }
+    }
+
     /// The current configuration snapshot (cheap: an `Arc`).
     pub fn config(&self) -> Arc<Config> {
         self.config.load_full()

@@ -34,6 +34,7 @@ const T6: &str = "66666666666666666666666666666666";
 /// Session mode, named prepared statements.
 const T7: &str = "77777777777777777777777777777777";
 const P7: &str = "7777777777777777";
+const T8: &str = "88888888888888888888888888888888";
 const P: &str = "abcdefabcdefabcd";
 
 fn comment(trace: &str, parent: &str, flags: &str) -> String {
@@ -314,10 +315,20 @@ async fn one_span_per_transaction_under_the_callers_span() {
 
     let counted = eventually(Duration::from_secs(10), || async {
         let (_, m) = http_get(&env.admin_url("/metrics")).await;
-        metric(&m, "pake_otlp_spans_exported_total") >= 4.0
+        metric(&m, "pake_otlp_spans_exported_total") >= 5.0
     })
     .await;
     assert!(counted, "pake_otlp_spans_exported_total");
+
+    // a span still waiting for its batch when Pake shuts down is sent by the drain
+    let mut config = (*env.pake.proxy.config()).clone();
+    config.otlp.export_interval = Dur::secs(3600);
+    env.pake.proxy.apply(config);
+    traced(&c, T8).await;
+    drop((c, s));
+    assert!(collector.of_trace(T8).is_empty(), "waits for its batch");
+    env.pake.drain(Duration::from_secs(5)).await;
+    assert_eq!(collector.of_trace(T8).len(), 1, "flushed at shutdown");
 }
 
 /// A statement carrying a sampled traceparent, on its own.

@@ -33,6 +33,8 @@ pub struct Tracer {
     /// this (`u64::MAX` with `sample_ratio = 1`: always).
     threshold: u64,
     dropped_full: IntCounter,
+    /// The exporter task, for [`Tracer::finish`].
+    task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl Tracer {
@@ -65,13 +67,26 @@ impl Tracer {
         };
         let (queue, rx) = mpsc::channel(config.queue_size.max(1));
         let exporter = export::Exporter::new(config, url.clone(), analyzer, counters);
-        runtime.spawn(exporter.run(rx));
+        let task = runtime.spawn(exporter.run(rx));
         tracing::info!(%url, sample_ratio = config.sample_ratio, "OTLP trace export on");
         Some(Arc::new(Tracer {
             queue,
             threshold: ratio_threshold(config.sample_ratio),
             dropped_full: dropped("queue_full"),
+            task: parking_lot::Mutex::new(Some(task)),
         }))
+    }
+
+    /// At shutdown, once the sessions are gone: let the exporter send what is queued (its
+    /// queue closes with the last `Tracer`), waiting at most `limit`.
+    pub async fn finish(this: Arc<Tracer>, limit: std::time::Duration) {
+        let task = this.task.lock().take();
+        drop(this);
+        if let Some(task) = task {
+            if tokio::time::timeout(limit, task).await.is_err() {
+                tracing::warn!("OTLP exporter did not finish in time: queued spans are lost");
+            }
+        }
     }
 
     /// Is a transaction exported? With a caller's `traceparent`, its sampled flag decides
@@ -113,6 +128,7 @@ mod tests {
             queue: mpsc::channel(1).0,
             threshold: ratio_threshold(ratio),
             dropped_full: IntCounter::new("x", "x").unwrap(),
+            task: parking_lot::Mutex::new(None),
         };
         let on = TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01");
         let off = TraceParent::parse("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00");
@@ -137,6 +153,7 @@ mod tests {
             queue,
             threshold: u64::MAX,
             dropped_full: IntCounter::new("dropped", "dropped").unwrap(),
+            task: parking_lot::Mutex::new(None),
         };
         let span = TxSpan {
             tags: Arc::new(SpanTags {
