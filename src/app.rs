@@ -89,7 +89,7 @@ pub async fn start_with(config: Config, source: Option<ConfigSource>) -> anyhow:
 
 impl Running {
     /// Stop accepting, let sessions finish their transactions for up to `timeout`, then
-    /// close the rest with 57P01.
+    /// close the rest with 57P01; then send the trace spans still queued.
     pub async fn drain(&self, timeout: Duration) {
         if let Some(redis) = &self.redis {
             redis.drain(timeout).await;
@@ -107,6 +107,7 @@ impl Running {
         for pool in self.proxy.pools() {
             pool.close();
         }
+        self.proxy.finish_otlp().await;
     }
 }
 

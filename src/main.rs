@@ -153,6 +153,10 @@ struct ServeArgs {
     /// The --redis URL is a Redis Cluster node (detected when not given).
     #[arg(long, env = "PAKE_REDIS_CLUSTER")]
     redis_cluster: bool,
+    /// Export one span per client transaction to this OTLP/HTTP collector
+    /// (e.g. http://127.0.0.1:4318; /v1/traces is appended).
+    #[arg(long, env = "PAKE_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
@@ -228,6 +232,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         redis_listen: args.redis_listen,
         redis_url: args.redis,
         redis_cluster: args.redis_cluster,
+        otlp_endpoint: args.otlp_endpoint,
     };
     let config = quick.apply(base)?;
     let source = pake::pg::proxy::ConfigSource {

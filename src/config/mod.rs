@@ -42,6 +42,9 @@ pub struct Config {
     /// The Redis proxy (`[redis]`); absent means no Redis listener.
     #[serde(default)]
     pub redis: Option<crate::redis::config::RedisConfig>,
+    /// OTLP/HTTP export of one span per client transaction (off by default).
+    #[serde(default)]
+    pub otlp: crate::obs::otlp::OtlpConfig,
 }
 
 /// How reads are sent to replicas, and when a replica is trusted.
@@ -602,6 +605,7 @@ impl Config {
             }
         }
         errs.extend(self.insight.validate());
+        errs.extend(self.otlp.validate());
         if errs.is_empty() {
             Ok(())
         } else {
@@ -714,6 +718,8 @@ pub struct QuickStart {
     pub redis_url: Option<String>,
     /// `--redis-cluster`: the URL is a cluster node (otherwise detected).
     pub redis_cluster: bool,
+    /// `--otlp-endpoint URL`: export transaction spans to this OTLP/HTTP collector.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl QuickStart {
@@ -799,6 +805,10 @@ impl QuickStart {
             if self.redis_cluster {
                 redis.cluster = Some(true);
             }
+        }
+        if let Some(url) = &self.otlp_endpoint {
+            base.otlp.enabled = true;
+            base.otlp.endpoint = url.clone();
         }
         if let Some(n) = self.pool_size {
             base.pool.pool_size = n;
@@ -948,6 +958,31 @@ pool_size = 9
             no_pw.apply(Config::default()).unwrap_err().key,
             "--pg-primary"
         );
+        assert!(!c.otlp.enabled, "trace export is off unless asked for");
+        let traced = QuickStart {
+            otlp_endpoint: Some("http://collector:4318".into()),
+            ..q
+        };
+        let c = traced.apply(Config::default()).unwrap();
+        c.validate().unwrap();
+        assert!(c.otlp.enabled);
+        assert_eq!(
+            c.otlp.traces_url().unwrap().to_string(),
+            "http://collector:4318/v1/traces"
+        );
+        let bad = QuickStart {
+            otlp_endpoint: Some("https://collector:4318".into()),
+            ..traced
+        };
+        let keys: Vec<String> = bad
+            .apply(Config::default())
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .into_iter()
+            .map(|e| e.key)
+            .collect();
+        assert_eq!(keys, ["otlp.endpoint"]);
     }
 
     #[test]
@@ -982,6 +1017,11 @@ pool_size = 9
         assert_eq!(c.insight.slow_query_threshold, Dur::millis(250));
         assert!(c.insight.redact_parameters);
         assert!(c.redis.as_ref().is_some_and(|r| r.l1), "[redis] example");
+        assert_eq!(
+            c.otlp,
+            crate::obs::otlp::OtlpConfig::default(),
+            "[otlp] example"
+        );
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct Metrics {
     pub circuit_state: IntGaugeVec,
     pub circuit_open: IntCounterVec,
     pub rate_limited: IntCounterVec,
+    pub otlp_exported: IntCounterVec,
+    pub otlp_dropped: IntCounterVec,
 }
 
 /// The handles of one (database, user) pool.
@@ -247,6 +249,18 @@ impl Metrics {
                 "pake_rate_limited_total",
                 "Requests refused by a rate limit (53400), by scope",
                 &["scope"],
+            ),
+            otlp_exported: counter(
+                &registry,
+                "pake_otlp_spans_exported_total",
+                "Transaction spans the OTLP collector accepted",
+                &[],
+            ),
+            otlp_dropped: counter(
+                &registry,
+                "pake_otlp_spans_dropped_total",
+                "Transaction spans not exported, by reason: queue_full (the exporter fell behind), export_failed (collector unreachable, slow or erroring), rejected (the collector refused them)",
+                &["reason"],
             ),
             registry,
         }

@@ -45,13 +45,17 @@ pub struct Proxy {
     clusters: RwLock<HashMap<PoolKey, Arc<Cluster>>>,
     topologies: Mutex<HashMap<String, Arc<Topology>>>,
     pub cancel: CancelRegistry,
-    pub analyzer: Analyzer,
+    /// Shared with the OTLP exporter, which looks fingerprint texts up off the request path.
+    pub analyzer: Arc<Analyzer>,
     pub statements: Registry,
     pub metrics: Arc<Metrics>,
     /// Injected faults (admin API), shared with the Redis side.
     pub faults: Arc<crate::faults::Faults>,
     /// Query insight: per-statement statistics, slow plans, index advice.
     pub insight: Arc<crate::insight::Insight>,
+    /// The OTLP trace exporter, when `[otlp]` is enabled; replaced by a RELOAD that changes
+    /// the section (sessions take the new one at their next transaction boundary).
+    otlp: arc_swap::ArcSwapOption<crate::obs::otlp::Tracer>,
     /// The Redis side, when configured (for the console's SHOW CACHE).
     pub redis: std::sync::OnceLock<Arc<crate::redis::Service>>,
     clients: AtomicUsize,
@@ -106,7 +110,10 @@ impl Proxy {
         let users = build_users(&config);
         let tls = crate::tls::Tls::build(&config.tls)?;
         let rate_limits_on = any_rate_limit(&config);
+        let analyzer = Arc::new(Analyzer::new());
+        let otlp = crate::obs::otlp::Tracer::start(&config.otlp, &metrics, analyzer.clone());
         Ok(Arc::new(Proxy {
+            otlp: arc_swap::ArcSwapOption::new(otlp),
             tls: ArcSwap::from_pointee(tls),
             insight: crate::insight::Insight::new(config.insight.clone(), &metrics.registry),
             faults,
@@ -116,7 +123,7 @@ impl Proxy {
             clusters: RwLock::new(HashMap::new()),
             topologies: Mutex::new(HashMap::new()),
             cancel: CancelRegistry::default(),
-            analyzer: Analyzer::new(),
+            analyzer,
             statements: Registry::default(),
             metrics,
             clients: AtomicUsize::new(0),
@@ -136,6 +143,20 @@ impl Proxy {
     /// The TLS state (acceptor for clients, connector for servers).
     pub fn tls(&self) -> Arc<crate::tls::Tls> {
         self.tls.load_full()
+    }
+
+    /// The OTLP trace exporter, when export is on.
+    pub fn otlp(&self) -> Option<Arc<crate::obs::otlp::Tracer>> {
+        self.otlp.load_full()
+    }
+
+    /// Shutdown, after the sessions: stop trace export, sending what is queued first.
+    pub async fn finish_otlp(&self) {
+        if let Some(tracer) = self.otlp.swap(None) {
+            let config = self.config();
+            let limit = config.otlp.export_timeout.0 + config.otlp.export_interval.0;
+            crate::obs::otlp::Tracer::finish(tracer, limit).await;
+        }
     }
 
     /// The current configuration snapshot (cheap: an `Arc`).
@@ -359,6 +380,16 @@ impl Proxy {
         drop(clusters);
         self.rate_limits_on
             .store(any_rate_limit(&new), Ordering::Relaxed);
+        if old.otlp != new.otlp {
+            let tracer =
+                crate::obs::otlp::Tracer::start(&new.otlp, &self.metrics, self.analyzer.clone());
+            report.push(match tracer {
+                Some(_) => "otlp: trace export (re)started with the new settings".into(),
+                None => "otlp: trace export off".into(),
+            });
+            // the old exporter sends what it has queued, then ends with its last session
+            self.otlp.store(tracer);
+        }
         if self.faults.enabled() != new.general.fault_injection {
             self.faults.set_enabled(new.general.fault_injection);
             report.push(format!("fault_injection = {}", new.general.fault_injection));

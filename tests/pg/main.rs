@@ -15,6 +15,7 @@ mod isolation;
 mod limits;
 mod observe;
 mod openapi;
+mod otlp;
 mod pooling;
 mod routing;
 mod tls;

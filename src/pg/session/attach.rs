@@ -114,6 +114,9 @@ impl Session {
     /// between transactions only.
     pub(super) fn refresh_cluster(&mut self) {
         self.cluster_gen = self.proxy.generation();
+        // the [otlp] section may have changed too; the pools may be new
+        self.otlp = self.proxy.otlp();
+        self.span_tags = None;
         let Some(user) = self.proxy.user(&self.user) else {
             return;
         };
@@ -163,6 +166,8 @@ impl Session {
 
     /// The session is over: report the error (if any) and deal with the server.
     pub(super) async fn finish(&mut self, result: &Result<(), Error>) {
+        // a transaction left open still gets its span, marked as cut short
+        self.trace_end(true);
         if let Err(e) = result {
             if e.reaches_client() {
                 self.proxy

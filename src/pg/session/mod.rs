@@ -10,7 +10,8 @@
 //! 4. [`response`]: match server messages against the replies owed, forward, swallow or
 //!    synthesise, and track ReadyForQuery;
 //! 5. [`attach`]: at a transaction boundary (transaction mode) hand the server back — after a
-//!    reset if the client left session state on it — and account.
+//!    reset if the client left session state on it — and account: statements to insight
+//!    ([`record`]), transactions to the OTLP exporter when it is on ([`trace`]).
 //!
 //! I/O is full duplex (a `select!` over both sockets and both directions), so a client that
 //! pipelines a large batch while the server streams results cannot deadlock the proxy.
@@ -21,6 +22,7 @@ mod record;
 pub mod request;
 pub mod response;
 pub mod route;
+mod trace;
 
 use super::cancel::CancelSlot;
 use super::cluster::{Cluster, Target};
@@ -106,14 +108,23 @@ pub struct Session {
     /// The statement of the last Bind (for its Executes) and of the last unnamed Parse.
     portal: Option<record::StatementRef>,
     unnamed: Option<record::StatementRef>,
-    /// Analyses of this client's named statements, so a Bind does not normalise again.
-    named: std::collections::HashMap<crate::pg::prepared::StatementId, record::StatementRef>,
+    /// Session mode: the client's named statements (transaction mode has `statements`).
+    named: std::collections::HashMap<Box<[u8]>, record::StatementRef>,
+    /// Transaction mode: analyses of the interned statements this client binds, so a Bind
+    /// does not normalise the text again.
+    analyzed: std::collections::HashMap<crate::pg::prepared::StatementId, record::StatementRef>,
     /// Transactions this client has finished (groups statements for N+1 detection).
     tx_seq: u64,
     /// Pool wait of the last checkout, reported with the next statement.
     wait_to_report: std::time::Duration,
-    /// Completions found while reading the server (reused buffer).
-    finished: Vec<expect::Done>,
+    /// Completions found while reading the server, in order (reused buffer).
+    finished: Vec<record::Finished>,
+    /// The OTLP exporter when trace export is on (taken again after a RELOAD).
+    otlp: Option<Arc<crate::obs::otlp::Tracer>>,
+    /// The open transaction's span-to-be (OTLP on).
+    tx_trace: trace::TxTrace,
+    /// What this session's spans share, built on first use.
+    span_tags: Option<Arc<crate::obs::otlp::SpanTags>>,
 }
 
 /// What the loop should do next.
@@ -172,10 +183,14 @@ impl Session {
             inflight: std::collections::VecDeque::new(),
             portal: None,
             unnamed: None,
-            named: Default::default(),
+            named: std::collections::HashMap::new(),
+            analyzed: std::collections::HashMap::new(),
             tx_seq: 0,
             wait_to_report: std::time::Duration::ZERO,
             finished: Vec::new(),
+            otlp: proxy.otlp(),
+            tx_trace: trace::TxTrace::default(),
+            span_tags: None,
             proxy,
         }
     }

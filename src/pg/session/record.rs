@@ -1,17 +1,23 @@
 //! Step "account": every completed client statement (a Query, or an Execute) becomes a
 //! [`QueryEvent`] for the insight engine, with its execution time, its share of the pool
-//! wait, rows, error, route and trace id. Statements are matched to completions in order
-//! (the server answers in order); nothing here takes a lock or a shared reference count.
+//! wait, rows, error, route and trace id, and adds to its transaction's span when OTLP export
+//! is on ([`super::trace`]). Statements are matched to completions in order (the server
+//! answers in order); nothing here takes a lock or a shared reference count.
 
 use super::expect::Done;
 use super::Session;
+use crate::config::PoolMode;
 use crate::insight::{QueryEvent, Route};
+use crate::obs::traceparent::TraceParent;
 use crate::pg::cluster::Target;
 use crate::pg::route::Class;
 use std::time::Instant;
 
-/// Most named-statement analyses a session keeps (cleared when full).
-const NAMED_CAP: usize = 256;
+/// Named statements remembered per session-mode client (beyond it the map starts afresh:
+/// statements prepared before are then recorded as unknown).
+const MAX_NAMED: usize = 1024;
+/// Most transaction-mode statement analyses a session keeps (cleared when full).
+const MAX_ANALYZED: usize = 256;
 
 /// A statement sent to the server, waiting for its completion.
 #[derive(Debug)]
@@ -21,7 +27,8 @@ pub(super) struct Inflight {
     /// Raw text of a simple Query (literals included, redacted by insight when shown);
     /// `None` for an Execute, which is shown by its fingerprint.
     pub text: Option<Box<str>>,
-    pub trace_id: Option<Box<str>>,
+    /// From a sqlcommenter `traceparent` comment.
+    pub parent: Option<TraceParent>,
     pub started: Instant,
     /// The client's transaction number when it was sent.
     pub tx: u64,
@@ -31,24 +38,47 @@ pub(super) struct Inflight {
 #[derive(Debug, Clone)]
 pub(super) struct StatementRef {
     pub hash: u64,
-    pub trace_id: Option<Box<str>>,
+    pub parent: Option<TraceParent>,
 }
 
 impl StatementRef {
     pub(super) fn of(norm: &crate::pg::sql::Normalized) -> StatementRef {
         StatementRef {
             hash: norm.hash,
-            trace_id: norm.hints.trace_id().map(Into::into),
+            parent: norm.hints.traceparent(),
         }
     }
 }
 
+/// What reading the server finished, in the order it happened.
+#[derive(Debug)]
+pub(super) enum Finished {
+    /// The client statement at the head of the in-flight queue completed.
+    Statement(Done),
+    /// Executes the server skipped after an error in their batch (they never ran).
+    Skipped(u32),
+    /// A ReadyForQuery answered a client request, with this transaction status (noted only
+    /// while OTLP export is on).
+    Ready(u8),
+}
+
 impl Session {
-    /// Analyse `text` for recording: its shape hash and trace id.
+    /// Analyse `text` for recording: its shape hash and `traceparent`.
     pub(super) fn statement_ref(&self, text: &str) -> StatementRef {
         self.proxy
             .analyzer
             .with(text, |norm, _| StatementRef::of(norm))
+    }
+
+    /// Act on what reading the server finished, in order.
+    pub(super) fn account(&mut self, finished: &mut Vec<Finished>) {
+        for f in finished.drain(..) {
+            match f {
+                Finished::Statement(done) => self.completed(done),
+                Finished::Skipped(n) => self.skipped(n),
+                Finished::Ready(status) => self.trace_ready(status),
+            }
+        }
     }
 
     /// Follow the statements of extended-protocol messages; for an Execute, the statement
@@ -68,6 +98,16 @@ impl Session {
                     let (query, _) = wire::cstr(rest).ok_or_else(malformed)?;
                     let query = std::str::from_utf8(query).map_err(|_| malformed())?;
                     self.unnamed = Some(self.statement_ref(query));
+                } else if self.mode == PoolMode::Session {
+                    // transaction mode keeps named statements in `statements`; session mode
+                    // forwards them untouched, so remember what each name runs here
+                    let (query, _) = wire::cstr(rest).ok_or_else(malformed)?;
+                    let query = std::str::from_utf8(query).map_err(|_| malformed())?;
+                    let stmt = self.statement_ref(query);
+                    if self.named.len() >= MAX_NAMED && !self.named.contains_key(name) {
+                        self.named.clear();
+                    }
+                    self.named.insert(name.into(), stmt);
                 }
                 Ok(None)
             }
@@ -76,27 +116,37 @@ impl Session {
                 let (name, _) = wire::cstr(rest).ok_or_else(malformed)?;
                 self.portal = if name.is_empty() {
                     self.unnamed.clone()
+                } else if let Some(stmt) = self.named.get(name) {
+                    Some(stmt.clone())
                 } else {
+                    // transaction mode: by the interned statement, analysed once per session
                     match self.statements.get(name) {
-                        Some(s) => match self.named.get(&s.id) {
+                        Some(s) => match self.analyzed.get(&s.id) {
                             Some(known) => Some(known.clone()),
                             None => {
-                                let (id, r) = (
-                                    s.id,
-                                    self.proxy
-                                        .analyzer
-                                        .with(&s.query, |n, _| StatementRef::of(n)),
-                                );
-                                if self.named.len() >= NAMED_CAP {
-                                    self.named.clear();
+                                let id = s.id;
+                                let r = self
+                                    .proxy
+                                    .analyzer
+                                    .with(&s.query, |n, _| StatementRef::of(n));
+                                if self.analyzed.len() >= MAX_ANALYZED {
+                                    self.analyzed.clear();
                                 }
-                                self.named.insert(id, r.clone());
+                                self.analyzed.insert(id, r.clone());
                                 Some(r)
                             }
                         },
                         None => None,
                     }
                 };
+                Ok(None)
+            }
+            fe::CLOSE => {
+                if let Some((b'S', rest)) = wire::body(frame).split_first() {
+                    if let Some((name, _)) = wire::cstr(rest) {
+                        self.named.remove(name);
+                    }
+                }
                 Ok(None)
             }
             fe::EXECUTE => Ok(self.portal.clone()),
@@ -109,7 +159,7 @@ impl Session {
         self.inflight.push_back(Inflight {
             hash: stmt.hash,
             text,
-            trace_id: stmt.trace_id,
+            parent: stmt.parent,
             started: Instant::now(),
             tx: self.tx_seq,
         });
@@ -120,8 +170,14 @@ impl Session {
         let Some(stmt) = self.inflight.pop_front() else {
             return;
         };
-        let duration = stmt.started.elapsed();
         let wait = std::mem::take(&mut self.wait_to_report);
+        if self.otlp.is_some() {
+            self.trace_statement(&stmt, &done, wait);
+        }
+        if !self.insight_on {
+            return;
+        }
+        let duration = stmt.started.elapsed();
         let error = done
             .error
             .as_ref()
@@ -133,6 +189,8 @@ impl Session {
         let application = self.params.get("application_name").unwrap_or("");
         let insight = &self.proxy.insight;
         let addr = self.cancel.info.addr;
+        let mut hex = [0u8; 32];
+        let trace_id = stmt.parent.as_ref().map(|p| p.trace_id_hex(&mut hex));
         self.proxy.analyzer.with_hash(stmt.hash, |info| {
             insight.record(&QueryEvent {
                 fingerprint: &info.fingerprint,
@@ -149,14 +207,14 @@ impl Session {
                 wait,
                 rows: done.rows,
                 error,
-                trace_id: stmt.trace_id.as_deref(),
+                trace_id,
                 writes: info.route.class != Class::Read,
             })
         });
     }
 
     /// Executes the server skipped after an error: they never ran.
-    pub(super) fn skipped(&mut self, n: u32) {
+    fn skipped(&mut self, n: u32) {
         for _ in 0..n {
             self.inflight.pop_front();
         }

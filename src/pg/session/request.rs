@@ -313,9 +313,11 @@ impl Session {
                 return Ok(());
             }
         }
-        // insight bookkeeping first: it reads the session, the forwarding below borrows it
-        // (a simple Query is noted below, from the same analysis as its session effect)
-        let mut sent = if self.insight_on && tag != fe::QUERY {
+        // insight and tracing bookkeeping first: it reads the session, the forwarding below
+        // borrows it (a simple Query is noted below, from the same analysis as its session
+        // effect)
+        let noting = self.insight_on || self.otlp.is_some();
+        let mut sent = if noting && tag != fe::QUERY {
             self.note_statement(tag, frame)?.map(|s| (s, None))
         } else {
             None
@@ -326,12 +328,13 @@ impl Session {
         match tag {
             fe::QUERY => {
                 let text = query_text(frame)?;
-                let insight_on = self.insight_on;
                 let (effect, stmt) = self.proxy.analyzer.with(text, |norm, info| {
-                    let stmt = insight_on.then(|| StatementRef::of(norm));
+                    let stmt = noting.then(|| StatementRef::of(norm));
                     (info.session.clone(), stmt)
                 });
-                sent = stmt.map(|s| (s, Some(text.into())));
+                // the raw text is kept for insight's slow samples only
+                let raw = self.insight_on.then(|| text.into());
+                sent = stmt.map(|s| (s, raw));
                 if let SessionEffect::Dirties(reason) = effect {
                     server.dirty = Some(reason);
                 }

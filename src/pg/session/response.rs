@@ -4,6 +4,7 @@
 //! are streamed through without waiting for their end.
 
 use super::expect::{Disposition, Effects};
+use super::record::Finished;
 use super::Session;
 use crate::pg::error::Error;
 use crate::pg::server::ServerError;
@@ -17,7 +18,7 @@ impl Session {
     /// Handle what was just read from the server.
     pub(super) fn on_server_input(&mut self) -> Result<(), Error> {
         let mut finished = std::mem::take(&mut self.finished);
-        let mut skipped = 0;
+        let tracing = self.otlp.is_some();
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());
         };
@@ -66,13 +67,27 @@ impl Session {
                 run = pos + total;
             }
             pos += total;
+            // a statement completes before the ReadyForQuery that may carry its completion
+            // ends its transaction
+            if let Some(done) = fx.done.take() {
+                finished.push(Finished::Statement(done));
+            }
+            let skipped = std::mem::take(&mut fx.skipped);
+            if skipped > 0 {
+                finished.push(Finished::Skipped(skipped));
+            }
             if let Some((status, injected)) = fx.ready.take() {
                 server.tx_status = status;
                 if injected {
                     server.params.synced_sig = self.params.sig();
-                } else if status == b'I' {
-                    self.tally.transactions += 1;
-                    self.tx_seq += 1;
+                } else {
+                    if status == b'I' {
+                        self.tally.transactions += 1;
+                        self.tx_seq += 1;
+                    }
+                    if tracing {
+                        finished.push(Finished::Ready(status));
+                    }
                 }
             }
             if let Some(id) = fx.created.take() {
@@ -81,10 +96,6 @@ impl Session {
             for id in fx.not_created.drain(..) {
                 server.statements.remove(id);
             }
-            if let Some(done) = fx.done.take() {
-                finished.push(done);
-            }
-            skipped += std::mem::take(&mut fx.skipped);
             if server.replies.has_synthetic_head() {
                 self.cwbuf.put_slice(&server.rbuf[run..pos]);
                 run = pos;
@@ -99,10 +110,7 @@ impl Session {
             self.cwbuf.put_slice(&server.rbuf[run..pos]);
             server.rbuf.advance(pos);
         }
-        self.skipped(skipped);
-        for done in finished.drain(..) {
-            self.completed(done);
-        }
+        self.account(&mut finished);
         self.finished = finished;
         Ok(())
     }

@@ -92,10 +92,12 @@ impl Session {
                 if replicas && self.routing.pending_begin.is_none() =>
             {
                 self.routing.pending_begin = Some(text.into());
+                self.trace_local_begin(text);
                 ("BEGIN", b'T')
             }
             Class::End if self.routing.pending_begin.is_some() => {
                 self.routing.pending_begin = None;
+                self.trace_discard();
                 let lower = text.trim_start().to_ascii_lowercase();
                 let tag = if lower.starts_with("rollback") || lower.starts_with("abort") {
                     "ROLLBACK"

@@ -7,6 +7,7 @@
 //! and sqlcommenter tags (`/*traceparent='00-…',application='…'*/`) before dropping comments.
 
 use super::lexer::{Kind, Lexer, Token};
+use crate::obs::traceparent::TraceParent;
 
 /// A route asked for in a comment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,11 +33,16 @@ impl Hints {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The trace id (32 hex digits) of a W3C `traceparent` tag.
+    /// The W3C `traceparent` tag, when it is valid.
+    pub fn traceparent(&self) -> Option<TraceParent> {
+        TraceParent::parse(self.tag("traceparent")?)
+    }
+
+    /// The trace id (32 lowercase hex digits) of a valid W3C `traceparent` tag.
     pub fn trace_id(&self) -> Option<&str> {
         let tp = self.tag("traceparent")?;
-        let id = tp.split('-').nth(1)?;
-        (id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit())).then_some(id)
+        TraceParent::parse(tp)?;
+        tp.trim_matches([' ', '\t']).get(3..35)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -483,6 +489,9 @@ mod tests {
         assert_eq!(text, "select ?");
         assert_eq!(r.hints.trace_id(), Some("0af7651916cd43dd8448eb211c80319c"));
         assert_eq!(r.hints.tag("application"), Some("billing api"));
+        let tp = r.hints.traceparent().unwrap();
+        assert_eq!(tp.parent_id, 0xb7ad_6b71_6920_3331u64.to_be_bytes());
+        assert!(tp.sampled());
         assert_eq!(
             normalize("select 1 /* traceparent='bad' */")
                 .1
@@ -490,6 +499,16 @@ mod tests {
                 .trace_id(),
             None
         );
+        // an invalid traceparent (all-zero trace id) gives neither a trace id nor a parent
+        let (_, r) = normalize(
+            "select 1 /*traceparent='00-00000000000000000000000000000000-b7ad6b7169203331-01'*/",
+        );
+        assert_eq!((r.hints.trace_id(), r.hints.traceparent()), (None, None));
+        // flags 00: the caller did not sample
+        let (_, r) = normalize(
+            "select 1 /*traceparent='00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00'*/",
+        );
+        assert!(!r.hints.traceparent().unwrap().sampled());
     }
 
     #[test]
