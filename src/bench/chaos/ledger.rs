@@ -197,42 +197,46 @@ pub fn recovery(fault: Duration, disrupted: &[Duration], ok_at: &[Duration]) -> 
 }
 
 /// An error text short enough to group by: the first line, at most 120 characters, every
-/// number folded to `N` (ports, addresses, "retry in 820ms") so that the same failure counts
-/// as one kind — except a SQLSTATE, five digits or capitals before `:` (`FATAL 57P01: …`).
+/// number (with its dots and unit: `127.0.0.1`, `820ms`, `1.02s`) folded to `N`, so that the
+/// same failure counts as one kind — except a SQLSTATE, a word of five digits or capitals
+/// before `:` (`FATAL 57P01: …`).
 fn shorten(e: &str) -> String {
     let line = e.lines().next().unwrap_or_default();
     let chars: Vec<char> = line.chars().collect();
     let mut out = String::new();
     let mut i = 0;
     while i < chars.len() && out.chars().count() < 120 {
-        if !chars[i].is_ascii_alphanumeric() {
-            out.push(chars[i]);
+        let c = chars[i];
+        let word_start = i == 0 || chars[i - 1] == ' ';
+        if word_start && is_sqlstate(&chars[i..]) {
+            out.extend(&chars[i..i + 5]);
+            i += 5;
+        } else if c.is_ascii_digit() {
             i += 1;
-            continue;
-        }
-        let end = (i..chars.len())
-            .find(|&j| !chars[j].is_ascii_alphanumeric())
-            .unwrap_or(chars.len());
-        let word = &chars[i..end];
-        let sqlstate = word.len() == 5
-            && word
-                .iter()
-                .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
-            && word.iter().any(char::is_ascii_digit)
-            && chars.get(end) == Some(&':');
-        let mut in_number = false;
-        for &c in word {
-            if sqlstate || !c.is_ascii_digit() {
-                out.push(c);
-                in_number = false;
-            } else if !in_number {
-                out.push('N');
-                in_number = true;
+            while i < chars.len()
+                && (chars[i].is_ascii_digit()
+                    || chars[i].is_ascii_lowercase()
+                    || chars[i] == 'µ'
+                    || (chars[i] == '.' && chars.get(i + 1).is_some_and(char::is_ascii_digit)))
+            {
+                i += 1;
             }
+            out.push('N');
+        } else {
+            out.push(c);
+            i += 1;
         }
-        i = end;
     }
     out
+}
+
+fn is_sqlstate(rest: &[char]) -> bool {
+    rest.len() > 5
+        && rest[5] == ':'
+        && rest[..5]
+            .iter()
+            .all(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+        && rest[..5].iter().any(char::is_ascii_digit)
 }
 
 #[cfg(test)]
@@ -278,13 +282,15 @@ mod tests {
     }
 
     #[test]
-    fn error_texts_fold_ports_but_keep_sqlstates() {
+    fn error_texts_fold_numbers_but_keep_sqlstates() {
         assert_eq!(
-            shorten("FATAL 08006: server at 127.0.0.1:41235 is gone\nDETAIL: x"),
-            "FATAL 08006: server at N.N.N.N:N is gone"
+            shorten("FATAL 08006: server at 127.0.0.1:41235: gone\nDETAIL: x"),
+            "FATAL 08006: server at N:N: gone"
         );
-        assert_eq!(shorten("retry in 820ms"), "retry in Nms");
+        assert_eq!(shorten("os error 111"), "os error N");
+        assert_eq!(shorten("retry in 820ms"), shorten("retry in 1.02s"));
         assert_eq!(shorten("FATAL 57P01: bye"), "FATAL 57P01: bye");
+        assert_eq!(shorten("XX000: internal"), "XX000: internal");
     }
 
     #[test]
