@@ -19,7 +19,7 @@ pub struct ChaosArgs {
     #[arg(long)]
     pub list: bool,
     /// Where `chaos.json` goes.
-    #[arg(long, default_value = "chaos-results")]
+    #[arg(long, default_value = "bench-results/chaos")]
     pub out: PathBuf,
     /// Fractions of a second per phase and fewer clients: proves the scenarios run.
     #[arg(long)]
