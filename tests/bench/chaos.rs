@@ -52,6 +52,11 @@ fn assert_ran(r: &Row) {
     assert_eq!(r.acked_found + r.lost, r.writes_acked, "{}", r.scenario);
     let kinds: u64 = r.error_kinds.iter().map(|(_, n)| n).sum();
     assert_eq!(kinds, r.errors, "{}: every error has a kind", r.scenario);
+    assert_eq!(
+        r.errors_before_fault, 0,
+        "{}: {:?}",
+        r.scenario, r.error_kinds
+    );
 }
 
 #[test]

@@ -23,12 +23,12 @@ pub enum Op {
 #[derive(Debug, Default)]
 struct WorkerLog {
     ops: u64,
-    /// Completion times of successful ops, in order.
+    /// Completion times of prompt successful ops (not stalls), in order.
     ok_at: Vec<Duration>,
     /// Completion times of failed ops, in order.
     err_at: Vec<Duration>,
-    /// Ops that succeeded but took longer than the stall threshold: (start, end).
-    stalls: Vec<(Duration, Duration)>,
+    /// Completion times of ops that succeeded but took longer than the stall threshold.
+    stalls: Vec<Duration>,
     max_latency: Duration,
     /// Error text (shortened) → count.
     kinds: BTreeMap<String, u64>,
@@ -67,8 +67,8 @@ pub struct Summary {
     /// From the fault to the first prompt success after the last disrupted op (an error or a
     /// stall); `Some(ZERO)` when no op was disrupted, `None` when service never came back.
     pub recovery: Option<Duration>,
-    /// Errors completed after the fault (the rest happened before it).
-    pub errors_after_fault: u64,
+    /// Errors completed before the fault: the steady state was not clean.
+    pub errors_before_fault: u64,
 }
 
 impl Ledger {
@@ -107,9 +107,10 @@ impl Ledger {
         log.max_latency = log.max_latency.max(took);
         match result {
             Ok(()) => {
-                log.ok_at.push(end);
                 if took > self.stall {
-                    log.stalls.push((start, end));
+                    log.stalls.push(end);
+                } else {
+                    log.ok_at.push(end);
                 }
                 if let Op::Write(id) = op {
                     log.acked.push(id);
@@ -163,16 +164,10 @@ impl Ledger {
             for (k, n) in &log.kinds {
                 *kinds.entry(k.clone()).or_default() += n;
             }
-            // a stalled success is prompt only from its end: the next op decides
-            ok_at.extend(
-                log.ok_at
-                    .iter()
-                    .copied()
-                    .filter(|end| !log.stalls.iter().any(|(_, stall_end)| stall_end == end)),
-            );
-            disrupted.extend(log.err_at.iter().copied());
-            disrupted.extend(log.stalls.iter().map(|(_, end)| *end));
-            s.errors_after_fault += log.err_at.iter().filter(|t| **t >= fault).count() as u64;
+            ok_at.extend_from_slice(&log.ok_at);
+            disrupted.extend_from_slice(&log.err_at);
+            disrupted.extend_from_slice(&log.stalls);
+            s.errors_before_fault += log.err_at.iter().filter(|t| **t < fault).count() as u64;
         }
         s.kinds = kinds.into_iter().collect();
         s.kinds
@@ -274,7 +269,7 @@ mod tests {
         assert!(l.settled(Duration::ZERO, 1));
         assert!(!l.settled(Duration::ZERO, 2));
         let sum = l.summary(Duration::ZERO);
-        assert_eq!((sum.ops, sum.errors, sum.errors_after_fault), (3, 1, 1));
+        assert_eq!((sum.ops, sum.errors, sum.errors_before_fault), (3, 1, 0));
         assert_eq!(sum.acked, vec![1]);
         assert_eq!(sum.unacked, vec![2]);
         assert_eq!(sum.kinds, vec![("08006: lost".to_string(), 1)]);

@@ -6,7 +6,7 @@
 //! client errors, stalls, time to recovery, writes acknowledged vs found.
 //!
 //! * [`SCENARIOS`]: the list; a scenario is a name and one async function.
-//! * [`load`]: paced clients; [`ledger`]: what they saw; [`verdict`]: acked vs found.
+//! * [`load`]: paced clients; [`ledger`]: what they saw; [`Verdict`]: acked vs found.
 //! * [`pg`], [`redis`]: the scenarios; [`report`]: table and JSON; [`cli`]: the command.
 
 pub mod cli;

@@ -7,7 +7,7 @@
 //! sent to its replica is gone after a failover. Such losses are counted and reported, and
 //! do not fail the run (the scenarios are `loss_allowed`).
 //!
-//! A new topology is one function: start its lab, then [`writes_through_pake`] with the
+//! A new topology is one function: start its lab, then `writes_through_pake` with the
 //! fault as a closure (see [`sentinel_failover`]).
 
 use super::ledger::Op;
@@ -56,7 +56,7 @@ struct Fault {
 
 /// Not available yet: the lab has no Sentinel topology (being added on branch `redisha`).
 /// When it lands: start it, then `writes_through_pake(&ctx, lab, |lab| …)` with a closure
-/// that sends `SENTINEL FAILOVER <name>` to a sentinel and returns a [`Fault`] naming the
+/// that sends `SENTINEL FAILOVER <name>` to a sentinel and returns a `Fault` naming the
 /// old primary and the replica to watch.
 pub async fn sentinel_failover(_ctx: Ctx) -> Result<Outcome, BenchError> {
     Err(BenchError::Unavailable(
@@ -178,11 +178,9 @@ async fn promoted(port: u16, limit: std::time::Duration) -> bool {
 /// Which of `ids` the servers hold, asked directly: by slot in a cluster (the map read from
 /// a node that is up), else on the primary.
 async fn present(lab: &RedisLab, ids: &[u64]) -> Result<HashSet<u64>, BenchError> {
-    let running = |i: &usize| lab.nodes[*i].is_running();
-    let primary = tokio::task::block_in_place(|| {
-        (0..lab.nodes.len()).find(|&i| running(&i) && is_primary(lab, i))
-    })
-    .ok_or_else(|| BenchError::Client("no primary is up to verify against".into()))?;
+    let primary =
+        tokio::task::block_in_place(|| (0..lab.nodes.len()).find(|&i| is_primary(lab, i)))
+            .ok_or_else(|| BenchError::Client("no primary is up to verify against".into()))?;
     let seed = SocketAddr::from(([127, 0, 0, 1], lab.nodes[primary].port));
     let mut by_node: HashMap<SocketAddr, Vec<u64>> = HashMap::new();
     if lab.is_cluster() {

@@ -41,6 +41,8 @@ pub struct Row {
     pub ops: u64,
     /// Ops that failed, as the clients saw them.
     pub errors: u64,
+    /// Of those, errors before the fault (a steady state that was not clean).
+    pub errors_before_fault: u64,
     /// Successful ops slower than the plan's stall threshold.
     pub stalled: u64,
     pub max_latency_ms: f64,
@@ -69,6 +71,7 @@ impl Row {
             reason,
             ops: 0,
             errors: 0,
+            errors_before_fault: 0,
             stalled: 0,
             max_latency_ms: 0.0,
             recovery_ms: None,
@@ -88,6 +91,7 @@ impl Row {
         Row {
             ops: sum.ops,
             errors: sum.errors,
+            errors_before_fault: sum.errors_before_fault,
             stalled: sum.stalled,
             max_latency_ms: ms(sum.max_latency),
             recovery_ms: sum.recovery.map(ms),
@@ -179,6 +183,12 @@ impl ChaosReport {
         for r in &self.rows {
             let mut parts: Vec<String> = r.reason.iter().cloned().collect();
             parts.extend(r.notes.iter().cloned());
+            if r.errors_before_fault > 0 {
+                parts.push(format!(
+                    "{} error(s) before the fault",
+                    r.errors_before_fault
+                ));
+            }
             if r.writes_unacked > 0 {
                 parts.push(format!(
                     "{} failed write(s), {} of them applied anyway",
