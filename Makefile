@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: demo test deps build release lint fmt bench bench-micro bench-smoke bench-pg bench-redis clean check-deploy
+.PHONY: demo test deps build release lint fmt bench bench-micro bench-smoke bench-pg bench-redis chaos clean check-deploy
 
 ## Start a local lab (Postgres), put Pake in front, run a short load test, show how to connect.
 demo: deps release
@@ -55,6 +55,12 @@ bench-pg: deps release
 ## redis-benchmark side by side: direct Redis, Pake (L1 on/off), twemproxy.
 bench-redis: deps release
 	./loadtests/redis-benchmark-compare.sh
+
+## Chaos suite: kill -9 servers under load through Pake (Postgres primary and replica, a Redis
+## Cluster primary); client errors, recovery time, writes acknowledged vs found. ~1 min.
+## Table on stdout, JSON in bench-results/chaos/ (see BENCHMARKS.md, "Chaos suite").
+chaos: deps release
+	./target/release/pake chaos --out bench-results/chaos
 
 clean:
 	$(CARGO) clean

@@ -42,6 +42,8 @@ enum Command {
     Bench(pake::bench::cli::BenchArgs),
     /// `pake performance --benchmark [--connections=N]`: the same as `pake bench`.
     Performance(pake::bench::cli::PerformanceArgs),
+    /// Chaos suite: kill servers under load through Pake; errors, recovery, writes kept.
+    Chaos(pake::bench::chaos::cli::ChaosArgs),
 }
 
 #[derive(Args)]
@@ -199,6 +201,7 @@ fn main() -> ExitCode {
         .map_err(Into::into),
         Command::Bench(args) => pake::bench::cli::run(args),
         Command::Performance(args) => pake::bench::cli::performance(args),
+        Command::Chaos(args) => pake::bench::chaos::cli::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,7 +9,10 @@
 //! * [`measure`]: the closed/open-loop driver and histograms. [`pg_load`], [`redis_load`]
 //!   (over [`resp`]): the requests. [`idle`]: memory per idle client.
 //! * [`runner`]: cases and rounds. [`report`], [`svg`], [`summary`]: the outputs.
+//! * [`chaos`]: `pake chaos`, faults injected under load (kills, failovers) and acknowledged
+//!   writes checked afterwards.
 
+pub mod chaos;
 pub mod cli;
 pub mod env;
 pub mod idle;

@@ -106,7 +106,8 @@ impl SlotMap {
         })
     }
 
-    fn node_of(&self, key: &[u8]) -> usize {
+    /// Index into `nodes` of the node serving `key`.
+    pub fn node_of(&self, key: &[u8]) -> usize {
         usize::from(self.slots[usize::from(key_slot(key))])
     }
 }

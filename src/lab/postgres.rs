@@ -385,6 +385,27 @@ impl PgInstance {
         self.stop_with(libc::SIGQUIT);
     }
 
+    /// `kill -9` of the postmaster, as an operator or the OOM killer would: no shutdown at
+    /// all. Its backends see that the postmaster is gone and exit on their own; until they
+    /// have, the data dir cannot be started again (see [`PgInstance::restart_after_kill`]).
+    pub fn kill(&mut self) {
+        self.stop_with(libc::SIGKILL);
+    }
+
+    /// Start again on the same port and data dir after [`PgInstance::kill`] (crash recovery
+    /// runs). PostgreSQL refuses to start while backends orphaned by the kill still hold the
+    /// old shared memory, so starting is retried until they are gone, up to `limit`.
+    pub fn restart_after_kill(&mut self, limit: Duration) -> Result<(), LabError> {
+        let started = Instant::now();
+        loop {
+            match self.start() {
+                Ok(()) => return Ok(()),
+                Err(e) if started.elapsed() > limit => return Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(100)),
+            }
+        }
+    }
+
     fn stop_with(&mut self, sig: i32) {
         let Some(mut child) = self.child.take() else {
             return;

@@ -2,6 +2,9 @@
 //! second or so per target — lab PostgreSQL, Pake as a subprocess, PgBouncer, Redis,
 //! twemproxy — and must finish with every target that ran reporting throughput and zero
 //! errors. It asserts completion, never a speed: the numbers of a smoke run mean nothing.
+//! `chaos` does the same for `pake chaos` (servers killed under load).
+
+mod chaos;
 
 use pake::bench::report::{ScenarioReport, TargetReport};
 use std::path::Path;
