@@ -152,11 +152,12 @@ impl Tracking {
                         }
                         self.l1.set_armed(&p.slots, true, "armed");
                     }
-                    self.metrics.tracking_connections.inc();
+                    // counted while armed, also when the task is aborted (topology change)
+                    let armed = GaugeGuard::inc(&self.metrics.tracking_connections);
                     backoff = Duration::from_millis(50);
                     tracing::debug!(node = %p.addr, "tracking armed");
                     let ended = self.pump(&mut stream, &p).await;
-                    self.metrics.tracking_connections.dec();
+                    drop(armed);
                     let reason = match &ended {
                         Ended::Lost(_) => "tracking_lost",
                         Ended::Lagging(_) => "tracking_lag",
@@ -309,6 +310,22 @@ impl Tracking {
         for (_, h) in self.nodes.lock().drain() {
             self.stop_node(h, "shutdown");
         }
+    }
+}
+
+/// One unit of a gauge, given back on drop.
+struct GaugeGuard(prometheus::IntGauge);
+
+impl GaugeGuard {
+    fn inc(g: &prometheus::IntGauge) -> GaugeGuard {
+        g.inc();
+        GaugeGuard(g.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
