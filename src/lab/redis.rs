@@ -233,9 +233,7 @@ impl RedisLab {
     }
 
     /// Force a failover with `SENTINEL FAILOVER` (retried while the sentinels say no replica
-    /// is ready yet, or a failover is still in progress), then wait until every running
-    /// sentinel names another primary and that node reports `role:master`. Returns the new
-    /// primary's index.
+    /// is ready yet, or a failover is still in progress), then [`RedisLab::wait_switched`].
     pub fn failover(&self, limit: Duration) -> Result<usize, LabError> {
         let started = Instant::now();
         let old = self.current_primary();
@@ -256,6 +254,14 @@ impl RedisLab {
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         }
+        self.wait_switched(old, limit.saturating_sub(started.elapsed()))
+    }
+
+    /// Wait until every running sentinel names a primary other than `old` and that node
+    /// reports `role:master` (after [`RedisLab::failover`], or after killing the primary);
+    /// the new primary's index.
+    pub fn wait_switched(&self, old: Option<usize>, limit: Duration) -> Result<usize, LabError> {
+        let started = Instant::now();
         loop {
             if let Some(new) = self.current_primary().filter(|n| Some(*n) != old) {
                 let promoted = self.nodes[new]
@@ -268,7 +274,12 @@ impl RedisLab {
             if started.elapsed() > limit {
                 return Err(LabError::Failed {
                     what: "the sentinels did not switch to another primary".into(),
-                    output: sentinel.sentinel_log(),
+                    output: self
+                        .sentinels
+                        .iter()
+                        .find(|s| s.is_running())
+                        .map(RedisNode::sentinel_log)
+                        .unwrap_or_default(),
                 });
             }
             std::thread::sleep(Duration::from_millis(50));

@@ -247,6 +247,33 @@ async fn follows_a_failover_with_a_sentinel_down() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_when_the_primary_crashes() {
+    let mut env = Env::sentinel(|_| {}).await;
+    let mut c = env.conn().await;
+    assert_eq!(c.cmd(&["SET", "crash", "1"]).await, Val::s("OK"));
+    assert_eq!(
+        env.direct("crash").await.cmd(&["WAIT", "1", "5000"]).await,
+        Val::Int(1)
+    );
+    c.cmd(&["GET", "crash"]).await;
+    let started = Instant::now();
+    env.lab.kill(0);
+    // the sentinels notice (down-after 1 s), agree, and promote the replica
+    let new =
+        tokio::task::block_in_place(|| env.lab.wait_switched(Some(0), Duration::from_secs(30)))
+            .expect("the sentinels promoted the replica");
+    assert!(
+        followed(&env, &mut c, env.lab.nodes[new].port).await,
+        "Pake did not follow the promotion"
+    );
+    eprintln!(
+        "primary crash: Pake writing to the promoted replica after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(c.cmd(&["GET", "crash"]).await, Val::s("1"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_go_to_a_sentinel_known_replica() {
     let env = Env::sentinel(|c| c.read_from_replicas = true).await;
     let mut c = env.conn().await;
