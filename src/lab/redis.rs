@@ -517,9 +517,12 @@ impl RedisNode {
                 return Ok(());
             }
             if started.elapsed() > Duration::from_secs(20) {
+                let output = self.log();
+                // not left running: a retry on other ports must start a process of its own
+                self.kill();
                 return Err(LabError::Failed {
                     what: "redis-server did not answer PING".into(),
-                    output: self.log(),
+                    output,
                 });
             }
             std::thread::sleep(Duration::from_millis(20));
