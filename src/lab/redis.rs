@@ -48,6 +48,8 @@ pub struct RedisOptions {
     pub users: Vec<(String, String)>,
     /// Extra `redis.conf` lines.
     pub conf: Vec<String>,
+    /// `requirepass` for the sentinels themselves (Sentinel topology).
+    pub sentinel_password: Option<String>,
 }
 
 impl Default for RedisOptions {
@@ -57,6 +59,7 @@ impl Default for RedisOptions {
             password: None,
             users: Vec::new(),
             conf: Vec::new(),
+            sentinel_password: None,
         }
     }
 }
@@ -168,7 +171,7 @@ impl RedisLab {
             .unwrap_or_default();
         for i in 0..SENTINELS {
             let mut s = RedisNode::new(root.join(format!("sentinel{i}")), opts, true)?;
-            s.configure_sentinel(primary, opts.password.as_deref())?;
+            s.configure_sentinel(primary, opts)?;
             s.start_on_free_ports()?;
             self.sentinels.push(s);
         }
@@ -193,7 +196,12 @@ impl RedisLab {
             if started.elapsed() > limit {
                 return Err(LabError::Failed {
                     what: "sentinels did not discover each other and the replica".into(),
-                    output: self.sentinels[0].sentinel_log(),
+                    output: self
+                        .sentinels
+                        .iter()
+                        .map(RedisNode::sentinel_log)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
                 });
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -417,9 +425,9 @@ impl RedisNode {
             bus_port: 0,
             dir,
             child: None,
-            // sentinels have no requirepass; they log in to the data nodes with auth-pass
+            // sentinels log in to the data nodes with auth-pass; their own password is apart
             password: if sentinel {
-                None
+                opts.sentinel_password.clone()
             } else {
                 opts.password.clone()
             },
@@ -427,7 +435,7 @@ impl RedisNode {
         })
     }
 
-    fn configure_sentinel(&self, primary: u16, password: Option<&str>) -> Result<(), LabError> {
+    fn configure_sentinel(&self, primary: u16, opts: &RedisOptions) -> Result<(), LabError> {
         let m = SENTINEL_MASTER;
         let mut conf = format!(
             "bind 127.0.0.1\nprotected-mode no\ndaemonize no\nloglevel notice\n\
@@ -436,8 +444,12 @@ impl RedisNode {
              sentinel down-after-milliseconds {m} 1000\n\
              sentinel failover-timeout {m} 5000\nsentinel parallel-syncs {m} 1\n"
         );
-        if let Some(pw) = password {
+        if let Some(pw) = &opts.password {
             conf.push_str(&format!("sentinel auth-pass {m} {pw}\n"));
+        }
+        if let Some(pw) = &opts.sentinel_password {
+            // the sentinels log in to each other with it too
+            conf.push_str(&format!("requirepass {pw}\nsentinel sentinel-pass {pw}\n"));
         }
         // the sentinel rewrites its own file: it must be able to write it
         std::fs::write(self.dir.join("sentinel.conf"), conf)?;

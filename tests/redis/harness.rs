@@ -88,8 +88,17 @@ impl Env {
     /// Pake in front of a Sentinel lab (primary, replica, three sentinels), finding the
     /// primary through the sentinels only: the URL's port is a dead one.
     pub async fn sentinel(tweak: impl FnOnce(&mut RedisConfig)) -> Env {
-        let lab = lab(RedisOptions::sentinel()).await;
-        let mut rc = redis_config(format!("redis://127.0.0.1:{}", dead_port()));
+        Env::sentinel_with(RedisOptions::sentinel(), tweak).await
+    }
+
+    pub async fn sentinel_with(opts: RedisOptions, tweak: impl FnOnce(&mut RedisConfig)) -> Env {
+        let auth = opts
+            .password
+            .as_ref()
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
+        let lab = lab(opts).await;
+        let mut rc = redis_config(format!("redis://{auth}127.0.0.1:{}", dead_port()));
         rc.sentinels = lab.sentinel_addrs();
         rc.sentinel_master = Some(lab.master_name().to_string());
         rc.sentinel_check_interval = Dur::millis(500);

@@ -304,6 +304,28 @@ async fn reads_go_to_a_sentinel_known_replica() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passwords_for_sentinels_and_data_nodes() {
+    let opts = RedisOptions {
+        password: Some("datapw".into()),
+        sentinel_password: Some("sentinelpw".into()),
+        ..RedisOptions::sentinel()
+    };
+    let env = Env::sentinel_with(opts, |c| {
+        c.sentinel_password = Some("sentinelpw".into());
+    })
+    .await;
+    let mut c = env.conn().await;
+    assert_eq!(c.cmd(&["SET", "pw", "1"]).await, Val::s("OK"));
+    assert_eq!(c.cmd(&["GET", "pw"]).await, Val::s("1"));
+    // without the sentinels' password Pake cannot find the primary, and says so
+    let mut rc = redis_config("redis://:datapw@127.0.0.1:6379".into());
+    rc.sentinels = env.lab.sentinel_addrs();
+    rc.sentinel_master = Some(env.lab.master_name().into());
+    let e = start(rc).await;
+    assert!(e.contains("NOAUTH") || e.contains("Authentication"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_fails_clearly_when_no_sentinel_can_name_the_primary() {
     // nobody listening
     let mut rc = redis_config("redis://127.0.0.1:6379".into());
