@@ -145,7 +145,7 @@ impl Sentinels {
             .and_then(|e| e.parse().ok())
             .unwrap_or(0);
         let replicas = link.call(&[b"SENTINEL", b"REPLICAS", name]).await?;
-        let replicas = match decode(&replicas)? {
+        let mut replicas: Vec<String> = match decode(&replicas)? {
             BytesFrame::Array(items) => items
                 .iter()
                 .map(fields)
@@ -154,6 +154,8 @@ impl Sentinels {
                 .collect(),
             _ => Vec::new(),
         };
+        // a stable order: the same set from another sentinel is no change
+        replicas.sort();
         Ok(Resolved {
             primary,
             epoch,
