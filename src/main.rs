@@ -159,6 +159,17 @@ struct ServeArgs {
     /// (e.g. http://127.0.0.1:4318; /v1/traces is appended).
     #[arg(long, env = "PAKE_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+    /// Find the Redis primary through these sentinels (HOST:PORT[,HOST:PORT…]) and follow
+    /// its failovers; --redis then only gives the user, password and database.
+    #[arg(
+        long = "redis-sentinel",
+        env = "PAKE_REDIS_SENTINEL",
+        value_delimiter = ','
+    )]
+    redis_sentinel: Vec<String>,
+    /// The name the sentinels monitor the primary under (with --redis-sentinel).
+    #[arg(long, env = "PAKE_REDIS_MASTER")]
+    redis_master: Option<String>,
 }
 
 fn parse_log_format(s: &str) -> Result<LogFormat, String> {
@@ -236,6 +247,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         redis_url: args.redis,
         redis_cluster: args.redis_cluster,
         otlp_endpoint: args.otlp_endpoint,
+        redis_sentinels: args.redis_sentinel,
+        redis_master: args.redis_master,
     };
     let config = quick.apply(base)?;
     let source = pake::pg::proxy::ConfigSource {
@@ -270,7 +283,8 @@ fn health_check(args: OrchestrationArgs) -> anyhow::Result<()> {
     let mut redis = args.redis;
     let mut redis_listen = args.redis_listen;
     if let Some(r) = &config.redis {
-        if redis.is_empty() {
+        // under Sentinel the URL's host is not the primary: the listener check stands for it
+        if redis.is_empty() && !r.uses_sentinel() {
             redis.push(r.url.clone());
         }
         redis_listen = redis_listen.or(Some(r.listen));

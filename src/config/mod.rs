@@ -720,6 +720,10 @@ pub struct QuickStart {
     pub redis_cluster: bool,
     /// `--otlp-endpoint URL`: export transaction spans to this OTLP/HTTP collector.
     pub otlp_endpoint: Option<String>,
+    /// `--redis-sentinel HOST:PORT[,HOST:PORT…]`: find the primary through these sentinels.
+    pub redis_sentinels: Vec<String>,
+    /// `--redis-master NAME`: the name the sentinels monitor the primary under.
+    pub redis_master: Option<String>,
 }
 
 impl QuickStart {
@@ -794,8 +798,31 @@ impl QuickStart {
                 "needs --pg-primary (replicas belong to the primary's database)",
             ));
         }
-        if self.redis_url.is_some() || self.redis_listen.is_some() || self.redis_cluster {
+        if self.redis_url.is_some()
+            || self.redis_listen.is_some()
+            || self.redis_cluster
+            || !self.redis_sentinels.is_empty()
+            || self.redis_master.is_some()
+        {
             let redis = base.redis.get_or_insert_with(Default::default);
+            if !self.redis_sentinels.is_empty() {
+                redis.sentinels = self.redis_sentinels.clone();
+            }
+            if let Some(name) = &self.redis_master {
+                redis.sentinel_master = Some(name.clone());
+            }
+            if !self.redis_sentinels.is_empty() && redis.sentinel_master.is_none() {
+                return Err(ConfigError::new(
+                    "--redis-master",
+                    "needed with --redis-sentinel: the name the sentinels monitor the primary under",
+                ));
+            }
+            if self.redis_master.is_some() && redis.sentinels.is_empty() {
+                return Err(ConfigError::new(
+                    "--redis-sentinel",
+                    "needed with --redis-master: the sentinels to ask (HOST:PORT[,HOST:PORT…])",
+                ));
+            }
             if let Some(url) = &self.redis_url {
                 redis.url = url.clone();
             }
@@ -1051,5 +1078,49 @@ pool_size = 9
         assert_eq!(keys, vec!["redis.pool_size"]);
         c.redis = None;
         assert!(c.validate().is_err(), "neither databases nor redis");
+    }
+
+    #[test]
+    fn redis_sentinel_quick_start() {
+        let q = QuickStart {
+            redis_sentinels: vec!["10.0.0.1:26379".into(), "10.0.0.2:26379".into()],
+            redis_master: Some("mymaster".into()),
+            ..QuickStart::default()
+        };
+        let c = q.apply(Config::default()).unwrap();
+        c.validate().unwrap();
+        let r = c.redis.as_ref().unwrap();
+        assert_eq!(r.sentinels.len(), 2);
+        assert_eq!(r.sentinel_master.as_deref(), Some("mymaster"));
+        let half = QuickStart {
+            redis_sentinels: vec!["10.0.0.1:26379".into()],
+            ..QuickStart::default()
+        };
+        assert_eq!(
+            half.apply(Config::default()).unwrap_err().key,
+            "--redis-master"
+        );
+        let half = QuickStart {
+            redis_master: Some("m".into()),
+            ..QuickStart::default()
+        };
+        assert_eq!(
+            half.apply(Config::default()).unwrap_err().key,
+            "--redis-sentinel"
+        );
+        // the file may name the master and the flag the sentinels
+        let file = Config::parse("[redis]\nsentinel_master = \"m\"\n").unwrap();
+        let c = QuickStart {
+            redis_sentinels: vec!["s:26379".into()],
+            ..QuickStart::default()
+        }
+        .apply(file)
+        .unwrap();
+        c.validate().unwrap();
+        let e = Config::parse("[redis]\nsentinels = [\"s:1\"]\n")
+            .unwrap()
+            .validate()
+            .unwrap_err();
+        assert_eq!(e[0].key, "redis.sentinel_master");
     }
 }

@@ -1,7 +1,7 @@
 //! `pake lab`: start lab servers from the shell (for load-test scripts and manual poking),
 //! print their URLs as `KEY=value` lines on stdout, and delete everything on SIGINT/SIGTERM.
 
-use super::{HbaAuth, PgLab, PgOptions};
+use super::{HbaAuth, PgLab, PgOptions, RedisLab, RedisOptions};
 
 #[derive(Debug, clap::Args)]
 pub struct LabArgs {
@@ -14,6 +14,13 @@ pub struct LabArgs {
     /// Extra postgresql.conf lines, e.g. --conf "max_connections = 500".
     #[arg(long)]
     pub conf: Vec<String>,
+    /// Also start Redis: standalone, cluster (3 primaries) or sentinel (primary, replica,
+    /// three sentinels; prints REDIS_SENTINELS and REDIS_MASTER for --redis-sentinel).
+    #[arg(long, value_parser = ["standalone", "cluster", "sentinel"])]
+    pub redis: Option<String>,
+    /// Start no PostgreSQL (with --redis).
+    #[arg(long, requires = "redis")]
+    pub no_postgres: bool,
 }
 
 pub fn run(args: LabArgs) -> anyhow::Result<()> {
@@ -23,17 +30,35 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
         "trust" => HbaAuth::Trust,
         other => anyhow::bail!("--auth must be scram-sha-256, md5 or trust, not {other:?}"),
     };
-    let lab = PgLab::start(PgOptions {
-        auth,
-        replica: args.replica,
-        conf: args.conf,
-        ..PgOptions::default()
-    })?;
-    println!("PG_PRIMARY_URL={}", lab.url("postgres"));
-    if let Some(url) = lab.replica_url("postgres") {
-        println!("PG_REPLICA_URL={url}");
+    let pg = match args.no_postgres {
+        true => None,
+        false => Some(PgLab::start(PgOptions {
+            auth,
+            replica: args.replica,
+            conf: args.conf,
+            ..PgOptions::default()
+        })?),
+    };
+    if let Some(lab) = &pg {
+        println!("PG_PRIMARY_URL={}", lab.url("postgres"));
+        if let Some(url) = lab.replica_url("postgres") {
+            println!("PG_REPLICA_URL={url}");
+        }
+        println!("PG_BINDIR={}", super::postgres::bindir()?.display());
     }
-    println!("PG_BINDIR={}", super::postgres::bindir()?.display());
+    let redis = match args.redis.as_deref() {
+        Some("cluster") => Some(RedisLab::start(RedisOptions::cluster(3, 0))?),
+        Some("sentinel") => Some(RedisLab::start(RedisOptions::sentinel())?),
+        Some(_) => Some(RedisLab::start(RedisOptions::default())?),
+        None => None,
+    };
+    if let Some(lab) = &redis {
+        println!("REDIS_URL={}", lab.url());
+        if lab.is_sentinel() {
+            println!("REDIS_SENTINELS={}", lab.sentinel_addrs().join(","));
+            println!("REDIS_MASTER={}", lab.master_name());
+        }
+    }
     println!("LAB_READY=1");
     use std::io::Write;
     std::io::stdout().flush()?;
@@ -50,6 +75,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
         }
         anyhow::Ok(())
     })?;
-    drop(lab);
+    drop(redis);
+    drop(pg);
     Ok(())
 }

@@ -1,7 +1,7 @@
-//! Real servers (PostgreSQL, Redis standalone and cluster) on free ports in temp dirs, for tests, benches and `pake demo`. This is
-//! product code: each test owns its servers, so tests run in parallel, and everything is
-//! stopped and deleted on drop — also when a test panics, and (by a parent-death signal)
-//! when the process is killed outright.
+//! Real servers (PostgreSQL; Redis standalone, cluster and Sentinel) on free ports in temp
+//! dirs, for tests, benches and `pake demo`. This is product code: each test owns its
+//! servers, so tests run in parallel, and everything is stopped and deleted on drop — also
+//! when a test panics, and (by a parent-death signal) when the process is killed outright.
 
 pub mod certs;
 pub mod cli;

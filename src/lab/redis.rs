@@ -3,9 +3,12 @@
 //! node on free ports (client and cluster-bus) in its own temp dir, killed and deleted on
 //! drop — also when a test panics, and by the parent-death signal when the process dies.
 //!
-//! [`RedisLab`] holds a list of [`RedisNode`]s and a [`Topology`]; a Sentinel topology
-//! (primary, replica, sentinels) fits the same shape: more nodes, another start routine.
-//! Nodes can be killed and restarted on the same port and data dir for chaos tests.
+//! [`RedisLab`] holds a list of [`RedisNode`]s and a [`Topology`]. The Sentinel topology is a
+//! primary (node 0), a replica of it (node 1) and three `redis-server --sentinel` processes
+//! (quorum 2, a 1 s down-after, a short failover timeout so tests are quick), ready only once
+//! every sentinel knows the replica and the two other sentinels: a `SENTINEL FAILOVER` can
+//! then be forced at once. Nodes can be killed and restarted on the same port and data dir
+//! for chaos tests.
 
 use super::process::{command, free_port, hand_over, spawn_server};
 use super::LabError;
@@ -21,8 +24,19 @@ use tempfile::TempDir;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Topology {
     Standalone,
-    Cluster { primaries: usize, replicas: usize },
+    Cluster {
+        primaries: usize,
+        replicas: usize,
+    },
+    /// One primary, one replica, three sentinels monitoring them as [`SENTINEL_MASTER`].
+    Sentinel,
 }
+
+/// The name the lab's sentinels monitor their primary under.
+pub const SENTINEL_MASTER: &str = "pake-lab";
+/// Sentinels in the Sentinel topology, and how many must agree that the primary is down.
+const SENTINELS: usize = 3;
+const QUORUM: usize = 2;
 
 /// What to start.
 #[derive(Debug, Clone)]
@@ -34,6 +48,8 @@ pub struct RedisOptions {
     pub users: Vec<(String, String)>,
     /// Extra `redis.conf` lines.
     pub conf: Vec<String>,
+    /// `requirepass` for the sentinels themselves (Sentinel topology).
+    pub sentinel_password: Option<String>,
 }
 
 impl Default for RedisOptions {
@@ -43,11 +59,20 @@ impl Default for RedisOptions {
             password: None,
             users: Vec::new(),
             conf: Vec::new(),
+            sentinel_password: None,
         }
     }
 }
 
 impl RedisOptions {
+    /// One primary, one replica, three sentinels.
+    pub fn sentinel() -> RedisOptions {
+        RedisOptions {
+            topology: Topology::Sentinel,
+            ..RedisOptions::default()
+        }
+    }
+
     pub fn cluster(primaries: usize, replicas: usize) -> RedisOptions {
         RedisOptions {
             topology: Topology::Cluster {
@@ -59,17 +84,22 @@ impl RedisOptions {
     }
 }
 
-/// One `redis-server` process.
+/// One `redis-server` process (a data node, or a sentinel).
 pub struct RedisNode {
     pub port: u16,
     pub bus_port: u16,
     dir: PathBuf,
     child: Option<Child>,
     password: Option<String>,
+    /// Runs as `redis-server sentinel.conf --sentinel`.
+    sentinel: bool,
 }
 
 pub struct RedisLab {
+    /// Data nodes: the cluster's nodes, or the primary and its replicas.
     pub nodes: Vec<RedisNode>,
+    /// Sentinel processes (Sentinel topology only).
+    pub sentinels: Vec<RedisNode>,
     pub topology: Topology,
     pub password: Option<String>,
     // dropped last: the nodes stop first
@@ -99,32 +129,176 @@ impl RedisLab {
                 primaries,
                 replicas,
             } => primaries * (1 + replicas),
+            Topology::Sentinel => 2,
         };
-        let mut nodes = Vec::with_capacity(count);
+        let mut nodes: Vec<RedisNode> = Vec::with_capacity(count);
         for i in 0..count {
-            let node_dir = dir.path().join(format!("node{i}"));
-            std::fs::create_dir_all(&node_dir)?;
-            let mut node = RedisNode {
-                port: 0,
-                bus_port: 0,
-                dir: node_dir,
-                child: None,
-                password: opts.password.clone(),
-            };
-            node.configure(&opts)?;
+            let mut node = RedisNode::new(dir.path().join(format!("node{i}")), &opts, false)?;
+            let mut node_opts = opts.clone();
+            if let (Topology::Sentinel, Some(primary)) = (opts.topology, nodes.first()) {
+                node_opts
+                    .conf
+                    .push(format!("replicaof 127.0.0.1 {}", primary.port));
+            }
+            node.configure(&node_opts)?;
             node.start_on_free_ports()?;
             nodes.push(node);
         }
-        let lab = RedisLab {
+        let mut lab = RedisLab {
             nodes,
+            sentinels: Vec::new(),
             topology: opts.topology,
-            password: opts.password,
+            password: opts.password.clone(),
             _dir: dir,
         };
-        if let Topology::Cluster { replicas, .. } = opts.topology {
-            lab.create_cluster(replicas)?;
+        match opts.topology {
+            Topology::Cluster { replicas, .. } => lab.create_cluster(replicas)?,
+            Topology::Sentinel => lab.start_sentinels(&opts)?,
+            Topology::Standalone => {}
         }
         Ok(lab)
+    }
+
+    /// Start the sentinels once the replica has synced, and wait until each of them knows
+    /// the replica and the other sentinels (so a failover can be forced right away).
+    fn start_sentinels(&mut self, opts: &RedisOptions) -> Result<(), LabError> {
+        self.wait_replicas_synced(Duration::from_secs(30))?;
+        let primary = self.nodes[0].port;
+        let root = self.nodes[0]
+            .dir
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_default();
+        for i in 0..SENTINELS {
+            let mut s = RedisNode::new(root.join(format!("sentinel{i}")), opts, true)?;
+            s.configure_sentinel(primary, opts)?;
+            s.start_on_free_ports()?;
+            self.sentinels.push(s);
+        }
+        self.wait_sentinels_ready(Duration::from_secs(30))
+    }
+
+    fn wait_sentinels_ready(&self, limit: Duration) -> Result<(), LabError> {
+        let started = Instant::now();
+        let others = (SENTINELS - 1).to_string();
+        loop {
+            let ready = self.sentinels.iter().all(|s| {
+                s.query(&["SENTINEL", "MASTER", SENTINEL_MASTER])
+                    .is_ok_and(|info| {
+                        let f = fields(&info);
+                        f.get("num-other-sentinels") == Some(&others.as_str())
+                            && f.get("num-slaves") == Some(&"1")
+                    })
+            });
+            if ready {
+                return Ok(());
+            }
+            if started.elapsed() > limit {
+                return Err(LabError::Failed {
+                    what: "sentinels did not discover each other and the replica".into(),
+                    output: self
+                        .sentinels
+                        .iter()
+                        .map(RedisNode::sentinel_log)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `host:port` of every sentinel (Sentinel topology).
+    pub fn sentinel_addrs(&self) -> Vec<String> {
+        self.sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port))
+            .collect()
+    }
+
+    /// The name the sentinels monitor the primary under.
+    pub fn master_name(&self) -> &'static str {
+        SENTINEL_MASTER
+    }
+
+    /// The node the running sentinels name as primary, once they all agree.
+    pub fn current_primary(&self) -> Option<usize> {
+        let ports: Vec<String> = self
+            .sentinels
+            .iter()
+            .filter(|s| s.is_running())
+            .filter_map(|s| {
+                s.query(&["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER])
+                    .ok()
+                    .and_then(|r| r.lines().nth(1).map(String::from))
+            })
+            .collect();
+        let first = ports.first()?;
+        if ports.iter().any(|p| p != first) {
+            return None;
+        }
+        self.nodes.iter().position(|n| n.port.to_string() == *first)
+    }
+
+    /// Force a failover with `SENTINEL FAILOVER` (retried while the sentinels say no replica
+    /// is ready yet, or a failover is still in progress), then [`RedisLab::wait_switched`].
+    pub fn failover(&self, limit: Duration) -> Result<usize, LabError> {
+        let started = Instant::now();
+        let old = self.current_primary();
+        let sentinel = self
+            .sentinels
+            .iter()
+            .find(|s| s.is_running())
+            .ok_or_else(|| LabError::Missing("a running sentinel".into()))?;
+        loop {
+            match sentinel.query(&["SENTINEL", "FAILOVER", SENTINEL_MASTER]) {
+                Ok(_) => break,
+                Err(e) if started.elapsed() > limit => {
+                    return Err(LabError::Failed {
+                        what: format!("SENTINEL FAILOVER ({e})"),
+                        output: sentinel.sentinel_log(),
+                    })
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(200)),
+            }
+        }
+        self.wait_switched(old, limit.saturating_sub(started.elapsed()))
+    }
+
+    /// Wait until every running sentinel names a primary other than `old` and that node
+    /// reports `role:master` (after [`RedisLab::failover`], or after killing the primary);
+    /// the new primary's index.
+    pub fn wait_switched(&self, old: Option<usize>, limit: Duration) -> Result<usize, LabError> {
+        let started = Instant::now();
+        loop {
+            if let Some(new) = self.current_primary().filter(|n| Some(*n) != old) {
+                let promoted = self.nodes[new]
+                    .query(&["ROLE"])
+                    .is_ok_and(|r| r.starts_with("master"));
+                if promoted {
+                    return Ok(new);
+                }
+            }
+            if started.elapsed() > limit {
+                return Err(LabError::Failed {
+                    what: "the sentinels did not switch to another primary".into(),
+                    output: self
+                        .sentinels
+                        .iter()
+                        .find(|s| s.is_running())
+                        .map(RedisNode::sentinel_log)
+                        .unwrap_or_default(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kill a sentinel outright (SIGKILL).
+    pub fn kill_sentinel(&mut self, i: usize) {
+        if let Some(s) = self.sentinels.get_mut(i) {
+            s.kill();
+        }
     }
 
     fn create_cluster(&self, replicas: usize) -> Result<(), LabError> {
@@ -213,6 +387,10 @@ impl RedisLab {
         matches!(self.topology, Topology::Cluster { .. })
     }
 
+    pub fn is_sentinel(&self) -> bool {
+        self.topology == Topology::Sentinel
+    }
+
     /// Kill a node outright (SIGKILL), like a crash.
     pub fn kill(&mut self, i: usize) {
         if let Some(n) = self.nodes.get_mut(i) {
@@ -229,7 +407,60 @@ impl RedisLab {
     }
 }
 
+/// A `SENTINEL MASTER` / `SENTINEL REPLICAS` entry (name and value on alternate lines of
+/// [`RedisNode::query`]'s text) as a map.
+fn fields(text: &str) -> std::collections::HashMap<&str, &str> {
+    let lines: Vec<&str> = text.lines().collect();
+    lines
+        .chunks(2)
+        .filter_map(|c| Some((c[0], *c.get(1)?)))
+        .collect()
+}
+
 impl RedisNode {
+    fn new(dir: PathBuf, opts: &RedisOptions, sentinel: bool) -> Result<RedisNode, LabError> {
+        std::fs::create_dir_all(&dir)?;
+        Ok(RedisNode {
+            port: 0,
+            bus_port: 0,
+            dir,
+            child: None,
+            // sentinels log in to the data nodes with auth-pass; their own password is apart
+            password: if sentinel {
+                opts.sentinel_password.clone()
+            } else {
+                opts.password.clone()
+            },
+            sentinel,
+        })
+    }
+
+    fn configure_sentinel(&self, primary: u16, opts: &RedisOptions) -> Result<(), LabError> {
+        let m = SENTINEL_MASTER;
+        let mut conf = format!(
+            "bind 127.0.0.1\nprotected-mode no\ndaemonize no\nloglevel notice\n\
+             logfile sentinel.log\ndir .\nsentinel resolve-hostnames no\n\
+             sentinel monitor {m} 127.0.0.1 {primary} {QUORUM}\n\
+             sentinel down-after-milliseconds {m} 1000\n\
+             sentinel failover-timeout {m} 5000\nsentinel parallel-syncs {m} 1\n"
+        );
+        if let Some(pw) = &opts.password {
+            conf.push_str(&format!("sentinel auth-pass {m} {pw}\n"));
+        }
+        if let Some(pw) = &opts.sentinel_password {
+            // the sentinels log in to each other with it too
+            conf.push_str(&format!("requirepass {pw}\nsentinel sentinel-pass {pw}\n"));
+        }
+        // the sentinel rewrites its own file: it must be able to write it
+        std::fs::write(self.dir.join("sentinel.conf"), conf)?;
+        hand_over(&self.dir)?;
+        Ok(())
+    }
+
+    fn sentinel_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("sentinel.log")).unwrap_or_default()
+    }
+
     fn configure(&self, opts: &RedisOptions) -> Result<(), LabError> {
         let mut conf = String::from(
             "bind 127.0.0.1\nprotected-mode no\nsave \"\"\nappendonly no\n\
@@ -274,10 +505,14 @@ impl RedisNode {
             return Ok(());
         }
         let mut cmd = command(&bin("redis-server")?);
-        cmd.current_dir(&self.dir)
-            .arg("redis.conf")
-            .args(["--port", &self.port.to_string()])
-            .args(["--cluster-port", &self.bus_port.to_string()])
+        cmd.current_dir(&self.dir);
+        if self.sentinel {
+            cmd.args(["sentinel.conf", "--sentinel"]);
+        } else {
+            cmd.arg("redis.conf")
+                .args(["--cluster-port", &self.bus_port.to_string()]);
+        }
+        cmd.args(["--port", &self.port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -294,9 +529,12 @@ impl RedisNode {
                 return Ok(());
             }
             if started.elapsed() > Duration::from_secs(20) {
+                let output = self.log();
+                // not left running: a retry on other ports must start a process of its own
+                self.kill();
                 return Err(LabError::Failed {
                     what: "redis-server did not answer PING".into(),
-                    output: self.log(),
+                    output,
                 });
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -320,6 +558,9 @@ impl RedisNode {
     }
 
     pub fn log(&self) -> String {
+        if self.sentinel {
+            return self.sentinel_log();
+        }
         std::fs::read_to_string(self.dir.join("redis.log")).unwrap_or_default()
     }
 

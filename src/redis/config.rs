@@ -1,5 +1,5 @@
-//! The `[redis]` section: where Redis clients connect, which Redis (standalone or cluster)
-//! Pake fronts, the client-facing limits and the L1 cache. Typed, `deny_unknown_fields`,
+//! The `[redis]` section: where Redis clients connect, which Redis (standalone, cluster, or
+//! a primary found through Sentinel) Pake fronts, the client-facing limits and the L1 cache. Typed, `deny_unknown_fields`,
 //! validated by [`RedisConfig::validate`] with errors that name the key.
 
 use crate::config::{Bytes, ConfigError, Dur};
@@ -30,6 +30,26 @@ pub struct RedisConfig {
     pub url: String,
     /// `true`: a Redis Cluster; `false`: standalone; absent: ask the server (`INFO cluster`).
     pub cluster: Option<bool>,
+    /// Sentinels to find the primary through (`"host:port"`). Non-empty turns Sentinel mode
+    /// on: the primary is whatever the sentinels name for `sentinel_master`, and Pake follows
+    /// a failover (`+switch-master`) without a restart. The URL's host and port are then not
+    /// used, only its user, password and database.
+    pub sentinels: Vec<String>,
+    /// The name the sentinels monitor the primary under (`sentinel monitor NAME …`).
+    pub sentinel_master: Option<String>,
+    /// User to log in to the sentinels as, when they require one (Sentinel's own ACL).
+    pub sentinel_username: Option<String>,
+    /// Password for the sentinels (their `requirepass`), when they require one; the data
+    /// nodes use the URL's credentials.
+    pub sentinel_password: Option<String>,
+    /// How often the sentinels are asked for the primary besides listening for their
+    /// `+switch-master` events: the most a missed event delays following a failover.
+    pub sentinel_check_interval: Dur,
+    /// With sentinels: read-only commands that do not fill the L1 go to a replica the
+    /// sentinels report healthy (the primary when there is none). Cacheable reads keep
+    /// filling the L1 from the primary, whose invalidation stream keeps it coherent. Replica
+    /// reads may miss recent writes, a client's own included (replication lag).
+    pub read_from_replicas: bool,
     /// Reactor threads for Redis clients, each a single-threaded runtime with its own
     /// SO_REUSEPORT listener, so a session's reads, L1 hits and writes never wake another
     /// thread (measured: ~10% less CPU per hit than sharing the main runtime). Defaults to
@@ -73,6 +93,12 @@ impl Default for RedisConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 6380)),
             url: "redis://127.0.0.1:6379".into(),
             cluster: None,
+            sentinels: Vec::new(),
+            sentinel_master: None,
+            sentinel_username: None,
+            sentinel_password: None,
+            sentinel_check_interval: Dur::secs(1),
+            read_from_replicas: false,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             pool_size: 4,
             connect_timeout: Dur::secs(5),
@@ -104,6 +130,7 @@ impl RedisConfig {
         if let Err(e) = fred::types::config::Config::from_url(&self.url) {
             bad("url", &format!("not a Redis URL: {e}"));
         }
+        self.validate_sentinel(&mut bad);
         if self.pool_size == 0 {
             bad("pool_size", "must be at least 1");
         }
@@ -136,6 +163,58 @@ impl RedisConfig {
         }
         errs
     }
+
+    /// Sentinel mode is on (`sentinels` given).
+    pub fn uses_sentinel(&self) -> bool {
+        !self.sentinels.is_empty()
+    }
+
+    fn validate_sentinel(&self, bad: &mut impl FnMut(&str, &str)) {
+        for (i, s) in self.sentinels.iter().enumerate() {
+            if split_host_port(s).is_none() {
+                bad(&format!("sentinels[{i}]"), "expected host:port");
+            }
+        }
+        let named = self
+            .sentinel_master
+            .as_deref()
+            .is_some_and(|m| !m.is_empty());
+        if self.uses_sentinel() && !named {
+            bad(
+                "sentinel_master",
+                "needed with sentinels: the name they monitor the primary under",
+            );
+        }
+        if !self.uses_sentinel() && self.sentinel_master.is_some() {
+            bad(
+                "sentinels",
+                "needed with sentinel_master: where to ask for it",
+            );
+        }
+        if self.uses_sentinel() && self.cluster == Some(true) {
+            bad(
+                "cluster",
+                "must not be true with sentinels: Sentinel fronts a standalone primary",
+            );
+        }
+        if self.uses_sentinel() && self.sentinel_check_interval.enabled().is_none() {
+            bad("sentinel_check_interval", "must be more than 0");
+        }
+        if self.read_from_replicas && !self.uses_sentinel() {
+            bad(
+                "read_from_replicas",
+                "needs sentinels: replicas are the ones the sentinels know",
+            );
+        }
+    }
+}
+
+/// `host:port` (IPv6 in brackets) split, the port parsed.
+pub fn split_host_port(addr: &str) -> Option<(&str, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = port.parse().ok()?;
+    (!host.is_empty()).then_some((host, port))
 }
 
 #[cfg(test)]
@@ -156,5 +235,40 @@ mod tests {
             keys,
             vec!["redis.url", "redis.pool_size", "redis.l1_max_entry_size"]
         );
+    }
+
+    #[test]
+    fn sentinel_keys_are_checked_together() {
+        let ok = RedisConfig {
+            sentinels: vec!["10.0.0.1:26379".into(), "[::1]:26380".into()],
+            sentinel_master: Some("mymaster".into()),
+            read_from_replicas: true,
+            ..RedisConfig::default()
+        };
+        assert!(ok.validate().is_empty(), "{:?}", ok.validate());
+        let keys =
+            |c: RedisConfig| -> Vec<String> { c.validate().into_iter().map(|e| e.key).collect() };
+        assert_eq!(
+            keys(RedisConfig {
+                sentinels: vec!["nohost".into()],
+                cluster: Some(true),
+                ..RedisConfig::default()
+            }),
+            vec![
+                "redis.sentinels[0]",
+                "redis.sentinel_master",
+                "redis.cluster"
+            ]
+        );
+        assert_eq!(
+            keys(RedisConfig {
+                sentinel_master: Some("m".into()),
+                read_from_replicas: true,
+                ..RedisConfig::default()
+            }),
+            vec!["redis.sentinels", "redis.read_from_replicas"]
+        );
+        assert_eq!(split_host_port("[::1]:26379"), Some(("::1", 26379)));
+        assert_eq!(split_host_port("h:x"), None);
     }
 }

@@ -29,6 +29,8 @@ pub struct RedisMetrics {
     pub tracking_connections: IntGauge,
     /// Round trip of a PING on a tracking connection: how late invalidations can be.
     pub tracking_lag: Histogram,
+    /// Primary switches followed (Sentinel failovers).
+    pub failovers: IntCounter,
     l1_source: Arc<OnceLock<Weak<L1>>>,
 }
 
@@ -133,6 +135,11 @@ impl RedisMetrics {
                 "Primaries whose invalidation stream is armed",
             ),
             tracking_lag,
+            failovers: counter(
+                reg,
+                "pake_redis_failovers_total",
+                "Primary switches followed under Sentinel (L1 flushed, pools and tracking moved)",
+            ),
             l1_source,
         })
     }

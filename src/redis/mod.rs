@@ -12,12 +12,14 @@
 //! * [`commands`]: the command table every decision comes from;
 //! * [`session`]: one client's loop (pipelining answered in order);
 //! * [`l1`] and [`tracking`]: the cache and what keeps it coherent;
-//! * [`backend`]: fred pools, topology, and raw links to single nodes.
+//! * [`backend`]: fred pools, topology, and raw links to single nodes;
+//! * [`failover`]: following a primary that Redis Sentinel moves.
 
 pub mod backend;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod failover;
 pub mod l1;
 pub mod listener;
 pub mod metrics;
@@ -43,6 +45,8 @@ pub struct Service {
     pub backend: Arc<Backend>,
     pub l1: Option<Arc<L1>>,
     pub tracking: Option<Arc<Tracking>>,
+    /// Follows Sentinel failovers (when the primary is found through Sentinel).
+    pub failover: Option<Arc<failover::Failover>>,
     pub metrics: Arc<RedisMetrics>,
     pub limits: Limits,
     clients: AtomicUsize,
@@ -75,6 +79,13 @@ impl Service {
         } else {
             (None, None)
         };
+        let failover = failover::Failover::start(
+            backend.clone(),
+            tracking.clone(),
+            metrics.clone(),
+            config.read_from_replicas,
+            config.sentinel_check_interval.0,
+        );
         let limits = Limits {
             max_bulk_len: config.max_bulk_len.0 as usize,
             max_depth: config.max_nesting,
@@ -85,6 +96,7 @@ impl Service {
             backend,
             l1,
             tracking,
+            failover,
             metrics,
             limits,
             clients: AtomicUsize::new(0),
@@ -132,6 +144,9 @@ impl Service {
         let deadline = tokio::time::Instant::now() + timeout;
         while self.client_count() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        if let Some(f) = &self.failover {
+            f.stop();
         }
         if let Some(t) = &self.tracking {
             t.stop();

@@ -10,7 +10,10 @@
 //!   late), then reconnect;
 //! * a NULL invalidation (FLUSHALL/FLUSHDB) → the node's slots are flushed;
 //! * the slot map changes (MOVED, failover, resharding) → the affected nodes are restarted,
-//!   which flushes their old slots and re-arms for the new ones.
+//!   which flushes their old slots and re-arms for the new ones;
+//! * Sentinel names a new primary → the failover follower stops the old stream (flushing
+//!   everything) before pools move, and the new primary's stream arms after (see
+//!   [`super::failover`]).
 //!
 //! A slot is *armed* only once `CLIENT TRACKING ON` has been acknowledged, so the L1 never
 //! fills from a node whose writes it would not hear about.
@@ -98,8 +101,10 @@ impl Tracking {
     /// Start, restart or stop node streams so there is exactly one per primary, covering
     /// the slots that primary serves now.
     pub fn sync_topology(self: &Arc<Self>) {
-        let primaries = self.backend.primaries();
+        // read under the lock: a primary switch (begin_switch, then this) must not be undone
+        // by a concurrent sync that read the old primary just before
         let mut nodes = self.nodes.lock();
+        let primaries = self.backend.primaries();
         let stale: Vec<String> = nodes
             .iter()
             .filter(|(addr, h)| {
@@ -152,17 +157,20 @@ impl Tracking {
                         }
                         self.l1.set_armed(&p.slots, true, "armed");
                     }
-                    self.metrics.tracking_connections.inc();
+                    // counted while armed, also when the task is aborted (topology change)
+                    let armed = GaugeGuard::inc(&self.metrics.tracking_connections);
                     backoff = Duration::from_millis(50);
                     tracing::debug!(node = %p.addr, "tracking armed");
                     let ended = self.pump(&mut stream, &p).await;
-                    self.metrics.tracking_connections.dec();
+                    drop(armed);
                     let reason = match &ended {
                         Ended::Lost(_) => "tracking_lost",
                         Ended::Lagging(_) => "tracking_lag",
                     };
                     tracing::info!(node = %p.addr, %ended, "tracking stream ended: node flushed");
                     self.l1.set_armed(&p.slots, false, reason);
+                    // a primary that drops its connections may have been demoted
+                    self.backend.suspect_primary();
                 }
                 Err(e) => {
                     tracing::debug!(node = %p.addr, error = %e, "cannot arm tracking");
@@ -309,6 +317,22 @@ impl Tracking {
         for (_, h) in self.nodes.lock().drain() {
             self.stop_node(h, "shutdown");
         }
+    }
+}
+
+/// One unit of a gauge, given back on drop.
+struct GaugeGuard(prometheus::IntGauge);
+
+impl GaugeGuard {
+    fn inc(g: &prometheus::IntGauge) -> GaugeGuard {
+        g.inc();
+        GaugeGuard(g.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

@@ -85,6 +85,30 @@ impl Env {
         env
     }
 
+    /// Pake in front of a Sentinel lab (primary, replica, three sentinels), finding the
+    /// primary through the sentinels only: the URL's port is a dead one.
+    pub async fn sentinel(tweak: impl FnOnce(&mut RedisConfig)) -> Env {
+        Env::sentinel_with(RedisOptions::sentinel(), tweak).await
+    }
+
+    pub async fn sentinel_with(opts: RedisOptions, tweak: impl FnOnce(&mut RedisConfig)) -> Env {
+        let auth = opts
+            .password
+            .as_ref()
+            .map(|p| format!(":{p}@"))
+            .unwrap_or_default();
+        let lab = lab(opts).await;
+        let mut rc = redis_config(format!("redis://{auth}127.0.0.1:{}", dead_port()));
+        rc.sentinels = lab.sentinel_addrs();
+        rc.sentinel_master = Some(lab.master_name().to_string());
+        rc.sentinel_check_interval = Dur::millis(500);
+        tweak(&mut rc);
+        let pake = start_pake(rc).await;
+        let env = Env { lab, pake };
+        env.wait_armed(&env.pake).await;
+        env
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.pake.redis_addr.expect("redis listener")
     }
@@ -100,6 +124,10 @@ impl Env {
     }
 
     pub fn node_port_for(&self, key: &str) -> u16 {
+        if self.lab.is_sentinel() {
+            let primary = self.lab.current_primary().unwrap_or(0);
+            return self.lab.nodes[primary].port;
+        }
         if !self.lab.is_cluster() {
             return self.lab.nodes[0].port;
         }
@@ -126,6 +154,11 @@ impl Env {
         .await;
         assert!(ok, "tracking never armed");
     }
+}
+
+/// A port nothing listens on.
+pub fn dead_port() -> u16 {
+    pake::lab::process::free_port().expect("free port")
 }
 
 fn owns(line: &str, slot: u16) -> bool {

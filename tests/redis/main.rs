@@ -9,3 +9,4 @@ mod clients;
 mod coherence;
 mod commands;
 mod faults;
+mod sentinel;

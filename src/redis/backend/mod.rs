@@ -1,6 +1,11 @@
 //! The Redis back end: `fred` pools for the shared path, and the topology Pake needs for
 //! everything else (which primary serves a slot, for dedicated links and tracking).
 //!
+//! Under Sentinel ([`sentinel`]) the primary can move: Pake keeps its own "current primary",
+//! which pools, dedicated links and tracking all follow. [`Backend::repoint`] rebuilds every
+//! pool on the new primary and bumps a generation that sessions compare before each batch of
+//! commands (and before trusting an L1 ticket), so none keeps talking to the old one.
+//!
 //! fred does slot routing, MOVED/ASK redirection, slot-map refresh and reconnection; Pake
 //! hands it each command with the slot it computed from the command table
 //! (`ClusterHash::Custom`), so fred never guesses where keys are. There is one pool per
@@ -9,6 +14,7 @@
 //! RESP3 clients get replies from RESP3 connections (no lossy conversion).
 
 pub mod link;
+pub mod sentinel;
 
 use super::config::RedisConfig;
 use super::error::Error;
@@ -20,7 +26,9 @@ use fred::types::config::{Config as FredConfig, ReconnectPolicy, ServerConfig};
 use fred::types::{Builder, RespVersion};
 use link::{Link, Target};
 use parking_lot::RwLock;
+use sentinel::Sentinels;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -48,13 +56,29 @@ pub struct Backend {
     pool_size: usize,
     connect_timeout: Duration,
     command_timeout: Duration,
-    seed: String,
+    /// The node Pake addresses: the standalone server, the current primary under Sentinel,
+    /// or the seed of a cluster.
+    seed: RwLock<String>,
+    /// The sentinels, when the primary is found through them.
+    pub sentinels: Option<Sentinels>,
+    /// A primary switch is under way: no primary is reported, so no tracking stream arms.
+    switching: AtomicBool,
+    /// Bumped when pools are rebuilt (a new primary, a new replica set): sessions holding a
+    /// client from an older generation rebind, and do not fill the L1 meanwhile.
+    generation: AtomicU64,
+    changed: tokio::sync::watch::Sender<u64>,
+    /// Set by whoever sees a sign the primary moved (READONLY, a lost connection): the
+    /// Sentinel follower asks the sentinels at once instead of at its next tick.
+    suspect: tokio::sync::Notify,
     pools: RwLock<HashMap<PoolKey, Arc<Pool>>>,
+    /// Replicas reads may go to (`read_from_replicas`), as the sentinels last listed them.
+    replicas: RwLock<Vec<String>>,
+    replica_pools: RwLock<HashMap<(PoolKey, String), Arc<Pool>>>,
     /// Serialises pool creation so concurrent logins of one user build one pool.
     creating: tokio::sync::Mutex<()>,
 }
 
-fn server_addr(host: &str, port: u16) -> String {
+pub(crate) fn server_addr(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -68,9 +92,19 @@ impl Backend {
     pub async fn connect(cfg: &RedisConfig) -> Result<Arc<Backend>, Error> {
         let mut base = FredConfig::from_url(&cfg.url)
             .map_err(|e| Error::Backend(format!("invalid Redis URL: {e}")))?;
-        let seed = match &base.server {
-            ServerConfig::Centralized { server } => server_addr(&server.host, server.port),
-            ServerConfig::Clustered { hosts, .. } => hosts
+        let sentinels = Sentinels::from_config(cfg);
+        let mut replicas = Vec::new();
+        let seed = match (&sentinels, &base.server) {
+            (Some(s), _) => {
+                let found = s.resolve().await?;
+                tracing::info!(master = %s.master(), primary = %found.primary, epoch = found.epoch, replicas = ?found.replicas, "primary found through Sentinel");
+                if cfg.read_from_replicas {
+                    replicas = found.replicas;
+                }
+                found.primary
+            }
+            (None, ServerConfig::Centralized { server }) => server_addr(&server.host, server.port),
+            (None, ServerConfig::Clustered { hosts, .. }) => hosts
                 .first()
                 .map(|s| server_addr(&s.host, s.port))
                 .ok_or_else(|| Error::Backend("the URL names no host".into()))?,
@@ -78,6 +112,11 @@ impl Backend {
         };
         let connect_timeout = cfg.connect_timeout.0;
         let (detected, version) = probe(&seed, &base, connect_timeout).await?;
+        if sentinels.is_some() && detected {
+            return Err(Error::Backend(format!(
+                "the sentinels name {seed} as primary, but it is a Redis Cluster node"
+            )));
+        }
         let cluster = cfg.cluster.unwrap_or(detected);
         if cluster {
             if let ServerConfig::Centralized { server } = &base.server {
@@ -92,8 +131,15 @@ impl Backend {
             pool_size: cfg.pool_size,
             connect_timeout,
             command_timeout: cfg.command_timeout.0,
-            seed,
+            seed: RwLock::new(seed),
+            sentinels,
+            switching: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            changed: tokio::sync::watch::channel(0).0,
+            suspect: tokio::sync::Notify::new(),
             pools: RwLock::new(HashMap::new()),
+            replicas: RwLock::new(replicas),
+            replica_pools: RwLock::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
         });
         backend.pool(&backend.default_key(Proto::Resp2)).await?;
@@ -122,28 +168,38 @@ impl Backend {
         if let Some(p) = self.pools.read().get(key) {
             return Ok(p.clone());
         }
-        let pool = Arc::new(self.build_pool(key)?);
+        let pool = self.connect_pool(key, None).await?;
+        self.pools.write().insert(key.clone(), pool.clone());
+        Ok(pool)
+    }
+
+    /// Build and connect a pool for `key`: to `node` (a replica), or to the seed/primary.
+    async fn connect_pool(&self, key: &PoolKey, node: Option<&str>) -> Result<Arc<Pool>, Error> {
+        let addr = node.map_or_else(|| self.seed(), str::to_string);
+        let pool = Arc::new(self.build_pool(key, &addr)?);
         for client in pool.clients() {
             let init = tokio::time::timeout(self.connect_timeout, client.init()).await;
             let failure = match init {
                 Ok(Ok(_)) => None,
                 Ok(Err(e)) => Some(Error::Backend(e.details().to_string())),
-                Err(_) => Some(Error::Backend(format!(
-                    "connecting to {} timed out",
-                    self.seed
-                ))),
+                Err(_) => Some(Error::Backend(format!("connecting to {addr} timed out"))),
             };
             if let Some(e) = failure {
                 let _ = pool.quit().await;
                 return Err(e);
             }
         }
-        self.pools.write().insert(key.clone(), pool.clone());
         Ok(pool)
     }
 
-    fn build_pool(&self, key: &PoolKey) -> Result<Pool, Error> {
+    fn build_pool(&self, key: &PoolKey, addr: &str) -> Result<Pool, Error> {
         let mut config = self.base.clone();
+        if !self.cluster {
+            // the standalone server, or whichever node the sentinels name now
+            let (host, port) = super::config::split_host_port(addr)
+                .ok_or_else(|| Error::Backend(format!("bad node address {addr}")))?;
+            config.server = ServerConfig::new_centralized(host, port);
+        }
         if let Some((user, pass)) = &key.auth {
             config.username = Some(user.clone());
             config.password = Some(pass.clone());
@@ -174,8 +230,11 @@ impl Backend {
     /// slot, for a standalone server).
     pub fn primaries(&self) -> Vec<Primary> {
         if !self.cluster {
+            if self.switching.load(SeqCst) {
+                return Vec::new();
+            }
             return vec![Primary {
-                addr: self.seed.clone(),
+                addr: self.seed(),
                 slots: ALL_SLOTS.to_vec(),
             }];
         }
@@ -215,6 +274,10 @@ impl Backend {
 
     /// The primary serving `slot` (any primary when `slot` is `None`).
     pub fn node_for(&self, slot: Option<u16>) -> Option<String> {
+        if !self.cluster {
+            // also mid-switch: dedicated links go to the new primary at once
+            return Some(self.seed());
+        }
         let primaries = self.primaries();
         match slot {
             None => primaries.into_iter().next().map(|p| p.addr),
@@ -257,15 +320,146 @@ impl Backend {
 
     /// Close every pool.
     pub async fn close(&self) {
-        let pools: Vec<Arc<Pool>> = self.pools.write().drain().map(|(_, p)| p).collect();
+        let mut pools: Vec<Arc<Pool>> = self.pools.write().drain().map(|(_, p)| p).collect();
+        pools.extend(self.replica_pools.write().drain().map(|(_, p)| p));
         for p in pools {
             let _ = p.quit().await;
         }
     }
 
+    /// The standalone server or current primary (`host:port`); a cluster's seed node.
+    pub fn seed(&self) -> String {
+        self.seed.read().clone()
+    }
+
+    /// Which pools sessions should be using (see [`Backend::repoint`]).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(SeqCst)
+    }
+
+    /// Notified with the new generation whenever pools are rebuilt.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// A sign the primary may have moved (READONLY, a lost connection): ask the sentinels now.
+    pub fn suspect_primary(&self) {
+        if self.sentinels.is_some() {
+            self.suspect.notify_one();
+        }
+    }
+
+    /// Wait for [`Backend::suspect_primary`].
+    pub async fn suspected(&self) {
+        self.suspect.notified().await
+    }
+
+    /// Step 1 of a primary switch: report no primary, so tracking stops the old stream (and
+    /// flushes what it covered) and arms nothing until [`Backend::repoint`] is done.
+    pub fn begin_switch(&self) {
+        self.switching.store(true, SeqCst);
+    }
+
+    /// Step 2 of a primary switch: rebuild every pool on `primary` (and drop the replica
+    /// pools, which sessions reopen on `replicas`), then bump the generation so sessions
+    /// rebind. Pools that cannot connect now are left out; sessions build them on demand.
+    /// The old pools are closed once their in-flight commands had a chance to finish.
+    pub async fn repoint(&self, primary: &str, replicas: Vec<String>) {
+        let _guard = self.creating.lock().await;
+        *self.seed.write() = primary.to_string();
+        let keys: Vec<PoolKey> = self.pools.read().keys().cloned().collect();
+        let mut fresh = HashMap::new();
+        for key in keys {
+            match self.connect_pool(&key, None).await {
+                Ok(p) => {
+                    fresh.insert(key, p);
+                }
+                Err(e) => {
+                    tracing::warn!(%primary, error = %e, "cannot connect a pool to the new primary yet")
+                }
+            }
+        }
+        let mut old: Vec<Arc<Pool>> = std::mem::replace(&mut *self.pools.write(), fresh)
+            .into_values()
+            .collect();
+        old.extend(self.replica_pools.write().drain().map(|(_, p)| p));
+        *self.replicas.write() = replicas;
+        self.bump();
+        self.switching.store(false, SeqCst);
+        retire(old, self.command_timeout);
+    }
+
+    /// The replica set changed (read_from_replicas): drop the replica pools; sessions rebind.
+    pub fn set_replicas(&self, replicas: Vec<String>) {
+        if *self.replicas.read() == replicas {
+            return;
+        }
+        *self.replicas.write() = replicas;
+        let old: Vec<Arc<Pool>> = self.replica_pools.write().drain().map(|(_, p)| p).collect();
+        self.bump();
+        retire(old, self.command_timeout);
+    }
+
+    pub fn replicas(&self) -> Vec<String> {
+        self.replicas.read().clone()
+    }
+
+    fn bump(&self) {
+        let g = self.generation.fetch_add(1, SeqCst) + 1;
+        self.changed.send_replace(g);
+    }
+
+    /// A client of a replica pool for `key` (the `pick`-th replica, round the list), built on
+    /// first use; `None` when there is no replica or it cannot be reached.
+    pub async fn replica_client(
+        &self,
+        key: &PoolKey,
+        pick: usize,
+    ) -> Option<fred::clients::Client> {
+        let replicas = self.replicas();
+        let addr = replicas.get(pick % replicas.len().max(1))?.clone();
+        let slot = (key.clone(), addr.clone());
+        let cached = self.replica_pools.read().get(&slot).cloned();
+        let pool = match cached {
+            Some(p) => p,
+            None => {
+                let _guard = self.creating.lock().await;
+                let again = self.replica_pools.read().get(&slot).cloned();
+                match again {
+                    Some(p) => p,
+                    None => match self.connect_pool(key, Some(&addr)).await {
+                        Ok(p) => {
+                            self.replica_pools.write().insert(slot, p.clone());
+                            p
+                        }
+                        Err(e) => {
+                            tracing::debug!(replica = %addr, error = %e, "replica unreachable: reads stay on the primary");
+                            return None;
+                        }
+                    },
+                }
+            }
+        };
+        let clients = pool.clients();
+        clients.get(pick % clients.len().max(1)).cloned()
+    }
+
     pub fn command_timeout(&self) -> Duration {
         self.command_timeout
     }
+}
+
+/// Close pools that were replaced, after `grace` (their in-flight commands finish first).
+fn retire(pools: Vec<Arc<Pool>>, grace: Duration) {
+    if pools.is_empty() {
+        return;
+    }
+    tokio::spawn(async move {
+        tokio::time::sleep(grace.min(Duration::from_secs(5))).await;
+        for p in pools {
+            let _ = tokio::time::timeout(Duration::from_secs(1), p.quit()).await;
+        }
+    });
 }
 
 /// Ask the seed whether it is a cluster node, and its version.

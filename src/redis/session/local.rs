@@ -120,15 +120,11 @@ impl Session {
             .svc
             .user_id(next.auth.as_ref().map(|(u, _)| u.as_str()));
         let key = next.pool_key();
-        let pool = self.svc.backend.pool(&key).await.map_err(|e| match e {
+        self.bind(&key).await.map_err(|e| match e {
             // Redis's own words (WRONGPASS…, NOAUTH…) reach the client as they are
             Error::Backend(msg) => Error::Refused(msg),
             other => other,
         })?;
-        let clients = pool.clients();
-        self.fred = clients
-            .get(self.id as usize % clients.len().max(1))
-            .cloned();
         if next.pool_key() != self.state.pool_key() {
             self.link = None;
         }

@@ -13,6 +13,10 @@
 //! Pipelined commands all go through the one fred client this session is assigned, so
 //! Redis executes them in the order sent; while one of this session's writes is in flight,
 //! its reads bypass the L1 (a pipelined `SET k; GET k` never reads the old `k`).
+//!
+//! When the backend rebuilds its pools (a Sentinel failover), the session rebinds before its
+//! next batch of commands; a subscribed client is disconnected, to resubscribe on the new
+//! primary.
 
 pub mod dispatch;
 pub mod local;
@@ -86,6 +90,10 @@ pub struct Session {
     pub state: ClientState,
     /// The fred client all of this session's shared-path commands go through.
     fred: Option<fred::clients::Client>,
+    /// The backend generation `fred` (and `replica`) came from.
+    pool_gen: u64,
+    /// A replica's client for key reads (`read_from_replicas`), when one is reachable.
+    replica: Option<fred::clients::Client>,
     /// MULTI in progress: commands queued until EXEC.
     tx: Option<pinned::Tx>,
     /// Dedicated link (blocking commands, WATCH/EXEC, pub/sub), kept for reuse.
@@ -122,6 +130,8 @@ impl Session {
             pending_writes: 0,
             state,
             fred: None,
+            pool_gen: 0,
+            replica: None,
             tx: None,
             link: None,
             watch_slot: None,
@@ -149,6 +159,10 @@ impl Session {
     async fn serve(&mut self) -> Result<(), Error> {
         self.bind_pool().await?;
         loop {
+            if self.pool_gen != self.svc.backend.generation() {
+                // the backend moved (a new primary): no command may reach the old pools
+                self.bind_pool().await?;
+            }
             self.take_requests();
             if self.reset_now {
                 // an injected reset: the connection goes without a word
@@ -277,11 +291,25 @@ impl Session {
 
     /// Point the session at the pool of its (user, db, protocol).
     async fn bind_pool(&mut self) -> Result<(), Error> {
-        let pool = self.svc.backend.pool(&self.state.pool_key()).await?;
+        self.bind(&self.state.pool_key()).await
+    }
+
+    /// Take a client from `key`'s pool (and a replica's, when reads may go there).
+    async fn bind(&mut self, key: &PoolKey) -> Result<(), Error> {
+        let backend = self.svc.backend.clone();
+        // read first: a pool fetched after a rebuild then carries at worst an older number,
+        // which only causes one more rebind
+        let generation = backend.generation();
+        let pool = backend.pool(key).await?;
         let clients = pool.clients();
         self.fred = clients
             .get(self.id as usize % clients.len().max(1))
             .cloned();
+        self.replica = match self.svc.config.read_from_replicas {
+            true => backend.replica_client(key, self.id as usize).await,
+            false => None,
+        };
+        self.pool_gen = generation;
         Ok(())
     }
 
@@ -300,11 +328,15 @@ impl Session {
             .await
             .map_err(Error::ClientIo)?;
         let mut closing = self.closing.clone();
+        let mut moved = self.svc.backend.changes();
+        let generation = self.pool_gen;
         tokio::select! {
             r = tokio::io::copy_bidirectional(&mut self.client, &mut link.stream) => {
                 r.map(|_| ()).map_err(Error::ClientIo)
             }
             _ = closing.wait_for(|c| *c) => Err(Error::Shutdown),
+            // the subscription is on the old primary: hang up so the client resubscribes
+            _ = moved.wait_for(|g| *g != generation) => Err(Error::LinkLost("the primary changed".into())),
         }
     }
 

@@ -111,6 +111,10 @@ impl Session {
         if matches!(reply, Err(Error::LinkLost(_))) {
             self.link = None;
             self.watch_slot = None;
+            self.svc.backend.suspect_primary();
+        }
+        if reply.as_ref().is_ok_and(|r| r.starts_with(b"-READONLY")) {
+            self.svc.backend.suspect_primary();
         }
         reply
     }
@@ -196,7 +200,21 @@ impl Session {
             ));
             return Ok(Flow::Continue);
         }
+        let watched = self.watch_slot.is_some();
         let slot = tx.slot.or(self.watch_slot.take().flatten());
+        let watched_node = self.link.as_ref().map(|l| l.addr.clone());
+        if watched && watched_node != self.svc.backend.node_for(slot) {
+            // the WATCHes were set on a primary that has since been replaced: the keys may
+            // have changed, so the transaction is aborted as Redis aborts a touched WATCH
+            self.link = None;
+            let mut out = BytesMut::new();
+            match self.state.proto {
+                crate::redis::resp::encode::Proto::Resp2 => out.extend_from_slice(b"*-1\r\n"),
+                crate::redis::resp::encode::Proto::Resp3 => out.extend_from_slice(b"_\r\n"),
+            }
+            self.push_reply(out.freeze());
+            return Ok(Flow::Continue);
+        }
         let mut batch = link::command(&[b"MULTI"]);
         batch.extend_from_slice(&tx.queued);
         batch.extend_from_slice(&link::command(&[b"EXEC"]));

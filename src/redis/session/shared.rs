@@ -8,11 +8,16 @@
 //! * MSET, DEL, UNLINK, EXISTS, TOUCH: split by slot, sent concurrently, merged;
 //! * broadcast commands (FLUSHALL, DBSIZE, KEYS, SCRIPT…): every primary, merged;
 //! * writes: their keys are invalidated locally once Redis answered, before the reply is
-//!   queued for the client.
+//!   queued for the client;
+//! * with `read_from_replicas`, read-only key commands that do not fill the L1 go to the
+//!   session's replica client (the primary when it is not connected);
+//! * a READONLY reply or a lost connection tells the Sentinel follower to look for a new
+//!   primary; an L1 ticket is trusted only while the session's pools are the backend's
+//!   current ones (a switch bumps the generation after flushing).
 
 use super::dispatch::{common_slot, keys_of};
 use super::{Done, Session};
-use crate::redis::commands::{Kind, Merge, Spec, CACHE, FLUSH, WRITE};
+use crate::redis::commands::{Kind, Merge, Spec, CACHE, FLUSH, READ, WRITE};
 use crate::redis::error::Error;
 use crate::redis::l1::{CacheKey, Ticket, L1};
 use crate::redis::resp::{encode, encode::Proto, Request};
@@ -34,6 +39,18 @@ struct Ctx {
     svc: Arc<Service>,
     client: Client,
     proto: Proto,
+    /// The backend generation `client` belongs to.
+    generation: u64,
+}
+
+impl Ctx {
+    /// An L1 ticket for `key`, only while `client` is from the backend's current pools: a
+    /// primary switch flushes and disarms, moves the pools, then re-arms, so a ticket taken
+    /// after the re-arm by a client of the old pools would vouch for the old primary's data.
+    fn ticket(&self, l1: &L1, slot: u16, key: &[u8]) -> Option<Ticket> {
+        let t = l1.ticket(slot, key)?;
+        (self.svc.backend.generation() == self.generation).then_some(t)
+    }
 }
 
 /// Send one command through fred to the node serving `slot`.
@@ -54,13 +71,30 @@ async fn send(client: &Client, name: &'static str, args: &[Bytes], slot: Option<
 fn encode_reply(ctx: &Ctx, reply: &Reply) -> Bytes {
     let mut out = BytesMut::new();
     match reply {
-        Ok(frame) => encode::frame(&mut out, frame, ctx.proto),
+        Ok(frame) => {
+            if is_readonly(frame) {
+                // written to a node that is no longer the primary
+                ctx.svc.backend.suspect_primary();
+            }
+            encode::frame(&mut out, frame, ctx.proto)
+        }
         Err(e) => {
+            if e.source() == crate::redis::error::Source::Backend {
+                ctx.svc.backend.suspect_primary();
+            }
             ctx.svc.metrics.backend_error(e.label());
             encode::error(&mut out, &e.reply());
         }
     }
     out.freeze()
+}
+
+fn is_readonly(f: &BytesFrame) -> bool {
+    match f {
+        BytesFrame::SimpleError { data, .. } => data.starts_with("READONLY"),
+        BytesFrame::BlobError { data, .. } => data.starts_with(b"READONLY"),
+        _ => false,
+    }
 }
 
 /// The key's remaining TTL from a PTTL reply (`None`: no TTL, or unknown).
@@ -79,14 +113,18 @@ impl Session {
             self.push_error(&Error::Backend("no backend pool".into()));
             return;
         };
-        let ctx = Ctx {
+        let mut ctx = Ctx {
             svc: self.svc.clone(),
             client,
             proto: self.state.proto,
+            generation: self.pool_gen,
         };
         let cluster = self.svc.backend.cluster;
         let keys = keys_of(spec, &req.args);
         let l1 = self.svc.l1.clone().filter(|_| self.pending_writes == 0);
+        if let Some(replica) = self.replica_for(spec, &keys, l1.is_some()) {
+            ctx.client = replica;
+        }
         match spec.kind {
             Kind::Split(Merge::Concat) => return self.mget(ctx, spec, req, l1),
             Kind::Split(merge) if cluster && keys.len() > 1 => {
@@ -119,13 +157,23 @@ impl Session {
                     }
                     return self.push_reply(hit);
                 }
-                let ticket = l1.ticket(slot.unwrap_or(0), keys[0]);
+                let ticket = ctx.ticket(&l1, slot.unwrap_or(0), keys[0]);
                 let fut = cached_read(ctx, spec, req, slot, l1, key, ticket);
                 return self.push_future(Box::pin(fut), false);
             }
         }
         let fut = plain(ctx, spec, req, slot);
         self.push_future(Box::pin(fut), spec.is(WRITE));
+    }
+
+    /// The replica client for a read-only key command that will not fill the L1, when
+    /// `read_from_replicas` gave the session one and it is connected.
+    fn replica_for(&self, spec: &Spec, keys: &[&Bytes], l1_on: bool) -> Option<Client> {
+        let replica = self.replica.as_ref()?;
+        let plain_read = spec.is(READ) && !spec.is(WRITE) && spec.kind == Kind::Plain;
+        let fills_l1 = l1_on && spec.is(CACHE);
+        (plain_read && !keys.is_empty() && !fills_l1 && replica.is_connected())
+            .then(|| replica.clone())
     }
 
     /// MGET: hits from the L1, misses fetched per slot, merged in key order.
@@ -169,7 +217,7 @@ impl Session {
                 async move {
                     let args: Vec<Bytes> = idx.iter().map(|&i| keys[i].clone()).collect();
                     let tickets: Vec<Option<Ticket>> = match &l1 {
-                        Some(l1) => args.iter().map(|k| l1.ticket(slot, k)).collect(),
+                        Some(l1) => args.iter().map(|k| ctx.ticket(l1, slot, k)).collect(),
                         None => vec![None; args.len()],
                     };
                     let ttls = fetch_ttls(&ctx, &args, slot, &tickets);
