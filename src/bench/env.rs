@@ -180,6 +180,7 @@ impl Env {
                 cluster: lab.is_cluster(),
                 l1,
                 pool_size: s.redis.pool_size,
+                sentinel: None,
             };
             match t.as_str() {
                 "direct" => {

@@ -244,6 +244,14 @@ impl RedisLab {
     /// is ready yet, or a failover is still in progress), then [`RedisLab::wait_switched`].
     pub fn failover(&self, limit: Duration) -> Result<usize, LabError> {
         let started = Instant::now();
+        let old = self.request_failover(limit)?;
+        self.wait_switched(old, limit.saturating_sub(started.elapsed()))
+    }
+
+    /// Send `SENTINEL FAILOVER` (retried as [`RedisLab::failover`] does) and return at once
+    /// with the primary before it, to watch the switch separately.
+    pub fn request_failover(&self, limit: Duration) -> Result<Option<usize>, LabError> {
+        let started = Instant::now();
         let old = self.current_primary();
         let sentinel = self
             .sentinels
@@ -262,7 +270,7 @@ impl RedisLab {
                 Err(_) => std::thread::sleep(Duration::from_millis(200)),
             }
         }
-        self.wait_switched(old, limit.saturating_sub(started.elapsed()))
+        Ok(old)
     }
 
     /// Wait until every running sentinel names a primary other than `old` and that node

@@ -1,6 +1,10 @@
 //! Following a primary that Redis Sentinel moves: one task per sentinel listens for
-//! `+switch-master`, and a follower asks all the sentinels ([`Sentinels::resolve`]) when one
-//! of them speaks, when the data path sees a sign of a move (READONLY replies, lost
+//! the steps of a promotion and for `+switch-master`. A promotion moves Pake to the
+//! replica as soon as it says `role:master` itself (asked every 10 ms from the moment the
+//! leader selects it, not when the leader notices, up to a second later); sentinels still naming the old primary are
+//! not followed back to it until `+switch-master` confirms the move ([`PROMOTION_HOLD`] at
+//! most: their config epoch can be bumped before the switch, so it cannot tell). Otherwise
+//! the follower asks all the sentinels ([`Sentinels::resolve`]) when one of them speaks, when the data path sees a sign of a move (READONLY replies, lost
 //! connections, a dropped tracking stream), and every `sentinel_check_interval` in case an
 //! event was missed.
 //!
@@ -13,15 +17,24 @@
 //!    is not trusted;
 //! 3. tracking arms on the new primary; fills resume once `CLIENT TRACKING` is acknowledged.
 
+use super::backend::link::Link;
 use super::backend::sentinel::{Resolved, Sentinels};
 use super::backend::Backend;
 use super::metrics::RedisMetrics;
+use super::resp::encode::Proto;
 use super::tracking::Tracking;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// How long answers naming the primary a promotion left are ignored, waiting for the
+/// sentinels to announce the switch (they do when the failover ends, well within this).
+const PROMOTION_HOLD: Duration = Duration::from_secs(30);
+
+/// How long a replica being promoted is watched for becoming a primary.
+const PROMOTION_WAIT: Duration = Duration::from_secs(5);
 
 pub struct Failover {
     backend: Arc<Backend>,
@@ -35,6 +48,12 @@ pub struct Failover {
     /// No sentinel answered at the last check (logged once per outage, not per check).
     blind: AtomicBool,
     wake: Arc<Notify>,
+    /// The replica a promotion step named, not yet acted on, and its own wake-up (a
+    /// promotion does not wait out the pause between checks).
+    promoted: Arc<Mutex<Option<String>>>,
+    urgent: Arc<Notify>,
+    /// The primary a promotion moved away from, and when.
+    left: Mutex<Option<(String, Instant)>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -57,6 +76,9 @@ impl Failover {
             epoch: AtomicU64::new(0),
             blind: AtomicBool::new(false),
             wake: Arc::new(Notify::new()),
+            promoted: Arc::new(Mutex::new(None)),
+            urgent: Arc::new(Notify::new()),
+            left: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
         });
         let mut tasks = Vec::new();
@@ -65,6 +87,8 @@ impl Failover {
                 sentinels.clone(),
                 addr.clone(),
                 f.wake.clone(),
+                f.promoted.clone(),
+                f.urgent.clone(),
             )));
         }
         tasks.push(tokio::spawn(f.clone().follow(sentinels)));
@@ -76,8 +100,13 @@ impl Failover {
         loop {
             tokio::select! {
                 _ = self.wake.notified() => {}
+                _ = self.urgent.notified() => {}
                 _ = self.backend.suspected() => {}
                 _ = tokio::time::sleep(self.interval) => {}
+            }
+            let promoted = self.promoted.lock().take();
+            if let Some(addr) = promoted {
+                self.promote(addr).await;
             }
             match sentinels.resolve().await {
                 Ok(found) => {
@@ -94,7 +123,10 @@ impl Failover {
             }
             // a burst of events (several sentinels, every failing command of every session
             // while the primary is down) makes one check per 100 ms at most
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = self.urgent.notified() => self.urgent.notify_one(),
+            }
         }
     }
 
@@ -106,8 +138,15 @@ impl Failover {
         };
         let current = self.backend.seed();
         if found.primary == current {
+            *self.left.lock() = None;
             self.epoch.fetch_max(found.epoch, SeqCst);
             self.backend.set_replicas(replicas);
+            return;
+        }
+        let held = matches!(&*self.left.lock(),
+            Some((old, at)) if *old == found.primary && at.elapsed() < PROMOTION_HOLD);
+        if held {
+            tracing::debug!(primary = %found.primary, "sentinels not switched yet: the promoted replica stays primary");
             return;
         }
         if found.epoch < self.epoch.load(SeqCst) {
@@ -115,6 +154,57 @@ impl Failover {
             return;
         }
         self.switch(&current, found, replicas).await;
+    }
+
+    /// Follow a promotion: the sentinels still name the old primary (they switch at the end
+    /// of the failover), so the replica itself is asked until it says it is a primary
+    /// ([`PROMOTION_WAIT`] at most: a failover can be aborted before the promotion), and
+    /// the old primary is held off until they switch.
+    async fn promote(&self, addr: String) {
+        let current = self.backend.seed();
+        if addr == current {
+            return;
+        }
+        if !self.wait_master(&addr).await {
+            tracing::info!(replica = %addr, "the replica being promoted did not become primary; staying with the sentinels' answer");
+            return;
+        }
+        let found = Resolved {
+            primary: addr,
+            epoch: self.epoch.load(SeqCst),
+            // reads stay on the primary until the sentinels list the replicas again
+            replicas: Vec::new(),
+        };
+        *self.left.lock() = Some((current.clone(), Instant::now()));
+        self.switch(&current, found, Vec::new()).await;
+    }
+
+    /// Ask `addr` its `ROLE` every 10 ms until it is a primary (true) or [`PROMOTION_WAIT`]
+    /// passes (false).
+    async fn wait_master(&self, addr: &str) -> bool {
+        let deadline = Instant::now() + PROMOTION_WAIT;
+        let target = self
+            .backend
+            .target(addr.to_string(), &self.backend.default_key(Proto::Resp2));
+        let timeout = self.backend.command_timeout();
+        let mut link = None;
+        while Instant::now() < deadline {
+            if link.is_none() {
+                link = tokio::time::timeout(timeout, Link::connect(&target))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            }
+            if let Some(l) = link.as_mut() {
+                match tokio::time::timeout(timeout, l.call(&[b"ROLE"])).await {
+                    Ok(Ok(reply)) if reply.starts_with(b"*3\r\n$6\r\nmaster\r\n") => return true,
+                    Ok(Ok(_)) => {}
+                    _ => link = None,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
     }
 
     /// Move everything to `found.primary` (the order is the module's doc).
@@ -147,12 +237,24 @@ impl Failover {
     }
 }
 
-/// Keep a `+switch-master` subscription open on one sentinel, re-subscribing after a drop.
-async fn watch(sentinels: Sentinels, addr: String, wake: Arc<Notify>) {
+/// Keep a subscription open on one sentinel, re-subscribing after a drop.
+async fn watch(
+    sentinels: Sentinels,
+    addr: String,
+    wake: Arc<Notify>,
+    promoted: Arc<Mutex<Option<String>>>,
+    urgent: Arc<Notify>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
         let began = Instant::now();
-        let on_event = || wake.notify_one();
+        let on_event = |p: Option<String>| match p {
+            Some(p) => {
+                *promoted.lock() = Some(p);
+                urgent.notify_one()
+            }
+            None => wake.notify_one(),
+        };
         let e = sentinels.watch(&addr, &on_event).await;
         tracing::debug!(sentinel = %addr, error = %e, "sentinel subscription lost; retrying");
         if began.elapsed() > Duration::from_secs(5) {

@@ -54,14 +54,29 @@ struct Fault {
     successor: Option<u16>,
 }
 
-/// Not available yet: the lab has no Sentinel topology (being added on branch `redisha`).
-/// When it lands: start it, then `writes_through_pake(&ctx, lab, |lab| …)` with a closure
-/// that sends `SENTINEL FAILOVER <name>` to a sentinel and returns a `Fault` naming the
-/// old primary and the replica to watch.
-pub async fn sentinel_failover(_ctx: Ctx) -> Result<Outcome, BenchError> {
-    Err(BenchError::Unavailable(
-        "not available yet: the lab has no Sentinel topology (branch redisha)".into(),
-    ))
+/// `SENTINEL FAILOVER` under write load: the sentinels promote the replica and demote the
+/// old primary; Pake, given only the sentinels, must follow `+switch-master` by itself.
+pub async fn sentinel_failover(ctx: Ctx) -> Result<Outcome, BenchError> {
+    let lab = blocking(|| Ok(RedisLab::start(RedisOptions::sentinel())?)).await?;
+    let limit = secs(ctx.plan.limit_secs);
+    writes_through_pake(&ctx, lab, move |lab| {
+        let old = lab
+            .current_primary()
+            .ok_or_else(|| BenchError::Client("the sentinels do not agree on a primary".into()))?;
+        let successor = (0..lab.nodes.len())
+            .find(|&i| i != old && lab.nodes[i].is_running())
+            .map(|i| lab.nodes[i].port);
+        lab.request_failover(limit)?;
+        Ok(Fault {
+            note: format!(
+                "SENTINEL FAILOVER {} (primary was 127.0.0.1:{})",
+                lab.master_name(),
+                lab.nodes[old].port
+            ),
+            successor,
+        })
+    })
+    .await
 }
 
 /// Pake in front of `lab`, writers for the steady time, `fault` (blocking; returns a note),
@@ -77,6 +92,9 @@ async fn writes_through_pake(
         cluster: lab.is_cluster(),
         l1: true,
         pool_size: 4,
+        sentinel: lab
+            .is_sentinel()
+            .then(|| (lab.sentinel_addrs(), lab.master_name().to_string())),
     };
     let bin = ctx.bin.clone();
     let pake = blocking(move || bin.start_redis(&side, 0)).await?;
@@ -176,11 +194,17 @@ async fn promoted(port: u16, limit: std::time::Duration) -> bool {
 }
 
 /// Which of `ids` the servers hold, asked directly: by slot in a cluster (the map read from
-/// a node that is up), else on the primary.
+/// a node that is up), else on the primary — with Sentinel the one the sentinels name, as
+/// a demoted primary says `master` until they convert it, seconds later.
 async fn present(lab: &RedisLab, ids: &[u64]) -> Result<HashSet<u64>, BenchError> {
-    let primary =
-        tokio::task::block_in_place(|| (0..lab.nodes.len()).find(|&i| is_primary(lab, i)))
-            .ok_or_else(|| BenchError::Client("no primary is up to verify against".into()))?;
+    let primary = tokio::task::block_in_place(|| {
+        if lab.is_sentinel() {
+            lab.current_primary()
+        } else {
+            (0..lab.nodes.len()).find(|&i| is_primary(lab, i))
+        }
+    })
+    .ok_or_else(|| BenchError::Client("no primary is up to verify against".into()))?;
     let seed = SocketAddr::from(([127, 0, 0, 1], lab.nodes[primary].port));
     let mut by_node: HashMap<SocketAddr, Vec<u64>> = HashMap::new();
     if lab.is_cluster() {

@@ -44,6 +44,9 @@ pub struct RedisSide {
     pub cluster: bool,
     pub l1: bool,
     pub pool_size: usize,
+    /// Sentinel topology: the sentinels' `host:port` and the monitored name (`url` then
+    /// only gives the credentials).
+    pub sentinel: Option<(Vec<String>, String)>,
 }
 
 impl PakeBinary {
@@ -136,6 +139,12 @@ impl PakeBinary {
             .arg(admin.to_string());
         if redis.cluster {
             cmd.arg("--redis-cluster");
+        }
+        if let Some((sentinels, master)) = &redis.sentinel {
+            cmd.arg("--redis-sentinel")
+                .arg(sentinels.join(","))
+                .arg("--redis-master")
+                .arg(master);
         }
         let mut peer = Peer::spawn("pake", cmd, dir)?;
         peer.wait_listening(addr, Duration::from_secs(30))?;
