@@ -630,9 +630,8 @@ impl RedisNode {
         match &self.tls {
             None => self.query_on(tcp, args),
             Some(config) => {
-                let name = rustls::pki_types::ServerName::from(std::net::IpAddr::from([
-                    127, 0, 0, 1,
-                ]));
+                let name =
+                    rustls::pki_types::ServerName::from(std::net::IpAddr::from([127, 0, 0, 1]));
                 let conn = rustls::ClientConnection::new(config.clone(), name)
                     .map_err(|e| LabError::Client(format!("TLS: {e}")))?;
                 self.query_on(rustls::StreamOwned::new(conn, tcp), args)

@@ -45,6 +45,12 @@ pub enum Error {
     LinkLost(String),
     #[error("max number of clients reached")]
     TooManyClients,
+    /// A plaintext client on a listener with `client_tls_sslmode = require`.
+    #[error("TLS is required on this port (client_tls_sslmode = require): connect with TLS, e.g. redis-cli --tls")]
+    TlsRequired,
+    /// Pake's own TLS set-up failed (a certificate or key that cannot be loaded): at start.
+    #[error("TLS set-up: {0}")]
+    Tls(String),
     #[error("Pake is shutting down")]
     Shutdown,
     #[error("client connection: {0}")]
@@ -66,6 +72,8 @@ impl Error {
             | Error::Timeout
             | Error::LinkLost(_)
             | Error::TooManyClients
+            | Error::TlsRequired
+            | Error::Tls(_)
             | Error::Shutdown
             | Error::ClientIo(_) => "ERR",
         }
@@ -90,16 +98,21 @@ impl Error {
             | Error::Syntax(_)
             | Error::Unsupported { .. }
             | Error::Refused(_)
+            | Error::TlsRequired
             | Error::ClientIo(_) => Source::Client,
             Error::Backend(_) | Error::Timeout | Error::LinkLost(_) => Source::Backend,
-            Error::TooManyClients | Error::Shutdown => Source::Proxy,
+            Error::TooManyClients | Error::Tls(_) | Error::Shutdown => Source::Proxy,
         }
     }
 
     /// After this error the client connection is closed (once told, when it can be).
     pub fn closes_connection(&self) -> bool {
         match self {
-            Error::Frame(_) | Error::TooManyClients | Error::Shutdown | Error::ClientIo(_) => true,
+            Error::Frame(_)
+            | Error::TooManyClients
+            | Error::TlsRequired
+            | Error::Shutdown
+            | Error::ClientIo(_) => true,
             // a dedicated link died mid-command: its replies can no longer be matched
             Error::LinkLost(_) => true,
             Error::UnknownCommand { .. }
@@ -109,6 +122,7 @@ impl Error {
             | Error::Unsupported { .. }
             | Error::Backend(_)
             | Error::Refused(_)
+            | Error::Tls(_)
             | Error::Timeout => false,
         }
     }
