@@ -36,6 +36,10 @@ pub enum Error {
     },
     #[error("Redis is unavailable: {0}")]
     Backend(String),
+    /// The TLS handshake with a `rediss://` node failed (its certificate, or a node that
+    /// does not speak TLS on that port).
+    #[error("TLS handshake with Redis failed: {0}")]
+    UpstreamTls(String),
     /// Redis refused a login or command; its own words (`WRONGPASS …`) are the reply.
     #[error("{0}")]
     Refused(String),
@@ -68,6 +72,7 @@ impl Error {
             | Error::Syntax(_)
             | Error::Unsupported { .. }
             | Error::Backend(_)
+            | Error::UpstreamTls(_)
             | Error::Refused(_)
             | Error::Timeout
             | Error::LinkLost(_)
@@ -100,7 +105,9 @@ impl Error {
             | Error::Refused(_)
             | Error::TlsRequired
             | Error::ClientIo(_) => Source::Client,
-            Error::Backend(_) | Error::Timeout | Error::LinkLost(_) => Source::Backend,
+            Error::Backend(_) | Error::UpstreamTls(_) | Error::Timeout | Error::LinkLost(_) => {
+                Source::Backend
+            }
             Error::TooManyClients | Error::Tls(_) | Error::Shutdown => Source::Proxy,
         }
     }
@@ -121,6 +128,7 @@ impl Error {
             | Error::Syntax(_)
             | Error::Unsupported { .. }
             | Error::Backend(_)
+            | Error::UpstreamTls(_)
             | Error::Refused(_)
             | Error::Tls(_)
             | Error::Timeout => false,

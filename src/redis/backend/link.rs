@@ -176,10 +176,17 @@ async fn open(t: &Target) -> Result<ServerStream, Error> {
         .to_string();
     let name = rustls::pki_types::ServerName::try_from(host)
         .map_err(|e| Error::Backend(format!("{}: not a TLS server name: {e}", t.addr)))?;
-    let tls = connector
-        .connect(name, tcp)
-        .await
-        .map_err(|e| Error::Backend(format!("TLS with {}: {e}", t.addr)))?;
+    let tls = connector.connect(name, tcp).await.map_err(|e| {
+        let bad_cert = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+        let hint = match bad_cert {
+            true => " (the certificate must chain to redis.server_tls_ca_file, and name this host under verify-full)",
+            false => " (does this port speak TLS?)",
+        };
+        Error::UpstreamTls(format!("{}: {e}{hint}", t.addr))
+    })?;
     Ok(ServerStream::Tls(Box::new(tls)))
 }
 

@@ -505,12 +505,19 @@ async fn probe(
         connect_timeout: timeout,
         tls,
     };
-    let mut link = Link::connect(&target).await.map_err(|e| {
-        Error::Backend(format!(
+    let mut link = Link::connect(&target).await.map_err(|e| match e {
+        // reached, but not trusted: the hint below would mislead
+        Error::UpstreamTls(_) => e,
+        e => Error::Backend(format!(
             "cannot reach Redis to tell standalone from cluster ({e}); pass --redis-cluster or fix the URL"
-        ))
+        )),
     })?;
-    let info = link.call_ok(&[b"INFO"]).await?;
+    let info = link.call_ok(&[b"INFO"]).await.map_err(|e| match e {
+        Error::LinkLost(m) => Error::Backend(format!(
+            "{seed} hung up at the first command ({m}); if it serves TLS only, use a rediss:// url"
+        )),
+        e => e,
+    })?;
     let info = String::from_utf8_lossy(&info);
     let field = |name: &str| {
         info.lines()
