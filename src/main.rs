@@ -155,6 +155,9 @@ struct ServeArgs {
     /// The --redis URL is a Redis Cluster node (detected when not given).
     #[arg(long, env = "PAKE_REDIS_CLUSTER")]
     redis_cluster: bool,
+    /// PEM CA bundle a rediss:// --redis must chain to ([redis] server_tls_ca_file).
+    #[arg(long, env = "PAKE_REDIS_TLS_CA_FILE")]
+    redis_tls_ca_file: Option<PathBuf>,
     /// Export one span per client transaction to this OTLP/HTTP collector
     /// (e.g. http://127.0.0.1:4318; /v1/traces is appended).
     #[arg(long, env = "PAKE_OTLP_ENDPOINT")]
@@ -246,6 +249,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         redis_listen: args.redis_listen,
         redis_url: args.redis,
         redis_cluster: args.redis_cluster,
+        redis_tls_ca_file: args.redis_tls_ca_file,
         otlp_endpoint: args.otlp_endpoint,
         redis_sentinels: args.redis_sentinel,
         redis_master: args.redis_master,

@@ -11,7 +11,7 @@ use crate::pg::auth::Method;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 pub use units::{Bytes, Dur};
 
 /// The whole configuration file.
@@ -718,6 +718,8 @@ pub struct QuickStart {
     pub redis_url: Option<String>,
     /// `--redis-cluster`: the URL is a cluster node (otherwise detected).
     pub redis_cluster: bool,
+    /// `--redis-tls-ca-file`: the CA a `rediss://` URL's nodes must chain to.
+    pub redis_tls_ca_file: Option<PathBuf>,
     /// `--otlp-endpoint URL`: export transaction spans to this OTLP/HTTP collector.
     pub otlp_endpoint: Option<String>,
     /// `--redis-sentinel HOST:PORT[,HOST:PORT…]`: find the primary through these sentinels.
@@ -801,6 +803,7 @@ impl QuickStart {
         if self.redis_url.is_some()
             || self.redis_listen.is_some()
             || self.redis_cluster
+            || self.redis_tls_ca_file.is_some()
             || !self.redis_sentinels.is_empty()
             || self.redis_master.is_some()
         {
@@ -831,6 +834,9 @@ impl QuickStart {
             }
             if self.redis_cluster {
                 redis.cluster = Some(true);
+            }
+            if let Some(ca) = &self.redis_tls_ca_file {
+                redis.server_tls_ca_file = Some(ca.clone());
             }
         }
         if let Some(url) = &self.otlp_endpoint {

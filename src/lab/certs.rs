@@ -1,5 +1,7 @@
 //! Throwaway certificates for the lab: a CA and a server certificate for `localhost` and
-//! `127.0.0.1` signed by it, made with the `openssl` command line in a temp dir.
+//! `127.0.0.1` signed by it, made with the `openssl` command line in a temp dir. The
+//! certificate is good for client authentication too: Redis Cluster nodes present it to
+//! each other on the (always mutually authenticated) TLS cluster bus.
 
 use super::LabError;
 use std::path::{Path, PathBuf};
@@ -35,7 +37,7 @@ impl Certs {
         let d = dir.path();
         std::fs::write(
             d.join("san.cnf"),
-            "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+            "basicConstraints=CA:FALSE\nsubjectAltName=DNS:localhost,IP:127.0.0.1\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth,clientAuth\n",
         )?;
         openssl(
             d,

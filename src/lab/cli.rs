@@ -18,6 +18,10 @@ pub struct LabArgs {
     /// three sentinels; prints REDIS_SENTINELS and REDIS_MASTER for --redis-sentinel).
     #[arg(long, value_parser = ["standalone", "cluster", "sentinel"])]
     pub redis: Option<String>,
+    /// Redis on TLS only (standalone or cluster), with a fresh lab CA; prints REDIS_CA_FILE
+    /// for Pake's `server_tls_ca_file` and TLS_CERT_FILE / TLS_KEY_FILE it can present.
+    #[arg(long, requires = "redis")]
+    pub redis_tls: bool,
     /// Start no PostgreSQL (with --redis).
     #[arg(long, requires = "redis")]
     pub no_postgres: bool,
@@ -46,14 +50,23 @@ pub fn run(args: LabArgs) -> anyhow::Result<()> {
         }
         println!("PG_BINDIR={}", super::postgres::bindir()?.display());
     }
+    let tls = |opts: RedisOptions| RedisOptions {
+        tls: args.redis_tls,
+        ..opts
+    };
     let redis = match args.redis.as_deref() {
-        Some("cluster") => Some(RedisLab::start(RedisOptions::cluster(3, 0))?),
-        Some("sentinel") => Some(RedisLab::start(RedisOptions::sentinel())?),
-        Some(_) => Some(RedisLab::start(RedisOptions::default())?),
+        Some("cluster") => Some(RedisLab::start(tls(RedisOptions::cluster(3, 0)))?),
+        Some("sentinel") => Some(RedisLab::start(tls(RedisOptions::sentinel()))?),
+        Some(_) => Some(RedisLab::start(tls(RedisOptions::default()))?),
         None => None,
     };
     if let Some(lab) = &redis {
         println!("REDIS_URL={}", lab.url());
+        if let Some(certs) = &lab.certs {
+            println!("REDIS_CA_FILE={}", certs.ca.display());
+            println!("TLS_CERT_FILE={}", certs.cert.display());
+            println!("TLS_KEY_FILE={}", certs.key.display());
+        }
         if lab.is_sentinel() {
             println!("REDIS_SENTINELS={}", lab.sentinel_addrs().join(","));
             println!("REDIS_MASTER={}", lab.master_name());

@@ -9,7 +9,13 @@
 //! every sentinel knows the replica and the two other sentinels: a `SENTINEL FAILOVER` can
 //! then be forced at once. Nodes can be killed and restarted on the same port and data dir
 //! for chaos tests.
+//!
+//! With [`RedisOptions::tls`] the data nodes speak TLS only (`--port 0 --tls-port N`, as a
+//! managed `rediss://` service does), with certificates from a lab CA made in the temp dir
+//! ([`RedisLab::certs`]); replication and the cluster bus use TLS too, and the lab's own
+//! queries and `redis-cli --cluster create` go over TLS against that CA.
 
+use super::certs::Certs;
 use super::process::{command, free_port, hand_over, spawn_server};
 use super::LabError;
 use crate::redis::resp::{self, Limits};
@@ -17,6 +23,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
@@ -50,6 +57,9 @@ pub struct RedisOptions {
     pub conf: Vec<String>,
     /// `requirepass` for the sentinels themselves (Sentinel topology).
     pub sentinel_password: Option<String>,
+    /// Data nodes on TLS only, with certificates from a fresh lab CA (standalone and
+    /// cluster topologies).
+    pub tls: bool,
 }
 
 impl Default for RedisOptions {
@@ -60,6 +70,7 @@ impl Default for RedisOptions {
             users: Vec::new(),
             conf: Vec::new(),
             sentinel_password: None,
+            tls: false,
         }
     }
 }
@@ -93,6 +104,8 @@ pub struct RedisNode {
     password: Option<String>,
     /// Runs as `redis-server sentinel.conf --sentinel`.
     sentinel: bool,
+    /// `port` is a TLS port (no plaintext one): how the lab's own queries connect.
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 pub struct RedisLab {
@@ -102,6 +115,9 @@ pub struct RedisLab {
     pub sentinels: Vec<RedisNode>,
     pub topology: Topology,
     pub password: Option<String>,
+    /// The lab CA and the nodes' certificate (valid for localhost and 127.0.0.1), when the
+    /// nodes speak TLS.
+    pub certs: Option<Certs>,
     // dropped last: the nodes stop first
     _dir: TempDir,
 }
@@ -123,6 +139,13 @@ impl RedisLab {
             .prefix("pake-lab-redis-")
             .tempdir()?;
         hand_over(dir.path())?;
+        if opts.tls && opts.topology == Topology::Sentinel {
+            return Err(LabError::Missing(
+                "TLS for the Sentinel topology (the lab runs TLS standalone or cluster)".into(),
+            ));
+        }
+        let certs = opts.tls.then(Certs::generate).transpose()?;
+        let tls = certs.as_ref().map(client_tls).transpose()?;
         let count = match opts.topology {
             Topology::Standalone => 1,
             Topology::Cluster {
@@ -134,13 +157,14 @@ impl RedisLab {
         let mut nodes: Vec<RedisNode> = Vec::with_capacity(count);
         for i in 0..count {
             let mut node = RedisNode::new(dir.path().join(format!("node{i}")), &opts, false)?;
+            node.tls = tls.clone();
             let mut node_opts = opts.clone();
             if let (Topology::Sentinel, Some(primary)) = (opts.topology, nodes.first()) {
                 node_opts
                     .conf
                     .push(format!("replicaof 127.0.0.1 {}", primary.port));
             }
-            node.configure(&node_opts)?;
+            node.configure(&node_opts, certs.as_ref())?;
             node.start_on_free_ports()?;
             nodes.push(node);
         }
@@ -149,6 +173,7 @@ impl RedisLab {
             sentinels: Vec::new(),
             topology: opts.topology,
             password: opts.password.clone(),
+            certs,
             _dir: dir,
         };
         match opts.topology {
@@ -319,6 +344,9 @@ impl RedisLab {
         if let Some(pw) = &self.password {
             cmd.env("REDISCLI_AUTH", pw);
         }
+        if let Some(certs) = &self.certs {
+            cmd.arg("--tls").arg("--cacert").arg(&certs.ca);
+        }
         let out = cmd.stdin(Stdio::null()).output()?;
         if !out.status.success() {
             return Err(LabError::Failed {
@@ -377,7 +405,7 @@ impl RedisLab {
         }
     }
 
-    /// `redis://[:password@]127.0.0.1:port` of the first node.
+    /// `redis://[:password@]127.0.0.1:port` of the first node (`rediss://` with TLS).
     pub fn url(&self) -> String {
         self.node_url(0)
     }
@@ -388,7 +416,17 @@ impl RedisLab {
             .as_ref()
             .map(|p| format!(":{p}@"))
             .unwrap_or_default();
-        format!("redis://{auth}127.0.0.1:{}", self.nodes[i].port)
+        let scheme = if self.certs.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://{auth}127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    /// The lab CA's PEM file, when the nodes speak TLS.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.certs.as_ref().map(|c| c.ca.clone())
     }
 
     pub fn is_cluster(&self) -> bool {
@@ -440,6 +478,7 @@ impl RedisNode {
                 opts.password.clone()
             },
             sentinel,
+            tls: None,
         })
     }
 
@@ -469,7 +508,7 @@ impl RedisNode {
         std::fs::read_to_string(self.dir.join("sentinel.log")).unwrap_or_default()
     }
 
-    fn configure(&self, opts: &RedisOptions) -> Result<(), LabError> {
+    fn configure(&self, opts: &RedisOptions, certs: Option<&Certs>) -> Result<(), LabError> {
         let mut conf = String::from(
             "bind 127.0.0.1\nprotected-mode no\nsave \"\"\nappendonly no\n\
              daemonize no\nloglevel warning\nlogfile redis.log\n",
@@ -484,6 +523,21 @@ impl RedisNode {
             conf.push_str(
                 "cluster-enabled yes\ncluster-config-file nodes.conf\ncluster-node-timeout 2000\n",
             );
+        }
+        if let Some(c) = certs {
+            // clients need no certificate (the cluster bus always asks for one: nodes present
+            // the lab certificate); replicas and the cluster bus
+            // (whose port is announced as the TLS one) speak TLS as well
+            conf.push_str(&format!(
+                "tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                 tls-auth-clients no\ntls-replication yes\n",
+                c.cert.display(),
+                c.key.display(),
+                c.ca.display()
+            ));
+            if matches!(opts.topology, Topology::Cluster { .. }) {
+                conf.push_str("tls-cluster yes\n");
+            }
         }
         for line in &opts.conf {
             conf.push_str(line);
@@ -520,8 +574,12 @@ impl RedisNode {
             cmd.arg("redis.conf")
                 .args(["--cluster-port", &self.bus_port.to_string()]);
         }
-        cmd.args(["--port", &self.port.to_string()])
-            .stdin(Stdio::null())
+        let port = self.port.to_string();
+        match self.tls {
+            Some(_) => cmd.args(["--port", "0", "--tls-port", &port]),
+            None => cmd.args(["--port", &port]),
+        };
+        cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         self.child = Some(spawn_server(cmd)?);
@@ -575,8 +633,21 @@ impl RedisNode {
     /// Run one command with a tiny blocking RESP client; the reply as text (arrays joined
     /// by newlines, errors as `Err`).
     pub fn query(&self, args: &[&str]) -> Result<String, LabError> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(5)))?;
+        let tcp = TcpStream::connect(("127.0.0.1", self.port))?;
+        tcp.set_read_timeout(Some(Duration::from_secs(5)))?;
+        match &self.tls {
+            None => self.query_on(tcp, args),
+            Some(config) => {
+                let name =
+                    rustls::pki_types::ServerName::from(std::net::IpAddr::from([127, 0, 0, 1]));
+                let conn = rustls::ClientConnection::new(config.clone(), name)
+                    .map_err(|e| LabError::Client(format!("TLS: {e}")))?;
+                self.query_on(rustls::StreamOwned::new(conn, tcp), args)
+            }
+        }
+    }
+
+    fn query_on(&self, mut s: impl Read + Write, args: &[&str]) -> Result<String, LabError> {
         let mut out = Vec::new();
         if let Some(pw) = &self.password {
             out.extend_from_slice(&crate::redis::backend::link::command(&[
@@ -609,6 +680,23 @@ impl RedisNode {
         let last = frames.pop().unwrap_or_default();
         reply_text(&last)
     }
+}
+
+/// A blocking rustls client trusting only the lab CA (the lab's own queries).
+fn client_tls(certs: &Certs) -> Result<Arc<rustls::ClientConfig>, LabError> {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let bad = |e: &dyn std::fmt::Display| LabError::Client(format!("lab CA: {e}"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(&certs.ca).map_err(|e| bad(&e))? {
+        roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// A raw reply as text, for lab checks.

@@ -5,6 +5,9 @@
 use crate::config::{Bytes, ConfigError, Dur};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
+use std::path::PathBuf;
+
+pub use crate::tls::ClientTlsMode;
 
 /// How invalidations reach Pake from each primary.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
@@ -19,6 +22,19 @@ pub enum TrackingProtocol {
     Resp2,
 }
 
+/// How the certificate of a `rediss://` upstream is checked. Both modes verify the chain
+/// against `server_tls_ca_file`: Pake never talks to an unauthenticated Redis over TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerTlsVerify {
+    /// Chain, and the host name (or IP) Pake connects to (libpq's `verify-full`).
+    #[default]
+    VerifyFull,
+    /// Chain only: any name signed by the CA is accepted (libpq's `verify-ca`), for nodes
+    /// reached by addresses their certificates do not name.
+    VerifyCa,
+}
+
 /// The Redis proxy.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -26,8 +42,25 @@ pub struct RedisConfig {
     /// Where Redis clients connect.
     pub listen: SocketAddr,
     /// The Redis to front: `redis://[user:password@]host:port[/db]`. For a cluster, any
-    /// node (the others are discovered).
+    /// node (the others are discovered). `rediss://` speaks TLS to every Redis node: the
+    /// shared pools, dedicated links and tracking connections alike.
     pub url: String,
+    /// TLS for Redis clients, named as `[tls] client_tls_sslmode` is: `disable`;
+    /// `allow`/`prefer` (TLS and plaintext clients on the same port, told apart by their
+    /// first byte: a TLS handshake starts with 0x16, a RESP command never does); `require`
+    /// (TLS only, as redis-server's `tls-port`: a plaintext client gets one `-ERR` saying
+    /// so, and is disconnected).
+    pub client_tls_sslmode: ClientTlsMode,
+    /// PEM certificate chain the Redis listener presents.
+    pub client_tls_cert_file: Option<PathBuf>,
+    /// PEM private key for `client_tls_cert_file`.
+    pub client_tls_key_file: Option<PathBuf>,
+    /// How a `rediss://` upstream's certificate is checked: `verify-full` (default) or
+    /// `verify-ca`.
+    pub server_tls_sslmode: ServerTlsVerify,
+    /// PEM CA bundle a `rediss://` upstream's certificate must chain to (the system's is
+    /// `/etc/ssl/certs/ca-certificates.crt` on Debian). Required with `rediss://`.
+    pub server_tls_ca_file: Option<PathBuf>,
     /// `true`: a Redis Cluster; `false`: standalone; absent: ask the server (`INFO cluster`).
     pub cluster: Option<bool>,
     /// Sentinels to find the primary through (`"host:port"`). Non-empty turns Sentinel mode
@@ -92,6 +125,11 @@ impl Default for RedisConfig {
         RedisConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 6380)),
             url: "redis://127.0.0.1:6379".into(),
+            client_tls_sslmode: ClientTlsMode::Disable,
+            client_tls_cert_file: None,
+            client_tls_key_file: None,
+            server_tls_sslmode: ServerTlsVerify::VerifyFull,
+            server_tls_ca_file: None,
             cluster: None,
             sentinels: Vec::new(),
             sentinel_master: None,
@@ -127,10 +165,11 @@ impl RedisConfig {
                 reason: reason.into(),
             })
         };
-        if let Err(e) = fred::types::config::Config::from_url(&self.url) {
+        if let Err(e) = self.fred_config() {
             bad("url", &format!("not a Redis URL: {e}"));
         }
         self.validate_sentinel(&mut bad);
+        self.validate_tls(&mut bad);
         if self.pool_size == 0 {
             bad("pool_size", "must be at least 1");
         }
@@ -162,6 +201,50 @@ impl RedisConfig {
             bad("tracking_max_lag", "must be longer than tracking_heartbeat");
         }
         errs
+    }
+
+    /// fred's view of the URL, and whether it is `rediss://`. fred is handed the `redis://`
+    /// form: Pake gives its pools its own TLS connector (CA file, verify mode), and fred
+    /// would otherwise load the system's certificate store for every parse.
+    pub fn fred_config(&self) -> Result<(fred::types::config::Config, bool), String> {
+        let (url, tls) = match self.url.strip_prefix("rediss://") {
+            Some(rest) => (format!("redis://{rest}"), true),
+            None => (self.url.clone(), false),
+        };
+        fred::types::config::Config::from_url(&url)
+            .map(|c| (c, tls))
+            .map_err(|e| e.details().to_string())
+    }
+
+    /// The URL asks for TLS to Redis.
+    pub fn upstream_tls(&self) -> bool {
+        self.url.starts_with("rediss://")
+    }
+
+    fn validate_tls(&self, bad: &mut impl FnMut(&str, &str)) {
+        let file =
+            |bad: &mut dyn FnMut(&str, &str), key: &str, path: &Option<PathBuf>, why| match path {
+                None => bad(key, why),
+                Some(p) if !p.is_file() => bad(
+                    key,
+                    &format!("{} does not exist (or is not a file)", p.display()),
+                ),
+                Some(_) => {}
+            };
+        if self.client_tls_sslmode != ClientTlsMode::Disable {
+            let why = "is required when client_tls_sslmode is not disable";
+            file(bad, "client_tls_cert_file", &self.client_tls_cert_file, why);
+            file(bad, "client_tls_key_file", &self.client_tls_key_file, why);
+        }
+        if self.upstream_tls() {
+            let why = "is required with a rediss:// url: the CA the Redis certificates chain to";
+            file(bad, "server_tls_ca_file", &self.server_tls_ca_file, why);
+        } else if self.server_tls_ca_file.is_some() {
+            bad(
+                "server_tls_ca_file",
+                "is only used with a rediss:// url (TLS to Redis)",
+            );
+        }
     }
 
     /// Sentinel mode is on (`sentinels` given).
@@ -235,6 +318,46 @@ mod tests {
             keys,
             vec!["redis.url", "redis.pool_size", "redis.l1_max_entry_size"]
         );
+    }
+
+    #[test]
+    fn tls_keys_are_checked_together() {
+        let keys =
+            |c: RedisConfig| -> Vec<String> { c.validate().into_iter().map(|e| e.key).collect() };
+        assert_eq!(
+            keys(RedisConfig {
+                client_tls_sslmode: ClientTlsMode::Require,
+                client_tls_key_file: Some("/nonexistent/pake.key".into()),
+                url: "rediss://cache:6380".into(),
+                ..RedisConfig::default()
+            }),
+            vec![
+                "redis.client_tls_cert_file",
+                "redis.client_tls_key_file",
+                "redis.server_tls_ca_file"
+            ]
+        );
+        // any existing file will do for the check
+        let here = PathBuf::from(file!());
+        let ok = RedisConfig {
+            url: "rediss://u:p@cache:6380/2".into(),
+            server_tls_ca_file: Some(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")),
+            ..RedisConfig::default()
+        };
+        assert!(ok.validate().is_empty(), "{:?}", ok.validate());
+        let (fred, tls) = ok.fred_config().unwrap();
+        assert!(tls && ok.upstream_tls());
+        assert_eq!(fred.database, Some(2));
+        assert_eq!(
+            keys(RedisConfig {
+                server_tls_ca_file: Some(here),
+                ..RedisConfig::default()
+            }),
+            vec!["redis.server_tls_ca_file"]
+        );
+        let mode: RedisConfig = toml::from_str("server_tls_sslmode = \"verify-ca\"").unwrap();
+        assert_eq!(mode.server_tls_sslmode, ServerTlsVerify::VerifyCa);
+        assert!(toml::from_str::<RedisConfig>("server_tls_sslmode = \"require\"").is_err());
     }
 
     #[test]

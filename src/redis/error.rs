@@ -36,6 +36,10 @@ pub enum Error {
     },
     #[error("Redis is unavailable: {0}")]
     Backend(String),
+    /// The TLS handshake with a `rediss://` node failed (its certificate, or a node that
+    /// does not speak TLS on that port).
+    #[error("TLS handshake with Redis failed: {0}")]
+    UpstreamTls(String),
     /// Redis refused a login or command; its own words (`WRONGPASS …`) are the reply.
     #[error("{0}")]
     Refused(String),
@@ -45,6 +49,12 @@ pub enum Error {
     LinkLost(String),
     #[error("max number of clients reached")]
     TooManyClients,
+    /// A plaintext client on a listener with `client_tls_sslmode = require`.
+    #[error("TLS is required on this port (client_tls_sslmode = require): connect with TLS, e.g. redis-cli --tls")]
+    TlsRequired,
+    /// Pake's own TLS set-up failed (a certificate or key that cannot be loaded): at start.
+    #[error("TLS set-up: {0}")]
+    Tls(String),
     #[error("Pake is shutting down")]
     Shutdown,
     #[error("client connection: {0}")]
@@ -62,10 +72,13 @@ impl Error {
             | Error::Syntax(_)
             | Error::Unsupported { .. }
             | Error::Backend(_)
+            | Error::UpstreamTls(_)
             | Error::Refused(_)
             | Error::Timeout
             | Error::LinkLost(_)
             | Error::TooManyClients
+            | Error::TlsRequired
+            | Error::Tls(_)
             | Error::Shutdown
             | Error::ClientIo(_) => "ERR",
         }
@@ -90,16 +103,23 @@ impl Error {
             | Error::Syntax(_)
             | Error::Unsupported { .. }
             | Error::Refused(_)
+            | Error::TlsRequired
             | Error::ClientIo(_) => Source::Client,
-            Error::Backend(_) | Error::Timeout | Error::LinkLost(_) => Source::Backend,
-            Error::TooManyClients | Error::Shutdown => Source::Proxy,
+            Error::Backend(_) | Error::UpstreamTls(_) | Error::Timeout | Error::LinkLost(_) => {
+                Source::Backend
+            }
+            Error::TooManyClients | Error::Tls(_) | Error::Shutdown => Source::Proxy,
         }
     }
 
     /// After this error the client connection is closed (once told, when it can be).
     pub fn closes_connection(&self) -> bool {
         match self {
-            Error::Frame(_) | Error::TooManyClients | Error::Shutdown | Error::ClientIo(_) => true,
+            Error::Frame(_)
+            | Error::TooManyClients
+            | Error::TlsRequired
+            | Error::Shutdown
+            | Error::ClientIo(_) => true,
             // a dedicated link died mid-command: its replies can no longer be matched
             Error::LinkLost(_) => true,
             Error::UnknownCommand { .. }
@@ -108,7 +128,9 @@ impl Error {
             | Error::Syntax(_)
             | Error::Unsupported { .. }
             | Error::Backend(_)
+            | Error::UpstreamTls(_)
             | Error::Refused(_)
+            | Error::Tls(_)
             | Error::Timeout => false,
         }
     }

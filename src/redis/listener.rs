@@ -1,15 +1,22 @@
-//! The Redis listener: accept, admit (`max_clients`), and run one session task per client.
-//! Accept errors (out of file descriptors…) back off instead of spinning.
+//! The Redis listener: accept, admit (`max_clients`), secure (TLS), and run one session
+//! task per client. Accept errors (out of file descriptors…) back off instead of spinning.
+//!
+//! Redis has no STARTTLS: a TLS client's first byte is a handshake record (0x16), which no
+//! RESP command starts with (`*`, or a letter of an inline command). With TLS on, the
+//! listener peeks at that byte: a handshake is accepted; plaintext is served under
+//! `allow`/`prefer`, and under `require` answered with one `-ERR` line and closed.
 
+use super::config::ClientTlsMode;
 use super::error::Error;
 use super::resp::encode;
 use super::session::Session;
 use super::Service;
+use crate::pg::stream::ClientStream;
 use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
 /// Bind `addr` once per reactor thread with SO_REUSEPORT and run each listener on its own
@@ -80,7 +87,10 @@ pub async fn serve(svc: Arc<Service>, listener: TcpListener) {
                             let _ = stream.write_all(&out).await;
                             return;
                         };
-                        Session::new(id, svc.clone(), stream).run().await;
+                        let Some(client) = secure(&svc, stream).await else {
+                            return;
+                        };
+                        Session::new(id, svc.clone(), client).run().await;
                     }
                     .instrument(span),
                 );
@@ -91,5 +101,55 @@ pub async fn serve(svc: Arc<Service>, listener: TcpListener) {
                 backoff = (backoff * 2).min(Duration::from_secs(1));
             }
         }
+    }
+}
+
+/// The first byte of a TLS handshake record.
+const TLS_HANDSHAKE: u8 = 0x16;
+/// A TLS client has this long to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The client's stream: as it is without TLS; else after a handshake, or plain when the
+/// mode allows it. `None`: the client is gone (or was refused, and told why).
+async fn secure(svc: &Service, mut tcp: TcpStream) -> Option<ClientStream> {
+    let Some(acceptor) = &svc.tls else {
+        return Some(ClientStream::Plain(tcp));
+    };
+    let mut closing = svc.closing();
+    let mut first = [0u8; 1];
+    // a plaintext client may connect and wait before its first command: no deadline here
+    let peeked = tokio::select! {
+        r = tcp.peek(&mut first) => r,
+        _ = closing.wait_for(|c| *c) => return None,
+    };
+    match peeked {
+        Ok(0) | Err(_) => None,
+        Ok(_) if first[0] == TLS_HANDSHAKE => {
+            match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => Some(ClientStream::Tls(Box::new(tls))),
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "TLS handshake with a Redis client failed");
+                    None
+                }
+                Err(_) => {
+                    tracing::debug!("TLS handshake with a Redis client timed out");
+                    None
+                }
+            }
+        }
+        Ok(_) if svc.config.client_tls_sslmode == ClientTlsMode::Require => {
+            tracing::debug!("plaintext Redis client refused: TLS is required");
+            let mut out = BytesMut::new();
+            encode::error(&mut out, &Error::TlsRequired.reply());
+            let _ = tcp.write_all(&out).await;
+            let _ = tcp.shutdown().await;
+            // read what the client sent until it hangs up (briefly): closing with unread
+            // bytes would reset the connection, and the client could lose the reply
+            let mut sink = [0u8; 4096];
+            let drain = async { while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {} };
+            let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+            None
+        }
+        Ok(_) => Some(ClientStream::Plain(tcp)),
     }
 }

@@ -49,6 +49,8 @@ pub struct Service {
     pub failover: Option<Arc<failover::Failover>>,
     pub metrics: Arc<RedisMetrics>,
     pub limits: Limits,
+    /// TLS for clients (`client_tls_sslmode` other than `disable`).
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
     clients: AtomicUsize,
     next_id: AtomicU64,
     /// ACL user names interned to small ids for cache keys.
@@ -66,6 +68,7 @@ impl Service {
         faults: Arc<crate::faults::Faults>,
     ) -> Result<Arc<Service>, Error> {
         let metrics = RedisMetrics::new(registry);
+        let tls = client_tls(&config)?;
         let backend = Backend::connect(&config).await?;
         let (l1, tracking) = if config.l1 {
             let l1 = L1::new(
@@ -99,6 +102,7 @@ impl Service {
             failover,
             metrics,
             limits,
+            tls,
             clients: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             users: Mutex::new(HashMap::new()),
@@ -152,6 +156,21 @@ impl Service {
             t.stop();
         }
         self.backend.close().await;
+    }
+}
+
+/// The acceptor for the listener, from the `client_tls_*` keys (`None` when disabled).
+fn client_tls(config: &RedisConfig) -> Result<Option<tokio_rustls::TlsAcceptor>, Error> {
+    if config.client_tls_sslmode == config::ClientTlsMode::Disable {
+        return Ok(None);
+    }
+    match (&config.client_tls_cert_file, &config.client_tls_key_file) {
+        (Some(cert), Some(key)) => crate::tls::acceptor(cert, key)
+            .map(Some)
+            .map_err(|e| Error::Tls(format!("redis.client_tls_cert_file/client_tls_key_file: {e}"))),
+        _ => Err(Error::Tls(
+            "redis.client_tls_cert_file and client_tls_key_file are required when client_tls_sslmode is not disable".into(),
+        )),
     }
 }
 

@@ -6,6 +6,7 @@ use bytes::{Buf, BytesMut};
 use pake::app::Running;
 use pake::config::{Config, Dur};
 use pake::lab::{RedisLab, RedisOptions};
+use pake::pg::stream::ServerStream;
 use pake::redis::config::RedisConfig;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -117,10 +118,14 @@ impl Env {
         Conn::connect(self.addr()).await
     }
 
-    /// A connection straight to Redis (the node serving `key`'s slot in a cluster).
+    /// A connection straight to Redis (the node serving `key`'s slot in a cluster), over
+    /// TLS when the lab's nodes speak it.
     pub async fn direct(&self, key: &str) -> Conn {
-        let port = self.node_port_for(key);
-        Conn::connect(([127, 0, 0, 1], port).into()).await
+        let addr = ([127, 0, 0, 1], self.node_port_for(key)).into();
+        match self.lab.ca_file() {
+            Some(ca) => Conn::connect_tls(addr, &ca).await,
+            None => Conn::connect(addr).await,
+        }
     }
 
     pub fn node_port_for(&self, key: &str) -> u16 {
@@ -240,9 +245,9 @@ fn from_resp3(f: redis_protocol::resp3::types::OwnedFrame) -> Val {
     }
 }
 
-/// A hand-driven RESP client.
+/// A hand-driven RESP client, over plain TCP or TLS.
 pub struct Conn {
-    pub stream: TcpStream,
+    pub stream: ServerStream,
     buf: BytesMut,
 }
 
@@ -256,13 +261,29 @@ impl Conn {
         let stream = TcpStream::connect(addr).await.expect("connect");
         stream.set_nodelay(true).expect("nodelay");
         Conn {
-            stream,
+            stream: ServerStream::Plain(stream),
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Connect with TLS, trusting only the CA in `ca` and checking the name 127.0.0.1.
+    pub async fn connect_tls(addr: SocketAddr, ca: &std::path::Path) -> Conn {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).expect("nodelay");
+        let name = rustls::pki_types::ServerName::from(addr.ip());
+        let tls = tls_connector(ca)
+            .connect(name, stream)
+            .await
+            .expect("TLS handshake");
+        Conn {
+            stream: ServerStream::Tls(Box::new(tls)),
             buf: BytesMut::new(),
         }
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).await.expect("send");
+        self.stream.flush().await.expect("flush");
     }
 
     pub async fn cmd(&mut self, args: &[&str]) -> Val {
@@ -298,6 +319,22 @@ impl Conn {
         while self.read().await.is_some() {}
         true
     }
+}
+
+/// A rustls client trusting only the CA in `ca`.
+pub fn tls_connector(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("CA file") {
+        roots.add(cert.expect("CA PEM")).expect("CA certificate");
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }
 
 fn decode(frame: &[u8]) -> Val {

@@ -1,6 +1,6 @@
-//! Redis integration tests: real Redis from the lab (standalone and a 3-primary cluster),
-//! real clients (redis-cli, redis-benchmark) and a hand-driven RESP client, Pake in
-//! between. One binary for the area; tests run in parallel, each with its own servers.
+//! Redis integration tests: real Redis from the lab (standalone and a 3-primary cluster,
+//! plaintext or TLS-only), real clients (redis-cli, redis-benchmark) and a hand-driven RESP
+//! client, Pake in between. One binary for the area; tests run in parallel, each with its own servers.
 
 mod harness;
 
@@ -10,3 +10,4 @@ mod coherence;
 mod commands;
 mod faults;
 mod sentinel;
+mod tls;

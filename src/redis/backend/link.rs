@@ -1,8 +1,10 @@
 //! A dedicated connection to one Redis node, driven with raw RESP bytes: Pake's own
 //! `CLIENT TRACKING` connections, and the links a session pins for blocking commands,
 //! MULTI/EXEC with WATCH, and pub/sub. Replies are delimited with [`resp::scan`] and kept as
-//! the raw bytes Redis sent, so they reach the client exactly as Redis wrote them.
+//! the raw bytes Redis sent, so they reach the client exactly as Redis wrote them. With a
+//! `rediss://` URL the link speaks TLS (the same connector as the shared pools).
 
+use crate::pg::stream::ServerStream;
 use crate::redis::error::Error;
 use crate::redis::resp::{self, encode::Proto, Limits};
 use bytes::{Bytes, BytesMut};
@@ -11,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Who to connect to, and as whom.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct Target {
     /// `host:port`
     pub addr: String,
@@ -20,10 +22,25 @@ pub struct Target {
     pub db: u8,
     pub proto: Proto,
     pub connect_timeout: Duration,
+    /// TLS to the node (`rediss://`); the server name checked is the host of `addr`.
+    pub tls: Option<tokio_rustls::TlsConnector>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("addr", &self.addr)
+            .field("username", &self.username)
+            .field("db", &self.db)
+            .field("proto", &self.proto)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 pub struct Link {
-    pub stream: TcpStream,
+    /// Plain TCP or TLS (pub/sub pipes it to the client as it is).
+    pub stream: ServerStream,
     /// Bytes read but not yet taken as a frame.
     pub rbuf: BytesMut,
     pub addr: String,
@@ -54,11 +71,9 @@ pub fn error_text(frame: &[u8]) -> Option<String> {
 impl Link {
     /// Connect and log in: `HELLO 3 [AUTH]` for RESP3, `AUTH` for RESP2, then `SELECT`.
     pub async fn connect(t: &Target) -> Result<Link, Error> {
-        let stream = tokio::time::timeout(t.connect_timeout, TcpStream::connect(&t.addr))
+        let stream = tokio::time::timeout(t.connect_timeout, open(t))
             .await
-            .map_err(|_| Error::Backend(format!("connecting to {} timed out", t.addr)))?
-            .map_err(|e| Error::Backend(format!("cannot connect to {}: {e}", t.addr)))?;
-        let _ = stream.set_nodelay(true);
+            .map_err(|_| Error::Backend(format!("connecting to {} timed out", t.addr)))??;
         let mut link = Link {
             stream,
             rbuf: BytesMut::with_capacity(4096),
@@ -101,10 +116,13 @@ impl Link {
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), Error> {
-        self.stream
-            .write_all(bytes)
-            .await
-            .map_err(|e| Error::LinkLost(format!("{}: {e}", self.addr)))
+        let lost = |e: std::io::Error| Error::LinkLost(format!("{}: {e}", self.addr));
+        self.stream.write_all(bytes).await.map_err(lost)?;
+        if self.stream.is_tls() {
+            // rustls may hold the last records until flushed
+            self.stream.flush().await.map_err(lost)?;
+        }
+        Ok(())
     }
 
     /// A frame already buffered, if whole.
@@ -142,6 +160,34 @@ impl Link {
         }
         Ok(())
     }
+}
+
+/// TCP, then the TLS handshake when the target asks for it.
+async fn open(t: &Target) -> Result<ServerStream, Error> {
+    let tcp = TcpStream::connect(&t.addr)
+        .await
+        .map_err(|e| Error::Backend(format!("cannot connect to {}: {e}", t.addr)))?;
+    let _ = tcp.set_nodelay(true);
+    let Some(connector) = &t.tls else {
+        return Ok(ServerStream::Plain(tcp));
+    };
+    let host = crate::redis::config::split_host_port(&t.addr)
+        .map_or(t.addr.as_str(), |(h, _)| h)
+        .to_string();
+    let name = rustls::pki_types::ServerName::try_from(host)
+        .map_err(|e| Error::Backend(format!("{}: not a TLS server name: {e}", t.addr)))?;
+    let tls = connector.connect(name, tcp).await.map_err(|e| {
+        let bad_cert = e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+        let hint = match bad_cert {
+            true => " (the certificate must chain to redis.server_tls_ca_file, and name this host under verify-full)",
+            false => " (does this port speak TLS?)",
+        };
+        Error::UpstreamTls(format!("{}: {e}{hint}", t.addr))
+    })?;
+    Ok(ServerStream::Tls(Box::new(tls)))
 }
 
 #[cfg(test)]

@@ -59,6 +59,8 @@ pub struct Backend {
     /// The node Pake addresses: the standalone server, the current primary under Sentinel,
     /// or the seed of a cluster.
     seed: RwLock<String>,
+    /// TLS to every Redis node (`rediss://`): pools, dedicated links, tracking.
+    tls: Option<tokio_rustls::TlsConnector>,
     /// The sentinels, when the primary is found through them.
     pub sentinels: Option<Sentinels>,
     /// A primary switch is under way: no primary is reported, so no tracking stream arms.
@@ -90,8 +92,10 @@ impl Backend {
     /// Parse the URL, find out (or take) whether it is a cluster, and connect the default
     /// pool. Fails when Redis cannot be reached: Pake then refuses to start.
     pub async fn connect(cfg: &RedisConfig) -> Result<Arc<Backend>, Error> {
-        let mut base = FredConfig::from_url(&cfg.url)
+        let (mut base, _) = cfg
+            .fred_config()
             .map_err(|e| Error::Backend(format!("invalid Redis URL: {e}")))?;
+        let tls = upstream_tls(cfg)?;
         let sentinels = Sentinels::from_config(cfg);
         let mut replicas = Vec::new();
         let seed = match (&sentinels, &base.server) {
@@ -111,7 +115,7 @@ impl Backend {
             _ => return Err(Error::Backend("only redis:// URLs are supported".into())),
         };
         let connect_timeout = cfg.connect_timeout.0;
-        let (detected, version) = probe(&seed, &base, connect_timeout).await?;
+        let (detected, version) = probe(&seed, &base, tls.clone(), connect_timeout).await?;
         if sentinels.is_some() && detected {
             return Err(Error::Backend(format!(
                 "the sentinels name {seed} as primary, but it is a Redis Cluster node"
@@ -132,6 +136,7 @@ impl Backend {
             connect_timeout,
             command_timeout: cfg.command_timeout.0,
             seed: RwLock::new(seed),
+            tls,
             sentinels,
             switching: AtomicBool::new(false),
             generation: AtomicU64::new(0),
@@ -210,6 +215,7 @@ impl Backend {
             Proto::Resp3 => RespVersion::RESP3,
         };
         config.fail_fast = true;
+        config.tls = self.tls.clone().map(Into::into);
         let command_timeout = self.command_timeout;
         let connect_timeout = self.connect_timeout;
         Builder::from_config(config)
@@ -301,6 +307,7 @@ impl Backend {
             db: key.db,
             proto: key.proto,
             connect_timeout: self.connect_timeout,
+            tls: self.tls.clone(),
         }
     }
 
@@ -462,8 +469,33 @@ fn retire(pools: Vec<Arc<Pool>>, grace: Duration) {
     });
 }
 
+/// The TLS connector for a `rediss://` URL: the Postgres side's rustls set-up, always
+/// verifying against `server_tls_ca_file` (`verify-full` also checks the node's name).
+fn upstream_tls(cfg: &RedisConfig) -> Result<Option<tokio_rustls::TlsConnector>, Error> {
+    use super::config::ServerTlsVerify;
+    use crate::tls::ServerTlsMode;
+    if !cfg.upstream_tls() {
+        return Ok(None);
+    }
+    let mode = match cfg.server_tls_sslmode {
+        ServerTlsVerify::VerifyFull => ServerTlsMode::VerifyFull,
+        ServerTlsVerify::VerifyCa => ServerTlsMode::VerifyCa,
+    };
+    crate::tls::connector(&crate::tls::TlsConfig {
+        server_tls_sslmode: mode,
+        server_tls_ca_file: cfg.server_tls_ca_file.clone(),
+        ..crate::tls::TlsConfig::default()
+    })
+    .map_err(|e| Error::Backend(format!("TLS to Redis (redis.server_tls_ca_file): {e}")))
+}
+
 /// Ask the seed whether it is a cluster node, and its version.
-async fn probe(seed: &str, base: &FredConfig, timeout: Duration) -> Result<(bool, String), Error> {
+async fn probe(
+    seed: &str,
+    base: &FredConfig,
+    tls: Option<tokio_rustls::TlsConnector>,
+    timeout: Duration,
+) -> Result<(bool, String), Error> {
     let target = Target {
         addr: seed.to_string(),
         username: base.username.clone(),
@@ -471,13 +503,21 @@ async fn probe(seed: &str, base: &FredConfig, timeout: Duration) -> Result<(bool
         db: 0,
         proto: Proto::Resp2,
         connect_timeout: timeout,
+        tls,
     };
-    let mut link = Link::connect(&target).await.map_err(|e| {
-        Error::Backend(format!(
+    let mut link = Link::connect(&target).await.map_err(|e| match e {
+        // reached, but not trusted: the hint below would mislead
+        Error::UpstreamTls(_) => e,
+        e => Error::Backend(format!(
             "cannot reach Redis to tell standalone from cluster ({e}); pass --redis-cluster or fix the URL"
-        ))
+        )),
     })?;
-    let info = link.call_ok(&[b"INFO"]).await?;
+    let info = link.call_ok(&[b"INFO"]).await.map_err(|e| match e {
+        Error::LinkLost(m) => Error::Backend(format!(
+            "{seed} hung up at the first command ({m}); if it serves TLS only, use a rediss:// url"
+        )),
+        e => e,
+    })?;
     let info = String::from_utf8_lossy(&info);
     let field = |name: &str| {
         info.lines()

@@ -109,6 +109,8 @@ impl Sentinels {
             db: 0,
             proto: Proto::Resp2,
             connect_timeout: self.timeout,
+            // sentinels are asked in plaintext (their own TLS is not supported yet)
+            tls: None,
         }
     }
 

@@ -14,6 +14,9 @@
 //! Redis executes them in the order sent; while one of this session's writes is in flight,
 //! its reads bypass the L1 (a pipelined `SET k; GET k` never reads the old `k`).
 //!
+//! The client is plain TCP or TLS ([`ClientStream`]); one poll drives its writes, TLS
+//! flushes, finished replies and reads, so neither kind needs a split stream.
+//!
 //! When the backend rebuilds its pools (a Sentinel failover), the session rebinds before its
 //! next batch of commands; a subscribed client is disconnected, to resubscribe on the new
 //! primary.
@@ -28,12 +31,15 @@ use super::backend::PoolKey;
 use super::error::Error;
 use super::resp::{self, encode, encode::Proto, Request};
 use super::Service;
-use bytes::{Bytes, BytesMut};
+use crate::pg::stream::ClientStream;
+use bytes::{Buf, Bytes, BytesMut};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesOrdered, StreamExt};
+use std::pin::Pin;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio_util::io::poll_read_buf;
 
 /// Most commands in flight per client before reading pauses.
 const MAX_PENDING: usize = 1024;
@@ -82,7 +88,9 @@ pub enum Flow {
 pub struct Session {
     pub id: u64,
     svc: Arc<Service>,
-    client: TcpStream,
+    client: ClientStream,
+    /// TLS records written but maybe not yet on the socket: flush before going idle.
+    unflushed: bool,
     rbuf: BytesMut,
     wbuf: BytesMut,
     pending: FuturesOrdered<BoxFuture<'static, Done>>,
@@ -111,7 +119,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(id: u64, svc: Arc<Service>, client: TcpStream) -> Session {
+    pub fn new(id: u64, svc: Arc<Service>, client: ClientStream) -> Session {
         let state = ClientState {
             proto: Proto::Resp2,
             db: svc.backend.default_db(),
@@ -124,6 +132,7 @@ impl Session {
             closing: svc.closing(),
             svc,
             client,
+            unflushed: false,
             rbuf: BytesMut::new(),
             wbuf: BytesMut::new(),
             pending: FuturesOrdered::new(),
@@ -150,8 +159,9 @@ impl Session {
                 tracing::debug!(error = %e, "redis session ended");
                 let mut out = BytesMut::new();
                 encode::error(&mut out, &e.reply());
-                let _ = self.client.write_all(&self.wbuf).await;
-                let _ = self.client.write_all(&out).await;
+                let wbuf = std::mem::take(&mut self.wbuf);
+                let _ = self.write_out(&wbuf).await;
+                let _ = self.write_out(&out).await;
             }
         }
     }
@@ -179,10 +189,8 @@ impl Session {
                 continue;
             }
             if self.close_after && self.pending.is_empty() {
-                self.client
-                    .write_all(&self.wbuf)
-                    .await
-                    .map_err(Error::ClientIo)?;
+                let wbuf = std::mem::take(&mut self.wbuf);
+                self.write_out(&wbuf).await?;
                 let _ = self.client.shutdown().await;
                 return Ok(());
             }
@@ -222,6 +230,7 @@ impl Session {
             && self.rbuf.len() < HIGH_WATER.max(self.svc.limits.max_bulk_len.min(1 << 30));
         let Session {
             client,
+            unflushed,
             rbuf,
             wbuf,
             pending,
@@ -234,27 +243,27 @@ impl Session {
         if can_read && rbuf.capacity() - rbuf.len() < 1024 {
             rbuf.reserve(16 * 1024);
         }
-        let (mut cr, mut cw) = client.split();
+        let read = can_read && !*close_after;
+        let io =
+            std::future::poll_fn(|cx| poll_io(cx, client, unflushed, wbuf, pending, rbuf, read));
         tokio::select! {
             biased;
-            r = cw.write_buf(wbuf), if !wbuf.is_empty() => {
-                let n = r.map_err(Error::ClientIo)?;
-                if let Some(bps) = *bandwidth {
-                    // an injected bandwidth cap: pace what reaches the client
-                    tokio::time::sleep(std::time::Duration::from_secs_f64(n as f64 / bps.max(1) as f64)).await;
+            r = io => match r.map_err(Error::ClientIo)? {
+                Io::Wrote(n) => {
+                    if let Some(bps) = *bandwidth {
+                        // an injected bandwidth cap: pace what reaches the client
+                        tokio::time::sleep(std::time::Duration::from_secs_f64(n as f64 / bps.max(1) as f64)).await;
+                    }
                 }
-            }
-            Some(done) = pending.next(), if !pending.is_empty() => {
-                if done.write {
-                    *pending_writes -= 1;
+                Io::Done(done) => {
+                    if done.write {
+                        *pending_writes -= 1;
+                    }
+                    wbuf.extend_from_slice(&done.reply);
                 }
-                wbuf.extend_from_slice(&done.reply);
-            }
-            r = cr.read_buf(rbuf), if can_read && !*close_after => {
-                if r.map_err(Error::ClientIo)? == 0 {
-                    return Ok(false);
-                }
-            }
+                Io::Read(0) => return Ok(false),
+                Io::Read(_) | Io::Flushed => {}
+            },
             r = closing.changed() => {
                 if r.is_err() || *closing.borrow() {
                     return Err(Error::Shutdown);
@@ -262,6 +271,17 @@ impl Session {
             }
         }
         Ok(true)
+    }
+
+    /// Write `bytes` to the client now (and flush: TLS may hold the last record).
+    async fn write_out(&mut self, bytes: &[u8]) -> Result<(), Error> {
+        self.client
+            .write_all(bytes)
+            .await
+            .map_err(Error::ClientIo)?;
+        self.client.flush().await.map_err(Error::ClientIo)?;
+        self.unflushed = false;
+        Ok(())
     }
 
     /// Queue a reply behind the ones still pending (or write it straight away).
@@ -323,10 +343,8 @@ impl Session {
             link.send(&self.rbuf.split()).await?;
         }
         self.wbuf.extend_from_slice(&link.rbuf.split());
-        self.client
-            .write_all(&self.wbuf.split())
-            .await
-            .map_err(Error::ClientIo)?;
+        let wbuf = self.wbuf.split();
+        self.write_out(&wbuf).await?;
         let mut closing = self.closing.clone();
         let mut moved = self.svc.backend.changes();
         let generation = self.pool_gen;
@@ -348,4 +366,57 @@ impl Session {
             self.wbuf = BytesMut::new();
         }
     }
+}
+
+/// What one round of client I/O did.
+enum Io {
+    Wrote(usize),
+    /// TLS records buffered by rustls reached the socket.
+    Flushed,
+    /// The next reply, in request order.
+    Done(Done),
+    /// Bytes read from the client (0: it hung up).
+    Read(usize),
+}
+
+/// Poll, in this order, writing buffered replies (then flushing TLS), the next reply in
+/// request order, and reading more requests. One poll over the whole stream: a TLS stream
+/// cannot be split into halves that borrow it separately.
+fn poll_io(
+    cx: &mut Context<'_>,
+    client: &mut ClientStream,
+    unflushed: &mut bool,
+    wbuf: &mut BytesMut,
+    pending: &mut FuturesOrdered<BoxFuture<'static, Done>>,
+    rbuf: &mut BytesMut,
+    read: bool,
+) -> Poll<std::io::Result<Io>> {
+    if !wbuf.is_empty() {
+        if let Poll::Ready(r) = Pin::new(&mut *client).poll_write(cx, wbuf) {
+            let n = r?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            wbuf.advance(n);
+            *unflushed = client.is_tls();
+            return Poll::Ready(Ok(Io::Wrote(n)));
+        }
+    } else if *unflushed {
+        if let Poll::Ready(r) = Pin::new(&mut *client).poll_flush(cx) {
+            r?;
+            *unflushed = false;
+            return Poll::Ready(Ok(Io::Flushed));
+        }
+    }
+    if !pending.is_empty() {
+        if let Poll::Ready(Some(done)) = pending.poll_next_unpin(cx) {
+            return Poll::Ready(Ok(Io::Done(done)));
+        }
+    }
+    if read {
+        if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *client), cx, rbuf) {
+            return Poll::Ready(r.map(Io::Read));
+        }
+    }
+    Poll::Pending
 }
