@@ -286,7 +286,8 @@ pub struct PoolDefaults {
     /// Consecutive failed connects to a backend that open its circuit breaker (new
     /// connects then fail at once with 57P03); 0 turns the breaker off.
     pub circuit_breaker_failures: u32,
-    /// How long an open breaker fails fast before one probe connect is tried.
+    /// The longest an open breaker fails fast before one probe connect is tried: the first
+    /// wait is 100 ms, doubling with every failed probe up to this.
     pub circuit_breaker_cooldown: Dur,
 }
 

@@ -19,12 +19,19 @@ pub mod circuit {
     pub const HALF_OPEN: u8 = 2;
 }
 
+/// The wait before the first probe of a breaker that just opened.
+const FIRST_PROBE: Duration = Duration::from_millis(100);
+
 /// One backend's circuit breaker.
 #[derive(Debug)]
 pub struct Breaker {
     pub backend: String,
     threshold: u32,
+    /// The longest an open breaker fails fast before a probe.
     cooldown: Duration,
+    /// Times opened since the backend last answered: the wait before a probe doubles with
+    /// each, from [`FIRST_PROBE`] up to `cooldown`.
+    opens: AtomicU32,
     state: AtomicU8,
     failures: AtomicU32,
     /// Milliseconds since `epoch` when the breaker last opened.
@@ -59,6 +66,7 @@ impl Breaker {
             backend,
             threshold: threshold.max(1),
             cooldown,
+            opens: AtomicU32::new(0),
             state: AtomicU8::new(circuit::CLOSED),
             failures: AtomicU32::new(0),
             opened_at: AtomicU64::new(0),
@@ -90,7 +98,7 @@ impl Breaker {
                 let open_for = self
                     .now_ms()
                     .saturating_sub(self.opened_at.load(Ordering::Acquire));
-                let cooldown = self.cooldown.as_millis() as u64;
+                let cooldown = self.wait_ms();
                 if open_for < cooldown {
                     return Admit::Refuse(Duration::from_millis(cooldown - open_for));
                 }
@@ -109,8 +117,18 @@ impl Breaker {
         }
     }
 
+    /// How long this opening fails fast: short after the first failures, so a backend back
+    /// after a restart of a second or two is found within a fraction of that, and growing to
+    /// `cooldown` for one that stays down.
+    fn wait_ms(&self) -> u64 {
+        let opens = self.opens.load(Ordering::Acquire).clamp(1, 16);
+        let first = FIRST_PROBE.as_millis() as u64;
+        (first << (opens - 1)).min(self.cooldown.as_millis() as u64)
+    }
+
     pub fn on_success(&self) {
         self.failures.store(0, Ordering::Relaxed);
+        self.opens.store(0, Ordering::Release);
         self.probing.store(false, Ordering::Release);
         if self.state.load(Ordering::Acquire) != circuit::CLOSED {
             tracing::info!(backend = %self.backend, "circuit closed: backend reachable again");
@@ -122,6 +140,7 @@ impl Breaker {
         let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
         let probing = self.probing.swap(false, Ordering::AcqRel);
         if probing || n >= self.threshold {
+            self.opens.fetch_add(1, Ordering::AcqRel);
             self.opened_at.store(self.now_ms(), Ordering::Release);
             if self.state.swap(circuit::OPEN, Ordering::AcqRel) == circuit::CLOSED {
                 self.opened.inc();
@@ -222,6 +241,20 @@ mod tests {
         b.on_success();
         assert_eq!(b.state(), circuit::CLOSED);
         assert_eq!(b.admit(), Admit::Go);
+    }
+
+    #[test]
+    fn probe_wait_doubles_up_to_the_cooldown() {
+        let b = breaker(1, 500);
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            b.on_failure();
+            waits.push(b.wait_ms());
+        }
+        assert_eq!(waits, [100, 200, 400, 500, 500]);
+        b.on_success();
+        b.on_failure();
+        assert_eq!(b.wait_ms(), 100, "an answer starts over");
     }
 
     #[test]
