@@ -57,7 +57,8 @@ bench-redis: deps release
 	./loadtests/redis-benchmark-compare.sh
 
 ## Chaos suite: kill -9 servers under load through Pake (Postgres primary and replica, a Redis
-## Cluster primary); client errors, recovery time, writes acknowledged vs found. ~1 min.
+## Cluster primary) and a forced Sentinel failover; client errors, recovery time, writes
+## acknowledged vs found. ~1 min.
 ## Table on stdout, JSON in bench-results/chaos/ (see BENCHMARKS.md, "Chaos suite").
 chaos: deps release
 	./target/release/pake chaos --out bench-results/chaos
