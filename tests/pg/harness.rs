@@ -172,21 +172,7 @@ pub async fn http_get(url: &str) -> (u16, String) {
     http("GET", url, None, None).await
 }
 
-/// Poll `cond` until it holds or `limit` passes.
-pub async fn eventually<F, Fut>(limit: Duration, mut cond: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + limit;
-    while tokio::time::Instant::now() < deadline {
-        if cond().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    false
-}
+pub use pake::lab::eventually;
 
 /// A hand-driven protocol client, for sending what real drivers never would.
 pub struct Raw {

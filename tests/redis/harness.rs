@@ -57,8 +57,9 @@ pub fn redis_config(url: String) -> RedisConfig {
     }
 }
 
-pub async fn start_pake(rc: RedisConfig) -> Running {
-    let config = Config {
+/// A Pake with the Redis side only (Postgres listener on a free port, no admin).
+fn redis_only(rc: RedisConfig) -> Config {
+    Config {
         general: pake::config::General {
             pg_listen: "127.0.0.1:0".parse().expect("addr"),
             admin_listen: None,
@@ -66,9 +67,21 @@ pub async fn start_pake(rc: RedisConfig) -> Running {
         },
         redis: Some(rc),
         ..Config::default()
-    };
+    }
+}
+
+pub async fn start_pake(rc: RedisConfig) -> Running {
+    let config = redis_only(rc);
     config.validate().expect("valid config");
     pake::app::start(config).await.expect("pake start")
+}
+
+/// Try to start Pake with `rc`: the refusal (config or startup) as text, or the running
+/// Pake when it did start.
+pub async fn try_start(rc: RedisConfig) -> Result<Running, String> {
+    let config = redis_only(rc);
+    config.validate().map_err(|e| format!("{e:?}"))?;
+    pake::app::start(config).await.map_err(|e| format!("{e:#}"))
 }
 
 impl Env {

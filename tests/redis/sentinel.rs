@@ -385,17 +385,8 @@ async fn startup_fails_clearly_when_no_sentinel_can_name_the_primary() {
 
 /// Start Pake with `rc`, expecting failure; the error chain as text.
 async fn start(rc: pake::redis::config::RedisConfig) -> String {
-    let config = pake::config::Config {
-        general: pake::config::General {
-            pg_listen: "127.0.0.1:0".parse().expect("addr"),
-            admin_listen: None,
-            ..Default::default()
-        },
-        redis: Some(rc),
-        ..pake::config::Config::default()
-    };
-    match pake::app::start(config).await {
+    match crate::harness::try_start(rc).await {
         Ok(_) => panic!("Pake started without a primary"),
-        Err(e) => format!("{e:#}"),
+        Err(e) => e,
     }
 }

@@ -252,20 +252,7 @@ async fn wrong_ca_upstream_is_a_clear_startup_error() {
 
 /// Start Pake with `rc`, the error as text when it does not.
 async fn start(rc: RedisConfig) -> Result<(), String> {
-    let config = pake::config::Config {
-        general: pake::config::General {
-            pg_listen: "127.0.0.1:0".parse().expect("addr"),
-            admin_listen: None,
-            ..Default::default()
-        },
-        redis: Some(rc),
-        ..pake::config::Config::default()
-    };
-    config.validate().map_err(|e| format!("{e:?}"))?;
-    match pake::app::start(config).await {
-        Ok(_running) => Ok(()),
-        Err(e) => Err(format!("{e:#}")),
-    }
+    crate::harness::try_start(rc).await.map(drop)
 }
 
 /// `pake check-config` names each TLS key whose file is missing.
