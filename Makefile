@@ -61,7 +61,7 @@ bench-redis: deps release
 ## acknowledged vs found. ~1 min.
 ## Table on stdout, JSON in bench-results/chaos/ (see BENCHMARKS.md, "Chaos suite").
 chaos: deps release
-	./target/release/pake chaos --out bench-results/chaos
+	./loadtests/chaos.sh --out bench-results/chaos
 
 clean:
 	$(CARGO) clean
