@@ -315,6 +315,21 @@ fn rediss_backend_and_tls_only_redis_listener_then_redis_killed() {
         "{ran}"
     );
 
+    // flags only, as a container configured through PAKE_* variables runs it
+    let ca = certs.ca.to_str().expect("utf-8 path");
+    let ran = health("redis", &["--redis", &url, "--redis-tls-ca-file", ca]);
+    assert!(
+        ran.ok() && ran.line(&backend).contains("PONG over TLS"),
+        "{ran}"
+    );
+    let ran = health("redis", &["--redis", &url]);
+    assert!(!ran.ok(), "{ran}");
+    assert!(
+        ran.line(&backend)
+            .contains("needs [redis] server_tls_ca_file"),
+        "{ran}"
+    );
+
     lab.kill(0);
     let ran = health("all", &["--config", &file]);
     assert!(!ran.ok(), "{ran}");
