@@ -101,10 +101,14 @@ struct OrchestrationArgs {
     /// A streaming replica of the primary (repeatable).
     #[arg(long = "pg-replica")]
     pg_replica: Vec<String>,
-    /// A Redis backend, redis://[USER:PASS@]HOST:PORT (repeatable; any cluster node).
+    /// A Redis backend, redis[s]://[USER:PASS@]HOST:PORT (repeatable; any cluster node).
     #[arg(long = "redis", env = "PAKE_REDIS", value_delimiter = ',')]
     redis: Vec<String>,
-    /// Pake's Redis listener, checked with PING through Pake.
+    /// PEM CA bundle a rediss:// --redis must chain to ([redis] server_tls_ca_file).
+    #[arg(long, env = "PAKE_REDIS_TLS_CA_FILE")]
+    redis_tls_ca_file: Option<PathBuf>,
+    /// Pake's Redis listener, checked with PING through Pake (over TLS when the config's
+    /// [redis] client_tls_sslmode is not disable).
     #[arg(long, env = "PAKE_REDIS_LISTEN")]
     redis_listen: Option<SocketAddr>,
 }
@@ -281,7 +285,7 @@ fn health_check(args: OrchestrationArgs) -> anyhow::Result<()> {
         pg_replicas: args.pg_replica,
         ..QuickStart::default()
     };
-    let config = quick.apply(base)?;
+    let mut config = quick.apply(base)?;
     // a config file's [redis] section is checked like --redis/--redis-listen, unless
     // the flags name other targets
     let mut redis = args.redis;
@@ -292,6 +296,13 @@ fn health_check(args: OrchestrationArgs) -> anyhow::Result<()> {
             redis.push(r.url.clone());
         }
         redis_listen = redis_listen.or(Some(r.listen));
+    }
+    // after the defaults above: the CA alone adds no target to check
+    if let Some(ca) = args.redis_tls_ca_file {
+        config
+            .redis
+            .get_or_insert_with(Default::default)
+            .server_tls_ca_file = Some(ca);
     }
     let opts = pake::ops::health::Options {
         service: args.service,

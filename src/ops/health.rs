@@ -7,9 +7,10 @@
 //! runs them concurrently, each under its own deadline, and returns a [`Report`] with one
 //! line per check. The probes themselves are in [`super::probe`].
 
-use super::probe::{self, PgTarget, ProbeError, RedisTarget};
+use super::probe::{self, PgTarget, ProbeError, RedisTarget, RedisTls};
 use crate::config::{Config, Database};
 use crate::pg::auth::Secret;
+use crate::redis::config::{ClientTlsMode, RedisConfig, ServerTlsVerify};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::str::FromStr;
@@ -75,9 +76,11 @@ pub enum HealthError {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub service: Service,
-    /// Redis backends (`--redis URL`, repeatable).
+    /// Redis backends (`--redis URL`, repeatable). A `rediss://` URL is checked over TLS
+    /// against the config's `[redis] server_tls_ca_file`.
     pub redis: Vec<String>,
-    /// Pake's Redis listener (`--redis-listen`), checked with PING through Pake.
+    /// Pake's Redis listener (`--redis-listen`), checked with PING through Pake; over TLS
+    /// when the config's `[redis] client_tls_sslmode` is not `disable`.
     pub redis_listen: Option<SocketAddr>,
     /// Deadline of each check.
     pub timeout: Duration,
@@ -96,8 +99,9 @@ pub struct Check {
 #[derive(Debug, Clone)]
 enum Probe {
     Postgres(PgTarget),
-    Redis(RedisTarget),
+    Redis(RedisTarget, Option<RedisTls>),
     PakePostgres(SocketAddr),
+    PakeRedis(SocketAddr, Option<RedisTls>),
     PakeAdmin(SocketAddr),
     /// Nothing to send: the config itself makes the check fail (no credentials, bad URL).
     Unusable(String),
@@ -128,7 +132,8 @@ pub fn plan(config: &Config, opts: &Options) -> Result<Vec<Check>, HealthError> 
         }
     }
     if matches!(opts.service, Service::All | Service::Redis) {
-        checks.extend(opts.redis.iter().map(|url| redis_check(url)));
+        let redis = config.redis.as_ref();
+        checks.extend(opts.redis.iter().map(|url| redis_check(url, redis)));
     }
     if matches!(opts.service, Service::All | Service::Pake) {
         checks.extend(pake_checks(config, opts));
@@ -193,7 +198,7 @@ fn server_login(config: &Config, db: &Database) -> Result<(String, Option<String
         })
 }
 
-fn redis_check(url: &str) -> Check {
+fn redis_check(url: &str, config: Option<&RedisConfig>) -> Check {
     let parsed = RedisTarget::parse(url);
     Check {
         service: "redis".into(),
@@ -202,10 +207,79 @@ fn redis_check(url: &str) -> Check {
             Err(_) => url.split('@').next_back().unwrap_or(url).to_string(),
         },
         probe: match parsed {
-            Ok(t) => Probe::Redis(t),
+            Ok(t) if t.tls => match upstream_tls(config) {
+                Ok(tls) => Probe::Redis(t, Some(tls)),
+                Err(why) => Probe::Unusable(why),
+            },
+            Ok(t) => Probe::Redis(t, None),
             Err(why) => Probe::Unusable(format!("bad --redis URL: {why}")),
         },
     }
+}
+
+/// TLS to a `rediss://` backend, built as the proxy builds it: the chain must verify
+/// against `[redis] server_tls_ca_file`, in the `server_tls_sslmode` Pake itself uses.
+fn upstream_tls(config: Option<&RedisConfig>) -> Result<RedisTls, String> {
+    let Some(config) = config.filter(|c| c.server_tls_ca_file.is_some()) else {
+        return Err("a rediss:// URL needs [redis] server_tls_ca_file (or --redis-tls-ca-file): the CA its certificate must chain to".into());
+    };
+    let connector = config
+        .server_tls_connector()
+        .map_err(|e| format!("TLS to Redis (redis.server_tls_ca_file): {e}"))?;
+    let mode = match config.server_tls_sslmode {
+        ServerTlsVerify::VerifyFull => "verify-full",
+        ServerTlsVerify::VerifyCa => "verify-ca",
+    };
+    Ok(RedisTls {
+        connector,
+        trust: format!("{mode} against redis.server_tls_ca_file"),
+    })
+}
+
+/// TLS to Pake's own Redis listener, when `client_tls_sslmode` is not `disable` (with
+/// `allow`/`prefer` plaintext would also do, but TLS is what the operator set up).
+///
+/// How its certificate is trusted: the config names no CA for Pake's client-facing
+/// certificates (neither `[redis]` nor `[tls]` has a client-side CA key), so
+/// * if `client_tls_cert_file` holds a self-signed certificate (the certificate itself, or
+///   the root its chain ends in), that certificate is the trust anchor: the listener must
+///   present it or a certificate chaining to it. The name is not checked: the probe dials
+///   the loopback form of the listen address, which the certificate need not name.
+/// * otherwise (a CA-signed certificate whose CA is not in the file, or a file the health
+///   check cannot read) there is nothing to verify against: the handshake is not verified.
+///   That is only acceptable because this probe sends Pake nothing secret (PING, never
+///   AUTH) to an address from Pake's own config, and only asks "is it serving?".
+fn pake_redis_tls(config: Option<&RedisConfig>) -> Result<Option<RedisTls>, String> {
+    let Some(config) = config.filter(|c| c.client_tls_sslmode != ClientTlsMode::Disable) else {
+        return Ok(None);
+    };
+    let anchors: Result<Vec<_>, String> = match &config.client_tls_cert_file {
+        Some(file) => crate::tls::read_certs(file)
+            .map(|certs| {
+                certs
+                    .into_iter()
+                    .filter(crate::tls::is_self_signed)
+                    .collect()
+            })
+            .map_err(|e| format!("cannot read it ({e})")),
+        None => Err("it is not set".into()),
+    };
+    let (connector, trust) = match anchors {
+        Ok(anchors) if !anchors.is_empty() => (
+            crate::tls::anchored_connector(anchors),
+            "certificate checked against redis.client_tls_cert_file".to_string(),
+        ),
+        Ok(_) => (
+            crate::tls::unverified_connector(),
+            "certificate not verified: redis.client_tls_cert_file has no self-signed certificate to trust".to_string(),
+        ),
+        Err(why) => (
+            crate::tls::unverified_connector(),
+            format!("certificate not verified: redis.client_tls_cert_file: {why}"),
+        ),
+    };
+    let connector = connector.map_err(|e| format!("TLS to Pake's Redis listener: {e}"))?;
+    Ok(Some(RedisTls { connector, trust }))
 }
 
 fn pake_checks(config: &Config, opts: &Options) -> Vec<Check> {
@@ -226,11 +300,10 @@ fn pake_checks(config: &Config, opts: &Options) -> Vec<Check> {
         checks.push(Check {
             service: "pake".into(),
             what: format!("redis listener {redis}"),
-            probe: Probe::Redis(RedisTarget {
-                addr: redis.to_string(),
-                user: None,
-                password: None,
-            }),
+            probe: match pake_redis_tls(config.redis.as_ref()) {
+                Ok(tls) => Probe::PakeRedis(redis, tls),
+                Err(why) => Probe::Unusable(why),
+            },
         });
     }
     checks
@@ -347,8 +420,9 @@ pub async fn run(checks: Vec<Check>, timeout: Duration) -> Report {
 async fn probe_once(probe: &Probe, timeout: Duration) -> Result<String, ProbeError> {
     match probe {
         Probe::Postgres(t) => probe::postgres(t, timeout).await,
-        Probe::Redis(t) => probe::redis(t).await,
+        Probe::Redis(t, tls) => probe::redis(t, tls.as_ref()).await,
         Probe::PakePostgres(addr) => probe::pake_postgres(*addr).await,
+        Probe::PakeRedis(addr, tls) => probe::pake_redis(*addr, tls.as_ref()).await,
         Probe::PakeAdmin(addr) => probe::pake_admin(*addr).await,
         Probe::Unusable(why) => Err(ProbeError::Unusable(why.clone())),
     }
@@ -462,5 +536,69 @@ mod tests {
         assert!(
             matches!(&checks[0].probe, Probe::Postgres(t) if t.password.as_deref() == Some("sp"))
         );
+    }
+
+    #[test]
+    fn rediss_and_the_tls_listener_get_tls_from_the_redis_section() {
+        let certs = crate::lab::certs::Certs::generate().unwrap();
+        let mut c = config();
+        let tls_opts = Options {
+            redis: vec!["rediss://:pw@127.0.0.1:7000".into()],
+            ..opts("all")
+        };
+        let probe_of = |c: &Config, what: &str| {
+            let checks = plan(c, &tls_opts).unwrap();
+            let check = checks.into_iter().find(|k| k.what.contains(what));
+            check.map(|k| k.probe).unwrap()
+        };
+        // no [redis] section, so no CA: a failed check naming the key, not a plaintext probe
+        match probe_of(&c, "7000") {
+            Probe::Unusable(why) => assert!(why.contains("server_tls_ca_file"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            probe_of(&c, "redis listener"),
+            Probe::PakeRedis(_, None)
+        ));
+
+        c.redis = Some(RedisConfig {
+            server_tls_ca_file: Some(certs.ca.clone()),
+            server_tls_sslmode: ServerTlsVerify::VerifyCa,
+            client_tls_sslmode: ClientTlsMode::Require,
+            client_tls_cert_file: Some(certs.cert.clone()),
+            client_tls_key_file: Some(certs.key.clone()),
+            ..RedisConfig::default()
+        });
+        match probe_of(&c, "7000") {
+            Probe::Redis(t, Some(tls)) => {
+                assert!(t.tls && t.password.as_deref() == Some("pw"));
+                assert_eq!(tls.trust, "verify-ca against redis.server_tls_ca_file");
+            }
+            other => panic!("{other:?}"),
+        }
+        // the lab certificate is CA-signed and its CA is not in the file: nothing to trust
+        match probe_of(&c, "redis listener") {
+            Probe::PakeRedis(_, Some(tls)) => assert!(tls.trust.contains("not verified")),
+            other => panic!("{other:?}"),
+        }
+        // the chain file ends in the (self-signed) root: that root is the anchor
+        let chain = certs.dir.path().join("chain.pem");
+        let pem = [&certs.cert, &certs.ca].map(|p| std::fs::read_to_string(p).unwrap());
+        std::fs::write(&chain, pem.concat()).unwrap();
+        if let Some(r) = c.redis.as_mut() {
+            r.client_tls_cert_file = Some(chain);
+        }
+        match probe_of(&c, "redis listener") {
+            Probe::PakeRedis(_, Some(tls)) => assert!(tls.trust.starts_with("certificate checked")),
+            other => panic!("{other:?}"),
+        }
+        // an unreadable CA is a failed check too
+        if let Some(r) = c.redis.as_mut() {
+            r.server_tls_ca_file = Some(certs.dir.path().join("missing.pem"));
+        }
+        match probe_of(&c, "7000") {
+            Probe::Unusable(why) => assert!(why.contains("missing.pem"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

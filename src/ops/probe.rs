@@ -3,7 +3,10 @@
 //!
 //! * Postgres backend: log in with tokio-postgres and run `select pg_is_in_recovery()` (a
 //!   `select 1` that also tells a primary from a replica).
-//! * Redis backend: `AUTH` when the URL has a password, then `PING`, expecting `+PONG`.
+//! * Redis backend: `AUTH` when the URL has a password, then `PING`, expecting `+PONG`;
+//!   over TLS for `rediss://`.
+//! * Pake's Redis listener: `PING` only, never credentials; `+PONG`, or `-NOAUTH` when
+//!   clients must log in, means it is serving. Over TLS when the listener asks for it.
 //! * Pake's Postgres listener: a CancelRequest with key (0, 0), which no client holds
 //!   (Pake never mints pid 0). Pake reads it and hangs up; nothing is logged above debug and
 //!   no login metric moves, so a probe every few seconds leaves no trace. Any reply means
@@ -12,6 +15,7 @@
 //!
 //! Callers put a deadline around each probe; the probes themselves only cap what they read.
 
+use crate::pg::stream::ServerStream;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -24,6 +28,8 @@ pub enum ProbeError {
     Timeout(Duration),
     #[error("cannot connect: {0}")]
     Connect(std::io::Error),
+    #[error("TLS handshake failed: {0}")]
+    Tls(String),
     #[error("I/O error: {0}")]
     Io(#[from] std::io::Error),
     #[error("{0}")]
@@ -97,24 +103,26 @@ fn describe(e: &tokio_postgres::Error) -> String {
     text
 }
 
-/// Where a Redis is and how to log in to it, from `redis://[user:password@]host[:port][/db]`.
+/// Where a Redis is and how to log in to it, from
+/// `redis[s]://[user:password@]host[:port][/db]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RedisTarget {
     /// `host:port`, ready for `TcpStream::connect`.
     pub addr: String,
     pub user: Option<String>,
     pub password: Option<String>,
+    /// `rediss://`: the server speaks TLS (the caller supplies the connector).
+    pub tls: bool,
 }
 
 impl RedisTarget {
-    /// Parse a Redis URL. `rediss://` (TLS) is refused: this probe speaks plain TCP.
+    /// Parse a Redis URL.
     pub fn parse(url: &str) -> Result<RedisTarget, String> {
-        if url.starts_with("rediss://") {
-            return Err("TLS (rediss://) is not supported by the health check yet".into());
-        }
-        let rest = url
-            .strip_prefix("redis://")
-            .ok_or("expected redis://[user:password@]host[:port][/db]")?;
+        let (rest, tls) = match (url.strip_prefix("redis://"), url.strip_prefix("rediss://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err("expected redis[s]://[user:password@]host[:port][/db]".into()),
+        };
         let rest = rest.split(['/', '?']).next().unwrap_or_default();
         let (userinfo, hostport) = match rest.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
@@ -143,6 +151,7 @@ impl RedisTarget {
             addr,
             user,
             password,
+            tls,
         })
     }
 }
@@ -170,12 +179,53 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// `AUTH` (when the target has a password), then `PING`; `+PONG` is healthy.
-pub async fn redis(t: &RedisTarget) -> Result<String, ProbeError> {
-    let stream = TcpStream::connect(&t.addr)
+/// TLS for a Redis probe: the connector, and how it checks the certificate.
+#[derive(Clone)]
+pub struct RedisTls {
+    pub connector: tokio_rustls::TlsConnector,
+    /// For the report line: `verify-full against redis.server_tls_ca_file`.
+    pub trust: String,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("trust", &self.trust)
+            .finish()
+    }
+}
+
+/// TCP to `addr`, then the TLS handshake when `tls` is given; the server name is the host
+/// of `addr` (an IP address or a DNS name).
+async fn open(addr: &str, tls: Option<&RedisTls>) -> Result<ServerStream, ProbeError> {
+    let tcp = TcpStream::connect(addr)
         .await
         .map_err(ProbeError::Connect)?;
-    let mut stream = BufReader::new(stream);
+    let Some(tls) = tls else {
+        return Ok(ServerStream::Plain(tcp));
+    };
+    let host = crate::redis::config::split_host_port(addr).map_or(addr, |(h, _)| h);
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| ProbeError::Tls(format!("{host:?} is not a TLS server name: {e}")))?;
+    let stream = tls
+        .connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| ProbeError::Tls(format!("{e} ({})", tls.trust)))?;
+    Ok(ServerStream::Tls(Box::new(stream)))
+}
+
+/// `PING`'s reply, with how the connection was secured: `PONG`, `PONG over TLS (…)`.
+fn pong(tls: Option<&RedisTls>, what: &str) -> String {
+    match tls {
+        Some(t) => format!("{what} over TLS ({})", t.trust),
+        None => what.to_string(),
+    }
+}
+
+/// `AUTH` (when the target has a password), then `PING`; `+PONG` is healthy.
+pub async fn redis(t: &RedisTarget, tls: Option<&RedisTls>) -> Result<String, ProbeError> {
+    let mut stream = BufReader::new(open(&t.addr, tls).await?);
     if let Some(password) = &t.password {
         let mut args = vec!["AUTH"];
         args.extend(t.user.as_deref());
@@ -188,23 +238,41 @@ pub async fn redis(t: &RedisTarget) -> Result<String, ProbeError> {
     }
     send_command(&mut stream, &["PING"]).await?;
     match read_line(&mut stream).await?.as_str() {
-        "+PONG" => Ok("PONG".into()),
+        "+PONG" => Ok(pong(tls, "PONG")),
         other => Err(ProbeError::Redis(other.to_string())),
     }
 }
 
-async fn send_command(stream: &mut BufReader<TcpStream>, args: &[&str]) -> std::io::Result<()> {
+/// `PING` Pake's Redis listener, sending no credentials (over TLS the certificate may not
+/// have been verified, see `health::pake_redis_tls`). `+PONG` is healthy, and so is
+/// `-NOAUTH`: Pake read the command and answered that clients must log in first.
+pub async fn pake_redis(addr: SocketAddr, tls: Option<&RedisTls>) -> Result<String, ProbeError> {
+    let mut stream = BufReader::new(open(&addr.to_string(), tls).await?);
+    send_command(&mut stream, &["PING"]).await?;
+    match read_line(&mut stream).await?.as_str() {
+        "+PONG" => Ok(pong(tls, "PONG")),
+        noauth if noauth.starts_with("-NOAUTH") => {
+            Ok(pong(tls, "NOAUTH (serving; login required)"))
+        }
+        other => Err(ProbeError::Redis(other.to_string())),
+    }
+}
+
+async fn send_command(stream: &mut BufReader<ServerStream>, args: &[&str]) -> std::io::Result<()> {
     let mut out = format!("*{}\r\n", args.len()).into_bytes();
     for a in args {
         out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
         out.extend_from_slice(a.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    stream.get_mut().write_all(&out).await
+    let stream = stream.get_mut();
+    stream.write_all(&out).await?;
+    // rustls may hold the last record until flushed
+    stream.flush().await
 }
 
 /// One RESP simple line (`+OK`, `-ERR …`), at most 1 KiB, without its CRLF.
-async fn read_line(stream: &mut BufReader<TcpStream>) -> Result<String, ProbeError> {
+async fn read_line(stream: &mut BufReader<ServerStream>) -> Result<String, ProbeError> {
     let mut line = Vec::new();
     let n = (&mut *stream)
         .take(1024)
@@ -328,9 +396,15 @@ mod tests {
             RedisTarget::parse("redis://[::1]").unwrap().addr,
             "[::1]:6379"
         );
-        assert!(RedisTarget::parse("rediss://h:1")
-            .unwrap_err()
-            .contains("TLS"));
+        assert!(!t.tls);
+        let t = RedisTarget::parse("rediss://:pw@cache.internal:6380/1").unwrap();
+        assert!(t.tls);
+        assert_eq!(t.addr, "cache.internal:6380");
+        assert_eq!(t.password.as_deref(), Some("pw"));
+        assert_eq!(
+            RedisTarget::parse("rediss://[::1]").unwrap().addr,
+            "[::1]:6379"
+        );
         assert!(RedisTarget::parse("http://h").is_err());
         assert!(RedisTarget::parse("redis://").is_err());
     }

@@ -221,6 +221,29 @@ impl RedisConfig {
         self.url.starts_with("rediss://")
     }
 
+    /// The TLS connector for `rediss://` nodes: the Postgres side's rustls set-up, always
+    /// verifying against `server_tls_ca_file` (`verify-full` also checks the node's name).
+    /// Built whatever the URL's scheme: the health check also probes `--redis` URLs.
+    pub fn server_tls_connector(&self) -> Result<tokio_rustls::TlsConnector, crate::tls::TlsError> {
+        use crate::tls::{connector, ServerTlsMode, TlsConfig, TlsError};
+        let missing = || {
+            TlsError::Verifier("redis.server_tls_ca_file is not set: it names the CA the Redis certificates chain to".into())
+        };
+        if self.server_tls_ca_file.is_none() {
+            return Err(missing());
+        }
+        let mode = match self.server_tls_sslmode {
+            ServerTlsVerify::VerifyFull => ServerTlsMode::VerifyFull,
+            ServerTlsVerify::VerifyCa => ServerTlsMode::VerifyCa,
+        };
+        connector(&TlsConfig {
+            server_tls_sslmode: mode,
+            server_tls_ca_file: self.server_tls_ca_file.clone(),
+            ..TlsConfig::default()
+        })?
+        .ok_or_else(missing)
+    }
+
     fn validate_tls(&self, bad: &mut impl FnMut(&str, &str)) {
         let file =
             |bad: &mut dyn FnMut(&str, &str), key: &str, path: &Option<PathBuf>, why| match path {

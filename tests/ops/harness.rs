@@ -13,6 +13,7 @@ pub fn pake() -> Command {
         "PAKE_ADMIN_LISTEN",
         "PAKE_PG_PRIMARY",
         "PAKE_REDIS",
+        "PAKE_REDIS_TLS_CA_FILE",
         "PAKE_REDIS_LISTEN",
     ] {
         cmd.env_remove(var);

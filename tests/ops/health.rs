@@ -1,8 +1,11 @@
 //! `pake orchestration --health-check` against real servers: healthy is exit 0 with an `ok`
-//! line per check; a stopped server is a non-zero exit and a `FAIL` line naming it.
+//! line per check; a stopped server is a non-zero exit and a `FAIL` line naming it. Redis
+//! is checked in plaintext and over TLS (a TLS-only lab Redis behind a TLS-only Pake).
 
-use crate::harness::{eventually, health, redis_server, serve};
-use pake::lab::{PgLab, PgOptions};
+use crate::harness::{eventually, free_port, health, pake, redis_server, serve, Proc};
+use pake::lab::{PgLab, PgOptions, RedisLab, RedisOptions};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::Duration;
 
 #[test]
@@ -226,4 +229,113 @@ fn usage_errors_are_not_health_results() {
     let ran = health("redis", &[]);
     assert!(!ran.ok() && ran.stdout.is_empty(), "{ran}");
     assert!(ran.stderr.contains("--redis URL"), "{ran}");
+}
+
+/// A config for the TLS test: Pake in front of `url`, its Redis listener on `listen` with
+/// TLS required, presenting `cert` (whose key is `key`).
+fn tls_config(ports: (u16, u16, u16), url: &str, ca: &Path, cert: &Path, key: &Path) -> String {
+    let (pg, admin, listen) = ports;
+    format!(
+        "[general]\npg_listen = \"127.0.0.1:{pg}\"\nadmin_listen = \"127.0.0.1:{admin}\"\n\n\
+         [redis]\nlisten = \"127.0.0.1:{listen}\"\nurl = \"{url}\"\nthreads = 1\n\
+         server_tls_ca_file = {ca:?}\nclient_tls_sslmode = \"require\"\n\
+         client_tls_cert_file = {cert:?}\nclient_tls_key_file = {key:?}\n"
+    )
+}
+
+#[test]
+fn rediss_backend_and_tls_only_redis_listener_then_redis_killed() {
+    let mut lab = RedisLab::start(RedisOptions {
+        tls: true,
+        ..RedisOptions::default()
+    })
+    .expect("TLS-only redis lab");
+    let url = lab.url();
+    assert!(url.starts_with("rediss://"), "{url}");
+    let certs = lab.certs.as_ref().expect("a TLS lab has certificates");
+    let ports = (free_port(), free_port(), free_port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let write = |name: &str, cert: &Path| {
+        let file = dir.path().join(name);
+        let toml = tls_config(ports, &url, &certs.ca, cert, &certs.key);
+        std::fs::write(&file, toml).expect("write config");
+        file.to_str().expect("utf-8 path").to_string()
+    };
+    // Pake presents its certificate followed by the lab root, as a chain file often ends
+    let chain = dir.path().join("chain.pem");
+    let pem = [&certs.cert, &certs.ca].map(|p| std::fs::read_to_string(p).expect("read PEM"));
+    std::fs::write(&chain, pem.concat()).expect("write chain");
+    let file = write("pake.toml", &chain);
+    let _pake = Proc(
+        pake()
+            .args(["serve", "--config", &file])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn pake serve"),
+    );
+    let backend = format!("redis 127.0.0.1:{}", lab.nodes[0].port);
+    let listener = format!("redis listener 127.0.0.1:{}", ports.2);
+    let up = eventually(Duration::from_secs(30), || {
+        health("all", &["--config", &file]).ok()
+    });
+    let ran = health("all", &["--config", &file]);
+    assert!(up && ran.ok(), "{ran}");
+    let line = ran.line(&backend);
+    assert!(
+        line.starts_with("ok   redis")
+            && line.contains("PONG over TLS (verify-full against redis.server_tls_ca_file)"),
+        "{ran}"
+    );
+    // the self-signed root in client_tls_cert_file is the anchor Pake's certificate must reach
+    let line = ran.line(&listener);
+    assert!(
+        line.starts_with("ok   pake")
+            && line.contains("over TLS (certificate checked against redis.client_tls_cert_file)"),
+        "{ran}"
+    );
+
+    // the leaf alone names no root: nothing to verify against, so PING unverified
+    let leaf_only = write("leaf.toml", &certs.cert);
+    let ran = health("pake", &["--config", &leaf_only]);
+    assert!(ran.ok(), "{ran}");
+    assert!(
+        ran.line(&listener)
+            .contains("over TLS (certificate not verified"),
+        "{ran}"
+    );
+    // a root that did not sign what Pake presents: the probe must refuse the handshake
+    let other = pake::lab::certs::Certs::generate().expect("another lab CA");
+    let stranger = write("other.toml", &other.ca);
+    let ran = health("pake", &["--config", &stranger]);
+    assert!(!ran.ok(), "{ran}");
+    let line = ran.line(&listener);
+    assert!(
+        line.starts_with("FAIL pake") && line.contains("TLS handshake failed"),
+        "{ran}"
+    );
+
+    // flags only, as a container configured through PAKE_* variables runs it
+    let ca = certs.ca.to_str().expect("utf-8 path");
+    let ran = health("redis", &["--redis", &url, "--redis-tls-ca-file", ca]);
+    assert!(
+        ran.ok() && ran.line(&backend).contains("PONG over TLS"),
+        "{ran}"
+    );
+    let ran = health("redis", &["--redis", &url]);
+    assert!(!ran.ok(), "{ran}");
+    assert!(
+        ran.line(&backend)
+            .contains("needs [redis] server_tls_ca_file"),
+        "{ran}"
+    );
+
+    lab.kill(0);
+    let ran = health("all", &["--config", &file]);
+    assert!(!ran.ok(), "{ran}");
+    assert!(ran.line(&backend).starts_with("FAIL redis"), "{ran}");
+    assert!(
+        ran.stderr.contains("1 of 4 checks failed") && ran.stderr.contains(&backend),
+        "{ran}"
+    );
 }

@@ -469,24 +469,14 @@ fn retire(pools: Vec<Arc<Pool>>, grace: Duration) {
     });
 }
 
-/// The TLS connector for a `rediss://` URL: the Postgres side's rustls set-up, always
-/// verifying against `server_tls_ca_file` (`verify-full` also checks the node's name).
+/// The TLS connector for a `rediss://` URL ([`RedisConfig::server_tls_connector`]).
 fn upstream_tls(cfg: &RedisConfig) -> Result<Option<tokio_rustls::TlsConnector>, Error> {
-    use super::config::ServerTlsVerify;
-    use crate::tls::ServerTlsMode;
     if !cfg.upstream_tls() {
         return Ok(None);
     }
-    let mode = match cfg.server_tls_sslmode {
-        ServerTlsVerify::VerifyFull => ServerTlsMode::VerifyFull,
-        ServerTlsVerify::VerifyCa => ServerTlsMode::VerifyCa,
-    };
-    crate::tls::connector(&crate::tls::TlsConfig {
-        server_tls_sslmode: mode,
-        server_tls_ca_file: cfg.server_tls_ca_file.clone(),
-        ..crate::tls::TlsConfig::default()
-    })
-    .map_err(|e| Error::Backend(format!("TLS to Redis (redis.server_tls_ca_file): {e}")))
+    cfg.server_tls_connector()
+        .map(Some)
+        .map_err(|e| Error::Backend(format!("TLS to Redis (redis.server_tls_ca_file): {e}")))
 }
 
 /// Ask the seed whether it is a cluster node, and its version.
