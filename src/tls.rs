@@ -98,6 +98,12 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, Tl
 
 /// The connector for server connections (`None` when TLS to servers is off).
 pub fn connector(cfg: &TlsConfig) -> Result<Option<tokio_rustls::TlsConnector>, TlsError> {
+    Ok(client_config(cfg)?.map(|c| tokio_rustls::TlsConnector::from(Arc::new(c))))
+}
+
+/// The rustls client settings behind [`connector`], for clients that take them whole
+/// (tokio-postgres in the health check).
+pub fn client_config(cfg: &TlsConfig) -> Result<Option<rustls::ClientConfig>, TlsError> {
     let mode = cfg.server_tls_sslmode;
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
         ServerTlsMode::Disable => return Ok(None),
@@ -119,7 +125,7 @@ pub fn connector(cfg: &TlsConfig) -> Result<Option<tokio_rustls::TlsConnector>, 
             }
         }
     };
-    client_connector(verifier).map(Some)
+    verified_by(verifier).map(Some)
 }
 
 /// Every certificate of a PEM file, in file order.
@@ -158,12 +164,17 @@ fn chain_verifier(
 fn client_connector(
     verifier: Arc<dyn ServerCertVerifier>,
 ) -> Result<tokio_rustls::TlsConnector, TlsError> {
-    let config = rustls::ClientConfig::builder_with_provider(provider())
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(verified_by(
+        verifier,
+    )?)))
+}
+
+fn verified_by(verifier: Arc<dyn ServerCertVerifier>) -> Result<rustls::ClientConfig, TlsError> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
+        .with_no_client_auth())
 }
 
 /// A connector for checking a server whose certificate Pake was configured with: the

@@ -144,7 +144,7 @@ pub fn plan(config: &Config, opts: &Options) -> Result<Vec<Check>, HealthError> 
 /// The primary and each replica of `db`, with the login Pake itself would use.
 fn postgres_checks(config: &Config, db: &Database) -> Vec<Check> {
     let service = format!("postgres:{}", db.name);
-    let login = server_login(config, db);
+    let login = server_login(config, db).and_then(|l| Ok((l, server_tls(config)?)));
     let mut servers = vec![("primary", db.host.as_str(), db.port)];
     servers.extend(
         db.replicas
@@ -157,17 +157,36 @@ fn postgres_checks(config: &Config, db: &Database) -> Vec<Check> {
             service: service.clone(),
             what: format!("{role} {}", host_port(host, port)),
             probe: match &login {
-                Ok((user, password)) => Probe::Postgres(PgTarget {
+                Ok(((user, password), tls)) => Probe::Postgres(PgTarget {
                     host: host.to_string(),
                     port,
                     user: user.clone(),
                     password: password.clone(),
                     dbname: db.server_dbname().to_string(),
+                    tls: tls.clone(),
                 }),
                 Err(why) => Probe::Unusable(why.clone()),
             },
         })
         .collect()
+}
+
+/// TLS to the Postgres servers as Pake's own server connections do it.
+fn server_tls(config: &Config) -> Result<Option<probe::PgTls>, String> {
+    use crate::tls::ServerTlsMode;
+    let require = match config.tls.server_tls_sslmode {
+        ServerTlsMode::Disable => return Ok(None),
+        ServerTlsMode::Prefer => false,
+        _ => true,
+    };
+    match crate::tls::client_config(&config.tls) {
+        Ok(Some(config)) => Ok(Some(probe::PgTls {
+            config: Box::new(config),
+            require,
+        })),
+        Ok(None) => Ok(None),
+        Err(e) => Err(format!("TLS to servers ([tls] server_tls_*): {e}")),
+    }
 }
 
 /// Who to log in to `db`'s servers as: its `server_user`, else the first user whose server

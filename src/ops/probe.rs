@@ -52,6 +52,16 @@ pub struct PgTarget {
     pub user: String,
     pub password: Option<String>,
     pub dbname: String,
+    /// TLS as Pake's own server connections use it (`[tls] server_tls_sslmode`).
+    pub tls: Option<PgTls>,
+}
+
+/// TLS towards a Postgres server: the rustls settings Pake's server connections use, and
+/// whether plaintext is refused (`require` and up) or only the fallback (`prefer`).
+#[derive(Debug, Clone)]
+pub struct PgTls {
+    pub config: Box<rustls::ClientConfig>,
+    pub require: bool,
 }
 
 /// Log in and run `select pg_is_in_recovery()`.
@@ -66,11 +76,23 @@ pub async fn postgres(t: &PgTarget, timeout: Duration) -> Result<String, ProbeEr
     if let Some(p) = &t.password {
         cfg.password(p);
     }
-    let (client, conn) = cfg
-        .connect(tokio_postgres::NoTls)
-        .await
-        .map_err(|e| ProbeError::Postgres(describe(&e)))?;
-    let driver = tokio::spawn(conn);
+    let fail = |e: tokio_postgres::Error| ProbeError::Postgres(describe(&e));
+    let (client, driver) = match &t.tls {
+        None => {
+            let (client, conn) = cfg.connect(tokio_postgres::NoTls).await.map_err(fail)?;
+            (client, tokio::spawn(async move { conn.await.map(drop) }))
+        }
+        Some(tls) => {
+            cfg.ssl_mode(if tls.require {
+                tokio_postgres::config::SslMode::Require
+            } else {
+                tokio_postgres::config::SslMode::Prefer
+            });
+            let make = tokio_postgres_rustls::MakeRustlsConnect::new((*tls.config).clone());
+            let (client, conn) = cfg.connect(make).await.map_err(fail)?;
+            (client, tokio::spawn(async move { conn.await.map(drop) }))
+        }
+    };
     let row = client
         .query_one("select pg_is_in_recovery()", &[])
         .await

@@ -339,3 +339,49 @@ fn rediss_backend_and_tls_only_redis_listener_then_redis_killed() {
         "{ran}"
     );
 }
+
+/// A Postgres that takes TCP logins over TLS only: the check logs in the way Pake's server
+/// connections do (`[tls] server_tls_sslmode`), and without TLS it names the refusal.
+#[test]
+fn postgres_requiring_tls_is_checked_over_tls() {
+    let lab = PgLab::start(PgOptions {
+        tls: true,
+        ..PgOptions::default()
+    })
+    .expect("TLS lab");
+    let hba = lab.primary.data.join("pg_hba.conf");
+    let text = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+    let ssl_only: Vec<String> = text
+        .lines()
+        .map(|l| match l.strip_prefix("host ") {
+            Some(rest) => format!("hostssl {rest}"),
+            None => l.to_string(),
+        })
+        .collect();
+    std::fs::write(&hba, ssl_only.join("\n") + "\n").expect("write pg_hba.conf");
+    lab.primary
+        .psql(&lab.user, "SELECT pg_reload_conf()")
+        .expect("reload");
+    let certs = lab.certs.as_ref().expect("a TLS lab has certificates");
+    let url = lab.url("postgres");
+    let primary = format!("primary 127.0.0.1:{}", lab.primary.port);
+    let plain = ["--pg-primary", url.as_str()];
+    let refused = eventually(Duration::from_secs(10), || !health("postgres", &plain).ok());
+    let ran = health("postgres", &plain);
+    assert!(refused, "{ran}");
+    assert!(ran.line(&primary).contains("no encryption"), "{ran}");
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("pake.toml");
+    let toml = format!(
+        "[[databases]]\nname = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\n\n\
+         [[users]]\nname = {:?}\npassword = {:?}\n\n\
+         [tls]\nserver_tls_sslmode = \"verify-full\"\nserver_tls_ca_file = {:?}\n",
+        lab.primary.port, lab.user, lab.password, certs.ca
+    );
+    std::fs::write(&file, toml).expect("write config");
+    let config = file.to_str().expect("utf-8 path");
+    let ran = health("postgres", &["--config", config]);
+    assert!(ran.ok(), "{ran}");
+    assert!(ran.line(&primary).contains("not in recovery"), "{ran}");
+}
