@@ -244,8 +244,18 @@ impl Session {
             rbuf.reserve(16 * 1024);
         }
         let read = can_read && !*close_after;
-        let io =
-            std::future::poll_fn(|cx| poll_io(cx, client, unflushed, wbuf, pending, rbuf, read));
+        let io = std::future::poll_fn(|cx| {
+            poll_io(
+                cx,
+                client,
+                unflushed,
+                wbuf,
+                pending,
+                pending_writes,
+                rbuf,
+                read,
+            )
+        });
         tokio::select! {
             biased;
             r = io => match r.map_err(Error::ClientIo)? {
@@ -255,14 +265,8 @@ impl Session {
                         tokio::time::sleep(std::time::Duration::from_secs_f64(n as f64 / bps.max(1) as f64)).await;
                     }
                 }
-                Io::Done(done) => {
-                    if done.write {
-                        *pending_writes -= 1;
-                    }
-                    wbuf.extend_from_slice(&done.reply);
-                }
                 Io::Read(0) => return Ok(false),
-                Io::Read(_) | Io::Flushed => {}
+                Io::Read(_) | Io::Flushed | Io::Collected => {}
             },
             r = closing.changed() => {
                 if r.is_err() || *closing.borrow() {
@@ -373,24 +377,41 @@ enum Io {
     Wrote(usize),
     /// TLS records buffered by rustls reached the socket.
     Flushed,
-    /// The next reply, in request order.
-    Done(Done),
+    /// Finished replies were queued for the client (the write must wait for the socket).
+    Collected,
     /// Bytes read from the client (0: it hung up).
     Read(usize),
 }
 
-/// Poll, in this order, writing buffered replies (then flushing TLS), the next reply in
-/// request order, and reading more requests. One poll over the whole stream: a TLS stream
-/// cannot be split into halves that borrow it separately.
+/// Poll, in this order, every reply that is ready (in request order, into the write
+/// buffer), writing the buffer (then flushing TLS), and reading more requests. Replies are
+/// gathered before writing so a pipeline's answers — L1 hits are ready at once — leave in
+/// one write, not one syscall each. One poll over the whole stream: a TLS stream cannot be
+/// split into halves that borrow it separately.
+#[allow(clippy::too_many_arguments)]
 fn poll_io(
     cx: &mut Context<'_>,
     client: &mut ClientStream,
     unflushed: &mut bool,
     wbuf: &mut BytesMut,
     pending: &mut FuturesOrdered<BoxFuture<'static, Done>>,
+    pending_writes: &mut usize,
     rbuf: &mut BytesMut,
     read: bool,
 ) -> Poll<std::io::Result<Io>> {
+    let mut collected = false;
+    while !pending.is_empty() && wbuf.len() < HIGH_WATER {
+        match pending.poll_next_unpin(cx) {
+            Poll::Ready(Some(done)) => {
+                if done.write {
+                    *pending_writes -= 1;
+                }
+                wbuf.extend_from_slice(&done.reply);
+                collected = true;
+            }
+            _ => break,
+        }
+    }
     if !wbuf.is_empty() {
         if let Poll::Ready(r) = Pin::new(&mut *client).poll_write(cx, wbuf) {
             let n = r?;
@@ -408,10 +429,8 @@ fn poll_io(
             return Poll::Ready(Ok(Io::Flushed));
         }
     }
-    if !pending.is_empty() {
-        if let Poll::Ready(Some(done)) = pending.poll_next_unpin(cx) {
-            return Poll::Ready(Ok(Io::Done(done)));
-        }
+    if collected {
+        return Poll::Ready(Ok(Io::Collected));
     }
     if read {
         if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *client), cx, rbuf) {
