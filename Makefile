@@ -5,7 +5,9 @@ CARGO ?= cargo
 
 .PHONY: demo test deps build release lint fmt bench bench-micro bench-smoke bench-pg bench-redis chaos clean check-deploy
 
-## Start a local lab (Postgres), put Pake in front, run a short load test, show how to connect.
+## Start a local lab (Postgres primary + replica, Redis Cluster), put Pake in front, run a
+## short load (pgbench, a query missing an index, redis-benchmark), print the query report
+## with its index advice and how to connect.
 demo: deps release
 	./target/release/pake demo
 

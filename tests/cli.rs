@@ -280,3 +280,39 @@ fn rolling_restart_under_pgbench_loses_no_transaction() {
     assert!(served_by_new > 0.0, "the new Pake took over");
     drop(old);
 }
+
+/// `make demo`'s command end to end (short): the lab with a replica and a Redis Cluster,
+/// pgbench direct and through Pake, redis-benchmark through Pake, and the report with the
+/// index the seeded table lacks, checked with hypopg.
+#[test]
+fn demo_runs_the_lab_and_prints_the_report_with_index_advice() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pake()
+        .args(["demo", "--no-wait", "--duration", "1", "--clients", "4"])
+        .arg("--report-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    for want in [
+        "pake ",
+        "requests per second",
+        "from demo_orders where customer_id = ?",
+        "index advice (checked with hypopg",
+        "ON public.demo_orders (customer_id)",
+        "redis-cli -p ",
+    ] {
+        assert!(
+            stdout.contains(want),
+            "{want:?} missing:\n{stdout}\n{stderr}"
+        );
+    }
+    assert!(!stdout.contains("(failed)"), "{stdout}");
+    let html = std::fs::read_to_string(dir.path().join("report.html")).unwrap();
+    assert!(
+        html.contains("demo_orders"),
+        "the report names the slow query"
+    );
+}
