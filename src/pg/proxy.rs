@@ -390,6 +390,9 @@ impl Proxy {
             // the old exporter sends what it has queued, then ends with its last session
             self.otlp.store(tracer);
         }
+        if let Some(redis) = self.redis.get() {
+            report.extend(redis.reload(old.redis.as_ref(), new.redis.as_ref()));
+        }
         if self.faults.enabled() != new.general.fault_injection {
             self.faults.set_enabled(new.general.fault_injection);
             report.push(format!("fault_injection = {}", new.general.fault_injection));

@@ -23,7 +23,9 @@ use super::metrics::RedisMetrics;
 use super::resp::encode::Proto;
 use bytes::{BufMut, Bytes, BytesMut};
 use moka::notification::RemovalCause;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::SeqCst};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst,
+};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -113,9 +115,14 @@ pub struct L1 {
     /// Slots whose node's invalidation stream is live; others are never filled.
     armed: Box<[AtomicBool]>,
     global: AtomicU64,
-    max_entry: usize,
-    max_ttl: Duration,
+    /// Limits a reload may change: the largest reply kept, and the longest life (ms).
+    max_entry: AtomicUsize,
+    max_ttl_ms: AtomicU64,
     metrics: Arc<RedisMetrics>,
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// FNV-1a: short keys, called on every lookup and invalidation.
@@ -159,12 +166,19 @@ impl L1 {
             slot_epochs: counters(SLOTS),
             armed: counters(SLOTS),
             global: AtomicU64::new(0),
-            max_entry,
-            max_ttl,
+            max_entry: AtomicUsize::new(max_entry),
+            max_ttl_ms: AtomicU64::new(millis(max_ttl)),
             metrics: metrics.clone(),
         });
         metrics.attach_l1(&l1);
         l1
+    }
+
+    /// New limits from a reload, for fills from now on (entries already cached keep the
+    /// expiry they were given, at most the old `max_ttl`).
+    pub fn set_limits(&self, max_entry: usize, max_ttl: Duration) {
+        self.max_entry.store(max_entry, Relaxed);
+        self.max_ttl_ms.store(millis(max_ttl), Relaxed);
     }
 
     /// A cached reply that is still valid.
@@ -208,10 +222,11 @@ impl L1 {
 
     /// Store a reply read under `ticket`. `key_ttl` is the key's own remaining TTL, if any.
     pub fn insert(&self, key: CacheKey, reply: Bytes, ticket: Ticket, key_ttl: Option<Duration>) {
-        if reply.len() > self.max_entry || !self.valid(&ticket) {
+        if reply.len() > self.max_entry.load(Relaxed) || !self.valid(&ticket) {
             return;
         }
-        let ttl = key_ttl.map_or(self.max_ttl, |t| t.min(self.max_ttl));
+        let max_ttl = Duration::from_millis(self.max_ttl_ms.load(Relaxed));
+        let ttl = key_ttl.map_or(max_ttl, |t| t.min(max_ttl));
         if ttl.is_zero() {
             return;
         }

@@ -143,6 +143,45 @@ impl Service {
     }
 
     /// Stop accepting and ask every session to finish; then stop tracking and close pools.
+    /// A reload's `[redis]` section: the L1's entry-size and TTL limits apply at once; any
+    /// other change is reported as needing a restart (connections, listeners, tracking and
+    /// the L1's byte budget are built at startup). One line per change, for `RELOAD`/SIGHUP.
+    pub fn reload(&self, old: Option<&RedisConfig>, new: Option<&RedisConfig>) -> Vec<String> {
+        let (Some(old), Some(new)) = (old, new) else {
+            return match (old, new) {
+                (None, None) => Vec::new(),
+                _ => vec!["[redis] added or removed: takes effect after a restart".into()],
+            };
+        };
+        let mut report = Vec::new();
+        let live = ["l1_max_entry_size", "l1_max_ttl"];
+        if let Some(l1) = self.l1.as_ref().filter(|_| new.l1) {
+            if (old.l1_max_entry_size.0, old.l1_max_ttl.0)
+                != (new.l1_max_entry_size.0, new.l1_max_ttl.0)
+            {
+                l1.set_limits(new.l1_max_entry_size.0 as usize, new.l1_max_ttl.0);
+                report.push(format!(
+                    "redis: L1 limits now l1_max_entry_size = {:?}, l1_max_ttl = {:?}",
+                    new.l1_max_entry_size, new.l1_max_ttl.0
+                ));
+            }
+        }
+        let table = |c: &RedisConfig| match toml::Value::try_from(c) {
+            Ok(toml::Value::Table(t)) => t,
+            _ => toml::Table::new(),
+        };
+        let (a, b) = (table(old), table(new));
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        for k in keys {
+            if a.get(k) != b.get(k) && (self.l1.is_none() || !live.contains(&k.as_str())) {
+                report.push(format!("redis.{k} changed: takes effect after a restart"));
+            }
+        }
+        report
+    }
+
     pub async fn drain(&self, timeout: std::time::Duration) {
         self.closing.send_replace(true);
         let deadline = tokio::time::Instant::now() + timeout;

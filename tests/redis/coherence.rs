@@ -296,3 +296,55 @@ async fn cluster_failover_flushes_and_follows_the_new_primary() {
     );
     assert_eq!(c.cmd(&["GET", key]).await, Val::s("direct"));
 }
+
+/// RELOAD/SIGHUP with a changed `[redis]`: the L1's entry-size limit applies at once (a
+/// reply over it is no longer cached), and a setting built at startup is reported as
+/// needing a restart instead of being silently ignored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_applies_l1_limits_and_names_what_needs_a_restart() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut c = env.conn().await;
+    let value = "x".repeat(100);
+    assert_eq!(c.cmd(&["SET", "rl", &value]).await, Val::s("OK"));
+    c.cmd(&["GET", "rl"]).await;
+    let hits = metric(&env.pake, "pake_redis_l1_hits_total");
+    c.cmd(&["GET", "rl"]).await;
+    assert_eq!(
+        metric(&env.pake, "pake_redis_l1_hits_total"),
+        hits + 1.0,
+        "100 bytes are cached under the default limit"
+    );
+
+    let mut new = (*env.pake.proxy.config()).clone();
+    let rc = new.redis.as_mut().expect("[redis]");
+    rc.l1_max_entry_size = pake::config::Bytes(10);
+    rc.pool_size += 1;
+    let report = env.pake.proxy.apply(new);
+    assert!(
+        report.iter().any(|l| l.contains("L1 limits now")),
+        "{report:?}"
+    );
+    assert!(
+        report
+            .iter()
+            .any(|l| l == "redis.pool_size changed: takes effect after a restart"),
+        "{report:?}"
+    );
+    assert!(
+        !report.iter().any(|l| l.contains("redis.l1_max_entry_size")),
+        "applied live, not deferred: {report:?}"
+    );
+
+    // a fresh key over the new limit is served but never cached
+    assert_eq!(c.cmd(&["SET", "rl2", &value]).await, Val::s("OK"));
+    for _ in 0..3 {
+        assert_eq!(c.cmd(&["GET", "rl2"]).await, Val::s(&value));
+    }
+    let hits = metric(&env.pake, "pake_redis_l1_hits_total");
+    c.cmd(&["GET", "rl2"]).await;
+    assert_eq!(
+        metric(&env.pake, "pake_redis_l1_hits_total"),
+        hits,
+        "over the reloaded l1_max_entry_size: not cached"
+    );
+}
