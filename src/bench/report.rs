@@ -59,6 +59,9 @@ pub struct TargetReport {
     pub ratio: Option<f64>,
     /// Share of reads that Pake sent to the replica (from its /metrics).
     pub replica_share: Option<f64>,
+    /// Share of Redis L1 lookups that hit, while measured (Pake with its L1 on).
+    #[serde(default)]
+    pub l1_hit_rate: Option<f64>,
     /// Idle-memory scenario: resident memory of the proxy before and after, and the
     /// difference per idle client.
     pub rss_before_kib: Option<u64>,
@@ -238,6 +241,9 @@ fn note(t: &TargetReport) -> String {
     let mut parts = Vec::new();
     if let Some(share) = t.replica_share {
         parts.push(format!("{:.0}% of reads on the replica", share * 100.0));
+    }
+    if let Some(h) = t.l1_hit_rate {
+        parts.push(format!("L1 hit rate {:.1}%", h * 100.0));
     }
     if let (Some(b), Some(a)) = (t.rss_before_kib, t.rss_after_kib) {
         parts.push(format!("RSS {b} → {a} KiB"));

@@ -4,7 +4,7 @@
 
 use super::env::{Endpoint, Env, Target};
 use super::measure::{self, open_many, Client, Done, Measurement, Pace};
-use super::peers::pake::{routed, PakeBinary};
+use super::peers::pake::{l1_lookups, routed, PakeBinary};
 use super::pg_load::{self, PgClient, PgShape};
 use super::redis_load::{self, RedisClient, RedisShape};
 use super::report::{CaseReport, Machine, ScenarioReport, TargetReport};
@@ -129,6 +129,8 @@ struct Tally {
     rounds: Vec<f64>,
     merged: Measurement,
     replica_reads: Option<f64>,
+    /// Redis L1 (hits, misses) while measured, for Pake with its L1 on.
+    l1: Option<(f64, f64)>,
 }
 
 async fn run_case(s: &Scenario, env: &Env, clients: usize, progress: &ProgressBar) -> CaseReport {
@@ -161,6 +163,7 @@ async fn run_case(s: &Scenario, env: &Env, clients: usize, progress: &ProgressBa
             rounds: Vec::new(),
             merged: Measurement::new(),
             replica_reads: None,
+            l1: None,
         })
         .collect();
     for round in 0..s.rounds {
@@ -172,7 +175,11 @@ async fn run_case(s: &Scenario, env: &Env, clients: usize, progress: &ProgressBa
                 s.rounds,
                 t.name
             ));
-            let (m, replica) = go(t, s.duration_secs, round as u64 + 1).await;
+            let (m, replica, l1) = go(t, s.duration_secs, round as u64 + 1).await;
+            if let Some((h, miss)) = l1.filter(|(h, miss)| h + miss > 0.0) {
+                let sum = tally.l1.get_or_insert((0.0, 0.0));
+                *sum = (sum.0 + h, sum.1 + miss);
+            }
             tally.rounds.push(m.ops_per_sec());
             tally.merged.merge(&m);
             if let Some(r) = replica {
@@ -201,6 +208,7 @@ fn case_report(
                 .replica_reads
                 .filter(|_| tally.merged.reads > 0)
                 .map(|n| n / tally.merged.reads as f64);
+            r.l1_hit_rate = tally.l1.map(|(h, miss)| h / (h + miss));
             r
         })
         .collect();
@@ -220,7 +228,8 @@ fn case_report(
 }
 
 /// One visit: open `clients`, drive `active` of them for `secs`, keep the rest idle.
-/// Returns the measurement and, for Pake in front of a replica, the reads it routed there.
+/// Returns the measurement and, for Pake in front of a replica, the reads it routed there,
+/// and for Pake with a Redis L1 its (hits, misses) meanwhile.
 #[allow(clippy::too_many_arguments)]
 async fn visit(
     t: &Target,
@@ -231,12 +240,18 @@ async fn visit(
     pace: Pace,
     seed: u64,
     replica: bool,
-) -> (Measurement, Option<f64>) {
+) -> (Measurement, Option<f64>, Option<(f64, f64)>) {
     let (mut conns, failed) = open_counted(t, shape, clients).await;
     let idle = conns.split_off(active.min(conns.len()));
+    let redis = matches!(shape, Shape::Redis(_));
     let admin = t.admin.filter(|_| replica);
     let before = match admin {
         Some(a) => routed(a).await.ok(),
+        None => None,
+    };
+    let l1_admin = t.admin.filter(|_| redis);
+    let l1_before = match l1_admin {
+        Some(a) => l1_lookups(a).await.ok(),
         None => None,
     };
     let (_, mut m) = measure::drive(conns, secs, pace, seed).await;
@@ -244,8 +259,13 @@ async fn visit(
         Some(a) => routed(a).await.ok(),
         None => None,
     };
+    let l1_after = match l1_admin {
+        Some(a) => l1_lookups(a).await.ok(),
+        None => None,
+    };
     drop(idle);
     m.merge(&failed);
     let replica_reads = before.zip(after).map(|(b, a)| a.1 - b.1);
-    (m, replica_reads)
+    let l1 = l1_before.zip(l1_after).map(|(b, a)| (a.0 - b.0, a.1 - b.1));
+    (m, replica_reads, l1)
 }

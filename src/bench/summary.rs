@@ -250,6 +250,9 @@ fn scenario_table(r: &ScenarioReport) -> String {
             if let Some(share) = t.replica_share {
                 note.push(format!("{:.0}% of reads on the replica", share * 100.0));
             }
+            if let Some(h) = t.l1_hit_rate {
+                note.push(format!("L1 hit rate {:.1}%", h * 100.0));
+            }
             if let Some(e) = &t.first_error {
                 note.push(format!(
                     "first error: {}",

@@ -152,14 +152,36 @@ impl PakeBinary {
     }
 }
 
-/// Read `/metrics` and sum `pake_pg_routed_total` by its `target` label: (primary, replicas).
-pub async fn routed(admin: SocketAddr) -> Result<(f64, f64), BenchError> {
+/// The text of Pake's `/metrics`.
+async fn metrics(admin: SocketAddr) -> Result<String, BenchError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(admin).await?;
     s.write_all(b"GET /metrics HTTP/1.0\r\nHost: pake\r\n\r\n")
         .await?;
     let mut body = String::new();
     s.read_to_string(&mut body).await?;
+    Ok(body)
+}
+
+/// The value of an unlabelled counter in a `/metrics` text (0 when absent).
+fn counter(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The Redis L1's (hits, misses) so far.
+pub async fn l1_lookups(admin: SocketAddr) -> Result<(f64, f64), BenchError> {
+    let body = metrics(admin).await?;
+    Ok((
+        counter(&body, "pake_redis_l1_hits_total"),
+        counter(&body, "pake_redis_l1_misses_total"),
+    ))
+}
+
+/// Read `/metrics` and sum `pake_pg_routed_total` by its `target` label: (primary, replicas).
+pub async fn routed(admin: SocketAddr) -> Result<(f64, f64), BenchError> {
+    let body = metrics(admin).await?;
     let (mut primary, mut replicas) = (0.0, 0.0);
     for line in body
         .lines()
@@ -177,4 +199,20 @@ pub async fn routed(admin: SocketAddr) -> Result<(f64, f64), BenchError> {
         }
     }
     Ok((primary, replicas))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counter;
+
+    #[test]
+    fn counters_are_read_by_exact_name() {
+        let body = "# HELP pake_redis_l1_hits_total Hits.\n\
+                    pake_redis_l1_hits_total_extra 9\n\
+                    pake_redis_l1_hits_total 1234\n\
+                    pake_redis_l1_misses_total 5e1\n";
+        assert_eq!(counter(body, "pake_redis_l1_hits_total"), 1234.0);
+        assert_eq!(counter(body, "pake_redis_l1_misses_total"), 50.0);
+        assert_eq!(counter(body, "pake_absent_total"), 0.0);
+    }
 }
