@@ -72,8 +72,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     let pgbench = bin.join("pgbench");
 
     println!("==> pgbench -i -s 5, and a demo_orders table with no index on customer_id (direct)");
-    run_ok(Command::new(&pgbench).args(["-i", "-s", "5", "-q", &lab.url("postgres")]))
-        .context("pgbench -i")?;
+    let mut init = Command::new(&pgbench);
+    init.args(["-i", "-s", "5", "-q", &lab.url("postgres")]);
+    crate::lab::postgres::run_checked(init, "pgbench -i")?;
     lab.primary
         .psql(&lab.user, SEED)
         .context("seeding demo_orders")?;
@@ -205,16 +206,6 @@ async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     running.drain(std::time::Duration::from_secs(2)).await;
     drop(redis);
     drop(lab);
-    Ok(())
-}
-
-fn run_ok(cmd: &mut Command) -> anyhow::Result<()> {
-    let out = cmd.output()?;
-    anyhow::ensure!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     Ok(())
 }
 

@@ -278,7 +278,8 @@ fn append(path: &Path, text: &str) -> std::io::Result<()> {
         .write_all(text.as_bytes())
 }
 
-fn run_checked(mut cmd: std::process::Command, what: &str) -> Result<(), LabError> {
+/// Run `cmd` to completion; a failure carries its output.
+pub(crate) fn run_checked(mut cmd: std::process::Command, what: &str) -> Result<(), LabError> {
     let out = cmd.stdin(Stdio::null()).output()?;
     if !out.status.success() {
         return Err(LabError::Failed {
