@@ -126,9 +126,10 @@ pub fn plan(config: &Config, opts: &Options) -> Result<Vec<Check>, HealthError> 
         Service::Redis if opts.redis.is_empty() => return Err(HealthError::NoRedis),
         _ => {}
     }
+    let tls = server_tls(config);
     for db in &config.databases {
         if opts.service.covers_database(&db.name) {
-            checks.extend(postgres_checks(config, db));
+            checks.extend(postgres_checks(config, db, &tls));
         }
     }
     if matches!(opts.service, Service::All | Service::Redis) {
@@ -141,10 +142,14 @@ pub fn plan(config: &Config, opts: &Options) -> Result<Vec<Check>, HealthError> 
     Ok(checks)
 }
 
-/// The primary and each replica of `db`, with the login Pake itself would use.
-fn postgres_checks(config: &Config, db: &Database) -> Vec<Check> {
+/// The primary and each replica of `db`, with the login and TLS Pake itself would use.
+fn postgres_checks(
+    config: &Config,
+    db: &Database,
+    tls: &Result<Option<probe::PgTls>, String>,
+) -> Vec<Check> {
     let service = format!("postgres:{}", db.name);
-    let login = server_login(config, db).and_then(|l| Ok((l, server_tls(config)?)));
+    let login = server_login(config, db).and_then(|l| Ok((l, tls.clone()?)));
     let mut servers = vec![("primary", db.host.as_str(), db.port)];
     servers.extend(
         db.replicas
