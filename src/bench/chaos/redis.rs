@@ -61,12 +61,11 @@ pub async fn sentinel_failover(ctx: Ctx) -> Result<Outcome, BenchError> {
     let limit = secs(ctx.plan.limit_secs);
     writes_through_pake(&ctx, lab, move |lab| {
         let old = lab
-            .current_primary()
+            .request_failover(limit)?
             .ok_or_else(|| BenchError::Client("the sentinels do not agree on a primary".into()))?;
         let successor = (0..lab.nodes.len())
             .find(|&i| i != old && lab.nodes[i].is_running())
             .map(|i| lab.nodes[i].port);
-        lab.request_failover(limit)?;
         Ok(Fault {
             note: format!(
                 "SENTINEL FAILOVER {} (primary was 127.0.0.1:{})",
