@@ -52,32 +52,15 @@ fn serve_quick_start_with_json_logs() {
     let lab = PgLab::start(PgOptions::default()).unwrap();
     let port = pake::lab::process::free_port().unwrap();
     let admin = pake::lab::process::free_port().unwrap();
-    let mut child = pake()
-        .args(["serve", "--log-format", "json", "--pool-size", "3"])
+    let mut cmd = pake();
+    cmd.args(["serve", "--log-format", "json", "--pool-size", "3"])
         .arg("--pg-listen")
         .arg(format!("127.0.0.1:{port}"))
         .arg("--admin-listen")
         .arg(format!("127.0.0.1:{admin}"))
         .arg("--pg-primary")
-        .arg(lab.url("postgres"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    // ready when the log says so
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut lines = Vec::new();
-    while Instant::now() < deadline && !lines.iter().any(|l: &String| l.contains("Pake is ready")) {
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
-            lines.push(l);
-        }
-    }
+        .arg(lab.url("postgres"));
+    let (mut child, rx, mut lines) = serve_until_ready(cmd);
     let url = format!("postgres://pake:pake@127.0.0.1:{port}/postgres");
     let psql = pake::lab::postgres::bindir().unwrap().join("psql");
     let out = Command::new(psql)
@@ -119,6 +102,33 @@ fn serve_quick_start_with_json_logs() {
     );
 }
 
+/// Spawn `cmd` (a `pake serve`) with its stderr read line by line into a channel, and wait
+/// up to 20 s for "Pake is ready"; the lines read so far come back with the channel.
+fn serve_until_ready(
+    mut cmd: Command,
+) -> (
+    std::process::Child,
+    std::sync::mpsc::Receiver<String>,
+    Vec<String>,
+) {
+    let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut lines = Vec::new();
+    while Instant::now() < deadline && !lines.iter().any(|l: &String| l.contains("Pake is ready")) {
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
+            lines.push(l);
+        }
+    }
+    (child, rx, lines)
+}
+
 /// A `pake serve` subprocess on a fixed port, with its stderr collected.
 struct Served {
     child: std::process::Child,
@@ -129,31 +139,14 @@ struct Served {
 impl Served {
     fn start(args: &[String], port: u16) -> Served {
         let admin = pake::lab::process::free_port().unwrap();
-        let mut child = pake()
-            .arg("serve")
+        let mut cmd = pake();
+        cmd.arg("serve")
             .args(args)
             .arg("--pg-listen")
             .arg(format!("127.0.0.1:{port}"))
             .arg("--admin-listen")
-            .arg(format!("127.0.0.1:{admin}"))
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
-                if l.contains("Pake is ready") {
-                    break;
-                }
-            }
-        }
+            .arg(format!("127.0.0.1:{admin}"));
+        let (child, rx, _) = serve_until_ready(cmd);
         // keep draining its log so it never blocks on a full pipe
         std::thread::spawn(move || while rx.recv().is_ok() {});
         Served { child, port, admin }

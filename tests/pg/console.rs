@@ -1,9 +1,7 @@
 //! The admin console over the Postgres port: SHOW commands with PgBouncer's columns, admin
 //! users only, PAUSE/RESUME, RELOAD, SHUTDOWN.
 
-use crate::harness::{code, pg_bin, Env, Opts};
-use pake::config::User;
-use pake::pg::auth::Method;
+use crate::harness::{code, pg_bin, with_guest, Env, Opts};
 use std::time::Duration;
 use tokio_postgres::SimpleQueryMessage;
 
@@ -42,20 +40,6 @@ async fn console(env: &Env) -> tokio_postgres::Client {
     pake::lab::postgres::connect(&env.url("pake"))
         .await
         .expect("admin console")
-}
-
-fn with_guest(c: &mut pake::config::Config) {
-    c.users.push(User {
-        name: "guest".into(),
-        password: Some("guest".into()),
-        server_password: None,
-        auth_type: Some(Method::ScramSha256),
-        pool_size: None,
-        pool_mode: None,
-        max_user_connections: 0,
-        read_from_replicas: None,
-        rate_limit: None,
-    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

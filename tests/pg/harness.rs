@@ -120,6 +120,21 @@ pub async fn start_pake(lab: &PgLab, opts: &Opts) -> Running {
 }
 
 /// Path of a PostgreSQL client program (psql, pgbench) from the lab's binaries.
+/// A `guest` user (password `guest`, SCRAM) who is not an admin.
+pub fn with_guest(c: &mut Config) {
+    c.users.push(pake::config::User {
+        name: "guest".into(),
+        password: Some("guest".into()),
+        server_password: None,
+        auth_type: Some(pake::pg::auth::Method::ScramSha256),
+        pool_size: None,
+        pool_mode: None,
+        max_user_connections: 0,
+        read_from_replicas: None,
+        rate_limit: None,
+    });
+}
+
 pub fn pg_bin(name: &str) -> std::path::PathBuf {
     pake::lab::postgres::bindir().expect("bindir").join(name)
 }

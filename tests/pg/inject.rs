@@ -1,9 +1,7 @@
 //! Fault injection through the admin API: every kind, scoped and expiring as asked, and
 //! refused when fault injection is off or the caller is not an admin.
 
-use crate::harness::{code, http, Env, Opts};
-use pake::config::User;
-use pake::pg::auth::Method;
+use crate::harness::{code, http, with_guest, Env, Opts};
 use std::time::{Duration, Instant};
 
 const ADMIN: Option<(&str, &str)> = Some(("pake", "pake"));
@@ -12,17 +10,7 @@ fn enabled() -> Opts {
     Opts {
         tweak: |c| {
             c.general.fault_injection = true;
-            c.users.push(User {
-                name: "guest".into(),
-                password: Some("guest".into()),
-                server_password: None,
-                auth_type: Some(Method::ScramSha256),
-                pool_size: None,
-                pool_mode: None,
-                max_user_connections: 0,
-                read_from_replicas: None,
-                rate_limit: None,
-            });
+            with_guest(c);
         },
         ..Opts::default()
     }
