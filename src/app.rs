@@ -33,9 +33,10 @@ pub async fn start_with(config: Config, source: Option<ConfigSource>) -> anyhow:
         .with_context(|| format!("cannot listen on {}", config.general.pg_listen))?;
     let pg_addr = pg.local_addr()?;
     let admin = match config.general.admin_listen {
+        // SO_REUSEPORT like the data listeners: a rolling restart starts the new Pake
+        // beside the old one with the same default config, admin port included
         Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
+            crate::pg::listener::bind(addr)
                 .with_context(|| format!("cannot listen on {addr} (admin)"))?,
         ),
         None => None,

@@ -138,7 +138,10 @@ struct Served {
 
 impl Served {
     fn start(args: &[String], port: u16) -> Served {
-        let admin = pake::lab::process::free_port().unwrap();
+        Served::start_with_admin(args, port, pake::lab::process::free_port().unwrap())
+    }
+
+    fn start_with_admin(args: &[String], port: u16, admin: u16) -> Served {
         let mut cmd = pake();
         cmd.arg("serve")
             .args(args)
@@ -154,6 +157,22 @@ impl Served {
 
     fn signal(&self, sig: i32) {
         pake::lab::process::signal(self.child.id(), sig);
+    }
+
+    fn child_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Wait up to `limit` for the process to exit by itself.
+    fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
     }
 }
 
@@ -254,24 +273,35 @@ fn rolling_restart_under_pgbench_loses_no_transaction() {
     let dir = tempfile::tempdir().unwrap();
     let path = config_file(dir.path(), &lab, 4);
     let port = pake::lab::process::free_port().unwrap();
+    // one config for both instances, admin port included: every listener is SO_REUSEPORT
+    let admin = pake::lab::process::free_port().unwrap();
     let args = ["--config".to_string(), path.display().to_string()];
-    let old = Served::start(&args, port);
+    let mut old = Served::start_with_admin(&args, port, admin);
     let url = format!("postgres://pake:pake@127.0.0.1:{port}/postgres");
     // -C: a new connection per transaction, as apps behind a pool of their own reconnect
     let load = pgbench(&["-c", "8", "-j", "2", "-T", "8", "-n", "-C"], &url);
     std::thread::sleep(Duration::from_secs(2));
-    let new = Served::start(&args, port);
+    let mut new = Served::start_with_admin(&args, port, admin);
+    assert!(
+        new.child_alive(),
+        "the second Pake started on the same ports"
+    );
     std::thread::sleep(Duration::from_millis(500));
     old.signal(libc::SIGTERM);
     let report = pgbench_report(load);
     assert_eq!(failed_transactions(&report), Some(0), "{report}");
+    // once the old one has drained and exited, the shared admin port is the new one's
+    let status = old.wait_exit(Duration::from_secs(20));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "old Pake drained: {status:?}"
+    );
     let served_by_new = metric(
-        new.admin,
+        admin,
         "pake_pg_transactions_total{database=\"postgres\",target=\"primary\",user=\"pake\"}",
     )
     .unwrap_or(0.0);
     assert!(served_by_new > 0.0, "the new Pake took over");
-    drop(old);
 }
 
 /// `make demo`'s command end to end (short): the lab with a replica and a Redis Cluster,
