@@ -5,6 +5,7 @@
 //! Setting names follow PgBouncer where PgBouncer has the setting (`pool_size`,
 //! `max_client_conn`, `server_lifetime`, `query_wait_timeout`…): its users should feel at home.
 
+pub mod peering;
 pub mod units;
 
 use crate::pg::auth::Method;
@@ -45,6 +46,9 @@ pub struct Config {
     /// OTLP/HTTP export of one span per client transaction (off by default).
     #[serde(default)]
     pub otlp: crate::obs::otlp::OtlpConfig,
+    /// Cancel forwarding between Pake instances behind one address (off by default).
+    #[serde(default)]
+    pub peering: peering::Peering,
 }
 
 /// How reads are sent to replicas, and when a replica is trusted.
@@ -471,6 +475,7 @@ impl Config {
     /// Check cross-field rules; every problem found is reported, not just the first.
     pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
         let mut errs = Vec::new();
+        self.peering.validate(&mut errs);
         if let Some(redis) = &self.redis {
             errs.extend(redis.validate());
         }

@@ -84,30 +84,72 @@ impl CancelSlot {
 
 const SHARDS: usize = 8;
 
+/// With peering on, a pid's bits 23..31 name the instance that minted it (bit 31 stays 0:
+/// pids are positive, like PostgreSQL's), the 23 bits below are random.
+const PEER_SHIFT: u32 = 23;
+
 /// All live clients' keys.
 pub struct CancelRegistry {
     shards: Vec<Mutex<HashMap<i32, Arc<CancelSlot>>>>,
+    /// This instance's peer id (0: peering off) and where the other instances listen.
+    peer_id: u8,
+    peers: HashMap<u8, String>,
 }
 
 impl Default for CancelRegistry {
     fn default() -> Self {
-        CancelRegistry {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-        }
+        CancelRegistry::new(&crate::config::peering::Peering::default())
     }
 }
 
+/// What became of a CancelRequest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Canceled {
+    /// Sent to the server running the client's request.
+    Sent,
+    /// The key belongs to another instance: passed on to it.
+    Forwarded,
+    /// Unknown key, wrong secret, nothing running, or the server could not be reached.
+    Ignored,
+}
+
 impl CancelRegistry {
+    pub fn new(peering: &crate::config::peering::Peering) -> Self {
+        CancelRegistry {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            peer_id: peering.peer_id,
+            peers: peering
+                .peers
+                .iter()
+                .map(|p| (p.id, p.address.clone()))
+                .collect(),
+        }
+    }
+
     fn shard(&self, pid: i32) -> &Mutex<HashMap<i32, Arc<CancelSlot>>> {
         &self.shards[(pid as u32 as usize) % SHARDS]
+    }
+
+    /// A random positive pid, carrying this instance's peer id when peering is on.
+    fn mint_pid(&self) -> i32 {
+        let random = rand::random::<u32>() >> 1;
+        match self.peer_id {
+            0 => random as i32,
+            id => ((u32::from(id) << PEER_SHIFT) | (random & ((1 << PEER_SHIFT) - 1))) as i32,
+        }
+    }
+
+    /// The peer that minted `pid`, when it is not this instance.
+    fn owner_elsewhere(&self, pid: i32) -> Option<u8> {
+        let owner = ((pid as u32) >> PEER_SHIFT) as u8;
+        (self.peer_id != 0 && owner != self.peer_id).then_some(owner)
     }
 
     /// Mint a fresh key for a new client.
     pub fn register(&self, info: ClientInfo) -> Arc<CancelSlot> {
         loop {
-            // positive pids, like PostgreSQL's
-            let pid = (rand::random::<u32>() >> 1) as i32;
-            if pid == 0 {
+            let pid = self.mint_pid();
+            if pid & ((1 << PEER_SHIFT) - 1) == 0 {
                 continue;
             }
             let mut shard = self.shard(pid).lock();
@@ -131,23 +173,55 @@ impl CancelRegistry {
         self.shard(pid).lock().remove(&pid);
     }
 
-    /// Handle a CancelRequest: forward it if the key is right and a request is running.
-    /// Returns whether a cancel was sent to a server.
-    pub async fn cancel(&self, pid: i32, secret: i32) -> bool {
+    /// Handle a CancelRequest: send it to the server if the key is right and a request is
+    /// running, or pass it to the peer instance whose key it is.
+    pub async fn cancel(&self, pid: i32, secret: i32) -> Canceled {
+        if let Some(owner) = self.owner_elsewhere(pid) {
+            return self.forward(owner, BackendKey { pid, secret }).await;
+        }
         let slot = self.shard(pid).lock().get(&pid).cloned();
         let Some(slot) = slot.filter(|s| s.secret == secret) else {
             tracing::debug!(pid, "cancel request with an unknown key ignored");
-            return false;
+            return Canceled::Ignored;
         };
         let Some(target) = slot.target() else {
             tracing::debug!(pid, "cancel request while no query runs: ignored");
-            return false;
+            return Canceled::Ignored;
         };
         match send_cancel(target).await {
-            Ok(()) => true,
+            Ok(()) => Canceled::Sent,
             Err(e) => {
                 tracing::warn!(pid, error = %e, "cannot forward cancel request");
-                false
+                Canceled::Ignored
+            }
+        }
+    }
+
+    /// Pass a cancel for another instance's key on to it, as the client sent it. The peer
+    /// handles it as its own (the key names it), so a cancel never travels twice.
+    async fn forward(&self, owner: u8, key: BackendKey) -> Canceled {
+        let Some(address) = self.peers.get(&owner) else {
+            tracing::debug!(pid = key.pid, owner, "cancel for an unknown peer ignored");
+            return Canceled::Ignored;
+        };
+        let addr = match tokio::net::lookup_host(address.as_str()).await {
+            Ok(mut addrs) => addrs.next(),
+            Err(e) => {
+                tracing::warn!(peer = owner, %address, error = %e, "cannot resolve peer");
+                None
+            }
+        };
+        let Some(addr) = addr else {
+            return Canceled::Ignored;
+        };
+        match send_cancel(CancelTarget { addr, key }).await {
+            Ok(()) => {
+                tracing::debug!(pid = key.pid, peer = owner, "cancel forwarded to peer");
+                Canceled::Forwarded
+            }
+            Err(e) => {
+                tracing::warn!(peer = owner, %address, error = %e, "cannot forward cancel to peer");
+                Canceled::Ignored
             }
         }
     }
@@ -218,12 +292,65 @@ mod tests {
         let b = reg.register(info);
         assert_ne!(a.pid, b.pid);
         assert!(a.pid > 0);
-        assert!(!reg.cancel(a.pid, a.secret.wrapping_add(1)).await);
-        assert!(!reg.cancel(a.pid, a.secret).await, "no target set");
+        assert_eq!(
+            reg.cancel(a.pid, a.secret.wrapping_add(1)).await,
+            Canceled::Ignored
+        );
+        assert_eq!(
+            reg.cancel(a.pid, a.secret).await,
+            Canceled::Ignored,
+            "no target set"
+        );
         reg.unregister(a.pid);
         assert_eq!(reg.len(), 1);
         assert_eq!(reg.clients().len(), 1);
         b.set_state(state::ACTIVE);
         assert_eq!(b.state().0, state::ACTIVE);
+    }
+
+    #[tokio::test]
+    async fn peer_keys_carry_the_peer_id_and_foreign_cancels_are_forwarded() {
+        use crate::config::peering::{Peer, Peering};
+        use tokio::io::AsyncReadExt;
+        let peer = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = peer.local_addr().unwrap().to_string();
+        let reg = CancelRegistry::new(&Peering {
+            peer_id: 5,
+            peers: vec![Peer { id: 7, address }],
+        });
+        let info = ClientInfo {
+            id: 1,
+            user: "u".into(),
+            database: "d".into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            local_addr: "127.0.0.1:2".parse().unwrap(),
+            application_name: String::new(),
+            connected_at: std::time::SystemTime::now(),
+        };
+        for _ in 0..100 {
+            let slot = reg.register(info.clone());
+            assert!(slot.pid > 0);
+            assert_eq!(slot.pid as u32 >> PEER_SHIFT, 5, "pid {:#x}", slot.pid);
+        }
+        // peer 7's key: passed on as the client sent it
+        let foreign = (7 << PEER_SHIFT) | 0x1234;
+        let received = tokio::spawn(async move {
+            let (mut s, _) = peer.accept().await.unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        assert_eq!(reg.cancel(foreign, 99).await, Canceled::Forwarded);
+        let mut want = bytes::BytesMut::new();
+        postgres_protocol::message::frontend::cancel_request(foreign, 99, &mut want);
+        assert_eq!(received.await.unwrap(), want.to_vec());
+        // a peer nobody configured: ignored, never sent anywhere
+        assert_eq!(
+            reg.cancel((9 << PEER_SHIFT) | 1, 1).await,
+            Canceled::Ignored
+        );
+        // without peering every pid is this instance's own
+        let plain = CancelRegistry::default();
+        assert_eq!(plain.cancel(foreign, 99).await, Canceled::Ignored);
     }
 }

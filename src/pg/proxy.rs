@@ -111,6 +111,7 @@ impl Proxy {
         let tls = crate::tls::Tls::build(&config.tls)?;
         let rate_limits_on = any_rate_limit(&config);
         let analyzer = Arc::new(Analyzer::new());
+        let cancel = CancelRegistry::new(&config.peering);
         let otlp = crate::obs::otlp::Tracer::start(&config.otlp, &metrics, analyzer.clone());
         Ok(Arc::new(Proxy {
             otlp: arc_swap::ArcSwapOption::new(otlp),
@@ -122,7 +123,7 @@ impl Proxy {
             users: ArcSwap::from_pointee(users),
             clusters: RwLock::new(HashMap::new()),
             topologies: Mutex::new(HashMap::new()),
-            cancel: CancelRegistry::default(),
+            cancel,
             analyzer,
             statements: Registry::default(),
             metrics,
@@ -329,6 +330,9 @@ impl Proxy {
             if changed {
                 report.push(format!("{name} changed: takes effect after a restart"));
             }
+        }
+        if old.peering != new.peering {
+            report.push("peering changed: takes effect after a restart".into());
         }
         self.users.store(Arc::new(build_users(&new)));
         match crate::tls::Tls::build(&new.tls) {

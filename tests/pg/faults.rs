@@ -159,6 +159,61 @@ async fn cancel_reaches_the_running_query_only() {
     assert_eq!(v, "done");
 }
 
+/// Two Pakes behind one address: a load balancer sends the client's CancelRequest to the
+/// instance that does not hold the query; `[peering]` passes it on to the one that does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_through_another_instance_reaches_the_query() {
+    use pake::config::peering::{Peer, Peering};
+    let ports = [
+        pake::lab::process::free_port().unwrap(),
+        pake::lab::process::free_port().unwrap(),
+    ];
+    let instance = move |id: u8| -> crate::harness::LabTweak {
+        std::sync::Arc::new(move |c, _| {
+            c.general.pg_listen = ([127, 0, 0, 1], ports[usize::from(id - 1)]).into();
+            c.peering = Peering {
+                peer_id: id,
+                peers: (1..=2u8)
+                    .map(|i| Peer {
+                        id: i,
+                        address: format!("127.0.0.1:{}", ports[usize::from(i - 1)]),
+                    })
+                    .collect(),
+            };
+        })
+    };
+    let env = Env::with(Opts {
+        tweak_lab: Some(instance(1)),
+        ..Opts::default()
+    })
+    .await;
+    let other = crate::harness::start_pake(
+        &env.lab,
+        &Opts {
+            tweak_lab: Some(instance(2)),
+            ..Opts::default()
+        },
+    )
+    .await;
+    let c = env.client().await;
+    let token = c.cancel_token();
+    let slow = tokio::spawn(async move { c.batch_execute("select pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let to_other = tokio::net::TcpStream::connect(other.pg_addr).await.unwrap();
+    token
+        .cancel_query_raw(to_other, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(20), slow)
+        .await
+        .expect("the query was canceled through the other instance")
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(code(&e), "57014");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_closes_idle_clients_with_57p01() {
     let env = Env::start().await;

@@ -303,13 +303,15 @@ const RESTART_ONLY: &[&str] = &[
     "general.pg_listen",
     "general.admin_listen",
     "general.workers",
+    "peering.peer_id",
+    "peering.peers",
 ];
 
 pub fn config(proxy: &Proxy) -> Table {
     let mut t = Table::new(&["key", "value", "default", "changeable"]);
     let current = toml::Value::try_from(&*proxy.config()).ok();
     let defaults = toml::Value::try_from(crate::config::Config::default()).ok();
-    for section in ["general", "pool", "routing"] {
+    for section in ["general", "pool", "routing", "peering"] {
         let cur = current
             .as_ref()
             .and_then(|v| v.get(section))
