@@ -44,6 +44,9 @@ pub enum Error {
     NotAdmin(String),
     #[error("{0}")]
     Console(String),
+    /// RELOAD could not use the configuration file; the running configuration stays.
+    #[error("RELOAD failed, the running configuration is unchanged: {0}")]
+    Reload(String),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("rate limit exceeded: more than {limit} transactions per second for this {scope}")]
@@ -102,6 +105,7 @@ impl Error {
             Error::UnknownDatabase(_) => SqlState::INVALID_CATALOG_NAME,
             Error::NotAdmin(_) => SqlState::INSUFFICIENT_PRIVILEGE,
             Error::Console(_) => SqlState::SYNTAX_ERROR,
+            Error::Reload(_) => SqlState::CONFIG_FILE_ERROR,
             Error::Tls(_) => SqlState::PROTOCOL_VIOLATION,
             Error::TlsRequired => SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
             Error::TooManyClients(_) | Error::TooManyUserConnections { .. } => {
@@ -136,6 +140,7 @@ impl Error {
             | Error::UnknownDatabase(_)
             | Error::NotAdmin(_)
             | Error::Console(_)
+            | Error::Reload(_)
             | Error::Tls(_)
             | Error::TlsRequired
             | Error::Unexpected(_)
@@ -211,6 +216,7 @@ mod tests {
         );
         assert_eq!(Error::TooManyClients(1).sqlstate().code(), "53300");
         assert_eq!(Error::Shutdown.sqlstate().code(), "57P01");
+        assert_eq!(Error::Reload("x".into()).sqlstate().code(), "F0000");
         assert_eq!(
             Error::Pool(PoolError::Timeout(Dur::secs(1), "a/b".into()))
                 .sqlstate()
