@@ -3,7 +3,7 @@
 
 use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use pake::pg::session::expect::{Effects, Expect, Replies};
+use pake::pg::server::replies::{Effects, Expect, Replies};
 use pake::pg::sql::Analyzer;
 use pake::pg::wire;
 use std::hint::black_box;

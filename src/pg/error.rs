@@ -9,7 +9,6 @@
 use super::auth::AuthError;
 use super::pool::PoolError;
 use super::server::ServerError;
-use super::session::expect::Desync;
 use super::startup::StartupError;
 use super::wire::{backend, FrameError};
 use crate::config::Dur;
@@ -22,6 +21,13 @@ pub enum Source {
     Client,
     Server,
     Proxy,
+}
+
+/// A server answered out of turn: the connection is lost to this client.
+impl From<super::server::replies::Desync> for Error {
+    fn from(d: super::server::replies::Desync) -> Self {
+        Error::ServerLost(ServerError::Desync(d))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +44,9 @@ pub enum Error {
     NotAdmin(String),
     #[error("{0}")]
     Console(String),
+    /// RELOAD could not use the configuration file; the running configuration stays.
+    #[error("RELOAD failed, the running configuration is unchanged: {0}")]
+    Reload(String),
     #[error("TLS: {0}")]
     Tls(String),
     #[error("rate limit exceeded: more than {limit} transactions per second for this {scope}")]
@@ -58,8 +67,6 @@ pub enum Error {
     Pool(#[from] PoolError),
     #[error("lost the server connection: {0}")]
     ServerLost(#[source] ServerError),
-    #[error("lost the server connection: {0}")]
-    Desync(#[from] Desync),
     #[error("client did not log in within client_login_timeout ({0})")]
     LoginTimeout(Dur),
     #[error("terminating connection due to idle-in-transaction timeout ({0})")]
@@ -98,28 +105,30 @@ impl Error {
             Error::UnknownDatabase(_) => SqlState::INVALID_CATALOG_NAME,
             Error::NotAdmin(_) => SqlState::INSUFFICIENT_PRIVILEGE,
             Error::Console(_) => SqlState::SYNTAX_ERROR,
+            Error::Reload(_) => SqlState::CONFIG_FILE_ERROR,
             Error::Tls(_) => SqlState::PROTOCOL_VIOLATION,
             Error::TlsRequired => SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
             Error::TooManyClients(_) | Error::TooManyUserConnections { .. } => {
                 SqlState::TOO_MANY_CONNECTIONS
             }
-            Error::Pool(PoolError::Timeout(..)) => SqlState::QUERY_CANCELED,
-            Error::Pool(PoolError::Closed(_) | PoolError::CircuitOpen { .. }) => {
-                SqlState::CANNOT_CONNECT_NOW
-            }
+            Error::Pool(e) => e.sqlstate(),
             Error::RateLimited { .. } => SqlState::CONFIGURATION_LIMIT_EXCEEDED,
             Error::Injected { code, .. } => SqlState::from_code(code),
             Error::InjectedReset => SqlState::CONNECTION_FAILURE,
-            Error::Pool(PoolError::Connect(e)) => e
-                .server_code()
-                .map(SqlState::from_code)
-                .unwrap_or(SqlState::CONNECTION_FAILURE),
-            Error::ServerLost(_) | Error::Desync(_) => SqlState::CONNECTION_FAILURE,
+            Error::ServerLost(_) => SqlState::CONNECTION_FAILURE,
             Error::LoginTimeout(_) => SqlState::PROTOCOL_VIOLATION,
             Error::IdleInTransaction(_) => SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
             Error::ClientIdle(_) => SqlState::IDLE_SESSION_TIMEOUT,
             Error::Shutdown => SqlState::ADMIN_SHUTDOWN,
             Error::ClientIo(_) => SqlState::CONNECTION_FAILURE,
+        }
+    }
+
+    /// A pool could not open a server connection (the request may try another server).
+    pub fn connect_failure(&self) -> Option<&ServerError> {
+        match self {
+            Error::Pool(e) => e.connect_failure(),
+            _ => None,
         }
     }
 
@@ -131,6 +140,7 @@ impl Error {
             | Error::UnknownDatabase(_)
             | Error::NotAdmin(_)
             | Error::Console(_)
+            | Error::Reload(_)
             | Error::Tls(_)
             | Error::TlsRequired
             | Error::Unexpected(_)
@@ -138,8 +148,8 @@ impl Error {
             | Error::IdleInTransaction(_)
             | Error::ClientIdle(_)
             | Error::ClientIo(_) => Source::Client,
-            Error::Pool(PoolError::Connect(_)) | Error::ServerLost(_) => Source::Server,
-            Error::Desync(_) => Source::Server,
+            Error::ServerLost(_) => Source::Server,
+            Error::Pool(e) if e.connect_failure().is_some() => Source::Server,
             Error::TooManyClients(_)
             | Error::TooManyUserConnections { .. }
             | Error::RateLimited { .. }
@@ -167,12 +177,8 @@ impl Error {
     pub fn write(&self, out: &mut BytesMut, fatal: bool) {
         let message = self.to_string();
         let hint = match self {
-            Error::Pool(PoolError::Timeout(..)) => {
-                Some("all server connections of the pool stayed busy; raise pool_size or query_wait_timeout")
-            }
-            Error::ServerLost(_) | Error::Desync(_) => {
-                Some("the server connection was closed; reconnect and retry")
-            }
+            Error::Pool(e) => e.hint(),
+            Error::ServerLost(_) => Some("the server connection was closed; reconnect and retry"),
             _ => None,
         };
         backend::error_response(
@@ -210,6 +216,7 @@ mod tests {
         );
         assert_eq!(Error::TooManyClients(1).sqlstate().code(), "53300");
         assert_eq!(Error::Shutdown.sqlstate().code(), "57P01");
+        assert_eq!(Error::Reload("x".into()).sqlstate().code(), "F0000");
         assert_eq!(
             Error::Pool(PoolError::Timeout(Dur::secs(1), "a/b".into()))
                 .sqlstate()

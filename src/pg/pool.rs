@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
+use tokio_postgres::error::SqlState;
 
 /// Identifies a pool: the database name clients use and the client user.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -44,6 +45,33 @@ pub enum PoolError {
 impl PoolError {
     pub fn is_timeout(&self) -> bool {
         matches!(self, PoolError::Timeout(..))
+    }
+
+    /// The SQLSTATE a client is told: a refused server login keeps the server's own code.
+    pub fn sqlstate(&self) -> SqlState {
+        match self {
+            PoolError::Timeout(..) => SqlState::QUERY_CANCELED,
+            PoolError::Closed(_) | PoolError::CircuitOpen { .. } => SqlState::CANNOT_CONNECT_NOW,
+            PoolError::Connect(e) => e
+                .server_code()
+                .map(SqlState::from_code)
+                .unwrap_or(SqlState::CONNECTION_FAILURE),
+        }
+    }
+
+    /// Opening a new server connection failed (the server's fault, not the pool's).
+    pub fn connect_failure(&self) -> Option<&ServerError> {
+        match self {
+            PoolError::Connect(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// What the client can do about it.
+    pub fn hint(&self) -> Option<&'static str> {
+        self.is_timeout().then_some(
+            "all server connections of the pool stayed busy; raise pool_size or query_wait_timeout",
+        )
     }
 }
 

@@ -13,7 +13,8 @@ use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
-pub use crate::pg::session::expect::StatementId;
+/// Identifier of a prepared statement in the process-wide registry.
+pub type StatementId = u64;
 
 /// One registered statement.
 #[derive(Debug)]

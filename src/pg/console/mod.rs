@@ -190,7 +190,7 @@ pub async fn execute(proxy: &Arc<Proxy>, cmd: &str) -> Result<Reply, Error> {
             ))),
         },
         ["reload"] => {
-            let report = proxy.reload_from_file().map_err(Error::Console)?;
+            let report = proxy.reload_from_file().map_err(Error::Reload)?;
             for line in &report {
                 tracing::info!(change = %line, "reload");
             }

@@ -8,13 +8,13 @@
 //!   server in the background (cancel, drain, ROLLBACK, reset) or close it if its state is
 //!   unknown. A server never returns to the pool dirty.
 
-use super::expect::Expect;
 use super::Session;
 use crate::config::PoolMode;
 use crate::pg::cancel::{state, CancelTarget};
 use crate::pg::cluster::Target;
 use crate::pg::error::{Error, Source};
-use crate::pg::pool::{Pool, PoolError};
+use crate::pg::pool::Pool;
+use crate::pg::server::replies::Expect;
 use crate::pg::server::Server;
 use postgres_protocol::message::frontend;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ impl Session {
     pub(super) async fn attach_routed(&mut self, mut target: Target) -> Result<(), Error> {
         for _ in 0..self.cluster.replicas.len() {
             match self.attach(target).await {
-                Err(Error::Pool(PoolError::Connect(e))) if target != Target::Primary => {
+                Err(e) if target != Target::Primary && e.connect_failure().is_some() => {
                     if let Some(r) = self.cluster.replica_state(target) {
                         r.healthy.store(false, std::sync::atomic::Ordering::Relaxed);
                         self.cluster.topology.ban(r, &e.to_string());

@@ -6,7 +6,7 @@
 //!    wait until a request unit (up to Sync/Flush, or a Query) is buffered;
 //! 2. [`attach`]: check a server out of the pool and bring its session parameters in line;
 //! 3. [`request`]: forward messages, rewriting prepared-statement names and recording the
-//!    replies owed ([`expect`]);
+//!    replies owed ([`crate::pg::server::replies`]);
 //! 4. [`response`]: match server messages against the replies owed, forward, swallow or
 //!    synthesise, and track ReadyForQuery;
 //! 5. [`attach`]: at a transaction boundary (transaction mode) hand the server back — after a
@@ -17,7 +17,6 @@
 //! pipelines a large batch while the server streams results cannot deadlock the proxy.
 
 pub mod attach;
-pub mod expect;
 mod record;
 pub mod request;
 pub mod response;

@@ -4,13 +4,13 @@
 //! is on ([`super::trace`]). Statements are matched to completions in order (the server
 //! answers in order); nothing here takes a lock or a shared reference count.
 
-use super::expect::Done;
 use super::Session;
 use crate::config::PoolMode;
 use crate::insight::{QueryEvent, Route};
 use crate::obs::traceparent::TraceParent;
 use crate::pg::cluster::Target;
 use crate::pg::route::Class;
+use crate::pg::server::replies::Done;
 use std::time::Instant;
 
 /// Named statements remembered per session-mode client (beyond it the map starts afresh:

@@ -2,11 +2,11 @@
 //! server, and forward the rest with prepared-statement names rewritten (transaction mode),
 //! recording the replies each message is owed.
 
-use super::expect::{Expect, Synth};
 use super::record::StatementRef;
 use super::{Flow, Session, HIGH_WATER};
 use crate::config::PoolMode;
 use crate::pg::error::Error;
+use crate::pg::server::replies::{Expect, Synth};
 use crate::pg::server::Server;
 use crate::pg::sql::SessionEffect;
 use crate::pg::wire::{self, backend, fe, FrameError};

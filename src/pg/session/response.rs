@@ -1,12 +1,12 @@
 //! Server → client: walk the server's messages, match each against the replies owed
-//! ([`super::expect`]), and forward them — as one copy of the whole run, or by swapping
+//! ([`crate::pg::server::replies`]), and forward them — as one copy of the whole run, or by swapping
 //! buffers when everything read goes through untouched. Large DataRow / CopyData messages
 //! are streamed through without waiting for their end.
 
-use super::expect::{Disposition, Effects};
 use super::record::Finished;
 use super::Session;
 use crate::pg::error::Error;
+use crate::pg::server::replies::{Disposition, Effects};
 use crate::pg::server::ServerError;
 use crate::pg::wire::{self, be};
 use bytes::{Buf, BufMut};

@@ -5,13 +5,13 @@
 //! transaction; in transaction mode a transaction is also one server checkout, and its span
 //! starts when its first statement started waiting for that server.
 
-use super::expect::Done;
 use super::record::Inflight;
 use super::Session;
 use crate::config::PoolMode;
 use crate::obs::otlp::span::{SpanTags, TxSpan, SHAPES};
 use crate::obs::traceparent::TraceParent;
 use crate::pg::cluster::Target;
+use crate::pg::server::replies::Done;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 

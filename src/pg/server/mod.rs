@@ -2,16 +2,20 @@
 //! trust), and the state the session and pool need to know whether it is safe to reuse.
 //!
 //! The forward path reads and writes `stream`, `rbuf` and `wbuf` directly (see
-//! `session`); this module owns the slow paths: startup, liveness, reset queries.
+//! `session`); this module owns the slow paths: startup, liveness, reset queries, and the
+//! protocol state that decides whether a connection may be reused: the queue of replies it
+//! owes ([`replies`]).
+
+pub mod replies;
 
 use super::params::ServerParams;
 use super::prepared::ServerStatements;
-use super::session::expect::{Effects, Expect, Replies};
 use super::stream::ServerStream;
 use super::wire::{self, be, error_field};
 use bytes::{Buf, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 use postgres_protocol::message::frontend;
+use replies::{Effects, Expect, Replies};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -82,6 +86,9 @@ pub enum ServerError {
         addr: String,
         source: std::io::Error,
     },
+    /// The server answered out of turn: its protocol state is unknown.
+    #[error(transparent)]
+    Desync(#[from] replies::Desync),
 }
 
 impl ServerError {
@@ -442,9 +449,7 @@ impl Server {
             }
             let (tag, body) = self.read_message().await?;
             let mut fx = Effects::default();
-            self.replies
-                .on_message(tag, &body, &mut fx)
-                .map_err(|e| ServerError::Protocol(e.to_string()))?;
+            self.replies.on_message(tag, &body, &mut fx)?;
             if tag == be::PARAMETER_STATUS {
                 self.params.on_status(&body);
             }

@@ -15,12 +15,10 @@
 //!   already has, CloseComplete for a client-side Close), emitted in order once everything
 //!   before them has been forwarded.
 
+use crate::pg::prepared::StatementId;
 use crate::pg::wire::{backend, be, Tag};
 use bytes::BytesMut;
 use std::collections::VecDeque;
-
-/// Identifier of a prepared statement in the process-wide registry.
-pub type StatementId = u64;
 
 /// What one request message will be answered with.
 #[derive(Debug, Clone, PartialEq, Eq)]
