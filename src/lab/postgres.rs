@@ -194,6 +194,23 @@ impl PgLab {
         self.url_for(&self.primary, db)
     }
 
+    /// Promote the replica to a primary (`pg_promote()`, as `pg_ctl promote` or a failover
+    /// manager would), waiting until it accepts writes.
+    pub fn promote_replica(&self) -> Result<(), LabError> {
+        let replica = self
+            .replica
+            .as_ref()
+            .ok_or_else(|| LabError::Missing("a replica to promote".into()))?;
+        let out = replica.psql(&self.user, "select pg_promote(true, 60)")?;
+        match out.trim() {
+            "t" => Ok(()),
+            other => Err(LabError::Failed {
+                what: "pg_promote()".into(),
+                output: other.to_string(),
+            }),
+        }
+    }
+
     pub fn replica_url(&self, db: &str) -> Option<String> {
         self.replica.as_ref().map(|r| self.url_for(r, db))
     }

@@ -34,6 +34,7 @@ pub struct Metrics {
     pub replica_lag_seconds: prometheus::GaugeVec,
     pub replica_banned: IntGaugeVec,
     pub replica_checks: IntCounterVec,
+    pub primary_failovers: IntCounterVec,
     pub circuit_state: IntGaugeVec,
     pub circuit_open: IntCounterVec,
     pub rate_limited: IntCounterVec,
@@ -231,6 +232,12 @@ impl Metrics {
                 "pake_pg_replica_checks_total",
                 "Replica health checks by result",
                 &["database", "replica", "result"],
+            ),
+            primary_failovers: counter(
+                &registry,
+                "pake_pg_primary_failovers_total",
+                "Writes moved to a promoted replica (the new primary)",
+                &["database", "new_primary"],
             ),
             circuit_state: gauge(
                 &registry,

@@ -22,9 +22,15 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// The pool for `target`. After a failover the primary is the promoted replica's pool:
+    /// its servers left recovery and take writes.
     pub fn pool(&self, target: Target) -> &Arc<Pool> {
         match target {
-            Target::Primary => &self.primary,
+            Target::Primary => self
+                .topology
+                .promoted()
+                .and_then(|r| self.replicas.get(r.index))
+                .unwrap_or(&self.primary),
             Target::Replica(i) => self.replicas.get(i).unwrap_or(&self.primary),
         }
     }

@@ -139,7 +139,10 @@ pub async fn login(
         let cluster = proxy
             .cluster(&startup.database, &user)
             .ok_or_else(|| Error::UnknownDatabase(startup.database.clone()))?;
-        let welcome = cluster.primary.welcome_params().await?;
+        let welcome = cluster
+            .pool(super::cluster::Target::Primary)
+            .welcome_params()
+            .await?;
         (Some(cluster), welcome)
     };
     let params = ClientParams::new(&welcome, &startup.params);

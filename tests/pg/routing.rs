@@ -333,3 +333,123 @@ async fn replica_killed_mid_load_reads_keep_succeeding() {
         "no failures after the health-check interval"
     );
 }
+
+/// How many rows of `failover_t` a server holds, straight from it.
+async fn rows_on(url: &str) -> i64 {
+    let c = pake::lab::postgres::connect(url).await.expect("direct");
+    c.query_one("select count(*) from failover_t", &[])
+        .await
+        .expect("count")
+        .get(0)
+}
+
+/// Insert `id` through a new client of Pake; whether it was acknowledged.
+async fn insert_through(env: &Env, id: i32) -> bool {
+    let Ok(c) = pake::lab::postgres::connect(&env.url("postgres")).await else {
+        return false;
+    };
+    c.execute("insert into failover_t values ($1)", &[&id])
+        .await
+        .is_ok()
+}
+
+async fn failover_lab() -> Env {
+    let env = Env::with(with_replica(fast_checks)).await;
+    replica_ready(&env).await;
+    let c = env.client().await;
+    c.batch_execute("create table failover_t (id int primary key)")
+        .await
+        .unwrap();
+    assert!(insert_through(&env, 0).await);
+    // the replica has the table and its row before anyone promotes it
+    let replica_url = env.lab.replica_url("postgres").unwrap();
+    let replicated = eventually(Duration::from_secs(10), || async {
+        let Ok(c) = pake::lab::postgres::connect(&replica_url).await else {
+            return false;
+        };
+        c.query_one("select count(*) from failover_t", &[])
+            .await
+            .is_ok_and(|r| r.get::<_, i64>(0) == 1)
+    })
+    .await;
+    assert!(replicated, "the replica caught up");
+    env
+}
+
+async fn failovers(env: &Env) -> String {
+    let (_, text) = http_get(&env.admin_url("/metrics")).await;
+    text.lines()
+        .filter(|l| l.starts_with("pake_pg_primary_failovers_total"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_follow_a_replica_promoted_after_the_primary_died() {
+    let mut env = failover_lab().await;
+    tokio::task::block_in_place(|| env.lab.primary.crash());
+    tokio::task::block_in_place(|| env.lab.promote_replica()).expect("promote");
+    let promoted = std::time::Instant::now();
+    let mut id = 1;
+    let flowing = eventually(Duration::from_secs(10), || {
+        id += 1;
+        insert_through(&env, id)
+    })
+    .await;
+    assert!(flowing, "writes never reached the promoted replica");
+    eprintln!("writes flow {:?} after promotion", promoted.elapsed());
+    let replica_url = env.lab.replica_url("postgres").unwrap();
+    assert!(
+        rows_on(&replica_url).await >= 2,
+        "the write landed on the new primary"
+    );
+    assert!(
+        failovers(&env).await.ends_with(" 1"),
+        "one failover counted: {}",
+        failovers(&env).await
+    );
+    // SHOW DATABASES names the new primary
+    let port = env.lab.replica.as_ref().unwrap().port.to_string();
+    let admin = pake::lab::postgres::connect(&env.url("pake"))
+        .await
+        .unwrap();
+    let rows = admin.simple_query("SHOW DATABASES").await.unwrap();
+    let shown = rows.iter().any(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => {
+            r.get("name") == Some("postgres") && r.get("port") == Some(port.as_str())
+        }
+        _ => false,
+    });
+    assert!(
+        shown,
+        "SHOW DATABASES shows the promoted replica's port {port}"
+    );
+}
+
+/// The replica is promoted while the old primary keeps running (a failover manager that
+/// could not stop it): the newer timeline wins and the old primary gets no more writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_newer_timeline_takes_the_writes_and_the_old_primary_gets_none() {
+    let env = failover_lab().await;
+    tokio::task::block_in_place(|| env.lab.promote_replica()).expect("promote");
+    let replica_url = env.lab.replica_url("postgres").unwrap();
+    let moved = eventually(Duration::from_secs(10), || async {
+        insert_through(&env, 1000).await;
+        rows_on(&replica_url).await > 1
+    })
+    .await;
+    assert!(moved, "writes never moved to the promoted replica");
+    let old_before = rows_on(&env.lab.url("postgres")).await;
+    for id in 1..=20 {
+        assert!(insert_through(&env, id).await, "insert {id} acknowledged");
+    }
+    assert_eq!(
+        rows_on(&env.lab.url("postgres")).await,
+        old_before,
+        "no write reached the fenced old primary"
+    );
+    assert_eq!(
+        rows_on(&replica_url).await,
+        22,
+        "every write is on the new primary"
+    );
+}

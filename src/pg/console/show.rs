@@ -267,8 +267,15 @@ pub fn databases(proxy: &Proxy) -> Table {
     ]);
     let config = proxy.config();
     let pools = proxy.pools();
+    let topologies = proxy.topologies();
     for db in &config.databases {
         let mine: Vec<_> = pools.iter().filter(|p| p.key.database == db.name).collect();
+        // after a failover, the primary is the promoted replica
+        let promoted = topologies
+            .iter()
+            .filter(|t| t.database == db.name)
+            .find_map(|t| t.promoted().map(|r| r.config.clone()));
+        let (host, port) = promoted.map_or((db.host.clone(), db.port), |r| (r.host, r.port));
         let current: usize = mine
             .iter()
             .map(|p| p.counts().active + p.counts().idle)
@@ -276,8 +283,8 @@ pub fn databases(proxy: &Proxy) -> Table {
         let paused = !mine.is_empty() && mine.iter().all(|p| p.is_paused());
         t.row(vec![
             s(&db.name),
-            s(&db.host),
-            s(db.port),
+            s(host),
+            s(port),
             s(db.server_dbname()),
             db.server_user.clone(),
             s(db.pool_size.unwrap_or(config.pool.pool_size)),

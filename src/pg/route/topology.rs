@@ -7,6 +7,13 @@
 //! returned, also with `synchronous_commit = off`) and, per replica, `pg_is_in_recovery()`, `pg_last_wal_replay_lsn()` and
 //! `pg_last_xact_replay_timestamp()`. Sessions read the results from atomics: choosing a
 //! replica takes no lock.
+//!
+//! Primary failover: the monitor also reads the writer's timeline. A replica that leaves
+//! recovery (`pg_ctl promote`, Patroni, pg_auto_failover) becomes the writer when the
+//! current writer is unreachable or in recovery, or when the replica's timeline is newer than
+//! the writer's (the old primary still runs but was replaced). Writes then go to the promoted
+//! node's pool; the old primary is fenced for the life of the topology (a reload or restart
+//! re-reads the configured roles), so Pake never writes to two primaries.
 
 use crate::config::{Balance, LagLimit, Replica, Routing};
 use crate::obs::metrics::Metrics;
@@ -85,6 +92,10 @@ pub struct Topology {
     catalog: ArcSwap<Catalog>,
     epoch: Instant,
     rr: AtomicUsize,
+    /// Who takes writes: 0 for the configured primary, `i + 1` for promoted `replicas[i]`.
+    writer: AtomicUsize,
+    /// The writer's timeline at its last sample (0 until known).
+    writer_timeline: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -126,8 +137,44 @@ impl Topology {
             catalog: ArcSwap::from_pointee(Catalog::default()),
             epoch: Instant::now(),
             rr: AtomicUsize::new(0),
+            writer: AtomicUsize::new(0),
+            writer_timeline: AtomicU64::new(0),
             metrics,
         })
+    }
+
+    /// The replica that was promoted and now takes writes, if the primary failed over.
+    pub fn promoted(&self) -> Option<&ReplicaState> {
+        match self.writer.load(Ordering::Acquire) {
+            0 => None,
+            i => self.replicas.get(i - 1),
+        }
+    }
+
+    /// Move writes to `replicas[index]` (it left recovery); the old writer is fenced.
+    fn promote(&self, index: usize, timeline: u64, why: &str) {
+        let old = self.writer.swap(index + 1, Ordering::AcqRel);
+        if old == index + 1 {
+            return;
+        }
+        self.writer_timeline.store(timeline, Ordering::Release);
+        let from = match old {
+            0 => "primary".to_string(),
+            i => self
+                .replicas
+                .get(i - 1)
+                .map_or("?".into(), |r| r.name.clone()),
+        };
+        let to = &self.replicas[index];
+        to.healthy.store(false, Ordering::Relaxed);
+        tracing::warn!(
+            database = %self.database, from = %from, to = %to.name, timeline, reason = why,
+            "primary failover: writes move to the promoted replica"
+        );
+        self.metrics
+            .primary_failovers
+            .with_label_values(&[&self.database, &to.name])
+            .inc();
     }
 
     pub fn settings(&self) -> &Routing {
@@ -204,7 +251,8 @@ impl Topology {
             .replicas
             .iter()
             .filter(|r| {
-                r.healthy.load(Ordering::Relaxed)
+                r.index + 1 != self.writer.load(Ordering::Relaxed)
+                    && r.healthy.load(Ordering::Relaxed)
                     && r.banned_until.load(Ordering::Relaxed) <= now
                     && min_lsn.is_none_or(|m| r.replay_lsn.load(Ordering::Acquire) >= m)
             })
@@ -274,6 +322,8 @@ pub fn spawn_monitor(topology: &Arc<Topology>, login: MonitorLogin) {
 }
 
 struct Side {
+    /// The writer `primary` is connected to (see [`Topology::promoted`]).
+    writer: usize,
     primary: Option<tokio_postgres::Client>,
     replicas: Vec<Option<tokio_postgres::Client>>,
     catalog_at: Option<Instant>,
@@ -307,6 +357,7 @@ fn lag_time(history: &std::collections::VecDeque<(u64, Instant)>, replay: u64) -
 
 async fn monitor(topology: Weak<Topology>, login: MonitorLogin) {
     let mut side = Side {
+        writer: 0,
         primary: None,
         replicas: Vec::new(),
         catalog_at: None,
@@ -326,90 +377,154 @@ async fn monitor(topology: Weak<Topology>, login: MonitorLogin) {
     }
 }
 
+/// The writer's WAL insert position and timeline (the first 8 hex digits of its current
+/// WAL file name). Fails on a server in recovery: it is no writer.
+const WRITER_SAMPLE: &str = "select pg_current_wal_insert_lsn()::text, \
+    ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int8";
+
 async fn sample(t: &Topology, login: &MonitorLogin, side: &mut Side) {
     let timeout = t.settings.health_check_timeout.0;
-    // the primary first: a replica's lag is measured against this position
-    let primary = connect_if_needed(
-        &mut side.primary,
-        login,
-        &login.primary_host,
-        login.primary_port,
-        timeout,
-    )
-    .await;
-    if let Some(client) = primary {
-        let number = t.begin_primary_sample();
-        let q = client.query_one("select pg_current_wal_insert_lsn()::text", &[]);
-        match tokio::time::timeout(timeout, q).await {
-            Ok(Ok(row)) => {
-                if let Some(lsn) = row
-                    .try_get::<_, String>(0)
-                    .ok()
-                    .as_deref()
-                    .and_then(parse_lsn)
-                {
-                    t.end_primary_sample(number, lsn);
-                    side.record_primary(lsn);
-                }
-            }
-            _ => side.primary = None,
-        }
-        let stale = side
-            .catalog_at
-            .is_none_or(|at| at.elapsed() > Duration::from_secs(60));
-        if stale {
-            if let Some(client) = side.primary.as_ref() {
-                if load_catalog(t, client, timeout).await {
-                    side.catalog_at = Some(Instant::now());
-                }
-            }
-        }
+    let writer = t.writer.load(Ordering::Acquire);
+    if side.writer != writer {
+        // a failover: sample the new primary from now on, with a fresh position history
+        side.writer = writer;
+        side.primary = None;
+        side.history.clear();
     }
+    let (host, port) = match t.promoted() {
+        Some(r) => (r.config.host.as_str(), r.config.port),
+        None => (login.primary_host.as_str(), login.primary_port),
+    };
+    // the writer first: a replica's lag is measured against this position
+    let writer_up = sample_writer(t, login, side, host, port, timeout).await;
     let primary_lsn = t.primary_lsn.load(Ordering::Acquire);
     for (i, r) in t.replicas.iter().enumerate() {
+        if i + 1 == writer {
+            continue;
+        }
         let slot = &mut side.replicas[i];
         let client = connect_if_needed(slot, login, &r.config.host, r.config.port, timeout).await;
-        let ok = match client {
-            Some(c) => match read_replica(c, timeout).await {
-                Some(replay) => {
-                    let lag = lag_time(&side.history, replay);
-                    record_replica(t, r, replay, primary_lsn, lag);
-                    true
-                }
-                None => false,
-            },
-            None => false,
+        let role = match client {
+            Some(c) => read_replica(c, timeout).await,
+            None => None,
         };
-        if !ok {
-            *slot = None;
-            r.healthy.store(false, Ordering::Relaxed);
-            t.ban(r, "health check failed");
-            t.metrics
-                .replica_checks
-                .with_label_values(&[&t.database, &r.name, "failed"])
-                .inc();
-        } else {
-            t.metrics
-                .replica_checks
-                .with_label_values(&[&t.database, &r.name, "ok"])
-                .inc();
-        }
+        let ok = match role {
+            Some(Role::Standby(replay)) => {
+                let lag = lag_time(&side.history, replay);
+                record_replica(t, r, replay, primary_lsn, lag);
+                true
+            }
+            Some(Role::Primary { timeline }) => {
+                // promoted: it takes the writes when the writer is gone or on an older
+                // timeline; otherwise its data may have diverged, so it gets nothing
+                let newer = timeline > t.writer_timeline.load(Ordering::Acquire);
+                r.healthy.store(false, Ordering::Relaxed);
+                if !writer_up || newer {
+                    let why = if writer_up {
+                        "newer timeline"
+                    } else {
+                        "primary unreachable"
+                    };
+                    t.promote(i, timeline, why);
+                    continue;
+                }
+                t.ban(
+                    r,
+                    "out of recovery while the primary is up on the same timeline",
+                );
+                false
+            }
+            None => {
+                *slot = None;
+                r.healthy.store(false, Ordering::Relaxed);
+                t.ban(r, "health check failed");
+                false
+            }
+        };
+        let result = if ok { "ok" } else { "failed" };
+        t.metrics
+            .replica_checks
+            .with_label_values(&[&t.database, &r.name, result])
+            .inc();
     }
 }
 
-/// A replica's replay position; `None` when the check failed or it is no longer in
-/// recovery (promoted: its data may have diverged from the primary's).
-async fn read_replica(client: &tokio_postgres::Client, timeout: Duration) -> Option<u64> {
+/// Sample the writer's position and timeline; whether it answered as a primary.
+async fn sample_writer(
+    t: &Topology,
+    login: &MonitorLogin,
+    side: &mut Side,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> bool {
+    let Some(client) = connect_if_needed(&mut side.primary, login, host, port, timeout).await
+    else {
+        return false;
+    };
+    let number = t.begin_primary_sample();
+    let row = match tokio::time::timeout(timeout, client.query_one(WRITER_SAMPLE, &[])).await {
+        Ok(Ok(row)) => row,
+        _ => {
+            side.primary = None;
+            return false;
+        }
+    };
+    let lsn = row
+        .try_get::<_, String>(0)
+        .ok()
+        .as_deref()
+        .and_then(parse_lsn);
+    let timeline = row
+        .try_get::<_, i64>(1)
+        .ok()
+        .and_then(|v| u64::try_from(v).ok());
+    let (Some(lsn), Some(timeline)) = (lsn, timeline) else {
+        return false;
+    };
+    t.end_primary_sample(number, lsn);
+    t.writer_timeline.fetch_max(timeline, Ordering::AcqRel);
+    side.record_primary(lsn);
+    let stale = side
+        .catalog_at
+        .is_none_or(|at| at.elapsed() > Duration::from_secs(60));
+    if stale {
+        if let Some(client) = side.primary.as_ref() {
+            if load_catalog(t, client, timeout).await {
+                side.catalog_at = Some(Instant::now());
+            }
+        }
+    }
+    true
+}
+
+/// What a replica's health check found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// In recovery, replayed this far.
+    Standby(u64),
+    /// Out of recovery (promoted), on this timeline.
+    Primary { timeline: u64 },
+}
+
+/// A replica's role and replay position; `None` when the check failed.
+async fn read_replica(client: &tokio_postgres::Client, timeout: Duration) -> Option<Role> {
     let q = client.query_one(
-        "select pg_is_in_recovery(), pg_last_wal_replay_lsn()::text",
+        "select pg_is_in_recovery(), pg_last_wal_replay_lsn()::text, \
+         case when pg_is_in_recovery() then 0 else \
+         ('x' || substr(pg_walfile_name(pg_current_wal_insert_lsn()), 1, 8))::bit(32)::int8 end",
         &[],
     );
     let row = tokio::time::timeout(timeout, q).await.ok()?.ok()?;
     let in_recovery: bool = row.try_get(0).ok()?;
+    if !in_recovery {
+        let timeline: i64 = row.try_get(2).ok()?;
+        return Some(Role::Primary {
+            timeline: u64::try_from(timeline).ok()?,
+        });
+    }
     let replay: Option<String> = row.try_get(1).ok()?;
-    in_recovery
-        .then(|| replay.as_deref().and_then(parse_lsn))
-        .flatten()
+    replay.as_deref().and_then(parse_lsn).map(Role::Standby)
 }
 
 /// Store one replica sample; ban it when it lags past `max_replica_lag`.
@@ -508,6 +623,7 @@ mod tests {
     #[test]
     fn lag_time_from_primary_history() {
         let mut side = Side {
+            writer: 0,
             primary: None,
             replicas: Vec::new(),
             catalog_at: None,
@@ -570,6 +686,30 @@ mod tests {
         let next = t.begin_primary_sample();
         t.end_primary_sample(next, 200);
         assert_eq!(t.primary_lsn_after(committed_at), Some(200));
+    }
+
+    #[test]
+    fn a_promoted_replica_takes_writes_and_no_reads() {
+        let t = topo(Balance::RoundRobin, 2);
+        assert!(t.promoted().is_none());
+        t.promote(1, 2, "test");
+        assert_eq!(t.promoted().map(|r| r.index), Some(1));
+        // promoting the same node again changes nothing (one failover counted)
+        t.promote(1, 2, "test");
+        let failovers = t
+            .metrics
+            .primary_failovers
+            .with_label_values(&["db", &t.replicas[1].name])
+            .get();
+        assert_eq!(failovers, 1);
+        for _ in 0..10 {
+            t.replicas[1].healthy.store(true, Ordering::Relaxed);
+            assert_eq!(
+                t.choose(None).map(|r| r.index),
+                Some(0),
+                "reads skip the writer"
+            );
+        }
     }
 
     #[test]
