@@ -202,13 +202,20 @@ impl PgLab {
             .as_ref()
             .ok_or_else(|| LabError::Missing("a replica to promote".into()))?;
         let out = replica.psql(&self.user, "select pg_promote(true, 60)")?;
-        match out.trim() {
-            "t" => Ok(()),
-            other => Err(LabError::Failed {
+        if out.trim() != "t" {
+            return Err(LabError::Failed {
                 what: "pg_promote()".into(),
-                output: other.to_string(),
-            }),
+                output: out,
+            });
         }
+        // a primary cloned with synchronous_standby_names has no standby of its own yet:
+        // commits would wait forever, so drop it as a failover manager does
+        replica.psql(
+            &self.user,
+            "alter system set synchronous_standby_names = ''",
+        )?;
+        replica.psql(&self.user, "select pg_reload_conf()")?;
+        Ok(())
     }
 
     pub fn replica_url(&self, db: &str) -> Option<String> {

@@ -61,7 +61,7 @@ fn assert_ran(r: &Row) {
 
 #[test]
 fn chaos_pg_kills_lose_no_acknowledged_write() {
-    let r = chaos("pg-primary-kill,pg-replica-kill");
+    let r = chaos("pg-primary-kill,pg-replica-kill,pg-replica-promote");
     let primary = row(&r, "pg-primary-kill");
     assert_ran(primary);
     assert_eq!(primary.lost, 0, "{:?}", primary.notes);
@@ -80,6 +80,19 @@ fn chaos_pg_kills_lose_no_acknowledged_write() {
         replica.notes.iter().any(|n| n.contains("after the kill")),
         "routing after the kill is reported: {:?}",
         replica.notes
+    );
+
+    // synchronous replication: nothing acknowledged is lost when the replica takes over
+    let promote = row(&r, "pg-replica-promote");
+    assert_ran(promote);
+    assert_eq!(promote.lost, 0, "{:?}", promote.notes);
+    assert!(
+        promote
+            .notes
+            .iter()
+            .any(|n| n.contains("after the promotion")),
+        "writes flowed to the promoted replica: {:?}",
+        promote.notes
     );
 }
 

@@ -156,6 +156,12 @@ pub const SCENARIOS: &[Scenario] = &[
         run: |ctx| Box::pin(pg::replica_kill(ctx)),
     },
     Scenario {
+        name: "pg-replica-promote",
+        what: "kill -9 the Postgres primary under write load and promote the replica (synchronous replication); writes move to it",
+        loss_allowed: false,
+        run: |ctx| Box::pin(pg::replica_promote(ctx)),
+    },
+    Scenario {
         name: "redis-cluster-primary-kill",
         what: "kill -9 a primary of a 3-primary Redis Cluster (1 replica each) under write load",
         loss_allowed: true,

@@ -26,9 +26,17 @@ struct World {
 
 impl World {
     async fn start(ctx: &Ctx, replica: bool) -> Result<World, BenchError> {
+        World::start_with(ctx, replica, &[]).await
+    }
+
+    /// `conf`: more `postgresql.conf` lines for the primary (and the replica cloned from it).
+    async fn start_with(ctx: &Ctx, replica: bool, conf: &[&str]) -> Result<World, BenchError> {
         let opts = PgOptions {
             replica,
-            conf: vec!["synchronous_commit = on".into()],
+            conf: std::iter::once("synchronous_commit = on")
+                .chain(conf.iter().copied())
+                .map(String::from)
+                .collect(),
             ..PgOptions::default()
         };
         let lab = blocking(move || Ok(PgLab::start(opts)?)).await?;
@@ -62,7 +70,12 @@ impl World {
 
     /// Ids in the table, read from the primary directly (not through Pake).
     async fn present(&self) -> Result<HashSet<u64>, BenchError> {
-        let c = self.lab.client("postgres").await?;
+        self.present_on(&self.lab.url("postgres")).await
+    }
+
+    /// Ids in the table, read directly from the server at `url`.
+    async fn present_on(&self, url: &str) -> Result<HashSet<u64>, BenchError> {
+        let c = crate::lab::postgres::connect(url).await?;
         let rows = c
             .query("SELECT id FROM chaos_writes", &[])
             .await
@@ -174,6 +187,43 @@ pub async fn primary_kill(ctx: Ctx) -> Result<Outcome, BenchError> {
         None => notes.push(format!("Pake log: {}", world.pake_log_tail())),
     }
     let present = world.present().await?;
+    Ok(Outcome {
+        verdict: Verdict::of(&summary, &present),
+        summary,
+        notes,
+    })
+}
+
+/// kill -9 the primary under write load and promote the streaming replica, as a failover
+/// manager would. Replication is synchronous, so every acknowledged write is on the replica
+/// and none may be lost; writes must move to the promoted replica.
+pub async fn replica_promote(ctx: Ctx) -> Result<Outcome, BenchError> {
+    let plan = &ctx.plan;
+    let sync = ["synchronous_standby_names = '*'"];
+    let mut world = World::start_with(&ctx, true, &sync).await?;
+    let load = Load::start(world.workers(0, plan.clients), plan.pace());
+    tokio::time::sleep(secs(plan.steady_secs)).await;
+    let fault = load.ledger.now();
+    tokio::task::block_in_place(|| world.lab.primary.kill());
+    tokio::task::block_in_place(|| world.lab.promote_replica())?;
+    let promoted = load.ledger.now();
+    let mut notes = vec![format!(
+        "replica promoted (pg_promote returned) {:.2} s after the primary was killed",
+        (promoted - fault).as_secs_f64()
+    )];
+    let summary = until_recovered(load, plan, fault, promoted, &mut notes).await;
+    match summary.recovery {
+        Some(r) => notes.push(format!(
+            "first write {:.2} s after the promotion",
+            r.saturating_sub(promoted - fault).as_secs_f64()
+        )),
+        None => notes.push(format!("Pake log: {}", world.pake_log_tail())),
+    }
+    let replica_url = world
+        .lab
+        .replica_url("postgres")
+        .ok_or_else(|| BenchError::Client("the lab has no replica".into()))?;
+    let present = world.present_on(&replica_url).await?;
     Ok(Outcome {
         verdict: Verdict::of(&summary, &present),
         summary,
