@@ -69,6 +69,11 @@ pub struct Routing {
     pub health_check_interval: Dur,
     /// A health check slower than this counts as failed.
     pub health_check_timeout: Dur,
+    /// How often the primary's WAL position and each replica's replay position are sampled
+    /// for read-your-writes, on connections of their own (one light query per server): a
+    /// session's reads move to a replica about two of these after its write. `"0s"` leaves
+    /// it to the health check.
+    pub position_interval: Dur,
     /// After a session commits a write, where its next reads go: `causal` (the primary until a
     /// replica has replayed past the primary's WAL position sampled after the commit),
     /// `window` (the primary for `read_your_writes_window`), or `off`.
@@ -93,6 +98,7 @@ impl Default for Routing {
             ban_time: Dur::secs(30),
             health_check_interval: Dur::millis(250),
             health_check_timeout: Dur::secs(2),
+            position_interval: Dur::millis(10),
             read_your_writes: ReadYourWrites::Causal,
             read_your_writes_window: Dur::secs(5),
             load_balancing: Balance::LeastOutstanding,

@@ -214,8 +214,11 @@ impl Topology {
         self.primary_started.fetch_add(1, Ordering::AcqRel) + 1
     }
 
+    /// Two samplers (health check and position sampler) may finish out of order: positions
+    /// only grow on one writer, so the largest one is at least the position of the highest
+    /// numbered sample — never older than what `primary_seq` promises.
     fn end_primary_sample(&self, number: u64, lsn: u64) {
-        self.primary_lsn.store(lsn, Ordering::Release);
+        self.primary_lsn.fetch_max(lsn, Ordering::AcqRel);
         self.primary_seq.fetch_max(number, Ordering::AcqRel);
     }
 
@@ -312,13 +315,79 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
 }
 
-/// Start the monitor of `topology`; it stops when the topology is dropped.
+/// Start the monitor of `topology` (and its position sampler); they stop when the topology
+/// is dropped.
 pub fn spawn_monitor(topology: &Arc<Topology>, login: MonitorLogin) {
     if topology.replicas.is_empty() {
         return;
     }
     let weak = Arc::downgrade(topology);
+    if topology.settings.position_interval.enabled().is_some() {
+        tokio::spawn(positions(weak.clone(), login.clone()));
+    }
     tokio::spawn(monitor(weak, login));
+}
+
+/// Sample positions only, every `position_interval`: the writer's WAL insert position and
+/// the replay position of every replica the health check lets take reads. Health, lag bans,
+/// roles and failover stay with the health check; a failed query here just waits for the
+/// next round (and a stale replica position only keeps reads on the primary longer).
+async fn positions(topology: Weak<Topology>, login: MonitorLogin) {
+    let mut writer: (usize, Option<tokio_postgres::Client>) = (0, None);
+    let mut replicas: Vec<Option<tokio_postgres::Client>> = Vec::new();
+    loop {
+        let Some(t) = topology.upgrade() else {
+            return;
+        };
+        let Some(interval) = t.settings.position_interval.enabled() else {
+            return;
+        };
+        let timeout = t.settings.health_check_timeout.0;
+        let now = t.writer.load(Ordering::Acquire);
+        if writer.0 != now {
+            writer = (now, None);
+        }
+        let (host, port) = match t.promoted() {
+            Some(r) => (r.config.host.as_str(), r.config.port),
+            None => (login.primary_host.as_str(), login.primary_port),
+        };
+        if let Some(c) = connect_if_needed(&mut writer.1, &login, host, port, timeout).await {
+            let number = t.begin_primary_sample();
+            let q = c.query_one("select pg_current_wal_insert_lsn()::text", &[]);
+            match tokio::time::timeout(timeout, q).await {
+                Ok(Ok(row)) => {
+                    let lsn = row.try_get::<_, String>(0).ok();
+                    if let Some(lsn) = lsn.as_deref().and_then(parse_lsn) {
+                        t.end_primary_sample(number, lsn);
+                    }
+                }
+                _ => writer.1 = None,
+            }
+        }
+        replicas.resize_with(t.replicas.len(), || None);
+        for (r, slot) in t.replicas.iter().zip(replicas.iter_mut()) {
+            if !r.healthy.load(Ordering::Relaxed) {
+                continue;
+            }
+            let Some(c) =
+                connect_if_needed(slot, &login, &r.config.host, r.config.port, timeout).await
+            else {
+                continue;
+            };
+            let q = c.query_one("select pg_last_wal_replay_lsn()::text", &[]);
+            match tokio::time::timeout(timeout, q).await {
+                Ok(Ok(row)) => {
+                    let lsn = row.try_get::<_, Option<String>>(0).ok().flatten();
+                    if let Some(lsn) = lsn.as_deref().and_then(parse_lsn) {
+                        r.replay_lsn.store(lsn, Ordering::Release);
+                    }
+                }
+                _ => *slot = None,
+            }
+        }
+        drop(t);
+        tokio::time::sleep(interval).await;
+    }
 }
 
 struct Side {
