@@ -368,52 +368,13 @@ impl Session {
                 );
             }
             if let Some(srv) = server.as_deref_mut() {
-                let tls = srv.stream.is_tls();
-                if let Poll::Ready(r) = poll_write_side(
-                    cx,
-                    &mut srv.stream,
-                    &mut srv.wbuf,
-                    tls,
-                    &mut srv.needs_flush,
-                ) {
-                    return Poll::Ready(
-                        r.map(|_| Event::Wrote)
-                            .map_err(|e| Error::ServerLost(e.into())),
-                    );
-                }
-                if cwbuf.len() < HIGH_WATER {
-                    if let Poll::Ready(r) =
-                        poll_read_buf(Pin::new(&mut srv.stream), cx, &mut srv.rbuf)
-                    {
-                        return Poll::Ready(
-                            r.map(Event::ServerRead)
-                                .map_err(|e| Error::ServerLost(e.into())),
-                        );
-                    }
+                if let Poll::Ready(r) = poll_server(cx, srv, cwbuf.len() < HIGH_WATER) {
+                    return Poll::Ready(r);
                 }
             }
             if !client_blocked {
-                let mut read = true;
-                if crbuf.capacity() == 0 && !client_tls {
-                    // released while idle: take a buffer once the client has sent something
-                    match client.tcp().map(|tcp| tcp.poll_read_ready(cx)) {
-                        Some(Poll::Ready(Ok(()))) => crbuf.reserve(READ_CHUNK),
-                        Some(Poll::Ready(Err(e))) => return Poll::Ready(Err(Error::ClientIo(e))),
-                        Some(Poll::Pending) => read = false,
-                        None => crbuf.reserve(READ_CHUNK),
-                    }
-                }
-                if read {
-                    if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *client), cx, crbuf) {
-                        return Poll::Ready(r.map(Event::ClientRead).map_err(Error::ClientIo));
-                    }
-                    if may_release && crbuf.is_empty() && cwbuf.is_empty() {
-                        // Between transactions with no request waiting: free both buffers.
-                        // The read above registered for readiness; the next poll takes
-                        // a buffer again when the client speaks.
-                        *crbuf = BytesMut::new();
-                        *cwbuf = BytesMut::new();
-                    }
+                if let Poll::Ready(r) = poll_client_read(cx, client, crbuf, cwbuf, may_release) {
+                    return Poll::Ready(r);
                 }
             }
             if deadline.is_some() && sleep.as_mut().poll(cx).is_ready() {
@@ -450,6 +411,63 @@ impl Session {
             self.cwbuf = BytesMut::new();
         }
     }
+}
+
+/// The server side: write what is pending, then read (unless the client is behind).
+fn poll_server(cx: &mut Context<'_>, srv: &mut Server, read: bool) -> Poll<Result<Event, Error>> {
+    let tls = srv.stream.is_tls();
+    if let Poll::Ready(r) = poll_write_side(
+        cx,
+        &mut srv.stream,
+        &mut srv.wbuf,
+        tls,
+        &mut srv.needs_flush,
+    ) {
+        return Poll::Ready(
+            r.map(|_| Event::Wrote)
+                .map_err(|e| Error::ServerLost(e.into())),
+        );
+    }
+    if read {
+        if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut srv.stream), cx, &mut srv.rbuf) {
+            return Poll::Ready(
+                r.map(Event::ServerRead)
+                    .map_err(|e| Error::ServerLost(e.into())),
+            );
+        }
+    }
+    Poll::Pending
+}
+
+/// Read from the client. A plain-TCP client whose buffers were given back is first
+/// waited on for readability, and gets a buffer only once it has sent something.
+fn poll_client_read(
+    cx: &mut Context<'_>,
+    client: &mut ClientStream,
+    crbuf: &mut BytesMut,
+    cwbuf: &mut BytesMut,
+    may_release: bool,
+) -> Poll<Result<Event, Error>> {
+    if crbuf.capacity() == 0 && !client.is_tls() {
+        // released while idle: take a buffer once the client has sent something
+        match client.tcp().map(|tcp| tcp.poll_read_ready(cx)) {
+            Some(Poll::Ready(Ok(()))) => crbuf.reserve(READ_CHUNK),
+            Some(Poll::Ready(Err(e))) => return Poll::Ready(Err(Error::ClientIo(e))),
+            Some(Poll::Pending) => return Poll::Pending,
+            None => crbuf.reserve(READ_CHUNK),
+        }
+    }
+    if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *client), cx, crbuf) {
+        return Poll::Ready(r.map(Event::ClientRead).map_err(Error::ClientIo));
+    }
+    if may_release && crbuf.is_empty() && cwbuf.is_empty() {
+        // Between transactions with no request waiting: free both buffers. The read above
+        // registered for readiness; the next poll takes a buffer again when the client
+        // speaks.
+        *crbuf = BytesMut::new();
+        *cwbuf = BytesMut::new();
+    }
+    Poll::Pending
 }
 
 /// Write what `buf` holds (one write), or flush a TLS stream after its last write.
