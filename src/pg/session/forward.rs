@@ -14,7 +14,7 @@ use crate::pg::server::replies::{Expect, Synth};
 use crate::pg::server::Server;
 use crate::pg::sql::SessionEffect;
 use crate::pg::wire::{self, backend, fe};
-use bytes::BufMut;
+use bytes::{BufMut, BytesMut};
 use std::sync::Arc;
 
 impl Session {
@@ -165,17 +165,13 @@ impl Session {
             return Ok(());
         };
         server.in_extended = true;
-        match stmt {
-            Some(stmt) => {
-                ensure_prepared(server, &stmt, cap);
-                let at = wire::begin_frame(&mut server.wbuf, fe::BIND);
-                wire::put_cstr(&mut server.wbuf, b.portal);
-                wire::put_cstr(&mut server.wbuf, stmt.name.as_bytes());
-                server.wbuf.put_slice(b.rest);
-                wire::finish_frame(&mut server.wbuf, at);
-            }
-            None => server.wbuf.put_slice(frame),
-        }
+        send_for_statement(server, stmt, cap, frame, |wbuf, stmt| {
+            let at = wire::begin_frame(wbuf, fe::BIND);
+            wire::put_cstr(wbuf, b.portal);
+            wire::put_cstr(wbuf, stmt.name.as_bytes());
+            wbuf.put_slice(b.rest);
+            wire::finish_frame(wbuf, at);
+        });
         server.replies.push(Expect::Bind);
         Ok(())
     }
@@ -199,16 +195,12 @@ impl Session {
             return Ok(());
         };
         server.in_extended = true;
-        match stmt {
-            Some(stmt) => {
-                ensure_prepared(server, &stmt, cap);
-                let at = wire::begin_frame(&mut server.wbuf, fe::DESCRIBE);
-                server.wbuf.put_u8(b'S');
-                wire::put_cstr(&mut server.wbuf, stmt.name.as_bytes());
-                wire::finish_frame(&mut server.wbuf, at);
-            }
-            None => server.wbuf.put_slice(frame),
-        }
+        send_for_statement(server, stmt, cap, frame, |wbuf, stmt| {
+            let at = wire::begin_frame(wbuf, fe::DESCRIBE);
+            wbuf.put_u8(b'S');
+            wire::put_cstr(wbuf, stmt.name.as_bytes());
+            wire::finish_frame(wbuf, at);
+        });
         server.replies.push(match subject.kind {
             b'S' => Expect::DescribeStatement,
             _ => Expect::RowDescription,
@@ -271,6 +263,25 @@ impl Session {
                 stmt: false,
             });
         });
+    }
+}
+
+/// Send a Bind or Describe: as the client wrote it, or — when it names one of the client's
+/// prepared statements (transaction mode) — rewritten by `rewrite` to the server's name,
+/// after making sure the server has the statement.
+fn send_for_statement(
+    server: &mut Server,
+    stmt: Option<Arc<Statement>>,
+    cap: usize,
+    frame: &[u8],
+    rewrite: impl FnOnce(&mut BytesMut, &Statement),
+) {
+    match stmt {
+        Some(stmt) => {
+            ensure_prepared(server, &stmt, cap);
+            rewrite(&mut server.wbuf, &stmt);
+        }
+        None => server.wbuf.put_slice(frame),
     }
 }
 

@@ -75,16 +75,20 @@ pub(super) fn subject(frame: &[u8]) -> Result<Subject<'_>, FrameError> {
     Ok(Subject { kind, name })
 }
 
+/// A whole frontend message (tests).
+#[cfg(test)]
+pub(super) fn framed(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::new();
+    let at = wire::begin_frame(&mut buf, tag);
+    bytes::BufMut::put_slice(&mut buf, body);
+    wire::finish_frame(&mut buf, at);
+    buf.to_vec()
+}
+
 #[cfg(test)]
 mod tests {
+    use super::framed as frame;
     use super::*;
-
-    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
 
     #[test]
     fn query_text_needs_nul_and_utf8() {

@@ -343,14 +343,8 @@ fn request_ready(buf: &[u8], max: usize) -> Result<bool, FrameError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::frame::framed as frame;
     use super::*;
-
-    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
 
     #[test]
     fn request_unit_detection() {
