@@ -696,3 +696,25 @@ fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
     .map(|(name, _)| format!("{name} changed: takes effect after a restart"))
     .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reload_reports_what_needs_a_restart() {
+        let old = Config::default();
+        assert!(restart_only_changes(&old, &old.clone()).is_empty());
+        let mut new = old.clone();
+        new.general.workers = old.general.workers + 1;
+        new.general.pg_listen = "127.0.0.1:1".parse().unwrap();
+        let report = restart_only_changes(&old, &new);
+        assert_eq!(
+            report,
+            [
+                "general.pg_listen changed: takes effect after a restart",
+                "general.workers changed: takes effect after a restart",
+            ]
+        );
+    }
+}
