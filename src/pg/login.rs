@@ -76,29 +76,9 @@ pub async fn login(
     peer: Peer,
 ) -> Result<Login, Error> {
     let mut buf = BytesMut::with_capacity(512);
-    let tls = proxy.tls();
-    let startup = loop {
-        let len = read_until(stream, &mut buf, startup::packet).await?;
-        let packet = buf.split_to(len);
-        match startup::parse(&packet)? {
-            Request::Ssl => {
-                if !buf.is_empty() {
-                    // bytes sent after SSLRequest, before the answer: never trust them
-                    return Err(Error::Tls("data received before the TLS handshake".into()));
-                }
-                upgrade(stream, tls.acceptor.as_ref()).await?;
-            }
-            Request::GssEnc => {
-                stream.write_all(b"N").await.map_err(Error::ClientIo)?;
-            }
-            Request::Cancel { pid, secret } => return Ok(Login::Cancel { pid, secret }),
-            Request::Startup(s) => {
-                if tls.client_required() && !stream.is_tls() {
-                    return Err(Error::TlsRequired);
-                }
-                break s;
-            }
-        }
+    let startup = match startup_packet(proxy, stream, &mut buf).await? {
+        Ok(startup) => startup,
+        Err(cancel) => return Ok(cancel),
     };
     let mut out = BytesMut::with_capacity(512);
     if startup.minor > 0 || !startup.protocol_options.is_empty() {
@@ -125,26 +105,7 @@ pub async fn login(
     .await?;
     let user = entry.ok_or_else(|| AuthError::Failed(startup.user.clone()))?;
     let console = CONSOLE_DATABASES.contains(&startup.database.as_str());
-    let (cluster, welcome) = if console {
-        if !proxy
-            .config()
-            .general
-            .admin_users
-            .contains(&user.config.name)
-        {
-            return Err(Error::NotAdmin(user.config.name.clone()));
-        }
-        (None, Arc::new(super::console::welcome_params()))
-    } else {
-        let cluster = proxy
-            .cluster(&startup.database, &user)
-            .ok_or_else(|| Error::UnknownDatabase(startup.database.clone()))?;
-        let welcome = cluster
-            .pool(super::cluster::Target::Primary)
-            .welcome_params()
-            .await?;
-        (Some(cluster), welcome)
-    };
+    let (cluster, welcome) = destination(proxy, &startup, &user, console).await?;
     let params = ClientParams::new(&welcome, &startup.params);
     let cancel = proxy.cancel.register(ClientInfo {
         id: peer.id,
@@ -178,6 +139,69 @@ pub async fn login(
     } else {
         Login::Client(logged_in)
     })
+}
+
+/// Read packets until the StartupMessage (upgrading to TLS on the way when asked);
+/// `Err(Login::Cancel)` for a CancelRequest instead.
+async fn startup_packet(
+    proxy: &Arc<Proxy>,
+    stream: &mut ClientStream,
+    buf: &mut BytesMut,
+) -> Result<Result<Startup, Login>, Error> {
+    let tls = proxy.tls();
+    loop {
+        let len = read_until(stream, buf, startup::packet).await?;
+        let packet = buf.split_to(len);
+        match startup::parse(&packet)? {
+            Request::Ssl => {
+                if !buf.is_empty() {
+                    // bytes sent after SSLRequest, before the answer: never trust them
+                    return Err(Error::Tls("data received before the TLS handshake".into()));
+                }
+                upgrade(stream, tls.acceptor.as_ref()).await?;
+            }
+            Request::GssEnc => {
+                stream.write_all(b"N").await.map_err(Error::ClientIo)?;
+            }
+            Request::Cancel { pid, secret } => return Ok(Err(Login::Cancel { pid, secret })),
+            Request::Startup(s) => {
+                if tls.client_required() && !stream.is_tls() {
+                    return Err(Error::TlsRequired);
+                }
+                return Ok(Ok(s));
+            }
+        }
+    }
+}
+
+/// Where a logged-in client goes (the admin console, for admins only, or its database's
+/// cluster) and the parameters its welcome reports.
+async fn destination(
+    proxy: &Arc<Proxy>,
+    startup: &Startup,
+    user: &UserEntry,
+    console: bool,
+) -> Result<(Option<Arc<Cluster>>, super::pool::Params), Error> {
+    if console {
+        if !proxy
+            .config()
+            .general
+            .admin_users
+            .contains(&user.config.name)
+        {
+            return Err(Error::NotAdmin(user.config.name.clone()));
+        }
+        return Ok((None, Arc::new(super::console::welcome_params())));
+    }
+    let cluster = proxy
+        .cluster(&startup.database, user)
+        .ok_or_else(|| Error::UnknownDatabase(startup.database.clone()))?;
+    // after a failover the promoted replica is the primary
+    let welcome = cluster
+        .pool(super::cluster::Target::Primary)
+        .welcome_params()
+        .await?;
+    Ok((Some(cluster), welcome))
 }
 
 /// Answer SSLRequest: `S` and a TLS handshake when Pake has a certificate, `N` otherwise.

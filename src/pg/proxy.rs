@@ -320,32 +320,32 @@ impl Proxy {
     /// for new transactions while running ones finish on the old servers.
     pub fn apply(&self, new: Config) -> Vec<String> {
         let old = self.config();
-        let mut report = Vec::new();
-        let g = (&old.general, &new.general);
-        for (name, changed) in [
-            ("general.pg_listen", g.0.pg_listen != g.1.pg_listen),
-            ("general.admin_listen", g.0.admin_listen != g.1.admin_listen),
-            ("general.workers", g.0.workers != g.1.workers),
-        ] {
-            if changed {
-                report.push(format!("{name} changed: takes effect after a restart"));
-            }
-        }
-        if old.peering != new.peering {
-            report.push("peering changed: takes effect after a restart".into());
-        }
+        let mut report = restart_only_changes(&old, &new);
         self.users.store(Arc::new(build_users(&new)));
         match crate::tls::Tls::build(&new.tls) {
             Ok(tls) => self.tls.store(Arc::new(tls)),
             Err(e) => report.push(format!("tls: {e}; the previous certificates stay")),
         }
+        self.keep_or_drop_pools(&old, &new, &mut report);
+        self.swap_services(&old, &new, &mut report);
+        self.config.store(Arc::new(new));
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        if report.is_empty() {
+            report.push("configuration reloaded: no pool changed".into());
+        }
+        report
+    }
+
+    /// Pools whose servers are unchanged take their new settings in place; the others (and
+    /// their replica monitors) are dropped, to be built again for the next login.
+    fn keep_or_drop_pools(&self, old: &Config, new: &Config, report: &mut Vec<String>) {
         // routing or server TLS changes mean new pools (and monitors)
         let routing_changed = toml::to_string(&old.routing).ok()
             != toml::to_string(&new.routing).ok()
             || toml::to_string(&old.tls).ok() != toml::to_string(&new.tls).ok();
         self.topologies.lock().retain(|name, _| {
             let same = |c: &Config| c.database(name).map(|d| toml::to_string(&d.replicas).ok());
-            !routing_changed && same(&old) == same(&new)
+            !routing_changed && same(old) == same(new)
         });
         let mut clusters = self.clusters.write();
         clusters.retain(|key, cluster| {
@@ -381,9 +381,12 @@ impl Proxy {
             }
             true
         });
-        drop(clusters);
+    }
+
+    /// Rate limits, the OTLP exporter, the Redis side and fault injection.
+    fn swap_services(&self, old: &Config, new: &Config, report: &mut Vec<String>) {
         self.rate_limits_on
-            .store(any_rate_limit(&new), Ordering::Relaxed);
+            .store(any_rate_limit(new), Ordering::Relaxed);
         if old.otlp != new.otlp {
             let tracer =
                 crate::obs::otlp::Tracer::start(&new.otlp, &self.metrics, self.analyzer.clone());
@@ -401,12 +404,6 @@ impl Proxy {
             self.faults.set_enabled(new.general.fault_injection);
             report.push(format!("fault_injection = {}", new.general.fault_injection));
         }
-        self.config.store(Arc::new(new));
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        if report.is_empty() {
-            report.push("configuration reloaded: no pool changed".into());
-        }
-        report
     }
 
     /// The circuit breaker of a backend (one per host:port, shared by every pool).
@@ -684,5 +681,44 @@ impl Drop for UserGuard<'_> {
         if let Some(n) = self.proxy.per_user.lock().get_mut(&self.user) {
             *n = n.saturating_sub(1);
         }
+    }
+}
+
+/// Settings a running process cannot change: reported, applied at the next start.
+fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
+    let g = (&old.general, &new.general);
+    [
+        ("general.pg_listen", g.0.pg_listen != g.1.pg_listen),
+        ("general.admin_listen", g.0.admin_listen != g.1.admin_listen),
+        ("general.workers", g.0.workers != g.1.workers),
+        ("peering", old.peering != new.peering),
+    ]
+    .into_iter()
+    .filter(|(_, changed)| *changed)
+    .map(|(name, _)| format!("{name} changed: takes effect after a restart"))
+    .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reload_reports_what_needs_a_restart() {
+        let old = Config::default();
+        assert!(restart_only_changes(&old, &old.clone()).is_empty());
+        let mut new = old.clone();
+        new.general.workers = old.general.workers + 1;
+        new.general.pg_listen = "127.0.0.1:1".parse().unwrap();
+        new.peering.peer_id = 3;
+        let report = restart_only_changes(&old, &new);
+        assert_eq!(
+            report,
+            [
+                "general.pg_listen changed: takes effect after a restart",
+                "general.workers changed: takes effect after a restart",
+                "peering changed: takes effect after a restart",
+            ]
+        );
     }
 }

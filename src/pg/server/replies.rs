@@ -190,67 +190,18 @@ impl Replies {
         fx: &mut Effects,
     ) -> Result<Disposition, Desync> {
         use Disposition::*;
-        let swallowing = matches!(self.q.front(), Some(Expect::Ready { swallow: true, .. }));
-        // Asynchronous messages may arrive at any time.
-        match tag {
-            be::PARAMETER_STATUS | be::NOTIFICATION_RESPONSE => return Ok(Forward),
-            be::NOTICE_RESPONSE => return Ok(if swallowing { Swallow } else { Forward }),
-            _ => {}
+        if let Some(d) = self.asynchronous(tag) {
+            return Ok(d);
         }
         let head = self.q.front().cloned().ok_or_else(|| self.desync(tag))?;
-        let pass = |swallow: bool| if swallow { Swallow } else { Forward };
         match (tag, head) {
             (be::READY_FOR_QUERY, Expect::Ready { swallow, stmt }) => {
-                if stmt {
-                    fx.done = Some(std::mem::take(&mut self.running));
-                }
-                self.q.pop_front();
-                self.copy_in = false;
-                fx.ready = Some((body.first().copied().unwrap_or(b'I'), swallow));
-                Ok(pass(swallow))
+                Ok(self.on_ready(body, swallow, stmt, fx))
             }
             (be::ERROR_RESPONSE, Expect::Ready { swallow, stmt }) => {
-                if stmt && self.running.error.is_none() {
-                    self.running.error = sqlstate(body);
-                }
-                self.client_copy_open = false;
-                if self.copy_in {
-                    self.copy_in = false;
-                    fx.copy_in = Some(false);
-                }
-                Ok(pass(swallow))
+                Ok(self.on_query_error(body, swallow, stmt, fx))
             }
-            (be::ERROR_RESPONSE, _) => {
-                // Extended protocol: the server skips everything up to the next Sync.
-                self.client_copy_open = false;
-                if self.copy_in {
-                    self.copy_in = false;
-                    fx.copy_in = Some(false);
-                }
-                let mut failed = false;
-                while let Some(e) = self.q.front() {
-                    match e {
-                        Expect::Ready { .. } => break,
-                        Expect::Parse {
-                            registers: Some(id),
-                            ..
-                        } => fx.not_created.push(*id),
-                        // the first Execute is the statement that failed (itself, or the
-                        // Parse/Bind it needed); the ones after it never ran
-                        Expect::Execute if !failed => {
-                            failed = true;
-                            fx.done = Some(Done {
-                                rows: 0,
-                                error: sqlstate(body),
-                            });
-                        }
-                        Expect::Execute => fx.skipped += 1,
-                        _ => {}
-                    }
-                    self.q.pop_front();
-                }
-                Ok(Forward)
-            }
+            (be::ERROR_RESPONSE, _) => Ok(self.on_extended_error(body, fx)),
             (be::PARSE_COMPLETE, Expect::Parse { swallow, registers }) => {
                 self.q.pop_front();
                 fx.created = registers;
@@ -277,48 +228,11 @@ impl Replies {
             (
                 be::COMMAND_COMPLETE | be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED,
                 Expect::Execute,
-            ) => {
-                self.q.pop_front();
-                fx.done = Some(Done {
-                    rows: if tag == be::COMMAND_COMPLETE {
-                        tag_rows(body)
-                    } else {
-                        0
-                    },
-                    error: None,
-                });
-                if self.copy_in {
-                    self.copy_in = false;
-                    fx.copy_in = Some(false);
-                }
-                Ok(Forward)
-            }
+            ) => Ok(self.on_execute_done(tag, body, fx)),
             (
                 be::COPY_IN_RESPONSE,
                 head @ (Expect::Execute | Expect::Ready { swallow: false, .. }),
-            ) => {
-                self.copy_in = true;
-                self.client_copy_open = true;
-                fx.copy_in = Some(true);
-                if head == Expect::Execute {
-                    // Syncs pipelined behind this Execute reach the server in copy-in
-                    // mode, where it ignores them: no ReadyForQuery will come for them.
-                    let mut i = 1;
-                    while i < self.q.len() {
-                        if self.q[i]
-                            == (Expect::Ready {
-                                swallow: false,
-                                stmt: false,
-                            })
-                        {
-                            self.q.remove(i);
-                        } else {
-                            i += 1;
-                        }
-                    }
-                }
-                Ok(Forward)
-            }
+            ) => Ok(self.on_copy_in(head == Expect::Execute, fx)),
             (
                 be::DATA_ROW
                 | be::COPY_OUT_RESPONSE
@@ -339,17 +253,153 @@ impl Replies {
                 | be::FUNCTION_CALL_RESPONSE,
                 Expect::Ready { swallow, stmt },
             ) => {
-                if stmt && tag == be::COMMAND_COMPLETE {
-                    self.running.rows += tag_rows(body);
-                }
-                if tag == be::COMMAND_COMPLETE && self.copy_in {
-                    self.copy_in = false;
-                    fx.copy_in = Some(false);
+                if tag == be::COMMAND_COMPLETE {
+                    self.on_query_command_done(body, stmt, fx);
                 }
                 Ok(pass(swallow))
             }
             _ => Err(self.desync(tag)),
         }
+    }
+
+    /// Messages that may arrive at any time, whatever is owed: forwarded (a notice is
+    /// dropped with the rest of an injected query's replies).
+    fn asynchronous(&self, tag: u8) -> Option<Disposition> {
+        match tag {
+            be::PARAMETER_STATUS | be::NOTIFICATION_RESPONSE => Some(Disposition::Forward),
+            be::NOTICE_RESPONSE => Some(pass(matches!(
+                self.q.front(),
+                Some(Expect::Ready { swallow: true, .. })
+            ))),
+            _ => None,
+        }
+    }
+
+    /// An error inside a simple Query: the ReadyForQuery that follows ends it.
+    fn on_query_error(
+        &mut self,
+        body: &[u8],
+        swallow: bool,
+        stmt: bool,
+        fx: &mut Effects,
+    ) -> Disposition {
+        if stmt && self.running.error.is_none() {
+            self.running.error = sqlstate(body);
+        }
+        self.client_copy_open = false;
+        self.leave_copy_in(fx);
+        pass(swallow)
+    }
+
+    /// One statement of a simple Query completed (its rows add up; a COPY ended).
+    fn on_query_command_done(&mut self, body: &[u8], stmt: bool, fx: &mut Effects) {
+        if stmt {
+            self.running.rows += tag_rows(body);
+        }
+        self.leave_copy_in(fx);
+    }
+
+    /// ReadyForQuery ends the Query (or Sync, or injected query) at the head.
+    fn on_ready(
+        &mut self,
+        body: &[u8],
+        swallow: bool,
+        stmt: bool,
+        fx: &mut Effects,
+    ) -> Disposition {
+        if stmt {
+            fx.done = Some(std::mem::take(&mut self.running));
+        }
+        self.q.pop_front();
+        self.copy_in = false;
+        fx.ready = Some((body.first().copied().unwrap_or(b'I'), swallow));
+        pass(swallow)
+    }
+
+    /// An error in an extended-protocol batch: the server skips everything up to the next
+    /// Sync, so the replies owed up to it are dropped.
+    fn on_extended_error(&mut self, body: &[u8], fx: &mut Effects) -> Disposition {
+        self.client_copy_open = false;
+        self.leave_copy_in(fx);
+        let mut failed = false;
+        while let Some(e) = self.q.front() {
+            match e {
+                Expect::Ready { .. } => break,
+                Expect::Parse {
+                    registers: Some(id),
+                    ..
+                } => fx.not_created.push(*id),
+                // the first Execute is the statement that failed (itself, or the
+                // Parse/Bind it needed); the ones after it never ran
+                Expect::Execute if !failed => {
+                    failed = true;
+                    fx.done = Some(Done {
+                        rows: 0,
+                        error: sqlstate(body),
+                    });
+                }
+                Expect::Execute => fx.skipped += 1,
+                _ => {}
+            }
+            self.q.pop_front();
+        }
+        Disposition::Forward
+    }
+
+    /// CommandComplete, EmptyQueryResponse or PortalSuspended ends an Execute.
+    fn on_execute_done(&mut self, tag: u8, body: &[u8], fx: &mut Effects) -> Disposition {
+        self.q.pop_front();
+        fx.done = Some(Done {
+            rows: if tag == be::COMMAND_COMPLETE {
+                tag_rows(body)
+            } else {
+                0
+            },
+            error: None,
+        });
+        self.leave_copy_in(fx);
+        Disposition::Forward
+    }
+
+    /// The server entered COPY IN.
+    fn on_copy_in(&mut self, in_execute: bool, fx: &mut Effects) -> Disposition {
+        self.copy_in = true;
+        self.client_copy_open = true;
+        fx.copy_in = Some(true);
+        if in_execute {
+            // Syncs pipelined behind this Execute reach the server in copy-in mode, where
+            // it ignores them: no ReadyForQuery will come for them.
+            let sync = Expect::Ready {
+                swallow: false,
+                stmt: false,
+            };
+            let mut i = 1;
+            while i < self.q.len() {
+                if self.q[i] == sync {
+                    self.q.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        Disposition::Forward
+    }
+
+    /// COPY IN ended (CommandComplete or an error).
+    fn leave_copy_in(&mut self, fx: &mut Effects) {
+        if self.copy_in {
+            self.copy_in = false;
+            fx.copy_in = Some(false);
+        }
+    }
+}
+
+/// Forward a reply, or drop it when it answers a message Pake injected.
+fn pass(swallow: bool) -> Disposition {
+    if swallow {
+        Disposition::Swallow
+    } else {
+        Disposition::Forward
     }
 }
 

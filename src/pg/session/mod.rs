@@ -1,22 +1,31 @@
 //! One client's session after login: the request path.
 //!
-//! The loop reads as named steps, one file each:
+//! A request (one Query, or the extended-protocol messages up to Sync) goes through named
+//! steps, one file each, in this order:
 //! 1. [`request`]: take whole client messages from the buffer; without a server, answer what
 //!    needs none (Terminate, a lone Sync, `DEALLOCATE`/`DISCARD ALL` in transaction mode) and
-//!    wait until a request unit (up to Sync/Flush, or a Query) is buffered;
-//! 2. [`attach`]: check a server out of the pool and bring its session parameters in line;
-//! 3. [`request`]: forward messages, rewriting prepared-statement names and recording the
-//!    replies owed ([`crate::pg::server::replies`]);
-//! 4. [`response`]: match server messages against the replies owed, forward, swallow or
+//!    wait until a request is buffered;
+//! 2. [`classify`]: analyse the request once into a value (per statement: shape id, class,
+//!    session effect, routing hint, trace parent), read by every later step;
+//! 3. [`route`]: primary or replica, or answer it here (a deferred `BEGIN`, `SET pake.route`);
+//! 4. [`attach`] (checkout): check a server out of the pool, bring its session parameters in
+//!    line, arm cancellation;
+//! 5. [`forward`]: one handler per message type, rewriting prepared-statement names and
+//!    recording the replies owed ([`crate::pg::server::replies`]);
+//! 6. [`response`]: match server messages against the replies owed, forward, swallow or
 //!    synthesise, and track ReadyForQuery;
-//! 5. [`attach`]: at a transaction boundary (transaction mode) hand the server back — after a
-//!    reset if the client left session state on it — and account: statements to insight
-//!    ([`record`]), transactions to the OTLP exporter when it is on ([`trace`]).
+//! 7. account: statements to insight (`record`), transactions to the OTLP exporter when it
+//!    is on (`trace`);
+//! 8. [`attach`] (release): at a transaction boundary (transaction mode) hand the server
+//!    back — after a reset if the client left session state on it.
 //!
 //! I/O is full duplex (a `select!` over both sockets and both directions), so a client that
 //! pipelines a large batch while the server streams results cannot deadlock the proxy.
 
 pub mod attach;
+pub mod classify;
+pub mod forward;
+mod frame;
 mod record;
 pub mod request;
 pub mod response;
@@ -111,7 +120,9 @@ pub struct Session {
     named: std::collections::HashMap<Box<[u8]>, record::StatementRef>,
     /// Transaction mode: analyses of the interned statements this client binds, so a Bind
     /// does not normalise the text again.
-    analyzed: std::collections::HashMap<crate::pg::prepared::StatementId, record::StatementRef>,
+    analyzed: std::collections::HashMap<crate::pg::prepared::StatementId, classify::Analysis>,
+    /// The request being started or forwarded, analysed ([`classify`]).
+    request: classify::Request,
     /// Transactions this client has finished (groups statements for N+1 detection).
     tx_seq: u64,
     /// Pool wait of the last checkout, reported with the next statement.
@@ -184,6 +195,7 @@ impl Session {
             unnamed: None,
             named: std::collections::HashMap::new(),
             analyzed: std::collections::HashMap::new(),
+            request: classify::Request::default(),
             tx_seq: 0,
             wait_to_report: std::time::Duration::ZERO,
             finished: Vec::new(),
@@ -356,52 +368,13 @@ impl Session {
                 );
             }
             if let Some(srv) = server.as_deref_mut() {
-                let tls = srv.stream.is_tls();
-                if let Poll::Ready(r) = poll_write_side(
-                    cx,
-                    &mut srv.stream,
-                    &mut srv.wbuf,
-                    tls,
-                    &mut srv.needs_flush,
-                ) {
-                    return Poll::Ready(
-                        r.map(|_| Event::Wrote)
-                            .map_err(|e| Error::ServerLost(e.into())),
-                    );
-                }
-                if cwbuf.len() < HIGH_WATER {
-                    if let Poll::Ready(r) =
-                        poll_read_buf(Pin::new(&mut srv.stream), cx, &mut srv.rbuf)
-                    {
-                        return Poll::Ready(
-                            r.map(Event::ServerRead)
-                                .map_err(|e| Error::ServerLost(e.into())),
-                        );
-                    }
+                if let Poll::Ready(r) = poll_server(cx, srv, cwbuf.len() < HIGH_WATER) {
+                    return Poll::Ready(r);
                 }
             }
             if !client_blocked {
-                let mut read = true;
-                if crbuf.capacity() == 0 && !client_tls {
-                    // released while idle: take a buffer once the client has sent something
-                    match client.tcp().map(|tcp| tcp.poll_read_ready(cx)) {
-                        Some(Poll::Ready(Ok(()))) => crbuf.reserve(READ_CHUNK),
-                        Some(Poll::Ready(Err(e))) => return Poll::Ready(Err(Error::ClientIo(e))),
-                        Some(Poll::Pending) => read = false,
-                        None => crbuf.reserve(READ_CHUNK),
-                    }
-                }
-                if read {
-                    if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *client), cx, crbuf) {
-                        return Poll::Ready(r.map(Event::ClientRead).map_err(Error::ClientIo));
-                    }
-                    if may_release && crbuf.is_empty() && cwbuf.is_empty() {
-                        // Between transactions with no request waiting: free both buffers.
-                        // The read above registered for readiness; the next poll takes
-                        // a buffer again when the client speaks.
-                        *crbuf = BytesMut::new();
-                        *cwbuf = BytesMut::new();
-                    }
+                if let Poll::Ready(r) = poll_client_read(cx, client, crbuf, cwbuf, may_release) {
+                    return Poll::Ready(r);
                 }
             }
             if deadline.is_some() && sleep.as_mut().poll(cx).is_ready() {
@@ -438,6 +411,63 @@ impl Session {
             self.cwbuf = BytesMut::new();
         }
     }
+}
+
+/// The server side: write what is pending, then read (unless the client is behind).
+fn poll_server(cx: &mut Context<'_>, srv: &mut Server, read: bool) -> Poll<Result<Event, Error>> {
+    let tls = srv.stream.is_tls();
+    if let Poll::Ready(r) = poll_write_side(
+        cx,
+        &mut srv.stream,
+        &mut srv.wbuf,
+        tls,
+        &mut srv.needs_flush,
+    ) {
+        return Poll::Ready(
+            r.map(|_| Event::Wrote)
+                .map_err(|e| Error::ServerLost(e.into())),
+        );
+    }
+    if read {
+        if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut srv.stream), cx, &mut srv.rbuf) {
+            return Poll::Ready(
+                r.map(Event::ServerRead)
+                    .map_err(|e| Error::ServerLost(e.into())),
+            );
+        }
+    }
+    Poll::Pending
+}
+
+/// Read from the client. A plain-TCP client whose buffers were given back is first
+/// waited on for readability, and gets a buffer only once it has sent something.
+fn poll_client_read(
+    cx: &mut Context<'_>,
+    client: &mut ClientStream,
+    crbuf: &mut BytesMut,
+    cwbuf: &mut BytesMut,
+    may_release: bool,
+) -> Poll<Result<Event, Error>> {
+    if crbuf.capacity() == 0 && !client.is_tls() {
+        // released while idle: take a buffer once the client has sent something
+        match client.tcp().map(|tcp| tcp.poll_read_ready(cx)) {
+            Some(Poll::Ready(Ok(()))) => crbuf.reserve(READ_CHUNK),
+            Some(Poll::Ready(Err(e))) => return Poll::Ready(Err(Error::ClientIo(e))),
+            Some(Poll::Pending) => return Poll::Pending,
+            None => crbuf.reserve(READ_CHUNK),
+        }
+    }
+    if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *client), cx, crbuf) {
+        return Poll::Ready(r.map(Event::ClientRead).map_err(Error::ClientIo));
+    }
+    if may_release && crbuf.is_empty() && cwbuf.is_empty() {
+        // Between transactions with no request waiting: free both buffers. The read above
+        // registered for readiness; the next poll takes a buffer again when the client
+        // speaks.
+        *crbuf = BytesMut::new();
+        *cwbuf = BytesMut::new();
+    }
+    Poll::Pending
 }
 
 /// Write what `buf` holds (one write), or flush a TLS stream after its last write.

@@ -4,6 +4,7 @@
 //! is on ([`super::trace`]). Statements are matched to completions in order (the server
 //! answers in order); nothing here takes a lock or a shared reference count.
 
+use super::classify::Analysis;
 use super::Session;
 use crate::config::PoolMode;
 use crate::insight::{QueryEvent, Route};
@@ -16,8 +17,6 @@ use std::time::Instant;
 /// Named statements remembered per session-mode client (beyond it the map starts afresh:
 /// statements prepared before are then recorded as unknown).
 const MAX_NAMED: usize = 1024;
-/// Most transaction-mode statement analyses a session keeps (cleared when full).
-const MAX_ANALYZED: usize = 256;
 
 /// A statement sent to the server, waiting for its completion.
 #[derive(Debug)]
@@ -42,10 +41,10 @@ pub(super) struct StatementRef {
 }
 
 impl StatementRef {
-    pub(super) fn of(norm: &crate::pg::sql::Normalized) -> StatementRef {
+    pub(super) fn of(analysis: &Analysis) -> StatementRef {
         StatementRef {
-            hash: norm.hash,
-            parent: norm.hints.traceparent(),
+            hash: analysis.shape,
+            parent: analysis.parent,
         }
     }
 }
@@ -63,13 +62,6 @@ pub(super) enum Finished {
 }
 
 impl Session {
-    /// Analyse `text` for recording: its shape hash and `traceparent`.
-    pub(super) fn statement_ref(&self, text: &str) -> StatementRef {
-        self.proxy
-            .analyzer
-            .with(text, |norm, _| StatementRef::of(norm))
-    }
-
     /// Act on what reading the server finished, in order.
     pub(super) fn account(&mut self, finished: &mut Vec<Finished>) {
         for f in finished.drain(..) {
@@ -81,77 +73,45 @@ impl Session {
         }
     }
 
-    /// Follow the statements of extended-protocol messages; for an Execute, the statement
-    /// about to be sent. (A simple Query is noted where it is forwarded, from the analysis
-    /// that also gives its session effect.)
-    pub(super) fn note_statement(
-        &mut self,
-        tag: u8,
-        frame: &[u8],
-    ) -> Result<Option<StatementRef>, crate::pg::error::Error> {
-        use crate::pg::wire::{self, fe};
-        let malformed = || wire::FrameError::Malformed { what: "statement" };
-        match tag {
-            fe::PARSE => {
-                let (name, rest) = wire::cstr(wire::body(frame)).ok_or_else(malformed)?;
-                if name.is_empty() {
-                    let (query, _) = wire::cstr(rest).ok_or_else(malformed)?;
-                    let query = std::str::from_utf8(query).map_err(|_| malformed())?;
-                    self.unnamed = Some(self.statement_ref(query));
-                } else if self.mode == PoolMode::Session {
-                    // transaction mode keeps named statements in `statements`; session mode
-                    // forwards them untouched, so remember what each name runs here
-                    let (query, _) = wire::cstr(rest).ok_or_else(malformed)?;
-                    let query = std::str::from_utf8(query).map_err(|_| malformed())?;
-                    let stmt = self.statement_ref(query);
-                    if self.named.len() >= MAX_NAMED && !self.named.contains_key(name) {
-                        self.named.clear();
-                    }
-                    self.named.insert(name.into(), stmt);
-                }
-                Ok(None)
+    /// A Parse is forwarded: remember what the unnamed statement (or, in session mode, a
+    /// named one) runs, for the Executes of its portals.
+    pub(super) fn note_parse(&mut self, name: &[u8], analysis: &Analysis) {
+        if name.is_empty() {
+            self.unnamed = Some(StatementRef::of(analysis));
+        } else if self.mode == PoolMode::Session {
+            // transaction mode keeps named statements in `statements`; session mode
+            // forwards them untouched, so remember what each name runs here
+            if self.named.len() >= MAX_NAMED && !self.named.contains_key(name) {
+                self.named.clear();
             }
-            fe::BIND => {
-                let (_, rest) = wire::cstr(wire::body(frame)).ok_or_else(malformed)?;
-                let (name, _) = wire::cstr(rest).ok_or_else(malformed)?;
-                self.portal = if name.is_empty() {
-                    self.unnamed.clone()
-                } else if let Some(stmt) = self.named.get(name) {
-                    Some(stmt.clone())
-                } else {
-                    // transaction mode: by the interned statement, analysed once per session
-                    match self.statements.get(name) {
-                        Some(s) => match self.analyzed.get(&s.id) {
-                            Some(known) => Some(known.clone()),
-                            None => {
-                                let id = s.id;
-                                let r = self
-                                    .proxy
-                                    .analyzer
-                                    .with(&s.query, |n, _| StatementRef::of(n));
-                                if self.analyzed.len() >= MAX_ANALYZED {
-                                    self.analyzed.clear();
-                                }
-                                self.analyzed.insert(id, r.clone());
-                                Some(r)
-                            }
-                        },
-                        None => None,
-                    }
-                };
-                Ok(None)
-            }
-            fe::CLOSE => {
-                if let Some((b'S', rest)) = wire::body(frame).split_first() {
-                    if let Some((name, _)) = wire::cstr(rest) {
-                        self.named.remove(name);
-                    }
-                }
-                Ok(None)
-            }
-            fe::EXECUTE => Ok(self.portal.clone()),
-            _ => Ok(None),
+            self.named.insert(name.into(), StatementRef::of(analysis));
         }
+    }
+
+    /// A Bind is forwarded: its portal runs the statement it names. `interned` is the
+    /// analysis of the named statement when classify found it.
+    pub(super) fn note_bind(&mut self, statement: &[u8], interned: Option<Analysis>) {
+        self.portal = if statement.is_empty() {
+            self.unnamed.clone()
+        } else if let Some(stmt) = self.named.get(statement) {
+            Some(stmt.clone())
+        } else {
+            // transaction mode: the interned statement (parsed in this very request, it was
+            // not known when the request was classified)
+            interned
+                .or_else(|| self.analyse_interned(statement))
+                .map(|a| StatementRef::of(&a))
+        };
+    }
+
+    /// A Close of a named statement is forwarded (session mode) or answered.
+    pub(super) fn note_close(&mut self, name: &[u8]) {
+        self.named.remove(name);
+    }
+
+    /// The statement an Execute runs (its portal's).
+    pub(super) fn portal_statement(&self) -> Option<StatementRef> {
+        self.portal.clone()
     }
 
     /// A client statement went to the server.

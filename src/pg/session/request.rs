@@ -1,16 +1,15 @@
-//! Client → server: take whole messages off the client buffer, answer the ones that need no
-//! server, and forward the rest with prepared-statement names rewritten (transaction mode),
-//! recording the replies each message is owed.
+//! The request loop: take whole messages off the client buffer, answer the ones that need
+//! no server, and run each request through the steps — classify → route → checkout →
+//! forward — until it is on its way; the replies come back through `response`, and the
+//! server goes back at the transaction boundary (`attach`).
 
-use super::record::StatementRef;
-use super::{Flow, Session, HIGH_WATER};
+use super::route::Plan;
+use super::{frame, Flow, Session, HIGH_WATER};
 use crate::config::PoolMode;
 use crate::pg::error::Error;
-use crate::pg::server::replies::{Expect, Synth};
-use crate::pg::server::Server;
 use crate::pg::sql::SessionEffect;
 use crate::pg::wire::{self, backend, fe, FrameError};
-use bytes::{Buf, BufMut};
+use bytes::Buf;
 
 /// Forward a request that has no terminator yet once this much of it is buffered.
 const EAGER_FORWARD: usize = 64 * 1024;
@@ -19,6 +18,16 @@ const EAGER_FORWARD: usize = 64 * 1024;
 enum Alone {
     Consumed,
     NeedServer,
+}
+
+/// How far a request got without a server.
+enum Start {
+    /// A server is attached: forward.
+    Attached,
+    /// Answered (or refused) without a server: take the next message.
+    Done,
+    /// The rest of the request has not arrived yet.
+    Wait,
 }
 
 impl Session {
@@ -37,33 +46,10 @@ impl Session {
                 continue;
             }
             if self.server.is_none() {
-                match self.alone(tag, len)? {
-                    Alone::Consumed => continue,
-                    Alone::NeedServer => {}
-                }
-                if !request_ready(&self.crbuf, self.max_message)? {
-                    return Ok(Flow::Continue);
-                }
-                if self.proxy.generation() != self.cluster_gen {
-                    self.refresh_cluster();
-                }
-                if let Err(e) = self.admit_request() {
-                    self.fail_request(&e)?;
-                    continue;
-                }
-                let target = match self.plan()? {
-                    super::route::Plan::Answered => continue,
-                    super::route::Plan::Server(target) => target,
-                };
-                if self.inject_fault(target).await? {
-                    continue;
-                }
-                if let Err(e) = self.attach_routed(target).await {
-                    if !e.is_recoverable() {
-                        return Err(e);
-                    }
-                    self.fail_request(&e)?;
-                    continue;
+                match self.start_request(tag, len).await? {
+                    Start::Attached => {}
+                    Start::Done => continue,
+                    Start::Wait => return Ok(Flow::Continue),
                 }
             }
             if self
@@ -74,11 +60,48 @@ impl Session {
                 return Ok(Flow::Continue);
             }
             let mut buf = std::mem::take(&mut self.crbuf);
-            let result = self.on_client_frame(tag, &buf[..len]);
+            let result = self.forward(tag, &buf[..len]);
             buf.advance(len);
             self.crbuf = buf;
             result?;
         }
+    }
+
+    /// A request with no server attached: answer what needs none, otherwise classify it,
+    /// route it and check a server out for it.
+    async fn start_request(&mut self, tag: u8, len: usize) -> Result<Start, Error> {
+        if let Alone::Consumed = self.alone(tag, len)? {
+            return Ok(Start::Done);
+        }
+        if !request_ready(&self.crbuf, self.max_message)? {
+            return Ok(Start::Wait);
+        }
+        if self.proxy.generation() != self.cluster_gen {
+            self.refresh_cluster();
+        }
+        self.classify()?;
+        if self.answer_query_locally()? {
+            return Ok(Start::Done);
+        }
+        if let Err(e) = self.admit_request() {
+            self.fail_request(&e)?;
+            return Ok(Start::Done);
+        }
+        let target = match self.plan()? {
+            Plan::Answered => return Ok(Start::Done),
+            Plan::Server(target) => target,
+        };
+        if self.inject_fault(target).await? {
+            return Ok(Start::Done);
+        }
+        if let Err(e) = self.attach_routed(target).await {
+            if !e.is_recoverable() {
+                return Err(e);
+            }
+            self.fail_request(&e)?;
+            return Ok(Start::Done);
+        }
+        Ok(Start::Attached)
     }
 
     /// Apply an injected fault to the request at the head of the buffer; `true` when the
@@ -131,28 +154,20 @@ impl Session {
 
     /// The normalised text and shape hash of the request's first statement (for fault scopes).
     fn head_statement(&self) -> Result<(Option<String>, Option<u64>), Error> {
-        let Some((tag, len)) = wire::frontend_frame(&self.crbuf, self.max_message)? else {
+        let Some((tag, _)) = wire::frontend_frame(&self.crbuf, self.max_message)? else {
             return Ok((None, None));
         };
-        let frame = &self.crbuf[..len];
-        let text = match tag {
-            fe::QUERY => Some(query_text(frame)?.to_string()),
-            fe::PARSE => wire::cstr(wire::body(frame))
-                .and_then(|(_, rest)| wire::cstr(rest))
-                .map(|(q, _)| String::from_utf8_lossy(q).into_owned()),
-            fe::BIND => wire::cstr(wire::body(frame))
-                .and_then(|(_, rest)| wire::cstr(rest))
-                .and_then(|(name, _)| self.statements.get(name))
-                .map(|s| s.query.to_string()),
-            _ => None,
+        if !matches!(tag, fe::QUERY | fe::PARSE | fe::BIND) {
+            return Ok((None, None));
+        }
+        let Some(shape) = self.request.head().map(|a| a.shape) else {
+            return Ok((None, None));
         };
-        Ok(match text {
-            Some(t) => {
-                let (norm, info) = self.proxy.analyzer.analyze(&t);
-                (Some(info.normalized.to_string()), Some(norm.hash))
-            }
-            None => (None, None),
-        })
+        let text = self
+            .proxy
+            .analyzer
+            .with_hash(shape, |info| info.normalized.to_string());
+        Ok((text, Some(shape)))
     }
 
     /// A message with no server attached.
@@ -173,27 +188,6 @@ impl Session {
                 // PostgreSQL ignores these outside a COPY / with nothing to flush
                 self.crbuf.advance(len);
                 Ok(Alone::Consumed)
-            }
-            fe::QUERY if self.mode == PoolMode::Transaction => {
-                let text = query_text(&self.crbuf[..len])?;
-                let effect = self
-                    .proxy
-                    .analyzer
-                    .with(text, |_, info| match &info.session {
-                        e @ (SessionEffect::Deallocate(_) | SessionEffect::DiscardAll) => {
-                            Some(e.clone())
-                        }
-                        _ => None,
-                    });
-                match effect {
-                    Some(e) if self.answer_locally(&e) => {
-                        backend::ready_for_query(&mut self.cwbuf, b'I');
-                        self.tally.queries += 1;
-                        self.crbuf.advance(len);
-                        Ok(Alone::Consumed)
-                    }
-                    _ => Ok(Alone::NeedServer),
-                }
             }
             fe::PARSE if self.mode == PoolMode::Transaction => match self.prepare_locally()? {
                 true => Ok(Alone::Consumed),
@@ -220,11 +214,11 @@ impl Session {
             pos += len;
             match tag {
                 fe::PARSE => {
-                    let (name, rest) = wire::cstr(wire::body(frame)).ok_or(malformed("Parse"))?;
-                    if name.is_empty() {
+                    let p = frame::parse(frame)?;
+                    if p.name.is_empty() {
                         return Ok(false);
                     }
-                    let stmt = self.proxy.statements.intern(rest);
+                    let (name, stmt) = (p.name, self.proxy.statements.intern(p.definition));
                     if !stmt.parsed_ok.load(std::sync::atomic::Ordering::Relaxed) {
                         return Ok(false);
                     }
@@ -240,12 +234,35 @@ impl Session {
         }
         backend::ready_for_query(&mut self.cwbuf, b'I');
         self.crbuf.advance(pos);
+        self.request.clear();
+        Ok(true)
+    }
+
+    /// Transaction mode: a lone `DEALLOCATE`/`DISCARD ALL` Query, answered without a server.
+    fn answer_query_locally(&mut self) -> Result<bool, Error> {
+        if self.mode != PoolMode::Transaction || !self.request.single_query {
+            return Ok(false);
+        }
+        let effect = match self.request.head().map(|a| &a.effect) {
+            Some(e @ (SessionEffect::Deallocate(_) | SessionEffect::DiscardAll)) => e.clone(),
+            _ => return Ok(false),
+        };
+        let Some((_, len)) = wire::frontend_frame(&self.crbuf, self.max_message)? else {
+            return Ok(false);
+        };
+        if !self.answer_locally(&effect) {
+            return Ok(false);
+        }
+        backend::ready_for_query(&mut self.cwbuf, b'I');
+        self.tally.queries += 1;
+        self.crbuf.advance(len);
+        self.request.clear();
         Ok(true)
     }
 
     /// `DEALLOCATE`/`DISCARD ALL` act on the client's statement names, not a server's.
     /// Writes the CommandComplete and returns true when the statement was handled here.
-    fn answer_locally(&mut self, effect: &SessionEffect) -> bool {
+    pub(super) fn answer_locally(&mut self, effect: &SessionEffect) -> bool {
         match effect {
             SessionEffect::Deallocate(None) => {
                 self.statements.clear();
@@ -280,6 +297,7 @@ impl Session {
     /// Answer the request at the head of the buffer with `err` and drop it, as the server
     /// would: a Query gets ERROR + ReadyForQuery; an extended request is skipped to its Sync.
     pub(super) fn fail_request(&mut self, err: &Error) -> Result<(), Error> {
+        self.request.clear();
         err.write(&mut self.cwbuf, false);
         self.proxy
             .metrics
@@ -298,229 +316,6 @@ impl Session {
         }
         Ok(())
     }
-
-    /// Forward one client message to the attached server.
-    fn on_client_frame(&mut self, tag: u8, frame: &[u8]) -> Result<(), Error> {
-        let rename = self.mode == PoolMode::Transaction;
-        if tag == fe::QUERY && rename && self.server.as_deref().is_some_and(Server::is_idle) {
-            // a lone DEALLOCATE / DISCARD ALL between transactions: nothing is pending,
-            // so the answer can be written straight away
-            let text = query_text(frame)?;
-            let effect = self.proxy.analyzer.with(text, |_, i| i.session.clone());
-            if self.answer_locally(&effect) {
-                backend::ready_for_query(&mut self.cwbuf, b'I');
-                self.tally.queries += 1;
-                return Ok(());
-            }
-        }
-        // insight and tracing bookkeeping first: it reads the session, the forwarding below
-        // borrows it (a simple Query is noted below, from the same analysis as its session
-        // effect)
-        let noting = self.insight_on || self.otlp.is_some();
-        let mut sent = if noting && tag != fe::QUERY {
-            self.note_statement(tag, frame)?.map(|s| (s, None))
-        } else {
-            None
-        };
-        let Some(server) = self.server.as_deref_mut() else {
-            return Ok(());
-        };
-        match tag {
-            fe::QUERY => {
-                let text = query_text(frame)?;
-                let (effect, stmt) = self.proxy.analyzer.with(text, |norm, info| {
-                    let stmt = noting.then(|| StatementRef::of(norm));
-                    (info.session.clone(), stmt)
-                });
-                // the raw text is kept for insight's slow samples only
-                let raw = self.insight_on.then(|| text.into());
-                sent = stmt.map(|s| (s, raw));
-                if let SessionEffect::Dirties(reason) = effect {
-                    server.dirty = Some(reason);
-                }
-                self.tally.queries += 1;
-                server.wbuf.put_slice(frame);
-                server.replies.push(Expect::Ready {
-                    swallow: false,
-                    stmt: true,
-                });
-            }
-            fe::PARSE => {
-                let body = wire::body(frame);
-                let (name, rest) = wire::cstr(body).ok_or(malformed("Parse"))?;
-                let (query, _) = wire::cstr(rest).ok_or(malformed("Parse"))?;
-                let query = std::str::from_utf8(query).map_err(|_| malformed("Parse"))?;
-                if self.proxy.analyzer.with(query, |_, i| i.session.dirties()) {
-                    server.dirty = Some("statement with session effects");
-                }
-                server.in_extended = true;
-                if rename && !name.is_empty() {
-                    let stmt = self.proxy.statements.intern(rest);
-                    self.statements.insert(name, stmt.clone());
-                    if server.statements.contains(stmt.id) {
-                        server.replies.push(Expect::Synth(Synth::ParseComplete));
-                    } else {
-                        evict_statement(
-                            server,
-                            self.pool.settings().defaults.max_prepared_statements,
-                        );
-                        server.wbuf.put_slice(&stmt.parse);
-                        server.statements.insert(&stmt);
-                        server.replies.push(Expect::Parse {
-                            swallow: false,
-                            registers: Some(stmt.id),
-                        });
-                    }
-                } else {
-                    server.wbuf.put_slice(frame);
-                    server.replies.push(Expect::Parse {
-                        swallow: false,
-                        registers: None,
-                    });
-                }
-            }
-            fe::BIND => {
-                let body = wire::body(frame);
-                let (portal, rest) = wire::cstr(body).ok_or(malformed("Bind"))?;
-                let (name, rest) = wire::cstr(rest).ok_or(malformed("Bind"))?;
-                server.in_extended = true;
-                match self
-                    .statements
-                    .get(name)
-                    .filter(|_| rename && !name.is_empty())
-                {
-                    Some(stmt) => {
-                        let stmt = stmt.clone();
-                        ensure_prepared(
-                            server,
-                            &stmt,
-                            self.pool.settings().defaults.max_prepared_statements,
-                        );
-                        let at = wire::begin_frame(&mut server.wbuf, fe::BIND);
-                        wire::put_cstr(&mut server.wbuf, portal);
-                        wire::put_cstr(&mut server.wbuf, stmt.name.as_bytes());
-                        server.wbuf.put_slice(rest);
-                        wire::finish_frame(&mut server.wbuf, at);
-                    }
-                    None => server.wbuf.put_slice(frame),
-                }
-                server.replies.push(Expect::Bind);
-            }
-            fe::DESCRIBE | fe::CLOSE => {
-                let body = wire::body(frame);
-                let (&kind, rest) = body.split_first().ok_or(malformed("Describe/Close"))?;
-                let (name, _) = wire::cstr(rest).ok_or(malformed("Describe/Close"))?;
-                server.in_extended = true;
-                let named_statement = rename && kind == b'S' && !name.is_empty();
-                match (tag, named_statement) {
-                    (fe::CLOSE, true) => {
-                        self.statements.remove(name);
-                        server.replies.push(Expect::Synth(Synth::CloseComplete));
-                    }
-                    (fe::CLOSE, false) => {
-                        server.wbuf.put_slice(frame);
-                        server.replies.push(Expect::Close { swallow: false });
-                    }
-                    (_, true) => {
-                        match self.statements.get(name) {
-                            Some(stmt) => {
-                                let stmt = stmt.clone();
-                                ensure_prepared(
-                                    server,
-                                    &stmt,
-                                    self.pool.settings().defaults.max_prepared_statements,
-                                );
-                                let at = wire::begin_frame(&mut server.wbuf, fe::DESCRIBE);
-                                server.wbuf.put_u8(b'S');
-                                wire::put_cstr(&mut server.wbuf, stmt.name.as_bytes());
-                                wire::finish_frame(&mut server.wbuf, at);
-                            }
-                            None => server.wbuf.put_slice(frame),
-                        }
-                        server.replies.push(Expect::DescribeStatement);
-                    }
-                    (_, false) => {
-                        server.wbuf.put_slice(frame);
-                        server.replies.push(if kind == b'S' {
-                            Expect::DescribeStatement
-                        } else {
-                            Expect::RowDescription
-                        });
-                    }
-                }
-            }
-            fe::EXECUTE => {
-                self.tally.queries += 1;
-                server.in_extended = true;
-                server.wbuf.put_slice(frame);
-                server.replies.push(Expect::Execute);
-            }
-            fe::SYNC => {
-                server.in_extended = false;
-                server.wbuf.put_slice(frame);
-                server.replies.on_sync_sent();
-            }
-            fe::FUNCTION_CALL => {
-                self.tally.queries += 1;
-                server.wbuf.put_slice(frame);
-                server.replies.push(Expect::Ready {
-                    swallow: false,
-                    stmt: false,
-                });
-            }
-            fe::COPY_DONE | fe::COPY_FAIL => {
-                server.replies.on_copy_end_sent();
-                server.wbuf.put_slice(frame);
-            }
-            fe::FLUSH | fe::COPY_DATA => server.wbuf.put_slice(frame),
-            other => return Err(Error::Unexpected(wire::Tag(other))),
-        }
-        server.replies.drain_synthetic(&mut self.cwbuf);
-        if let Some((stmt, text)) = sent {
-            self.sent(stmt, text);
-        }
-        Ok(())
-    }
-}
-
-/// Make sure `server` has `stmt` before a Bind/Describe uses it: inject its Parse (reply
-/// swallowed) if not.
-fn ensure_prepared(
-    server: &mut Server,
-    stmt: &std::sync::Arc<crate::pg::prepared::Statement>,
-    cap: usize,
-) {
-    if server.statements.contains(stmt.id) {
-        return;
-    }
-    evict_statement(server, cap);
-    server.wbuf.put_slice(&stmt.parse);
-    server.statements.insert(stmt);
-    server.replies.push(Expect::Parse {
-        swallow: true,
-        registers: Some(stmt.id),
-    });
-}
-
-/// Close the least recently used statement on `server` when it is at its cap.
-fn evict_statement(server: &mut Server, cap: usize) {
-    if let Some(old) = server.statements.evict_over(cap.saturating_sub(1)) {
-        let at = wire::begin_frame(&mut server.wbuf, fe::CLOSE);
-        server.wbuf.put_u8(b'S');
-        wire::put_cstr(&mut server.wbuf, old.name.as_bytes());
-        wire::finish_frame(&mut server.wbuf, at);
-        server.replies.push(Expect::Close { swallow: true });
-    }
-}
-
-fn malformed(what: &'static str) -> FrameError {
-    FrameError::Malformed { what }
-}
-
-/// The SQL text of a Query frame.
-fn query_text(frame: &[u8]) -> Result<&str, FrameError> {
-    let (text, _) = wire::cstr(wire::body(frame)).ok_or(malformed("Query"))?;
-    std::str::from_utf8(text).map_err(|_| malformed("Query"))
 }
 
 /// Is a whole request buffered: a message that ends one (Query, Sync, Flush, FunctionCall,
@@ -548,14 +343,8 @@ fn request_ready(buf: &[u8], max: usize) -> Result<bool, FrameError> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::frame::framed as frame;
     use super::*;
-
-    fn frame(tag: u8, body: &[u8]) -> Vec<u8> {
-        let mut v = vec![tag];
-        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        v.extend_from_slice(body);
-        v
-    }
 
     #[test]
     fn request_unit_detection() {
@@ -567,12 +356,5 @@ mod tests {
         assert!(request_ready(&batch, 1 << 20).unwrap());
         assert!(request_ready(&frame(b'Q', b"select 1\0"), 1 << 20).unwrap());
         assert!(request_ready(b"\x01\0\0\0\x04", 1 << 20).is_err());
-    }
-
-    #[test]
-    fn query_text_needs_nul_and_utf8() {
-        assert_eq!(query_text(&frame(b'Q', b"select 1\0")).unwrap(), "select 1");
-        assert!(query_text(&frame(b'Q', b"select 1")).is_err());
-        assert!(query_text(&frame(b'Q', b"\xff\0")).is_err());
     }
 }

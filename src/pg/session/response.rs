@@ -7,7 +7,7 @@ use super::record::Finished;
 use super::Session;
 use crate::pg::error::Error;
 use crate::pg::server::replies::{Disposition, Effects};
-use crate::pg::server::ServerError;
+use crate::pg::server::{Server, ServerError};
 use crate::pg::wire::{self, be};
 use bytes::{Buf, BufMut};
 
@@ -67,34 +67,14 @@ impl Session {
                 run = pos + total;
             }
             pos += total;
-            // a statement completes before the ReadyForQuery that may carry its completion
-            // ends its transaction
-            if let Some(done) = fx.done.take() {
-                finished.push(Finished::Statement(done));
-            }
-            let skipped = std::mem::take(&mut fx.skipped);
-            if skipped > 0 {
-                finished.push(Finished::Skipped(skipped));
-            }
-            if let Some((status, injected)) = fx.ready.take() {
-                server.tx_status = status;
-                if injected {
-                    server.params.synced_sig = self.params.sig();
-                } else {
-                    if status == b'I' {
-                        self.tally.transactions += 1;
-                        self.tx_seq += 1;
-                    }
-                    if tracing {
-                        finished.push(Finished::Ready(status));
-                    }
+            if let Some(status) = settle(&mut fx, server, &mut finished, self.params.sig()) {
+                if status == b'I' {
+                    self.tally.transactions += 1;
+                    self.tx_seq += 1;
                 }
-            }
-            if let Some(id) = fx.created.take() {
-                server.statements.mark_parsed(id);
-            }
-            for id in fx.not_created.drain(..) {
-                server.statements.remove(id);
+                if tracing {
+                    finished.push(Finished::Ready(status));
+                }
             }
             if server.replies.has_synthetic_head() {
                 self.cwbuf.put_slice(&server.rbuf[run..pos]);
@@ -114,4 +94,36 @@ impl Session {
         self.finished = finished;
         Ok(())
     }
+}
+
+/// Act on what one server message changed: completions for accounting (a statement
+/// completes before the ReadyForQuery that may end its transaction), the server's
+/// transaction status and parameters, the statements it has. Returns the status of a
+/// ReadyForQuery that answered a client request.
+fn settle(
+    fx: &mut Effects,
+    server: &mut Server,
+    finished: &mut Vec<Finished>,
+    params_sig: u64,
+) -> Option<u8> {
+    if let Some(done) = fx.done.take() {
+        finished.push(Finished::Statement(done));
+    }
+    let skipped = std::mem::take(&mut fx.skipped);
+    if skipped > 0 {
+        finished.push(Finished::Skipped(skipped));
+    }
+    if let Some(id) = fx.created.take() {
+        server.statements.mark_parsed(id);
+    }
+    for id in fx.not_created.drain(..) {
+        server.statements.remove(id);
+    }
+    let (status, injected) = fx.ready.take()?;
+    server.tx_status = status;
+    if injected {
+        server.params.synced_sig = params_sig;
+        return None;
+    }
+    Some(status)
 }

@@ -9,7 +9,8 @@
 //! replayed past the primary's WAL position sampled after the commit). Transaction mode only:
 //! in session mode a server keeps session state, so everything stays on the primary.
 
-use super::Session;
+use super::classify::Analysis;
+use super::{frame, Session};
 use crate::config::{PoolMode, ReadYourWrites};
 use crate::pg::cluster::Target;
 use crate::pg::error::Error;
@@ -49,38 +50,46 @@ pub(super) enum Plan {
 struct Summary {
     /// Every statement only reads, and every function it calls is safe on a replica.
     read: bool,
-    /// The request is one simple Query with this class (for local answers).
-    single: Option<(Class, Box<str>)>,
     hint: Option<RouteHint>,
 }
 
+/// May this statement run on a replica? Inside an explicit (read-write) transaction, reads
+/// stay on its server; `pending`: a plain `BEGIN` was answered locally.
+fn reads(a: &Analysis, pending: bool) -> bool {
+    match &a.class {
+        Class::Read => !pending && a.functions_safe,
+        Class::Begin { read_only, .. } => *read_only,
+        Class::SetTransaction { read_only } => pending && *read_only,
+        _ => false,
+    }
+}
+
 impl Session {
-    /// Decide (and maybe answer) the request at the head of the client buffer.
+    /// Decide (and maybe answer) the classified request at the head of the client buffer.
     pub(super) fn plan(&mut self) -> Result<Plan, Error> {
         if self.mode != PoolMode::Transaction {
             return Ok(Plan::Server(Target::Primary));
         }
-        let summary = self.summarize()?;
-        if let Some((class, text)) = &summary.single {
-            if let Some(answered) = self.answer_transaction_control(class, text)? {
-                return Ok(answered);
+        if self.request.single_query {
+            if let Some(head) = self.request.head().cloned() {
+                if let Some(answered) = self.answer_transaction_control(&head)? {
+                    return Ok(answered);
+                }
             }
         }
+        let summary = self.summarize();
         let (target, why) = self.choose(&summary);
         tracing::debug!(?target, why, "route");
         Ok(Plan::Server(target))
     }
 
     /// Local answers: `SET pake.route`, a deferred plain BEGIN, COMMIT/ROLLBACK of it.
-    fn answer_transaction_control(
-        &mut self,
-        class: &Class,
-        text: &str,
-    ) -> Result<Option<Plan>, Error> {
+    fn answer_transaction_control(&mut self, query: &Analysis) -> Result<Option<Plan>, Error> {
         let replicas = self.pool.settings().read_from_replicas;
-        let (tag, status) = match class {
+        let (tag, status) = match &query.class {
             Class::RouteSetting(_) => {
-                self.routing.pinned = crate::pg::route::classify::route_value(text);
+                let text = self.head_query()?;
+                self.routing.pinned = crate::pg::route::classify::route_value(&text);
                 let status = if self.routing.pending_begin.is_some() {
                     b'T'
                 } else {
@@ -91,11 +100,12 @@ impl Session {
             Class::Begin { plain: true, .. }
                 if replicas && self.routing.pending_begin.is_none() =>
             {
-                self.routing.pending_begin = Some(text.into());
-                self.trace_local_begin(text);
+                self.routing.pending_begin = Some(self.head_query()?.into());
+                self.trace_local_begin(query);
                 ("BEGIN", b'T')
             }
             Class::End if self.routing.pending_begin.is_some() => {
+                let text = self.head_query()?;
                 self.routing.pending_begin = None;
                 self.trace_discard();
                 let lower = text.trim_start().to_ascii_lowercase();
@@ -112,78 +122,48 @@ impl Session {
             return Ok(None);
         };
         self.crbuf.advance(len);
+        self.request.clear();
         backend::command_complete(&mut self.cwbuf, tag);
         backend::ready_for_query(&mut self.cwbuf, status);
         self.tally.queries += 1;
         Ok(Some(Plan::Answered))
     }
 
-    /// Walk the request unit (up to its terminator) and add up its statements.
-    fn summarize(&self) -> Result<Summary, Error> {
+    /// The text of the Query at the head of the client buffer (for the rare local answers).
+    fn head_query(&self) -> Result<String, Error> {
+        match wire::frontend_frame(&self.crbuf, self.max_message)? {
+            Some((_, len)) => Ok(frame::query(&self.crbuf[..len])?.to_string()),
+            None => Ok(String::new()),
+        }
+    }
+
+    /// Add up the statements of the classified request.
+    fn summarize(&self) -> Summary {
         let mut summary = Summary {
             read: true,
-            single: None,
             hint: None,
         };
-        let topology = &self.cluster.topology;
         let pending = self.routing.pending_begin.is_some();
+        // the unnamed statement parsed earlier in this request, and whether it reads
         let mut unnamed: Option<bool> = None;
-        let mut pos = 0;
-        let mut first = true;
-        let note = |text: &str, summary: &mut Summary, is_query: bool, first: bool| {
-            self.proxy.analyzer.with(text, |norm, info| {
-                if summary.hint.is_none() {
-                    summary.hint = norm.hints.route;
-                }
-                let c = &info.route;
-                let read = match &c.class {
-                    // inside an explicit (read-write) transaction, reads stay on its server
-                    Class::Read => !pending && topology.functions_safe(&c.functions),
-                    Class::Begin { read_only, .. } => *read_only,
-                    Class::SetTransaction { read_only } => pending && *read_only,
-                    _ => false,
-                };
-                if is_query && first {
-                    summary.single = Some((c.class.clone(), text.into()));
-                }
-                read
-            })
-        };
-        while let Some((tag, len)) = wire::frontend_frame(&self.crbuf[pos..], self.max_message)? {
-            let frame = &self.crbuf[pos..pos + len];
-            pos += len;
-            let read = match tag {
-                fe::QUERY => note(text_of(wire::body(frame))?, &mut summary, true, first),
-                fe::PARSE => {
-                    let (name, rest) = wire::cstr(wire::body(frame)).ok_or(malformed())?;
-                    let r = note(text_of(rest)?, &mut summary, false, first);
-                    if name.is_empty() {
-                        unnamed = Some(r);
+        for part in self.request.parts() {
+            let read = match (&part.analysis, part.tag) {
+                (_, fe::FUNCTION_CALL) => false,
+                (_, fe::BIND) if part.unnamed => unnamed.unwrap_or(false),
+                (Some(a), _) => {
+                    if summary.hint.is_none() {
+                        summary.hint = a.hint;
                     }
-                    r
+                    reads(a, pending)
                 }
-                fe::BIND => {
-                    let (_, rest) = wire::cstr(wire::body(frame)).ok_or(malformed())?;
-                    let (name, _) = wire::cstr(rest).ok_or(malformed())?;
-                    if name.is_empty() {
-                        unnamed.unwrap_or(false)
-                    } else {
-                        match self.statements.get(name) {
-                            Some(stmt) => note(&stmt.query, &mut summary, false, first),
-                            None => false,
-                        }
-                    }
-                }
-                fe::FUNCTION_CALL => false,
-                _ => true,
+                (None, _) => false,
             };
-            summary.read &= read;
-            first = false;
-            if matches!(tag, fe::QUERY | fe::SYNC | fe::FLUSH | fe::FUNCTION_CALL) {
-                break;
+            if part.tag == fe::PARSE && part.unnamed {
+                unnamed = Some(read);
             }
+            summary.read &= read;
         }
-        Ok(summary)
+        summary
     }
 
     /// Primary or a replica for a request that needs a server, and why.
@@ -253,11 +233,42 @@ impl Session {
     }
 }
 
-fn malformed() -> wire::FrameError {
-    wire::FrameError::Malformed { what: "request" }
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::sql::SessionEffect;
 
-fn text_of(bytes: &[u8]) -> Result<&str, wire::FrameError> {
-    let (text, _) = wire::cstr(bytes).ok_or(malformed())?;
-    std::str::from_utf8(text).map_err(|_| malformed())
+    fn analysis(class: Class, functions_safe: bool) -> Analysis {
+        Analysis {
+            shape: 1,
+            hint: None,
+            parent: None,
+            class,
+            functions_safe,
+            effect: SessionEffect::None,
+        }
+    }
+
+    #[test]
+    fn what_may_run_on_a_replica() {
+        assert!(reads(&analysis(Class::Read, true), false));
+        assert!(
+            !reads(&analysis(Class::Read, false), false),
+            "volatile function"
+        );
+        assert!(!reads(&analysis(Class::Read, true), true), "inside BEGIN");
+        assert!(!reads(&analysis(Class::Write, true), false));
+        let ro_begin = Class::Begin {
+            read_only: true,
+            plain: false,
+        };
+        assert!(reads(&analysis(ro_begin, true), false));
+        let ro_set = Class::SetTransaction { read_only: true };
+        assert!(reads(&analysis(ro_set.clone(), true), true));
+        assert!(
+            !reads(&analysis(ro_set, true), false),
+            "no transaction to set"
+        );
+        assert!(!reads(&analysis(Class::End, true), false));
+    }
 }

@@ -5,6 +5,7 @@
 //! transaction; in transaction mode a transaction is also one server checkout, and its span
 //! starts when its first statement started waiting for that server.
 
+use super::classify::Analysis;
 use super::record::Inflight;
 use super::Session;
 use crate::config::PoolMode;
@@ -57,15 +58,12 @@ impl Session {
 
     /// A plain `BEGIN` Pake answered itself (replayed later on the server the transaction's
     /// first statement picks): it opens the transaction and is one of its statements.
-    pub(super) fn trace_local_begin(&mut self, text: &str) {
+    pub(super) fn trace_local_begin(&mut self, begin: &Analysis) {
         if self.otlp.is_none() {
             return;
         }
-        let (hash, parent) = self
-            .proxy
-            .analyzer
-            .with(text, |norm, _| (norm.hash, norm.hints.traceparent()));
-        self.tx_trace.note(Instant::now(), hash, parent);
+        self.tx_trace
+            .note(Instant::now(), begin.shape, begin.parent);
     }
 
     /// A deferred transaction ended without reaching a server: there is nothing to show.

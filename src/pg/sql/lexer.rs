@@ -199,19 +199,11 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-impl Iterator for Lexer<'_> {
-    type Item = Token;
-
-    fn next(&mut self) -> Option<Token> {
-        while self.pos < self.bytes.len() && self.bytes[self.pos].is_ascii_whitespace() {
-            self.pos += 1;
-        }
-        if self.pos >= self.bytes.len() {
-            return None;
-        }
-        let start = self.pos;
-        let b = self.bytes[start];
-        let kind = match b {
+impl Lexer<'_> {
+    /// A comment, a quoted string or identifier (with its prefixes), a `$n` parameter or a
+    /// dollar-quoted string at the cursor; `None` (cursor unmoved) for anything else.
+    fn comment_or_literal(&mut self, b: u8) -> Option<Kind> {
+        Some(match b {
             b'-' if self.peek(1) == b'-' => {
                 while self.pos < self.bytes.len() && self.bytes[self.pos] != b'\n' {
                     self.pos += 1;
@@ -258,6 +250,13 @@ impl Iterator for Lexer<'_> {
                 Kind::Param
             }
             b'$' if self.dollar() => Kind::String,
+            _ => return None,
+        })
+    }
+
+    /// A number, punctuation, a word or an operator at the cursor.
+    fn word_number_or_op(&mut self, b: u8) -> Kind {
+        match b {
             b'0'..=b'9' => {
                 self.number();
                 Kind::Number
@@ -292,6 +291,25 @@ impl Iterator for Lexer<'_> {
                 self.pos += 1;
                 Kind::Op
             }
+        }
+    }
+}
+
+impl Iterator for Lexer<'_> {
+    type Item = Token;
+
+    fn next(&mut self) -> Option<Token> {
+        while self.pos < self.bytes.len() && self.bytes[self.pos].is_ascii_whitespace() {
+            self.pos += 1;
+        }
+        if self.pos >= self.bytes.len() {
+            return None;
+        }
+        let start = self.pos;
+        let b = self.bytes[start];
+        let kind = match self.comment_or_literal(b) {
+            Some(kind) => kind,
+            None => self.word_number_or_op(b),
         };
         self.settle();
         Some(Token {

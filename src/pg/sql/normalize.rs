@@ -179,54 +179,61 @@ impl<'a> Writer<'a> {
         }
     }
 
+    /// `(`: a call's arguments, an `IN (…)` list or a `VALUES` tuple begins.
+    fn open_paren(&mut self) {
+        let in_list = self.out.ends_with(" in") || self.out == "in";
+        let values_tuple = self.values_expect;
+        let sep = self.values_sep.take();
+        self.values_expect = false;
+        // `f(x)` for calls, `in (x)` / `values (x)` after keywords
+        if self.prev != Prev::Word || ends_with_keyword(self.out) {
+            self.space();
+        }
+        let start = self.out.len();
+        self.out.push('(');
+        self.parens.push(Paren {
+            start,
+            in_list,
+            values_tuple,
+            sep,
+        });
+        self.prev = Prev::Open;
+    }
+
+    /// `)`: an `IN` list of placeholders collapses to `(?)`, a `VALUES` tuple identical to
+    /// the one before it is dropped.
+    fn close_paren(&mut self) {
+        self.out.push(')');
+        self.prev = Prev::Other;
+        let Some(p) = self.parens.pop() else {
+            return;
+        };
+        if p.in_list && only_placeholders(&self.out[p.start + 1..self.out.len() - 1]) {
+            self.out.truncate(p.start);
+            self.out.push_str("(?)");
+        }
+        if p.values_tuple {
+            let end = self.out.len();
+            let dup = self
+                .values_prev
+                .is_some_and(|(s, e)| self.out[s..e] == self.out[p.start..end]);
+            if let (true, Some(sep)) = (dup, p.sep) {
+                self.out.truncate(sep);
+            } else {
+                self.values_prev = Some((p.start, end));
+            }
+            self.values_expect = false;
+            // a following "," continues the list
+            self.values_sep = Some(usize::MAX);
+        } else {
+            self.values_sep = None;
+        }
+    }
+
     fn punct(&mut self, c: u8) {
         match c {
-            b'(' => {
-                let in_list = self.out.ends_with(" in") || self.out == "in";
-                let values_tuple = self.values_expect;
-                let sep = self.values_sep.take();
-                self.values_expect = false;
-                // `f(x)` for calls, `in (x)` / `values (x)` after keywords
-                if self.prev != Prev::Word || ends_with_keyword(self.out) {
-                    self.space();
-                }
-                let start = self.out.len();
-                self.out.push('(');
-                self.parens.push(Paren {
-                    start,
-                    in_list,
-                    values_tuple,
-                    sep,
-                });
-                self.prev = Prev::Open;
-            }
-            b')' => {
-                self.out.push(')');
-                self.prev = Prev::Other;
-                let Some(p) = self.parens.pop() else {
-                    return;
-                };
-                if p.in_list && only_placeholders(&self.out[p.start + 1..self.out.len() - 1]) {
-                    self.out.truncate(p.start);
-                    self.out.push_str("(?)");
-                }
-                if p.values_tuple {
-                    let end = self.out.len();
-                    let dup = self
-                        .values_prev
-                        .is_some_and(|(s, e)| self.out[s..e] == self.out[p.start..end]);
-                    if let (true, Some(sep)) = (dup, p.sep) {
-                        self.out.truncate(sep);
-                    } else {
-                        self.values_prev = Some((p.start, end));
-                    }
-                    self.values_expect = false;
-                    // a following "," continues the list
-                    self.values_sep = Some(usize::MAX);
-                } else {
-                    self.values_sep = None;
-                }
-            }
+            b'(' => self.open_paren(),
+            b')' => self.close_paren(),
             b',' => {
                 let continues = self.values_sep == Some(usize::MAX);
                 let sep = self.out.len();

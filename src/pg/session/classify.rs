@@ -1,0 +1,240 @@
+//! Step "classify": the request at the head of the client buffer — one Query, or the
+//! extended-protocol messages up to its Sync — analysed once into a [`Request`].
+//!
+//! Each statement text is normalised and looked up in the per-shape cache
+//! ([`crate::pg::sql::Analyzer`]) once per request; the later steps (route, forward,
+//! account) read its [`Analysis`] instead of lexing the text again. A Bind of a named
+//! statement costs no lexing at all: the analysis of each interned statement is kept per
+//! session. Messages that arrive while a server is already attached (a pipelined request, a
+//! long batch forwarded before its Sync) are analysed as they are forwarded, still once.
+
+use super::{frame, Session};
+use crate::obs::traceparent::TraceParent;
+use crate::pg::error::Error;
+use crate::pg::route::{Class, Topology};
+use crate::pg::sql::{Normalized, RouteHint, SessionEffect, StatementInfo};
+use crate::pg::wire::{self, fe};
+use std::collections::VecDeque;
+
+/// Most analyses of interned statements a session keeps (cleared when full).
+const MAX_ANALYZED: usize = 256;
+
+/// What Pake knows about one statement of a request.
+#[derive(Debug, Clone)]
+pub(super) struct Analysis {
+    /// Shape id: the hash of the normalised text. Insight and traces find the fingerprint
+    /// under it.
+    pub shape: u64,
+    /// `/* pake:primary */` or `/* pake:replica */`.
+    pub hint: Option<RouteHint>,
+    /// A valid sqlcommenter `traceparent`.
+    pub parent: Option<TraceParent>,
+    pub class: Class,
+    /// Every function it calls may run on a replica (always true when it calls none).
+    pub functions_safe: bool,
+    /// What running it leaves on the server session.
+    pub effect: SessionEffect,
+}
+
+impl Analysis {
+    fn of(norm: &Normalized, info: &StatementInfo, topology: &Topology) -> Analysis {
+        let class = info.route.class.clone();
+        Analysis {
+            shape: norm.hash,
+            hint: norm.hints.route,
+            parent: norm.hints.traceparent(),
+            functions_safe: class != Class::Read || topology.functions_safe(&info.route.functions),
+            class,
+            effect: info.session.clone(),
+        }
+    }
+}
+
+/// One statement-bearing message of a request: a Query, Parse, Bind or FunctionCall.
+#[derive(Debug)]
+pub(super) struct Part {
+    pub tag: u8,
+    /// A Parse or Bind of the unnamed statement.
+    pub unnamed: bool,
+    /// The statement: a Query's or Parse's text; for a Bind, the named statement it runs
+    /// when this session knows it already (`None` for a FunctionCall).
+    pub analysis: Option<Analysis>,
+}
+
+/// The request at the head of the client buffer, analysed.
+#[derive(Debug, Default)]
+pub(super) struct Request {
+    /// Its statement-bearing messages, in order; forwarding takes each from the front.
+    parts: VecDeque<Part>,
+    /// The request is one simple Query (it may be answered without a server).
+    pub single_query: bool,
+}
+
+impl Request {
+    pub fn clear(&mut self) {
+        self.parts.clear();
+        self.single_query = false;
+    }
+
+    pub fn parts(&self) -> impl Iterator<Item = &Part> {
+        self.parts.iter()
+    }
+
+    /// The first statement, when the request starts with a Query, Parse or Bind.
+    pub fn head(&self) -> Option<&Analysis> {
+        self.parts.front().and_then(|p| p.analysis.as_ref())
+    }
+
+    /// The analysis of the message `tag` about to be forwarded, if classify made it. A
+    /// mismatch (never expected) drops the rest, which are then analysed as they come.
+    fn take(&mut self, tag: u8) -> Option<Part> {
+        match self.parts.pop_front() {
+            Some(p) if p.tag == tag => Some(p),
+            Some(_) => {
+                self.parts.clear();
+                None
+            }
+            None => None,
+        }
+    }
+}
+
+/// Does this message carry a statement (or a function call) of its own?
+fn bears_statement(tag: u8) -> bool {
+    matches!(tag, fe::QUERY | fe::PARSE | fe::BIND | fe::FUNCTION_CALL)
+}
+
+impl Session {
+    /// Analyse the request at the head of the client buffer, up to its terminator (or as
+    /// much of a long batch as is here).
+    pub(super) fn classify(&mut self) -> Result<(), Error> {
+        self.request.clear();
+        let buf = std::mem::take(&mut self.crbuf);
+        let result = self.classify_in(&buf);
+        self.crbuf = buf;
+        result
+    }
+
+    fn classify_in(&mut self, buf: &[u8]) -> Result<(), Error> {
+        let mut pos = 0;
+        while let Some((tag, len)) = wire::frontend_frame(&buf[pos..], self.max_message)? {
+            if pos == 0 {
+                self.request.single_query = tag == fe::QUERY;
+            }
+            if bears_statement(tag) {
+                let part = self.analyse_part(tag, &buf[pos..pos + len])?;
+                self.request.parts.push_back(part);
+            }
+            pos += len;
+            if matches!(tag, fe::QUERY | fe::SYNC | fe::FLUSH | fe::FUNCTION_CALL) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The analysis of a statement-bearing message about to be forwarded: made by classify,
+    /// or now when it arrived after the request was classified.
+    pub(super) fn part_for(&mut self, tag: u8, frame: &[u8]) -> Result<Part, Error> {
+        match self.request.take(tag) {
+            Some(part) => Ok(part),
+            None => self.analyse_part(tag, frame),
+        }
+    }
+
+    fn analyse_part(&mut self, tag: u8, frame: &[u8]) -> Result<Part, Error> {
+        let (unnamed, analysis) = match tag {
+            fe::QUERY => (false, Some(self.analyse(frame::query(frame)?))),
+            fe::PARSE => {
+                let p = frame::parse(frame)?;
+                (p.name.is_empty(), Some(self.analyse(p.query)))
+            }
+            fe::BIND => {
+                let b = frame::bind(frame)?;
+                (b.statement.is_empty(), self.analyse_interned(b.statement))
+            }
+            _ => (false, None),
+        };
+        Ok(Part {
+            tag,
+            unnamed,
+            analysis,
+        })
+    }
+
+    /// Normalise `text` and look its shape up (analysing the shape on its first sight).
+    pub(super) fn analyse(&self, text: &str) -> Analysis {
+        let topology = &self.cluster.topology;
+        self.proxy
+            .analyzer
+            .with(text, |norm, info| Analysis::of(norm, info, topology))
+    }
+
+    /// Transaction mode: the analysis of the interned statement a client name stands for,
+    /// made once per session.
+    pub(super) fn analyse_interned(&mut self, name: &[u8]) -> Option<Analysis> {
+        if name.is_empty() {
+            return None;
+        }
+        let (id, analysis) = {
+            let stmt = self.statements.get(name)?;
+            if let Some(known) = self.analyzed.get(&stmt.id) {
+                return Some(known.clone());
+            }
+            (stmt.id, self.analyse(&stmt.query))
+        };
+        self.remember_interned(id, &analysis);
+        Some(analysis)
+    }
+
+    /// Keep the analysis of an interned statement for the Binds that run it.
+    pub(super) fn remember_interned(
+        &mut self,
+        id: crate::pg::prepared::StatementId,
+        analysis: &Analysis,
+    ) {
+        if self.analyzed.len() >= MAX_ANALYZED && !self.analyzed.contains_key(&id) {
+            self.analyzed.clear();
+        }
+        self.analyzed.insert(id, analysis.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(tag: u8) -> Part {
+        Part {
+            tag,
+            unnamed: false,
+            analysis: None,
+        }
+    }
+
+    #[test]
+    fn forwarding_takes_parts_in_order_and_drops_them_on_a_mismatch() {
+        let mut r = Request::default();
+        r.parts
+            .extend([part(fe::PARSE), part(fe::BIND), part(fe::PARSE)]);
+        assert_eq!(r.take(fe::PARSE).map(|p| p.tag), Some(fe::PARSE));
+        assert_eq!(r.take(fe::BIND).map(|p| p.tag), Some(fe::BIND));
+        // a message the request did not list: nothing of it can be trusted any more
+        assert!(r.take(fe::QUERY).is_none());
+        assert_eq!(r.parts().count(), 0);
+        assert!(
+            r.take(fe::PARSE).is_none(),
+            "analysed when forwarded instead"
+        );
+    }
+
+    #[test]
+    fn only_statement_messages_are_parts() {
+        for tag in [fe::QUERY, fe::PARSE, fe::BIND, fe::FUNCTION_CALL] {
+            assert!(bears_statement(tag));
+        }
+        for tag in [fe::SYNC, fe::EXECUTE, fe::DESCRIBE, fe::CLOSE, fe::FLUSH] {
+            assert!(!bears_statement(tag));
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! Step "forward": each client message to the attached server, one handler per message
+//! type. Prepared-statement names are rewritten in transaction mode (a client's `s1` is the
+//! process-wide `pake_7` on every server), statements a server lacks are parsed on it first,
+//! and every message pushes the replies it is owed ([`crate::pg::server::replies`]).
+//! Statements are accounted as they are sent (insight, traces) from the request's analysis.
+
+use super::classify::Part;
+use super::record::StatementRef;
+use super::{frame, Session};
+use crate::config::PoolMode;
+use crate::pg::error::Error;
+use crate::pg::prepared::Statement;
+use crate::pg::server::replies::{Expect, Synth};
+use crate::pg::server::Server;
+use crate::pg::sql::SessionEffect;
+use crate::pg::wire::{self, backend, fe};
+use bytes::{BufMut, BytesMut};
+use std::sync::Arc;
+
+impl Session {
+    /// Forward one client message to the attached server.
+    pub(super) fn forward(&mut self, tag: u8, frame: &[u8]) -> Result<(), Error> {
+        if self.server.is_none() {
+            return Ok(());
+        }
+        match tag {
+            fe::QUERY => {
+                let part = self.part_for(tag, frame)?;
+                self.forward_query(frame, part)?;
+            }
+            fe::PARSE => {
+                let part = self.part_for(tag, frame)?;
+                self.forward_parse(frame, part)?;
+            }
+            fe::BIND => {
+                let part = self.part_for(tag, frame)?;
+                self.forward_bind(frame, part)?;
+            }
+            fe::DESCRIBE => self.forward_describe(frame)?,
+            fe::CLOSE => self.forward_close(frame)?,
+            fe::EXECUTE => self.forward_execute(frame),
+            fe::SYNC => self.forward_sync(frame),
+            fe::FUNCTION_CALL => {
+                self.part_for(tag, frame)?;
+                self.forward_function_call(frame);
+            }
+            fe::COPY_DONE | fe::COPY_FAIL => self.with_server(|s| {
+                s.replies.on_copy_end_sent();
+                s.wbuf.put_slice(frame);
+            }),
+            fe::FLUSH | fe::COPY_DATA => self.with_server(|s| s.wbuf.put_slice(frame)),
+            other => return Err(Error::Unexpected(wire::Tag(other))),
+        }
+        if let Some(server) = self.server.as_deref_mut() {
+            server.replies.drain_synthetic(&mut self.cwbuf);
+        }
+        Ok(())
+    }
+
+    /// Statements are followed for insight or trace export.
+    fn noting(&self) -> bool {
+        self.insight_on || self.otlp.is_some()
+    }
+
+    fn with_server(&mut self, f: impl FnOnce(&mut Server)) {
+        if let Some(server) = self.server.as_deref_mut() {
+            f(server);
+        }
+    }
+
+    fn forward_query(&mut self, frame: &[u8], part: Part) -> Result<(), Error> {
+        let Some(analysis) = part.analysis else {
+            return Ok(());
+        };
+        let rename = self.mode == PoolMode::Transaction;
+        if rename
+            && self.server.as_deref().is_some_and(Server::is_idle)
+            && self.answer_locally(&analysis.effect)
+        {
+            // a lone DEALLOCATE / DISCARD ALL between transactions: nothing is pending,
+            // so the answer can be written straight away
+            backend::ready_for_query(&mut self.cwbuf, b'I');
+            self.tally.queries += 1;
+            return Ok(());
+        }
+        let sent = self.noting().then(|| {
+            // the raw text is kept for insight's slow samples only
+            let raw = match self.insight_on {
+                true => frame::query(frame).ok().map(Box::from),
+                false => None,
+            };
+            (StatementRef::of(&analysis), raw)
+        });
+        self.tally.queries += 1;
+        self.with_server(|server| {
+            if let SessionEffect::Dirties(reason) = analysis.effect {
+                server.dirty = Some(reason);
+            }
+            server.wbuf.put_slice(frame);
+            server.replies.push(Expect::Ready {
+                swallow: false,
+                stmt: true,
+            });
+        });
+        if let Some((stmt, text)) = sent {
+            self.sent(stmt, text);
+        }
+        Ok(())
+    }
+
+    fn forward_parse(&mut self, frame: &[u8], part: Part) -> Result<(), Error> {
+        let p = frame::parse(frame)?;
+        let Some(analysis) = part.analysis else {
+            return Ok(());
+        };
+        if self.noting() {
+            self.note_parse(p.name, &analysis);
+        }
+        let named = self.mode == PoolMode::Transaction && !p.name.is_empty();
+        let interned = named.then(|| self.proxy.statements.intern(p.definition));
+        if let Some(stmt) = &interned {
+            self.statements.insert(p.name, stmt.clone());
+            self.remember_interned(stmt.id, &analysis);
+        }
+        let cap = self.pool.settings().defaults.max_prepared_statements;
+        let Some(server) = self.server.as_deref_mut() else {
+            return Ok(());
+        };
+        if analysis.effect.dirties() {
+            server.dirty = Some("statement with session effects");
+        }
+        server.in_extended = true;
+        match interned {
+            Some(stmt) if server.statements.contains(stmt.id) => {
+                server.replies.push(Expect::Synth(Synth::ParseComplete));
+            }
+            Some(stmt) => {
+                evict_statement(server, cap);
+                server.wbuf.put_slice(&stmt.parse);
+                server.statements.insert(&stmt);
+                server.replies.push(Expect::Parse {
+                    swallow: false,
+                    registers: Some(stmt.id),
+                });
+            }
+            None => {
+                server.wbuf.put_slice(frame);
+                server.replies.push(Expect::Parse {
+                    swallow: false,
+                    registers: None,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn forward_bind(&mut self, frame: &[u8], part: Part) -> Result<(), Error> {
+        let b = frame::bind(frame)?;
+        if self.noting() {
+            self.note_bind(b.statement, part.analysis);
+        }
+        let stmt = self.client_statement(b.statement);
+        let cap = self.pool.settings().defaults.max_prepared_statements;
+        let Some(server) = self.server.as_deref_mut() else {
+            return Ok(());
+        };
+        server.in_extended = true;
+        send_for_statement(server, stmt, cap, frame, |wbuf, stmt| {
+            let at = wire::begin_frame(wbuf, fe::BIND);
+            wire::put_cstr(wbuf, b.portal);
+            wire::put_cstr(wbuf, stmt.name.as_bytes());
+            wbuf.put_slice(b.rest);
+            wire::finish_frame(wbuf, at);
+        });
+        server.replies.push(Expect::Bind);
+        Ok(())
+    }
+
+    /// Transaction mode: the interned statement a client's statement name stands for.
+    fn client_statement(&self, name: &[u8]) -> Option<Arc<Statement>> {
+        if self.mode != PoolMode::Transaction || name.is_empty() {
+            return None;
+        }
+        self.statements.get(name).cloned()
+    }
+
+    fn forward_describe(&mut self, frame: &[u8]) -> Result<(), Error> {
+        let subject = frame::subject(frame)?;
+        let stmt = match subject.is_named_statement() {
+            true => self.client_statement(subject.name),
+            false => None,
+        };
+        let cap = self.pool.settings().defaults.max_prepared_statements;
+        let Some(server) = self.server.as_deref_mut() else {
+            return Ok(());
+        };
+        server.in_extended = true;
+        send_for_statement(server, stmt, cap, frame, |wbuf, stmt| {
+            let at = wire::begin_frame(wbuf, fe::DESCRIBE);
+            wbuf.put_u8(b'S');
+            wire::put_cstr(wbuf, stmt.name.as_bytes());
+            wire::finish_frame(wbuf, at);
+        });
+        server.replies.push(match subject.kind {
+            b'S' => Expect::DescribeStatement,
+            _ => Expect::RowDescription,
+        });
+        Ok(())
+    }
+
+    fn forward_close(&mut self, frame: &[u8]) -> Result<(), Error> {
+        let subject = frame::subject(frame)?;
+        if self.noting() && subject.kind == b'S' {
+            self.note_close(subject.name);
+        }
+        let local = self.mode == PoolMode::Transaction && subject.is_named_statement();
+        if local {
+            // the client's name goes; the server keeps the statement for other clients
+            self.statements.remove(subject.name);
+        }
+        self.with_server(|server| {
+            server.in_extended = true;
+            if local {
+                server.replies.push(Expect::Synth(Synth::CloseComplete));
+            } else {
+                server.wbuf.put_slice(frame);
+                server.replies.push(Expect::Close { swallow: false });
+            }
+        });
+        Ok(())
+    }
+
+    fn forward_execute(&mut self, frame: &[u8]) {
+        let sent = match self.noting() {
+            true => self.portal_statement(),
+            false => None,
+        };
+        self.tally.queries += 1;
+        self.with_server(|server| {
+            server.in_extended = true;
+            server.wbuf.put_slice(frame);
+            server.replies.push(Expect::Execute);
+        });
+        if let Some(stmt) = sent {
+            self.sent(stmt, None);
+        }
+    }
+
+    fn forward_sync(&mut self, frame: &[u8]) {
+        self.with_server(|server| {
+            server.in_extended = false;
+            server.wbuf.put_slice(frame);
+            server.replies.on_sync_sent();
+        });
+    }
+
+    fn forward_function_call(&mut self, frame: &[u8]) {
+        self.tally.queries += 1;
+        self.with_server(|server| {
+            server.wbuf.put_slice(frame);
+            server.replies.push(Expect::Ready {
+                swallow: false,
+                stmt: false,
+            });
+        });
+    }
+}
+
+/// Send a Bind or Describe: as the client wrote it, or — when it names one of the client's
+/// prepared statements (transaction mode) — rewritten by `rewrite` to the server's name,
+/// after making sure the server has the statement.
+fn send_for_statement(
+    server: &mut Server,
+    stmt: Option<Arc<Statement>>,
+    cap: usize,
+    frame: &[u8],
+    rewrite: impl FnOnce(&mut BytesMut, &Statement),
+) {
+    match stmt {
+        Some(stmt) => {
+            ensure_prepared(server, &stmt, cap);
+            rewrite(&mut server.wbuf, &stmt);
+        }
+        None => server.wbuf.put_slice(frame),
+    }
+}
+
+/// Make sure `server` has `stmt` before a Bind/Describe uses it: inject its Parse (reply
+/// swallowed) if not.
+fn ensure_prepared(server: &mut Server, stmt: &Arc<Statement>, cap: usize) {
+    if server.statements.contains(stmt.id) {
+        return;
+    }
+    evict_statement(server, cap);
+    server.wbuf.put_slice(&stmt.parse);
+    server.statements.insert(stmt);
+    server.replies.push(Expect::Parse {
+        swallow: true,
+        registers: Some(stmt.id),
+    });
+}
+
+/// Close the least recently used statement on `server` when it is at its cap.
+fn evict_statement(server: &mut Server, cap: usize) {
+    if let Some(old) = server.statements.evict_over(cap.saturating_sub(1)) {
+        let at = wire::begin_frame(&mut server.wbuf, fe::CLOSE);
+        server.wbuf.put_u8(b'S');
+        wire::put_cstr(&mut server.wbuf, old.name.as_bytes());
+        wire::finish_frame(&mut server.wbuf, at);
+        server.replies.push(Expect::Close { swallow: true });
+    }
+}
