@@ -82,7 +82,7 @@ pub fn checks(reports: &[ScenarioReport]) -> Vec<Check> {
             Workload::PgSelect if s.rate.is_some() => out.extend(many_clients(r)),
             // the throughput targets are pgbench -S (simple and prepared); the
             // other Postgres scenarios are reported in their tables only
-            Workload::PgTpcb | Workload::PgMixed => {}
+            Workload::PgTpcb | Workload::PgMixed | Workload::PgSql => {}
             Workload::PgSelect => {
                 for case in &r.cases {
                     if case.clients == 1 {
@@ -320,6 +320,8 @@ mod tests {
 
     fn report(clients: usize, targets: Vec<TargetReport>) -> ScenarioReport {
         ScenarioReport {
+            warnings: Vec::new(),
+            partial: false,
             scenario: Scenario::parse(DEFAULT, "default").unwrap(),
             machine: Machine::default(),
             started_at: 0,
