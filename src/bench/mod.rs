@@ -15,6 +15,7 @@
 pub mod chaos;
 pub mod cli;
 pub mod env;
+pub mod html;
 pub mod idle;
 pub mod link;
 pub mod measure;

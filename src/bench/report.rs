@@ -345,16 +345,19 @@ impl ScenarioReport {
         out
     }
 
-    /// Write `DIR/NAME.json` and `DIR/NAME.svg`; returns the JSON path.
+    /// Write `DIR/NAME.json`, `.svg`, `.html` and `.md`; returns the JSON path.
     pub fn write(&self, dir: &Path) -> Result<PathBuf, BenchError> {
         std::fs::create_dir_all(dir)?;
         let json = dir.join(format!("{}.json", self.scenario.name));
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| BenchError::Client(format!("encoding results: {e}")))?;
         std::fs::write(&json, text)?;
+        let name = &self.scenario.name;
+        std::fs::write(dir.join(format!("{name}.svg")), super::svg::chart(self))?;
+        std::fs::write(dir.join(format!("{name}.html")), super::html::page(self))?;
         std::fs::write(
-            dir.join(format!("{}.svg", self.scenario.name)),
-            super::svg::chart(self),
+            dir.join(format!("{name}.md")),
+            super::summary::scenario_table(self),
         )?;
         Ok(json)
     }

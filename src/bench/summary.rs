@@ -2,7 +2,7 @@
 //! `make bench` writes into BENCHMARKS.md between `<!-- bench:begin -->` and
 //! `<!-- bench:end -->`: the machine, a met/missed table, and every scenario's table.
 
-use super::report::{fmt_us, CaseReport, ScenarioReport, TargetReport};
+use super::report::{fmt_cpu, fmt_us, CaseReport, ScenarioReport, TargetReport};
 use super::scenario::Workload;
 use super::BenchError;
 use std::fmt::Write as _;
@@ -224,7 +224,8 @@ pub fn markdown(reports: &[ScenarioReport]) -> String {
     md
 }
 
-fn scenario_table(r: &ScenarioReport) -> String {
+/// One scenario's Markdown section: the table of every case, then the warnings.
+pub fn scenario_table(r: &ScenarioReport) -> String {
     let s = &r.scenario;
     let mut md = format!(
         "\n### {}\n\n{} ({} × {} s per target, interleaved; baseline `{}`)\n\n",
@@ -238,9 +239,9 @@ fn scenario_table(r: &ScenarioReport) -> String {
         let _ = writeln!(md, "- target unavailable: `{}`: {}", u.target, u.reason);
     }
     md.push_str(
-        "\n| clients | target | ops/s | p50 | p95 | p99 | p99.9 | errors | ratio | note |\n",
+        "\n| clients | target | ops/s | CPU/op | p50 | p95 | p99 | p99.9 | errors | ratio | note |\n",
     );
-    md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for case in &r.cases {
         for t in &case.targets {
             let mut note = Vec::new();
@@ -261,10 +262,11 @@ fn scenario_table(r: &ScenarioReport) -> String {
             }
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 case.clients,
                 t.name,
                 t.ops_per_sec,
+                fmt_cpu(t.cpu_us_per_op),
                 fmt_us(t.p50_us),
                 fmt_us(t.p95_us),
                 fmt_us(t.p99_us),
@@ -274,6 +276,12 @@ fn scenario_table(r: &ScenarioReport) -> String {
                 note.join("; ").replace('|', "/")
             );
         }
+    }
+    if r.partial {
+        md.push_str("\nStopped early (Ctrl-C): the rounds run so far.\n");
+    }
+    for w in &r.warnings {
+        let _ = writeln!(md, "\n- warning: {w}");
     }
     md
 }
