@@ -176,7 +176,7 @@ fn run_scenarios(args: &BenchArgs) -> anyhow::Result<()> {
             }
             Ok(None) => {}
             Err(e) => {
-                progress.println(format!("scenario {} failed: {e}", s.name));
+                progress.suspend(|| eprintln!("scenario {} failed: {e}", s.name));
                 failed.push(s.name.clone());
             }
         }

@@ -228,7 +228,7 @@ impl OwnRun {
                     prepare::prepare_redis(first.addr, auth.as_deref(), &s).await?
                 }
             };
-            progress.println(format!("prepare ({}): {done}", first.name));
+            progress.suspend(|| eprintln!("prepare ({}): {done}", first.name));
         }
         let report = if self.no_run {
             None
@@ -242,7 +242,7 @@ impl OwnRun {
                     prepare::cleanup_redis(first.addr, auth.as_deref(), &s).await?
                 }
             };
-            progress.println(format!("cleanup ({}): {done}", first.name));
+            progress.suspend(|| eprintln!("cleanup ({}): {done}", first.name));
         }
         Ok(report)
     }

@@ -114,7 +114,7 @@ pub async fn run(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     for u in &env.unavailable {
-        progress.println(format!("target unavailable: {}: {}", u.target, u.reason));
+        progress.suspend(|| eprintln!("target unavailable: {}: {}", u.target, u.reason));
     }
     let mut cases = Vec::new();
     for &clients in &s.clients {
