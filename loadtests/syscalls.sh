@@ -29,80 +29,25 @@ if ! command -v strace >/dev/null; then
     exit 1
   fi
 fi
-[ -x "$PAKE" ] || { echo "build first: cargo build (or make release)" >&2; exit 1; }
-
-tmp=$(mktemp -d /tmp/pake-syscalls.XXXXXX)
-chmod 755 "$tmp"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  [ -f "$tmp/pgbouncer.pid" ] && kill "$(cat "$tmp/pgbouncer.pid")" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-"$PAKE" lab --conf "max_connections = $((CLIENTS + 2 * POOL + 50))" > "$tmp/lab.env" &
-pids+=($!)
-for _ in $(seq 1 600); do grep -q LAB_READY "$tmp/lab.env" 2>/dev/null && break; sleep 0.1; done
-# shellcheck disable=SC1091
-source "$tmp/lab.env"
-PGBENCH="$PG_BINDIR/pgbench"
-[ -x "$PGBENCH" ] || PGBENCH=pgbench
-"$PGBENCH" -i -q -s 1 "$PG_PRIMARY_URL" >/dev/null 2>&1
-
-creds=${PG_PRIMARY_URL#postgres://}; creds=${creds%%@*}
-user=${creds%%:*}; pass=${creds#*:}
-pgport=${PG_PRIMARY_URL##*:}; pgport=${pgport%%/*}
-
-pake_port=$(free_port); pake_admin=$(free_port); bouncer_port=$(free_port)
-"$PAKE" serve --pg-listen "127.0.0.1:$pake_port" --admin-listen "127.0.0.1:$pake_admin" \
-  --pg-primary "$PG_PRIMARY_URL" --pool-size "$POOL" --pool-mode transaction \
-  --workers "$WORKERS" > "$tmp/pake.log" 2>&1 &
-pake_pid=$!
-pids+=("$pake_pid")
-
-cat > "$tmp/pgbouncer.ini" <<INI
-[databases]
-postgres = host=127.0.0.1 port=$pgport dbname=postgres
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $bouncer_port
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $tmp/users.txt
-pool_mode = transaction
-default_pool_size = $POOL
-max_client_conn = $((CLIENTS + 100))
-ignore_startup_parameters = extra_float_digits
-logfile = $tmp/pgbouncer.log
-pidfile = $tmp/pgbouncer.pid
-INI
-echo "\"$user\" \"$pass\"" > "$tmp/users.txt"
-as_user=()
-if [ "$(id -u)" -eq 0 ]; then chown -R postgres "$tmp"; as_user=(-u postgres); fi
-pgbouncer "${as_user[@]}" -d "$tmp/pgbouncer.ini"
-for _ in $(seq 1 100); do [ -s "$tmp/pgbouncer.pid" ] && break; sleep 0.1; done
-bouncer_pid=$(cat "$tmp/pgbouncer.pid")
-sleep 1
+SCALE=1 POOL_MODE=transaction
+# shellcheck source=loadtests/pg-peers.sh
+source loadtests/pg-peers.sh
 
 total=$((CLIENTS * TXNS))
-url() { echo "postgres://$user:$pass@127.0.0.1:$1/postgres"; }
 
 # count one proxy: warm it (pools filled, logins done), then attach, run, detach
-count() { # name pid port
-  "$PGBENCH" -n -S -M "$MODE" -c "$CLIENTS" -t 50 "$(url "$3")" >/dev/null 2>&1
+count() { # name pid
+  "$PGBENCH" -n -S -M "$MODE" -c "$CLIENTS" -t 50 "$(url_for "$1")" >/dev/null 2>&1
   strace -c -f -q -p "$2" -o "$tmp/$1.strace" &
   local st=$!
   sleep 1
-  "$PGBENCH" -n -S -M "$MODE" -c "$CLIENTS" -j 2 -t "$TXNS" "$(url "$3")" > "$tmp/$1.pgbench" 2>&1
+  "$PGBENCH" -n -S -M "$MODE" -c "$CLIENTS" -j 2 -t "$TXNS" "$(url_for "$1")" > "$tmp/$1.pgbench" 2>&1
   kill -INT "$st"; wait "$st" 2>/dev/null || true
   grep -q "number of transactions actually processed: $total" "$tmp/$1.pgbench" \
     || { echo "$1: pgbench did not complete:" >&2; cat "$tmp/$1.pgbench" >&2; exit 1; }
 }
-count pake "$pake_pid" "$pake_port"
-count pgbouncer "$bouncer_pid" "$bouncer_port"
+count pake "$pake_pid"
+count pgbouncer "$bouncer_pid"
 
 # strace -c: "% time seconds usecs/call calls errors syscall"; the last line is the total
 # (calls is the 4th column; errors, when present, comes after it)

@@ -3,7 +3,7 @@
 //! operation, latency percentiles, ratio), the chart inline, and every round with the
 //! machine's load. No scripts, no external files.
 
-use super::report::{fmt_cpu, fmt_us, ScenarioReport, TargetReport};
+use super::report::{figures, fmt_cpu, notes, ScenarioReport, TargetReport};
 use super::svg::{chart, escape};
 use std::fmt::Write as _;
 
@@ -72,31 +72,15 @@ fn results(targets: &[TargetReport]) -> String {
          <th>p99</th><th>p99.9</th><th>errors</th><th>ratio</th><th>note</th></tr>\n",
     );
     for t in targets {
-        let mut note = Vec::new();
-        if let Some(h) = t.l1_hit_rate {
-            note.push(format!("L1 hit rate {:.1}%", h * 100.0));
-        }
-        if let Some(k) = t.rss_per_client_kib {
-            note.push(format!("{k:.2} KiB per idle client"));
-        }
-        if let Some(e) = &t.first_error {
-            note.push(format!("first error: {e}"));
-        }
+        let cells: String = figures(t)
+            .iter()
+            .map(|c| format!("<td class=n>{}</td>", escape(c)))
+            .collect();
         let _ = writeln!(
             h,
-            "<tr><td>{}</td><td class=n>{:.0}</td><td class=n>{}</td><td class=n>{}</td>\
-             <td class=n>{}</td><td class=n>{}</td><td class=n>{}</td><td class=n>{}</td>\
-             <td class=n>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td>{cells}<td>{}</td></tr>",
             escape(&t.name),
-            t.ops_per_sec,
-            fmt_cpu(t.cpu_us_per_op),
-            fmt_us(t.p50_us),
-            fmt_us(t.p95_us),
-            fmt_us(t.p99_us),
-            fmt_us(t.p999_us),
-            t.errors,
-            t.ratio.map_or("-".into(), |x| format!("{x:.2}")),
-            escape(&note.join("; "))
+            escape(&notes(t, 1000).join("; "))
         );
     }
     h.push_str("</table>\n");

@@ -372,21 +372,46 @@ impl ScenarioReport {
 }
 
 fn note(t: &TargetReport) -> String {
+    let mut parts = notes(t, 90);
+    if let (Some(b), Some(a)) = (t.rss_before_kib, t.rss_after_kib) {
+        parts.insert(0, format!("RSS {b} → {a} KiB"));
+    }
+    parts.join("; ")
+}
+
+/// The note column of every table: idle memory, replica share, L1 hit rate, the first
+/// error (cut to `max` characters).
+pub fn notes(t: &TargetReport, max: usize) -> Vec<String> {
     let mut parts = Vec::new();
+    if let Some(k) = t.rss_per_client_kib {
+        parts.push(format!("{k:.2} KiB per idle client"));
+    }
     if let Some(share) = t.replica_share {
         parts.push(format!("{:.0}% of reads on the replica", share * 100.0));
     }
     if let Some(h) = t.l1_hit_rate {
         parts.push(format!("L1 hit rate {:.1}%", h * 100.0));
     }
-    if let (Some(b), Some(a)) = (t.rss_before_kib, t.rss_after_kib) {
-        parts.push(format!("RSS {b} → {a} KiB"));
-    }
     if let Some(e) = &t.first_error {
-        let short: String = e.chars().take(90).collect();
+        let short: String = e.chars().take(max).collect();
         parts.push(format!("first error: {short}"));
     }
-    parts.join("; ")
+    parts
+}
+
+/// A target's figures in the order of the Markdown and HTML tables: ops/s, CPU/op, p50,
+/// p95, p99, p99.9, errors, ratio.
+pub fn figures(t: &TargetReport) -> [String; 8] {
+    [
+        format!("{:.0}", t.ops_per_sec),
+        fmt_cpu(t.cpu_us_per_op),
+        fmt_us(t.p50_us),
+        fmt_us(t.p95_us),
+        fmt_us(t.p99_us),
+        fmt_us(t.p999_us),
+        t.errors.to_string(),
+        t.ratio.map_or("-".into(), |x| format!("{x:.2}")),
+    ]
 }
 
 #[cfg(test)]

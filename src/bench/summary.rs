@@ -2,7 +2,7 @@
 //! `make bench` writes into BENCHMARKS.md between `<!-- bench:begin -->` and
 //! `<!-- bench:end -->`: the machine, a met/missed table, and every scenario's table.
 
-use super::report::{fmt_cpu, fmt_us, CaseReport, ScenarioReport, TargetReport};
+use super::report::{figures, fmt_us, notes, CaseReport, ScenarioReport, TargetReport};
 use super::scenario::Workload;
 use super::BenchError;
 use std::fmt::Write as _;
@@ -244,36 +244,13 @@ pub fn scenario_table(r: &ScenarioReport) -> String {
     md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for case in &r.cases {
         for t in &case.targets {
-            let mut note = Vec::new();
-            if let Some(k) = t.rss_per_client_kib {
-                note.push(format!("{k:.2} KiB per idle client"));
-            }
-            if let Some(share) = t.replica_share {
-                note.push(format!("{:.0}% of reads on the replica", share * 100.0));
-            }
-            if let Some(h) = t.l1_hit_rate {
-                note.push(format!("L1 hit rate {:.1}%", h * 100.0));
-            }
-            if let Some(e) = &t.first_error {
-                note.push(format!(
-                    "first error: {}",
-                    e.chars().take(80).collect::<String>()
-                ));
-            }
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} |",
                 case.clients,
                 t.name,
-                t.ops_per_sec,
-                fmt_cpu(t.cpu_us_per_op),
-                fmt_us(t.p50_us),
-                fmt_us(t.p95_us),
-                fmt_us(t.p99_us),
-                fmt_us(t.p999_us),
-                t.errors,
-                t.ratio.map_or("-".into(), |x| format!("{x:.2}")),
-                note.join("; ").replace('|', "/")
+                figures(t).join(" | "),
+                notes(t, 80).join("; ").replace('|', "/")
             );
         }
     }
