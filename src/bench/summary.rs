@@ -64,6 +64,31 @@ fn ratio_check(
     })
 }
 
+/// Pake's CPU per operation over `peer`'s (lower is better) at most `max`.
+fn cpu_check(
+    r: &ScenarioReport,
+    case: &CaseReport,
+    p: &TargetReport,
+    peer: &str,
+    max: f64,
+) -> Option<Check> {
+    let other = find(case, peer)?;
+    let (met, measured) = match (p.cpu_us_per_op, other.cpu_us_per_op) {
+        (Some(a), Some(b)) if b > 0.0 => (
+            Some(a / b <= max && p.errors == 0),
+            format!("{:.2} ({a:.1} / {b:.1} µs)", a / b),
+        ),
+        _ => (None, "no CPU figure".into()),
+    };
+    Some(Check {
+        goal: format!("{} CPU/op / {peer} CPU/op ≤ {max}", p.name),
+        scenario: r.scenario.name.clone(),
+        case: format!("{} clients", case.clients),
+        measured,
+        met,
+    })
+}
+
 /// Every check the results allow.
 pub fn checks(reports: &[ScenarioReport]) -> Vec<Check> {
     let mut out = Vec::new();
@@ -92,8 +117,18 @@ pub fn checks(reports: &[ScenarioReport]) -> Vec<Check> {
                     for p in pakes(case) {
                         out.extend(ratio_check(r, case, p, "pgbouncer", 1.25));
                         out.extend(ratio_check(r, case, p, "direct", 0.8));
+                        // issue 14: cheaper per transaction than PgBouncer
+                        out.extend(cpu_check(r, case, p, "pgbouncer", 0.75));
                         // issue 6: query insight costs at most 3% of throughput
                         out.extend(ratio_check(r, case, p, "pake-noinsight", 0.97));
+                    }
+                }
+            }
+            // issue 13: behind a 250 µs link the L1 must pay three times over
+            Workload::RedisGetset if s.link.is_some() => {
+                for case in &r.cases {
+                    for p in pakes(case) {
+                        out.extend(ratio_check(r, case, p, "direct", 3.0));
                     }
                 }
             }
@@ -102,6 +137,7 @@ pub fn checks(reports: &[ScenarioReport]) -> Vec<Check> {
                     for p in pakes(case) {
                         out.extend(ratio_check(r, case, p, "direct", 1.2));
                         out.extend(ratio_check(r, case, p, "twemproxy", 2.0));
+                        out.extend(cpu_check(r, case, p, "twemproxy", 0.8));
                     }
                 }
             }
@@ -336,6 +372,28 @@ mod tests {
         assert_eq!(find("pake-w1 / pgbouncer ≥ 1.25"), Some(false));
         assert_eq!(find("pake-w2 / pgbouncer ≥ 1.25"), Some(true));
         assert_eq!(find("pake-w1 / direct ≥ 0.8"), Some(true));
+    }
+
+    #[test]
+    fn cpu_per_op_is_judged_against_pgbouncer() {
+        let with_cpu = |name: &str, cpu: Option<f64>| TargetReport {
+            cpu_us_per_op: cpu,
+            ..target(name, 1000.0, 100)
+        };
+        let r = report(
+            100,
+            vec![
+                with_cpu("pake-w1", Some(30.0)),
+                with_cpu("pake-w2", None),
+                with_cpu("pgbouncer", Some(50.0)),
+            ],
+        );
+        let c = checks(&[r]);
+        let find = |goal: &str| c.iter().find(|c| c.goal == goal).unwrap();
+        let w1 = find("pake-w1 CPU/op / pgbouncer CPU/op ≤ 0.75");
+        assert_eq!(w1.met, Some(true));
+        assert!(w1.measured.starts_with("0.60"), "{}", w1.measured);
+        assert_eq!(find("pake-w2 CPU/op / pgbouncer CPU/op ≤ 0.75").met, None);
     }
 
     #[test]
