@@ -11,7 +11,7 @@
 use super::cli::BenchArgs;
 use super::env::{Endpoint, Env, Target};
 use super::measure::Bounds;
-use super::report::{ScenarioReport, Unavailable};
+use super::report::ScenarioReport;
 use super::scenario::Scenario;
 use super::{prepare, procfs, runner, BenchError};
 use indicatif::ProgressBar;
@@ -262,14 +262,11 @@ impl OwnRun {
         }
         let env = Env::external(self.targets.iter().map(OwnTarget::target).collect());
         let mut report = runner::run(s, &env, progress, bounds).await;
-        report
-            .unavailable
-            .extend(self.targets.iter().filter_map(|t| {
-                Some(Unavailable {
-                    target: t.name.clone(),
-                    reason: t.no_pid.clone()?,
-                })
-            }));
+        report.warnings.extend(
+            self.targets
+                .iter()
+                .filter_map(|t| Some(format!("{}: {}", t.name, t.no_pid.as_ref()?))),
+        );
         Ok(report)
     }
 }
