@@ -292,6 +292,9 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         assert_eq!(listening_pid(addr), Some(std::process::id()));
+        // a remote address (TEST-NET-1) is never looked up locally
+        let remote = SocketAddr::from(([192, 0, 2, 1], addr.port()));
+        assert_eq!(listening_pid(remote), None);
         assert!(tree_cpu_secs(std::process::id()).unwrap() >= after);
     }
 }
