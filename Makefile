@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: demo test deps build release lint fmt bench bench-micro bench-smoke bench-pg bench-redis chaos clean check-deploy
+.PHONY: demo test deps build release lint fmt bench bench-micro bench-smoke bench-pg bench-redis bench-syscalls chaos clean check-deploy
 
 ## Start a local lab (Postgres primary + replica, Redis Cluster), put Pake in front, run a
 ## short load (pgbench, a query missing an index, redis-benchmark), print the query report
@@ -57,6 +57,10 @@ bench-pg: deps release
 ## redis-benchmark side by side: direct Redis, Pake (L1 on/off), twemproxy.
 bench-redis: deps release
 	./loadtests/redis-benchmark-compare.sh
+
+## System calls per transaction, Pake and PgBouncer (strace -c; see loadtests/syscalls.sh).
+bench-syscalls: deps release
+	./loadtests/syscalls.sh
 
 ## Chaos suite: kill -9 servers under load through Pake (Postgres primary and replica, a Redis
 ## Cluster primary) and a forced Sentinel failover; client errors, recovery time, writes

@@ -2,8 +2,11 @@
 //! open-files limit (thousands of client sockets here and in the Pake subprocess, which
 //! inherits it), run each scenario in a runtime of its own, print, write, summarise.
 
+use super::env::Env;
+use super::measure::Bounds;
 use super::peers::pake::PakeBinary;
 use super::scenario::{Overrides, Scenario, DEFAULT};
+use super::stop::Stop;
 use super::{summary, BenchError};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -43,6 +46,31 @@ pub struct BenchArgs {
     /// Run nothing; only rewrite --markdown from the results already in --out.
     #[arg(long, requires = "markdown")]
     pub summarize_only: bool,
+    /// Your own server as a target, `NAME=URL` (postgres:// or redis://); repeat for each
+    /// (direct, your Pake, your PgBouncer…). Without any, the lab runs.
+    #[arg(long = "target", value_name = "NAME=URL")]
+    pub own_targets: Vec<String>,
+    /// The process behind a target, `NAME=PID`, for its CPU per operation (by default the
+    /// process listening on the target's port, when it runs on this machine).
+    #[arg(long = "pid", value_name = "NAME=PID")]
+    pub pids: Vec<String>,
+    /// Create the scenario's tables (schema `pg.schema`) or keys (`redis.prefix`) through
+    /// the first target before the run.
+    #[arg(long, requires = "own_targets")]
+    pub prepare: bool,
+    /// Remove them after the run.
+    #[arg(long, requires = "own_targets")]
+    pub cleanup: bool,
+    /// Only --prepare and/or --cleanup, no measurement.
+    #[arg(long, requires = "own_targets")]
+    pub no_run: bool,
+    /// Let a scenario that writes (pg-tpcb, pg-mixed, redis SETs, your INSERTs…) run
+    /// against your targets.
+    #[arg(long)]
+    pub allow_writes: bool,
+    /// At most this many requests per target per round (a pipelined batch counts once).
+    #[arg(long)]
+    pub max_requests: Option<u64>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -101,7 +129,17 @@ fn load(args: &BenchArgs) -> Result<Vec<Scenario>, BenchError> {
 
 fn run_scenarios(args: &BenchArgs) -> anyhow::Result<()> {
     let scenarios = load(args)?;
+    let own = if args.own_targets.is_empty() {
+        None
+    } else {
+        Some(super::own::OwnRun::from_args(args, &scenarios)?)
+    };
     let bin = PakeBinary::new(args.pake_bin.as_deref())?;
+    let bounds = Bounds {
+        stop: Stop::new(),
+        max_requests: args.max_requests,
+        ..Bounds::default()
+    };
     let steps: usize = scenarios.iter().map(steps).sum();
     let progress = ProgressBar::new(steps as u64);
     if let Ok(style) =
@@ -111,19 +149,34 @@ fn run_scenarios(args: &BenchArgs) -> anyhow::Result<()> {
     }
     let mut failed = Vec::new();
     for s in &scenarios {
+        if bounds.stop.requested() {
+            break;
+        }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .enable_all()
             .build()?;
-        match runtime.block_on(super::runner::run(s, &bin, &progress)) {
-            Ok(report) => {
+        let run = async {
+            bounds.stop.on_ctrl_c();
+            match &own {
+                Some(own) => own.run(s, &progress, &bounds).await,
+                None => {
+                    progress.set_message(format!("{}: starting servers and peers", s.name));
+                    let env = Env::start(s, &bin).await?;
+                    Ok(Some(super::runner::run(s, &env, &progress, &bounds).await))
+                }
+            }
+        };
+        match runtime.block_on(run) {
+            Ok(Some(report)) => {
                 let path = report.write(&args.out)?;
                 progress.suspend(|| {
                     println!("{}", report.table());
                     println!("results: {}", path.display());
                 });
             }
+            Ok(None) => {}
             Err(e) => {
-                progress.println(format!("scenario {} failed: {e}", s.name));
+                progress.suspend(|| eprintln!("scenario {} failed: {e}", s.name));
                 failed.push(s.name.clone());
             }
         }

@@ -2,6 +2,7 @@
 //! started side by side on free ports. A target that cannot start is listed as unavailable
 //! with the reason, and the others still run.
 
+use super::link::Relay;
 use super::peers::pake::{Pake, PakeBinary, PgSide, RedisSide};
 use super::peers::pgbouncer::{self, PgBouncer};
 use super::peers::redis::{self, RedisLab};
@@ -32,6 +33,8 @@ pub struct Target {
     pub admin: Option<SocketAddr>,
     /// Clients route by slot themselves (direct to a Redis Cluster).
     pub slots: Option<SlotMap>,
+    /// Redis `AUTH` arguments (user and password, or password alone) for each client.
+    pub redis_auth: Option<Vec<String>>,
 }
 
 /// Servers and proxies of one scenario; all stopped on drop (proxies first).
@@ -43,6 +46,7 @@ pub struct Env {
     _pgbouncer: Option<PgBouncer>,
     _twemproxy: Option<Twemproxy>,
     _redis: Option<RedisLab>,
+    _relay: Option<Relay>,
     _pg: Option<PgLab>,
 }
 
@@ -72,7 +76,16 @@ impl Env {
             _pgbouncer: None,
             _twemproxy: None,
             _redis: None,
+            _relay: None,
             _pg: None,
+        }
+    }
+
+    /// Targets that are already running (yours, given by URL): nothing to start or stop.
+    pub fn external(targets: Vec<Target>) -> Env {
+        Env {
+            targets,
+            ..Env::empty(false)
         }
     }
 
@@ -120,6 +133,7 @@ impl Env {
         let scale = s.pg.scale;
         let init_url = url.clone();
         blocking(move || pg_load::init_data(&init_url, scale)).await?;
+        super::prepare::run_sql(&url, &s.pg.prepare).await?;
         let replica_url = lab.replica_url("postgres");
         if let Some(r) = &replica_url {
             pg_load::wait_replica_caught_up(&url, r).await?;
@@ -172,11 +186,19 @@ impl Env {
         } else {
             None
         };
-        redis_load::preload(lab.addr(), slots.clone(), s.redis.keys, s.redis.value_size).await?;
+        let prefix = s.redis.prefix.as_deref().unwrap_or(redis_load::LAB_PREFIX);
+        redis_load::preload(lab.addr(), slots.clone(), s, prefix, None).await?;
         let mut env = Env::empty(false);
+        // with a simulated link, every target reaches Redis through the relay
+        let relay = match s.link {
+            Some(link) => Some(Relay::start(lab.addr(), link).await?),
+            None => None,
+        };
+        let redis_addr = relay.as_ref().map_or(lab.addr(), |r| r.addr);
+        env._relay = relay;
         for t in &s.targets {
             let side = |l1| RedisSide {
-                url: lab.url(),
+                url: format!("redis://{redis_addr}"),
                 cluster: lab.is_cluster(),
                 l1,
                 pool_size: s.redis.pool_size,
@@ -184,7 +206,7 @@ impl Env {
             };
             match t.as_str() {
                 "direct" => {
-                    env.add(t, Endpoint::Redis(lab.addr()), None, None);
+                    env.add(t, Endpoint::Redis(redis_addr), None, None);
                     if let Some(last) = env.targets.last_mut() {
                         last.slots = slots.clone();
                     }
@@ -196,7 +218,7 @@ impl Env {
                     BenchError::Unavailable("twemproxy does not speak Redis Cluster".into()),
                 ),
                 _ => {
-                    let (addr, conns) = (lab.addr(), s.redis.pool_size);
+                    let (addr, conns) = (redis_addr, s.redis.pool_size);
                     match blocking(move || twemproxy::start(addr, conns)).await {
                         Ok(tw) => {
                             env.add(t, Endpoint::Redis(tw.addr), Some(tw.peer.pid()), None);
@@ -218,6 +240,7 @@ impl Env {
             pid,
             admin,
             slots: None,
+            redis_auth: None,
         });
     }
 

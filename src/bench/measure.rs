@@ -4,8 +4,11 @@
 //! scheduled start, so a stalled proxy cannot hide its queueing — no coordinated omission).
 
 use super::rng::Rng;
+use super::stop::Stop;
 use hdrhistogram::Histogram;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -33,6 +36,29 @@ pub enum Pace {
     /// Each client sends one request every `interval` (open loop).
     Open { interval: Duration },
 }
+
+/// What ends a run besides its duration: a stop request (Ctrl-C), and a cap on requests.
+#[derive(Debug, Clone)]
+pub struct Bounds {
+    pub stop: Stop,
+    /// Requests (a pipelined batch counts once) over all clients of one run.
+    pub max_requests: Option<u64>,
+    /// How long after the deadline a client may still be in a request before its task is
+    /// aborted and counted as an error: a hung server cannot hold the run forever.
+    pub overrun: Duration,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            stop: Stop::new(),
+            max_requests: None,
+            overrun: Duration::from_secs(10),
+        }
+    }
+}
+/// The same after a stop request.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Highest latency the histograms hold (larger values are clamped to it).
 const MAX_MICROS: u64 = 30_000_000;
@@ -110,16 +136,19 @@ impl Measurement {
     }
 }
 
-/// Drive `clients` for `duration`; the clients come back for the next run.
+/// Drive `clients` for `duration` (or until `bounds` end the run); the clients come back
+/// for the next run, except those still stuck in a request long after the end.
 pub async fn drive<C: Client>(
     clients: Vec<C>,
     duration: Duration,
     pace: Pace,
     seed: u64,
+    bounds: &Bounds,
 ) -> (Vec<C>, Measurement) {
     let start = Instant::now();
     let deadline = start + duration;
     let n = clients.len().max(1) as u32;
+    let budget = bounds.max_requests.map(|m| Arc::new(AtomicU64::new(m)));
     let mut set = JoinSet::new();
     for (i, c) in clients.into_iter().enumerate() {
         // open loop: spread the clients' first requests over one interval
@@ -128,28 +157,73 @@ pub async fn drive<C: Client>(
             Pace::Open { interval } => start + interval * i as u32 / n,
         };
         let rng = Rng::new(seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
-        set.spawn(worker(c, pace, first, deadline, rng));
+        let end = End {
+            deadline,
+            stop: bounds.stop.clone(),
+            budget: budget.clone(),
+        };
+        set.spawn(worker(c, pace, first, end, rng));
     }
     let mut total = Measurement::new();
     let mut back = Vec::with_capacity(n as usize);
-    while let Some(joined) = set.join_next().await {
+    let (stop, overrun) = (bounds.stop.clone(), bounds.overrun);
+    let cut = async move {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline + overrun) => {}
+            _ = async { stop.wait().await; tokio::time::sleep(STOP_GRACE).await } => {}
+        }
+    };
+    tokio::pin!(cut);
+    let mut cut_off = false;
+    loop {
+        let joined = tokio::select! {
+            j = set.join_next() => j,
+            _ = &mut cut, if !cut_off && !set.is_empty() => {
+                cut_off = true;
+                let stuck = set.len();
+                set.abort_all();
+                total.error(format!("{stuck} client(s) still in a request at the end: aborted"));
+                total.errors += stuck.saturating_sub(1) as u64;
+                continue;
+            }
+        };
         match joined {
-            Ok((c, m)) => {
+            None => break,
+            Some(Ok((c, m))) => {
                 total.merge(&m);
                 back.push(c);
             }
-            Err(e) => total.error(format!("client task failed: {e}")),
+            Some(Err(e)) if e.is_cancelled() => {}
+            Some(Err(e)) => total.error(format!("client task failed: {e}")),
         }
     }
     total.elapsed = start.elapsed();
     (back, total)
 }
 
+/// When one client stops.
+struct End {
+    deadline: Instant,
+    stop: Stop,
+    budget: Option<Arc<AtomicU64>>,
+}
+
+impl End {
+    fn reached(&self, now: Instant) -> bool {
+        now >= self.deadline
+            || self.stop.requested()
+            || self.budget.as_ref().is_some_and(|b| {
+                b.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(1))
+                    .is_err()
+            })
+    }
+}
+
 async fn worker<C: Client>(
     mut client: C,
     pace: Pace,
     first: Instant,
-    deadline: Instant,
+    end: End,
     mut rng: Rng,
 ) -> (C, Measurement) {
     let mut m = Measurement::new();
@@ -158,13 +232,16 @@ async fn worker<C: Client>(
         let began = match pace {
             Pace::Closed => Instant::now(),
             Pace::Open { interval } => {
-                tokio::time::sleep_until(next).await;
+                tokio::select! {
+                    _ = tokio::time::sleep_until(next) => {}
+                    _ = end.stop.wait() => break,
+                }
                 let scheduled = next;
                 next += interval;
                 scheduled
             }
         };
-        if began >= deadline {
+        if end.reached(began) {
             break;
         }
         match client.request(&mut rng).await {
@@ -231,6 +308,7 @@ mod tests {
             Duration::from_millis(200),
             Pace::Closed,
             1,
+            &Bounds::default(),
         )
         .await;
         assert_eq!(back.len(), 2);
@@ -249,9 +327,72 @@ mod tests {
                 interval: Duration::from_millis(20),
             },
             1,
+            &Bounds::default(),
         )
         .await;
         // 15 slots, one of them an error
         assert!((10..=15).contains(&(m.ops + m.errors)), "{m:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stop_or_a_request_cap_ends_the_run_early() {
+        let bounds = Bounds {
+            max_requests: Some(25),
+            ..Bounds::default()
+        };
+        let (back, m) = drive(
+            vec![Sleepy(0), Sleepy(0)],
+            Duration::from_secs(30),
+            Pace::Closed,
+            1,
+            &bounds,
+        )
+        .await;
+        assert_eq!(back.len(), 2);
+        assert_eq!(m.ops + m.errors, 25, "{m:?}");
+        let bounds = Bounds::default();
+        let stopper = bounds.stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            stopper.request();
+        });
+        let (back, m) = drive(
+            vec![Sleepy(0)],
+            Duration::from_secs(30),
+            Pace::Closed,
+            1,
+            &bounds,
+        )
+        .await;
+        assert_eq!(back.len(), 1);
+        assert!(m.ops > 0 && m.elapsed < Duration::from_secs(30), "{m:?}");
+    }
+
+    struct Hung;
+
+    impl Client for Hung {
+        async fn request(&mut self, _rng: &mut Rng) -> Result<Done, String> {
+            std::future::pending::<()>().await;
+            Ok(Done::default())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_stuck_in_a_request_is_cut_off() {
+        let bounds = Bounds {
+            overrun: Duration::from_millis(100),
+            ..Bounds::default()
+        };
+        let (back, m) = drive(
+            vec![Hung, Hung],
+            Duration::from_millis(50),
+            Pace::Closed,
+            1,
+            &bounds,
+        )
+        .await;
+        assert!(back.is_empty());
+        assert_eq!(m.errors, 2, "{m:?}");
+        assert!(m.first_error.unwrap().contains("aborted"));
     }
 }

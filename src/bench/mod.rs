@@ -15,16 +15,23 @@
 pub mod chaos;
 pub mod cli;
 pub mod env;
+pub mod html;
 pub mod idle;
+pub mod link;
 pub mod measure;
+pub mod own;
 pub mod peers;
 pub mod pg_load;
+pub mod prepare;
+pub mod procfs;
 pub mod redis_load;
 pub mod report;
 pub mod resp;
 pub mod rng;
 pub mod runner;
 pub mod scenario;
+pub mod sql_load;
+pub mod stop;
 pub mod summary;
 pub mod svg;
 

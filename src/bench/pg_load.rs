@@ -8,6 +8,7 @@ use super::rng::Rng;
 use super::scenario::{QueryMode, Scenario, Workload};
 use super::BenchError;
 use crate::lab::postgres::describe;
+use std::sync::Arc;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Client as PgConn, NoTls, Statement};
 
@@ -30,13 +31,23 @@ const INSERT_HISTORY: usize = 5;
 const END: usize = 6;
 
 /// What one client needs to build its requests.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PgShape {
     pub workload: Workload,
     pub mode: QueryMode,
     pub scale: i32,
     pub write_percent: u32,
     pub split_roles: bool,
+    /// [`STATEMENTS`] with the tables in the scenario's schema.
+    texts: Arc<[String]>,
+}
+
+/// `sql` with pgbench's tables qualified by `schema` (none: as written, search_path).
+pub fn in_schema(sql: &str, schema: Option<&str>) -> String {
+    match schema {
+        Some(s) => sql.replace("pgbench_", &format!("{s}.pgbench_")),
+        None => sql.to_string(),
+    }
 }
 
 impl PgShape {
@@ -47,6 +58,10 @@ impl PgShape {
             scale: s.pg.scale.max(1) as i32,
             write_percent: s.pg.write_percent,
             split_roles: s.pg.split_roles,
+            texts: STATEMENTS
+                .iter()
+                .map(|t| in_schema(t, s.pg.schema.as_deref()))
+                .collect(),
         }
     }
 
@@ -90,7 +105,7 @@ pub async fn connect(url: String, shape: PgShape, index: usize) -> Result<PgClie
         for &i in shape.statements() {
             let types = vec![Type::INT4; params_of(STATEMENTS[i])];
             let stmt = conn
-                .prepare_typed(STATEMENTS[i], &types)
+                .prepare_typed(&shape.texts[i], &types)
                 .await
                 .map_err(|e| describe(&e))?;
             prepared[i] = Some(stmt);
@@ -98,9 +113,9 @@ pub async fn connect(url: String, shape: PgShape, index: usize) -> Result<PgClie
     }
     Ok(PgClient {
         conn,
-        shape,
         prepared,
         writer: shape.split_roles && (index % 100) < shape.write_percent as usize,
+        shape,
     })
 }
 
@@ -115,7 +130,7 @@ impl PgClient {
     async fn exec(&self, i: usize, args: &[i32]) -> Result<(), String> {
         let result = match self.shape.mode {
             QueryMode::Simple => {
-                let mut sql = STATEMENTS[i].to_string();
+                let mut sql = self.shape.texts[i].clone();
                 for (n, v) in args.iter().enumerate().rev() {
                     sql = sql.replace(&format!("${}", n + 1), &v.to_string());
                 }
@@ -124,7 +139,10 @@ impl PgClient {
             QueryMode::Extended => {
                 let typed: Vec<(&(dyn ToSql + Sync), Type)> =
                     args.iter().map(|v| (v as _, Type::INT4)).collect();
-                self.conn.query_typed(STATEMENTS[i], &typed).await.map(drop)
+                self.conn
+                    .query_typed(&self.shape.texts[i], &typed)
+                    .await
+                    .map(drop)
             }
             QueryMode::Prepared => {
                 let Some(stmt) = &self.prepared[i] else {

@@ -10,6 +10,9 @@ use super::BenchError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// Key prefix of lab runs (runs against your targets default to `pake_bench:`).
+pub const LAB_PREFIX: &str = "key:";
+
 /// What every client of a scenario shares.
 #[derive(Debug, Clone)]
 pub struct RedisShape {
@@ -17,6 +20,8 @@ pub struct RedisShape {
     pub read_percent: u32,
     pub pipeline: usize,
     pub value: Arc<Vec<u8>>,
+    /// Every key is PREFIX + rank.
+    pub prefix: Arc<[u8]>,
 }
 
 impl RedisShape {
@@ -26,6 +31,13 @@ impl RedisShape {
             read_percent: s.redis.read_percent,
             pipeline: s.redis.pipeline,
             value: Arc::new(vec![b'v'; s.redis.value_size]),
+            prefix: s
+                .redis
+                .prefix
+                .as_deref()
+                .unwrap_or(LAB_PREFIX)
+                .as_bytes()
+                .into(),
         }
     }
 }
@@ -120,21 +132,31 @@ pub struct RedisClient {
     key: Vec<u8>,
 }
 
-fn key_into(buf: &mut Vec<u8>, rank: u64) {
+fn key_into(buf: &mut Vec<u8>, prefix: &[u8], rank: u64) {
     buf.clear();
-    buf.extend_from_slice(b"key:");
+    buf.extend_from_slice(prefix);
     buf.extend_from_slice(rank.to_string().as_bytes());
 }
 
+/// Connect (one connection per node for a cluster), logging in with `AUTH auth…` first.
 pub async fn connect(
     addr: SocketAddr,
     map: Option<SlotMap>,
     shape: RedisShape,
+    auth: Option<&[String]>,
 ) -> Result<RedisClient, String> {
     let mut conns = Vec::new();
     let addrs = map.as_ref().map_or(vec![addr], |m| m.nodes.clone());
     for a in addrs {
-        conns.push(Resp::connect(a).await.map_err(|e| e.to_string())?);
+        let mut c = Resp::connect(a).await.map_err(|e| e.to_string())?;
+        if let Some(args) = auth {
+            let mut cmd: Vec<&[u8]> = vec![b"AUTH"];
+            cmd.extend(args.iter().map(|a| a.as_bytes()));
+            if let Reply::Error(e) = c.call(&cmd).await.map_err(|e| e.to_string())? {
+                return Err(format!("AUTH: {e}"));
+            }
+        }
+        conns.push(c);
     }
     Ok(RedisClient {
         conns,
@@ -155,7 +177,7 @@ impl RedisClient {
         for _ in 0..self.shape.pipeline {
             let rank = self.shape.zipf.sample(rng);
             let mut key = std::mem::take(&mut self.key);
-            key_into(&mut key, rank);
+            key_into(&mut key, &self.shape.prefix, rank);
             let c = self.conn_for(&key);
             if rng.percent(self.shape.read_percent) {
                 self.conns[c].push(&[b"GET", &key]);
@@ -191,27 +213,30 @@ impl Client for RedisClient {
     }
 }
 
-/// Write every key once (directly to the servers), so GETs find values.
+/// Write every key of the scenario once (directly to the servers), so GETs find values.
 pub async fn preload(
     addr: SocketAddr,
     map: Option<SlotMap>,
-    keys: u64,
-    value_size: usize,
+    s: &Scenario,
+    prefix: &str,
+    auth: Option<&[String]>,
 ) -> Result<(), BenchError> {
+    let (keys, value_size) = (s.redis.keys, s.redis.value_size);
     let shape = RedisShape {
         zipf: Zipf::new(1, 0.0),
         read_percent: 0,
         pipeline: 1,
         value: Arc::new(vec![b'v'; value_size]),
+        prefix: prefix.as_bytes().into(),
     };
-    let mut client = connect(addr, map, shape)
+    let mut client = connect(addr, map, shape, auth)
         .await
         .map_err(BenchError::Client)?;
     let value = vec![b'v'; value_size];
     let mut key = Vec::new();
     for start in (0..keys).step_by(1000) {
         for rank in start..(start + 1000).min(keys) {
-            key_into(&mut key, rank);
+            key_into(&mut key, prefix.as_bytes(), rank);
             let c = client.conn_for(&key);
             client.conns[c].push(&[b"SET", &key, &value]);
         }

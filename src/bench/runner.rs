@@ -3,14 +3,15 @@
 //! alike. Each visit opens the clients (not timed), drives them, closes them.
 
 use super::env::{Endpoint, Env, Target};
-use super::measure::{self, open_many, Client, Done, Measurement, Pace};
-use super::peers::pake::{l1_lookups, routed, PakeBinary};
+use super::measure::{self, open_many, Bounds, Client, Done, Measurement, Pace};
+use super::peers::pake::{l1_lookups, routed};
 use super::pg_load::{self, PgClient, PgShape};
+use super::procfs::{Window, WindowFigures};
 use super::redis_load::{self, RedisClient, RedisShape};
-use super::report::{CaseReport, Machine, ScenarioReport, TargetReport};
+use super::report::{self, CaseReport, Machine, RoundEnv, ScenarioReport, TargetReport};
 use super::rng::Rng;
 use super::scenario::{Scenario, Workload};
-use super::BenchError;
+use super::sql_load::{self, SqlClient, SqlShape};
 use indicatif::ProgressBar;
 use std::time::Duration;
 
@@ -20,6 +21,7 @@ const PARALLEL_LOGINS: usize = 64;
 /// A Postgres or Redis client.
 pub enum AnyClient {
     Pg(PgClient),
+    Sql(SqlClient),
     Redis(RedisClient),
 }
 
@@ -27,6 +29,7 @@ impl Client for AnyClient {
     async fn request(&mut self, rng: &mut Rng) -> Result<Done, String> {
         match self {
             AnyClient::Pg(c) => c.request(rng).await,
+            AnyClient::Sql(c) => c.request(rng).await,
             AnyClient::Redis(c) => c.request(rng).await,
         }
     }
@@ -36,6 +39,7 @@ impl Client for AnyClient {
 #[derive(Clone)]
 pub enum Shape {
     Pg(PgShape),
+    Sql(SqlShape),
     Redis(RedisShape),
 }
 
@@ -43,6 +47,8 @@ impl Shape {
     pub fn of(s: &Scenario) -> Shape {
         if s.workload.is_redis() {
             Shape::Redis(RedisShape::of(s))
+        } else if s.workload == Workload::PgSql {
+            Shape::Sql(SqlShape::new(&s.pg.statements, s.pg.mode))
         } else {
             Shape::Pg(PgShape::of(s))
         }
@@ -56,16 +62,21 @@ pub async fn open_clients(
     n: usize,
 ) -> Vec<Result<AnyClient, String>> {
     let (endpoint, slots) = (target.endpoint.clone(), target.slots.clone());
+    let auth = target.redis_auth.clone();
     let shape = shape.clone();
     open_many(n, PARALLEL_LOGINS, move |i| {
         let (endpoint, slots, shape) = (endpoint.clone(), slots.clone(), shape.clone());
+        let auth = auth.clone();
         async move {
             match (endpoint, shape) {
                 (Endpoint::Pg(url), Shape::Pg(shape)) => {
                     pg_load::connect(url, shape, i).await.map(AnyClient::Pg)
                 }
+                (Endpoint::Pg(url), Shape::Sql(shape)) => {
+                    sql_load::connect(url, shape).await.map(AnyClient::Sql)
+                }
                 (Endpoint::Redis(addr), Shape::Redis(shape)) => {
-                    redis_load::connect(addr, slots, shape)
+                    redis_load::connect(addr, slots, shape, auth.as_deref())
                         .await
                         .map(AnyClient::Redis)
                 }
@@ -92,36 +103,42 @@ pub async fn open_counted(t: &Target, shape: &Shape, n: usize) -> (Vec<AnyClient
     (conns, failed)
 }
 
-/// Run the whole scenario.
+/// Run the whole scenario against the targets of `env` (lab or the user's own).
 pub async fn run(
     s: &Scenario,
-    bin: &PakeBinary,
+    env: &Env,
     progress: &ProgressBar,
-) -> Result<ScenarioReport, BenchError> {
+    bounds: &Bounds,
+) -> ScenarioReport {
     let started_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    progress.set_message(format!("{}: starting servers and peers", s.name));
-    let env = Env::start(s, bin).await?;
     for u in &env.unavailable {
-        progress.println(format!("target unavailable: {}: {}", u.target, u.reason));
+        progress.suspend(|| eprintln!("target unavailable: {}: {}", u.target, u.reason));
     }
     let mut cases = Vec::new();
     for &clients in &s.clients {
+        if bounds.stop.requested() {
+            break;
+        }
         let case = if s.workload == Workload::IdleMemory {
-            super::idle::run_case(s, &env, clients, progress).await
+            super::idle::run_case(s, env, clients, progress).await
         } else {
-            run_case(s, &env, clients, progress).await
+            run_case(s, env, clients, progress, bounds).await
         };
         cases.push(case);
     }
-    Ok(ScenarioReport {
+    let machine = Machine::probe();
+    let warnings = report::warnings(&cases, machine.nproc);
+    ScenarioReport {
         scenario: s.clone(),
-        machine: Machine::probe(),
+        machine,
         started_at,
         unavailable: env.unavailable.clone(),
         cases,
-    })
+        warnings,
+        partial: bounds.stop.requested(),
+    }
 }
 
 /// Per target: each round's ops/s, all rounds merged, reads Pake sent to the replica.
@@ -131,9 +148,25 @@ struct Tally {
     replica_reads: Option<f64>,
     /// Redis L1 (hits, misses) while measured, for Pake with its L1 on.
     l1: Option<(f64, f64)>,
+    /// CPU and machine load of each round.
+    envs: Vec<RoundEnv>,
 }
 
-async fn run_case(s: &Scenario, env: &Env, clients: usize, progress: &ProgressBar) -> CaseReport {
+/// What one visit measured.
+struct Visit {
+    m: Measurement,
+    replica_reads: Option<f64>,
+    l1: Option<(f64, f64)>,
+    window: WindowFigures,
+}
+
+async fn run_case(
+    s: &Scenario,
+    env: &Env,
+    clients: usize,
+    progress: &ProgressBar,
+    bounds: &Bounds,
+) -> CaseReport {
     let shape = Shape::of(s);
     let active = s.active.map_or(clients, |a| a.min(clients));
     let pace = match s.rate {
@@ -145,15 +178,26 @@ async fn run_case(s: &Scenario, env: &Env, clients: usize, progress: &ProgressBa
     let go = |t: &Target, secs: f64, seed: u64| {
         let (shape, t) = (shape.clone(), t.clone());
         let replica = env.replica;
+        let bounds = bounds.clone();
         async move {
             let secs = Duration::from_secs_f64(secs);
-            visit(&t, &shape, clients, active, secs, pace, seed, replica).await
+            let load = Load {
+                clients,
+                active,
+                secs,
+                pace,
+                seed,
+            };
+            visit(&t, &shape, &load, replica, &bounds).await
         }
     };
     if s.warmup_secs > 0.0 {
         for t in &env.targets {
+            if bounds.stop.requested() {
+                break;
+            }
             progress.set_message(format!("{} {clients} clients: warm-up {}", s.name, t.name));
-            let _ = go(t, s.warmup_secs, 0).await;
+            drop(go(t, s.warmup_secs, 0).await);
         }
     }
     let mut tallies: Vec<Tally> = env
@@ -164,10 +208,14 @@ async fn run_case(s: &Scenario, env: &Env, clients: usize, progress: &ProgressBa
             merged: Measurement::new(),
             replica_reads: None,
             l1: None,
+            envs: Vec::new(),
         })
         .collect();
     for round in 0..s.rounds {
         for (t, tally) in env.targets.iter().zip(&mut tallies) {
+            if bounds.stop.requested() {
+                break;
+            }
             progress.set_message(format!(
                 "{} {clients} clients: round {}/{} {}",
                 s.name,
@@ -175,14 +223,15 @@ async fn run_case(s: &Scenario, env: &Env, clients: usize, progress: &ProgressBa
                 s.rounds,
                 t.name
             ));
-            let (m, replica, l1) = go(t, s.duration_secs, round as u64 + 1).await;
-            if let Some((h, miss)) = l1.filter(|(h, miss)| h + miss > 0.0) {
+            let v = go(t, s.duration_secs, round as u64 + 1).await;
+            if let Some((h, miss)) = v.l1.filter(|(h, miss)| h + miss > 0.0) {
                 let sum = tally.l1.get_or_insert((0.0, 0.0));
                 *sum = (sum.0 + h, sum.1 + miss);
             }
-            tally.rounds.push(m.ops_per_sec());
-            tally.merged.merge(&m);
-            if let Some(r) = replica {
+            tally.envs.push(RoundEnv::new(round + 1, &v.m, &v.window));
+            tally.rounds.push(v.m.ops_per_sec());
+            tally.merged.merge(&v.m);
+            if let Some(r) = v.replica_reads {
                 *tally.replica_reads.get_or_insert(0.0) += r;
             }
             progress.inc(1);
@@ -209,6 +258,8 @@ fn case_report(
                 .filter(|_| tally.merged.reads > 0)
                 .map(|n| n / tally.merged.reads as f64);
             r.l1_hit_rate = tally.l1.map(|(h, miss)| h / (h + miss));
+            r.cpu_us_per_op = report::cpu_us_per_op(&tally.envs);
+            r.rounds_env = tally.envs;
             r
         })
         .collect();
@@ -227,22 +278,22 @@ fn case_report(
     }
 }
 
-/// One visit: open `clients`, drive `active` of them for `secs`, keep the rest idle.
-/// Returns the measurement and, for Pake in front of a replica, the reads it routed there,
-/// and for Pake with a Redis L1 its (hits, misses) meanwhile.
-#[allow(clippy::too_many_arguments)]
-async fn visit(
-    t: &Target,
-    shape: &Shape,
+/// The load of one visit.
+struct Load {
     clients: usize,
     active: usize,
     secs: Duration,
     pace: Pace,
     seed: u64,
-    replica: bool,
-) -> (Measurement, Option<f64>, Option<(f64, f64)>) {
-    let (mut conns, failed) = open_counted(t, shape, clients).await;
-    let idle = conns.split_off(active.min(conns.len()));
+}
+
+/// One visit: open `clients`, drive `active` of them for `secs`, keep the rest idle.
+/// Besides the measurement: for Pake in front of a replica the reads it routed there, for
+/// Pake with a Redis L1 its (hits, misses) meanwhile, and the CPU of the target's process
+/// and of the machine over the measured window.
+async fn visit(t: &Target, shape: &Shape, load: &Load, replica: bool, bounds: &Bounds) -> Visit {
+    let (mut conns, failed) = open_counted(t, shape, load.clients).await;
+    let idle = conns.split_off(load.active.min(conns.len()));
     let redis = matches!(shape, Shape::Redis(_));
     let admin = t.admin.filter(|_| replica);
     let before = match admin {
@@ -254,7 +305,9 @@ async fn visit(
         Some(a) => l1_lookups(a).await.ok(),
         None => None,
     };
-    let (_, mut m) = measure::drive(conns, secs, pace, seed).await;
+    let window = Window::start(t.pid);
+    let (_, mut m) = measure::drive(conns, load.secs, load.pace, load.seed, bounds).await;
+    let window = window.end();
     let after = match admin {
         Some(a) => routed(a).await.ok(),
         None => None,
@@ -265,7 +318,10 @@ async fn visit(
     };
     drop(idle);
     m.merge(&failed);
-    let replica_reads = before.zip(after).map(|(b, a)| a.1 - b.1);
-    let l1 = l1_before.zip(l1_after).map(|(b, a)| (a.0 - b.0, a.1 - b.1));
-    (m, replica_reads, l1)
+    Visit {
+        m,
+        replica_reads: before.zip(after).map(|(b, a)| a.1 - b.1),
+        l1: l1_before.zip(l1_after).map(|(b, a)| (a.0 - b.0, a.1 - b.1)),
+        window,
+    }
 }

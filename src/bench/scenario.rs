@@ -22,7 +22,8 @@ pub struct Scenario {
     /// What each client does.
     pub workload: Workload,
     /// Targets in the order they run in each round (`direct`, `pake`, `pgbouncer`,
-    /// `pake-nol1`, `twemproxy`).
+    /// `pake-nol1`, `twemproxy`); `--target` replaces them.
+    #[serde(default = "default_targets")]
     pub targets: Vec<String>,
     /// The target the ratios are taken against; the first target when absent.
     #[serde(default)]
@@ -58,6 +59,10 @@ pub struct Scenario {
     /// Redis settings (redis-* workloads).
     #[serde(default)]
     pub redis: RedisSettings,
+    /// Lab Redis scenarios: put Redis behind a simulated network link for every target
+    /// (direct clients, twemproxy and Pake reach it through a delaying relay).
+    #[serde(default)]
+    pub link: Option<super::link::LinkSettings>,
 }
 
 /// What a client does per request.
@@ -74,6 +79,8 @@ pub enum Workload {
     IdleMemory,
     /// GET/SET over a Zipf-distributed key space (`redis.*`).
     RedisGetset,
+    /// Your own statements with parameter generators (`[[pg.statements]]`).
+    PgSql,
 }
 
 impl Workload {
@@ -115,6 +122,15 @@ pub struct PgSettings {
     /// pg-mixed: each client only writes or only reads (`write_percent` of the clients
     /// write), instead of every client mixing both.
     pub split_roles: bool,
+    /// The schema of the pgbench-like tables. Lab runs: none (pgbench -i, `public`); runs
+    /// against your targets: `pake_bench` unless set, created by `--prepare`.
+    pub schema: Option<String>,
+    /// pg-sql: the statements, one picked per request by weight.
+    pub statements: Vec<super::sql_load::SqlStatement>,
+    /// pg-sql: SQL run by `--prepare` (and in the lab before the run), in order.
+    pub prepare: Vec<String>,
+    /// pg-sql: SQL run by `--cleanup`, in order.
+    pub cleanup: Vec<String>,
 }
 
 impl Default for PgSettings {
@@ -128,6 +144,10 @@ impl Default for PgSettings {
             replica: false,
             write_percent: 10,
             split_roles: false,
+            schema: None,
+            statements: Vec::new(),
+            prepare: Vec::new(),
+            cleanup: Vec::new(),
         }
     }
 }
@@ -149,6 +169,9 @@ pub struct RedisSettings {
     pub cluster: bool,
     /// Server connections: Pake's `redis.pool_size` and twemproxy's `server_connections`.
     pub pool_size: usize,
+    /// Prefix of every key. Lab runs: `key:`; runs against your targets: `pake_bench:`
+    /// unless set (`--prepare` writes the keys, `--cleanup` deletes them).
+    pub prefix: Option<String>,
 }
 
 impl Default for RedisSettings {
@@ -161,10 +184,14 @@ impl Default for RedisSettings {
             pipeline: 1,
             cluster: false,
             pool_size: 4,
+            prefix: None,
         }
     }
 }
 
+fn default_targets() -> Vec<String> {
+    vec!["direct".into(), "pake".into()]
+}
 fn default_clients() -> Vec<usize> {
     vec![100]
 }
@@ -220,6 +247,7 @@ impl Scenario {
     }
 
     fn validate(&self) -> Result<(), String> {
+        self.validate_own()?;
         let known: &[&str] = if self.workload.is_redis() {
             &["direct", "pake", "pake-nol1", "twemproxy"]
         } else {
@@ -298,6 +326,76 @@ impl Scenario {
         if let Some(r) = o.rounds {
             self.rounds = r;
         }
+    }
+
+    /// The checks that hold for lab runs and runs against your targets alike.
+    fn validate_own(&self) -> Result<(), String> {
+        if self.workload == Workload::PgSql {
+            if self.pg.statements.is_empty() {
+                return Err("pg.statements: a pg-sql scenario needs at least one".into());
+            }
+            for (i, st) in self.pg.statements.iter().enumerate() {
+                st.validate()
+                    .map_err(|e| format!("pg.statements[{i}]: {e}"))?;
+            }
+        }
+        if let Some(l) = &self.link {
+            if !self.workload.is_redis() || self.redis.cluster {
+                return Err("link: only for standalone Redis scenarios".into());
+            }
+            l.validate().map_err(|e| format!("link: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the scenario writes, and what: runs against your targets refuse it without
+    /// `--allow-writes`.
+    pub fn writes(&self) -> Option<String> {
+        match self.workload {
+            Workload::PgTpcb => Some("pg-tpcb updates and inserts".into()),
+            Workload::PgMixed if self.pg.write_percent > 0 || self.pg.split_roles => Some(format!(
+                "pg-mixed updates ({}% of requests)",
+                self.pg.write_percent
+            )),
+            Workload::RedisGetset if self.redis.read_percent < 100 => Some(format!(
+                "redis-getset SETs ({}% of commands)",
+                100 - self.redis.read_percent.min(100)
+            )),
+            Workload::PgSql => self
+                .pg
+                .statements
+                .iter()
+                .find(|st| !st.is_read())
+                .map(|st| format!("a statement that may write: {}", st.sql.trim())),
+            _ => None,
+        }
+    }
+
+    /// Point the scenario at your targets (`--target NAME=URL`): their names replace the
+    /// lab's, and data lives in a schema / key prefix of its own.
+    pub fn for_own(&mut self, names: Vec<String>) -> Result<(), String> {
+        if self.pg.replica {
+            return Err("pg.replica: a lab-only setting".into());
+        }
+        if self.redis.cluster {
+            return Err("redis.cluster: not supported against your own targets yet".into());
+        }
+        if self.link.is_some() {
+            return Err("link: a lab-only setting".into());
+        }
+        if self.workload == Workload::IdleMemory {
+            return Err("idle-memory: a lab-only scenario".into());
+        }
+        if self.baseline.as_ref().is_some_and(|b| !names.contains(b)) {
+            self.baseline = None;
+        }
+        self.targets = names;
+        self.pake_workers = vec![0];
+        self.pg.schema.get_or_insert_with(|| "pake_bench".into());
+        self.redis
+            .prefix
+            .get_or_insert_with(|| "pake_bench:".into());
+        Ok(())
     }
 
     /// The target ratios are taken against.

@@ -2,7 +2,7 @@
 //! `make bench` writes into BENCHMARKS.md between `<!-- bench:begin -->` and
 //! `<!-- bench:end -->`: the machine, a met/missed table, and every scenario's table.
 
-use super::report::{fmt_us, CaseReport, ScenarioReport, TargetReport};
+use super::report::{figures, fmt_us, notes, CaseReport, ScenarioReport, TargetReport};
 use super::scenario::Workload;
 use super::BenchError;
 use std::fmt::Write as _;
@@ -64,6 +64,31 @@ fn ratio_check(
     })
 }
 
+/// Pake's CPU per operation over `peer`'s (lower is better) at most `max`.
+fn cpu_check(
+    r: &ScenarioReport,
+    case: &CaseReport,
+    p: &TargetReport,
+    peer: &str,
+    max: f64,
+) -> Option<Check> {
+    let other = find(case, peer)?;
+    let (met, measured) = match (p.cpu_us_per_op, other.cpu_us_per_op) {
+        (Some(a), Some(b)) if b > 0.0 => (
+            Some(a / b <= max && p.errors == 0),
+            format!("{:.2} ({a:.1} / {b:.1} µs)", a / b),
+        ),
+        _ => (None, "no CPU figure".into()),
+    };
+    Some(Check {
+        goal: format!("{} CPU/op / {peer} CPU/op ≤ {max}", p.name),
+        scenario: r.scenario.name.clone(),
+        case: format!("{} clients", case.clients),
+        measured,
+        met,
+    })
+}
+
 /// Every check the results allow.
 pub fn checks(reports: &[ScenarioReport]) -> Vec<Check> {
     let mut out = Vec::new();
@@ -82,7 +107,7 @@ pub fn checks(reports: &[ScenarioReport]) -> Vec<Check> {
             Workload::PgSelect if s.rate.is_some() => out.extend(many_clients(r)),
             // the issue's throughput targets are pgbench -S (simple and prepared); the
             // other Postgres scenarios are reported in their tables only
-            Workload::PgTpcb | Workload::PgMixed => {}
+            Workload::PgTpcb | Workload::PgMixed | Workload::PgSql => {}
             Workload::PgSelect => {
                 for case in &r.cases {
                     if case.clients == 1 {
@@ -92,8 +117,18 @@ pub fn checks(reports: &[ScenarioReport]) -> Vec<Check> {
                     for p in pakes(case) {
                         out.extend(ratio_check(r, case, p, "pgbouncer", 1.25));
                         out.extend(ratio_check(r, case, p, "direct", 0.8));
+                        // issue 14: cheaper per transaction than PgBouncer
+                        out.extend(cpu_check(r, case, p, "pgbouncer", 0.75));
                         // issue 6: query insight costs at most 3% of throughput
                         out.extend(ratio_check(r, case, p, "pake-noinsight", 0.97));
+                    }
+                }
+            }
+            // issue 13: behind a 250 µs link the L1 must pay three times over
+            Workload::RedisGetset if s.link.is_some() => {
+                for case in &r.cases {
+                    for p in pakes(case) {
+                        out.extend(ratio_check(r, case, p, "direct", 3.0));
                     }
                 }
             }
@@ -102,6 +137,7 @@ pub fn checks(reports: &[ScenarioReport]) -> Vec<Check> {
                     for p in pakes(case) {
                         out.extend(ratio_check(r, case, p, "direct", 1.2));
                         out.extend(ratio_check(r, case, p, "twemproxy", 2.0));
+                        out.extend(cpu_check(r, case, p, "twemproxy", 0.8));
                     }
                 }
             }
@@ -224,7 +260,8 @@ pub fn markdown(reports: &[ScenarioReport]) -> String {
     md
 }
 
-fn scenario_table(r: &ScenarioReport) -> String {
+/// One scenario's Markdown section: the table of every case, then the warnings.
+pub fn scenario_table(r: &ScenarioReport) -> String {
     let s = &r.scenario;
     let mut md = format!(
         "\n### {}\n\n{} ({} × {} s per target, interleaved; baseline `{}`)\n\n",
@@ -238,42 +275,26 @@ fn scenario_table(r: &ScenarioReport) -> String {
         let _ = writeln!(md, "- target unavailable: `{}`: {}", u.target, u.reason);
     }
     md.push_str(
-        "\n| clients | target | ops/s | p50 | p95 | p99 | p99.9 | errors | ratio | note |\n",
+        "\n| clients | target | ops/s | CPU/op | p50 | p95 | p99 | p99.9 | errors | ratio | note |\n",
     );
-    md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
+    md.push_str("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for case in &r.cases {
         for t in &case.targets {
-            let mut note = Vec::new();
-            if let Some(k) = t.rss_per_client_kib {
-                note.push(format!("{k:.2} KiB per idle client"));
-            }
-            if let Some(share) = t.replica_share {
-                note.push(format!("{:.0}% of reads on the replica", share * 100.0));
-            }
-            if let Some(h) = t.l1_hit_rate {
-                note.push(format!("L1 hit rate {:.1}%", h * 100.0));
-            }
-            if let Some(e) = &t.first_error {
-                note.push(format!(
-                    "first error: {}",
-                    e.chars().take(80).collect::<String>()
-                ));
-            }
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} |",
                 case.clients,
                 t.name,
-                t.ops_per_sec,
-                fmt_us(t.p50_us),
-                fmt_us(t.p95_us),
-                fmt_us(t.p99_us),
-                fmt_us(t.p999_us),
-                t.errors,
-                t.ratio.map_or("-".into(), |x| format!("{x:.2}")),
-                note.join("; ").replace('|', "/")
+                figures(t).join(" | "),
+                notes(t, 80).join("; ").replace('|', "/")
             );
         }
+    }
+    if r.partial {
+        md.push_str("\nStopped early (Ctrl-C): the rounds run so far.\n");
+    }
+    for w in &r.warnings {
+        let _ = writeln!(md, "\n- warning: {w}");
     }
     md
 }
@@ -320,6 +341,8 @@ mod tests {
 
     fn report(clients: usize, targets: Vec<TargetReport>) -> ScenarioReport {
         ScenarioReport {
+            warnings: Vec::new(),
+            partial: false,
             scenario: Scenario::parse(DEFAULT, "default").unwrap(),
             machine: Machine::default(),
             started_at: 0,
@@ -349,6 +372,28 @@ mod tests {
         assert_eq!(find("pake-w1 / pgbouncer ≥ 1.25"), Some(false));
         assert_eq!(find("pake-w2 / pgbouncer ≥ 1.25"), Some(true));
         assert_eq!(find("pake-w1 / direct ≥ 0.8"), Some(true));
+    }
+
+    #[test]
+    fn cpu_per_op_is_judged_against_pgbouncer() {
+        let with_cpu = |name: &str, cpu: Option<f64>| TargetReport {
+            cpu_us_per_op: cpu,
+            ..target(name, 1000.0, 100)
+        };
+        let r = report(
+            100,
+            vec![
+                with_cpu("pake-w1", Some(30.0)),
+                with_cpu("pake-w2", None),
+                with_cpu("pgbouncer", Some(50.0)),
+            ],
+        );
+        let c = checks(&[r]);
+        let find = |goal: &str| c.iter().find(|c| c.goal == goal).unwrap();
+        let w1 = find("pake-w1 CPU/op / pgbouncer CPU/op ≤ 0.75");
+        assert_eq!(w1.met, Some(true));
+        assert!(w1.measured.starts_with("0.60"), "{}", w1.measured);
+        assert_eq!(find("pake-w2 CPU/op / pgbouncer CPU/op ≤ 0.75").met, None);
     }
 
     #[test]

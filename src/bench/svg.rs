@@ -43,7 +43,7 @@ fn metric(r: &ScenarioReport) -> (&'static str, Value, Show) {
     }
 }
 
-fn escape(s: &str) -> String {
+pub fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")

@@ -5,6 +5,7 @@
 //! `chaos` does the same for `pake chaos` (servers killed under load).
 
 mod chaos;
+mod own;
 
 use pake::bench::report::{ScenarioReport, TargetReport};
 use std::path::Path;
@@ -128,6 +129,25 @@ fn redis_getset_runs_direct_and_twemproxy_without_errors() {
     for t in &r.cases[0].targets {
         assert_clean(t);
     }
+    for u in &r.unavailable {
+        assert!(u.target.starts_with("pake"), "{u:?}");
+    }
+}
+
+#[test]
+fn redis_remote_runs_every_target_through_the_delaying_link() {
+    let (r, _out) = smoke("redis-remote", &["--pake-workers", "1"]);
+    assert_eq!(r.scenario.link.map(|l| l.delay_us), Some(250));
+    for t in &r.cases[0].targets {
+        assert_clean(t);
+        if t.name != "direct" {
+            assert!(t.cpu_us_per_op.is_some(), "{}: no CPU/op", t.name);
+        }
+    }
+    // behind a 250 µs one-way link no round trip is faster than 500 µs, whoever forwards
+    // it, except GETs Pake answers from its L1
+    let direct = target(&r, "direct");
+    assert!(direct.p50_us >= 500, "direct p50 {} µs", direct.p50_us);
     for u in &r.unavailable {
         assert!(u.target.starts_with("pake"), "{u:?}");
     }
