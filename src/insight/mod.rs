@@ -283,6 +283,32 @@ impl Insight {
         Ok(report)
     }
 
+    /// Everything `pake report` renders, with advice run now on the current statistics
+    /// (`advise`), or the last run's advice, whose age and coverage the report states. A
+    /// failed run never fails the report: its error becomes a note.
+    pub async fn report_with_advice(&self, limit: usize, advise: bool) -> ReportData {
+        let fresh = if advise {
+            match self.advise().await {
+                Ok(mut a) => {
+                    a.fresh = true;
+                    Some(a)
+                }
+                Err(e) => {
+                    let mut a = self.last_advice();
+                    a.notes.push(format!("the advisor could not run now: {e}"));
+                    Some(a)
+                }
+            }
+        } else {
+            None
+        };
+        let mut data = self.report(limit);
+        if let Some(a) = fresh {
+            data.advice = a;
+        }
+        data
+    }
+
     /// The last advisor report, with current N+1 findings.
     pub fn last_advice(&self) -> AdviceReport {
         let mut a = self.advice.lock().clone();
