@@ -157,6 +157,14 @@ async fn advise_database(
         plans.push(p.into_iter().next().unwrap_or(Value::Null));
     }
     let (cands, affected) = candidate_set(cfg, &fps, &base, &index, &tables);
+    tracing::debug!(
+        database = db,
+        fingerprints = fps.len(),
+        tables = tables.len(),
+        candidates = cands.len(),
+        ?base,
+        "advisor candidates"
+    );
     let write_cost = write_costs(&fps, &index, &tables);
     let mut s = search::Search {
         client: &client,

@@ -189,9 +189,8 @@ pub const MAX_SAMPLE_TEXT: usize = 16 << 10;
 /// The execution as an advisor sample, when it carries values: a simple Query's literal text,
 /// or bound parameters. An Execute the proxy knows only by its fingerprint carries none.
 fn value_sample(ev: &QueryEvent<'_>) -> Option<RawSample> {
-    let literal = ev.params.is_empty() && ev.text != &*ev.fingerprint.text;
-    if !(literal || !ev.params.is_empty()) || ev.text.len() > MAX_SAMPLE_TEXT || ev.error.is_some()
-    {
+    let has_values = !ev.params.is_empty() || ev.text != &*ev.fingerprint.text;
+    if !has_values || ev.text.len() > MAX_SAMPLE_TEXT || ev.error.is_some() {
         return None;
     }
     Some(RawSample {

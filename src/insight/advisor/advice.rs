@@ -72,9 +72,8 @@ pub async fn proposals(
         let cost_before: f64 = helps.iter().map(|h| h.cost_before).sum();
         let cost_after: f64 = helps.iter().map(|h| h.cost_after).sum();
         let reason = format!(
-            "{}; est. size {}; {}",
+            "{}; {}",
             helps[0].replaces,
-            human_bytes(ch.size),
             if write_calls > 0 {
                 format!(
                     "{write_calls} write(s) to {} would maintain it (~{:.1} ms)",
@@ -151,7 +150,7 @@ fn replaced(before: &Value, after: &Value, table: &Table, oid: i64) -> String {
     } else {
         old.join(", ")
     };
-    format!("replaces {old} with an {new} on the new index{sort_note}")
+    format!("replaces {old}: {new} on the new index{sort_note}")
 }
 
 fn kind(n: &Value) -> &str {

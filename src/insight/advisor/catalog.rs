@@ -116,7 +116,7 @@ pub async fn audit(client: &Client, db: &str) -> Result<Vec<ExistingIndex>, Advi
                     quote_ident(s.schemaname) || '.' || quote_ident(s.indexrelname), \
                     s.idx_scan, i.indisunique OR i.indisprimary, \
                     pg_relation_size(s.indexrelid), i.indrelid::int8, \
-                    i.indkey::int2[]::text, coalesce(pg_get_expr(i.indpred, i.indrelid), ''), \
+                    array_to_string(i.indkey::int2[], ','), coalesce(pg_get_expr(i.indpred, i.indrelid), ''), \
                     coalesce(pg_get_expr(i.indexprs, i.indrelid), ''), am.amname::text, \
                     i.indnkeyatts::int4 \
              FROM pg_stat_user_indexes s JOIN pg_index i ON i.indexrelid = s.indexrelid \
@@ -140,11 +140,7 @@ pub async fn audit(client: &Client, db: &str) -> Result<Vec<ExistingIndex>, Advi
         .iter()
         .map(|r| {
             let all: String = r.get(6);
-            let all: Vec<String> = all
-                .trim_matches(['{', '}'])
-                .split(',')
-                .map(str::to_string)
-                .collect();
+            let all: Vec<String> = all.split(',').map(str::to_string).collect();
             let nkeys = usize::try_from(r.get::<_, i32>(10)).unwrap_or(all.len());
             Ix {
                 table: r.get(0),

@@ -119,6 +119,7 @@ impl Search<'_> {
         let trials = self.trials(&affected, oid).await;
         hypo_drop(self.client, oid).await?;
         let trials = trials?;
+        tracing::trace!(candidate = %c.definition(table), ?trials, "advisor trial");
         let keep = 1.0 - self.cfg.advisor_min_saving;
         let mut gain_ms = 0.0;
         let mut qualifies = false;

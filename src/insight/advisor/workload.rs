@@ -70,10 +70,9 @@ pub fn pick(agg: &Aggregate) -> HashMap<String, Vec<Fp>> {
         else {
             continue;
         };
-        let statements = parse(&fp.text).unwrap_or_default();
-        let writes = written_tables(&statements);
         let explainable = fp.kind.explainable() && fp.kind != Kind::Insert;
-        if explainable && planned >= MAX_EXAMINED && !slow && writes.is_empty() {
+        let writing = matches!(fp.kind, Kind::Insert | Kind::Update | Kind::Delete);
+        if explainable && planned >= MAX_EXAMINED && !slow && !writing {
             continue;
         }
         let mut samples: Vec<Sample> = e
@@ -90,6 +89,14 @@ pub fn pick(agg: &Aggregate) -> HashMap<String, Vec<Fp>> {
         if samples.is_empty() {
             samples.extend(generic(&fp.text));
         }
+        // the fingerprint's `?` do not parse everywhere; a sample's text does
+        let statements = samples
+            .first()
+            .and_then(|s| match s {
+                Sample::Values { text, .. } | Sample::Generic { text, .. } => parse(text),
+            })
+            .unwrap_or_default();
+        let writes = written_tables(&statements);
         if explainable {
             planned += 1;
         }
