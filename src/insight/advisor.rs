@@ -178,6 +178,7 @@ async fn advise_database(
         write_cost,
         chosen: Vec::new(),
         trials: 0,
+        truncated: false,
     };
     if hypopg {
         search::reset(&client).await?;
@@ -187,6 +188,19 @@ async fn advise_database(
         };
         let _ = search::reset(&client).await;
         report.indexes.extend(found?);
+        report.notes.push(format!(
+            "{db}: {} candidate index(es) tried in {} plan(s){}",
+            s.cands.len(),
+            s.trials,
+            if s.truncated {
+                format!(
+                    "; stopped at the limit of {} plans, some candidates untried",
+                    search::MAX_PLANS
+                )
+            } else {
+                String::new()
+            }
+        ));
     } else {
         report.indexes.extend(inferred(&s, db, &plans));
     }

@@ -17,6 +17,9 @@ use tokio_postgres::Client;
 
 /// Most indexes proposed per database and run.
 const MAX_CHOSEN: usize = 16;
+/// Most plans one search makes while choosing (pruning and the report add a few): bounds the
+/// run time and the load on the database whatever the workload's variety.
+pub const MAX_PLANS: usize = 5000;
 /// Candidates whose gain is within this fraction of the best are equal: the smaller wins.
 const TIE: f64 = 0.03;
 
@@ -59,8 +62,10 @@ pub struct Search<'a> {
     /// Per table: estimated extra write time per added index (ms).
     pub write_cost: Vec<f64>,
     pub chosen: Vec<Chosen>,
-    /// Hypothetical indexes planned (for the report's run statistics).
+    /// Plans made so far (for the report's run statistics and [`MAX_PLANS`]).
     pub trials: usize,
+    /// The choice stopped at [`MAX_PLANS`] with candidates left untried.
+    pub truncated: bool,
 }
 
 /// `(oid, size)` of a new hypothetical index.
@@ -143,6 +148,10 @@ impl Search<'_> {
         while self.chosen.len() < MAX_CHOSEN {
             for i in 0..self.cands.len() {
                 if evals[i].is_none() && !out[i] && self.worth_trying(i, &evals) {
+                    if self.trials >= MAX_PLANS {
+                        self.truncated = true;
+                        break;
+                    }
                     evals[i] = Some(self.evaluate(i).await?);
                 }
             }
