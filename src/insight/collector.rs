@@ -189,18 +189,17 @@ pub const MAX_SAMPLE_TEXT: usize = 16 << 10;
 /// The execution as an advisor sample, when it carries values: a simple Query's literal text,
 /// or bound parameters. An Execute the proxy knows only by its fingerprint carries none.
 fn value_sample(ev: &QueryEvent<'_>) -> Option<RawSample> {
-    let has_values = !ev.params.is_empty() || ev.text != &*ev.fingerprint.text;
+    // the proxy passes the fingerprint's own text for an Execute: same pointer, no compare
+    let shape_only =
+        std::ptr::eq(ev.text, &*ev.fingerprint.text) || ev.text == &*ev.fingerprint.text;
+    let has_values = !ev.params.is_empty() || !shape_only;
     if !has_values || ev.text.len() > MAX_SAMPLE_TEXT || ev.error.is_some() {
         return None;
     }
     Some(RawSample {
         database: ev.database.to_string(),
         text: ev.text.to_string(),
-        params: ev
-            .params
-            .iter()
-            .map(|p| p.map(|b| String::from_utf8_lossy(b).into_owned()))
-            .collect(),
+        params: ev.owned_params(),
         writes: ev.writes,
     })
 }

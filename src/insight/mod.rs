@@ -89,6 +89,16 @@ pub struct QueryEvent<'a> {
     pub writes: bool,
 }
 
+impl QueryEvent<'_> {
+    /// The bound values as owned text (NULL as `None`), for samples kept past the call.
+    pub fn owned_params(&self) -> Vec<Option<String>> {
+        self.params
+            .iter()
+            .map(|p| p.map(|b| String::from_utf8_lossy(b).into_owned()))
+            .collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum InsightError {
     #[error("unknown fingerprint {0}")]

@@ -43,11 +43,7 @@ impl SlowEvent {
         SlowEvent {
             fingerprint: ev.fingerprint.clone(),
             text: ev.text.to_string(),
-            params: ev
-                .params
-                .iter()
-                .map(|p| p.map(|b| String::from_utf8_lossy(b).into_owned()))
-                .collect(),
+            params: ev.owned_params(),
             duration: ev.duration,
             database: ev.database.to_string(),
             user: ev.user.to_string(),

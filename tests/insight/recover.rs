@@ -275,30 +275,7 @@ async fn drop_and_recover_through_pake() {
     assert!(md.contains("CREATE INDEX CONCURRENTLY"), "{md}");
 
     let pake_score = score("pake", &advice.indexes);
-    // every proposal carries its evidence
-    for a in &advice.indexes {
-        assert!(a.validated && a.size_bytes.unwrap_or(0) > 0, "{a:#?}");
-        assert!(
-            !a.helps.is_empty() && a.reason.contains("replaces"),
-            "{a:#?}"
-        );
-    }
-    assert!(
-        advice
-            .no_index_helps
-            .iter()
-            .any(|n| n.query.contains("group by status")),
-        "{:#?}",
-        advice.no_index_helps
-    );
-    assert!(
-        advice
-            .existing
-            .iter()
-            .any(|e| e.index.ends_with("posts_status") && e.kind == "duplicate"),
-        "{:#?}",
-        advice.existing
-    );
+    evidence(advice);
 
     // Dexter's rules on the same samples
     let fps = pake::insight::advisor::workload(&ins)
@@ -337,6 +314,34 @@ async fn drop_and_recover_through_pake() {
     assert!(!stale.advice.fresh);
     assert!(md.contains("from the last advisor run"), "{md}");
     pake.drain(std::time::Duration::from_secs(2)).await;
+}
+
+/// Every proposal carries its evidence; the full-table aggregate is named as beyond help and
+/// the redundant existing index as a duplicate.
+fn evidence(advice: &pake::insight::model::AdviceReport) {
+    for a in &advice.indexes {
+        assert!(a.validated && a.size_bytes.unwrap_or(0) > 0, "{a:#?}");
+        assert!(
+            !a.helps.is_empty() && a.reason.contains("replaces"),
+            "{a:#?}"
+        );
+    }
+    assert!(
+        advice
+            .no_index_helps
+            .iter()
+            .any(|n| n.query.contains("group by status")),
+        "{:#?}",
+        advice.no_index_helps
+    );
+    assert!(
+        advice
+            .existing
+            .iter()
+            .any(|e| e.index.ends_with("posts_status") && e.kind == "duplicate"),
+        "{:#?}",
+        advice.existing
+    );
 }
 
 /// (dropped indexes recovered, useless proposals): a proposal is useless when it repeats

@@ -89,51 +89,7 @@ pub fn for_table(uses: &[ColumnUse], written: &str, t: usize, table: &Table) -> 
     let range = mine(&[How::Range]);
     let order = mine(&[How::Order]);
     let read = mine(&[How::Eq, How::Join, How::Range, How::Order, How::Output]);
-    let mut keys: Vec<Vec<(String, bool)>> = Vec::new();
-    for c in eq.iter().chain(&range) {
-        keys.push(vec![c.clone()]);
-    }
-    let lead: Vec<(String, bool)> = eq.iter().take(MAX_KEYS - 1).cloned().collect();
-    for i in 0..eq.len() {
-        for j in 0..eq.len() {
-            if i != j {
-                keys.push(vec![eq[i].clone(), eq[j].clone()]);
-            }
-        }
-    }
-    if eq.len() >= 3 {
-        keys.push(eq.iter().take(MAX_KEYS).cloned().collect());
-    }
-    if !lead.is_empty() {
-        for r in &range {
-            keys.push(lead.iter().chain(std::iter::once(r)).cloned().collect());
-        }
-        for one in &eq {
-            for r in &range {
-                keys.push(vec![one.clone(), r.clone()]);
-            }
-            if !order.is_empty() {
-                keys.push(
-                    std::iter::once(one.clone())
-                        .chain(order.iter().cloned())
-                        .take(MAX_KEYS)
-                        .collect(),
-                );
-            }
-        }
-        if !order.is_empty() {
-            keys.push(
-                lead.iter()
-                    .chain(order.iter())
-                    .take(MAX_KEYS)
-                    .cloned()
-                    .collect(),
-            );
-        }
-    }
-    if !order.is_empty() {
-        keys.push(order.iter().take(MAX_KEYS).cloned().collect());
-    }
+    let keys = key_lists(&eq, &range, &order);
     let mut out: Vec<Candidate> = Vec::new();
     for k in keys {
         if k.is_empty() || k.len() > MAX_KEYS {
@@ -164,6 +120,60 @@ pub fn for_table(uses: &[ColumnUse], written: &str, t: usize, table: &Table) -> 
         fresh && !table.serves(&c.key_names())
     });
     out
+}
+
+/// Key column lists: each equality or range column alone, equality pairs (both orders) and
+/// the first three, equality columns followed by a range column or by the ORDER BY columns,
+/// and the ORDER BY columns alone.
+type Col = (String, bool);
+
+fn key_lists(eq: &[Col], range: &[Col], order: &[Col]) -> Vec<Vec<Col>> {
+    let mut keys: Vec<Vec<(String, bool)>> = Vec::new();
+    for c in eq.iter().chain(range) {
+        keys.push(vec![c.clone()]);
+    }
+    let lead: Vec<(String, bool)> = eq.iter().take(MAX_KEYS - 1).cloned().collect();
+    for i in 0..eq.len() {
+        for j in 0..eq.len() {
+            if i != j {
+                keys.push(vec![eq[i].clone(), eq[j].clone()]);
+            }
+        }
+    }
+    if eq.len() >= 3 {
+        keys.push(eq.iter().take(MAX_KEYS).cloned().collect());
+    }
+    if !lead.is_empty() {
+        for r in range {
+            keys.push(lead.iter().chain(std::iter::once(r)).cloned().collect());
+        }
+        for one in eq {
+            for r in range {
+                keys.push(vec![one.clone(), r.clone()]);
+            }
+            if !order.is_empty() {
+                keys.push(
+                    std::iter::once(one.clone())
+                        .chain(order.iter().cloned())
+                        .take(MAX_KEYS)
+                        .collect(),
+                );
+            }
+        }
+        if !order.is_empty() {
+            keys.push(
+                lead.iter()
+                    .chain(order.iter())
+                    .take(MAX_KEYS)
+                    .cloned()
+                    .collect(),
+            );
+        }
+    }
+    if !order.is_empty() {
+        keys.push(order.iter().take(MAX_KEYS).cloned().collect());
+    }
+    keys
 }
 
 #[cfg(test)]
