@@ -209,6 +209,14 @@ async fn pake_report(admin: &str, extra: &[&str]) -> (ReportData, String) {
     );
     let json = std::fs::read_to_string(dir.path().join("report.json")).expect("report.json");
     let md = std::fs::read_to_string(dir.path().join("report.md")).expect("report.md");
+    let html = std::fs::read_to_string(dir.path().join("report.html")).expect("report.html");
+    // the HTML page shows the same advice, with the fingerprints each index helps
+    if md.contains("CREATE INDEX CONCURRENTLY") {
+        assert!(
+            html.contains("CREATE INDEX CONCURRENTLY") && html.contains("plan cost"),
+            "{html}"
+        );
+    }
     (serde_json::from_str(&json).expect("report json"), md)
 }
 

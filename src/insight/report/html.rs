@@ -244,6 +244,22 @@ fn advice(d: &ReportData, h: &mut String) {
             fps = esc(&a.fingerprints.join(", ")),
             reason = esc(&a.reason),
         );
+        if !a.helps.is_empty() {
+            h.push_str("<ul>");
+            for x in &a.helps {
+                let _ = write!(
+                    h,
+                    "<li><code>{}</code>: plan cost {:.0} → {:.0}, {} call(s), {:.1}% of total time; {}</li>",
+                    esc(&short(&x.query, 140)),
+                    x.cost_before,
+                    x.cost_after,
+                    x.calls,
+                    x.time_share * 100.0,
+                    esc(&x.replaces)
+                );
+            }
+            h.push_str("</ul>");
+        }
     }
     for n in &d.advice.no_index_helps {
         let _ = write!(
