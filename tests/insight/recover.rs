@@ -280,6 +280,9 @@ async fn drop_and_recover_through_pake() {
         advice.examined
     );
     assert!(md.contains("computed for this report"), "{md}");
+    // plans were made with real values; the report shows none of them
+    assert!(md.contains("(Filter: (customer_id = ?))"), "{md}");
+    assert!(!md.contains("@example.com"), "{md}");
     assert!(md.contains("CREATE INDEX CONCURRENTLY"), "{md}");
 
     let pake_score = score("pake", &advice.indexes);

@@ -119,10 +119,10 @@ fn replaced(before: &Value, after: &Value, table: &Table, oid: i64) -> String {
         .map(|(n, parent)| {
             let mut s = format!("{} on {}", kind(n), table.name);
             if let Some(f) = n.get("Filter").and_then(Value::as_str) {
-                s.push_str(&format!(
-                    " (Filter: {})",
-                    crate::insight::report::short(f, 60)
-                ));
+                // the plan was made with a client's values: show the filter's shape only
+                let shape = crate::insight::slowlog::redact_literals(f);
+                let shape = crate::insight::report::short(&shape, 60);
+                s.push_str(&format!(" (Filter: {shape})"));
             }
             if let Some(p) = parent {
                 s.push_str(&format!(" under {p}"));
