@@ -142,14 +142,10 @@ fn markdown_advice(d: &ReportData, m: &mut String) {
         for h in &a.helps {
             let _ = writeln!(
                 m,
-                "  - `{}` ({}): plan cost {:.0} → {:.0}, {} call(s), {:.1}% of total time; {}",
+                "  - `{}` ({}): {}",
                 md_cell(&short(&h.query, 90)),
                 h.fingerprint,
-                h.cost_before,
-                h.cost_after,
-                h.calls,
-                h.time_share * 100.0,
-                h.replaces
+                helped(h)
             );
         }
     }
@@ -193,6 +189,18 @@ fn markdown_advice(d: &ReportData, m: &mut String) {
             );
         }
     }
+}
+
+/// What an index does for one fingerprint, in one line (Markdown and HTML say the same).
+pub fn helped(h: &super::model::Helped) -> String {
+    format!(
+        "plan cost {:.0} → {:.0}, {} call(s), {:.1}% of total time; {}",
+        h.cost_before,
+        h.cost_after,
+        h.calls,
+        h.time_share * 100.0,
+        h.replaces
+    )
 }
 
 /// The numbers of a top-queries row, formatted: calls, total ms, share, mean, p50, p95,

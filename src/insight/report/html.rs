@@ -249,13 +249,9 @@ fn advice(d: &ReportData, h: &mut String) {
             for x in &a.helps {
                 let _ = write!(
                     h,
-                    "<li><code>{}</code>: plan cost {:.0} → {:.0}, {} call(s), {:.1}% of total time; {}</li>",
+                    "<li><code>{}</code>: {}</li>",
                     esc(&short(&x.query, 140)),
-                    x.cost_before,
-                    x.cost_after,
-                    x.calls,
-                    x.time_share * 100.0,
-                    esc(&x.replaces)
+                    esc(&super::helped(x))
                 );
             }
             h.push_str("</ul>");
