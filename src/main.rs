@@ -57,6 +57,10 @@ struct ReportArgs {
     /// Top queries to include.
     #[arg(long, default_value_t = 20)]
     limit: usize,
+    /// Use the last advisor run instead of running the index advisor now (the report then
+    /// says how old the advice is).
+    #[arg(long)]
+    no_advise: bool,
 }
 
 #[derive(Args)]
@@ -206,7 +210,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => pake::demo::run(args),
         Command::Lab(args) => pake::lab::cli::run(args),
         Command::Orchestration(args) => health_check(args),
-        Command::Report(a) => pake::insight::cli::report(&a.admin, &a.out, a.limit)
+        Command::Report(a) => pake::insight::cli::report(&a.admin, &a.out, a.limit, !a.no_advise)
             .map(|files| files.iter().for_each(|f| println!("{}", f.display())))
             .map_err(Into::into),
         Command::Observability(a) => pake::insight::cli::observability(

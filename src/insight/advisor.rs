@@ -1,33 +1,38 @@
-//! The index advisor: candidate indexes from the plans and ASTs of slow statements, each
-//! checked with a hypothetical index (hypopg) on the statement's *real* parameter values, kept
-//! only when the planner's cost falls by `advisor_min_saving` (default 50%), and ranked by the
-//! execution time it would have saved across the workload.
+//! The index advisor: from the fingerprints that cost the most execution time, candidate
+//! indexes (from the parsed statement and its tables), each tried as a hypothetical index
+//! (hypopg) against every fingerprint it could serve, with their *real* parameter values,
+//! weighted by the time each took; a greedy set is chosen workload-wide, redundant members
+//! dropped, and each index reported with what it replaces, its size and its write cost.
 //!
-//! Why 50%: planner costs are estimates, and a new index costs every write and some disk; a
-//! small estimated gain is within the noise of the estimate and not worth that price. It is
-//! also Dexter's margin, so DBAs who know that tool read our advice the same way.
+//! Why a 50% margin (`advisor_min_saving`): planner costs are estimates, and an index costs
+//! every write and some disk; a small estimated gain is within the estimate's noise. It is
+//! Dexter's margin too, so DBAs who know that tool read our advice the same way.
 //!
-//! Evidence, per fingerprint (up to 3 real-valued samples): the fresh plan must show a
-//! sequential scan of a table with at least `advisor_min_rows` rows and cost at least
-//! `advisor_min_cost`; candidates are built from the statement's equality/join columns, then
-//! range columns, then ORDER BY columns (at most 3); a candidate whose columns are a prefix of
-//! an existing btree index is skipped. Without hypopg the advisor still names the sequential
-//! scans it would index, marked `validated: false`, from the plan's own row estimates.
+//! Modules: [`workload`] (which fingerprints, which samples, generic plans), [`columns`]
+//! (column uses from the AST), [`candidates`], [`catalog`] (tables, unused/duplicate
+//! indexes), [`search`] (hypopg trials, greedy choice, pruning), [`advice`] (what is said).
+//! Without hypopg the advisor says so once, with the command to add it, and still names the
+//! selective sequential scans it would index, marked `validated: false`.
 
+pub mod advice;
+pub mod candidates;
+pub mod catalog;
 pub mod columns;
+pub mod search;
+pub mod workload;
 
-use super::aggregate::RawSample;
 use super::explain::{self, ConnTarget, ExplainError};
-use super::fingerprint::parse;
 use super::model::{hex_id, AdviceReport, IndexAdvice};
 use super::stats::unix_ms;
 use super::{Insight, InsightConfig};
 use crate::lab::postgres::describe;
-use columns::{column_uses, ColumnUse, How};
+use catalog::Table;
+use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Weak;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio_postgres::Client;
+use workload::Fp;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdvisorError {
@@ -37,71 +42,50 @@ pub enum AdvisorError {
     Catalog(String),
 }
 
-fn catalog(e: tokio_postgres::Error) -> AdvisorError {
+fn catalog_err(e: tokio_postgres::Error) -> AdvisorError {
     AdvisorError::Catalog(describe(&e))
 }
 
-/// One fingerprint to advise on.
-struct Work {
-    id: u64,
-    total_ms: f64,
-    samples: Vec<RawSample>,
+/// Fingerprints under this share of total time are not named as "no index can help".
+const NO_HELP_SHARE: f64 = 0.01;
+
+/// The fingerprints the advisor would examine now, per database, with their samples (for
+/// comparisons such as the Dexter baseline of the tests).
+pub fn workload(ins: &Insight) -> HashMap<String, Vec<Fp>> {
+    ins.flush();
+    workload::pick(&ins.agg.lock())
 }
 
-/// A table as the catalog knows it.
-struct Table {
-    /// `"schema"."name"`, quoted for SQL.
-    qualified: String,
-    name: String,
-    rows: f64,
-    columns: Vec<String>,
-    /// Column lists of valid, non-partial btree indexes (`None` for an expression).
-    indexes: Vec<Vec<Option<String>>>,
-}
-
-/// Run the advisor over everything sampled so far.
+/// Run the advisor over the current statistics.
 pub async fn advise(ins: &Insight) -> Result<AdviceReport, AdvisorError> {
-    let mut by_db: HashMap<String, Vec<Work>> = HashMap::new();
-    {
-        let agg = ins.agg.lock();
-        for (id, e) in &agg.fps {
-            if !e.stats.fingerprint.kind.explainable() {
-                continue;
-            }
-            let Some(db) = e.raw.back().map(|r| r.database.clone()) else {
-                continue;
-            };
-            by_db.entry(db.clone()).or_default().push(Work {
-                id: *id,
-                total_ms: e.stats.moments.total_ns as f64 / 1e6,
-                samples: e.raw.iter().filter(|r| r.database == db).cloned().collect(),
-            });
-        }
-    }
+    let started = Instant::now();
+    let picked = workload::pick(&ins.agg.lock());
     let targets = ins.databases.read().clone();
     let mut report = AdviceReport {
         at_ms: unix_ms(SystemTime::now()),
         ..AdviceReport::default()
     };
-    let mut dbs: Vec<_> = by_db.into_iter().collect();
+    let mut dbs: Vec<_> = picked.into_iter().collect();
     dbs.sort_by(|a, b| a.0.cmp(&b.0));
-    for (db, work) in dbs {
+    for (db, fps) in dbs {
+        let planned: Vec<&Fp> = fps.iter().filter(|f| !f.samples.is_empty()).collect();
+        report.examined += planned.len();
+        report.examined_time_share += planned.iter().map(|f| f.share).sum::<f64>();
         let Some(target) = targets.get(&db) else {
             report
                 .notes
                 .push(format!("{db}: no side connection registered"));
             continue;
         };
-        match advise_database(&ins.config, &db, target, work).await {
-            Ok((found, note)) => {
-                report.indexes.extend(found);
-                report.notes.push(note);
-            }
-            Err(e) => report.notes.push(format!("{db}: {e}")),
+        if let Err(e) = advise_database(&ins.config, &db, target, fps, &mut report).await {
+            report.notes.push(format!("{db}: {e}"));
         }
     }
-    report.indexes = merge_same(std::mem::take(&mut report.indexes));
+    report
+        .indexes
+        .sort_by(|a, b| b.est_time_saved_ms.total_cmp(&a.est_time_saved_ms));
     report.n_plus_one = ins.agg.lock().n_plus_one();
+    report.run_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(report)
 }
 
@@ -117,348 +101,287 @@ pub async fn run_periodically(insight: Weak<Insight>, every: Duration) {
     }
 }
 
+/// The tables the fingerprints name, resolved once: (written name → table number, tables).
+async fn tables(
+    client: &Client,
+    fps: &[Fp],
+) -> Result<(HashMap<String, usize>, Vec<Table>), AdvisorError> {
+    let mut names: Vec<&String> = fps
+        .iter()
+        .flat_map(|f| f.uses.iter().flat_map(|u| u.tables.iter()).chain(&f.writes))
+        .collect();
+    names.sort();
+    names.dedup();
+    let mut index = HashMap::new();
+    let mut out: Vec<Table> = Vec::new();
+    for n in names {
+        if let Some(t) = catalog::table(client, n).await? {
+            let i = match out.iter().position(|o| o.qualified == t.qualified) {
+                Some(i) => i,
+                None => {
+                    out.push(t);
+                    out.len() - 1
+                }
+            };
+            index.insert(n.clone(), i);
+        }
+    }
+    Ok((index, out))
+}
+
 async fn advise_database(
     cfg: &InsightConfig,
     db: &str,
     target: &ConnTarget,
-    work: Vec<Work>,
-) -> Result<(Vec<IndexAdvice>, String), AdvisorError> {
+    fps: Vec<Fp>,
+    report: &mut AdviceReport,
+) -> Result<(), AdvisorError> {
     let timeout = cfg.explain_timeout.0.max(Duration::from_millis(100));
     let client = explain::connect(target, timeout).await?;
-    let (hypopg, note) = hypopg_ready(&client, cfg.advisor_create_hypopg).await?;
-    let mut found = Vec::new();
-    for w in &work {
-        match advise_one(&client, cfg, hypopg, db, w).await {
-            Ok(Some(a)) => found.push(a),
-            Ok(None) => {}
-            Err(e) => tracing::debug!(error = %e, fingerprint = %hex_id(w.id), "advisor skipped"),
-        }
+    let (hypopg, note) = hypopg_ready(&client, db, cfg.advisor_create_hypopg).await?;
+    report.notes.push(note);
+    let (index, tables) = tables(&client, &fps).await?;
+    // today's plans; a fingerprint that cannot be planned is left out
+    let mut base = Vec::new();
+    let mut plans = Vec::new();
+    for fp in &fps {
+        let (c, p) = if fp.samples.is_empty() {
+            (0.0, Vec::new())
+        } else {
+            workload::cost(&client, fp).await.unwrap_or_else(|e| {
+                tracing::debug!(error = %e, fingerprint = %hex_id(fp.id), "advisor cannot plan it");
+                (0.0, Vec::new())
+            })
+        };
+        base.push(c);
+        plans.push(p.into_iter().next().unwrap_or(Value::Null));
     }
-    Ok((
-        found,
-        format!("{db}: {note}; {} statement(s) examined", work.len()),
-    ))
+    let (cands, affected) = candidate_set(cfg, &fps, &base, &index, &tables);
+    tracing::debug!(
+        database = db,
+        fingerprints = fps.len(),
+        tables = tables.len(),
+        candidates = cands.len(),
+        ?base,
+        "advisor candidates"
+    );
+    let write_cost = write_costs(&fps, &index, &tables);
+    let mut s = search::Search {
+        client: &client,
+        cfg,
+        fps: &fps,
+        tables: &tables,
+        cands,
+        affected,
+        current: base.clone(),
+        base,
+        write_cost,
+        chosen: Vec::new(),
+        trials: 0,
+        truncated: false,
+    };
+    if hypopg {
+        search::reset(&client).await?;
+        let found = match s.run().await {
+            Ok(()) => advice::proposals(&mut s, db, &plans).await,
+            Err(e) => Err(e),
+        };
+        let _ = search::reset(&client).await;
+        report.indexes.extend(found?);
+        report.notes.push(format!(
+            "{db}: {} candidate index(es) tried in {} plan(s){}",
+            s.cands.len(),
+            s.trials,
+            if s.truncated {
+                format!(
+                    "; stopped at the limit of {} plans, some candidates untried",
+                    search::MAX_PLANS
+                )
+            } else {
+                String::new()
+            }
+        ));
+    } else {
+        report.indexes.extend(inferred(&s, db, &plans));
+    }
+    let helped: Vec<String> = report
+        .indexes
+        .iter()
+        .flat_map(|a| a.fingerprints.iter().cloned())
+        .collect();
+    report.no_index_helps.extend(advice::no_index_helps(
+        &s,
+        db,
+        &plans,
+        &helped,
+        NO_HELP_SHARE,
+    ));
+    report.existing.extend(catalog::audit(&client, db).await?);
+    Ok(())
 }
 
-/// Is hypopg usable on this connection (creating it when allowed)? And a note saying so.
-async fn hypopg_ready(client: &Client, create: bool) -> Result<(bool, String), AdvisorError> {
+/// Every distinct candidate for the planned fingerprints, with the fingerprints each is
+/// tried against: those on its table that use its leading column.
+fn candidate_set(
+    cfg: &InsightConfig,
+    fps: &[Fp],
+    base: &[f64],
+    index: &HashMap<String, usize>,
+    tables: &[Table],
+) -> (Vec<candidates::Candidate>, Vec<Vec<usize>>) {
+    let mut cands: Vec<candidates::Candidate> = Vec::new();
+    for (f, fp) in fps.iter().enumerate() {
+        if base[f] < cfg.advisor_min_cost {
+            continue;
+        }
+        let mut written: Vec<&String> = fp.uses.iter().flat_map(|u| u.tables.iter()).collect();
+        written.sort();
+        written.dedup();
+        for w in written {
+            let Some(&t) = index.get(w) else { continue };
+            if tables[t].rows < cfg.advisor_min_rows as f64 {
+                continue;
+            }
+            for c in candidates::for_table(&fp.uses, w, t, &tables[t]) {
+                if !cands.contains(&c) {
+                    cands.push(c);
+                }
+            }
+        }
+    }
+    let affected = cands
+        .iter()
+        .map(|c| {
+            let lead = &c.keys[0].0;
+            (0..fps.len())
+                .filter(|&f| base[f] >= cfg.advisor_min_cost)
+                .filter(|&f| {
+                    fps[f].uses.iter().any(|u| {
+                        &u.column == lead && u.tables.iter().any(|w| index.get(w) == Some(&c.table))
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    (cands, affected)
+}
+
+/// Per table: the execution time one more index would have added to the workload's writes,
+/// estimated as each write's share for one index among the heap and the existing indexes.
+fn write_costs(fps: &[Fp], index: &HashMap<String, usize>, tables: &[Table]) -> Vec<f64> {
+    let mut out = vec![0.0; tables.len()];
+    for fp in fps {
+        for w in &fp.writes {
+            if let Some(&t) = index.get(w) {
+                out[t] += fp.total_ms / (tables[t].indexes.len() as f64 + 2.0);
+            }
+        }
+    }
+    out
+}
+
+/// Without hypopg: the equality-led candidate of each selective sequential scan, unvalidated.
+fn inferred(s: &search::Search<'_>, db: &str, plans: &[Value]) -> Vec<IndexAdvice> {
+    let mut out: Vec<IndexAdvice> = Vec::new();
+    for (i, c) in s.cands.iter().enumerate() {
+        let table = &s.tables[c.table];
+        if !c.include.is_empty() || out.iter().any(|o| o.table == table.qualified) {
+            continue;
+        }
+        let selective: Vec<usize> = s.affected[i]
+            .iter()
+            .copied()
+            .filter(|&f| {
+                explain::summarize("", db, false, plans[f].clone())
+                    .seq_scans
+                    .iter()
+                    .any(|sc| {
+                        sc.relation == table.name
+                            && sc.filter.is_some()
+                            && sc.plan_rows <= table.rows * 0.1
+                    })
+            })
+            .collect();
+        if selective.is_empty() {
+            continue;
+        }
+        let time: f64 = selective.iter().map(|&f| s.fps[f].total_ms).sum();
+        out.push(IndexAdvice {
+            database: db.to_string(),
+            table: table.qualified.clone(),
+            columns: c.key_labels(),
+            include: Vec::new(),
+            sql: format!("CREATE INDEX CONCURRENTLY {};", c.definition(table)),
+            validated: false,
+            cost_before: selective.iter().map(|&f| s.base[f]).sum(),
+            cost_after: 0.0,
+            saving: 0.0,
+            est_time_saved_ms: time,
+            fingerprints: selective.iter().map(|&f| hex_id(s.fps[f].id)).collect(),
+            helps: Vec::new(),
+            size_bytes: None,
+            write_calls: 0,
+            write_cost_ms: s.write_cost[c.table],
+            reason: format!(
+                "selective sequential scan of {} ({:.0} rows); not validated (no hypopg)",
+                table.name, table.rows
+            ),
+        });
+    }
+    out
+}
+
+/// Is hypopg usable on this connection (creating it when allowed)? And a note saying so,
+/// with the command that adds it when it is missing.
+async fn hypopg_ready(
+    client: &Client,
+    db: &str,
+    create: bool,
+) -> Result<(bool, String), AdvisorError> {
     let row = client
         .query_one(
             "SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'hypopg'), \
-                    EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'hypopg')",
+                    EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'hypopg'), \
+                    current_setting('server_version_num')::int / 10000",
             &[],
         )
         .await
-        .map_err(catalog)?;
-    let (created, available): (bool, bool) = (row.get(0), row.get(1));
+        .map_err(catalog_err)?;
+    let (created, available, major): (bool, bool, i32) = (row.get(0), row.get(1), row.get(2));
     if created {
-        return Ok((true, "validated with hypopg".into()));
+        return Ok((true, format!("{db}: validated with hypopg")));
     }
     if available && create {
         match client
             .batch_execute("CREATE EXTENSION IF NOT EXISTS hypopg")
             .await
         {
-            Ok(()) => return Ok((true, "validated with hypopg (extension created)".into())),
+            Ok(()) => {
+                return Ok((
+                    true,
+                    format!("{db}: validated with hypopg (extension created)"),
+                ))
+            }
             Err(e) => {
                 return Ok((
                     false,
                     format!(
-                        "hypopg could not be created ({}): advice not validated",
+                        "{db}: hypopg could not be created ({}): advice not validated",
                         describe(&e)
                     ),
                 ))
             }
         }
     }
-    let why = if available {
-        "hypopg is installed but not created in this database (CREATE EXTENSION hypopg, or set advisor_create_hypopg)"
+    let fix = if available {
+        format!("hypopg is installed but not created in this database: run `CREATE EXTENSION hypopg;` in {db} (or set advisor_create_hypopg)")
     } else {
-        "hypopg is not installed"
+        format!("hypopg is not installed: install it on the server (e.g. `apt-get install postgresql-{major}-hypopg`), then run `CREATE EXTENSION hypopg;` in {db}")
     };
     Ok((
         false,
-        format!("{why}: advice inferred from plans, not validated"),
+        format!("{db}: {fix}; advice inferred from plans, not validated"),
     ))
-}
-
-async fn plan_costs(
-    client: &Client,
-    samples: &[RawSample],
-) -> Result<(f64, Vec<serde_json::Value>), AdvisorError> {
-    let mut cost = 0.0;
-    let mut plans = Vec::new();
-    for s in samples {
-        let p = explain::explain(client, &s.text, &s.params, false).await?;
-        cost += explain::total_cost(&p).unwrap_or(0.0);
-        plans.push(p);
-    }
-    Ok((cost, plans))
-}
-
-async fn advise_one(
-    client: &Client,
-    cfg: &InsightConfig,
-    hypopg: bool,
-    db: &str,
-    w: &Work,
-) -> Result<Option<IndexAdvice>, AdvisorError> {
-    let Some(first) = w.samples.first() else {
-        return Ok(None);
-    };
-    let Some(statements) = parse(&first.text) else {
-        return Ok(None);
-    };
-    let uses = column_uses(&statements);
-    let (before, plans) = plan_costs(client, &w.samples).await?;
-    if before / (w.samples.len() as f64) < cfg.advisor_min_cost {
-        return Ok(None);
-    }
-    let mut scans: Vec<_> = plans
-        .into_iter()
-        .flat_map(|p| explain::summarize("", db, false, p).seq_scans)
-        .collect();
-    scans.dedup_by(|a, b| a.relation == b.relation);
-    let mut best: Option<(Vec<String>, Table, f64, f64)> = None;
-    for scan in &scans {
-        let written = written_name(&uses, &scan.relation);
-        let Some(table) = table_info(client, &written).await? else {
-            continue;
-        };
-        if table.rows < cfg.advisor_min_rows as f64 {
-            continue;
-        }
-        for cand in candidates(&uses, &written, &table) {
-            if !hypopg {
-                // unvalidated: the first (equality-led) candidate of a selective filter
-                let selectivity = (scan.plan_rows / table.rows.max(1.0)).min(1.0);
-                if scan.filter.is_some() && selectivity <= 0.1 && best.is_none() {
-                    best = Some((cand, table_clone(&table), before, 1.0 - selectivity));
-                }
-                break;
-            }
-            let Some(after) = hypothetical_cost(client, &table, &cand, &w.samples).await? else {
-                continue;
-            };
-            let better = best.as_ref().is_none_or(|(c, _, a, _)| {
-                after < *a * 0.99 || (after <= *a && cand.len() < c.len())
-            });
-            if after <= before * (1.0 - cfg.advisor_min_saving) && better {
-                best = Some((cand, table_clone(&table), after, 1.0 - after / before));
-            }
-        }
-    }
-    Ok(best.map(|(cols, table, after, saving)| IndexAdvice {
-        database: db.to_string(),
-        sql: format!(
-            "CREATE INDEX CONCURRENTLY ON {} ({});",
-            table.qualified,
-            cols.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ")
-        ),
-        table: table.qualified.clone(),
-        columns: cols,
-        validated: hypopg,
-        cost_before: before,
-        cost_after: if hypopg { after } else { 0.0 },
-        saving,
-        est_time_saved_ms: w.total_ms * saving,
-        fingerprints: vec![hex_id(w.id)],
-        reason: if hypopg {
-            format!(
-                "sequential scan of {} ({:.0} rows); hypothetical index cuts plan cost {:.0} -> {:.0} over {} real-valued sample(s)",
-                table.name, table.rows, before, after, w.samples.len()
-            )
-        } else {
-            format!(
-                "sequential scan of {} ({:.0} rows) keeps ~{:.1}% of rows; not validated (no hypopg)",
-                table.name,
-                table.rows,
-                (1.0 - saving) * 100.0
-            )
-        },
-    }))
-}
-
-fn table_clone(t: &Table) -> Table {
-    Table {
-        qualified: t.qualified.clone(),
-        name: t.name.clone(),
-        rows: t.rows,
-        columns: t.columns.clone(),
-        indexes: t.indexes.clone(),
-    }
-}
-
-/// The table name as the statement wrote it (schema-qualified or not) for a plan relation.
-fn written_name(uses: &[ColumnUse], relation: &str) -> String {
-    uses.iter()
-        .flat_map(|u| u.tables.iter())
-        .find(|t| t.rsplit('.').next() == Some(relation))
-        .cloned()
-        .unwrap_or_else(|| relation.to_string())
-}
-
-async fn table_info(client: &Client, written: &str) -> Result<Option<Table>, AdvisorError> {
-    let regclass: String = written
-        .split('.')
-        .map(quote_ident)
-        .collect::<Vec<_>>()
-        .join(".");
-    let Some(row) = client
-        .query_opt(
-            "SELECT n.nspname::text, c.relname::text, \
-                    greatest(c.reltuples, coalesce(s.n_live_tup, 0))::float8, \
-                    ARRAY(SELECT attname::text FROM pg_attribute \
-                          WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped) \
-             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
-             WHERE c.oid = to_regclass($1::text)",
-            &[&regclass],
-        )
-        .await
-        .map_err(catalog)?
-    else {
-        return Ok(None);
-    };
-    let (schema, name): (String, String) = (row.get(0), row.get(1));
-    let indexes = client
-        .query(
-            "SELECT ARRAY(SELECT a.attname::text \
-                          FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n) \
-                          LEFT JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-                          ORDER BY k.n) \
-             FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
-             JOIN pg_am am ON am.oid = ic.relam \
-             WHERE i.indrelid = to_regclass($1::text) AND i.indisvalid \
-               AND i.indpred IS NULL AND am.amname = 'btree'",
-            &[&regclass],
-        )
-        .await
-        .map_err(catalog)?
-        .iter()
-        .map(|r| r.get::<_, Vec<Option<String>>>(0))
-        .collect();
-    Ok(Some(Table {
-        qualified: format!("{}.{}", quote_ident(&schema), quote_ident(&name)),
-        name,
-        rows: row.get(2),
-        columns: row.get(3),
-        indexes,
-    }))
-}
-
-/// Candidate column lists for `table`: equality/join columns lead, then one range column, or
-/// the ORDER BY columns; at most three columns; none already a prefix of an existing index.
-fn candidates(uses: &[ColumnUse], written: &str, table: &Table) -> Vec<Vec<String>> {
-    let mine = |how: &[How]| -> Vec<String> {
-        let mut v: Vec<String> = uses
-            .iter()
-            .filter(|u| how.contains(&u.how))
-            .filter(|u| u.tables.iter().any(|t| t == written))
-            .filter(|u| table.columns.contains(&u.column))
-            .map(|u| u.column.clone())
-            .collect();
-        v.dedup();
-        v
-    };
-    let eq = mine(&[How::Eq, How::Join]);
-    let range = mine(&[How::Range]);
-    let order = mine(&[How::Order]);
-    let lead: Vec<String> = eq.iter().take(2).cloned().collect();
-    let mut out: Vec<Vec<String>> = Vec::new();
-    out.extend(eq.iter().map(|c| vec![c.clone()]));
-    out.extend(range.iter().map(|c| vec![c.clone()]));
-    if lead.len() == 2 {
-        out.push(lead.clone());
-    }
-    if !lead.is_empty() {
-        for r in &range {
-            out.push(lead.iter().chain(std::iter::once(r)).cloned().collect());
-        }
-        if !order.is_empty() {
-            out.push(lead.iter().chain(order.iter()).take(3).cloned().collect());
-        }
-    }
-    if !order.is_empty() {
-        out.push(order.iter().take(3).cloned().collect());
-    }
-    let mut seen = Vec::new();
-    out.retain(|c| {
-        let fresh = !c.is_empty() && c.len() <= 3 && !seen.contains(c);
-        seen.push(c.clone());
-        fresh && !covered(c, &table.indexes)
-    });
-    out
-}
-
-/// Is `cols` a prefix of an existing index (so that index already serves it)?
-fn covered(cols: &[String], indexes: &[Vec<Option<String>>]) -> bool {
-    indexes.iter().any(|idx| {
-        idx.len() >= cols.len()
-            && idx
-                .iter()
-                .zip(cols)
-                .all(|(i, c)| i.as_deref() == Some(c.as_str()))
-    })
-}
-
-/// Summed plan cost of `samples` with a hypothetical index on `cols`, or `None` when the
-/// planner does not use it.
-async fn hypothetical_cost(
-    client: &Client,
-    table: &Table,
-    cols: &[String],
-    samples: &[RawSample],
-) -> Result<Option<f64>, AdvisorError> {
-    let def = format!(
-        "CREATE INDEX ON {} ({})",
-        table.qualified,
-        cols.iter()
-            .map(|c| quote_ident(c))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let row = client
-        .query_one(
-            "SELECT indexrelid::int8 FROM hypopg_create_index($1::text)",
-            &[&def],
-        )
-        .await
-        .map_err(catalog)?;
-    let oid: i64 = row.get(0);
-    let result = plan_costs(client, samples).await;
-    client
-        .batch_execute("SELECT hypopg_reset()")
-        .await
-        .map_err(catalog)?;
-    let (after, plans) = result?;
-    let tag = format!("<{oid}>");
-    let used = plans
-        .iter()
-        .any(|p| explain::index_names(p).iter().any(|n| n.contains(&tag)));
-    Ok(used.then_some(after))
-}
-
-/// Fold advice for the same index from several fingerprints into one, ranked by time saved.
-fn merge_same(found: Vec<IndexAdvice>) -> Vec<IndexAdvice> {
-    let mut out: Vec<IndexAdvice> = Vec::new();
-    for a in found {
-        match out
-            .iter_mut()
-            .find(|o| o.database == a.database && o.table == a.table && o.columns == a.columns)
-        {
-            Some(o) => {
-                o.cost_before += a.cost_before;
-                o.cost_after += a.cost_after;
-                o.est_time_saved_ms += a.est_time_saved_ms;
-                o.saving = o.saving.max(a.saving);
-                o.fingerprints.extend(a.fingerprints);
-            }
-            None => out.push(a),
-        }
-    }
-    out.sort_by(|a, b| b.est_time_saved_ms.total_cmp(&a.est_time_saved_ms));
-    out
 }
 
 /// An identifier for SQL: bare when PostgreSQL would fold it to itself, else double-quoted.
@@ -479,42 +402,6 @@ pub fn quote_ident(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn table(indexes: Vec<Vec<Option<String>>>) -> Table {
-        Table {
-            qualified: "public.orders".into(),
-            name: "orders".into(),
-            rows: 1e6,
-            columns: ["id", "customer_id", "status", "created"]
-                .map(String::from)
-                .to_vec(),
-            indexes,
-        }
-    }
-
-    #[test]
-    fn candidates_lead_with_equality_and_skip_covered_prefixes() {
-        let st = parse(
-            "select * from orders where customer_id = $1 and status = $2 and created > $3 order by created",
-        )
-        .unwrap_or_default();
-        let uses = column_uses(&st);
-        let c = candidates(&uses, "orders", &table(vec![]));
-        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        assert!(c.contains(&s(&["customer_id"])), "{c:?}");
-        assert!(
-            c.contains(&s(&["customer_id", "status", "created"])),
-            "{c:?}"
-        );
-        assert!(c.iter().all(|x| x.len() <= 3));
-        let idx = vec![vec![
-            Some("customer_id".to_string()),
-            Some("id".to_string()),
-        ]];
-        let c = candidates(&uses, "orders", &table(idx));
-        assert!(!c.contains(&s(&["customer_id"])), "{c:?}");
-        assert!(c.contains(&s(&["status"])));
-    }
 
     #[test]
     fn quoting() {

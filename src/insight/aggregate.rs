@@ -26,6 +26,23 @@ pub struct RawSample {
     pub writes: bool,
 }
 
+/// Real-valued samples kept per fingerprint for the advisor (never shown).
+pub const RAW_SAMPLES: usize = 3;
+
+/// Keep `sample` as the newest of at most [`RAW_SAMPLES`] distinct ones.
+pub fn keep_raw(raw: &mut VecDeque<RawSample>, sample: RawSample) {
+    if raw
+        .iter()
+        .any(|r| r.text == sample.text && r.params == sample.params)
+    {
+        return;
+    }
+    if raw.len() >= RAW_SAMPLES {
+        raw.pop_front();
+    }
+    raw.push_back(sample);
+}
+
 /// One fingerprint and everything known about it.
 pub struct Entry {
     pub stats: FpStats,
@@ -98,6 +115,9 @@ impl Aggregate {
                     s.add_split(key, m, config.max_splits);
                 }
                 s.last_seen = now;
+                if let (Some(sample), Some(e)) = (d.sample, self.fps.get_mut(&id)) {
+                    keep_raw(&mut e.raw, sample);
+                }
             }
             for ((client, id), r) in shard.repeats {
                 let in_txn = r.max_in_transaction >= config.n_plus_one_per_transaction;

@@ -93,9 +93,15 @@ fn get_json<T: serde::de::DeserializeOwned>(base: &str, path: &str) -> Result<T,
     })
 }
 
-/// `pake report`: fetch the report data and write Markdown, JSON and HTML into `out`.
-pub fn report(admin: &str, out: &Path, limit: usize) -> Result<Vec<PathBuf>, CliError> {
-    let data: ReportData = get_json(admin, &format!("/api/report?limit={limit}"))?;
+/// `pake report`: fetch the report data (the advisor runs on the current statistics first,
+/// unless `advise` is false) and write Markdown, JSON and HTML into `out`.
+pub fn report(
+    admin: &str,
+    out: &Path,
+    limit: usize,
+    advise: bool,
+) -> Result<Vec<PathBuf>, CliError> {
+    let data: ReportData = get_json(admin, &format!("/api/report?limit={limit}&advise={advise}"))?;
     Ok(report::write_all(&data, out)?)
 }
 

@@ -7,6 +7,7 @@
 //! between workers. The merger then adds the taken deltas into the shared aggregate without
 //! holding any shard.
 
+use super::aggregate::RawSample;
 use super::fingerprint::Fingerprint;
 use super::stats::{new_histogram, record_us, sqlstate, ErrorCounts, Moments, SplitKey};
 use super::QueryEvent;
@@ -43,6 +44,9 @@ pub struct FpDelta {
     pub errors: ErrorCounts,
     /// (hash of the split, the split, its moments): usually one or two entries.
     pub splits: Vec<(u64, SplitKey, Moments)>,
+    /// One execution with its real values (literal text or bound parameters), taken at most
+    /// once per merge interval: what the index advisor plans with, slow or not.
+    pub sample: Option<RawSample>,
 }
 
 /// Repetitions of one fingerprint by one client since the last merge (N+1 detection).
@@ -109,8 +113,12 @@ impl Shard {
                     hist: new_histogram(),
                     errors: ErrorCounts::default(),
                     splits: Vec::new(),
+                    sample: None,
                 }),
         };
+        if delta.sample.is_none() {
+            delta.sample = value_sample(ev);
+        }
         delta.moments.add(ns, wait_ns, ev.rows, error.is_some());
         record_us(&mut delta.hist, ns / 1000);
         if let Some(code) = error {
@@ -173,6 +181,27 @@ impl Shard {
             r.max_transaction = r.transaction;
         }
     }
+}
+
+/// Longest statement text kept as an advisor sample (a bulk INSERT is not worth keeping).
+pub const MAX_SAMPLE_TEXT: usize = 16 << 10;
+
+/// The execution as an advisor sample, when it carries values: a simple Query's literal text,
+/// or bound parameters. An Execute the proxy knows only by its fingerprint carries none.
+fn value_sample(ev: &QueryEvent<'_>) -> Option<RawSample> {
+    // the proxy passes the fingerprint's own text for an Execute: same pointer, no compare
+    let shape_only =
+        std::ptr::eq(ev.text, &*ev.fingerprint.text) || ev.text == &*ev.fingerprint.text;
+    let has_values = !ev.params.is_empty() || !shape_only;
+    if !has_values || ev.text.len() > MAX_SAMPLE_TEXT || ev.error.is_some() {
+        return None;
+    }
+    Some(RawSample {
+        database: ev.database.to_string(),
+        text: ev.text.to_string(),
+        params: ev.owned_params(),
+        writes: ev.writes,
+    })
 }
 
 fn split_hash(ev: &QueryEvent<'_>) -> u64 {

@@ -9,7 +9,7 @@
 //! | `GET /api/slow?limit=N` | recent slow samples |
 //! | `GET /api/advice` | last advisor run + N+1 findings; `POST` runs the advisor now |
 //! | `GET /api/traces/{trace_id}` | statements seen under one trace id |
-//! | `GET /api/report?limit=N` | everything `pake report` renders |
+//! | `GET /api/report?limit=N&advise=false` | everything `pake report` renders; the advisor runs first unless `advise=false` |
 
 use super::model::{
     AdviceReport, CapturedPlan, QueryStats, ReportData, SlowSample, SortBy, TraceStatement,
@@ -141,9 +141,19 @@ pub async fn trace(State(ins): State<Arc<Insight>>, Path(id): Path<String>) -> R
     }
 }
 
-/// Everything `pake report` renders.
-#[utoipa::path(get, path = "/api/report", tag = "insight", params(LimitParam),
+#[derive(Deserialize, utoipa::IntoParams)]
+pub struct ReportParams {
+    /// Top queries to include (1 to 1000, default 20).
+    limit: Option<usize>,
+    /// Run the index advisor on the current statistics first (default true); `false`
+    /// returns the last run's advice, with its age.
+    advise: Option<bool>,
+}
+
+/// Everything `pake report` renders, with fresh index advice unless `advise=false`.
+#[utoipa::path(get, path = "/api/report", tag = "insight", params(ReportParams),
     responses((status = 200, body = ReportData)))]
-pub async fn report(State(ins): State<Arc<Insight>>, Query(p): Query<LimitParam>) -> Response {
-    Json(ins.report(limit(p.limit, 20))).into_response()
+pub async fn report(State(ins): State<Arc<Insight>>, Query(p): Query<ReportParams>) -> Response {
+    let advise = p.advise.unwrap_or(true);
+    Json(ins.report_with_advice(limit(p.limit, 20), advise).await).into_response()
 }

@@ -89,6 +89,16 @@ pub struct QueryEvent<'a> {
     pub writes: bool,
 }
 
+impl QueryEvent<'_> {
+    /// The bound values as owned text (NULL as `None`), for samples kept past the call.
+    pub fn owned_params(&self) -> Vec<Option<String>> {
+        self.params
+            .iter()
+            .map(|p| p.map(|b| String::from_utf8_lossy(b).into_owned()))
+            .collect()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum InsightError {
     #[error("unknown fingerprint {0}")]
@@ -281,6 +291,32 @@ impl Insight {
         let report = advisor::advise(self).await?;
         *self.advice.lock() = report.clone();
         Ok(report)
+    }
+
+    /// Everything `pake report` renders, with advice run now on the current statistics
+    /// (`advise`), or the last run's advice, whose age and coverage the report states. A
+    /// failed run never fails the report: its error becomes a note.
+    pub async fn report_with_advice(&self, limit: usize, advise: bool) -> ReportData {
+        let fresh = if advise {
+            match self.advise().await {
+                Ok(mut a) => {
+                    a.fresh = true;
+                    Some(a)
+                }
+                Err(e) => {
+                    let mut a = self.last_advice();
+                    a.notes.push(format!("the advisor could not run now: {e}"));
+                    Some(a)
+                }
+            }
+        } else {
+            None
+        };
+        let mut data = self.report(limit);
+        if let Some(a) = fresh {
+            data.advice = a;
+        }
+        data
     }
 
     /// The last advisor report, with current N+1 findings.

@@ -160,12 +160,16 @@ pub struct TraceStatement {
 pub struct IndexAdvice {
     pub database: String,
     pub table: String,
+    /// Key columns, in order (`col DESC` where the order is descending).
     pub columns: Vec<String>,
+    /// Columns carried in `INCLUDE` for an index-only scan.
+    #[serde(default)]
+    pub include: Vec<String>,
     /// `CREATE INDEX CONCURRENTLY …`, ready to run.
     pub sql: String,
     /// Confirmed with a hypothetical index (hypopg), or only inferred from the plan.
     pub validated: bool,
-    /// Summed plan cost of the samples, without and with the index.
+    /// Summed plan cost of the fingerprints it helps, today and with the proposed set.
     pub cost_before: f64,
     pub cost_after: f64,
     /// Estimated share of execution time saved for the fingerprints it helps (0..1).
@@ -173,6 +177,58 @@ pub struct IndexAdvice {
     /// Estimated execution time saved so far, had the index existed (ms): the ranking key.
     pub est_time_saved_ms: f64,
     pub fingerprints: Vec<String>,
+    /// Per fingerprint: what it costs today and with the proposed indexes.
+    #[serde(default)]
+    pub helps: Vec<Helped>,
+    /// Estimated size (`hypopg_relation_size`), bytes.
+    #[serde(default)]
+    pub size_bytes: Option<i64>,
+    /// Writes to the table seen in the workload (INSERT/UPDATE/DELETE calls), each of which
+    /// would also maintain this index.
+    #[serde(default)]
+    pub write_calls: u64,
+    /// Estimated execution time the extra index maintenance would have cost those writes (ms).
+    #[serde(default)]
+    pub write_cost_ms: f64,
+    pub reason: String,
+}
+
+/// One fingerprint an index helps.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Helped {
+    pub fingerprint: String,
+    pub query: String,
+    pub calls: u64,
+    /// Share of the total execution time of all fingerprints (0..=1).
+    pub time_share: f64,
+    /// Mean plan cost over its real-valued samples, today and with the proposed indexes.
+    pub cost_before: f64,
+    pub cost_after: f64,
+    /// The plan node the index replaces, and what replaces it.
+    pub replaces: String,
+}
+
+/// An existing index that is unused or duplicated.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct ExistingIndex {
+    pub database: String,
+    pub table: String,
+    pub index: String,
+    /// `unused` or `duplicate`.
+    pub kind: String,
+    pub detail: String,
+    pub size_bytes: i64,
+    /// `DROP INDEX CONCURRENTLY …`.
+    pub sql: String,
+}
+
+/// A costly fingerprint no index can help, and why.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct NoIndexHelps {
+    pub database: String,
+    pub fingerprint: String,
+    pub query: String,
+    pub time_share: f64,
     pub reason: String,
 }
 
@@ -181,9 +237,27 @@ pub struct IndexAdvice {
 pub struct AdviceReport {
     pub indexes: Vec<IndexAdvice>,
     pub n_plus_one: Vec<NPlusOne>,
-    /// Per database: whether hypopg was used, or why not.
+    /// Per database: whether hypopg was used, or why not (said once, with the fix).
     pub notes: Vec<String>,
+    /// When the advisor ran (ms since the Unix epoch); 0 when it never ran.
     pub at_ms: u64,
+    /// Existing indexes that are unused or duplicated (pg_stat_user_indexes).
+    #[serde(default)]
+    pub existing: Vec<ExistingIndex>,
+    /// Costly fingerprints that no index can help.
+    #[serde(default)]
+    pub no_index_helps: Vec<NoIndexHelps>,
+    /// Fingerprints examined, and their share of the total execution time then.
+    #[serde(default)]
+    pub examined: usize,
+    #[serde(default)]
+    pub examined_time_share: f64,
+    /// How long the run took (ms).
+    #[serde(default)]
+    pub run_ms: f64,
+    /// Run for this report (true) or the last background/on-demand run (false).
+    #[serde(default)]
+    pub fresh: bool,
 }
 
 /// Everything `pake report` renders.

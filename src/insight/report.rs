@@ -102,24 +102,76 @@ pub fn markdown(d: &ReportData) -> String {
     m
 }
 
+/// When the advice was computed and what it covered, in one sentence.
+pub fn advice_age(d: &ReportData) -> String {
+    let a = &d.advice;
+    if a.at_ms == 0 {
+        return "The index advisor has not run yet (run `pake report` without --no-advise).".into();
+    }
+    let age_s = d.summary.at_ms.saturating_sub(a.at_ms) as f64 / 1000.0;
+    format!(
+        "Advice {} {:.0} s before this report, in {:.0} ms, on {} fingerprint(s) covering {:.0}% of execution time.",
+        if a.fresh { "computed for this report," } else { "from the last advisor run," },
+        age_s,
+        a.run_ms,
+        a.examined,
+        a.examined_time_share * 100.0
+    )
+}
+
 fn markdown_advice(d: &ReportData, m: &mut String) {
     let _ = writeln!(m, "\n## Index advice\n");
+    let _ = writeln!(m, "{}\n", advice_age(d));
     if d.advice.indexes.is_empty() {
         let _ = writeln!(m, "No index would clearly help.");
     }
     for a in &d.advice.indexes {
+        let size = a
+            .size_bytes
+            .map(|b| format!(", est. size {}", super::advisor::advice::human_bytes(b)))
+            .unwrap_or_default();
         let _ = writeln!(
             m,
-            "- `{}` — saves ~{:.0}% plan cost ({:.0} → {:.0}), ~{:.1} ms of execution so far{}; fingerprints {}. {}",
+            "- `{}` — ~{:.1} ms of execution saved so far ({:.0}% of the time of what it helps){size}{}. {}",
             a.sql,
-            a.saving * 100.0,
-            a.cost_before,
-            a.cost_after,
             a.est_time_saved_ms,
+            a.saving * 100.0,
             if a.validated { ", validated with hypopg" } else { ", NOT validated" },
-            a.fingerprints.join(", "),
             a.reason
         );
+        for h in &a.helps {
+            let _ = writeln!(
+                m,
+                "  - `{}` ({}): {}",
+                md_cell(&short(&h.query, 90)),
+                h.fingerprint,
+                helped(h)
+            );
+        }
+    }
+    for n in &d.advice.no_index_helps {
+        let _ = writeln!(
+            m,
+            "- no index can help `{}` ({:.1}% of total time): {}",
+            md_cell(&short(&n.query, 90)),
+            n.time_share * 100.0,
+            n.reason
+        );
+    }
+    if !d.advice.existing.is_empty() {
+        let _ = writeln!(m, "\n### Existing indexes to review\n");
+        for e in &d.advice.existing {
+            let _ = writeln!(
+                m,
+                "- {} `{}` on {} ({}): {} — `{}`",
+                e.kind,
+                e.index,
+                e.table,
+                super::advisor::advice::human_bytes(e.size_bytes),
+                e.detail,
+                e.sql
+            );
+        }
     }
     for n in &d.advice.notes {
         let _ = writeln!(m, "- note: {n}");
@@ -137,6 +189,18 @@ fn markdown_advice(d: &ReportData, m: &mut String) {
             );
         }
     }
+}
+
+/// What an index does for one fingerprint, in one line (Markdown and HTML say the same).
+pub fn helped(h: &super::model::Helped) -> String {
+    format!(
+        "plan cost {:.0} → {:.0}, {} call(s), {:.1}% of total time; {}",
+        h.cost_before,
+        h.cost_after,
+        h.calls,
+        h.time_share * 100.0,
+        h.replaces
+    )
 }
 
 /// The numbers of a top-queries row, formatted: calls, total ms, share, mean, p50, p95,

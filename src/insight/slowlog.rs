@@ -5,7 +5,8 @@
 //! default), logs it with its trace id, and — rate-limited globally (`explain_per_minute`) and
 //! per fingerprint (`explain_cooldown`) — captures its plan on a side connection.
 
-use super::aggregate::RawSample;
+use super::aggregate::{keep_raw, RawSample};
+use super::collector::MAX_SAMPLE_TEXT;
 use super::explain::{self, ExplainError};
 use super::fingerprint::Fingerprint;
 use super::model::{hex_id, SlowSample};
@@ -42,11 +43,7 @@ impl SlowEvent {
         SlowEvent {
             fingerprint: ev.fingerprint.clone(),
             text: ev.text.to_string(),
-            params: ev
-                .params
-                .iter()
-                .map(|p| p.map(|b| String::from_utf8_lossy(b).into_owned()))
-                .collect(),
+            params: ev.owned_params(),
             duration: ev.duration,
             database: ev.database.to_string(),
             user: ev.user.to_string(),
@@ -120,9 +117,6 @@ impl Bucket {
     }
 }
 
-/// Samples kept per fingerprint for the advisor (real values, never shown).
-const RAW_SAMPLES: usize = 3;
-
 /// The background task: runs until the engine is dropped.
 pub async fn run(insight: Weak<Insight>, mut rx: mpsc::Receiver<SlowEvent>) {
     let mut conns: HashMap<String, Client> = HashMap::new();
@@ -163,15 +157,17 @@ fn store(ins: &Insight, ev: &SlowEvent) -> bool {
         entry.samples.pop_front();
     }
     entry.samples.push_back(ev.sample(cfg.redact_parameters));
-    if entry.raw.len() >= RAW_SAMPLES {
-        entry.raw.pop_front();
+    if ev.text.len() <= MAX_SAMPLE_TEXT {
+        keep_raw(
+            &mut entry.raw,
+            RawSample {
+                database: ev.database.clone(),
+                text: ev.text.clone(),
+                params: ev.params.clone(),
+                writes: ev.writes,
+            },
+        );
     }
-    entry.raw.push_back(RawSample {
-        database: ev.database.clone(),
-        text: ev.text.clone(),
-        params: ev.params.clone(),
-        writes: ev.writes,
-    });
     let cooled = entry
         .last_explain
         .is_none_or(|t| t.elapsed() >= cfg.explain_cooldown.0);

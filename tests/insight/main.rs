@@ -6,7 +6,9 @@ mod harness;
 
 mod advisor;
 mod api;
+mod dexter;
 mod explain_safety;
 mod latency;
 mod load;
+mod recover;
 mod statements;

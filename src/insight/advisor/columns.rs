@@ -4,8 +4,8 @@
 
 use sqlparser::ast::{
     BinaryOperator, Expr, FromTable, Ident, InTarget, JoinConstraint, JoinOperator, ObjectName,
-    ObjectNamePart, OrderByExpr, OrderByKind, Query, SetExpr, Statement, TableFactor,
-    TableWithJoins, UpdateTableFromKind, Visit, Visitor,
+    ObjectNamePart, OrderByExpr, OrderByKind, OrderBySort, Query, SelectItem, SetExpr, Statement,
+    TableFactor, TableObject, TableWithJoins, UpdateTableFromKind, Visit, Visitor,
 };
 use std::ops::ControlFlow;
 
@@ -20,6 +20,8 @@ pub enum How {
     Range,
     /// `ORDER BY`: last, to skip a sort.
     Order,
+    /// In the select list: may be carried in `INCLUDE` for an index-only scan.
+    Output,
 }
 
 /// A column used by the statement. `tables` are the tables it may belong to: one when it is
@@ -29,6 +31,8 @@ pub struct ColumnUse {
     pub column: String,
     pub tables: Vec<String>,
     pub how: How,
+    /// `ORDER BY … DESC` (only for [`How::Order`]).
+    pub desc: bool,
 }
 
 /// A table of a FROM clause: its (lower-cased unless quoted) name and alias.
@@ -50,6 +54,37 @@ pub fn column_uses(statements: &[Statement]) -> Vec<ColumnUse> {
     v.0
 }
 
+/// The tables an INSERT, UPDATE or DELETE writes, as written (`schema.table` when qualified).
+pub fn written_tables(statements: &[Statement]) -> Vec<String> {
+    let mut out = Vec::new();
+    for st in statements {
+        let from: Vec<TableWithJoins> = match st {
+            Statement::Insert(i) => {
+                if let TableObject::TableName(n) = &i.table {
+                    if let (schema, Some(name)) = object_name(n) {
+                        out.push(full_name(&Scoped {
+                            name,
+                            schema,
+                            alias: None,
+                        }));
+                    }
+                }
+                continue;
+            }
+            Statement::Update(u) => vec![u.table.clone()],
+            Statement::Delete(d) => {
+                let (FromTable::WithFromKeyword(f) | FromTable::WithoutKeyword(f)) = &d.from;
+                f.clone()
+            }
+            _ => continue,
+        };
+        if let Some(first) = scope_of(&from).first() {
+            out.push(full_name(first));
+        }
+    }
+    out
+}
+
 struct Collect(Vec<ColumnUse>);
 
 impl Visitor for Collect {
@@ -67,6 +102,12 @@ impl Visitor for Collect {
             if let Some(ob) = &q.order_by {
                 if let OrderByKind::Expressions(exprs) = &ob.kind {
                     self.order(exprs, &scope);
+                }
+            }
+            for item in &s.projection {
+                if let SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } = item
+                {
+                    self.one(e, How::Output, &scope);
                 }
             }
         }
@@ -124,12 +165,24 @@ impl Collect {
     fn order(&mut self, exprs: &[OrderByExpr], scope: &[Scoped]) {
         for o in exprs {
             if let Some((q, c)) = column(&o.expr) {
-                self.push(q, c, How::Order, scope);
+                let desc = matches!(o.options.sort, Some(OrderBySort::Desc));
+                self.push_use(q, c, How::Order, desc, scope);
             }
         }
     }
 
     fn push(&mut self, qualifier: Option<String>, column: String, how: How, scope: &[Scoped]) {
+        self.push_use(qualifier, column, how, false, scope);
+    }
+
+    fn push_use(
+        &mut self,
+        qualifier: Option<String>,
+        column: String,
+        how: How,
+        desc: bool,
+        scope: &[Scoped],
+    ) {
         let tables: Vec<String> = match &qualifier {
             Some(q) => scope
                 .iter()
@@ -143,6 +196,7 @@ impl Collect {
                 column,
                 tables,
                 how,
+                desc,
             });
         }
     }
@@ -321,6 +375,11 @@ mod tests {
             uses("delete from t where k is null"),
             vec![("k".into(), t("t"), How::Eq)]
         );
+        let w = |sql: &str| written_tables(&parse(sql).unwrap_or_default());
+        assert_eq!(w("insert into s.t (a) values (1)"), vec!["s.t".to_string()]);
+        assert_eq!(w("update t set a = 1 where k = 2"), vec!["t".to_string()]);
+        assert_eq!(w("delete from t where k = 2"), vec!["t".to_string()]);
+        assert!(w("select 1").is_empty());
         let u = uses("select * from t where id in (select tid from u where u.flag = true)");
         assert!(u.contains(&("flag".into(), t("u"), How::Eq)), "{u:?}");
         assert!(u.contains(&("id".into(), t("t"), How::Eq)));

@@ -222,6 +222,7 @@ fn query_section(n: usize, q: &QueryStats, h: &mut String) {
 
 fn advice(d: &ReportData, h: &mut String) {
     h.push_str("<h2>Index advice</h2>");
+    let _ = write!(h, "<p class=\"muted\">{}</p>", esc(&super::advice_age(d)));
     if d.advice.indexes.is_empty() {
         h.push_str("<p class=\"muted\">No index would clearly help.</p>");
     }
@@ -242,6 +243,37 @@ fn advice(d: &ReportData, h: &mut String) {
             saved = a.est_time_saved_ms,
             fps = esc(&a.fingerprints.join(", ")),
             reason = esc(&a.reason),
+        );
+        if !a.helps.is_empty() {
+            h.push_str("<ul>");
+            for x in &a.helps {
+                let _ = write!(
+                    h,
+                    "<li><code>{}</code>: {}</li>",
+                    esc(&short(&x.query, 140)),
+                    esc(&super::helped(x))
+                );
+            }
+            h.push_str("</ul>");
+        }
+    }
+    for n in &d.advice.no_index_helps {
+        let _ = write!(
+            h,
+            "<p>No index can help <code>{}</code>: {}</p>",
+            esc(&short(&n.query, 140)),
+            esc(&n.reason)
+        );
+    }
+    for e in &d.advice.existing {
+        let _ = write!(
+            h,
+            "<p>{} index <code>{}</code> on {}: {} <code>{}</code></p>",
+            esc(&e.kind),
+            esc(&e.index),
+            esc(&e.table),
+            esc(&e.detail),
+            esc(&e.sql)
         );
     }
     for n in &d.advice.notes {

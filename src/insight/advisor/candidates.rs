@@ -1,0 +1,254 @@
+//! Candidate indexes for one statement on one table, from how the statement uses the
+//! table's columns: equality (and join-key, `IN`) columns lead, then one range column or the
+//! `ORDER BY` columns (with their direction, so `WHERE a = ? ORDER BY c DESC LIMIT ?` gets
+//! `(a, c DESC)`), single and multi-column; and a covering variant (`INCLUDE` the other
+//! columns the statement reads from the table) where an index-only scan could follow.
+//! Candidates an existing btree index already serves (its leading columns) are left out.
+
+use super::catalog::Table;
+use super::columns::{ColumnUse, How};
+use super::quote_ident;
+
+/// Most key columns in a candidate.
+const MAX_KEYS: usize = 3;
+/// Most columns a covering candidate carries in `INCLUDE`.
+const MAX_INCLUDE: usize = 3;
+
+/// A hypothetical index.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Candidate {
+    /// Index into the run's table list.
+    pub table: usize,
+    /// Key columns and whether each is descending.
+    pub keys: Vec<(String, bool)>,
+    pub include: Vec<String>,
+}
+
+impl Candidate {
+    pub fn key_names(&self) -> Vec<String> {
+        self.keys.iter().map(|(c, _)| c.clone()).collect()
+    }
+
+    /// Key columns as written in the index definition (`col DESC` where descending).
+    pub fn key_labels(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|(c, d)| {
+                if *d {
+                    format!("{} DESC", quote_ident(c))
+                } else {
+                    quote_ident(c)
+                }
+            })
+            .collect()
+    }
+
+    /// `ON table (keys) [INCLUDE (…)]`.
+    pub fn definition(&self, table: &Table) -> String {
+        let mut s = format!("ON {} ({})", table.qualified, self.key_labels().join(", "));
+        if !self.include.is_empty() {
+            let inc: Vec<String> = self.include.iter().map(|c| quote_ident(c)).collect();
+            s.push_str(&format!(" INCLUDE ({})", inc.join(", ")));
+        }
+        s
+    }
+
+    /// Is this candidate's key a leading part of `other`'s (same table)?
+    pub fn is_prefix_of(&self, other: &Candidate) -> bool {
+        self.table == other.table
+            && self.keys.len() <= other.keys.len()
+            && self
+                .keys
+                .iter()
+                .zip(&other.keys)
+                .all(|((a, _), (b, _))| a == b)
+            && self
+                .include
+                .iter()
+                .all(|c| other.include.contains(c) || other.keys.iter().any(|(k, _)| k == c))
+    }
+}
+
+/// Candidates for the statement whose column uses are `uses`, on table number `t` (written
+/// `written` in the statement).
+pub fn for_table(uses: &[ColumnUse], written: &str, t: usize, table: &Table) -> Vec<Candidate> {
+    let mine = |how: &[How]| -> Vec<(String, bool)> {
+        let mut v: Vec<(String, bool)> = Vec::new();
+        for u in uses {
+            if how.contains(&u.how)
+                && u.tables.iter().any(|x| x == written)
+                && table.columns.contains(&u.column)
+                && !v.iter().any(|(c, _)| c == &u.column)
+            {
+                v.push((u.column.clone(), u.desc));
+            }
+        }
+        v
+    };
+    let eq = mine(&[How::Eq, How::Join]);
+    let range = mine(&[How::Range]);
+    let order = mine(&[How::Order]);
+    let read = mine(&[How::Eq, How::Join, How::Range, How::Order, How::Output]);
+    let keys = key_lists(&eq, &range, &order);
+    let mut out: Vec<Candidate> = Vec::new();
+    for k in keys {
+        if k.is_empty() || k.len() > MAX_KEYS {
+            continue;
+        }
+        let plain = Candidate {
+            table: t,
+            keys: k,
+            include: Vec::new(),
+        };
+        let include: Vec<String> = read
+            .iter()
+            .map(|(c, _)| c.clone())
+            .filter(|c| !plain.keys.iter().any(|(k, _)| k == c))
+            .collect();
+        if !include.is_empty() && include.len() <= MAX_INCLUDE {
+            out.push(Candidate {
+                include,
+                ..plain.clone()
+            });
+        }
+        out.push(plain);
+    }
+    let mut seen = Vec::new();
+    out.retain(|c| {
+        let fresh = !seen.contains(c);
+        seen.push(c.clone());
+        fresh && !table.serves(&c.key_names())
+    });
+    out
+}
+
+/// Key column lists: each equality or range column alone, equality pairs (both orders) and
+/// the first three, equality columns followed by a range column or by the ORDER BY columns,
+/// and the ORDER BY columns alone.
+type Col = (String, bool);
+
+fn key_lists(eq: &[Col], range: &[Col], order: &[Col]) -> Vec<Vec<Col>> {
+    let mut keys: Vec<Vec<(String, bool)>> = Vec::new();
+    for c in eq.iter().chain(range) {
+        keys.push(vec![c.clone()]);
+    }
+    let lead: Vec<(String, bool)> = eq.iter().take(MAX_KEYS - 1).cloned().collect();
+    for i in 0..eq.len() {
+        for j in 0..eq.len() {
+            if i != j {
+                keys.push(vec![eq[i].clone(), eq[j].clone()]);
+            }
+        }
+    }
+    if eq.len() >= 3 {
+        keys.push(eq.iter().take(MAX_KEYS).cloned().collect());
+    }
+    if !lead.is_empty() {
+        for r in range {
+            keys.push(lead.iter().chain(std::iter::once(r)).cloned().collect());
+        }
+        for one in eq {
+            for r in range {
+                keys.push(vec![one.clone(), r.clone()]);
+            }
+            if !order.is_empty() {
+                keys.push(
+                    std::iter::once(one.clone())
+                        .chain(order.iter().cloned())
+                        .take(MAX_KEYS)
+                        .collect(),
+                );
+            }
+        }
+        if !order.is_empty() {
+            keys.push(
+                lead.iter()
+                    .chain(order.iter())
+                    .take(MAX_KEYS)
+                    .cloned()
+                    .collect(),
+            );
+        }
+    }
+    if !order.is_empty() {
+        keys.push(order.iter().take(MAX_KEYS).cloned().collect());
+    }
+    keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::catalog::Existing;
+    use super::super::columns::column_uses;
+    use super::*;
+    use crate::insight::fingerprint::parse;
+
+    fn table(indexes: Vec<Existing>) -> Table {
+        Table {
+            qualified: "public.orders".into(),
+            name: "orders".into(),
+            rows: 1e6,
+            columns: ["id", "customer_id", "status", "created"]
+                .map(String::from)
+                .to_vec(),
+            indexes,
+        }
+    }
+
+    fn keys(c: &[Candidate]) -> Vec<String> {
+        c.iter()
+            .map(|c| {
+                let mut s = c.key_labels().join(",");
+                if !c.include.is_empty() {
+                    s.push_str(&format!("+{}", c.include.join(",")));
+                }
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn equality_leads_then_range_or_order_with_direction() {
+        let st = parse(
+            "select id from orders where customer_id = $1 and status = $2 order by created desc limit 10",
+        )
+        .unwrap_or_default();
+        let c = keys(&for_table(&column_uses(&st), "orders", 0, &table(vec![])));
+        for want in [
+            "customer_id",
+            "customer_id,status",
+            "customer_id,created DESC",
+            "customer_id,status,created DESC",
+            "created DESC",
+            "customer_id+status,created,id",
+        ] {
+            assert!(c.contains(&want.to_string()), "{want} not in {c:?}");
+        }
+        let st = parse("select * from orders where customer_id = $1 and created > $2")
+            .unwrap_or_default();
+        let c = keys(&for_table(&column_uses(&st), "orders", 0, &table(vec![])));
+        assert!(c.contains(&"customer_id,created".to_string()), "{c:?}");
+    }
+
+    #[test]
+    fn leading_columns_of_an_existing_index_are_not_candidates() {
+        let st = parse("select * from orders where customer_id = $1 and status = $2")
+            .unwrap_or_default();
+        let idx = Existing {
+            name: "o_c_s".into(),
+            keys: vec![Some("customer_id".into()), Some("status".into())],
+            include: vec![],
+            btree: true,
+            partial: false,
+        };
+        let c = keys(&for_table(
+            &column_uses(&st),
+            "orders",
+            0,
+            &table(vec![idx]),
+        ));
+        assert!(!c.contains(&"customer_id".to_string()), "{c:?}");
+        assert!(!c.contains(&"customer_id,status".to_string()), "{c:?}");
+        assert!(c.contains(&"status".to_string()), "{c:?}");
+    }
+}

@@ -1,0 +1,198 @@
+//! The workload the advisor works on: the fingerprints that dominate execution time (and any
+//! with slow samples), each with up to [`SAMPLES`] real-valued executions to plan. A
+//! fingerprint the proxy saw only as an Execute (no values) is planned generically instead:
+//! its `?` become `$n` and the statement is prepared with `plan_cache_mode =
+//! force_generic_plan`, as PostgreSQL would plan it after five executions.
+
+use super::columns::{column_uses, written_tables, ColumnUse};
+use super::AdvisorError;
+use crate::insight::aggregate::Aggregate;
+use crate::insight::explain::{self, ExplainError};
+use crate::insight::fingerprint::{parse, Kind};
+use crate::lab::postgres::describe;
+use crate::pg::sql::lexer::{Kind as Tok, Lexer};
+use serde_json::Value;
+use std::collections::HashMap;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+/// Fingerprints examined per run, most total time first.
+pub const MAX_EXAMINED: usize = 40;
+/// Real-valued samples planned per fingerprint.
+pub const SAMPLES: usize = 2;
+
+/// How one execution is planned.
+#[derive(Debug, Clone)]
+pub enum Sample {
+    /// The text as sent (literals) and its bound values, if any.
+    Values {
+        text: String,
+        params: Vec<Option<String>>,
+    },
+    /// The fingerprint with `$n` for its `n` constants, planned generically.
+    Generic { text: String, n: usize },
+}
+
+/// One fingerprint to advise on.
+#[derive(Debug, Clone)]
+pub struct Fp {
+    pub id: u64,
+    pub query: String,
+    pub kind: Kind,
+    pub calls: u64,
+    pub total_ms: f64,
+    pub share: f64,
+    pub samples: Vec<Sample>,
+    pub uses: Vec<ColumnUse>,
+    /// Tables an INSERT/UPDATE/DELETE writes (as written in the statement).
+    pub writes: Vec<String>,
+}
+
+/// Per database: the fingerprints to plan (explainable, by total time) and the writes.
+pub fn pick(agg: &Aggregate) -> HashMap<String, Vec<Fp>> {
+    let all = agg.total_ns().max(1) as f64;
+    let mut entries: Vec<_> = agg
+        .fps
+        .iter()
+        .filter(|(_, e)| e.stats.moments.calls > 0)
+        .collect();
+    entries.sort_by_key(|(_, e)| std::cmp::Reverse(e.stats.moments.total_ns));
+    let mut out: HashMap<String, Vec<Fp>> = HashMap::new();
+    let mut planned = 0;
+    for (id, e) in entries {
+        let fp = &e.stats.fingerprint;
+        let slow = !e.samples.is_empty();
+        let Some(db) = e
+            .stats
+            .splits
+            .iter()
+            .max_by_key(|(_, m)| m.calls)
+            .map(|(k, _)| k.database.to_string())
+        else {
+            continue;
+        };
+        let explainable = fp.kind.explainable() && fp.kind != Kind::Insert;
+        let writing = matches!(fp.kind, Kind::Insert | Kind::Update | Kind::Delete);
+        if explainable && planned >= MAX_EXAMINED && !slow && !writing {
+            continue;
+        }
+        let mut samples: Vec<Sample> = e
+            .raw
+            .iter()
+            .rev()
+            .filter(|r| r.database == db && (!r.params.is_empty() || r.text != *fp.text))
+            .take(SAMPLES)
+            .map(|r| Sample::Values {
+                text: r.text.clone(),
+                params: r.params.clone(),
+            })
+            .collect();
+        if samples.is_empty() {
+            samples.extend(generic(&fp.text));
+        }
+        // the fingerprint's `?` do not parse everywhere; a sample's text does
+        let statements = samples
+            .first()
+            .and_then(|s| match s {
+                Sample::Values { text, .. } | Sample::Generic { text, .. } => parse(text),
+            })
+            .unwrap_or_default();
+        let writes = written_tables(&statements);
+        if explainable {
+            planned += 1;
+        }
+        out.entry(db).or_default().push(Fp {
+            id: *id,
+            query: fp.text.to_string(),
+            kind: fp.kind,
+            calls: e.stats.moments.calls,
+            total_ms: e.stats.moments.total_ns as f64 / 1e6,
+            share: e.stats.moments.total_ns as f64 / all,
+            samples: if explainable { samples } else { Vec::new() },
+            uses: column_uses(&statements),
+            writes,
+        });
+    }
+    out
+}
+
+/// The fingerprint text with each `?` constant numbered `$1`, `$2`…
+pub fn generic(text: &str) -> Option<Sample> {
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut last = 0;
+    let mut n = 0;
+    for t in Lexer::new(text) {
+        if t.kind == Tok::Op && t.text(text) == "?" {
+            n += 1;
+            out.push_str(text.get(last..t.start)?);
+            out.push_str(&format!("${n}"));
+            last = t.end;
+        }
+    }
+    out.push_str(text.get(last..)?);
+    Some(Sample::Generic { text: out, n })
+}
+
+/// The plan of one sample.
+pub async fn plan(client: &Client, s: &Sample) -> Result<Value, AdvisorError> {
+    match s {
+        Sample::Values { text, params } => Ok(explain::explain(client, text, params, false).await?),
+        Sample::Generic { text, n } => {
+            let nulls = vec!["NULL"; *n].join(", ");
+            let args = if *n == 0 {
+                String::new()
+            } else {
+                format!("({nulls})")
+            };
+            // PREPARE outlives a failed batch: start from none
+            let batch = format!(
+                "SET plan_cache_mode = force_generic_plan; DEALLOCATE ALL; \
+                 PREPARE pake_advisor AS {text}; \
+                 EXPLAIN (FORMAT JSON) EXECUTE pake_advisor{args}; \
+                 DEALLOCATE pake_advisor; RESET plan_cache_mode"
+            );
+            let msgs = client
+                .simple_query(&batch)
+                .await
+                .map_err(|e| ExplainError::Explain(describe(&e)))?;
+            let json = msgs
+                .iter()
+                .find_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                    _ => None,
+                })
+                .ok_or_else(|| ExplainError::BadPlan("no row".into()))?;
+            Ok(serde_json::from_str(&json).map_err(|e| ExplainError::BadPlan(e.to_string()))?)
+        }
+    }
+}
+
+/// Mean plan cost over `fp`'s samples, and their plans.
+pub async fn cost(client: &Client, fp: &Fp) -> Result<(f64, Vec<Value>), AdvisorError> {
+    let mut sum = 0.0;
+    let mut plans = Vec::with_capacity(fp.samples.len());
+    for s in &fp.samples {
+        let p = plan(client, s).await?;
+        sum += explain::total_cost(&p).unwrap_or(0.0);
+        plans.push(p);
+    }
+    Ok((sum / fp.samples.len().max(1) as f64, plans))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generic_numbers_constants_but_not_strings() {
+        let Some(Sample::Generic { text, n }) =
+            generic("select a from t where b = ? and c in (?) and d = '?' limit ?")
+        else {
+            panic!("a generic sample");
+        };
+        assert_eq!(
+            text,
+            "select a from t where b = $1 and c in ($2) and d = '?' limit $3"
+        );
+        assert_eq!(n, 3);
+    }
+}
