@@ -71,6 +71,8 @@ pub enum Kind {
     Auth,
     Client,
     Reset,
+    /// Streams the commands passing through Pake (Pake-level MONITOR).
+    Monitor,
     /// Answered `+OK` locally (READONLY, READWRITE).
     Ok,
     /// Refused: cannot work through a multiplexing proxy.
@@ -313,7 +315,7 @@ const TABLE: &[Spec] = &[
     c("ROLE", 1, 0, Keys::None, P), c("LOLWUT", -1, 0, Keys::None, P),
     c("CLUSTER", -2, 0, Keys::None, P), c("ACL", -2, 0, Keys::None, P), c("SAVE", 1, 0, Keys::None, P),
     c("BGSAVE", -1, 0, Keys::None, P), c("BGREWRITEAOF", 1, 0, Keys::None, P),
-    c("MONITOR", 1, 0, Keys::None, Kind::Unsupported("MONITOR would see only Pake's shared connections; run it on Redis")),
+    c("MONITOR", 1, 0, Keys::None, Kind::Monitor), c("MODULE", -2, 0, Keys::None, P),
     c("SYNC", 1, 0, Keys::None, Kind::Unsupported("replication goes to Redis directly, not through Pake")),
     c("PSYNC", -3, 0, Keys::None, Kind::Unsupported("replication goes to Redis directly, not through Pake")),
     c("REPLICAOF", 3, 0, Keys::None, Kind::Unsupported("change replication on Redis directly")),

@@ -8,6 +8,7 @@ mod bad_input;
 mod clients;
 mod coherence;
 mod commands;
+mod compat;
 mod faults;
 mod sentinel;
 mod tls;

@@ -100,6 +100,11 @@ impl Session {
             self.push_error(&Error::Arity(String::from_utf8_lossy(name).to_lowercase()));
             return;
         }
+        if self.svc.registry.monitoring() {
+            self.svc
+                .registry
+                .feed(&self.reg.entry, self.state.db, &req.args);
+        }
         if self.inject_fault(spec.name) {
             return;
         }
@@ -140,7 +145,7 @@ impl Session {
             }
             Kind::Plain | Kind::Split(_) | Kind::Broadcast(_) => self.shared(spec, req),
             Kind::StreamRead if !is_blocking_read(&req.args) => self.shared(spec, req),
-            Kind::Client if is_local_client(&req.args) => self.client_local(&req.args),
+            Kind::Client if super::client::is_local(&req.args) => self.client_local(&req.args),
             Kind::StreamRead
             | Kind::Blocking
             | Kind::Subscribe
@@ -152,7 +157,8 @@ impl Session {
             | Kind::Hello
             | Kind::Auth
             | Kind::Client
-            | Kind::Reset => self.deferred = Some(req),
+            | Kind::Reset
+            | Kind::Monitor => self.deferred = Some(req),
         }
     }
 
@@ -172,7 +178,11 @@ impl Session {
             Kind::Unwatch => self.unwatch().await,
             Kind::Exec => self.exec().await,
             Kind::Discard => self.discard().await,
-            Kind::Subscribe => return self.subscribe(spec, &req).await,
+            Kind::Subscribe => {
+                self.reg.entry.update(|i| i.flag = 'P');
+                return self.subscribe(spec, &req).await;
+            }
+            Kind::Monitor => self.monitor().await,
             _ => Ok(Flow::Continue),
         };
         match result {
@@ -192,20 +202,4 @@ fn is_blocking_read(args: &[Bytes]) -> bool {
     args.iter()
         .take_while(|a| !a.eq_ignore_ascii_case(b"STREAMS"))
         .any(|a| a.eq_ignore_ascii_case(b"BLOCK"))
-}
-
-/// CLIENT subcommands about this client's own connection, answered from session state.
-fn is_local_client(args: &[Bytes]) -> bool {
-    args.get(1).is_some_and(|s| {
-        [
-            &b"SETNAME"[..],
-            b"GETNAME",
-            b"ID",
-            b"TRACKING",
-            b"REPLY",
-            b"SETINFO",
-        ]
-        .iter()
-        .any(|l| s.eq_ignore_ascii_case(l))
-    })
 }
