@@ -73,6 +73,8 @@ pub enum Kind {
     Reset,
     /// Streams the commands passing through Pake (Pake-level MONITOR).
     Monitor,
+    /// SCAN: forwarded to a single Redis; walks every primary of a cluster (merged cursor).
+    Scan,
     /// Answered `+OK` locally (READONLY, READWRITE).
     Ok,
     /// Refused: cannot work through a multiplexing proxy.
@@ -222,7 +224,7 @@ const TABLE: &[Spec] = &[
     c("OBJECT", -2, R, Keys::Sub2, P), c("PERSIST", 2, W, ONE, P), c("PEXPIRE", -3, W, ONE, P),
     c("PEXPIREAT", -3, W, ONE, P), c("PEXPIRETIME", 2, R, ONE, P), c("PTTL", 2, R, ONE, P),
     c("RANDOMKEY", 1, RR, Keys::None, P), c("RENAME", 3, W, TWO, P),
-    c("RENAMENX", 3, W, TWO, P), c("RESTORE", -4, W, ONE, P), c("SCAN", -2, RR, Keys::None, P),
+    c("RENAMENX", 3, W, TWO, P), c("RESTORE", -4, W, ONE, P), c("SCAN", -2, RR, Keys::None, Kind::Scan),
     c("SORT", -2, W, ONE, P), c("SORT_RO", -2, R, ONE, P),
     c("TOUCH", -2, R, ALL, Kind::Split(Merge::Sum)), c("TTL", 2, R, ONE, P),
     c("TYPE", 2, R, ONE, P), c("UNLINK", -2, W, ALL, Kind::Split(Merge::Sum)),

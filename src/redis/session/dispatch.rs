@@ -143,7 +143,10 @@ impl Session {
                     self.push_reply(Bytes::from_static(b"+OK\r\n"));
                 }
             }
-            Kind::Plain | Kind::Split(_) | Kind::Broadcast(_) => self.shared(spec, req),
+            Kind::Scan if self.svc.backend.cluster => self.scan_cluster(req),
+            Kind::Plain | Kind::Split(_) | Kind::Broadcast(_) | Kind::Scan => {
+                self.shared(spec, req)
+            }
             Kind::StreamRead if !is_blocking_read(&req.args) => self.shared(spec, req),
             Kind::Client if super::client::is_local(&req.args) => self.client_local(&req.args),
             Kind::StreamRead

@@ -25,6 +25,7 @@ pub mod client;
 pub mod dispatch;
 pub mod local;
 pub mod pinned;
+pub mod scan;
 pub mod shared;
 
 use super::backend::link::Link;
