@@ -10,5 +10,6 @@ mod coherence;
 mod commands;
 mod compat;
 mod faults;
+mod matrix;
 mod sentinel;
 mod tls;
