@@ -44,9 +44,24 @@ pub struct Entry {
     info: Mutex<Info>,
     killed: AtomicBool,
     kill: Notify,
+    /// The table id of the last command + 1 (0: none yet), for CLIENT LIST's `cmd=`.
+    last_cmd: AtomicUsize,
 }
 
 impl Entry {
+    /// Note the command this client sent last (one relaxed store per command).
+    pub fn set_command(&self, id: usize) {
+        self.last_cmd.store(id + 1, Ordering::Relaxed);
+    }
+
+    /// The last command's name as CLIENT LIST shows it (`NULL` before the first).
+    pub fn command(&self) -> String {
+        let id = self.last_cmd.load(Ordering::Relaxed);
+        id.checked_sub(1)
+            .and_then(|i| crate::redis::commands::Table::get().by_id(i))
+            .map_or_else(|| "NULL".into(), |s| s.name.to_ascii_lowercase())
+    }
+
     pub fn info(&self) -> Info {
         self.info.lock().clone()
     }
@@ -221,6 +236,7 @@ impl Registry {
             }),
             killed: AtomicBool::new(false),
             kill: Notify::new(),
+            last_cmd: AtomicUsize::new(0),
         });
         self.entries.lock().insert(id, entry.clone());
         Registration {

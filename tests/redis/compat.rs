@@ -196,3 +196,65 @@ async fn auth_verdicts_come_from_redis() {
     let r = c.cmd(&["HELLO", "3", "AUTH", "app", "nope"]).await;
     assert!(r.err_text().starts_with("WRONGPASS"), "{r:?}");
 }
+
+/// Send `args` and return the reply's bytes exactly as they came.
+async fn raw(c: &mut Conn, args: &[&str]) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    c.send(&crate::harness::encode(args)).await;
+    let mut buf = bytes::BytesMut::new();
+    let limits = pake::redis::resp::Limits::backend();
+    loop {
+        if let Ok(Some(n)) = pake::redis::resp::scan(&buf, 0, &limits) {
+            assert_eq!(n, buf.len(), "one reply");
+            return buf.to_vec();
+        }
+        let read = tokio::time::timeout(Duration::from_secs(10), c.stream.read_buf(&mut buf));
+        assert!(
+            read.await.expect("reply in time").expect("read") > 0,
+            "closed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp3_replies_pass_byte_exact_and_cluster_only_commands_are_refused() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut through = env.conn().await;
+    let mut direct = env.direct("k").await;
+    for c in [&mut through, &mut direct] {
+        assert!(matches!(c.cmd(&["HELLO", "3"]).await, Val::Map(_)));
+    }
+    // sets of maps (COMMAND INFO) and set order (GETKEYSANDFLAGS) as Redis wrote them
+    for args in [
+        &["COMMAND", "INFO", "GET", "LMOVE"][..],
+        &[
+            "COMMAND",
+            "GETKEYSANDFLAGS",
+            "LMOVE",
+            "a",
+            "b",
+            "LEFT",
+            "RIGHT",
+        ],
+    ] {
+        assert_eq!(
+            String::from_utf8_lossy(&raw(&mut through, args).await),
+            String::from_utf8_lossy(&raw(&mut direct, args).await),
+            "{args:?}"
+        );
+    }
+    let r = through.cmd(&["READONLY"]).await;
+    assert_eq!(
+        r.err_text(),
+        "ERR This instance has cluster support disabled"
+    );
+    // CLIENT LIST names each client's last command (a subscriber's is subscribe)
+    let mut sub = env.conn().await;
+    assert!(matches!(sub.cmd(&["SUBSCRIBE", "ch"]).await, Val::Arr(_)));
+    let list = text(&through.cmd(&["CLIENT", "LIST"]).await);
+    let line = list
+        .lines()
+        .find(|l| field(l, "flags") == "P")
+        .unwrap_or_else(|| panic!("the subscriber in {list}"));
+    assert_eq!(field(line, "cmd"), "subscribe");
+}

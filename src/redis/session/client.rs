@@ -157,11 +157,11 @@ impl Session {
             };
             if chosen {
                 let cmd = if e.id == self.id {
-                    "client|list"
+                    "client|list".into()
                 } else {
-                    "NULL"
+                    e.command()
                 };
-                text.push_str(&e.line(cmd));
+                text.push_str(&e.line(&cmd));
                 text.push('\n');
             }
         }

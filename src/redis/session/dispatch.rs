@@ -100,6 +100,7 @@ impl Session {
             self.push_error(&Error::Arity(String::from_utf8_lossy(name).to_lowercase()));
             return;
         }
+        self.reg.entry.set_command(spec.id);
         if self.svc.registry.monitoring() {
             self.svc
                 .registry
@@ -126,6 +127,9 @@ impl Session {
                 }
                 self.push_reply(out.freeze());
             }
+            Kind::Ok if !self.svc.backend.cluster => self.push_error(&Error::Syntax(
+                "ERR This instance has cluster support disabled",
+            )),
             Kind::Ok => self.push_reply(Bytes::from_static(b"+OK\r\n")),
             Kind::Quit => {
                 self.push_reply(Bytes::from_static(b"+OK\r\n"));
@@ -161,6 +165,7 @@ impl Session {
             | Kind::Auth
             | Kind::Client
             | Kind::Reset
+            | Kind::Raw
             | Kind::Monitor => self.deferred = Some(req),
         }
     }
@@ -176,7 +181,7 @@ impl Session {
             Kind::Select => self.select(&req.args).await,
             Kind::Reset => self.reset().await,
             Kind::Client => self.client_forward(spec, req).await,
-            Kind::Blocking | Kind::StreamRead => self.blocking(spec, &req).await,
+            Kind::Blocking | Kind::StreamRead | Kind::Raw => self.blocking(spec, &req).await,
             Kind::Watch => self.watch(spec, &req).await,
             Kind::Unwatch => self.unwatch().await,
             Kind::Exec => self.exec().await,
