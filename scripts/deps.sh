@@ -22,6 +22,9 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || need+=(python3-venv) # check-
 # headless browser: the insight tests open the HTML report in it
 have chromium || need+=(chromium)
 have cc || need+=(build-essential)
+# the Redis client-library matrix (tests/redis/matrix.rs): redis-py and ioredis
+have node || need+=(nodejs)
+have npm || need+=(npm)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing: ${need[*]}"
@@ -34,6 +37,16 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   # no services started by package scripts are needed: the lab runs its own servers
   $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+if ! python3 -c 'import redis' 2>/dev/null; then
+  echo "==> installing redis-py (pip)"
+  python3 -m pip install -q redis 2>/dev/null || python3 -m pip install -q --break-system-packages redis
+fi
+if [ ! -d "$here/tests/redis/compat/node_modules/ioredis" ]; then
+  echo "==> installing ioredis (npm)"
+  npm install --prefix "$here/tests/redis/compat" --no-audit --no-fund --silent >/dev/null
 fi
 
 if ! have cargo; then

@@ -71,6 +71,15 @@ pub enum Kind {
     Auth,
     Client,
     Reset,
+    /// Streams the commands passing through Pake (Pake-level MONITOR).
+    Monitor,
+    /// Forwarded on the dedicated link and answered with Redis's bytes as they are: replies
+    /// whose RESP3 shape the shared path would not carry byte-exact (COMMAND's sets of
+    /// maps, set order), and DEBUG, whose crafted errors (LOADING, READONLY…) must reach
+    /// the client and not Pake's pool.
+    Raw,
+    /// SCAN: forwarded to a single Redis; walks every primary of a cluster (merged cursor).
+    Scan,
     /// Answered `+OK` locally (READONLY, READWRITE).
     Ok,
     /// Refused: cannot work through a multiplexing proxy.
@@ -220,7 +229,7 @@ const TABLE: &[Spec] = &[
     c("OBJECT", -2, R, Keys::Sub2, P), c("PERSIST", 2, W, ONE, P), c("PEXPIRE", -3, W, ONE, P),
     c("PEXPIREAT", -3, W, ONE, P), c("PEXPIRETIME", 2, R, ONE, P), c("PTTL", 2, R, ONE, P),
     c("RANDOMKEY", 1, RR, Keys::None, P), c("RENAME", 3, W, TWO, P),
-    c("RENAMENX", 3, W, TWO, P), c("RESTORE", -4, W, ONE, P), c("SCAN", -2, RR, Keys::None, P),
+    c("RENAMENX", 3, W, TWO, P), c("RESTORE", -4, W, ONE, P), c("SCAN", -2, RR, Keys::None, Kind::Scan),
     c("SORT", -2, W, ONE, P), c("SORT_RO", -2, R, ONE, P),
     c("TOUCH", -2, R, ALL, Kind::Split(Merge::Sum)), c("TTL", 2, R, ONE, P),
     c("TYPE", 2, R, ONE, P), c("UNLINK", -2, W, ALL, Kind::Split(Merge::Sum)),
@@ -308,12 +317,12 @@ const TABLE: &[Spec] = &[
     c("SWAPDB", 3, W | FLUSH, Keys::None, P),
     c("INFO", -1, 0, Keys::None, P), c("TIME", 1, RR, Keys::None, P),
     c("LASTSAVE", 1, 0, Keys::None, P), c("CONFIG", -2, 0, Keys::None, P),
-    c("COMMAND", -1, 0, Keys::None, P), c("MEMORY", -2, R, Keys::Sub2, P),
+    c("COMMAND", -1, 0, Keys::None, Kind::Raw), c("MEMORY", -2, R, Keys::Sub2, P),
     c("SLOWLOG", -2, 0, Keys::None, P), c("LATENCY", -2, 0, Keys::None, P),
     c("ROLE", 1, 0, Keys::None, P), c("LOLWUT", -1, 0, Keys::None, P),
     c("CLUSTER", -2, 0, Keys::None, P), c("ACL", -2, 0, Keys::None, P), c("SAVE", 1, 0, Keys::None, P),
     c("BGSAVE", -1, 0, Keys::None, P), c("BGREWRITEAOF", 1, 0, Keys::None, P),
-    c("MONITOR", 1, 0, Keys::None, Kind::Unsupported("MONITOR would see only Pake's shared connections; run it on Redis")),
+    c("MONITOR", 1, 0, Keys::None, Kind::Monitor), c("DEBUG", -2, 0, Keys::None, Kind::Raw), c("MODULE", -2, 0, Keys::None, P),
     c("SYNC", 1, 0, Keys::None, Kind::Unsupported("replication goes to Redis directly, not through Pake")),
     c("PSYNC", -3, 0, Keys::None, Kind::Unsupported("replication goes to Redis directly, not through Pake")),
     c("REPLICAOF", 3, 0, Keys::None, Kind::Unsupported("change replication on Redis directly")),
@@ -343,6 +352,11 @@ impl Table {
     }
 
     /// Look a command up by name, case-insensitively, without allocating.
+    /// The spec at `id` (its position in the table).
+    pub fn by_id(&self, id: usize) -> Option<&Spec> {
+        self.specs.get(id)
+    }
+
     pub fn lookup(&self, name: &[u8]) -> Option<&Spec> {
         let mut upper = [0u8; 24];
         let upper = upper.get_mut(..name.len())?;

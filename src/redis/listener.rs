@@ -90,7 +90,13 @@ pub async fn serve(svc: Arc<Service>, listener: TcpListener) {
                         let Some(client) = secure(&svc, stream).await else {
                             return;
                         };
-                        Session::new(id, svc.clone(), client).run().await;
+                        let session = Session::new(id, svc.clone(), client);
+                        let entry = session.entry();
+                        // CLIENT KILL from another client drops the session (and its socket)
+                        tokio::select! {
+                            _ = session.run() => {}
+                            _ = entry.killed() => {}
+                        }
                     }
                     .instrument(span),
                 );

@@ -16,6 +16,7 @@
 //! * [`failover`]: following a primary that Redis Sentinel moves.
 
 pub mod backend;
+pub mod clients;
 pub mod commands;
 pub mod config;
 pub mod error;
@@ -58,7 +59,12 @@ pub struct Service {
     closing: tokio::sync::watch::Sender<bool>,
     /// Injected faults (admin API), shared with the Postgres side.
     pub faults: Arc<crate::faults::Faults>,
+    /// Pake's client connections (CLIENT LIST/KILL) and MONITORs.
+    pub registry: Arc<clients::Registry>,
 }
+
+/// Bytes a MONITOR may fall behind before Pake drops it.
+const MONITOR_BUDGET: usize = 4 << 20;
 
 impl Service {
     /// Connect to Redis (failing when it cannot be reached) and start tracking.
@@ -108,6 +114,7 @@ impl Service {
             users: Mutex::new(HashMap::new()),
             closing: tokio::sync::watch::channel(false).0,
             faults,
+            registry: clients::Registry::new(MONITOR_BUDGET),
         }))
     }
 

@@ -75,7 +75,7 @@ async fn command_errors_keep_the_connection() {
         "ERR wrong number of arguments for 'get' command"
     );
     assert!(c
-        .cmd(&["MONITOR"])
+        .cmd(&["SYNC"])
         .await
         .err_text()
         .contains("not supported through Pake"));

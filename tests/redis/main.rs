@@ -8,6 +8,8 @@ mod bad_input;
 mod clients;
 mod coherence;
 mod commands;
+mod compat;
 mod faults;
+mod matrix;
 mod sentinel;
 mod tls;

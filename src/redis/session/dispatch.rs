@@ -100,6 +100,12 @@ impl Session {
             self.push_error(&Error::Arity(String::from_utf8_lossy(name).to_lowercase()));
             return;
         }
+        self.reg.entry.set_command(spec.id);
+        if self.svc.registry.monitoring() {
+            self.svc
+                .registry
+                .feed(&self.reg.entry, self.state.db, &req.args);
+        }
         if self.inject_fault(spec.name) {
             return;
         }
@@ -121,6 +127,9 @@ impl Session {
                 }
                 self.push_reply(out.freeze());
             }
+            Kind::Ok if !self.svc.backend.cluster => self.push_error(&Error::Syntax(
+                "ERR This instance has cluster support disabled",
+            )),
             Kind::Ok => self.push_reply(Bytes::from_static(b"+OK\r\n")),
             Kind::Quit => {
                 self.push_reply(Bytes::from_static(b"+OK\r\n"));
@@ -138,9 +147,12 @@ impl Session {
                     self.push_reply(Bytes::from_static(b"+OK\r\n"));
                 }
             }
-            Kind::Plain | Kind::Split(_) | Kind::Broadcast(_) => self.shared(spec, req),
+            Kind::Scan if self.svc.backend.cluster => self.scan_cluster(req),
+            Kind::Plain | Kind::Split(_) | Kind::Broadcast(_) | Kind::Scan => {
+                self.shared(spec, req)
+            }
             Kind::StreamRead if !is_blocking_read(&req.args) => self.shared(spec, req),
-            Kind::Client if is_local_client(&req.args) => self.client_local(&req.args),
+            Kind::Client if super::client::is_local(&req.args) => self.client_local(&req.args),
             Kind::StreamRead
             | Kind::Blocking
             | Kind::Subscribe
@@ -152,7 +164,9 @@ impl Session {
             | Kind::Hello
             | Kind::Auth
             | Kind::Client
-            | Kind::Reset => self.deferred = Some(req),
+            | Kind::Reset
+            | Kind::Raw
+            | Kind::Monitor => self.deferred = Some(req),
         }
     }
 
@@ -167,12 +181,16 @@ impl Session {
             Kind::Select => self.select(&req.args).await,
             Kind::Reset => self.reset().await,
             Kind::Client => self.client_forward(spec, req).await,
-            Kind::Blocking | Kind::StreamRead => self.blocking(spec, &req).await,
+            Kind::Blocking | Kind::StreamRead | Kind::Raw => self.blocking(spec, &req).await,
             Kind::Watch => self.watch(spec, &req).await,
             Kind::Unwatch => self.unwatch().await,
             Kind::Exec => self.exec().await,
             Kind::Discard => self.discard().await,
-            Kind::Subscribe => return self.subscribe(spec, &req).await,
+            Kind::Subscribe => {
+                self.reg.entry.update(|i| i.flag = 'P');
+                return self.subscribe(spec, &req).await;
+            }
+            Kind::Monitor => self.monitor().await,
             _ => Ok(Flow::Continue),
         };
         match result {
@@ -192,20 +210,4 @@ fn is_blocking_read(args: &[Bytes]) -> bool {
     args.iter()
         .take_while(|a| !a.eq_ignore_ascii_case(b"STREAMS"))
         .any(|a| a.eq_ignore_ascii_case(b"BLOCK"))
-}
-
-/// CLIENT subcommands about this client's own connection, answered from session state.
-fn is_local_client(args: &[Bytes]) -> bool {
-    args.get(1).is_some_and(|s| {
-        [
-            &b"SETNAME"[..],
-            b"GETNAME",
-            b"ID",
-            b"TRACKING",
-            b"REPLY",
-            b"SETINFO",
-        ]
-        .iter()
-        .any(|l| s.eq_ignore_ascii_case(l))
-    })
 }

@@ -3,6 +3,7 @@
 //! (and HELLO … AUTH) log a backend pool in as that user, and Redis's verdict is the reply.
 
 use super::{Flow, Session};
+use crate::redis::backend::link::{self, Link};
 use crate::redis::commands::Spec;
 use crate::redis::error::Error;
 use crate::redis::resp::{encode, encode::Proto, Request};
@@ -71,7 +72,15 @@ impl Session {
     /// `AUTH [user] password`
     pub(super) async fn auth(&mut self, args: &[Bytes]) -> Result<Flow, Error> {
         let (user, pass) = match args {
-            [_, pass] => ("default".to_string(), text(pass)),
+            [_, pass] => {
+                // a Redis without a password refuses the one-argument form, which Pake's
+                // pool login (as `default`) would accept: Redis gives its verdict first
+                if let Some(refusal) = self.auth_verdict(args).await? {
+                    self.push_reply(refusal);
+                    return Ok(Flow::Continue);
+                }
+                ("default".to_string(), text(pass))
+            }
             [_, user, pass] => (text(user), text(pass)),
             _ => return Err(Error::Syntax("ERR syntax error")),
         };
@@ -80,6 +89,23 @@ impl Session {
         self.switch(next).await?;
         self.push_reply(Bytes::from_static(b"+OK\r\n"));
         Ok(Flow::Continue)
+    }
+
+    /// Send the client's own AUTH to Redis on a fresh, unauthenticated link: Redis's error
+    /// reply when it refuses, `None` when it accepts.
+    async fn auth_verdict(&mut self, args: &[Bytes]) -> Result<Option<Bytes>, Error> {
+        let addr = self
+            .svc
+            .backend
+            .node_for(None)
+            .ok_or_else(|| Error::Backend("no primary known".into()))?;
+        let mut target = self.svc.backend.target(addr, &self.state.pool_key());
+        (target.username, target.password, target.db) = (None, None, 0);
+        target.proto = Proto::Resp2;
+        let mut link = Link::connect(&target).await?;
+        let argv: Vec<&[u8]> = args.iter().map(|a| a.as_ref()).collect();
+        let reply = link.call(&argv).await?;
+        Ok(link::error_text(&reply).is_some().then_some(reply))
     }
 
     pub(super) async fn select(&mut self, args: &[Bytes]) -> Result<Flow, Error> {
@@ -129,40 +155,8 @@ impl Session {
             self.link = None;
         }
         self.state = next;
+        self.publish_state();
         Ok(())
-    }
-
-    /// CLIENT SETNAME/GETNAME/ID from session state; TRACKING and REPLY refused.
-    pub(super) fn client_local(&mut self, args: &[Bytes]) {
-        let sub = args
-            .get(1)
-            .map(|s| s.to_ascii_uppercase())
-            .unwrap_or_default();
-        let mut out = BytesMut::new();
-        match &sub[..] {
-            b"SETNAME" | b"SETINFO" if args.len() != 3 + usize::from(&sub[..] == b"SETINFO") => {
-                encode::error(&mut out, "ERR wrong number of arguments for 'client' command");
-            }
-            b"SETNAME" => {
-                if args[2].iter().any(|b| *b <= b' ') {
-                    encode::error(&mut out, "ERR Client names cannot contain spaces, newlines or special characters.");
-                } else {
-                    self.state.name = (!args[2].is_empty()).then(|| args[2].clone());
-                    encode::simple(&mut out, "OK");
-                }
-            }
-            b"SETINFO" => encode::simple(&mut out, "OK"),
-            b"GETNAME" => match &self.state.name {
-                Some(n) => encode::bulk(&mut out, n),
-                None => encode::null(&mut out, self.state.proto),
-            },
-            b"ID" => encode::int(&mut out, self.id as i64),
-            _ => encode::error(
-                &mut out,
-                "ERR CLIENT TRACKING and CLIENT REPLY are not supported through Pake: it keeps its own cache coherent",
-            ),
-        }
-        self.push_reply(out.freeze());
     }
 
     /// Other CLIENT subcommands (LIST, INFO, KILL…) go to Redis as they are.

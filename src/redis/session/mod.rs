@@ -21,9 +21,11 @@
 //! next batch of commands; a subscribed client is disconnected, to resubscribe on the new
 //! primary.
 
+pub mod client;
 pub mod dispatch;
 pub mod local;
 pub mod pinned;
+pub mod scan;
 pub mod shared;
 
 use super::backend::link::Link;
@@ -116,6 +118,8 @@ pub struct Session {
     reset_now: bool,
     /// An injected bandwidth cap (bytes per second) on replies.
     bandwidth: Option<u64>,
+    /// This connection in the registry CLIENT LIST/KILL and MONITOR use.
+    reg: super::clients::Registration,
 }
 
 impl Session {
@@ -127,8 +131,15 @@ impl Session {
             user_id: 0,
             name: None,
         };
+        let tcp = client.tcp();
+        let reg = svc.registry.register(
+            id,
+            tcp.and_then(|t| t.peer_addr().ok()),
+            tcp.and_then(|t| t.local_addr().ok()),
+        );
         Session {
             id,
+            reg,
             closing: svc.closing(),
             svc,
             client,

@@ -148,7 +148,11 @@ impl Session {
             return Err(Error::Syntax("ERR WATCH inside MULTI is not allowed"));
         }
         let keys = keys_of(spec, &req.args);
-        let slot = common_slot(&keys)?;
+        // slot rules bind a cluster only: a single Redis watches any keys together
+        let slot = match common_slot(&keys) {
+            Err(_) if !self.svc.backend.cluster => None,
+            other => other?,
+        };
         if let (Some(Some(prev)), Some(s)) = (self.watch_slot, slot) {
             if prev != s && self.svc.backend.cluster {
                 return Err(Error::CrossSlot);

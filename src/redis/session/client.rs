@@ -1,0 +1,285 @@
+//! `CLIENT …` answered for Pake's own client connection, and `MONITOR`.
+//!
+//! Redis only sees Pake's pooled connections, so every CLIENT subcommand about connections
+//! (ID, SETNAME/GETNAME, SETINFO, LIST, INFO, KILL, NO-EVICT, NO-TOUCH, GETREDIR) is
+//! answered from the [`crate::redis::clients`] registry in Redis's formats. PAUSE, UNPAUSE
+//! and HELP go to Redis (they are about the server). TRACKING/CACHING/REPLY/UNBLOCK are
+//! refused with the reason: Pake keeps its own cache coherent and cannot act on a client's
+//! blocked server connection by id.
+
+use super::Session;
+use crate::redis::clients::{Entry, Filter};
+use crate::redis::error::Error;
+use crate::redis::resp::encode::{self, Proto};
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// CLIENT subcommands that Redis answers about the server, not the connection.
+const FORWARDED: [&[u8]; 3] = [b"PAUSE", b"UNPAUSE", b"HELP"];
+
+/// Whether `CLIENT <sub>` is answered by Pake (everything but [`FORWARDED`]).
+pub fn is_local(args: &[Bytes]) -> bool {
+    args.get(1)
+        .is_some_and(|s| !FORWARDED.iter().any(|f| s.eq_ignore_ascii_case(f)))
+}
+
+fn wrong_args(sub: &str) -> String {
+    format!("ERR wrong number of arguments for 'client|{sub}' command")
+}
+
+/// A text reply as Redis sends CLIENT LIST/INFO: bulk in RESP2, verbatim `txt` in RESP3.
+fn text_reply(out: &mut BytesMut, text: &str, proto: Proto) {
+    match proto {
+        Proto::Resp2 => encode::bulk(out, text.as_bytes()),
+        Proto::Resp3 => {
+            out.extend_from_slice(format!("={}\r\ntxt:", text.len() + 4).as_bytes());
+            out.extend_from_slice(text.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+impl Session {
+    /// The registry entry of this client.
+    pub fn entry(&self) -> std::sync::Arc<Entry> {
+        self.reg.entry.clone()
+    }
+
+    /// Mirror the session's state into its registry entry (after HELLO/AUTH/SELECT…).
+    pub(super) fn publish_state(&self) {
+        let s = &self.state;
+        self.reg.entry.update(|i| {
+            i.name = s.name.clone();
+            i.db = s.db;
+            i.resp = if s.proto == Proto::Resp3 { 3 } else { 2 };
+            i.user = s.auth.as_ref().map(|(u, _)| u.clone());
+        });
+    }
+
+    /// `CLIENT <sub> …` for this connection, answered at once.
+    pub(super) fn client_local(&mut self, args: &[Bytes]) {
+        let sub = args
+            .get(1)
+            .map(|s| String::from_utf8_lossy(s).to_ascii_lowercase())
+            .unwrap_or_default();
+        let mut out = BytesMut::new();
+        let p = self.state.proto;
+        match (sub.as_str(), args.len()) {
+            ("id", 2) => encode::int(&mut out, self.id as i64),
+            ("getname", 2) => match &self.state.name {
+                Some(n) => encode::bulk(&mut out, n),
+                None => encode::null(&mut out, p),
+            },
+            ("setname", 3) => {
+                if args[2].iter().any(|b| *b <= b' ' || *b > b'~') {
+                    encode::error(&mut out, "ERR Client names cannot contain spaces, newlines or special characters.");
+                } else {
+                    self.state.name = (!args[2].is_empty()).then(|| args[2].clone());
+                    self.publish_state();
+                    encode::simple(&mut out, "OK");
+                }
+            }
+            ("setinfo", 4) => self.setinfo(&mut out, &args[2], &args[3]),
+            ("list", _) => self.client_list(&mut out, &args[2..]),
+            ("info", 2) => text_reply(&mut out, &format!("{}\n", self.reg.entry.line("client|info")), p),
+            ("kill", n) if n >= 3 => self.client_kill(&mut out, &args[2..]),
+            ("no-evict" | "no-touch", 3) => match &args[2].to_ascii_lowercase()[..] {
+                b"on" | b"off" => encode::simple(&mut out, "OK"),
+                _ => encode::error(&mut out, "ERR syntax error"),
+            },
+            ("getredir", 2) => encode::int(&mut out, -1),
+            ("tracking" | "caching" | "trackinginfo", _) => encode::error(
+                &mut out,
+                "ERR CLIENT TRACKING is not supported through Pake: Pake keeps its own cache coherent; read through Pake and its L1 is invalidated for you",
+            ),
+            ("reply", _) => encode::error(&mut out, "ERR CLIENT REPLY is not supported through Pake: replies are pipelined in order"),
+            ("unblock", _) => encode::error(&mut out, "ERR CLIENT UNBLOCK is not supported through Pake: a blocked client's server connection is Pake's, kill the client instead"),
+            ("id" | "getname" | "setname" | "setinfo" | "info" | "kill" | "no-evict" | "no-touch" | "getredir", _) => {
+                encode::error(&mut out, &wrong_args(&sub))
+            }
+            _ => encode::error(&mut out, &format!("ERR unknown subcommand '{sub}'. Try CLIENT HELP.")),
+        }
+        self.push_reply(out.freeze());
+    }
+
+    fn setinfo(&mut self, out: &mut BytesMut, attr: &Bytes, value: &Bytes) {
+        if value.iter().any(|b| *b <= b' ' || *b > b'~') {
+            let a = String::from_utf8_lossy(attr).to_ascii_lowercase();
+            encode::error(
+                out,
+                &format!("ERR {a} cannot contain spaces, newlines or special characters."),
+            );
+            return;
+        }
+        let v = (!value.is_empty()).then(|| value.clone());
+        match &attr.to_ascii_lowercase()[..] {
+            b"lib-name" => self.reg.entry.update(|i| i.lib_name = v),
+            b"lib-ver" => self.reg.entry.update(|i| i.lib_ver = v),
+            _ => {
+                let a = String::from_utf8_lossy(attr);
+                encode::error(out, &format!("ERR Unrecognized option '{a}'"));
+                return;
+            }
+        }
+        encode::simple(out, "OK");
+    }
+
+    /// `CLIENT LIST [TYPE normal|pubsub|master|replica] [ID id …]`
+    fn client_list(&self, out: &mut BytesMut, opts: &[Bytes]) {
+        let mut filter = Filter::default();
+        let mut ids: Option<Vec<u64>> = None;
+        match opts {
+            [] => {}
+            [t, kind] if t.eq_ignore_ascii_case(b"TYPE") => {
+                let k = String::from_utf8_lossy(kind).to_ascii_lowercase();
+                if !["normal", "pubsub", "master", "replica", "slave"].contains(&k.as_str()) {
+                    return encode::error(out, &format!("ERR Unknown client type '{k}'"));
+                }
+                filter.kind = Some(k);
+            }
+            [t, rest @ ..] if t.eq_ignore_ascii_case(b"ID") && !rest.is_empty() => {
+                let parsed: Option<Vec<u64>> = rest
+                    .iter()
+                    .map(|r| parse_u64(r).filter(|n| *n > 0))
+                    .collect();
+                match parsed {
+                    Some(v) => ids = Some(v),
+                    None => return encode::error(out, "ERR Invalid client ID"),
+                }
+            }
+            _ => return encode::error(out, "ERR syntax error"),
+        }
+        let mut text = String::new();
+        for e in self.svc.registry.list() {
+            let chosen = match &ids {
+                Some(ids) => ids.contains(&e.id),
+                None => filter.matches(&e),
+            };
+            if chosen {
+                let cmd = if e.id == self.id {
+                    "client|list".into()
+                } else {
+                    e.command()
+                };
+                text.push_str(&e.line(&cmd));
+                text.push('\n');
+            }
+        }
+        text_reply(out, &text, self.state.proto);
+    }
+
+    /// `CLIENT KILL ip:port` (old form) or `CLIENT KILL <filter> <value> …`.
+    fn client_kill(&mut self, out: &mut BytesMut, opts: &[Bytes]) {
+        if let [addr] = opts {
+            let filter = Filter {
+                addr: Some(String::from_utf8_lossy(addr).into_owned()),
+                ..Filter::default()
+            };
+            let own = self.reg.entry.addr.map(|a| a.to_string()) == filter.addr;
+            // the old form kills the caller too, after its reply
+            match self.svc.registry.kill(&filter, Some(self.id)) + usize::from(own) {
+                0 => encode::error(out, "ERR No such client"),
+                _ => {
+                    self.close_after |= own;
+                    encode::simple(out, "OK")
+                }
+            }
+            return;
+        }
+        let (filter, skipme) = match parse_kill(opts) {
+            Ok(f) => f,
+            Err(e) => return encode::error(out, &e),
+        };
+        let own = !skipme && filter.matches(&self.reg.entry);
+        let n = self.svc.registry.kill(&filter, Some(self.id)) + usize::from(own);
+        self.close_after |= own;
+        encode::int(out, n as i64);
+    }
+
+    /// MONITOR: `+OK`, then every command passing through Pake as Redis's MONITOR lines,
+    /// until the client hangs up, sends QUIT/RESET, or falls too far behind.
+    pub(super) async fn monitor(&mut self) -> Result<super::Flow, Error> {
+        let mut feed = self.svc.registry.monitor(self.id);
+        self.reg.entry.update(|i| i.flag = 'O');
+        let mut out = std::mem::take(&mut self.wbuf);
+        out.extend_from_slice(b"+OK\r\n");
+        let result = async {
+            self.write_out(&out).await?;
+            loop {
+                self.rbuf.reserve(1024);
+                tokio::select! {
+                    line = feed.rx.recv() => match line {
+                        Some(line) => {
+                            self.write_out(&line).await?;
+                            feed.written(line.len());
+                        }
+                        None if feed.was_dropped() => {
+                            let msg = format!(
+                                "-ERR MONITOR dropped by Pake: this client fell more than {} bytes behind the commands it watches\r\n",
+                                self.svc.registry.monitor_budget
+                            );
+                            self.write_out(msg.as_bytes()).await?;
+                            return Ok(super::Flow::Close);
+                        }
+                        None => return Ok(super::Flow::Close),
+                    },
+                    r = self.client.read_buf(&mut self.rbuf) => {
+                        if r.map_err(Error::ClientIo)? == 0 || ends_monitor(&self.rbuf) {
+                            let _ = self.client.write_all(b"+OK\r\n").await;
+                            return Ok(super::Flow::Close);
+                        }
+                    }
+                }
+            }
+        }
+        .await;
+        self.svc.registry.unmonitor(self.id);
+        result
+    }
+}
+
+/// A monitor client's input that ends the monitor (QUIT or RESET).
+fn ends_monitor(buf: &[u8]) -> bool {
+    let lower = buf.to_ascii_lowercase();
+    lower.windows(4).any(|w| w == b"quit") || lower.windows(5).any(|w| w == b"reset")
+}
+
+fn parse_u64(b: &[u8]) -> Option<u64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+/// The new form's `<filter> <value>` pairs, and SKIPME (default yes).
+fn parse_kill(opts: &[Bytes]) -> Result<(Filter, bool), String> {
+    if opts.len() % 2 != 0 {
+        return Err("ERR syntax error".into());
+    }
+    let mut f = Filter::default();
+    let mut skipme = true;
+    for pair in opts.chunks(2) {
+        let v = String::from_utf8_lossy(&pair[1]).into_owned();
+        match &pair[0].to_ascii_lowercase()[..] {
+            b"id" => match parse_u64(&pair[1]).filter(|n| *n > 0) {
+                Some(id) => f.id = Some(id),
+                None => return Err("ERR client-id should be greater than 0".into()),
+            },
+            b"addr" => f.addr = Some(v),
+            b"laddr" => f.laddr = Some(v),
+            b"user" => f.user = Some(v),
+            b"maxage" => f.max_age = Some(parse_u64(&pair[1]).ok_or("ERR syntax error")?),
+            b"type" => {
+                let k = v.to_ascii_lowercase();
+                if !["normal", "pubsub", "master", "replica", "slave"].contains(&k.as_str()) {
+                    return Err(format!("ERR Unknown client type '{v}'"));
+                }
+                f.kind = Some(k);
+            }
+            b"skipme" => match &pair[1].to_ascii_lowercase()[..] {
+                b"yes" => skipme = true,
+                b"no" => skipme = false,
+                _ => return Err("ERR syntax error".into()),
+            },
+            _ => return Err("ERR syntax error".into()),
+        }
+    }
+    Ok((f, skipme))
+}

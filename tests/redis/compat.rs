@@ -1,0 +1,260 @@
+//! Drop-in behaviour a client library's own test suite expects (issue 16): slot rules only
+//! against a cluster, CLIENT commands answered for Pake's own client connections, a
+//! Pake-level MONITOR (bounded: a slow monitor is dropped), AUTH/HELLO AUTH verdicts.
+
+use crate::harness::{options, Conn, Env, Mode, Val};
+use pake::lab::RedisOptions;
+use std::time::Duration;
+
+fn text(v: &Val) -> String {
+    match v {
+        Val::Str(s) => s.clone(),
+        other => panic!("not a string: {other:?}"),
+    }
+}
+
+/// The `field=value` of one CLIENT LIST line.
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split(' ')
+        .find_map(|f| f.strip_prefix(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} in {line}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_and_multi_across_slots_on_a_standalone_redis() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut c = env.conn().await;
+    // a, b and c hash to different cluster slots: a single Redis takes them together
+    assert_eq!(c.cmd(&["WATCH", "a", "b"]).await, Val::s("OK"));
+    assert_eq!(c.cmd(&["MULTI"]).await, Val::s("OK"));
+    assert_eq!(c.cmd(&["SET", "c", "1"]).await, Val::s("QUEUED"));
+    assert_eq!(c.cmd(&["MSET", "a", "1", "d", "2"]).await, Val::s("QUEUED"));
+    assert_eq!(
+        c.cmd(&["EXEC"]).await,
+        Val::Arr(vec![Val::s("OK"), Val::s("OK")])
+    );
+    // a touched WATCH still aborts the transaction
+    let mut other = env.conn().await;
+    assert_eq!(c.cmd(&["WATCH", "a", "zz"]).await, Val::s("OK"));
+    assert_eq!(other.cmd(&["SET", "zz", "x"]).await, Val::s("OK"));
+    assert_eq!(c.cmd(&["MULTI"]).await, Val::s("OK"));
+    assert_eq!(c.cmd(&["GET", "c"]).await, Val::s("QUEUED"));
+    assert_eq!(c.cmd(&["EXEC"]).await, Val::Nil);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_across_slots_is_still_crossslot_on_a_cluster() {
+    let env = Env::start(Mode::Cluster).await;
+    let mut c = env.conn().await;
+    let r = c.cmd(&["WATCH", "a", "b"]).await;
+    assert!(r.err_text().starts_with("CROSSSLOT"), "{r:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_commands_answer_for_pake_connections() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut a = env.conn().await;
+    let mut b = env.conn().await;
+    let a_id = match a.cmd(&["CLIENT", "ID"]).await {
+        Val::Int(n) => n,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(a.cmd(&["CLIENT", "SETNAME", "alpha"]).await, Val::s("OK"));
+    assert_eq!(
+        a.cmd(&["CLIENT", "SETINFO", "lib-name", "compat"]).await,
+        Val::s("OK")
+    );
+    assert_eq!(b.cmd(&["SELECT", "3"]).await, Val::s("OK"));
+    let list = text(&b.cmd(&["CLIENT", "LIST"]).await);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines.len(), 2, "Pake's two clients, not its pool: {list}");
+    let a_line = lines
+        .iter()
+        .find(|l| field(l, "id") == a_id.to_string())
+        .unwrap_or_else(|| panic!("client {a_id} in {list}"));
+    assert_eq!(field(a_line, "name"), "alpha");
+    assert_eq!(field(a_line, "lib-name"), "compat");
+    let a_addr = a.stream.tcp().expect("tcp").local_addr().expect("addr");
+    assert_eq!(field(a_line, "addr"), a_addr.to_string());
+    assert_eq!(field(a_line, "laddr"), env.addr().to_string());
+    let info = text(&b.cmd(&["CLIENT", "INFO"]).await);
+    assert_eq!(field(&info, "db"), "3");
+    assert!(info.ends_with('\n') && info.lines().count() == 1, "{info}");
+
+    // KILL: by id (another client), skipme, by addr (old form), errors
+    let r = b.cmd(&["CLIENT", "KILL", "ID", &a_id.to_string()]).await;
+    assert_eq!(r, Val::Int(1));
+    assert!(a.closed().await, "the killed client is disconnected");
+    let mut c = env.conn().await;
+    let c_addr = c.stream.tcp().expect("tcp").local_addr().expect("addr");
+    let r = b.cmd(&["CLIENT", "KILL", "ID", "999999"]).await;
+    assert_eq!(r, Val::Int(0));
+    let r = b.cmd(&["CLIENT", "KILL", "nosuch:1"]).await;
+    assert_eq!(r.err_text(), "ERR No such client");
+    let r = b
+        .cmd(&["CLIENT", "KILL", "LADDR", &env.addr().to_string()])
+        .await;
+    assert_eq!(r, Val::Int(1), "c only: SKIPME yes by default");
+    assert!(c.closed().await);
+    let r = b.cmd(&["CLIENT", "KILL", "ID", "0"]).await;
+    assert!(r.is_err(), "{r:?}");
+    let _ = c_addr;
+    let mut d = env.conn().await;
+    let d_addr = d.stream.tcp().expect("tcp").local_addr().expect("addr");
+    assert_eq!(
+        b.cmd(&["CLIENT", "KILL", &d_addr.to_string()]).await,
+        Val::s("OK")
+    );
+    assert!(d.closed().await);
+    // SKIPME no: the caller goes too, after its reply
+    let r = b
+        .cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "no"])
+        .await;
+    assert_eq!(r, Val::Int(1));
+    assert!(b.closed().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_streams_commands_in_redis_format() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut m = env.conn().await;
+    assert_eq!(m.cmd(&["MONITOR"]).await, Val::s("OK"));
+    let mut c = env.conn().await;
+    let addr = c.stream.tcp().expect("tcp").local_addr().expect("addr");
+    assert_eq!(c.cmd(&["SELECT", "2"]).await, Val::s("OK"));
+    assert_eq!(c.cmd(&["SET", "mk", "a \"b\""]).await, Val::s("OK"));
+    assert!(c.cmd(&["AUTH", "secret"]).await.is_err(), "no password set");
+    let mut lines = Vec::new();
+    while lines.len() < 3 {
+        match m.read().await {
+            Some(Val::Str(l)) => lines.push(l),
+            other => panic!("monitor line: {other:?}"),
+        }
+    }
+    assert!(
+        lines[0].ends_with(&format!("[0 {addr}] \"SELECT\" \"2\"")),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].ends_with(&format!("[2 {addr}] \"SET\" \"mk\" \"a \\\"b\\\"\"")),
+        "{lines:?}"
+    );
+    let (secs, _) = lines[1].split_once(' ').expect("time");
+    assert!(
+        secs.split_once('.')
+            .is_some_and(|(s, us)| s.len() >= 10 && us.len() == 6),
+        "{secs}"
+    );
+    assert!(!lines[2].contains("secret"), "AUTH is redacted: {lines:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_monitor_is_dropped_and_others_keep_going() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut slow = env.conn().await;
+    assert_eq!(slow.cmd(&["MONITOR"]).await, Val::s("OK"));
+    let mut c = env.conn().await;
+    // 48 MiB of commands while the monitor reads nothing: far past the 4 MiB budget and
+    // what the sockets buffer; the writer is never held up
+    let big = "x".repeat(1 << 20);
+    for i in 0..48 {
+        assert_eq!(
+            c.cmd(&["SET", &format!("big{i}"), &big]).await,
+            Val::s("OK")
+        );
+    }
+    let mut last = None;
+    while let Some(v) = slow.read_within(Duration::from_secs(5)).await {
+        last = Some(v);
+    }
+    let last = last.expect("some monitor output");
+    assert!(
+        last.err_text().contains("MONITOR dropped by Pake"),
+        "{:?}",
+        last.err_text().get(..80)
+    );
+    assert_eq!(c.cmd(&["PING"]).await, Val::s("PONG"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_verdicts_come_from_redis() {
+    let opts = RedisOptions {
+        password: Some("pw".into()),
+        users: vec![("app".into(), "apppw".into())],
+        ..options(Mode::Standalone)
+    };
+    let env = Env::with(opts, |_| {}).await;
+    let mut c: Conn = env.conn().await;
+    let r = c.cmd(&["AUTH", "wrong"]).await;
+    assert!(r.err_text().starts_with("WRONGPASS"), "{r:?}");
+    let r = c.cmd(&["AUTH", "app", "wrong"]).await;
+    assert!(r.err_text().starts_with("WRONGPASS"), "{r:?}");
+    let r = c.cmd(&["HELLO", "3", "AUTH", "app", "apppw"]).await;
+    assert!(matches!(r, Val::Map(_)), "{r:?}");
+    let who = c.cmd(&["ACL", "WHOAMI"]).await;
+    assert_eq!(who, Val::s("app"));
+    let r = c.cmd(&["HELLO", "3", "AUTH", "app", "nope"]).await;
+    assert!(r.err_text().starts_with("WRONGPASS"), "{r:?}");
+}
+
+/// Send `args` and return the reply's bytes exactly as they came.
+async fn raw(c: &mut Conn, args: &[&str]) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    c.send(&crate::harness::encode(args)).await;
+    let mut buf = bytes::BytesMut::new();
+    let limits = pake::redis::resp::Limits::backend();
+    loop {
+        if let Ok(Some(n)) = pake::redis::resp::scan(&buf, 0, &limits) {
+            assert_eq!(n, buf.len(), "one reply");
+            return buf.to_vec();
+        }
+        let read = tokio::time::timeout(Duration::from_secs(10), c.stream.read_buf(&mut buf));
+        assert!(
+            read.await.expect("reply in time").expect("read") > 0,
+            "closed"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resp3_replies_pass_byte_exact_and_cluster_only_commands_are_refused() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut through = env.conn().await;
+    let mut direct = env.direct("k").await;
+    for c in [&mut through, &mut direct] {
+        assert!(matches!(c.cmd(&["HELLO", "3"]).await, Val::Map(_)));
+    }
+    // sets of maps (COMMAND INFO) and set order (GETKEYSANDFLAGS) as Redis wrote them
+    for args in [
+        &["COMMAND", "INFO", "GET", "LMOVE"][..],
+        &[
+            "COMMAND",
+            "GETKEYSANDFLAGS",
+            "LMOVE",
+            "a",
+            "b",
+            "LEFT",
+            "RIGHT",
+        ],
+    ] {
+        assert_eq!(
+            String::from_utf8_lossy(&raw(&mut through, args).await),
+            String::from_utf8_lossy(&raw(&mut direct, args).await),
+            "{args:?}"
+        );
+    }
+    let r = through.cmd(&["READONLY"]).await;
+    assert_eq!(
+        r.err_text(),
+        "ERR This instance has cluster support disabled"
+    );
+    // CLIENT LIST names each client's last command (a subscriber's is subscribe)
+    let mut sub = env.conn().await;
+    assert!(matches!(sub.cmd(&["SUBSCRIBE", "ch"]).await, Val::Arr(_)));
+    let list = text(&through.cmd(&["CLIENT", "LIST"]).await);
+    let line = list
+        .lines()
+        .find(|l| field(l, "flags") == "P")
+        .unwrap_or_else(|| panic!("the subscriber in {list}"));
+    assert_eq!(field(line, "cmd"), "subscribe");
+}
