@@ -9,5 +9,6 @@ mod clients;
 mod coherence;
 mod commands;
 mod faults;
+mod random_args;
 mod sentinel;
 mod tls;

@@ -372,19 +372,20 @@ async fn cached_read(
 /// MSET, DEL, UNLINK, EXISTS, TOUCH across slots: one command per slot, merged.
 async fn split(ctx: Ctx, spec: &'static Spec, req: Request, merge: Merge) -> Done {
     let started = Instant::now();
-    let step = if spec.name == "MSET" { 2 } else { 1 };
-    let positions: Vec<usize> = spec.key_positions(&req.args);
-    let groups = group_by_slot(&positions, |i| &req.args[i], true);
-    let sends = groups.iter().map(|(slot, pos)| {
-        let args: Vec<Bytes> = pos
-            .iter()
-            .flat_map(|&p| req.args[p..p + step].iter().cloned())
-            .collect();
+    let Some(parts) = crate::redis::commands::split_by_slot(spec, &req.args) else {
+        // arity_ok refuses cut pairs first; this is the last line of defence
+        let e = Error::Arity(spec.name.to_lowercase());
+        return Done {
+            reply: encode_reply(&ctx, &Err(e)),
+            write: spec.is(WRITE),
+        };
+    };
+    let sends = parts.iter().map(|(slot, args)| {
         let client = ctx.client.clone();
-        async move { send(&client, spec.name, &args, Some(*slot)).await }
+        async move { send(&client, spec.name, args, Some(*slot)).await }
     });
     let replies = join_all(sends).await;
-    let keys: Vec<Bytes> = positions.iter().map(|&p| req.args[p].clone()).collect();
+    let keys: Vec<Bytes> = keys_of(spec, &req.args).into_iter().cloned().collect();
     invalidate_written(&ctx.svc, spec, &keys);
     observe(&ctx, spec, started);
     Done {
