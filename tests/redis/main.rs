@@ -12,3 +12,4 @@ mod faults;
 mod random_args;
 mod sentinel;
 mod tls;
+mod write_through;
