@@ -400,10 +400,11 @@ pub fn slot(key: &[u8]) -> u16 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<Bytes> {
+    /// Space-separated arguments (unit tests of the Redis side).
+    pub(crate) fn args(s: &str) -> Vec<Bytes> {
         s.split(' ')
             .map(|a| Bytes::copy_from_slice(a.as_bytes()))
             .collect()
@@ -467,52 +468,35 @@ mod tests {
         }
     }
 
-    /// A deterministic generator for the property tests (splitmix64).
-    struct Gen(u64);
-
-    impl Gen {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^ (z >> 31)
-        }
-
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-
-        /// An argument that a key-position rule might trip over: counts (also huge or
-        /// negative), option tokens, empty, hash tags, plain words.
-        fn arg(&mut self) -> Bytes {
-            const WORDS: &[&str] = &[
-                "0",
-                "1",
-                "2",
-                "3",
-                "-1",
-                "99",
-                "18446744073709551615",
-                "9999999999999999999999",
-                "STREAMS",
-                "streams",
-                "BLOCK",
-                "COUNT",
-                "EX",
-                "GET",
-                "",
-                "{t}a",
-                "{t}b",
-                "k",
-                "a",
-                "b",
-                "c",
-            ];
-            match self.below(3) {
-                0 => Bytes::from(format!("key{}", self.below(50))),
-                _ => Bytes::from_static(WORDS[self.below(WORDS.len())].as_bytes()),
-            }
+    /// Argument lists for the property test: counts (also huge or negative), option tokens,
+    /// empty, hash tags, plain words.
+    fn random_arg(g: &mut crate::bench::rng::Rng) -> Bytes {
+        const WORDS: &[&str] = &[
+            "0",
+            "1",
+            "2",
+            "3",
+            "-1",
+            "99",
+            "18446744073709551615",
+            "9999999999999999999999",
+            "STREAMS",
+            "streams",
+            "BLOCK",
+            "COUNT",
+            "EX",
+            "GET",
+            "",
+            "{t}a",
+            "{t}b",
+            "k",
+            "a",
+            "b",
+            "c",
+        ];
+        match g.below(3) {
+            0 => Bytes::from(format!("key{}", g.below(50))),
+            _ => Bytes::from_static(WORDS[g.below(WORDS.len() as u64) as usize].as_bytes()),
         }
     }
 
@@ -521,12 +505,12 @@ mod tests {
     /// carries every argument exactly once.
     #[test]
     fn property_key_positions_and_splits_never_panic() {
-        let mut g = Gen(0x5eed);
+        let mut g = crate::bench::rng::Rng::new(0x5eed);
         for spec in Table::get().specs() {
             for _ in 0..400 {
                 let mut args = vec![Bytes::from_static(spec.name.as_bytes())];
                 let extra = g.below(10);
-                args.extend((0..extra).map(|_| g.arg()));
+                args.extend((0..extra).map(|_| random_arg(&mut g)));
                 let pos = spec.key_positions(&args);
                 assert!(
                     pos.iter().all(|&p| p >= 1 && p < args.len()),

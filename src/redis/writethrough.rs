@@ -313,12 +313,7 @@ pub fn pttl(reply: &[u8]) -> Option<Option<Duration>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn args(s: &str) -> Vec<Bytes> {
-        s.split(' ')
-            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
-            .collect()
-    }
+    use crate::redis::commands::tests::args;
 
     fn p(s: &str) -> Option<Plan> {
         let a = args(s);

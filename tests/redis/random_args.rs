@@ -8,59 +8,43 @@
 //! a random `CLUSTER RESET` would take the lab apart.
 
 use crate::harness::{Env, Mode, Val};
+use pake::bench::rng::Rng;
 use pake::redis::commands::{Kind, Table};
 use std::time::Duration;
 
-/// A deterministic generator (splitmix64): a failure names its seed and is replayable.
-struct Gen(u64);
-
-impl Gen {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    /// Counts (also huge and negative), option tokens, hash-tagged and plain keys, empty.
-    fn arg(&mut self) -> String {
-        const WORDS: &[&str] = &[
-            "0",
-            "1",
-            "2",
-            "3",
-            "-1",
-            "1.5",
-            "18446744073709551615",
-            "99999999999999999999999",
-            "STREAMS",
-            "COUNT",
-            "EX",
-            "PX",
-            "KEEPTTL",
-            "GET",
-            "NX",
-            "XX",
-            "WITHSCORES",
-            "LIMIT",
-            "MATCH",
-            "*",
-            "",
-            "{t}a",
-            "{t}b",
-            "{t}c",
-            "a",
-            "b",
-        ];
-        match self.below(3) {
-            0 => format!("k{}", self.below(20)),
-            _ => WORDS[self.below(WORDS.len())].to_string(),
-        }
+/// Counts (also huge and negative), option tokens, hash-tagged and plain keys, empty.
+fn random_arg(g: &mut Rng) -> String {
+    const WORDS: &[&str] = &[
+        "0",
+        "1",
+        "2",
+        "3",
+        "-1",
+        "1.5",
+        "18446744073709551615",
+        "99999999999999999999999",
+        "STREAMS",
+        "COUNT",
+        "EX",
+        "PX",
+        "KEEPTTL",
+        "GET",
+        "NX",
+        "XX",
+        "WITHSCORES",
+        "LIMIT",
+        "MATCH",
+        "*",
+        "",
+        "{t}a",
+        "{t}b",
+        "{t}c",
+        "a",
+        "b",
+    ];
+    match g.below(3) {
+        0 => format!("k{}", g.below(20)),
+        _ => WORDS[g.below(WORDS.len() as u64) as usize].to_string(),
     }
 }
 
@@ -89,7 +73,8 @@ fn left_out(name: &str, kind: Kind) -> bool {
 async fn random_args_body(mode: Mode, seed: u64) {
     let env = Env::start(mode).await;
     let mut c = env.conn().await;
-    let mut g = Gen(seed);
+    // deterministic: a failure names its seed and is replayable
+    let mut g = Rng::new(seed);
     let mut sent = 0;
     for spec in Table::get().specs() {
         if left_out(spec.name, spec.kind) {
@@ -98,7 +83,7 @@ async fn random_args_body(mode: Mode, seed: u64) {
         for _ in 0..12 {
             let mut args = vec![spec.name.to_string()];
             let extra = g.below(8);
-            args.extend((0..extra).map(|_| g.arg()));
+            args.extend((0..extra).map(|_| random_arg(&mut g)));
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
             c.send(&crate::harness::encode(&refs)).await;
             let reply = c.read_within(Duration::from_secs(10)).await;
