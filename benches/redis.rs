@@ -8,8 +8,11 @@ use pake::redis::commands::{slot, Table};
 use pake::redis::l1::{CacheKey, ALL_SLOTS, L1};
 use pake::redis::metrics::RedisMetrics;
 use pake::redis::resp::{self, encode::Proto, Limits};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::hint::black_box;
 use std::time::Duration;
+use std::time::Instant;
 
 fn command(args: &[&[u8]]) -> Vec<u8> {
     pake::redis::backend::link::command(args).to_vec()
@@ -98,5 +101,61 @@ fn l1(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, l1);
+/// What a hit costs when both workers of a 2-core Pake read the same hot keys at once:
+/// the L1 (moka plus the generation checks) against a baseline of 64 `RwLock<HashMap>`
+/// shards holding the same replies. Time per read, both threads together.
+fn l1_two_workers(c: &mut Criterion) {
+    let metrics = RedisMetrics::new(&prometheus::Registry::new());
+    let l1 = L1::new(64 << 20, 1 << 20, Duration::from_secs(300), metrics);
+    l1.set_armed(ALL_SLOTS, true, "bench");
+    let get_id = Table::get().lookup(b"GET").map_or(0, |s| s.id as u16);
+    let reply = Bytes::from_static(b"$10\r\nvalue-0042\r\n");
+    // Zipf-like: a few hot keys take most reads
+    let keys: Vec<CacheKey> = (0..64u64)
+        .map(|i| {
+            CacheKey::new(
+                get_id,
+                &[Bytes::from(format!("key:{i:06}"))],
+                0,
+                0,
+                Proto::Resp2,
+            )
+        })
+        .collect();
+    type Shard = parking_lot::RwLock<HashMap<CacheKey, Bytes>>;
+    let shards: Vec<Shard> = (0..64).map(|_| Shard::default()).collect();
+    let shard_of = |k: &CacheKey| {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        k.hash(&mut h);
+        (h.finish() % 64) as usize
+    };
+    for k in &keys {
+        if let Some(t) = l1.ticket(k.slot, &k.args) {
+            l1.insert(k.clone(), reply.clone(), t, None);
+        }
+        shards[shard_of(k)].write().insert(k.clone(), reply.clone());
+    }
+    let two = |iters: u64, read: &(dyn Fn(&CacheKey) -> Option<Bytes> + Sync)| {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for t in 0..2usize {
+                let keys = &keys;
+                s.spawn(move || {
+                    for i in 0..iters as usize {
+                        black_box(read(&keys[(i * 7 + t) % 8]));
+                    }
+                });
+            }
+        });
+        start.elapsed() / 2
+    };
+    let mut g = c.benchmark_group("l1_two_workers");
+    g.bench_function("l1_get_hit", |b| b.iter_custom(|n| two(n, &|k| l1.get(k))));
+    g.bench_function("sharded_rwlock_hashmap", |b| {
+        b.iter_custom(|n| two(n, &|k| shards[shard_of(k)].read().get(k).cloned()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode, l1, l1_two_workers);
 criterion_main!(benches);

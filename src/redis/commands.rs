@@ -116,13 +116,24 @@ impl Spec {
         self.flags & flag != 0
     }
 
+    /// Redis's arity, and for key/value lists (MSET) whole pairs: Redis refuses `MSET a 1 b`
+    /// as a wrong number of arguments, and a split by slot must never cut a pair.
     pub fn arity_ok(&self, argc: usize) -> bool {
         let a = self.arity;
-        if a >= 0 {
+        let count_ok = if a >= 0 {
             argc == a as usize
         } else {
             argc >= a.unsigned_abs() as usize
-        }
+        };
+        let pairs_ok = match self.keys {
+            Keys::Range {
+                first,
+                last: -1,
+                step,
+            } if step > 1 => argc.saturating_sub(usize::from(first)) % usize::from(step) == 0,
+            _ => true,
+        };
+        count_ok && pairs_ok
     }
 
     /// Positions of the key arguments (empty when malformed: Redis will say why).
@@ -151,7 +162,8 @@ impl Spec {
                     .and_then(|c| c.parse::<usize>().ok())
                     .unwrap_or(0);
                 let mut keys: Vec<usize> = (1..=before as usize).filter(|&i| i < n).collect();
-                if at + count < n {
+                // a count past the end (or near usize::MAX) names no keys: Redis says why
+                if at.checked_add(count).is_some_and(|last| last < n) {
                     keys.extend(at + 1..=at + count);
                 }
                 keys
@@ -371,16 +383,42 @@ impl Table {
     }
 }
 
+/// One part of a multi-key command split by slot: the slot and the arguments after the
+/// command name (each key followed by its value for MSET).
+pub type Part = (u16, Vec<Bytes>);
+
+/// Split a multi-key command (MSET, DEL, EXISTS…) by slot, parts in order of first key. Each
+/// key takes the `step - 1` arguments after it along (MSET's value). `None` when a key's
+/// group runs past the end of the arguments: the caller refuses the command instead of
+/// cutting a pair.
+pub fn split_by_slot(spec: &Spec, args: &[Bytes]) -> Option<Vec<Part>> {
+    let step = match spec.keys {
+        Keys::Range { step, .. } => usize::from(step.max(1)),
+        _ => 1,
+    };
+    let mut parts: Vec<Part> = Vec::new();
+    for p in spec.key_positions(args) {
+        let group = args.get(p..p.checked_add(step)?)?;
+        let s = slot(group.first()?);
+        match parts.iter_mut().find(|(slot, _)| *slot == s) {
+            Some((_, part)) => part.extend(group.iter().cloned()),
+            None => parts.push((s, group.to_vec())),
+        }
+    }
+    Some(parts)
+}
+
 /// The cluster hash slot of a key (CRC16 of the key or its `{hash tag}`, mod 16384).
 pub fn slot(key: &[u8]) -> u16 {
     redis_protocol::redis_keyslot(key)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn args(s: &str) -> Vec<Bytes> {
+    /// Space-separated arguments (unit tests of the Redis side).
+    pub(crate) fn args(s: &str) -> Vec<Bytes> {
         s.split(' ')
             .map(|a| Bytes::copy_from_slice(a.as_bytes()))
             .collect()
@@ -442,6 +480,82 @@ mod tests {
         ] {
             assert!(!t.lookup(never.as_bytes()).unwrap().is(CACHE), "{never}");
         }
+    }
+
+    /// Argument lists for the property test: counts (also huge or negative), option tokens,
+    /// empty, hash tags, plain words.
+    fn random_arg(g: &mut crate::bench::rng::Rng) -> Bytes {
+        const WORDS: &[&str] = &[
+            "0",
+            "1",
+            "2",
+            "3",
+            "-1",
+            "99",
+            "18446744073709551615",
+            "9999999999999999999999",
+            "STREAMS",
+            "streams",
+            "BLOCK",
+            "COUNT",
+            "EX",
+            "GET",
+            "",
+            "{t}a",
+            "{t}b",
+            "k",
+            "a",
+            "b",
+            "c",
+        ];
+        match g.below(3) {
+            0 => Bytes::from(format!("key{}", g.below(50))),
+            _ => Bytes::from_static(WORDS[g.below(WORDS.len() as u64) as usize].as_bytes()),
+        }
+    }
+
+    /// Every command in the table, with random argument lists: key positions stay inside
+    /// the arguments, in order; a split never panics, and for a list Redis would accept it
+    /// carries every argument exactly once.
+    #[test]
+    fn property_key_positions_and_splits_never_panic() {
+        let mut g = crate::bench::rng::Rng::new(0x5eed);
+        for spec in Table::get().specs() {
+            for _ in 0..400 {
+                let mut args = vec![Bytes::from_static(spec.name.as_bytes())];
+                let extra = g.below(10);
+                args.extend((0..extra).map(|_| random_arg(&mut g)));
+                let pos = spec.key_positions(&args);
+                assert!(
+                    pos.iter().all(|&p| p >= 1 && p < args.len()),
+                    "{args:?}: {pos:?}"
+                );
+                assert!(pos.windows(2).all(|w| w[0] < w[1]), "{args:?}: {pos:?}");
+                let parts = split_by_slot(spec, &args);
+                if !matches!(spec.kind, Kind::Split(_)) || !spec.arity_ok(args.len()) {
+                    continue;
+                }
+                let parts = parts.unwrap_or_else(|| panic!("{args:?} accepted but not split"));
+                let carried: usize = parts.iter().map(|(_, a)| a.len()).sum();
+                assert_eq!(carried, args.len() - 1, "{args:?} -> {parts:?}");
+                for (s, part) in &parts {
+                    let step = if spec.name.starts_with("MSET") { 2 } else { 1 };
+                    assert!(part.chunks(step).all(|c| slot(&c[0]) == *s), "{parts:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn cut_pairs_are_an_arity_error() {
+        let mset = Table::get().lookup(b"MSET").unwrap();
+        assert!(!mset.arity_ok(4), "MSET a 1 b");
+        assert!(mset.arity_ok(5) && !mset.arity_ok(2));
+        assert_eq!(split_by_slot(mset, &args("MSET a 1 b")), None);
+        let parts = split_by_slot(mset, &args("MSET a 1 b 2 {a}x 3")).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].1, args("a 1 {a}x 3"));
+        assert_eq!(keys("EVAL s 18446744073709551615 a"), Vec::<usize>::new());
     }
 
     #[test]

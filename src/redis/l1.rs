@@ -14,6 +14,10 @@
 //! fill/invalidation race is closed without locks. Entries made stale this way are dropped
 //! when next looked at, or by eviction; flushes also drop them eagerly.
 //!
+//! Pake's own writes fill it too ([`super::writethrough`]): on the write's reply, read in
+//! order with the invalidations on the node's tracking connection, the written keys'
+//! generations are bumped and the fill is made under a ticket taken after that bump.
+//!
 //! The cache is bounded in bytes (a weigher counting key, arguments and reply), refuses
 //! replies over `max_entry_size`, and expires entries at the earlier of `max_ttl` and the
 //! key's own TTL.

@@ -27,6 +27,7 @@ pub mod metrics;
 pub mod resp;
 pub mod session;
 pub mod tracking;
+pub mod writethrough;
 
 use backend::Backend;
 use config::RedisConfig;

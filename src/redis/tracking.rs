@@ -22,15 +22,54 @@ use super::backend::link::{Link, Target};
 use super::backend::{Backend, Primary};
 use super::config::{RedisConfig, TrackingProtocol};
 use super::error::Error;
-use super::l1::L1;
+use super::l1::{Ticket, L1, SLOTS};
 use super::metrics::RedisMetrics;
 use super::resp::encode::Proto;
-use bytes::Bytes;
+use super::writethrough::{pttl, CommandIds, Plan, Ttl};
+use arc_swap::ArcSwapOption;
+use bytes::{Bytes, BytesMut};
 use parking_lot::Mutex;
 use redis_protocol::resp3::types::BytesFrame;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+/// Writes queued for one node's tracking connection before sessions fall back to the pools.
+const WRITE_QUEUE: usize = 1024;
+/// Commands in flight on one tracking connection before the queue is left waiting.
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// A planned write ([`super::writethrough`]) for the tracking connection of its node.
+pub struct WriteReq {
+    /// The write as the client sent it, then `PTTL key` when the plan asks for it.
+    pub bytes: Bytes,
+    pub plan: Plan,
+    pub db: u8,
+    /// The client's protocol: fills are cached under it.
+    pub proto: Proto,
+    pub sent: Instant,
+    /// The write's reply, exactly as Redis sent it (RESP3).
+    pub reply: oneshot::Sender<Bytes>,
+}
+
+/// Where sessions queue writes for one node's tracking connection.
+struct Writer {
+    tx: mpsc::Sender<WriteReq>,
+    db: u8,
+}
+
+/// What is in flight on a tracking connection, in order.
+enum InFlight {
+    Ping,
+    Write(Box<WriteReq>),
+    /// The write was answered (`first`); its PTTL is next. `tickets` when it was accepted.
+    Ttl {
+        w: Box<WriteReq>,
+        first: Bytes,
+        tickets: Option<Vec<Option<Ticket>>>,
+    },
+}
 
 /// The running tracking streams, kept in step with the topology.
 pub struct Tracking {
@@ -41,6 +80,9 @@ pub struct Tracking {
     heartbeat: Duration,
     max_lag: Duration,
     nodes: Mutex<HashMap<String, NodeHandle>>,
+    /// Per slot, the armed node's write queue (RESP3 tracking only).
+    writers: Box<[ArcSwapOption<Writer>]>,
+    ids: CommandIds,
 }
 
 struct NodeHandle {
@@ -80,6 +122,8 @@ impl Tracking {
             heartbeat: cfg.tracking_heartbeat.0,
             max_lag: cfg.tracking_max_lag.0,
             nodes: Mutex::new(HashMap::new()),
+            writers: (0..SLOTS).map(|_| ArcSwapOption::empty()).collect(),
+            ids: CommandIds::lookup(),
         });
         t.sync_topology();
         let weak = Arc::downgrade(&t);
@@ -131,7 +175,42 @@ impl Tracking {
         let mut stopped = h.stopped.lock();
         *stopped = true;
         h.task.abort();
+        self.publish(&h.slots, None, None);
         self.l1.set_armed(&h.slots, false, reason);
+    }
+
+    /// Queue a planned write for the tracking connection of `slot`'s node; `false` when
+    /// there is none (not armed, RESP2 tracking, another database) or its queue is full.
+    pub fn submit(&self, slot: u16, req: WriteReq) -> bool {
+        let guard = self.writers[usize::from(slot) % SLOTS].load();
+        match guard.as_ref() {
+            Some(w) if w.db == req.db => w.tx.try_send(req).is_ok(),
+            _ => false,
+        }
+    }
+
+    /// Point `slots` at `writer`; with `only_if`, only slots still pointing at that one (a
+    /// stream that ended must not unpublish its successor).
+    fn publish(
+        &self,
+        slots: &[(u16, u16)],
+        writer: Option<&Arc<Writer>>,
+        only_if: Option<&Arc<Writer>>,
+    ) {
+        for &(start, end) in slots {
+            for s in start..=end.min(SLOTS as u16 - 1) {
+                let cell = &self.writers[usize::from(s)];
+                match only_if {
+                    Some(old) => {
+                        let cur = cell.load();
+                        if cur.as_ref().is_some_and(|c| Arc::ptr_eq(c, old)) {
+                            cell.compare_and_swap(&*cur, writer.cloned());
+                        }
+                    }
+                    None => cell.store(writer.cloned()),
+                }
+            }
+        }
     }
 
     fn spawn_node(self: &Arc<Self>, p: Primary) -> NodeHandle {
@@ -149,19 +228,30 @@ impl Tracking {
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.arm(&p.addr).await {
-                Ok(mut stream) => {
+                Ok((mut stream, db)) => {
+                    let (writer, rx) = match self.protocol {
+                        TrackingProtocol::Resp3 => {
+                            let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+                            (Some(Arc::new(Writer { tx, db })), Some(rx))
+                        }
+                        TrackingProtocol::Resp2 => (None, None),
+                    };
                     {
                         let stopped = stopped.lock();
                         if *stopped {
                             return;
                         }
                         self.l1.set_armed(&p.slots, true, "armed");
+                        self.publish(&p.slots, writer.as_ref(), None);
                     }
                     // counted while armed, also when the task is aborted (topology change)
                     let armed = GaugeGuard::inc(&self.metrics.tracking_connections);
                     backoff = Duration::from_millis(50);
                     tracing::debug!(node = %p.addr, "tracking armed");
-                    let ended = self.pump(&mut stream, &p).await;
+                    let ended = self.pump(&mut stream, &p, rx).await;
+                    if let Some(w) = &writer {
+                        self.publish(&p.slots, None, Some(w));
+                    }
                     drop(armed);
                     let reason = match &ended {
                         Ended::Lost(_) => "tracking_lost",
@@ -181,22 +271,28 @@ impl Tracking {
         }
     }
 
-    /// Open the node's tracking connection(s) with BCAST on.
-    async fn arm(&self, addr: &str) -> Result<Stream, Error> {
+    /// Open the node's tracking connection(s) with BCAST on; also the database it selected.
+    /// In RESP3 the connection also carries planned writes, so NOLOOP: Redis leaves out the
+    /// keys this connection itself changed last (see [`super::writethrough`]).
+    async fn arm(&self, addr: &str) -> Result<(Stream, u8), Error> {
         let key = self.backend.default_key(Proto::Resp3);
         let mut target: Target = self.backend.target(addr.to_string(), &key);
-        target.db = 0;
+        if self.backend.cluster {
+            target.db = 0;
+        }
+        let db = target.db;
         match self.protocol {
             TrackingProtocol::Resp3 => {
                 let mut link = Link::connect(&target).await?;
                 link.call_ok(&[b"CLIENT", b"SETNAME", b"pake-tracking"])
                     .await?;
-                link.call_ok(&[b"CLIENT", b"TRACKING", b"ON", b"BCAST"])
+                link.call_ok(&[b"CLIENT", b"TRACKING", b"ON", b"BCAST", b"NOLOOP"])
                     .await?;
-                Ok(Stream {
+                let stream = Stream {
                     link,
                     redirect: None,
-                })
+                };
+                Ok((stream, db))
             }
             TrackingProtocol::Resp2 => {
                 target.proto = Proto::Resp2;
@@ -211,52 +307,133 @@ impl Tracking {
                 redirect
                     .call_ok(&[b"CLIENT", b"TRACKING", b"ON", b"BCAST", b"REDIRECT", &id])
                     .await?;
-                Ok(Stream {
+                let stream = Stream {
                     link: sub,
                     redirect: Some(redirect),
-                })
+                };
+                Ok((stream, db))
             }
         }
     }
 
-    /// Apply invalidations until the stream fails or lags.
-    async fn pump(&self, s: &mut Stream, p: &Primary) -> Ended {
+    /// Apply invalidations (and, in RESP3, carry planned writes) until the stream fails or
+    /// lags.
+    async fn pump(
+        &self,
+        s: &mut Stream,
+        p: &Primary,
+        rx: Option<mpsc::Receiver<WriteReq>>,
+    ) -> Ended {
         let ping = super::backend::link::command(&[b"PING"]);
-        let mut ping_sent: Option<Instant> = None;
-        let mut next_ping = Instant::now() + self.heartbeat;
+        let in_order = self.protocol == TrackingProtocol::Resp3;
+        let mut st = PumpState {
+            fifo: VecDeque::new(),
+            out: BytesMut::new(),
+            ping_sent: None,
+            next_ping: Instant::now() + self.heartbeat,
+            rx,
+        };
         loop {
-            if let Some(sent) = ping_sent {
+            if let Some(sent) = st.ping_sent {
                 if sent.elapsed() > self.max_lag {
                     return Ended::Lagging(sent.elapsed());
                 }
             }
-            if ping_sent.is_none() && Instant::now() >= next_ping {
-                if let Err(e) = s.link.send(&ping).await {
+            if st.ping_sent.is_none() && Instant::now() >= st.next_ping {
+                st.out.extend_from_slice(&ping);
+                st.ping_sent = Some(Instant::now());
+                if in_order {
+                    st.fifo.push_back(InFlight::Ping);
+                }
+            }
+            st.take_queued();
+            if !st.out.is_empty() {
+                // every write queued since the last wake-up leaves in one send
+                if let Err(e) = s.link.send(&st.out).await {
                     return Ended::Lost(e);
                 }
-                ping_sent = Some(Instant::now());
+                st.out.clear();
             }
-            let wait = match ping_sent {
+            let wait = match st.ping_sent {
                 Some(sent) => (sent + self.max_lag).saturating_duration_since(Instant::now()),
-                None => next_ping.saturating_duration_since(Instant::now()),
+                None => st.next_ping.saturating_duration_since(Instant::now()),
             };
-            let frame = match s.next_frame(wait).await {
-                Ok(Some(f)) => f,
-                Ok(None) => continue, // timer
-                Err(e) => return Ended::Lost(e),
-            };
-            match self.apply(&frame, p) {
-                Message::Pong => {
-                    if let Some(sent) = ping_sent.take() {
-                        self.metrics
-                            .tracking_lag
-                            .observe(sent.elapsed().as_secs_f64());
+            let room = st.fifo.len() < MAX_IN_FLIGHT;
+            match s.next_event(wait, st.rx.as_mut().filter(|_| room)).await {
+                Ok(Event::Frame(f)) => {
+                    if let Err(e) = self.on_frame(&mut st, f, p, in_order) {
+                        return Ended::Lost(e);
                     }
-                    next_ping = Instant::now() + self.heartbeat;
                 }
-                Message::Invalidation | Message::Other => {}
+                Ok(Event::Write(w)) => st.queue(w),
+                Ok(Event::Idle) => {}
+                Ok(Event::Closed) => st.rx = None,
+                Err(e) => return Ended::Lost(e),
             }
         }
+    }
+
+    /// One frame from the stream: an invalidation push, or (RESP3) the reply to what is
+    /// first in flight. Frames are handled one at a time, in the order Redis sent them.
+    fn on_frame(
+        &self,
+        st: &mut PumpState,
+        frame: Bytes,
+        p: &Primary,
+        in_order: bool,
+    ) -> Result<(), Error> {
+        if in_order && frame.first() != Some(&b'>') {
+            match st.fifo.pop_front() {
+                Some(InFlight::Ping) => st.pong(self),
+                Some(InFlight::Write(w)) => {
+                    if let Some(next) = self.write_replied(w, frame) {
+                        st.fifo.push_front(next);
+                    }
+                }
+                Some(InFlight::Ttl { w, first, tickets }) => {
+                    if let (Some(tickets), Some(ttl)) = (tickets, pttl(&frame)) {
+                        w.plan
+                            .fill(&self.l1, &tickets, ttl, w.sent, w.db, w.proto, self.ids);
+                    }
+                    let _ = w.reply.send(first);
+                }
+                None => {
+                    let msg = format!("{}: a reply with nothing in flight", p.addr);
+                    return Err(Error::LinkLost(msg));
+                }
+            }
+            return Ok(());
+        }
+        if let Message::Pong = self.apply(&frame, p) {
+            st.pong(self);
+        }
+        Ok(())
+    }
+
+    /// A planned write was answered: when it did what was planned, bump its keys and take
+    /// the fill tickets now, before the next frame is read (see [`super::writethrough`]).
+    fn write_replied(&self, w: Box<WriteReq>, reply: Bytes) -> Option<InFlight> {
+        let tickets = w
+            .plan
+            .accepts(&reply)
+            .then(|| w.plan.acknowledged(&self.l1));
+        let ttl = match w.plan.ttl {
+            Ttl::AskRedis => {
+                return Some(InFlight::Ttl {
+                    w,
+                    first: reply,
+                    tickets,
+                })
+            }
+            Ttl::Fixed(d) => Some(d),
+            Ttl::Cleared => None,
+        };
+        if let Some(tickets) = tickets {
+            w.plan
+                .fill(&self.l1, &tickets, ttl, w.sent, w.db, w.proto, self.ids);
+        }
+        let _ = w.reply.send(reply);
+        None
     }
 
     /// Apply one message from a tracking stream to the L1.
@@ -359,11 +536,15 @@ struct Stream {
 }
 
 impl Stream {
-    /// The next frame, or `None` when `wait` passes first.
-    async fn next_frame(&mut self, wait: Duration) -> Result<Option<Bytes>, Error> {
+    /// The next frame, a write to send, or `Idle` (more bytes read, or `wait` passed).
+    async fn next_event(
+        &mut self,
+        wait: Duration,
+        rx: Option<&mut mpsc::Receiver<WriteReq>>,
+    ) -> Result<Event, Error> {
         let Stream { link, redirect } = self;
         if let Some(f) = link.buffered_frame()? {
-            return Ok(Some(f));
+            return Ok(Event::Frame(f));
         }
         let redirect_closed = async {
             match redirect.as_mut() {
@@ -371,13 +552,66 @@ impl Stream {
                 None => std::future::pending().await,
             }
         };
+        let queued = async {
+            match rx {
+                Some(rx) => rx.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
-            r = link.fill() => r.map(|_| None),
+            r = link.fill() => r.map(|_| Event::Idle),
             r = redirect_closed => match r {
                 Err(e) => Err(e),
-                Ok(()) => Ok(None), // stray bytes on the redirecting connection: ignore
+                Ok(()) => Ok(Event::Idle), // stray bytes on the redirecting connection: ignore
             },
-            _ = tokio::time::sleep(wait) => Ok(None),
+            w = queued => Ok(w.map_or(Event::Closed, Event::Write)),
+            _ = tokio::time::sleep(wait) => Ok(Event::Idle),
         }
+    }
+}
+
+/// What woke a pump.
+enum Event {
+    Frame(Bytes),
+    Write(WriteReq),
+    Idle,
+    /// Every sender is gone: no more writes.
+    Closed,
+}
+
+/// A pump's writes in flight (in order), the bytes to send next, and its heartbeat.
+struct PumpState {
+    fifo: VecDeque<InFlight>,
+    out: BytesMut,
+    ping_sent: Option<Instant>,
+    next_ping: Instant,
+    rx: Option<mpsc::Receiver<WriteReq>>,
+}
+
+impl PumpState {
+    fn queue(&mut self, w: WriteReq) {
+        self.out.extend_from_slice(&w.bytes);
+        if let (Ttl::AskRedis, Some(key)) = (w.plan.ttl, w.plan.keys.first()) {
+            self.out
+                .extend_from_slice(&super::backend::link::command(&[b"PTTL", key]));
+        }
+        self.fifo.push_back(InFlight::Write(Box::new(w)));
+    }
+
+    /// Everything already queued, while there is room in flight.
+    fn take_queued(&mut self) {
+        while self.fifo.len() < MAX_IN_FLIGHT {
+            match self.rx.as_mut().map(|rx| rx.try_recv()) {
+                Some(Ok(w)) => self.queue(w),
+                _ => break,
+            }
+        }
+    }
+
+    fn pong(&mut self, t: &Tracking) {
+        if let Some(sent) = self.ping_sent.take() {
+            t.metrics.tracking_lag.observe(sent.elapsed().as_secs_f64());
+        }
+        self.next_ping = Instant::now() + t.heartbeat;
     }
 }

@@ -11,5 +11,7 @@ mod commands;
 mod compat;
 mod faults;
 mod matrix;
+mod random_args;
 mod sentinel;
 mod tls;
+mod write_through;

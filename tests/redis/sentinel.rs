@@ -278,7 +278,8 @@ async fn reads_go_to_a_sentinel_known_replica() {
     let env = Env::sentinel(|c| c.read_from_replicas = true).await;
     let mut c = env.conn().await;
     assert_eq!(c.cmd(&["RPUSH", "rr:list", "a", "b"]).await, Val::Int(2));
-    assert_eq!(c.cmd(&["SET", "rr:key", "v"]).await, Val::s("OK"));
+    // NX: not written through, so the first GET below is a miss that fills from the primary
+    assert_eq!(c.cmd(&["SET", "rr:key", "v", "NX"]).await, Val::s("OK"));
     let list = Val::Arr(vec![Val::s("a"), Val::s("b")]);
     // a key read that the L1 does not cache: from the replica (once replicated)
     let deadline = Instant::now() + Duration::from_secs(5);

@@ -12,7 +12,9 @@
 //!
 //! Pipelined commands all go through the one fred client this session is assigned, so
 //! Redis executes them in the order sent; while one of this session's writes is in flight,
-//! its reads bypass the L1 (a pipelined `SET k; GET k` never reads the old `k`).
+//! its reads bypass the L1 (a pipelined `SET k; GET k` never reads the old `k`). A write
+//! sent through a tracking connection for write-through is a fence: it goes only when
+//! nothing else is in flight, and nothing follows it until it is answered.
 //!
 //! The client is plain TCP or TLS ([`ClientStream`]); one poll drives its writes, TLS
 //! flushes, finished replies and reads, so neither kind needs a split stream.
@@ -112,6 +114,9 @@ pub struct Session {
     watch_slot: Option<Option<u16>>,
     /// A barrier command waiting for earlier replies to drain.
     deferred: Option<Request>,
+    /// A write went through a tracking connection (write-through): nothing more is sent
+    /// until it is answered, so this client's commands reach Redis in the order sent.
+    fence: bool,
     close_after: bool,
     closing: tokio::sync::watch::Receiver<bool>,
     /// An injected fault asked to drop the connection without a reply.
@@ -156,6 +161,7 @@ impl Session {
             link: None,
             watch_slot: None,
             deferred: None,
+            fence: false,
             close_after: false,
             reset_now: false,
             bandwidth: None,
@@ -221,6 +227,12 @@ impl Session {
             && self.pending.len() < MAX_PENDING
             && self.wbuf.len() < HIGH_WATER
         {
+            if self.fence {
+                if !self.pending.is_empty() {
+                    break;
+                }
+                self.fence = false;
+            }
             match resp::take_request(&mut self.rbuf, &self.svc.limits) {
                 Ok(Some(req)) => self.dispatch(req),
                 Ok(None) => break,

@@ -8,7 +8,9 @@
 //! * MSET, DEL, UNLINK, EXISTS, TOUCH: split by slot, sent concurrently, merged;
 //! * broadcast commands (FLUSHALL, DBSIZE, KEYS, SCRIPT…): every primary, merged;
 //! * writes: their keys are invalidated locally once Redis answered, before the reply is
-//!   queued for the client;
+//!   queued for the client; a write whose new value is known goes through its node's
+//!   tracking connection instead and refills the L1 (write-through, see
+//!   [`crate::redis::writethrough`] for why that never serves a replaced value);
 //! * with `read_from_replicas`, read-only key commands that do not fill the L1 go to the
 //!   session's replica client (the primary when it is not connected);
 //! * a READONLY reply or a lost connection tells the Sentinel follower to look for a new
@@ -127,7 +129,8 @@ impl Session {
         }
         match spec.kind {
             Kind::Split(Merge::Concat) => return self.mget(ctx, spec, req, l1),
-            Kind::Split(merge) if cluster && keys.len() > 1 => {
+            // keys in one slot go as one command (and may write through)
+            Kind::Split(merge) if cluster && common_slot(&keys).is_err() => {
                 let fut = split(ctx, spec, req, merge);
                 return self.push_future(Box::pin(fut), spec.is(WRITE));
             }
@@ -142,6 +145,12 @@ impl Session {
             Err(e) if cluster => return self.push_error(&e),
             Err(_) => None,
         };
+        if spec.is(WRITE) {
+            if let Err(req) = self.write_through(&ctx, spec, req, slot) {
+                self.push_future(Box::pin(plain(ctx, spec, req, slot)), true);
+            }
+            return;
+        }
         if spec.is(CACHE) && keys.len() == 1 {
             if let Some(l1) = l1 {
                 let key = CacheKey::new(
@@ -164,6 +173,60 @@ impl Session {
         }
         let fut = plain(ctx, spec, req, slot);
         self.push_future(Box::pin(fut), spec.is(WRITE));
+    }
+
+    /// Send a write whose new value is known ([`crate::redis::writethrough`]) through its
+    /// node's tracking connection, which refills the L1 once Redis acknowledges it. Only
+    /// when nothing else of this session is in flight or buffered (a pipelined client keeps
+    /// its batch on the pool), for the default login; the session then waits for the
+    /// reply before its next command. The request is handed back when it cannot go.
+    fn write_through(
+        &mut self,
+        ctx: &Ctx,
+        spec: &'static Spec,
+        req: Request,
+        slot: Option<u16>,
+    ) -> Result<(), Request> {
+        let Some(tracking) = self.svc.tracking.as_ref().filter(|_| self.svc.l1.is_some()) else {
+            return Err(req);
+        };
+        let quiet = self.pending.is_empty() && self.rbuf.is_empty();
+        let default_login = self.state.auth.is_none() && self.state.user_id == 0;
+        let current = ctx.generation == self.svc.backend.generation();
+        if !quiet || !default_login || !current {
+            return Err(req);
+        }
+        let Some(plan) = crate::redis::writethrough::plan(spec.name, &req.args) else {
+            return Err(req);
+        };
+        let node_slot = match (self.svc.backend.cluster, slot) {
+            (true, Some(s)) => s,
+            (true, None) => return Err(req),
+            (false, _) => 0,
+        };
+        let bytes = match req.inline {
+            false => req.raw.clone(),
+            true => {
+                let args: Vec<&[u8]> = req.args.iter().map(|a| &a[..]).collect();
+                crate::redis::backend::link::command(&args).freeze()
+            }
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let w = crate::redis::tracking::WriteReq {
+            bytes,
+            plan,
+            db: self.state.db,
+            proto: self.state.proto,
+            sent: Instant::now(),
+            reply: tx,
+        };
+        if !tracking.submit(node_slot, w) {
+            return Err(req);
+        }
+        self.fence = true;
+        let fut = through_tracking(ctx.clone(), spec, req, slot, rx);
+        self.push_future(Box::pin(fut), true);
+        Ok(())
     }
 
     /// The replica client for a read-only key command that will not fill the L1, when
@@ -334,6 +397,51 @@ async fn plain(ctx: Ctx, spec: &'static Spec, req: Request, slot: Option<u16>) -
     }
 }
 
+/// The reply of a write sent through a tracking connection. Redirections and refusals
+/// that another route may not meet (MOVED, ASK, READONLY…) send it again through the pool.
+async fn through_tracking(
+    ctx: Ctx,
+    spec: &'static Spec,
+    req: Request,
+    slot: Option<u16>,
+    rx: tokio::sync::oneshot::Receiver<Bytes>,
+) -> Done {
+    let started = Instant::now();
+    let reply = match rx.await {
+        Ok(frame) if retry_elsewhere(&frame) => {
+            if frame.starts_with(b"-READONLY") {
+                ctx.svc.backend.suspect_primary();
+            }
+            return plain(ctx, spec, req, slot).await;
+        }
+        Ok(frame) if ctx.proto == Proto::Resp2 && &frame[..] == b"_\r\n" => {
+            Bytes::from_static(b"$-1\r\n")
+        }
+        Ok(frame) => frame,
+        Err(_) => {
+            let e = Error::LinkLost(
+                "the tracking connection closed before the write was answered (it may have been applied)".into(),
+            );
+            encode_reply(&ctx, &Err(e))
+        }
+    };
+    observe(&ctx, spec, started);
+    Done { reply, write: true }
+}
+
+fn retry_elsewhere(reply: &[u8]) -> bool {
+    const CODES: [&[u8]; 7] = [
+        b"-MOVED ",
+        b"-ASK ",
+        b"-TRYAGAIN",
+        b"-CLUSTERDOWN",
+        b"-READONLY",
+        b"-LOADING",
+        b"-MASTERDOWN",
+    ];
+    CODES.iter().any(|c| reply.starts_with(c))
+}
+
 async fn cached_read(
     ctx: Ctx,
     spec: &'static Spec,
@@ -372,19 +480,20 @@ async fn cached_read(
 /// MSET, DEL, UNLINK, EXISTS, TOUCH across slots: one command per slot, merged.
 async fn split(ctx: Ctx, spec: &'static Spec, req: Request, merge: Merge) -> Done {
     let started = Instant::now();
-    let step = if spec.name == "MSET" { 2 } else { 1 };
-    let positions: Vec<usize> = spec.key_positions(&req.args);
-    let groups = group_by_slot(&positions, |i| &req.args[i], true);
-    let sends = groups.iter().map(|(slot, pos)| {
-        let args: Vec<Bytes> = pos
-            .iter()
-            .flat_map(|&p| req.args[p..p + step].iter().cloned())
-            .collect();
+    let Some(parts) = crate::redis::commands::split_by_slot(spec, &req.args) else {
+        // arity_ok refuses cut pairs first; this is the last line of defence
+        let e = Error::Arity(spec.name.to_lowercase());
+        return Done {
+            reply: encode_reply(&ctx, &Err(e)),
+            write: spec.is(WRITE),
+        };
+    };
+    let sends = parts.iter().map(|(slot, args)| {
         let client = ctx.client.clone();
-        async move { send(&client, spec.name, &args, Some(*slot)).await }
+        async move { send(&client, spec.name, args, Some(*slot)).await }
     });
     let replies = join_all(sends).await;
-    let keys: Vec<Bytes> = positions.iter().map(|&p| req.args[p].clone()).collect();
+    let keys: Vec<Bytes> = keys_of(spec, &req.args).into_iter().cloned().collect();
     invalidate_written(&ctx.svc, spec, &keys);
     observe(&ctx, spec, started);
     Done {
