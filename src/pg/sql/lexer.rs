@@ -4,9 +4,10 @@
 //! `/* */`). It never fails: unterminated input ends the last token at the end of the text.
 
 /// What a token is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Kind {
     /// An unquoted identifier or keyword.
+    #[default]
     Word,
     /// `"Name"`.
     QuotedIdent,
@@ -24,7 +25,7 @@ pub enum Kind {
     Comment,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Token {
     pub kind: Kind,
     pub start: usize,
