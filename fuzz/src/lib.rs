@@ -17,11 +17,17 @@ pub fn twin(sql: &str, seed: u8) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
     let mut last = 0;
     let mut n = seed as usize;
+    let mut prev: Option<Kind> = None;
     for tok in Lexer::new(sql) {
         let gap = &sql[last..tok.start];
         out.push_str(&respace(gap, &mut n));
         let text = tok.text(sql);
+        // a word glued to a number keeps its case: sqlparser reads `9L` as a long literal
+        // (upper case only), a quirk PostgreSQL does not share
+        let glued_to_number = gap.is_empty() && prev == Some(Kind::Number);
+        prev = Some(tok.kind);
         match tok.kind {
+            Kind::Word if glued_to_number => out.push_str(text),
             Kind::Word => {
                 for (i, c) in text.chars().enumerate() {
                     if (n + i) % 3 == 0 {
