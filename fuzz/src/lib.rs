@@ -53,9 +53,12 @@ pub fn twin(sql: &str, seed: u8) -> String {
     out
 }
 
-/// A `'…'` literal with no prefix, properly closed.
+/// A `'…'` literal with no prefix, properly closed (`'a''` is `a'` unterminated).
 fn is_plain_string(text: &str) -> bool {
-    text.len() >= 2 && text.starts_with('\'') && text.ends_with('\'')
+    text.len() >= 2
+        && text.starts_with('\'')
+        && text.ends_with('\'')
+        && !text[1..text.len() - 1].replace("''", "").contains('\'')
 }
 
 /// Whitespace between tokens, re-spaced: runs of whitespace become another run; comments and
