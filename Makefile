@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: demo test deps build release lint fmt bench bench-micro bench-smoke bench-pg bench-redis bench-syscalls chaos clean check-deploy
+.PHONY: demo test deps build release lint fmt fuzz fuzz-check bench bench-micro bench-smoke bench-pg bench-redis bench-syscalls chaos clean check-deploy
 
 ## Start a local lab (Postgres primary + replica, Redis Cluster), put Pake in front, run a
 ## short load (pgbench, a query missing an index, redis-benchmark), print the query report
@@ -11,9 +11,23 @@ CARGO ?= cargo
 demo: deps release
 	./target/release/pake demo
 
-## Everything CI runs: formatting, lints, deployment files, unit and integration tests against real servers.
+## Everything CI runs: formatting, lints, deployment files, unit and integration tests against real servers,
+## and every fuzz target for a few seconds from its saved corpus.
 test: deps lint check-deploy
 	$(CARGO) test --all-targets --no-fail-fast
+	$(MAKE) fuzz-check
+
+## Coverage-guided fuzzing on the stable toolchain (libFuzzer through libfuzzer-sys, see
+## scripts/fuzz.sh): every target in fuzz/ for FUZZ_SECONDS each; prints execs and execs/s per
+## target, fails on a crash (the input is kept in fuzz/work/artifacts/<target>/).
+FUZZ_SECONDS ?= 600
+fuzz: deps
+	./scripts/fuzz.sh run $(FUZZ_SECONDS)
+
+## Each fuzz target for FUZZ_CHECK_SECONDS from the committed seeds in fuzz/corpus/.
+FUZZ_CHECK_SECONDS ?= 4
+fuzz-check: deps
+	./scripts/fuzz.sh check $(FUZZ_CHECK_SECONDS)
 
 deps:
 	@./scripts/deps.sh
@@ -26,10 +40,12 @@ release:
 
 lint:
 	$(CARGO) fmt --all -- --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
 fmt:
 	$(CARGO) fmt --all
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --all
 
 ## Offline validation of docker/: promtool (rules + rule tests), compose schema and references,
 ## Kubernetes manifests, Dockerfile, Grafana dashboard (see scripts/check-deploy.sh).

@@ -183,6 +183,10 @@ pub struct General {
     /// Largest message a client may send; bigger declared lengths get 08P01 before any
     /// memory is reserved.
     pub max_message_size: Bytes,
+    /// Longest statement text the SQL parser analyses (routing, fingerprint). Longer ones
+    /// get a token-level fingerprint, go to the primary and are never cached: a parse tree
+    /// costs tens of times its text.
+    pub max_analyzed_statement_size: Bytes,
     /// Default client authentication: `scram-sha-256`, `md5` or `trust`.
     pub auth_type: Method,
     /// Users allowed on the admin console (database `pake`).
@@ -211,6 +215,7 @@ impl Default for General {
             log_level: "info".into(),
             max_client_conn: 10_000,
             max_message_size: Bytes(64 << 20),
+            max_analyzed_statement_size: Bytes(crate::pg::sql::DEFAULT_MAX_ANALYZED as u64),
             auth_type: Method::ScramSha256,
             admin_users: Vec::new(),
             shutdown_timeout: Dur::secs(30),

@@ -22,6 +22,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
+use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 /// The identity of one logical statement.
@@ -106,6 +107,10 @@ impl Kind {
 /// Parse `raw` as PostgreSQL, the way the proxy does (so fingerprints and routing agree).
 /// `None` when it does not parse or holds no statement.
 pub fn parse(raw: &str) -> Option<Vec<Statement>> {
+    // a tree too deep to walk on a worker's stack is not built (see `deeper_than`)
+    if crate::pg::sql::lexer::deeper_than(raw, crate::pg::sql::MAX_PARSE_DEPTH) {
+        return None;
+    }
     let statements = Parser::parse_sql(&PostgreSqlDialect {}, raw).ok()?;
     (!statements.is_empty()).then_some(statements)
 }
@@ -139,6 +144,36 @@ pub fn fingerprint(raw: &str, ast: Option<&[Statement]>) -> Fingerprint {
             };
             build(text, Source::Tokens, kind)
         }
+    }
+}
+
+/// Longest fingerprint text kept for a statement too long to analyse (see
+/// [`oversized`]); the id still covers the whole normalised text.
+pub const OVERSIZED_TEXT: usize = 1024;
+
+/// The fingerprint of a statement too long for the SQL parser, from its normalised text
+/// (one linear pass, already done by the caller): the id hashes all of it, the text keeps
+/// its first [`OVERSIZED_TEXT`] bytes, so the insight report holds no megabyte of SQL.
+pub fn oversized(normalized: &str) -> Fingerprint {
+    let text = normalized.trim_end_matches([';', ' ']);
+    let kind = if text.contains(';') {
+        Kind::Other
+    } else {
+        Kind::of_text(text)
+    };
+    let mut cut = text.len().min(OVERSIZED_TEXT);
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let mut shown = text[..cut].to_string();
+    if cut < text.len() {
+        shown.push('…');
+    }
+    Fingerprint {
+        id: hash64(text.as_bytes()),
+        text: shown.into_boxed_str(),
+        source: Source::Tokens,
+        kind,
     }
 }
 
@@ -219,7 +254,7 @@ impl VisitorMut for Canonicalize {
     fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
         if let SetExpr::Values(values) = query.body.as_mut() {
             // rows of one shape, any number of them, are one statement
-            let mut seen: Vec<String> = Vec::new();
+            let mut seen: HashSet<String> = HashSet::new();
             values.rows.retain(|row| {
                 let shape = row
                     .content
@@ -227,12 +262,7 @@ impl VisitorMut for Canonicalize {
                     .map(|e| e.to_string())
                     .collect::<Vec<_>>()
                     .join(",");
-                if seen.contains(&shape) {
-                    false
-                } else {
-                    seen.push(shape);
-                    true
-                }
+                seen.insert(shape)
             });
         }
         ControlFlow::Continue(())

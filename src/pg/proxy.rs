@@ -112,6 +112,7 @@ impl Proxy {
         let rate_limits_on = any_rate_limit(&config);
         let analyzer = Arc::new(Analyzer::new());
         let cancel = CancelRegistry::new(&config.peering);
+        analyzer.set_max_analyzed(config.general.max_analyzed_statement_size.0 as usize);
         let otlp = crate::obs::otlp::Tracer::start(&config.otlp, &metrics, analyzer.clone());
         Ok(Arc::new(Proxy {
             otlp: arc_swap::ArcSwapOption::new(otlp),
@@ -404,6 +405,8 @@ impl Proxy {
             self.faults.set_enabled(new.general.fault_injection);
             report.push(format!("fault_injection = {}", new.general.fault_injection));
         }
+        self.analyzer
+            .set_max_analyzed(new.general.max_analyzed_statement_size.0 as usize);
     }
 
     /// The circuit breaker of a backend (one per host:port, shared by every pool).

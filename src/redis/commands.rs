@@ -152,7 +152,13 @@ impl Spec {
                     return Vec::new();
                 }
                 let last = (last as usize).min(n - 1);
-                (first..=last).step_by(step.max(1) as usize).collect()
+                let step = usize::from(step.max(1));
+                // MSET-style groups (key, value…): every key needs its whole group, or the
+                // command is malformed and a cluster split would cut a group short
+                if step > 1 && (last - first + 1) % step != 0 {
+                    return Vec::new();
+                }
+                (first..=last).step_by(step).collect()
             }
             Keys::NumKeys { at, before } => {
                 let at = at as usize;
@@ -162,7 +168,7 @@ impl Spec {
                     .and_then(|c| c.parse::<usize>().ok())
                     .unwrap_or(0);
                 let mut keys: Vec<usize> = (1..=before as usize).filter(|&i| i < n).collect();
-                // a count past the end (or near usize::MAX) names no keys: Redis says why
+                // the count is client text: past the end (or near usize::MAX) it names no keys
                 if at.checked_add(count).is_some_and(|last| last < n) {
                     keys.extend(at + 1..=at + count);
                 }
@@ -459,6 +465,21 @@ pub(crate) mod tests {
         assert_eq!(keys("XREAD COUNT 1 STREAMS s1 s2 0 0"), vec![4, 5]);
         assert_eq!(keys("OBJECT ENCODING k"), vec![2]);
         assert_eq!(keys("BITOP AND d a b"), vec![2, 3, 4]);
+    }
+
+    /// Found by the redis_keys fuzz target (issue 18): a key whose value is missing made the
+    /// cluster split of MSET slice past the arguments, and a numkeys near usize::MAX
+    /// overflowed. Both are malformed: no key positions, Redis says why.
+    #[test]
+    fn key_positions_of_malformed_commands() {
+        assert_eq!(keys("MSET a 1 b"), Vec::<usize>::new());
+        assert_eq!(keys("MSET a"), Vec::<usize>::new());
+        assert_eq!(keys("MSETNX a 1 b"), Vec::<usize>::new());
+        assert_eq!(keys("MSET a 1 b 2"), vec![1, 3]);
+        let huge = format!("EVAL s {} a", usize::MAX);
+        assert_eq!(keys(&huge), Vec::<usize>::new());
+        let huge = format!("ZUNIONSTORE d {} a", usize::MAX - 1);
+        assert_eq!(keys(&huge), vec![1]);
     }
 
     #[test]

@@ -99,7 +99,9 @@ pub fn parse(sql: &str) -> Option<Vec<Statement>> {
     // `TABLE name` is PostgreSQL shorthand sqlparser lacks: the same as SELECT * FROM name
     let trimmed = sql.trim_start();
     if let (Some(head), Some(rest)) = (trimmed.get(..6), trimmed.get(6..)) {
-        if head.eq_ignore_ascii_case("table ") {
+        // any whitespace after the keyword (the fuzzer's twin: `TABLE\nt`)
+        let head = head.as_bytes();
+        if head[..5].eq_ignore_ascii_case(b"table") && head[5].is_ascii_whitespace() {
             let rewritten = format!("SELECT * FROM {rest}");
             return Parser::parse_sql(&PostgreSqlDialect {}, &rewritten).ok();
         }

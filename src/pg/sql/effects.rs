@@ -35,25 +35,140 @@ const SESSION_FUNCTIONS: &[&str] = &[
 ];
 
 /// Classify a normalised statement text (see `normalize`).
+///
+/// One pass over the tokens keeping a few per statement (memory does not grow with the
+/// text: a 20 MB statement is millions of tokens).
 pub fn session_effect(normalized: &str) -> SessionEffect {
-    let tokens: Vec<Token> = Lexer::new(normalized)
-        .filter(|t| t.kind != Kind::Comment)
-        .collect();
-    let statements: Vec<&[Token]> = tokens
-        .split(|t| t.is_punct(normalized, b';'))
-        .filter(|s| !s.is_empty())
-        .collect();
-    if let [only] = statements.as_slice() {
-        if let Some(e) = whole_text_command(normalized, only) {
-            return e;
+    let src = normalized;
+    let mut seen = Statements::default();
+    let mut scan = Scan::default();
+    for tok in Lexer::new(src).filter(|t| t.kind != Kind::Comment) {
+        if tok.is_punct(src, b';') {
+            seen.end(src, &mut scan);
+            // a dirty statement and a second statement: nothing else can change the answer
+            if seen.dirty.is_some() && seen.count >= 2 {
+                break;
+            }
+            continue;
+        }
+        scan.feed(src, tok);
+    }
+    seen.end(src, &mut scan);
+    if let (1, Some(only)) = (seen.count, &seen.first) {
+        if only.count <= HEAD {
+            if let Some(e) = whole_text_command(src, &only.head[..only.count]) {
+                return e;
+            }
         }
     }
-    for stmt in &statements {
-        if let Some(reason) = dirties(normalized, stmt) {
-            return SessionEffect::Dirties(reason);
+    seen.dirty
+        .map_or(SessionEffect::None, SessionEffect::Dirties)
+}
+
+/// The statements of a text so far.
+#[derive(Default)]
+struct Statements {
+    count: usize,
+    /// The first statement (a whole-text command when it is the only one).
+    first: Option<Scan>,
+    /// Why the first dirtying statement dirties.
+    dirty: Option<&'static str>,
+}
+
+impl Statements {
+    fn end(&mut self, src: &str, scan: &mut Scan) {
+        if scan.count == 0 {
+            return;
+        }
+        self.count += 1;
+        let done = std::mem::take(scan);
+        if self.dirty.is_none() {
+            self.dirty = done.dirties(src);
+        }
+        if self.count == 1 {
+            self.first = Some(done);
         }
     }
-    SessionEffect::None
+}
+
+/// Tokens kept from the start of each statement.
+const HEAD: usize = 6;
+
+/// What one statement showed, token by token.
+#[derive(Default)]
+struct Scan {
+    count: usize,
+    head: [Token; HEAD],
+    prev: Option<Token>,
+    /// `WITH HOLD` somewhere.
+    with_hold: bool,
+    /// `pg_temp .` somewhere.
+    pg_temp_dot: bool,
+    /// `INTO TEMP` / `INTO TEMPORARY` somewhere.
+    into_temp: bool,
+    /// A session-level function called somewhere (the first one).
+    function: Option<&'static str>,
+}
+
+impl Scan {
+    fn feed(&mut self, src: &str, tok: Token) {
+        if self.count < HEAD {
+            self.head[self.count] = tok;
+        }
+        self.count += 1;
+        if let Some(prev) = self.prev {
+            let pair = [prev, tok];
+            self.with_hold |= pair[0].is_word(src, "with") && pair[1].is_word(src, "hold");
+            self.pg_temp_dot |= pair[0].is_word(src, "pg_temp") && pair[1].is_punct(src, b'.');
+            self.into_temp |= pair[0].is_word(src, "into")
+                && (pair[1].is_word(src, "temp") || pair[1].is_word(src, "temporary"));
+            if self.function.is_none() {
+                self.function = session_function(src, &pair);
+            }
+        }
+        self.prev = Some(tok);
+    }
+
+    fn dirties(&self, src: &str) -> Option<&'static str> {
+        let head = &self.head[..self.count.min(HEAD)];
+        let first = word(src, head.first());
+        let second = word(src, head.get(1));
+        match first {
+            Some("set") => match second {
+                Some("local") | Some("transaction") | Some("constraints") => {}
+                _ => return Some("SET"),
+            },
+            Some("reset") => return Some("RESET"),
+            Some("listen") => return Some("LISTEN"),
+            Some("prepare") if second != Some("transaction") => return Some("PREPARE"),
+            Some("load") => return Some("LOAD"),
+            Some("declare") if self.with_hold => return Some("DECLARE WITH HOLD"),
+            Some("create") => {
+                let temp = head
+                    .iter()
+                    .any(|t| t.is_word(src, "temp") || t.is_word(src, "temporary"));
+                if temp || self.pg_temp_dot {
+                    return Some("CREATE TEMP");
+                }
+            }
+            _ => {}
+        }
+        // SELECT … INTO TEMP, and session-level functions anywhere in the statement
+        if first == Some("select") && self.into_temp {
+            return Some("SELECT INTO TEMP");
+        }
+        self.function
+    }
+}
+
+/// `name (` where `name` is a session-level function: the reason it dirties.
+fn session_function(src: &str, pair: &[Token; 2]) -> Option<&'static str> {
+    let name = word(src, Some(&pair[0]))?;
+    (pair[1].is_punct(src, b'(') && SESSION_FUNCTIONS.contains(&name)).then_some(match name {
+        "set_config" => "set_config",
+        "dblink_connect" | "dblink_connect_u" => "dblink",
+        _ => "advisory lock",
+    })
 }
 
 fn word<'a>(src: &'a str, t: Option<&Token>) -> Option<&'a str> {
@@ -88,59 +203,6 @@ fn whole_text_command(src: &str, stmt: &[Token]) -> Option<SessionEffect> {
         }
         _ => None,
     }
-}
-
-fn dirties(src: &str, stmt: &[Token]) -> Option<&'static str> {
-    let first = word(src, stmt.first());
-    let second = word(src, stmt.get(1));
-    match first {
-        Some("set") => match second {
-            Some("local") | Some("transaction") | Some("constraints") => {}
-            _ => return Some("SET"),
-        },
-        Some("reset") => return Some("RESET"),
-        Some("listen") => return Some("LISTEN"),
-        Some("prepare") if second != Some("transaction") => return Some("PREPARE"),
-        Some("load") => return Some("LOAD"),
-        Some("declare") => {
-            let hold = stmt
-                .windows(2)
-                .any(|w| w[0].is_word(src, "with") && w[1].is_word(src, "hold"));
-            if hold {
-                return Some("DECLARE WITH HOLD");
-            }
-        }
-        Some("create") => {
-            let temp = stmt
-                .iter()
-                .take(6)
-                .any(|t| t.is_word(src, "temp") || t.is_word(src, "temporary"))
-                || stmt
-                    .windows(2)
-                    .any(|w| w[0].is_word(src, "pg_temp") && w[1].is_punct(src, b'.'));
-            if temp {
-                return Some("CREATE TEMP");
-            }
-        }
-        _ => {}
-    }
-    // SELECT … INTO TEMP, and session-level functions anywhere in the statement
-    if first == Some("select")
-        && stmt.windows(2).any(|w| {
-            w[0].is_word(src, "into")
-                && (w[1].is_word(src, "temp") || w[1].is_word(src, "temporary"))
-        })
-    {
-        return Some("SELECT INTO TEMP");
-    }
-    stmt.windows(2).find_map(|w| {
-        let name = word(src, Some(&w[0]))?;
-        (w[1].is_punct(src, b'(') && SESSION_FUNCTIONS.contains(&name)).then_some(match name {
-            "set_config" => "set_config",
-            "dblink_connect" | "dblink_connect_u" => "dblink",
-            _ => "advisory lock",
-        })
-    })
 }
 
 #[cfg(test)]
@@ -214,5 +276,20 @@ mod tests {
         assert_eq!(effect("DISCARD ALL"), SessionEffect::DiscardAll);
         // only a lone DISCARD ALL is answered locally; in a batch it goes to the server
         assert_eq!(effect("DISCARD ALL; SELECT 1"), SessionEffect::None);
+    }
+
+    /// Issue 18: the reader keeps a few tokens per statement, not all of them (a 20 MB
+    /// statement is millions), and still reads to the end.
+    #[test]
+    fn long_texts_are_read_to_the_end() {
+        let long = format!(
+            "select {} set_config('a', 'b', false)",
+            "1, ".repeat(100_000)
+        );
+        assert_eq!(effect(&long), SessionEffect::Dirties("set_config"));
+        let many = format!("{}set x = 1; select 2", "select 1; ".repeat(10_000));
+        assert_eq!(effect(&many), SessionEffect::Dirties("SET"));
+        assert_eq!(effect("discard all;"), SessionEffect::DiscardAll);
+        assert_eq!(effect("select 1; discard all"), SessionEffect::None);
     }
 }

@@ -4,9 +4,10 @@
 //! `/* */`). It never fails: unterminated input ends the last token at the end of the text.
 
 /// What a token is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Kind {
     /// An unquoted identifier or keyword.
+    #[default]
     Word,
     /// `"Name"`.
     QuotedIdent,
@@ -24,7 +25,7 @@ pub enum Kind {
     Comment,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Token {
     pub kind: Kind,
     pub start: usize,
@@ -318,6 +319,72 @@ impl Iterator for Lexer<'_> {
             end: self.pos,
         })
     }
+}
+
+/// Words that join two expressions (or two queries) the way an operator does: chains of them
+/// build syntax trees as deep as they are long.
+const INFIX_WORDS: &[&str] = &[
+    "and", "or", "xor", "not", "is", "in", "like", "ilike", "similar", "between", "collate", "at",
+    "escape", "overlaps",
+];
+
+/// Words that join two queries: each link of such a chain is a whole query in the tree
+/// (a debug build spends ~13 KiB of stack per link walking it), so it counts as this many.
+const SET_WORDS: &[&str] = &["union", "intersect", "except"];
+const SET_WEIGHT: usize = 8;
+
+fn is_one_of(word: &str, list: &[&str]) -> bool {
+    list.iter().any(|w| word.eq_ignore_ascii_case(w))
+}
+
+/// Could the syntax tree of `sql` be more than `limit` levels deep?
+///
+/// A conservative estimate from the tokens, used before sqlparser runs: its recursion limit
+/// counts nested parentheses, but a chain of operators (`1+1+1+…`, `a=1 and b=2 and …`,
+/// `… union select …`) is parsed in a loop into a left-deep tree whose clone, printing,
+/// visiting and drop recurse once per link: a few kilobytes of `+1` overflow a worker's
+/// stack. Every operator or infix word since the last `,` at the same parenthesis level
+/// adds one level (`union` and friends [`SET_WEIGHT`]), every open parenthesis or bracket
+/// one more on top of what encloses it.
+/// Stops reading, with bounded memory, as soon as the answer is yes.
+pub fn deeper_than(sql: &str, limit: usize) -> bool {
+    // (depth of the enclosing levels, operators at this level) for each open parenthesis
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    let mut base = 0usize;
+    let mut chain = 0usize;
+    for tok in Lexer::new(sql) {
+        match tok.kind {
+            Kind::Op => chain += 1,
+            Kind::Word if is_one_of(tok.text(sql), INFIX_WORDS) => chain += 1,
+            Kind::Word if is_one_of(tok.text(sql), SET_WORDS) => chain += SET_WEIGHT,
+            Kind::Punct => match sql.as_bytes().get(tok.start) {
+                Some(b'(' | b'[') => {
+                    stack.push((base, chain));
+                    base += chain + 1;
+                    chain = 0;
+                }
+                Some(b')' | b']') => {
+                    if let Some((b, c)) = stack.pop() {
+                        base = b;
+                        // a subscript or call on the result is one more level
+                        chain = c + 1;
+                    }
+                }
+                Some(b',') => chain = 0,
+                Some(b';') => {
+                    stack.clear();
+                    base = 0;
+                    chain = 0;
+                }
+                _ => {}
+            },
+            _ => {}
+        }
+        if base + chain > limit {
+            return true;
+        }
+    }
+    false
 }
 
 #[cfg(test)]

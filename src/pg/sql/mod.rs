@@ -5,6 +5,10 @@
 //! no shared cache line on the hot path) and behind it in a process-wide sharded map, so each
 //! shape is analysed once per process. The router (replica routing) and the insight collector
 //! (fingerprints) add their results to [`StatementInfo`].
+//!
+//! Statements longer than `general.max_analyzed_statement_size` skip sqlparser (its tree of a
+//! megabyte of SQL costs tens of megabytes): they get the token-level fingerprint, go to the
+//! primary, and their analysis is never cached.
 
 pub mod effects;
 pub mod lexer;
@@ -17,6 +21,7 @@ use crate::pg::route::classify::{self, Classification};
 use parking_lot::RwLock;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// What Pake knows about one statement shape.
@@ -36,7 +41,7 @@ impl StatementInfo {
     /// Analyse a shape from the raw text of its first occurrence (parsed once, here).
     fn analyze(raw: &str, normalized: &str) -> StatementInfo {
         // parsed once per shape; the router and the fingerprint share the AST
-        let ast = classify::parse(raw);
+        let ast = parse(raw);
         StatementInfo {
             normalized: normalized.into(),
             session: effects::session_effect(normalized),
@@ -44,7 +49,40 @@ impl StatementInfo {
             fingerprint: crate::insight::fingerprint::fingerprint(raw, ast.as_deref()),
         }
     }
+
+    /// The analysis of a statement over the size limit: the lexer's view only (linear), and
+    /// no copy of its text beyond the fingerprint's first kilobyte.
+    fn oversized(normalized: &str) -> StatementInfo {
+        let fingerprint = crate::insight::fingerprint::oversized(normalized);
+        StatementInfo {
+            normalized: fingerprint.text.clone(),
+            session: effects::session_effect(normalized),
+            route: Classification::write(),
+            fingerprint,
+        }
+    }
 }
+
+/// Deepest syntax tree (as [`lexer::deeper_than`] estimates it) handed to sqlparser: well
+/// inside a 2 MiB worker stack even in a debug build. Deeper statements are analysed by
+/// the lexer, like statements that do not parse.
+pub const MAX_PARSE_DEPTH: usize = 500;
+
+/// Parse `raw` for routing and fingerprints, unless its tree could be too deep to walk
+/// safely (`None`, as for a statement that does not parse).
+pub fn parse(raw: &str) -> Option<Vec<sqlparser::ast::Statement>> {
+    if lexer::deeper_than(raw, MAX_PARSE_DEPTH) {
+        return None;
+    }
+    classify::parse(raw)
+}
+
+/// Default of `general.max_analyzed_statement_size`: statements longer than this (in bytes)
+/// are not parsed by sqlparser.
+pub const DEFAULT_MAX_ANALYZED: usize = 64 << 10;
+
+/// Scratch capacity kept by a worker thread between statements.
+const SCRATCH_KEEP: usize = 64 << 10;
 
 /// Shards of the process-wide cache.
 const SHARDS: usize = 16;
@@ -57,6 +95,9 @@ pub struct Analyzer {
     shards: Vec<RwLock<HashMap<u64, Arc<StatementInfo>>>>,
     /// Distinguishes analysers in the thread-local maps (tests build several).
     id: u64,
+    /// Longest statement text (bytes) given to sqlparser; longer ones are analysed by the
+    /// lexer alone and never cached.
+    max_analyzed: AtomicUsize,
 }
 
 impl Default for Analyzer {
@@ -76,7 +117,17 @@ impl Analyzer {
         Analyzer {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            max_analyzed: AtomicUsize::new(DEFAULT_MAX_ANALYZED),
         }
+    }
+
+    /// Set the longest statement sqlparser is given (config load and RELOAD).
+    pub fn set_max_analyzed(&self, bytes: usize) {
+        self.max_analyzed.store(bytes, Ordering::Relaxed);
+    }
+
+    fn too_long(&self, sql: &str) -> bool {
+        sql.len() > self.max_analyzed.load(Ordering::Relaxed)
     }
 
     /// Normalise `sql`, find (or compute) the analysis of its shape, and hand both to `f`.
@@ -84,6 +135,14 @@ impl Analyzer {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let norm = normalize::normalize_into(sql, &mut scratch);
+            if self.too_long(sql) {
+                let info = StatementInfo::oversized(&scratch);
+                // a huge statement's scratch space goes back, not kept per worker
+                if scratch.capacity() > SCRATCH_KEEP {
+                    *scratch = String::with_capacity(256);
+                }
+                return f(&norm, &info);
+            }
             let key = (self.id, norm.hash);
             // a hit in this thread's map is used in place: no reference count is touched,
             // so threads running the same statement share no written cache line
@@ -129,6 +188,9 @@ impl Analyzer {
     /// Analysis of `sql` as an owned value (cold paths and tests).
     pub fn analyze(&self, sql: &str) -> (Normalized, Arc<StatementInfo>) {
         let (text, norm) = normalize::normalize(sql);
+        if self.too_long(sql) {
+            return (norm, Arc::new(StatementInfo::oversized(&text)));
+        }
         let info = self.shared(norm.hash, sql, &text);
         (norm, info)
     }
@@ -172,5 +234,87 @@ mod tests {
         assert_eq!(a.len(), 1);
         assert!(a.with("SET search_path = x", |_, i| i.session.dirties()));
         assert_eq!(a.len(), 2);
+    }
+
+    #[test]
+    fn statements_over_the_limit_are_analysed_by_tokens_and_not_cached() {
+        use crate::insight::fingerprint::Source;
+        let a = Analyzer::new();
+        a.set_max_analyzed(64);
+        let short = "select * from t where id = 1";
+        let long = format!("select * from t where id in ({})", "1, ".repeat(40) + "2");
+        let (src, class) = a.with(short, |_, i| (i.fingerprint.source, i.route.class.clone()));
+        assert_eq!(src, Source::Ast);
+        assert_eq!(class, classify::Class::Read);
+        let (src, class, dirty) = a.with(&long, |_, i| {
+            (
+                i.fingerprint.source,
+                i.route.class.clone(),
+                i.session.dirties(),
+            )
+        });
+        assert_eq!(src, Source::Tokens);
+        assert_eq!(class, classify::Class::Write, "unparsed: to the primary");
+        assert!(!dirty);
+        assert_eq!(a.len(), 1, "the long statement is not cached");
+        let (norm, info) = a.analyze(&long);
+        assert!(a.with_hash(norm.hash, |_| ()).is_none());
+        assert_eq!(&*info.normalized, "select * from t where id in (?)");
+        // a long SET still dirties the session: the lexer reads it
+        let set = format!("SET application_name = '{}'", "x".repeat(100));
+        assert!(a.with(&set, |_, i| i.session.dirties()));
+    }
+
+    /// Run the analysis on a thread with a tokio worker's stack (2 MiB): a stack overflow
+    /// aborts the whole process, so this is where a deep tree would show.
+    fn analyse_on_worker_stack(sql: String) -> crate::insight::fingerprint::Source {
+        std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || {
+                let a = Analyzer::new();
+                a.with(&sql, |_, i| i.fingerprint.source)
+            })
+            .expect("spawn")
+            .join()
+            .expect("analysis panicked")
+    }
+
+    /// Issue 18: `select 1+1+…` with 2,000 operators (4 KB) overflowed a worker's stack
+    /// (sqlparser builds operator chains in a loop into a left-deep tree; cloning, printing,
+    /// visiting and dropping it recurse). Deep statements are now analysed by the lexer; the
+    /// deepest trees still handed to sqlparser are walked safely.
+    #[test]
+    fn deep_statements_never_overflow_a_worker_stack() {
+        use crate::insight::fingerprint::Source;
+        let deep = [
+            format!("select 1{}", "+1".repeat(30_000)),
+            format!(
+                "select * from t where {}",
+                "a = 1 and ".repeat(6_000) + "true"
+            ),
+            format!("select 1{}", " union select 1".repeat(4_000)),
+            format!("select {}1", "not ".repeat(15_000)),
+            format!("select 1{}", "::int".repeat(12_000)),
+            format!("select a{}", "[1]".repeat(15_000)),
+            format!("select {}1{}", "(".repeat(20_000), ")".repeat(20_000)),
+        ];
+        for sql in deep {
+            let head: String = sql.chars().take(40).collect();
+            assert_eq!(analyse_on_worker_stack(sql), Source::Tokens, "{head}");
+        }
+        // just under the estimate's limit: sqlparser gets it, and its tree is walked
+        let limit = MAX_PARSE_DEPTH;
+        let parsed = [
+            format!("select 1{}", "+1".repeat(limit - 1)),
+            format!("select 1{}", " union select 1".repeat(limit / 8 - 1)),
+            format!(
+                "select * from t where {}",
+                "a = 1 and ".repeat(limit / 2 - 1) + "true"
+            ),
+        ];
+        for sql in parsed {
+            let head: String = sql.chars().take(40).collect();
+            assert_eq!(analyse_on_worker_stack(sql), Source::Ast, "{head}");
+        }
     }
 }

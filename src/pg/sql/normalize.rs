@@ -87,8 +87,12 @@ pub fn normalize(sql: &str) -> (String, Normalized) {
 struct Writer<'a> {
     out: &'a mut String,
     prev: Prev,
-    /// Open parentheses: where each started in `out` and what it is.
+    /// Open parentheses: where each started in `out` and what it is (the innermost
+    /// [`MAX_TRACKED_DEPTH`] only).
     parens: Vec<Paren>,
+    /// Open parentheses nested deeper than that: counted, not tracked (their lists are not
+    /// collapsed), so a megabyte of `(` costs no more memory than the text.
+    untracked: usize,
     /// Last `VALUES` tuple at the current level: (start, end) in `out`.
     values_prev: Option<(usize, usize)>,
     /// Set after `values`, and after a `,` that follows a VALUES tuple.
@@ -112,6 +116,26 @@ struct Paren {
     in_list: bool,
     values_tuple: bool,
     sep: Option<usize>,
+    /// What the parenthesis holds so far, tracked token by token so that closing it costs
+    /// nothing (re-reading its text would make nested `in (… in (…))` quadratic).
+    content: Content,
+}
+
+/// The content of a parenthesis: nothing yet or after a `,` / one placeholder last /
+/// anything that is not a list of placeholders.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Content {
+    Expect,
+    Placeholder,
+    Other,
+}
+
+/// A token as the content tracker sees it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    Placeholder,
+    Comma,
+    Other,
 }
 
 impl<'a> Writer<'a> {
@@ -120,6 +144,7 @@ impl<'a> Writer<'a> {
             out,
             prev: Prev::Start,
             parens: Vec::new(),
+            untracked: 0,
             values_prev: None,
             values_expect: false,
             values_sep: None,
@@ -136,6 +161,7 @@ impl<'a> Writer<'a> {
         let text = tok.text(src);
         match tok.kind {
             Kind::Word => {
+                self.seen(Seen::Other);
                 self.space();
                 let lower = text.to_ascii_lowercase();
                 let is_values = lower == "values";
@@ -149,18 +175,21 @@ impl<'a> Writer<'a> {
                 }
             }
             Kind::QuotedIdent => {
+                self.seen(Seen::Other);
                 self.space();
                 self.out.push_str(text);
                 self.prev = Prev::Word;
                 self.end_values_list_unless(false);
             }
             Kind::String | Kind::Number | Kind::Param => {
+                self.seen(Seen::Placeholder);
                 self.space();
                 self.out.push('?');
                 self.prev = Prev::Other;
                 self.end_values_list_unless(false);
             }
             Kind::Op => {
+                self.seen(Seen::Other);
                 self.space();
                 self.out.push_str(text);
                 self.prev = Prev::Other;
@@ -168,6 +197,17 @@ impl<'a> Writer<'a> {
             }
             Kind::Punct => self.punct(text.as_bytes().first().copied().unwrap_or(b' ')),
             Kind::Comment => {}
+        }
+    }
+
+    /// Track the content of the innermost open parenthesis.
+    fn seen(&mut self, tok: Seen) {
+        if let Some(p) = self.parens.last_mut() {
+            p.content = match (p.content, tok) {
+                (Content::Expect, Seen::Placeholder) => Content::Placeholder,
+                (Content::Placeholder, Seen::Comma) => Content::Expect,
+                _ => Content::Other,
+            };
         }
     }
 
@@ -191,13 +231,18 @@ impl<'a> Writer<'a> {
         }
         let start = self.out.len();
         self.out.push('(');
+        self.prev = Prev::Open;
+        if self.parens.len() >= MAX_TRACKED_DEPTH || self.untracked > 0 {
+            self.untracked += 1;
+            return;
+        }
         self.parens.push(Paren {
             start,
             in_list,
             values_tuple,
             sep,
+            content: Content::Expect,
         });
-        self.prev = Prev::Open;
     }
 
     /// `)`: an `IN` list of placeholders collapses to `(?)`, a `VALUES` tuple identical to
@@ -205,10 +250,16 @@ impl<'a> Writer<'a> {
     fn close_paren(&mut self) {
         self.out.push(')');
         self.prev = Prev::Other;
+        if self.untracked > 0 {
+            self.untracked -= 1;
+            return;
+        }
         let Some(p) = self.parens.pop() else {
             return;
         };
-        if p.in_list && only_placeholders(&self.out[p.start + 1..self.out.len() - 1]) {
+        // a closed parenthesis is not a placeholder to the one around it
+        self.seen(Seen::Other);
+        if p.in_list && p.content == Content::Placeholder {
             self.out.truncate(p.start);
             self.out.push_str("(?)");
         }
@@ -231,6 +282,11 @@ impl<'a> Writer<'a> {
     }
 
     fn punct(&mut self, c: u8) {
+        match c {
+            b')' => {}
+            b',' => self.seen(Seen::Comma),
+            _ => self.seen(Seen::Other),
+        }
         match c {
             b'(' => self.open_paren(),
             b')' => self.close_paren(),
@@ -277,6 +333,9 @@ impl<'a> Writer<'a> {
     }
 }
 
+/// Parentheses nested deeper than this are not tracked (see [`Writer::untracked`]).
+const MAX_TRACKED_DEPTH: usize = 256;
+
 /// Words after which `(` opens a list or subquery rather than a call's arguments.
 const SPACED_KEYWORDS: &[&str] = &[
     "in",
@@ -314,14 +373,25 @@ const SPACED_KEYWORDS: &[&str] = &[
     "conflict",
 ];
 
+/// Longest word in [`SPACED_KEYWORDS`].
+const LONGEST_KEYWORD: usize = 9;
+
+/// Does `out` end with one of [`SPACED_KEYWORDS`]? Looks at the last few bytes only: the
+/// text may be megabytes without a space (`a(a(a(…`) and this runs once per `(`.
 fn ends_with_keyword(out: &str) -> bool {
-    let last = out.rsplit(' ').next().unwrap_or(out);
-    SPACED_KEYWORDS.contains(&last)
+    let bytes = out.as_bytes();
+    let from = bytes.len().saturating_sub(LONGEST_KEYWORD + 1);
+    let tail = &bytes[from..];
+    let last = match tail.iter().rposition(|&b| b == b' ') {
+        Some(i) => &tail[i + 1..],
+        None if from == 0 => tail,
+        None => return false,
+    };
+    SPACED_KEYWORDS.iter().any(|k| k.as_bytes() == last)
 }
 
-fn only_placeholders(inner: &str) -> bool {
-    !inner.is_empty() && inner.split(',').all(|part| part.trim() == "?")
-}
+/// Most sqlcommenter tags kept per statement (a comment can hold millions).
+const MAX_TAGS: usize = 32;
 
 /// Read one comment for hints: `pake:primary`, `pake:replica`, or sqlcommenter tags.
 fn read_comment(text: &str, hints: &mut Hints) {
@@ -354,6 +424,9 @@ fn read_comment(text: &str, hints: &mut Hints) {
         let key = url_decode(k.trim());
         if key.is_empty() || !key.bytes().all(|b| b.is_ascii_graphic()) {
             continue;
+        }
+        if hints.tags.len() >= MAX_TAGS {
+            return;
         }
         hints.tags.push((key, url_decode(&v.replace("\\'", "'"))));
     }
@@ -532,5 +605,48 @@ mod tests {
         ] {
             let _ = normalize(s);
         }
+    }
+
+    /// Issue 18: the normaliser is linear. Closing an IN list used to re-read its text
+    /// (quadratic for nested `in (… in (…))`), each `(` after a word searched the whole output
+    /// for its last space (quadratic for `a(a(a(…`), and every open parenthesis was tracked
+    /// (a megabyte of `(` cost tens of megabytes). Same output as before on the usual shapes.
+    #[test]
+    fn nesting_is_linear_and_keeps_its_output() {
+        assert_eq!(n("select 1 in (2 in (3, 4))"), "select ? in (? in (?))");
+        assert_eq!(n("select x in (1, (2))"), "select x in (?, (?))");
+        assert_eq!(n("select x in (1,,2)"), "select x in (?,, ?)");
+        assert_eq!(n("select x in (1 2)"), "select x in (? ?)");
+        assert_eq!(n("select f(g(h(1)))"), "select f(g(h(?)))");
+        assert_eq!(
+            n("select a.b(1) where not (1)"),
+            "select a.b(?) where not (?)"
+        );
+        assert_eq!(
+            n("insert into t values (1), (2)"),
+            "insert into t values (?)"
+        );
+        let depth = 3 * MAX_TRACKED_DEPTH;
+        let deep = format!("select {}1{}", "(".repeat(depth), ")".repeat(depth));
+        let out = n(&deep);
+        assert_eq!(out.matches('(').count(), depth);
+        assert_eq!(out.matches(')').count(), depth);
+        // past the tracked depth lists stay as written; back above it they collapse again
+        let deep_list = format!(
+            "select {}x in (1, 2){} and y in (1, 2)",
+            "(".repeat(depth),
+            ")".repeat(depth)
+        );
+        assert!(n(&deep_list).ends_with(") and y in (?)"));
+        let calls = format!("select {}1", "a(".repeat(10_000));
+        assert!(n(&calls).starts_with("select a(a(a("));
+    }
+
+    #[test]
+    fn sqlcommenter_tags_are_capped() {
+        let tags: Vec<String> = (0..100).map(|i| format!("k{i}='v'")).collect();
+        let (_, norm) = normalize(&format!("select 1 /*{}*/", tags.join(",")));
+        assert_eq!(norm.hints.tags.len(), MAX_TAGS);
+        assert_eq!(norm.hints.tag("k0"), Some("v"));
     }
 }

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing on the stable toolchain: libFuzzer (through the libfuzzer-sys
+# crate, which builds it from source with the system C++ compiler) linked into targets built
+# with SanitizerCoverage passes and no sanitizer. No cargo-fuzz install, no nightly.
+#
+#   scripts/fuzz.sh build               build every target (fuzz/target, instrumented)
+#   scripts/fuzz.sh run [SECONDS] [T..] fuzz each target for SECONDS (default 60); new inputs
+#                                       go to fuzz/work/corpus/<target>, crashes to
+#                                       fuzz/work/artifacts/<target>
+#   scripts/fuzz.sh check [SECONDS]     each target for SECONDS (default 4) from the saved
+#                                       seeds in fuzz/corpus/<target>, nothing written there
+#   scripts/fuzz.sh list                the target names
+#
+# Exit status is non-zero when a target crashed, leaked or timed out; the input that did it
+# is kept under fuzz/work/artifacts/<target>/ and named in the output.
+set -euo pipefail
+cd "$(dirname "$0")/../fuzz"
+
+host=$(rustc -vV | sed -n 's/^host: //p')
+bin_dir="target/$host/release"
+targets=(pg_frontend pg_startup pg_scram sql_normalize sql_fingerprint resp_decode redis_keys)
+
+build() {
+  # --target keeps the coverage flags off build scripts and proc macros
+  RUSTFLAGS="-Cpasses=sancov-module \
+    -Cllvm-args=-sanitizer-coverage-level=4 \
+    -Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+    -Cllvm-args=-sanitizer-coverage-pc-table \
+    -Cllvm-args=-sanitizer-coverage-trace-compares \
+    --cfg fuzzing -Cforce-frame-pointers" \
+    cargo build --release --locked --target "$host" --bins
+}
+
+# run_one TARGET SECONDS CORPUS_DIRS... : prints one summary line, returns libFuzzer's status
+run_one() {
+  local t=$1 secs=$2
+  shift 2
+  local art="work/artifacts/$t"
+  mkdir -p "$art"
+  local log
+  log=$(mktemp)
+  local rc=0
+  # rss_limit: a target that needs more than 2 GB for a 4 KB input is a bug; -timeout: a
+  # single input taking 10 s is one too (the normaliser and the lexer must stay linear)
+  "$bin_dir/$t" "$@" -max_total_time="$secs" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+    -artifact_prefix="$art/" -print_final_stats=1 >"$log" 2>&1 || rc=$?
+  local execs speed
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
+  speed=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -n1)
+  printf '%-16s %12s execs %9s execs/s  %s\n' "$t" "${execs:-?}" "${speed:-?}" \
+    "$([ $rc -eq 0 ] && echo ok || echo "FAILED (exit $rc)")"
+  if [ $rc -ne 0 ]; then
+    grep -E 'panicked|ERROR|SUMMARY|Test unit written|==[0-9]+==' "$log" | head -n 20 >&2 || true
+  fi
+  rm -f "$log"
+  return $rc
+}
+
+cmd=${1:-run}
+shift || true
+case "$cmd" in
+  list) printf '%s\n' "${targets[@]}" ;;
+  build) build ;;
+  run)
+    secs=${1:-60}
+    shift || true
+    [ $# -gt 0 ] && targets=("$@")
+    build
+    failed=0
+    for t in "${targets[@]}"; do
+      mkdir -p "work/corpus/$t"
+      run_one "$t" "$secs" "work/corpus/$t" "corpus/$t" || failed=1
+    done
+    exit $failed
+    ;;
+  check)
+    secs=${1:-4}
+    build
+    failed=0
+    for t in "${targets[@]}"; do
+      scratch=$(mktemp -d)
+      run_one "$t" "$secs" "$scratch" "corpus/$t" || failed=1
+      rm -rf "$scratch"
+    done
+    exit $failed
+    ;;
+  *) echo "usage: $0 build | run [SECONDS] [TARGET...] | check [SECONDS] | list" >&2; exit 2 ;;
+esac
