@@ -17,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 
 host=$(rustc -vV | sed -n 's/^host: //p')
-bin_dir="target/$host/release"
+profile=release
 targets=(pg_frontend pg_startup pg_scram sql_normalize sql_fingerprint resp_decode redis_keys)
 
 build() {
@@ -28,7 +28,7 @@ build() {
     -Cllvm-args=-sanitizer-coverage-pc-table \
     -Cllvm-args=-sanitizer-coverage-trace-compares \
     --cfg fuzzing -Cforce-frame-pointers" \
-    cargo build --release --locked --target "$host" --bins
+    cargo build --profile "$profile" --locked --target "$host" --bins
 }
 
 # run_one TARGET SECONDS CORPUS_DIRS... : prints one summary line, returns libFuzzer's status
@@ -42,7 +42,7 @@ run_one() {
   local rc=0
   # rss_limit: a target that needs more than 2 GB for a 4 KB input is a bug; -timeout: a
   # single input taking 10 s is one too (the normaliser and the lexer must stay linear)
-  "$bin_dir/$t" "$@" -max_total_time="$secs" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+  "target/$host/$profile/$t" "$@" -max_total_time="$secs" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
     -artifact_prefix="$art/" -print_final_stats=1 >"$log" 2>&1 || rc=$?
   local execs speed
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
@@ -75,6 +75,7 @@ case "$cmd" in
     ;;
   check)
     secs=${1:-4}
+    profile=fuzz-check
     build
     failed=0
     for t in "${targets[@]}"; do

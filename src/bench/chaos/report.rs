@@ -266,7 +266,10 @@ mod tests {
             rows: vec![
                 Row::ran(pg, outcome(0)),
                 Row::ran(redis, outcome(2)),
-                Row::unavailable(named("redis-sentinel-failover"), "not available yet: no lab".into()),
+                Row::unavailable(
+                    named("redis-sentinel-failover"),
+                    "not available yet: no lab".into(),
+                ),
             ],
         };
         let t = report.table();
