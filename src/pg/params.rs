@@ -7,8 +7,15 @@
 //! what the client expects with what the server has and sends one `SET …` (its replies
 //! swallowed) when they differ. A signature per side makes the common case — same client
 //! settings as last time — a single integer comparison.
+//!
+//! The same mechanism carries the session-level settings a client changes itself (`SET`,
+//! `RESET`, `set_config(…, false)`, `SET SESSION CHARACTERISTICS …`, see
+//! [`crate::pg::sql::settings`]): each is kept per client as the statement that sets it, is
+//! recorded once its transaction commits ([`PendingSettings`]), and is replayed in the same
+//! injected statement on the next server whose own record differs.
 
 use super::sql::normalize::hash64;
+use super::sql::settings::{quote_name, Change};
 use super::wire::cstr;
 
 /// Reported parameters clients may change and expect to follow them (PgBouncer tracks the
@@ -31,6 +38,8 @@ fn is_tracked(name: &str) -> bool {
 pub struct ClientParams {
     /// (name, value); names compared case-insensitively.
     values: Vec<(String, String)>,
+    /// Settings the client changed in its session: (lower-case name, statement setting it).
+    session: Vec<(String, String)>,
     sig: u64,
 }
 
@@ -67,6 +76,11 @@ impl ClientParams {
             text.push_str(v);
             text.push('\0');
         }
+        text.push('\u{1}');
+        for (_, sql) in &self.session {
+            text.push_str(sql);
+            text.push('\0');
+        }
         // 0 is reserved for "unknown" on the server side
         self.sig = hash64(text.as_bytes()) | 1;
     }
@@ -95,6 +109,56 @@ impl ClientParams {
     pub fn sig(&self) -> u64 {
         self.sig
     }
+
+    /// A committed session-level change of the client's own.
+    pub fn apply(&mut self, change: &Change) {
+        apply_session(&mut self.session, change);
+        self.resign();
+    }
+
+    /// `DISCARD ALL`: only the startup settings remain.
+    pub fn discard(&mut self) {
+        if !self.session.is_empty() {
+            self.session.clear();
+            self.resign();
+        }
+    }
+
+    /// The session-level settings the client changed, as (name, statement).
+    pub fn session(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.session.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The client set `default_transaction_read_only` on in its session.
+    pub fn read_only_default(&self) -> bool {
+        self.session.iter().any(|(k, sql)| {
+            k == "default_transaction_read_only" && {
+                let v = sql.rsplit(" TO ").next().unwrap_or("");
+                let v = v.trim_matches('\'').to_ascii_lowercase();
+                ["on", "true", "yes", "1"].contains(&v.as_str())
+            }
+        })
+    }
+}
+
+/// Record `change` in a (name, statement) list of session settings.
+fn apply_session(list: &mut Vec<(String, String)>, change: &Change) {
+    match change {
+        Change::Set { name, sql } => match list.iter_mut().find(|(k, _)| k == name) {
+            Some(slot) => slot.1.clone_from(sql),
+            None => list.push((name.clone(), sql.clone())),
+        },
+        Change::Reset(name) => list.retain(|(k, _)| k != name),
+        Change::ResetAll => list.clear(),
+    }
+}
+
+/// Is this change carried by ParameterStatus already (reported, tracked parameters)?
+pub fn reported_change(change: &Change) -> bool {
+    match change {
+        Change::Set { name, .. } | Change::Reset(name) => is_tracked(name),
+        Change::ResetAll => false,
+    }
 }
 
 /// What one server session has.
@@ -104,6 +168,8 @@ pub struct ServerParams {
     pub reported: Vec<(String, String)>,
     /// Unreported settings Pake applied for a client (e.g. search_path from options).
     pub applied: Vec<(String, String)>,
+    /// Session-level settings clients changed on this server: (name, statement).
+    pub session: Vec<(String, String)>,
     /// Signature of the client parameters this server was last synced to, 0 if unknown.
     pub synced_sig: u64,
 }
@@ -130,6 +196,19 @@ impl ServerParams {
     /// The reset query ran: unreported settings are back to the login defaults.
     pub fn on_reset(&mut self) {
         self.applied.clear();
+        self.session.clear();
+        self.synced_sig = 0;
+    }
+
+    /// A client's session-level change committed on this server.
+    pub fn apply(&mut self, change: &Change) {
+        match change {
+            Change::Set { name, .. } | Change::Reset(name) => {
+                self.applied.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+            }
+            Change::ResetAll => self.applied.clear(),
+        }
+        apply_session(&mut self.session, change);
         self.synced_sig = 0;
     }
 
@@ -141,7 +220,25 @@ impl ServerParams {
             return None;
         }
         let mut sql = String::new();
+        // settings a previous client changed and this one did not go back first
+        let stale: Vec<String> = self
+            .session
+            .iter()
+            .filter(|(k, _)| !client.session.iter().any(|(n, _)| n == k))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            sql.push_str(&format!("RESET {};", quote_name(&k)));
+            self.apply(&Change::Reset(k));
+        }
         for (k, v) in client.iter() {
+            if client
+                .session
+                .iter()
+                .any(|(n, _)| n.eq_ignore_ascii_case(k))
+            {
+                continue; // the client's own SET below wins
+            }
             if self.current(k) != Some(v) {
                 sql.push_str(&format!("SET {} TO {};", ident(k), literal(v)));
                 if !is_tracked(k) {
@@ -160,11 +257,83 @@ impl ServerParams {
             sql.push_str(&format!("RESET {};", ident(&k)));
             self.applied.retain(|(n, _)| *n != k);
         }
+        for (k, set) in &client.session {
+            if !self.session.iter().any(|(n, s)| n == k && s == set) {
+                sql.push_str(set);
+                sql.push(';');
+                apply_session(
+                    &mut self.session,
+                    &Change::Set {
+                        name: k.clone(),
+                        sql: set.clone(),
+                    },
+                );
+            }
+        }
         if sql.is_empty() {
             self.synced_sig = client.sig();
             None
         } else {
             Some(sql)
+        }
+    }
+}
+
+/// The setting changes of a client's open transaction: recorded (on the client and on its
+/// server) when the transaction commits, dropped when it may have been undone.
+#[derive(Debug, Default)]
+pub struct PendingSettings {
+    changes: Vec<Change>,
+    /// An error or a ROLLBACK (to a savepoint, too) since they were made.
+    doubtful: bool,
+}
+
+/// What a transaction end means for the pending changes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Settled {
+    /// Nothing pending, or the transaction goes on.
+    Nothing,
+    /// Committed: record these.
+    Commit(Vec<Change>),
+    /// An error or a rollback may have undone some: the server must be reset.
+    Doubtful,
+}
+
+impl PendingSettings {
+    pub fn push(&mut self, changes: impl IntoIterator<Item = Change>) {
+        self.changes.extend(changes);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+    }
+
+    /// A server message that reached the client.
+    pub fn on_message(&mut self, tag: u8, body: &[u8]) {
+        use super::wire::be;
+        if self.changes.is_empty() {
+            return;
+        }
+        match tag {
+            be::ERROR_RESPONSE => self.doubtful = true,
+            be::COMMAND_COMPLETE if body.starts_with(b"ROLLBACK") => self.doubtful = true,
+            _ => {}
+        }
+    }
+
+    /// A ReadyForQuery with `status` answered the client.
+    pub fn on_ready(&mut self, status: u8) -> Settled {
+        if self.changes.is_empty() || status == b'T' {
+            return Settled::Nothing;
+        }
+        if status == b'E' {
+            self.doubtful = true;
+            return Settled::Nothing;
+        }
+        let changes = std::mem::take(&mut self.changes);
+        match std::mem::take(&mut self.doubtful) {
+            true => Settled::Doubtful,
+            false => Settled::Commit(changes),
         }
     }
 }

@@ -19,4 +19,5 @@ mod openapi;
 mod otlp;
 mod pooling;
 mod routing;
+mod session_state;
 mod tls;

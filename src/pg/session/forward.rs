@@ -12,7 +12,6 @@ use crate::pg::error::Error;
 use crate::pg::prepared::Statement;
 use crate::pg::server::replies::{Expect, Synth};
 use crate::pg::server::Server;
-use crate::pg::sql::SessionEffect;
 use crate::pg::wire::{self, backend, fe};
 use bytes::{BufMut, BytesMut};
 use std::sync::Arc;
@@ -92,8 +91,9 @@ impl Session {
             (StatementRef::of(&analysis), raw)
         });
         self.tally.queries += 1;
+        let dirty = self.track_effect(&analysis.effect, || frame::query(frame).ok());
         self.with_server(|server| {
-            if let SessionEffect::Dirties(reason) = analysis.effect {
+            if let Some(reason) = dirty {
                 server.dirty = Some(reason);
             }
             server.wbuf.put_slice(frame);
@@ -123,11 +123,16 @@ impl Session {
             self.remember_interned(stmt.id, &analysis);
         }
         let cap = self.pool.settings().defaults.max_prepared_statements;
+        // an unnamed statement runs now; a named one when it is bound
+        let dirty = match &interned {
+            None => self.track_effect(&analysis.effect, || Some(p.query)),
+            Some(stmt) => self.note_named_effect(stmt.id, &analysis.effect),
+        };
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());
         };
-        if analysis.effect.dirties() {
-            server.dirty = Some("statement with session effects");
+        if let Some(reason) = dirty {
+            server.dirty = Some(reason);
         }
         server.in_extended = true;
         match interned {
@@ -160,10 +165,14 @@ impl Session {
             self.note_bind(b.statement, part.analysis);
         }
         let stmt = self.client_statement(b.statement);
+        let dirty = stmt.as_ref().and_then(|s| self.track_bound(s));
         let cap = self.pool.settings().defaults.max_prepared_statements;
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());
         };
+        if let Some(reason) = dirty {
+            server.dirty = Some(reason);
+        }
         server.in_extended = true;
         send_for_statement(server, stmt, cap, frame, |wbuf, stmt| {
             let at = wire::begin_frame(wbuf, fe::BIND);

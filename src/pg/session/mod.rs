@@ -30,13 +30,14 @@ mod record;
 pub mod request;
 pub mod response;
 pub mod route;
+mod state;
 mod trace;
 
 use super::cancel::CancelSlot;
 use super::cluster::{Cluster, Target};
 use super::error::Error;
 use super::login::LoggedIn;
-use super::params::ClientParams;
+use super::params::{ClientParams, PendingSettings};
 use super::pool::Pool;
 use super::prepared::ClientStatements;
 use super::proxy::{Phase, Proxy};
@@ -93,6 +94,10 @@ pub struct Session {
     server: Option<Box<Server>>,
     statements: ClientStatements,
     params: ClientParams,
+    /// Setting changes of the open transaction, recorded when it commits.
+    pending_settings: PendingSettings,
+    /// Named statements that change settings (noted when bound); bounded.
+    setting_statements: std::collections::HashSet<crate::pg::prepared::StatementId>,
     cancel: Arc<CancelSlot>,
     mode: PoolMode,
     max_message: usize,
@@ -178,6 +183,8 @@ impl Session {
             server: None,
             statements: ClientStatements::default(),
             params: login.params,
+            pending_settings: PendingSettings::default(),
+            setting_statements: std::collections::HashSet::new(),
             cancel: login.cancel,
             max_message: config.general.max_message_size.0 as usize,
             last_client_activity: Instant::now(),

@@ -278,6 +278,7 @@ impl Session {
             }
             SessionEffect::DiscardAll => {
                 self.statements.clear();
+                self.params.discard();
                 backend::command_complete(&mut self.cwbuf, "DISCARD ALL");
                 true
             }

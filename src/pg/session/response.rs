@@ -62,12 +62,17 @@ impl Session {
                 server.params.on_status(body);
                 self.params.on_status(body);
             }
+            if disposition != Disposition::Swallow {
+                self.pending_settings.on_message(tag, body);
+            }
             if disposition == Disposition::Swallow {
                 self.cwbuf.put_slice(&server.rbuf[run..pos]);
                 run = pos + total;
             }
             pos += total;
             if let Some(status) = settle(&mut fx, server, &mut finished, self.params.sig()) {
+                let (pending, params) = (&mut self.pending_settings, &mut self.params);
+                super::state::settle_settings(pending, params, server, status);
                 if status == b'I' {
                     self.tally.transactions += 1;
                     self.tx_seq += 1;

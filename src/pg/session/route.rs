@@ -54,11 +54,12 @@ struct Summary {
 }
 
 /// May this statement run on a replica? Inside an explicit (read-write) transaction, reads
-/// stay on its server; `pending`: a plain `BEGIN` was answered locally.
-fn reads(a: &Analysis, pending: bool) -> bool {
+/// stay on its server; `pending`: a plain `BEGIN` was answered locally; `ro_default`: the
+/// client set `default_transaction_read_only` (so its plain transactions are read-only).
+fn reads(a: &Analysis, pending: bool, ro_default: bool) -> bool {
     match &a.class {
-        Class::Read => !pending && a.functions_safe,
-        Class::Begin { read_only, .. } => *read_only,
+        Class::Read => (!pending || ro_default) && a.functions_safe,
+        Class::Begin { read_only, plain } => *read_only || (*plain && ro_default),
         Class::SetTransaction { read_only } => pending && *read_only,
         _ => false,
     }
@@ -144,6 +145,7 @@ impl Session {
             hint: None,
         };
         let pending = self.routing.pending_begin.is_some();
+        let ro_default = self.params.read_only_default();
         // the unnamed statement parsed earlier in this request, and whether it reads
         let mut unnamed: Option<bool> = None;
         for part in self.request.parts() {
@@ -154,7 +156,7 @@ impl Session {
                     if summary.hint.is_none() {
                         summary.hint = a.hint;
                     }
-                    reads(a, pending)
+                    reads(a, pending, ro_default)
                 }
                 (None, _) => false,
             };
@@ -251,24 +253,34 @@ mod tests {
 
     #[test]
     fn what_may_run_on_a_replica() {
-        assert!(reads(&analysis(Class::Read, true), false));
+        assert!(reads(&analysis(Class::Read, true), false, false));
         assert!(
-            !reads(&analysis(Class::Read, false), false),
+            !reads(&analysis(Class::Read, false), false, false),
             "volatile function"
         );
-        assert!(!reads(&analysis(Class::Read, true), true), "inside BEGIN");
-        assert!(!reads(&analysis(Class::Write, true), false));
+        assert!(
+            !reads(&analysis(Class::Read, true), true, false),
+            "inside BEGIN"
+        );
+        // SET default_transaction_read_only = on: a plain transaction only reads
+        assert!(reads(&analysis(Class::Read, true), true, true));
+        let plain = Class::Begin {
+            read_only: false,
+            plain: true,
+        };
+        assert!(reads(&analysis(plain, true), false, true));
+        assert!(!reads(&analysis(Class::Write, true), false, false));
         let ro_begin = Class::Begin {
             read_only: true,
             plain: false,
         };
-        assert!(reads(&analysis(ro_begin, true), false));
+        assert!(reads(&analysis(ro_begin, true), false, false));
         let ro_set = Class::SetTransaction { read_only: true };
-        assert!(reads(&analysis(ro_set.clone(), true), true));
+        assert!(reads(&analysis(ro_set.clone(), true), true, false));
         assert!(
-            !reads(&analysis(ro_set, true), false),
+            !reads(&analysis(ro_set, true), false, false),
             "no transaction to set"
         );
-        assert!(!reads(&analysis(Class::End, true), false));
+        assert!(!reads(&analysis(Class::End, true), false, false));
     }
 }

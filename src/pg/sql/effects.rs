@@ -1,7 +1,8 @@
 //! Which statements leave state on a server *session* — state that would leak to the next
 //! client of a pooled connection: `SET` (not `SET LOCAL`), `RESET`, session advisory locks,
 //! temporary tables, `LISTEN`, SQL `PREPARE`, `DECLARE … WITH HOLD`, `LOAD`, `set_config`.
-//! The session marks such a server dirty and runs `server_reset_query` before reuse.
+//! The session marks such a server dirty and runs `server_reset_query` before reuse — except
+//! settings in transaction mode, which follow the client instead ([`super::settings`]).
 
 use super::lexer::{Kind, Lexer, Token};
 

@@ -13,6 +13,7 @@
 pub mod effects;
 pub mod lexer;
 pub mod normalize;
+pub mod settings;
 
 pub use effects::SessionEffect;
 pub use normalize::{Hints, Normalized, RouteHint};
