@@ -268,6 +268,32 @@ impl std::str::FromStr for PoolMode {
     }
 }
 
+/// Transaction mode: what happens to a client that leaves session state on its server that
+/// cannot follow it to another server (temporary tables, session advisory locks,
+/// `DECLARE … WITH HOLD` cursors, SQL `PREPARE`, `LISTEN`). Settings always follow the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SessionState {
+    /// The client keeps its server until the state is gone (or it disconnects).
+    #[default]
+    Pin,
+    /// The statement is refused (SQLSTATE 0A000), so the client never holds a server.
+    Error,
+    /// The server is reset with `server_reset_query` at the end of the transaction: the
+    /// state is lost for the client.
+    Reset,
+}
+
+impl std::fmt::Display for SessionState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SessionState::Pin => "pin",
+            SessionState::Error => "error",
+            SessionState::Reset => "reset",
+        })
+    }
+}
+
 /// Pool settings shared by every pool unless a database or user overrides them.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -299,6 +325,9 @@ pub struct PoolDefaults {
     /// Run on a server before it is reused when a client left session state on it
     /// (SET, temp tables, advisory locks, LISTEN…), and always at the end of a session.
     pub server_reset_query: String,
+    /// Transaction mode: `pin`, `error` or `reset` for session state that cannot follow a
+    /// client to another server (see [`SessionState`]).
+    pub session_state: SessionState,
     /// Prepared statements kept per server connection in transaction mode; the least
     /// recently used are closed beyond this.
     pub max_prepared_statements: usize,
@@ -326,6 +355,7 @@ impl Default for PoolDefaults {
             client_idle_timeout: Dur::secs(0),
             client_login_timeout: Dur::secs(60),
             server_reset_query: "DISCARD ALL".into(),
+            session_state: SessionState::Pin,
             max_prepared_statements: 500,
             circuit_breaker_failures: 5,
             circuit_breaker_cooldown: Dur::secs(5),
@@ -356,6 +386,9 @@ pub struct Database {
     pub pool_size: Option<usize>,
     #[serde(default)]
     pub pool_mode: Option<PoolMode>,
+    /// Overrides `pool.session_state` for this database's pools.
+    #[serde(default)]
+    pub session_state: Option<SessionState>,
     /// Streaming replicas of this database's primary; read-only statements may go there.
     #[serde(default)]
     pub replicas: Vec<Replica>,
@@ -509,6 +542,7 @@ impl Config {
                 .pool_size
                 .or(db.pool_size)
                 .unwrap_or(self.pool.pool_size),
+            session_state: db.session_state.unwrap_or(self.pool.session_state),
             defaults: self.pool.clone(),
         }
     }
@@ -527,5 +561,7 @@ pub struct PoolSettings {
     /// Read-only statements may go to replicas.
     pub read_from_replicas: bool,
     pub size: usize,
+    /// `pool.session_state`, or the database's own.
+    pub session_state: SessionState,
     pub defaults: PoolDefaults,
 }

@@ -83,6 +83,7 @@ impl QuickStart {
                 server_password: None,
                 pool_size: None,
                 pool_mode: None,
+                session_state: None,
                 replicas,
                 read_from_replicas: None,
             });

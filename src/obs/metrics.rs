@@ -27,6 +27,7 @@ pub struct Metrics {
     pub servers: IntGaugeVec,
     pub pool_size: IntGaugeVec,
     pub client_connections: IntGaugeVec,
+    pub pinned_clients: IntGaugeVec,
     pub routed: IntCounterVec,
     transaction_seconds: prometheus::CounterVec,
     reserve_used: IntCounterVec,
@@ -178,6 +179,12 @@ impl Metrics {
                 "pake_pg_client_connections",
                 "Client connections open on the Postgres listener",
                 &[],
+            ),
+            pinned_clients: gauge(
+                &registry,
+                "pake_pg_pinned_clients",
+                "Transaction-mode clients pinned to their server by session state (temp tables, advisory locks, cursors WITH HOLD, SQL PREPARE, LISTEN)",
+                &["database", "user"],
             ),
             transaction_seconds: {
                 let c = prometheus::CounterVec::new(

@@ -57,6 +57,8 @@ pub struct CancelSlot {
     state: std::sync::atomic::AtomicU8,
     /// Milliseconds since the UNIX epoch of the last request or state change.
     since_ms: std::sync::atomic::AtomicU64,
+    /// Why the client is pinned to its server (transaction mode), for SHOW CLIENTS.
+    pinned: Mutex<Option<Box<str>>>,
 }
 
 impl CancelSlot {
@@ -71,6 +73,14 @@ impl CancelSlot {
     pub fn state(&self) -> (u8, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         (self.state.load(Relaxed), self.since_ms.load(Relaxed))
+    }
+
+    pub fn set_pinned(&self, why: Option<Box<str>>) {
+        *self.pinned.lock() = why;
+    }
+
+    pub fn pinned(&self) -> Option<Box<str>> {
+        self.pinned.lock().clone()
     }
 
     pub fn set(&self, target: Option<CancelTarget>) {
@@ -163,6 +173,7 @@ impl CancelRegistry {
                 target: Mutex::new(None),
                 state: std::sync::atomic::AtomicU8::new(state::IDLE),
                 since_ms: std::sync::atomic::AtomicU64::new(unix_ms()),
+                pinned: Mutex::new(None),
             });
             shard.insert(pid, slot.clone());
             return slot;

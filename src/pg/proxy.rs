@@ -585,7 +585,19 @@ impl Proxy {
         m.client_connections
             .with_label_values(&[] as &[&str])
             .set(self.client_count() as i64);
+        let mut pinned: HashMap<(String, String), i64> = HashMap::new();
+        for c in self.cancel.clients() {
+            if c.pinned().is_some() {
+                *pinned
+                    .entry((c.info.database.clone(), c.info.user.clone()))
+                    .or_default() += 1;
+            }
+        }
         for pool in self.pools() {
+            let key = (pool.key.database.clone(), pool.key.user.clone());
+            m.pinned_clients
+                .with_label_values(&[key.0.as_str(), key.1.as_str()])
+                .set(pinned.get(&key).copied().unwrap_or(0));
             let PoolCounts {
                 idle,
                 active,

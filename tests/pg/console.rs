@@ -6,7 +6,7 @@ use std::time::Duration;
 use tokio_postgres::SimpleQueryMessage;
 
 /// Column names and rows of a console command.
-async fn show(c: &tokio_postgres::Client, cmd: &str) -> (Vec<String>, Vec<Vec<String>>) {
+pub async fn show(c: &tokio_postgres::Client, cmd: &str) -> (Vec<String>, Vec<Vec<String>>) {
     let msgs = c
         .simple_query(cmd)
         .await
@@ -29,7 +29,7 @@ async fn show(c: &tokio_postgres::Client, cmd: &str) -> (Vec<String>, Vec<Vec<St
     (columns, rows)
 }
 
-fn col(columns: &[String], name: &str) -> usize {
+pub fn col(columns: &[String], name: &str) -> usize {
     columns
         .iter()
         .position(|c| c == name)

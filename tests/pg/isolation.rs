@@ -14,7 +14,13 @@ fn one_server() -> Opts {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_temp_table_advisory_lock_listen_do_not_leak() {
-    let env = Env::with(one_server()).await;
+    // session_state = "reset": the state is dropped at the end of each transaction (the
+    // default, "pin", would keep `a` on the only server: see session_state.rs)
+    let env = Env::with(Opts {
+        tweak: |c| c.pool.session_state = pake::config::SessionState::Reset,
+        ..one_server()
+    })
+    .await;
     let a = env.client().await;
     let pid_a: i32 = a
         .query_one("select pg_backend_pid()", &[])

@@ -185,7 +185,10 @@ async fn read_only_default_holds_across_transactions() {
 async fn a_set_keeps_its_server_without_a_reset_query() {
     let env = Env::with(Opts {
         pool_size: 1,
-        tweak: |c| c.pool.server_reset_query = String::new(),
+        tweak: |c| {
+            c.pool.server_reset_query = String::new();
+            c.pool.session_state = pake::config::SessionState::Reset;
+        },
         ..Opts::default()
     })
     .await;
@@ -197,7 +200,8 @@ async fn a_set_keeps_its_server_without_a_reset_query() {
     assert_eq!(simple_value(&a, "SHOW work_mem").await, "5MB");
     assert_eq!(pid(&b).await, first, "the server was replaced");
     assert_eq!(pid(&a).await, first, "the server was replaced");
-    // state that cannot be carried still needs the reset: without one the server goes
+    // state that cannot be carried (session_state = "reset") still needs the reset:
+    // without one the server goes
     a.batch_execute("CREATE TEMP TABLE gone (id int)")
         .await
         .expect("temp");
@@ -252,4 +256,279 @@ async fn psql_settings_match_direct() {
         out.contains("a, \"B c\"") && out.contains("it's me") && out.contains("serializable"),
         "{out}"
     );
+}
+
+/// The `pinned` column of SHOW CLIENTS for the clients of database `postgres`, and the
+/// pinned-clients gauge.
+async fn pinned_view(env: &Env) -> (Vec<String>, f64) {
+    let admin = pake::lab::postgres::connect(&env.url("pake"))
+        .await
+        .expect("console");
+    let (cols, rows) = crate::console::show(&admin, "SHOW CLIENTS").await;
+    let (db, pinned) = (
+        crate::console::col(&cols, "database"),
+        crate::console::col(&cols, "pinned"),
+    );
+    let reasons = rows
+        .iter()
+        .filter(|r| r[db] == "postgres" && !r[pinned].is_empty())
+        .map(|r| r[pinned].clone())
+        .collect();
+    let (_, metrics) = crate::harness::http_get(&env.admin_url("/metrics")).await;
+    let gauge = metrics
+        .lines()
+        .filter(|l| l.starts_with("pake_pg_pinned_clients{") && l.contains("database=\"postgres\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    (reasons, gauge)
+}
+
+async fn temp_tables_on_server(c: &Client) -> i64 {
+    c.query_one(
+        "select count(*) from pg_class where relpersistence = 't' and relkind = 'r'",
+        &[],
+    )
+    .await
+    .expect("count temp tables")
+    .get(0)
+}
+
+/// `session_state = "pin"` (the default): a temp table created in one transaction is there
+/// in the next; the client is shown pinned until DISCARD ALL, then its server goes back to
+/// the pool clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temp_table_pins_the_client_until_discard_all() {
+    let env = Env::with(Opts {
+        pool_size: 1,
+        ..Opts::default()
+    })
+    .await;
+    let a = env.client().await;
+    let server = pid(&a).await;
+    a.batch_execute("CREATE TEMP TABLE t (id int)")
+        .await
+        .expect("temp");
+    a.batch_execute("INSERT INTO t VALUES (1), (2)")
+        .await
+        .expect("insert");
+    a.execute("INSERT INTO t VALUES ($1)", &[&3i32])
+        .await
+        .expect("insert");
+    assert_eq!(simple_value(&a, "SELECT count(*) FROM t").await, "3");
+    assert_eq!(
+        pinned_view(&env).await,
+        (vec!["temp table".to_string()], 1.0)
+    );
+    // DISCARD TEMP inside a transaction that rolls back ends nothing
+    a.batch_execute("BEGIN; DISCARD TEMP; ROLLBACK")
+        .await
+        .expect("DISCARD TEMP rolled back");
+    assert_eq!(pinned_view(&env).await.1, 1.0);
+    assert_eq!(simple_value(&a, "SELECT count(*) FROM t").await, "3");
+    a.batch_execute("DISCARD ALL").await.expect("discard");
+    assert_eq!(pinned_view(&env).await, (vec![], 0.0));
+    // the only server is back in the pool, without the temp table
+    let b = env.client().await;
+    assert_eq!(pid(&b).await, server);
+    assert_eq!(temp_tables_on_server(&b).await, 0);
+    assert_eq!(simple_value(&a, "SELECT 7").await, "7");
+    drop(b);
+    // a pinned client that leaves: its server is reset and reused, clean
+    a.batch_execute("CREATE TEMP TABLE u (id int)")
+        .await
+        .expect("temp");
+    drop(a);
+    let c = env.client().await;
+    assert_eq!(pid(&c).await, server);
+    assert_eq!(temp_tables_on_server(&c).await, 0);
+    assert_eq!(pinned_view(&env).await, (vec![], 0.0));
+}
+
+/// `session_state = "error"`: the statement is refused with 0A000, in and out of a
+/// transaction, through both protocols, and the connection stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_mode_refuses_state_that_would_pin() {
+    let env = Env::with(Opts {
+        pool_size: 1,
+        tweak: |c| c.pool.session_state = pake::config::SessionState::Error,
+        ..Opts::default()
+    })
+    .await;
+    let a = env.client().await;
+    let refused = tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED;
+    let e = a
+        .batch_execute("CREATE TEMP TABLE t (id int)")
+        .await
+        .expect_err("refused");
+    assert_eq!(e.code(), Some(&refused));
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("session_state"), "{msg}");
+    let e = a
+        .execute("SELECT pg_advisory_lock(1)", &[])
+        .await
+        .expect_err("refused");
+    assert_eq!(e.code(), Some(&refused));
+    // inside a transaction the refusal fails the transaction, as any error would
+    a.batch_execute("BEGIN").await.expect("begin");
+    let e = a
+        .batch_execute("DECLARE c CURSOR WITH HOLD FOR SELECT 1")
+        .await
+        .expect_err("refused");
+    assert_eq!(e.code(), Some(&refused));
+    let e = a
+        .batch_execute("SELECT 1")
+        .await
+        .expect_err("aborted transaction");
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::IN_FAILED_SQL_TRANSACTION)
+    );
+    a.batch_execute("ROLLBACK").await.expect("rollback");
+    assert_eq!(temp_tables_on_server(&a).await, 0);
+    assert_eq!(pinned_view(&env).await, (vec![], 0.0));
+    // settings still follow the client in error mode
+    a.batch_execute("SET work_mem = '6MB'").await.expect("set");
+    assert_eq!(simple_value(&a, "SHOW work_mem").await, "6MB");
+}
+
+/// A session advisory lock taken in one transaction is still held by the client in the
+/// next, on the same server, while another client runs elsewhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advisory_lock_held_across_transactions() {
+    let env = Env::with(Opts {
+        pool_size: 2,
+        ..Opts::default()
+    })
+    .await;
+    let direct = env.direct().await;
+    let (a, b) = (env.client().await, env.client().await);
+    a.batch_execute("SELECT pg_advisory_lock(42)")
+        .await
+        .expect("lock");
+    for _ in 0..3 {
+        b.batch_execute("BEGIN").await.expect("begin");
+        b.batch_execute("SELECT 1")
+            .await
+            .expect("b runs on the other server");
+        let held: i64 = direct
+            .query_one(
+                "select count(*) from pg_locks where locktype = 'advisory' and objid = 42 and granted",
+                &[],
+            )
+            .await
+            .expect("locks")
+            .get(0);
+        assert_eq!(held, 1);
+        assert_eq!(
+            simple_value(&a, "SELECT pg_try_advisory_lock(42)::text").await,
+            "true",
+            "re-entrant on the same backend"
+        );
+        b.batch_execute("COMMIT").await.expect("commit");
+    }
+    assert_eq!(pinned_view(&env).await.0, vec!["advisory lock".to_string()]);
+    assert_eq!(
+        simple_value(&a, "SELECT pg_advisory_unlock(42)::text").await,
+        "true"
+    );
+    a.batch_execute("SELECT pg_advisory_unlock_all()")
+        .await
+        .expect("unlock all");
+    assert_eq!(pinned_view(&env).await, (vec![], 0.0));
+}
+
+/// A `WITH HOLD` cursor declared in one transaction is fetched in later ones; CLOSE lets the
+/// client go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_hold_cursor_fetched_in_later_transactions() {
+    let env = Env::with(Opts {
+        pool_size: 2,
+        ..Opts::default()
+    })
+    .await;
+    let (a, b) = (env.client().await, env.client().await);
+    a.batch_execute("DECLARE c CURSOR WITH HOLD FOR SELECT g FROM generate_series(1, 5) g")
+        .await
+        .expect("declare");
+    for want in ["1", "2", "3"] {
+        b.batch_execute("BEGIN").await.expect("begin");
+        b.batch_execute("SELECT 1").await.expect("b");
+        assert_eq!(simple_value(&a, "FETCH 1 FROM c").await, want);
+        b.batch_execute("COMMIT").await.expect("commit");
+    }
+    assert_eq!(
+        pinned_view(&env).await.0,
+        vec!["cursor with hold".to_string()]
+    );
+    a.batch_execute("CLOSE c").await.expect("close");
+    assert_eq!(pinned_view(&env).await, (vec![], 0.0));
+}
+
+/// `session_state` follows RELOAD and shows in SHOW CONFIG.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_state_applies_on_reload() {
+    let lab = tokio::task::spawn_blocking(|| pake::lab::PgLab::start(Default::default()))
+        .await
+        .expect("lab thread")
+        .expect("lab");
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("pake.toml");
+    let file = |mode: &str| {
+        format!(
+            "[general]\npg_listen = \"127.0.0.1:0\"\nadmin_users = [\"pake\"]\n\n\
+             [pool]\npool_size = 2\nsession_state = \"{mode}\"\n\n\
+             [[databases]]\nname = \"postgres\"\nhost = \"127.0.0.1\"\nport = {}\n\n\
+             [[users]]\nname = \"pake\"\npassword = \"pake\"\n",
+            lab.primary.port
+        )
+    };
+    std::fs::write(&path, file("error")).expect("write");
+    let config = pake::config::Config::load(&path).expect("config");
+    let source = pake::pg::proxy::ConfigSource {
+        path: Some(path.clone()),
+        overrides: pake::config::QuickStart::default(),
+    };
+    let running = pake::app::start_with(config, Some(source))
+        .await
+        .expect("start");
+    let url = |db: &str| {
+        format!(
+            "postgres://pake:pake@127.0.0.1:{}/{db}",
+            running.pg_addr.port()
+        )
+    };
+    let admin = pake::lab::postgres::connect(&url("pake"))
+        .await
+        .expect("console");
+    let app = pake::lab::postgres::connect(&url("postgres"))
+        .await
+        .expect("app");
+    let setting = |rows: &[Vec<String>]| {
+        rows.iter()
+            .find(|r| r[0] == "pool.session_state")
+            .map(|r| r[1].clone())
+    };
+    let (_, rows) = crate::console::show(&admin, "SHOW CONFIG").await;
+    assert_eq!(setting(&rows).as_deref(), Some("error"));
+    let e = app
+        .batch_execute("CREATE TEMP TABLE t ()")
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        e.code(),
+        Some(&tokio_postgres::error::SqlState::FEATURE_NOT_SUPPORTED)
+    );
+    std::fs::write(&path, file("pin")).expect("write");
+    admin.simple_query("RELOAD").await.expect("reload");
+    let (_, rows) = crate::console::show(&admin, "SHOW CONFIG").await;
+    assert_eq!(setting(&rows).as_deref(), Some("pin"));
+    app.batch_execute("CREATE TEMP TABLE t ()")
+        .await
+        .expect("pinned now");
+    app.batch_execute("SELECT * FROM t")
+        .await
+        .expect("still there");
 }

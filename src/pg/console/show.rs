@@ -186,7 +186,10 @@ const CONNECTION_COLUMNS: &[&str] = &[
 ];
 
 pub fn clients(proxy: &Proxy) -> Table {
-    let mut t = Table::new(CONNECTION_COLUMNS);
+    let mut columns = CONNECTION_COLUMNS.to_vec();
+    // why a transaction-mode client keeps its server (temp table, advisory lock…); empty if not
+    columns.push("pinned");
+    let mut t = Table::new(&columns);
     let now = unix_ms();
     for c in proxy.cancel.clients() {
         let (st, since) = c.state();
@@ -214,6 +217,7 @@ pub fn clients(proxy: &Proxy) -> Table {
             s(c.pid),
             s(""),
             s(&c.info.application_name),
+            s(c.pinned().unwrap_or_default()),
         ]);
     }
     t

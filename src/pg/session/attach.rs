@@ -137,6 +137,7 @@ impl Session {
     pub(super) fn release_if_done(&mut self) {
         if self.mode != PoolMode::Transaction
             || !self.server.as_deref().is_some_and(Server::is_idle)
+            || self.pinned()
         {
             return;
         }

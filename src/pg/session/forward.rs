@@ -6,6 +6,7 @@
 
 use super::classify::Part;
 use super::record::StatementRef;
+use super::state::{self, Fate};
 use super::{frame, Session};
 use crate::config::PoolMode;
 use crate::pg::error::Error;
@@ -91,12 +92,16 @@ impl Session {
             (StatementRef::of(&analysis), raw)
         });
         self.tally.queries += 1;
-        let dirty = self.track_effect(&analysis.effect, || frame::query(frame).ok());
+        let fate = self.statement_sent(&analysis.effect, || frame::query(frame).ok());
+        let refusal = match fate {
+            Fate::Refuse(kind) => Some(state::refused_query(kind)),
+            _ => None,
+        };
         self.with_server(|server| {
-            if let Some(reason) = dirty {
+            if let Some(reason) = fate.dirty() {
                 server.dirty = Some(reason);
             }
-            server.wbuf.put_slice(frame);
+            server.wbuf.put_slice(refusal.as_deref().unwrap_or(frame));
             server.replies.push(Expect::Ready {
                 swallow: false,
                 stmt: true,
@@ -109,6 +114,8 @@ impl Session {
     }
 
     fn forward_parse(&mut self, frame: &[u8], part: Part) -> Result<(), Error> {
+        let refused = (part.analysis.as_ref()).and_then(|a| self.parse_refusal(frame, &a.effect));
+        let frame = refused.as_deref().unwrap_or(frame);
         let p = frame::parse(frame)?;
         let Some(analysis) = part.analysis else {
             return Ok(());
@@ -125,8 +132,14 @@ impl Session {
         let cap = self.pool.settings().defaults.max_prepared_statements;
         // an unnamed statement runs now; a named one when it is bound
         let dirty = match &interned {
-            None => self.track_effect(&analysis.effect, || Some(p.query)),
-            Some(stmt) => self.note_named_effect(stmt.id, &analysis.effect),
+            None => self
+                .statement_sent(&analysis.effect, || Some(p.query))
+                .dirty(),
+            Some(stmt) => {
+                let pin = self.pin_effect(&analysis.effect, || Some(p.query), false);
+                self.note_named_effect(stmt.id, &analysis.effect)
+                    .or(pin.dirty())
+            }
         };
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());

@@ -98,6 +98,8 @@ pub struct Session {
     pending_settings: PendingSettings,
     /// Named statements that change settings (noted when bound); bounded.
     setting_statements: std::collections::HashSet<crate::pg::prepared::StatementId>,
+    /// State that keeps this client on its server (transaction mode).
+    pins: super::sql::pins::Pins,
     cancel: Arc<CancelSlot>,
     mode: PoolMode,
     max_message: usize,
@@ -185,6 +187,7 @@ impl Session {
             params: login.params,
             pending_settings: PendingSettings::default(),
             setting_statements: std::collections::HashSet::new(),
+            pins: super::sql::pins::Pins::default(),
             cancel: login.cancel,
             max_message: config.general.max_message_size.0 as usize,
             last_client_activity: Instant::now(),

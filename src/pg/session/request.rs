@@ -263,6 +263,14 @@ impl Session {
     /// `DEALLOCATE`/`DISCARD ALL` act on the client's statement names, not a server's.
     /// Writes the CommandComplete and returns true when the statement was handled here.
     pub(super) fn answer_locally(&mut self, effect: &SessionEffect) -> bool {
+        if self.pinned()
+            && matches!(
+                effect,
+                SessionEffect::DiscardAll | SessionEffect::Deallocate(None)
+            )
+        {
+            return false; // the pinned server holds state these end
+        }
         match effect {
             SessionEffect::Deallocate(None) => {
                 self.statements.clear();

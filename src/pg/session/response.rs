@@ -27,6 +27,7 @@ impl Session {
         // start of the run of bytes to forward as is
         let mut run = 0;
         let mut fx = Effects::default();
+        let mut pins_changed = false;
         loop {
             if server.streaming > 0 {
                 let n = server.streaming.min(rbuf_len - pos);
@@ -64,6 +65,7 @@ impl Session {
             }
             if disposition != Disposition::Swallow {
                 self.pending_settings.on_message(tag, body);
+                self.pins.on_message(tag, body);
             }
             if disposition == Disposition::Swallow {
                 self.cwbuf.put_slice(&server.rbuf[run..pos]);
@@ -73,6 +75,13 @@ impl Session {
             if let Some(status) = settle(&mut fx, server, &mut finished, self.params.sig()) {
                 let (pending, params) = (&mut self.pending_settings, &mut self.params);
                 super::state::settle_settings(pending, params, server, status);
+                if let Some(discarded) = super::state::settle_pins(&mut self.pins, server, status) {
+                    pins_changed = true;
+                    if discarded {
+                        self.params.discard();
+                        self.statements.clear();
+                    }
+                }
                 if status == b'I' {
                     self.tally.transactions += 1;
                     self.tx_seq += 1;
@@ -97,6 +106,9 @@ impl Session {
         }
         self.account(&mut finished);
         self.finished = finished;
+        if pins_changed {
+            self.show_pins();
+        }
         Ok(())
     }
 }

@@ -4,15 +4,23 @@
 //! the client: they are held as pending while their transaction runs, recorded on the client
 //! and on the server when it commits, and replayed on the next server by the parameter sync
 //! of [`Session::attach`](super::attach). Anything else that outlives a transaction marks the
-//! server dirty, and it is reset before another client gets it.
+//! server dirty, and it is reset before another client gets it; state that cannot be carried
+//! (temporary tables, advisory locks, `WITH HOLD` cursors, SQL `PREPARE`, `LISTEN`, see
+//! [`crate::pg::sql::pins`]) is handled as the pool's `session_state` says: `pin` keeps the
+//! client on its server until the state is gone, `error` refuses the statement (the server
+//! raises 0A000 in its place, so a transaction around it fails as it would on an error),
+//! `reset` resets the server at the end of the transaction.
 
 use super::Session;
-use crate::config::PoolMode;
+use crate::config::{PoolMode, SessionState};
 use crate::pg::params::{reported_change, ClientParams, PendingSettings, Settled};
 use crate::pg::prepared::{Statement, StatementId};
 use crate::pg::server::Server;
+use crate::pg::sql::pins::{self, Event};
 use crate::pg::sql::settings::setting_changes;
 use crate::pg::sql::SessionEffect;
+use crate::pg::wire::{self, fe};
+use bytes::BytesMut;
 
 /// Effects whose state is a setting, and so can follow the client.
 const SETTING_REASONS: &[&str] = &["SET", "RESET", "set_config"];
@@ -20,11 +28,109 @@ const SETTING_REASONS: &[&str] = &["SET", "RESET", "set_config"];
 /// noted when they are bound); past this, such a statement resets the server instead.
 pub(super) const MAX_SETTING_STATEMENTS: usize = 64;
 
+/// What sending a statement means for its server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fate {
+    Clean,
+    /// Reset the server before another client gets it.
+    Dirty(&'static str),
+    /// `session_state = "error"`: send the refusal instead of the statement.
+    Refuse(&'static str),
+}
+
+impl Fate {
+    pub fn dirty(self) -> Option<&'static str> {
+        match self {
+            Fate::Dirty(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 impl Session {
+    /// A Query or an unnamed Parse with `effect` is being sent: state that pins first
+    /// ([`Session::pin_effect`]), then the settings it changes (held until its transaction
+    /// commits). The text is read only when the effect or a pin calls for it.
+    pub(super) fn statement_sent<'t>(
+        &mut self,
+        effect: &SessionEffect,
+        text: impl Fn() -> Option<&'t str>,
+    ) -> Fate {
+        let fate = self.pin_effect(effect, &text, true);
+        if let Fate::Refuse(_) = fate {
+            return fate;
+        }
+        match self.track_effect(effect, &text) {
+            Some(reason) => Fate::Dirty(reason),
+            None => fate,
+        }
+    }
+
+    /// Pins and their ends for a statement with `effect` (transaction mode). `Dirty` for
+    /// state that cannot follow the client (the server is reset when it is finally released).
+    /// While pinned every Query is read, for the ends (`CLOSE`, `DISCARD TEMP`…); `ends` is
+    /// false for a Parse, which runs later if at all: its ends are not followed.
+    pub(super) fn pin_effect<'t>(
+        &mut self,
+        effect: &SessionEffect,
+        text: impl Fn() -> Option<&'t str>,
+        ends: bool,
+    ) -> Fate {
+        let dirties = matches!(effect, SessionEffect::Dirties(_));
+        let pinned = ends && self.pins.is_pinned();
+        if self.mode != PoolMode::Transaction || !(dirties || pinned) {
+            return Fate::Clean;
+        }
+        let mut events = text().map(pins::events).unwrap_or_default();
+        if !ends {
+            events.retain(|e| matches!(e, Event::Pin(..)));
+        }
+        let pinning = events.iter().find_map(|e| match e {
+            Event::Pin(kind, _) => Some(kind.name()),
+            _ => None,
+        });
+        match (self.pool.settings().session_state, pinning) {
+            (SessionState::Error, Some(kind)) => return Fate::Refuse(kind),
+            (SessionState::Reset, Some(kind)) => return Fate::Dirty(kind),
+            _ => self.pins.on_sent(events),
+        }
+        self.show_pins();
+        pinning.map_or(Fate::Clean, Fate::Dirty)
+    }
+
+    /// Tell SHOW CLIENTS whether (and why) this client is pinned.
+    pub(super) fn show_pins(&mut self) {
+        let now = self.pins.reason().map(Box::from);
+        if now != self.cancel.pinned() {
+            self.cancel.set_pinned(now);
+        }
+    }
+
+    pub(super) fn pinned(&self) -> bool {
+        self.pins.is_pinned()
+    }
+
+    /// `session_state = "error"`: the Parse to send instead of `frame` when its statement
+    /// would pin.
+    pub(super) fn parse_refusal(&self, frame: &[u8], effect: &SessionEffect) -> Option<BytesMut> {
+        let refuse = self.mode == PoolMode::Transaction
+            && matches!(effect, SessionEffect::Dirties(_))
+            && self.pool.settings().session_state == SessionState::Error;
+        if !refuse {
+            return None;
+        }
+        let p = super::frame::parse(frame).ok()?;
+        let kind = pins::events(p.query).into_iter().find_map(|e| match e {
+            Event::Pin(kind, _) => Some(kind.name()),
+            _ => None,
+        })?;
+        Some(refused_parse(p.name, kind))
+    }
+
     /// A statement with `effect` is being sent: note the settings it changes (their text is
     /// read only then, from `text`), and return why its server must be reset before reuse,
     /// if it must.
-    pub(super) fn track_effect<'t>(
+    fn track_effect<'t>(
         &mut self,
         effect: &SessionEffect,
         text: impl FnOnce() -> Option<&'t str>,
@@ -74,6 +180,18 @@ impl Session {
     }
 }
 
+/// A ReadyForQuery with `status` answered the client: the ends of pinned state its
+/// transaction committed apply (after a `DISCARD ALL` the server is as new); returns whether
+/// the pins changed.
+pub(super) fn settle_pins(pins: &mut pins::Pins, server: &mut Server, status: u8) -> Option<bool> {
+    let before = pins.is_pinned();
+    if pins.on_ready(status) {
+        server.after_reset();
+        return Some(true);
+    }
+    (before != pins.is_pinned()).then_some(false)
+}
+
 /// A ReadyForQuery with `status` answered the client: record the settings its transaction
 /// committed on both sides, or have the server reset when they may have been undone.
 pub(super) fn settle_settings(
@@ -96,4 +214,35 @@ pub(super) fn settle_settings(
             }
         }
     }
+}
+
+/// The statement sent in place of one refused under `session_state = "error"`: the server
+/// raises the error itself, so an open transaction fails exactly as on any error.
+fn refusal_sql(reason: &str) -> String {
+    format!(
+        "DO $pake$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', \
+         MESSAGE = 'pake: {reason} keeps state on the server connection, which transaction pooling cannot carry (session_state = error)', \
+         HINT = 'Set session_state = pin for this pool, or use pool_mode = session.'; END$pake$"
+    )
+}
+
+/// A Query frame of the refusal.
+pub(super) fn refused_query(reason: &str) -> BytesMut {
+    let mut buf = BytesMut::new();
+    let at = wire::begin_frame(&mut buf, fe::QUERY);
+    wire::put_cstr(&mut buf, refusal_sql(reason).as_bytes());
+    wire::finish_frame(&mut buf, at);
+    buf
+}
+
+/// A Parse frame of the refusal, under the client's statement name.
+pub(super) fn refused_parse(name: &[u8], reason: &str) -> BytesMut {
+    use bytes::BufMut;
+    let mut buf = BytesMut::new();
+    let at = wire::begin_frame(&mut buf, fe::PARSE);
+    wire::put_cstr(&mut buf, name);
+    wire::put_cstr(&mut buf, refusal_sql(reason).as_bytes());
+    buf.put_i16(0);
+    wire::finish_frame(&mut buf, at);
+    buf
 }

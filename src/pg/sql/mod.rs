@@ -13,6 +13,7 @@
 pub mod effects;
 pub mod lexer;
 pub mod normalize;
+pub mod pins;
 pub mod settings;
 
 pub use effects::SessionEffect;
