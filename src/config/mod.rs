@@ -203,6 +203,9 @@ pub struct General {
     /// Allow the admin API to inject faults (latency, errors, resets, bandwidth caps).
     /// Off by default: nothing is ever injected unless this is on and a fault is added.
     pub fault_injection: bool,
+    /// Most databases served through the wildcard `[[databases]] name = "*"` entry at once
+    /// (each has its own pools); past it a login gets 53300. Idle ones make room.
+    pub max_wildcard_databases: usize,
 }
 
 impl Default for General {
@@ -223,6 +226,7 @@ impl Default for General {
             rate_limit_per_address: 0.0,
             rate_limit_burst: Dur::secs(1),
             fault_injection: false,
+            max_wildcard_databases: 100,
         }
     }
 }
@@ -362,6 +366,9 @@ impl Default for PoolDefaults {
         }
     }
 }
+
+/// The `[[databases]]` name that serves every database name without an entry of its own.
+pub const WILDCARD_DATABASE: &str = "*";
 
 /// A database clients connect to by `name`.
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -522,6 +529,28 @@ impl Config {
 
     pub fn database(&self, name: &str) -> Option<&Database> {
         self.databases.iter().find(|d| d.name == name)
+    }
+
+    /// The database a client names: its own entry, or else the wildcard entry
+    /// (`name = "*"`, PgBouncer's fallback) serving that name on its server.
+    pub fn resolve_database(&self, name: &str) -> Option<std::borrow::Cow<'_, Database>> {
+        if name.is_empty() || name == WILDCARD_DATABASE {
+            return None;
+        }
+        if let Some(db) = self.database(name) {
+            return Some(std::borrow::Cow::Borrowed(db));
+        }
+        let wild = self.database(WILDCARD_DATABASE)?;
+        Some(std::borrow::Cow::Owned(Database {
+            name: name.to_string(),
+            dbname: None,
+            ..wild.clone()
+        }))
+    }
+
+    /// `name` is served through the wildcard entry, not one of its own.
+    pub fn is_wildcard_database(&self, name: &str) -> bool {
+        self.database(name).is_none() && self.database(WILDCARD_DATABASE).is_some()
     }
 
     pub fn user(&self, name: &str) -> Option<&User> {

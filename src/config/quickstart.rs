@@ -74,7 +74,7 @@ impl QuickStart {
                 });
             }
             base.databases.retain(|d| d.name != target.dbname);
-            base.databases.push(Database {
+            let db = Database {
                 name: target.dbname.clone(),
                 host: target.host,
                 port: target.port,
@@ -86,7 +86,15 @@ impl QuickStart {
                 session_state: None,
                 replicas,
                 read_from_replicas: None,
-            });
+            };
+            // the server serves any database name too (created at run time, `postgres`…)
+            if base.database(super::WILDCARD_DATABASE).is_none() {
+                base.databases.push(Database {
+                    name: super::WILDCARD_DATABASE.into(),
+                    ..db.clone()
+                });
+            }
+            base.databases.push(db);
             base.users.retain(|u| u.name != target.user);
             base.users.push(User {
                 name: target.user.clone(),

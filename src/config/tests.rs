@@ -233,3 +233,25 @@ fn redis_sentinel_quick_start() {
         .unwrap_err();
     assert_eq!(e[0].key, "redis.sentinel_master");
 }
+
+#[test]
+fn wildcard_database_serves_other_names() {
+    let quick = QuickStart {
+        pg_primary: Some("postgres://app:pw@db.example:5433/app".into()),
+        ..QuickStart::default()
+    };
+    let c = quick.apply(Config::default()).unwrap();
+    c.validate().unwrap();
+    let app = c.resolve_database("app").unwrap();
+    assert_eq!(app.server_dbname(), "app");
+    assert!(!c.is_wildcard_database("app"));
+    let other = c.resolve_database("made_later").unwrap();
+    assert_eq!((other.host.as_str(), other.port), ("db.example", 5433));
+    assert_eq!(other.server_dbname(), "made_later");
+    assert!(c.is_wildcard_database("made_later"));
+    assert!(c.resolve_database("*").is_none());
+    // without a wildcard entry an unknown name stays unknown
+    let mut plain = c.clone();
+    plain.databases.retain(|d| d.name != "*");
+    assert!(plain.resolve_database("made_later").is_none());
+}

@@ -63,6 +63,8 @@ pub enum Error {
     TooManyClients(usize),
     #[error("too many connections for user \"{user}\" (max_user_connections = {max})")]
     TooManyUserConnections { user: String, max: usize },
+    #[error("too many databases served through the wildcard entry, all in use (max_wildcard_databases = {0})")]
+    TooManyDatabases(usize),
     #[error(transparent)]
     Pool(#[from] PoolError),
     #[error("lost the server connection: {0}")]
@@ -108,9 +110,9 @@ impl Error {
             Error::Reload(_) => SqlState::CONFIG_FILE_ERROR,
             Error::Tls(_) => SqlState::PROTOCOL_VIOLATION,
             Error::TlsRequired => SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
-            Error::TooManyClients(_) | Error::TooManyUserConnections { .. } => {
-                SqlState::TOO_MANY_CONNECTIONS
-            }
+            Error::TooManyClients(_)
+            | Error::TooManyUserConnections { .. }
+            | Error::TooManyDatabases(_) => SqlState::TOO_MANY_CONNECTIONS,
             Error::Pool(e) => e.sqlstate(),
             Error::RateLimited { .. } => SqlState::CONFIGURATION_LIMIT_EXCEEDED,
             Error::Injected { code, .. } => SqlState::from_code(code),
@@ -152,6 +154,7 @@ impl Error {
             Error::Pool(e) if e.connect_failure().is_some() => Source::Server,
             Error::TooManyClients(_)
             | Error::TooManyUserConnections { .. }
+            | Error::TooManyDatabases(_)
             | Error::RateLimited { .. }
             | Error::Injected { .. }
             | Error::InjectedReset

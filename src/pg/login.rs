@@ -193,6 +193,7 @@ async fn destination(
         }
         return Ok((None, Arc::new(super::console::welcome_params())));
     }
+    proxy.admit_database(&startup.database)?;
     let cluster = proxy
         .cluster(&startup.database, user)
         .ok_or_else(|| Error::UnknownDatabase(startup.database.clone()))?;

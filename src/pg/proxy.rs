@@ -184,7 +184,8 @@ impl Proxy {
             return Some(c.clone());
         }
         let config = self.config();
-        let db = config.database(database)?;
+        let db = config.resolve_database(database)?;
+        let db = db.as_ref();
         let settings = config.pool_settings(db, &user.config);
         let (server_user, password) = match &db.server_user {
             Some(u) => (u.clone(), db.server_password.clone()),
@@ -250,6 +251,56 @@ impl Proxy {
             })
             .clone();
         Some(cluster)
+    }
+
+    /// Room for the pools of `database` when it is served through the wildcard entry: at
+    /// most `general.max_wildcard_databases` such databases have pools at once; when full,
+    /// the pools of wildcard databases no client uses are dropped first.
+    pub fn admit_database(&self, database: &str) -> Result<(), Error> {
+        let config = self.config();
+        if !config.is_wildcard_database(database) {
+            return Ok(());
+        }
+        let max = config.general.max_wildcard_databases;
+        let mut clusters = self.clusters.write();
+        let wildcard = |clusters: &HashMap<PoolKey, Arc<Cluster>>| {
+            let mut names: Vec<&str> = clusters
+                .keys()
+                .map(|k| k.database.as_str())
+                .filter(|d| config.is_wildcard_database(d))
+                .collect();
+            names.sort_unstable();
+            names.dedup();
+            (names.contains(&database), names.len())
+        };
+        let (known, count) = wildcard(&clusters);
+        if known || count < max {
+            return Ok(());
+        }
+        // drop the pools of idle wildcard databases (no client, no server checked out)
+        let busy: std::collections::HashSet<String> = clusters
+            .iter()
+            .filter(|(_, c)| {
+                c.pools()
+                    .any(|p| p.counts().clients + p.counts().active > 0)
+            })
+            .map(|(k, _)| k.database.clone())
+            .collect();
+        clusters.retain(|k, c| {
+            let drop = config.is_wildcard_database(&k.database) && !busy.contains(&k.database);
+            if drop {
+                tracing::info!(pool = %k, "idle wildcard database pool dropped");
+                c.pools().for_each(|p| p.close());
+            }
+            !drop
+        });
+        self.topologies.lock().retain(|name, _| {
+            clusters.keys().any(|k| k.database == *name) || config.database(name).is_some()
+        });
+        if wildcard(&clusters).1 < max {
+            return Ok(());
+        }
+        Err(Error::TooManyDatabases(max))
     }
 
     /// The routing state of a database (one monitor per database, whatever the users).
@@ -350,13 +401,17 @@ impl Proxy {
         });
         let mut clusters = self.clusters.write();
         clusters.retain(|key, cluster| {
-            let (Some(db), Some(user)) = (new.database(&key.database), new.user(&key.user)) else {
+            let db = new.resolve_database(&key.database);
+            let (Some(db), Some(user)) = (db.as_deref(), new.user(&key.user)) else {
                 report.push(format!(
                     "pool {key}: database or user removed (new logins refused)"
                 ));
                 return false;
             };
-            let same_target = old.database(&key.database).map(target_fields)
+            let same_target = old
+                .resolve_database(&key.database)
+                .as_deref()
+                .map(target_fields)
                 == Some(target_fields(db))
                 && old
                     .user(&key.user)

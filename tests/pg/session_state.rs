@@ -532,3 +532,78 @@ async fn session_state_applies_on_reload() {
         .await
         .expect("still there");
 }
+
+/// Quick start serves any database name on its server: one created at run time, and a
+/// maintenance database, with no config change; one that does not exist gets the server's
+/// 3D000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_database_name_through_the_wildcard() {
+    let env = Env::start().await;
+    let direct = env.direct().await;
+    direct
+        .batch_execute("CREATE DATABASE made_at_run_time")
+        .await
+        .expect("create database");
+    for db in ["made_at_run_time", "template1"] {
+        let c = pake::lab::postgres::connect(&env.url(db))
+            .await
+            .unwrap_or_else(|e| panic!("connect to {db}: {e}"));
+        let name: String = c
+            .query_one("select current_database()", &[])
+            .await
+            .expect("current_database")
+            .get(0);
+        assert_eq!(name, db);
+    }
+    let e = tokio_postgres::connect(&env.url("no_such_db"), tokio_postgres::NoTls)
+        .await
+        .map(|_| ())
+        .expect_err("no such database");
+    assert_eq!(crate::harness::code(&e), "3D000", "{e}");
+}
+
+/// The databases served through the wildcard are bounded: past the cap a login gets a clear
+/// 53300, and the pools of a database no client uses any more make room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wildcard_databases_are_bounded() {
+    let env = Env::with(Opts {
+        tweak: |c| c.general.max_wildcard_databases = 1,
+        ..Opts::default()
+    })
+    .await;
+    let direct = env.direct().await;
+    for db in ["wild_a", "wild_b"] {
+        direct
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .expect("create database");
+    }
+    let a = pake::lab::postgres::connect(&env.url("wild_a"))
+        .await
+        .expect("first wildcard database");
+    a.batch_execute("select 1").await.expect("a");
+    let e = tokio_postgres::connect(&env.url("wild_b"), tokio_postgres::NoTls)
+        .await
+        .map(|_| ())
+        .expect_err("over the cap");
+    assert_eq!(crate::harness::code(&e), "53300", "{e}");
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("max_wildcard_databases"), "{msg}");
+    // configured databases do not count
+    env.client()
+        .await
+        .batch_execute("select 1")
+        .await
+        .expect("postgres");
+    drop(a);
+    let url = env.url("wild_b");
+    let admitted = crate::harness::eventually(std::time::Duration::from_secs(10), || {
+        let url = url.clone();
+        async move { pake::lab::postgres::connect(&url).await.is_ok() }
+    })
+    .await;
+    assert!(admitted, "the idle database's pools were not dropped");
+}
