@@ -127,7 +127,12 @@ pub fn plan(config: &Config, opts: &Options) -> Result<Vec<Check>, HealthError> 
         _ => {}
     }
     let tls = server_tls(config);
-    for db in &config.databases {
+    // the wildcard entry is no database of its own: the named entries cover its server
+    let named = config
+        .databases
+        .iter()
+        .filter(|d| d.name != crate::config::WILDCARD_DATABASE);
+    for db in named {
         if opts.service.covers_database(&db.name) {
             checks.extend(postgres_checks(config, db, &tls));
         }
