@@ -279,39 +279,51 @@ impl ServerParams {
     }
 }
 
-/// The setting changes of a client's open transaction: recorded (on the client and on its
-/// server) when the transaction commits, dropped when it may have been undone.
-#[derive(Debug, Default)]
-pub struct PendingSettings {
-    changes: Vec<Change>,
-    /// An error or a ROLLBACK (to a savepoint, too) since they were made.
+/// Session-state changes of a client's open transaction (settings, ends of pinned state),
+/// kept until it ends: they count if it commits, and are doubtful after an error or a
+/// ROLLBACK (to a savepoint, too) since they were made.
+#[derive(Debug)]
+pub struct TxPending<T> {
+    items: Vec<T>,
     doubtful: bool,
 }
 
+impl<T> Default for TxPending<T> {
+    fn default() -> Self {
+        TxPending {
+            items: Vec::new(),
+            doubtful: false,
+        }
+    }
+}
+
+/// The setting changes of a client's open transaction.
+pub type PendingSettings = TxPending<Change>;
+
 /// What a transaction end means for the pending changes.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Settled {
+pub enum Settled<T> {
     /// Nothing pending, or the transaction goes on.
     Nothing,
     /// Committed: record these.
-    Commit(Vec<Change>),
-    /// An error or a rollback may have undone some: the server must be reset.
+    Commit(Vec<T>),
+    /// An error or a rollback may have undone some.
     Doubtful,
 }
 
-impl PendingSettings {
-    pub fn push(&mut self, changes: impl IntoIterator<Item = Change>) {
-        self.changes.extend(changes);
+impl<T> TxPending<T> {
+    pub fn push(&mut self, items: impl IntoIterator<Item = T>) {
+        self.items.extend(items);
     }
 
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
+        self.items.is_empty()
     }
 
     /// A server message that reached the client.
     pub fn on_message(&mut self, tag: u8, body: &[u8]) {
         use super::wire::be;
-        if self.changes.is_empty() {
+        if self.items.is_empty() {
             return;
         }
         match tag {
@@ -322,18 +334,18 @@ impl PendingSettings {
     }
 
     /// A ReadyForQuery with `status` answered the client.
-    pub fn on_ready(&mut self, status: u8) -> Settled {
-        if self.changes.is_empty() || status == b'T' {
+    pub fn on_ready(&mut self, status: u8) -> Settled<T> {
+        if self.items.is_empty() || status == b'T' {
             return Settled::Nothing;
         }
         if status == b'E' {
             self.doubtful = true;
             return Settled::Nothing;
         }
-        let changes = std::mem::take(&mut self.changes);
+        let items = std::mem::take(&mut self.items);
         match std::mem::take(&mut self.doubtful) {
             true => Settled::Doubtful,
-            false => Settled::Commit(changes),
+            false => Settled::Commit(items),
         }
     }
 }

@@ -5,6 +5,15 @@ use crate::harness::{pg_bin, Env, Opts};
 use std::collections::HashSet;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
+/// Pake in transaction mode with `n` servers per pool.
+async fn pool_of(n: usize) -> Env {
+    Env::with(Opts {
+        pool_size: n,
+        ..Opts::default()
+    })
+    .await
+}
+
 /// The first value of the first row of a simple query (`SHOW x` and the like).
 async fn simple_value(c: &Client, sql: &str) -> String {
     let msgs = c.simple_query(sql).await.expect(sql);
@@ -51,11 +60,7 @@ const SET_CONFIG: &str = "SELECT set_config('my.var', 'hello, world', false)";
 /// other runs on the second, so both use both servers in turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_follow_the_client_across_servers() {
-    let env = Env::with(Opts {
-        pool_size: 2,
-        ..Opts::default()
-    })
-    .await;
+    let env = pool_of(2).await;
     let direct = env.direct().await;
     let (a, b) = (env.client().await, env.client().await);
     let plain = observe(&direct).await;
@@ -96,11 +101,7 @@ async fn settings_follow_the_client_across_servers() {
 /// transaction; RESET, RESET ALL and DISCARD ALL go back — all as on a direct connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_undone_as_on_a_direct_connection() {
-    let env = Env::with(Opts {
-        pool_size: 2,
-        ..Opts::default()
-    })
-    .await;
+    let env = pool_of(2).await;
     let direct = env.direct().await;
     let (a, other) = (env.client().await, env.client().await);
     let steps: &[&str] = &[
@@ -142,11 +143,7 @@ async fn settings_undone_as_on_a_direct_connection() {
 /// direct connection: a write is refused with 25006.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_only_default_holds_across_transactions() {
-    let env = Env::with(Opts {
-        pool_size: 2,
-        ..Opts::default()
-    })
-    .await;
+    let env = pool_of(2).await;
     let setup = env.client().await;
     setup
         .batch_execute("create table ro (id int)")
@@ -215,11 +212,7 @@ async fn a_set_keeps_its_server_without_a_reset_query() {
 /// psql: its settings answer as on a direct connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_settings_match_direct() {
-    let env = Env::with(Opts {
-        pool_size: 2,
-        ..Opts::default()
-    })
-    .await;
+    let env = pool_of(2).await;
     let script = [
         "SET search_path = a, \"B c\"",
         "SELECT set_config('app.user', 'it''s me', false)",
@@ -298,11 +291,7 @@ async fn temp_tables_on_server(c: &Client) -> i64 {
 /// the pool clean.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn temp_table_pins_the_client_until_discard_all() {
-    let env = Env::with(Opts {
-        pool_size: 1,
-        ..Opts::default()
-    })
-    .await;
+    let env = pool_of(1).await;
     let a = env.client().await;
     let server = pid(&a).await;
     a.batch_execute("CREATE TEMP TABLE t (id int)")
@@ -398,11 +387,7 @@ async fn error_mode_refuses_state_that_would_pin() {
 /// next, on the same server, while another client runs elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn advisory_lock_held_across_transactions() {
-    let env = Env::with(Opts {
-        pool_size: 2,
-        ..Opts::default()
-    })
-    .await;
+    let env = pool_of(2).await;
     let direct = env.direct().await;
     let (a, b) = (env.client().await, env.client().await);
     a.batch_execute("SELECT pg_advisory_lock(42)")
@@ -444,11 +429,7 @@ async fn advisory_lock_held_across_transactions() {
 /// client go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_hold_cursor_fetched_in_later_transactions() {
-    let env = Env::with(Opts {
-        pool_size: 2,
-        ..Opts::default()
-    })
-    .await;
+    let env = pool_of(2).await;
     let (a, b) = (env.client().await, env.client().await);
     a.batch_execute("DECLARE c CURSOR WITH HOLD FOR SELECT g FROM generate_series(1, 5) g")
         .await

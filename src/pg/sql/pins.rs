@@ -15,6 +15,7 @@
 //! statements the session-effect scan flagged, or while the client is pinned.
 
 use super::lexer::{Kind as Tok, Lexer, Token};
+use crate::pg::params::{Settled, TxPending};
 
 /// A kind of state that pins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,9 +150,7 @@ pub struct Pins {
     /// More names than `MAX_NAMES`: pinned until an `ALL` form or `DISCARD ALL`.
     overflow: bool,
     /// Ends seen in the open transaction, applied when it commits.
-    pending: Vec<Event>,
-    /// An error or a ROLLBACK since: the ends may not have happened.
-    doubtful: bool,
+    pending: TxPending<Event>,
 }
 
 impl Pins {
@@ -189,7 +188,7 @@ impl Pins {
         for e in events {
             match e {
                 Event::Pin(kind, name) => self.pin(kind, name),
-                end => self.pending.push(end),
+                end => self.pending.push([end]),
             }
         }
     }
@@ -245,29 +244,17 @@ impl Pins {
 
     /// A server message reached the client.
     pub fn on_message(&mut self, tag: u8, body: &[u8]) {
-        use crate::pg::wire::be;
-        if self.pending.is_empty() {
-            return;
-        }
-        match tag {
-            be::ERROR_RESPONSE => self.doubtful = true,
-            be::COMMAND_COMPLETE if body.starts_with(b"ROLLBACK") => self.doubtful = true,
-            _ => {}
-        }
+        self.pending.on_message(tag, body);
     }
 
     /// A ReadyForQuery answered the client: at the end of a transaction that committed, the
     /// ends it saw apply. Returns whether a `DISCARD ALL` was among them.
     pub fn on_ready(&mut self, status: u8) -> bool {
-        if self.pending.is_empty() || status == b'T' {
+        let Settled::Commit(ends) = self.pending.on_ready(status) else {
             return false;
-        }
-        let pending = std::mem::take(&mut self.pending);
-        if std::mem::take(&mut self.doubtful) || status == b'E' {
-            return false;
-        }
+        };
         let mut discarded = false;
-        for e in pending {
+        for e in ends {
             discarded |= e == Event::DiscardAll;
             self.end(e);
         }
