@@ -59,6 +59,8 @@ pub struct CancelSlot {
     since_ms: std::sync::atomic::AtomicU64,
     /// Why the client is pinned to its server (transaction mode), for SHOW CLIENTS.
     pinned: Mutex<Option<Box<str>>>,
+    /// Another client ran `pg_terminate_backend(pid)` on this one.
+    terminate: tokio::sync::Notify,
 }
 
 impl CancelSlot {
@@ -73,6 +75,16 @@ impl CancelSlot {
     pub fn state(&self) -> (u8, u64) {
         use std::sync::atomic::Ordering::Relaxed;
         (self.state.load(Relaxed), self.since_ms.load(Relaxed))
+    }
+
+    /// Ask the session to close (it gets 57P01); remembered until it next waits.
+    pub fn terminate(&self) {
+        self.terminate.notify_one();
+    }
+
+    /// Completes once [`CancelSlot::terminate`] was called.
+    pub fn terminated(&self) -> tokio::sync::futures::Notified<'_> {
+        self.terminate.notified()
     }
 
     pub fn set_pinned(&self, why: Option<Box<str>>) {
@@ -174,6 +186,7 @@ impl CancelRegistry {
                 state: std::sync::atomic::AtomicU8::new(state::IDLE),
                 since_ms: std::sync::atomic::AtomicU64::new(unix_ms()),
                 pinned: Mutex::new(None),
+                terminate: tokio::sync::Notify::new(),
             });
             shard.insert(pid, slot.clone());
             return slot;
@@ -239,6 +252,11 @@ impl CancelRegistry {
 
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    /// The live client Pake gave `pid` (in its BackendKeyData), if any.
+    pub fn get(&self, pid: i32) -> Option<Arc<CancelSlot>> {
+        self.shard(pid).lock().get(&pid).cloned()
     }
 
     /// Every live client (for `SHOW CLIENTS`), ordered by connection id.

@@ -77,6 +77,9 @@ pub enum Error {
     ClientIdle(Dur),
     #[error("terminating connection due to administrator command: Pake is shutting down")]
     Shutdown,
+    /// `pg_terminate_backend(<this client's pid>)` from another client.
+    #[error("terminating connection due to administrator command")]
+    Terminated,
     #[error("unexpected message {0} from the client")]
     Unexpected(super::wire::Tag),
     #[error("client connection: {0}")]
@@ -121,7 +124,7 @@ impl Error {
             Error::LoginTimeout(_) => SqlState::PROTOCOL_VIOLATION,
             Error::IdleInTransaction(_) => SqlState::IDLE_IN_TRANSACTION_SESSION_TIMEOUT,
             Error::ClientIdle(_) => SqlState::IDLE_SESSION_TIMEOUT,
-            Error::Shutdown => SqlState::ADMIN_SHUTDOWN,
+            Error::Shutdown | Error::Terminated => SqlState::ADMIN_SHUTDOWN,
             Error::ClientIo(_) => SqlState::CONNECTION_FAILURE,
         }
     }
@@ -159,7 +162,8 @@ impl Error {
             | Error::Injected { .. }
             | Error::InjectedReset
             | Error::Pool(_)
-            | Error::Shutdown => Source::Proxy,
+            | Error::Shutdown
+            | Error::Terminated => Source::Proxy,
         }
     }
 

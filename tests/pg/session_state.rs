@@ -588,3 +588,45 @@ async fn wildcard_databases_are_bounded() {
     .await;
     assert!(admitted, "the idle database's pools were not dropped");
 }
+
+/// `pg_terminate_backend(<the pid Pake gave a client>)` closes that client's connection
+/// with 57P01 and answers `t`; the caller keeps its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_the_pid_pake_handed_out_closes_that_client() {
+    let env = pool_of(2).await;
+    let victim =
+        pake::lab::postgres::connect(&format!("{}?application_name=victim", env.url("postgres")))
+            .await
+            .expect("victim");
+    victim.batch_execute("select 1").await.expect("victim runs");
+    let admin = pake::lab::postgres::connect(&env.url("pake"))
+        .await
+        .expect("console");
+    let (cols, rows) = crate::console::show(&admin, "SHOW CLIENTS").await;
+    let (name, pid) = (
+        crate::console::col(&cols, "application_name"),
+        crate::console::col(&cols, "remote_pid"),
+    );
+    let victim_pid = rows
+        .iter()
+        .find(|r| r[name] == "victim")
+        .map(|r| r[pid].clone())
+        .expect("victim in SHOW CLIENTS");
+    let killer = env.client().await;
+    let answer = simple_value(
+        &killer,
+        &format!("SELECT pg_terminate_backend({victim_pid})"),
+    )
+    .await;
+    assert_eq!(answer, "t");
+    let closed = crate::harness::eventually(std::time::Duration::from_secs(10), || async {
+        victim.is_closed() || victim.batch_execute("select 1").await.is_err()
+    })
+    .await;
+    assert!(closed, "the terminated client still runs queries");
+    assert_eq!(simple_value(&killer, "SELECT 5").await, "5");
+    // a pid that is not one of Pake's clients is the server's business: it answers `f`
+    // (with a WARNING) for a pid that is no backend of its own
+    let answer = simple_value(&killer, "SELECT pg_terminate_backend(1)").await;
+    assert_eq!(answer, "f");
+}

@@ -26,6 +26,7 @@ pub mod attach;
 pub mod classify;
 pub mod forward;
 mod frame;
+mod identity;
 mod record;
 pub mod request;
 pub mod response;
@@ -160,6 +161,8 @@ enum Event {
     WroteClient(usize),
     Deadline,
     PhaseChanged,
+    /// `pg_terminate_backend` of this client's pid.
+    Terminated,
 }
 
 impl Session {
@@ -274,6 +277,7 @@ impl Session {
                 Phase::Closing => Err(Error::Shutdown),
                 _ => Ok(()),
             },
+            Event::Terminated => Err(Error::Terminated),
         }
     }
 
@@ -346,6 +350,7 @@ impl Session {
             phase,
             tally,
             client_flush,
+            cancel,
             ..
         } = self;
         let client_tls = client.is_tls();
@@ -367,6 +372,8 @@ impl Session {
         }
         let changed = phase.changed();
         tokio::pin!(changed);
+        let terminated = cancel.terminated();
+        tokio::pin!(terminated);
         std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = poll_write_side(cx, client, cwbuf, client_tls, client_flush) {
                 return Poll::Ready(
@@ -392,6 +399,9 @@ impl Session {
             }
             if changed.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Ok(Event::PhaseChanged));
+            }
+            if terminated.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(Event::Terminated));
             }
             Poll::Pending
         })

@@ -240,6 +240,9 @@ impl Session {
 
     /// Transaction mode: a lone `DEALLOCATE`/`DISCARD ALL` Query, answered without a server.
     fn answer_query_locally(&mut self) -> Result<bool, Error> {
+        if self.terminate_locally()? {
+            return Ok(true);
+        }
         if self.mode != PoolMode::Transaction || !self.request.single_query {
             return Ok(false);
         }
