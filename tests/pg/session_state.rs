@@ -630,3 +630,49 @@ async fn terminating_the_pid_pake_handed_out_closes_that_client() {
     let answer = simple_value(&killer, "SELECT pg_terminate_backend(1)").await;
     assert_eq!(answer, "f");
 }
+
+/// Another user (not an admin) may not terminate a client: 42501, and the client lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_another_users_client_is_refused() {
+    let env = Env::with(Opts {
+        tweak: crate::harness::with_guest,
+        ..Opts::default()
+    })
+    .await;
+    env.direct()
+        .await
+        .batch_execute("create role guest login password 'guest'")
+        .await
+        .expect("create role");
+    let victim =
+        pake::lab::postgres::connect(&format!("{}?application_name=victim", env.url("postgres")))
+            .await
+            .expect("victim");
+    let admin = pake::lab::postgres::connect(&env.url("pake"))
+        .await
+        .expect("console");
+    let (cols, rows) = crate::console::show(&admin, "SHOW CLIENTS").await;
+    let (name, pid) = (
+        crate::console::col(&cols, "application_name"),
+        crate::console::col(&cols, "remote_pid"),
+    );
+    let victim_pid = rows
+        .iter()
+        .find(|r| r[name] == "victim")
+        .map(|r| r[pid].clone())
+        .expect("victim in SHOW CLIENTS");
+    let guest_url = format!(
+        "postgres://guest:guest@127.0.0.1:{}/postgres",
+        env.pake.pg_addr.port()
+    );
+    let guest = pake::lab::postgres::connect(&guest_url)
+        .await
+        .expect("guest");
+    let e = guest
+        .batch_execute(&format!("SELECT pg_terminate_backend({victim_pid})"))
+        .await
+        .expect_err("refused");
+    assert_eq!(crate::harness::code(&e), "42501");
+    assert_eq!(simple_value(&guest, "SELECT 1").await, "1");
+    assert_eq!(simple_value(&victim, "SELECT 2").await, "2");
+}
