@@ -676,3 +676,27 @@ async fn terminating_another_users_client_is_refused() {
     assert_eq!(simple_value(&guest, "SELECT 1").await, "1");
     assert_eq!(simple_value(&victim, "SELECT 2").await, "2");
 }
+
+/// A pinned client between transactions is still subject to `client_idle_timeout`: it is
+/// closed, and its server is reset and back in the pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_pinned_client_times_out() {
+    let env = Env::with(Opts {
+        pool_size: 1,
+        tweak: |c| c.pool.client_idle_timeout = pake::config::Dur::millis(300),
+        ..Opts::default()
+    })
+    .await;
+    let a = env.client().await;
+    a.batch_execute("CREATE TEMP TABLE idle_t (id int)")
+        .await
+        .expect("temp");
+    let closed = crate::harness::eventually(std::time::Duration::from_secs(10), || async {
+        a.is_closed()
+    })
+    .await;
+    assert!(closed, "the idle pinned client was not closed");
+    let b = env.client().await;
+    assert_eq!(temp_tables_on_server(&b).await, 0);
+    assert_eq!(pinned_view(&env).await, (vec![], 0.0));
+}

@@ -319,6 +319,11 @@ impl Session {
                 .idle_transaction_timeout
                 .enabled()
                 .map(|t| self.last_client_activity + t),
+            // a pinned client between transactions is idle like any other
+            Some(s) if s.replies.is_empty() && self.pinned() => d
+                .client_idle_timeout
+                .enabled()
+                .map(|t| self.last_client_activity + t),
             Some(_) => None,
             None => d
                 .client_idle_timeout
@@ -330,8 +335,8 @@ impl Session {
     fn timeout_error(&self) -> Error {
         let d = &self.pool.settings().defaults;
         match &self.server {
-            Some(_) => Error::IdleInTransaction(d.idle_transaction_timeout),
-            None => Error::ClientIdle(d.client_idle_timeout),
+            Some(s) if s.tx_status != b'I' => Error::IdleInTransaction(d.idle_transaction_timeout),
+            _ => Error::ClientIdle(d.client_idle_timeout),
         }
     }
 
