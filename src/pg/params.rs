@@ -433,6 +433,71 @@ mod tests {
     }
 
     #[test]
+    fn session_settings_replay_and_reset() {
+        let defaults = vec![s("TimeZone", "UTC")];
+        let set = |name: &str, sql: &str| Change::Set {
+            name: name.into(),
+            sql: sql.into(),
+        };
+        let mut a = ClientParams::new(&defaults, &[s("search_path", "app")]);
+        a.apply(&set("work_mem", "SET work_mem TO '8MB'"));
+        a.apply(&set("search_path", "SET search_path TO x, y"));
+        let mut server = ServerParams {
+            reported: defaults.clone(),
+            ..ServerParams::default()
+        };
+        // the client's own SET of search_path wins over its startup value
+        let sql = server.sync_sql(&a).unwrap();
+        assert_eq!(sql, "SET work_mem TO '8MB';SET search_path TO x, y;");
+        server.synced_sig = a.sig();
+        assert_eq!(server.sync_sql(&a), None);
+        // another client: a's settings go, its startup value comes back
+        let b = ClientParams::new(&defaults, &[s("search_path", "app")]);
+        let sql = server.sync_sql(&b).unwrap();
+        assert_eq!(
+            sql,
+            "RESET work_mem;RESET search_path;SET \"search_path\" TO 'app';"
+        );
+        // a commits a RESET on a server: recorded on both sides, nothing left to replay
+        a.apply(&Change::Reset("work_mem".into()));
+        server.apply(&Change::Reset("work_mem".into()));
+        assert!(a.session().all(|(k, _)| k != "work_mem"));
+        let mut fresh = ServerParams {
+            reported: defaults.clone(),
+            ..ServerParams::default()
+        };
+        assert_eq!(
+            fresh.sync_sql(&a).unwrap(),
+            "SET search_path TO x, y;",
+            "only what is left"
+        );
+        a.discard();
+        assert_eq!(a.session().count(), 0);
+        assert_ne!(a.sig(), ClientParams::new(&defaults, &[]).sig());
+    }
+
+    #[test]
+    fn pending_changes_count_only_when_committed() {
+        use crate::pg::wire::be;
+        let mut p: PendingSettings = TxPending::default();
+        assert_eq!(p.on_ready(b'I'), Settled::Nothing);
+        p.push([Change::ResetAll]);
+        assert_eq!(
+            p.on_ready(b'T'),
+            Settled::Nothing,
+            "still in the transaction"
+        );
+        assert_eq!(p.on_ready(b'I'), Settled::Commit(vec![Change::ResetAll]));
+        p.push([Change::ResetAll]);
+        p.on_message(be::ERROR_RESPONSE, b"");
+        assert_eq!(p.on_ready(b'I'), Settled::Doubtful);
+        p.push([Change::ResetAll]);
+        p.on_message(be::COMMAND_COMPLETE, b"ROLLBACK\0");
+        assert_eq!(p.on_ready(b'I'), Settled::Doubtful);
+        assert!(p.is_empty());
+    }
+
+    #[test]
     fn quoting() {
         assert_eq!(literal("it's"), "'it''s'");
         assert_eq!(literal("a\\b"), "E'a\\\\b'");
