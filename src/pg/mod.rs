@@ -22,4 +22,5 @@ pub mod session;
 pub mod sql;
 pub mod startup;
 pub mod stream;
+pub mod wildcard;
 pub mod wire;

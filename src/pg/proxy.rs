@@ -42,8 +42,8 @@ pub struct Proxy {
     config: ArcSwap<Config>,
     tls: ArcSwap<crate::tls::Tls>,
     users: ArcSwap<HashMap<String, Arc<UserEntry>>>,
-    clusters: RwLock<HashMap<PoolKey, Arc<Cluster>>>,
-    topologies: Mutex<HashMap<String, Arc<Topology>>>,
+    pub(super) clusters: RwLock<HashMap<PoolKey, Arc<Cluster>>>,
+    pub(super) topologies: Mutex<HashMap<String, Arc<Topology>>>,
     pub cancel: CancelRegistry,
     /// Shared with the OTLP exporter, which looks fingerprint texts up off the request path.
     pub analyzer: Arc<Analyzer>,
@@ -251,56 +251,6 @@ impl Proxy {
             })
             .clone();
         Some(cluster)
-    }
-
-    /// Room for the pools of `database` when it is served through the wildcard entry: at
-    /// most `general.max_wildcard_databases` such databases have pools at once; when full,
-    /// the pools of wildcard databases no client uses are dropped first.
-    pub fn admit_database(&self, database: &str) -> Result<(), Error> {
-        let config = self.config();
-        if !config.is_wildcard_database(database) {
-            return Ok(());
-        }
-        let max = config.general.max_wildcard_databases;
-        let mut clusters = self.clusters.write();
-        let wildcard = |clusters: &HashMap<PoolKey, Arc<Cluster>>| {
-            let mut names: Vec<&str> = clusters
-                .keys()
-                .map(|k| k.database.as_str())
-                .filter(|d| config.is_wildcard_database(d))
-                .collect();
-            names.sort_unstable();
-            names.dedup();
-            (names.contains(&database), names.len())
-        };
-        let (known, count) = wildcard(&clusters);
-        if known || count < max {
-            return Ok(());
-        }
-        // drop the pools of idle wildcard databases (no client, no server checked out)
-        let busy: std::collections::HashSet<String> = clusters
-            .iter()
-            .filter(|(_, c)| {
-                c.pools()
-                    .any(|p| p.counts().clients + p.counts().active > 0)
-            })
-            .map(|(k, _)| k.database.clone())
-            .collect();
-        clusters.retain(|k, c| {
-            let drop = config.is_wildcard_database(&k.database) && !busy.contains(&k.database);
-            if drop {
-                tracing::info!(pool = %k, "idle wildcard database pool dropped");
-                c.pools().for_each(|p| p.close());
-            }
-            !drop
-        });
-        self.topologies.lock().retain(|name, _| {
-            clusters.keys().any(|k| k.database == *name) || config.database(name).is_some()
-        });
-        if wildcard(&clusters).1 < max {
-            return Ok(());
-        }
-        Err(Error::TooManyDatabases(max))
     }
 
     /// The routing state of a database (one monitor per database, whatever the users).
