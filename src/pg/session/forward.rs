@@ -12,7 +12,6 @@ use crate::pg::error::Error;
 use crate::pg::prepared::Statement;
 use crate::pg::server::replies::{Expect, Synth};
 use crate::pg::server::Server;
-use crate::pg::sql::SessionEffect;
 use crate::pg::wire::{self, backend, fe};
 use bytes::{BufMut, BytesMut};
 use std::sync::Arc;
@@ -93,7 +92,7 @@ impl Session {
         });
         self.tally.queries += 1;
         self.with_server(|server| {
-            if let SessionEffect::Dirties(reason) = analysis.effect {
+            if let Some(reason) = analysis.effect.reason() {
                 server.dirty = Some(reason);
             }
             server.wbuf.put_slice(frame);

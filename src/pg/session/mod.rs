@@ -26,6 +26,7 @@ pub mod attach;
 pub mod classify;
 pub mod forward;
 mod frame;
+mod listen;
 mod record;
 pub mod request;
 pub mod response;
@@ -135,6 +136,8 @@ pub struct Session {
     tx_trace: trace::TxTrace,
     /// What this session's spans share, built on first use.
     span_tags: Option<Arc<crate::obs::otlp::SpanTags>>,
+    /// Transaction mode: the channels this client LISTENs on through Pake.
+    listen: Option<crate::pg::notify::Subscriber>,
 }
 
 /// What the loop should do next.
@@ -153,6 +156,8 @@ enum Event {
     WroteClient(usize),
     Deadline,
     PhaseChanged,
+    /// Notifications are waiting for the client.
+    Notified,
 }
 
 impl Session {
@@ -202,6 +207,7 @@ impl Session {
             otlp: proxy.otlp(),
             tx_trace: trace::TxTrace::default(),
             span_tags: None,
+            listen: None,
             proxy,
         }
     }
@@ -264,6 +270,7 @@ impl Session {
                 Phase::Closing => Err(Error::Shutdown),
                 _ => Ok(()),
             },
+            Event::Notified => self.deliver_notifications(),
         }
     }
 
@@ -336,8 +343,21 @@ impl Session {
             phase,
             tally,
             client_flush,
+            listen,
             ..
         } = self;
+        // between transactions, notifications for a listening client wake the loop
+        let inbox = listen
+            .as_ref()
+            .filter(|_| server.is_none())
+            .map(|s| s.inbox.clone());
+        let notified = async {
+            match &inbox {
+                Some(i) => i.wake.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(notified);
         let client_tls = client.is_tls();
         let client_blocked = server.as_ref().is_some_and(|s| s.wbuf.len() >= HIGH_WATER)
             || crbuf.len() >= HIGH_WATER && crbuf.len() >= frame_need(crbuf);
@@ -382,6 +402,9 @@ impl Session {
             }
             if changed.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Ok(Event::PhaseChanged));
+            }
+            if cwbuf.len() < HIGH_WATER && notified.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(Event::Notified));
             }
             Poll::Pending
         })
