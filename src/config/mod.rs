@@ -187,6 +187,10 @@ pub struct General {
     /// get a token-level fingerprint, go to the primary and are never cached: a parse tree
     /// costs tens of times its text.
     pub max_analyzed_statement_size: Bytes,
+    /// Transaction mode LISTEN/NOTIFY: most bytes of notifications waiting for one client to
+    /// read them; past it the client is disconnected with 54000 (a notification is at most
+    /// ~8 KB, so the default holds at least 128).
+    pub listen_queue_size: Bytes,
     /// Default client authentication: `scram-sha-256`, `md5` or `trust`.
     pub auth_type: Method,
     /// Users allowed on the admin console (database `pake`).
@@ -219,6 +223,7 @@ impl Default for General {
             max_client_conn: 10_000,
             max_message_size: Bytes(64 << 20),
             max_analyzed_statement_size: Bytes(crate::pg::sql::DEFAULT_MAX_ANALYZED as u64),
+            listen_queue_size: Bytes(1 << 20),
             auth_type: Method::ScramSha256,
             admin_users: Vec::new(),
             shutdown_timeout: Dur::secs(30),

@@ -18,6 +18,7 @@ pub mod advice;
 pub mod candidates;
 pub mod catalog;
 pub mod columns;
+pub mod partial;
 pub mod search;
 pub mod workload;
 
@@ -242,7 +243,7 @@ fn candidate_set(
             if tables[t].rows < cfg.advisor_min_rows as f64 {
                 continue;
             }
-            for c in candidates::for_table(&fp.uses, w, t, &tables[t]) {
+            for c in candidates::for_table(&fp.uses, &fp.constants, w, t, &tables[t]) {
                 if !cands.contains(&c) {
                     cands.push(c);
                 }
@@ -311,6 +312,7 @@ fn inferred(s: &search::Search<'_>, db: &str, plans: &[Value]) -> Vec<IndexAdvic
             table: table.qualified.clone(),
             columns: c.key_labels(),
             include: Vec::new(),
+            predicate: c.predicate.clone(),
             sql: format!("CREATE INDEX CONCURRENTLY {};", c.definition(table)),
             validated: false,
             cost_before: selective.iter().map(|&f| s.base[f]).sum(),

@@ -165,6 +165,9 @@ pub struct IndexAdvice {
     /// Columns carried in `INCLUDE` for an index-only scan.
     #[serde(default)]
     pub include: Vec<String>,
+    /// A partial index's `WHERE` clause (a predicate every helped statement has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicate: Option<String>,
     /// `CREATE INDEX CONCURRENTLY …`, ready to run.
     pub sql: String,
     /// Confirmed with a hypothetical index (hypopg), or only inferred from the plan.

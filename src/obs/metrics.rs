@@ -36,6 +36,10 @@ pub struct Metrics {
     pub replica_banned: IntGaugeVec,
     pub replica_checks: IntCounterVec,
     pub primary_failovers: IntCounterVec,
+    /// LISTEN/NOTIFY through transaction pooling (`crate::pg::notify`).
+    pub pg_listen_channels: IntGaugeVec,
+    pub pg_notifications: IntCounterVec,
+    pub pg_listen_dropped: IntCounterVec,
     pub circuit_state: IntGaugeVec,
     pub circuit_open: IntCounterVec,
     pub rate_limited: IntCounterVec,
@@ -245,6 +249,24 @@ impl Metrics {
                 "pake_pg_primary_failovers_total",
                 "Writes moved to a promoted replica (the new primary)",
                 &["database", "new_primary"],
+            ),
+            pg_listen_channels: gauge(
+                &registry,
+                "pake_pg_listen_channels",
+                "Channels Pake's listening connection LISTENs on for transaction-mode clients",
+                &["database"],
+            ),
+            pg_notifications: counter(
+                &registry,
+                "pake_pg_notifications_total",
+                "Notifications handed to transaction-mode clients (one per listening client)",
+                &["database"],
+            ),
+            pg_listen_dropped: counter(
+                &registry,
+                "pake_pg_listen_clients_dropped_total",
+                "Clients disconnected for not reading their notifications (listen_queue_size)",
+                &["database"],
             ),
             circuit_state: gauge(
                 &registry,

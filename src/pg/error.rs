@@ -84,6 +84,13 @@ pub enum Error {
     Unexpected(super::wire::Tag),
     #[error("client connection: {0}")]
     ClientIo(#[source] std::io::Error),
+    #[error(
+        "terminating connection: more than {0} bytes of notifications were waiting for this \
+         client to read them (general.listen_queue_size)"
+    )]
+    NotificationsBehind(usize),
+    #[error("LISTEN through Pake: {0}")]
+    Listen(String),
 }
 
 impl Error {
@@ -126,6 +133,8 @@ impl Error {
             Error::ClientIdle(_) => SqlState::IDLE_SESSION_TIMEOUT,
             Error::Shutdown | Error::Terminated => SqlState::ADMIN_SHUTDOWN,
             Error::ClientIo(_) => SqlState::CONNECTION_FAILURE,
+            Error::NotificationsBehind(_) => SqlState::PROGRAM_LIMIT_EXCEEDED,
+            Error::Listen(_) => SqlState::CONNECTION_FAILURE,
         }
     }
 
@@ -152,7 +161,8 @@ impl Error {
             | Error::LoginTimeout(_)
             | Error::IdleInTransaction(_)
             | Error::ClientIdle(_)
-            | Error::ClientIo(_) => Source::Client,
+            | Error::ClientIo(_)
+            | Error::NotificationsBehind(_) => Source::Client,
             Error::ServerLost(_) => Source::Server,
             Error::Pool(e) if e.connect_failure().is_some() => Source::Server,
             Error::TooManyClients(_)
@@ -161,6 +171,7 @@ impl Error {
             | Error::RateLimited { .. }
             | Error::Injected { .. }
             | Error::InjectedReset
+            | Error::Listen(_)
             | Error::Pool(_)
             | Error::Shutdown
             | Error::Terminated => Source::Proxy,
@@ -176,7 +187,7 @@ impl Error {
     pub fn is_recoverable(&self) -> bool {
         matches!(
             self,
-            Error::Pool(_) | Error::RateLimited { .. } | Error::Injected { .. }
+            Error::Pool(_) | Error::RateLimited { .. } | Error::Injected { .. } | Error::Listen(_)
         )
     }
 

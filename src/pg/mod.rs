@@ -12,6 +12,7 @@ pub mod error;
 pub mod limits;
 pub mod listener;
 pub mod login;
+pub mod notify;
 pub mod params;
 pub mod pool;
 pub mod prepared;

@@ -44,6 +44,8 @@ pub struct Proxy {
     users: ArcSwap<HashMap<String, Arc<UserEntry>>>,
     pub(super) clusters: RwLock<HashMap<PoolKey, Arc<Cluster>>>,
     pub(super) topologies: Mutex<HashMap<String, Arc<Topology>>>,
+    /// Per database: the listening connection of transaction-mode LISTEN/NOTIFY.
+    listeners: Mutex<HashMap<String, Arc<super::notify::Listener>>>,
     pub cancel: CancelRegistry,
     /// Shared with the OTLP exporter, which looks fingerprint texts up off the request path.
     pub analyzer: Arc<Analyzer>,
@@ -124,6 +126,7 @@ impl Proxy {
             users: ArcSwap::from_pointee(users),
             clusters: RwLock::new(HashMap::new()),
             topologies: Mutex::new(HashMap::new()),
+            listeners: Mutex::new(HashMap::new()),
             cancel,
             analyzer,
             statements: Registry::default(),
@@ -253,6 +256,11 @@ impl Proxy {
         Some(cluster)
     }
 
+    /// The listening connection of `database` (transaction-mode LISTEN/NOTIFY).
+    pub fn listener(&self, database: &str) -> Option<Arc<super::notify::Listener>> {
+        self.listeners.lock().get(database).cloned()
+    }
+
     /// The routing state of a database (one monitor per database, whatever the users).
     fn topology(
         &self,
@@ -270,16 +278,17 @@ impl Proxy {
                     config.routing.clone(),
                     self.metrics.clone(),
                 );
-                spawn_monitor(
-                    &t,
-                    MonitorLogin {
-                        user: user.to_string(),
-                        password,
-                        dbname: db.server_dbname().to_string(),
-                        primary_host: db.host.clone(),
-                        primary_port: db.port,
-                    },
-                );
+                let login = MonitorLogin {
+                    user: user.to_string(),
+                    password,
+                    dbname: db.server_dbname().to_string(),
+                    primary_host: db.host.clone(),
+                    primary_port: db.port,
+                };
+                let listener =
+                    super::notify::Listener::new(&db.name, login.clone(), &t, self.metrics.clone());
+                self.listeners.lock().insert(db.name.clone(), listener);
+                spawn_monitor(&t, login);
                 t
             })
             .clone()

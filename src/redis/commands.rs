@@ -411,7 +411,8 @@ pub fn split_by_slot(spec: &Spec, args: &[Bytes]) -> Option<Vec<Part>> {
             None => parts.push((s, group.to_vec())),
         }
     }
-    Some(parts)
+    // a fan-out command always names a key; none means malformed (e.g. a cut MSET pair)
+    (!parts.is_empty()).then_some(parts)
 }
 
 /// The cluster hash slot of a key (CRC16 of the key or its `{hash tag}`, mod 16384).

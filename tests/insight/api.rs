@@ -81,7 +81,7 @@ async fn api_report_in_a_browser_and_observability() {
     for _ in 0..3 {
         rig.exec(
             &c,
-            "select pg_sleep(0.05), count(*) from items where name like 'n1%'",
+            "select pg_sleep(0.4), count(*) from items where name like 'n1%'", // slow enough to stay on top whatever the load
             &[],
             &[],
             traced,

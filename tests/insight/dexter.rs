@@ -52,12 +52,14 @@ async fn one_query(c: &Client, fp: &Fp, tables: &[Table], names: &[String]) -> O
                 table: t,
                 keys: vec![(a.clone(), false)],
                 include: vec![],
+                predicate: None,
             });
             for b in cols.iter().filter(|b| *b != a) {
                 pairs.push(Candidate {
                     table: t,
                     keys: vec![(a.clone(), false), (b.clone(), false)],
                     include: vec![],
+                    predicate: None,
                 });
             }
         }
@@ -147,6 +149,7 @@ pub async fn suggest(c: &Client, fps: &[Fp]) -> Vec<IndexAdvice> {
                 table: t.qualified.clone(),
                 columns: k.key_names(),
                 include: vec![],
+                predicate: None,
                 sql: format!("CREATE INDEX CONCURRENTLY {};", k.definition(t)),
                 validated: true,
                 cost_before: 1.0,

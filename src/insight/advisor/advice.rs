@@ -88,6 +88,7 @@ pub async fn proposals(
             table: table.qualified.clone(),
             columns: c.key_labels(),
             include: c.include.clone(),
+            predicate: c.predicate.clone(),
             sql: format!("CREATE INDEX CONCURRENTLY {};", c.definition(table)),
             validated: true,
             cost_before,

@@ -3,10 +3,13 @@
 //! `ORDER BY` columns (with their direction, so `WHERE a = ? ORDER BY c DESC LIMIT ?` gets
 //! `(a, c DESC)`), single and multi-column; and a covering variant (`INCLUDE` the other
 //! columns the statement reads from the table) where an index-only scan could follow.
+//! Where the statement has a constant predicate (see [`super::partial`]), each key list also
+//! comes as a partial index carrying it, without the predicate's column in its keys.
 //! Candidates an existing btree index already serves (its leading columns) are left out.
 
 use super::catalog::Table;
 use super::columns::{ColumnUse, How};
+use super::partial::ConstantPredicate;
 use super::quote_ident;
 
 /// Most key columns in a candidate.
@@ -22,6 +25,8 @@ pub struct Candidate {
     /// Key columns and whether each is descending.
     pub keys: Vec<(String, bool)>,
     pub include: Vec<String>,
+    /// A partial index's `WHERE` clause.
+    pub predicate: Option<String>,
 }
 
 impl Candidate {
@@ -50,12 +55,16 @@ impl Candidate {
             let inc: Vec<String> = self.include.iter().map(|c| quote_ident(c)).collect();
             s.push_str(&format!(" INCLUDE ({})", inc.join(", ")));
         }
+        if let Some(p) = &self.predicate {
+            s.push_str(&format!(" WHERE {p}"));
+        }
         s
     }
 
     /// Is this candidate's key a leading part of `other`'s (same table)?
     pub fn is_prefix_of(&self, other: &Candidate) -> bool {
         self.table == other.table
+            && (self.predicate == other.predicate || other.predicate.is_none())
             && self.keys.len() <= other.keys.len()
             && self
                 .keys
@@ -69,9 +78,15 @@ impl Candidate {
     }
 }
 
-/// Candidates for the statement whose column uses are `uses`, on table number `t` (written
-/// `written` in the statement).
-pub fn for_table(uses: &[ColumnUse], written: &str, t: usize, table: &Table) -> Vec<Candidate> {
+/// Candidates for the statement whose column uses are `uses` and constant predicates
+/// `constants`, on table number `t` (written `written` in the statement).
+pub fn for_table(
+    uses: &[ColumnUse],
+    constants: &[ConstantPredicate],
+    written: &str,
+    t: usize,
+    table: &Table,
+) -> Vec<Candidate> {
     let mine = |how: &[How]| -> Vec<(String, bool)> {
         let mut v: Vec<(String, bool)> = Vec::new();
         for u in uses {
@@ -99,7 +114,9 @@ pub fn for_table(uses: &[ColumnUse], written: &str, t: usize, table: &Table) -> 
             table: t,
             keys: k,
             include: Vec::new(),
+            predicate: None,
         };
+        out.extend(partials(&plain, constants, written, table));
         let include: Vec<String> = read
             .iter()
             .map(|(c, _)| c.clone())
@@ -120,6 +137,33 @@ pub fn for_table(uses: &[ColumnUse], written: &str, t: usize, table: &Table) -> 
         fresh && !table.serves(&c.key_names())
     });
     out
+}
+
+/// `plain` as a partial index for each constant predicate on its table: the predicate's
+/// column leaves the keys (every row in the index has the same value there).
+fn partials(
+    plain: &Candidate,
+    constants: &[ConstantPredicate],
+    written: &str,
+    table: &Table,
+) -> Vec<Candidate> {
+    constants
+        .iter()
+        .filter(|p| p.tables.iter().any(|x| x == written) && table.columns.contains(&p.column))
+        .filter_map(|p| {
+            let keys: Vec<Col> = plain
+                .keys
+                .iter()
+                .filter(|(c, _)| c != &p.column)
+                .cloned()
+                .collect();
+            (!keys.is_empty()).then(|| Candidate {
+                keys,
+                predicate: Some(p.sql.clone()),
+                ..plain.clone()
+            })
+        })
+        .collect()
 }
 
 /// Key column lists: each equality or range column alone, equality pairs (both orders) and
@@ -202,6 +246,9 @@ mod tests {
                 if !c.include.is_empty() {
                     s.push_str(&format!("+{}", c.include.join(",")));
                 }
+                if let Some(p) = &c.predicate {
+                    s.push_str(&format!(" WHERE {p}"));
+                }
                 s
             })
             .collect()
@@ -213,7 +260,13 @@ mod tests {
             "select id from orders where customer_id = $1 and status = $2 order by created desc limit 10",
         )
         .unwrap_or_default();
-        let c = keys(&for_table(&column_uses(&st), "orders", 0, &table(vec![])));
+        let c = keys(&for_table(
+            &column_uses(&st),
+            &[],
+            "orders",
+            0,
+            &table(vec![]),
+        ));
         for want in [
             "customer_id",
             "customer_id,status",
@@ -226,7 +279,13 @@ mod tests {
         }
         let st = parse("select * from orders where customer_id = $1 and created > $2")
             .unwrap_or_default();
-        let c = keys(&for_table(&column_uses(&st), "orders", 0, &table(vec![])));
+        let c = keys(&for_table(
+            &column_uses(&st),
+            &[],
+            "orders",
+            0,
+            &table(vec![]),
+        ));
         assert!(c.contains(&"customer_id,created".to_string()), "{c:?}");
     }
 
@@ -243,6 +302,7 @@ mod tests {
         };
         let c = keys(&for_table(
             &column_uses(&st),
+            &[],
             "orders",
             0,
             &table(vec![idx]),
@@ -250,5 +310,33 @@ mod tests {
         assert!(!c.contains(&"customer_id".to_string()), "{c:?}");
         assert!(!c.contains(&"customer_id,status".to_string()), "{c:?}");
         assert!(c.contains(&"status".to_string()), "{c:?}");
+    }
+
+    #[test]
+    fn a_constant_predicate_makes_partial_variants_without_its_column() {
+        let st = parse(
+            "select id from orders where status = 'open' and customer_id = $1 order by created desc limit 5",
+        )
+        .unwrap_or_default();
+        let constants = super::super::partial::constant_predicates(&st, true);
+        let all = for_table(&column_uses(&st), &constants, "orders", 0, &table(vec![]));
+        let c = keys(&all);
+        for want in [
+            "customer_id WHERE status = 'open'",
+            "customer_id,created DESC WHERE status = 'open'",
+            "created DESC WHERE status = 'open'",
+            "customer_id,status",
+        ] {
+            assert!(c.contains(&want.to_string()), "{want} not in {c:?}");
+        }
+        // no partial index keyed on its own predicate's column alone
+        assert!(!c.iter().any(|k| k.starts_with("status WHERE")), "{c:?}");
+        let partial = all
+            .iter()
+            .find(|c| c.predicate.is_some() && c.keys.len() == 1 && c.keys[0].0 == "customer_id");
+        assert_eq!(
+            partial.map(|c| c.definition(&table(vec![]))).as_deref(),
+            Some("ON public.orders (customer_id) WHERE status = 'open'")
+        );
     }
 }

@@ -37,7 +37,7 @@ pub struct ColumnUse {
 
 /// A table of a FROM clause: its (lower-cased unless quoted) name and alias.
 #[derive(Debug, Clone)]
-struct Scoped {
+pub(super) struct Scoped {
     name: String,
     schema: Option<String>,
     alias: Option<String>,
@@ -183,14 +183,7 @@ impl Collect {
         desc: bool,
         scope: &[Scoped],
     ) {
-        let tables: Vec<String> = match &qualifier {
-            Some(q) => scope
-                .iter()
-                .filter(|t| t.alias.as_ref() == Some(q) || (t.alias.is_none() && &t.name == q))
-                .map(full_name)
-                .collect(),
-            None => scope.iter().map(full_name).collect(),
-        };
+        let tables = resolve(qualifier.as_deref(), scope);
         if !tables.is_empty() {
             self.0.push(ColumnUse {
                 column,
@@ -262,8 +255,20 @@ impl Collect {
     }
 }
 
+/// The tables of `scope` a column written with `qualifier` may belong to.
+pub(super) fn resolve(qualifier: Option<&str>, scope: &[Scoped]) -> Vec<String> {
+    match qualifier {
+        Some(q) => scope
+            .iter()
+            .filter(|t| t.alias.as_deref() == Some(q) || (t.alias.is_none() && t.name == q))
+            .map(full_name)
+            .collect(),
+        None => scope.iter().map(full_name).collect(),
+    }
+}
+
 /// `col`, `t.col` or `s.t.col` (casts on the column are looked through).
-fn column(e: &Expr) -> Option<(Option<String>, String)> {
+pub(super) fn column(e: &Expr) -> Option<(Option<String>, String)> {
     match e {
         Expr::Identifier(i) => Some((None, ident(i))),
         Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
@@ -297,7 +302,7 @@ fn object_name(n: &ObjectName) -> (Option<String>, Option<String>) {
     (schema, name)
 }
 
-fn scope_of(from: &[TableWithJoins]) -> Vec<Scoped> {
+pub(super) fn scope_of(from: &[TableWithJoins]) -> Vec<Scoped> {
     let mut out = Vec::new();
     let mut add = |f: &TableFactor| {
         if let TableFactor::Table { name, alias, .. } = f {

@@ -5,6 +5,7 @@
 //! force_generic_plan`, as PostgreSQL would plan it after five executions.
 
 use super::columns::{column_uses, written_tables, ColumnUse};
+use super::partial::{self, ConstantPredicate};
 use super::AdvisorError;
 use crate::insight::aggregate::Aggregate;
 use crate::insight::explain::{self, ExplainError};
@@ -43,6 +44,8 @@ pub struct Fp {
     pub share: f64,
     pub samples: Vec<Sample>,
     pub uses: Vec<ColumnUse>,
+    /// Predicates every execution of the shape has (partial index candidates).
+    pub constants: Vec<ConstantPredicate>,
     /// Tables an INSERT/UPDATE/DELETE writes (as written in the statement).
     pub writes: Vec<String>,
 }
@@ -90,12 +93,8 @@ pub fn pick(agg: &Aggregate) -> HashMap<String, Vec<Fp>> {
             samples.extend(generic(&fp.text));
         }
         // the fingerprint's `?` do not parse everywhere; a sample's text does
-        let statements = samples
-            .first()
-            .and_then(|s| match s {
-                Sample::Values { text, .. } | Sample::Generic { text, .. } => parse(text),
-            })
-            .unwrap_or_default();
+        let statements = samples.first().and_then(statements_of).unwrap_or_default();
+        let constants = constants(&samples, &statements);
         let writes = written_tables(&statements);
         if explainable {
             planned += 1;
@@ -109,10 +108,35 @@ pub fn pick(agg: &Aggregate) -> HashMap<String, Vec<Fp>> {
             share: e.stats.moments.total_ns as f64 / all,
             samples: if explainable { samples } else { Vec::new() },
             uses: column_uses(&statements),
+            constants,
             writes,
         });
     }
     out
+}
+
+fn statements_of(s: &Sample) -> Option<Vec<sqlparser::ast::Statement>> {
+    match s {
+        Sample::Values { text, .. } | Sample::Generic { text, .. } => parse(text),
+    }
+}
+
+/// The constant predicates of a shape: a literal is part of it when written beside bound
+/// parameters, or when two samples of literal-only text carry the same one.
+fn constants(samples: &[Sample], first: &[sqlparser::ast::Statement]) -> Vec<ConstantPredicate> {
+    match samples {
+        [Sample::Values { params, .. }, ..] if !params.is_empty() => {
+            partial::constant_predicates(first, true)
+        }
+        [Sample::Values { .. }, second @ Sample::Values { .. }, ..] => {
+            let again = statements_of(second).unwrap_or_default();
+            partial::common(
+                partial::constant_predicates(first, true),
+                &partial::constant_predicates(&again, true),
+            )
+        }
+        _ => partial::constant_predicates(first, false),
+    }
 }
 
 /// The fingerprint text with each `?` constant numbered `$1`, `$2`…

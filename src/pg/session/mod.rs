@@ -27,6 +27,7 @@ pub mod classify;
 pub mod forward;
 mod frame;
 mod identity;
+mod listen;
 mod record;
 pub mod request;
 pub mod response;
@@ -143,6 +144,8 @@ pub struct Session {
     tx_trace: trace::TxTrace,
     /// What this session's spans share, built on first use.
     span_tags: Option<Arc<crate::obs::otlp::SpanTags>>,
+    /// Transaction mode: the channels this client LISTENs on through Pake.
+    listen: Option<crate::pg::notify::Subscriber>,
 }
 
 /// What the loop should do next.
@@ -163,6 +166,8 @@ enum Event {
     PhaseChanged,
     /// `pg_terminate_backend` of this client's pid.
     Terminated,
+    /// Notifications are waiting for the client.
+    Notified,
 }
 
 impl Session {
@@ -215,6 +220,7 @@ impl Session {
             otlp: proxy.otlp(),
             tx_trace: trace::TxTrace::default(),
             span_tags: None,
+            listen: None,
             proxy,
         }
     }
@@ -278,6 +284,7 @@ impl Session {
                 _ => Ok(()),
             },
             Event::Terminated => Err(Error::Terminated),
+            Event::Notified => self.deliver_notifications(),
         }
     }
 
@@ -356,8 +363,21 @@ impl Session {
             tally,
             client_flush,
             cancel,
+            listen,
             ..
         } = self;
+        // between transactions, notifications for a listening client wake the loop
+        let inbox = listen
+            .as_ref()
+            .filter(|_| server.is_none())
+            .map(|s| s.inbox.clone());
+        let notified = async {
+            match &inbox {
+                Some(i) => i.wake.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(notified);
         let client_tls = client.is_tls();
         let client_blocked = server.as_ref().is_some_and(|s| s.wbuf.len() >= HIGH_WATER)
             || crbuf.len() >= HIGH_WATER && crbuf.len() >= frame_need(crbuf);
@@ -407,6 +427,9 @@ impl Session {
             }
             if terminated.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Ok(Event::Terminated));
+            }
+            if cwbuf.len() < HIGH_WATER && notified.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(Event::Notified));
             }
             Poll::Pending
         })

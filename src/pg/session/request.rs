@@ -80,7 +80,7 @@ impl Session {
             self.refresh_cluster();
         }
         self.classify()?;
-        if self.answer_query_locally()? {
+        if self.answer_query_locally().await? {
             return Ok(Start::Done);
         }
         if let Err(e) = self.admit_request() {
@@ -238,8 +238,9 @@ impl Session {
         Ok(true)
     }
 
-    /// Transaction mode: a lone `DEALLOCATE`/`DISCARD ALL` Query, answered without a server.
-    fn answer_query_locally(&mut self) -> Result<bool, Error> {
+    /// Transaction mode: a lone `DEALLOCATE`/`DISCARD ALL`/`LISTEN`/`UNLISTEN` Query,
+    /// answered without a server.
+    async fn answer_query_locally(&mut self) -> Result<bool, Error> {
         if self.terminate_locally()? {
             return Ok(true);
         }
@@ -247,13 +248,24 @@ impl Session {
             return Ok(false);
         }
         let effect = match self.request.head().map(|a| &a.effect) {
-            Some(e @ (SessionEffect::Deallocate(_) | SessionEffect::DiscardAll)) => e.clone(),
+            Some(
+                e @ (SessionEffect::Deallocate(_)
+                | SessionEffect::DiscardAll
+                | SessionEffect::Listen(_)
+                | SessionEffect::Unlisten(_)),
+            ) => e.clone(),
             _ => return Ok(false),
         };
         let Some((_, len)) = wire::frontend_frame(&self.crbuf, self.max_message)? else {
             return Ok(false);
         };
-        if !self.answer_locally(&effect) {
+        let answered = match effect {
+            SessionEffect::Listen(_) | SessionEffect::Unlisten(_) => {
+                self.answer_listen(&effect).await
+            }
+            _ => self.answer_locally(&effect),
+        };
+        if !answered {
             return Ok(false);
         }
         backend::ready_for_query(&mut self.cwbuf, b'I');
@@ -290,6 +302,7 @@ impl Session {
             SessionEffect::DiscardAll => {
                 self.statements.clear();
                 self.params.discard();
+                self.listen = None; // DISCARD ALL includes UNLISTEN *
                 backend::command_complete(&mut self.cwbuf, "DISCARD ALL");
                 true
             }

@@ -80,6 +80,7 @@ impl Session {
                     if discarded {
                         self.params.discard();
                         self.statements.clear();
+                        self.listen = None; // DISCARD ALL includes UNLISTEN *
                     }
                 }
                 if status == b'I' {

@@ -76,7 +76,7 @@ impl Session {
         text: impl Fn() -> Option<&'t str>,
         ends: bool,
     ) -> Fate {
-        let dirties = matches!(effect, SessionEffect::Dirties(_));
+        let dirties = effect.dirties();
         let pinned = ends && self.pins.is_pinned();
         if self.mode != PoolMode::Transaction || !(dirties || pinned) {
             return Fate::Clean;
@@ -114,7 +114,7 @@ impl Session {
     /// would pin.
     pub(super) fn parse_refusal(&self, frame: &[u8], effect: &SessionEffect) -> Option<BytesMut> {
         let refuse = self.mode == PoolMode::Transaction
-            && matches!(effect, SessionEffect::Dirties(_))
+            && effect.dirties()
             && self.pool.settings().session_state == SessionState::Error;
         if !refuse {
             return None;
@@ -135,10 +135,8 @@ impl Session {
         effect: &SessionEffect,
         text: impl FnOnce() -> Option<&'t str>,
     ) -> Option<&'static str> {
-        let SessionEffect::Dirties(reason) = effect else {
-            return None;
-        };
-        if self.mode != PoolMode::Transaction || !SETTING_REASONS.contains(reason) {
+        let reason = effect.reason()?;
+        if self.mode != PoolMode::Transaction || !SETTING_REASONS.contains(&reason) {
             return Some(reason);
         }
         match text().and_then(setting_changes) {
@@ -159,12 +157,10 @@ impl Session {
         id: StatementId,
         effect: &SessionEffect,
     ) -> Option<&'static str> {
-        let SessionEffect::Dirties(reason) = effect else {
-            return None;
-        };
+        let reason = effect.reason()?;
         let room = self.setting_statements.contains(&id)
             || self.setting_statements.len() < MAX_SETTING_STATEMENTS;
-        if SETTING_REASONS.contains(reason) && room {
+        if SETTING_REASONS.contains(&reason) && room {
             self.setting_statements.insert(id);
             return None;
         }

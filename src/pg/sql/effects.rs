@@ -16,11 +16,24 @@ pub enum SessionEffect {
     Deallocate(Option<String>),
     /// The whole text is `DISCARD ALL`.
     DiscardAll,
+    /// The whole text is `LISTEN channel` (the channel folded as PostgreSQL folds it).
+    Listen(String),
+    /// The whole text is `UNLISTEN channel` (`None` for `UNLISTEN *`).
+    Unlisten(Option<String>),
 }
 
 impl SessionEffect {
     pub fn dirties(&self) -> bool {
-        matches!(self, SessionEffect::Dirties(_))
+        matches!(self, SessionEffect::Dirties(_) | SessionEffect::Listen(_))
+    }
+
+    /// Why the statement leaves state on a server session, when it does.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            SessionEffect::Dirties(r) => Some(r),
+            SessionEffect::Listen(_) => Some("LISTEN"),
+            _ => None,
+        }
     }
 }
 
@@ -193,14 +206,27 @@ fn whole_text_command(src: &str, stmt: &[Token]) -> Option<SessionEffect> {
             }
             match name_tok.kind {
                 Kind::Word if name_tok.text(src) == "all" => Some(SessionEffect::Deallocate(None)),
-                Kind::Word => Some(SessionEffect::Deallocate(Some(name_tok.text(src).into()))),
-                Kind::QuotedIdent => {
-                    let t = name_tok.text(src);
-                    let inner = t.get(1..t.len().saturating_sub(1)).unwrap_or("");
-                    Some(SessionEffect::Deallocate(Some(inner.replace("\"\"", "\""))))
-                }
-                _ => None,
+                _ => Some(SessionEffect::Deallocate(Some(identifier(src, name_tok)?))),
             }
+        }
+        (Some("listen"), 2) => Some(SessionEffect::Listen(identifier(src, stmt.get(1)?)?)),
+        (Some("unlisten"), 2) => match stmt.get(1)? {
+            t if t.text(src) == "*" => Some(SessionEffect::Unlisten(None)),
+            t => Some(SessionEffect::Unlisten(Some(identifier(src, t)?))),
+        },
+        _ => None,
+    }
+}
+
+/// A name token as PostgreSQL reads it: a word (already folded by the normaliser) or a
+/// quoted identifier, unquoted.
+fn identifier(src: &str, t: &Token) -> Option<String> {
+    match t.kind {
+        Kind::Word => Some(t.text(src).into()),
+        Kind::QuotedIdent => {
+            let t = t.text(src);
+            let inner = t.get(1..t.len().saturating_sub(1)).unwrap_or("");
+            Some(inner.replace("\"\"", "\""))
         }
         _ => None,
     }
@@ -249,7 +275,7 @@ mod tests {
             "SELECT pg_advisory_xact_lock(1)",
             "SELECT pg_advisory_unlock(1)",
             "BEGIN",
-            "UNLISTEN *",
+            "UNLISTEN * ; select 1",
             "CREATE TABLE t (id int)",
             "select 'SET x = 1'",
             "DECLARE c CURSOR FOR SELECT 1",
@@ -257,6 +283,25 @@ mod tests {
         ] {
             assert_eq!(effect(sql), SessionEffect::None, "{sql}");
         }
+    }
+
+    #[test]
+    fn listen_and_unlisten_name_their_channel() {
+        assert_eq!(effect("LISTEN Jobs"), SessionEffect::Listen("jobs".into()));
+        assert_eq!(
+            effect("listen \"Mixed\"\"Case\";"),
+            SessionEffect::Listen("Mixed\"Case".into())
+        );
+        assert_eq!(effect("UNLISTEN *"), SessionEffect::Unlisten(None));
+        assert_eq!(
+            effect("unlisten jobs"),
+            SessionEffect::Unlisten(Some("jobs".into()))
+        );
+        // with anything else in the text it is a statement for a server, and dirties it
+        assert_eq!(
+            effect("LISTEN a; LISTEN b"),
+            SessionEffect::Dirties("LISTEN")
+        );
     }
 
     #[test]

@@ -1,0 +1,181 @@
+//! LISTEN/NOTIFY through transaction pooling: one listening connection per database, every
+//! notification to every client listening on its channel, UNLISTEN honoured, and a client
+//! that never reads its notifications dropped without costing the others theirs.
+
+use crate::harness::{Env, Opts, Raw};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+/// A client through Pake whose notifications arrive on the returned channel.
+async fn listener(env: &Env) -> (Client, mpsc::UnboundedReceiver<(String, String)>) {
+    let (client, mut conn) = tokio_postgres::connect(&env.url("postgres"), NoTls)
+        .await
+        .expect("connect through pake");
+    let (tx, rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(Ok(m)) = std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let AsyncMessage::Notification(n) = m {
+                let _ = tx.send((n.channel().to_string(), n.payload().to_string()));
+            }
+        }
+    });
+    (client, rx)
+}
+
+async fn next(rx: &mut mpsc::UnboundedReceiver<(String, String)>) -> (String, String) {
+    tokio::time::timeout(Duration::from_secs(20), rx.recv())
+        .await
+        .expect("a notification in time")
+        .expect("connection open")
+}
+
+async fn listening_backends(env: &Env) -> i64 {
+    env.direct()
+        .await
+        .query_one(
+            "select count(*) from pg_stat_activity where application_name = 'pake-listen'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0)
+}
+
+#[tokio::test]
+async fn notifications_reach_every_listening_client_through_transaction_pooling() {
+    let env = Env::with(Opts {
+        pool_size: 3,
+        ..Opts::default()
+    })
+    .await;
+    let mut clients = Vec::new();
+    for i in 0..100 {
+        let (c, rx) = listener(&env).await;
+        c.batch_execute("LISTEN Jobs").await.expect("listen");
+        if i % 2 == 1 {
+            c.batch_execute("LISTEN marker")
+                .await
+                .expect("listen marker");
+        }
+        // a transaction on whatever server the pool gives: the subscription stays
+        c.batch_execute("BEGIN; SELECT 1; COMMIT")
+            .await
+            .expect("transaction");
+        clients.push((c, rx));
+    }
+    assert_eq!(listening_backends(&env).await, 1);
+    let sender = env.direct().await;
+    for n in 0..20 {
+        sender
+            .batch_execute(&format!("NOTIFY jobs, 'n{n}'; NOTIFY other, 'x'"))
+            .await
+            .expect("notify");
+    }
+    for (_, rx) in clients.iter_mut() {
+        for n in 0..20 {
+            assert_eq!(next(rx).await, ("jobs".to_string(), format!("n{n}")));
+        }
+    }
+    // the odd half leaves jobs; `marker` closes the sequence for them
+    for (c, _) in clients.iter().skip(1).step_by(2) {
+        c.batch_execute("UNLISTEN jobs").await.expect("unlisten");
+    }
+    sender
+        .batch_execute("NOTIFY jobs, 'late'; NOTIFY marker, 'end'")
+        .await
+        .expect("notify");
+    for (i, (_, rx)) in clients.iter_mut().enumerate() {
+        if i % 2 == 0 {
+            assert_eq!(next(rx).await, ("jobs".into(), "late".into()));
+        } else {
+            assert_eq!(next(rx).await, ("marker".into(), "end".into()));
+        }
+    }
+    let (status, metrics) = crate::harness::http_get(&env.admin_url("/metrics")).await;
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("pake_pg_listen_channels{database=\"postgres\"} 2"),
+        "{}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("listen"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // everyone gone: the listening connection ends
+    drop(clients);
+    for _ in 0..100 {
+        if listening_backends(&env).await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the listening connection outlived its last client");
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_notifications_is_dropped_and_others_get_all_of_theirs() {
+    let env = Env::with(Opts {
+        tweak: |c| c.general.listen_queue_size = pake::config::Bytes(64 << 10),
+        ..Opts::default()
+    })
+    .await;
+    let mut stalled = Raw::login(&env, &env.lab.user, &env.lab.password, "postgres")
+        .await
+        .expect("login");
+    stalled
+        .send(&crate::harness::frame(b'Q', b"LISTEN flood\0"))
+        .await;
+    loop {
+        let (tag, _) = stalled.read().await.expect("LISTEN answered");
+        if tag == b'Z' {
+            break;
+        }
+    }
+    let (good, mut rx) = listener(&env).await;
+    good.batch_execute("LISTEN flood").await.expect("listen");
+    // 5,000 notifications of ~4 KB: far more than the stalled client's sockets and queue hold
+    let sender = env.direct().await;
+    for batch in 0..25 {
+        sender
+            .batch_execute(&format!(
+                "SELECT pg_notify('flood', {batch} * 200 + g || repeat('x', 4000)) \
+                 FROM generate_series(0, 199) g"
+            ))
+            .await
+            .expect("notify");
+    }
+    for n in 0..5000 {
+        let (ch, payload) = next(&mut rx).await;
+        assert_eq!(ch, "flood");
+        assert!(
+            payload.starts_with(&format!("{n}x")),
+            "{n}: {}",
+            &payload[..10]
+        );
+    }
+    // the stalled client finds what its sockets held, then the end of its connection (with
+    // the reason when it still fitted in the socket: a client that never reads may not see it)
+    let mut notifications = 0;
+    while let Some((tag, body)) = stalled.read().await {
+        match tag {
+            b'A' => notifications += 1,
+            b'E' => assert_eq!(crate::harness::sqlstate(&body), "54000"),
+            other => panic!("unexpected message {}", other as char),
+        }
+    }
+    assert!(notifications < 5000, "{notifications}");
+    use tokio::io::AsyncReadExt;
+    let eof = tokio::time::timeout(Duration::from_secs(5), stalled.stream.read(&mut [0u8; 1]))
+        .await
+        .expect("closed, not just quiet");
+    assert!(matches!(eof, Ok(0) | Err(_)), "{eof:?}");
+    let (_, metrics) = crate::harness::http_get(&env.admin_url("/metrics")).await;
+    assert!(
+        metrics.contains("pake_pg_listen_clients_dropped_total{database=\"postgres\"} 1"),
+        "dropped counter"
+    );
+    // and the good client still works
+    good.batch_execute("SELECT 1").await.expect("still served");
+}
