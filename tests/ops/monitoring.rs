@@ -155,7 +155,9 @@ fn alerts_fire_and_dashboard_queries_return_data_from_a_real_pake() {
         rt.block_on(holder.simple_query("select 1"))
             .expect("select");
     }
-    rt.block_on(holder.batch_execute("begin; create temp table t (i int)"))
+    // a plain table: a temp table would pin the holder to the server after its commit
+    // (session_state = "pin") and the waiter would never get it
+    rt.block_on(holder.batch_execute("begin; create table held (i int)"))
         .expect("hold the server");
     let queued = rt.spawn(async move {
         waiter
