@@ -101,6 +101,19 @@ pub struct RedisConfig {
     pub max_bulk_len: Bytes,
     /// Deepest array nesting accepted from a client.
     pub max_nesting: usize,
+    /// Bytes one client may have read and not yet dispatched: a command still arriving, or
+    /// a pipeline waiting while the client does not read its replies. Past it the client
+    /// gets `-ERR` and is disconnected (the rest of its command cannot be skipped safely).
+    /// At least `max_bulk_len`.
+    pub client_max_request_bytes: Bytes,
+    /// Bytes of replies one client may have waiting: finished replies its slow reader has
+    /// not taken yet, and the parts of a fan-out (a cluster MGET/MSET/DEL split) being
+    /// merged. A reply that would pass it is replaced by `-ERR`; the connection stays usable.
+    pub client_max_reply_bytes: Bytes,
+    /// Bytes all Redis clients together may hold for requests and replies, beyond the
+    /// first 16KiB of each (an ordinary client is never charged). Past it the client whose
+    /// request or reply would cross it gets `-ERR`; everyone else is unaffected.
+    pub clients_max_memory: Bytes,
     /// Most client connections at once on the Redis listener.
     pub max_clients: usize,
     /// Serve hot reads from the in-process L1 cache, kept coherent with CLIENT TRACKING.
@@ -141,8 +154,11 @@ impl Default for RedisConfig {
             pool_size: 4,
             connect_timeout: Dur::secs(5),
             command_timeout: Dur::secs(30),
-            max_bulk_len: Bytes(512 << 20),
+            max_bulk_len: Bytes(32 << 20),
             max_nesting: 8,
+            client_max_request_bytes: Bytes(64 << 20),
+            client_max_reply_bytes: Bytes(64 << 20),
+            clients_max_memory: Bytes(256 << 20),
             max_clients: 10_000,
             l1: true,
             l1_max_bytes: Bytes(64 << 20),
@@ -182,6 +198,7 @@ impl RedisConfig {
                 "must be at least 1KiB: clients could not send ordinary values",
             );
         }
+        self.validate_budget(&mut bad);
         if self.max_nesting == 0 {
             bad("max_nesting", "must be at least 1 (commands are arrays)");
         }
@@ -266,6 +283,31 @@ impl RedisConfig {
             bad(
                 "server_tls_ca_file",
                 "is only used with a rediss:// url (TLS to Redis)",
+            );
+        }
+    }
+
+    fn validate_budget(&self, bad: &mut impl FnMut(&str, &str)) {
+        if self.client_max_request_bytes.0 < self.max_bulk_len.0 {
+            bad(
+                "client_max_request_bytes",
+                "must be at least max_bulk_len: a bulk string that long could never be buffered",
+            );
+        }
+        if self.client_max_reply_bytes.0 < 64 << 10 {
+            bad(
+                "client_max_reply_bytes",
+                "must be at least 64KiB: ordinary replies would be refused",
+            );
+        }
+        let biggest = self
+            .client_max_request_bytes
+            .0
+            .max(self.client_max_reply_bytes.0);
+        if self.clients_max_memory.0 < biggest {
+            bad(
+                "clients_max_memory",
+                "must be at least client_max_request_bytes and client_max_reply_bytes: one client could never reach its own limit",
             );
         }
     }

@@ -49,6 +49,17 @@ pub enum Error {
     LinkLost(String),
     #[error("max number of clients reached")]
     TooManyClients,
+    /// A request that cannot be buffered within the memory budget: the rest of it cannot
+    /// be skipped safely, so the connection closes.
+    #[error("Pake memory budget: request {0}")]
+    RequestBudget(super::budget::Over),
+    /// A reply (or a fan-out's merged reply) that would pass the memory budget; it is
+    /// dropped and the connection stays usable.
+    #[error("Pake memory budget: reply to {command} {over}; ask for less at a time")]
+    ReplyBudget {
+        command: &'static str,
+        over: super::budget::Over,
+    },
     /// A plaintext client on a listener with `client_tls_sslmode = require`.
     #[error("TLS is required on this port (client_tls_sslmode = require): connect with TLS, e.g. redis-cli --tls")]
     TlsRequired,
@@ -77,6 +88,8 @@ impl Error {
             | Error::Timeout
             | Error::LinkLost(_)
             | Error::TooManyClients
+            | Error::RequestBudget(_)
+            | Error::ReplyBudget { .. }
             | Error::TlsRequired
             | Error::Tls(_)
             | Error::Shutdown
@@ -104,6 +117,8 @@ impl Error {
             | Error::Unsupported { .. }
             | Error::Refused(_)
             | Error::TlsRequired
+            | Error::RequestBudget(_)
+            | Error::ReplyBudget { .. }
             | Error::ClientIo(_) => Source::Client,
             Error::Backend(_) | Error::UpstreamTls(_) | Error::Timeout | Error::LinkLost(_) => {
                 Source::Backend
@@ -117,6 +132,7 @@ impl Error {
         match self {
             Error::Frame(_)
             | Error::TooManyClients
+            | Error::RequestBudget(_)
             | Error::TlsRequired
             | Error::Shutdown
             | Error::ClientIo(_) => true,
@@ -130,6 +146,7 @@ impl Error {
             | Error::Backend(_)
             | Error::UpstreamTls(_)
             | Error::Refused(_)
+            | Error::ReplyBudget { .. }
             | Error::Tls(_)
             | Error::Timeout => false,
         }

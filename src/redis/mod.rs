@@ -16,6 +16,7 @@
 //! * [`failover`]: following a primary that Redis Sentinel moves.
 
 pub mod backend;
+pub mod budget;
 pub mod clients;
 pub mod commands;
 pub mod config;
@@ -62,6 +63,8 @@ pub struct Service {
     pub faults: Arc<crate::faults::Faults>,
     /// Pake's client connections (CLIENT LIST/KILL) and MONITORs.
     pub registry: Arc<clients::Registry>,
+    /// What all clients together may hold for requests and replies (`clients_max_memory`).
+    pub budget: Arc<budget::Budget>,
 }
 
 /// Bytes a MONITOR may fall behind before Pake drops it.
@@ -101,7 +104,9 @@ impl Service {
             max_depth: config.max_nesting,
             ..Limits::default()
         };
+        let budget = budget::Budget::new(config.clients_max_memory.0 as usize);
         Ok(Arc::new(Service {
+            budget,
             config,
             backend,
             l1,
@@ -144,6 +149,19 @@ impl Service {
 
     pub fn client_count(&self) -> usize {
         self.clients.load(Ordering::Relaxed)
+    }
+
+    /// A new client's request and reply meters, charging the process budget.
+    pub fn meters(&self) -> (budget::Meter, budget::Meter) {
+        let limit = |b: crate::config::Bytes| usize::try_from(b.0).unwrap_or(usize::MAX);
+        let meter = |what: budget::What, max| {
+            budget::Meter::new(what, limit(max), self.budget.clone())
+                .counted(self.metrics.budget_counters(what.key()))
+        };
+        (
+            meter(budget::What::Request, self.config.client_max_request_bytes),
+            meter(budget::What::Reply, self.config.client_max_reply_bytes),
+        )
     }
 
     pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {

@@ -70,13 +70,13 @@ impl Session {
                 // a reply-less delay queued ahead of the command's own reply
                 let d = std::time::Duration::from_millis(*millis);
                 self.push_future(
-                    Box::pin(async move {
+                    async move {
                         tokio::time::sleep(d).await;
                         Done {
                             reply: Bytes::new(),
                             write: false,
                         }
-                    }),
+                    },
                     false,
                 );
                 false

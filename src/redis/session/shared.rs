@@ -18,6 +18,7 @@
 //!   current ones (a switch bumps the generation after flushing).
 
 use super::dispatch::{common_slot, keys_of};
+use super::fanout::{group_by_slot, MGET_L1_MAX_KEYS};
 use super::{Done, Session};
 use crate::redis::commands::{Kind, Merge, Spec, CACHE, FLUSH, READ, WRITE};
 use crate::redis::error::Error;
@@ -37,10 +38,10 @@ type Reply = Result<BytesFrame, Error>;
 
 /// What a shared-path future needs, cloned out of the session.
 #[derive(Clone)]
-struct Ctx {
-    svc: Arc<Service>,
-    client: Client,
-    proto: Proto,
+pub(super) struct Ctx {
+    pub(super) svc: Arc<Service>,
+    pub(super) client: Client,
+    pub(super) proto: Proto,
     /// The backend generation `client` belongs to.
     generation: u64,
 }
@@ -56,7 +57,12 @@ impl Ctx {
 }
 
 /// Send one command through fred to the node serving `slot`.
-async fn send(client: &Client, name: &'static str, args: &[Bytes], slot: Option<u16>) -> Reply {
+pub(super) async fn send(
+    client: &Client,
+    name: &'static str,
+    args: &[Bytes],
+    slot: Option<u16>,
+) -> Reply {
     if !client.is_connected() {
         return Err(Error::Backend("not connected".into()));
     }
@@ -70,7 +76,7 @@ async fn send(client: &Client, name: &'static str, args: &[Bytes], slot: Option<
 }
 
 /// Encode a reply (or an error) for the client.
-fn encode_reply(ctx: &Ctx, reply: &Reply) -> Bytes {
+pub(super) fn encode_reply(ctx: &Ctx, reply: &Reply) -> Bytes {
     let mut out = BytesMut::new();
     match reply {
         Ok(frame) => {
@@ -132,11 +138,11 @@ impl Session {
             // keys in one slot go as one command (and may write through)
             Kind::Split(merge) if cluster && common_slot(&keys).is_err() => {
                 let fut = split(ctx, spec, req, merge);
-                return self.push_future(Box::pin(fut), spec.is(WRITE));
+                return self.push_future(fut, spec.is(WRITE));
             }
             Kind::Broadcast(merge) if cluster => {
                 let fut = broadcast(ctx, spec, req, merge);
-                return self.push_future(Box::pin(fut), spec.is(WRITE));
+                return self.push_future(fut, spec.is(WRITE));
             }
             _ => {}
         }
@@ -147,7 +153,7 @@ impl Session {
         };
         if spec.is(WRITE) {
             if let Err(req) = self.write_through(&ctx, spec, req, slot) {
-                self.push_future(Box::pin(plain(ctx, spec, req, slot)), true);
+                self.push_future(plain(ctx, spec, req, slot), true);
             }
             return;
         }
@@ -168,11 +174,11 @@ impl Session {
                 }
                 let ticket = ctx.ticket(&l1, slot.unwrap_or(0), keys[0]);
                 let fut = cached_read(ctx, spec, req, slot, l1, key, ticket);
-                return self.push_future(Box::pin(fut), false);
+                return self.push_future(fut, false);
             }
         }
         let fut = plain(ctx, spec, req, slot);
-        self.push_future(Box::pin(fut), spec.is(WRITE));
+        self.push_future(fut, spec.is(WRITE));
     }
 
     /// Send a write whose new value is known ([`crate::redis::writethrough`]) through its
@@ -225,7 +231,7 @@ impl Session {
         }
         self.fence = true;
         let fut = through_tracking(ctx.clone(), spec, req, slot, rx);
-        self.push_future(Box::pin(fut), true);
+        self.push_future(fut, true);
         Ok(())
     }
 
@@ -239,8 +245,14 @@ impl Session {
             .then(|| replica.clone())
     }
 
-    /// MGET: hits from the L1, misses fetched per slot, merged in key order.
+    /// MGET: hits from the L1, misses fetched per slot, merged in key order. A wide MGET
+    /// (or one without an L1) is a plain bounded fan-out ([`super::fanout`]).
     fn mget(&mut self, ctx: Ctx, spec: &'static Spec, req: Request, l1: Option<Arc<L1>>) {
+        let Some(l1) = l1.filter(|_| req.args.len() <= MGET_L1_MAX_KEYS + 1) else {
+            let fut = super::fanout::mget_wide(ctx, spec, req.args, self.replies.clone());
+            return self.push_future(fut, false);
+        };
+        let l1 = Some(l1);
         let get_id = crate::redis::commands::Table::get()
             .lookup(b"GET")
             .map_or(0, |s| s.id as u16);
@@ -272,7 +284,7 @@ impl Session {
         let fut = async move {
             let started = Instant::now();
             let missing: Vec<usize> = (0..keys.len()).filter(|&i| parts[i].is_none()).collect();
-            let groups = group_by_slot(&missing, |i| &keys[i], cluster);
+            let groups = group_by_slot(missing, |i| &keys[i], cluster);
             let fetches = groups.into_iter().map(|(slot, idx)| {
                 let ctx = ctx.clone();
                 let keys = &keys;
@@ -323,11 +335,11 @@ impl Session {
                 write: false,
             }
         };
-        self.push_future(Box::pin(fut), false);
+        self.push_future(fut, false);
     }
 }
 
-fn observe(ctx: &Ctx, spec: &Spec, started: Instant) {
+pub(super) fn observe(ctx: &Ctx, spec: &Spec, started: Instant) {
     if let Some(h) = ctx.svc.metrics.latency(spec.id) {
         h.observe(started.elapsed().as_secs_f64());
     }
@@ -349,28 +361,6 @@ async fn fetch_ttls(
         }
     });
     join_all(asks).await
-}
-
-/// Group indices by the slot of their key (one group when not a cluster), keeping order.
-fn group_by_slot<'a>(
-    idx: &[usize],
-    key: impl Fn(usize) -> &'a Bytes,
-    cluster: bool,
-) -> Vec<(u16, Vec<usize>)> {
-    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
-    for &i in idx {
-        let slot = crate::redis::commands::slot(key(i));
-        let slot_key = if cluster {
-            slot
-        } else {
-            groups.first().map_or(slot, |g| g.0)
-        };
-        match groups.iter_mut().find(|g| g.0 == slot_key) {
-            Some(g) => g.1.push(i),
-            None => groups.push((slot_key, vec![i])),
-        }
-    }
-    groups
 }
 
 /// After a write: its keys (or, for FLUSHALL and friends, everything) are invalidated.
