@@ -5,6 +5,7 @@
 mod harness;
 
 mod bad_input;
+mod budget;
 mod clients;
 mod coherence;
 mod commands;

@@ -396,7 +396,15 @@ impl Session {
     /// Queue a reply behind the ones still pending (or write it straight away).
     fn push_reply(&mut self, reply: Bytes) {
         if self.pending.is_empty() {
-            self.wbuf.extend_from_slice(&reply);
+            // an L1 hit or a local answer: held to the same reply budget
+            let held = admit(
+                Done {
+                    reply,
+                    write: false,
+                },
+                &self.replies,
+            );
+            self.wbuf.extend_from_slice(&held.done.reply);
             self.wlease.force(self.wbuf.len());
         } else {
             let held = admit(
