@@ -1,5 +1,5 @@
-//! Fault isolation and fairness: a circuit breaker per backend, token-bucket rate limits per
-//! user and per client address.
+//! Fault isolation and fairness, shared by the Postgres and Redis sides: a circuit breaker
+//! per backend, token-bucket rate limits per user and per client address.
 //!
 //! The breaker makes a dead backend cost clients microseconds instead of connect timeouts:
 //! after `circuit_breaker_failures` consecutive failed connects it opens and new connects
