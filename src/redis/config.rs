@@ -114,6 +114,20 @@ pub struct RedisConfig {
     /// first 16KiB of each (an ordinary client is never charged). Past it the client whose
     /// request or reply would cross it gets `-ERR`; everyone else is unaffected.
     pub clients_max_memory: Bytes,
+    /// Commands per second one client address may send, all its connections together
+    /// (a token bucket, as `general.rate_limit_per_address` on the Postgres side); past it
+    /// a command gets `-ERR` and the connection stays. 0: no limit.
+    pub rate_limit_per_address: f64,
+    /// Bursts allowed above `rate_limit_per_address`, as seconds' worth of commands.
+    pub rate_limit_burst: Dur,
+    /// Consecutive commands that fail for want of Redis (unreachable, timed out, link
+    /// lost) that open the circuit breaker: commands then fail at once with `-ERR` instead
+    /// of each waiting for `command_timeout`, and one probe command is let through after a
+    /// wait that starts at 100ms and doubles up to `circuit_breaker_cooldown` (the Postgres
+    /// side's schedule). 0 turns the breaker off.
+    pub circuit_breaker_failures: u32,
+    /// The longest an open breaker fails fast before a probe.
+    pub circuit_breaker_cooldown: Dur,
     /// Most client connections at once on the Redis listener.
     pub max_clients: usize,
     /// Serve hot reads from the in-process L1 cache, kept coherent with CLIENT TRACKING.
@@ -159,6 +173,10 @@ impl Default for RedisConfig {
             client_max_request_bytes: Bytes(64 << 20),
             client_max_reply_bytes: Bytes(64 << 20),
             clients_max_memory: Bytes(256 << 20),
+            rate_limit_per_address: 0.0,
+            rate_limit_burst: Dur::secs(1),
+            circuit_breaker_failures: 5,
+            circuit_breaker_cooldown: Dur::secs(5),
             max_clients: 10_000,
             l1: true,
             l1_max_bytes: Bytes(64 << 20),
@@ -199,6 +217,21 @@ impl RedisConfig {
             );
         }
         self.validate_budget(&mut bad);
+        if !self.rate_limit_per_address.is_finite() || self.rate_limit_per_address < 0.0 {
+            bad(
+                "rate_limit_per_address",
+                "must be 0 (off) or a positive number",
+            );
+        }
+        if self.rate_limit_per_address > 0.0 && self.rate_limit_burst.enabled().is_none() {
+            bad("rate_limit_burst", "must be more than 0 with a rate limit");
+        }
+        if self.circuit_breaker_failures > 0 && self.circuit_breaker_cooldown.enabled().is_none() {
+            bad(
+                "circuit_breaker_cooldown",
+                "must be more than 0 with the breaker on",
+            );
+        }
         if self.max_nesting == 0 {
             bad("max_nesting", "must be at least 1 (commands are arrays)");
         }

@@ -49,6 +49,13 @@ pub enum Error {
     LinkLost(String),
     #[error("max number of clients reached")]
     TooManyClients,
+    #[error("rate limit: this address sends more than {rate} commands per second (redis.rate_limit_per_address)")]
+    RateLimited { rate: f64 },
+    /// The breaker is open after repeated failures to reach Redis: failing fast.
+    #[error(
+        "Redis is unavailable: circuit open after repeated failures, next try in {retry_ms}ms"
+    )]
+    CircuitOpen { retry_ms: u64 },
     /// A request that cannot be buffered within the memory budget: the rest of it cannot
     /// be skipped safely, so the connection closes.
     #[error("Pake memory budget: request {0}")]
@@ -90,6 +97,8 @@ impl Error {
             | Error::TooManyClients
             | Error::RequestBudget(_)
             | Error::ReplyBudget { .. }
+            | Error::RateLimited { .. }
+            | Error::CircuitOpen { .. }
             | Error::TlsRequired
             | Error::Tls(_)
             | Error::Shutdown
@@ -119,11 +128,14 @@ impl Error {
             | Error::TlsRequired
             | Error::RequestBudget(_)
             | Error::ReplyBudget { .. }
+            | Error::RateLimited { .. }
             | Error::ClientIo(_) => Source::Client,
             Error::Backend(_) | Error::UpstreamTls(_) | Error::Timeout | Error::LinkLost(_) => {
                 Source::Backend
             }
-            Error::TooManyClients | Error::Tls(_) | Error::Shutdown => Source::Proxy,
+            Error::TooManyClients | Error::Tls(_) | Error::Shutdown | Error::CircuitOpen { .. } => {
+                Source::Proxy
+            }
         }
     }
 
@@ -147,6 +159,8 @@ impl Error {
             | Error::UpstreamTls(_)
             | Error::Refused(_)
             | Error::ReplyBudget { .. }
+            | Error::RateLimited { .. }
+            | Error::CircuitOpen { .. }
             | Error::Tls(_)
             | Error::Timeout => false,
         }
@@ -158,6 +172,7 @@ impl Error {
             Error::Backend(_) => "unavailable",
             Error::Timeout => "timeout",
             Error::LinkLost(_) => "link_lost",
+            Error::CircuitOpen { .. } => "circuit_open",
             _ => "other",
         }
     }

@@ -33,6 +33,11 @@ pub struct RedisMetrics {
     pub failovers: IntCounter,
     /// Requests and replies refused by the memory budget, by the limit that refused them.
     budget_refusals: IntCounterVec,
+    /// Commands refused by `rate_limit_per_address`.
+    pub rate_limited: IntCounter,
+    /// The Redis breaker's state (0 closed, 1 open, 2 half-open).
+    pub circuit_state: IntGauge,
+    pub circuit_opened: IntCounter,
     l1_source: Arc<OnceLock<Weak<L1>>>,
 }
 
@@ -141,6 +146,21 @@ impl RedisMetrics {
                 reg,
                 "pake_redis_failovers_total",
                 "Primary switches followed under Sentinel (L1 flushed, pools and tracking moved)",
+            ),
+            rate_limited: counter(
+                reg,
+                "pake_redis_rate_limited_total",
+                "Commands refused by redis.rate_limit_per_address",
+            ),
+            circuit_state: gauge(
+                reg,
+                "pake_redis_circuit_state",
+                "The Redis circuit breaker: 0 closed, 1 open (failing fast), 2 half-open (probing)",
+            ),
+            circuit_opened: counter(
+                reg,
+                "pake_redis_circuit_opened_total",
+                "Times the Redis circuit breaker opened",
             ),
             budget_refusals: counter_vec(
                 reg,

@@ -11,6 +11,7 @@ mod coherence;
 mod commands;
 mod compat;
 mod faults;
+mod limits;
 mod matrix;
 mod random_args;
 mod sentinel;

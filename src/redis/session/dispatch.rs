@@ -92,6 +92,11 @@ impl Session {
         let Some(name) = req.args.first() else {
             return;
         };
+        if !self.svc.within_rate(self.reg.entry.addr) {
+            let rate = self.svc.config.rate_limit_per_address;
+            self.push_error(&Error::RateLimited { rate });
+            return;
+        }
         let Some(spec) = Table::get().lookup(name) else {
             self.push_error(&Error::unknown(&req.args));
             return;

@@ -8,7 +8,7 @@
 //! commands) took Pake from ~40 MB to ~1.5 GB; one MGET per slot group holds the keys, the
 //! parts and the merged reply, a few tens of MB.
 
-use super::shared::{encode_reply, observe, send, Ctx};
+use super::shared::{encode_reply, observe, Ctx};
 use super::Done;
 use crate::redis::budget::Meter;
 use crate::redis::commands::Spec;
@@ -106,8 +106,8 @@ pub(super) async fn mget_wide(
         });
         let mut replies = stream::iter(owned)
             .map(|(g, slot, part)| {
-                let client = ctx.client.clone();
-                async move { (g, send(&client, "MGET", &part, Some(slot)).await) }
+                let ctx = ctx.clone();
+                async move { (g, ctx.send("MGET", &part, Some(slot)).await) }
             })
             .buffer_unordered(IN_FLIGHT);
         while let Some((g, reply)) = replies.next().await {

@@ -47,6 +47,29 @@ pub(super) struct Ctx {
 }
 
 impl Ctx {
+    /// [`send`] through the breaker: refused at once while it is open, and each answer
+    /// (or failure to get one) reported to it.
+    pub(super) async fn send(
+        &self,
+        name: &'static str,
+        args: &[Bytes],
+        slot: Option<u16>,
+    ) -> Reply {
+        let Some(breaker) = &self.svc.breaker else {
+            return send(&self.client, name, args, slot).await;
+        };
+        if let crate::limits::Admit::Refuse(wait) = breaker.admit() {
+            let retry_ms = wait.as_millis() as u64;
+            return Err(Error::CircuitOpen { retry_ms });
+        }
+        let reply = send(&self.client, name, args, slot).await;
+        match &reply {
+            Err(e) if e.source() == crate::redis::error::Source::Backend => breaker.on_failure(),
+            _ => breaker.on_success(),
+        }
+        reply
+    }
+
     /// An L1 ticket for `key`, only while `client` is from the backend's current pools: a
     /// primary switch flushes and disarms, moves the pools, then re-arms, so a ticket taken
     /// after the re-arm by a client of the old pools would vouch for the old primary's data.
@@ -57,12 +80,7 @@ impl Ctx {
 }
 
 /// Send one command through fred to the node serving `slot`.
-pub(super) async fn send(
-    client: &Client,
-    name: &'static str,
-    args: &[Bytes],
-    slot: Option<u16>,
-) -> Reply {
+async fn send(client: &Client, name: &'static str, args: &[Bytes], slot: Option<u16>) -> Reply {
     if !client.is_connected() {
         return Err(Error::Backend("not connected".into()));
     }
@@ -297,7 +315,7 @@ impl Session {
                     };
                     let ttls = fetch_ttls(&ctx, &args, slot, &tickets);
                     let (reply, ttls) =
-                        futures_util::join!(send(&ctx.client, "MGET", &args, Some(slot)), ttls);
+                        futures_util::join!(ctx.send("MGET", &args, Some(slot)), ttls);
                     (idx, tickets, reply, ttls)
                 }
             });
@@ -354,9 +372,7 @@ async fn fetch_ttls(
 ) -> Vec<Option<Duration>> {
     let asks = keys.iter().zip(tickets).map(|(k, t)| async move {
         match t {
-            Some(_) => {
-                ttl_of(&send(&ctx.client, "PTTL", std::slice::from_ref(k), Some(slot)).await)
-            }
+            Some(_) => ttl_of(&ctx.send("PTTL", std::slice::from_ref(k), Some(slot)).await),
             None => None,
         }
     });
@@ -377,7 +393,7 @@ fn invalidate_written(svc: &Service, spec: &Spec, keys: &[Bytes]) {
 
 async fn plain(ctx: Ctx, spec: &'static Spec, req: Request, slot: Option<u16>) -> Done {
     let started = Instant::now();
-    let reply = send(&ctx.client, spec.name, &req.args[1..], slot).await;
+    let reply = ctx.send(spec.name, &req.args[1..], slot).await;
     let keys: Vec<Bytes> = keys_of(spec, &req.args).into_iter().cloned().collect();
     invalidate_written(&ctx.svc, spec, &keys);
     observe(&ctx, spec, started);
@@ -444,15 +460,11 @@ async fn cached_read(
     let started = Instant::now();
     let (reply, ttl) = match ticket {
         Some(_) => {
-            let ttl = send(&ctx.client, "PTTL", &req.args[1..2], slot);
-            let (reply, ttl) =
-                futures_util::join!(send(&ctx.client, spec.name, &req.args[1..], slot), ttl);
+            let ttl = ctx.send("PTTL", &req.args[1..2], slot);
+            let (reply, ttl) = futures_util::join!(ctx.send(spec.name, &req.args[1..], slot), ttl);
             (reply, ttl_of(&ttl))
         }
-        None => (
-            send(&ctx.client, spec.name, &req.args[1..], slot).await,
-            None,
-        ),
+        None => (ctx.send(spec.name, &req.args[1..], slot).await, None),
     };
     let bytes = encode_reply(&ctx, &reply);
     if let (Ok(frame), Some(t)) = (&reply, ticket) {
@@ -478,10 +490,9 @@ async fn split(ctx: Ctx, spec: &'static Spec, req: Request, merge: Merge) -> Don
             write: spec.is(WRITE),
         };
     };
-    let sends = parts.iter().map(|(slot, args)| {
-        let client = ctx.client.clone();
-        async move { send(&client, spec.name, args, Some(*slot)).await }
-    });
+    let sends = parts
+        .iter()
+        .map(|(slot, args)| ctx.send(spec.name, args, Some(*slot)));
     let replies = join_all(sends).await;
     let keys: Vec<Bytes> = keys_of(spec, &req.args).into_iter().cloned().collect();
     invalidate_written(&ctx.svc, spec, &keys);
