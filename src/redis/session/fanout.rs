@@ -8,12 +8,12 @@
 //! commands) took Pake from ~40 MB to ~1.5 GB; one MGET per slot group holds the keys, the
 //! parts and the merged reply, a few tens of MB.
 
-use super::shared::{encode_reply, observe, Ctx};
+use super::shared::{encode_reply, observe, Ctx, Reply};
 use super::Done;
-use crate::redis::budget::Meter;
+use crate::redis::budget::{Lease, Meter};
 use crate::redis::commands::Spec;
 use crate::redis::error::Error;
-use crate::redis::resp::encode;
+use crate::redis::resp::encode::{self, Proto};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt};
 use redis_protocol::resp3::types::BytesFrame;
@@ -68,16 +68,14 @@ fn part_size(items: &[BytesFrame]) -> usize {
         .sum()
 }
 
-fn refused(command: &'static str, over: crate::redis::budget::Over) -> Done {
+fn refused(command: &'static str, over: crate::redis::budget::Over) -> Bytes {
     let mut out = BytesMut::new();
     encode::error(&mut out, &Error::ReplyBudget { command, over }.reply());
-    Done {
-        reply: out.freeze(),
-        write: false,
-    }
+    out.freeze()
 }
 
-/// MGET without the L1: one MGET per slot group, merged in key order.
+/// MGET without the L1: one MGET per slot group (one in all for a standalone Redis, whose
+/// answer is already in key order), merged in key order.
 pub(super) async fn mget_wide(
     ctx: Ctx,
     spec: &'static Spec,
@@ -86,7 +84,47 @@ pub(super) async fn mget_wide(
 ) -> Done {
     let started = Instant::now();
     let keys = args.get(1..).unwrap_or_default();
-    let groups = group_by_slot(0..keys.len(), |i| &keys[i], ctx.svc.backend.cluster);
+    let mut lease = meter.lease();
+    let reply = match ctx.svc.backend.cluster {
+        false => mget_one(&ctx, keys, &mut lease).await,
+        true => mget_split(&ctx, keys, &mut lease).await,
+    };
+    if reply.is_ok() {
+        observe(&ctx, spec, started);
+    }
+    Done {
+        reply: reply.unwrap_or_else(|e| e),
+        write: false,
+    }
+}
+
+/// A part's answer checked against the keys asked and charged to `lease`; `Err` is the
+/// reply the client gets instead.
+fn take_part(
+    ctx: &Ctx,
+    reply: Reply,
+    asked: usize,
+    lease: &mut Lease,
+) -> Result<Vec<BytesFrame>, Bytes> {
+    match reply {
+        Ok(BytesFrame::Array { data, .. }) if data.len() == asked => {
+            match lease.grow(part_size(&data)) {
+                Ok(()) => Ok(data),
+                Err(over) => Err(refused("MGET", over)),
+            }
+        }
+        other => Err(encode_reply(ctx, &other)),
+    }
+}
+
+async fn mget_one(ctx: &Ctx, keys: &[Bytes], lease: &mut Lease) -> Result<Bytes, Bytes> {
+    let reply = ctx.send("MGET", keys, None).await;
+    let part = take_part(ctx, reply, keys.len(), lease)?;
+    Ok(merge(ctx.proto, keys.len(), lease, |i| part.get(i)).await)
+}
+
+async fn mget_split(ctx: &Ctx, keys: &[Bytes], lease: &mut Lease) -> Result<Bytes, Bytes> {
+    let groups = group_by_slot(0..keys.len(), |i| &keys[i], true);
     // where each key's value will be: its group, and its place in that group
     let mut at: Vec<(u32, u32)> = vec![(0, 0); keys.len()];
     for (g, (_, idx)) in groups.iter().enumerate() {
@@ -94,7 +132,6 @@ pub(super) async fn mget_wide(
             at[i] = (g as u32, j as u32);
         }
     }
-    let mut lease = meter.lease();
     let mut parts: Vec<Vec<BytesFrame>> = vec![Vec::new(); groups.len()];
     {
         // each part's keys are copied (reference counts) only when it is about to be sent
@@ -111,39 +148,37 @@ pub(super) async fn mget_wide(
             })
             .buffer_unordered(IN_FLIGHT);
         while let Some((g, reply)) = replies.next().await {
-            match reply {
-                Ok(BytesFrame::Array { data, .. }) if data.len() == groups[g].1.len() => {
-                    if let Err(over) = lease.grow(part_size(&data)) {
-                        return refused("MGET", over);
-                    }
-                    parts[g] = data;
-                }
-                other => {
-                    return Done {
-                        reply: encode_reply(&ctx, &other),
-                        write: false,
-                    }
-                }
-            }
+            parts[g] = take_part(ctx, reply, groups[g].1.len(), lease)?;
         }
     }
-    // the merged copy is held beside the parts while it is built
+    let frame = |i: usize| {
+        let (g, j) = at[i];
+        parts.get(g as usize).and_then(|p| p.get(j as usize))
+    };
+    Ok(merge(ctx.proto, keys.len(), lease, frame).await)
+}
+
+/// The client's array of `n` values, `frame(i)` the i-th; yields to the worker's other
+/// clients every [`YIELD_EVERY`] values. The merged copy is held beside the parts while it
+/// is built: it is counted too.
+async fn merge<'a>(
+    proto: Proto,
+    n: usize,
+    lease: &mut Lease,
+    frame: impl Fn(usize) -> Option<&'a BytesFrame>,
+) -> Bytes {
     lease.force(lease.bytes() * 2);
     let mut out = BytesMut::with_capacity(lease.bytes() / 2 + 16);
-    encode::array(&mut out, keys.len());
-    for (n, &(g, j)) in at.iter().enumerate() {
-        if let Some(f) = parts.get(g as usize).and_then(|p| p.get(j as usize)) {
-            encode::frame(&mut out, f, ctx.proto);
+    encode::array(&mut out, n);
+    for i in 0..n {
+        if let Some(f) = frame(i) {
+            encode::frame(&mut out, f, proto);
         }
-        if n % YIELD_EVERY == YIELD_EVERY - 1 {
+        if i % YIELD_EVERY == YIELD_EVERY - 1 {
             tokio::task::yield_now().await;
         }
     }
-    observe(&ctx, spec, started);
-    Done {
-        reply: out.freeze(),
-        write: false,
-    }
+    out.freeze()
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ use redis_protocol::resp3::types::BytesFrame;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type Reply = Result<BytesFrame, Error>;
+pub(super) type Reply = Result<BytesFrame, Error>;
 
 /// What a shared-path future needs, cloned out of the session.
 #[derive(Clone)]
