@@ -402,6 +402,10 @@ pub fn split_by_slot(spec: &Spec, args: &[Bytes]) -> Option<Vec<Part>> {
         Keys::Range { step, .. } => usize::from(step.max(1)),
         _ => 1,
     };
+    if !spec.arity_ok(args.len()) {
+        // key_positions finds no keys in a cut pair list: refuse rather than send nothing
+        return None;
+    }
     let mut parts: Vec<Part> = Vec::new();
     // one pass: a 200,000-key DEL spread over every slot must not search the parts per key
     let mut by_slot: std::collections::HashMap<u16, usize> = std::collections::HashMap::new();
