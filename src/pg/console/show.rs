@@ -529,6 +529,9 @@ pub fn cache(proxy: &Proxy) -> Table {
             m.tracking_connections.get().to_string(),
         ),
         ("clients", redis.client_count().to_string()),
+        // bytes clients hold beyond their free 16KiB each (clients_max_memory)
+        ("budget_bytes", redis.budget.used().to_string()),
+        ("budget_max_bytes", redis.budget.limit().to_string()),
     ]);
     for (k, v) in rows {
         t.row(vec![s(k), Some(v)]);
