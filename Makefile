@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 
-.PHONY: demo test deps build release lint fmt fuzz fuzz-check bench bench-micro bench-smoke bench-pg bench-redis bench-syscalls chaos clean check-deploy
+.PHONY: demo test deps build release lint fmt fuzz fuzz-check bench bench-micro bench-smoke bench-pg bench-redis bench-syscalls chaos abuse clean check-deploy
 
 ## Start a local lab (Postgres primary + replica, Redis Cluster), put Pake in front, run a
 ## short load (pgbench, a query missing an index, redis-benchmark), print the query report
@@ -84,6 +84,13 @@ bench-syscalls: deps release
 ## Table on stdout, JSON in bench-results/chaos/ (see BENCHMARKS.md, "Chaos suite").
 chaos: deps release
 	./loadtests/chaos.sh --out bench-results/chaos
+
+## Abuse suite: a 200k-key MGET, 1M pipelined commands never read, a slow reader, 2^31
+## lengths, deep nesting, garbage startups, 2,000 stalled logins, huge statements — against
+## both listeners while a good client keeps asking. Per case: answer, peak and settled RSS,
+## the good client's worst latency. ~3 min; table on stdout, JSON in bench-results/abuse.json.
+abuse: deps release
+	./loadtests/abuse.sh
 
 clean:
 	$(CARGO) clean

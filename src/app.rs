@@ -128,6 +128,7 @@ pub fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         let shutdown_timeout = config.general.shutdown_timeout.0;
         let running = start_with(config, Some(source)).await?;
         spawn_reload_on_hangup(running.proxy.clone());
+        crate::ops::trim::spawn();
         let mut phase = running.proxy.phase();
         tokio::select! {
             _ = wait_for_signal() => {}

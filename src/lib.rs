@@ -19,6 +19,7 @@ pub mod demo;
 pub mod faults;
 pub mod insight;
 pub mod lab;
+pub mod limits;
 pub mod obs;
 pub mod ops;
 pub mod pg;

@@ -9,7 +9,7 @@ pub mod cancel;
 pub mod cluster;
 pub mod console;
 pub mod error;
-pub mod limits;
+pub use crate::limits;
 pub mod listener;
 pub mod login;
 pub mod notify;

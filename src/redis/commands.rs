@@ -402,13 +402,22 @@ pub fn split_by_slot(spec: &Spec, args: &[Bytes]) -> Option<Vec<Part>> {
         Keys::Range { step, .. } => usize::from(step.max(1)),
         _ => 1,
     };
+    if !spec.arity_ok(args.len()) {
+        // key_positions finds no keys in a cut pair list: refuse rather than send nothing
+        return None;
+    }
     let mut parts: Vec<Part> = Vec::new();
+    // one pass: a 200,000-key DEL spread over every slot must not search the parts per key
+    let mut by_slot: std::collections::HashMap<u16, usize> = std::collections::HashMap::new();
     for p in spec.key_positions(args) {
         let group = args.get(p..p.checked_add(step)?)?;
         let s = slot(group.first()?);
-        match parts.iter_mut().find(|(slot, _)| *slot == s) {
-            Some((_, part)) => part.extend(group.iter().cloned()),
-            None => parts.push((s, group.to_vec())),
+        match by_slot.get(&s) {
+            Some(&at) => parts[at].1.extend(group.iter().cloned()),
+            None => {
+                by_slot.insert(s, parts.len());
+                parts.push((s, group.to_vec()));
+            }
         }
     }
     // a fan-out command always names a key; none means malformed (e.g. a cut MSET pair)

@@ -101,6 +101,33 @@ pub struct RedisConfig {
     pub max_bulk_len: Bytes,
     /// Deepest array nesting accepted from a client.
     pub max_nesting: usize,
+    /// Bytes one client may have read and not yet dispatched: a command still arriving, or
+    /// a pipeline waiting while the client does not read its replies. Past it the client
+    /// gets `-ERR` and is disconnected (the rest of its command cannot be skipped safely).
+    /// At least `max_bulk_len`.
+    pub client_max_request_bytes: Bytes,
+    /// Bytes of replies one client may have waiting: finished replies its slow reader has
+    /// not taken yet, and the parts of a fan-out (a cluster MGET/MSET/DEL split) being
+    /// merged. A reply that would pass it is replaced by `-ERR`; the connection stays usable.
+    pub client_max_reply_bytes: Bytes,
+    /// Bytes all Redis clients together may hold for requests and replies, beyond the
+    /// first 16KiB of each (an ordinary client is never charged). Past it the client whose
+    /// request or reply would cross it gets `-ERR`; everyone else is unaffected.
+    pub clients_max_memory: Bytes,
+    /// Commands per second one client address may send, all its connections together
+    /// (a token bucket, as `general.rate_limit_per_address` on the Postgres side); past it
+    /// a command gets `-ERR` and the connection stays. 0: no limit.
+    pub rate_limit_per_address: f64,
+    /// Bursts allowed above `rate_limit_per_address`, as seconds' worth of commands.
+    pub rate_limit_burst: Dur,
+    /// Consecutive commands that fail for want of Redis (unreachable, timed out, link
+    /// lost) that open the circuit breaker: commands then fail at once with `-ERR` instead
+    /// of each waiting for `command_timeout`, and one probe command is let through after a
+    /// wait that starts at 100ms and doubles up to `circuit_breaker_cooldown` (the Postgres
+    /// side's schedule). 0 turns the breaker off.
+    pub circuit_breaker_failures: u32,
+    /// The longest an open breaker fails fast before a probe.
+    pub circuit_breaker_cooldown: Dur,
     /// Most client connections at once on the Redis listener.
     pub max_clients: usize,
     /// Serve hot reads from the in-process L1 cache, kept coherent with CLIENT TRACKING.
@@ -141,8 +168,15 @@ impl Default for RedisConfig {
             pool_size: 4,
             connect_timeout: Dur::secs(5),
             command_timeout: Dur::secs(30),
-            max_bulk_len: Bytes(512 << 20),
+            max_bulk_len: Bytes(32 << 20),
             max_nesting: 8,
+            client_max_request_bytes: Bytes(64 << 20),
+            client_max_reply_bytes: Bytes(64 << 20),
+            clients_max_memory: Bytes(256 << 20),
+            rate_limit_per_address: 0.0,
+            rate_limit_burst: Dur::secs(1),
+            circuit_breaker_failures: 5,
+            circuit_breaker_cooldown: Dur::secs(5),
             max_clients: 10_000,
             l1: true,
             l1_max_bytes: Bytes(64 << 20),
@@ -180,6 +214,22 @@ impl RedisConfig {
             bad(
                 "max_bulk_len",
                 "must be at least 1KiB: clients could not send ordinary values",
+            );
+        }
+        self.validate_budget(&mut bad);
+        if !self.rate_limit_per_address.is_finite() || self.rate_limit_per_address < 0.0 {
+            bad(
+                "rate_limit_per_address",
+                "must be 0 (off) or a positive number",
+            );
+        }
+        if self.rate_limit_per_address > 0.0 && self.rate_limit_burst.enabled().is_none() {
+            bad("rate_limit_burst", "must be more than 0 with a rate limit");
+        }
+        if self.circuit_breaker_failures > 0 && self.circuit_breaker_cooldown.enabled().is_none() {
+            bad(
+                "circuit_breaker_cooldown",
+                "must be more than 0 with the breaker on",
             );
         }
         if self.max_nesting == 0 {
@@ -266,6 +316,31 @@ impl RedisConfig {
             bad(
                 "server_tls_ca_file",
                 "is only used with a rediss:// url (TLS to Redis)",
+            );
+        }
+    }
+
+    fn validate_budget(&self, bad: &mut impl FnMut(&str, &str)) {
+        if self.client_max_request_bytes.0 < self.max_bulk_len.0 {
+            bad(
+                "client_max_request_bytes",
+                "must be at least max_bulk_len: a bulk string that long could never be buffered",
+            );
+        }
+        if self.client_max_reply_bytes.0 < 64 << 10 {
+            bad(
+                "client_max_reply_bytes",
+                "must be at least 64KiB: ordinary replies would be refused",
+            );
+        }
+        let biggest = self
+            .client_max_request_bytes
+            .0
+            .max(self.client_max_reply_bytes.0);
+        if self.clients_max_memory.0 < biggest {
+            bad(
+                "clients_max_memory",
+                "must be at least client_max_request_bytes and client_max_reply_bytes: one client could never reach its own limit",
             );
         }
     }

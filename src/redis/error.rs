@@ -49,6 +49,24 @@ pub enum Error {
     LinkLost(String),
     #[error("max number of clients reached")]
     TooManyClients,
+    #[error("rate limit: this address sends more than {rate} commands per second (redis.rate_limit_per_address)")]
+    RateLimited { rate: f64 },
+    /// The breaker is open after repeated failures to reach Redis: failing fast.
+    #[error(
+        "Redis is unavailable: circuit open after repeated failures, next try in {retry_ms}ms"
+    )]
+    CircuitOpen { retry_ms: u64 },
+    /// A request that cannot be buffered within the memory budget: the rest of it cannot
+    /// be skipped safely, so the connection closes.
+    #[error("Pake memory budget: request {0}")]
+    RequestBudget(super::budget::Over),
+    /// A reply (or a fan-out's merged reply) that would pass the memory budget; it is
+    /// dropped and the connection stays usable.
+    #[error("Pake memory budget: reply to {command} {over}; ask for less at a time")]
+    ReplyBudget {
+        command: &'static str,
+        over: super::budget::Over,
+    },
     /// A plaintext client on a listener with `client_tls_sslmode = require`.
     #[error("TLS is required on this port (client_tls_sslmode = require): connect with TLS, e.g. redis-cli --tls")]
     TlsRequired,
@@ -77,6 +95,10 @@ impl Error {
             | Error::Timeout
             | Error::LinkLost(_)
             | Error::TooManyClients
+            | Error::RequestBudget(_)
+            | Error::ReplyBudget { .. }
+            | Error::RateLimited { .. }
+            | Error::CircuitOpen { .. }
             | Error::TlsRequired
             | Error::Tls(_)
             | Error::Shutdown
@@ -104,11 +126,16 @@ impl Error {
             | Error::Unsupported { .. }
             | Error::Refused(_)
             | Error::TlsRequired
+            | Error::RequestBudget(_)
+            | Error::ReplyBudget { .. }
+            | Error::RateLimited { .. }
             | Error::ClientIo(_) => Source::Client,
             Error::Backend(_) | Error::UpstreamTls(_) | Error::Timeout | Error::LinkLost(_) => {
                 Source::Backend
             }
-            Error::TooManyClients | Error::Tls(_) | Error::Shutdown => Source::Proxy,
+            Error::TooManyClients | Error::Tls(_) | Error::Shutdown | Error::CircuitOpen { .. } => {
+                Source::Proxy
+            }
         }
     }
 
@@ -117,6 +144,7 @@ impl Error {
         match self {
             Error::Frame(_)
             | Error::TooManyClients
+            | Error::RequestBudget(_)
             | Error::TlsRequired
             | Error::Shutdown
             | Error::ClientIo(_) => true,
@@ -130,6 +158,9 @@ impl Error {
             | Error::Backend(_)
             | Error::UpstreamTls(_)
             | Error::Refused(_)
+            | Error::ReplyBudget { .. }
+            | Error::RateLimited { .. }
+            | Error::CircuitOpen { .. }
             | Error::Tls(_)
             | Error::Timeout => false,
         }
@@ -141,6 +172,7 @@ impl Error {
             Error::Backend(_) => "unavailable",
             Error::Timeout => "timeout",
             Error::LinkLost(_) => "link_lost",
+            Error::CircuitOpen { .. } => "circuit_open",
             _ => "other",
         }
     }

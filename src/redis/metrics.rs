@@ -31,6 +31,13 @@ pub struct RedisMetrics {
     pub tracking_lag: Histogram,
     /// Primary switches followed (Sentinel failovers).
     pub failovers: IntCounter,
+    /// Requests and replies refused by the memory budget, by the limit that refused them.
+    budget_refusals: IntCounterVec,
+    /// Commands refused by `rate_limit_per_address`.
+    pub rate_limited: IntCounter,
+    /// The Redis breaker's state (0 closed, 1 open, 2 half-open).
+    pub circuit_state: IntGauge,
+    pub circuit_opened: IntCounter,
     l1_source: Arc<OnceLock<Weak<L1>>>,
 }
 
@@ -140,6 +147,27 @@ impl RedisMetrics {
                 "pake_redis_failovers_total",
                 "Primary switches followed under Sentinel (L1 flushed, pools and tracking moved)",
             ),
+            rate_limited: counter(
+                reg,
+                "pake_redis_rate_limited_total",
+                "Commands refused by redis.rate_limit_per_address",
+            ),
+            circuit_state: gauge(
+                reg,
+                "pake_redis_circuit_state",
+                "The Redis circuit breaker: 0 closed, 1 open (failing fast), 2 half-open (probing)",
+            ),
+            circuit_opened: counter(
+                reg,
+                "pake_redis_circuit_opened_total",
+                "Times the Redis circuit breaker opened",
+            ),
+            budget_refusals: counter_vec(
+                reg,
+                "pake_redis_budget_refusals_total",
+                "Requests and replies refused by the memory budget, by limit (client_max_request_bytes, client_max_reply_bytes, clients_max_memory)",
+                "limit",
+            ),
             l1_source,
         })
     }
@@ -155,6 +183,15 @@ impl RedisMetrics {
 
     pub fn backend_error(&self, kind: &str) {
         self.backend_errors.with_label_values(&[kind]).inc();
+    }
+
+    /// The refusal counters of a meter: by the client's own `limit_key`, by the process.
+    pub fn budget_counters(&self, limit_key: &str) -> [IntCounter; 2] {
+        [
+            self.budget_refusals.with_label_values(&[limit_key]),
+            self.budget_refusals
+                .with_label_values(&["clients_max_memory"]),
+        ]
     }
 
     pub fn latency(&self, id: usize) -> Option<&Histogram> {

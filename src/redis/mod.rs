@@ -16,6 +16,7 @@
 //! * [`failover`]: following a primary that Redis Sentinel moves.
 
 pub mod backend;
+pub mod budget;
 pub mod clients;
 pub mod commands;
 pub mod config;
@@ -62,6 +63,12 @@ pub struct Service {
     pub faults: Arc<crate::faults::Faults>,
     /// Pake's client connections (CLIENT LIST/KILL) and MONITORs.
     pub registry: Arc<clients::Registry>,
+    /// What all clients together may hold for requests and replies (`clients_max_memory`).
+    pub budget: Arc<budget::Budget>,
+    /// Commands per client address (`rate_limit_per_address`).
+    pub rate: crate::limits::RateLimiter,
+    /// Fails shared-path commands fast while Redis keeps failing (`circuit_breaker_*`).
+    pub breaker: Option<crate::limits::Breaker>,
 }
 
 /// Bytes a MONITOR may fall behind before Pake drops it.
@@ -101,7 +108,20 @@ impl Service {
             max_depth: config.max_nesting,
             ..Limits::default()
         };
+        let budget = budget::Budget::new(config.clients_max_memory.0 as usize);
+        let breaker = (config.circuit_breaker_failures > 0).then(|| {
+            crate::limits::Breaker::new(
+                "redis".into(),
+                config.circuit_breaker_failures,
+                config.circuit_breaker_cooldown.0,
+                metrics.circuit_state.clone(),
+                metrics.circuit_opened.clone(),
+            )
+        });
         Ok(Arc::new(Service {
+            budget,
+            rate: crate::limits::RateLimiter::default(),
+            breaker,
             config,
             backend,
             l1,
@@ -144,6 +164,33 @@ impl Service {
 
     pub fn client_count(&self) -> usize {
         self.clients.load(Ordering::Relaxed)
+    }
+
+    /// One command from `addr`: `false` when it is over `rate_limit_per_address`.
+    pub fn within_rate(&self, addr: Option<std::net::SocketAddr>) -> bool {
+        let rate = self.config.rate_limit_per_address;
+        let Some(addr) = addr.filter(|_| rate > 0.0) else {
+            return true;
+        };
+        let burst = (rate * self.config.rate_limit_burst.0.as_secs_f64()).max(1.0);
+        let ok = self.rate.take_addr(addr.ip(), rate, burst);
+        if !ok {
+            self.metrics.rate_limited.inc();
+        }
+        ok
+    }
+
+    /// A new client's request and reply meters, charging the process budget.
+    pub fn meters(&self) -> (budget::Meter, budget::Meter) {
+        let limit = |b: crate::config::Bytes| usize::try_from(b.0).unwrap_or(usize::MAX);
+        let meter = |what: budget::What, max| {
+            budget::Meter::new(what, limit(max), self.budget.clone())
+                .counted(self.metrics.budget_counters(what.key()))
+        };
+        (
+            meter(budget::What::Request, self.config.client_max_request_bytes),
+            meter(budget::What::Reply, self.config.client_max_reply_bytes),
+        )
     }
 
     pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {

@@ -5,11 +5,13 @@
 mod harness;
 
 mod bad_input;
+mod budget;
 mod clients;
 mod coherence;
 mod commands;
 mod compat;
 mod faults;
+mod limits;
 mod matrix;
 mod random_args;
 mod sentinel;

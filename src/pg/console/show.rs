@@ -347,7 +347,99 @@ pub fn config(proxy: &Proxy) -> Table {
             ]);
         }
     }
+    redis_config(proxy, &mut t);
     t
+}
+
+/// The `[redis]` rows of SHOW CONFIG (a RELOAD applies only the L1 limits live).
+fn redis_config(proxy: &Proxy, t: &mut Table) {
+    if let Some(redis) = proxy.config().redis.as_ref() {
+        for row in redis_rows(redis) {
+            t.row(row);
+        }
+    }
+}
+
+/// `key, value, default, changeable` for every `[redis]` key; passwords are masked.
+fn redis_rows(redis: &crate::redis::config::RedisConfig) -> Vec<Vec<Option<String>>> {
+    let live = ["l1_max_entry_size", "l1_max_ttl"];
+    let table = |c: &crate::redis::config::RedisConfig| match toml::Value::try_from(c) {
+        Ok(toml::Value::Table(t)) => t,
+        _ => toml::Table::new(),
+    };
+    let (cur, def) = (
+        table(redis),
+        table(&crate::redis::config::RedisConfig::default()),
+    );
+    let masked = |k: &str, v: &toml::Value| match (k, v) {
+        ("sentinel_password", _) => "********".to_string(),
+        ("url", toml::Value::String(u)) => mask_url_password(u),
+        _ => plain(v),
+    };
+    cur.iter()
+        .map(|(k, v)| {
+            vec![
+                s(format!("redis.{k}")),
+                s(masked(k, v)),
+                def.get(k).map(|d| masked(k, d)),
+                s(if live.contains(&k.as_str()) {
+                    "yes"
+                } else {
+                    "no"
+                }),
+            ]
+        })
+        .collect()
+}
+
+/// `redis://user:secret@host` shown as `redis://user:********@host`.
+fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((cred, host)) => {
+            let user = cred.split_once(':').map_or(cred, |(u, _)| u);
+            format!("{scheme}://{user}:********@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod redis_config_tests {
+    use super::*;
+
+    #[test]
+    fn redis_keys_are_shown_with_passwords_masked() {
+        let rc = crate::redis::config::RedisConfig {
+            url: "redis://app:hunter2@cache:6379/1".into(),
+            sentinel_password: Some("s3cret".into()),
+            ..Default::default()
+        };
+        let rows = redis_rows(&rc);
+        let get = |k: &str| {
+            rows.iter()
+                .find(|r| r[0].as_deref() == Some(k))
+                .unwrap_or_else(|| panic!("{k} not shown"))
+                .clone()
+        };
+        assert_eq!(
+            get("redis.client_max_request_bytes")[1].as_deref(),
+            Some("64MiB")
+        );
+        assert_eq!(
+            get("redis.clients_max_memory")[2].as_deref(),
+            Some("256MiB")
+        );
+        assert_eq!(get("redis.l1_max_ttl")[3].as_deref(), Some("yes"));
+        assert_eq!(
+            get("redis.url")[1].as_deref(),
+            Some("redis://app:********@cache:6379/1")
+        );
+        let all = format!("{rows:?}");
+        assert!(!all.contains("hunter2") && !all.contains("s3cret"), "{all}");
+    }
 }
 
 fn plain(v: &toml::Value) -> String {
@@ -441,6 +533,9 @@ pub fn cache(proxy: &Proxy) -> Table {
             m.tracking_connections.get().to_string(),
         ),
         ("clients", redis.client_count().to_string()),
+        // bytes clients hold beyond their free 16KiB each (clients_max_memory)
+        ("budget_bytes", redis.budget.used().to_string()),
+        ("budget_max_bytes", redis.budget.limit().to_string()),
     ]);
     for (k, v) in rows {
         t.row(vec![s(k), Some(v)]);

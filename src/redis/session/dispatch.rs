@@ -70,13 +70,13 @@ impl Session {
                 // a reply-less delay queued ahead of the command's own reply
                 let d = std::time::Duration::from_millis(*millis);
                 self.push_future(
-                    Box::pin(async move {
+                    async move {
                         tokio::time::sleep(d).await;
                         Done {
                             reply: Bytes::new(),
                             write: false,
                         }
-                    }),
+                    },
                     false,
                 );
                 false
@@ -92,6 +92,11 @@ impl Session {
         let Some(name) = req.args.first() else {
             return;
         };
+        if !self.svc.within_rate(self.reg.entry.addr) {
+            let rate = self.svc.config.rate_limit_per_address;
+            self.push_error(&Error::RateLimited { rate });
+            return;
+        }
         let Some(spec) = Table::get().lookup(name) else {
             self.push_error(&Error::unknown(&req.args));
             return;

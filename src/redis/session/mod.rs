@@ -25,6 +25,7 @@
 
 pub mod client;
 pub mod dispatch;
+pub mod fanout;
 pub mod local;
 pub mod pinned;
 pub mod scan;
@@ -32,13 +33,15 @@ pub mod shared;
 
 use super::backend::link::Link;
 use super::backend::PoolKey;
+use super::budget::{Lease, Meter};
 use super::error::Error;
 use super::resp::{self, encode, encode::Proto, Request};
 use super::Service;
 use crate::pg::stream::ClientStream;
 use bytes::{Buf, Bytes, BytesMut};
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::{FuturesOrdered, StreamExt};
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -51,11 +54,48 @@ const MAX_PENDING: usize = 1024;
 const HIGH_WATER: usize = 256 * 1024;
 /// Buffers above this size are given back when the session goes idle.
 const KEEP_BUFFER: usize = 64 * 1024;
+/// Most commands dispatched in one wake-up: a client pipelining without pause yields to
+/// the other clients of its worker between batches.
+const DISPATCH_PER_WAKE: usize = 128;
 
 /// A reply that is ready, and whether its command was a write of this session.
 pub struct Done {
     pub reply: Bytes,
     pub write: bool,
+}
+
+/// A finished reply and the share of the reply budget it holds until it reaches the write
+/// buffer.
+pub struct Held {
+    done: Done,
+    _lease: Lease,
+}
+
+/// Charge a finished reply to the client's reply meter; past the budget the reply is
+/// dropped and the client gets `-ERR` in its place.
+fn admit(done: Done, meter: &Meter) -> Held {
+    let mut lease = meter.lease();
+    match lease.set(done.reply.len()) {
+        Ok(()) => Held {
+            done,
+            _lease: lease,
+        },
+        Err(over) => {
+            let mut out = BytesMut::new();
+            let e = Error::ReplyBudget {
+                command: "this command",
+                over,
+            };
+            encode::error(&mut out, &e.reply());
+            Held {
+                done: Done {
+                    reply: out.freeze(),
+                    write: done.write,
+                },
+                _lease: lease,
+            }
+        }
+    }
 }
 
 /// What the session knows about its client.
@@ -97,7 +137,16 @@ pub struct Session {
     unflushed: bool,
     rbuf: BytesMut,
     wbuf: BytesMut,
-    pending: FuturesOrdered<BoxFuture<'static, Done>>,
+    /// The last [`Session::take_requests`] stopped at an incomplete command (so reading
+    /// more is the only way on), not at a limit with whole commands still buffered.
+    partial: bool,
+    /// `rbuf`'s bytes on the client's request meter.
+    rlease: Lease,
+    /// `wbuf`'s bytes on the client's reply meter.
+    wlease: Lease,
+    /// The reply meter, charged by each finished reply until it is in `wbuf`.
+    replies: Meter,
+    pending: FuturesOrdered<BoxFuture<'static, Held>>,
     pending_writes: usize,
     pub state: ClientState,
     /// The fred client all of this session's shared-path commands go through.
@@ -142,9 +191,14 @@ impl Session {
             tcp.and_then(|t| t.peer_addr().ok()),
             tcp.and_then(|t| t.local_addr().ok()),
         );
+        let (requests, replies) = svc.meters();
         Session {
             id,
             reg,
+            partial: false,
+            rlease: requests.lease(),
+            wlease: replies.lease(),
+            replies,
             closing: svc.closing(),
             svc,
             client,
@@ -190,7 +244,11 @@ impl Session {
                 // the backend moved (a new primary): no command may reach the old pools
                 self.bind_pool().await?;
             }
-            self.take_requests();
+            if self.take_requests() {
+                // more whole commands are buffered: let the worker's other clients run
+                tokio::task::yield_now().await;
+                continue;
+            }
             if self.reset_now {
                 // an injected reset: the connection goes without a word
                 return Ok(());
@@ -220,8 +278,11 @@ impl Session {
         }
     }
 
-    /// Parse and dispatch whatever whole commands are buffered.
-    fn take_requests(&mut self) {
+    /// Parse and dispatch whatever whole commands are buffered, at most
+    /// [`DISPATCH_PER_WAKE`]; `true` when that cap stopped it with more to do.
+    fn take_requests(&mut self) -> bool {
+        self.partial = false;
+        let mut dispatched = 0;
         while self.deferred.is_none()
             && !self.close_after
             && self.pending.len() < MAX_PENDING
@@ -233,9 +294,19 @@ impl Session {
                 }
                 self.fence = false;
             }
+            if dispatched == DISPATCH_PER_WAKE {
+                self.rlease.force(self.rbuf.len());
+                return true;
+            }
             match resp::take_request(&mut self.rbuf, &self.svc.limits) {
-                Ok(Some(req)) => self.dispatch(req),
-                Ok(None) => break,
+                Ok(Some(req)) => {
+                    dispatched += 1;
+                    self.dispatch(req)
+                }
+                Ok(None) => {
+                    self.partial = true;
+                    break;
+                }
                 Err(e) => {
                     let e = Error::Frame(e);
                     tracing::debug!(error = %e, "closing a client that sent a bad frame");
@@ -244,18 +315,23 @@ impl Session {
                 }
             }
         }
+        self.rlease.force(self.rbuf.len());
+        false
     }
 
     /// One round of I/O; `false` when the client has gone.
     async fn wait_io(&mut self) -> Result<bool, Error> {
+        // whole commands waiting behind backpressure stop the reading; an incomplete one
+        // may grow up to the request budget (checked below, once the bytes are in)
         let can_read = self.wbuf.len() < HIGH_WATER
             && self.pending.len() < MAX_PENDING
-            && self.rbuf.len() < HIGH_WATER.max(self.svc.limits.max_bulk_len.min(1 << 30));
+            && (self.rbuf.len() < HIGH_WATER || self.partial);
         let Session {
             client,
             unflushed,
             rbuf,
             wbuf,
+            wlease,
             pending,
             pending_writes,
             closing,
@@ -273,6 +349,7 @@ impl Session {
                 client,
                 unflushed,
                 wbuf,
+                wlease,
                 pending,
                 pending_writes,
                 rbuf,
@@ -289,7 +366,12 @@ impl Session {
                     }
                 }
                 Io::Read(0) => return Ok(false),
-                Io::Read(_) | Io::Flushed | Io::Collected => {}
+                Io::Read(_) => {
+                    if let Err(over) = self.rlease.set(self.rbuf.len()) {
+                        return Err(Error::RequestBudget(over));
+                    }
+                }
+                Io::Flushed | Io::Collected => {}
             },
             r = closing.changed() => {
                 if r.is_err() || *closing.borrow() {
@@ -314,12 +396,25 @@ impl Session {
     /// Queue a reply behind the ones still pending (or write it straight away).
     fn push_reply(&mut self, reply: Bytes) {
         if self.pending.is_empty() {
-            self.wbuf.extend_from_slice(&reply);
+            // an L1 hit or a local answer: held to the same reply budget
+            let held = admit(
+                Done {
+                    reply,
+                    write: false,
+                },
+                &self.replies,
+            );
+            self.wbuf.extend_from_slice(&held.done.reply);
+            self.wlease.force(self.wbuf.len());
         } else {
-            self.pending.push_back(Box::pin(std::future::ready(Done {
-                reply,
-                write: false,
-            })));
+            let held = admit(
+                Done {
+                    reply,
+                    write: false,
+                },
+                &self.replies,
+            );
+            self.pending.push_back(Box::pin(std::future::ready(held)));
         }
     }
 
@@ -329,11 +424,13 @@ impl Session {
         self.push_reply(out.freeze());
     }
 
-    fn push_future(&mut self, fut: BoxFuture<'static, Done>, write: bool) {
+    fn push_future(&mut self, fut: impl Future<Output = Done> + Send + 'static, write: bool) {
         if write {
             self.pending_writes += 1;
         }
-        self.pending.push_back(fut);
+        let meter = self.replies.clone();
+        self.pending
+            .push_back(Box::pin(fut.map(move |done| admit(done, &meter))));
     }
 
     /// Point the session at the pool of its (user, db, protocol).
@@ -417,7 +514,8 @@ fn poll_io(
     client: &mut ClientStream,
     unflushed: &mut bool,
     wbuf: &mut BytesMut,
-    pending: &mut FuturesOrdered<BoxFuture<'static, Done>>,
+    wlease: &mut Lease,
+    pending: &mut FuturesOrdered<BoxFuture<'static, Held>>,
     pending_writes: &mut usize,
     rbuf: &mut BytesMut,
     read: bool,
@@ -425,11 +523,13 @@ fn poll_io(
     let mut collected = false;
     while !pending.is_empty() && wbuf.len() < HIGH_WATER {
         match pending.poll_next_unpin(cx) {
-            Poll::Ready(Some(done)) => {
-                if done.write {
+            Poll::Ready(Some(held)) => {
+                if held.done.write {
                     *pending_writes -= 1;
                 }
-                wbuf.extend_from_slice(&done.reply);
+                wbuf.extend_from_slice(&held.done.reply);
+                // the bytes move from the reply's lease to the write buffer's
+                wlease.force(wbuf.len());
                 collected = true;
             }
             _ => break,
@@ -442,6 +542,7 @@ fn poll_io(
                 return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
             }
             wbuf.advance(n);
+            wlease.force(wbuf.len());
             *unflushed = client.is_tls();
             return Poll::Ready(Ok(Io::Wrote(n)));
         }

@@ -80,7 +80,7 @@ impl Session {
                 write: false,
             }
         };
-        self.push_future(Box::pin(fut), false);
+        self.push_future(fut, false);
     }
 }
 

@@ -18,6 +18,7 @@
 //!   current ones (a switch bumps the generation after flushing).
 
 use super::dispatch::{common_slot, keys_of};
+use super::fanout::{group_by_slot, MGET_L1_MAX_KEYS};
 use super::{Done, Session};
 use crate::redis::commands::{Kind, Merge, Spec, CACHE, FLUSH, READ, WRITE};
 use crate::redis::error::Error;
@@ -33,19 +34,42 @@ use redis_protocol::resp3::types::BytesFrame;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type Reply = Result<BytesFrame, Error>;
+pub(super) type Reply = Result<BytesFrame, Error>;
 
 /// What a shared-path future needs, cloned out of the session.
 #[derive(Clone)]
-struct Ctx {
-    svc: Arc<Service>,
-    client: Client,
-    proto: Proto,
+pub(super) struct Ctx {
+    pub(super) svc: Arc<Service>,
+    pub(super) client: Client,
+    pub(super) proto: Proto,
     /// The backend generation `client` belongs to.
     generation: u64,
 }
 
 impl Ctx {
+    /// [`send`] through the breaker: refused at once while it is open, and each answer
+    /// (or failure to get one) reported to it.
+    pub(super) async fn send(
+        &self,
+        name: &'static str,
+        args: &[Bytes],
+        slot: Option<u16>,
+    ) -> Reply {
+        let Some(breaker) = &self.svc.breaker else {
+            return send(&self.client, name, args, slot).await;
+        };
+        if let crate::limits::Admit::Refuse(wait) = breaker.admit() {
+            let retry_ms = wait.as_millis() as u64;
+            return Err(Error::CircuitOpen { retry_ms });
+        }
+        let reply = send(&self.client, name, args, slot).await;
+        match &reply {
+            Err(e) if e.source() == crate::redis::error::Source::Backend => breaker.on_failure(),
+            _ => breaker.on_success(),
+        }
+        reply
+    }
+
     /// An L1 ticket for `key`, only while `client` is from the backend's current pools: a
     /// primary switch flushes and disarms, moves the pools, then re-arms, so a ticket taken
     /// after the re-arm by a client of the old pools would vouch for the old primary's data.
@@ -70,7 +94,7 @@ async fn send(client: &Client, name: &'static str, args: &[Bytes], slot: Option<
 }
 
 /// Encode a reply (or an error) for the client.
-fn encode_reply(ctx: &Ctx, reply: &Reply) -> Bytes {
+pub(super) fn encode_reply(ctx: &Ctx, reply: &Reply) -> Bytes {
     let mut out = BytesMut::new();
     match reply {
         Ok(frame) => {
@@ -132,11 +156,11 @@ impl Session {
             // keys in one slot go as one command (and may write through)
             Kind::Split(merge) if cluster && common_slot(&keys).is_err() => {
                 let fut = split(ctx, spec, req, merge);
-                return self.push_future(Box::pin(fut), spec.is(WRITE));
+                return self.push_future(fut, spec.is(WRITE));
             }
             Kind::Broadcast(merge) if cluster => {
                 let fut = broadcast(ctx, spec, req, merge);
-                return self.push_future(Box::pin(fut), spec.is(WRITE));
+                return self.push_future(fut, spec.is(WRITE));
             }
             _ => {}
         }
@@ -147,7 +171,7 @@ impl Session {
         };
         if spec.is(WRITE) {
             if let Err(req) = self.write_through(&ctx, spec, req, slot) {
-                self.push_future(Box::pin(plain(ctx, spec, req, slot)), true);
+                self.push_future(plain(ctx, spec, req, slot), true);
             }
             return;
         }
@@ -168,11 +192,11 @@ impl Session {
                 }
                 let ticket = ctx.ticket(&l1, slot.unwrap_or(0), keys[0]);
                 let fut = cached_read(ctx, spec, req, slot, l1, key, ticket);
-                return self.push_future(Box::pin(fut), false);
+                return self.push_future(fut, false);
             }
         }
         let fut = plain(ctx, spec, req, slot);
-        self.push_future(Box::pin(fut), spec.is(WRITE));
+        self.push_future(fut, spec.is(WRITE));
     }
 
     /// Send a write whose new value is known ([`crate::redis::writethrough`]) through its
@@ -225,7 +249,7 @@ impl Session {
         }
         self.fence = true;
         let fut = through_tracking(ctx.clone(), spec, req, slot, rx);
-        self.push_future(Box::pin(fut), true);
+        self.push_future(fut, true);
         Ok(())
     }
 
@@ -239,8 +263,14 @@ impl Session {
             .then(|| replica.clone())
     }
 
-    /// MGET: hits from the L1, misses fetched per slot, merged in key order.
+    /// MGET: hits from the L1, misses fetched per slot, merged in key order. A wide MGET
+    /// (or one without an L1) is a plain bounded fan-out ([`super::fanout`]).
     fn mget(&mut self, ctx: Ctx, spec: &'static Spec, req: Request, l1: Option<Arc<L1>>) {
+        let Some(l1) = l1.filter(|_| req.args.len() <= MGET_L1_MAX_KEYS + 1) else {
+            let fut = super::fanout::mget_wide(ctx, spec, req.args, self.replies.clone());
+            return self.push_future(fut, false);
+        };
+        let l1 = Some(l1);
         let get_id = crate::redis::commands::Table::get()
             .lookup(b"GET")
             .map_or(0, |s| s.id as u16);
@@ -272,7 +302,7 @@ impl Session {
         let fut = async move {
             let started = Instant::now();
             let missing: Vec<usize> = (0..keys.len()).filter(|&i| parts[i].is_none()).collect();
-            let groups = group_by_slot(&missing, |i| &keys[i], cluster);
+            let groups = group_by_slot(missing, |i| &keys[i], cluster);
             let fetches = groups.into_iter().map(|(slot, idx)| {
                 let ctx = ctx.clone();
                 let keys = &keys;
@@ -285,7 +315,7 @@ impl Session {
                     };
                     let ttls = fetch_ttls(&ctx, &args, slot, &tickets);
                     let (reply, ttls) =
-                        futures_util::join!(send(&ctx.client, "MGET", &args, Some(slot)), ttls);
+                        futures_util::join!(ctx.send("MGET", &args, Some(slot)), ttls);
                     (idx, tickets, reply, ttls)
                 }
             });
@@ -323,11 +353,11 @@ impl Session {
                 write: false,
             }
         };
-        self.push_future(Box::pin(fut), false);
+        self.push_future(fut, false);
     }
 }
 
-fn observe(ctx: &Ctx, spec: &Spec, started: Instant) {
+pub(super) fn observe(ctx: &Ctx, spec: &Spec, started: Instant) {
     if let Some(h) = ctx.svc.metrics.latency(spec.id) {
         h.observe(started.elapsed().as_secs_f64());
     }
@@ -342,35 +372,11 @@ async fn fetch_ttls(
 ) -> Vec<Option<Duration>> {
     let asks = keys.iter().zip(tickets).map(|(k, t)| async move {
         match t {
-            Some(_) => {
-                ttl_of(&send(&ctx.client, "PTTL", std::slice::from_ref(k), Some(slot)).await)
-            }
+            Some(_) => ttl_of(&ctx.send("PTTL", std::slice::from_ref(k), Some(slot)).await),
             None => None,
         }
     });
     join_all(asks).await
-}
-
-/// Group indices by the slot of their key (one group when not a cluster), keeping order.
-fn group_by_slot<'a>(
-    idx: &[usize],
-    key: impl Fn(usize) -> &'a Bytes,
-    cluster: bool,
-) -> Vec<(u16, Vec<usize>)> {
-    let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
-    for &i in idx {
-        let slot = crate::redis::commands::slot(key(i));
-        let slot_key = if cluster {
-            slot
-        } else {
-            groups.first().map_or(slot, |g| g.0)
-        };
-        match groups.iter_mut().find(|g| g.0 == slot_key) {
-            Some(g) => g.1.push(i),
-            None => groups.push((slot_key, vec![i])),
-        }
-    }
-    groups
 }
 
 /// After a write: its keys (or, for FLUSHALL and friends, everything) are invalidated.
@@ -387,7 +393,7 @@ fn invalidate_written(svc: &Service, spec: &Spec, keys: &[Bytes]) {
 
 async fn plain(ctx: Ctx, spec: &'static Spec, req: Request, slot: Option<u16>) -> Done {
     let started = Instant::now();
-    let reply = send(&ctx.client, spec.name, &req.args[1..], slot).await;
+    let reply = ctx.send(spec.name, &req.args[1..], slot).await;
     let keys: Vec<Bytes> = keys_of(spec, &req.args).into_iter().cloned().collect();
     invalidate_written(&ctx.svc, spec, &keys);
     observe(&ctx, spec, started);
@@ -454,15 +460,11 @@ async fn cached_read(
     let started = Instant::now();
     let (reply, ttl) = match ticket {
         Some(_) => {
-            let ttl = send(&ctx.client, "PTTL", &req.args[1..2], slot);
-            let (reply, ttl) =
-                futures_util::join!(send(&ctx.client, spec.name, &req.args[1..], slot), ttl);
+            let ttl = ctx.send("PTTL", &req.args[1..2], slot);
+            let (reply, ttl) = futures_util::join!(ctx.send(spec.name, &req.args[1..], slot), ttl);
             (reply, ttl_of(&ttl))
         }
-        None => (
-            send(&ctx.client, spec.name, &req.args[1..], slot).await,
-            None,
-        ),
+        None => (ctx.send(spec.name, &req.args[1..], slot).await, None),
     };
     let bytes = encode_reply(&ctx, &reply);
     if let (Ok(frame), Some(t)) = (&reply, ticket) {
@@ -488,10 +490,9 @@ async fn split(ctx: Ctx, spec: &'static Spec, req: Request, merge: Merge) -> Don
             write: spec.is(WRITE),
         };
     };
-    let sends = parts.iter().map(|(slot, args)| {
-        let client = ctx.client.clone();
-        async move { send(&client, spec.name, args, Some(*slot)).await }
-    });
+    let sends = parts
+        .iter()
+        .map(|(slot, args)| ctx.send(spec.name, args, Some(*slot)));
     let replies = join_all(sends).await;
     let keys: Vec<Bytes> = keys_of(spec, &req.args).into_iter().cloned().collect();
     invalidate_written(&ctx.svc, spec, &keys);

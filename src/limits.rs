@@ -1,5 +1,5 @@
-//! Fault isolation and fairness: a circuit breaker per backend, token-bucket rate limits per
-//! user and per client address.
+//! Fault isolation and fairness, shared by the Postgres and Redis sides: a circuit breaker
+//! per backend, token-bucket rate limits per user and per client address.
 //!
 //! The breaker makes a dead backend cost clients microseconds instead of connect timeouts:
 //! after `circuit_breaker_failures` consecutive failed connects it opens and new connects
@@ -127,6 +127,14 @@ impl Breaker {
     }
 
     pub fn on_success(&self) {
+        // the common case writes nothing: Redis reports every command here, from every
+        // worker, and stores to a shared line would bounce it between cores
+        if self.state.load(Ordering::Acquire) == circuit::CLOSED
+            && self.failures.load(Ordering::Relaxed) == 0
+            && self.opens.load(Ordering::Relaxed) == 0
+        {
+            return;
+        }
         self.failures.store(0, Ordering::Relaxed);
         self.opens.store(0, Ordering::Release);
         self.probing.store(false, Ordering::Release);
