@@ -175,6 +175,9 @@ impl Error {
 
     /// Write this error as an ErrorResponse.
     pub fn write(&self, out: &mut BytesMut, fatal: bool) {
+        if let Error::ServerLost(ServerError::Ended) = self {
+            return; // the server's own ErrorResponse is already on its way
+        }
         let message = self.to_string();
         let hint = match self {
             Error::Pool(e) => e.hint(),

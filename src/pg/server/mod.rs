@@ -75,6 +75,9 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("server closed the connection")]
     Closed,
+    /// The server sent its own FATAL error (already passed to the client) and is gone.
+    #[error("the server ended the connection with an error of its own")]
+    Ended,
     #[error("server sent a malformed message: {0}")]
     Protocol(String),
     #[error("query {query:?} failed on the server: {message}")]
@@ -450,6 +453,9 @@ impl Server {
             let (tag, body) = self.read_message().await?;
             let mut fx = Effects::default();
             self.replies.on_message(tag, &body, &mut fx)?;
+            if fx.ended {
+                return Err(ServerError::Ended);
+            }
             if tag == be::PARAMETER_STATUS {
                 self.params.on_status(&body);
             }

@@ -73,6 +73,9 @@ impl Session {
             return Ok(());
         };
         let rename = self.mode == PoolMode::Transaction;
+        if rename && crate::pg::prepared::changes_result_types(wire::body(frame)) {
+            self.proxy.statements.forget_all();
+        }
         if rename
             && self.server.as_deref().is_some_and(Server::is_idle)
             && self.answer_locally(&analysis.effect)
@@ -116,7 +119,11 @@ impl Session {
         if self.noting() {
             self.note_parse(p.name, &analysis);
         }
-        let named = self.mode == PoolMode::Transaction && !p.name.is_empty();
+        let rename = self.mode == PoolMode::Transaction;
+        if rename && crate::pg::prepared::changes_result_types(p.query.as_bytes()) {
+            self.proxy.statements.forget_all();
+        }
+        let named = rename && !p.name.is_empty();
         let interned = named.then(|| self.proxy.statements.intern(p.definition));
         if let Some(stmt) = &interned {
             self.statements.insert(p.name, stmt.clone());
@@ -131,6 +138,8 @@ impl Session {
         }
         server.in_extended = true;
         match interned {
+            // after an error the server discards the Parse until Sync: nothing is created
+            Some(_) if server.replies.is_skipping() => server.wbuf.put_slice(frame),
             Some(stmt) if server.statements.contains(stmt.id) => {
                 server.replies.push(Expect::Synth(Synth::ParseComplete));
             }
@@ -165,6 +174,7 @@ impl Session {
             return Ok(());
         };
         server.in_extended = true;
+        let id = stmt.as_ref().map(|s| s.id);
         send_for_statement(server, stmt, cap, frame, |wbuf, stmt| {
             let at = wire::begin_frame(wbuf, fe::BIND);
             wire::put_cstr(wbuf, b.portal);
@@ -172,11 +182,13 @@ impl Session {
             wbuf.put_slice(b.rest);
             wire::finish_frame(wbuf, at);
         });
-        server.replies.push(Expect::Bind);
+        server.replies.push(Expect::Bind { stmt: id });
         Ok(())
     }
 
-    /// Transaction mode: the interned statement a client's statement name stands for.
+    /// Transaction mode: the interned statement a client's statement name stands for. A
+    /// name keeps its statement after the registry forgot it (DDL, a stale plan): the client
+    /// described it, so it must see the server's 0A000 as it would directly, and re-prepare.
     fn client_statement(&self, name: &[u8]) -> Option<Arc<Statement>> {
         if self.mode != PoolMode::Transaction || name.is_empty() {
             return None;
@@ -195,6 +207,7 @@ impl Session {
             return Ok(());
         };
         server.in_extended = true;
+        let id = stmt.as_ref().map(|s| s.id);
         send_for_statement(server, stmt, cap, frame, |wbuf, stmt| {
             let at = wire::begin_frame(wbuf, fe::DESCRIBE);
             wbuf.put_u8(b'S');
@@ -202,8 +215,8 @@ impl Session {
             wire::finish_frame(wbuf, at);
         });
         server.replies.push(match subject.kind {
-            b'S' => Expect::DescribeStatement,
-            _ => Expect::RowDescription,
+            b'S' => Expect::DescribeStatement { stmt: id },
+            _ => Expect::RowDescription { stmt: None },
         });
         Ok(())
     }
@@ -288,7 +301,8 @@ fn send_for_statement(
 /// Make sure `server` has `stmt` before a Bind/Describe uses it: inject its Parse (reply
 /// swallowed) if not.
 fn ensure_prepared(server: &mut Server, stmt: &Arc<Statement>, cap: usize) {
-    if server.statements.contains(stmt.id) {
+    if server.replies.is_skipping() || server.statements.contains(stmt.id) {
+        // (a server skipping to Sync would discard the Parse: the Bind fails there anyway)
         return;
     }
     evict_statement(server, cap);
@@ -302,6 +316,9 @@ fn ensure_prepared(server: &mut Server, stmt: &Arc<Statement>, cap: usize) {
 
 /// Close the least recently used statement on `server` when it is at its cap.
 fn evict_statement(server: &mut Server, cap: usize) {
+    if server.replies.is_skipping() {
+        return; // the Close would be discarded
+    }
     if let Some(old) = server.statements.evict_over(cap.saturating_sub(1)) {
         let at = wire::begin_frame(&mut server.wbuf, fe::CLOSE);
         server.wbuf.put_u8(b'S');
