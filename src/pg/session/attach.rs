@@ -183,6 +183,14 @@ impl Session {
                 .await;
                 self.cwbuf.clear();
                 tracing::info!(error = %e, sqlstate = e.sqlstate().code(), "client session ended with an error");
+            } else if e.is_server_farewell() {
+                // the server's own FATAL is already in the client's buffer
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = self.client.write_all(&self.cwbuf).await;
+                    let _ = self.client.shutdown().await;
+                })
+                .await;
+                tracing::debug!(error = %e, "the server ended the client's session");
             } else {
                 tracing::debug!(error = %e, "client went away");
             }
