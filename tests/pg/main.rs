@@ -14,6 +14,7 @@ mod huge_statements;
 mod inject;
 mod isolation;
 mod limits;
+mod matrix;
 mod observe;
 mod openapi;
 mod otlp;
