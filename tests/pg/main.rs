@@ -10,6 +10,7 @@ mod basic;
 mod clients;
 mod console;
 mod faults;
+mod forward;
 mod huge_statements;
 mod inject;
 mod isolation;
