@@ -230,3 +230,39 @@ async fn client_encoding_is_reported_as_the_server_names_it() {
     let server = raw.params.iter().find(|(k, _)| k == "server_encoding");
     assert_eq!(server.map(|(_, v)| v.as_str()), Some("UTF8"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_statement_bound_in_a_later_request_on_another_server() {
+    let env = Env::start().await;
+    let mut a = login(&env).await;
+    let mut b = login(&env).await;
+    // a parses its unnamed statement and syncs: its server goes back to the pool
+    let mut parse = frame(b'P', b"\0select $1::int * 2\0\0\0");
+    parse.extend(frame(b'S', b""));
+    a.send(&parse).await;
+    assert_eq!(until_ready(&mut a).await.0, "1Z");
+    // b holds that server in a transaction and replaces its unnamed statement
+    b.send(&query(b"begin")).await;
+    until_ready(&mut b).await;
+    let mut other = frame(b'P', b"\0select 'b'\0\0\0");
+    other.extend(frame(b'S', b""));
+    b.send(&other).await;
+    assert_eq!(until_ready(&mut b).await.0, "1Z");
+    // a binds its unnamed statement now, wherever it runs
+    let mut bind = frame(b'B', b"\0\0\0\0\0\x01\0\0\0\x0221\0\0");
+    bind.extend(frame(b'E', b"\0\0\0\0\0"));
+    bind.extend(frame(b'S', b""));
+    a.send(&bind).await;
+    let (tags, value) = until_ready(&mut a).await;
+    assert_eq!(
+        (tags.as_str(), value.as_deref()),
+        ("2DCZ", Some(&b"42"[..]))
+    );
+    b.send(&query(b"commit")).await;
+    until_ready(&mut b).await;
+    // a simple Query destroys the unnamed statement, as on a server
+    a.send(&query(b"select 1")).await;
+    until_ready(&mut a).await;
+    a.send(&bind).await;
+    assert_eq!(a.error().await.map(|e| e.0), Some("26000".into()));
+}

@@ -133,6 +133,9 @@ pub struct Server {
     pub streaming: usize,
     /// A client left session state here; run the reset query before reuse.
     pub dirty: Option<&'static str>,
+    /// The client session whose unnamed statement this server holds (transaction mode: a
+    /// client binding it later, from another server or after someone else's, re-Parses it).
+    pub unnamed_owner: Option<u64>,
     pub statements: ServerStatements,
     pub params: ServerParams,
     pub key: BackendKey,
@@ -167,6 +170,7 @@ impl Server {
                 tx_status: b'I',
                 streaming: 0,
                 dirty: None,
+                unnamed_owner: None,
                 statements: ServerStatements::default(),
                 params: ServerParams::default(),
                 key: BackendKey::default(),

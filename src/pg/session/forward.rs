@@ -76,6 +76,8 @@ impl Session {
         if rename && crate::pg::prepared::changes_result_types(wire::body(frame)) {
             self.proxy.statements.forget_all();
         }
+        // a simple Query destroys the unnamed statement
+        self.unnamed_parse = None;
         if rename
             && self.server.as_deref().is_some_and(Server::is_idle)
             && self.answer_locally(&analysis.effect)
@@ -100,6 +102,7 @@ impl Session {
                 server.dirty = Some(reason);
             }
             server.wbuf.put_slice(frame);
+            server.unnamed_owner = None;
             server.replies.push(Expect::Ready {
                 swallow: false,
                 stmt: true,
@@ -122,6 +125,9 @@ impl Session {
         let rename = self.mode == PoolMode::Transaction;
         if rename && crate::pg::prepared::changes_result_types(p.query.as_bytes()) {
             self.proxy.statements.forget_all();
+        }
+        if rename && p.name.is_empty() {
+            self.unnamed_parse = Some(bytes::Bytes::copy_from_slice(frame));
         }
         let named = rename && !p.name.is_empty();
         let interned = named.then(|| self.proxy.statements.intern(p.definition));
@@ -158,6 +164,9 @@ impl Session {
                     swallow: false,
                     registers: None,
                 });
+                if p.name.is_empty() {
+                    server.unnamed_owner = Some(self.id);
+                }
             }
         }
         Ok(())
@@ -174,6 +183,20 @@ impl Session {
             return Ok(());
         };
         server.in_extended = true;
+        if b.statement.is_empty() && server.unnamed_owner != Some(self.id) {
+            // the client parsed its unnamed statement in an earlier request, on another
+            // server (or another client's replaced it here): parse it again first
+            if let Some(parse) = &self.unnamed_parse {
+                if !server.replies.is_skipping() {
+                    server.wbuf.put_slice(parse);
+                    server.replies.push(Expect::Parse {
+                        swallow: true,
+                        registers: None,
+                    });
+                    server.unnamed_owner = Some(self.id);
+                }
+            }
+        }
         let id = stmt.as_ref().map(|s| s.id);
         send_for_statement(server, stmt, cap, frame, |wbuf, stmt| {
             let at = wire::begin_frame(wbuf, fe::BIND);
