@@ -82,6 +82,15 @@ def pipeline():
     return got
 step("pipeline_error", pipeline)
 step("pipeline_after", lambda: c.execute(f"select count(*) from {u} where a = 50").fetchone())
+def until_syncs(results, n):
+    """Collect a libpq pipeline's results up to its n-th Sync, then leave pipeline mode."""
+    while len([r for r in results if r == "SYNC"]) < n:
+        res = pg.get_result()
+        if res is None:
+            continue
+        results.append("SYNC" if res.status == pq.ExecStatus.PIPELINE_SYNC else pgresult(res))
+    pg.exit_pipeline_mode()
+    return results
 # a raw pipeline: Parse/Bind/Execute with a Flush, an error, more messages, then Sync
 def raw_pipeline():
     pg.enter_pipeline_mode()
@@ -92,13 +101,7 @@ def raw_pipeline():
     pg.send_query_params(b"select 4", None)
     pg.pipeline_sync()
     results = []
-    while len([r for r in results if r == "SYNC"]) < 2:
-        res = pg.get_result()
-        if res is None:
-            continue
-        results.append("SYNC" if res.status == pq.ExecStatus.PIPELINE_SYNC else pgresult(res))
-    pg.exit_pipeline_mode()
-    return results
+    return until_syncs(results, 2)
 step("raw_pipeline", raw_pipeline)
 # the error arrives before the Sync is sent (a Flush asked for it): what is sent after it is
 # discarded by the server until the Sync
@@ -120,13 +123,7 @@ def raw_pipeline_flush():
     pg.pipeline_sync()
     pg.send_query_params(b"select 7", None)
     pg.pipeline_sync()
-    while len([r for r in results if r == "SYNC"]) < 2:
-        res = pg.get_result()
-        if res is None:
-            continue
-        results.append("SYNC" if res.status == pq.ExecStatus.PIPELINE_SYNC else pgresult(res))
-    pg.exit_pipeline_mode()
-    return results
+    return until_syncs(results, 2)
 step("raw_pipeline_flush", raw_pipeline_flush)
 step("after_raw_pipeline", lambda: c.execute("select 8").fetchone())
 # cancel from another thread while a statement sleeps
