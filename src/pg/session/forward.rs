@@ -77,7 +77,7 @@ impl Session {
             self.proxy.statements.forget_all();
         }
         // a simple Query destroys the unnamed statement
-        self.unnamed_parse = None;
+        self.unnamed_parse.clear();
         if rename
             && self.server.as_deref().is_some_and(Server::is_idle)
             && self.answer_locally(&analysis.effect)
@@ -127,7 +127,9 @@ impl Session {
             self.proxy.statements.forget_all();
         }
         if rename && p.name.is_empty() {
-            self.unnamed_parse = Some(bytes::Bytes::copy_from_slice(frame));
+            // reused buffer: no allocation per Parse once warm
+            self.unnamed_parse.clear();
+            self.unnamed_parse.extend_from_slice(frame);
         }
         let named = rename && !p.name.is_empty();
         let interned = named.then(|| self.proxy.statements.intern(p.definition));
@@ -186,15 +188,13 @@ impl Session {
         if b.statement.is_empty() && server.unnamed_owner != Some(self.id) {
             // the client parsed its unnamed statement in an earlier request, on another
             // server (or another client's replaced it here): parse it again first
-            if let Some(parse) = &self.unnamed_parse {
-                if !server.replies.is_skipping() {
-                    server.wbuf.put_slice(parse);
-                    server.replies.push(Expect::Parse {
-                        swallow: true,
-                        registers: None,
-                    });
-                    server.unnamed_owner = Some(self.id);
-                }
+            if !self.unnamed_parse.is_empty() && !server.replies.is_skipping() {
+                server.wbuf.put_slice(&self.unnamed_parse);
+                server.replies.push(Expect::Parse {
+                    swallow: true,
+                    registers: None,
+                });
+                server.unnamed_owner = Some(self.id);
             }
         }
         let id = stmt.as_ref().map(|s| s.id);
