@@ -44,6 +44,16 @@ if ! python3 -c 'import redis' 2>/dev/null; then
   echo "==> installing redis-py (pip)"
   python3 -m pip install -q redis 2>/dev/null || python3 -m pip install -q --break-system-packages redis
 fi
+# the Postgres client-library matrix (tests/pg/matrix.rs): asyncpg, psycopg 3, node-postgres
+if ! python3 -c 'import asyncpg, psycopg' 2>/dev/null; then
+  echo "==> installing asyncpg and psycopg (pip)"
+  pkgs=(asyncpg==0.32.0 'psycopg[binary]==3.3.9')
+  python3 -m pip install -q "${pkgs[@]}" 2>/dev/null || python3 -m pip install -q --break-system-packages "${pkgs[@]}"
+fi
+if [ ! -d "$here/tests/pg/compat/node_modules/pg" ]; then
+  echo "==> installing node-postgres (npm)"
+  npm install --prefix "$here/tests/pg/compat" --no-audit --no-fund --silent >/dev/null
+fi
 if [ ! -d "$here/tests/redis/compat/node_modules/ioredis" ]; then
   echo "==> installing ioredis (npm)"
   npm install --prefix "$here/tests/redis/compat" --no-audit --no-fund --silent >/dev/null

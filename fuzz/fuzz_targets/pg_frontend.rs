@@ -42,11 +42,15 @@ fn on_frame(tag: u8, body: &[u8], q: &mut Replies) {
         }
         fe::BIND => {
             let _ = wire::cstr(body).and_then(|(_, rest)| wire::cstr(rest));
-            q.push(Expect::Bind);
+            q.push(Expect::Bind {
+                stmt: Some(body.len() as u64),
+            });
         }
         fe::DESCRIBE => q.push(match body.first() {
-            Some(b'S') => Expect::DescribeStatement,
-            _ => Expect::RowDescription,
+            Some(b'S') => Expect::DescribeStatement {
+                stmt: Some(body.len() as u64),
+            },
+            _ => Expect::RowDescription { stmt: None },
         }),
         fe::CLOSE => q.push(Expect::Close { swallow: false }),
         fe::EXECUTE => q.push(Expect::Execute),

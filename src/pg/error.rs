@@ -180,7 +180,12 @@ impl Error {
 
     /// Can the client still be told about it?
     pub fn reaches_client(&self) -> bool {
-        !matches!(self, Error::ClientIo(_) | Error::InjectedReset)
+        !matches!(self, Error::ClientIo(_) | Error::InjectedReset) && !self.is_server_farewell()
+    }
+
+    /// The server ended the connection with an error of its own, already forwarded.
+    pub fn is_server_farewell(&self) -> bool {
+        matches!(self, Error::ServerLost(ServerError::Ended))
     }
 
     /// May the client keep its connection after this error (answered with ERROR, not FATAL)?

@@ -118,7 +118,9 @@ pub async fn login(
     });
     backend::authentication(&mut out, auth::code::OK, &[]);
     for (k, v) in welcome.iter() {
-        let v = params.get(k).unwrap_or(v);
+        let v = params
+            .get(k)
+            .map_or(v.as_str(), |v| super::encoding::reported(k, v));
         backend::parameter_status(&mut out, k.as_bytes(), v.as_bytes());
     }
     backend::backend_key_data(&mut out, cancel.pid, cancel.secret);

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod cancel;
 pub mod cluster;
 pub mod console;
+pub mod encoding;
 pub mod error;
 pub use crate::limits;
 pub mod listener;

@@ -31,6 +31,14 @@ pub struct Statement {
     pub parsed_ok: std::sync::atomic::AtomicBool,
 }
 
+impl Statement {
+    /// The Parse body's tail it was interned under (`query\0 nparams types…`).
+    pub fn definition(&self) -> &[u8] {
+        let body = wire::body(&self.parse);
+        body.get(self.name.len() + 1..).unwrap_or_default()
+    }
+}
+
 /// Process-wide map from (query, parameter types) to a statement. Entries live as long as
 /// some client refers to them; dead ones are pruned as the map grows.
 #[derive(Default)]
@@ -79,6 +87,30 @@ impl Registry {
         stmt
     }
 
+    /// A server said `stmt`'s cached plan must not change result type: forget it, so the
+    /// next Parse of the same text (the driver's re-prepare) prepares a new statement
+    /// instead of being answered from the stale one. Clients that still name the old one
+    /// keep it (and get the server's 0A000, as directly); servers close it through their LRU.
+    pub fn forget(&self, stmt: &Statement) {
+        let mut inner = self.inner.lock();
+        let same = inner
+            .map
+            .get(stmt.definition())
+            .and_then(Weak::upgrade)
+            .is_some_and(|s| s.id == stmt.id);
+        if same {
+            inner.map.remove(stmt.definition());
+        }
+    }
+
+    /// DDL that may change what existing statements return went through: every statement
+    /// is prepared afresh when next used, instead of a server answering with a plan that
+    /// must not change result type (0A000) — Pake would otherwise answer a driver's re-Parse
+    /// from a stale copy.
+    pub fn forget_all(&self) {
+        self.inner.lock().map.clear();
+    }
+
     /// Live entries (after pruning dead ones).
     pub fn len(&self) -> usize {
         let mut inner = self.inner.lock();
@@ -89,6 +121,25 @@ impl Registry {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Does a query text contain DDL that can change the result type of prepared statements
+/// (`ALTER`, `DROP`, `CREATE OR REPLACE` at the start of one of its statements)? A cheap
+/// byte-level look, any client encoding; a `;` inside a literal may give a harmless extra
+/// yes.
+pub fn changes_result_types(query: &[u8]) -> bool {
+    query.split(|&b| b == b';').any(|stmt| {
+        let mut words = stmt
+            .split(|b| b.is_ascii_whitespace() || *b == b'(')
+            .filter(|w| !w.is_empty());
+        match words.next() {
+            Some(w) if w.eq_ignore_ascii_case(b"alter") || w.eq_ignore_ascii_case(b"drop") => true,
+            Some(w) if w.eq_ignore_ascii_case(b"create") => {
+                words.next().is_some_and(|w| w.eq_ignore_ascii_case(b"or"))
+            }
+            _ => false,
+        }
+    })
 }
 
 /// One client's statement names.
@@ -152,6 +203,11 @@ impl ServerStatements {
         self.have.remove(&id);
     }
 
+    /// The statement `id` if this server has it.
+    pub fn get(&self, id: StatementId) -> Option<&Arc<Statement>> {
+        self.have.get(&id).map(|(_, s)| s)
+    }
+
     /// The server answered ParseComplete for `id`.
     pub fn mark_parsed(&self, id: StatementId) {
         if let Some((_, s)) = self.have.get(&id) {
@@ -199,10 +255,51 @@ mod tests {
         let (name, rest) = wire::cstr(wire::body(&a.parse)).unwrap();
         assert_eq!(name, a.name.as_bytes());
         assert_eq!(rest, key);
+        assert_eq!(a.definition(), key);
         let c = r.intern(b"select 2\0\0\0");
         assert_ne!(a.id, c.id);
         drop((a, b, c));
         assert_eq!(r.len(), 0, "dead entries are pruned");
+    }
+
+    #[test]
+    fn forgotten_statement_is_interned_afresh() {
+        let r = Registry::default();
+        let key = b"select * from t\0\0\0";
+        let old = r.intern(key);
+        r.forget(&old);
+        let new = r.intern(key);
+        assert_ne!(old.id, new.id, "the stale plan is not reused");
+        r.forget(&old); // forgetting the old one again leaves the new one alone
+        assert_eq!(r.intern(key).id, new.id);
+    }
+
+    #[test]
+    fn ddl_forgets_every_statement() {
+        let r = Registry::default();
+        let a = r.intern(b"select 1\0\0\0");
+        r.forget_all();
+        assert_ne!(r.intern(b"select 1\0\0\0").id, a.id);
+        for yes in [
+            &b"ALTER TABLE t ADD b int"[..],
+            b"  drop table x",
+            b"begin; alter type e add value 'x'",
+            b"Create Or Replace view v as select 1",
+        ] {
+            assert!(
+                changes_result_types(yes),
+                "{}",
+                String::from_utf8_lossy(yes)
+            );
+        }
+        for no in [
+            &b"select 'alter'"[..],
+            b"create table t (a int)",
+            b"create temp table t (a int)",
+            b"insert into drop_log values (1)",
+        ] {
+            assert!(!changes_result_types(no), "{}", String::from_utf8_lossy(no));
+        }
     }
 
     #[test]

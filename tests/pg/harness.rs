@@ -193,6 +193,8 @@ pub use pake::lab::eventually;
 pub struct Raw {
     pub stream: tokio::net::TcpStream,
     buf: bytes::BytesMut,
+    /// The ParameterStatus values of the welcome (after `login`).
+    pub params: Vec<(String, String)>,
 }
 
 impl Raw {
@@ -203,6 +205,7 @@ impl Raw {
         Raw {
             stream,
             buf: bytes::BytesMut::new(),
+            params: Vec::new(),
         }
     }
 
@@ -213,11 +216,25 @@ impl Raw {
 
     /// Log in with SCRAM as `user`; returns the messages of the welcome.
     pub async fn login(env: &Env, user: &str, password: &str, db: &str) -> Result<Raw, String> {
+        Raw::login_with(env, user, password, db, &[]).await
+    }
+
+    /// `login` with more startup parameters.
+    pub async fn login_with(
+        env: &Env,
+        user: &str,
+        password: &str,
+        db: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Raw, String> {
         use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
         use postgres_protocol::message::frontend;
         let mut raw = Raw::connect(env).await;
         let mut out = bytes::BytesMut::new();
-        frontend::startup_message([("user", user), ("database", db)], &mut out).expect("startup");
+        let params = [("user", user), ("database", db)]
+            .into_iter()
+            .chain(extra.iter().copied());
+        frontend::startup_message(params, &mut out).expect("startup");
         raw.send(&out).await;
         let mut scram: Option<ScramSha256> = None;
         loop {
@@ -253,6 +270,12 @@ impl Raw {
                     }
                 }
                 b'E' => return Err(sqlstate(&body)),
+                b'S' => {
+                    let mut parts = body.split(|&b| b == 0).map(String::from_utf8_lossy);
+                    let (k, v) = (parts.next(), parts.next());
+                    raw.params
+                        .push((k.unwrap_or_default().into(), v.unwrap_or_default().into()));
+                }
                 b'Z' => return Ok(raw),
                 _ => {}
             }

@@ -75,6 +75,9 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
     #[error("server closed the connection")]
     Closed,
+    /// The server sent its own FATAL error (already passed to the client) and is gone.
+    #[error("the server ended the connection with an error of its own")]
+    Ended,
     #[error("server sent a malformed message: {0}")]
     Protocol(String),
     #[error("query {query:?} failed on the server: {message}")]
@@ -130,6 +133,9 @@ pub struct Server {
     pub streaming: usize,
     /// A client left session state here; run the reset query before reuse.
     pub dirty: Option<&'static str>,
+    /// The client session whose unnamed statement this server holds (transaction mode: a
+    /// client binding it later, from another server or after someone else's, re-Parses it).
+    pub unnamed_owner: Option<u64>,
     pub statements: ServerStatements,
     pub params: ServerParams,
     pub key: BackendKey,
@@ -164,6 +170,7 @@ impl Server {
                 tx_status: b'I',
                 streaming: 0,
                 dirty: None,
+                unnamed_owner: None,
                 statements: ServerStatements::default(),
                 params: ServerParams::default(),
                 key: BackendKey::default(),
@@ -450,6 +457,9 @@ impl Server {
             let (tag, body) = self.read_message().await?;
             let mut fx = Effects::default();
             self.replies.on_message(tag, &body, &mut fx)?;
+            if fx.ended {
+                return Err(ServerError::Ended);
+            }
             if tag == be::PARAMETER_STATUS {
                 self.params.on_status(&body);
             }

@@ -34,14 +34,22 @@ pub enum Expect {
         swallow: bool,
         registers: Option<StatementId>,
     },
-    Bind,
+    /// BindComplete; `stmt`: the interned statement it binds (transaction mode).
+    Bind {
+        stmt: Option<StatementId>,
+    },
     Close {
         swallow: bool,
     },
     /// Describe of a statement: ParameterDescription, then RowDescription or NoData.
-    DescribeStatement,
+    DescribeStatement {
+        stmt: Option<StatementId>,
+    },
     /// Describe of a portal (or the second half of a statement Describe).
-    RowDescription,
+    /// `stmt`: the interned statement whose Describe this completes.
+    RowDescription {
+        stmt: Option<StatementId>,
+    },
     /// Execute: DataRows (or a COPY), then CommandComplete / EmptyQuery / PortalSuspended.
     Execute,
     /// A reply Pake writes itself when it reaches the head of the queue.
@@ -77,6 +85,12 @@ pub struct Effects {
     pub done: Option<Done>,
     /// Executes the server skipped after an error in their batch (they never ran).
     pub skipped: u32,
+    /// The server reported this statement's cached plan invalid (0A000 `cached plan must
+    /// not change result type`): it must be prepared afresh.
+    pub invalidated: Option<StatementId>,
+    /// The server announced its end (a FATAL error, or an error while nothing was owed,
+    /// such as `idle_session_timeout` or `pg_terminate_backend`): forward it, then close.
+    pub ended: bool,
 }
 
 /// How a client statement ended.
@@ -121,11 +135,27 @@ pub struct Replies {
     /// The client's COPY data is still flowing (from CopyInResponse until the client's
     /// CopyDone/CopyFail or an error): Syncs sent now are ignored by the server.
     client_copy_open: bool,
+    /// CopyDone/CopyFail sent before the server's CopyInResponse arrived (asyncpg streams a
+    /// simple-Query COPY without waiting for it): that COPY's data is already complete.
+    early_copy_ends: u32,
+    /// After an error in an extended batch whose Sync has not been sent yet, the server
+    /// discards every message until that Sync: those are owed nothing.
+    skipping: bool,
 }
 
 impl Replies {
     pub fn push(&mut self, e: Expect) {
+        if self.skipping {
+            // the server discards it unanswered (libpq pipeline mode sends on after an
+            // error); the session registers no statement meanwhile (`is_skipping`)
+            return;
+        }
         self.q.push_back(e);
+    }
+
+    /// The server is discarding messages until the client's next Sync.
+    pub fn is_skipping(&self) -> bool {
+        self.skipping
     }
 
     pub fn is_empty(&self) -> bool {
@@ -148,6 +178,7 @@ impl Replies {
     /// A Sync forwarded now: owed a ReadyForQuery unless the server is taking COPY data
     /// (PostgreSQL ignores Sync in copy-in mode).
     pub fn on_sync_sent(&mut self) {
+        self.skipping = false;
         if !self.client_copy_open {
             self.q.push_back(Expect::Ready {
                 swallow: false,
@@ -158,7 +189,11 @@ impl Replies {
 
     /// The client sent CopyDone or CopyFail.
     pub fn on_copy_end_sent(&mut self) {
-        self.client_copy_open = false;
+        if self.client_copy_open {
+            self.client_copy_open = false;
+        } else {
+            self.early_copy_ends += 1;
+        }
     }
 
     /// Write every synthetic reply at the head of the queue into `out`.
@@ -193,6 +228,12 @@ impl Replies {
         if let Some(d) = self.asynchronous(tag) {
             return Ok(d);
         }
+        if tag == be::ERROR_RESPONSE && (self.q.is_empty() || is_fatal(body)) {
+            // the server's own farewell (57P01, idle_session_timeout…): the client gets it
+            // as the server sent it, and the server is done
+            fx.ended = true;
+            return Ok(Forward);
+        }
         let head = self.q.front().cloned().ok_or_else(|| self.desync(tag))?;
         match (tag, head) {
             (be::READY_FOR_QUERY, Expect::Ready { swallow, stmt }) => {
@@ -207,7 +248,7 @@ impl Replies {
                 fx.created = registers;
                 Ok(pass(swallow))
             }
-            (be::BIND_COMPLETE, Expect::Bind) => {
+            (be::BIND_COMPLETE, Expect::Bind { .. }) => {
                 self.q.pop_front();
                 Ok(Forward)
             }
@@ -215,13 +256,14 @@ impl Replies {
                 self.q.pop_front();
                 Ok(pass(swallow))
             }
-            (be::PARAMETER_DESCRIPTION, Expect::DescribeStatement) => {
+            (be::PARAMETER_DESCRIPTION, Expect::DescribeStatement { stmt }) => {
+                // the server checks the plan between the two halves
                 if let Some(front) = self.q.front_mut() {
-                    *front = Expect::RowDescription;
+                    *front = Expect::RowDescription { stmt };
                 }
                 Ok(Forward)
             }
-            (be::ROW_DESCRIPTION | be::NO_DATA, Expect::RowDescription) => {
+            (be::ROW_DESCRIPTION | be::NO_DATA, Expect::RowDescription { .. }) => {
                 self.q.pop_front();
                 Ok(Forward)
             }
@@ -312,6 +354,9 @@ impl Replies {
         }
         self.q.pop_front();
         self.copy_in = false;
+        if self.q.is_empty() {
+            self.early_copy_ends = 0; // a stray CopyDone outside any COPY
+        }
         fx.ready = Some((body.first().copied().unwrap_or(b'I'), swallow));
         pass(swallow)
     }
@@ -321,6 +366,16 @@ impl Replies {
     fn on_extended_error(&mut self, body: &[u8], fx: &mut Effects) -> Disposition {
         self.client_copy_open = false;
         self.leave_copy_in(fx);
+        if sqlstate(body) == Some(*b"0A000") {
+            if let Some(
+                Expect::Bind { stmt }
+                | Expect::DescribeStatement { stmt }
+                | Expect::RowDescription { stmt },
+            ) = self.q.front()
+            {
+                fx.invalidated = *stmt;
+            }
+        }
         let mut failed = false;
         while let Some(e) = self.q.front() {
             match e {
@@ -343,6 +398,8 @@ impl Replies {
             }
             self.q.pop_front();
         }
+        // no Sync sent yet: the server discards what comes until it
+        self.skipping = self.q.is_empty();
         Disposition::Forward
     }
 
@@ -364,8 +421,13 @@ impl Replies {
     /// The server entered COPY IN.
     fn on_copy_in(&mut self, in_execute: bool, fx: &mut Effects) -> Disposition {
         self.copy_in = true;
-        self.client_copy_open = true;
         fx.copy_in = Some(true);
+        if self.early_copy_ends > 0 {
+            // the client's data and its end are already on their way
+            self.early_copy_ends -= 1;
+            return Disposition::Forward;
+        }
+        self.client_copy_open = true;
         if in_execute {
             // Syncs pipelined behind this Execute reach the server in copy-in mode, where
             // it ignores them: no ReadyForQuery will come for them.
@@ -392,6 +454,13 @@ impl Replies {
             fx.copy_in = Some(false);
         }
     }
+}
+
+/// A FATAL or PANIC ErrorResponse: the server closes the connection after it.
+fn is_fatal(body: &[u8]) -> bool {
+    let severity = crate::pg::wire::error_field(body, b'V')
+        .or_else(|| crate::pg::wire::error_field(body, b'S'));
+    matches!(severity, Some(b"FATAL" | b"PANIC"))
 }
 
 /// Forward a reply, or drop it when it answers a message Pake injected.
@@ -442,8 +511,8 @@ mod tests {
                 swallow: true,
                 registers: Some(7),
             },
-            Expect::Bind,
-            Expect::DescribeStatement,
+            Expect::Bind { stmt: None },
+            Expect::DescribeStatement { stmt: None },
             Expect::Execute,
             Expect::Ready {
                 swallow: false,
@@ -477,7 +546,7 @@ mod tests {
             swallow: false,
             registers: Some(1),
         });
-        r.push(Expect::Bind);
+        r.push(Expect::Bind { stmt: None });
         r.push(Expect::Parse {
             swallow: false,
             registers: Some(2),
@@ -498,7 +567,7 @@ mod tests {
     fn synthetic_replies_emit_in_order() {
         let mut r = Replies::default();
         r.push(Expect::Synth(Synth::ParseComplete));
-        r.push(Expect::Bind);
+        r.push(Expect::Bind { stmt: None });
         r.push(Expect::Synth(Synth::CloseComplete));
         r.push(Expect::Ready {
             swallow: false,
@@ -547,7 +616,7 @@ mod tests {
     fn extended_copy_in_ignores_pipelined_sync() {
         // tokio-postgres: Bind, Execute, Sync, then data, then CopyDone, Sync
         let mut r = Replies::default();
-        r.push(Expect::Bind);
+        r.push(Expect::Bind { stmt: None });
         r.push(Expect::Execute);
         r.on_sync_sent();
         let (_, fx) = feed(&mut r, &[(b'2', b""), (b'G', b"")]).unwrap();
@@ -576,11 +645,139 @@ mod tests {
         assert!(!r.in_copy_in() && r.is_empty());
     }
 
+    fn ready() -> Expect {
+        Expect::Ready {
+            swallow: false,
+            stmt: false,
+        }
+    }
+
+    /// An ErrorResponse body with severity and code.
+    fn error(severity: &str, code: &str) -> Vec<u8> {
+        format!("S{severity}\0V{severity}\0C{code}\0Mboom\0\0").into_bytes()
+    }
+
+    #[test]
+    fn pipeline_error_before_sync_skips_what_follows() {
+        // libpq pipeline mode: P B E Flush, error, then more B E, then Sync
+        let mut r = Replies::default();
+        r.push(Expect::Parse {
+            swallow: false,
+            registers: None,
+        });
+        r.push(Expect::Bind { stmt: None });
+        r.push(Expect::Execute);
+        let (d, fx) = feed(&mut r, &[(b'1', b""), (b'E', &error("ERROR", "22012"))]).unwrap();
+        assert_eq!(d, vec![Forward, Forward]);
+        assert_eq!(fx.done.and_then(|d| d.error), Some(*b"22012"));
+        assert!(r.is_empty() && r.is_skipping());
+        // sent after the error, before the Sync: the server discards them unanswered
+        r.push(Expect::Bind { stmt: None });
+        r.push(Expect::Execute);
+        r.push(Expect::Synth(Synth::CloseComplete));
+        assert!(r.is_empty());
+        r.on_sync_sent();
+        assert!(!r.is_skipping());
+        let (_, fx) = feed(&mut r, &[(b'Z', b"I")]).unwrap();
+        assert_eq!(fx.ready, Some((b'I', false)));
+        assert!(r.is_empty());
+        // the next batch is matched as usual
+        r.push(Expect::Bind { stmt: None });
+        r.on_sync_sent();
+        feed(&mut r, &[(b'2', b""), (b'Z', b"I")]).unwrap();
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn error_with_sync_queued_does_not_skip() {
+        let mut r = Replies::default();
+        r.push(Expect::Bind { stmt: None });
+        r.push(Expect::Execute);
+        r.on_sync_sent();
+        r.push(Expect::Bind { stmt: None });
+        r.on_sync_sent();
+        feed(&mut r, &[(b'E', &error("ERROR", "23505"))]).unwrap();
+        assert!(!r.is_skipping());
+        assert_eq!(r.len(), 3, "the second batch is still owed its replies");
+        feed(&mut r, &[(b'Z', b"I"), (b'2', b""), (b'Z', b"I")]).unwrap();
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn stale_plan_names_the_statement() {
+        for (expect, before) in [
+            (Expect::Bind { stmt: Some(9) }, &[][..]),
+            (Expect::DescribeStatement { stmt: Some(9) }, &[][..]),
+            // the plan is checked between ParameterDescription and RowDescription
+            (
+                Expect::DescribeStatement { stmt: Some(9) },
+                &[(b't', &b""[..])][..],
+            ),
+        ] {
+            let mut r = Replies::default();
+            r.push(expect);
+            r.on_sync_sent();
+            feed(&mut r, before).unwrap();
+            let (d, fx) = feed(&mut r, &[(b'E', &error("ERROR", "0A000"))]).unwrap();
+            assert_eq!(d, vec![Forward], "the client sees the server's error");
+            assert_eq!(fx.invalidated, Some(9));
+        }
+        let mut r = Replies::default();
+        r.push(Expect::Bind { stmt: Some(9) });
+        let (_, fx) = feed(&mut r, &[(b'E', &error("ERROR", "42P01"))]).unwrap();
+        assert_eq!(fx.invalidated, None, "other errors keep the statement");
+    }
+
+    #[test]
+    fn servers_own_farewell_is_forwarded_and_ends_it() {
+        // idle_session_timeout while nothing is owed
+        let mut r = Replies::default();
+        let (d, fx) = feed(&mut r, &[(b'E', &error("FATAL", "57P05"))]).unwrap();
+        assert_eq!((d, fx.ended), (vec![Forward], true));
+        // pg_terminate_backend in the middle of a query
+        let mut r = Replies::default();
+        r.push(Expect::Ready {
+            swallow: false,
+            stmt: true,
+        });
+        let (d, fx) = feed(&mut r, &[(b'T', b""), (b'E', &error("FATAL", "57P01"))]).unwrap();
+        assert_eq!((d, fx.ended), (vec![Forward, Forward], true));
+        // a plain error is not the end
+        let mut r = Replies::default();
+        r.on_sync_sent();
+        let (_, fx) = feed(&mut r, &[(b'E', &error("ERROR", "42601"))]).unwrap();
+        assert!(!fx.ended);
+    }
+
+    #[test]
+    fn copy_data_sent_before_copy_in_response() {
+        // asyncpg: Query COPY … FROM STDIN, CopyData, CopyDone without waiting
+        let mut r = Replies::default();
+        r.push(Expect::Ready {
+            swallow: false,
+            stmt: true,
+        });
+        r.on_copy_end_sent();
+        feed(&mut r, &[(b'G', b""), (b'C', b"COPY 2\0"), (b'Z', b"I")]).unwrap();
+        assert!(r.is_empty());
+        r.on_sync_sent();
+        assert_eq!(r.len(), 1, "a later Sync is owed its ReadyForQuery");
+        feed(&mut r, &[(b'Z', b"I")]).unwrap();
+        // a stray CopyDone outside any COPY is forgotten at the next idle ReadyForQuery
+        r.on_copy_end_sent();
+        r.on_sync_sent();
+        feed(&mut r, &[(b'Z', b"I")]).unwrap();
+        r.push(ready());
+        feed(&mut r, &[(b'G', b"")]).unwrap();
+        r.on_sync_sent();
+        assert_eq!(r.len(), 1, "this COPY's data is still to come");
+    }
+
     #[test]
     fn out_of_place_messages_are_desync() {
         let mut r = Replies::default();
         assert!(r.on_message(b'D', b"", &mut Effects::default()).is_err());
-        r.push(Expect::Bind);
+        r.push(Expect::Bind { stmt: None });
         assert!(r.on_message(b'1', b"", &mut Effects::default()).is_err());
         assert!(r.on_message(b'K', b"", &mut Effects::default()).is_err());
         // notices and parameter status are fine even with nothing expected

@@ -62,6 +62,7 @@ impl Session {
         self.wait_to_report = self.attached_at.duration_since(waiting);
         if let Some(sql) = server.params.sync_sql(&self.params) {
             if frontend::query(&sql, &mut server.wbuf).is_ok() {
+                server.unnamed_owner = None; // a Query destroys the unnamed statement
                 server.replies.push(Expect::Ready {
                     swallow: true,
                     stmt: false,
@@ -71,6 +72,7 @@ impl Session {
         if let Some(begin) = self.routing.pending_begin.take() {
             // the deferred BEGIN opens the transaction on the server its statements chose
             if frontend::query(&begin, &mut server.wbuf).is_ok() {
+                server.unnamed_owner = None;
                 server.replies.push(Expect::Ready {
                     swallow: true,
                     stmt: false,
@@ -184,6 +186,14 @@ impl Session {
                 .await;
                 self.cwbuf.clear();
                 tracing::info!(error = %e, sqlstate = e.sqlstate().code(), "client session ended with an error");
+            } else if e.is_server_farewell() {
+                // the server's own FATAL is already in the client's buffer
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = self.client.write_all(&self.cwbuf).await;
+                    let _ = self.client.shutdown().await;
+                })
+                .await;
+                tracing::debug!(error = %e, "the server ended the client's session");
             } else {
                 tracing::debug!(error = %e, "client went away");
             }

@@ -144,10 +144,10 @@ impl Session {
 
     fn analyse_part(&mut self, tag: u8, frame: &[u8]) -> Result<Part, Error> {
         let (unnamed, analysis) = match tag {
-            fe::QUERY => (false, Some(self.analyse(frame::query(frame)?))),
+            fe::QUERY => (false, Some(self.analyse(&frame::query(frame)?))),
             fe::PARSE => {
                 let p = frame::parse(frame)?;
-                (p.name.is_empty(), Some(self.analyse(p.query)))
+                (p.name.is_empty(), Some(self.analyse(&p.query)))
             }
             fe::BIND => {
                 let b = frame::bind(frame)?;

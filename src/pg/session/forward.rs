@@ -73,6 +73,11 @@ impl Session {
             return Ok(());
         };
         let rename = self.mode == PoolMode::Transaction;
+        if rename && crate::pg::prepared::changes_result_types(wire::body(frame)) {
+            self.proxy.statements.forget_all();
+        }
+        // a simple Query destroys the unnamed statement
+        self.unnamed_parse.clear();
         if rename
             && self.server.as_deref().is_some_and(Server::is_idle)
             && self.answer_locally(&analysis.effect)
@@ -102,6 +107,7 @@ impl Session {
                 server.dirty = Some(reason);
             }
             server.wbuf.put_slice(refusal.as_deref().unwrap_or(frame));
+            server.unnamed_owner = None;
             server.replies.push(Expect::Ready {
                 swallow: false,
                 stmt: true,
@@ -123,7 +129,16 @@ impl Session {
         if self.noting() {
             self.note_parse(p.name, &analysis);
         }
-        let named = self.mode == PoolMode::Transaction && !p.name.is_empty();
+        let rename = self.mode == PoolMode::Transaction;
+        if rename && crate::pg::prepared::changes_result_types(p.query.as_bytes()) {
+            self.proxy.statements.forget_all();
+        }
+        if rename && p.name.is_empty() {
+            // reused buffer: no allocation per Parse once warm
+            self.unnamed_parse.clear();
+            self.unnamed_parse.extend_from_slice(frame);
+        }
+        let named = rename && !p.name.is_empty();
         let interned = named.then(|| self.proxy.statements.intern(p.definition));
         if let Some(stmt) = &interned {
             self.statements.insert(p.name, stmt.clone());
@@ -133,10 +148,10 @@ impl Session {
         // an unnamed statement runs now; a named one when it is bound
         let dirty = match &interned {
             None => self
-                .statement_sent(&analysis.effect, || Some(p.query))
+                .statement_sent(&analysis.effect, || Some(p.query.clone()))
                 .dirty(),
             Some(stmt) => {
-                let pin = self.pin_effect(&analysis.effect, || Some(p.query), false);
+                let pin = self.pin_effect(&analysis.effect, || Some(p.query.clone()), false);
                 self.note_named_effect(stmt.id, &analysis.effect)
                     .or(pin.dirty())
             }
@@ -149,6 +164,8 @@ impl Session {
         }
         server.in_extended = true;
         match interned {
+            // after an error the server discards the Parse until Sync: nothing is created
+            Some(_) if server.replies.is_skipping() => server.wbuf.put_slice(frame),
             Some(stmt) if server.statements.contains(stmt.id) => {
                 server.replies.push(Expect::Synth(Synth::ParseComplete));
             }
@@ -167,6 +184,9 @@ impl Session {
                     swallow: false,
                     registers: None,
                 });
+                if p.name.is_empty() {
+                    server.unnamed_owner = Some(self.id);
+                }
             }
         }
         Ok(())
@@ -187,6 +207,19 @@ impl Session {
             server.dirty = Some(reason);
         }
         server.in_extended = true;
+        if b.statement.is_empty() && server.unnamed_owner != Some(self.id) {
+            // the client parsed its unnamed statement in an earlier request, on another
+            // server (or another client's replaced it here): parse it again first
+            if !self.unnamed_parse.is_empty() && !server.replies.is_skipping() {
+                server.wbuf.put_slice(&self.unnamed_parse);
+                server.replies.push(Expect::Parse {
+                    swallow: true,
+                    registers: None,
+                });
+                server.unnamed_owner = Some(self.id);
+            }
+        }
+        let id = stmt.as_ref().map(|s| s.id);
         send_for_statement(server, stmt, cap, frame, |wbuf, stmt| {
             let at = wire::begin_frame(wbuf, fe::BIND);
             wire::put_cstr(wbuf, b.portal);
@@ -194,11 +227,13 @@ impl Session {
             wbuf.put_slice(b.rest);
             wire::finish_frame(wbuf, at);
         });
-        server.replies.push(Expect::Bind);
+        server.replies.push(Expect::Bind { stmt: id });
         Ok(())
     }
 
-    /// Transaction mode: the interned statement a client's statement name stands for.
+    /// Transaction mode: the interned statement a client's statement name stands for. A
+    /// name keeps its statement after the registry forgot it (DDL, a stale plan): the client
+    /// described it, so it must see the server's 0A000 as it would directly, and re-prepare.
     fn client_statement(&self, name: &[u8]) -> Option<Arc<Statement>> {
         if self.mode != PoolMode::Transaction || name.is_empty() {
             return None;
@@ -217,6 +252,7 @@ impl Session {
             return Ok(());
         };
         server.in_extended = true;
+        let id = stmt.as_ref().map(|s| s.id);
         send_for_statement(server, stmt, cap, frame, |wbuf, stmt| {
             let at = wire::begin_frame(wbuf, fe::DESCRIBE);
             wbuf.put_u8(b'S');
@@ -224,8 +260,8 @@ impl Session {
             wire::finish_frame(wbuf, at);
         });
         server.replies.push(match subject.kind {
-            b'S' => Expect::DescribeStatement,
-            _ => Expect::RowDescription,
+            b'S' => Expect::DescribeStatement { stmt: id },
+            _ => Expect::RowDescription { stmt: None },
         });
         Ok(())
     }
@@ -310,7 +346,8 @@ fn send_for_statement(
 /// Make sure `server` has `stmt` before a Bind/Describe uses it: inject its Parse (reply
 /// swallowed) if not.
 fn ensure_prepared(server: &mut Server, stmt: &Arc<Statement>, cap: usize) {
-    if server.statements.contains(stmt.id) {
+    if server.replies.is_skipping() || server.statements.contains(stmt.id) {
+        // (a server skipping to Sync would discard the Parse: the Bind fails there anyway)
         return;
     }
     evict_statement(server, cap);
@@ -324,6 +361,9 @@ fn ensure_prepared(server: &mut Server, stmt: &Arc<Statement>, cap: usize) {
 
 /// Close the least recently used statement on `server` when it is at its cap.
 fn evict_statement(server: &mut Server, cap: usize) {
+    if server.replies.is_skipping() {
+        return; // the Close would be discarded
+    }
     if let Some(old) = server.statements.evict_over(cap.saturating_sub(1)) {
         let at = wire::begin_frame(&mut server.wbuf, fe::CLOSE);
         server.wbuf.put_u8(b'S');

@@ -3,15 +3,18 @@
 //! so a malformed message is refused the same way (08P01) wherever it is first read.
 
 use crate::pg::wire::{self, FrameError};
+use std::borrow::Cow;
 
 fn malformed(what: &'static str) -> FrameError {
     FrameError::Malformed { what }
 }
 
-/// The SQL text of a Query.
-pub(super) fn query(frame: &[u8]) -> Result<&str, FrameError> {
+/// The SQL text of a Query, for analysis. The bytes are in the client's encoding (LATIN9,
+/// SJIS…), not necessarily UTF-8: what is not UTF-8 is replaced for the analysis only — the
+/// frame itself is forwarded untouched.
+pub(super) fn query(frame: &[u8]) -> Result<Cow<'_, str>, FrameError> {
     let (text, _) = wire::cstr(wire::body(frame)).ok_or(malformed("Query"))?;
-    std::str::from_utf8(text).map_err(|_| malformed("Query"))
+    Ok(String::from_utf8_lossy(text))
 }
 
 /// The head of a Parse.
@@ -21,13 +24,14 @@ pub(super) struct Parse<'a> {
     /// Everything after the name (query text, parameter types): what the process-wide
     /// statement registry interns.
     pub definition: &'a [u8],
-    pub query: &'a str,
+    /// The query text for analysis (see [`query`] on client encodings).
+    pub query: Cow<'a, str>,
 }
 
 pub(super) fn parse(frame: &[u8]) -> Result<Parse<'_>, FrameError> {
     let (name, definition) = wire::cstr(wire::body(frame)).ok_or(malformed("Parse"))?;
     let (query, _) = wire::cstr(definition).ok_or(malformed("Parse"))?;
-    let query = std::str::from_utf8(query).map_err(|_| malformed("Parse"))?;
+    let query = String::from_utf8_lossy(query);
     Ok(Parse {
         name,
         definition,
@@ -91,20 +95,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_text_needs_nul_and_utf8() {
+    fn query_text_needs_nul_not_utf8() {
         assert_eq!(query(&frame(b'Q', b"select 1\0")).unwrap(), "select 1");
         assert!(query(&frame(b'Q', b"select 1")).is_err());
-        assert!(query(&frame(b'Q', b"\xff\0")).is_err());
+        // LATIN9 '\xa4' is the euro sign: analysed as a replacement character
+        assert_eq!(
+            query(&frame(b'Q', b"select '\xa4'\0")).unwrap(),
+            "select '\u{fffd}'"
+        );
     }
 
     #[test]
     fn parse_and_bind_heads() {
         let p = frame(b'P', b"s1\0select $1\0\0\x01\0\0\0\x17");
         let p = parse(&p).unwrap();
-        assert_eq!((p.name, p.query), (&b"s1"[..], "select $1"));
+        assert_eq!((p.name, &*p.query), (&b"s1"[..], "select $1"));
         assert_eq!(p.definition, b"select $1\0\0\x01\0\0\0\x17");
         assert!(parse(&frame(b'P', b"stmt\0select")).is_err());
-        assert!(parse(&frame(b'P', b"s\0\xff\0\0\0")).is_err());
+        assert!(
+            parse(&frame(b'P', b"s\0\xff\0\0\0")).is_ok(),
+            "any client encoding"
+        );
         let b = frame(b'B', b"p\0s1\0\0\0\0\0\0\0");
         let b = bind(&b).unwrap();
         assert_eq!((b.portal, b.statement), (&b"p"[..], &b"s1"[..]));

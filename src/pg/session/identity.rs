@@ -39,7 +39,7 @@ impl Session {
         }
         let target = frame::query(&self.crbuf[..len])
             .ok()
-            .and_then(terminate_target)
+            .and_then(|q| terminate_target(&q))
             .and_then(|pid| self.proxy.cancel.get(pid));
         let Some(slot) = target else {
             return Ok(false);

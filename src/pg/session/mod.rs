@@ -108,6 +108,9 @@ pub struct Session {
     last_client_activity: Instant,
     /// After a failed request: drop extended-protocol messages until the next Sync.
     skip_to_sync: bool,
+    /// Transaction mode: the client's last unnamed Parse, for a Bind that comes in a later
+    /// request (on another server); empty when there is none; at most `max_message_size`.
+    unnamed_parse: BytesMut,
     phase: watch::Receiver<Phase>,
     tally: Tally,
     /// Who logged in where, to pick up new pools after a RELOAD.
@@ -200,6 +203,7 @@ impl Session {
             max_message: config.general.max_message_size.0 as usize,
             last_client_activity: Instant::now(),
             skip_to_sync: false,
+            unnamed_parse: BytesMut::new(),
             phase: proxy.phase(),
             tally: Tally::default(),
             user: login.startup.user.clone(),

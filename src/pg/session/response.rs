@@ -72,6 +72,21 @@ impl Session {
                 run = pos + total;
             }
             pos += total;
+            if let Some(id) = fx.invalidated.take() {
+                tracing::debug!(
+                    statement = id,
+                    "server reported a stale plan: preparing afresh"
+                );
+                if let Some(stmt) = server.statements.get(id) {
+                    self.proxy.statements.forget(stmt);
+                }
+            }
+            if fx.ended {
+                // the server said goodbye: its words reach the client, then the session ends
+                self.cwbuf.put_slice(&server.rbuf[run..pos]);
+                server.rbuf.advance(pos);
+                return Err(Error::ServerLost(ServerError::Ended));
+            }
             if let Some(status) = settle(&mut fx, server, &mut finished, self.params.sig()) {
                 let (pending, params) = (&mut self.pending_settings, &mut self.params);
                 super::state::settle_settings(pending, params, server, status);

@@ -54,7 +54,7 @@ impl Session {
     pub(super) fn statement_sent<'t>(
         &mut self,
         effect: &SessionEffect,
-        text: impl Fn() -> Option<&'t str>,
+        text: impl Fn() -> Option<std::borrow::Cow<'t, str>>,
     ) -> Fate {
         let fate = self.pin_effect(effect, &text, true);
         if let Fate::Refuse(_) = fate {
@@ -73,7 +73,7 @@ impl Session {
     pub(super) fn pin_effect<'t>(
         &mut self,
         effect: &SessionEffect,
-        text: impl Fn() -> Option<&'t str>,
+        text: impl Fn() -> Option<std::borrow::Cow<'t, str>>,
         ends: bool,
     ) -> Fate {
         let dirties = effect.dirties();
@@ -81,7 +81,7 @@ impl Session {
         if self.mode != PoolMode::Transaction || !(dirties || pinned) {
             return Fate::Clean;
         }
-        let mut events = text().map(pins::events).unwrap_or_default();
+        let mut events = text().map(|t| pins::events(&t)).unwrap_or_default();
         if !ends {
             events.retain(|e| matches!(e, Event::Pin(..)));
         }
@@ -120,7 +120,7 @@ impl Session {
             return None;
         }
         let p = super::frame::parse(frame).ok()?;
-        let kind = pins::events(p.query).into_iter().find_map(|e| match e {
+        let kind = pins::events(&p.query).into_iter().find_map(|e| match e {
             Event::Pin(kind, _) => Some(kind.name()),
             _ => None,
         })?;
@@ -133,13 +133,13 @@ impl Session {
     fn track_effect<'t>(
         &mut self,
         effect: &SessionEffect,
-        text: impl FnOnce() -> Option<&'t str>,
+        text: impl FnOnce() -> Option<std::borrow::Cow<'t, str>>,
     ) -> Option<&'static str> {
         let reason = effect.reason()?;
         if self.mode != PoolMode::Transaction || !SETTING_REASONS.contains(&reason) {
             return Some(reason);
         }
-        match text().and_then(setting_changes) {
+        match text().and_then(|t| setting_changes(&t)) {
             Some(changes) => {
                 let carried = changes.into_iter().filter(|c| !reported_change(c));
                 self.pending_settings.push(carried);
@@ -172,7 +172,9 @@ impl Session {
         if !self.setting_statements.contains(&stmt.id) {
             return None;
         }
-        self.track_effect(&SessionEffect::Dirties("SET"), || Some(&stmt.query))
+        self.track_effect(&SessionEffect::Dirties("SET"), || {
+            Some(std::borrow::Cow::Borrowed(&*stmt.query))
+        })
     }
 }
 

@@ -1,0 +1,268 @@
+//! The forward path against what a server really does (issue 16): stale plans after DDL and
+//! the driver's re-prepare, errors in the middle of a pipeline, the server's own goodbye
+//! (57P01, idle timeouts) reaching the client as sent, non-UTF-8 client encodings, COPY data
+//! sent before the server asked for it, and ParameterStatus values as the server names them.
+//! The client-library view of the same causes is `matrix`.
+
+use crate::harness::{code, frame, Env, Opts, Raw};
+
+/// A Query frame.
+fn query(text: &[u8]) -> Vec<u8> {
+    let mut body = text.to_vec();
+    body.push(0);
+    frame(b'Q', &body)
+}
+
+/// Parse (unnamed) + Bind + Execute of `text`.
+fn extended(text: &str) -> Vec<u8> {
+    let mut v = frame(b'P', format!("\0{text}\0\0\0").as_bytes());
+    v.extend(frame(b'B', b"\0\0\0\0\0\0\0\0"));
+    v.extend(frame(b'E', b"\0\0\0\0\0"));
+    v
+}
+
+/// Read messages up to and including the next ReadyForQuery; their tags, and the first
+/// DataRow's first column.
+async fn until_ready(raw: &mut Raw) -> (String, Option<Vec<u8>>) {
+    let (mut tags, mut value) = (String::new(), None);
+    loop {
+        let (tag, body) = raw.read().await.expect("a reply");
+        tags.push(tag as char);
+        if tag == b'D' && value.is_none() && body.len() >= 6 {
+            let len = i32::from_be_bytes(body[2..6].try_into().expect("len")) as usize;
+            value = body.get(6..6 + len).map(<[u8]>::to_vec);
+        }
+        if tag == b'Z' {
+            return (tags, value);
+        }
+    }
+}
+
+async fn login(env: &Env) -> Raw {
+    Raw::login(env, &env.lab.user, &env.lab.password, "postgres")
+        .await
+        .expect("login")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_plan_is_prepared_afresh() {
+    let env = Env::start().await;
+    let direct = env.direct().await;
+    direct
+        .batch_execute("create table stale (a int); insert into stale values (1)")
+        .await
+        .unwrap();
+    let c = env.client().await;
+    let old = c.prepare("select * from stale").await.unwrap();
+    assert_eq!(c.query(&old, &[]).await.unwrap()[0].len(), 1);
+    // DDL Pake does not see: the server's 0A000 reaches the client, as directly
+    direct
+        .batch_execute("alter table stale add column b text default 'x'")
+        .await
+        .unwrap();
+    let e = c.query(&old, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
+    // the driver's re-prepare of the same text reaches a server and sees the new columns
+    let new = c.prepare("select * from stale").await.unwrap();
+    assert_eq!(new.columns().len(), 2);
+    assert_eq!(c.query(&new, &[]).await.unwrap()[0].len(), 2);
+    // DDL through Pake: the next prepare is fresh straight away, on any server
+    let other = env.client().await;
+    other
+        .batch_execute("alter table stale alter column a type bigint")
+        .await
+        .unwrap();
+    let again = other.prepare("select * from stale").await.unwrap();
+    let a: i64 = other.query_one(&again, &[]).await.unwrap().get(0);
+    assert_eq!(a, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_before_sync_in_a_pipeline() {
+    let env = Env::with(Opts {
+        pool_size: 1,
+        ..Opts::default()
+    })
+    .await;
+    let mut raw = login(&env).await;
+    // P B E Flush: the error comes back before any Sync is sent
+    let mut batch = extended("select 1/0");
+    batch.extend(frame(b'H', b""));
+    raw.send(&batch).await;
+    assert_eq!(raw.error().await.map(|e| e.0), Some("22012".into()));
+    // what follows until the Sync is discarded by the server: only the ReadyForQuery
+    let mut rest = extended("select 2");
+    rest.extend(frame(b'C', b"Sfoo\0"));
+    rest.extend(frame(b'S', b""));
+    raw.send(&rest).await;
+    assert_eq!(until_ready(&mut raw).await.0, "Z");
+    // and the next request on the same (only) server is answered in full
+    let mut next = extended("select 3");
+    next.extend(frame(b'S', b""));
+    raw.send(&next).await;
+    let (tags, value) = until_ready(&mut raw).await;
+    assert_eq!(
+        (tags.as_str(), value.as_deref()),
+        ("12DCZ", Some(&b"3"[..]))
+    );
+    raw.send(&query(b"select 4")).await;
+    assert_eq!(until_ready(&mut raw).await.1.as_deref(), Some(&b"4"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_own_goodbye_reaches_the_client() {
+    let env = Env::start().await;
+    let direct = env.direct().await;
+    // pg_terminate_backend on the server behind a client in a transaction
+    let mut raw = login(&env).await;
+    raw.send(&query(b"begin; select pg_backend_pid()")).await;
+    let pid = until_ready(&mut raw).await.1.expect("a pid");
+    let pid: i32 = String::from_utf8_lossy(&pid).parse().expect("pid");
+    let killed: bool = direct
+        .query_one("select pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(killed);
+    // the server's own error, as it sent it, and no paraphrase of Pake's after it
+    let (state, severity) = raw.error().await.expect("the server's FATAL");
+    assert_eq!((state.as_str(), severity.as_str()), ("57P01", "FATAL"));
+    assert!(
+        raw.read().await.is_none(),
+        "nothing after the server's goodbye"
+    );
+    // a timeout the server enforces while nothing is owed (an error out of turn)
+    let mut raw = login(&env).await;
+    raw.send(&query(
+        b"begin; set local idle_in_transaction_session_timeout = '300ms'",
+    ))
+    .await;
+    until_ready(&mut raw).await;
+    let (state, severity) = raw.error().await.expect("the server's FATAL");
+    assert_eq!((state.as_str(), severity.as_str()), ("25P03", "FATAL"));
+    assert!(raw.closed().await);
+    // others are served
+    let v: i32 = env
+        .client()
+        .await
+        .query_one("select 5", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latin9_bytes_are_forwarded_untouched() {
+    let env = Env::start().await;
+    let mut raw = login(&env).await;
+    raw.send(&query(b"begin; set local client_encoding = 'LATIN9'"))
+        .await;
+    let (tags, _) = until_ready(&mut raw).await;
+    assert!(!tags.contains('E'), "{tags}");
+    // 0xa4 is the euro sign in LATIN9 (3 bytes in UTF-8), 0xe9 is e-acute: not UTF-8
+    raw.send(&query(
+        b"select octet_length(convert_to('\xa4\xe9', 'UTF8'))",
+    ))
+    .await;
+    assert_eq!(until_ready(&mut raw).await.1.as_deref(), Some(&b"5"[..]));
+    raw.send(&query(b"select 'caf\xe9 \xa4'")).await;
+    assert_eq!(
+        until_ready(&mut raw).await.1.as_deref(),
+        Some(&b"caf\xe9 \xa4"[..])
+    );
+    // the extended protocol too
+    let mut batch = frame(b'P', b"\0select length('\xe9\xa4')\0\0\0");
+    batch.extend(frame(b'B', b"\0\0\0\0\0\0\0\0"));
+    batch.extend(frame(b'E', b"\0\0\0\0\0"));
+    batch.extend(frame(b'S', b""));
+    raw.send(&batch).await;
+    assert_eq!(until_ready(&mut raw).await.1.as_deref(), Some(&b"2"[..]));
+    raw.send(&query(b"commit")).await;
+    until_ready(&mut raw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_data_before_the_server_asks() {
+    let env = Env::with(Opts {
+        pool_size: 1,
+        ..Opts::default()
+    })
+    .await;
+    env.direct()
+        .await
+        .batch_execute("create table early (a int)")
+        .await
+        .unwrap();
+    let mut raw = login(&env).await;
+    // asyncpg's way: the COPY, its data and its end in one write
+    let mut w = query(b"copy early from stdin");
+    w.extend(frame(b'd', b"1\n2\n"));
+    w.extend(frame(b'c', b""));
+    raw.send(&w).await;
+    let (tags, _) = until_ready(&mut raw).await;
+    assert_eq!(tags, "GCZ");
+    // the same server then owes a Sync its ReadyForQuery as usual
+    let mut next = extended("select count(*) from early");
+    next.extend(frame(b'S', b""));
+    raw.send(&next).await;
+    let (tags, value) = until_ready(&mut raw).await;
+    assert_eq!(
+        (tags.as_str(), value.as_deref()),
+        ("12DCZ", Some(&b"2"[..]))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_encoding_is_reported_as_the_server_names_it() {
+    let env = Env::start().await;
+    let raw = Raw::login_with(
+        &env,
+        &env.lab.user,
+        &env.lab.password,
+        "postgres",
+        &[("client_encoding", "'utf-8'")],
+    )
+    .await
+    .expect("login");
+    let enc = raw.params.iter().find(|(k, _)| k == "client_encoding");
+    assert_eq!(enc.map(|(_, v)| v.as_str()), Some("UTF8"));
+    let server = raw.params.iter().find(|(k, _)| k == "server_encoding");
+    assert_eq!(server.map(|(_, v)| v.as_str()), Some("UTF8"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_statement_bound_in_a_later_request_on_another_server() {
+    let env = Env::start().await;
+    let mut a = login(&env).await;
+    let mut b = login(&env).await;
+    // a parses its unnamed statement and syncs: its server goes back to the pool
+    let mut parse = frame(b'P', b"\0select $1::int * 2\0\0\0");
+    parse.extend(frame(b'S', b""));
+    a.send(&parse).await;
+    assert_eq!(until_ready(&mut a).await.0, "1Z");
+    // b holds that server in a transaction and replaces its unnamed statement
+    b.send(&query(b"begin")).await;
+    until_ready(&mut b).await;
+    let mut other = frame(b'P', b"\0select 'b'\0\0\0");
+    other.extend(frame(b'S', b""));
+    b.send(&other).await;
+    assert_eq!(until_ready(&mut b).await.0, "1Z");
+    // a binds its unnamed statement now, wherever it runs
+    let mut bind = frame(b'B', b"\0\0\0\0\0\x01\0\0\0\x0221\0\0");
+    bind.extend(frame(b'E', b"\0\0\0\0\0"));
+    bind.extend(frame(b'S', b""));
+    a.send(&bind).await;
+    let (tags, value) = until_ready(&mut a).await;
+    assert_eq!(
+        (tags.as_str(), value.as_deref()),
+        ("2DCZ", Some(&b"42"[..]))
+    );
+    b.send(&query(b"commit")).await;
+    until_ready(&mut b).await;
+    // a simple Query destroys the unnamed statement, as on a server
+    a.send(&query(b"select 1")).await;
+    until_ready(&mut a).await;
+    a.send(&bind).await;
+    assert_eq!(a.error().await.map(|e| e.0), Some("26000".into()));
+}
