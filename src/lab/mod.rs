@@ -8,6 +8,7 @@ pub mod cli;
 pub mod postgres;
 pub mod process;
 pub mod redis;
+pub mod transcript;
 pub mod zipf;
 
 pub use postgres::{HbaAuth, PgInstance, PgLab, PgOptions};

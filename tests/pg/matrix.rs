@@ -11,10 +11,9 @@
 //! npm's `pg` and `pg-copy-streams` into `tests/pg/compat/node_modules`).
 
 use crate::harness::Env;
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-type Transcript = BTreeMap<String, serde_json::Value>;
+use pake::lab::transcript::Transcript;
 
 fn dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/pg/compat")
@@ -27,26 +26,15 @@ async fn scenario(lib: &str, url: &str, prefix: &str) -> Transcript {
         "psycopg" => ("python3", "scenario_psycopg.py"),
         _ => ("node", "scenario.js"),
     };
-    let out = tokio::time::timeout(
+    pake::lab::transcript::run(
+        &dir(),
+        program,
+        script,
+        &[url, prefix],
         std::time::Duration::from_secs(120),
-        tokio::process::Command::new(program)
-            .arg(script)
-            .args([url, prefix])
-            .current_dir(dir())
-            .kill_on_drop(true)
-            .output(),
     )
     .await
-    .expect("scenario finished in time")
-    .unwrap_or_else(|e| panic!("{program} {script}: {e} (run scripts/deps.sh)"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{lib} against {url} failed (scripts/deps.sh installs the libraries): {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("{lib}: not a transcript ({e}): {stdout}"))
+    .unwrap_or_else(|e| panic!("{lib}: {e}"))
 }
 
 /// Every step of `want` must be the same in `got`.

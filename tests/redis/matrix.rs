@@ -9,10 +9,9 @@
 //! `tests/redis/compat/node_modules`).
 
 use crate::harness::{Env, Mode};
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-type Transcript = BTreeMap<String, serde_json::Value>;
+use pake::lab::transcript::Transcript;
 
 /// Steps where Pake answers differently from the Redis the lab runs, on purpose:
 /// CLIENT SETINFO and its `lib-name`/`lib-ver` are Pake's own (the lab's Redis may predate
@@ -29,26 +28,16 @@ async fn scenario(lib: &str, url: &str, proto: u8, mode: &str) -> Transcript {
         "python" => ("python3", "scenario.py"),
         _ => ("node", "scenario.js"),
     };
-    let out = tokio::time::timeout(
+    let proto = proto.to_string();
+    pake::lab::transcript::run(
+        &dir(),
+        program,
+        script,
+        &[url, &proto, mode],
         std::time::Duration::from_secs(120),
-        tokio::process::Command::new(program)
-            .arg(script)
-            .args([url, &proto.to_string(), mode])
-            .current_dir(dir())
-            .kill_on_drop(true)
-            .output(),
     )
     .await
-    .expect("scenario finished in time")
-    .unwrap_or_else(|e| panic!("{program} {script}: {e} (run scripts/deps.sh)"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{lib} RESP{proto} {mode} against {url} failed (scripts/deps.sh installs the libraries): {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("{lib}: not a transcript ({e}): {stdout}"))
+    .unwrap_or_else(|e| panic!("{lib} RESP{proto} {mode}: {e}"))
 }
 
 fn pake_url(env: &Env) -> String {
