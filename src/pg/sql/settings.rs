@@ -42,8 +42,11 @@ pub fn setting_changes(sql: &str) -> Option<Vec<Change>> {
                 let start = stmt.first()?.start;
                 let end = stmt.last()?.end;
                 let text = sql.get(start..end)?;
-                if session_effect(&normalize(text).0) != SessionEffect::None {
-                    return None;
+                match session_effect(&normalize(text).0) {
+                    SessionEffect::DiscardAll => changes.push(Change::ResetAll),
+                    e if e.dirties() => return None,
+                    // UNLISTEN, DEALLOCATE…: nothing a setting replay must know
+                    _ => {}
                 }
             }
         }
@@ -248,6 +251,21 @@ mod tests {
             name: name.into(),
             sql: sql.into(),
         }
+    }
+
+    #[test]
+    fn a_drivers_reset_query_resets_the_settings() {
+        // asyncpg's Connection.reset(), run when a connection goes back to its pool
+        let q = "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;";
+        assert_eq!(setting_changes(q), Some(vec![Change::ResetAll]));
+        assert_eq!(
+            setting_changes("DISCARD ALL; SET x = 1"),
+            Some(vec![Change::ResetAll, set("x", "SET x TO 1")])
+        );
+        assert_eq!(
+            setting_changes("CREATE TEMP TABLE t (a int); RESET ALL"),
+            None
+        );
     }
 
     #[test]
