@@ -36,6 +36,8 @@ const LISTEN_TIMEOUT: Duration = Duration::from_secs(5);
 const RECONNECT: Duration = Duration::from_millis(500);
 /// How long delivery waits for a client whose inbox is full before dropping that client.
 const STALLED: Duration = Duration::from_secs(5);
+/// Most server pids [`Listener::owners`] remembers.
+const MAX_OWNERS: usize = 65_536;
 /// Longest channel name PostgreSQL keeps (NAMEDATALEN - 1).
 const MAX_CHANNEL: usize = 63;
 
@@ -138,6 +140,11 @@ pub struct Listener {
     kick: Notify,
     next_id: AtomicU64,
     metrics: Arc<crate::obs::metrics::Metrics>,
+    /// Some client listens: checkouts note which client each server works for.
+    active: AtomicBool,
+    /// Server backend pid → the pid Pake handed the client that last checked it out, so a
+    /// notification names its sender as that client knows itself (`get_server_pid()`).
+    owners: Mutex<HashMap<i32, i32>>,
 }
 
 impl Listener {
@@ -155,7 +162,23 @@ impl Listener {
             kick: Notify::new(),
             next_id: AtomicU64::new(1),
             metrics,
+            active: AtomicBool::new(false),
+            owners: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// Some client of this database listens (checkouts then call [`Listener::note_server`]).
+    pub fn active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// `client_pid` (Pake's) now works on the server with backend pid `server_pid`.
+    pub fn note_server(&self, server_pid: i32, client_pid: i32) {
+        let mut owners = self.owners.lock();
+        if owners.len() >= MAX_OWNERS {
+            owners.clear(); // bounded: a server seen again is noted again at its checkout
+        }
+        owners.insert(server_pid, client_pid);
     }
 
     /// A new subscriber (one per session that listens).
@@ -175,6 +198,7 @@ impl Listener {
         inbox: &Arc<Inbox>,
         channel: &str,
     ) -> Result<(), NotifyError> {
+        self.active.store(true, Ordering::Relaxed);
         let rx = {
             let mut st = self.state.lock();
             let subs = st.channels.entry(channel.to_string()).or_default();
@@ -219,7 +243,8 @@ impl Listener {
     /// delivery up (the server keeps the backlog meanwhile, as for a slow direct listener)
     /// for at most [`STALLED`]; then that client is dropped and the others go on.
     async fn deliver(&self, n: &tokio_postgres::Notification) {
-        let frame = notification_frame(n.process_id(), n.channel(), n.payload());
+        let sender = self.owners.lock().get(&n.process_id()).copied();
+        let frame = notification_frame(sender.unwrap_or(n.process_id()), n.channel(), n.payload());
         let inboxes: Vec<Arc<Inbox>> = match self.state.lock().channels.get(n.channel()) {
             Some(subs) => subs.iter().map(|(_, i)| i.clone()).collect(),
             None => return,
@@ -363,6 +388,8 @@ fn wanted(l: &Listener) -> bool {
     let any = !st.channels.is_empty() || !st.waiting.is_empty();
     if !any {
         st.running = false;
+        l.active.store(false, Ordering::Relaxed);
+        l.owners.lock().clear();
     }
     any
 }

@@ -297,6 +297,17 @@ pub mod backend {
         empty(buf, be::CLOSE_COMPLETE);
     }
 
+    pub fn no_data(buf: &mut BytesMut) {
+        empty(buf, be::NO_DATA);
+    }
+
+    /// ParameterDescription of a statement that takes no parameters.
+    pub fn no_parameters(buf: &mut BytesMut) {
+        buf.put_u8(be::PARAMETER_DESCRIPTION);
+        buf.put_i32(6);
+        buf.put_i16(0);
+    }
+
     pub fn empty_query_response(buf: &mut BytesMut) {
         empty(buf, be::EMPTY_QUERY_RESPONSE);
     }

@@ -195,6 +195,8 @@ pub struct Raw {
     buf: bytes::BytesMut,
     /// The ParameterStatus values of the welcome (after `login`).
     pub params: Vec<(String, String)>,
+    /// The pid of the welcome's BackendKeyData (after `login`).
+    pub pid: i32,
 }
 
 impl Raw {
@@ -206,6 +208,7 @@ impl Raw {
             stream,
             buf: bytes::BytesMut::new(),
             params: Vec::new(),
+            pid: 0,
         }
     }
 
@@ -275,6 +278,9 @@ impl Raw {
                     let (k, v) = (parts.next(), parts.next());
                     raw.params
                         .push((k.unwrap_or_default().into(), v.unwrap_or_default().into()));
+                }
+                b'K' if body.len() >= 4 => {
+                    raw.pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
                 }
                 b'Z' => return Ok(raw),
                 _ => {}

@@ -179,3 +179,81 @@ async fn a_client_that_never_reads_notifications_is_dropped_and_others_get_all_o
     // and the good client still works
     good.batch_execute("SELECT 1").await.expect("still served");
 }
+
+/// Read messages up to and including one with `until`; their tags in order.
+async fn tags_until(raw: &mut Raw, until: u8) -> Vec<u8> {
+    let mut tags = Vec::new();
+    loop {
+        let (tag, body) = raw.read().await.expect("a reply");
+        assert_ne!(tag, b'E', "error {}", crate::harness::sqlstate(&body));
+        tags.push(tag);
+        if tag == until {
+            return tags;
+        }
+    }
+}
+
+#[tokio::test]
+async fn listen_over_the_extended_protocol_is_multiplexed_and_names_the_sender_as_pake_does() {
+    use crate::harness::frame;
+    let env = Env::with(Opts {
+        pool_size: 2,
+        ..Opts::default()
+    })
+    .await;
+    let login = || Raw::login(&env, &env.lab.user, &env.lab.password, "postgres");
+    let mut listener = login().await.expect("login");
+    // asyncpg's add_listener: Parse + Describe + Flush, then Bind + Execute + Sync
+    let mut prepare = frame(b'P', b"s1\0LISTEN ext\0\0\0");
+    prepare.extend(frame(b'D', b"Ss1\0"));
+    prepare.extend(frame(b'H', b""));
+    listener.send(&prepare).await;
+    assert_eq!(tags_until(&mut listener, b'n').await, b"1tn");
+    let mut run = frame(b'B', b"\0s1\0\0\0\0\0\0\0");
+    run.extend(frame(b'E', b"\0\0\0\0\0"));
+    run.extend(frame(b'S', b""));
+    listener.send(&run).await;
+    assert_eq!(tags_until(&mut listener, b'Z').await, b"2CZ");
+    // JDBC's shape: the unnamed statement, described as a portal, in one batch
+    let mut jdbc = frame(b'P', b"\0LISTEN \"Ext2\"\0\0\0");
+    jdbc.extend(frame(b'B', b"\0\0\0\0\0\0\0\0"));
+    jdbc.extend(frame(b'D', b"P\0"));
+    jdbc.extend(frame(b'E', b"\0\0\0\0\0"));
+    jdbc.extend(frame(b'S', b""));
+    listener.send(&jdbc).await;
+    assert_eq!(tags_until(&mut listener, b'Z').await, b"12nCZ");
+    // not pinned: the one listening connection listens, no pooled server does
+    assert_eq!(listening_backends(&env).await, 1);
+    let (_, metrics) = crate::harness::http_get(&env.admin_url("/metrics")).await;
+    assert!(
+        metrics.contains("pake_pg_pinned_clients{database=\"postgres\",user=\"pake\"} 0"),
+        "no pinned client"
+    );
+    // a notification names its sender by the pid Pake gave it, as get_server_pid() knows it
+    let mut sender = login().await.expect("login");
+    assert_ne!(sender.pid, listener.pid);
+    sender
+        .send(&frame(b'Q', b"NOTIFY ext, 'one'; NOTIFY \"Ext2\", 'two'\0"))
+        .await;
+    tags_until(&mut sender, b'Z').await;
+    let mut got = Vec::new();
+    while got.len() < 2 {
+        let (tag, body) = listener.read().await.expect("a notification");
+        assert_eq!(tag, b'A');
+        let pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+        let mut rest = body[4..].split(|&b| b == 0).map(String::from_utf8_lossy);
+        let (channel, payload) = (
+            rest.next().unwrap_or_default(),
+            rest.next().unwrap_or_default(),
+        );
+        got.push((pid, channel.to_string(), payload.to_string()));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            (sender.pid, "Ext2".to_string(), "two".to_string()),
+            (sender.pid, "ext".to_string(), "one".to_string()),
+        ]
+    );
+}

@@ -83,6 +83,9 @@ impl Session {
             addr: server.addr,
             key: server.key,
         }));
+        if let Some(l) = self.notify.as_deref().filter(|l| l.active()) {
+            l.note_server(server.key.pid, self.cancel.pid);
+        }
         if let Some(r) = self.cluster.replica_state(target) {
             r.outstanding
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);

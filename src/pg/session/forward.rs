@@ -97,6 +97,9 @@ impl Session {
             (StatementRef::of(&analysis), raw)
         });
         self.tally.queries += 1;
+        if self.listen.is_some() {
+            self.unlisten_within(frame);
+        }
         let fate = self.statement_sent(&analysis.effect, || frame::query(frame).ok());
         let refusal = match fate {
             Fate::Refuse(kind) => Some(state::refused_query(kind)),

@@ -149,6 +149,9 @@ pub struct Session {
     span_tags: Option<Arc<crate::obs::otlp::SpanTags>>,
     /// Transaction mode: the channels this client LISTENs on through Pake.
     listen: Option<crate::pg::notify::Subscriber>,
+    /// The database's listening connection (told which server works for this client while
+    /// anyone listens, so notifications name their sender by Pake's pid).
+    notify: Option<Arc<crate::pg::notify::Listener>>,
 }
 
 /// What the loop should do next.
@@ -225,6 +228,7 @@ impl Session {
             tx_trace: trace::TxTrace::default(),
             span_tags: None,
             listen: None,
+            notify: proxy.listener(&login.startup.database),
             proxy,
         }
     }

@@ -244,6 +244,9 @@ impl Session {
         if self.terminate_locally()? {
             return Ok(true);
         }
+        if self.answer_extended_listen().await? {
+            return Ok(true);
+        }
         if self.mode != PoolMode::Transaction || !self.request.single_query {
             return Ok(false);
         }
