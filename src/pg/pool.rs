@@ -597,6 +597,22 @@ impl Pool {
         n
     }
 
+    /// Close every idle server now (the pool stays open and connects again on demand).
+    pub fn close_idle(&self) -> usize {
+        let idle: Vec<Box<Server>> = {
+            let mut st = self.state.lock();
+            let idle: Vec<_> = st.idle.drain(..).collect();
+            st.total -= idle.len();
+            idle
+        };
+        let n = idle.len();
+        for mut s in idle {
+            s.terminate();
+            self.forget(s.id);
+        }
+        n
+    }
+
     /// Close the pool: waiters get an error, idle servers are closed, servers in use are
     /// closed when they come back.
     pub fn close(&self) {

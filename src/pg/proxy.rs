@@ -257,6 +257,29 @@ impl Proxy {
     }
 
     /// The listening connection of `database` (transaction-mode LISTEN/NOTIFY).
+    /// Close the idle pooled servers connected to server database `dbname` (every user,
+    /// primary and replicas): a client's `DROP DATABASE`/`ALTER DATABASE … RENAME` would
+    /// otherwise fail on sessions it cannot see. Servers in use by other clients stay, and
+    /// the statement fails as it would directly while those clients are connected.
+    pub fn close_idle_servers(&self, dbname: &str) {
+        let clusters: Vec<Arc<Cluster>> = self.clusters.read().values().cloned().collect();
+        let mut closed = 0;
+        for cluster in clusters {
+            for pool in cluster.pools() {
+                if pool.target().database == dbname {
+                    closed += pool.close_idle();
+                }
+            }
+        }
+        if closed > 0 {
+            tracing::info!(
+                database = dbname,
+                closed,
+                "closed idle servers of a database a client drops or renames"
+            );
+        }
+    }
+
     pub fn listener(&self, database: &str) -> Option<Arc<super::notify::Listener>> {
         self.listeners.lock().get(database).cloned()
     }

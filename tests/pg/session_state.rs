@@ -700,3 +700,68 @@ async fn an_idle_pinned_client_times_out() {
     assert_eq!(temp_tables_on_server(&b).await, 0);
     assert_eq!(pinned_view(&env).await, (vec![], 0.0));
 }
+
+/// `DROP DATABASE` / `ALTER DATABASE … RENAME` of a database clients used through Pake: the
+/// idle pooled servers still connected to it (which no client can see) are closed first,
+/// so the statement works as it does directly; a client still connected makes it fail as
+/// it would directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_database_is_not_blocked_by_idle_pooled_servers() {
+    let env = Env::start().await;
+    let direct = env.direct().await;
+    for db in ["dropped_later", "renamed_later"] {
+        direct
+            .batch_execute(&format!("CREATE DATABASE {db}"))
+            .await
+            .expect("create database");
+    }
+    for db in ["dropped_later", "renamed_later"] {
+        let c = pake::lab::postgres::connect(&env.url(db))
+            .await
+            .unwrap_or_else(|e| panic!("connect to {db}: {e}"));
+        c.batch_execute("select 1").await.expect("use it");
+        // the client leaves; its server stays in the pool, connected to the database
+    }
+    let idle: i64 = direct
+        .query_one(
+            "select count(*) from pg_stat_activity where datname in ('dropped_later', 'renamed_later')",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert!(idle >= 2, "pooled servers stay connected ({idle})");
+    let admin = env.client().await;
+    admin
+        .batch_execute("ALTER DATABASE renamed_later RENAME TO renamed_now")
+        .await
+        .expect("rename through pake");
+    // the extended protocol too
+    admin
+        .execute("DROP DATABASE IF EXISTS dropped_later", &[])
+        .await
+        .expect("drop through pake");
+    let left: i64 = direct
+        .query_one(
+            "select count(*) from pg_database where datname in ('dropped_later', 'renamed_later')",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0);
+    // a client that is still connected is another session, as it would be directly
+    let holder = pake::lab::postgres::connect(&env.url("renamed_now"))
+        .await
+        .expect("connect");
+    holder
+        .batch_execute("BEGIN; SELECT 1")
+        .await
+        .expect("hold a server");
+    let e = admin
+        .batch_execute("DROP DATABASE renamed_now")
+        .await
+        .expect_err("in use by a client");
+    assert_eq!(crate::harness::code(&e), "55006", "{e}");
+    holder.batch_execute("COMMIT").await.expect("commit");
+}

@@ -34,6 +34,8 @@ pub(super) struct Analysis {
     pub functions_safe: bool,
     /// What running it leaves on the server session.
     pub effect: SessionEffect,
+    /// A database it needs free of other sessions (`DROP DATABASE x`…).
+    pub frees_database: Option<std::sync::Arc<str>>,
 }
 
 impl Analysis {
@@ -46,6 +48,7 @@ impl Analysis {
             functions_safe: class != Class::Read || topology.functions_safe(&info.route.functions),
             class,
             effect: info.session.clone(),
+            frees_database: info.frees_database.clone(),
         }
     }
 }

@@ -72,6 +72,9 @@ impl Session {
         let Some(analysis) = part.analysis else {
             return Ok(());
         };
+        if let Some(db) = &analysis.frees_database {
+            self.proxy.close_idle_servers(db);
+        }
         let rename = self.mode == PoolMode::Transaction;
         if rename && crate::pg::prepared::changes_result_types(wire::body(frame)) {
             self.proxy.statements.forget_all();
@@ -129,6 +132,9 @@ impl Session {
         let Some(analysis) = part.analysis else {
             return Ok(());
         };
+        if let Some(db) = &analysis.frees_database {
+            self.proxy.close_idle_servers(db);
+        }
         if self.noting() {
             self.note_parse(p.name, &analysis);
         }

@@ -248,6 +248,7 @@ mod tests {
             class,
             functions_safe,
             effect: SessionEffect::None,
+            frees_database: None,
         }
     }
 

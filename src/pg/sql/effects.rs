@@ -218,6 +218,50 @@ fn whole_text_command(src: &str, stmt: &[Token]) -> Option<SessionEffect> {
     }
 }
 
+/// The database a statement needs free of other sessions: `DROP DATABASE name`,
+/// `ALTER DATABASE name RENAME TO …`, `CREATE DATABASE … TEMPLATE name`. PostgreSQL refuses
+/// them (55006, after waiting 5 s) while anyone is connected to `name` — Pake's idle pooled
+/// servers included, which a client never sees, so Pake closes those first.
+pub fn database_to_free(normalized: &str) -> Option<String> {
+    let src = normalized;
+    let mut toks = Lexer::new(src).filter(|t| t.kind != Kind::Comment);
+    let first = toks.next()?;
+    let second = toks.next()?;
+    if first.kind != Kind::Word || word(src, Some(&second)) != Some("database") {
+        return None;
+    }
+    match first.text(src) {
+        "drop" => {
+            let mut name = toks.next()?;
+            if word(src, Some(&name)) == Some("if") {
+                toks.next()?; // exists
+                name = toks.next()?;
+            }
+            identifier(src, &name)
+        }
+        "alter" => {
+            let name = toks.next()?;
+            (word(src, toks.next().as_ref()) == Some("rename")).then_some(())?;
+            identifier(src, &name)
+        }
+        "create" => {
+            // bounded: CREATE DATABASE takes a dozen options at most
+            let mut toks = toks.take(64);
+            while let Some(t) = toks.next() {
+                if word(src, Some(&t)) == Some("template") {
+                    let mut name = toks.next()?;
+                    if name.kind == Kind::Op && name.text(src) == "=" {
+                        name = toks.next()?;
+                    }
+                    return identifier(src, &name);
+                }
+            }
+            None
+        }
+        _ => None,
+    }
+}
+
 /// A name token as PostgreSQL reads it: a word (already folded by the normaliser) or a
 /// quoted identifier, unquoted.
 fn identifier(src: &str, t: &Token) -> Option<String> {
@@ -236,6 +280,26 @@ fn identifier(src: &str, t: &Token) -> Option<String> {
 mod tests {
     use super::*;
     use crate::pg::sql::normalize::normalize;
+
+    #[test]
+    fn statements_that_need_a_database_free_of_sessions() {
+        let free = |sql: &str| database_to_free(&normalize(sql).0);
+        assert_eq!(free("DROP DATABASE testdb"), Some("testdb".into()));
+        assert_eq!(
+            free("drop database if exists \"My DB\""),
+            Some("My DB".into())
+        );
+        assert_eq!(free("DROP DATABASE x WITH (FORCE)"), Some("x".into()));
+        assert_eq!(free("ALTER DATABASE Old RENAME TO new"), Some("old".into()));
+        assert_eq!(free("ALTER DATABASE old SET work_mem = '1MB'"), None);
+        assert_eq!(
+            free("CREATE DATABASE copy TEMPLATE = tpl ENCODING 'UTF8'"),
+            Some("tpl".into())
+        );
+        assert_eq!(free("CREATE DATABASE fresh"), None);
+        assert_eq!(free("DROP TABLE database"), None);
+        assert_eq!(free("SELECT 1"), None);
+    }
 
     fn effect(sql: &str) -> SessionEffect {
         session_effect(&normalize(sql).0)

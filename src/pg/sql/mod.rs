@@ -33,6 +33,8 @@ pub struct StatementInfo {
     pub normalized: Box<str>,
     /// How running it changes the server session beyond the transaction.
     pub session: SessionEffect,
+    /// A database it needs free of other sessions (`DROP DATABASE x`…).
+    pub frees_database: Option<std::sync::Arc<str>>,
     /// Read-only or not, for replica routing.
     pub route: Classification,
     /// The query-insight fingerprint (constants, parameters and list lengths merged).
@@ -47,6 +49,7 @@ impl StatementInfo {
         StatementInfo {
             normalized: normalized.into(),
             session: effects::session_effect(normalized),
+            frees_database: effects::database_to_free(normalized).map(Into::into),
             route: classify::classify(ast.as_deref()),
             fingerprint: crate::insight::fingerprint::fingerprint(raw, ast.as_deref()),
         }
@@ -59,6 +62,7 @@ impl StatementInfo {
         StatementInfo {
             normalized: fingerprint.text.clone(),
             session: effects::session_effect(normalized),
+            frees_database: None,
             route: Classification::write(),
             fingerprint,
         }
