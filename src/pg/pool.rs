@@ -586,11 +586,7 @@ impl Pool {
             st.total -= old.len();
             old
         };
-        let n = old.len();
-        for mut s in old {
-            s.terminate();
-            self.forget(s.id);
-        }
+        let n = self.terminate(old);
         if n > 0 {
             tracing::debug!(pool = %self.key, closed = n, "closed idle server connections");
         }
@@ -599,18 +595,8 @@ impl Pool {
 
     /// Close every idle server now (the pool stays open and connects again on demand).
     pub fn close_idle(&self) -> usize {
-        let idle: Vec<Box<Server>> = {
-            let mut st = self.state.lock();
-            let idle: Vec<_> = st.idle.drain(..).collect();
-            st.total -= idle.len();
-            idle
-        };
-        let n = idle.len();
-        for mut s in idle {
-            s.terminate();
-            self.forget(s.id);
-        }
-        n
+        let idle = Self::take_idle(&mut self.state.lock());
+        self.terminate(idle)
     }
 
     /// Close the pool: waiters get an error, idle servers are closed, servers in use are
@@ -619,15 +605,30 @@ impl Pool {
         let (idle, waiters) = {
             let mut st = self.state.lock();
             st.closed = true;
-            let idle: Vec<_> = st.idle.drain(..).collect();
-            st.total -= idle.len();
-            (idle, std::mem::take(&mut st.waiters))
+            (Self::take_idle(&mut st), std::mem::take(&mut st.waiters))
         };
         drop(waiters);
-        for mut s in idle {
+        self.terminate(idle);
+    }
+
+    /// Every idle server, no longer counted in the pool (boxed as the idle stack keeps them:
+    /// servers move between the stack and sessions without being copied).
+    #[allow(clippy::vec_box)]
+    fn take_idle(st: &mut State) -> Vec<Box<Server>> {
+        let idle: Vec<_> = st.idle.drain(..).collect();
+        st.total -= idle.len();
+        idle
+    }
+
+    /// Say goodbye to servers taken out of the pool; how many.
+    fn terminate(&self, servers: impl IntoIterator<Item = Box<Server>>) -> usize {
+        let mut n = 0;
+        for mut s in servers {
             s.terminate();
             self.forget(s.id);
+            n += 1;
         }
+        n
     }
 
     pub fn counts(&self) -> PoolCounts {
