@@ -47,13 +47,23 @@ pub mod state {
     }
 }
 
+/// The server a client's requests run on now, and whether a cancel went to it.
+#[derive(Debug, Default)]
+struct Attached {
+    server: Option<CancelTarget>,
+    /// A CancelRequest was sent to `server` while attached: the postmaster signals the
+    /// backend asynchronously, so the signal may land after the server went back to the
+    /// pool and cancel another client's statement. Such a server is never reused.
+    canceled: bool,
+}
+
 /// One client's key, current target and state.
 #[derive(Debug)]
 pub struct CancelSlot {
     pub pid: i32,
     pub secret: i32,
     pub info: ClientInfo,
-    target: Mutex<Option<CancelTarget>>,
+    target: Mutex<Attached>,
     state: std::sync::atomic::AtomicU8,
     /// Milliseconds since the UNIX epoch of the last request or state change.
     since_ms: std::sync::atomic::AtomicU64,
@@ -95,12 +105,30 @@ impl CancelSlot {
         self.pinned.lock().clone()
     }
 
-    pub fn set(&self, target: Option<CancelTarget>) {
-        *self.target.lock() = target;
+    /// The client's requests run on `target` from now on.
+    pub fn attach(&self, target: CancelTarget) {
+        *self.target.lock() = Attached {
+            server: Some(target),
+            canceled: false,
+        };
+    }
+
+    /// The server leaves the client; `true` when a cancel was sent to it meanwhile (the
+    /// server must then be closed, not reused).
+    pub fn detach(&self) -> bool {
+        std::mem::take(&mut *self.target.lock()).canceled
     }
 
     pub fn target(&self) -> Option<CancelTarget> {
-        *self.target.lock()
+        self.target.lock().server
+    }
+
+    /// The server to cancel on, marked canceled in the same step (so a detach either
+    /// sees the mark or happened before, and no cancel is sent).
+    fn begin_cancel(&self) -> Option<CancelTarget> {
+        let mut t = self.target.lock();
+        t.canceled |= t.server.is_some();
+        t.server
     }
 }
 
@@ -182,7 +210,7 @@ impl CancelRegistry {
                 pid,
                 secret: rand::random(),
                 info: info.clone(),
-                target: Mutex::new(None),
+                target: Mutex::new(Attached::default()),
                 state: std::sync::atomic::AtomicU8::new(state::IDLE),
                 since_ms: std::sync::atomic::AtomicU64::new(unix_ms()),
                 pinned: Mutex::new(None),
@@ -208,7 +236,7 @@ impl CancelRegistry {
             tracing::debug!(pid, "cancel request with an unknown key ignored");
             return Canceled::Ignored;
         };
-        let Some(target) = slot.target() else {
+        let Some(target) = slot.begin_cancel() else {
             tracing::debug!(pid, "cancel request while no query runs: ignored");
             return Canceled::Ignored;
         };
@@ -335,6 +363,36 @@ mod tests {
         assert_eq!(reg.clients().len(), 1);
         b.set_state(state::ACTIVE);
         assert_eq!(b.state().0, state::ACTIVE);
+    }
+
+    #[test]
+    fn a_detach_after_a_cancel_says_so_once() {
+        let slot = CancelRegistry::default().register(ClientInfo {
+            id: 1,
+            user: "u".into(),
+            database: "d".into(),
+            addr: "127.0.0.1:1".parse().unwrap(),
+            local_addr: "127.0.0.1:2".parse().unwrap(),
+            application_name: String::new(),
+            connected_at: std::time::SystemTime::now(),
+        });
+        let target = CancelTarget {
+            addr: "127.0.0.1:5432".parse().unwrap(),
+            key: BackendKey { pid: 9, secret: 1 },
+        };
+        assert_eq!(
+            slot.begin_cancel(),
+            None,
+            "nothing attached: nothing to cancel"
+        );
+        slot.attach(target);
+        assert!(!slot.detach(), "no cancel");
+        slot.attach(target);
+        assert_eq!(slot.begin_cancel(), Some(target));
+        assert!(slot.detach(), "the cancel is remembered");
+        assert_eq!(slot.target(), None);
+        slot.attach(target);
+        assert!(!slot.detach(), "and forgotten with the server");
     }
 
     #[tokio::test]

@@ -159,6 +159,48 @@ async fn cancel_reaches_the_running_query_only() {
     assert_eq!(v, "done");
 }
 
+/// A cancel sent while a client's transaction runs may reach the backend after that
+/// transaction ended (the postmaster signals it asynchronously; drivers send cancels on
+/// timeouts, racing the reply): the server it went to is closed at the end of the
+/// transaction instead of going to the next client, whose statement it could cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_a_cancel_went_to_never_serves_another_client() {
+    async fn pid(c: &tokio_postgres::Client) -> i32 {
+        let row = c.query_one("select pg_backend_pid()", &[]).await;
+        row.expect("pid").get(0)
+    }
+    let env = Env::with(Opts {
+        pool_size: 1,
+        ..Opts::default()
+    })
+    .await;
+    let a = env.client().await;
+    let b = env.client().await;
+    // without a cancel the one server goes from client to client
+    let first = pid(&a).await;
+    assert_eq!(pid(&b).await, first);
+    // a's cancel reaches its idle-in-transaction server, which ignores it (as it would a
+    // late one): the transaction goes on, and the server is closed when it ends
+    a.batch_execute("BEGIN").await.expect("begin");
+    assert_eq!(pid(&a).await, first);
+    a.cancel_token()
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel");
+    a.batch_execute("COMMIT")
+        .await
+        .expect("the transaction survives");
+    let second = pid(&b).await;
+    assert_ne!(second, first, "the canceled server went to the next client");
+    assert_eq!(pid(&b).await, second, "other servers are reused as before");
+    // a cancel while the client is idle sends nothing and costs no server
+    a.cancel_token()
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel");
+    assert_eq!(pid(&a).await, second);
+}
+
 /// Two Pakes behind one address: a load balancer sends the client's CancelRequest to the
 /// instance that does not hold the query; `[peering]` passes it on to the one that does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -79,10 +79,10 @@ impl Session {
                 });
             }
         }
-        self.cancel.set(Some(CancelTarget {
+        self.cancel.attach(CancelTarget {
             addr: server.addr,
             key: server.key,
-        }));
+        });
         if let Some(l) = self.notify.as_deref().filter(|l| l.active()) {
             l.note_server(server.key.pid, self.cancel.pid);
         }
@@ -105,13 +105,23 @@ impl Session {
             r.outstanding
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
-        self.cancel.set(None);
+        let canceled = self.cancel.detach();
         self.cancel.set_state(state::IDLE);
         let pool = self.cluster.pool(target).clone();
         pool.metrics
             .transaction_seconds
             .inc_by(self.attached_at.elapsed().as_secs_f64());
         self.flush_tally(&pool);
+        if canceled {
+            // the cancel's signal may still be on its way to the backend: reused, the
+            // server could cancel the next client's statement instead
+            tracing::debug!(
+                server = server.id,
+                "closing a server a cancel request went to"
+            );
+            pool.discard(server);
+            return None;
+        }
         Some((server, pool))
     }
 
