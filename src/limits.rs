@@ -1,5 +1,6 @@
 //! Fault isolation and fairness, shared by the Postgres and Redis sides: a circuit breaker
-//! per backend, token-bucket rate limits per user and per client address.
+//! per backend, token-bucket rate limits per user and per client address, and the
+//! process-wide memory budget clients' buffers are charged to.
 //!
 //! The breaker makes a dead backend cost clients microseconds instead of connect timeouts:
 //! after `circuit_breaker_failures` consecutive failed connects it opens and new connects
@@ -9,7 +10,8 @@
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Breaker states, as the `pake_circuit_state` gauge reports them.
@@ -285,5 +287,105 @@ mod tests {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         assert!(r.take_addr(ip, 100.0, 1.0));
         assert!(!r.take_addr(ip, 100.0, 1.0));
+    }
+}
+
+/// Bytes all clients of one side may hold together beyond what each holds for free
+/// (`redis.clients_max_memory`, `general.clients_max_memory`). Charging is one atomic
+/// update; a refused charge changes nothing.
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: AtomicUsize,
+    used: AtomicUsize,
+}
+
+impl MemoryBudget {
+    pub fn new(limit: usize) -> Arc<MemoryBudget> {
+        Arc::new(MemoryBudget {
+            limit: AtomicUsize::new(limit),
+            used: AtomicUsize::new(0),
+        })
+    }
+
+    /// Bytes charged right now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    pub fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// A RELOAD changed the limit (bytes already charged stay charged).
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// Charge `n` bytes unless that passes the limit.
+    pub fn try_add(&self, n: usize) -> bool {
+        let limit = self.limit();
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
+                u.checked_add(n).filter(|t| *t <= limit)
+            })
+            .is_ok()
+    }
+
+    /// Charge bytes already held, even past the limit.
+    pub fn force_add(&self, n: usize) {
+        self.used.fetch_add(n, Ordering::AcqRel);
+    }
+
+    pub fn sub(&self, n: usize) {
+        self.used.fetch_sub(n, Ordering::AcqRel);
+    }
+
+    /// Hold `n` bytes until the returned charge is dropped; `None` past the limit.
+    pub fn charge(self: &Arc<Self>, n: usize) -> Option<Charge> {
+        self.try_add(n).then(|| Charge {
+            budget: self.clone(),
+            bytes: n,
+        })
+    }
+}
+
+/// Bytes held on a [`MemoryBudget`]; given back on drop, so an early return or a closed
+/// connection cannot leak budget.
+#[derive(Debug)]
+pub struct Charge {
+    budget: Arc<MemoryBudget>,
+    bytes: usize,
+}
+
+impl Charge {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        self.budget.sub(self.bytes);
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    #[test]
+    fn charges_stop_at_the_limit_and_come_back_on_drop() {
+        let b = MemoryBudget::new(100);
+        let a = b.charge(60).expect("under the limit");
+        assert!(b.charge(50).is_none(), "60 + 50 > 100");
+        assert_eq!(b.used(), 60, "a refused charge changes nothing");
+        let c = b.charge(40).expect("exactly the limit");
+        assert_eq!((a.bytes(), c.bytes(), b.used()), (60, 40, 100));
+        drop(a);
+        assert_eq!(b.used(), 40);
+        b.set_limit(30);
+        assert!(b.charge(1).is_none(), "over a lowered limit");
+        drop(c);
+        assert_eq!(b.used(), 0);
     }
 }

@@ -47,41 +47,7 @@ impl What {
 }
 
 /// The process-wide budget every client's meters charge.
-#[derive(Debug)]
-pub struct Budget {
-    limit: usize,
-    used: AtomicUsize,
-}
-
-impl Budget {
-    pub fn new(limit: usize) -> Arc<Budget> {
-        Arc::new(Budget {
-            limit,
-            used: AtomicUsize::new(0),
-        })
-    }
-
-    /// Bytes charged right now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    pub fn limit(&self) -> usize {
-        self.limit
-    }
-
-    fn try_add(&self, n: usize) -> bool {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |u| {
-                u.checked_add(n).filter(|t| *t <= self.limit)
-            })
-            .is_ok()
-    }
-
-    fn sub(&self, n: usize) {
-        self.used.fetch_sub(n, Ordering::AcqRel);
-    }
-}
+pub use crate::limits::MemoryBudget as Budget;
 
 /// One client's meter of one kind, shared by the session and the futures it starts.
 #[derive(Debug, Clone)]
@@ -170,11 +136,11 @@ impl Meter {
             if !force {
                 m.used.fetch_sub(n, Ordering::AcqRel);
                 return self.refuse(Over::Process {
-                    limit: m.process.limit,
+                    limit: m.process.limit(),
                 });
             }
             // the bytes are already held: count them even past the limit
-            m.process.used.fetch_add(extra, Ordering::AcqRel);
+            m.process.force_add(extra);
         }
         Ok(())
     }
