@@ -183,6 +183,11 @@ pub struct General {
     /// Largest message a client may send; bigger declared lengths get 08P01 before any
     /// memory is reserved.
     pub max_message_size: Bytes,
+    /// What all Postgres clients' large messages (each above 256 KiB, up to
+    /// `max_message_size`) may hold together while Pake reads them; the client whose message
+    /// would pass it gets 53200 and its connection closes, the others go on. Smaller
+    /// messages are bounded per client by backpressure and are not counted.
+    pub clients_max_memory: Bytes,
     /// Longest statement text the SQL parser analyses (routing, fingerprint). Longer ones
     /// get a token-level fingerprint, go to the primary and are never cached: a parse tree
     /// costs tens of times its text.
@@ -222,6 +227,7 @@ impl Default for General {
             log_level: "info".into(),
             max_client_conn: 10_000,
             max_message_size: Bytes(64 << 20),
+            clients_max_memory: Bytes(512 << 20),
             max_analyzed_statement_size: Bytes(crate::pg::sql::DEFAULT_MAX_ANALYZED as u64),
             listen_queue_size: Bytes(1 << 20),
             auth_type: Method::ScramSha256,

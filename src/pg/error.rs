@@ -91,6 +91,11 @@ pub enum Error {
     NotificationsBehind(usize),
     #[error("LISTEN through Pake: {0}")]
     Listen(String),
+    #[error(
+        "out of memory: this client's {need}-byte message would pass general.clients_max_memory \
+         ({limit} bytes for all clients' large messages together)"
+    )]
+    ClientsMemory { need: usize, limit: usize },
 }
 
 impl Error {
@@ -135,6 +140,7 @@ impl Error {
             Error::ClientIo(_) => SqlState::CONNECTION_FAILURE,
             Error::NotificationsBehind(_) => SqlState::PROGRAM_LIMIT_EXCEEDED,
             Error::Listen(_) => SqlState::CONNECTION_FAILURE,
+            Error::ClientsMemory { .. } => SqlState::OUT_OF_MEMORY,
         }
     }
 
@@ -172,6 +178,7 @@ impl Error {
             | Error::Injected { .. }
             | Error::InjectedReset
             | Error::Listen(_)
+            | Error::ClientsMemory { .. }
             | Error::Pool(_)
             | Error::Shutdown
             | Error::Terminated => Source::Proxy,

@@ -72,6 +72,8 @@ pub struct Proxy {
     breakers: Mutex<HashMap<String, Arc<crate::pg::limits::Breaker>>>,
     rate: crate::pg::limits::RateLimiter,
     rate_limits_on: std::sync::atomic::AtomicBool,
+    /// `general.clients_max_memory`: what clients' large messages hold together.
+    pub memory: Arc<crate::limits::MemoryBudget>,
 }
 
 fn any_rate_limit(c: &Config) -> bool {
@@ -117,6 +119,7 @@ impl Proxy {
         analyzer.set_max_analyzed(config.general.max_analyzed_statement_size.0 as usize);
         let otlp = crate::obs::otlp::Tracer::start(&config.otlp, &metrics, analyzer.clone());
         Ok(Arc::new(Proxy {
+            memory: crate::limits::MemoryBudget::new(config.general.clients_max_memory.0 as usize),
             otlp: arc_swap::ArcSwapOption::new(otlp),
             tls: ArcSwap::from_pointee(tls),
             insight: crate::insight::Insight::new(config.insight.clone(), &metrics.registry),
@@ -362,6 +365,8 @@ impl Proxy {
         }
         self.keep_or_drop_pools(&old, &new, &mut report);
         self.swap_services(&old, &new, &mut report);
+        self.memory
+            .set_limit(new.general.clients_max_memory.0 as usize);
         self.config.store(Arc::new(new));
         self.generation.fetch_add(1, Ordering::AcqRel);
         if report.is_empty() {

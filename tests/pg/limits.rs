@@ -133,3 +133,63 @@ async fn rate_limit_per_address() {
     }
     assert!(limited >= 5, "{limited}");
 }
+
+/// `general.clients_max_memory`: large messages (over 256 KiB) are charged to one process
+/// budget while Pake reads them; the client whose message would pass it gets 53200 and is
+/// disconnected, the others are served, and the budget comes back when the message is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_messages_share_one_process_budget() {
+    use crate::harness::{frame, Raw};
+    let env = Env::with(Opts {
+        tweak: |c| c.general.clients_max_memory = pake::config::Bytes(1 << 20),
+        ..Opts::default()
+    })
+    .await;
+    let query = |len: usize| {
+        let text = format!("SELECT length('{}')\0", "x".repeat(len));
+        frame(b'Q', text.as_bytes())
+    };
+    let login = || Raw::login(&env, &env.lab.user, &env.lab.password, "postgres");
+    // a client halfway through sending a 700 KB statement holds 700 KB of the budget
+    let mut slow = login().await.expect("login");
+    let big = query(700_000);
+    slow.send(&big[..300_000]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // a 600 KB statement now would pass 1 MiB: refused, that client only
+    let mut greedy = login().await.expect("login");
+    greedy.send(&query(600_000)).await;
+    assert_eq!(greedy.error().await, Some(("53200".into(), "FATAL".into())));
+    assert!(greedy.closed().await);
+    let good = env.client().await;
+    good.batch_execute("select 1")
+        .await
+        .expect("others are served");
+    // the slow client finishes its statement and gets its answer
+    slow.send(&big[300_000..]).await;
+    let mut answered = false;
+    while let Some((tag, body)) = slow.read().await {
+        match tag {
+            b'D' => answered = String::from_utf8_lossy(&body).contains("700000"),
+            b'E' => panic!("error {}", crate::harness::sqlstate(&body)),
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    assert!(answered, "the slow client's statement ran");
+    // once it is idle its charge is back: the same 600 KB statement now fits
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut later = login().await.expect("login");
+    later.send(&query(600_000)).await;
+    loop {
+        let (tag, body) = later.read().await.expect("an answer");
+        assert_ne!(tag, b'E', "{}", crate::harness::sqlstate(&body));
+        if tag == b'Z' {
+            break;
+        }
+    }
+    let (_, metrics) = http_get(&env.admin_url("/metrics")).await;
+    assert!(
+        metrics.contains("53200"),
+        "the refusal is counted by SQLSTATE"
+    );
+}

@@ -91,6 +91,8 @@ pub struct Session {
     client_flush: bool,
     /// Bytes from the client not yet handled.
     crbuf: BytesMut,
+    /// The process budget held while a large message is read into `crbuf`.
+    large: Option<crate::limits::Charge>,
     /// Bytes for the client not yet written.
     cwbuf: BytesMut,
     server: Option<Box<Server>>,
@@ -195,6 +197,7 @@ impl Session {
             client,
             client_flush: false,
             crbuf: BytesMut::new(),
+            large: None,
             cwbuf: BytesMut::new(),
             server: None,
             statements: ClientStatements::default(),
@@ -359,6 +362,7 @@ impl Session {
     /// then client reads, then the idle deadline and the proxy's phase. One `poll_fn` polls
     /// every direction of both connections, plain or TLS, with no lock or task in between.
     async fn wait_io(&mut self) -> Result<Event, Error> {
+        self.charge_large_message()?;
         let deadline = self.deadline().map(tokio::time::Instant::from_std);
         let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(far_future));
         tokio::pin!(sleep);
@@ -458,10 +462,36 @@ impl Session {
         Ok(())
     }
 
+    /// A message larger than [`HIGH_WATER`] is read whole before it is handled (smaller
+    /// ones are bounded per client by backpressure): first it is charged to the process
+    /// budget (`general.clients_max_memory`), and past it this client is refused with 53200
+    /// while the others go on. The charge is given back with the buffer.
+    fn charge_large_message(&mut self) -> Result<(), Error> {
+        let need = frame_need(&self.crbuf);
+        if need <= HIGH_WATER
+            || need > self.max_message // refused as oversized (08P01) when handled
+            || self.large.as_ref().is_some_and(|c| c.bytes() >= need)
+        {
+            return Ok(());
+        }
+        self.large = None;
+        match self.proxy.memory.charge(need) {
+            Some(c) => {
+                self.large = Some(c);
+                Ok(())
+            }
+            None => Err(Error::ClientsMemory {
+                need,
+                limit: self.proxy.memory.limit(),
+            }),
+        }
+    }
+
     /// Give back large buffers when the client is idle between transactions.
     fn shrink_buffers(&mut self) {
         if self.crbuf.capacity() > KEEP_BUFFER {
             self.crbuf = BytesMut::new();
+            self.large = None;
         }
         if self.cwbuf.capacity() > KEEP_BUFFER {
             self.cwbuf = BytesMut::new();
