@@ -85,9 +85,11 @@ impl Entry {
         self.killed.load(Ordering::Acquire)
     }
 
-    fn kill(&self) {
-        self.killed.store(true, Ordering::Release);
+    /// `true` the first time: a client already on its way out is not killed twice.
+    fn kill(&self) -> bool {
+        let first = !self.killed.swap(true, Ordering::AcqRel);
         self.kill.notify_waiters();
+        first
     }
 
     /// `addr` as CLIENT LIST prints it (`ip:port`).
@@ -245,9 +247,15 @@ impl Registry {
         }
     }
 
-    /// Every client's entry, by id.
+    /// Every live client's entry, by id (a killed client is gone, as in Redis, though its
+    /// task may still be closing the connection).
     pub fn list(&self) -> Vec<Arc<Entry>> {
-        self.entries.lock().values().cloned().collect()
+        let entries = self.entries.lock();
+        entries
+            .values()
+            .filter(|e| !e.is_killed())
+            .cloned()
+            .collect()
     }
 
     /// Kill the clients `filter` matches, except `skip`; how many.
@@ -257,8 +265,7 @@ impl Registry {
             .into_iter()
             .filter(|e| Some(e.id) != skip && filter.matches(e))
             .collect();
-        chosen.iter().for_each(|e| e.kill());
-        chosen.len()
+        chosen.iter().filter(|e| e.kill()).count()
     }
 
     /// Whether any MONITOR is listening (one atomic load: the check on every command).
@@ -432,8 +439,14 @@ mod tests {
         assert_eq!(reg.kill(&by_addr, None), 1);
         b.entry.killed().await;
         assert!(!a.entry.is_killed());
-        assert_eq!(reg.kill(&Filter::default(), Some(1)), 1, "skipme");
+        // b is on its way out (its task has not dropped it yet): not listed, not killed again
+        assert_eq!(reg.list().len(), 1);
+        assert_eq!(reg.kill(&by_addr, None), 0);
+        let c = reg.register(3, Some("127.0.0.1:3000".parse().expect("c")), None);
+        assert_eq!(reg.kill(&Filter::default(), Some(1)), 1, "skipme: c only");
+        assert!(c.entry.is_killed() && !a.entry.is_killed());
         drop(b);
+        drop(c);
         assert_eq!(reg.list().len(), 1);
     }
 }
