@@ -333,10 +333,8 @@ pub async fn send_cancel(target: CancelTarget) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn wrong_secret_or_idle_client_sends_nothing() {
-        let reg = CancelRegistry::default();
-        let info = ClientInfo {
+    fn info() -> ClientInfo {
+        ClientInfo {
             id: 1,
             user: "u".into(),
             database: "d".into(),
@@ -344,7 +342,13 @@ mod tests {
             local_addr: "127.0.0.1:2".parse().unwrap(),
             application_name: String::new(),
             connected_at: std::time::SystemTime::now(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn wrong_secret_or_idle_client_sends_nothing() {
+        let reg = CancelRegistry::default();
+        let info = info();
         let a = reg.register(info.clone());
         let b = reg.register(info);
         assert_ne!(a.pid, b.pid);
@@ -367,15 +371,7 @@ mod tests {
 
     #[test]
     fn a_detach_after_a_cancel_says_so_once() {
-        let slot = CancelRegistry::default().register(ClientInfo {
-            id: 1,
-            user: "u".into(),
-            database: "d".into(),
-            addr: "127.0.0.1:1".parse().unwrap(),
-            local_addr: "127.0.0.1:2".parse().unwrap(),
-            application_name: String::new(),
-            connected_at: std::time::SystemTime::now(),
-        });
+        let slot = CancelRegistry::default().register(info());
         let target = CancelTarget {
             addr: "127.0.0.1:5432".parse().unwrap(),
             key: BackendKey { pid: 9, secret: 1 },
@@ -405,15 +401,7 @@ mod tests {
             peer_id: 5,
             peers: vec![Peer { id: 7, address }],
         });
-        let info = ClientInfo {
-            id: 1,
-            user: "u".into(),
-            database: "d".into(),
-            addr: "127.0.0.1:1".parse().unwrap(),
-            local_addr: "127.0.0.1:2".parse().unwrap(),
-            application_name: String::new(),
-            connected_at: std::time::SystemTime::now(),
-        };
+        let info = info();
         for _ in 0..100 {
             let slot = reg.register(info.clone());
             assert!(slot.pid > 0);
