@@ -14,6 +14,28 @@ async fn pool_of(n: usize) -> Env {
     .await
 }
 
+/// A client named `victim` through Pake, and the pid Pake gave it (from SHOW CLIENTS).
+async fn victim(env: &Env) -> (Client, String) {
+    let victim =
+        pake::lab::postgres::connect(&format!("{}?application_name=victim", env.url("postgres")))
+            .await
+            .expect("victim");
+    let admin = pake::lab::postgres::connect(&env.url("pake"))
+        .await
+        .expect("console");
+    let (cols, rows) = crate::console::show(&admin, "SHOW CLIENTS").await;
+    let (name, pid) = (
+        crate::console::col(&cols, "application_name"),
+        crate::console::col(&cols, "remote_pid"),
+    );
+    let victim_pid = rows
+        .iter()
+        .find(|r| r[name] == "victim")
+        .map(|r| r[pid].clone())
+        .expect("victim in SHOW CLIENTS");
+    (victim, victim_pid)
+}
+
 /// The first value of the first row of a simple query (`SHOW x` and the like).
 async fn simple_value(c: &Client, sql: &str) -> String {
     let msgs = c.simple_query(sql).await.expect(sql);
@@ -594,24 +616,8 @@ async fn wildcard_databases_are_bounded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminating_the_pid_pake_handed_out_closes_that_client() {
     let env = pool_of(2).await;
-    let victim =
-        pake::lab::postgres::connect(&format!("{}?application_name=victim", env.url("postgres")))
-            .await
-            .expect("victim");
+    let (victim, victim_pid) = victim(&env).await;
     victim.batch_execute("select 1").await.expect("victim runs");
-    let admin = pake::lab::postgres::connect(&env.url("pake"))
-        .await
-        .expect("console");
-    let (cols, rows) = crate::console::show(&admin, "SHOW CLIENTS").await;
-    let (name, pid) = (
-        crate::console::col(&cols, "application_name"),
-        crate::console::col(&cols, "remote_pid"),
-    );
-    let victim_pid = rows
-        .iter()
-        .find(|r| r[name] == "victim")
-        .map(|r| r[pid].clone())
-        .expect("victim in SHOW CLIENTS");
     let killer = env.client().await;
     let answer = simple_value(
         &killer,
@@ -644,23 +650,7 @@ async fn terminating_another_users_client_is_refused() {
         .batch_execute("create role guest login password 'guest'")
         .await
         .expect("create role");
-    let victim =
-        pake::lab::postgres::connect(&format!("{}?application_name=victim", env.url("postgres")))
-            .await
-            .expect("victim");
-    let admin = pake::lab::postgres::connect(&env.url("pake"))
-        .await
-        .expect("console");
-    let (cols, rows) = crate::console::show(&admin, "SHOW CLIENTS").await;
-    let (name, pid) = (
-        crate::console::col(&cols, "application_name"),
-        crate::console::col(&cols, "remote_pid"),
-    );
-    let victim_pid = rows
-        .iter()
-        .find(|r| r[name] == "victim")
-        .map(|r| r[pid].clone())
-        .expect("victim in SHOW CLIENTS");
+    let (victim, victim_pid) = victim(&env).await;
     let guest_url = format!(
         "postgres://guest:guest@127.0.0.1:{}/postgres",
         env.pake.pg_addr.port()
