@@ -12,6 +12,7 @@ mod commands;
 mod compat;
 mod faults;
 mod limits;
+mod links;
 mod matrix;
 mod random_args;
 mod sentinel;

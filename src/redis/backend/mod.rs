@@ -14,6 +14,7 @@
 //! RESP3 clients get replies from RESP3 connections (no lossy conversion).
 
 pub mod link;
+pub mod mux;
 pub mod sentinel;
 
 use super::config::RedisConfig;
@@ -78,7 +79,11 @@ pub struct Backend {
     replica_pools: RwLock<HashMap<(PoolKey, String), Arc<Pool>>>,
     /// Serialises pool creation so concurrent logins of one user build one pool.
     creating: tokio::sync::Mutex<()>,
+    /// Pake's own multiplexed links ([`mux`]), one per thread, node and pool key.
+    links: parking_lot::Mutex<HashMap<LinkKey, Arc<mux::Mux>>>,
 }
+
+type LinkKey = (std::thread::ThreadId, String, PoolKey);
 
 pub(crate) fn server_addr(host: &str, port: u16) -> String {
     if host.contains(':') {
@@ -146,6 +151,7 @@ impl Backend {
             replicas: RwLock::new(replicas),
             replica_pools: RwLock::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
+            links: parking_lot::Mutex::new(HashMap::new()),
         });
         backend.pool(&backend.default_key(Proto::Resp2)).await?;
         Ok(backend)
@@ -327,6 +333,7 @@ impl Backend {
 
     /// Close every pool.
     pub async fn close(&self) {
+        self.links.lock().clear();
         let mut pools: Vec<Arc<Pool>> = self.pools.write().drain().map(|(_, p)| p).collect();
         pools.extend(self.replica_pools.write().drain().map(|(_, p)| p));
         for p in pools {
@@ -453,6 +460,24 @@ impl Backend {
 
     pub fn command_timeout(&self) -> Duration {
         self.command_timeout
+    }
+
+    /// The multiplexed link of this thread to the standalone server (or current primary)
+    /// for `key`, started on first use; `None` for a cluster, whose commands go through fred
+    /// (it follows the slot map and its redirections). Links no session holds that have
+    /// been idle a while are closed here.
+    pub fn mux(&self, key: &PoolKey) -> Option<Arc<mux::Mux>> {
+        if self.cluster {
+            return None;
+        }
+        let addr = self.seed();
+        let id = (std::thread::current().id(), addr, key.clone());
+        let mut links = self.links.lock();
+        links.retain(|_, l| Arc::strong_count(l) > 1 || !l.idle());
+        let link = links.entry(id).or_insert_with_key(|(_, addr, key)| {
+            mux::Mux::spawn(self.target(addr.clone(), key), self.command_timeout)
+        });
+        Some(link.clone())
     }
 }
 

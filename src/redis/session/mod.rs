@@ -151,6 +151,8 @@ pub struct Session {
     pub state: ClientState,
     /// The fred client all of this session's shared-path commands go through.
     fred: Option<fred::clients::Client>,
+    /// The thread's multiplexed link for this session's pool key (standalone server only).
+    mux: Option<Arc<crate::redis::backend::mux::Mux>>,
     /// The backend generation `fred` (and `replica`) came from.
     pool_gen: u64,
     /// A replica's client for key reads (`read_from_replicas`), when one is reachable.
@@ -209,6 +211,7 @@ impl Session {
             pending_writes: 0,
             state,
             fred: None,
+            mux: None,
             pool_gen: 0,
             replica: None,
             tx: None,
@@ -449,6 +452,7 @@ impl Session {
         self.fred = clients
             .get(self.id as usize % clients.len().max(1))
             .cloned();
+        self.mux = backend.mux(key);
         self.replica = match self.svc.config.read_from_replicas {
             true => backend.replica_client(key, self.id as usize).await,
             false => None,

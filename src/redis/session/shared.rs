@@ -20,6 +20,7 @@
 use super::dispatch::{common_slot, keys_of};
 use super::fanout::{group_by_slot, MGET_L1_MAX_KEYS};
 use super::{Done, Session};
+use crate::redis::backend::mux::Mux;
 use crate::redis::commands::{Kind, Merge, Spec, CACHE, FLUSH, READ, WRITE};
 use crate::redis::error::Error;
 use crate::redis::l1::{CacheKey, Ticket, L1};
@@ -41,33 +42,108 @@ pub(super) type Reply = Result<BytesFrame, Error>;
 pub(super) struct Ctx {
     pub(super) svc: Arc<Service>,
     pub(super) client: Client,
+    /// The thread's multiplexed link to the server ([`crate::redis::backend::mux`]), when
+    /// the command goes to the standalone server or primary; `None`: through `client`.
+    pub(super) mux: Option<Arc<Mux>>,
     pub(super) proto: Proto,
     /// The backend generation `client` belongs to.
     generation: u64,
 }
 
 impl Ctx {
-    /// [`send`] through the breaker: refused at once while it is open, and each answer
-    /// (or failure to get one) reported to it.
+    /// One command to the node serving `slot`, through the breaker: refused at once while
+    /// it is open, and each answer (or failure to get one) reported to it.
     pub(super) async fn send(
         &self,
         name: &'static str,
         args: &[Bytes],
         slot: Option<u16>,
     ) -> Reply {
-        let Some(breaker) = &self.svc.breaker else {
-            return send(&self.client, name, args, slot).await;
+        let Some(mux) = &self.mux else {
+            return self.through_fred(name, args, slot).await;
         };
-        if let crate::limits::Admit::Refuse(wait) = breaker.admit() {
-            let retry_ms = wait.as_millis() as u64;
-            return Err(Error::CircuitOpen { retry_ms });
-        }
-        let reply = send(&self.client, name, args, slot).await;
-        match &reply {
-            Err(e) if e.source() == crate::redis::error::Source::Backend => breaker.on_failure(),
-            _ => breaker.on_success(),
-        }
+        let raw = self.through_mux(mux, name, args).await?;
+        // the link speaks the client's protocol (RESP2's null bulk is not RESP3)
+        let frame = match self.proto {
+            Proto::Resp3 => redis_protocol::resp3::decode::complete::decode_bytes(&raw)
+                .ok()
+                .flatten()
+                .map(|(f, _)| f),
+            Proto::Resp2 => redis_protocol::resp2::decode::decode_bytes(&raw)
+                .ok()
+                .flatten()
+                .map(|(f, _)| f.into_resp3()),
+        };
+        frame.ok_or_else(|| Error::Backend("a reply that could not be decoded".into()))
+    }
+
+    /// [`Ctx::send`] for a reply the client gets as it is: the bytes Redis sent (in the
+    /// client's protocol) through the multiplexed link, or fred's frame encoded again.
+    pub(super) async fn send_raw(
+        &self,
+        name: &'static str,
+        args: &[Bytes],
+        slot: Option<u16>,
+    ) -> Result<Bytes, Error> {
+        let Some(mux) = &self.mux else {
+            let reply = self.through_fred(name, args, slot).await;
+            return match reply {
+                Ok(frame) => {
+                    let mut out = BytesMut::new();
+                    encode::frame(&mut out, &frame, self.proto);
+                    Ok(out.freeze())
+                }
+                Err(e) => Err(e),
+            };
+        };
+        self.through_mux(mux, name, args).await
+    }
+
+    /// Queue on the link at once (this runs in the future's first poll, so commands keep
+    /// the order the session dispatched them in), then wait for the reply.
+    async fn through_mux(
+        &self,
+        mux: &Mux,
+        name: &'static str,
+        args: &[Bytes],
+    ) -> Result<Bytes, Error> {
+        self.admit()?;
+        let reply = match mux.submit(name.as_bytes(), args) {
+            Ok(rx) => crate::redis::backend::mux::reply(rx).await,
+            Err(e) => Err(e),
+        };
+        self.settle(reply.as_ref().err());
         reply
+    }
+
+    async fn through_fred(&self, name: &'static str, args: &[Bytes], slot: Option<u16>) -> Reply {
+        self.admit()?;
+        let reply = send(&self.client, name, args, slot).await;
+        self.settle(reply.as_ref().err());
+        reply
+    }
+
+    /// Refused at once while the breaker is open.
+    fn admit(&self) -> Result<(), Error> {
+        if let Some(breaker) = &self.svc.breaker {
+            if let crate::limits::Admit::Refuse(wait) = breaker.admit() {
+                let retry_ms = wait.as_millis() as u64;
+                return Err(Error::CircuitOpen { retry_ms });
+            }
+        }
+        Ok(())
+    }
+
+    /// Each answer (or failure to get one) reported to the breaker.
+    fn settle(&self, error: Option<&Error>) {
+        if let Some(breaker) = &self.svc.breaker {
+            match error {
+                Some(e) if e.source() == crate::redis::error::Source::Backend => {
+                    breaker.on_failure()
+                }
+                _ => breaker.on_success(),
+            }
+        }
     }
 
     /// An L1 ticket for `key`, only while `client` is from the backend's current pools: a
@@ -115,6 +191,31 @@ pub(super) fn encode_reply(ctx: &Ctx, reply: &Reply) -> Bytes {
     out.freeze()
 }
 
+/// [`encode_reply`] for a reply already in the client's protocol.
+fn raw_reply(ctx: &Ctx, reply: Result<Bytes, Error>) -> Bytes {
+    match reply {
+        Ok(raw) => {
+            if raw.starts_with(b"-READONLY") || raw.starts_with(b"!") && is_blob_readonly(&raw) {
+                ctx.svc.backend.suspect_primary();
+            }
+            raw
+        }
+        Err(e) => encode_reply(ctx, &Err(e)),
+    }
+}
+
+/// A RESP3 blob error whose text starts with READONLY.
+fn is_blob_readonly(raw: &[u8]) -> bool {
+    raw.splitn(2, |&b| b == b'\n')
+        .nth(1)
+        .is_some_and(|body| body.starts_with(b"READONLY"))
+}
+
+/// An error reply, in either protocol.
+fn raw_is_error(raw: &[u8]) -> bool {
+    matches!(raw.first(), Some(b'-' | b'!'))
+}
+
 fn is_readonly(f: &BytesFrame) -> bool {
     match f {
         BytesFrame::SimpleError { data, .. } => data.starts_with("READONLY"),
@@ -133,6 +234,14 @@ fn ttl_of(reply: &Reply) -> Option<Duration> {
     }
 }
 
+/// [`ttl_of`] for a raw `:N` reply.
+fn raw_ttl(reply: &Result<Bytes, Error>) -> Option<Duration> {
+    let raw = reply.as_ref().ok()?.strip_prefix(b":")?;
+    let digits = raw.strip_suffix(b"\r\n")?;
+    let ms: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    Some(Duration::from_millis(ms))
+}
+
 impl Session {
     pub(super) fn shared(&mut self, spec: &'static Spec, req: Request) {
         let Some(client) = self.fred.clone() else {
@@ -142,6 +251,7 @@ impl Session {
         let mut ctx = Ctx {
             svc: self.svc.clone(),
             client,
+            mux: self.mux.clone(),
             proto: self.state.proto,
             generation: self.pool_gen,
         };
@@ -150,6 +260,7 @@ impl Session {
         let l1 = self.svc.l1.clone().filter(|_| self.pending_writes == 0);
         if let Some(replica) = self.replica_for(spec, &keys, l1.is_some()) {
             ctx.client = replica;
+            ctx.mux = None;
         }
         match spec.kind {
             Kind::Split(Merge::Concat) => return self.mget(ctx, spec, req, l1),
@@ -393,12 +504,14 @@ fn invalidate_written(svc: &Service, spec: &Spec, keys: &[Bytes]) {
 
 async fn plain(ctx: Ctx, spec: &'static Spec, req: Request, slot: Option<u16>) -> Done {
     let started = Instant::now();
-    let reply = ctx.send(spec.name, &req.args[1..], slot).await;
-    let keys: Vec<Bytes> = keys_of(spec, &req.args).into_iter().cloned().collect();
-    invalidate_written(&ctx.svc, spec, &keys);
+    let reply = ctx.send_raw(spec.name, &req.args[1..], slot).await;
+    if spec.is(WRITE) || spec.is(FLUSH) {
+        let keys: Vec<Bytes> = keys_of(spec, &req.args).into_iter().cloned().collect();
+        invalidate_written(&ctx.svc, spec, &keys);
+    }
     observe(&ctx, spec, started);
     Done {
-        reply: encode_reply(&ctx, &reply),
+        reply: raw_reply(&ctx, reply),
         write: spec.is(WRITE),
     }
 }
@@ -460,17 +573,18 @@ async fn cached_read(
     let started = Instant::now();
     let (reply, ttl) = match ticket {
         Some(_) => {
-            let ttl = ctx.send("PTTL", &req.args[1..2], slot);
-            let (reply, ttl) = futures_util::join!(ctx.send(spec.name, &req.args[1..], slot), ttl);
-            (reply, ttl_of(&ttl))
+            let ttl = ctx.send_raw("PTTL", &req.args[1..2], slot);
+            let (reply, ttl) =
+                futures_util::join!(ctx.send_raw(spec.name, &req.args[1..], slot), ttl);
+            (reply, raw_ttl(&ttl))
         }
-        None => (ctx.send(spec.name, &req.args[1..], slot).await, None),
+        None => (ctx.send_raw(spec.name, &req.args[1..], slot).await, None),
     };
-    let bytes = encode_reply(&ctx, &reply);
-    if let (Ok(frame), Some(t)) = (&reply, ticket) {
-        if !encode::is_error(frame) {
-            l1.insert(key, bytes.clone(), t, ttl);
-        }
+    let fill = ticket.filter(|_| reply.as_ref().is_ok_and(|r| !raw_is_error(r)));
+    let bytes = raw_reply(&ctx, reply);
+    if let Some(t) = fill {
+        // a copy of its own: the reply may be a slice of the link's read buffer
+        l1.insert(key, Bytes::copy_from_slice(&bytes), t, ttl);
     }
     observe(&ctx, spec, started);
     Done {

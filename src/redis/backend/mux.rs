@@ -1,0 +1,298 @@
+//! Pake's own multiplexed links for the shared path to a standalone Redis (or the current
+//! primary under Sentinel): one connection per reactor thread and pool key, carrying the
+//! commands of every session on that thread.
+//!
+//! * A session queues a command with [`Mux::submit`]: the command is encoded straight into
+//!   the link's output buffer and a reply slot is put at the back of its FIFO, both under one
+//!   short lock, so the order of the bytes is the order of the slots. Nothing is sent yet.
+//! * The link's task writes whatever is queued in one write per wake-up, so the commands
+//!   of many sessions (and a client's pipeline) go out together; it reads replies as raw RESP
+//!   frames ([`resp::scan`]) and hands each to the slot at the front of the FIFO. The reply
+//!   is the bytes Redis sent, in the session's protocol (the link logged in with it): it is
+//!   written to the client as it is, never decoded and encoded again.
+//! * The link lives on the thread of the sessions using it (a reactor's current-thread
+//!   runtime), so a command and its reply cross no thread: no futex, no cross-core wake.
+//!
+//! Bounded: at most [`MAX_QUEUED`] bytes wait to be written (or one command alone, however
+//! large the client's request budget let it be) and [`MAX_IN_FLIGHT`] replies are owed on one
+//! link; past either a command is refused at once with an error, nothing is lost from what is
+//! already queued. A reply is bounded by the backend [`Limits`].
+//!
+//! Failure: a lost connection, a reply that cannot be framed, a reply nobody asked for, or
+//! no reply at all to the oldest command within the command timeout ends the connection:
+//! every command still owed a reply gets [`Error::LinkLost`] (it may have been applied), and
+//! the link reconnects at once, then with a backoff. While it is down, commands are refused
+//! at once (as fred's `fail_fast`); while it is connecting they wait in the queue.
+
+use super::link::{Link, Target};
+use crate::redis::error::Error;
+use crate::redis::resp::{self, encode, Limits};
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{oneshot, Notify};
+
+/// Bytes queued on one link and not yet written.
+pub const MAX_QUEUED: usize = 16 << 20;
+/// Replies owed on one link.
+pub const MAX_IN_FLIGHT: usize = 65_536;
+/// How often the link checks that its oldest command is being answered.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// Checks in a row without a command after which an unused link may be dropped.
+pub const IDLE_CHECKS: u64 = 600;
+
+/// A command's reply: the frame as Redis sent it.
+pub type Reply = oneshot::Receiver<Result<Bytes, Error>>;
+
+/// One multiplexed connection. Dropping the last handle closes it.
+pub struct Mux {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    target: Target,
+    timeout: Duration,
+    state: Mutex<State>,
+    /// Woken when bytes are queued (and when the last handle goes).
+    wake: Notify,
+    /// Commands submitted, for the idle check.
+    submitted: AtomicU64,
+    /// Watchdog checks in a row that saw no new command.
+    idle: AtomicU64,
+}
+
+#[derive(Default)]
+struct State {
+    link: Phase,
+    out: BytesMut,
+    waiters: VecDeque<oneshot::Sender<Result<Bytes, Error>>>,
+    closed: bool,
+}
+
+#[derive(Default)]
+enum Phase {
+    /// Commands wait in the queue until the login is done.
+    #[default]
+    Connecting,
+    Up,
+    /// The last attempt failed (why): commands are refused until the next one.
+    Down(String),
+}
+
+impl Mux {
+    /// A link to `target`, connecting in the background on the current runtime.
+    pub fn spawn(target: Target, timeout: Duration) -> Arc<Mux> {
+        let shared = Arc::new(Shared {
+            target,
+            timeout,
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            submitted: AtomicU64::new(0),
+            idle: AtomicU64::new(0),
+        });
+        tokio::spawn(run(shared.clone()));
+        Arc::new(Mux { shared })
+    }
+
+    /// Queue `name args…`; the receiver gets its reply.
+    pub fn submit(&self, name: &[u8], args: &[Bytes]) -> Result<Reply, Error> {
+        let size = 16 + name.len() + args.iter().map(|a| a.len() + 16).sum::<usize>();
+        let (tx, rx) = oneshot::channel();
+        let was_empty = {
+            let mut s = self.shared.state.lock();
+            if let Phase::Down(why) = &s.link {
+                return Err(Error::Backend(format!(
+                    "{}: not connected ({why})",
+                    self.shared.target.addr
+                )));
+            }
+            // one command larger than the limit goes alone (the client's request budget
+            // bounds it); behind others, it waits for them to be written
+            let over = !s.out.is_empty() && s.out.len() + size > MAX_QUEUED;
+            if over || s.waiters.len() >= MAX_IN_FLIGHT {
+                return Err(Error::Backend(format!(
+                    "{}: too much queued for this Redis connection ({} bytes, {} replies owed; limits {MAX_QUEUED} and {MAX_IN_FLIGHT})",
+                    self.shared.target.addr,
+                    s.out.len(),
+                    s.waiters.len()
+                )));
+            }
+            let was_empty = s.out.is_empty();
+            encode::array(&mut s.out, args.len() + 1);
+            encode::bulk(&mut s.out, name);
+            for a in args {
+                encode::bulk(&mut s.out, a);
+            }
+            s.waiters.push_back(tx);
+            was_empty
+        };
+        self.shared.submitted.fetch_add(1, Relaxed);
+        if was_empty {
+            self.shared.wake.notify_one();
+        }
+        Ok(rx)
+    }
+
+    /// Unused for [`IDLE_CHECKS`] watchdog checks in a row.
+    pub fn idle(&self) -> bool {
+        self.shared.idle.load(Relaxed) >= IDLE_CHECKS
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.shared.target.addr
+    }
+}
+
+impl Drop for Mux {
+    fn drop(&mut self) {
+        self.shared.state.lock().closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+/// The reply to a submitted command, or why there is none.
+pub async fn reply(rx: Reply) -> Result<Bytes, Error> {
+    rx.await
+        .unwrap_or_else(|_| Err(Error::LinkLost("the Redis connection closed".into())))
+}
+
+/// Connect, serve until the connection fails, fail what was owed, reconnect; until every
+/// handle is gone.
+async fn run(shared: Arc<Shared>) {
+    let mut backoff = Duration::ZERO;
+    loop {
+        if shared.state.lock().closed {
+            return;
+        }
+        let why = match Link::connect(&shared.target).await {
+            Ok(link) => {
+                backoff = Duration::ZERO;
+                shared.state.lock().link = Phase::Up;
+                serve(&shared, link).await
+            }
+            Err(e) => e.to_string(),
+        };
+        shared.fail_all(&why);
+        if shared.state.lock().closed {
+            return;
+        }
+        tracing::debug!(addr = %shared.target.addr, error = %why, "Redis link down; reconnecting");
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
+        shared.state.lock().link = Phase::Connecting;
+    }
+}
+
+impl Shared {
+    /// Every command owed a reply (or still queued) fails with `why`; new ones are refused.
+    fn fail_all(&self, why: &str) {
+        let waiters = {
+            let mut s = self.state.lock();
+            s.link = Phase::Down(why.to_string());
+            s.out.clear();
+            std::mem::take(&mut s.waiters)
+        };
+        for w in waiters {
+            let _ = w.send(Err(Error::LinkLost(format!(
+                "{}: {why} (the command may have been applied)",
+                self.target.addr
+            ))));
+        }
+    }
+}
+
+/// Write, read and watch one connection; why it ended.
+async fn serve(shared: &Shared, link: Link) -> String {
+    let replies = AtomicU64::new(0);
+    let Link { stream, rbuf, addr } = link;
+    let tls = stream.is_tls();
+    let (mut rd, mut wr) = tokio::io::split(stream);
+    let write = async {
+        loop {
+            let out = {
+                let mut s = shared.state.lock();
+                if s.closed {
+                    return "closed".to_string();
+                }
+                s.out.split()
+            };
+            if out.is_empty() {
+                shared.wake.notified().await;
+                continue;
+            }
+            if let Err(e) = wr.write_all(&out).await {
+                return format!("write failed: {e}");
+            }
+            if tls {
+                if let Err(e) = wr.flush().await {
+                    return format!("write failed: {e}");
+                }
+            }
+        }
+    };
+    let read = async {
+        let mut rbuf = rbuf;
+        let limits = Limits::backend();
+        loop {
+            if rbuf.capacity() - rbuf.len() < 1024 {
+                rbuf.reserve(16 * 1024);
+            }
+            match rd.read_buf(&mut rbuf).await {
+                Ok(0) => return format!("{addr} closed the connection"),
+                Ok(_) => {}
+                Err(e) => return format!("read failed: {e}"),
+            }
+            loop {
+                let len = match resp::scan(&rbuf, 0, &limits) {
+                    Ok(Some(n)) => n,
+                    Ok(None) => break,
+                    Err(e) => return format!("bad reply: {e}"),
+                };
+                let frame = rbuf.split_to(len).freeze();
+                if frame.first() == Some(&b'>') {
+                    // a push nobody asked for (this link tracks nothing): not a reply
+                    continue;
+                }
+                let Some(waiter) = shared.state.lock().waiters.pop_front() else {
+                    return "a reply nobody asked for".to_string();
+                };
+                replies.fetch_add(1, Relaxed);
+                let _ = waiter.send(Ok(frame));
+            }
+        }
+    };
+    let watch = async {
+        let mut tick = tokio::time::interval(WATCH_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (mut seen_replies, mut seen_submitted) = (0, 0);
+        let mut stalled = Duration::ZERO;
+        loop {
+            tick.tick().await;
+            let owed = !shared.state.lock().waiters.is_empty();
+            let answered = replies.load(Relaxed);
+            stalled = match owed && answered == seen_replies {
+                true => stalled + WATCH_EVERY,
+                false => Duration::ZERO,
+            };
+            seen_replies = answered;
+            if stalled > shared.timeout {
+                return format!("no reply within {:?}", shared.timeout);
+            }
+            let submitted = shared.submitted.load(Relaxed);
+            match submitted == seen_submitted {
+                true => shared.idle.fetch_add(1, Relaxed),
+                false => shared.idle.swap(0, Relaxed),
+            };
+            seen_submitted = submitted;
+        }
+    };
+    tokio::select! {
+        why = write => why,
+        why = read => why,
+        why = watch => why,
+    }
+}

@@ -1,0 +1,185 @@
+//! Pake's own multiplexed links to a standalone Redis (`src/redis/backend/mux.rs`): the
+//! commands of many clients share one connection per reactor thread. What must hold: each
+//! client's replies in its own order, a server that stops answering or drops the link
+//! costs only the commands it owed, and a link's queue is bounded.
+
+use crate::harness::{Env, Mode, Val};
+use std::time::{Duration, Instant};
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+/// Many clients pipelining writes and reads of their own keys: every reply in order,
+/// reads seeing the writes before them (the L1 is on: reads behind a pending write go to
+/// Redis, in the same FIFO as the write).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_of_many_clients_share_links_and_keep_their_order() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut tasks = Vec::new();
+    for c in 0..16 {
+        let mut conn = env.conn().await;
+        tasks.push(tokio::spawn(async move {
+            let key = format!("links:order:{c}");
+            let mut batch = Vec::new();
+            for _ in 0..500 {
+                batch.extend(crate::harness::encode(&["INCR", &key]));
+                batch.extend(crate::harness::encode(&["GET", &key]));
+                batch.extend(crate::harness::encode(&["MGET", &key, "links:none"]));
+            }
+            conn.send(&batch).await;
+            for i in 1..=500i64 {
+                assert_eq!(conn.read().await, Some(Val::Int(i)), "client {c} INCR {i}");
+                assert_eq!(
+                    conn.read().await,
+                    Some(Val::s(&i.to_string())),
+                    "client {c} GET {i}"
+                );
+                assert_eq!(
+                    conn.read().await,
+                    Some(Val::Arr(vec![Val::s(&i.to_string()), Val::Nil])),
+                    "client {c} MGET {i}"
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("client task");
+    }
+}
+
+/// A server that stops answering: the commands it owes fail once the command timeout has
+/// passed (not before, not never), and once it answers again the link is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_server_fails_what_it_owes_after_the_timeout_and_the_link_comes_back() {
+    let env = Env::with(crate::harness::options(Mode::Standalone), |rc| {
+        rc.command_timeout = pake::config::Dur::secs(1);
+    })
+    .await;
+    let mut conn = env.conn().await;
+    assert_eq!(conn.cmd(&["INCR", "links:stall"]).await, Val::Int(1));
+    let pid = env.lab.nodes[0].pid().expect("redis pid");
+    signal(pid, "-STOP");
+    let started = Instant::now();
+    conn.send(&crate::harness::encode(&["INCR", "links:stall"]))
+        .await;
+    let reply = conn.read_within(Duration::from_secs(10)).await;
+    let waited = started.elapsed();
+    signal(pid, "-CONT");
+    let reply = reply.expect("an answer while Redis is stopped");
+    assert!(reply.is_err(), "{reply:?}");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "failed after {waited:?}"
+    );
+    // back: the next command reaches Redis on a fresh connection
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match conn.cmd(&["INCR", "links:stall"]).await {
+            Val::Int(n) => {
+                assert!(n >= 2, "{n}");
+                break;
+            }
+            other => assert!(Instant::now() < deadline, "still failing: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The server drops every client connection (Pake's links among them): the link
+/// reconnects, and a pipeline sent after that is answered whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_the_server_dropped_reconnects() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut conn = env.conn().await;
+    assert_eq!(conn.cmd(&["INCR", "links:drop"]).await, Val::Int(1));
+    let mut direct = env.direct("links:drop").await;
+    let killed = direct
+        .cmd(&["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .await;
+    assert!(matches!(killed, Val::Int(n) if n >= 1), "{killed:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let last = loop {
+        match conn.cmd(&["INCR", "links:drop"]).await {
+            Val::Int(n) => break n,
+            other => assert!(Instant::now() < deadline, "still failing: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut batch = Vec::new();
+    for _ in 0..1000 {
+        batch.extend(crate::harness::encode(&["INCR", "links:drop"]));
+    }
+    conn.send(&batch).await;
+    for i in 1..=1000 {
+        assert_eq!(conn.read().await, Some(Val::Int(last + i)));
+    }
+}
+
+/// A link's queue is bounded: with Redis stopped, large writes from many clients fill it,
+/// the ones past the bound are refused at once with an error, and every one that was
+/// accepted is applied once Redis runs again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_link_queue_refuses_commands_with_an_error_and_keeps_the_rest() {
+    let env = Env::with(crate::harness::options(Mode::Standalone), |rc| {
+        rc.command_timeout = pake::config::Dur::secs(60);
+    })
+    .await;
+    let value = "v".repeat(1 << 20);
+    let mut conns = Vec::new();
+    for _ in 0..64 {
+        let mut c = env.conn().await;
+        assert_eq!(c.cmd(&["PING"]).await, Val::s("PONG"));
+        conns.push(c);
+    }
+    let pid = env.lab.nodes[0].pid().expect("redis pid");
+    signal(pid, "-STOP");
+    for (i, c) in conns.iter_mut().enumerate() {
+        // APPEND: a write whose result Pake cannot know, so it takes the shared link
+        c.send(&crate::harness::encode(&[
+            "APPEND",
+            &format!("links:big:{i}"),
+            &value,
+        ]))
+        .await;
+    }
+    // the refusals come at once, while Redis is still stopped
+    // (refusals count as failures for the circuit breaker, which may then open: its
+    // refusals are as immediate)
+    let mut refused = Vec::new();
+    let mut queue_full = 0;
+    for (i, c) in conns.iter_mut().enumerate() {
+        if let Some(v) = c.read_within(Duration::from_millis(200)).await {
+            let text = v.err_text();
+            assert!(
+                text.contains("too much queued") || text.contains("circuit open"),
+                "{v:?}"
+            );
+            queue_full += usize::from(text.contains("too much queued"));
+            refused.push(i);
+        }
+    }
+    signal(pid, "-CONT");
+    assert!(queue_full > 0, "64 MiB queued with no refusal");
+    assert!(refused.len() < 64, "everything refused");
+    let mut direct = env.direct("links:big:0").await;
+    for (i, c) in conns.iter_mut().enumerate() {
+        if refused.contains(&i) {
+            continue;
+        }
+        let v = c.read_within(Duration::from_secs(30)).await;
+        assert_eq!(v, Some(Val::Int(1 << 20)), "client {i}");
+        let len = direct.cmd(&["STRLEN", &format!("links:big:{i}")]).await;
+        assert_eq!(len, Val::Int(1 << 20), "client {i}");
+    }
+    // and the proxy goes on (once the breaker, if it opened, lets commands through)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while conns[0].cmd(&["SET", "links:after", "1"]).await != Val::s("OK") {
+        assert!(Instant::now() < deadline, "no recovery");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
