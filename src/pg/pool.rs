@@ -47,6 +47,11 @@ impl PoolError {
         matches!(self, PoolError::Timeout(..))
     }
 
+    /// The pool was closed (shutdown, or drained by a RELOAD).
+    pub fn is_closed(&self) -> bool {
+        matches!(self, PoolError::Closed(_))
+    }
+
     /// The SQLSTATE a client is told: a refused server login keeps the server's own code.
     pub fn sqlstate(&self) -> SqlState {
         match self {
@@ -139,6 +144,10 @@ pub struct Pool {
     pub created: Instant,
     /// The backend's circuit breaker (shared by every pool towards it).
     breaker: Option<Arc<crate::pg::limits::Breaker>>,
+    /// `min_pool_size` is kept warm: from the start when Pake has a password for the server,
+    /// otherwise once a connection has worked. Pools are built for every configured user,
+    /// and warming one whose login cannot work would trip the backend's breaker for all.
+    warm: std::sync::atomic::AtomicBool,
 }
 
 static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
@@ -156,6 +165,7 @@ impl Pool {
         breaker: Option<Arc<crate::pg::limits::Breaker>>,
     ) -> Arc<Pool> {
         Arc::new(Pool {
+            warm: std::sync::atomic::AtomicBool::new(target.password.is_some()),
             key,
             target_name,
             settings: arc_swap::ArcSwap::from_pointee(settings),
@@ -381,6 +391,9 @@ impl Pool {
             let s = self.settings();
             s.defaults.min_pool_size.min(s.size)
         };
+        if !self.warm.load(Ordering::Relaxed) {
+            return;
+        }
         loop {
             {
                 let mut st = self.state.lock();
@@ -437,6 +450,7 @@ impl Pool {
         }
         match result {
             Ok(s) => {
+                self.warm.store(true, Ordering::Relaxed);
                 self.metrics.server_connects.inc();
                 *self.last_error.lock() = None;
                 self.rows.lock().insert(
