@@ -213,3 +213,85 @@ async fn reload_adds_and_removes_databases_while_others_go_on_and_a_bad_one_chan
     assert_eq!(one(&added).await.expect("added after a failed reload"), 1);
     assert_eq!(one(&keep).await.expect("keep after a failed reload"), 1);
 }
+
+/// The server pids of client backends on the lab primary.
+async fn backends(lab: &PgLab) -> Vec<i32> {
+    let c = lab.client("postgres").await.expect("direct");
+    c.query(
+        "select pid from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()",
+        &[],
+    )
+    .await
+    .expect("pg_stat_activity")
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
+    c.query_one("select pg_backend_pid()", &[])
+        .await
+        .expect("pg_backend_pid")
+        .get(0)
+}
+
+/// A database whose servers change (here: an explicit `server_user`, the same login) gets new
+/// pools; the old ones close their idle servers at once and a busy one when its transaction
+/// ends, and that client's next transaction runs on the new pool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_drains_a_changed_database_gracefully() {
+    let lab = lab(PgOptions::default()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("pake.toml");
+    let pg = lab.primary.port;
+    std::fs::write(&path, file(pg, "3", &["app"])).expect("write");
+    let config = pake::config::Config::load(&path).expect("config");
+    let source = pake::pg::proxy::ConfigSource {
+        path: Some(path.clone()),
+        overrides: pake::config::QuickStart::default(),
+    };
+    let running = pake::app::start_with(config, Some(source))
+        .await
+        .expect("start");
+    let port = running.pg_addr.port();
+    let admin = pake::lab::postgres::connect(&url(port, "pake"))
+        .await
+        .expect("console");
+    let busy = pake::lab::postgres::connect(&url(port, "app"))
+        .await
+        .expect("busy");
+    let idle = pake::lab::postgres::connect(&url(port, "app"))
+        .await
+        .expect("idle");
+    busy.batch_execute("begin").await.expect("begin");
+    let busy_pid = backend_pid(&busy).await;
+    let idle_pid = backend_pid(&idle).await; // its server goes back to the pool, idle
+    assert_ne!(busy_pid, idle_pid);
+
+    let changed = file(pg, "3", &["app"]).replace(
+        "dbname = \"postgres\"",
+        "dbname = \"postgres\"\nserver_user = \"pake\"\nserver_password = \"pake\"",
+    );
+    std::fs::write(&path, changed).expect("write");
+    admin.simple_query("RELOAD").await.expect("reload");
+    let gone = eventually(Duration::from_secs(10), || async {
+        !backends(&lab).await.contains(&idle_pid)
+    })
+    .await;
+    assert!(gone, "the old pool's idle server was not closed");
+    assert_eq!(
+        backend_pid(&busy).await,
+        busy_pid,
+        "the open transaction stays on its server"
+    );
+    assert!(backends(&lab).await.contains(&busy_pid));
+    busy.batch_execute("commit").await.expect("commit");
+    let closed = eventually(Duration::from_secs(10), || async {
+        !backends(&lab).await.contains(&busy_pid)
+    })
+    .await;
+    assert!(closed, "the busy server was not closed at release");
+    let next = backend_pid(&busy).await;
+    assert!(next != busy_pid && next != idle_pid, "a new pool's server");
+    assert_eq!(one(&idle).await.expect("idle client goes on"), 1);
+}
