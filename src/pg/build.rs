@@ -195,6 +195,7 @@ impl Proxy {
     /// read can go to a replica. A server that is down delays nothing past that bound: Pake
     /// starts, and serves once the server is up.
     pub async fn start_pools(&self) {
+        let _one_at_a_time = self.reloading.lock().await;
         let config = self.config();
         let built = self.build(config, self.tls());
         let limit = built.config.routing.health_check_timeout.0 * 2;

@@ -67,6 +67,9 @@ pub struct Proxy {
     /// Where RELOAD re-reads the config, and the command-line flags applied on top.
     pub(super) source: Mutex<Option<ConfigSource>>,
     pub(super) generation: AtomicU64,
+    /// Held from a reload's validation to its drain (and by the build at start): two
+    /// reloads (SIGHUP and the console) never plan against the same running pools.
+    pub(super) reloading: tokio::sync::Mutex<()>,
     pub(super) breakers: Mutex<HashMap<String, Arc<crate::pg::limits::Breaker>>>,
     rate: crate::pg::limits::RateLimiter,
     pub(super) rate_limits_on: std::sync::atomic::AtomicBool,
@@ -127,6 +130,7 @@ impl Proxy {
             paused_dbs: Mutex::new(std::collections::HashSet::new()),
             source: Mutex::new(None),
             generation: AtomicU64::new(0),
+            reloading: tokio::sync::Mutex::new(()),
             breakers: Mutex::new(HashMap::new()),
             rate: crate::pg::limits::RateLimiter::default(),
             rate_limits_on: std::sync::atomic::AtomicBool::new(rate_limits_on),

@@ -72,6 +72,7 @@ impl Proxy {
     /// RELOAD / SIGHUP: validate → build → (first samples) → swap → drain. An `Err` changed
     /// nothing. Returns what changed.
     pub async fn reload(&self) -> Result<Vec<String>, ReloadError> {
+        let _one_at_a_time = self.reloading.lock().await;
         let new = self.validate_source()?;
         let (built, old) = self.prepare(new);
         let limit = built.config.routing.health_check_timeout.0 * 2;
@@ -114,8 +115,9 @@ impl Proxy {
     fn commit(&self, built: Built, old: &Config) -> Vec<String> {
         let new = built.config.clone();
         let mut report = restart_only_changes(old, &new);
-        self.users.store(Arc::new(build_users(&new)));
+        // the pools first: a user or database the new configuration adds finds its pools
         let swapped = self.swap_pools(&built);
+        self.users.store(Arc::new(build_users(&new)));
         report.extend(swapped.report);
         match &built.tls_problem {
             None => self.tls.store(built.tls.clone()),
