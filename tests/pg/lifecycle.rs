@@ -295,3 +295,26 @@ async fn reload_drains_a_changed_database_gracefully() {
     assert!(next != busy_pid && next != idle_pid, "a new pool's server");
     assert_eq!(one(&idle).await.expect("idle client goes on"), 1);
 }
+
+/// `min_pool_size` warms the pools built at start in the background, before any client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_pool_size_is_warm_before_the_first_client() {
+    let lab = lab(PgOptions::default()).await;
+    let opts = Opts {
+        tweak: |c| c.pool.min_pool_size = 2,
+        ..Opts::default()
+    };
+    let pake = start_pake(&lab, &opts).await;
+    let admin = pake::lab::postgres::connect(&url(pake.pg_addr.port(), "pake"))
+        .await
+        .expect("console");
+    let warm = eventually(Duration::from_secs(10), || async {
+        pools(&admin)
+            .await
+            .iter()
+            .any(|(db, user, servers)| db == "postgres" && user == "pake" && *servers == 2)
+    })
+    .await;
+    assert!(warm, "{:?}", pools(&admin).await);
+    assert_eq!(backends(&lab).await.len(), 2, "opened by Pake, no client");
+}
