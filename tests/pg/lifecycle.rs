@@ -318,3 +318,56 @@ async fn min_pool_size_is_warm_before_the_first_client() {
     assert!(warm, "{:?}", pools(&admin).await);
     assert_eq!(backends(&lab).await.len(), 2, "opened by Pake, no client");
 }
+
+/// A client queued for a server of a pool that a RELOAD replaces is served by the new pool,
+/// with no error: nothing had been sent for it yet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_waiting_in_a_replaced_pool_moves_to_the_new_one() {
+    let lab = lab(PgOptions::default()).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("pake.toml");
+    let pg = lab.primary.port;
+    std::fs::write(&path, file(pg, "1", &["app"])).expect("write");
+    let config = pake::config::Config::load(&path).expect("config");
+    let source = pake::pg::proxy::ConfigSource {
+        path: Some(path.clone()),
+        overrides: pake::config::QuickStart::default(),
+    };
+    let running = pake::app::start_with(config, Some(source))
+        .await
+        .expect("start");
+    let port = running.pg_addr.port();
+    let admin = pake::lab::postgres::connect(&url(port, "pake"))
+        .await
+        .expect("console");
+    let holder = pake::lab::postgres::connect(&url(port, "app"))
+        .await
+        .expect("holder");
+    holder.batch_execute("begin").await.expect("begin");
+    assert_eq!(one(&holder).await.expect("holds the only server"), 1);
+    let waiter = pake::lab::postgres::connect(&url(port, "app"))
+        .await
+        .expect("waiter");
+    let queued = tokio::spawn(async move { one(&waiter).await.map(|v| (v, waiter)) });
+    let waiting = eventually(Duration::from_secs(10), || async {
+        let (cols, rows) = show(&admin, "SHOW POOLS").await;
+        rows.iter().any(|r| r[col(&cols, "cl_waiting")] == "1")
+    })
+    .await;
+    assert!(waiting, "the second client never queued");
+
+    let changed = file(pg, "1", &["app"]).replace(
+        "dbname = \"postgres\"",
+        "dbname = \"postgres\"\nserver_user = \"pake\"\nserver_password = \"pake\"",
+    );
+    std::fs::write(&path, changed).expect("write");
+    admin.simple_query("RELOAD").await.expect("reload");
+    let (v, _waiter) = tokio::time::timeout(Duration::from_secs(10), queued)
+        .await
+        .expect("the queued client was served")
+        .expect("task")
+        .expect("no error for the queued client");
+    assert_eq!(v, 1);
+    assert_eq!(one(&holder).await.expect("still in its transaction"), 1);
+    holder.batch_execute("commit").await.expect("commit");
+}
