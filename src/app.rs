@@ -74,6 +74,8 @@ pub async fn start_with(config: Config, source: Option<ConfigSource>) -> anyhow:
     if let Some(svc) = &redis {
         let _ = proxy.redis.set(svc.clone());
     }
+    // every configured database's pools and monitors before the first client (bounded wait)
+    proxy.start_pools().await;
     tokio::spawn(crate::pg::listener::serve(proxy.clone(), pg));
     if let Some(listener) = admin {
         tokio::spawn(crate::obs::http::serve(proxy.clone(), listener));
@@ -150,7 +152,7 @@ fn spawn_reload_on_hangup(proxy: Arc<Proxy>) {
     };
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
-            match proxy.reload_from_file() {
+            match proxy.reload().await {
                 Ok(report) => {
                     for line in report {
                         tracing::info!(change = %line, "reload (SIGHUP)");

@@ -40,6 +40,9 @@ pub enum Error {
     Auth(#[from] AuthError),
     #[error("no such database: {0}")]
     UnknownDatabase(String),
+    /// A RELOAD removed the session's database or user; its transaction had ended.
+    #[error("database \"{database}\" or user \"{user}\" was removed from Pake's configuration by a RELOAD")]
+    Removed { database: String, user: String },
     #[error("user \"{0}\" is not an admin: only general.admin_users may use the console")]
     NotAdmin(String),
     #[error("{0}")]
@@ -119,7 +122,7 @@ impl Error {
                     SqlState::PROTOCOL_VIOLATION
                 }
             },
-            Error::UnknownDatabase(_) => SqlState::INVALID_CATALOG_NAME,
+            Error::UnknownDatabase(_) | Error::Removed { .. } => SqlState::INVALID_CATALOG_NAME,
             Error::NotAdmin(_) => SqlState::INSUFFICIENT_PRIVILEGE,
             Error::Console(_) => SqlState::SYNTAX_ERROR,
             Error::Reload(_) => SqlState::CONFIG_FILE_ERROR,
@@ -174,6 +177,7 @@ impl Error {
             Error::TooManyClients(_)
             | Error::TooManyUserConnections { .. }
             | Error::TooManyDatabases(_)
+            | Error::Removed { .. }
             | Error::RateLimited { .. }
             | Error::Injected { .. }
             | Error::InjectedReset

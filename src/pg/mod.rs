@@ -5,6 +5,7 @@
 //! `response`) → `server`. Framing is in `wire`, errors and their SQLSTATEs in `error`.
 
 pub mod auth;
+pub mod build;
 pub mod cancel;
 pub mod cluster;
 pub mod console;
@@ -18,6 +19,7 @@ pub mod params;
 pub mod pool;
 pub mod prepared;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod session;

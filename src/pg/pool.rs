@@ -47,6 +47,11 @@ impl PoolError {
         matches!(self, PoolError::Timeout(..))
     }
 
+    /// The pool was closed (shutdown, or drained by a RELOAD).
+    pub fn is_closed(&self) -> bool {
+        matches!(self, PoolError::Closed(_))
+    }
+
     /// The SQLSTATE a client is told: a refused server login keeps the server's own code.
     pub fn sqlstate(&self) -> SqlState {
         match self {
@@ -139,6 +144,10 @@ pub struct Pool {
     pub created: Instant,
     /// The backend's circuit breaker (shared by every pool towards it).
     breaker: Option<Arc<crate::pg::limits::Breaker>>,
+    /// `min_pool_size` is kept warm: from the start when Pake has a password for the server,
+    /// otherwise once a connection has worked. Pools are built for every configured user,
+    /// and warming one whose login cannot work would trip the backend's breaker for all.
+    warm: std::sync::atomic::AtomicBool,
 }
 
 static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
@@ -156,6 +165,7 @@ impl Pool {
         breaker: Option<Arc<crate::pg::limits::Breaker>>,
     ) -> Arc<Pool> {
         Arc::new(Pool {
+            warm: std::sync::atomic::AtomicBool::new(target.password.is_some()),
             key,
             target_name,
             settings: arc_swap::ArcSwap::from_pointee(settings),
@@ -381,6 +391,9 @@ impl Pool {
             let s = self.settings();
             s.defaults.min_pool_size.min(s.size)
         };
+        if !self.warm.load(Ordering::Relaxed) {
+            return;
+        }
         loop {
             {
                 let mut st = self.state.lock();
@@ -437,6 +450,7 @@ impl Pool {
         }
         match result {
             Ok(s) => {
+                self.warm.store(true, Ordering::Relaxed);
                 self.metrics.server_connects.inc();
                 *self.last_error.lock() = None;
                 self.rows.lock().insert(
@@ -661,5 +675,81 @@ impl Pool {
             .min()
             .unwrap_or(Duration::from_secs(10))
             .clamp(Duration::from_millis(100), Duration::from_secs(10))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(password: Option<&str>) -> Arc<Pool> {
+        let mut config = crate::config::Config::default();
+        config.pool.min_pool_size = 2;
+        let db = crate::config::Database {
+            name: "db".into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            dbname: None,
+            server_user: None,
+            server_password: None,
+            pool_size: None,
+            pool_mode: None,
+            session_state: None,
+            replicas: Vec::new(),
+            read_from_replicas: None,
+        };
+        let user = crate::config::User {
+            name: "u".into(),
+            password: password.map(str::to_string),
+            server_password: None,
+            auth_type: None,
+            pool_size: None,
+            pool_mode: None,
+            max_user_connections: 0,
+            read_from_replicas: None,
+            rate_limit: None,
+        };
+        let target = ServerTarget {
+            host: db.host.clone(),
+            port: db.port,
+            user: user.name.clone(),
+            password: user.password.clone(),
+            database: "db".into(),
+            connect_timeout: Duration::from_secs(1),
+            tls: None,
+        };
+        let key = PoolKey {
+            database: "db".into(),
+            user: "u".into(),
+        };
+        let metrics = crate::obs::metrics::Metrics::new().pool("db", "u", "primary");
+        let settings = config.pool_settings(&db, &user);
+        Pool::new(key, "primary".into(), settings, target, metrics, None)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn min_pool_size_warms_only_a_pool_whose_login_can_work() {
+        let known = pool(Some("secret"));
+        known.ensure_min();
+        // the opens are counted before they run (on this thread, after the next yield)
+        assert_eq!(known.counts().active, 2, "two connections opening");
+        let unknown = pool(None);
+        unknown.ensure_min();
+        assert_eq!(
+            unknown.counts(),
+            PoolCounts::default(),
+            "no password to send: no warm-up before a connection has worked"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_pool_refuses_checkouts() {
+        let p = pool(Some("secret"));
+        p.close();
+        let Err(e) = p.checkout().await else {
+            panic!("checkout from a closed pool");
+        };
+        assert!(e.is_closed(), "{e}");
+        assert_eq!(e.sqlstate(), SqlState::CANNOT_CONNECT_NOW);
     }
 }

@@ -7,9 +7,7 @@ use super::cluster::Cluster;
 use super::error::Error;
 use super::pool::{Pool, PoolCounts, PoolKey};
 use super::prepared::Registry;
-use super::route::topology::{spawn_monitor, MonitorLogin};
 use super::route::Topology;
-use super::server::ServerTarget;
 use super::sql::Analyzer;
 use crate::config::{Config, User};
 use crate::obs::metrics::Metrics;
@@ -17,7 +15,7 @@ use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 use tokio::sync::watch;
 
 /// A configured user with its derived secret.
@@ -39,13 +37,13 @@ pub enum Phase {
 }
 
 pub struct Proxy {
-    config: ArcSwap<Config>,
-    tls: ArcSwap<crate::tls::Tls>,
-    users: ArcSwap<HashMap<String, Arc<UserEntry>>>,
+    pub(super) config: ArcSwap<Config>,
+    pub(super) tls: ArcSwap<crate::tls::Tls>,
+    pub(super) users: ArcSwap<HashMap<String, Arc<UserEntry>>>,
     pub(super) clusters: RwLock<HashMap<PoolKey, Arc<Cluster>>>,
     pub(super) topologies: Mutex<HashMap<String, Arc<Topology>>>,
     /// Per database: the listening connection of transaction-mode LISTEN/NOTIFY.
-    listeners: Mutex<HashMap<String, Arc<super::notify::Listener>>>,
+    pub(super) listeners: Mutex<HashMap<String, Arc<super::notify::Listener>>>,
     pub cancel: CancelRegistry,
     /// Shared with the OTLP exporter, which looks fingerprint texts up off the request path.
     pub analyzer: Arc<Analyzer>,
@@ -57,7 +55,7 @@ pub struct Proxy {
     pub insight: Arc<crate::insight::Insight>,
     /// The OTLP trace exporter, when `[otlp]` is enabled; replaced by a RELOAD that changes
     /// the section (sessions take the new one at their next transaction boundary).
-    otlp: arc_swap::ArcSwapOption<crate::obs::otlp::Tracer>,
+    pub(super) otlp: arc_swap::ArcSwapOption<crate::obs::otlp::Tracer>,
     /// The Redis side, when configured (for the console's SHOW CACHE).
     pub redis: std::sync::OnceLock<Arc<crate::redis::Service>>,
     clients: AtomicUsize,
@@ -67,34 +65,24 @@ pub struct Proxy {
     paused_all: Mutex<bool>,
     paused_dbs: Mutex<std::collections::HashSet<String>>,
     /// Where RELOAD re-reads the config, and the command-line flags applied on top.
-    source: Mutex<Option<ConfigSource>>,
-    generation: AtomicU64,
-    breakers: Mutex<HashMap<String, Arc<crate::pg::limits::Breaker>>>,
+    pub(super) source: Mutex<Option<ConfigSource>>,
+    pub(super) generation: AtomicU64,
+    /// Held from a reload's validation to its drain (and by the build at start): two
+    /// reloads (SIGHUP and the console) never plan against the same running pools.
+    pub(super) reloading: tokio::sync::Mutex<()>,
+    pub(super) breakers: Mutex<HashMap<String, Arc<crate::pg::limits::Breaker>>>,
     rate: crate::pg::limits::RateLimiter,
-    rate_limits_on: std::sync::atomic::AtomicBool,
+    pub(super) rate_limits_on: std::sync::atomic::AtomicBool,
     /// `general.clients_max_memory`: what clients' large messages hold together.
     pub memory: Arc<crate::limits::MemoryBudget>,
 }
 
-fn any_rate_limit(c: &Config) -> bool {
+pub(super) fn any_rate_limit(c: &Config) -> bool {
     c.general.rate_limit_per_user > 0.0
         || c.general.rate_limit_per_address > 0.0
         || c.users
             .iter()
             .any(|u| u.rate_limit.is_some_and(|r| r > 0.0))
-}
-
-/// What identifies a database's servers (a change needs new pools).
-fn target_fields(d: &crate::config::Database) -> String {
-    format!(
-        "{}|{}|{}|{:?}|{:?}|{}",
-        d.host,
-        d.port,
-        d.server_dbname(),
-        d.server_user,
-        d.server_password,
-        toml::to_string(&d.replicas).unwrap_or_default()
-    )
 }
 
 /// Where the configuration came from, so RELOAD can read it again.
@@ -142,6 +130,7 @@ impl Proxy {
             paused_dbs: Mutex::new(std::collections::HashSet::new()),
             source: Mutex::new(None),
             generation: AtomicU64::new(0),
+            reloading: tokio::sync::Mutex::new(()),
             breakers: Mutex::new(HashMap::new()),
             rate: crate::pg::limits::RateLimiter::default(),
             rate_limits_on: std::sync::atomic::AtomicBool::new(rate_limits_on),
@@ -180,85 +169,6 @@ impl Proxy {
         self.next_client.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The pools for (database, user), created on first use: primary and replicas.
-    pub fn cluster(self: &Arc<Self>, database: &str, user: &UserEntry) -> Option<Arc<Cluster>> {
-        let key = PoolKey {
-            database: database.to_string(),
-            user: user.config.name.clone(),
-        };
-        if let Some(c) = self.clusters.read().get(&key) {
-            return Some(c.clone());
-        }
-        let config = self.config();
-        let db = config.resolve_database(database)?;
-        let db = db.as_ref();
-        let settings = config.pool_settings(db, &user.config);
-        let (server_user, password) = match &db.server_user {
-            Some(u) => (u.clone(), db.server_password.clone()),
-            None => (
-                user.config.name.clone(),
-                user.config
-                    .server_password
-                    .clone()
-                    .or_else(|| user.secret.plaintext.clone()),
-            ),
-        };
-        let target = |host: &str, port: u16| ServerTarget {
-            host: host.to_string(),
-            port,
-            user: server_user.clone(),
-            password: password.clone(),
-            database: db.server_dbname().to_string(),
-            connect_timeout: config.pool.server_connect_timeout.0,
-            tls: {
-                let tls = self.tls.load();
-                tls.connector.clone().map(|c| (c, tls.server_mode))
-            },
-        };
-        let topology = self.topology(db, &config, &server_user, password.clone());
-        // EXPLAIN and the index advisor use their own connections, as this pool's user
-        self.insight.register_database(
-            &db.name,
-            crate::insight::explain::ConnTarget {
-                host: db.host.clone(),
-                port: db.port,
-                user: server_user.clone(),
-                password: password.clone(),
-                dbname: db.server_dbname().to_string(),
-            },
-        );
-        let mut clusters = self.clusters.write();
-        let cluster = clusters
-            .entry(key.clone())
-            .or_insert_with(|| {
-                let pool = |name: String, t: ServerTarget| {
-                    let metrics = self.metrics.pool(&key.database, &key.user, &name);
-                    let breaker = self.breaker(&t.host, t.port, &config.pool);
-                    let pool = Pool::new(key.clone(), name, settings.clone(), t, metrics, breaker);
-                    spawn_reaper(Arc::downgrade(&pool));
-                    if self.is_paused(&key.database) {
-                        pool.pause();
-                    }
-                    pool
-                };
-                let primary = pool("primary".into(), target(&db.host, db.port));
-                let replicas = topology
-                    .replicas
-                    .iter()
-                    .map(|r| pool(r.name.clone(), target(&r.config.host, r.config.port)))
-                    .collect();
-                tracing::info!(pool = %key, mode = %settings.mode, size = settings.size,
-                    replicas = topology.replicas.len(), "pool created");
-                Arc::new(Cluster {
-                    primary,
-                    replicas,
-                    topology,
-                })
-            })
-            .clone();
-        Some(cluster)
-    }
-
     /// The listening connection of `database` (transaction-mode LISTEN/NOTIFY).
     /// Close the idle pooled servers connected to server database `dbname` (every user,
     /// primary and replicas): a client's `DROP DATABASE`/`ALTER DATABASE … RENAME` would
@@ -287,39 +197,6 @@ impl Proxy {
         self.listeners.lock().get(database).cloned()
     }
 
-    /// The routing state of a database (one monitor per database, whatever the users).
-    fn topology(
-        &self,
-        db: &crate::config::Database,
-        config: &Config,
-        user: &str,
-        password: Option<String>,
-    ) -> Arc<Topology> {
-        let mut map = self.topologies.lock();
-        map.entry(db.name.clone())
-            .or_insert_with(|| {
-                let t = Topology::new(
-                    &db.name,
-                    &db.replicas,
-                    config.routing.clone(),
-                    self.metrics.clone(),
-                );
-                let login = MonitorLogin {
-                    user: user.to_string(),
-                    password,
-                    dbname: db.server_dbname().to_string(),
-                    primary_host: db.host.clone(),
-                    primary_port: db.port,
-                };
-                let listener =
-                    super::notify::Listener::new(&db.name, login.clone(), &t, self.metrics.clone());
-                self.listeners.lock().insert(db.name.clone(), listener);
-                spawn_monitor(&t, login);
-                t
-            })
-            .clone()
-    }
-
     /// Remember where the config came from (for RELOAD and SIGHUP).
     pub fn set_source(&self, source: ConfigSource) {
         *self.source.lock() = Some(source);
@@ -328,151 +205,6 @@ impl Proxy {
     /// Bumped by every applied RELOAD: sessions pick up new pools at their next boundary.
     pub fn generation(&self) -> u64 {
         self.generation.load(Ordering::Acquire)
-    }
-
-    /// RELOAD / SIGHUP: read the config file again, apply the same command-line flags on top,
-    /// validate everything, then apply. Returns what changed.
-    pub fn reload_from_file(&self) -> Result<Vec<String>, String> {
-        let source =
-            self.source.lock().clone().ok_or_else(|| {
-                "nothing to reload: Pake was not started with --config".to_string()
-            })?;
-        let Some(path) = &source.path else {
-            return Err("nothing to reload: Pake was not started with --config".into());
-        };
-        let base = Config::load(path).map_err(|e| e.to_string())?;
-        let config = source.overrides.apply(base).map_err(|e| e.to_string())?;
-        config.validate().map_err(|errs| {
-            errs.iter()
-                .map(|e| e.to_string())
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
-        Ok(self.apply(config))
-    }
-
-    /// Apply a validated configuration without dropping anyone: users and secrets are
-    /// replaced; pools whose servers are unchanged get their new sizes and timeouts in place;
-    /// pools whose target changed (host, port, credentials, replicas, routing) are replaced
-    /// for new transactions while running ones finish on the old servers.
-    pub fn apply(&self, new: Config) -> Vec<String> {
-        let old = self.config();
-        let mut report = restart_only_changes(&old, &new);
-        self.users.store(Arc::new(build_users(&new)));
-        match crate::tls::Tls::build(&new.tls) {
-            Ok(tls) => self.tls.store(Arc::new(tls)),
-            Err(e) => report.push(format!("tls: {e}; the previous certificates stay")),
-        }
-        self.keep_or_drop_pools(&old, &new, &mut report);
-        self.swap_services(&old, &new, &mut report);
-        self.memory
-            .set_limit(new.general.clients_max_memory.0 as usize);
-        self.config.store(Arc::new(new));
-        self.generation.fetch_add(1, Ordering::AcqRel);
-        if report.is_empty() {
-            report.push("configuration reloaded: no pool changed".into());
-        }
-        report
-    }
-
-    /// Pools whose servers are unchanged take their new settings in place; the others (and
-    /// their replica monitors) are dropped, to be built again for the next login.
-    fn keep_or_drop_pools(&self, old: &Config, new: &Config, report: &mut Vec<String>) {
-        // routing or server TLS changes mean new pools (and monitors)
-        let routing_changed = toml::to_string(&old.routing).ok()
-            != toml::to_string(&new.routing).ok()
-            || toml::to_string(&old.tls).ok() != toml::to_string(&new.tls).ok();
-        self.topologies.lock().retain(|name, _| {
-            let same = |c: &Config| c.database(name).map(|d| toml::to_string(&d.replicas).ok());
-            !routing_changed && same(old) == same(new)
-        });
-        let mut clusters = self.clusters.write();
-        clusters.retain(|key, cluster| {
-            let db = new.resolve_database(&key.database);
-            let (Some(db), Some(user)) = (db.as_deref(), new.user(&key.user)) else {
-                report.push(format!(
-                    "pool {key}: database or user removed (new logins refused)"
-                ));
-                return false;
-            };
-            let same_target = old
-                .resolve_database(&key.database)
-                .as_deref()
-                .map(target_fields)
-                == Some(target_fields(db))
-                && old
-                    .user(&key.user)
-                    .map(|u| (&u.password, &u.server_password))
-                    == Some((&user.password, &user.server_password))
-                && !routing_changed;
-            if !same_target {
-                report.push(format!(
-                    "pool {key}: servers changed; new transactions use the new ones"
-                ));
-                return false;
-            }
-            let settings = new.pool_settings(db, user);
-            let before = cluster.primary.settings();
-            if before.size != settings.size {
-                report.push(format!(
-                    "pool {key}: pool_size {} -> {}",
-                    before.size, settings.size
-                ));
-            }
-            for p in cluster.pools() {
-                p.update_settings(settings.clone());
-            }
-            true
-        });
-    }
-
-    /// Rate limits, the OTLP exporter, the Redis side and fault injection.
-    fn swap_services(&self, old: &Config, new: &Config, report: &mut Vec<String>) {
-        self.rate_limits_on
-            .store(any_rate_limit(new), Ordering::Relaxed);
-        if old.otlp != new.otlp {
-            let tracer =
-                crate::obs::otlp::Tracer::start(&new.otlp, &self.metrics, self.analyzer.clone());
-            report.push(match tracer {
-                Some(_) => "otlp: trace export (re)started with the new settings".into(),
-                None => "otlp: trace export off".into(),
-            });
-            // the old exporter sends what it has queued, then ends with its last session
-            self.otlp.store(tracer);
-        }
-        if let Some(redis) = self.redis.get() {
-            report.extend(redis.reload(old.redis.as_ref(), new.redis.as_ref()));
-        }
-        if self.faults.enabled() != new.general.fault_injection {
-            self.faults.set_enabled(new.general.fault_injection);
-            report.push(format!("fault_injection = {}", new.general.fault_injection));
-        }
-        self.analyzer
-            .set_max_analyzed(new.general.max_analyzed_statement_size.0 as usize);
-    }
-
-    /// The circuit breaker of a backend (one per host:port, shared by every pool).
-    fn breaker(
-        &self,
-        host: &str,
-        port: u16,
-        pool: &crate::config::PoolDefaults,
-    ) -> Option<Arc<crate::pg::limits::Breaker>> {
-        if pool.circuit_breaker_failures == 0 {
-            return None;
-        }
-        let backend = format!("{host}:{port}");
-        let mut map = self.breakers.lock();
-        let b = map.entry(backend.clone()).or_insert_with(|| {
-            Arc::new(crate::pg::limits::Breaker::new(
-                backend.clone(),
-                pool.circuit_breaker_failures,
-                pool.circuit_breaker_cooldown.0,
-                self.metrics.circuit_state.with_label_values(&[&backend]),
-                self.metrics.circuit_open.with_label_values(&[&backend]),
-            ))
-        });
-        Some(b.clone())
     }
 
     /// Is any rate limit configured? (Keeps the request path free of lookups otherwise.)
@@ -562,7 +294,7 @@ impl Proxy {
         }
     }
 
-    fn is_paused(&self, db: &str) -> bool {
+    pub(super) fn is_paused(&self, db: &str) -> bool {
         *self.paused_all.lock() || self.paused_dbs.lock().contains(db)
     }
 
@@ -671,7 +403,7 @@ impl Proxy {
     }
 }
 
-fn build_users(config: &Config) -> HashMap<String, Arc<UserEntry>> {
+pub(super) fn build_users(config: &Config) -> HashMap<String, Arc<UserEntry>> {
     config
         .users
         .iter()
@@ -692,28 +424,6 @@ fn build_users(config: &Config) -> HashMap<String, Arc<UserEntry>> {
             (u.name.clone(), Arc::new(entry))
         })
         .collect()
-}
-
-/// Per pool: keep `min_pool_size` warm and close what idled too long.
-fn spawn_reaper(pool: Weak<Pool>) {
-    tokio::spawn(async move {
-        loop {
-            let interval = match pool.upgrade() {
-                Some(p) => {
-                    p.ensure_min();
-                    p.reap_interval()
-                }
-                None => return,
-            };
-            tokio::time::sleep(interval).await;
-            match pool.upgrade() {
-                Some(p) => {
-                    p.reap();
-                }
-                None => return,
-            }
-        }
-    });
 }
 
 /// Releases a client's place in `max_client_conn` when dropped.
@@ -738,44 +448,5 @@ impl Drop for UserGuard<'_> {
         if let Some(n) = self.proxy.per_user.lock().get_mut(&self.user) {
             *n = n.saturating_sub(1);
         }
-    }
-}
-
-/// Settings a running process cannot change: reported, applied at the next start.
-fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
-    let g = (&old.general, &new.general);
-    [
-        ("general.pg_listen", g.0.pg_listen != g.1.pg_listen),
-        ("general.admin_listen", g.0.admin_listen != g.1.admin_listen),
-        ("general.workers", g.0.workers != g.1.workers),
-        ("peering", old.peering != new.peering),
-    ]
-    .into_iter()
-    .filter(|(_, changed)| *changed)
-    .map(|(name, _)| format!("{name} changed: takes effect after a restart"))
-    .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reload_reports_what_needs_a_restart() {
-        let old = Config::default();
-        assert!(restart_only_changes(&old, &old.clone()).is_empty());
-        let mut new = old.clone();
-        new.general.workers = old.general.workers + 1;
-        new.general.pg_listen = "127.0.0.1:1".parse().unwrap();
-        new.peering.peer_id = 3;
-        let report = restart_only_changes(&old, &new);
-        assert_eq!(
-            report,
-            [
-                "general.pg_listen changed: takes effect after a restart",
-                "general.workers changed: takes effect after a restart",
-                "peering changed: takes effect after a restart",
-            ]
-        );
     }
 }

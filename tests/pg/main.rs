@@ -14,6 +14,7 @@ mod forward;
 mod huge_statements;
 mod inject;
 mod isolation;
+mod lifecycle;
 mod limits;
 mod listen;
 mod matrix;

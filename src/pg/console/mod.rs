@@ -190,7 +190,10 @@ pub async fn execute(proxy: &Arc<Proxy>, cmd: &str) -> Result<Reply, Error> {
             ))),
         },
         ["reload"] => {
-            let report = proxy.reload_from_file().map_err(Error::Reload)?;
+            let report = proxy
+                .reload()
+                .await
+                .map_err(|e| Error::Reload(e.to_string()))?;
             for line in &report {
                 tracing::info!(change = %line, "reload");
             }

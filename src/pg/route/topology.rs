@@ -97,6 +97,8 @@ pub struct Topology {
     /// The writer's timeline at its last sample (0 until known).
     writer_timeline: AtomicU64,
     metrics: Arc<Metrics>,
+    /// Health-check rounds the monitor has completed (start waits for the first).
+    rounds: tokio::sync::watch::Sender<u64>,
 }
 
 impl Topology {
@@ -140,6 +142,7 @@ impl Topology {
             writer: AtomicUsize::new(0),
             writer_timeline: AtomicU64::new(0),
             metrics,
+            rounds: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -175,6 +178,17 @@ impl Topology {
             .primary_failovers
             .with_label_values(&[&self.database, &to.name])
             .inc();
+    }
+
+    /// Wait up to `limit` for the monitor's first health-check round (at once without
+    /// replicas: there is nothing to sample); whether it has run.
+    pub async fn first_sample(&self, limit: Duration) -> bool {
+        if self.replicas.is_empty() {
+            return true;
+        }
+        let mut rounds = self.rounds.subscribe();
+        let done = tokio::time::timeout(limit, rounds.wait_for(|n| *n > 0)).await;
+        matches!(done, Ok(Ok(_)))
     }
 
     pub fn settings(&self) -> &Routing {
@@ -441,6 +455,7 @@ async fn monitor(topology: Weak<Topology>, login: MonitorLogin) {
         }
         let interval = t.settings.health_check_interval.0;
         sample(&t, &login, &mut side).await;
+        t.rounds.send_modify(|n| *n += 1);
         drop(t);
         tokio::time::sleep(interval).await;
     }

@@ -13,7 +13,7 @@ use crate::config::PoolMode;
 use crate::pg::cancel::{state, CancelTarget};
 use crate::pg::cluster::Target;
 use crate::pg::error::{Error, Source};
-use crate::pg::pool::Pool;
+use crate::pg::pool::{Pool, PoolError};
 use crate::pg::server::replies::Expect;
 use crate::pg::server::Server;
 use postgres_protocol::message::frontend;
@@ -46,11 +46,22 @@ impl Session {
         self.attach(target).await
     }
 
-    async fn attach(&mut self, target: Target) -> Result<(), Error> {
-        let pool = self.cluster.pool(target).clone();
+    async fn attach(&mut self, mut target: Target) -> Result<(), Error> {
+        let mut pool = self.cluster.pool(target).clone();
         self.cancel.set_state(state::WAITING);
         let waiting = Instant::now();
-        let mut server = match pool.checkout().await {
+        let mut checkout = pool.checkout().await;
+        if checkout.as_ref().is_err_and(PoolError::is_closed)
+            && self.proxy.generation() != self.cluster_gen
+        {
+            // a RELOAD replaced the pools between the session's look and its checkout: the
+            // new primary pool takes the request (nothing has been sent anywhere yet)
+            self.refresh_cluster()?;
+            target = Target::Primary;
+            pool = self.cluster.pool(target).clone();
+            checkout = pool.checkout().await;
+        }
+        let mut server = match checkout {
             Ok(s) => s,
             Err(e) => {
                 self.cancel.set_state(state::IDLE);
@@ -126,26 +137,30 @@ impl Session {
     }
 
     /// After a RELOAD, take the (database, user) pools of the new configuration; called
-    /// between transactions only.
-    pub(super) fn refresh_cluster(&mut self) {
+    /// between transactions only. A database or user the reload removed ends the session.
+    pub(super) fn refresh_cluster(&mut self) -> Result<(), Error> {
         self.cluster_gen = self.proxy.generation();
         // the [otlp] section may have changed too; the pools may be new
         self.otlp = self.proxy.otlp();
         self.span_tags = None;
-        let Some(user) = self.proxy.user(&self.user) else {
-            return;
+        let removed = || Error::Removed {
+            database: self.database.clone(),
+            user: self.user.clone(),
         };
-        let Some(cluster) = self.proxy.cluster(&self.database, &user) else {
-            return;
-        };
+        let user = self.proxy.user(&self.user).ok_or_else(removed)?;
+        let cluster = self
+            .proxy
+            .cluster(&self.database, &user)
+            .ok_or_else(removed)?;
         if Arc::ptr_eq(&cluster, &self.cluster) {
-            return;
+            return Ok(());
         }
         use std::sync::atomic::Ordering::Relaxed;
         self.pool.clients.fetch_sub(1, Relaxed);
         cluster.primary.clients.fetch_add(1, Relaxed);
         self.pool = cluster.primary.clone();
         self.cluster = cluster;
+        Ok(())
     }
 
     /// Transaction mode: hand the server back at a transaction boundary.

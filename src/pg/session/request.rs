@@ -77,7 +77,7 @@ impl Session {
             return Ok(Start::Wait);
         }
         if self.proxy.generation() != self.cluster_gen {
-            self.refresh_cluster();
+            self.refresh_cluster()?;
         }
         self.classify()?;
         if self.answer_query_locally().await? {
