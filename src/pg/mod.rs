@@ -15,6 +15,7 @@ pub mod listener;
 pub mod login;
 pub mod notify;
 pub mod params;
+pub mod passthrough;
 pub mod pool;
 pub mod prepared;
 pub mod proxy;

@@ -208,6 +208,7 @@ impl Proxy {
             port,
             user: server_user.clone(),
             password: password.clone(),
+            passthrough: None,
             database: db.server_dbname().to_string(),
             connect_timeout: config.pool.server_connect_timeout.0,
             tls: {
