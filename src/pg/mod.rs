@@ -5,6 +5,7 @@
 //! `response`) → `server`. Framing is in `wire`, errors and their SQLSTATEs in `error`.
 
 pub mod auth;
+pub mod auth_query;
 pub mod cancel;
 pub mod cluster;
 pub mod console;

@@ -26,6 +26,9 @@ pub struct UserEntry {
     pub config: User,
     pub secret: Secret,
     pub method: Method,
+    /// Found with `auth_query`, not configured: servers are logged in to without its
+    /// password ([`super::passthrough`]).
+    pub looked_up: bool,
 }
 
 /// Lifecycle of the proxy, broadcast to every session.
@@ -47,6 +50,8 @@ pub struct Proxy {
     /// Per database: the listening connection of transaction-mode LISTEN/NOTIFY.
     listeners: Mutex<HashMap<String, Arc<super::notify::Listener>>>,
     pub cancel: CancelRegistry,
+    /// Users without a `[[users]]` entry, looked up with `auth_query`.
+    pub auth_query: super::auth_query::AuthQuery,
     /// Shared with the OTLP exporter, which looks fingerprint texts up off the request path.
     pub analyzer: Arc<Analyzer>,
     pub statements: Registry,
@@ -131,6 +136,7 @@ impl Proxy {
             topologies: Mutex::new(HashMap::new()),
             listeners: Mutex::new(HashMap::new()),
             cancel,
+            auth_query: Default::default(),
             analyzer,
             statements: Registry::default(),
             metrics,
@@ -203,12 +209,14 @@ impl Proxy {
                     .or_else(|| user.secret.plaintext.clone()),
             ),
         };
+        let (passthrough, side_user, side_password) =
+            self.side_login(&config, db, user, &server_user, &password);
         let target = |host: &str, port: u16| ServerTarget {
             host: host.to_string(),
             port,
             user: server_user.clone(),
             password: password.clone(),
-            passthrough: None,
+            passthrough: passthrough.clone(),
             database: db.server_dbname().to_string(),
             connect_timeout: config.pool.server_connect_timeout.0,
             tls: {
@@ -216,15 +224,15 @@ impl Proxy {
                 tls.connector.clone().map(|c| (c, tls.server_mode))
             },
         };
-        let topology = self.topology(db, &config, &server_user, password.clone());
+        let topology = self.topology(db, &config, &side_user, side_password.clone());
         // EXPLAIN and the index advisor use their own connections, as this pool's user
         self.insight.register_database(
             &db.name,
             crate::insight::explain::ConnTarget {
                 host: db.host.clone(),
                 port: db.port,
-                user: server_user.clone(),
-                password: password.clone(),
+                user: side_user.clone(),
+                password: side_password.clone(),
                 dbname: db.server_dbname().to_string(),
             },
         );
@@ -254,6 +262,8 @@ impl Proxy {
                     primary,
                     replicas,
                     topology,
+                    passthrough: passthrough.clone(),
+                    looked_up: user.looked_up,
                 })
             })
             .clone();
@@ -390,7 +400,13 @@ impl Proxy {
         let mut clusters = self.clusters.write();
         clusters.retain(|key, cluster| {
             let db = new.resolve_database(&key.database);
-            let (Some(db), Some(user)) = (db.as_deref(), new.user(&key.user)) else {
+            // an auth_query user stays while its database still looks users up
+            let looked_up = (cluster.looked_up
+                && new.user(&key.user).is_none()
+                && db.as_deref().and_then(|d| new.auth_lookup(d)).is_some())
+            .then(|| User::named(&key.user));
+            let user = new.user(&key.user).or(looked_up.as_ref());
+            let (Some(db), Some(user)) = (db.as_deref(), user) else {
                 report.push(format!(
                     "pool {key}: database or user removed (new logins refused)"
                 ));
@@ -401,10 +417,11 @@ impl Proxy {
                 .as_deref()
                 .map(target_fields)
                 == Some(target_fields(db))
-                && old
-                    .user(&key.user)
-                    .map(|u| (&u.password, &u.server_password))
-                    == Some((&user.password, &user.server_password))
+                && (looked_up.is_some()
+                    || old
+                        .user(&key.user)
+                        .map(|u| (&u.password, &u.server_password))
+                        == Some((&user.password, &user.server_password)))
                 && !routing_changed;
             if !same_target {
                 report.push(format!(
@@ -689,6 +706,7 @@ fn build_users(config: &Config) -> HashMap<String, Arc<UserEntry>> {
                 config: u.clone(),
                 secret,
                 method: u.auth_type.unwrap_or(config.general.auth_type),
+                looked_up: false,
             };
             (u.name.clone(), Arc::new(entry))
         })

@@ -132,7 +132,7 @@ impl Session {
         // the [otlp] section may have changed too; the pools may be new
         self.otlp = self.proxy.otlp();
         self.span_tags = None;
-        let Some(user) = self.proxy.user(&self.user) else {
+        let Some(user) = self.user_entry() else {
             return;
         };
         let Some(cluster) = self.proxy.cluster(&self.database, &user) else {
@@ -140,6 +140,10 @@ impl Session {
         };
         if Arc::ptr_eq(&cluster, &self.cluster) {
             return;
+        }
+        if let (Some(old), Some(new)) = (&self.cluster.passthrough, &cluster.passthrough) {
+            // new pools of an auth_query user: their servers log in with the key it proved
+            new.adopt(old);
         }
         use std::sync::atomic::Ordering::Relaxed;
         self.pool.clients.fetch_sub(1, Relaxed);
