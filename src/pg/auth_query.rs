@@ -358,6 +358,7 @@ fn looked_up_entry(config: &Config, user: &str, secret: Secret) -> UserEntry {
         secret,
         method,
         looked_up: true,
+        looked_up_at: Some(Instant::now()),
     }
 }
 

@@ -257,7 +257,7 @@ async fn destination(
         .ok_or_else(|| Error::UnknownDatabase(startup.database.clone()))?;
     if let Some(pass) = &cluster.passthrough {
         // the servers log in with this client's proof (the freshest key) from now on
-        pass.update(&user.secret, client_key);
+        pass.update(&user.secret, client_key, user.looked_up_at);
     }
     // after a failover the promoted replica is the primary
     let welcome = cluster

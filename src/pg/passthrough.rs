@@ -39,15 +39,33 @@ impl std::fmt::Debug for ScramKeys {
 /// The server credentials of one (database, user)'s pools for an `auth_query` user.
 #[derive(Debug, Default)]
 pub struct Passthrough {
-    md5: Mutex<Option<String>>,
-    scram: Mutex<Option<Arc<ScramKeys>>>,
+    state: Mutex<Credentials>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Credentials {
+    md5: Option<String>,
+    scram: Option<Arc<ScramKeys>>,
+    /// When the secret these come from was looked up: a client checked against an older
+    /// (cached) secret does not replace them, so a password change cannot be undone by a
+    /// client still using the old password within the cache TTL.
+    looked_up_at: Option<std::time::Instant>,
 }
 
 impl Passthrough {
-    /// After a client logged in with `secret` (and, over SCRAM, proved `client_key`).
-    pub fn update(&self, secret: &Secret, client_key: Option<[u8; 32]>) {
-        *self.md5.lock() = secret.md5.clone();
-        let keys = match (&secret.scram, client_key) {
+    /// After a client logged in with `secret`, looked up at `looked_up_at` (and, over SCRAM,
+    /// proved `client_key`).
+    pub fn update(
+        &self,
+        secret: &Secret,
+        client_key: Option<[u8; 32]>,
+        looked_up_at: Option<std::time::Instant>,
+    ) {
+        let mut state = self.state.lock();
+        if state.looked_up_at.is_some() && state.looked_up_at > looked_up_at {
+            return;
+        }
+        let scram = match (&secret.scram, client_key) {
             (Some(s), Some(client_key)) => Some(Arc::new(ScramKeys {
                 client_key,
                 server_key: s.server_key,
@@ -56,24 +74,29 @@ impl Passthrough {
             })),
             _ => None,
         };
-        *self.scram.lock() = keys;
+        *state = Credentials {
+            md5: secret.md5.clone(),
+            scram,
+            looked_up_at,
+        };
     }
 
     /// Take `other`'s credentials when this holder has none yet (pools rebuilt by RELOAD).
     pub fn adopt(&self, other: &Passthrough) {
-        if self.md5.lock().is_none() && self.scram.lock().is_none() {
-            *self.md5.lock() = other.md5();
-            *self.scram.lock() = other.scram();
+        let theirs = other.state.lock().clone();
+        let mut state = self.state.lock();
+        if state.md5.is_none() && state.scram.is_none() {
+            *state = theirs;
         }
     }
 
     /// The stored `md5…` hash, for md5 challenges.
     pub fn md5(&self) -> Option<String> {
-        self.md5.lock().clone()
+        self.state.lock().md5.clone()
     }
 
     pub fn scram(&self) -> Option<Arc<ScramKeys>> {
-        self.scram.lock().clone()
+        self.state.lock().scram.clone()
     }
 }
 
@@ -261,6 +284,34 @@ mod tests {
             pass.update(b"r=zzz,s=AAAA,i=4096").is_err(),
             "foreign nonce"
         );
+    }
+
+    #[test]
+    fn an_older_secret_does_not_replace_a_newer_one() {
+        let t0 = std::time::Instant::now();
+        let t1 = t0 + std::time::Duration::from_secs(1);
+        let (old, new) = (
+            ScramSecret::from_password("old"),
+            ScramSecret::from_password("new"),
+        );
+        let secret = |s: &ScramSecret| Secret {
+            scram: Some(s.clone()),
+            md5: None,
+            plaintext: None,
+        };
+        let p = Passthrough::default();
+        p.update(&secret(&new), Some([2; 32]), Some(t1));
+        p.update(&secret(&old), Some([1; 32]), Some(t0));
+        assert_eq!(p.scram().unwrap().client_key, [2; 32], "kept the newer key");
+        p.update(&secret(&new), Some([3; 32]), Some(t1));
+        assert_eq!(
+            p.scram().unwrap().client_key,
+            [3; 32],
+            "same lookup: latest proof"
+        );
+        let q = Passthrough::default();
+        q.adopt(&p);
+        assert_eq!(q.scram().unwrap().salt, new.salt);
     }
 
     #[test]

@@ -26,9 +26,10 @@ pub struct UserEntry {
     pub config: User,
     pub secret: Secret,
     pub method: Method,
-    /// Found with `auth_query`, not configured: servers are logged in to without its
-    /// password ([`super::passthrough`]).
+    /// Found with `auth_query` (at `looked_up_at`), not configured: servers are logged in
+    /// to without its password ([`super::passthrough`]).
     pub looked_up: bool,
+    pub looked_up_at: Option<std::time::Instant>,
 }
 
 /// Lifecycle of the proxy, broadcast to every session.
@@ -707,6 +708,7 @@ fn build_users(config: &Config) -> HashMap<String, Arc<UserEntry>> {
                 secret,
                 method: u.auth_type.unwrap_or(config.general.auth_type),
                 looked_up: false,
+                looked_up_at: None,
             };
             (u.name.clone(), Arc::new(entry))
         })

@@ -319,6 +319,10 @@ async fn a_broken_lookup_fails_clearly_and_others_keep_working() {
             other.dbname = Some("postgres".into());
             other.auth_user = Some("looker".into());
             other.auth_query = Some(pake::config::DEFAULT_AUTH_QUERY.into());
+            c.databases.push(other.clone());
+            // and one whose server is not there at all
+            other.name = "unreachable".into();
+            other.port = 1;
             c.databases.push(other);
             c.users.push(User {
                 password: Some("not-its-password".into()),
@@ -353,6 +357,9 @@ async fn a_broken_lookup_fails_clearly_and_others_keep_working() {
             && message.contains("password authentication failed for user \"looker\""),
         "{message}"
     );
+    let (code, severity, message) = refusal(&url(&env, "erin", "pw", "unreachable")).await;
+    assert_eq!((code.as_str(), severity.as_str()), ("08006", "FATAL"));
+    assert!(message.contains("cannot connect to server"), "{message}");
     // a database the server does not have (through the wildcard entry): 3D000, as directly
     let (code, _, message) = refusal(&url(&env, "erin", "pw", "no_such_db")).await;
     assert_eq!(code, "3D000", "{message}");
