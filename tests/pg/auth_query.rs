@@ -371,3 +371,38 @@ async fn a_broken_lookup_fails_clearly_and_others_keep_working() {
         Ok("42".to_string())
     );
 }
+
+/// A lookup past `auth_query_timeout` fails with 08006, and its connection (whose late reply
+/// is still coming) is never used for the next lookup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_lookup_times_out_and_its_connection_is_not_reused() {
+    let env = Env::with(Opts {
+        tweak: |c| {
+            lookup_as_superuser(c);
+            c.general.auth_query_timeout = Dur::millis(500);
+            // same server database as the others: the same dedicated connection
+            let mut slow = c.databases[0].clone();
+            slow.name = "slow".into();
+            slow.dbname = Some("postgres".into());
+            slow.auth_query = Some("SELECT $1::text, pg_sleep(2)::text".into());
+            c.databases.push(slow);
+        },
+        ..Opts::default()
+    })
+    .await;
+    env.direct()
+        .await
+        .batch_execute("create role frank login password 'pw'")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let (code, severity, message) = refusal(&url(&env, "frank", "pw", "slow")).await;
+    assert_eq!((code.as_str(), severity.as_str()), ("08006", "FATAL"));
+    assert!(message.contains("auth_query_timeout"), "{message}");
+    assert!(started.elapsed() < Duration::from_millis(1800));
+    // the timed-out query's row (frank, "") would read as "no password" on a reused connection
+    let c = connect(&url(&env, "frank", "pw", "postgres"))
+        .await
+        .expect("the next lookup gets its own answer");
+    assert_eq!(current_user(&c).await, "frank");
+}
