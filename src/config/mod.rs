@@ -215,7 +215,30 @@ pub struct General {
     /// Most databases served through the wildcard `[[databases]] name = "*"` entry at once
     /// (each has its own pools); past it a login gets 53300. Idle ones make room.
     pub max_wildcard_databases: usize,
+    /// PgBouncer's `auth_user`: a `[[users]]` entry Pake logs in as to look up, with
+    /// `auth_query`, the password of a client's user that has no `[[users]]` entry of its own.
+    /// Empty (the default) turns the lookup off. A database may set its own.
+    pub auth_user: String,
+    /// The lookup (PgBouncer's `auth_query`): `$1` is the user name, sent as a parameter of the
+    /// extended protocol; the first row's second column is the stored secret (a
+    /// `SCRAM-SHA-256$…` verifier or an `md5…` hash); no row or NULL refuses the login. The
+    /// default skips roles that cannot log in and passwords past VALID UNTIL.
+    pub auth_query: String,
+    /// The database (a `[[databases]]` name, or one the wildcard entry serves) the lookup runs
+    /// in; empty runs it in the client's target database.
+    pub auth_dbname: String,
+    /// How long a looked-up secret is trusted before the next login looks it up again.
+    pub auth_cache_ttl: Dur,
+    /// Most looked-up users remembered at once (the oldest make room).
+    pub auth_cache_max_entries: usize,
+    /// A lookup (connecting as `auth_user` included) slower than this fails the login
+    /// with 08006.
+    pub auth_query_timeout: Dur,
 }
+
+/// PgBouncer's default `auth_query`: the role's password, unless the role cannot log in
+/// (no row) or its VALID UNTIL has passed (NULL).
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname=$1 AND rolcanlogin";
 
 impl Default for General {
     fn default() -> Self {
@@ -238,6 +261,12 @@ impl Default for General {
             rate_limit_burst: Dur::secs(1),
             fault_injection: false,
             max_wildcard_databases: 100,
+            auth_user: String::new(),
+            auth_query: DEFAULT_AUTH_QUERY.into(),
+            auth_dbname: String::new(),
+            auth_cache_ttl: Dur::secs(60),
+            auth_cache_max_entries: 10_000,
+            auth_query_timeout: Dur::secs(5),
         }
     }
 }
@@ -413,6 +442,15 @@ pub struct Database {
     /// Send read-only statements to replicas (default: yes when there are replicas).
     #[serde(default)]
     pub read_from_replicas: Option<bool>,
+    /// Overrides `general.auth_user` for clients of this database.
+    #[serde(default)]
+    pub auth_user: Option<String>,
+    /// Overrides `general.auth_query` for clients of this database.
+    #[serde(default)]
+    pub auth_query: Option<String>,
+    /// Overrides `general.auth_dbname` for clients of this database.
+    #[serde(default)]
+    pub auth_dbname: Option<String>,
 }
 
 /// A streaming replica of a database's primary.
@@ -444,6 +482,46 @@ impl Database {
     }
 }
 
+/// Where and how the password of a user without a `[[users]]` entry is looked up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AuthLookup {
+    /// The `[[users]]` entry the lookup logs in as.
+    pub auth_user: String,
+    pub query: String,
+    /// The Pake database name the lookup runs in.
+    pub dbname: String,
+}
+
+impl Config {
+    /// The user lookup for clients of `database` (already resolved), if `auth_user` is set
+    /// for it or globally.
+    pub fn auth_lookup(&self, database: &Database) -> Option<AuthLookup> {
+        let g = &self.general;
+        let auth_user = database
+            .auth_user
+            .clone()
+            .unwrap_or_else(|| g.auth_user.clone());
+        if auth_user.is_empty() {
+            return None;
+        }
+        let query = database
+            .auth_query
+            .clone()
+            .unwrap_or_else(|| g.auth_query.clone());
+        let dbname = database
+            .auth_dbname
+            .clone()
+            .filter(|d| !d.is_empty())
+            .or_else(|| Some(g.auth_dbname.clone()).filter(|d| !d.is_empty()))
+            .unwrap_or_else(|| database.name.clone());
+        Some(AuthLookup {
+            auth_user,
+            query,
+            dbname,
+        })
+    }
+}
+
 /// A user clients log in as.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -472,6 +550,23 @@ pub struct User {
     /// Overrides `general.rate_limit_per_user` for this user.
     #[serde(default)]
     pub rate_limit: Option<f64>,
+}
+
+impl User {
+    /// A user with no settings of its own (an `auth_query` user): the pool defaults apply.
+    pub fn named(name: &str) -> User {
+        User {
+            name: name.to_string(),
+            password: None,
+            server_password: None,
+            auth_type: None,
+            pool_size: None,
+            pool_mode: None,
+            max_user_connections: 0,
+            read_from_replicas: None,
+            rate_limit: None,
+        }
+    }
 }
 
 /// A problem with one key of the configuration.

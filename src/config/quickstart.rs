@@ -86,6 +86,9 @@ impl QuickStart {
                 session_state: None,
                 replicas,
                 read_from_replicas: None,
+                auth_user: None,
+                auth_query: None,
+                auth_dbname: None,
             };
             // the server serves any database name too (created at run time, `postgres`…)
             if base.database(super::WILDCARD_DATABASE).is_none() {

@@ -255,3 +255,45 @@ fn wildcard_database_serves_other_names() {
     plain.databases.retain(|d| d.name != "*");
     assert!(plain.resolve_database("made_later").is_none());
 }
+
+#[test]
+fn auth_lookup_follows_database_then_general() {
+    let mut c = Config::parse(GOOD).unwrap();
+    let app = c.database("app").unwrap().clone();
+    assert_eq!(c.auth_lookup(&app), None, "off unless auth_user is set");
+    c.general.auth_user = "admin".into();
+    let l = c.auth_lookup(&app).unwrap();
+    assert_eq!((l.auth_user.as_str(), l.dbname.as_str()), ("admin", "app"));
+    assert_eq!(l.query, DEFAULT_AUTH_QUERY);
+    c.general.auth_dbname = "reports".into();
+    let mut reports = c.database("reports").unwrap().clone();
+    reports.auth_query = Some("select u, p from f($1)".into());
+    let l = c.auth_lookup(&reports).unwrap();
+    assert_eq!(
+        (l.dbname.as_str(), l.query.as_str()),
+        ("reports", "select u, p from f($1)")
+    );
+    c.validate().unwrap();
+}
+
+#[test]
+fn auth_lookup_keys_are_checked() {
+    let mut c = Config::parse(GOOD).unwrap();
+    c.general.auth_user = "nobody".into();
+    c.general.auth_query = "select 1".into();
+    c.general.auth_dbname = "nowhere".into();
+    c.databases[0].auth_user = Some("app".into());
+    let errs = c.validate().unwrap_err();
+    let keys: Vec<&str> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "general.auth_user",
+            "general.auth_query",
+            "general.auth_dbname",
+            // an md5 hash is no password to log in to a server with
+            "databases[0].auth_user",
+        ],
+        "{errs:?}"
+    );
+}

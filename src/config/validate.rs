@@ -13,6 +13,7 @@ impl Config {
         self.check_databases(&mut errs);
         validate_tls(&self.tls, &mut errs);
         self.check_users(&mut errs);
+        self.check_auth_lookup(&mut errs);
         self.peering.validate(&mut errs);
         errs.extend(self.insight.validate());
         errs.extend(self.otlp.validate());
@@ -164,6 +165,64 @@ impl Config {
                     format!("general.admin_users[{i}]"),
                     format!("user {name:?} is not defined in [[users]]"),
                 ));
+            }
+        }
+    }
+}
+
+impl Config {
+    /// `auth_user`/`auth_query`/`auth_dbname`, globally and per database: the user must be a
+    /// `[[users]]` entry Pake can log in as, the query must take the user name as `$1`, and
+    /// the database must be one Pake serves.
+    fn check_auth_lookup(&self, errs: &mut Vec<ConfigError>) {
+        let g = &self.general;
+        let scopes = std::iter::once((
+            "general".to_string(),
+            Some(&g.auth_user),
+            Some(&g.auth_query),
+            Some(&g.auth_dbname),
+        ))
+        .chain(self.databases.iter().enumerate().map(|(i, d)| {
+            (
+                format!("databases[{i}]"),
+                d.auth_user.as_ref(),
+                d.auth_query.as_ref(),
+                d.auth_dbname.as_ref(),
+            )
+        }));
+        for (scope, user, query, dbname) in scopes {
+            if let Some(user) = user.filter(|u| !u.is_empty()) {
+                match self.user(user) {
+                    None => errs.push(ConfigError::new(
+                        format!("{scope}.auth_user"),
+                        format!("user {user:?} is not defined in [[users]]: Pake needs its password to run auth_query"),
+                    )),
+                    Some(u) if u.server_password.is_none()
+                        && u.password.as_deref().is_none_or(|p| p.starts_with("SCRAM-SHA-256$") || is_md5_hash(p)) =>
+                    {
+                        errs.push(ConfigError::new(
+                            format!("{scope}.auth_user"),
+                            format!("user {user:?} has no plaintext password or server_password to log in to servers with"),
+                        ))
+                    }
+                    Some(_) => {}
+                }
+            }
+            if let Some(query) = query {
+                if !query.contains("$1") {
+                    errs.push(ConfigError::new(
+                        format!("{scope}.auth_query"),
+                        "must take the user name as $1",
+                    ));
+                }
+            }
+            if let Some(db) = dbname.filter(|d| !d.is_empty()) {
+                if self.resolve_database(db).is_none() {
+                    errs.push(ConfigError::new(
+                        format!("{scope}.auth_dbname"),
+                        format!("database {db:?} is not defined in [[databases]] (and no wildcard entry serves it)"),
+                    ));
+                }
             }
         }
     }

@@ -97,7 +97,7 @@ impl ScramSecret {
     }
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(super) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
     for p in parts {
         mac.update(p);
@@ -185,6 +185,10 @@ pub struct ScramServer<'a> {
     server_first: String,
     nonce: String,
     gs2_header: String,
+    /// The client's ClientKey, recovered from its proof once the proof checked out: what
+    /// Pake logs in to servers with for a user whose password it only knows as a verifier
+    /// (`auth_query`; see [`super::passthrough`]).
+    client_key: Option<[u8; 32]>,
 }
 
 impl<'a> ScramServer<'a> {
@@ -197,7 +201,13 @@ impl<'a> ScramServer<'a> {
             server_first: String::new(),
             nonce: String::new(),
             gs2_header: String::new(),
+            client_key: None,
         }
+    }
+
+    /// The ClientKey the client proved it has, after a successful [`ScramServer::finish`].
+    pub fn client_key(&self) -> Option<[u8; 32]> {
+        self.client_key
     }
 
     /// Handle SASLInitialResponse (`mechanism`, client-first-message); returns server-first.
@@ -245,7 +255,7 @@ impl<'a> ScramServer<'a> {
     }
 
     /// Handle the client-final-message; returns server-final (`v=…`) when the proof is right.
-    pub fn finish(&self, client_final: &[u8]) -> Result<Vec<u8>, AuthError> {
+    pub fn finish(&mut self, client_final: &[u8]) -> Result<Vec<u8>, AuthError> {
         let msg = std::str::from_utf8(client_final).map_err(|_| AuthError::Malformed("utf-8"))?;
         let (without_proof, proof) = msg
             .rsplit_once(",p=")
@@ -288,6 +298,7 @@ impl<'a> ScramServer<'a> {
         if diff != 0 || self.doomed {
             return Err(AuthError::Failed(self.user.to_string()));
         }
+        self.client_key = Some(client_key);
         let server_signature = hmac(&self.secret.server_key, &[auth_message.as_bytes()]);
         Ok(format!("v={}", B64.encode(server_signature)).into_bytes())
     }

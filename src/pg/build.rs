@@ -7,10 +7,14 @@
 //! its pools up, and the first read after start finds a monitor that has already sampled the
 //! replicas. Databases served through the wildcard entry (`name = "*"`) stay lazy by nature —
 //! their names are only known when a client names them — so [`Proxy::cluster`] builds those
-//! on demand, bounded by `general.max_wildcard_databases`.
+//! on demand, bounded by `general.max_wildcard_databases`. Users found through `auth_query`
+//! (no `[[users]]` entry) are only known once one logs in: the same on-demand path builds
+//! their pools at their first successful login, with a [`Passthrough`] their servers log in
+//! with; RELOAD keeps them while their database still looks users up (`pg::reload::plan`).
 
 use super::cluster::Cluster;
 use super::notify::Listener;
+use super::passthrough::Passthrough;
 use super::pool::{Pool, PoolKey};
 use super::proxy::{Proxy, UserEntry};
 use super::route::topology::{spawn_monitor, MonitorLogin};
@@ -75,8 +79,9 @@ pub(super) fn side_login(db: &Database, config: &Config) -> MonitorLogin {
 
 impl Proxy {
     /// The pools for (database, user): looked up. Only a database served through the
-    /// wildcard entry is built here, on its first login (see the module docs); a configured
-    /// database's pools exist from start or from the RELOAD that added it.
+    /// wildcard entry, or a user found through `auth_query`, is built here, on its first
+    /// login (see the module docs); a configured (database, user)'s pools exist from start
+    /// or from the RELOAD that added them.
     pub fn cluster(self: &Arc<Self>, database: &str, user: &UserEntry) -> Option<Arc<Cluster>> {
         let key = PoolKey {
             database: database.to_string(),
@@ -86,10 +91,14 @@ impl Proxy {
             return Some(c.clone());
         }
         let config = self.config();
-        if !config.is_wildcard_database(database) || config.user(&user.config.name).is_none() {
+        let db = config.resolve_database(database)?;
+        let configured = config.user(&user.config.name).is_some();
+        // a looked-up user whose database no longer looks users up is gone (as a removed
+        // [[users]] entry is); one that is now configured is served by its configured pools
+        let looked_up = user.looked_up && !configured && config.auth_lookup(&db).is_some();
+        if !(looked_up || (configured && config.is_wildcard_database(database))) {
             return None;
         }
-        let db = config.resolve_database(database)?;
         let tls = self.tls();
         let bp = Blueprint {
             config: &config,
@@ -112,7 +121,9 @@ impl Proxy {
         let mut clusters = self.clusters.write();
         let cluster = clusters
             .entry(key.clone())
-            .or_insert_with(|| self.build_cluster(&key, &db, &user.config, topology, &bp))
+            .or_insert_with(|| {
+                self.build_cluster(&key, &db, &user.config, looked_up, topology, &bp)
+            })
             .clone();
         Some(cluster)
     }
@@ -144,23 +155,29 @@ impl Proxy {
     }
 
     /// The pools of (database, user) over `topology`: no server is connected here; a pool
-    /// with `min_pool_size` warms up in the background.
+    /// with `min_pool_size` warms up in the background. A `looked_up` user (found through
+    /// `auth_query`) logs in to servers as itself through a [`Passthrough`] that its logins
+    /// fill, unless the database has a `server_user`.
     pub(super) fn build_cluster(
         &self,
         key: &PoolKey,
         db: &Database,
         user: &User,
+        looked_up: bool,
         topology: Arc<Topology>,
         bp: &Blueprint<'_>,
     ) -> Arc<Cluster> {
         let config = bp.config;
         let settings = config.pool_settings(db, user);
         let (server_user, password) = server_login(db, user);
+        let passthrough =
+            (looked_up && db.server_user.is_none()).then(|| Arc::new(Passthrough::default()));
         let target = |host: &str, port: u16| ServerTarget {
             host: host.to_string(),
             port,
             user: server_user.clone(),
             password: password.clone(),
+            passthrough: passthrough.clone(),
             database: db.server_dbname().to_string(),
             connect_timeout: config.pool.server_connect_timeout.0,
             tls: bp.tls.connector.clone().map(|c| (c, bp.tls.server_mode)),
@@ -187,6 +204,8 @@ impl Proxy {
             primary,
             replicas,
             topology,
+            passthrough,
+            looked_up,
         })
     }
 

@@ -19,6 +19,10 @@ pub struct Cluster {
     /// Aligned with `topology.replicas`.
     pub replicas: Vec<Arc<Pool>>,
     pub topology: Arc<Topology>,
+    /// For an `auth_query` user: the server credentials every login refreshes.
+    pub passthrough: Option<Arc<super::passthrough::Passthrough>>,
+    /// The user was found with `auth_query` (it has no `[[users]]` entry).
+    pub looked_up: bool,
 }
 
 impl Cluster {

@@ -38,6 +38,9 @@ pub enum Error {
     Startup(#[from] StartupError),
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// The `auth_query` lookup of a user without a `[[users]]` entry could not answer.
+    #[error(transparent)]
+    AuthQuery(#[from] super::auth_query::AuthQueryError),
     #[error("no such database: {0}")]
     UnknownDatabase(String),
     /// A RELOAD removed the session's database or user; its transaction had ended.
@@ -122,6 +125,8 @@ impl Error {
                     SqlState::PROTOCOL_VIOLATION
                 }
             },
+            Error::AuthQuery(e) if e.is_unreachable() => SqlState::CONNECTION_FAILURE,
+            Error::AuthQuery(_) => SqlState::CONFIG_FILE_ERROR,
             Error::UnknownDatabase(_) | Error::Removed { .. } => SqlState::INVALID_CATALOG_NAME,
             Error::NotAdmin(_) => SqlState::INSUFFICIENT_PRIVILEGE,
             Error::Console(_) => SqlState::SYNTAX_ERROR,
@@ -172,7 +177,7 @@ impl Error {
             | Error::ClientIdle(_)
             | Error::ClientIo(_)
             | Error::NotificationsBehind(_) => Source::Client,
-            Error::ServerLost(_) => Source::Server,
+            Error::ServerLost(_) | Error::AuthQuery(_) => Source::Server,
             Error::Pool(e) if e.connect_failure().is_some() => Source::Server,
             Error::TooManyClients(_)
             | Error::TooManyUserConnections { .. }

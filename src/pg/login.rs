@@ -4,6 +4,7 @@
 //! ReadyForQuery). The whole of it runs under `client_login_timeout`.
 
 use super::auth::{self, AuthError, Method, ScramSecret, ScramServer};
+use super::auth_query::{CacheKey, Lookup};
 use super::cancel::{CancelSlot, ClientInfo};
 use super::cluster::Cluster;
 use super::error::Error;
@@ -89,23 +90,37 @@ pub async fn login(
             .collect();
         backend::negotiate_protocol_version(&mut out, 0, &opts);
     }
-    let entry = proxy.user(&startup.user);
+    let console = CONSOLE_DATABASES.contains(&startup.database.as_str());
+    let (entry, cache_key) = find_user(proxy, &startup, console).await?;
     let method = entry
         .as_ref()
         .map(|u| u.method)
         .unwrap_or(proxy.config().general.auth_type);
-    authenticate(
-        stream,
-        &mut buf,
-        &mut out,
-        &startup.user,
-        entry.as_deref(),
-        method,
-    )
-    .await?;
-    let user = entry.ok_or_else(|| AuthError::Failed(startup.user.clone()))?;
-    let console = CONSOLE_DATABASES.contains(&startup.database.as_str());
-    let (cluster, welcome) = destination(proxy, &startup, &user, console).await?;
+    // a looked-up secret that cannot serve the method fails like an unknown user
+    let usable = entry.as_deref().filter(|e| {
+        !e.looked_up
+            || match e.method {
+                Method::ScramSha256 => e.secret.scram.is_some(),
+                _ => e.secret.md5.is_some(),
+            }
+    });
+    let client_key =
+        match authenticate(stream, &mut buf, &mut out, &startup.user, usable, method).await {
+            Ok(key) => key,
+            Err(e) => {
+                if let Some(key) = &cache_key {
+                    // the password may have changed since it was cached: read it again next time
+                    proxy.auth_query.forget(key);
+                }
+                return Err(e);
+            }
+        };
+    let is_usable = usable.is_some();
+    let user = match entry {
+        Some(user) if is_usable => user,
+        _ => return Err(AuthError::Failed(startup.user.clone()).into()),
+    };
+    let (cluster, welcome) = destination(proxy, &startup, &user, console, client_key).await?;
     let params = ClientParams::new(&welcome, &startup.params);
     let cancel = proxy.cancel.register(ClientInfo {
         id: peer.id,
@@ -141,6 +156,46 @@ pub async fn login(
     } else {
         Login::Client(logged_in)
     })
+}
+
+/// The client's user: its `[[users]]` entry, or else (outside the console) the one
+/// `auth_query` finds, with the cache key of that lookup.
+async fn find_user(
+    proxy: &Arc<Proxy>,
+    startup: &Startup,
+    console: bool,
+) -> Result<(Option<Arc<UserEntry>>, Option<CacheKey>), Error> {
+    if let Some(entry) = proxy.user(&startup.user) {
+        return Ok((Some(entry), None));
+    }
+    if console {
+        return Ok((None, None));
+    }
+    let config = proxy.config();
+    let found = proxy
+        .auth_query
+        .look_up(
+            &config,
+            &startup.database,
+            &startup.user,
+            |name| proxy.user(name),
+            &proxy.tls(),
+        )
+        .await;
+    match found {
+        Ok((Lookup::Found { entry, cached }, key)) => {
+            // a secret served from the cache is forgotten when the login fails with it
+            Ok((Some(entry), key.filter(|_| cached)))
+        }
+        Ok((Lookup::Off | Lookup::Unknown, _)) => Ok((None, None)),
+        // run in the client's database, which the server does not have: say so, as it would
+        Err(e) if e.is_unknown_database() => Err(Error::UnknownDatabase(startup.database.clone())),
+        Err(e) => {
+            tracing::warn!(user = %startup.user, database = %startup.database, error = %e,
+                "auth_query lookup failed");
+            Err(e.into())
+        }
+    }
 }
 
 /// Read packets until the StartupMessage (upgrading to TLS on the way when asked);
@@ -183,6 +238,7 @@ async fn destination(
     startup: &Startup,
     user: &UserEntry,
     console: bool,
+    client_key: Option<[u8; 32]>,
 ) -> Result<(Option<Arc<Cluster>>, super::pool::Params), Error> {
     if console {
         if !proxy
@@ -199,6 +255,10 @@ async fn destination(
     let cluster = proxy
         .cluster(&startup.database, user)
         .ok_or_else(|| Error::UnknownDatabase(startup.database.clone()))?;
+    if let Some(pass) = &cluster.passthrough {
+        // the servers log in with this client's proof (the freshest key) from now on
+        pass.update(&user.secret, client_key, user.looked_up_at);
+    }
     // after a failover the promoted replica is the primary
     let welcome = cluster
         .pool(super::cluster::Target::Primary)
@@ -235,7 +295,7 @@ async fn authenticate<S>(
     user: &str,
     entry: Option<&UserEntry>,
     method: Method,
-) -> Result<(), Error>
+) -> Result<Option<[u8; 32]>, Error>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -244,7 +304,7 @@ where
             if entry.is_none() {
                 return Err(AuthError::Failed(user.to_string()).into());
             }
-            Ok(())
+            Ok(None)
         }
         Method::Md5 => {
             let stored =
@@ -262,7 +322,7 @@ where
             flush(stream, out).await?;
             let body = read_password(stream, buf).await?;
             match stored {
-                Some(stored) if auth::md5_matches(stored, salt, &body) => Ok(()),
+                Some(stored) if auth::md5_matches(stored, salt, &body) => Ok(None),
                 _ => Err(AuthError::Failed(user.to_string()).into()),
             }
         }
@@ -295,7 +355,7 @@ where
             let body = read_password(stream, buf).await?;
             let server_final = scram.finish(&body)?;
             backend::authentication(out, auth::code::SASL_FINAL, &server_final);
-            Ok(())
+            Ok(scram.client_key())
         }
     }
 }

@@ -5,6 +5,7 @@
 //! `response`) → `server`. Framing is in `wire`, errors and their SQLSTATEs in `error`.
 
 pub mod auth;
+pub mod auth_query;
 pub mod build;
 pub mod cancel;
 pub mod cluster;
@@ -16,6 +17,7 @@ pub mod listener;
 pub mod login;
 pub mod notify;
 pub mod params;
+pub mod passthrough;
 pub mod pool;
 pub mod prepared;
 pub mod proxy;

@@ -697,6 +697,9 @@ mod tests {
             session_state: None,
             replicas: Vec::new(),
             read_from_replicas: None,
+            auth_user: None,
+            auth_query: None,
+            auth_dbname: None,
         };
         let user = crate::config::User {
             name: "u".into(),
@@ -714,6 +717,7 @@ mod tests {
             port: db.port,
             user: user.name.clone(),
             password: user.password.clone(),
+            passthrough: None,
             database: "db".into(),
             connect_timeout: Duration::from_secs(1),
             tls: None,

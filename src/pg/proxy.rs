@@ -24,6 +24,10 @@ pub struct UserEntry {
     pub config: User,
     pub secret: Secret,
     pub method: Method,
+    /// Found with `auth_query` (at `looked_up_at`), not configured: servers are logged in
+    /// to without its password ([`super::passthrough`]).
+    pub looked_up: bool,
+    pub looked_up_at: Option<std::time::Instant>,
 }
 
 /// Lifecycle of the proxy, broadcast to every session.
@@ -45,6 +49,8 @@ pub struct Proxy {
     /// Per database: the listening connection of transaction-mode LISTEN/NOTIFY.
     pub(super) listeners: Mutex<HashMap<String, Arc<super::notify::Listener>>>,
     pub cancel: CancelRegistry,
+    /// Users without a `[[users]]` entry, looked up with `auth_query`.
+    pub auth_query: super::auth_query::AuthQuery,
     /// Shared with the OTLP exporter, which looks fingerprint texts up off the request path.
     pub analyzer: Arc<Analyzer>,
     pub statements: Registry,
@@ -119,6 +125,7 @@ impl Proxy {
             topologies: Mutex::new(HashMap::new()),
             listeners: Mutex::new(HashMap::new()),
             cancel,
+            auth_query: Default::default(),
             analyzer,
             statements: Registry::default(),
             metrics,
@@ -420,6 +427,8 @@ pub(super) fn build_users(config: &Config) -> HashMap<String, Arc<UserEntry>> {
                 config: u.clone(),
                 secret,
                 method: u.auth_type.unwrap_or(config.general.auth_type),
+                looked_up: false,
+                looked_up_at: None,
             };
             (u.name.clone(), Arc::new(entry))
         })

@@ -5,6 +5,7 @@
 mod harness;
 
 mod auth;
+mod auth_query;
 mod bad_input;
 mod basic;
 mod clients;

@@ -138,9 +138,17 @@ impl Proxy {
     /// Step 2: plan against what runs, then build the routing states and pools the plan
     /// names. Nothing built here serves a client before [`Proxy::swap_pools`].
     pub fn build(&self, config: Arc<Config>, tls: Arc<crate::tls::Tls>) -> Built {
-        let running: Vec<PoolKey> = self.clusters.read().keys().cloned().collect();
+        let (running, looked_up) = {
+            let clusters = self.clusters.read();
+            let looked_up: Vec<PoolKey> = clusters
+                .iter()
+                .filter(|(_, c)| c.looked_up)
+                .map(|(k, _)| k.clone())
+                .collect();
+            (clusters.keys().cloned().collect::<Vec<_>>(), looked_up)
+        };
         let routed: Vec<String> = self.topologies.lock().keys().cloned().collect();
-        let plan = plan::plan(&self.config(), &config, &running, &routed);
+        let plan = plan::plan(&self.config(), &config, &running, &looked_up, &routed);
         let bp = Blueprint {
             config: &config,
             tls: &tls,
@@ -166,7 +174,7 @@ impl Proxy {
                 let topology = topologies.get(&key.database)?.clone();
                 Some((
                     key.clone(),
-                    self.build_cluster(key, db, user, topology, &bp),
+                    self.build_cluster(key, db, user, false, topology, &bp),
                 ))
             })
             .collect();
@@ -213,14 +221,16 @@ impl Proxy {
             });
         }
         for key in &built.plan.keep {
-            let (Some(cluster), Some(db), Some(user)) = (
+            let (Some(cluster), Some(db)) = (
                 clusters.get(key),
                 built.config.resolve_database(&key.database),
-                built.config.user(&key.user),
             ) else {
                 continue;
             };
-            let settings = built.config.pool_settings(&db, user);
+            // a user found through auth_query has no entry: the pool defaults apply
+            let user = built.config.user(&key.user).cloned();
+            let user = user.unwrap_or_else(|| crate::config::User::named(&key.user));
+            let settings = built.config.pool_settings(&db, &user);
             let before = cluster.primary.settings().size;
             if before != settings.size {
                 report.push(format!(

@@ -2,8 +2,13 @@
 //! routing state (and replica monitor), and which (database, user) pools are built, kept
 //! with their new settings in place, or drained. Pure: computed from the running and the new
 //! configuration and the names of what runs, so it is unit-tested without servers.
+//!
+//! The pools of users found through `auth_query` (no `[[users]]` entry) are never built here
+//! (only a login brings their secret): they are kept while their database is served and still
+//! looks users up, drained as removed otherwise, and replaced (rebuilt at their next use) when
+//! their database's servers change.
 
-use crate::config::{Config, WILDCARD_DATABASE};
+use crate::config::{Config, User, WILDCARD_DATABASE};
 use crate::pg::build::{server_login, side_login};
 use crate::pg::pool::PoolKey;
 use std::collections::HashSet;
@@ -11,11 +16,13 @@ use std::collections::HashSet;
 /// Why a running pool is drained (idle servers closed now, servers in use at release).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drain {
-    /// Its database or user is gone from the configuration: new logins are refused, and its
+    /// Its database or user is gone from the configuration (for a user found through
+    /// `auth_query`: its database no longer looks users up): new logins are refused, and its
     /// clients are told so at their next transaction.
     Removed,
     /// Its servers, credentials, replicas or routing changed: new transactions use new
-    /// pools (built now; for a database served through the wildcard entry, at its next use).
+    /// pools (built now; for a database served through the wildcard entry or a user found
+    /// through `auth_query`, at its next use).
     Replaced,
 }
 
@@ -69,16 +76,39 @@ fn routing_identity(config: &Config, name: &str) -> Option<String> {
     ))
 }
 
-/// What a pool's servers depend on beyond its database's routing state: the login.
-fn pool_identity(config: &Config, key: &PoolKey) -> Option<(String, Option<String>)> {
+/// Which user a running pool serves under `config` (none when its database is not served):
+/// its `[[users]]` entry; else, for a user
+/// found through `auth_query` (`looked_up`), one with no settings of its own while the
+/// database still looks users up; else none (the user is gone).
+fn pool_user(config: &Config, key: &PoolKey, looked_up: bool) -> Option<User> {
     let db = config.resolve_database(&key.database)?;
-    let user = config.user(&key.user)?;
-    Some(server_login(db.as_ref(), user))
+    if let Some(user) = config.user(&key.user) {
+        return Some(user.clone());
+    }
+    (looked_up && config.auth_lookup(&db).is_some()).then(|| User::named(&key.user))
+}
+
+/// What a pool's servers depend on beyond its database's routing state: the login.
+fn pool_identity(
+    config: &Config,
+    key: &PoolKey,
+    looked_up: bool,
+) -> Option<(String, Option<String>)> {
+    let db = config.resolve_database(&key.database)?;
+    let user = pool_user(config, key, looked_up)?;
+    Some(server_login(db.as_ref(), &user))
 }
 
 /// The plan that takes what runs (`running` pools, `routed` databases, under `old`) to `new`.
-/// At start nothing runs, so every configured pair is built.
-pub fn plan(old: &Config, new: &Config, running: &[PoolKey], routed: &[String]) -> Plan {
+/// `looked_up`: the running pools of users found through `auth_query`. At start nothing runs,
+/// so every configured pair is built.
+pub fn plan(
+    old: &Config,
+    new: &Config,
+    running: &[PoolKey],
+    looked_up: &[PoolKey],
+    routed: &[String],
+) -> Plan {
     let mut plan = Plan::default();
     let mut gone: HashSet<&str> = HashSet::new();
     for name in routed {
@@ -95,11 +125,11 @@ pub fn plan(old: &Config, new: &Config, running: &[PoolKey], routed: &[String]) 
     }
     let wanted = configured_pairs(new);
     for key in running {
-        let served = new.resolve_database(&key.database).is_some();
-        if !served || new.user(&key.user).is_none() {
+        let found = looked_up.contains(key);
+        if pool_user(new, key, found).is_none() {
             plan.drain.push((key.clone(), Drain::Removed));
         } else if gone.contains(key.database.as_str())
-            || pool_identity(old, key) != pool_identity(new, key)
+            || pool_identity(old, key, found) != pool_identity(new, key, found)
         {
             plan.drain.push((key.clone(), Drain::Replaced));
             if wanted.contains(key) {

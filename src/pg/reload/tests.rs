@@ -52,7 +52,7 @@ fn names(v: &[&str]) -> Vec<String> {
 #[test]
 fn at_start_every_configured_pair_is_built_and_the_wildcard_is_not() {
     let c = config(&["a", "b", "*"], "");
-    let p = plan::plan(&c, &c, &[], &[]);
+    let p = plan::plan(&c, &c, &[], &[], &[]);
     assert_eq!(p.build_routing, names(&["a", "b"]));
     assert_eq!(
         p.build,
@@ -80,7 +80,7 @@ fn reload_plan_adds_removes_replaces_and_keeps() {
     let mut new = config(&["a", "c:6543", "d"], "");
     new.pool.pool_size = 50;
     new.users.retain(|u| u.name == "app");
-    let p = plan::plan(&old, &new, &running, &routed);
+    let p = plan::plan(&old, &new, &running, &[], &routed);
     assert_eq!(p.drop_routing, names(&["b", "c", "made_later"]));
     assert_eq!(p.build_routing, names(&["c", "d"]));
     assert_eq!(p.keep, [key("a", "app")]);
@@ -100,11 +100,11 @@ fn names_served_through_a_changed_wildcard_are_rebuilt_at_their_next_login() {
     let old = config(&["a", "*"], "");
     let running = [key("a", "app"), key("a", "ops"), key("made_later", "app")];
     let routed = names(&["a", "made_later"]);
-    let same = plan::plan(&old, &old, &running, &routed);
+    let same = plan::plan(&old, &old, &running, &[], &routed);
     assert_eq!(same.keep, running, "nothing changed: everything kept");
     assert!(same.build.is_empty() && same.drain.is_empty());
     let new = config(&["a", "*:7000"], "");
-    let p = plan::plan(&old, &new, &running, &routed);
+    let p = plan::plan(&old, &new, &running, &[], &routed);
     assert_eq!(p.drop_routing, names(&["made_later"]));
     assert!(p.build_routing.is_empty());
     assert_eq!(p.drain, [(key("made_later", "app"), plan::Drain::Replaced)]);
@@ -117,7 +117,7 @@ fn a_changed_password_replaces_only_that_users_pools() {
     let mut new = old.clone();
     new.users[1].password = Some("new".into()); // ops; app's login keeps the monitor's
     let running = [key("a", "app"), key("a", "ops")];
-    let p = plan::plan(&old, &new, &running, &names(&["a"]));
+    let p = plan::plan(&old, &new, &running, &[], &names(&["a"]));
     assert!(p.drop_routing.is_empty() && p.build_routing.is_empty());
     assert_eq!(p.keep, [key("a", "app")]);
     assert_eq!(p.drain, [(key("a", "ops"), plan::Drain::Replaced)]);

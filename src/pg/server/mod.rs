@@ -31,6 +31,9 @@ pub struct ServerTarget {
     pub port: u16,
     pub user: String,
     pub password: Option<String>,
+    /// For `auth_query` users, whose password Pake never sees: the stored md5 hash and the
+    /// ClientKey the last client proved (used when `password` is `None`).
+    pub passthrough: Option<std::sync::Arc<super::passthrough::Passthrough>>,
     pub database: String,
     pub connect_timeout: Duration,
     /// TLS towards the server, when `server_tls_sslmode` is not `disable`.
@@ -69,6 +72,8 @@ pub enum ServerError {
     UnsupportedAuth(i32),
     #[error("no password configured to log in to the server as \"{0}\"")]
     NoPassword(String),
+    #[error("cannot log in to the server as \"{user}\" without its password: {reason}")]
+    Passthrough { user: String, reason: String },
     #[error("SCRAM exchange with the server failed: {0}")]
     Sasl(std::io::Error),
     #[error("server connection I/O error: {0}")]
@@ -199,7 +204,7 @@ impl Server {
             &mut out,
         )?;
         self.send(&out).await?;
-        let mut scram: Option<ScramSha256> = None;
+        let mut scram: Option<ScramClient> = None;
         loop {
             let (tag, body) = self.read_message().await?;
             match tag {
@@ -238,7 +243,7 @@ impl Server {
         &mut self,
         target: &ServerTarget,
         body: &[u8],
-        scram: &mut Option<ScramSha256>,
+        scram: &mut Option<ScramClient>,
     ) -> Result<(), ServerError> {
         use super::auth::code;
         let (kind, rest) = wire::i32_at(body).ok_or_else(|| bad("Authentication"))?;
@@ -257,11 +262,22 @@ impl Server {
                     .get(..4)
                     .and_then(|s| s.try_into().ok())
                     .ok_or_else(|| bad("MD5 salt"))?;
-                let hash = postgres_protocol::authentication::md5_hash(
-                    target.user.as_bytes(),
-                    password()?.as_bytes(),
-                    salt,
-                );
+                let hash = match (&target.password, &target.passthrough) {
+                    (None, Some(pass)) => pass
+                        .md5()
+                        .and_then(|stored| super::passthrough::md5_response(&stored, salt))
+                        .ok_or_else(|| ServerError::Passthrough {
+                            user: target.user.clone(),
+                            reason:
+                                "the server asks for md5 and the stored secret is not an md5 hash"
+                                    .into(),
+                        })?,
+                    _ => postgres_protocol::authentication::md5_hash(
+                        target.user.as_bytes(),
+                        password()?.as_bytes(),
+                        salt,
+                    ),
+                };
                 frontend::password_message(hash.as_bytes(), &mut out)?;
             }
             code::SASL => {
@@ -271,18 +287,30 @@ impl Server {
                 if !offers_scram {
                     return Err(ServerError::UnsupportedAuth(kind));
                 }
-                let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                let s = match (&target.password, &target.passthrough) {
+                    (None, Some(pass)) => {
+                        let keys = pass.scram().ok_or_else(|| ServerError::Passthrough {
+                            user: target.user.clone(),
+                            reason: "no client has logged in with SCRAM since the lookup".into(),
+                        })?;
+                        ScramClient::Keys(super::passthrough::KeyScram::new(keys))
+                    }
+                    _ => ScramClient::Password(ScramSha256::new(
+                        password()?.as_bytes(),
+                        ChannelBinding::unsupported(),
+                    )),
+                };
                 frontend::sasl_initial_response(SCRAM_SHA_256, s.message(), &mut out)?;
                 *scram = Some(s);
             }
             code::SASL_CONTINUE => {
                 let s = scram.as_mut().ok_or_else(|| bad("SASL continue"))?;
-                s.update(rest).map_err(ServerError::Sasl)?;
+                s.update(rest, &target.user)?;
                 frontend::sasl_response(s.message(), &mut out)?;
             }
             code::SASL_FINAL => {
                 let s = scram.as_mut().ok_or_else(|| bad("SASL final"))?;
-                s.finish(rest).map_err(ServerError::Sasl)?;
+                s.finish(rest, &target.user)?;
                 return Ok(());
             }
             other => return Err(ServerError::UnsupportedAuth(other)),
@@ -378,6 +406,62 @@ impl Server {
                     message,
                 }),
                 None => Ok(()),
+            }
+        };
+        tokio::time::timeout(limit, fut)
+            .await
+            .map_err(|_| ServerError::Io(std::io::ErrorKind::TimedOut.into()))?
+    }
+
+    /// Run one statement over the extended protocol with text parameters (never spliced into
+    /// the SQL) and return its rows as text columns (`None` for NULL). Side channels only
+    /// (the `auth_query` lookup); the server stays usable after an error the server reports.
+    pub async fn query_params(
+        &mut self,
+        query: &str,
+        params: &[&str],
+        limit: Duration,
+    ) -> Result<Vec<Vec<Option<String>>>, ServerError> {
+        let fut = async {
+            let mut out = BytesMut::new();
+            frontend::parse("", query, params.iter().map(|_| 0), &mut out)?;
+            frontend::bind(
+                "",
+                "",
+                [0],
+                params.iter().copied(),
+                |p, buf| {
+                    buf.extend_from_slice(p.as_bytes());
+                    Ok(postgres_protocol::IsNull::No)
+                },
+                [0],
+                &mut out,
+            )
+            .map_err(|_| ServerError::Protocol("cannot encode a parameter".into()))?;
+            frontend::execute("", 0, &mut out)?;
+            frontend::sync(&mut out);
+            self.send(&out).await?;
+            let mut rows = Vec::new();
+            let mut failure = None;
+            loop {
+                let (tag, body) = self.read_message().await?;
+                match tag {
+                    be::READY_FOR_QUERY => {
+                        self.tx_status = body.first().copied().unwrap_or(b'I');
+                        break;
+                    }
+                    be::DATA_ROW => rows.push(data_row(&body)?),
+                    be::PARAMETER_STATUS => self.params.on_status(&body),
+                    be::ERROR_RESPONSE => failure = Some(field(&body, b'M')),
+                    _ => {}
+                }
+            }
+            match failure {
+                Some(message) => Err(ServerError::Query {
+                    query: query.to_string(),
+                    message,
+                }),
+                None => Ok(rows),
             }
         };
         tokio::time::timeout(limit, fut)
@@ -490,6 +574,43 @@ impl Server {
     }
 }
 
+/// Pake's side of a SCRAM login to a server: with the password, or with the ClientKey of an
+/// `auth_query` user.
+enum ScramClient {
+    Password(ScramSha256),
+    Keys(super::passthrough::KeyScram),
+}
+
+impl ScramClient {
+    fn message(&self) -> &[u8] {
+        match self {
+            ScramClient::Password(s) => s.message(),
+            ScramClient::Keys(s) => s.message(),
+        }
+    }
+
+    fn update(&mut self, server_first: &[u8], user: &str) -> Result<(), ServerError> {
+        match self {
+            ScramClient::Password(s) => s.update(server_first).map_err(ServerError::Sasl),
+            ScramClient::Keys(s) => s.update(server_first).map_err(|e| passthrough(user, e)),
+        }
+    }
+
+    fn finish(&mut self, server_final: &[u8], user: &str) -> Result<(), ServerError> {
+        match self {
+            ScramClient::Password(s) => s.finish(server_final).map_err(ServerError::Sasl),
+            ScramClient::Keys(s) => s.finish(server_final).map_err(|e| passthrough(user, e)),
+        }
+    }
+}
+
+fn passthrough(user: &str, e: super::passthrough::PassError) -> ServerError {
+    ServerError::Passthrough {
+        user: user.to_string(),
+        reason: e.to_string(),
+    }
+}
+
 /// Ask the server for TLS (SSLRequest) when configured, and wrap the stream.
 async fn negotiate_tls(
     mut tcp: TcpStream,
@@ -527,6 +648,28 @@ async fn negotiate_tls(
             source,
         })?;
     Ok(ServerStream::Tls(Box::new(tls)))
+}
+
+/// The columns of a DataRow body, as text.
+fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, ServerError> {
+    let count = body
+        .get(..2)
+        .map(|b| i16::from_be_bytes([b[0], b[1]]))
+        .ok_or_else(|| bad("DataRow"))?;
+    let mut rest = &body[2..];
+    let mut columns = Vec::with_capacity(count.max(0) as usize);
+    for _ in 0..count {
+        let (len, tail) = wire::i32_at(rest).ok_or_else(|| bad("DataRow"))?;
+        if len < 0 {
+            columns.push(None);
+            rest = tail;
+            continue;
+        }
+        let value = tail.get(..len as usize).ok_or_else(|| bad("DataRow"))?;
+        columns.push(Some(String::from_utf8_lossy(value).into_owned()));
+        rest = &tail[len as usize..];
+    }
+    Ok(columns)
 }
 
 fn bad(what: &str) -> ServerError {

@@ -147,13 +147,17 @@ impl Session {
             database: self.database.clone(),
             user: self.user.clone(),
         };
-        let user = self.proxy.user(&self.user).ok_or_else(removed)?;
+        let user = self.user_entry().ok_or_else(removed)?;
         let cluster = self
             .proxy
             .cluster(&self.database, &user)
             .ok_or_else(removed)?;
         if Arc::ptr_eq(&cluster, &self.cluster) {
             return Ok(());
+        }
+        if let (Some(old), Some(new)) = (&self.cluster.passthrough, &cluster.passthrough) {
+            // new pools of an auth_query user: their servers log in with the key it proved
+            new.adopt(old);
         }
         use std::sync::atomic::Ordering::Relaxed;
         self.pool.clients.fetch_sub(1, Relaxed);

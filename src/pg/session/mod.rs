@@ -117,6 +117,8 @@ pub struct Session {
     tally: Tally,
     /// Who logged in where, to pick up new pools after a RELOAD.
     user: String,
+    /// The user's entry when `auth_query` found it (it has no `[[users]]` entry to reload).
+    looked_up: Option<Arc<super::proxy::UserEntry>>,
     database: String,
     cluster_gen: u64,
     /// When the attached server was checked out.
@@ -213,6 +215,7 @@ impl Session {
             phase: proxy.phase(),
             tally: Tally::default(),
             user: login.startup.user.clone(),
+            looked_up: login.user.looked_up.then(|| login.user.clone()),
             database: login.startup.database.clone(),
             cluster_gen: proxy.generation(),
             attached_at: Instant::now(),
@@ -304,10 +307,17 @@ impl Session {
         if !self.proxy.rate_limits_on() {
             return Ok(());
         }
-        let Some(user) = self.proxy.user(&self.user) else {
+        let Some(user) = self.user_entry() else {
             return Ok(());
         };
         self.proxy.admit_request(&user, self.cancel.info.addr.ip())
+    }
+
+    /// The user's current entry: its `[[users]]` one, or the `auth_query` one from login.
+    fn user_entry(&self) -> Option<Arc<super::proxy::UserEntry>> {
+        self.proxy
+            .user(&self.user)
+            .or_else(|| self.looked_up.clone())
     }
 
     /// When the client has been quiet too long, with or without an open transaction.
