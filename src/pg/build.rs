@@ -59,10 +59,18 @@ pub(super) fn server_login(db: &Database, user: &User) -> (String, Option<String
 }
 
 /// Who the side connections of `db` (replica monitor, LISTEN connection, EXPLAIN and the
-/// advisor) log in as: the database's `server_user`; otherwise the first configured user
-/// whose server password is known, or else the first user (for servers that trust it).
+/// advisor) log in as: the database's `server_user`; otherwise its `auth_user` when it looks
+/// users up (Pake has no password for those users, and the lookup logs in as `auth_user`
+/// already), then the first configured user whose server password is known, or else the
+/// first user (for servers that trust it).
 pub(super) fn side_login(db: &Database, config: &Config) -> MonitorLogin {
-    let logins = config.users.iter().map(|u| server_login(db, u));
+    let auth_user = config
+        .auth_lookup(db)
+        .and_then(|l| config.user(&l.auth_user));
+    let logins = auth_user
+        .into_iter()
+        .chain(&config.users)
+        .map(|u| server_login(db, u));
     let (user, password) = logins
         .clone()
         .find(|(_, p)| p.is_some())
