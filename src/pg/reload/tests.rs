@@ -241,3 +241,138 @@ async fn waiting_for_a_first_sample_is_bounded() {
     assert_eq!(crate::pg::build::first_samples(&[none], limit).await, 1);
     assert_eq!(start.elapsed(), limit, "nothing to sample: no wait");
 }
+
+/// `auth_user` on for every database: users without a `[[users]]` entry are looked up.
+const LOOKUP: &str = "auth_user = \"app\"\n";
+
+#[test]
+fn looked_up_users_pools_are_kept_while_their_database_looks_users_up() {
+    let old = config(&["a", "b", "*"], LOOKUP);
+    let configured = [
+        key("a", "app"),
+        key("a", "ops"),
+        key("b", "app"),
+        key("b", "ops"),
+    ];
+    let looked_up = [
+        key("a", "alice"),
+        key("b", "alice"),
+        key("made_later", "alice"),
+    ];
+    let running: Vec<PoolKey> = configured.iter().chain(&looked_up).cloned().collect();
+    let routed = names(&["a", "b", "made_later"]);
+    let same = plan::plan(&old, &old, &running, &looked_up, &routed);
+    assert_eq!(same.keep, running, "nothing changed: everything kept");
+    assert!(same.build.is_empty() && same.drain.is_empty());
+    // without the looked-up list they would be users removed from the configuration
+    let blind = plan::plan(&old, &old, &running, &[], &routed);
+    assert_eq!(blind.drain.len(), 3);
+
+    // a stops looking users up, the wildcard's server moved (it serves b now)
+    let mut new = config(&["a", "*:7000"], LOOKUP);
+    new.databases[0].auth_user = Some(String::new());
+    let p = plan::plan(&old, &new, &running, &looked_up, &routed);
+    assert_eq!(
+        p.drain,
+        [
+            (key("b", "app"), plan::Drain::Replaced),
+            (key("b", "ops"), plan::Drain::Replaced),
+            (key("a", "alice"), plan::Drain::Removed),
+            (key("b", "alice"), plan::Drain::Replaced),
+            (key("made_later", "alice"), plan::Drain::Replaced),
+        ]
+    );
+    assert!(
+        p.build.is_empty(),
+        "a looked-up user's pools are built at its login"
+    );
+    // b and the wildcard entry gone: their looked-up users' pools go with them
+    let new = config(&["a"], LOOKUP);
+    let p = plan::plan(&old, &new, &running, &looked_up, &routed);
+    let removed: Vec<_> = p.drain.iter().filter(|(k, _)| k.user == "alice").collect();
+    assert_eq!(
+        removed,
+        [
+            &(key("b", "alice"), plan::Drain::Removed),
+            &(key("made_later", "alice"), plan::Drain::Removed),
+        ]
+    );
+    assert!(p.keep.contains(&key("a", "alice")));
+    assert!(
+        p.build.is_empty(),
+        "a looked-up user's pools are built at its login"
+    );
+
+    // alice gets a [[users]] entry: her configured pools replace the looked-up ones
+    let mut new = old.clone();
+    let mut alice = new.users[0].clone();
+    alice.name = "alice".into();
+    new.users.push(alice);
+    let p = plan::plan(&old, &new, &running, &looked_up, &routed);
+    assert!(p
+        .drain
+        .contains(&(key("a", "alice"), plan::Drain::Replaced)));
+    assert!(p.build.contains(&key("a", "alice")) && p.build.contains(&key("b", "alice")));
+}
+
+fn looked_up_entry(name: &str) -> crate::pg::proxy::UserEntry {
+    let verifier = postgres_protocol::password::scram_sha_256(b"pw");
+    crate::pg::proxy::UserEntry {
+        config: crate::config::User::named(name),
+        secret: crate::pg::auth::Secret::from_config(name, &verifier),
+        method: crate::pg::auth::Method::ScramSha256,
+        looked_up: true,
+        looked_up_at: Some(std::time::Instant::now()),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_looked_up_user_gets_pools_at_its_login_that_reload_keeps_or_drops() {
+    let p = proxy(config(&["a", "b"], LOOKUP));
+    p.start_pools().await;
+    let alice = looked_up_entry("alice");
+    assert!(cluster(&p, "a", "alice").is_none(), "not built at start");
+    let built = p.cluster("a", &alice).expect("built at its first login");
+    assert!(built.looked_up && built.passthrough.is_some());
+    let configured = cluster(&p, "a", "app").expect("a/app");
+    assert!(
+        Arc::ptr_eq(&built.topology, &configured.topology),
+        "the database's one replica monitor"
+    );
+    assert!(Arc::ptr_eq(&built, &p.cluster("a", &alice).expect("again")));
+    let mut ghost = looked_up_entry("ghost");
+    ghost.looked_up = false;
+    assert!(
+        p.cluster("a", &ghost).is_none(),
+        "neither configured nor looked up"
+    );
+    let on_b = p.cluster("b", &alice).expect("b/alice");
+
+    // a RELOAD that resizes keeps the pools, with the new size
+    let mut resized = config(&["a", "b"], LOOKUP);
+    resized.pool.pool_size = 7;
+    p.apply(resized.clone());
+    let kept = cluster(&p, "a", "alice").expect("kept by RELOAD");
+    assert!(Arc::ptr_eq(&built, &kept));
+    assert_eq!(kept.primary.settings().size, 7);
+
+    // b removed, and a no longer looks users up: both dropped and closed
+    let mut new = config(&["a"], LOOKUP);
+    new.databases[0].auth_user = Some(String::new());
+    let report = p.apply(new);
+    assert!(cluster(&p, "a", "alice").is_none() && cluster(&p, "b", "alice").is_none());
+    for gone in [&built, &on_b] {
+        let Err(closed) = gone.primary.checkout().await else {
+            panic!("a dropped pool is still open");
+        };
+        assert!(closed.is_closed(), "{closed}");
+    }
+    assert!(
+        report
+            .iter()
+            .any(|l| l.contains("pool a/alice: database or user removed")),
+        "{report:?}"
+    );
+    assert!(p.cluster("a", &alice).is_none(), "no lookup: no pools");
+    assert!(cluster(&p, "a", "app").is_some());
+}
