@@ -316,7 +316,21 @@ async fn min_pool_size_is_warm_before_the_first_client() {
     })
     .await;
     assert!(warm, "{:?}", pools(&admin).await);
-    assert_eq!(backends(&lab).await.len(), 2, "opened by Pake, no client");
+    // SHOW POOLS counts a server from the moment its open starts: wait for both to log in,
+    // asking on one connection (a connection per look leaves exiting backends behind)
+    let direct = lab.client("postgres").await.expect("direct");
+    let count = || async {
+        let row = direct
+            .query_one(
+                "select count(*) from pg_stat_activity where backend_type = 'client backend' and pid <> pg_backend_pid()",
+                &[],
+            )
+            .await
+            .expect("pg_stat_activity");
+        row.get::<_, i64>(0)
+    };
+    let opened = eventually(Duration::from_secs(10), || async { count().await == 2 }).await;
+    assert!(opened, "opened by Pake, no client: {}", count().await);
 }
 
 /// A client queued for a server of a pool that a RELOAD replaces is served by the new pool,
