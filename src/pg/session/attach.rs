@@ -157,8 +157,21 @@ impl Session {
             return;
         }
         self.on_transaction_end(self.server_target);
-        if let Some((server, pool)) = self.detach() {
-            release(&pool, server);
+        let notified = std::mem::take(&mut self.may_notify);
+        let Some((server, pool)) = self.detach() else {
+            return;
+        };
+        match self.notify.clone().filter(|l| notified && l.active()) {
+            // the listener names a notification's sender by the client that holds the
+            // server it came from: until the listener has received what this transaction
+            // sent, no other client may hold it
+            Some(l) => {
+                tokio::spawn(async move {
+                    l.barrier().await;
+                    release(&pool, server);
+                });
+            }
+            None => release(&pool, server),
         }
     }
 

@@ -36,6 +36,8 @@ pub(super) struct Analysis {
     pub effect: SessionEffect,
     /// A database it needs free of other sessions (`DROP DATABASE x`…).
     pub frees_database: Option<std::sync::Arc<str>>,
+    /// It may send a notification (`NOTIFY`, `pg_notify`).
+    pub notifies: bool,
 }
 
 impl Analysis {
@@ -49,6 +51,7 @@ impl Analysis {
             class,
             effect: info.session.clone(),
             frees_database: info.frees_database.clone(),
+            notifies: info.notifies,
         }
     }
 }
@@ -139,10 +142,12 @@ impl Session {
     /// The analysis of a statement-bearing message about to be forwarded: made by classify,
     /// or now when it arrived after the request was classified.
     pub(super) fn part_for(&mut self, tag: u8, frame: &[u8]) -> Result<Part, Error> {
-        match self.request.take(tag) {
-            Some(part) => Ok(part),
-            None => self.analyse_part(tag, frame),
-        }
+        let part = match self.request.take(tag) {
+            Some(part) => part,
+            None => self.analyse_part(tag, frame)?,
+        };
+        self.may_notify |= part.analysis.as_ref().is_some_and(|a| a.notifies);
+        Ok(part)
     }
 
     fn analyse_part(&mut self, tag: u8, frame: &[u8]) -> Result<Part, Error> {

@@ -79,6 +79,13 @@ pub fn session_effect(normalized: &str) -> SessionEffect {
         .map_or(SessionEffect::None, SessionEffect::Dirties)
 }
 
+/// Whether a statement text may send a notification: `NOTIFY` or a `pg_notify(…)` call (a
+/// word that only looks like one costs the listener a round trip; a trigger's is not seen).
+pub fn notifies(normalized: &str) -> bool {
+    Lexer::new(normalized)
+        .any(|t| t.is_word(normalized, "notify") || t.is_word(normalized, "pg_notify"))
+}
+
 /// The statements of a text so far.
 #[derive(Default)]
 struct Statements {

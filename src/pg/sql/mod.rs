@@ -35,6 +35,8 @@ pub struct StatementInfo {
     pub session: SessionEffect,
     /// A database it needs free of other sessions (`DROP DATABASE x`…).
     pub frees_database: Option<std::sync::Arc<str>>,
+    /// It may send a notification (`NOTIFY`, `pg_notify`).
+    pub notifies: bool,
     /// Read-only or not, for replica routing.
     pub route: Classification,
     /// The query-insight fingerprint (constants, parameters and list lengths merged).
@@ -50,6 +52,7 @@ impl StatementInfo {
             normalized: normalized.into(),
             session: effects::session_effect(normalized),
             frees_database: effects::database_to_free(normalized).map(Into::into),
+            notifies: effects::notifies(normalized),
             route: classify::classify(ast.as_deref()),
             fingerprint: crate::insight::fingerprint::fingerprint(raw, ast.as_deref()),
         }
@@ -63,6 +66,7 @@ impl StatementInfo {
             normalized: fingerprint.text.clone(),
             session: effects::session_effect(normalized),
             frees_database: None,
+            notifies: effects::notifies(normalized),
             route: Classification::write(),
             fingerprint,
         }
