@@ -161,6 +161,69 @@ async fn settings_undone_as_on_a_direct_connection() {
     }
 }
 
+/// Settings through savepoints, each statement its own request as drivers send them
+/// (pgjdbc's `autosave` sets a savepoint before each statement and rolls back to it when
+/// one fails): `ROLLBACK TO` undoes only what came after its savepoint, and the transaction
+/// commits the rest — as on a direct connection, on any server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_follow_savepoints_as_on_a_direct_connection() {
+    let env = pool_of(2).await;
+    let direct = env.direct().await;
+    let (a, other) = (env.client().await, env.client().await);
+    let steps: &[&[&str]] = &[
+        // autosave: the SET before the failing statement's savepoint stays
+        &[
+            "BEGIN",
+            "SET work_mem = '9MB'",
+            "SAVEPOINT autosave",
+            "SELECT 1/0",
+            "ROLLBACK TO SAVEPOINT autosave",
+            "SAVEPOINT autosave",
+            "SET statement_timeout = '8s'",
+            "COMMIT",
+        ],
+        // what came after the savepoint is undone, without any error
+        &[
+            "BEGIN",
+            "SAVEPOINT a",
+            "SET work_mem = '10MB'",
+            "SAVEPOINT b",
+            "SET search_path = sp",
+            "RELEASE SAVEPOINT b",
+            "ROLLBACK TO a",
+            "SET my.var = 'after'",
+            "COMMIT",
+        ],
+        // the latest savepoint of a name; an error after the ROLLBACK TO fails it all
+        &[
+            "BEGIN",
+            "SAVEPOINT s",
+            "SET work_mem = '12MB'",
+            "SAVEPOINT s",
+            "SET work_mem = '14MB'",
+            "ROLLBACK TO s",
+            "SELECT 1/0",
+            "COMMIT",
+        ],
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        for sql in *step {
+            let direct_result = direct
+                .batch_execute(sql)
+                .await
+                .map_err(|e| e.code().cloned());
+            let pake_result = a.batch_execute(sql).await.map_err(|e| e.code().cloned());
+            assert_eq!(direct_result, pake_result, "step {i}: {sql}");
+        }
+        // the check runs on the server the other client leaves free
+        other.batch_execute("BEGIN").await.expect("begin");
+        pid(&other).await;
+        assert_eq!(observe(&a).await, observe(&direct).await, "after step {i}");
+        other.batch_execute("COMMIT").await.expect("commit");
+        assert_eq!(observe(&a).await, observe(&direct).await, "after step {i}");
+    }
+}
+
 /// `SET default_transaction_read_only` holds in later transactions on any server, as on a
 /// direct connection: a write is refused with 25006.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -38,6 +38,8 @@ pub(super) struct Analysis {
     pub frees_database: Option<std::sync::Arc<str>>,
     /// It may send a notification (`NOTIFY`, `pg_notify`).
     pub notifies: bool,
+    /// A savepoint statement.
+    pub savepoint: Option<crate::pg::sql::Savepoint>,
 }
 
 impl Analysis {
@@ -52,6 +54,7 @@ impl Analysis {
             effect: info.session.clone(),
             frees_database: info.frees_database.clone(),
             notifies: info.notifies,
+            savepoint: info.savepoint.clone(),
         }
     }
 }
@@ -146,7 +149,16 @@ impl Session {
             Some(part) => part,
             None => self.analyse_part(tag, frame)?,
         };
-        self.may_notify |= part.analysis.as_ref().is_some_and(|a| a.notifies);
+        if let Some(a) = &part.analysis {
+            self.may_notify |= a.notifies;
+            // a statement runs at its Query, its unnamed Parse (bound next), or the Bind of a
+            // named one: savepoints are followed in that order
+            let runs = part.tag != fe::PARSE || part.unnamed;
+            if let Some(op) = a.savepoint.as_ref().filter(|_| runs) {
+                self.pending_settings.savepoint(op);
+                self.pins.savepoint(op);
+            }
+        }
         Ok(part)
     }
 

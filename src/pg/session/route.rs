@@ -250,6 +250,7 @@ mod tests {
             effect: SessionEffect::None,
             frees_database: None,
             notifies: false,
+            savepoint: None,
         }
     }
 

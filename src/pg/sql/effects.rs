@@ -86,6 +86,73 @@ pub fn notifies(normalized: &str) -> bool {
         .any(|t| t.is_word(normalized, "notify") || t.is_word(normalized, "pg_notify"))
 }
 
+/// A savepoint statement, so that session changes can be followed through `ROLLBACK TO`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Savepoint {
+    /// `SAVEPOINT name`.
+    Set(std::sync::Arc<str>),
+    /// `RELEASE [SAVEPOINT] name`.
+    Release(std::sync::Arc<str>),
+    /// `ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name`.
+    RollbackTo(std::sync::Arc<str>),
+    /// A savepoint statement among others in one text, or one not understood: not followed.
+    Unknown,
+}
+
+/// The savepoint statement a normalised text is, if it is one (alone).
+pub fn savepoint(normalized: &str) -> Option<Savepoint> {
+    let src = normalized;
+    let (mut found, mut statements) = (None, 0);
+    let mut head = [Token::default(); HEAD];
+    let mut n = 0;
+    let toks = Lexer::new(src).filter(|t| t.kind != Kind::Comment);
+    for tok in toks.map(Some).chain([None]) {
+        if let Some(tok) = tok.filter(|t| !t.is_punct(src, b';')) {
+            if n < HEAD {
+                head[n] = tok;
+            }
+            n += 1;
+            continue;
+        }
+        if n > 0 {
+            statements += 1;
+            let op = savepoint_op(src, &head[..n.min(HEAD)], n);
+            found = found.or(op);
+        }
+        n = 0;
+        if statements > 1 && found.is_some() {
+            return Some(Savepoint::Unknown);
+        }
+    }
+    found
+}
+
+/// A statement's first tokens (`count` in all) as a savepoint statement.
+fn savepoint_op(src: &str, head: &[Token], count: usize) -> Option<Savepoint> {
+    let w = |i: usize| word(src, head.get(i));
+    let name = |i: usize| -> Option<std::sync::Arc<str>> {
+        (i + 1 == count).then_some(())?;
+        identifier(src, head.get(i)?).map(Into::into)
+    };
+    let after = |i: usize, optional: &[&str]| match w(i) {
+        Some(x) if optional.contains(&x) => i + 1,
+        _ => i,
+    };
+    let op = match w(0)? {
+        "savepoint" => name(1).map(Savepoint::Set),
+        "release" => name(after(1, &["savepoint"])).map(Savepoint::Release),
+        "rollback" => {
+            let to = after(1, &["work", "transaction"]);
+            match w(to) {
+                Some("to") => name(after(to + 1, &["savepoint"])).map(Savepoint::RollbackTo),
+                _ => return None, // a whole ROLLBACK (or ROLLBACK PREPARED)
+            }
+        }
+        _ => return None,
+    };
+    Some(op.unwrap_or(Savepoint::Unknown))
+}
+
 /// The statements of a text so far.
 #[derive(Default)]
 struct Statements {
@@ -287,6 +354,36 @@ fn identifier(src: &str, t: &Token) -> Option<String> {
 mod tests {
     use super::*;
     use crate::pg::sql::normalize::normalize;
+
+    #[test]
+    fn savepoint_statements() {
+        let sp = |sql: &str| savepoint(&normalize(sql).0);
+        let name = |n: &str| std::sync::Arc::<str>::from(n);
+        assert_eq!(
+            sp("SAVEPOINT PGJDBC_AUTOSAVE"),
+            Some(Savepoint::Set(name("pgjdbc_autosave")))
+        );
+        assert_eq!(
+            sp("release savepoint \"A b\""),
+            Some(Savepoint::Release(name("A b")))
+        );
+        assert_eq!(sp("RELEASE a;"), Some(Savepoint::Release(name("a"))));
+        assert_eq!(
+            sp("ROLLBACK TO SAVEPOINT PGJDBC_AUTOSAVE"),
+            Some(Savepoint::RollbackTo(name("pgjdbc_autosave")))
+        );
+        assert_eq!(
+            sp("rollback work to a"),
+            Some(Savepoint::RollbackTo(name("a")))
+        );
+        assert_eq!(sp("ROLLBACK"), None);
+        assert_eq!(sp("rollback prepared 'x'"), None);
+        assert_eq!(sp("select 1"), None);
+        assert_eq!(sp("savepoint a; set x = 1"), Some(Savepoint::Unknown));
+        assert_eq!(sp("set x = 1; rollback to a"), Some(Savepoint::Unknown));
+        assert_eq!(sp("savepoint"), Some(Savepoint::Unknown));
+        assert_eq!(sp("select 1; select 2"), None);
+    }
 
     #[test]
     fn statements_that_need_a_database_free_of_sessions() {

@@ -247,6 +247,12 @@ impl Pins {
         self.pending.on_message(tag, body);
     }
 
+    /// A savepoint statement is being sent (ends of pinned state after a savepoint are
+    /// undone by `ROLLBACK TO` it).
+    pub fn savepoint(&mut self, op: &super::Savepoint) {
+        self.pending.savepoint(op);
+    }
+
     /// A ReadyForQuery answered the client: at the end of a transaction that committed, the
     /// ends it saw apply. Returns whether a `DISCARD ALL` was among them.
     pub fn on_ready(&mut self, status: u8) -> bool {
