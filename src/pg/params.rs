@@ -240,7 +240,14 @@ impl ServerParams {
                 continue; // the client's own SET below wins
             }
             if self.current(k) != Some(v) {
-                sql.push_str(&format!("SET {} TO {};", ident(k), literal(v)));
+                // set_config takes the value as the startup packet gave it: a list such as
+                // `search_path=a,b` stays a list (`SET x TO 'a,b'` would make it one name)
+                let set = format!(
+                    "SELECT pg_catalog.set_config({}, {}, false);",
+                    literal(k),
+                    literal(v)
+                );
+                sql.push_str(&set);
                 if !is_tracked(k) {
                     self.applied.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
                     self.applied.push((k.to_string(), v.to_string()));
@@ -476,7 +483,8 @@ mod tests {
         let sql = server.sync_sql(&client).unwrap();
         assert_eq!(
             sql,
-            "SET \"application_name\" TO 'psql';SET \"search_path\" TO 'app';"
+            "SELECT pg_catalog.set_config('application_name', 'psql', false);\
+             SELECT pg_catalog.set_config('search_path', 'app', false);"
         );
         assert!(!sql.contains("server_version"));
         // the server reports the change; the sync is then recorded
@@ -487,7 +495,10 @@ mod tests {
         // the next client wants neither: both go back
         let plain = ClientParams::new(&defaults, &[]);
         let sql = server.sync_sql(&plain).unwrap();
-        assert_eq!(sql, "SET \"application_name\" TO '';RESET \"search_path\";");
+        assert_eq!(
+            sql,
+            "SELECT pg_catalog.set_config('application_name', '', false);RESET \"search_path\";"
+        );
         assert!(server.applied.is_empty());
     }
 
@@ -526,7 +537,8 @@ mod tests {
         let sql = server.sync_sql(&b).unwrap();
         assert_eq!(
             sql,
-            "RESET work_mem;RESET search_path;SET \"search_path\" TO 'app';"
+            "RESET work_mem;RESET search_path;\
+             SELECT pg_catalog.set_config('search_path', 'app', false);"
         );
         // a commits a RESET on a server: recorded on both sides, nothing left to replay
         a.apply(&Change::Reset("work_mem".into()));

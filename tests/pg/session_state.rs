@@ -294,6 +294,41 @@ async fn a_set_keeps_its_server_without_a_reset_query() {
     );
 }
 
+/// A startup parameter is replayed as the startup packet gives it: a list such as
+/// `search_path=pg_catalog,public` (pgjdbc's `currentSchema`, `-c search_path=a,b` in
+/// options) stays a list of two schemas on every server, not one schema of that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_list_parameters_stay_lists() {
+    let env = pool_of(2).await;
+    let options = "?options=-c%20search_path%3Dpg_catalog%2Cpublic";
+    let direct = pake::lab::postgres::connect(&format!("{}{options}", env.lab.url("postgres")))
+        .await
+        .expect("direct");
+    let a = pake::lab::postgres::connect(&format!("{}{options}", env.url("postgres")))
+        .await
+        .expect("through pake");
+    let other = env.client().await;
+    let want = simple_value(&direct, "SHOW search_path").await;
+    assert_eq!(want, "pg_catalog,public");
+    for hold in [false, true, false] {
+        // the check runs on the server the other client leaves free
+        if hold {
+            other.batch_execute("BEGIN").await.expect("begin");
+            pid(&other).await;
+        }
+        assert_eq!(simple_value(&a, "SHOW search_path").await, want);
+        let schema: String = a
+            .query_one("select current_schema()", &[])
+            .await
+            .expect("current_schema")
+            .get(0);
+        assert_eq!(schema, "pg_catalog");
+        if hold {
+            other.batch_execute("COMMIT").await.expect("commit");
+        }
+    }
+}
+
 /// psql: its settings answer as on a direct connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_settings_match_direct() {
