@@ -48,9 +48,10 @@ impl Session {
 
     async fn attach(&mut self, target: Target) -> Result<(), Error> {
         let pool = self.cluster.pool(target).clone();
-        self.cancel.set_state(state::WAITING);
+        self.cancel.start_waiting();
         let waiting = Instant::now();
-        let mut server = match pool.checkout().await {
+        let cancel = self.cancel.clone();
+        let mut server = match pool.checkout_until(cancel.wait_canceled()).await {
             Ok(s) => s,
             Err(e) => {
                 self.cancel.set_state(state::IDLE);
