@@ -194,6 +194,8 @@ struct Scan {
     pg_temp_dot: bool,
     /// `INTO TEMP` / `INTO TEMPORARY` somewhere.
     into_temp: bool,
+    /// `COMMIT DROP` somewhere (a temp table `ON COMMIT DROP` is gone at its commit).
+    commit_drop: bool,
     /// A session-level function called somewhere (the first one).
     function: Option<&'static str>,
 }
@@ -208,6 +210,7 @@ impl Scan {
             let pair = [prev, tok];
             self.with_hold |= pair[0].is_word(src, "with") && pair[1].is_word(src, "hold");
             self.pg_temp_dot |= pair[0].is_word(src, "pg_temp") && pair[1].is_punct(src, b'.');
+            self.commit_drop |= pair[0].is_word(src, "commit") && pair[1].is_word(src, "drop");
             self.into_temp |= pair[0].is_word(src, "into")
                 && (pair[1].is_word(src, "temp") || pair[1].is_word(src, "temporary"));
             if self.function.is_none() {
@@ -235,7 +238,7 @@ impl Scan {
                 let temp = head
                     .iter()
                     .any(|t| t.is_word(src, "temp") || t.is_word(src, "temporary"));
-                if temp || self.pg_temp_dot {
+                if (temp || self.pg_temp_dot) && !self.commit_drop {
                     return Some("CREATE TEMP");
                 }
             }
@@ -445,6 +448,7 @@ mod tests {
             "BEGIN",
             "UNLISTEN * ; select 1",
             "CREATE TABLE t (id int)",
+            "create temp table t (id int) on commit drop",
             "select 'SET x = 1'",
             "DECLARE c CURSOR FOR SELECT 1",
             "insert into settings(k) values ('set')",
