@@ -160,6 +160,14 @@ async fn matrix_jdbc() {
         t["listen_notify"][1],
         serde_json::json!(["P_ch", "two", "other"])
     );
+    // what it found in Pake, fixed
+    assert_eq!(t["discard_all"][2], serde_json::json!([[2, "x"]]));
+    assert_eq!(t["autosave_settings"][1], "9MB");
+    assert_eq!(t["connection_properties"][0], "pg_catalog,public");
+    assert_eq!(
+        t["timeout_while_queued"],
+        serde_json::json!(["error: 57014", "within the timeout", 4])
+    );
     // a pooling limit (see pooling_limits): the pids differ, also within a transaction
     assert_eq!(t["backend_pid"], serde_json::json!([false, false]));
 }

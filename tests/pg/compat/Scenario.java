@@ -239,6 +239,28 @@ public class Scenario {
             }
         });
 
+        // more named statements than a server keeps (Pake closes the least recently used
+        // beyond max_prepared_statements and prepares them again when they come back)
+        step("many_statements", () -> {
+            try (Connection p = connect(db, "prepareThreshold=1", "preparedStatementCacheQueries=700")) {
+                List<PreparedStatement> all = new ArrayList<>();
+                long sum = 0;
+                for (int round = 0; round < 2; round++) {
+                    for (int i = 0; i < 600; i++) {
+                        if (round == 0) {
+                            all.add(p.prepareStatement("select ?::int + " + i));
+                        }
+                        PreparedStatement ps = all.get(i);
+                        ps.setInt(1, round);
+                        try (ResultSet rs = ps.executeQuery()) {
+                            rs.next();
+                            sum += rs.getInt(1);
+                        }
+                    }
+                }
+                return sum;
+            }
+        });
         // the same statement names (S_1, S_2…) for other texts on two connections
         step("same_names_other_texts", () -> {
             try (Connection p = connect(db, "prepareThreshold=1"); Connection q = connect(db, "prepareThreshold=1")) {
@@ -491,6 +513,52 @@ public class Scenario {
             }
         });
 
+        // eight connections at once (more than Pake's pool has servers): named statements,
+        // batches with an error now and then, transactions; the totals are deterministic
+        step("concurrent", () -> {
+            exec(c, "create table " + prefix + "_c (w int, i int, primary key (w, i))");
+            List<Thread> threads = new ArrayList<>();
+            List<Object> errors = java.util.Collections.synchronizedList(new ArrayList<>());
+            for (int w = 0; w < 8; w++) {
+                final int worker = w;
+                threads.add(new Thread(() -> {
+                    try (Connection k = connect(db, "prepareThreshold=" + (worker % 3))) {
+                        PreparedStatement ins = k.prepareStatement("insert into " + prefix + "_c values (?, ?)");
+                        for (int i = 0; i < 40; i++) {
+                            k.setAutoCommit(i % 2 == 0);
+                            ins.setInt(1, worker);
+                            ins.setInt(2, i);
+                            ins.addBatch();
+                            ins.setInt(1, worker);
+                            ins.setInt(2, i % 10 == 9 ? i : 1000 + i); // a duplicate every 10th
+                            ins.addBatch();
+                            try {
+                                ins.executeBatch();
+                            } catch (BatchUpdateException e) {
+                                if (!k.getAutoCommit()) {
+                                    k.rollback();
+                                }
+                                continue;
+                            }
+                            if (!k.getAutoCommit()) {
+                                k.commit();
+                            }
+                        }
+                    } catch (Exception e) {
+                        errors.add(e.toString());
+                    }
+                }));
+            }
+            threads.forEach(Thread::start);
+            for (Thread th : threads) {
+                th.join();
+            }
+            List<Object> got = new ArrayList<>(errors);
+            got.add(query(c, "select w, count(*) from " + prefix + "_c group by w order by w"));
+            exec(c, "drop table " + prefix + "_c");
+            return got;
+        });
+
         // transactions and savepoints
         step("savepoints", () -> {
             c.setAutoCommit(false);
@@ -575,6 +643,49 @@ public class Scenario {
         });
         step("after_query_timeout", () -> one(c, "select 2"));
 
+        // a query timeout while the statement waits for a server: other connections hold
+        // transactions open on every server of Pake's pool (25: more than it has)
+        step("timeout_while_queued", () -> {
+            Connection q = connect(db);
+            one(q, "select 1"); // logged in before the servers are taken
+            int holders = 25;
+            java.util.concurrent.CountDownLatch holding = new java.util.concurrent.CountDownLatch(holders);
+            java.util.concurrent.CountDownLatch done = new java.util.concurrent.CountDownLatch(1);
+            List<Thread> threads = new ArrayList<>();
+            for (int i = 0; i < holders; i++) {
+                threads.add(new Thread(() -> {
+                    try (Connection h = connect(db)) {
+                        h.setAutoCommit(false);
+                        one(h, "select 1");
+                        holding.countDown();
+                        done.await(10, java.util.concurrent.TimeUnit.SECONDS);
+                        h.commit();
+                    } catch (Exception e) {
+                        holding.countDown();
+                    }
+                }));
+            }
+            threads.forEach(Thread::start);
+            holding.await(2, java.util.concurrent.TimeUnit.SECONDS); // the rest wait for servers
+            List<Object> got = new ArrayList<>();
+            try (q) {
+                long t0 = System.currentTimeMillis();
+                try (PreparedStatement st = q.prepareStatement("select pg_sleep(?)")) {
+                    st.setQueryTimeout(1);
+                    st.setDouble(1, 2.5);
+                    got.add(rows(st.executeQuery()));
+                } catch (SQLException e) {
+                    got.add(sqlState(e));
+                }
+                got.add(System.currentTimeMillis() - t0 < 2500 ? "within the timeout" : "late");
+                done.countDown();
+                for (Thread th : threads) {
+                    th.join();
+                }
+                got.add(one(q, "select 4"));
+            }
+            return got;
+        });
         // session settings survive later transactions
         step("session_set", () -> {
             exec(c, "set search_path = " + prefix + "_none, public");
@@ -996,6 +1107,67 @@ public class Scenario {
                 PGNotification[] late = l.unwrap(PGConnection.class).getNotifications(300);
                 got.add(late == null ? 0 : late.length);
                 return got;
+            }
+        });
+
+        // LISTEN inside a transaction goes to a server (the client is pinned to it)
+        step("listen_in_transaction", () -> {
+            try (Connection l = connect(db); Connection n = connect(db)) {
+                l.setAutoCommit(false);
+                exec(l, "listen " + ch + "_tx");
+                l.commit();
+                l.setAutoCommit(true);
+                exec(n, "notify " + ch + "_tx, 'in tx'");
+                List<Object> got = new ArrayList<>();
+                long until = System.currentTimeMillis() + 10_000;
+                while (got.isEmpty() && System.currentTimeMillis() < until) {
+                    PGNotification[] ns = l.unwrap(PGConnection.class).getNotifications(500);
+                    for (PGNotification m : ns == null ? new PGNotification[0] : ns) {
+                        got.add(Arrays.asList(m.getName().replace(prefix, "P"), m.getParameter()));
+                    }
+                }
+                exec(l, "unlisten *");
+                got.add(one(l, "select count(*) from pg_listening_channels()"));
+                return got;
+            }
+        });
+        // the JVM's time zone is the session's (a TimeZone startup parameter)
+        step("time_zone", () -> {
+            java.util.TimeZone saved = java.util.TimeZone.getDefault();
+            java.util.TimeZone.setDefault(java.util.TimeZone.getTimeZone("America/New_York"));
+            try (Connection z = connect(db)) {
+                List<Object> got = new ArrayList<>();
+                for (int i = 0; i < 2; i++) {
+                    z.setAutoCommit(false);
+                    got.add(one(z, "show timezone"));
+                    got.add(one(z, "select '2026-07-01 12:00:00+00'::timestamptz::text"));
+                    try (PreparedStatement ps = z.prepareStatement("select ?::timestamptz::text")) {
+                        ps.setTimestamp(1, java.sql.Timestamp.valueOf("2026-01-02 03:04:05"));
+                        got.add(rows(ps.executeQuery()));
+                    }
+                    z.commit();
+                }
+                return got;
+            } finally {
+                java.util.TimeZone.setDefault(saved);
+            }
+        });
+        // a large value both ways (8 MiB bytea, binary transfer)
+        step("large_value", () -> {
+            try (Connection b = connect(db, "prepareThreshold=-1")) {
+                byte[] big = new byte[8 << 20];
+                for (int i = 0; i < big.length; i++) {
+                    big[i] = (byte) (i * 31 + (i >> 13));
+                }
+                try (PreparedStatement ps = b.prepareStatement("select ?::bytea, length(?::bytea), md5(?::bytea)")) {
+                    ps.setBytes(1, big);
+                    ps.setBytes(2, big);
+                    ps.setBytes(3, big);
+                    try (ResultSet rs = ps.executeQuery()) {
+                        rs.next();
+                        return Arrays.asList(Arrays.equals(rs.getBytes(1), big), rs.getInt(2), rs.getString(3));
+                    }
+                }
             }
         });
 
