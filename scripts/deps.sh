@@ -25,6 +25,10 @@ have cc || need+=(build-essential)
 # the Redis client-library matrix (tests/redis/matrix.rs): redis-py and ioredis
 have node || need+=(nodejs)
 have npm || need+=(npm)
+# the Postgres client-library matrix (tests/pg/matrix.rs): pgjdbc, run as a single-file
+# Java program (no build tool, no Maven Central)
+have javac || need+=(default-jdk-headless) # single-file source programs need the JDK
+[ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "==> installing: ${need[*]}"

@@ -10,18 +10,21 @@ use std::time::Duration;
 /// Step name → what the library saw.
 pub type Transcript = BTreeMap<String, serde_json::Value>;
 
-/// Run `program script args…` in `dir` (at most `limit`) and read its transcript. The error
-/// names what failed and carries the script's output.
+/// Run `program options… script args…` in `dir` (at most `limit`) and read its transcript.
+/// `command` is the program and its options (`["java", "-cp", jar]`). The error names what
+/// failed and carries the script's output.
 pub async fn run(
     dir: &Path,
-    program: &str,
+    command: &[&str],
     script: &str,
     args: &[&str],
     limit: Duration,
 ) -> Result<Transcript, String> {
+    let (program, options) = command.split_first().ok_or("no program to run")?;
     let out = tokio::time::timeout(
         limit,
         tokio::process::Command::new(program)
+            .args(options)
             .arg(script)
             .args(args)
             .current_dir(dir)

@@ -71,6 +71,9 @@ pub struct CancelSlot {
     pinned: Mutex<Option<Box<str>>>,
     /// Another client ran `pg_terminate_backend(pid)` on this one.
     terminate: tokio::sync::Notify,
+    /// A CancelRequest arrived while the client's request waited for a server.
+    wait_canceled: std::sync::atomic::AtomicBool,
+    wait_cancel: tokio::sync::Notify,
 }
 
 impl CancelSlot {
@@ -103,6 +106,41 @@ impl CancelSlot {
 
     pub fn pinned(&self) -> Option<Box<str>> {
         self.pinned.lock().clone()
+    }
+
+    /// The client's request starts waiting for a server: a cancel from now on ends the
+    /// wait ([`CancelSlot::wait_canceled`]); one from before is forgotten.
+    pub fn start_waiting(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.wait_canceled.store(false, SeqCst);
+        self.set_state(state::WAITING);
+    }
+
+    /// Completes when a CancelRequest for this client arrives while its request waits for
+    /// a server (a server cancels a running statement; through Pake the statement has not
+    /// started: the wait ends instead, with the same 57014).
+    pub async fn wait_canceled(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        loop {
+            let notified = self.wait_cancel.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.wait_canceled.swap(false, SeqCst) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// A cancel for a request that waits for a server; `false` when none waits.
+    fn cancel_wait(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.state().0 != state::WAITING {
+            return false;
+        }
+        self.wait_canceled.store(true, SeqCst);
+        self.wait_cancel.notify_waiters();
+        true
     }
 
     /// The client's requests run on `target` from now on.
@@ -215,6 +253,8 @@ impl CancelRegistry {
                 since_ms: std::sync::atomic::AtomicU64::new(unix_ms()),
                 pinned: Mutex::new(None),
                 terminate: tokio::sync::Notify::new(),
+                wait_canceled: std::sync::atomic::AtomicBool::new(false),
+                wait_cancel: tokio::sync::Notify::new(),
             });
             shard.insert(pid, slot.clone());
             return slot;
@@ -237,6 +277,10 @@ impl CancelRegistry {
             return Canceled::Ignored;
         };
         let Some(target) = slot.begin_cancel() else {
+            if slot.cancel_wait() {
+                tracing::debug!(pid, "cancel request ends the wait for a server");
+                return Canceled::Sent;
+            }
             tracing::debug!(pid, "cancel request while no query runs: ignored");
             return Canceled::Ignored;
         };

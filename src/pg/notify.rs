@@ -128,6 +128,8 @@ struct State {
     listened: std::collections::HashSet<String>,
     /// `LISTEN`s waiting for the connection to have run them.
     waiting: Vec<(String, oneshot::Sender<Result<(), String>>)>,
+    /// [`Listener::barrier`]s waiting for a round trip of the connection.
+    barriers: Vec<oneshot::Sender<()>>,
     running: bool,
 }
 
@@ -179,6 +181,24 @@ impl Listener {
             owners.clear(); // bounded: a server seen again is noted again at its checkout
         }
         owners.insert(server_pid, client_pid);
+    }
+
+    /// Resolves once the listening connection has received every notification committed
+    /// before the call: a round trip on it (PostgreSQL sends a listener the notifications
+    /// signalled to it before its ReadyForQuery), shared by the calls waiting meanwhile.
+    /// At once when nothing listens; at most [`LISTEN_TIMEOUT`] when the connection is lost.
+    pub async fn barrier(&self) {
+        let rx = {
+            let mut st = self.state.lock();
+            if !st.running || st.listened.is_empty() {
+                return;
+            }
+            let (tx, rx) = oneshot::channel();
+            st.barriers.push(tx);
+            rx
+        };
+        self.kick.notify_one();
+        let _ = tokio::time::timeout(LISTEN_TIMEOUT, rx).await;
     }
 
     /// A new subscriber (one per session that listens).
@@ -373,6 +393,7 @@ fn lost(l: &Listener, result: &Result<(), String>) -> bool {
     let mut st = l.state.lock();
     let was = !st.listened.is_empty();
     st.listened.clear();
+    st.barriers.clear(); // nothing more arrives on it: the waiting servers may go
     if let Err(e) = result {
         tracing::warn!(database = %l.database, error = %e, "listening connection lost");
         for (_, tx) in st.waiting.drain(..) {
@@ -388,6 +409,7 @@ fn wanted(l: &Listener) -> bool {
     let any = !st.channels.is_empty() || !st.waiting.is_empty();
     if !any {
         st.running = false;
+        st.barriers.clear();
         l.active.store(false, Ordering::Relaxed);
         l.owners.lock().clear();
     }
@@ -455,11 +477,19 @@ async fn sync_loop(l: &Arc<Listener>, client: &tokio_postgres::Client) -> Result
         for c in &remove {
             sql.push_str(&format!("UNLISTEN {};", quote_channel(c)));
         }
+        let barriers = std::mem::take(&mut l.state.lock().barriers);
+        if sql.is_empty() && !barriers.is_empty() {
+            sql.push(';'); // an empty query: its reply comes after the notifications
+        }
         if !sql.is_empty() {
             client
                 .batch_execute(&sql)
                 .await
                 .map_err(|e| e.to_string())?;
+        }
+        // the connection's task delivered every notification that arrived before the reply
+        for tx in barriers {
+            let _ = tx.send(());
         }
         {
             let mut st = l.state.lock();

@@ -240,7 +240,14 @@ impl ServerParams {
                 continue; // the client's own SET below wins
             }
             if self.current(k) != Some(v) {
-                sql.push_str(&format!("SET {} TO {};", ident(k), literal(v)));
+                // set_config takes the value as the startup packet gave it: a list such as
+                // `search_path=a,b` stays a list (`SET x TO 'a,b'` would make it one name)
+                let set = format!(
+                    "SELECT pg_catalog.set_config({}, {}, false);",
+                    literal(k),
+                    literal(v)
+                );
+                sql.push_str(&set);
                 if !is_tracked(k) {
                     self.applied.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
                     self.applied.push((k.to_string(), v.to_string()));
@@ -280,19 +287,40 @@ impl ServerParams {
 }
 
 /// Session-state changes of a client's open transaction (settings, ends of pinned state),
-/// kept until it ends: they count if it commits, and are doubtful after an error or a
-/// ROLLBACK (to a savepoint, too) since they were made.
+/// kept until it ends: they count if it commits. Savepoints are followed: `ROLLBACK TO`
+/// drops the changes made since its savepoint, and an error it rolls back past is forgiven
+/// (pgjdbc's `autosave` sets a savepoint before every statement of a transaction and rolls
+/// back to it when one fails). What cannot be followed — an error nothing rolled back, a
+/// whole `ROLLBACK`, a savepoint statement among others in one Query or of an unknown
+/// name — makes the changes doubtful.
 #[derive(Debug)]
 pub struct TxPending<T> {
     items: Vec<T>,
-    doubtful: bool,
+    /// The transaction's savepoints as its statements were sent: name, items before it.
+    marks: Vec<(std::sync::Arc<str>, usize)>,
+    /// A savepoint statement was not followed.
+    lost: bool,
+    /// A statement failed and no `ROLLBACK TO` has been seen to succeed since.
+    error: bool,
+    /// `ROLLBACK TO` statements sent whose CommandComplete (`ROLLBACK`) has not come.
+    rollbacks_to: usize,
+    /// The last CommandComplete was `ROLLBACK`…
+    rollback: bool,
+    /// …answering one of the `ROLLBACK TO`s: if the transaction goes on, it ended the
+    /// failed state of an error before it.
+    forgive: bool,
 }
 
 impl<T> Default for TxPending<T> {
     fn default() -> Self {
         TxPending {
             items: Vec::new(),
-            doubtful: false,
+            marks: Vec::new(),
+            lost: false,
+            error: false,
+            rollbacks_to: 0,
+            rollback: false,
+            forgive: false,
         }
     }
 }
@@ -320,32 +348,81 @@ impl<T> TxPending<T> {
         self.items.is_empty()
     }
 
+    /// A savepoint statement is being sent (in order with the changes' statements).
+    pub fn savepoint(&mut self, op: &super::sql::Savepoint) {
+        use super::sql::Savepoint;
+        let find = |marks: &[(std::sync::Arc<str>, usize)], name: &str| {
+            marks.iter().rposition(|(n, _)| &**n == name)
+        };
+        match op {
+            Savepoint::Set(name) => self.marks.push((name.clone(), self.items.len())),
+            Savepoint::Release(name) => match find(&self.marks, name) {
+                Some(i) => self.marks.truncate(i),
+                None => self.lost = true,
+            },
+            Savepoint::RollbackTo(name) => match find(&self.marks, name) {
+                Some(i) => {
+                    self.items.truncate(self.marks[i].1);
+                    self.marks.truncate(i + 1);
+                    self.rollbacks_to += 1;
+                }
+                None => self.lost = true,
+            },
+            Savepoint::Unknown => self.lost = true,
+        }
+    }
+
     /// A server message that reached the client.
     pub fn on_message(&mut self, tag: u8, body: &[u8]) {
         use super::wire::be;
-        if self.items.is_empty() {
+        if self.items.is_empty() && self.marks.is_empty() {
             return;
         }
         match tag {
-            be::ERROR_RESPONSE => self.doubtful = true,
-            be::COMMAND_COMPLETE if body.starts_with(b"ROLLBACK") => self.doubtful = true,
+            be::ERROR_RESPONSE => {
+                self.error = true;
+                self.rollback = false;
+                self.forgive = false;
+            }
+            be::COMMAND_COMPLETE if body.starts_with(b"ROLLBACK") => {
+                self.rollback = true;
+                match self.rollbacks_to.checked_sub(1) {
+                    Some(n) => {
+                        self.rollbacks_to = n;
+                        self.forgive = true;
+                    }
+                    None => self.lost = true, // a whole ROLLBACK, or a ROLLBACK TO not followed
+                }
+            }
+            be::COMMAND_COMPLETE => self.goes_on(),
             _ => {}
+        }
+    }
+
+    /// The transaction went on after the last CommandComplete: a `ROLLBACK` was a
+    /// `ROLLBACK TO`, which ended the failed state of an error before it.
+    fn goes_on(&mut self) {
+        let forgive = std::mem::take(&mut self.forgive);
+        if std::mem::take(&mut self.rollback) && forgive {
+            self.error = false;
         }
     }
 
     /// A ReadyForQuery with `status` answered the client.
     pub fn on_ready(&mut self, status: u8) -> Settled<T> {
-        if self.items.is_empty() || status == b'T' {
+        if status != b'I' {
+            if status == b'T' {
+                self.goes_on();
+            }
             return Settled::Nothing;
         }
-        if status == b'E' {
-            self.doubtful = true;
-            return Settled::Nothing;
-        }
+        let doubtful = self.error || self.rollback || self.lost;
         let items = std::mem::take(&mut self.items);
-        match std::mem::take(&mut self.doubtful) {
-            true => Settled::Doubtful,
-            false => Settled::Commit(items),
+        *self = TxPending::default();
+        match (items.is_empty(), doubtful) {
+            (true, _) => Settled::Nothing,
+            (false, true) => Settled::Doubtful,
+            (false, false) => Settled::Commit(items),
         }
     }
 }
@@ -406,7 +483,8 @@ mod tests {
         let sql = server.sync_sql(&client).unwrap();
         assert_eq!(
             sql,
-            "SET \"application_name\" TO 'psql';SET \"search_path\" TO 'app';"
+            "SELECT pg_catalog.set_config('application_name', 'psql', false);\
+             SELECT pg_catalog.set_config('search_path', 'app', false);"
         );
         assert!(!sql.contains("server_version"));
         // the server reports the change; the sync is then recorded
@@ -417,7 +495,10 @@ mod tests {
         // the next client wants neither: both go back
         let plain = ClientParams::new(&defaults, &[]);
         let sql = server.sync_sql(&plain).unwrap();
-        assert_eq!(sql, "SET \"application_name\" TO '';RESET \"search_path\";");
+        assert_eq!(
+            sql,
+            "SELECT pg_catalog.set_config('application_name', '', false);RESET \"search_path\";"
+        );
         assert!(server.applied.is_empty());
     }
 
@@ -456,7 +537,8 @@ mod tests {
         let sql = server.sync_sql(&b).unwrap();
         assert_eq!(
             sql,
-            "RESET work_mem;RESET search_path;SET \"search_path\" TO 'app';"
+            "RESET work_mem;RESET search_path;\
+             SELECT pg_catalog.set_config('search_path', 'app', false);"
         );
         // a commits a RESET on a server: recorded on both sides, nothing left to replay
         a.apply(&Change::Reset("work_mem".into()));
@@ -493,6 +575,72 @@ mod tests {
         assert_eq!(p.on_ready(b'I'), Settled::Doubtful);
         p.push([Change::ResetAll]);
         p.on_message(be::COMMAND_COMPLETE, b"ROLLBACK\0");
+        assert_eq!(p.on_ready(b'I'), Settled::Doubtful);
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn pending_changes_follow_savepoints() {
+        use crate::pg::sql::Savepoint;
+        use crate::pg::wire::be;
+        let sp = |n: &str| std::sync::Arc::<str>::from(n);
+        let set = |n: &str| Change::Set {
+            name: n.into(),
+            sql: "1".into(),
+        };
+        let done = |p: &mut PendingSettings, tag: &[u8]| p.on_message(be::COMMAND_COMPLETE, tag);
+        // pgjdbc autosave: SET; SAVEPOINT; failing statement; ROLLBACK TO; more; COMMIT
+        let mut p: PendingSettings = TxPending::default();
+        p.push([set("a")]);
+        done(&mut p, b"SET\0");
+        p.savepoint(&Savepoint::Set(sp("autosave")));
+        done(&mut p, b"SAVEPOINT\0");
+        p.on_message(be::ERROR_RESPONSE, b"");
+        assert_eq!(p.on_ready(b'E'), Settled::Nothing);
+        p.savepoint(&Savepoint::RollbackTo(sp("autosave")));
+        done(&mut p, b"ROLLBACK\0");
+        assert_eq!(p.on_ready(b'T'), Settled::Nothing);
+        p.savepoint(&Savepoint::Set(sp("autosave")));
+        p.push([set("b")]);
+        done(&mut p, b"COMMIT\0");
+        assert_eq!(p.on_ready(b'I'), Settled::Commit(vec![set("a"), set("b")]));
+        // ROLLBACK TO undoes what came after its savepoint (the latest of that name)
+        p.savepoint(&Savepoint::Set(sp("x")));
+        p.push([set("c")]);
+        p.savepoint(&Savepoint::Set(sp("x")));
+        p.push([set("d")]);
+        p.savepoint(&Savepoint::RollbackTo(sp("x")));
+        done(&mut p, b"ROLLBACK\0");
+        done(&mut p, b"COMMIT\0");
+        assert_eq!(p.on_ready(b'I'), Settled::Commit(vec![set("c")]));
+        // RELEASE drops the savepoint and keeps the changes; an unknown name is doubtful
+        p.savepoint(&Savepoint::Set(sp("y")));
+        p.push([set("e")]);
+        p.savepoint(&Savepoint::Release(sp("y")));
+        p.savepoint(&Savepoint::RollbackTo(sp("y")));
+        assert_eq!(p.on_ready(b'I'), Settled::Doubtful);
+        // an error nothing rolled back past, or a whole ROLLBACK, stays doubtful
+        p.savepoint(&Savepoint::Set(sp("z")));
+        p.push([set("f")]);
+        p.on_message(be::ERROR_RESPONSE, b"");
+        done(&mut p, b"ROLLBACK\0");
+        assert_eq!(p.on_ready(b'I'), Settled::Doubtful);
+        p.push([set("g")]);
+        done(&mut p, b"ROLLBACK\0");
+        done(&mut p, b"SET\0");
+        assert_eq!(
+            p.on_ready(b'I'),
+            Settled::Doubtful,
+            "BEGIN; SET; ROLLBACK; SET"
+        );
+        // a ROLLBACK TO skipped after a pipeline error, then a whole ROLLBACK
+        p.push([set("h")]);
+        p.savepoint(&Savepoint::Set(sp("w")));
+        p.push([set("i")]);
+        p.on_message(be::ERROR_RESPONSE, b"");
+        p.savepoint(&Savepoint::RollbackTo(sp("w")));
+        assert_eq!(p.on_ready(b'E'), Settled::Nothing);
+        done(&mut p, b"ROLLBACK\0");
         assert_eq!(p.on_ready(b'I'), Settled::Doubtful);
         assert!(p.is_empty());
     }

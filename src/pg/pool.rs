@@ -38,6 +38,9 @@ pub enum PoolError {
     Connect(#[from] ServerError),
     #[error("pool {0} is closed")]
     Closed(String),
+    /// A CancelRequest arrived while the request waited for a server (the server's words).
+    #[error("canceling statement due to user request")]
+    Canceled,
     #[error("backend {backend} is failing: circuit breaker open, retry in {retry_in:?}")]
     CircuitOpen { backend: String, retry_in: Duration },
 }
@@ -55,7 +58,7 @@ impl PoolError {
     /// The SQLSTATE a client is told: a refused server login keeps the server's own code.
     pub fn sqlstate(&self) -> SqlState {
         match self {
-            PoolError::Timeout(..) => SqlState::QUERY_CANCELED,
+            PoolError::Timeout(..) | PoolError::Canceled => SqlState::QUERY_CANCELED,
             PoolError::Closed(_) | PoolError::CircuitOpen { .. } => SqlState::CANNOT_CONNECT_NOW,
             PoolError::Connect(e) => e
                 .server_code()
@@ -274,6 +277,16 @@ impl Pool {
 
     /// Get a server: idle, new, or the next one freed, within `query_wait_timeout`.
     pub async fn checkout(&self) -> Result<Box<Server>, PoolError> {
+        self.checkout_until(std::future::pending()).await
+    }
+
+    /// [`Pool::checkout`], or [`PoolError::Canceled`] if `stop` completes while waiting in
+    /// the queue (a grant that arrived meanwhile is still taken).
+    pub async fn checkout_until(
+        &self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<Box<Server>, PoolError> {
+        tokio::pin!(stop);
         if self.paused.load(Ordering::Acquire) {
             self.wait_while_paused().await;
         }
@@ -283,7 +296,7 @@ impl Pool {
         loop {
             let grant = match self.take_or_queue()? {
                 Ok(grant) => grant,
-                Err(rx) => self.wait(rx, deadline).await?,
+                Err(rx) => self.wait(rx, deadline, stop.as_mut()).await?,
             };
             match grant {
                 Grant::Server(mut s) => {
@@ -319,13 +332,18 @@ impl Pool {
         &self,
         mut rx: oneshot::Receiver<Grant>,
         deadline: Option<tokio::time::Instant>,
+        mut stop: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     ) -> Result<Grant, PoolError> {
         let settings = self.settings();
         let reserve = settings.defaults.reserve_pool_size;
         if reserve > 0 {
             let reserve_at = tokio::time::Instant::now() + settings.defaults.reserve_pool_timeout.0;
             if deadline.is_none_or(|d| reserve_at < d) {
-                match tokio::time::timeout_at(reserve_at, &mut rx).await {
+                let waited = tokio::select! {
+                    w = tokio::time::timeout_at(reserve_at, &mut rx) => w,
+                    () = &mut stop => return self.stop_waiting(rx),
+                };
+                match waited {
                     Ok(Ok(grant)) => return Ok(grant),
                     Ok(Err(_)) => return Err(PoolError::Closed(self.key.to_string())),
                     Err(_) => {
@@ -336,9 +354,15 @@ impl Pool {
                 }
             }
         }
-        let got = match deadline {
-            Some(d) => tokio::time::timeout_at(d, &mut rx).await.ok(),
-            None => Some((&mut rx).await),
+        let until = async {
+            match deadline {
+                Some(d) => tokio::time::timeout_at(d, &mut rx).await.ok(),
+                None => Some((&mut rx).await),
+            }
+        };
+        let got = tokio::select! {
+            got = until => got,
+            () = &mut stop => return self.stop_waiting(rx),
         };
         match got {
             Some(Ok(grant)) => Ok(grant),
@@ -359,6 +383,13 @@ impl Pool {
                 }
             }
         }
+    }
+
+    /// The wait was canceled: close the queue entry; a grant sent just before the close is
+    /// still ours.
+    fn stop_waiting(&self, mut rx: oneshot::Receiver<Grant>) -> Result<Grant, PoolError> {
+        rx.close();
+        rx.try_recv().map_err(|_| PoolError::Canceled)
     }
 
     /// Count one more connection if the pool (reserve included) has room.

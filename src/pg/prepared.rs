@@ -165,6 +165,11 @@ impl ClientStatements {
         self.map.clear();
     }
 
+    /// Keep only the names of statements in `ids`.
+    pub fn retain(&mut self, ids: &[StatementId]) {
+        self.map.retain(|_, s| ids.contains(&s.id));
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }
@@ -218,6 +223,11 @@ impl ServerStatements {
 
     pub fn clear(&mut self) {
         self.have.clear();
+    }
+
+    /// Keep only the statements in `ids` (the server dropped the others).
+    pub fn retain(&mut self, ids: &[StatementId]) {
+        self.have.retain(|id, _| ids.contains(id));
     }
 
     pub fn len(&self) -> usize {

@@ -159,6 +159,74 @@ async fn cancel_reaches_the_running_query_only() {
     assert_eq!(v, "done");
 }
 
+/// A cancel for a statement that waits for a server (every server busy) ends the wait with
+/// the server's 57014, at once: drivers' query timeouts (pgjdbc's `setQueryTimeout`) work
+/// while the pool is saturated, and the statement never runs. The client goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_ends_the_wait_for_a_server() {
+    let env = Env::with(Opts {
+        pool_size: 1,
+        ..Opts::default()
+    })
+    .await;
+    let (holder, waiter) = (env.client().await, env.client().await);
+    holder
+        .batch_execute("create table queued (a int)")
+        .await
+        .expect("create");
+    holder.batch_execute("BEGIN").await.expect("begin");
+    holder
+        .batch_execute("SELECT 1")
+        .await
+        .expect("the only server is held");
+    let token = waiter.cancel_token();
+    let waiter = std::sync::Arc::new(waiter);
+    let queued = {
+        let waiter = waiter.clone();
+        tokio::spawn(async move { waiter.batch_execute("insert into queued values (1)").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!queued.is_finished(), "the insert waits for the server");
+    let started = std::time::Instant::now();
+    token
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel");
+    let e = queued.await.expect("task").expect_err("canceled");
+    assert_eq!(code(&e), "57014");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "canceled while waiting"
+    );
+    holder.batch_execute("COMMIT").await.expect("commit");
+    let n: i64 = waiter
+        .query_one("select count(*) from queued", &[])
+        .await
+        .expect("the client goes on")
+        .get(0);
+    assert_eq!(n, 0, "the canceled statement never ran");
+    // a cancel while nothing waits or runs touches nobody, later waits included
+    token
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel");
+    tokio::time::sleep(Duration::from_millis(200)).await; // handled before the next wait
+    holder
+        .batch_execute("BEGIN; SELECT 1")
+        .await
+        .expect("held again");
+    let later = {
+        let waiter = waiter.clone();
+        tokio::spawn(async move { waiter.batch_execute("insert into queued values (2)").await })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    holder.batch_execute("COMMIT").await.expect("commit");
+    later
+        .await
+        .expect("task")
+        .expect("a later wait is not canceled");
+}
+
 /// A cancel sent while a client's transaction runs may reach the backend after that
 /// transaction ended (the postmaster signals it asynchronously; drivers send cancels on
 /// timeouts, racing the reply): the server it went to is closed at the end of the
@@ -193,11 +261,14 @@ async fn a_server_a_cancel_went_to_never_serves_another_client() {
     let second = pid(&b).await;
     assert_ne!(second, first, "the canceled server went to the next client");
     assert_eq!(pid(&b).await, second, "other servers are reused as before");
-    // a cancel while the client is idle sends nothing and costs no server
+    // a cancel while the client is idle sends nothing and costs no server (cancel_query
+    // returns once sent: let Pake handle it before the next statement, which it could
+    // cancel, running or waiting for a server, as a late cancel does)
     a.cancel_token()
         .cancel_query(tokio_postgres::NoTls)
         .await
         .expect("cancel");
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(pid(&a).await, second);
 }
 

@@ -266,3 +266,62 @@ async fn unnamed_statement_bound_in_a_later_request_on_another_server() {
     a.send(&bind).await;
     assert_eq!(a.error().await.map(|e| e.0), Some("26000".into()));
 }
+
+/// `DISCARD ALL` and `DEALLOCATE ALL` that reach a server — as prepared statements (pgjdbc
+/// names them at `prepareThreshold=1`), unnamed, or among other statements — drop every
+/// prepared statement on it, Pake's process-wide ones included: Pake forgets them there, so
+/// another client's statement is prepared again on that server instead of failing (26000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_all_on_a_server_drops_its_statements_for_every_client() {
+    let env = Env::with(Opts {
+        pool_size: 1,
+        ..Opts::default()
+    })
+    .await;
+    let a = env.client().await;
+    let b = env.client().await;
+    let plus = a.prepare("select $1::int + 1").await.unwrap();
+    let mut raw = login(&env).await;
+    let sync = |mut v: Vec<u8>| {
+        v.extend(frame(b'S', b""));
+        v
+    };
+    let discards = [
+        ("named DISCARD ALL", sync(named("d1", "discard all"))),
+        ("unnamed DEALLOCATE ALL", sync(extended("deallocate all"))),
+        (
+            "DEALLOCATE ALL among others",
+            query(b"select 1; deallocate all"),
+        ),
+        ("named DEALLOCATE ALL", sync(named("d2", "deallocate all"))),
+    ];
+    for (i, (what, discard)) in discards.into_iter().enumerate() {
+        let v: i32 = a.query_one(&plus, &[&(i as i32)]).await.unwrap().get(0);
+        assert_eq!(v, i as i32 + 1);
+        // the same text prepared by b: its Parse is answered from the server's copy
+        let same = b.prepare("select $1::int + 1").await.unwrap();
+        b.query_one(&same, &[&0]).await.unwrap();
+        raw.send(&discard).await;
+        let (tags, _) = until_ready(&mut raw).await;
+        assert!(!tags.contains('E'), "{what}: {tags}");
+        // the one server lost every statement: both clients' statements still run
+        let v: i32 = a.query_one(&plus, &[&(i as i32)]).await.unwrap().get(0);
+        assert_eq!(v, i as i32 + 1, "{what}");
+        let again = b.prepare("select $1::int + 1").await.unwrap();
+        let v: i32 = b.query_one(&again, &[&41]).await.unwrap().get(0);
+        assert_eq!(v, 42, "{what}");
+    }
+    // the client that discarded lost its own names, as on a server
+    let mut bind = frame(b'B', b"\0d1\0\0\0\0\0\0\0");
+    bind.extend(frame(b'S', b""));
+    raw.send(&bind).await;
+    assert_eq!(raw.error().await.map(|e| e.0), Some("26000".into()));
+}
+
+/// Parse of the named statement `name`, then Bind + Execute of it.
+fn named(name: &str, text: &str) -> Vec<u8> {
+    let mut v = frame(b'P', format!("{name}\0{text}\0\0\0").as_bytes());
+    v.extend(frame(b'B', format!("\0{name}\0\0\0\0\0\0\0").as_bytes()));
+    v.extend(frame(b'E', b"\0\0\0\0\0"));
+    v
+}

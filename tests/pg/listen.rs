@@ -257,3 +257,45 @@ async fn listen_over_the_extended_protocol_is_multiplexed_and_names_the_sender_a
         ]
     );
 }
+
+/// The listening connection receives a notification a moment after the sending transaction
+/// commits; the server it came from must not serve another client before then, or the
+/// notification would name that client as its sender (pgjdbc's `select pg_notify(?, ?)`
+/// followed at once by the listener's own statement on the same server named the listener).
+#[tokio::test]
+async fn a_notification_names_its_sender_even_when_the_server_moves_on_at_once() {
+    use crate::harness::frame;
+    let env = Env::with(Opts {
+        pool_size: 1,
+        ..Opts::default()
+    })
+    .await;
+    let login = || Raw::login(&env, &env.lab.user, &env.lab.password, "postgres");
+    let mut listener = login().await.expect("login");
+    let mut sender = login().await.expect("login");
+    listener.send(&frame(b'Q', b"LISTEN race\0")).await;
+    tags_until(&mut listener, b'Z').await;
+    for i in 0..20 {
+        // pg_notify (NOTIFY's function form) running, the listener's statement waiting
+        let call = format!("select pg_notify('race', '{i}'), pg_sleep(0.1)\0");
+        sender.send(&frame(b'Q', call.as_bytes())).await;
+        // queued for the one server: it gets it the moment the sender's transaction ends
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        listener.send(&frame(b'Q', b"select 1\0")).await;
+        tags_until(&mut sender, b'Z').await;
+        // the notification comes before or after the statement's replies
+        let (mut from, mut ready) = (None, false);
+        while from.is_none() || !ready {
+            let (tag, body) = listener.read().await.expect("a reply");
+            if tag == b'A' {
+                from = Some(i32::from_be_bytes([body[0], body[1], body[2], body[3]]));
+            }
+            ready |= tag == b'Z';
+        }
+        assert_eq!(
+            from,
+            Some(sender.pid),
+            "notification {i}: named the listener"
+        );
+    }
+}

@@ -161,6 +161,69 @@ async fn settings_undone_as_on_a_direct_connection() {
     }
 }
 
+/// Settings through savepoints, each statement its own request as drivers send them
+/// (pgjdbc's `autosave` sets a savepoint before each statement and rolls back to it when
+/// one fails): `ROLLBACK TO` undoes only what came after its savepoint, and the transaction
+/// commits the rest — as on a direct connection, on any server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_follow_savepoints_as_on_a_direct_connection() {
+    let env = pool_of(2).await;
+    let direct = env.direct().await;
+    let (a, other) = (env.client().await, env.client().await);
+    let steps: &[&[&str]] = &[
+        // autosave: the SET before the failing statement's savepoint stays
+        &[
+            "BEGIN",
+            "SET work_mem = '9MB'",
+            "SAVEPOINT autosave",
+            "SELECT 1/0",
+            "ROLLBACK TO SAVEPOINT autosave",
+            "SAVEPOINT autosave",
+            "SET statement_timeout = '8s'",
+            "COMMIT",
+        ],
+        // what came after the savepoint is undone, without any error
+        &[
+            "BEGIN",
+            "SAVEPOINT a",
+            "SET work_mem = '10MB'",
+            "SAVEPOINT b",
+            "SET search_path = sp",
+            "RELEASE SAVEPOINT b",
+            "ROLLBACK TO a",
+            "SET my.var = 'after'",
+            "COMMIT",
+        ],
+        // the latest savepoint of a name; an error after the ROLLBACK TO fails it all
+        &[
+            "BEGIN",
+            "SAVEPOINT s",
+            "SET work_mem = '12MB'",
+            "SAVEPOINT s",
+            "SET work_mem = '14MB'",
+            "ROLLBACK TO s",
+            "SELECT 1/0",
+            "COMMIT",
+        ],
+    ];
+    for (i, step) in steps.iter().enumerate() {
+        for sql in *step {
+            let direct_result = direct
+                .batch_execute(sql)
+                .await
+                .map_err(|e| e.code().cloned());
+            let pake_result = a.batch_execute(sql).await.map_err(|e| e.code().cloned());
+            assert_eq!(direct_result, pake_result, "step {i}: {sql}");
+        }
+        // the check runs on the server the other client leaves free
+        other.batch_execute("BEGIN").await.expect("begin");
+        pid(&other).await;
+        assert_eq!(observe(&a).await, observe(&direct).await, "after step {i}");
+        other.batch_execute("COMMIT").await.expect("commit");
+        assert_eq!(observe(&a).await, observe(&direct).await, "after step {i}");
+    }
+}
+
 /// `SET default_transaction_read_only` holds in later transactions on any server, as on a
 /// direct connection: a write is refused with 25006.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -229,6 +292,41 @@ async fn a_set_keeps_its_server_without_a_reset_query() {
         first,
         "a server with a temp table was reused"
     );
+}
+
+/// A startup parameter is replayed as the startup packet gives it: a list such as
+/// `search_path=pg_catalog,public` (pgjdbc's `currentSchema`, `-c search_path=a,b` in
+/// options) stays a list of two schemas on every server, not one schema of that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_list_parameters_stay_lists() {
+    let env = pool_of(2).await;
+    let options = "?options=-c%20search_path%3Dpg_catalog%2Cpublic";
+    let direct = pake::lab::postgres::connect(&format!("{}{options}", env.lab.url("postgres")))
+        .await
+        .expect("direct");
+    let a = pake::lab::postgres::connect(&format!("{}{options}", env.url("postgres")))
+        .await
+        .expect("through pake");
+    let other = env.client().await;
+    let want = simple_value(&direct, "SHOW search_path").await;
+    assert_eq!(want, "pg_catalog,public");
+    for hold in [false, true, false] {
+        // the check runs on the server the other client leaves free
+        if hold {
+            other.batch_execute("BEGIN").await.expect("begin");
+            pid(&other).await;
+        }
+        assert_eq!(simple_value(&a, "SHOW search_path").await, want);
+        let schema: String = a
+            .query_one("select current_schema()", &[])
+            .await
+            .expect("current_schema")
+            .get(0);
+        assert_eq!(schema, "pg_catalog");
+        if hold {
+            other.batch_execute("COMMIT").await.expect("commit");
+        }
+    }
 }
 
 /// psql: its settings answer as on a direct connection.
@@ -316,6 +414,19 @@ async fn temp_table_pins_the_client_until_discard_all() {
     let env = pool_of(1).await;
     let a = env.client().await;
     let server = pid(&a).await;
+    // one dropped when its transaction commits leaves nothing to pin (pgjdbc users create
+    // them in a multi-statement execute)
+    a.batch_execute("CREATE TEMP TABLE gone (id int) ON COMMIT DROP; INSERT INTO gone VALUES (1)")
+        .await
+        .expect("temp on commit drop");
+    assert_eq!(pinned_view(&env).await, (vec![], 0.0));
+    let b = env.client().await;
+    assert_eq!(
+        pid(&b).await,
+        server,
+        "not pinned: the server serves others"
+    );
+    drop(b);
     a.batch_execute("CREATE TEMP TABLE t (id int)")
         .await
         .expect("temp");

@@ -31,7 +31,7 @@ async fn scenario(lib: &str, url: &str, proto: u8, mode: &str) -> Transcript {
     let proto = proto.to_string();
     pake::lab::transcript::run(
         &dir(),
-        program,
+        &[program],
         script,
         &[url, &proto, mode],
         std::time::Duration::from_secs(120),

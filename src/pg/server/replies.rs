@@ -91,6 +91,10 @@ pub struct Effects {
     /// The server announced its end (a FATAL error, or an error while nothing was owed,
     /// such as `idle_session_timeout` or `pg_terminate_backend`): forward it, then close.
     pub ended: bool,
+    /// A client's `DISCARD ALL` or `DEALLOCATE ALL` completed (in any protocol, named or
+    /// not; prepared statements are not transactional): the server has no prepared
+    /// statement left but these, whose Parse was sent after it and is still owed.
+    pub statements_dropped: Option<Vec<StatementId>>,
 }
 
 /// How a client statement ended.
@@ -337,8 +341,23 @@ impl Replies {
     fn on_query_command_done(&mut self, body: &[u8], stmt: bool, fx: &mut Effects) {
         if stmt {
             self.running.rows += tag_rows(body);
+            self.on_statements_dropped(body, fx);
         }
         self.leave_copy_in(fx);
+    }
+
+    /// A client statement's CommandComplete: after `DISCARD ALL` / `DEALLOCATE ALL` the
+    /// server keeps only the statements whose Parse is still owed.
+    fn on_statements_dropped(&self, body: &[u8], fx: &mut Effects) {
+        let tag = body.strip_suffix(b"\0").unwrap_or(body);
+        if tag != b"DISCARD ALL" && tag != b"DEALLOCATE ALL" {
+            return;
+        }
+        let owed = self.q.iter().filter_map(|e| match e {
+            Expect::Parse { registers, .. } => *registers,
+            _ => None,
+        });
+        fx.statements_dropped = Some(owed.collect());
     }
 
     /// ReadyForQuery ends the Query (or Sync, or injected query) at the head.
@@ -406,6 +425,9 @@ impl Replies {
     /// CommandComplete, EmptyQueryResponse or PortalSuspended ends an Execute.
     fn on_execute_done(&mut self, tag: u8, body: &[u8], fx: &mut Effects) -> Disposition {
         self.q.pop_front();
+        if tag == be::COMMAND_COMPLETE {
+            self.on_statements_dropped(body, fx);
+        }
         fx.done = Some(Done {
             rows: if tag == be::COMMAND_COMPLETE {
                 tag_rows(body)

@@ -48,9 +48,10 @@ impl Session {
 
     async fn attach(&mut self, mut target: Target) -> Result<(), Error> {
         let mut pool = self.cluster.pool(target).clone();
-        self.cancel.set_state(state::WAITING);
+        self.cancel.start_waiting();
         let waiting = Instant::now();
-        let mut checkout = pool.checkout().await;
+        let cancel = self.cancel.clone();
+        let mut checkout = pool.checkout_until(cancel.wait_canceled()).await;
         if checkout.as_ref().is_err_and(PoolError::is_closed)
             && self.proxy.generation() != self.cluster_gen
         {
@@ -59,7 +60,7 @@ impl Session {
             self.refresh_cluster()?;
             target = Target::Primary;
             pool = self.cluster.pool(target).clone();
-            checkout = pool.checkout().await;
+            checkout = pool.checkout_until(cancel.wait_canceled()).await;
         }
         let mut server = match checkout {
             Ok(s) => s,
@@ -176,8 +177,21 @@ impl Session {
             return;
         }
         self.on_transaction_end(self.server_target);
-        if let Some((server, pool)) = self.detach() {
-            release(&pool, server);
+        let notified = std::mem::take(&mut self.may_notify);
+        let Some((server, pool)) = self.detach() else {
+            return;
+        };
+        match self.notify.clone().filter(|l| notified && l.active()) {
+            // the listener names a notification's sender by the client that holds the
+            // server it came from: until the listener has received what this transaction
+            // sent, no other client may hold it
+            Some(l) => {
+                tokio::spawn(async move {
+                    l.barrier().await;
+                    release(&pool, server);
+                });
+            }
+            None => release(&pool, server),
         }
     }
 

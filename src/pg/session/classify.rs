@@ -36,6 +36,10 @@ pub(super) struct Analysis {
     pub effect: SessionEffect,
     /// A database it needs free of other sessions (`DROP DATABASE x`…).
     pub frees_database: Option<std::sync::Arc<str>>,
+    /// It may send a notification (`NOTIFY`, `pg_notify`).
+    pub notifies: bool,
+    /// A savepoint statement.
+    pub savepoint: Option<crate::pg::sql::Savepoint>,
 }
 
 impl Analysis {
@@ -49,6 +53,8 @@ impl Analysis {
             class,
             effect: info.session.clone(),
             frees_database: info.frees_database.clone(),
+            notifies: info.notifies,
+            savepoint: info.savepoint.clone(),
         }
     }
 }
@@ -139,10 +145,21 @@ impl Session {
     /// The analysis of a statement-bearing message about to be forwarded: made by classify,
     /// or now when it arrived after the request was classified.
     pub(super) fn part_for(&mut self, tag: u8, frame: &[u8]) -> Result<Part, Error> {
-        match self.request.take(tag) {
-            Some(part) => Ok(part),
-            None => self.analyse_part(tag, frame),
+        let part = match self.request.take(tag) {
+            Some(part) => part,
+            None => self.analyse_part(tag, frame)?,
+        };
+        if let Some(a) = &part.analysis {
+            self.may_notify |= a.notifies;
+            // a statement runs at its Query, its unnamed Parse (bound next), or the Bind of a
+            // named one: savepoints are followed in that order
+            let runs = part.tag != fe::PARSE || part.unnamed;
+            if let Some(op) = a.savepoint.as_ref().filter(|_| runs) {
+                self.pending_settings.savepoint(op);
+                self.pins.savepoint(op);
+            }
         }
+        Ok(part)
     }
 
     fn analyse_part(&mut self, tag: u8, frame: &[u8]) -> Result<Part, Error> {

@@ -156,6 +156,9 @@ pub struct Session {
     /// The database's listening connection (told which server works for this client while
     /// anyone listens, so notifications name their sender by Pake's pid).
     notify: Option<Arc<crate::pg::notify::Listener>>,
+    /// The attached server ran a statement that may notify (`NOTIFY`, `pg_notify`): it goes
+    /// back to the pool only once the listener has its notifications (see `release_if_done`).
+    may_notify: bool,
 }
 
 /// What the loop should do next.
@@ -235,6 +238,7 @@ impl Session {
             span_tags: None,
             listen: None,
             notify: proxy.listener(&login.startup.database),
+            may_notify: false,
             proxy,
         }
     }

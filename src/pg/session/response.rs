@@ -81,6 +81,12 @@ impl Session {
                     self.proxy.statements.forget(stmt);
                 }
             }
+            if let Some(kept) = fx.statements_dropped.take() {
+                // the client's DISCARD ALL / DEALLOCATE ALL ran on the server: neither has
+                // the statements any more (a Parse of one goes to the server again)
+                server.statements.retain(&kept);
+                self.statements.retain(&kept);
+            }
             if fx.ended {
                 // the server said goodbye: its words reach the client, then the session ends
                 self.cwbuf.put_slice(&server.rbuf[run..pos]);

@@ -249,6 +249,8 @@ mod tests {
             functions_safe,
             effect: SessionEffect::None,
             frees_database: None,
+            notifies: false,
+            savepoint: None,
         }
     }
 

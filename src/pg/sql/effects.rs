@@ -79,6 +79,80 @@ pub fn session_effect(normalized: &str) -> SessionEffect {
         .map_or(SessionEffect::None, SessionEffect::Dirties)
 }
 
+/// Whether a statement text may send a notification: `NOTIFY` or a `pg_notify(…)` call (a
+/// word that only looks like one costs the listener a round trip; a trigger's is not seen).
+pub fn notifies(normalized: &str) -> bool {
+    Lexer::new(normalized)
+        .any(|t| t.is_word(normalized, "notify") || t.is_word(normalized, "pg_notify"))
+}
+
+/// A savepoint statement, so that session changes can be followed through `ROLLBACK TO`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Savepoint {
+    /// `SAVEPOINT name`.
+    Set(std::sync::Arc<str>),
+    /// `RELEASE [SAVEPOINT] name`.
+    Release(std::sync::Arc<str>),
+    /// `ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name`.
+    RollbackTo(std::sync::Arc<str>),
+    /// A savepoint statement among others in one text, or one not understood: not followed.
+    Unknown,
+}
+
+/// The savepoint statement a normalised text is, if it is one (alone).
+pub fn savepoint(normalized: &str) -> Option<Savepoint> {
+    let src = normalized;
+    let (mut found, mut statements) = (None, 0);
+    let mut head = [Token::default(); HEAD];
+    let mut n = 0;
+    let toks = Lexer::new(src).filter(|t| t.kind != Kind::Comment);
+    for tok in toks.map(Some).chain([None]) {
+        if let Some(tok) = tok.filter(|t| !t.is_punct(src, b';')) {
+            if n < HEAD {
+                head[n] = tok;
+            }
+            n += 1;
+            continue;
+        }
+        if n > 0 {
+            statements += 1;
+            let op = savepoint_op(src, &head[..n.min(HEAD)], n);
+            found = found.or(op);
+        }
+        n = 0;
+        if statements > 1 && found.is_some() {
+            return Some(Savepoint::Unknown);
+        }
+    }
+    found
+}
+
+/// A statement's first tokens (`count` in all) as a savepoint statement.
+fn savepoint_op(src: &str, head: &[Token], count: usize) -> Option<Savepoint> {
+    let w = |i: usize| word(src, head.get(i));
+    let name = |i: usize| -> Option<std::sync::Arc<str>> {
+        (i + 1 == count).then_some(())?;
+        identifier(src, head.get(i)?).map(Into::into)
+    };
+    let after = |i: usize, optional: &[&str]| match w(i) {
+        Some(x) if optional.contains(&x) => i + 1,
+        _ => i,
+    };
+    let op = match w(0)? {
+        "savepoint" => name(1).map(Savepoint::Set),
+        "release" => name(after(1, &["savepoint"])).map(Savepoint::Release),
+        "rollback" => {
+            let to = after(1, &["work", "transaction"]);
+            match w(to) {
+                Some("to") => name(after(to + 1, &["savepoint"])).map(Savepoint::RollbackTo),
+                _ => return None, // a whole ROLLBACK (or ROLLBACK PREPARED)
+            }
+        }
+        _ => return None,
+    };
+    Some(op.unwrap_or(Savepoint::Unknown))
+}
+
 /// The statements of a text so far.
 #[derive(Default)]
 struct Statements {
@@ -120,6 +194,8 @@ struct Scan {
     pg_temp_dot: bool,
     /// `INTO TEMP` / `INTO TEMPORARY` somewhere.
     into_temp: bool,
+    /// `COMMIT DROP` somewhere (a temp table `ON COMMIT DROP` is gone at its commit).
+    commit_drop: bool,
     /// A session-level function called somewhere (the first one).
     function: Option<&'static str>,
 }
@@ -134,6 +210,7 @@ impl Scan {
             let pair = [prev, tok];
             self.with_hold |= pair[0].is_word(src, "with") && pair[1].is_word(src, "hold");
             self.pg_temp_dot |= pair[0].is_word(src, "pg_temp") && pair[1].is_punct(src, b'.');
+            self.commit_drop |= pair[0].is_word(src, "commit") && pair[1].is_word(src, "drop");
             self.into_temp |= pair[0].is_word(src, "into")
                 && (pair[1].is_word(src, "temp") || pair[1].is_word(src, "temporary"));
             if self.function.is_none() {
@@ -161,7 +238,7 @@ impl Scan {
                 let temp = head
                     .iter()
                     .any(|t| t.is_word(src, "temp") || t.is_word(src, "temporary"));
-                if temp || self.pg_temp_dot {
+                if (temp || self.pg_temp_dot) && !self.commit_drop {
                     return Some("CREATE TEMP");
                 }
             }
@@ -282,6 +359,36 @@ mod tests {
     use crate::pg::sql::normalize::normalize;
 
     #[test]
+    fn savepoint_statements() {
+        let sp = |sql: &str| savepoint(&normalize(sql).0);
+        let name = |n: &str| std::sync::Arc::<str>::from(n);
+        assert_eq!(
+            sp("SAVEPOINT PGJDBC_AUTOSAVE"),
+            Some(Savepoint::Set(name("pgjdbc_autosave")))
+        );
+        assert_eq!(
+            sp("release savepoint \"A b\""),
+            Some(Savepoint::Release(name("A b")))
+        );
+        assert_eq!(sp("RELEASE a;"), Some(Savepoint::Release(name("a"))));
+        assert_eq!(
+            sp("ROLLBACK TO SAVEPOINT PGJDBC_AUTOSAVE"),
+            Some(Savepoint::RollbackTo(name("pgjdbc_autosave")))
+        );
+        assert_eq!(
+            sp("rollback work to a"),
+            Some(Savepoint::RollbackTo(name("a")))
+        );
+        assert_eq!(sp("ROLLBACK"), None);
+        assert_eq!(sp("rollback prepared 'x'"), None);
+        assert_eq!(sp("select 1"), None);
+        assert_eq!(sp("savepoint a; set x = 1"), Some(Savepoint::Unknown));
+        assert_eq!(sp("set x = 1; rollback to a"), Some(Savepoint::Unknown));
+        assert_eq!(sp("savepoint"), Some(Savepoint::Unknown));
+        assert_eq!(sp("select 1; select 2"), None);
+    }
+
+    #[test]
     fn statements_that_need_a_database_free_of_sessions() {
         let free = |sql: &str| database_to_free(&normalize(sql).0);
         assert_eq!(free("DROP DATABASE testdb"), Some("testdb".into()));
@@ -341,6 +448,7 @@ mod tests {
             "BEGIN",
             "UNLISTEN * ; select 1",
             "CREATE TABLE t (id int)",
+            "create temp table t (id int) on commit drop",
             "select 'SET x = 1'",
             "DECLARE c CURSOR FOR SELECT 1",
             "insert into settings(k) values ('set')",

@@ -16,7 +16,7 @@ pub mod normalize;
 pub mod pins;
 pub mod settings;
 
-pub use effects::SessionEffect;
+pub use effects::{Savepoint, SessionEffect};
 pub use normalize::{Hints, Normalized, RouteHint};
 
 use crate::pg::route::classify::{self, Classification};
@@ -35,6 +35,11 @@ pub struct StatementInfo {
     pub session: SessionEffect,
     /// A database it needs free of other sessions (`DROP DATABASE x`…).
     pub frees_database: Option<std::sync::Arc<str>>,
+    /// It may send a notification (`NOTIFY`, `pg_notify`).
+    pub notifies: bool,
+    /// It is a savepoint statement (settings changed after a savepoint are undone by
+    /// `ROLLBACK TO` it).
+    pub savepoint: Option<Savepoint>,
     /// Read-only or not, for replica routing.
     pub route: Classification,
     /// The query-insight fingerprint (constants, parameters and list lengths merged).
@@ -50,6 +55,8 @@ impl StatementInfo {
             normalized: normalized.into(),
             session: effects::session_effect(normalized),
             frees_database: effects::database_to_free(normalized).map(Into::into),
+            notifies: effects::notifies(normalized),
+            savepoint: effects::savepoint(normalized),
             route: classify::classify(ast.as_deref()),
             fingerprint: crate::insight::fingerprint::fingerprint(raw, ast.as_deref()),
         }
@@ -63,6 +70,8 @@ impl StatementInfo {
             normalized: fingerprint.text.clone(),
             session: effects::session_effect(normalized),
             frees_database: None,
+            notifies: effects::notifies(normalized),
+            savepoint: effects::savepoint(normalized),
             route: Classification::write(),
             fingerprint,
         }

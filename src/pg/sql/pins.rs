@@ -75,7 +75,12 @@ fn statement(src: &str, t: &[Token], out: &mut Vec<Event>) {
             .any(|p| p[0].is_word(src, f) && p[1].is_punct(src, b'('))
     };
     let is_temp = |x: &Token| x.is_word(src, "temp") || x.is_word(src, "temporary");
+    // `ON COMMIT DROP`: the table is gone when its transaction ends
+    let drops_at_commit = t
+        .windows(2)
+        .any(|p| p[0].is_word(src, "commit") && p[1].is_word(src, "drop"));
     let creates_temp = w(0, "create")
+        && !drops_at_commit
         && (t.iter().take(6).any(is_temp)
             || t.windows(2)
                 .any(|p| p[0].is_word(src, "pg_temp") && p[1].is_punct(src, b'.')));
@@ -247,6 +252,12 @@ impl Pins {
         self.pending.on_message(tag, body);
     }
 
+    /// A savepoint statement is being sent (ends of pinned state after a savepoint are
+    /// undone by `ROLLBACK TO` it).
+    pub fn savepoint(&mut self, op: &super::Savepoint) {
+        self.pending.savepoint(op);
+    }
+
     /// A ReadyForQuery answered the client: at the end of a transaction that committed, the
     /// ends it saw apply. Returns whether a `DISCARD ALL` was among them.
     pub fn on_ready(&mut self, status: u8) -> bool {
@@ -272,6 +283,10 @@ mod tests {
         assert_eq!(
             events("create temp table t (id int)"),
             vec![Pin(Kind::Temp, None)]
+        );
+        assert_eq!(
+            events("CREATE TEMP TABLE t ON COMMIT DROP AS SELECT 1"),
+            vec![]
         );
         assert_eq!(
             events("CREATE TABLE pg_temp.t (id int)"),
