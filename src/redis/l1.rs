@@ -113,7 +113,7 @@ pub struct Stats {
 }
 
 pub struct L1 {
-    cache: moka::sync::Cache<CacheKey, Entry>,
+    cache: moka::sync::Cache<CacheKey, Entry, ahash::RandomState>,
     gens: Box<[AtomicU32]>,
     slot_epochs: Box<[AtomicU32]>,
     /// Slots whose node's invalidation stream is live; others are never filled.
@@ -163,7 +163,10 @@ impl L1 {
                     evictions.inc();
                 }
             })
-            .build();
+            // every lookup hashes the key (and moka hashes it again for its own maps): aHash
+            // is several times cheaper than SipHash there and, keyed at random per process,
+            // still resists keys chosen to collide
+            .build_with_hasher(ahash::RandomState::new());
         let l1 = Arc::new(L1 {
             cache,
             gens: counters(STRIPES),
