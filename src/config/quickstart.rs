@@ -100,15 +100,8 @@ impl QuickStart {
             base.databases.push(db);
             base.users.retain(|u| u.name != target.user);
             base.users.push(User {
-                name: target.user.clone(),
                 password: target.password,
-                server_password: None,
-                auth_type: None,
-                pool_size: None,
-                pool_mode: None,
-                max_user_connections: 0,
-                read_from_replicas: None,
-                rate_limit: None,
+                ..User::named(&target.user)
             });
             if !base.general.admin_users.contains(&target.user) {
                 base.general.admin_users.push(target.user);

@@ -733,15 +733,8 @@ mod tests {
             auth_dbname: None,
         };
         let user = crate::config::User {
-            name: "u".into(),
             password: password.map(str::to_string),
-            server_password: None,
-            auth_type: None,
-            pool_size: None,
-            pool_mode: None,
-            max_user_connections: 0,
-            read_from_replicas: None,
-            rate_limit: None,
+            ..crate::config::User::named("u")
         };
         let target = ServerTarget {
             host: db.host.clone(),

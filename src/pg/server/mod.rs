@@ -387,26 +387,7 @@ impl Server {
             let mut out = BytesMut::new();
             frontend::query(query, &mut out)?;
             self.send(&out).await?;
-            let mut failure = None;
-            loop {
-                let (tag, body) = self.read_message().await?;
-                match tag {
-                    be::READY_FOR_QUERY => {
-                        self.tx_status = body.first().copied().unwrap_or(b'I');
-                        break;
-                    }
-                    be::PARAMETER_STATUS => self.params.on_status(&body),
-                    be::ERROR_RESPONSE => failure = Some(field(&body, b'M')),
-                    _ => {}
-                }
-            }
-            match failure {
-                Some(message) => Err(ServerError::Query {
-                    query: query.to_string(),
-                    message,
-                }),
-                None => Ok(()),
-            }
+            self.read_until_ready(query).await.map(drop)
         };
         tokio::time::timeout(limit, fut)
             .await
@@ -441,32 +422,41 @@ impl Server {
             frontend::execute("", 0, &mut out)?;
             frontend::sync(&mut out);
             self.send(&out).await?;
-            let mut rows = Vec::new();
-            let mut failure = None;
-            loop {
-                let (tag, body) = self.read_message().await?;
-                match tag {
-                    be::READY_FOR_QUERY => {
-                        self.tx_status = body.first().copied().unwrap_or(b'I');
-                        break;
-                    }
-                    be::DATA_ROW => rows.push(data_row(&body)?),
-                    be::PARAMETER_STATUS => self.params.on_status(&body),
-                    be::ERROR_RESPONSE => failure = Some(field(&body, b'M')),
-                    _ => {}
-                }
-            }
-            match failure {
-                Some(message) => Err(ServerError::Query {
-                    query: query.to_string(),
-                    message,
-                }),
-                None => Ok(rows),
-            }
+            self.read_until_ready(query).await
         };
         tokio::time::timeout(limit, fut)
             .await
             .map_err(|_| ServerError::Io(std::io::ErrorKind::TimedOut.into()))?
+    }
+
+    /// Read a side-channel request's replies up to ReadyForQuery: its rows as text columns,
+    /// or the server's error (reported once the server is ready again, so it stays usable).
+    async fn read_until_ready(
+        &mut self,
+        query: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, ServerError> {
+        let mut rows = Vec::new();
+        let mut failure = None;
+        loop {
+            let (tag, body) = self.read_message().await?;
+            match tag {
+                be::READY_FOR_QUERY => {
+                    self.tx_status = body.first().copied().unwrap_or(b'I');
+                    break;
+                }
+                be::DATA_ROW => rows.push(data_row(&body)?),
+                be::PARAMETER_STATUS => self.params.on_status(&body),
+                be::ERROR_RESPONSE => failure = Some(field(&body, b'M')),
+                _ => {}
+            }
+        }
+        match failure {
+            Some(message) => Err(ServerError::Query {
+                query: query.to_string(),
+                message,
+            }),
+            None => Ok(rows),
+        }
     }
 
     /// Bring a server a client left behind back to an idle, clean state: cancel what runs,
