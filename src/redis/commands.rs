@@ -251,7 +251,7 @@ const TABLE: &[Spec] = &[
     c("SORT", -2, W, ONE, P), c("SORT_RO", -2, R, ONE, P),
     c("TOUCH", -2, R, ALL, Kind::Split(Merge::Sum)), c("TTL", 2, R, ONE, P),
     c("TYPE", 2, R, ONE, P), c("UNLINK", -2, W, ALL, Kind::Split(Merge::Sum)),
-    c("WAIT", 3, R, Keys::None, P),
+    c("WAIT", 3, R, Keys::None, B),
     // hashes
     c("HDEL", -3, W, ONE, P), c("HEXISTS", 3, R, ONE, P), c("HGET", 3, RC, ONE, P),
     c("HGETALL", 2, RC, ONE, P), c("HINCRBY", 4, W, ONE, P), c("HINCRBYFLOAT", 4, W, ONE, P),

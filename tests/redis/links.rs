@@ -183,3 +183,45 @@ async fn a_full_link_queue_refuses_commands_with_an_error_and_keeps_the_rest() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Redis answers a script with a table nested 100 deep: the reply reaches the client whole
+/// (deeper than a client may nest its requests), and the shared link serves on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_reply_passes_and_the_link_serves_on() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut conn = env.conn().await;
+    assert_eq!(conn.cmd(&["INCR", "links:deep"]).await, Val::Int(1));
+    let script = "local t={} local c=t for i=1,100 do c[1]={} c=c[1] end c[1]='bottom' return t";
+    let out = crate::harness::cli(&env, &[], &["EVAL", script, "0"]).await;
+    assert!(out.contains("bottom"), "{out}");
+    assert!(!out.contains("ERR"), "{out}");
+    assert_eq!(conn.cmd(&["INCR", "links:deep"]).await, Val::Int(2));
+}
+
+/// WAIT for a replica that does not exist blocks its connection: it goes on a link of its
+/// own, so commands of other clients (on the same threads) are answered meanwhile and
+/// nobody's link hits the command timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_blocks_only_its_own_client() {
+    let env = Env::with(crate::harness::options(Mode::Standalone), |rc| {
+        rc.command_timeout = pake::config::Dur::secs(1);
+    })
+    .await;
+    let mut waiter = env.conn().await;
+    waiter
+        .send(&crate::harness::encode(&["WAIT", "1", "0"]))
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut others = Vec::new();
+    for _ in 0..8 {
+        others.push(env.conn().await);
+    }
+    for round in 1..=3i64 {
+        for (i, c) in others.iter_mut().enumerate() {
+            let v = c.cmd(&["INCR", &format!("links:wait:{i}")]).await;
+            assert_eq!(v, Val::Int(round), "client {i} round {round}");
+        }
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    assert_eq!(waiter.read_within(Duration::from_millis(10)).await, None);
+}

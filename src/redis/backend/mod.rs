@@ -471,9 +471,11 @@ impl Backend {
             return None;
         }
         let addr = self.seed();
-        let id = (std::thread::current().id(), addr, key.clone());
+        let id = (std::thread::current().id(), addr.clone(), key.clone());
         let mut links = self.links.lock();
-        links.retain(|_, l| Arc::strong_count(l) > 1 || !l.idle());
+        // unheld links go when idle, or at once when they point at a server that is no
+        // longer the primary (their server may be gone: they would retry for ever)
+        links.retain(|(_, at, _), l| Arc::strong_count(l) > 1 || (!l.idle() && *at == addr));
         let link = links.entry(id).or_insert_with_key(|(_, addr, key)| {
             mux::Mux::spawn(self.target(addr.clone(), key), self.command_timeout)
         });

@@ -21,7 +21,9 @@
 //! Failure: a lost connection, a reply that cannot be framed, a reply nobody asked for, or
 //! no reply at all to the oldest command within the command timeout ends the connection:
 //! every command still owed a reply gets [`Error::LinkLost`] (it may have been applied), and
-//! the link reconnects at once, then with a backoff. While it is down, commands are refused
+//! the link reconnects (at once if it had served, else with a growing backoff: a server
+//! that accepts and then refuses must not be hammered). Logging in (HELLO/AUTH/SELECT, then
+//! a PING) is bounded by the command timeout too. While it is down, commands are refused
 //! at once (as fred's `fail_fast`); while it is connecting they wait in the queue.
 
 use super::link::{Link, Target};
@@ -42,8 +44,12 @@ pub const MAX_QUEUED: usize = 16 << 20;
 pub const MAX_IN_FLIGHT: usize = 65_536;
 /// How often the link checks that its oldest command is being answered.
 const WATCH_EVERY: Duration = Duration::from_millis(100);
-/// Checks in a row without a command after which an unused link may be dropped.
-pub const IDLE_CHECKS: u64 = 600;
+/// How long without a command before a link no session holds may be dropped.
+pub const IDLE_AFTER: Duration = Duration::from_secs(60);
+/// Nesting of a reply frame: Redis returns what a script builds (a Lua table nested 100
+/// deep is 100 nested arrays), so deeper than the client-side limit; bounded still, since
+/// the scanner recurses.
+const MAX_REPLY_DEPTH: usize = 1024;
 
 /// A command's reply: the frame as Redis sent it.
 pub type Reply = oneshot::Receiver<Result<Bytes, Error>>;
@@ -59,10 +65,9 @@ struct Shared {
     state: Mutex<State>,
     /// Woken when bytes are queued (and when the last handle goes).
     wake: Notify,
-    /// Commands submitted, for the idle check.
-    submitted: AtomicU64,
-    /// Watchdog checks in a row that saw no new command.
-    idle: AtomicU64,
+    /// When the link was made, and when it last took a command (ms since then).
+    born: std::time::Instant,
+    last_used_ms: AtomicU64,
 }
 
 #[derive(Default)]
@@ -91,8 +96,8 @@ impl Mux {
             timeout,
             state: Mutex::new(State::default()),
             wake: Notify::new(),
-            submitted: AtomicU64::new(0),
-            idle: AtomicU64::new(0),
+            born: std::time::Instant::now(),
+            last_used_ms: AtomicU64::new(0),
         });
         tokio::spawn(run(shared.clone()));
         Arc::new(Mux { shared })
@@ -130,16 +135,18 @@ impl Mux {
             s.waiters.push_back(tx);
             was_empty
         };
-        self.shared.submitted.fetch_add(1, Relaxed);
+        let now = self.shared.born.elapsed().as_millis() as u64;
+        self.shared.last_used_ms.store(now, Relaxed);
         if was_empty {
             self.shared.wake.notify_one();
         }
         Ok(rx)
     }
 
-    /// Unused for [`IDLE_CHECKS`] watchdog checks in a row.
+    /// No command for [`IDLE_AFTER`] (whether or not the server is reachable).
     pub fn idle(&self) -> bool {
-        self.shared.idle.load(Relaxed) >= IDLE_CHECKS
+        let now = self.shared.born.elapsed().as_millis() as u64;
+        now.saturating_sub(self.shared.last_used_ms.load(Relaxed)) >= IDLE_AFTER.as_millis() as u64
     }
 
     pub fn addr(&self) -> &str {
@@ -168,11 +175,17 @@ async fn run(shared: Arc<Shared>) {
         if shared.state.lock().closed {
             return;
         }
-        let why = match Link::connect(&shared.target).await {
+        let why = match login(&shared).await {
             Ok(link) => {
-                backoff = Duration::ZERO;
                 shared.state.lock().link = Phase::Up;
-                serve(&shared, link).await
+                let (why, answered) = serve(&shared, link).await;
+                if answered {
+                    // a link that served is worth reconnecting at once; one that closes
+                    // before answering anything (maxclients, a balancer with no server
+                    // behind it) backs off
+                    backoff = Duration::ZERO;
+                }
+                why
             }
             Err(e) => e.to_string(),
         };
@@ -185,6 +198,26 @@ async fn run(shared: Arc<Shared>) {
         backoff = (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
         shared.state.lock().link = Phase::Connecting;
     }
+}
+
+/// Connect and log in (HELLO/AUTH/SELECT as the key asks), then PING: a server that
+/// accepts and refuses (`-ERR max number of clients reached`, `-DENIED`) fails here, not
+/// in the first session's reply. The whole of it within the command timeout.
+async fn login(shared: &Shared) -> Result<Link, Error> {
+    let limit = shared.timeout.max(shared.target.connect_timeout);
+    let attempt = async {
+        let mut link = Link::connect(&shared.target).await?;
+        link.call_ok(&[b"PING"]).await?;
+        Ok(link)
+    };
+    tokio::time::timeout(limit, attempt)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Backend(format!(
+                "{}: no login within {limit:?}",
+                shared.target.addr
+            )))
+        })
 }
 
 impl Shared {
@@ -205,8 +238,8 @@ impl Shared {
     }
 }
 
-/// Write, read and watch one connection; why it ended.
-async fn serve(shared: &Shared, link: Link) -> String {
+/// Write, read and watch one connection; why it ended, and whether it answered anything.
+async fn serve(shared: &Shared, link: Link) -> (String, bool) {
     let replies = AtomicU64::new(0);
     let Link { stream, rbuf, addr } = link;
     let tls = stream.is_tls();
@@ -215,7 +248,8 @@ async fn serve(shared: &Shared, link: Link) -> String {
         loop {
             let out = {
                 let mut s = shared.state.lock();
-                if s.closed {
+                // what is queued is written even when the last handle has gone
+                if s.closed && s.out.is_empty() {
                     return "closed".to_string();
                 }
                 s.out.split()
@@ -236,7 +270,10 @@ async fn serve(shared: &Shared, link: Link) -> String {
     };
     let read = async {
         let mut rbuf = rbuf;
-        let limits = Limits::backend();
+        let limits = Limits {
+            max_depth: MAX_REPLY_DEPTH,
+            ..Limits::backend()
+        };
         loop {
             if rbuf.capacity() - rbuf.len() < 1024 {
                 rbuf.reserve(16 * 1024);
@@ -268,7 +305,7 @@ async fn serve(shared: &Shared, link: Link) -> String {
     let watch = async {
         let mut tick = tokio::time::interval(WATCH_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let (mut seen_replies, mut seen_submitted) = (0, 0);
+        let mut seen_replies = 0;
         let mut stalled = Duration::ZERO;
         loop {
             tick.tick().await;
@@ -279,20 +316,16 @@ async fn serve(shared: &Shared, link: Link) -> String {
                 false => Duration::ZERO,
             };
             seen_replies = answered;
-            if stalled > shared.timeout {
+            // a zero command timeout means none, as for fred
+            if !shared.timeout.is_zero() && stalled > shared.timeout {
                 return format!("no reply within {:?}", shared.timeout);
             }
-            let submitted = shared.submitted.load(Relaxed);
-            match submitted == seen_submitted {
-                true => shared.idle.fetch_add(1, Relaxed),
-                false => shared.idle.swap(0, Relaxed),
-            };
-            seen_submitted = submitted;
         }
     };
-    tokio::select! {
+    let why = tokio::select! {
         why = write => why,
         why = read => why,
         why = watch => why,
-    }
+    };
+    (why, replies.load(Relaxed) > 0)
 }
