@@ -146,17 +146,14 @@ fn file(port: u16, pool_size: &str, dbs: &[&str]) -> String {
     text
 }
 
-async fn one(c: &tokio_postgres::Client) -> Result<i32, tokio_postgres::Error> {
-    Ok(c.query_one("select 1", &[]).await?.get(0))
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_adds_and_removes_databases_while_others_go_on_and_a_bad_one_changes_nothing() {
-    let lab = lab(PgOptions::default()).await;
+/// Pake started from a config file with `text` (kept in a temp dir, for RELOAD to reread):
+/// the dir (dropped with the test), the file and the running Pake.
+async fn start_from_file(
+    text: String,
+) -> (tempfile::TempDir, std::path::PathBuf, pake::app::Running) {
     let dir = tempfile::tempdir().expect("dir");
     let path = dir.path().join("pake.toml");
-    let pg = lab.primary.port;
-    std::fs::write(&path, file(pg, "3", &["keep", "gone"])).expect("write");
+    std::fs::write(&path, text).expect("write");
     let config = pake::config::Config::load(&path).expect("config");
     let source = pake::pg::proxy::ConfigSource {
         path: Some(path.clone()),
@@ -165,6 +162,18 @@ async fn reload_adds_and_removes_databases_while_others_go_on_and_a_bad_one_chan
     let running = pake::app::start_with(config, Some(source))
         .await
         .expect("start");
+    (dir, path, running)
+}
+
+async fn one(c: &tokio_postgres::Client) -> Result<i32, tokio_postgres::Error> {
+    Ok(c.query_one("select 1", &[]).await?.get(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_and_removes_databases_while_others_go_on_and_a_bad_one_changes_nothing() {
+    let lab = lab(PgOptions::default()).await;
+    let pg = lab.primary.port;
+    let (_dir, path, running) = start_from_file(file(pg, "3", &["keep", "gone"])).await;
     let port = running.pg_addr.port();
     let connect =
         |db: &'static str| async move { pake::lab::postgres::connect(&url(port, db)).await };
@@ -241,18 +250,8 @@ async fn backend_pid(c: &tokio_postgres::Client) -> i32 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_drains_a_changed_database_gracefully() {
     let lab = lab(PgOptions::default()).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("pake.toml");
     let pg = lab.primary.port;
-    std::fs::write(&path, file(pg, "3", &["app"])).expect("write");
-    let config = pake::config::Config::load(&path).expect("config");
-    let source = pake::pg::proxy::ConfigSource {
-        path: Some(path.clone()),
-        overrides: pake::config::QuickStart::default(),
-    };
-    let running = pake::app::start_with(config, Some(source))
-        .await
-        .expect("start");
+    let (_dir, path, running) = start_from_file(file(pg, "3", &["app"])).await;
     let port = running.pg_addr.port();
     let admin = pake::lab::postgres::connect(&url(port, "pake"))
         .await
@@ -338,18 +337,8 @@ async fn min_pool_size_is_warm_before_the_first_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_waiting_in_a_replaced_pool_moves_to_the_new_one() {
     let lab = lab(PgOptions::default()).await;
-    let dir = tempfile::tempdir().expect("dir");
-    let path = dir.path().join("pake.toml");
     let pg = lab.primary.port;
-    std::fs::write(&path, file(pg, "1", &["app"])).expect("write");
-    let config = pake::config::Config::load(&path).expect("config");
-    let source = pake::pg::proxy::ConfigSource {
-        path: Some(path.clone()),
-        overrides: pake::config::QuickStart::default(),
-    };
-    let running = pake::app::start_with(config, Some(source))
-        .await
-        .expect("start");
+    let (_dir, path, running) = start_from_file(file(pg, "1", &["app"])).await;
     let port = running.pg_addr.port();
     let admin = pake::lab::postgres::connect(&url(port, "pake"))
         .await
