@@ -438,16 +438,11 @@ impl Tracking {
 
     /// Apply one message from a tracking stream to the L1.
     fn apply(&self, frame: &Bytes, p: &Primary) -> Message {
-        let decoded = match self.protocol {
-            TrackingProtocol::Resp3 => redis_protocol::resp3::decode::complete::decode_bytes(frame)
-                .ok()
-                .flatten()
-                .map(|(f, _)| f),
-            TrackingProtocol::Resp2 => redis_protocol::resp2::decode::decode_bytes(frame)
-                .ok()
-                .flatten()
-                .map(|(f, _)| f.into_resp3()),
+        let proto = match self.protocol {
+            TrackingProtocol::Resp3 => Proto::Resp3,
+            TrackingProtocol::Resp2 => Proto::Resp2,
         };
+        let decoded = super::resp::decode_frame(frame, proto);
         let Some(frame) = decoded else {
             tracing::trace!(?frame, "undecodable tracking message");
             return Message::Other;

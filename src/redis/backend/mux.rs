@@ -148,10 +148,6 @@ impl Mux {
         let now = self.shared.born.elapsed().as_millis() as u64;
         now.saturating_sub(self.shared.last_used_ms.load(Relaxed)) >= IDLE_AFTER.as_millis() as u64
     }
-
-    pub fn addr(&self) -> &str {
-        &self.shared.target.addr
-    }
 }
 
 impl Drop for Mux {

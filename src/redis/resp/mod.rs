@@ -360,6 +360,24 @@ pub fn fuzz_logic(data: &[u8]) {
     let _ = scan(data, 0, &Limits::backend());
 }
 
+/// One whole frame Redis sent in `proto`, decoded (RESP2 frames as their RESP3 equivalent:
+/// RESP2's null bulk `$-1` is not valid RESP3); `None` when it cannot be.
+pub fn decode_frame(
+    raw: &Bytes,
+    proto: encode::Proto,
+) -> Option<redis_protocol::resp3::types::BytesFrame> {
+    match proto {
+        encode::Proto::Resp3 => redis_protocol::resp3::decode::complete::decode_bytes(raw)
+            .ok()
+            .flatten()
+            .map(|(f, _)| f),
+        encode::Proto::Resp2 => redis_protocol::resp2::decode::decode_bytes(raw)
+            .ok()
+            .flatten()
+            .map(|(f, _)| f.into_resp3()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

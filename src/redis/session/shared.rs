@@ -63,18 +63,9 @@ impl Ctx {
             return self.through_fred(name, args, slot).await;
         };
         let raw = self.through_mux(mux, name, args).await?;
-        // the link speaks the client's protocol (RESP2's null bulk is not RESP3)
-        let frame = match self.proto {
-            Proto::Resp3 => redis_protocol::resp3::decode::complete::decode_bytes(&raw)
-                .ok()
-                .flatten()
-                .map(|(f, _)| f),
-            Proto::Resp2 => redis_protocol::resp2::decode::decode_bytes(&raw)
-                .ok()
-                .flatten()
-                .map(|(f, _)| f.into_resp3()),
-        };
-        frame.ok_or_else(|| Error::Backend("a reply that could not be decoded".into()))
+        // the link speaks the client's protocol
+        crate::redis::resp::decode_frame(&raw, self.proto)
+            .ok_or_else(|| Error::Backend("a reply that could not be decoded".into()))
     }
 
     /// [`Ctx::send`] for a reply the client gets as it is: the bytes Redis sent (in the
@@ -86,15 +77,10 @@ impl Ctx {
         slot: Option<u16>,
     ) -> Result<Bytes, Error> {
         let Some(mux) = &self.mux else {
-            let reply = self.through_fred(name, args, slot).await;
-            return match reply {
-                Ok(frame) => {
-                    let mut out = BytesMut::new();
-                    encode::frame(&mut out, &frame, self.proto);
-                    Ok(out.freeze())
-                }
-                Err(e) => Err(e),
-            };
+            let frame = self.through_fred(name, args, slot).await?;
+            let mut out = BytesMut::new();
+            encode::frame(&mut out, &frame, self.proto);
+            return Ok(out.freeze());
         };
         self.through_mux(mux, name, args).await
     }
