@@ -156,6 +156,11 @@ async fn requests_over_a_budget_close_only_their_connection() {
     assert!(e.contains("client_max_request_bytes"), "{e}");
     assert!(greedy.closed().await);
     assert_eq!(calm.cmd(&["GET", "k1"]).await, Val::s("v1"));
+    assert_eq!(
+        process_used(&env),
+        0,
+        "the greedy client's bytes went with it"
+    );
     // two clients half-way through big values hold most of the process budget ...
     let mut a = env.conn().await;
     let mut b = env.conn().await;

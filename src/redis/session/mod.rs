@@ -238,6 +238,12 @@ impl Session {
                 let _ = self.write_out(&out).await;
             }
         }
+        // give the budget back before the socket closes: a client that sees the close
+        // and comes straight back finds its bytes free, not still held by this session
+        self.rbuf = BytesMut::new();
+        self.wbuf = BytesMut::new();
+        self.rlease.force(0);
+        self.wlease.force(0);
     }
 
     async fn serve(&mut self) -> Result<(), Error> {
