@@ -369,9 +369,46 @@ impl Drop for Charge {
     }
 }
 
+/// Replace an empty buffer whose allocation grew past `keep` bytes with a new one of
+/// `fresh` bytes, so the memory a spike took (a 20 MB statement, a wide reply) goes back.
+///
+/// `capacity()` alone cannot tell: a buffer that was written out and advanced reports only
+/// what is left after its read position, while the whole allocation stays behind it.
+/// `try_reclaim` moves the position back to the start of the allocation when no one else
+/// holds a part of it, and says whether `keep + 1` bytes are then available.
+pub fn shrink_idle(buf: &mut bytes::BytesMut, keep: usize, fresh: usize) {
+    if buf.is_empty() && buf.try_reclaim(keep + 1) {
+        *buf = bytes::BytesMut::with_capacity(fresh);
+    }
+}
+
 #[cfg(test)]
 mod budget_tests {
     use super::*;
+
+    #[test]
+    fn a_buffer_written_out_after_a_spike_is_replaced() {
+        use bytes::Buf;
+        let mut big = bytes::BytesMut::with_capacity(8);
+        big.extend_from_slice(&vec![7; 1 << 20]);
+        big.advance(1 << 20);
+        assert!(
+            big.capacity() < 1024,
+            "only what is left after the read position"
+        );
+        shrink_idle(&mut big, 64 << 10, 8192);
+        assert_eq!(big.capacity(), 8192, "the megabyte went");
+        // a small buffer keeps its allocation; a full one is left alone
+        let mut small = bytes::BytesMut::with_capacity(4096);
+        small.extend_from_slice(b"abc");
+        small.advance(3);
+        let at = small.as_ptr();
+        shrink_idle(&mut small, 64 << 10, 8192);
+        assert_eq!((small.as_ptr(), small.capacity()), (at, 4093));
+        let mut busy = bytes::BytesMut::from(&vec![1; 1 << 20][..]);
+        shrink_idle(&mut busy, 64 << 10, 8192);
+        assert_eq!(busy.len(), 1 << 20);
+    }
 
     #[test]
     fn charges_stop_at_the_limit_and_come_back_on_drop() {

@@ -525,6 +525,7 @@ impl Pool {
             return;
         }
         s.last_used = now;
+        s.shrink_buffers();
         self.give(Some(s));
     }
 

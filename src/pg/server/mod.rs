@@ -117,6 +117,11 @@ pub struct BackendKey {
 }
 
 /// A logged-in server connection.
+/// Each buffer's capacity when the connection opens.
+const BUFFER: usize = 8192;
+/// The most capacity an idle server's buffer keeps ([`Server::shrink_buffers`]).
+pub const KEEP_BUFFER: usize = 64 * 1024;
+
 #[derive(Debug)]
 pub struct Server {
     pub id: u64,
@@ -168,8 +173,8 @@ impl Server {
                 stream,
                 needs_flush: false,
                 addr,
-                rbuf: BytesMut::with_capacity(8192),
-                wbuf: BytesMut::with_capacity(8192),
+                rbuf: BytesMut::with_capacity(BUFFER),
+                wbuf: BytesMut::with_capacity(BUFFER),
                 replies: Replies::default(),
                 in_extended: false,
                 tx_status: b'I',
@@ -379,6 +384,15 @@ impl Server {
             && self.wbuf.is_empty()
             && self.rbuf.is_empty()
             && self.streaming == 0
+    }
+
+    /// Give back buffers a large message grew (a 20 MB statement leaves its capacity in
+    /// `wbuf`, a large row in `rbuf`): an idle pooled server keeps at most
+    /// [`KEEP_BUFFER`] of each, so memory returns after a spike instead of staying with
+    /// every server that ever carried one.
+    pub fn shrink_buffers(&mut self) {
+        crate::limits::shrink_idle(&mut self.rbuf, KEEP_BUFFER, BUFFER);
+        crate::limits::shrink_idle(&mut self.wbuf, KEEP_BUFFER, BUFFER);
     }
 
     /// Run a simple query to completion, discarding its output (reset, rollback).

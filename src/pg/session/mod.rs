@@ -61,7 +61,7 @@ const HIGH_WATER: usize = 256 * 1024;
 /// Read size for socket reads.
 const READ_CHUNK: usize = 16 * 1024;
 /// Buffers above this size are given back when the session goes idle.
-const KEEP_BUFFER: usize = 64 * 1024;
+use super::server::KEEP_BUFFER;
 /// While draining, a client between transactions is told to go once it has been quiet this
 /// long. Closing it the moment its transaction ends would race its next request (which is
 /// then lost); a client that reconnects per transaction never waits this long.
@@ -268,7 +268,8 @@ impl Session {
                 self.flush_client().await?;
                 return Err(Error::Shutdown);
             }
-            if self.server.is_none() && self.crbuf.is_empty() && self.cwbuf.is_empty() {
+            let between = self.server.as_ref().is_none_or(|s| s.is_idle());
+            if between && self.crbuf.is_empty() && self.cwbuf.is_empty() {
                 self.shrink_buffers();
             }
             let event = self.wait_io().await?;
@@ -503,12 +504,14 @@ impl Session {
 
     /// Give back large buffers when the client is idle between transactions.
     fn shrink_buffers(&mut self) {
-        if self.crbuf.capacity() > KEEP_BUFFER {
+        if self.crbuf.is_empty() && self.crbuf.try_reclaim(KEEP_BUFFER + 1) {
             self.crbuf = BytesMut::new();
             self.large = None;
         }
-        if self.cwbuf.capacity() > KEEP_BUFFER {
-            self.cwbuf = BytesMut::new();
+        crate::limits::shrink_idle(&mut self.cwbuf, KEEP_BUFFER, 0);
+        // session mode between transactions: the server it keeps, too
+        if let Some(server) = &mut self.server {
+            server.shrink_buffers();
         }
     }
 }

@@ -146,6 +146,8 @@ impl Link {
 
     /// Read more bytes into the buffer.
     pub async fn fill(&mut self) -> Result<(), Error> {
+        // a wide reply grew the buffer: keep at most 64 KiB of it once it is handled
+        crate::limits::shrink_idle(&mut self.rbuf, 64 * 1024, 16 * 1024);
         self.rbuf.reserve(16 * 1024);
         let n = self
             .stream

@@ -43,6 +43,10 @@ pub const MAX_QUEUED: usize = 16 << 20;
 /// Replies owed on one link.
 pub const MAX_IN_FLIGHT: usize = 65_536;
 /// How often the link checks that its oldest command is being answered.
+/// What a link reads into at a time.
+const READ_CHUNK: usize = 16 * 1024;
+/// The most capacity a link's buffers keep once a wide command or reply has gone through.
+const KEEP_BUFFER: usize = 64 * 1024;
 const WATCH_EVERY: Duration = Duration::from_millis(100);
 /// How long without a command before a link no session holds may be dropped.
 pub const IDLE_AFTER: Duration = Duration::from_secs(60);
@@ -248,6 +252,8 @@ async fn serve(shared: &Shared, link: Link) -> (String, bool) {
                 if s.closed && s.out.is_empty() {
                     return "closed".to_string();
                 }
+                // a wide command grew the buffer: give the allocation back once written
+                crate::limits::shrink_idle(&mut s.out, KEEP_BUFFER, 0);
                 s.out.split()
             };
             if out.is_empty() {
@@ -271,8 +277,10 @@ async fn serve(shared: &Shared, link: Link) -> (String, bool) {
             ..Limits::backend()
         };
         loop {
+            // a wide reply grew the buffer: give the allocation back once it is handled
+            crate::limits::shrink_idle(&mut rbuf, KEEP_BUFFER, READ_CHUNK);
             if rbuf.capacity() - rbuf.len() < 1024 {
-                rbuf.reserve(16 * 1024);
+                rbuf.reserve(READ_CHUNK);
             }
             match rd.read_buf(&mut rbuf).await {
                 Ok(0) => return format!("{addr} closed the connection"),

@@ -493,12 +493,8 @@ impl Session {
     }
 
     fn shrink_buffers(&mut self) {
-        if self.rbuf.capacity() > KEEP_BUFFER {
-            self.rbuf = BytesMut::new();
-        }
-        if self.wbuf.capacity() > KEEP_BUFFER {
-            self.wbuf = BytesMut::new();
-        }
+        crate::limits::shrink_idle(&mut self.rbuf, KEEP_BUFFER, 0);
+        crate::limits::shrink_idle(&mut self.wbuf, KEEP_BUFFER, 0);
     }
 }
 
