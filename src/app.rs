@@ -121,6 +121,7 @@ pub fn run(config: Config, source: ConfigSource) -> anyhow::Result<()> {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
     };
+    crate::ops::trim::tune();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .enable_all()

@@ -2,25 +2,54 @@
 //!
 //! glibc's malloc keeps what a spike freed (a 200,000-key MGET, a 20 MB statement) in its
 //! arenas: the resident set stayed at 3.4× idle after the abuse suite although Pake held
-//! none of it. Every [`EVERY`], when the resident set has grown more than [`SLACK`] past
+//! none of it. Every [`EVERY`], when the resident set has grown more than [`SLACK_KIB`] past
 //! where the last trim left it, `malloc_trim(0)` hands the free pages of every arena back
 //! (glibc ≥ 2.8 releases whole free pages inside arenas, not only the top of the heap).
 //! It runs on a blocking thread: it locks each arena in turn while it walks it.
-//! `PAKE_MALLOC_TRIM=0` turns it off (to measure the difference).
+//!
+//! `malloc_trim` cannot reach everything: it returns free pages inside each arena, but the
+//! free *top* of a thread arena only goes back when a `free` finds it past
+//! `M_TRIM_THRESHOLD` — and glibc raises that threshold (to twice the size) each time a
+//! large mmapped block is freed, so after one 20 MB statement or one wide reply a worker's
+//! arena kept 15–20 MB for good. [`tune`] fixes both thresholds at start, which turns the
+//! raising off: blocks of [`MMAP_THRESHOLD`] and more are mapped and unmapped on their own,
+//! and an arena's free top past [`TRIM_THRESHOLD`] goes back at once.
+//! `PAKE_MALLOC_TRIM=0` turns all of it off (to measure the difference); glibc's own
+//! `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` environment variables still win.
 
 use std::time::Duration;
 
 /// How often the resident set is looked at.
 const EVERY: Duration = Duration::from_secs(5);
 /// Growth past the last trim's result that is worth a trim.
-const SLACK_KIB: u64 = 16 << 10;
+const SLACK_KIB: u64 = 4 << 10;
+
+/// Blocks this large and larger get their own mapping, given back when freed.
+pub const MMAP_THRESHOLD: usize = 512 << 10;
+/// An arena's free top past this is given back when a block is freed.
+pub const TRIM_THRESHOLD: usize = 2 << 20;
+
+fn enabled() -> bool {
+    cfg!(all(target_os = "linux", target_env = "gnu"))
+        && !std::env::var("PAKE_MALLOC_TRIM").is_ok_and(|v| v == "0")
+}
+
+/// Fix glibc's thresholds (see the module docs); call before threads start.
+pub fn tune() {
+    if !enabled() {
+        return;
+    }
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
+        set(MMAP_THRESHOLD_PARAM, MMAP_THRESHOLD);
+    }
+    if std::env::var_os("MALLOC_TRIM_THRESHOLD_").is_none() {
+        set(TRIM_THRESHOLD_PARAM, TRIM_THRESHOLD);
+    }
+}
 
 /// Start the trimmer on the current runtime (a no-op where malloc is not glibc's).
 pub fn spawn() {
-    if std::env::var("PAKE_MALLOC_TRIM").is_ok_and(|v| v == "0") {
-        return;
-    }
-    if !cfg!(all(target_os = "linux", target_env = "gnu")) {
+    if !enabled() {
         return;
     }
     tokio::spawn(async {
@@ -55,3 +84,27 @@ fn trim() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim() {}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const MMAP_THRESHOLD_PARAM: i32 = libc::M_MMAP_THRESHOLD;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+const TRIM_THRESHOLD_PARAM: i32 = libc::M_TRIM_THRESHOLD;
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+const MMAP_THRESHOLD_PARAM: i32 = 0;
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+const TRIM_THRESHOLD_PARAM: i32 = 0;
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn set(param: i32, value: usize) {
+    let value = i32::try_from(value).unwrap_or(i32::MAX);
+    // SAFETY: mallopt takes two integers and changes malloc's parameters under its own
+    // lock; it is safe to call at any time.
+    let ok = unsafe { libc::mallopt(param, value) };
+    if ok != 1 {
+        tracing::warn!(param, value, "mallopt refused a malloc parameter");
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn set(_param: i32, _value: usize) {}
