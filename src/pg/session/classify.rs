@@ -18,6 +18,9 @@ use std::collections::VecDeque;
 
 /// Most analyses of interned statements a session keeps (cleared when full).
 const MAX_ANALYZED: usize = 256;
+/// A statement-bearing message this long is analysed off the worker's other clients' way
+/// (`block_in_place`): its lexing takes milliseconds per megabyte.
+const HUGE_MESSAGE: usize = 1 << 20;
 
 /// What Pake knows about one statement of a request.
 #[derive(Debug, Clone)]
@@ -163,6 +166,19 @@ impl Session {
     }
 
     fn analyse_part(&mut self, tag: u8, frame: &[u8]) -> Result<Part, Error> {
+        if frame.len() > HUGE_MESSAGE {
+            // tens of milliseconds of lexing: this worker's other clients move to another
+            // thread meanwhile instead of waiting behind it
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                if rt.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread {
+                    return tokio::task::block_in_place(|| self.analyse_part_now(tag, frame));
+                }
+            }
+        }
+        self.analyse_part_now(tag, frame)
+    }
+
+    fn analyse_part_now(&mut self, tag: u8, frame: &[u8]) -> Result<Part, Error> {
         let (unnamed, analysis) = match tag {
             fe::QUERY => (false, Some(self.analyse(&frame::query(frame)?))),
             fe::PARSE => {

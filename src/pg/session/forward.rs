@@ -9,6 +9,7 @@ use super::record::StatementRef;
 use super::state::{self, Fate};
 use super::{frame, Session};
 use crate::config::PoolMode;
+use crate::insight::collector::MAX_SAMPLE_TEXT;
 use crate::pg::error::Error;
 use crate::pg::prepared::Statement;
 use crate::pg::server::replies::{Expect, Synth};
@@ -93,7 +94,9 @@ impl Session {
         }
         let sent = self.noting().then(|| {
             // the raw text is kept for insight's slow samples only
-            let raw = match self.insight_on {
+            // (a text too long to be kept as a sample is not copied at all)
+            let sample = self.insight_on && frame.len() <= MAX_SAMPLE_TEXT + 6;
+            let raw = match sample {
                 true => frame::query(frame).ok().map(Box::from),
                 false => None,
             };
