@@ -1,6 +1,8 @@
 //! Pake's own multiplexed links for the shared path to a standalone Redis (or the current
-//! primary under Sentinel): one connection per reactor thread and pool key, carrying the
-//! commands of every session on that thread.
+//! primary under Sentinel), or to each primary of a cluster: one connection per reactor
+//! thread, node and pool key, carrying the commands of every session on that thread. A
+//! cluster link never answers a client with a redirection: the session sends such a
+//! command again through fred ([`crate::redis::session`]'s shared path).
 //!
 //! * A session queues a command with [`Mux::submit`]: the command is encoded straight into
 //!   the link's output buffer and a reply slot is put at the back of its FIFO, both under one

@@ -21,6 +21,7 @@ use super::dispatch::{common_slot, keys_of};
 use super::fanout::{group_by_slot, MGET_L1_MAX_KEYS};
 use super::{Done, Session};
 use crate::redis::backend::mux::Mux;
+use crate::redis::backend::slots::NodeLinks;
 use crate::redis::commands::{Kind, Merge, Spec, CACHE, FLUSH, READ, WRITE};
 use crate::redis::error::Error;
 use crate::redis::l1::{CacheKey, Ticket, L1};
@@ -43,8 +44,12 @@ pub(super) struct Ctx {
     pub(super) svc: Arc<Service>,
     pub(super) client: Client,
     /// The thread's multiplexed link to the server ([`crate::redis::backend::mux`]), when
-    /// the command goes to the standalone server or primary; `None`: through `client`.
+    /// the command goes to the standalone server or primary; `None`: through `nodes` or
+    /// `client`.
     pub(super) mux: Option<Arc<Mux>>,
+    /// A cluster's slot map and the thread's link to each primary: a command whose slot the
+    /// map knows goes on its primary's link; `None` (or a slot the map lacks): through fred.
+    pub(super) nodes: Option<Arc<NodeLinks>>,
     pub(super) proto: Proto,
     /// The backend generation `client` belongs to.
     generation: u64,
@@ -59,10 +64,13 @@ impl Ctx {
         args: &[Bytes],
         slot: Option<u16>,
     ) -> Reply {
-        let Some(mux) = &self.mux else {
+        let Some(mux) = self.link_for(slot) else {
             return self.through_fred(name, args, slot).await;
         };
         let raw = self.through_mux(mux, name, args).await?;
+        if is_redirect(&raw) {
+            return self.redirected(name, args, slot).await;
+        }
         // the link speaks the client's protocol
         crate::redis::resp::decode_frame(&raw, self.proto)
             .ok_or_else(|| Error::Backend("a reply that could not be decoded".into()))
@@ -76,13 +84,61 @@ impl Ctx {
         args: &[Bytes],
         slot: Option<u16>,
     ) -> Result<Bytes, Error> {
-        let Some(mux) = &self.mux else {
-            let frame = self.through_fred(name, args, slot).await?;
-            let mut out = BytesMut::new();
-            encode::frame(&mut out, &frame, self.proto);
-            return Ok(out.freeze());
+        let raw = match self.link_for(slot) {
+            Some(mux) => self.through_mux(mux, name, args).await?,
+            None => return self.fred_raw(name, args, slot).await,
         };
-        self.through_mux(mux, name, args).await
+        match is_redirect(&raw) {
+            true => {
+                let frame = self.redirected(name, args, slot).await?;
+                let mut out = BytesMut::new();
+                encode::frame(&mut out, &frame, self.proto);
+                Ok(out.freeze())
+            }
+            false => Ok(raw),
+        }
+    }
+
+    async fn fred_raw(
+        &self,
+        name: &'static str,
+        args: &[Bytes],
+        slot: Option<u16>,
+    ) -> Result<Bytes, Error> {
+        let frame = self.through_fred(name, args, slot).await?;
+        let mut out = BytesMut::new();
+        encode::frame(&mut out, &frame, self.proto);
+        Ok(out.freeze())
+    }
+
+    /// The link a command for `slot` goes on, if any.
+    fn link_for(&self, slot: Option<u16>) -> Option<&Arc<Mux>> {
+        match &self.mux {
+            Some(mux) => Some(mux),
+            None => self.nodes.as_ref()?.for_slot(slot),
+        }
+    }
+
+    /// A link's reply was MOVED, ASK, TRYAGAIN or CLUSTERDOWN: Redis did not run the
+    /// command. It goes again through fred, which follows MOVED and ASK itself, and the
+    /// slot map is resynced (bounded: [`crate::redis::backend::Backend::resync_soon`]).
+    ///
+    /// Why a later command of this client cannot overtake it where the client could see:
+    /// * later commands sent while the session still routes by the same map go to the same
+    ///   node as this one (same slot, same map), behind it on the same link. A node that
+    ///   redirected a slot (MOVED) or a key (ASK: the key has left it) redirects every later
+    ///   command for that key too, so they come here as well, after this one: the link hands
+    ///   out replies in FIFO order, each wakes its future in that order, and the session's
+    ///   `FuturesOrdered` polls woken futures in wake order, so this command reaches fred
+    ///   (queued on its first poll) before the later one does; fred keeps the order of one
+    ///   client's commands to one node;
+    /// * a session starts routing by a newer map only when nothing of it is in flight
+    ///   (`Session::take_requests`), this re-send included, so no later command can reach
+    ///   the new owner on a link while this one is still on its way through fred.
+    async fn redirected(&self, name: &'static str, args: &[Bytes], slot: Option<u16>) -> Reply {
+        self.svc.metrics.link_redirects.inc();
+        self.svc.backend.resync_soon();
+        self.through_fred(name, args, slot).await
     }
 
     /// Queue on the link at once (this runs in the future's first poll, so commands keep
@@ -94,10 +150,15 @@ impl Ctx {
         args: &[Bytes],
     ) -> Result<Bytes, Error> {
         self.admit()?;
+        self.svc.metrics.link_commands.inc();
         let reply = match mux.submit(name.as_bytes(), args) {
             Ok(rx) => crate::redis::backend::mux::reply(rx).await,
             Err(e) => Err(e),
         };
+        if reply.is_err() {
+            // a cluster node lost or refusing: fred may know of a failover before the map
+            self.svc.backend.resync_soon();
+        }
         self.settle(reply.as_ref().err());
         reply
     }
@@ -238,6 +299,7 @@ impl Session {
             svc: self.svc.clone(),
             client,
             mux: self.mux.clone(),
+            nodes: self.nodes.clone(),
             proto: self.state.proto,
             generation: self.pool_gen,
         };
@@ -247,6 +309,7 @@ impl Session {
         if let Some(replica) = self.replica_for(spec, &keys, l1.is_some()) {
             ctx.client = replica;
             ctx.mux = None;
+            ctx.nodes = None;
         }
         match spec.kind {
             Kind::Split(Merge::Concat) => return self.mget(ctx, spec, req, l1),
@@ -534,6 +597,21 @@ async fn through_tracking(
     Done { reply, write: true }
 }
 
+/// A redirection or cluster error, in either protocol: the node did not run the command,
+/// and another route may succeed.
+fn is_redirect(raw: &[u8]) -> bool {
+    const CODES: [&[u8]; 4] = [b"MOVED ", b"ASK ", b"TRYAGAIN", b"CLUSTERDOWN"];
+    let text = match raw.first() {
+        Some(b'-') => &raw[1..],
+        Some(b'!') => match raw.iter().position(|&b| b == b'\n') {
+            Some(eol) => &raw[eol + 1..],
+            None => return false,
+        },
+        _ => return false,
+    };
+    CODES.iter().any(|c| text.starts_with(c))
+}
+
 fn retry_elsewhere(reply: &[u8]) -> bool {
     const CODES: [&[u8]; 7] = [
         b"-MOVED ",
@@ -603,13 +681,36 @@ async fn split(ctx: Ctx, spec: &'static Spec, req: Request, merge: Merge) -> Don
     }
 }
 
-/// FLUSHALL, DBSIZE, KEYS, SCRIPT…: every primary, merged.
+/// FLUSHALL, DBSIZE, KEYS, SCRIPT…: every primary, merged. On the primaries' links when
+/// the session has them, so a broadcast stays behind the client's earlier commands on each
+/// node (a pipelined `SET k v; KEYS *` sees `k`); else through fred.
 async fn broadcast(ctx: Ctx, spec: &'static Spec, req: Request, merge: Merge) -> Done {
     let started = Instant::now();
+    let args = &req.args[1..];
+    let links = ctx.nodes.as_ref().map(|n| n.all()).unwrap_or_default();
+    let replies = match links.is_empty() {
+        false => join_all(links.iter().map(|l| on_link(&ctx, l, spec.name, args))).await,
+        true => broadcast_fred(&ctx, spec, args).await,
+    };
+    invalidate_written(&ctx.svc, spec, &[]);
+    observe(&ctx, spec, started);
+    Done {
+        reply: merge_replies(&ctx, merge, replies),
+        write: spec.is(WRITE),
+    }
+}
+
+/// One command on one given link, its reply decoded.
+async fn on_link(ctx: &Ctx, link: &Mux, name: &'static str, args: &[Bytes]) -> Reply {
+    let raw = ctx.through_mux(link, name, args).await?;
+    crate::redis::resp::decode_frame(&raw, ctx.proto)
+        .ok_or_else(|| Error::Backend("a reply that could not be decoded".into()))
+}
+
+async fn broadcast_fred(ctx: &Ctx, spec: &'static Spec, args: &[Bytes]) -> Vec<Reply> {
     let primaries = ctx.svc.backend.primaries();
     let sends = primaries.iter().map(|p| {
         let client = ctx.client.clone();
-        let args = &req.args[1..];
         async move {
             let Some((host, port)) = p.addr.rsplit_once(':') else {
                 return Err(Error::Backend(format!("bad node address {}", p.addr)));
@@ -627,13 +728,7 @@ async fn broadcast(ctx: Ctx, spec: &'static Spec, req: Request, merge: Merge) ->
                 .map_err(|e| Error::Backend(e.details().to_string()))
         }
     });
-    let replies = join_all(sends).await;
-    invalidate_written(&ctx.svc, spec, &[]);
-    observe(&ctx, spec, started);
-    Done {
-        reply: merge_replies(&ctx, merge, replies),
-        write: spec.is(WRITE),
-    }
+    join_all(sends).await
 }
 
 /// Combine the parts of a split or broadcast command; the first error wins.
