@@ -97,6 +97,16 @@ impl NodeLinks {
         }
     }
 
+    /// The link to the primary at `addr`, if the map knows it.
+    pub fn by_addr(&self, addr: &str) -> Option<&Arc<Mux>> {
+        let i = self
+            .map
+            .nodes
+            .binary_search_by(|n| n.as_str().cmp(addr))
+            .ok()?;
+        self.links.get(i)
+    }
+
     /// Every primary's link (a broadcast), in the order of [`SlotMap::nodes`].
     pub fn all(&self) -> &[Arc<Mux>] {
         &self.links

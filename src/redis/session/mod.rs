@@ -28,6 +28,7 @@ pub mod client;
 pub mod dispatch;
 pub mod fanout;
 pub mod local;
+pub mod order;
 pub mod pinned;
 pub mod scan;
 pub mod shared;
@@ -156,6 +157,8 @@ pub struct Session {
     mux: Option<Arc<crate::redis::backend::mux::Mux>>,
     /// A cluster's slot map and this thread's links to its primaries for the pool key.
     nodes: Option<Arc<crate::redis::backend::slots::NodeLinks>>,
+    /// The order this cluster session's redirected commands are sent again in.
+    order: Option<Arc<order::Order>>,
     /// The backend generation `fred` (and `replica`) came from.
     pool_gen: u64,
     /// A replica's client for key reads (`read_from_replicas`), when one is reachable.
@@ -216,6 +219,7 @@ impl Session {
             fred: None,
             mux: None,
             nodes: None,
+            order: None,
             pool_gen: 0,
             replica: None,
             tx: None,
@@ -480,6 +484,9 @@ impl Session {
             .cloned();
         self.mux = backend.mux(key);
         self.nodes = backend.cluster.then(|| backend.node_links(key));
+        if backend.cluster && self.order.is_none() {
+            self.order = Some(Arc::default());
+        }
         self.replica = match self.svc.config.read_from_replicas {
             true => backend.replica_client(key, self.id as usize).await,
             false => None,

@@ -19,6 +19,7 @@
 
 use super::dispatch::{common_slot, keys_of};
 use super::fanout::{group_by_slot, MGET_L1_MAX_KEYS};
+use super::order::Order;
 use super::{Done, Session};
 use crate::redis::backend::mux::Mux;
 use crate::redis::backend::slots::NodeLinks;
@@ -50,9 +51,17 @@ pub(super) struct Ctx {
     /// A cluster's slot map and the thread's link to each primary: a command whose slot the
     /// map knows goes on its primary's link; `None` (or a slot the map lacks): through fred.
     pub(super) nodes: Option<Arc<NodeLinks>>,
+    /// The order redirected commands are sent again in (cluster sessions).
+    pub(super) order: Option<Arc<Order>>,
     pub(super) proto: Proto,
     /// The backend generation `client` belongs to.
     generation: u64,
+}
+
+/// Where a command's reply came from: a link (raw, in the client's protocol) or fred.
+enum Via {
+    Link(Bytes),
+    Fred(BytesFrame),
 }
 
 impl Ctx {
@@ -67,13 +76,12 @@ impl Ctx {
         let Some(mux) = self.link_for(slot) else {
             return self.through_fred(name, args, slot).await;
         };
-        let raw = self.through_mux(mux, name, args).await?;
-        if is_redirect(&raw) {
-            return self.redirected(name, args, slot).await;
+        match self.over_links(mux, name, args, slot).await? {
+            // the link speaks the client's protocol
+            Via::Link(raw) => crate::redis::resp::decode_frame(&raw, self.proto)
+                .ok_or_else(|| Error::Backend("a reply that could not be decoded".into())),
+            Via::Fred(frame) => Ok(frame),
         }
-        // the link speaks the client's protocol
-        crate::redis::resp::decode_frame(&raw, self.proto)
-            .ok_or_else(|| Error::Backend("a reply that could not be decoded".into()))
     }
 
     /// [`Ctx::send`] for a reply the client gets as it is: the bytes Redis sent (in the
@@ -84,28 +92,13 @@ impl Ctx {
         args: &[Bytes],
         slot: Option<u16>,
     ) -> Result<Bytes, Error> {
-        let raw = match self.link_for(slot) {
-            Some(mux) => self.through_mux(mux, name, args).await?,
-            None => return self.fred_raw(name, args, slot).await,
+        let frame = match self.link_for(slot) {
+            Some(mux) => match self.over_links(mux, name, args, slot).await? {
+                Via::Link(raw) => return Ok(raw),
+                Via::Fred(frame) => frame,
+            },
+            None => self.through_fred(name, args, slot).await?,
         };
-        match is_redirect(&raw) {
-            true => {
-                let frame = self.redirected(name, args, slot).await?;
-                let mut out = BytesMut::new();
-                encode::frame(&mut out, &frame, self.proto);
-                Ok(out.freeze())
-            }
-            false => Ok(raw),
-        }
-    }
-
-    async fn fred_raw(
-        &self,
-        name: &'static str,
-        args: &[Bytes],
-        slot: Option<u16>,
-    ) -> Result<Bytes, Error> {
-        let frame = self.through_fred(name, args, slot).await?;
         let mut out = BytesMut::new();
         encode::frame(&mut out, &frame, self.proto);
         Ok(out.freeze())
@@ -119,26 +112,62 @@ impl Ctx {
         }
     }
 
-    /// A link's reply was MOVED, ASK, TRYAGAIN or CLUSTERDOWN: Redis did not run the
-    /// command. It goes again through fred, which follows MOVED and ASK itself, and the
-    /// slot map is resynced (bounded: [`crate::redis::backend::Backend::resync_soon`]).
+    /// Send on `mux` and follow a cluster's redirections: on the link of the node they name
+    /// (ASK with ASKING first), or through fred (TRYAGAIN, CLUSTERDOWN, a node the map does
+    /// not know, more than [`MAX_LINK_HOPS`]). A redirection never reaches the client from
+    /// here; each one asks for a slot-map resync (bounded:
+    /// [`crate::redis::backend::Backend::resync_soon`]).
     ///
-    /// Why a later command of this client cannot overtake it where the client could see:
-    /// * later commands sent while the session still routes by the same map go to the same
-    ///   node as this one (same slot, same map), behind it on the same link. A node that
-    ///   redirected a slot (MOVED) or a key (ASK: the key has left it) redirects every later
-    ///   command for that key too, so they come here as well, after this one: the link hands
-    ///   out replies in FIFO order, each wakes its future in that order, and the session's
-    ///   `FuturesOrdered` polls woken futures in wake order, so this command reaches fred
-    ///   (queued on its first poll) before the later one does; fred keeps the order of one
-    ///   client's commands to one node;
+    /// Why a later command of this client cannot overtake a redirected one where the
+    /// client could see it:
+    /// * MOVED, ASK, TRYAGAIN and CLUSTERDOWN all mean the node did not run the command;
+    /// * a later command for the same key, routed by the same map, goes to the same node
+    ///   behind it on the same link. A node that redirected a slot (MOVED, CLUSTERDOWN) or a
+    ///   key (ASK: the key has left it, and does not come back during the migration)
+    ///   redirects the later command too, so that one is sent again as well; it waits for
+    ///   its turn ([`super::order`]) until every earlier command has its final answer, so
+    ///   the re-sends reach Redis in the order the client sent them;
     /// * a session starts routing by a newer map only when nothing of it is in flight
-    ///   (`Session::take_requests`), this re-send included, so no later command can reach
-    ///   the new owner on a link while this one is still on its way through fred.
-    async fn redirected(&self, name: &'static str, args: &[Bytes], slot: Option<u16>) -> Reply {
-        self.svc.metrics.link_redirects.inc();
-        self.svc.backend.resync_soon();
-        self.through_fred(name, args, slot).await
+    ///   (`Session::take_requests`), these re-sends included, so no command routed by the
+    ///   new map can reach the new owner while an earlier one is still on its way.
+    async fn over_links(
+        &self,
+        mux: &Mux,
+        name: &'static str,
+        args: &[Bytes],
+        slot: Option<u16>,
+    ) -> Result<Via, Error> {
+        // taken in the same poll as the command is queued: in the order of the link
+        let ticket = self.order.as_ref().map(|o| o.take());
+        let mut raw = self.through_mux(mux, name, args, false).await?;
+        let mut from = mux.addr().to_string();
+        for hop in 0..=MAX_LINK_HOPS {
+            let Some(redirect) = Redirect::parse(&raw) else {
+                return Ok(Via::Link(raw));
+            };
+            self.svc.metrics.link_redirects.inc();
+            self.svc.backend.resync_soon();
+            if let Some(t) = &ticket {
+                t.turn().await;
+            }
+            let target = match &redirect {
+                Redirect::Moved(to) | Redirect::Ask(to) if hop < MAX_LINK_HOPS => {
+                    let to = with_host_of(to, &from);
+                    let link = self.nodes.as_ref().and_then(|n| n.by_addr(&to)).cloned();
+                    link.map(|l| (l, to))
+                }
+                _ => None,
+            };
+            let Some((link, to)) = target else {
+                // fred retries it (and connects to a node the map does not know yet); the
+                // ticket is held until it answers
+                return Ok(Via::Fred(self.through_fred(name, args, slot).await?));
+            };
+            let asking = matches!(redirect, Redirect::Ask(_));
+            raw = self.through_mux(&link, name, args, asking).await?;
+            from = to;
+        }
+        Ok(Via::Link(raw))
     }
 
     /// Queue on the link at once (this runs in the future's first poll, so commands keep
@@ -148,10 +177,15 @@ impl Ctx {
         mux: &Mux,
         name: &'static str,
         args: &[Bytes],
+        asking: bool,
     ) -> Result<Bytes, Error> {
         self.admit()?;
         self.svc.metrics.link_commands.inc();
-        let reply = match mux.submit(name.as_bytes(), args) {
+        let queued = match asking {
+            false => mux.submit(name.as_bytes(), args),
+            true => mux.submit_asking(name.as_bytes(), args),
+        };
+        let reply = match queued {
             Ok(rx) => crate::redis::backend::mux::reply(rx).await,
             Err(e) => Err(e),
         };
@@ -300,6 +334,7 @@ impl Session {
             client,
             mux: self.mux.clone(),
             nodes: self.nodes.clone(),
+            order: self.order.clone(),
             proto: self.state.proto,
             generation: self.pool_gen,
         };
@@ -597,19 +632,56 @@ async fn through_tracking(
     Done { reply, write: true }
 }
 
-/// A redirection or cluster error, in either protocol: the node did not run the command,
-/// and another route may succeed.
-fn is_redirect(raw: &[u8]) -> bool {
-    const CODES: [&[u8]; 4] = [b"MOVED ", b"ASK ", b"TRYAGAIN", b"CLUSTERDOWN"];
-    let text = match raw.first() {
-        Some(b'-') => &raw[1..],
-        Some(b'!') => match raw.iter().position(|&b| b == b'\n') {
-            Some(eol) => &raw[eol + 1..],
-            None => return false,
-        },
-        _ => return false,
-    };
-    CODES.iter().any(|c| text.starts_with(c))
+/// Redirections a link may meet at most, for one command, before fred takes it.
+const MAX_LINK_HOPS: usize = 2;
+
+/// A cluster's answer that the node did not run the command and another route may.
+#[derive(Debug, PartialEq, Eq)]
+enum Redirect {
+    /// `-MOVED slot host:port`: the slot is served there now.
+    Moved(String),
+    /// `-ASK slot host:port`: the key is being migrated there; ask with ASKING first.
+    Ask(String),
+    /// TRYAGAIN, CLUSTERDOWN (or a redirection Pake cannot read): fred retries it (it
+    /// reconnects and resyncs on CLUSTERDOWN).
+    Fred,
+}
+
+impl Redirect {
+    fn parse(raw: &[u8]) -> Option<Redirect> {
+        let text = match raw.first() {
+            Some(b'-') => &raw[1..],
+            Some(b'!') => {
+                let eol = raw.iter().position(|&b| b == b'\n')?;
+                &raw[eol + 1..]
+            }
+            _ => return None,
+        };
+        let target = |rest: &[u8]| {
+            let line = std::str::from_utf8(rest).ok()?.trim_end();
+            let (_slot, addr) = line.split_once(' ')?;
+            Some(addr.to_string())
+        };
+        let redirect = if let Some(rest) = text.strip_prefix(b"MOVED ") {
+            target(rest).map_or(Redirect::Fred, Redirect::Moved)
+        } else if let Some(rest) = text.strip_prefix(b"ASK ") {
+            target(rest).map_or(Redirect::Fred, Redirect::Ask)
+        } else if text.starts_with(b"TRYAGAIN") || text.starts_with(b"CLUSTERDOWN") {
+            Redirect::Fred
+        } else {
+            return None;
+        };
+        Some(redirect)
+    }
+}
+
+/// `to` with the host of `from` when Redis left the host out (`:6380`: the same host as
+/// the node that answered).
+fn with_host_of(to: &str, from: &str) -> String {
+    match (to.strip_prefix(':'), from.rsplit_once(':')) {
+        (Some(port), Some((host, _))) => format!("{host}:{port}"),
+        _ => to.to_string(),
+    }
 }
 
 fn retry_elsewhere(reply: &[u8]) -> bool {
@@ -702,7 +774,7 @@ async fn broadcast(ctx: Ctx, spec: &'static Spec, req: Request, merge: Merge) ->
 
 /// One command on one given link, its reply decoded.
 async fn on_link(ctx: &Ctx, link: &Mux, name: &'static str, args: &[Bytes]) -> Reply {
-    let raw = ctx.through_mux(link, name, args).await?;
+    let raw = ctx.through_mux(link, name, args, false).await?;
     crate::redis::resp::decode_frame(&raw, ctx.proto)
         .ok_or_else(|| Error::Backend("a reply that could not be decoded".into()))
 }
@@ -773,4 +845,29 @@ fn merge_replies(ctx: &Ctx, merge: Merge, replies: Vec<Reply>) -> Bytes {
         }
     }
     out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirections_are_read_in_both_protocols() {
+        let moved = Redirect::parse(b"-MOVED 3999 127.0.0.1:6381\r\n");
+        assert_eq!(moved, Some(Redirect::Moved("127.0.0.1:6381".into())));
+        let ask = Redirect::parse(b"-ASK 3999 10.0.0.2:7000\r\n");
+        assert_eq!(ask, Some(Redirect::Ask("10.0.0.2:7000".into())));
+        let blob = Redirect::parse(b"!27\r\nMOVED 12 127.0.0.1:6381\r\n");
+        assert_eq!(blob, Some(Redirect::Moved("127.0.0.1:6381".into())));
+        let down = Redirect::parse(b"-CLUSTERDOWN The cluster is down\r\n");
+        assert_eq!(down, Some(Redirect::Fred));
+        let again = Redirect::parse(b"-TRYAGAIN Multiple keys request during rehashing\r\n");
+        assert_eq!(again, Some(Redirect::Fred));
+        assert_eq!(Redirect::parse(b"-MOVED\r\n"), Some(Redirect::Fred));
+        assert_eq!(Redirect::parse(b"-ERR no\r\n"), None);
+        assert_eq!(Redirect::parse(b"+MOVED 1 a:1\r\n"), None);
+        assert_eq!(Redirect::parse(b""), None);
+        assert_eq!(with_host_of(":6380", "10.0.0.1:6379"), "10.0.0.1:6380");
+        assert_eq!(with_host_of("a:1", "b:2"), "a:1");
+    }
 }
