@@ -658,13 +658,13 @@ impl Redirect {
             _ => return None,
         };
         let target = |rest: &[u8]| {
-            let line = std::str::from_utf8(rest).ok()?.trim_end();
+            let line = std::str::from_utf8(rest).ok()?.trim();
             let (_slot, addr) = line.split_once(' ')?;
             Some(addr.to_string())
         };
-        let redirect = if let Some(rest) = text.strip_prefix(b"MOVED ") {
+        let redirect = if let Some(rest) = text.strip_prefix(b"MOVED") {
             target(rest).map_or(Redirect::Fred, Redirect::Moved)
-        } else if let Some(rest) = text.strip_prefix(b"ASK ") {
+        } else if let Some(rest) = text.strip_prefix(b"ASK") {
             target(rest).map_or(Redirect::Fred, Redirect::Ask)
         } else if text.starts_with(b"TRYAGAIN") || text.starts_with(b"CLUSTERDOWN") {
             Redirect::Fred
