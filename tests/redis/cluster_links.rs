@@ -71,6 +71,27 @@ async fn cluster_pipelines_over_all_primaries_keep_their_order_on_links() {
     // 8 clients × 200 rounds × (3 INCR + 3 GET + 3 MGET parts); GETs may be L1 hits
     assert!(sent >= 8.0 * 200.0 * 6.0, "only {sent} commands on links");
     assert_eq!(metric(&env.pake, "pake_redis_link_redirects_total"), 0.0);
+    // a broadcast goes on every primary's link, behind the writes pipelined before it
+    let mut conn = env.conn().await;
+    let keys = key_per_node(&env, "cl:bc");
+    let mut batch = Vec::new();
+    for k in &keys {
+        batch.extend(encode(&["SET", k, "1"]));
+    }
+    batch.extend(encode(&["KEYS", "cl:bc:*"]));
+    let before = metric(&env.pake, "pake_redis_link_commands_total");
+    conn.send(&batch).await;
+    for _ in &keys {
+        assert_eq!(conn.read().await, Some(Val::s("OK")));
+    }
+    let Some(Val::Arr(mut found)) = conn.read().await else {
+        panic!("KEYS reply")
+    };
+    found.sort_by_key(|v| format!("{v:?}"));
+    let mut want: Vec<Val> = keys.iter().map(|k| Val::s(k)).collect();
+    want.sort_by_key(|v| format!("{v:?}"));
+    assert_eq!(found, want);
+    assert!(metric(&env.pake, "pake_redis_link_commands_total") >= before + 3.0);
 }
 
 /// The client's view during a migration: pipelines of SET/GET/INCR on keys of one slot.

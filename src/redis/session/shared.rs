@@ -761,8 +761,11 @@ async fn broadcast(ctx: Ctx, spec: &'static Spec, req: Request, merge: Merge) ->
     let args = &req.args[1..];
     let links = ctx.nodes.as_ref().map(|n| n.all()).unwrap_or_default();
     let replies = match links.is_empty() {
-        false => join_all(links.iter().map(|l| on_link(&ctx, l, spec.name, args))).await,
-        true => broadcast_fred(&ctx, spec, args).await,
+        false => join_all(links.iter().map(|l| on_node_link(&ctx, l, spec, args))).await,
+        true => {
+            let primaries = ctx.svc.backend.primaries();
+            join_all(primaries.iter().map(|p| on_node(&ctx, &p.addr, spec, args))).await
+        }
     };
     invalidate_written(&ctx.svc, spec, &[]);
     observe(&ctx, spec, started);
@@ -772,35 +775,35 @@ async fn broadcast(ctx: Ctx, spec: &'static Spec, req: Request, merge: Merge) ->
     }
 }
 
-/// One command on one given link, its reply decoded.
-async fn on_link(ctx: &Ctx, link: &Mux, name: &'static str, args: &[Bytes]) -> Reply {
-    let raw = ctx.through_mux(link, name, args, false).await?;
+/// A broadcast's part on one primary's link, its reply decoded; a redirection or cluster
+/// error (the node did not run it) is sent again to that node through fred.
+async fn on_node_link(ctx: &Ctx, link: &Mux, spec: &'static Spec, args: &[Bytes]) -> Reply {
+    let raw = ctx.through_mux(link, spec.name, args, false).await?;
+    if Redirect::parse(&raw).is_some() {
+        ctx.svc.metrics.link_redirects.inc();
+        ctx.svc.backend.resync_soon();
+        return on_node(ctx, link.addr(), spec, args).await;
+    }
     crate::redis::resp::decode_frame(&raw, ctx.proto)
         .ok_or_else(|| Error::Backend("a reply that could not be decoded".into()))
 }
 
-async fn broadcast_fred(ctx: &Ctx, spec: &'static Spec, args: &[Bytes]) -> Vec<Reply> {
-    let primaries = ctx.svc.backend.primaries();
-    let sends = primaries.iter().map(|p| {
-        let client = ctx.client.clone();
-        async move {
-            let Some((host, port)) = p.addr.rsplit_once(':') else {
-                return Err(Error::Backend(format!("bad node address {}", p.addr)));
-            };
-            let server = fred::types::config::Server::new(
-                host.trim_matches(|c| c == '[' || c == ']'),
-                port.parse().unwrap_or(0),
-            );
-            let cmd = CustomCommand::new_static(spec.name, ClusterHash::Random, false);
-            let values: Vec<Value> = args.iter().map(|a| Value::Bytes(a.clone())).collect();
-            client
-                .with_cluster_node(server)
-                .custom_raw(cmd, values)
-                .await
-                .map_err(|e| Error::Backend(e.details().to_string()))
-        }
-    });
-    join_all(sends).await
+/// A broadcast's part on the primary at `addr`, through fred.
+async fn on_node(ctx: &Ctx, addr: &str, spec: &'static Spec, args: &[Bytes]) -> Reply {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(Error::Backend(format!("bad node address {addr}")));
+    };
+    let server = fred::types::config::Server::new(
+        host.trim_matches(|c| c == '[' || c == ']'),
+        port.parse().unwrap_or(0),
+    );
+    let cmd = CustomCommand::new_static(spec.name, ClusterHash::Random, false);
+    let values: Vec<Value> = args.iter().map(|a| Value::Bytes(a.clone())).collect();
+    ctx.client
+        .with_cluster_node(server)
+        .custom_raw(cmd, values)
+        .await
+        .map_err(|e| Error::Backend(e.details().to_string()))
 }
 
 /// Combine the parts of a split or broadcast command; the first error wins.
