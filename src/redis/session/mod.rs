@@ -12,9 +12,10 @@
 //!
 //! Pipelined commands all go through one route per node — the thread's multiplexed link to
 //! it, or the one fred client this session is assigned — so Redis executes them in the
-//! order sent (a cluster session changes routes only with nothing in flight); while one
-//! of this session's writes is in flight, its reads bypass the L1 (a pipelined `SET k; GET k` never reads the old `k`). A write
-//! sent through a tracking connection for write-through is a fence: it goes only when
+//! order sent (a cluster session changes routes only with nothing in flight, and re-sends
+//! redirected commands in order: [`order`]); while one of this session's writes is in
+//! flight, its reads bypass the L1 (a pipelined `SET k; GET k` never reads the old `k`). A
+//! write sent through a tracking connection for write-through is a fence: it goes only when
 //! nothing else is in flight, and nothing follows it until it is answered.
 //!
 //! The client is plain TCP or TLS ([`ClientStream`]); one poll drives its writes, TLS
@@ -153,7 +154,8 @@ pub struct Session {
     pub state: ClientState,
     /// The fred client all of this session's shared-path commands go through.
     fred: Option<fred::clients::Client>,
-    /// The thread's multiplexed link for this session's pool key (standalone server only).
+    /// The thread's multiplexed link for this session's pool key (standalone server or
+    /// Sentinel primary; a cluster session has `nodes`).
     mux: Option<Arc<crate::redis::backend::mux::Mux>>,
     /// A cluster's slot map and this thread's links to its primaries for the pool key.
     nodes: Option<Arc<crate::redis::backend::slots::NodeLinks>>,
@@ -313,7 +315,7 @@ impl Session {
             }
             if self.slots_moved() {
                 // a new slot map: switch to it only with nothing in flight (see
-                // `Ctx::redirected`): a command routed by the new map must not reach a node
+                // `Ctx::over_links`): a command routed by the new map must not reach a node
                 // before an earlier one of this client, still on its way by the old route
                 if !self.pending.is_empty() {
                     break;
