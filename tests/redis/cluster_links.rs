@@ -92,6 +92,39 @@ async fn cluster_pipelines_over_all_primaries_keep_their_order_on_links() {
     want.sort_by_key(|v| format!("{v:?}"));
     assert_eq!(found, want);
     assert!(metric(&env.pake, "pake_redis_link_commands_total") >= before + 3.0);
+    // and a SCAN, on the node's link, behind the writes pipelined before it
+    let keys = key_per_node(&env, "cl:sc");
+    let mut batch = Vec::new();
+    for k in &keys {
+        batch.extend(encode(&["SET", k, "1"]));
+    }
+    batch.extend(encode(&[
+        "SCAN", "0", "MATCH", "cl:sc:*", "COUNT", "100000",
+    ]));
+    conn.send(&batch).await;
+    for _ in &keys {
+        assert_eq!(conn.read().await, Some(Val::s("OK")));
+    }
+    let mut seen = Vec::new();
+    let mut reply = conn.read().await;
+    loop {
+        let Some(Val::Arr(parts)) = reply else {
+            panic!("SCAN reply {reply:?}")
+        };
+        let [Val::Str(cursor), Val::Arr(found)] = &parts[..] else {
+            panic!("SCAN reply {parts:?}")
+        };
+        seen.extend(found.iter().cloned());
+        if cursor == "0" {
+            break;
+        }
+        let next = ["SCAN", cursor, "MATCH", "cl:sc:*", "COUNT", "100000"];
+        reply = Some(conn.cmd(&next).await);
+    }
+    seen.sort_by_key(|v| format!("{v:?}"));
+    let mut want: Vec<Val> = keys.iter().map(|k| Val::s(k)).collect();
+    want.sort_by_key(|v| format!("{v:?}"));
+    assert_eq!(seen, want);
 }
 
 /// The client's view during a migration: pipelines of SET/GET/INCR on keys of one slot.

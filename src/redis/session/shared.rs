@@ -675,6 +675,11 @@ impl Redirect {
     }
 }
 
+/// A redirection or cluster error: the node did not run the command.
+pub(super) fn is_redirect(raw: &[u8]) -> bool {
+    Redirect::parse(raw).is_some()
+}
+
 /// `to` with the host of `from` when Redis left the host out (`:6380`: the same host as
 /// the node that answered).
 fn with_host_of(to: &str, from: &str) -> String {
