@@ -38,6 +38,11 @@ pub struct RedisMetrics {
     /// The Redis breaker's state (0 closed, 1 open, 2 half-open).
     pub circuit_state: IntGauge,
     pub circuit_opened: IntCounter,
+    /// Commands sent on Pake's multiplexed links ([`crate::redis::backend::mux`]), not fred.
+    pub link_commands: IntCounter,
+    /// Link replies that were a redirection or cluster error (MOVED, ASK, TRYAGAIN,
+    /// CLUSTERDOWN): the command went again through fred, the client never saw them.
+    pub link_redirects: IntCounter,
     l1_source: Arc<OnceLock<Weak<L1>>>,
 }
 
@@ -167,6 +172,16 @@ impl RedisMetrics {
                 "pake_redis_budget_refusals_total",
                 "Requests and replies refused by the memory budget, by limit (client_max_request_bytes, client_max_reply_bytes, clients_max_memory)",
                 "limit",
+            ),
+            link_commands: counter(
+                reg,
+                "pake_redis_link_commands_total",
+                "Commands sent on Pake's own multiplexed Redis links (the rest go through fred)",
+            ),
+            link_redirects: counter(
+                reg,
+                "pake_redis_link_redirects_total",
+                "Link replies that were MOVED, ASK, TRYAGAIN or CLUSTERDOWN: sent again through fred, the slot map resynced",
             ),
             l1_source,
         })

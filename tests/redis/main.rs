@@ -7,6 +7,7 @@ mod harness;
 mod bad_input;
 mod budget;
 mod clients;
+mod cluster_links;
 mod coherence;
 mod commands;
 mod compat;

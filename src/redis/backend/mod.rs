@@ -6,9 +6,11 @@
 //! pool on the new primary and bumps a generation that sessions compare before each batch of
 //! commands (and before trusting an L1 ticket), so none keeps talking to the old one.
 //!
-//! fred does slot routing, MOVED/ASK redirection, slot-map refresh and reconnection; Pake
-//! hands it each command with the slot it computed from the command table
-//! (`ClusterHash::Custom`), so fred never guesses where keys are. There is one pool per
+//! fred does slot-map discovery, MOVED/ASK redirection and reconnection; Pake copies its
+//! slot map ([`slots`]) and sends a command whose slot the map knows on the thread's own
+//! link to that primary ([`mux`]); what fred sends (a redirected command, a slot the map
+//! lacks) carries the slot Pake computed from the command table (`ClusterHash::Custom`),
+//! so fred never guesses where keys are. There is one pool per
 //! (ACL user, database, protocol): a client's `AUTH` or `HELLO … AUTH` is forwarded by
 //! logging a pool in as that user, so Redis itself accepts or refuses the credentials, and
 //! RESP3 clients get replies from RESP3 connections (no lossy conversion).
@@ -16,6 +18,7 @@
 pub mod link;
 pub mod mux;
 pub mod sentinel;
+pub mod slots;
 
 use super::config::RedisConfig;
 use super::error::Error;
@@ -28,10 +31,17 @@ use fred::types::{Builder, RespVersion};
 use link::{Link, Target};
 use parking_lot::RwLock;
 use sentinel::Sentinels;
+use slots::{NodeLinks, SlotMap};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+/// How often the slot map is copied again from fred's cached cluster state (no network).
+const SLOT_CHECK_EVERY: Duration = Duration::from_millis(500);
+/// At most one slot-map resync (`CLUSTER SLOTS` through fred) per this long, however many
+/// redirections ask for one.
+const RESYNC_AT_MOST_EVERY: Duration = Duration::from_millis(100);
 
 /// Which pool serves a client: its ACL identity, database and protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -81,6 +91,12 @@ pub struct Backend {
     creating: tokio::sync::Mutex<()>,
     /// Pake's own multiplexed links ([`mux`]), one per thread, node and pool key.
     links: parking_lot::Mutex<HashMap<LinkKey, Arc<mux::Mux>>>,
+    /// A cluster's slot → primary table, copied from fred's ([`slots`]); empty otherwise.
+    slot_map: RwLock<Arc<SlotMap>>,
+    /// `slot_map`'s version, read per command by sessions to see that it moved.
+    slot_version: AtomicU64,
+    /// Asks the slot follower to resync fred's map now (a link met MOVED, ASK…).
+    resync: Arc<tokio::sync::Notify>,
 }
 
 type LinkKey = (std::thread::ThreadId, String, PoolKey);
@@ -152,8 +168,18 @@ impl Backend {
             replica_pools: RwLock::new(HashMap::new()),
             creating: tokio::sync::Mutex::new(()),
             links: parking_lot::Mutex::new(HashMap::new()),
+            slot_map: RwLock::new(Arc::new(SlotMap::empty())),
+            slot_version: AtomicU64::new(0),
+            resync: Arc::new(tokio::sync::Notify::new()),
         });
         backend.pool(&backend.default_key(Proto::Resp2)).await?;
+        if cluster {
+            backend.copy_slot_map();
+            tokio::spawn(follow_slots(
+                Arc::downgrade(&backend),
+                backend.resync.clone(),
+            ));
+        }
         Ok(backend)
     }
 
@@ -463,23 +489,110 @@ impl Backend {
     }
 
     /// The multiplexed link of this thread to the standalone server (or current primary)
-    /// for `key`, started on first use; `None` for a cluster, whose commands go through fred
-    /// (it follows the slot map and its redirections). Links no session holds that have
-    /// been idle a while are closed here.
+    /// for `key`, started on first use; `None` for a cluster (see [`Backend::node_links`]).
+    /// Links no session holds that have been idle a while are closed here.
     pub fn mux(&self, key: &PoolKey) -> Option<Arc<mux::Mux>> {
         if self.cluster {
             return None;
         }
         let addr = self.seed();
-        let id = (std::thread::current().id(), addr.clone(), key.clone());
         let mut links = self.links.lock();
         // unheld links go when idle, or at once when they point at a server that is no
         // longer the primary (their server may be gone: they would retry for ever)
-        links.retain(|(_, at, _), l| Arc::strong_count(l) > 1 || (!l.idle() && *at == addr));
-        let link = links.entry(id).or_insert_with_key(|(_, addr, key)| {
-            mux::Mux::spawn(self.target(addr.clone(), key), self.command_timeout)
-        });
-        Some(link.clone())
+        sweep(&mut links, |at| at == addr);
+        Some(self.link_in(&mut links, &addr, key))
+    }
+
+    /// This thread's links to every primary of the cluster for `key`, with the slot map
+    /// they follow (started on first use). Unheld links to nodes that left the map, or idle
+    /// a while, are closed here. With no map yet, no links: fred routes everything.
+    pub fn node_links(&self, key: &PoolKey) -> Arc<NodeLinks> {
+        let map = self.slot_map.read().clone();
+        let mut links = self.links.lock();
+        sweep(&mut links, |at| map.nodes.iter().any(|n| n == at));
+        let per_node = map
+            .nodes
+            .iter()
+            .map(|addr| self.link_in(&mut links, addr, key))
+            .collect();
+        Arc::new(NodeLinks::new(map, per_node))
+    }
+
+    /// The version of the cluster's slot map; it moves whenever the map changes.
+    pub fn slot_version(&self) -> u64 {
+        self.slot_version.load(SeqCst)
+    }
+
+    /// A link met a redirection or a cluster error: have fred resync its slot map soon (at
+    /// most once per [`RESYNC_AT_MOST_EVERY`]), and copy it again.
+    pub fn resync_soon(&self) {
+        if self.cluster {
+            self.resync.notify_one();
+        }
+    }
+
+    /// Copy fred's cached cluster state into the slot map; a new version only if it changed.
+    fn copy_slot_map(&self) {
+        let primaries = self.primaries();
+        if primaries.is_empty() {
+            // fred knows nothing now (reconnecting): keep routing by the last map, its
+            // redirections are followed through fred
+            return;
+        }
+        let current = self.slot_map.read().clone();
+        let fresh = SlotMap::new(current.version + 1, &primaries);
+        if fresh.same_as(&current) {
+            return;
+        }
+        tracing::debug!(version = fresh.version, nodes = ?fresh.nodes, "cluster slot map changed");
+        let version = fresh.version;
+        *self.slot_map.write() = Arc::new(fresh);
+        self.slot_version.store(version, SeqCst);
+    }
+
+    /// The link of this thread to `addr` for `key` in `links`, started on first use.
+    fn link_in(
+        &self,
+        links: &mut HashMap<LinkKey, Arc<mux::Mux>>,
+        addr: &str,
+        key: &PoolKey,
+    ) -> Arc<mux::Mux> {
+        let id = (std::thread::current().id(), addr.to_string(), key.clone());
+        links
+            .entry(id)
+            .or_insert_with_key(|(_, addr, key)| {
+                mux::Mux::spawn(self.target(addr.clone(), key), self.command_timeout)
+            })
+            .clone()
+    }
+}
+
+/// Close the links no session holds that are idle, or point at a node `live` rejects.
+fn sweep(links: &mut HashMap<LinkKey, Arc<mux::Mux>>, live: impl Fn(&str) -> bool) {
+    links.retain(|(_, at, _), l| Arc::strong_count(l) > 1 || (!l.idle() && live(at)));
+}
+
+/// Keep a cluster's slot map in step with fred's: copy it every [`SLOT_CHECK_EVERY`]
+/// (fred refreshes it on its own redirections and reconnects), and when a link asks
+/// ([`Backend::resync_soon`]) have fred resync first, then rest [`RESYNC_AT_MOST_EVERY`]
+/// (a request meanwhile is kept by the `Notify` and served after the rest: the last
+/// redirection is never left without a resync). Ends with the backend.
+async fn follow_slots(backend: Weak<Backend>, resync: Arc<tokio::sync::Notify>) {
+    loop {
+        let asked = tokio::time::timeout(SLOT_CHECK_EVERY, resync.notified())
+            .await
+            .is_ok();
+        let Some(b) = backend.upgrade() else {
+            return;
+        };
+        if asked {
+            let _ = tokio::time::timeout(b.connect_timeout, b.refresh()).await;
+        }
+        b.copy_slot_map();
+        drop(b);
+        if asked {
+            tokio::time::sleep(RESYNC_AT_MOST_EVERY).await;
+        }
     }
 }
 

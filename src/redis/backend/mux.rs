@@ -1,6 +1,8 @@
 //! Pake's own multiplexed links for the shared path to a standalone Redis (or the current
-//! primary under Sentinel): one connection per reactor thread and pool key, carrying the
-//! commands of every session on that thread.
+//! primary under Sentinel), or to each primary of a cluster: one connection per reactor
+//! thread, node and pool key, carrying the commands of every session on that thread. A
+//! cluster link never answers a client with a redirection: the session sends such a
+//! command again through fred ([`crate::redis::session`]'s shared path).
 //!
 //! * A session queues a command with [`Mux::submit`]: the command is encoded straight into
 //!   the link's output buffer and a reply slot is put at the back of its FIFO, both under one
@@ -109,7 +111,18 @@ impl Mux {
 
     /// Queue `name args…`; the receiver gets its reply.
     pub fn submit(&self, name: &[u8], args: &[Bytes]) -> Result<Reply, Error> {
-        let size = 16 + name.len() + args.iter().map(|a| a.len() + 16).sum::<usize>();
+        self.queue(false, name, args)
+    }
+
+    /// Queue `ASKING` and then `name args…` back to back (a cluster's `-ASK` redirection:
+    /// the node serves the command only right after ASKING on the same connection); the
+    /// receiver gets the command's reply, ASKING's `+OK` is dropped.
+    pub fn submit_asking(&self, name: &[u8], args: &[Bytes]) -> Result<Reply, Error> {
+        self.queue(true, name, args)
+    }
+
+    fn queue(&self, asking: bool, name: &[u8], args: &[Bytes]) -> Result<Reply, Error> {
+        let size = 32 + name.len() + args.iter().map(|a| a.len() + 16).sum::<usize>();
         let (tx, rx) = oneshot::channel();
         let was_empty = {
             let mut s = self.shared.state.lock();
@@ -122,7 +135,7 @@ impl Mux {
             // one command larger than the limit goes alone (the client's request budget
             // bounds it); behind others, it waits for them to be written
             let over = !s.out.is_empty() && s.out.len() + size > MAX_QUEUED;
-            if over || s.waiters.len() >= MAX_IN_FLIGHT {
+            if over || s.waiters.len() + usize::from(asking) >= MAX_IN_FLIGHT {
                 return Err(Error::Backend(format!(
                     "{}: too much queued for this Redis connection ({} bytes, {} replies owed; limits {MAX_QUEUED} and {MAX_IN_FLIGHT})",
                     self.shared.target.addr,
@@ -131,6 +144,12 @@ impl Mux {
                 )));
             }
             let was_empty = s.out.is_empty();
+            if asking {
+                encode::array(&mut s.out, 1);
+                encode::bulk(&mut s.out, b"ASKING");
+                // nobody waits for ASKING's reply: it is read and dropped in turn
+                s.waiters.push_back(oneshot::channel().0);
+            }
             encode::array(&mut s.out, args.len() + 1);
             encode::bulk(&mut s.out, name);
             for a in args {
@@ -145,6 +164,11 @@ impl Mux {
             self.shared.wake.notify_one();
         }
         Ok(rx)
+    }
+
+    /// The node this link goes to (`host:port`).
+    pub fn addr(&self) -> &str {
+        &self.shared.target.addr
     }
 
     /// No command for [`IDLE_AFTER`] (whether or not the server is reachable).

@@ -10,10 +10,12 @@
 //!    first, then they run alone ([`local`], [`pinned`]);
 //! 4. replies are written in request order as their futures complete.
 //!
-//! Pipelined commands all go through the one fred client this session is assigned, so
-//! Redis executes them in the order sent; while one of this session's writes is in flight,
-//! its reads bypass the L1 (a pipelined `SET k; GET k` never reads the old `k`). A write
-//! sent through a tracking connection for write-through is a fence: it goes only when
+//! Pipelined commands all go through one route per node — the thread's multiplexed link to
+//! it, or the one fred client this session is assigned — so Redis executes them in the
+//! order sent (a cluster session changes routes only with nothing in flight, and re-sends
+//! redirected commands in order: [`order`]); while one of this session's writes is in
+//! flight, its reads bypass the L1 (a pipelined `SET k; GET k` never reads the old `k`). A
+//! write sent through a tracking connection for write-through is a fence: it goes only when
 //! nothing else is in flight, and nothing follows it until it is answered.
 //!
 //! The client is plain TCP or TLS ([`ClientStream`]); one poll drives its writes, TLS
@@ -27,6 +29,7 @@ pub mod client;
 pub mod dispatch;
 pub mod fanout;
 pub mod local;
+pub mod order;
 pub mod pinned;
 pub mod scan;
 pub mod shared;
@@ -151,8 +154,13 @@ pub struct Session {
     pub state: ClientState,
     /// The fred client all of this session's shared-path commands go through.
     fred: Option<fred::clients::Client>,
-    /// The thread's multiplexed link for this session's pool key (standalone server only).
+    /// The thread's multiplexed link for this session's pool key (standalone server or
+    /// Sentinel primary; a cluster session has `nodes`).
     mux: Option<Arc<crate::redis::backend::mux::Mux>>,
+    /// A cluster's slot map and this thread's links to its primaries for the pool key.
+    nodes: Option<Arc<crate::redis::backend::slots::NodeLinks>>,
+    /// The order this cluster session's redirected commands are sent again in.
+    order: Option<Arc<order::Order>>,
     /// The backend generation `fred` (and `replica`) came from.
     pool_gen: u64,
     /// A replica's client for key reads (`read_from_replicas`), when one is reachable.
@@ -212,6 +220,8 @@ impl Session {
             state,
             fred: None,
             mux: None,
+            nodes: None,
+            order: None,
             pool_gen: 0,
             replica: None,
             tx: None,
@@ -303,6 +313,15 @@ impl Session {
                 }
                 self.fence = false;
             }
+            if self.slots_moved() {
+                // a new slot map: switch to it only with nothing in flight (see
+                // `Ctx::over_links`): a command routed by the new map must not reach a node
+                // before an earlier one of this client, still on its way by the old route
+                if !self.pending.is_empty() {
+                    break;
+                }
+                self.nodes = Some(self.svc.backend.node_links(&self.state.pool_key()));
+            }
             if dispatched == DISPATCH_PER_WAKE {
                 self.rlease.force(self.rbuf.len());
                 return true;
@@ -326,6 +345,13 @@ impl Session {
         }
         self.rlease.force(self.rbuf.len());
         false
+    }
+
+    /// The cluster's slot map has a newer version than the one this session routes by.
+    fn slots_moved(&self) -> bool {
+        self.nodes
+            .as_ref()
+            .is_some_and(|n| n.version() != self.svc.backend.slot_version())
     }
 
     /// One round of I/O; `false` when the client has gone.
@@ -459,6 +485,10 @@ impl Session {
             .get(self.id as usize % clients.len().max(1))
             .cloned();
         self.mux = backend.mux(key);
+        self.nodes = backend.cluster.then(|| backend.node_links(key));
+        if backend.cluster && self.order.is_none() {
+            self.order = Some(Arc::default());
+        }
         self.replica = match self.svc.config.read_from_replicas {
             true => backend.replica_client(key, self.id as usize).await,
             false => None,

@@ -53,25 +53,34 @@ impl Session {
         let (index, node_cursor) = split_cursor(cursor, n);
         let addr = primaries[index as usize].addr.clone();
         let proto = self.state.proto;
+        // on the node's link when the session has one: behind the client's earlier writes
+        // there (a pipelined `SET k v; SCAN 0` sees `k`)
+        let link = self.nodes.as_ref().and_then(|n| n.by_addr(&addr)).cloned();
+        let metrics = self.svc.metrics.clone();
         let fut = async move {
-            let reply = async {
-                let (host, port) = addr
-                    .rsplit_once(':')
-                    .ok_or_else(|| Error::Backend(format!("bad node address {addr}")))?;
-                let server = fred::types::config::Server::new(
-                    host.trim_matches(|c| c == '[' || c == ']'),
-                    port.parse().unwrap_or(0),
-                );
-                let mut values = vec![Value::String(node_cursor.to_string().into())];
-                values.extend(req.args[2..].iter().map(|a| Value::Bytes(a.clone())));
-                let cmd = CustomCommand::new_static("SCAN", ClusterHash::Random, false);
-                client
-                    .with_cluster_node(server)
-                    .custom_raw(cmd, values)
-                    .await
-                    .map_err(|e| Error::Backend(e.details().to_string()))
-            }
-            .await;
+            let mut args = vec![Bytes::from(node_cursor.to_string())];
+            args.extend(req.args[2..].iter().cloned());
+            let on_link = match &link {
+                Some(link) => {
+                    metrics.link_commands.inc();
+                    match link.submit(b"SCAN", &args) {
+                        Ok(rx) => crate::redis::backend::mux::reply(rx).await.map(Some),
+                        Err(e) => Err(e),
+                    }
+                }
+                None => Ok(None),
+            };
+            let reply = match on_link {
+                // a cluster error (the node did not run it): fred asks the node again
+                Ok(Some(raw)) if super::shared::is_redirect(&raw) => {
+                    metrics.link_redirects.inc();
+                    on_node(&client, &addr, &args).await
+                }
+                Ok(Some(raw)) => crate::redis::resp::decode_frame(&raw, proto)
+                    .ok_or_else(|| Error::Backend("a reply that could not be decoded".into())),
+                Ok(None) => on_node(&client, &addr, &args).await,
+                Err(e) => Err(e),
+            };
             Done {
                 reply: match reply {
                     Ok(frame) => merged_reply(&frame, index, n, proto),
@@ -82,6 +91,28 @@ impl Session {
         };
         self.push_future(fut, false);
     }
+}
+
+/// SCAN on the primary at `addr` through fred.
+async fn on_node(
+    client: &fred::clients::Client,
+    addr: &str,
+    args: &[Bytes],
+) -> Result<BytesFrame, Error> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| Error::Backend(format!("bad node address {addr}")))?;
+    let server = fred::types::config::Server::new(
+        host.trim_matches(|c| c == '[' || c == ']'),
+        port.parse().unwrap_or(0),
+    );
+    let values: Vec<Value> = args.iter().map(|a| Value::Bytes(a.clone())).collect();
+    let cmd = CustomCommand::new_static("SCAN", ClusterHash::Random, false);
+    client
+        .with_cluster_node(server)
+        .custom_raw(cmd, values)
+        .await
+        .map_err(|e| Error::Backend(e.details().to_string()))
 }
 
 /// The node's `[cursor, keys]` with the cursor replaced by Pake's.

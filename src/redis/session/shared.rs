@@ -19,8 +19,10 @@
 
 use super::dispatch::{common_slot, keys_of};
 use super::fanout::{group_by_slot, MGET_L1_MAX_KEYS};
+use super::order::Order;
 use super::{Done, Session};
 use crate::redis::backend::mux::Mux;
+use crate::redis::backend::slots::NodeLinks;
 use crate::redis::commands::{Kind, Merge, Spec, CACHE, FLUSH, READ, WRITE};
 use crate::redis::error::Error;
 use crate::redis::l1::{CacheKey, Ticket, L1};
@@ -43,11 +45,23 @@ pub(super) struct Ctx {
     pub(super) svc: Arc<Service>,
     pub(super) client: Client,
     /// The thread's multiplexed link to the server ([`crate::redis::backend::mux`]), when
-    /// the command goes to the standalone server or primary; `None`: through `client`.
+    /// the command goes to the standalone server or primary; `None`: through `nodes` or
+    /// `client`.
     pub(super) mux: Option<Arc<Mux>>,
+    /// A cluster's slot map and the thread's link to each primary: a command whose slot the
+    /// map knows goes on its primary's link; `None` (or a slot the map lacks): through fred.
+    pub(super) nodes: Option<Arc<NodeLinks>>,
+    /// The order redirected commands are sent again in (cluster sessions).
+    pub(super) order: Option<Arc<Order>>,
     pub(super) proto: Proto,
     /// The backend generation `client` belongs to.
     generation: u64,
+}
+
+/// Where a command's reply came from: a link (raw, in the client's protocol) or fred.
+enum Via {
+    Link(Bytes),
+    Fred(BytesFrame),
 }
 
 impl Ctx {
@@ -59,13 +73,15 @@ impl Ctx {
         args: &[Bytes],
         slot: Option<u16>,
     ) -> Reply {
-        let Some(mux) = &self.mux else {
+        let Some(mux) = self.link_for(slot) else {
             return self.through_fred(name, args, slot).await;
         };
-        let raw = self.through_mux(mux, name, args).await?;
-        // the link speaks the client's protocol
-        crate::redis::resp::decode_frame(&raw, self.proto)
-            .ok_or_else(|| Error::Backend("a reply that could not be decoded".into()))
+        match self.over_links(mux, name, args, slot).await? {
+            // the link speaks the client's protocol
+            Via::Link(raw) => crate::redis::resp::decode_frame(&raw, self.proto)
+                .ok_or_else(|| Error::Backend("a reply that could not be decoded".into())),
+            Via::Fred(frame) => Ok(frame),
+        }
     }
 
     /// [`Ctx::send`] for a reply the client gets as it is: the bytes Redis sent (in the
@@ -76,13 +92,82 @@ impl Ctx {
         args: &[Bytes],
         slot: Option<u16>,
     ) -> Result<Bytes, Error> {
-        let Some(mux) = &self.mux else {
-            let frame = self.through_fred(name, args, slot).await?;
-            let mut out = BytesMut::new();
-            encode::frame(&mut out, &frame, self.proto);
-            return Ok(out.freeze());
+        let frame = match self.link_for(slot) {
+            Some(mux) => match self.over_links(mux, name, args, slot).await? {
+                Via::Link(raw) => return Ok(raw),
+                Via::Fred(frame) => frame,
+            },
+            None => self.through_fred(name, args, slot).await?,
         };
-        self.through_mux(mux, name, args).await
+        let mut out = BytesMut::new();
+        encode::frame(&mut out, &frame, self.proto);
+        Ok(out.freeze())
+    }
+
+    /// The link a command for `slot` goes on, if any.
+    fn link_for(&self, slot: Option<u16>) -> Option<&Arc<Mux>> {
+        match &self.mux {
+            Some(mux) => Some(mux),
+            None => self.nodes.as_ref()?.for_slot(slot),
+        }
+    }
+
+    /// Send on `mux` and follow a cluster's redirections: on the link of the node they name
+    /// (ASK with ASKING first), or through fred (TRYAGAIN, CLUSTERDOWN, a node the map does
+    /// not know, more than [`MAX_LINK_HOPS`]). A redirection never reaches the client from
+    /// here; each one asks for a slot-map resync (bounded:
+    /// [`crate::redis::backend::Backend::resync_soon`]).
+    ///
+    /// Why a later command of this client cannot overtake a redirected one where the
+    /// client could see it:
+    /// * MOVED, ASK, TRYAGAIN and CLUSTERDOWN all mean the node did not run the command;
+    /// * a later command for the same key, routed by the same map, goes to the same node
+    ///   behind it on the same link. A node that redirected a slot (MOVED, CLUSTERDOWN) or a
+    ///   key (ASK: the key has left it, and does not come back during the migration)
+    ///   redirects the later command too, so that one is sent again as well; it waits for
+    ///   its turn ([`super::order`]) until every earlier command has its final answer, so
+    ///   the re-sends reach Redis in the order the client sent them;
+    /// * a session starts routing by a newer map only when nothing of it is in flight
+    ///   (`Session::take_requests`), these re-sends included, so no command routed by the
+    ///   new map can reach the new owner while an earlier one is still on its way.
+    async fn over_links(
+        &self,
+        mux: &Mux,
+        name: &'static str,
+        args: &[Bytes],
+        slot: Option<u16>,
+    ) -> Result<Via, Error> {
+        // taken in the same poll as the command is queued: in the order of the link
+        let ticket = self.order.as_ref().map(|o| o.take());
+        let mut raw = self.through_mux(mux, name, args, false).await?;
+        let mut from = mux.addr().to_string();
+        for hop in 0..=MAX_LINK_HOPS {
+            let Some(redirect) = Redirect::parse(&raw) else {
+                return Ok(Via::Link(raw));
+            };
+            self.svc.metrics.link_redirects.inc();
+            self.svc.backend.resync_soon();
+            if let Some(t) = &ticket {
+                t.turn().await;
+            }
+            let target = match &redirect {
+                Redirect::Moved(to) | Redirect::Ask(to) if hop < MAX_LINK_HOPS => {
+                    let to = with_host_of(to, &from);
+                    let link = self.nodes.as_ref().and_then(|n| n.by_addr(&to)).cloned();
+                    link.map(|l| (l, to))
+                }
+                _ => None,
+            };
+            let Some((link, to)) = target else {
+                // fred retries it (and connects to a node the map does not know yet); the
+                // ticket is held until it answers
+                return Ok(Via::Fred(self.through_fred(name, args, slot).await?));
+            };
+            let asking = matches!(redirect, Redirect::Ask(_));
+            raw = self.through_mux(&link, name, args, asking).await?;
+            from = to;
+        }
+        Ok(Via::Link(raw))
     }
 
     /// Queue on the link at once (this runs in the future's first poll, so commands keep
@@ -92,12 +177,22 @@ impl Ctx {
         mux: &Mux,
         name: &'static str,
         args: &[Bytes],
+        asking: bool,
     ) -> Result<Bytes, Error> {
         self.admit()?;
-        let reply = match mux.submit(name.as_bytes(), args) {
+        self.svc.metrics.link_commands.inc();
+        let queued = match asking {
+            false => mux.submit(name.as_bytes(), args),
+            true => mux.submit_asking(name.as_bytes(), args),
+        };
+        let reply = match queued {
             Ok(rx) => crate::redis::backend::mux::reply(rx).await,
             Err(e) => Err(e),
         };
+        if reply.is_err() {
+            // a cluster node lost or refusing: fred may know of a failover before the map
+            self.svc.backend.resync_soon();
+        }
         self.settle(reply.as_ref().err());
         reply
     }
@@ -238,6 +333,8 @@ impl Session {
             svc: self.svc.clone(),
             client,
             mux: self.mux.clone(),
+            nodes: self.nodes.clone(),
+            order: self.order.clone(),
             proto: self.state.proto,
             generation: self.pool_gen,
         };
@@ -247,6 +344,7 @@ impl Session {
         if let Some(replica) = self.replica_for(spec, &keys, l1.is_some()) {
             ctx.client = replica;
             ctx.mux = None;
+            ctx.nodes = None;
         }
         match spec.kind {
             Kind::Split(Merge::Concat) => return self.mget(ctx, spec, req, l1),
@@ -534,6 +632,63 @@ async fn through_tracking(
     Done { reply, write: true }
 }
 
+/// Redirections a link may meet at most, for one command, before fred takes it.
+const MAX_LINK_HOPS: usize = 2;
+
+/// A cluster's answer that the node did not run the command and another route may.
+#[derive(Debug, PartialEq, Eq)]
+enum Redirect {
+    /// `-MOVED slot host:port`: the slot is served there now.
+    Moved(String),
+    /// `-ASK slot host:port`: the key is being migrated there; ask with ASKING first.
+    Ask(String),
+    /// TRYAGAIN, CLUSTERDOWN (or a redirection Pake cannot read): fred retries it (it
+    /// reconnects and resyncs on CLUSTERDOWN).
+    Fred,
+}
+
+impl Redirect {
+    fn parse(raw: &[u8]) -> Option<Redirect> {
+        let text = match raw.first() {
+            Some(b'-') => &raw[1..],
+            Some(b'!') => {
+                let eol = raw.iter().position(|&b| b == b'\n')?;
+                &raw[eol + 1..]
+            }
+            _ => return None,
+        };
+        let target = |rest: &[u8]| {
+            let line = std::str::from_utf8(rest).ok()?.trim();
+            let (_slot, addr) = line.split_once(' ')?;
+            Some(addr.to_string())
+        };
+        let redirect = if let Some(rest) = text.strip_prefix(b"MOVED") {
+            target(rest).map_or(Redirect::Fred, Redirect::Moved)
+        } else if let Some(rest) = text.strip_prefix(b"ASK") {
+            target(rest).map_or(Redirect::Fred, Redirect::Ask)
+        } else if text.starts_with(b"TRYAGAIN") || text.starts_with(b"CLUSTERDOWN") {
+            Redirect::Fred
+        } else {
+            return None;
+        };
+        Some(redirect)
+    }
+}
+
+/// A redirection or cluster error: the node did not run the command.
+pub(super) fn is_redirect(raw: &[u8]) -> bool {
+    Redirect::parse(raw).is_some()
+}
+
+/// `to` with the host of `from` when Redis left the host out (`:6380`: the same host as
+/// the node that answered).
+fn with_host_of(to: &str, from: &str) -> String {
+    match (to.strip_prefix(':'), from.rsplit_once(':')) {
+        (Some(port), Some((host, _))) => format!("{host}:{port}"),
+        _ => to.to_string(),
+    }
+}
+
 fn retry_elsewhere(reply: &[u8]) -> bool {
     const CODES: [&[u8]; 7] = [
         b"-MOVED ",
@@ -603,37 +758,57 @@ async fn split(ctx: Ctx, spec: &'static Spec, req: Request, merge: Merge) -> Don
     }
 }
 
-/// FLUSHALL, DBSIZE, KEYS, SCRIPT…: every primary, merged.
+/// FLUSHALL, DBSIZE, KEYS, SCRIPT…: every primary, merged. On the primaries' links when
+/// the session has them, so a broadcast stays behind the client's earlier commands on each
+/// node (a pipelined `SET k v; KEYS *` sees `k`); else through fred.
 async fn broadcast(ctx: Ctx, spec: &'static Spec, req: Request, merge: Merge) -> Done {
     let started = Instant::now();
-    let primaries = ctx.svc.backend.primaries();
-    let sends = primaries.iter().map(|p| {
-        let client = ctx.client.clone();
-        let args = &req.args[1..];
-        async move {
-            let Some((host, port)) = p.addr.rsplit_once(':') else {
-                return Err(Error::Backend(format!("bad node address {}", p.addr)));
-            };
-            let server = fred::types::config::Server::new(
-                host.trim_matches(|c| c == '[' || c == ']'),
-                port.parse().unwrap_or(0),
-            );
-            let cmd = CustomCommand::new_static(spec.name, ClusterHash::Random, false);
-            let values: Vec<Value> = args.iter().map(|a| Value::Bytes(a.clone())).collect();
-            client
-                .with_cluster_node(server)
-                .custom_raw(cmd, values)
-                .await
-                .map_err(|e| Error::Backend(e.details().to_string()))
+    let args = &req.args[1..];
+    let links = ctx.nodes.as_ref().map(|n| n.all()).unwrap_or_default();
+    let replies = match links.is_empty() {
+        false => join_all(links.iter().map(|l| on_node_link(&ctx, l, spec, args))).await,
+        true => {
+            let primaries = ctx.svc.backend.primaries();
+            join_all(primaries.iter().map(|p| on_node(&ctx, &p.addr, spec, args))).await
         }
-    });
-    let replies = join_all(sends).await;
+    };
     invalidate_written(&ctx.svc, spec, &[]);
     observe(&ctx, spec, started);
     Done {
         reply: merge_replies(&ctx, merge, replies),
         write: spec.is(WRITE),
     }
+}
+
+/// A broadcast's part on one primary's link, its reply decoded; a redirection or cluster
+/// error (the node did not run it) is sent again to that node through fred.
+async fn on_node_link(ctx: &Ctx, link: &Mux, spec: &'static Spec, args: &[Bytes]) -> Reply {
+    let raw = ctx.through_mux(link, spec.name, args, false).await?;
+    if Redirect::parse(&raw).is_some() {
+        ctx.svc.metrics.link_redirects.inc();
+        ctx.svc.backend.resync_soon();
+        return on_node(ctx, link.addr(), spec, args).await;
+    }
+    crate::redis::resp::decode_frame(&raw, ctx.proto)
+        .ok_or_else(|| Error::Backend("a reply that could not be decoded".into()))
+}
+
+/// A broadcast's part on the primary at `addr`, through fred.
+async fn on_node(ctx: &Ctx, addr: &str, spec: &'static Spec, args: &[Bytes]) -> Reply {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err(Error::Backend(format!("bad node address {addr}")));
+    };
+    let server = fred::types::config::Server::new(
+        host.trim_matches(|c| c == '[' || c == ']'),
+        port.parse().unwrap_or(0),
+    );
+    let cmd = CustomCommand::new_static(spec.name, ClusterHash::Random, false);
+    let values: Vec<Value> = args.iter().map(|a| Value::Bytes(a.clone())).collect();
+    ctx.client
+        .with_cluster_node(server)
+        .custom_raw(cmd, values)
+        .await
+        .map_err(|e| Error::Backend(e.details().to_string()))
 }
 
 /// Combine the parts of a split or broadcast command; the first error wins.
@@ -678,4 +853,29 @@ fn merge_replies(ctx: &Ctx, merge: Merge, replies: Vec<Reply>) -> Bytes {
         }
     }
     out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirections_are_read_in_both_protocols() {
+        let moved = Redirect::parse(b"-MOVED 3999 127.0.0.1:6381\r\n");
+        assert_eq!(moved, Some(Redirect::Moved("127.0.0.1:6381".into())));
+        let ask = Redirect::parse(b"-ASK 3999 10.0.0.2:7000\r\n");
+        assert_eq!(ask, Some(Redirect::Ask("10.0.0.2:7000".into())));
+        let blob = Redirect::parse(b"!27\r\nMOVED 12 127.0.0.1:6381\r\n");
+        assert_eq!(blob, Some(Redirect::Moved("127.0.0.1:6381".into())));
+        let down = Redirect::parse(b"-CLUSTERDOWN The cluster is down\r\n");
+        assert_eq!(down, Some(Redirect::Fred));
+        let again = Redirect::parse(b"-TRYAGAIN Multiple keys request during rehashing\r\n");
+        assert_eq!(again, Some(Redirect::Fred));
+        assert_eq!(Redirect::parse(b"-MOVED\r\n"), Some(Redirect::Fred));
+        assert_eq!(Redirect::parse(b"-ERR no\r\n"), None);
+        assert_eq!(Redirect::parse(b"+MOVED 1 a:1\r\n"), None);
+        assert_eq!(Redirect::parse(b""), None);
+        assert_eq!(with_host_of(":6380", "10.0.0.1:6379"), "10.0.0.1:6380");
+        assert_eq!(with_host_of("a:1", "b:2"), "a:1");
+    }
 }
