@@ -14,6 +14,10 @@
 //! arena kept 15–20 MB for good. [`tune`] fixes both thresholds at start, which turns the
 //! raising off: blocks of [`MMAP_THRESHOLD`] and more are mapped and unmapped on their own,
 //! and an arena's free top past [`TRIM_THRESHOLD`] goes back at once.
+//! Growth is seen in the resident set; memory freed without growth first (2,000 stalled
+//! logins closing, each session's buffers back in the arenas) is seen in malloc's own count
+//! of free bytes (`mallinfo2`), which trimmed pages stay in — so the trigger is that count
+//! rising [`SLACK_KIB`] past where the last trim left it.
 //! `PAKE_MALLOC_TRIM=0` turns all of it off (to measure the difference); glibc's own
 //! `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_` environment variables still win.
 
@@ -55,19 +59,27 @@ pub fn spawn() {
     tokio::spawn(async {
         let pid = std::process::id();
         let mut floor = crate::bench::idle::vm_rss_kib(pid).unwrap_or(0);
+        // free bytes malloc held after the last trim: memory freed since (2,000 stalled
+        // logins closing) does not show in the resident set until something trims it
+        let mut freed_floor = free_kib().unwrap_or(0);
         loop {
             tokio::time::sleep(EVERY).await;
             let Some(now) = crate::bench::idle::vm_rss_kib(pid) else {
                 continue;
             };
-            if now <= floor.saturating_add(SLACK_KIB) {
+            let free = tokio::task::spawn_blocking(free_kib).await.ok().flatten();
+            let grew = now > floor.saturating_add(SLACK_KIB);
+            let freed = free.is_some_and(|f| f > freed_floor.saturating_add(SLACK_KIB));
+            if !grew && !freed {
                 floor = floor.min(now);
+                freed_floor = free.map_or(freed_floor, |f| f.min(freed_floor));
                 continue;
             }
             let _ = tokio::task::spawn_blocking(trim).await;
             let after = crate::bench::idle::vm_rss_kib(pid).unwrap_or(now);
-            tracing::debug!(before_kib = now, after_kib = after, "malloc_trim");
+            tracing::debug!(before_kib = now, after_kib = after, free_kib = ?free, "malloc_trim");
             floor = after;
+            freed_floor = free.unwrap_or(freed_floor);
         }
     });
 }
@@ -84,6 +96,20 @@ fn trim() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn trim() {}
+
+/// Bytes (KiB) malloc holds free in its arenas (trimmed pages included: they stay free).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)]
+fn free_kib() -> Option<u64> {
+    // SAFETY: mallinfo2 takes no arguments and reads malloc's statistics under its locks.
+    let info = unsafe { libc::mallinfo2() };
+    Some(info.fordblks as u64 / 1024)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn free_kib() -> Option<u64> {
+    None
+}
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 const MMAP_THRESHOLD_PARAM: i32 = libc::M_MMAP_THRESHOLD;
