@@ -125,7 +125,9 @@ impl Env {
         let opts = PgOptions {
             auth,
             replica: s.pg.replica,
-            conf: vec![format!("max_connections = {max_conn}")],
+            conf: std::iter::once(format!("max_connections = {max_conn}"))
+                .chain(s.pg.server_conf.iter().cloned())
+                .collect(),
             ..PgOptions::default()
         };
         let lab = blocking(move || Ok(PgLab::start(opts)?)).await?;

@@ -131,6 +131,10 @@ pub struct PgSettings {
     pub prepare: Vec<String>,
     /// pg-sql: SQL run by `--cleanup`, in order.
     pub cleanup: Vec<String>,
+    /// Lab runs: extra postgresql.conf lines for the lab's primary (and replica), after the
+    /// lab's own (`fsync = off`, `synchronous_commit = off`, ...), so a scenario can put back
+    /// a server default that its measurement depends on.
+    pub server_conf: Vec<String>,
 }
 
 impl Default for PgSettings {
@@ -148,6 +152,7 @@ impl Default for PgSettings {
             statements: Vec::new(),
             prepare: Vec::new(),
             cleanup: Vec::new(),
+            server_conf: Vec::new(),
         }
     }
 }
