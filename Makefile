@@ -18,11 +18,13 @@ test: deps lint check-deploy
 	$(MAKE) fuzz-check
 
 ## Coverage-guided fuzzing on the stable toolchain (libFuzzer through libfuzzer-sys, see
-## scripts/fuzz.sh): every target in fuzz/ for FUZZ_SECONDS each; prints execs and execs/s per
-## target, fails on a crash (the input is kept in fuzz/work/artifacts/<target>/).
-FUZZ_SECONDS ?= 600
+## scripts/fuzz.sh): every target in fuzz/ until FUZZ_RUNS execs (10 M) or FUZZ_SECONDS (2 h),
+## whichever comes first, one target per core; prints execs and execs/s per target, fails on
+## a crash (the input is kept in fuzz/work/artifacts/<target>/).
+FUZZ_SECONDS ?= 7200
+FUZZ_RUNS ?= 10000000
 fuzz: deps
-	./scripts/fuzz.sh run $(FUZZ_SECONDS)
+	FUZZ_RUNS=$(FUZZ_RUNS) ./scripts/fuzz.sh run $(FUZZ_SECONDS)
 
 ## Each fuzz target for FUZZ_CHECK_SECONDS from the committed seeds in fuzz/corpus/.
 FUZZ_CHECK_SECONDS ?= 4

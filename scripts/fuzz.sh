@@ -4,8 +4,11 @@
 # with SanitizerCoverage passes and no sanitizer. No cargo-fuzz install, no nightly.
 #
 #   scripts/fuzz.sh build               build every target (fuzz/target, instrumented)
-#   scripts/fuzz.sh run [SECONDS] [T..] fuzz each target for SECONDS (default 60); new inputs
-#                                       go to fuzz/work/corpus/<target>, crashes to
+#   scripts/fuzz.sh run [SECONDS] [T..] fuzz each target for SECONDS (default 60), or until
+#                                       FUZZ_RUNS execs if that comes first (unset: no
+#                                       limit), FUZZ_JOBS targets at a time (default: the
+#                                       number of cores); new inputs go to
+#                                       fuzz/work/corpus/<target>, crashes to
 #                                       fuzz/work/artifacts/<target>
 #   scripts/fuzz.sh check [SECONDS]     each target for SECONDS (default 4) from the saved
 #                                       seeds in fuzz/corpus/<target>, nothing written there
@@ -18,7 +21,8 @@ cd "$(dirname "$0")/../fuzz"
 
 host=$(rustc -vV | sed -n 's/^host: //p')
 profile=release
-targets=(pg_frontend pg_startup pg_scram sql_normalize sql_fingerprint resp_decode redis_keys)
+# slowest first, so `run` with FUZZ_JOBS > 1 keeps every core busy to the end
+targets=(sql_fingerprint pg_frontend sql_normalize resp_decode pg_startup redis_keys pg_scram)
 
 build() {
   # --target keeps the coverage flags off build scripts and proc macros
@@ -42,7 +46,7 @@ run_one() {
   local rc=0
   # rss_limit: a target that needs more than 2 GB for a 4 KB input is a bug; -timeout: a
   # single input taking 10 s is one too (the normaliser and the lexer must stay linear)
-  "target/$host/$profile/$t" "$@" -max_total_time="$secs" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+  "target/$host/$profile/$t" "$@" -max_total_time="$secs" -runs="${FUZZ_RUNS:--1}" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
     -artifact_prefix="$art/" -print_final_stats=1 >"$log" 2>&1 || rc=$?
   local execs speed
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n1)
@@ -66,11 +70,21 @@ case "$cmd" in
     shift || true
     [ $# -gt 0 ] && targets=("$@")
     build
+    jobs=${FUZZ_JOBS:-$(nproc)}
+    out=$(mktemp -d)
+    # side by side, at most $jobs at once; each prints into its own file, shown in order
+    for t in "${targets[@]}"; do
+      while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+      mkdir -p "work/corpus/$t"
+      (run_one "$t" "$secs" "work/corpus/$t" "corpus/$t" >"$out/$t" 2>&1; echo $? >"$out/$t.rc") &
+    done
+    wait || true
     failed=0
     for t in "${targets[@]}"; do
-      mkdir -p "work/corpus/$t"
-      run_one "$t" "$secs" "work/corpus/$t" "corpus/$t" || failed=1
+      cat "$out/$t"
+      [ "$(cat "$out/$t.rc" 2>/dev/null)" = 0 ] || failed=1
     done
+    rm -rf "$out"
     exit $failed
     ;;
   check)
