@@ -42,7 +42,9 @@ pub struct Link {
     /// Plain TCP or TLS (pub/sub pipes it to the client as it is).
     pub stream: ServerStream,
     /// Bytes read but not yet taken as a frame.
-    pub rbuf: BytesMut,
+    rbuf: BytesMut,
+    /// Where the scan of a frame still arriving in `rbuf` stopped.
+    scanner: resp::Scanner,
     pub addr: String,
 }
 
@@ -77,6 +79,7 @@ impl Link {
         let mut link = Link {
             stream,
             rbuf: BytesMut::with_capacity(4096),
+            scanner: resp::Scanner::default(),
             addr: t.addr.clone(),
         };
         let user = t.username.as_deref().unwrap_or("default");
@@ -125,9 +128,21 @@ impl Link {
         Ok(())
     }
 
+    /// The stream, the bytes read past the last frame taken, the address: for a reader that
+    /// scans on its own (a mux link, from the front of those bytes).
+    pub fn into_parts(self) -> (ServerStream, BytesMut, String) {
+        (self.stream, self.rbuf, self.addr)
+    }
+
+    /// Every byte read and not yet taken as a frame (a subscriber's pipe starts with them).
+    pub fn take_buffered(&mut self) -> BytesMut {
+        self.scanner.reset();
+        self.rbuf.split()
+    }
+
     /// A frame already buffered, if whole.
     pub fn buffered_frame(&mut self) -> Result<Option<Bytes>, Error> {
-        match resp::scan(&self.rbuf, 0, &Limits::backend()) {
+        match self.scanner.scan(&self.rbuf, &Limits::backend()) {
             Ok(Some(n)) => Ok(Some(self.rbuf.split_to(n).freeze())),
             Ok(None) => Ok(None),
             Err(e) => Err(Error::LinkLost(format!("{}: bad reply: {e}", self.addr))),

@@ -265,7 +265,7 @@ impl Shared {
 /// Write, read and watch one connection; why it ended, and whether it answered anything.
 async fn serve(shared: &Shared, link: Link) -> (String, bool) {
     let replies = AtomicU64::new(0);
-    let Link { stream, rbuf, addr } = link;
+    let (stream, rbuf, addr) = link.into_parts();
     let tls = stream.is_tls();
     let (mut rd, mut wr) = tokio::io::split(stream);
     let write = async {
@@ -296,6 +296,8 @@ async fn serve(shared: &Shared, link: Link) -> (String, bool) {
     };
     let read = async {
         let mut rbuf = rbuf;
+        // resumes a wide reply's scan where the last read stopped (see `resp::Scanner`)
+        let mut scanner = resp::Scanner::default();
         let limits = Limits {
             max_depth: MAX_REPLY_DEPTH,
             ..Limits::backend()
@@ -312,7 +314,7 @@ async fn serve(shared: &Shared, link: Link) -> (String, bool) {
                 Err(e) => return format!("read failed: {e}"),
             }
             loop {
-                let len = match resp::scan(&rbuf, 0, &limits) {
+                let len = match scanner.scan(&rbuf, &limits) {
                     Ok(Some(n)) => n,
                     Ok(None) => break,
                     Err(e) => return format!("bad reply: {e}"),

@@ -139,6 +139,8 @@ pub struct Session {
     /// TLS records written but maybe not yet on the socket: flush before going idle.
     unflushed: bool,
     rbuf: BytesMut,
+    /// Where the scan of a command still arriving in `rbuf` stopped.
+    scanner: resp::Scanner,
     wbuf: BytesMut,
     /// The last [`Session::take_requests`] stopped at an incomplete command (so reading
     /// more is the only way on), not at a limit with whole commands still buffered.
@@ -214,6 +216,7 @@ impl Session {
             client,
             unflushed: false,
             rbuf: BytesMut::new(),
+            scanner: resp::Scanner::default(),
             wbuf: BytesMut::new(),
             pending: FuturesOrdered::new(),
             pending_writes: 0,
@@ -326,7 +329,7 @@ impl Session {
                 self.rlease.force(self.rbuf.len());
                 return true;
             }
-            match resp::take_request(&mut self.rbuf, &self.svc.limits) {
+            match resp::take_request_resuming(&mut self.rbuf, &mut self.scanner, &self.svc.limits) {
                 Ok(Some(req)) => {
                     dispatched += 1;
                     self.dispatch(req)
@@ -504,9 +507,10 @@ impl Session {
             return Ok(());
         };
         if !self.rbuf.is_empty() {
+            self.scanner.reset();
             link.send(&self.rbuf.split()).await?;
         }
-        self.wbuf.extend_from_slice(&link.rbuf.split());
+        self.wbuf.extend_from_slice(&link.take_buffered());
         let wbuf = self.wbuf.split();
         self.write_out(&wbuf).await?;
         let mut closing = self.closing.clone();
