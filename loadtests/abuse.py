@@ -442,10 +442,19 @@ def main():
     p.add_argument("--settle", type=float, default=3.0, help="seconds before the settled RSS")
     p.add_argument("--only", help="run the cases whose name contains this")
     p.add_argument("--json", help="write the results here")
+    p.add_argument("--smaps", help="keep --pid's /proc smaps at idle and 10 s after, as PREFIX-idle/-after")
     a = p.parse_args()
+
+    def keep_smaps(when):
+        if a.smaps:
+            with open(f"/proc/{a.pid}/smaps") as src, open(f"{a.smaps}-{when}", "w") as dst:
+                dst.write(src.read())
+
     idle = rss_mb(a.pid)
+    keep_smaps("idle")
     results = [run_case(a, *c) for c in cases(a)]
     time.sleep(10)
+    keep_smaps("after")
     end = {"rss_idle_mb": round(idle, 1), "rss_10s_after_mb": round(rss_mb(a.pid), 1)}
     print(f"{'listener':<14}{'case':<42}{'peak +MB':>9}{'settled':>8}{'good worst ms':>14}{'wrong':>6}  answer")
     for r in results:
