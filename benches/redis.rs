@@ -33,10 +33,14 @@ fn decode(c: &mut Criterion) {
         ("pipeline_100_get", &batch, 100),
     ] {
         g.throughput(Throughput::Elements(n));
+        // a session keeps one scanner with its buffer (its Vec of open aggregates is reused)
+        let mut scanner = resp::Scanner::default();
         g.bench_function(name, |b| {
             b.iter(|| {
                 let mut buf = BytesMut::from(&bytes[..]);
-                while let Ok(Some(req)) = resp::take_request(&mut buf, &limits) {
+                while let Ok(Some(req)) =
+                    resp::take_request_resuming(&mut buf, &mut scanner, &limits)
+                {
                     black_box(req);
                 }
             })
@@ -49,8 +53,10 @@ fn decode(c: &mut Criterion) {
         })
     });
     let reply = b"*3\r\n$3\r\nabc\r\n:42\r\n*2\r\n$1\r\na\r\n$1\r\nb\r\n";
+    // as a link reads replies: one scanner kept with the buffer
+    let mut scanner = resp::Scanner::default();
     g.bench_function("scan_reply", |b| {
-        b.iter(|| black_box(resp::scan(black_box(reply), 0, &Limits::backend())))
+        b.iter(|| black_box(scanner.scan(black_box(reply), &Limits::backend())))
     });
     g.finish();
     c.bench_function("command_lookup_and_slot", |b| {
