@@ -22,6 +22,8 @@ pub struct Metrics {
     client_received: IntCounterVec,
     client_sent: IntCounterVec,
     pub client_logins: IntCounterVec,
+    /// CancelRequests by outcome (`crate::pg::cancel::Canceled`).
+    pub cancel_requests: IntCounterVec,
     pub client_errors: IntCounterVec,
     pub clients: IntGaugeVec,
     pub servers: IntGaugeVec,
@@ -158,6 +160,12 @@ impl Metrics {
                 "pake_pg_client_logins_total",
                 "Client login attempts by result",
                 &["result"],
+            ),
+            cancel_requests: counter(
+                &registry,
+                "pake_pg_cancel_requests_total",
+                "CancelRequests received, by outcome (sent, ended_wait, forwarded, ignored)",
+                &["outcome"],
             ),
             client_errors: counter(
                 &registry,

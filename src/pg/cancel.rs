@@ -195,10 +195,24 @@ impl Default for CancelRegistry {
 pub enum Canceled {
     /// Sent to the server running the client's request.
     Sent,
+    /// Ended the client's wait for a server (nothing ran yet, nothing to send).
+    EndedWait,
     /// The key belongs to another instance: passed on to it.
     Forwarded,
     /// Unknown key, wrong secret, nothing running, or the server could not be reached.
     Ignored,
+}
+
+impl Canceled {
+    /// The `outcome` label of `pake_pg_cancel_requests_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Canceled::Sent => "sent",
+            Canceled::EndedWait => "ended_wait",
+            Canceled::Forwarded => "forwarded",
+            Canceled::Ignored => "ignored",
+        }
+    }
 }
 
 impl CancelRegistry {
@@ -279,7 +293,7 @@ impl CancelRegistry {
         let Some(target) = slot.begin_cancel() else {
             if slot.cancel_wait() {
                 tracing::debug!(pid, "cancel request ends the wait for a server");
-                return Canceled::Sent;
+                return Canceled::EndedWait;
             }
             tracing::debug!(pid, "cancel request while no query runs: ignored");
             return Canceled::Ignored;

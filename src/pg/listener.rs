@@ -85,7 +85,13 @@ async fn handle(proxy: Arc<Proxy>, tcp: TcpStream, peer: Peer) {
         };
     match outcome {
         Ok(Login::Cancel { pid, secret }) => {
-            proxy.cancel.cancel(pid, secret).await;
+            let outcome = proxy.cancel.cancel(pid, secret).await;
+            let label = outcome.label();
+            proxy
+                .metrics
+                .cancel_requests
+                .with_label_values(&[label])
+                .inc();
         }
         Ok(Login::Client(login)) => {
             let _user_guard = match proxy.admit_user(&login.user) {

@@ -247,17 +247,27 @@ async fn a_server_a_cancel_went_to_never_serves_another_client() {
     // without a cancel the one server goes from client to client
     let first = pid(&a).await;
     assert_eq!(pid(&b).await, first);
-    // a's cancel reaches its idle-in-transaction server, which ignores it (as it would a
-    // late one): the transaction goes on, and the server is closed when it ends
+    // a's cancel reaches its idle-in-transaction server, which ignores it if the signal
+    // lands while it waits for a command (as it would a late one), or cancels the COMMIT
+    // if the postmaster's signal lands after the COMMIT arrived (PostgreSQL's own race,
+    // direct or not): either way the transaction ends, and the server is closed when it does
     a.batch_execute("BEGIN").await.expect("begin");
     assert_eq!(pid(&a).await, first);
     a.cancel_token()
         .cancel_query(tokio_postgres::NoTls)
         .await
         .expect("cancel");
-    a.batch_execute("COMMIT")
-        .await
-        .expect("the transaction survives");
+    // cancel_query returns once the request is written: COMMIT must not overtake Pake's
+    // handling of it on the other connection
+    let sent = eventually(Duration::from_secs(10), || async {
+        cancels(&env, "sent").await == 1
+    })
+    .await;
+    assert!(sent, "Pake forwarded the cancel to the server");
+    match a.batch_execute("COMMIT").await {
+        Ok(()) => {}
+        Err(e) => assert_eq!(code(&e), "57014", "only the cancel ends the COMMIT: {e}"),
+    }
     let second = pid(&b).await;
     assert_ne!(second, first, "the canceled server went to the next client");
     assert_eq!(pid(&b).await, second, "other servers are reused as before");
@@ -268,8 +278,23 @@ async fn a_server_a_cancel_went_to_never_serves_another_client() {
         .cancel_query(tokio_postgres::NoTls)
         .await
         .expect("cancel");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let ignored = eventually(Duration::from_secs(10), || async {
+        cancels(&env, "ignored").await == 1
+    })
+    .await;
+    assert!(ignored, "an idle client's cancel is ignored");
     assert_eq!(pid(&a).await, second);
+    assert_eq!(cancels(&env, "sent").await, 1, "nothing more was sent");
+}
+
+/// `pake_pg_cancel_requests_total{outcome}` from the admin listener (0 before the first).
+async fn cancels(env: &Env, outcome: &str) -> u64 {
+    let (_, text) = crate::harness::http_get(&env.admin_url("/metrics")).await;
+    let series = format!("pake_pg_cancel_requests_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Two Pakes behind one address: a load balancer sends the client's CancelRequest to the
