@@ -13,6 +13,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 use std::ops::ControlFlow;
 
 /// What a statement text is, for routing.
@@ -103,10 +104,105 @@ pub fn parse(sql: &str) -> Option<Vec<Statement>> {
         let head = head.as_bytes();
         if head[..5].eq_ignore_ascii_case(b"table") && head[5].is_ascii_whitespace() {
             let rewritten = format!("SELECT * FROM {rest}");
-            return Parser::parse_sql(&PostgreSqlDialect {}, &rewritten).ok();
+            return parse_faithful(&rewritten);
         }
     }
-    Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()
+    parse_faithful(sql)
+}
+
+/// Tokenize and parse as `Parser::parse_sql` does, unless a token sqlparser produced does
+/// not spell what the input holds at its place (`None`, as for text that does not parse).
+fn parse_faithful(sql: &str) -> Option<Vec<Statement>> {
+    let dialect = PostgreSqlDialect {};
+    let tokens = Tokenizer::new(&dialect, sql)
+        .with_unescape(true)
+        .tokenize_with_location()
+        .ok()?;
+    if !tokens_spell(sql, &tokens) {
+        return None;
+    }
+    Parser::new(&dialect)
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+        .ok()
+}
+
+/// Whether every operator and punctuation token covers as much of `sql` as it spells.
+/// sqlparser 0.64 reads `&>1` as `&>` and skips the `1` (it consumes one character too many
+/// after `&>`): the tree of such text is not the statement PostgreSQL runs (unless what
+/// it skipped is a space). Words, numbers
+/// and strings are not compared (their display re-quotes and re-escapes); the cursor only
+/// moves forward, so this is one pass over the text.
+fn tokens_spell(sql: &str, tokens: &[TokenWithSpan]) -> bool {
+    let mut at = TextCursor::default();
+    for t in tokens {
+        if matches!(
+            t.token,
+            Token::Word(_)
+                | Token::Number(..)
+                | Token::Whitespace(_)
+                | Token::SingleQuotedString(_)
+                | Token::Comma
+                | Token::Period
+                | Token::LParen
+                | Token::RParen
+                | Token::EOF
+        ) {
+            continue; // the usual tokens, spelled as read: no display to build
+        }
+        let shown = t.token.to_string();
+        let symbol = !shown.is_empty()
+            && !shown.starts_with(['\'', '"', '`', '$'])
+            && shown.bytes().all(|b| b.is_ascii_punctuation());
+        if !symbol {
+            continue;
+        }
+        let (Some(start), Some(end)) = (at.seek(sql, t.span.start), at.seek(sql, t.span.end))
+        else {
+            return false;
+        };
+        // the length, not the text (`!=` is shown as `<>`); a skipped space is harmless
+        let covered = sql.get(start..end).map(|s| s.trim_end().len());
+        if covered != Some(shown.len()) {
+            return false;
+        }
+    }
+    true
+}
+
+/// A byte offset in a text and the (1-based) line and column sqlparser gives it.
+struct TextCursor {
+    line: u64,
+    column: u64,
+    byte: usize,
+}
+
+impl Default for TextCursor {
+    fn default() -> Self {
+        TextCursor {
+            line: 1,
+            column: 1,
+            byte: 0,
+        }
+    }
+}
+
+impl TextCursor {
+    /// Move forward to `to` and return its byte offset (`None` if it lies behind the cursor
+    /// or past the end of `sql`).
+    fn seek(&mut self, sql: &str, to: Location) -> Option<usize> {
+        while (self.line, self.column) < (to.line, to.column) {
+            let c = sql.get(self.byte..)?.chars().next()?;
+            self.byte += c.len_utf8();
+            if c == '\n' {
+                self.line += 1;
+                self.column = 1;
+            } else {
+                self.column += 1;
+            }
+        }
+        ((self.line, self.column) == (to.line, to.column)).then_some(self.byte)
+    }
 }
 
 /// Classify parsed statements (`None`: the text did not parse).

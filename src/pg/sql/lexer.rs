@@ -72,6 +72,12 @@ impl<'a> Lexer<'a> {
         self.open
     }
 
+    /// Read the rest of the text and tell [`Lexer::ended_open`].
+    pub fn ended_open_after_all(mut self) -> bool {
+        self.by_ref().for_each(drop);
+        self.open
+    }
+
     fn peek(&self, off: usize) -> u8 {
         self.bytes.get(self.pos + off).copied().unwrap_or(0)
     }
@@ -361,19 +367,26 @@ fn is_one_of(word: &str, list: &[&str]) -> bool {
 /// rejects it, and sqlparser reads some of it as a statement in ways that depend on letter
 /// case (`select.5&>'x'U'` parsed, its twin `select.5&>'y'u'` did not: found by the same
 /// fuzzer once the first case was fixed).
+///
+/// Also a lone `!` or `!!` operator: sqlparser reads them as the factorial operators
+/// PostgreSQL 14 removed, so `select 2.5!e7` became `2.5! AS e7`, where PostgreSQL sees a
+/// (missing) infix `!` between `2.5` and `e7` (the third finding).
 pub fn sqlparser_misreads(sql: &str) -> bool {
     let b = sql.as_bytes();
     let glued = b.windows(2).any(|w| w[0] == b'$' && w[1].is_ascii_digit());
+    let bang = b.contains(&b'!');
+    if !glued && !bang {
+        return Lexer::new(sql).ended_open_after_all();
+    }
     let mut lexer = Lexer::new(sql);
-    if glued
-        && lexer
-            .by_ref()
-            .any(|t| t.kind == Kind::Param && b.get(t.end) == Some(&b'$'))
-    {
+    let misread = |t: &Token| {
+        (glued && t.kind == Kind::Param && b.get(t.end) == Some(&b'$'))
+            || (bang && t.kind == Kind::Op && matches!(t.text(sql), "!" | "!!"))
+    };
+    if lexer.by_ref().any(|t| misread(&t)) {
         return true;
     }
-    lexer.by_ref().for_each(drop);
-    lexer.ended_open()
+    lexer.ended_open_after_all()
 }
 
 /// Could the syntax tree of `sql` be more than `limit` levels deep?

@@ -315,6 +315,25 @@ mod tests {
             assert!(!lexer::sqlparser_misreads(fine), "{fine}");
         }
         assert!(parse("select $1, $2").is_some());
+        // the third finding: postfix `!` (gone from PostgreSQL) and `&>` glued to what
+        // follows (sqlparser skipped the character after it)
+        let sql = "select\r -t\r -1, +2.5!e7, intelect\r -1, +.5!e1, +2.5!e7, inteleSET&>1, +.5#er";
+        let twin = "seLecT\t-t   -42,   +2.5!e7,   inTelEct   -42,   +.5!e1,   +2.5!e7,   iNteLesEt&>100000, \t +.5#er";
+        let (a, b) = (
+            fingerprint(sql, parse(sql).as_deref()),
+            fingerprint(twin, parse(twin).as_deref()),
+        );
+        assert_eq!((a.id, &a.text), (b.id, &b.text));
+        assert!(parse("select 2.5!e7").is_none() && parse("select !!2").is_none());
+        assert!(parse("select a != b, a !~ 'x' from t").is_some());
+        assert!(parse("select box '(1,1),(0,0)' &>(box '(2,2),(0,0)')").is_none());
+        let spaced = parse("select box '(1,1),(0,0)' &> box '(2,2),(0,0)'");
+        assert!(spaced.is_some(), "`&>` before a space parses");
+        let unicode = "select 'é' || x, \"ü\" &< y\n  from t where z <> 'ß' and w >= 1";
+        assert!(
+            parse(unicode).is_some(),
+            "columns count characters, not bytes"
+        );
     }
 
     /// Run the analysis on a thread with a tokio worker's stack (2 MiB): a stack overflow
