@@ -372,21 +372,43 @@ fn is_one_of(word: &str, list: &[&str]) -> bool {
 /// PostgreSQL 14 removed, so `select 2.5!e7` became `2.5! AS e7`, where PostgreSQL sees a
 /// (missing) infix `!` between `2.5` and `e7` (the third finding).
 pub fn sqlparser_misreads(sql: &str) -> bool {
-    let b = sql.as_bytes();
-    let glued = b.windows(2).any(|w| w[0] == b'$' && w[1].is_ascii_digit());
-    let bang = b.contains(&b'!');
-    if !glued && !bang {
-        return Lexer::new(sql).ended_open_after_all();
-    }
+    let misread = Misreading::of(sql);
     let mut lexer = Lexer::new(sql);
-    let misread = |t: &Token| {
-        (glued && t.kind == Kind::Param && b.get(t.end) == Some(&b'$'))
-            || (bang && t.kind == Kind::Op && matches!(t.text(sql), "!" | "!!"))
-    };
-    if lexer.by_ref().any(|t| misread(&t)) {
-        return true;
+    lexer.by_ref().any(|t| misread.at(&t, sql)) || lexer.ended_open_after_all()
+}
+
+/// Whether `sql` must not go to sqlparser: [`deeper_than`] `limit` or
+/// [`sqlparser_misreads`], in one pass of the lexer.
+pub fn not_for_sqlparser(sql: &str, limit: usize) -> bool {
+    let misread = Misreading::of(sql);
+    let mut gauge = DepthGauge::new(limit);
+    let mut lexer = Lexer::new(sql);
+    lexer
+        .by_ref()
+        .any(|t| misread.at(&t, sql) || gauge.over(&t, sql))
+        || lexer.ended_open_after_all()
+}
+
+/// The tokens [`sqlparser_misreads`] looks for, and whether the text can hold them at all
+/// (two byte scans spare the per-token test for most statements).
+struct Misreading {
+    glued: bool,
+    bang: bool,
+}
+
+impl Misreading {
+    fn of(sql: &str) -> Misreading {
+        let b = sql.as_bytes();
+        Misreading {
+            glued: b.windows(2).any(|w| w[0] == b'$' && w[1].is_ascii_digit()),
+            bang: b.contains(&b'!'),
+        }
     }
-    lexer.ended_open_after_all()
+
+    fn at(&self, t: &Token, sql: &str) -> bool {
+        (self.glued && t.kind == Kind::Param && sql.as_bytes().get(t.end) == Some(&b'$'))
+            || (self.bang && t.kind == Kind::Op && matches!(t.text(sql), "!" | "!!"))
+    }
 }
 
 /// Could the syntax tree of `sql` be more than `limit` levels deep?
@@ -400,43 +422,60 @@ pub fn sqlparser_misreads(sql: &str) -> bool {
 /// one more on top of what encloses it.
 /// Stops reading, with bounded memory, as soon as the answer is yes.
 pub fn deeper_than(sql: &str, limit: usize) -> bool {
-    // (depth of the enclosing levels, operators at this level) for each open parenthesis
-    let mut stack: Vec<(usize, usize)> = Vec::new();
-    let mut base = 0usize;
-    let mut chain = 0usize;
-    for tok in Lexer::new(sql) {
+    let mut gauge = DepthGauge::new(limit);
+    Lexer::new(sql).any(|t| gauge.over(&t, sql))
+}
+
+/// [`deeper_than`]'s estimate, token by token.
+struct DepthGauge {
+    limit: usize,
+    /// (depth of the enclosing levels, operators at this level) for each open parenthesis
+    stack: Vec<(usize, usize)>,
+    base: usize,
+    chain: usize,
+}
+
+impl DepthGauge {
+    fn new(limit: usize) -> DepthGauge {
+        DepthGauge {
+            limit,
+            stack: Vec::new(),
+            base: 0,
+            chain: 0,
+        }
+    }
+
+    /// Take `tok` into account; whether the estimate is now past the limit.
+    fn over(&mut self, tok: &Token, sql: &str) -> bool {
         match tok.kind {
-            Kind::Op => chain += 1,
-            Kind::Word if is_one_of(tok.text(sql), INFIX_WORDS) => chain += 1,
-            Kind::Word if is_one_of(tok.text(sql), SET_WORDS) => chain += SET_WEIGHT,
+            Kind::Op => self.chain += 1,
+            Kind::Word if is_one_of(tok.text(sql), INFIX_WORDS) => self.chain += 1,
+            Kind::Word if is_one_of(tok.text(sql), SET_WORDS) => self.chain += SET_WEIGHT,
             Kind::Punct => match sql.as_bytes().get(tok.start) {
                 Some(b'(' | b'[') => {
-                    stack.push((base, chain));
-                    base += chain + 1;
-                    chain = 0;
+                    self.stack.push((self.base, self.chain));
+                    self.base += self.chain + 1;
+                    self.chain = 0;
                 }
                 Some(b')' | b']') => {
-                    if let Some((b, c)) = stack.pop() {
-                        base = b;
+                    if let Some((b, c)) = self.stack.pop() {
+                        self.base = b;
                         // a subscript or call on the result is one more level
-                        chain = c + 1;
+                        self.chain = c + 1;
                     }
                 }
-                Some(b',') => chain = 0,
+                Some(b',') => self.chain = 0,
                 Some(b';') => {
-                    stack.clear();
-                    base = 0;
-                    chain = 0;
+                    self.stack.clear();
+                    self.base = 0;
+                    self.chain = 0;
                 }
                 _ => {}
             },
             _ => {}
         }
-        if base + chain > limit {
-            return true;
-        }
+        self.base + self.chain > self.limit
     }
-    false
 }
 
 #[cfg(test)]
@@ -515,6 +554,27 @@ mod tests {
             "$1x",
         ] {
             let _ = kinds(s);
+        }
+    }
+
+    #[test]
+    fn one_pass_answers_as_the_two_checks_do() {
+        let deep = format!("select {}1{}", "(".repeat(30), ")".repeat(30));
+        let chain = format!("select 1{}", "+1".repeat(40));
+        for sql in [
+            "select 1",
+            "select $1$x$1$",
+            "select 2.5!e7",
+            "select a != b",
+            "select 'open",
+            deep.as_str(),
+            chain.as_str(),
+            "select (1) + (2); select ((3))",
+        ] {
+            for limit in [5, 20, 500] {
+                let two = deeper_than(sql, limit) || sqlparser_misreads(sql);
+                assert_eq!(not_for_sqlparser(sql, limit), two, "{sql} at {limit}");
+            }
         }
     }
 }

@@ -87,7 +87,7 @@ pub const MAX_PARSE_DEPTH: usize = 500;
 /// safely or sqlparser would read other tokens than PostgreSQL does (`None`, as for a
 /// statement that does not parse).
 pub fn parse(raw: &str) -> Option<Vec<sqlparser::ast::Statement>> {
-    if lexer::deeper_than(raw, MAX_PARSE_DEPTH) || lexer::sqlparser_misreads(raw) {
+    if lexer::not_for_sqlparser(raw, MAX_PARSE_DEPTH) {
         return None;
     }
     classify::parse(raw)
