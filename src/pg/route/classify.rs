@@ -127,7 +127,8 @@ fn parse_faithful(sql: &str) -> Option<Vec<Statement>> {
         .ok()
 }
 
-/// Whether every operator and punctuation token covers as much of `sql` as it spells.
+/// Whether every operator and punctuation token covers as much of `sql` as it spells, and
+/// every `$` placeholder and dollar quote is one PostgreSQL would read.
 /// sqlparser 0.64 reads `&>1` as `&>` and skips the `1` (it consumes one character too many
 /// after `&>`): the tree of such text is not the statement PostgreSQL runs (unless what
 /// it skipped is a space). Words, numbers
@@ -136,6 +137,27 @@ fn parse_faithful(sql: &str) -> Option<Vec<Statement>> {
 fn tokens_spell(sql: &str, tokens: &[TokenWithSpan]) -> bool {
     let mut at = TextCursor::default();
     for t in tokens {
+        // PostgreSQL's only `$` parameter is `$` and digits: sqlparser also reads
+        // `$88888S8888` as one placeholder, where PostgreSQL reads `$88888` and a word
+        if let Token::Placeholder(p) = &t.token {
+            if let Some(digits) = p.strip_prefix('$') {
+                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return false;
+                }
+            }
+            continue;
+        }
+        // nor does a dollar-quote tag start with a digit: `$8S$…$8S$` is a parameter and
+        // words to PostgreSQL, a string to sqlparser
+        if let Token::DollarQuotedString(d) = &t.token {
+            if d.tag
+                .as_deref()
+                .is_some_and(|tag| tag.starts_with(|c: char| c.is_ascii_digit()))
+            {
+                return false;
+            }
+            continue;
+        }
         if matches!(
             t.token,
             Token::Word(_)

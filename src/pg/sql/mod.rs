@@ -334,6 +334,17 @@ mod tests {
             parse(unicode).is_some(),
             "columns count characters, not bytes"
         );
+        // the fourth: a dollar-quote tag starting with a digit (`$88888S8888$`), which
+        // PostgreSQL reads as parameter `$88888` and a word
+        let sql = "select@@@@@@@@$88888S8888$@@@@not@@@@@H@@@@@@@@@@@@@@@ escape '!' is n'y%'ot n@@@@$88888S8888$@@@@not@@@@@H@@@@@@@@@@@@@@@ escape nuIl";
+        let twin = "SelEct@@@@@@@@$88888S8888$@@@@nOt@@@@@h@@@@@@@@@@@@@@@\tesCapE \t 'long literal'\tiS \t n'y%'Ot n@@@@$88888s8888$@@@@nOt@@@@@h@@@@@@@@@@@@@@@ EscApe nuIl";
+        let (a, b) = (
+            fingerprint(sql, parse(sql).as_deref()),
+            fingerprint(twin, parse(twin).as_deref()),
+        );
+        assert_eq!((a.id, &a.text), (b.id, &b.text));
+        assert!(parse("select $1x").is_none() && parse("select $2a$ x $2a$").is_none());
+        assert!(parse("select $t$x$t$, $$y$$ from t where b = $12").is_some());
     }
 
     /// Run the analysis on a thread with a tokio worker's stack (2 MiB): a stack overflow
