@@ -75,12 +75,21 @@ fn serve_quick_start_with_json_logs() {
         .arg(url.replace(":pake@", ":wrong@"))
         .env("PGCONNECT_TIMEOUT", "5")
         .output();
+    // so is one that failed before its startup packet was read (a bad protocol version)
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(&[0, 0, 0, 8, 0, 9, 0, 0]).unwrap();
+        let mut answer = Vec::new();
+        let _ = s.read_to_end(&mut answer);
+        assert_eq!(answer.first(), Some(&b'E'), "an ErrorResponse: {answer:?}");
+    }
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
             lines.push(l);
         }
-        if lines.iter().any(|l| l.contains("28P01")) {
+        if lines.iter().any(|l| l.contains("28P01")) && lines.iter().any(|l| l.contains("0A000")) {
             break;
         }
     }
@@ -99,6 +108,14 @@ fn serve_quick_start_with_json_logs() {
     assert!(
         failed["span"]["id"].is_u64(),
         "client id on the line: {failed}"
+    );
+    let early = json
+        .iter()
+        .find(|v| v["fields"]["sqlstate"] == "0A000")
+        .unwrap_or_else(|| panic!("no 0A000 line in {lines:#?}"));
+    assert!(
+        early["span"]["id"].is_u64() && early["span"]["peer"].is_string(),
+        "client id and peer on the line: {early}"
     );
 }
 

@@ -1,5 +1,6 @@
 //! `tracing` set-up: human-readable lines by default, one JSON object per line with
-//! `--log-format json`. Every line from a client's task carries its `client` span (id, peer).
+//! `--log-format json`. Lines about a Postgres client carry its `client` span (id, peer; see
+//! `pg::login::Peer::span`).
 
 use crate::config::LogFormat;
 use tracing_subscriber::EnvFilter;

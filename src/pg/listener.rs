@@ -2,7 +2,7 @@
 //! task per client. Accept errors (out of file descriptors…) back off instead of spinning.
 
 use super::error::Error;
-use super::login::{login, read_startup, Login, Peer};
+use super::login::{login, open, read_startup, Login, Opening, Peer};
 use super::proxy::{Phase, Proxy};
 use super::session::Session;
 use super::stream::ClientStream;
@@ -46,14 +46,13 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
                 backoff = Duration::from_millis(5);
                 let proxy = proxy.clone();
                 let id = proxy.next_client_id();
-                let span = tracing::info_span!("client", id, peer = %peer);
                 let local = stream.local_addr().unwrap_or(peer);
                 let peer = Peer {
                     id,
                     addr: peer,
                     local,
                 };
-                tokio::spawn(handle(proxy, stream, peer).instrument(span));
+                tokio::spawn(handle(proxy, stream, peer));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed; backing off");
@@ -78,13 +77,19 @@ async fn handle(proxy: Arc<Proxy>, tcp: TcpStream, peer: Peer) {
         }
     };
     let login_timeout = proxy.config().pool.client_login_timeout;
-    let outcome =
-        match tokio::time::timeout(login_timeout.0, login(&proxy, &mut stream, peer)).await {
-            Ok(r) => r,
-            Err(_) => Err(Error::LoginTimeout(login_timeout)),
-        };
-    match outcome {
-        Ok(Login::Cancel { pid, secret }) => {
+    let deadline = tokio::time::Instant::now() + login_timeout.0;
+    let opened = match tokio::time::timeout_at(deadline, open(&proxy, &mut stream)).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::LoginTimeout(login_timeout)),
+    };
+    match opened {
+        Ok(Opening::Startup(startup, buf)) => {
+            let span = peer.span();
+            serve_client(&proxy, stream, peer, *startup, buf, deadline)
+                .instrument(span)
+                .await
+        }
+        Ok(Opening::Cancel { pid, secret }) => {
             let outcome = proxy.cancel.cancel(pid, secret).await;
             let label = outcome.label();
             proxy
@@ -93,6 +98,36 @@ async fn handle(proxy: Arc<Proxy>, tcp: TcpStream, peer: Peer) {
                 .with_label_values(&[label])
                 .inc();
         }
+        Err(e) => {
+            // the span only for this line: a connection that never sent a startup packet
+            // holds none while it waits (see `Peer::span`)
+            peer.span().in_scope(|| login_failed(&proxy, &e));
+            reject(&proxy, &mut stream, e).await;
+        }
+    }
+}
+
+/// A client that sent its StartupMessage: authenticate it by `deadline`, then run its
+/// session (or the admin console).
+async fn serve_client(
+    proxy: &Arc<Proxy>,
+    mut stream: ClientStream,
+    peer: Peer,
+    startup: super::startup::Startup,
+    buf: BytesMut,
+    deadline: tokio::time::Instant,
+) {
+    let login_timeout = proxy.config().pool.client_login_timeout;
+    let outcome = match tokio::time::timeout_at(
+        deadline,
+        login(proxy, &mut stream, peer, startup, buf),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(_) => Err(Error::LoginTimeout(login_timeout)),
+    };
+    match outcome {
         Ok(Login::Client(login)) => {
             let _user_guard = match proxy.admit_user(&login.user) {
                 Ok(g) => g,
@@ -100,7 +135,7 @@ async fn handle(proxy: Arc<Proxy>, tcp: TcpStream, peer: Peer) {
                     proxy.cancel.unregister(login.cancel.pid);
                     let user = login.user.config.name.clone();
                     reject(
-                        &proxy,
+                        proxy,
                         &mut stream,
                         Error::TooManyUserConnections { user, max },
                     )
@@ -127,15 +162,20 @@ async fn handle(proxy: Arc<Proxy>, tcp: TcpStream, peer: Peer) {
             proxy.cancel.unregister(pid);
         }
         Err(e) => {
-            proxy
-                .metrics
-                .client_logins
-                .with_label_values(&["failed"])
-                .inc();
-            tracing::info!(error = %e, sqlstate = e.sqlstate().code(), "client login failed");
-            reject(&proxy, &mut stream, e).await;
+            login_failed(proxy, &e);
+            reject(proxy, &mut stream, e).await;
         }
     }
+}
+
+/// Count and log a login that failed (the caller is in the client's span).
+fn login_failed(proxy: &Proxy, e: &Error) {
+    proxy
+        .metrics
+        .client_logins
+        .with_label_values(&["failed"])
+        .inc();
+    tracing::info!(error = %e, sqlstate = e.sqlstate().code(), "client login failed");
 }
 
 /// Tell a client why it is turned away (FATAL) and close.

@@ -20,15 +20,21 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 /// Largest password / SASL message accepted during login.
 const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 
-/// What a new connection turned out to be.
-pub enum Login {
-    Client(Box<LoggedIn>),
-    /// An admin on the console database (`pake`, or `pgbouncer` for PgBouncer habits).
-    Console(Box<LoggedIn>),
+/// What a new connection's first packets asked for.
+pub enum Opening {
+    /// A StartupMessage, with the bytes the client sent after it.
+    Startup(Box<Startup>, BytesMut),
     Cancel {
         pid: i32,
         secret: i32,
     },
+}
+
+/// Who a client that opened with a StartupMessage turned out to be.
+pub enum Login {
+    Client(Box<LoggedIn>),
+    /// An admin on the console database (`pake`, or `pgbouncer` for PgBouncer habits).
+    Console(Box<LoggedIn>),
 }
 
 /// Database names that reach the admin console instead of a pool.
@@ -40,6 +46,16 @@ pub struct Peer {
     pub id: u64,
     pub addr: std::net::SocketAddr,
     pub local: std::net::SocketAddr,
+}
+
+impl Peer {
+    /// The span every log line about this client carries (`client`: id, peer). Opened once a
+    /// StartupMessage arrived, not at accept: each span holds a slot in the subscriber's
+    /// registry whose small allocations stay behind when it closes, and thousands of
+    /// connections that never send a startup packet would leave pages pinned for good.
+    pub fn span(&self) -> tracing::Span {
+        tracing::info_span!("client", id = self.id, peer = %self.addr)
+    }
 }
 
 /// A client that passed authentication (and, unless on the console, has a pool).
@@ -70,17 +86,45 @@ where
     }
 }
 
-/// Run the startup phase on `stream` up to (and including) the welcome.
+/// Read packets until the StartupMessage (upgrading to TLS on the way when asked) or a
+/// CancelRequest.
+pub async fn open(proxy: &Arc<Proxy>, stream: &mut ClientStream) -> Result<Opening, Error> {
+    let mut buf = BytesMut::with_capacity(512);
+    let tls = proxy.tls();
+    loop {
+        let len = read_until(stream, &mut buf, startup::packet).await?;
+        let packet = buf.split_to(len);
+        match startup::parse(&packet)? {
+            Request::Ssl => {
+                if !buf.is_empty() {
+                    // bytes sent after SSLRequest, before the answer: never trust them
+                    return Err(Error::Tls("data received before the TLS handshake".into()));
+                }
+                upgrade(stream, tls.acceptor.as_ref()).await?;
+            }
+            Request::GssEnc => {
+                stream.write_all(b"N").await.map_err(Error::ClientIo)?;
+            }
+            Request::Cancel { pid, secret } => return Ok(Opening::Cancel { pid, secret }),
+            Request::Startup(s) => {
+                if tls.client_required() && !stream.is_tls() {
+                    return Err(Error::TlsRequired);
+                }
+                return Ok(Opening::Startup(Box::new(s), buf));
+            }
+        }
+    }
+}
+
+/// Run the rest of the startup phase after `open`: authenticate, find the destination, and
+/// send the welcome.
 pub async fn login(
     proxy: &Arc<Proxy>,
     stream: &mut ClientStream,
     peer: Peer,
+    startup: Startup,
+    mut buf: BytesMut,
 ) -> Result<Login, Error> {
-    let mut buf = BytesMut::with_capacity(512);
-    let startup = match startup_packet(proxy, stream, &mut buf).await? {
-        Ok(startup) => startup,
-        Err(cancel) => return Ok(cancel),
-    };
     let mut out = BytesMut::with_capacity(512);
     if startup.minor > 0 || !startup.protocol_options.is_empty() {
         let opts: Vec<&[u8]> = startup
@@ -194,39 +238,6 @@ async fn find_user(
             tracing::warn!(user = %startup.user, database = %startup.database, error = %e,
                 "auth_query lookup failed");
             Err(e.into())
-        }
-    }
-}
-
-/// Read packets until the StartupMessage (upgrading to TLS on the way when asked);
-/// `Err(Login::Cancel)` for a CancelRequest instead.
-async fn startup_packet(
-    proxy: &Arc<Proxy>,
-    stream: &mut ClientStream,
-    buf: &mut BytesMut,
-) -> Result<Result<Startup, Login>, Error> {
-    let tls = proxy.tls();
-    loop {
-        let len = read_until(stream, buf, startup::packet).await?;
-        let packet = buf.split_to(len);
-        match startup::parse(&packet)? {
-            Request::Ssl => {
-                if !buf.is_empty() {
-                    // bytes sent after SSLRequest, before the answer: never trust them
-                    return Err(Error::Tls("data received before the TLS handshake".into()));
-                }
-                upgrade(stream, tls.acceptor.as_ref()).await?;
-            }
-            Request::GssEnc => {
-                stream.write_all(b"N").await.map_err(Error::ClientIo)?;
-            }
-            Request::Cancel { pid, secret } => return Ok(Err(Login::Cancel { pid, secret })),
-            Request::Startup(s) => {
-                if tls.client_required() && !stream.is_tls() {
-                    return Err(Error::TlsRequired);
-                }
-                return Ok(Ok(s));
-            }
         }
     }
 }

@@ -78,7 +78,9 @@ pub async fn serve(svc: Arc<Service>, listener: TcpListener) {
                 let _ = stream.set_nodelay(true);
                 let svc = svc.clone();
                 let id = svc.next_client_id();
-                let span = tracing::info_span!("redis_client", id, peer = %peer);
+                // debug: every line a Redis client's task logs is debug, and an enabled span
+                // costs a slot in the subscriber's registry whose allocations outlive it
+                let span = tracing::debug_span!("redis_client", id, peer = %peer);
                 tokio::spawn(
                     async move {
                         let Some(_guard) = svc.admit() else {
