@@ -253,7 +253,9 @@ impl VisitorMut for Canonicalize {
 
     fn post_visit_query(&mut self, query: &mut Query) -> ControlFlow<()> {
         if let SetExpr::Values(values) = query.body.as_mut() {
-            // rows of one shape, any number of them, are one statement
+            // rows of one shape, any number of them, are one statement; the shape is compared
+            // as the fingerprint text will be, normalised (`vAluEs` and `ValUes` name one
+            // column: found by the sql_fingerprint fuzzer)
             let mut seen: HashSet<String> = HashSet::new();
             values.rows.retain(|row| {
                 let shape = row
@@ -262,7 +264,7 @@ impl VisitorMut for Canonicalize {
                     .map(|e| e.to_string())
                     .collect::<Vec<_>>()
                     .join(",");
-                seen.insert(shape)
+                seen.insert(normalize(&shape).0)
             });
         }
         ControlFlow::Continue(())

@@ -210,3 +210,17 @@ fn table_shorthand_with_any_whitespace() {
     // a multi-byte character across the keyword's sixth byte (the fuzzer, again)
     assert_eq!(proxy("tablé t").source, Source::Tokens);
 }
+
+/// Found by the `sql_fingerprint` fuzzer: VALUES rows that differ only in the case of an
+/// unquoted identifier are one shape, as they are one text once normalised.
+#[test]
+fn values_rows_differing_in_identifier_case_are_one_shape() {
+    let sql = "values (1, 'a'), (values %(1, 'a'),'( b2,' ), (3,2, 'a'), (values %(1, 'a'),'( b2,' ), (3,2, 'b'), (3, 'c')";
+    let twin = "vaLueS   (42,   'a''b'),   (ValUes \t %(9, 'zz'),'long literal'\t),   (42,42,   'a''b'),   (vAluEs \t %(9, 'zz'),'long literal'\t),   (42,42,   'a''b'),   (42,   'a''b')";
+    let (a, b) = (fp(sql), fp(twin));
+    assert_eq!((a.source, b.source), (Source::Ast, Source::Ast));
+    assert_eq!((a.id, &a.text), (b.id, &b.text));
+    assert_eq!(&*a.text, "values (?, ?), (values % (?, ?), ?), (?, ?, ?)");
+    assert_eq!(fp("values (Col), (cOL)").text, fp("values (col)").text);
+    assert_ne!(fp("values (\"Col\"), (col)").text, fp("values (col)").text);
+}
