@@ -20,8 +20,6 @@ use sqlparser::ast::{
     BinaryOperator, CastKind, Expr, InTarget, Query, SetExpr, Statement, UnaryOperator, Value,
     ValueWithSpan, VisitMut, VisitorMut,
 };
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
@@ -104,15 +102,11 @@ impl Kind {
     }
 }
 
-/// Parse `raw` as PostgreSQL, the way the proxy does (so fingerprints and routing agree).
-/// `None` when it does not parse or holds no statement.
+/// Parse `raw` as PostgreSQL, the way the proxy does (so fingerprints and routing agree: it
+/// is the proxy's [`crate::pg::sql::parse`]). `None` when it does not parse, holds no
+/// statement, or is text sqlparser would misread.
 pub fn parse(raw: &str) -> Option<Vec<Statement>> {
-    // a tree too deep to walk on a worker's stack is not built (see `deeper_than`)
-    if crate::pg::sql::lexer::deeper_than(raw, crate::pg::sql::MAX_PARSE_DEPTH) {
-        return None;
-    }
-    let statements = Parser::parse_sql(&PostgreSqlDialect {}, raw).ok()?;
-    (!statements.is_empty()).then_some(statements)
+    crate::pg::sql::parse(raw).filter(|statements| !statements.is_empty())
 }
 
 /// The fingerprint of `raw`, from its AST when it parsed (see the module doc).
