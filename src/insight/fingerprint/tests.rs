@@ -224,3 +224,28 @@ fn values_rows_differing_in_identifier_case_are_one_shape() {
     assert_eq!(fp("values (Col), (cOL)").text, fp("values (col)").text);
     assert_ne!(fp("values (\"Col\"), (col)").text, fp("values (col)").text);
 }
+
+/// Found by the `sql_fingerprint` fuzzer: sqlparser ends the statement list at an END where
+/// a statement could end and drops what follows; PostgreSQL reads such text as a syntax
+/// error. It is analysed by tokens, all of it, whatever the literals.
+#[test]
+fn text_after_a_stray_end_is_not_dropped() {
+    for (sql, twin) in [
+        (
+            "use'n' end Iid.i, 'x'",
+            "usE'' \t enD\tIid.i, 'long literal'",
+        ),
+        ("select 1 end; delete from t", "SELECT 2 END; DELETE FROM t"),
+    ] {
+        let (a, b) = (fp(sql), fp(twin));
+        assert_eq!(
+            (a.source, b.source),
+            (Source::Tokens, Source::Tokens),
+            "{sql}"
+        );
+        assert_eq!((a.id, &a.text), (b.id, &b.text));
+    }
+    assert!(fp("select 1 end;").text.contains("end"));
+    // a real END is still a statement
+    assert_eq!(fp("begin; select 1; end").source, Source::Ast);
+}

@@ -121,10 +121,15 @@ fn parse_faithful(sql: &str) -> Option<Vec<Statement>> {
     if !tokens_spell(sql, &tokens) {
         return None;
     }
-    Parser::new(&dialect)
-        .with_tokens_with_locations(tokens)
-        .parse_statements()
-        .ok()
+    let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
+    let statements = parser.parse_statements().ok()?;
+    // sqlparser stops at an END where a statement could end (it closes BEGIN … END blocks
+    // in other dialects) and drops the rest: `use 'n' end x.y` is `USE 'n'` to it, a syntax
+    // error to PostgreSQL (found by the sql_fingerprint fuzzer)
+    if parser.peek_token().token != Token::EOF {
+        return None;
+    }
+    Some(statements)
 }
 
 /// Whether every operator and punctuation token covers as much of `sql` as it spells, and
