@@ -5,7 +5,8 @@
 # 100,000-deep RESP nesting, garbage startup packets, 2,000 stalled logins, a 20 MB
 # statement, an IN list of 100,000 constants, 10,000 statements in one Query, a 20,000-deep
 # expression. Per case: the abuser's answer, Pake's peak and settled RSS, the good client's
-# worst latency and wrong answers (the cases are loadtests/abuse.py).
+# worst latency and wrong answers, and the worst latency of a control client asking the
+# backend directly meanwhile (the machine's own scheduling delay; cases: loadtests/abuse.py).
 #
 #   loadtests/abuse.sh                     # every case, ~3 min
 #   loadtests/abuse.sh --only MGET         # the cases whose name contains MGET
@@ -49,8 +50,10 @@ sleep 2
 
 user=$(python3 -c 'import sys,urllib.parse as u; print(u.urlparse(sys.argv[1]).username or "postgres")' "$pg_url")
 db=$(python3 -c 'import sys,urllib.parse as u; print(u.urlparse(sys.argv[1]).path.lstrip("/") or "postgres")' "$pg_url")
+hp() { python3 -c 'import sys,urllib.parse as u; x=u.urlparse(sys.argv[1]); print(f"{x.hostname}:{x.port}")' "$1"; }
 mkdir -p bench-results
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 python3 loadtests/abuse.py --redis "127.0.0.1:$r1" --redis-cluster "127.0.0.1:$r2" \
     --pg "127.0.0.1:$pg" --pg-user "$user" --pg-db "$db" --pid "$pake1" --pid-cluster "$pake2" \
+    --redis-direct "$(hp "$redis_url")" --redis-cluster-direct "$(hp "$cluster_url")" --pg-direct "$(hp "$pg_url")" \
     --json bench-results/abuse.json "$@"
