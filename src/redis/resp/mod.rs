@@ -331,7 +331,11 @@ pub fn take_request_resuming(
         let Some(len) = scanner.scan(buf, limits)? else {
             return Ok(None);
         };
-        let args = decode_args(&buf[..len])?;
+        let args = match bulk_args(&buf[..len]) {
+            Some(args) => args,
+            // anything but an array of bulk strings: redis-protocol says what is wrong
+            None => decode_args(&buf[..len])?,
+        };
         let raw = buf.split_to(len).freeze();
         let args = args.into_iter().map(|r| raw.slice(r)).collect();
         return Ok(Some(Request {
@@ -340,6 +344,50 @@ pub fn take_request_resuming(
             inline: false,
         }));
     }
+}
+
+/// The byte range of each argument of a complete request that is an array of bulk strings
+/// (what every client library sends), in one pass over it; `None` for anything else.
+/// redis-protocol's decoder took ~25 ms for a 200,000-key MGET, on the session's thread,
+/// ahead of every other client of that thread.
+fn bulk_args(frame: &[u8]) -> Option<Vec<std::ops::Range<usize>>> {
+    let header_end = line_end(frame, 1)?;
+    if frame.first() != Some(&b'*') {
+        return None;
+    }
+    let n = plain_count(&frame[1..header_end])?;
+    // each argument takes at least 6 bytes (`$0\r\n\r\n`): a count the frame cannot hold
+    // is not believed (and allocates nothing)
+    if n > frame.len() / 6 {
+        return None;
+    }
+    let mut args = Vec::with_capacity(n);
+    let mut pos = header_end + 2;
+    for _ in 0..n {
+        if frame.get(pos) != Some(&b'$') {
+            return None;
+        }
+        let eol = line_end(frame, pos + 1)?;
+        let len = plain_count(&frame[pos + 1..eol])?;
+        let start = eol + 2;
+        let end = start.checked_add(len)?;
+        if frame.get(end..end + 2)? != b"\r\n" {
+            return None;
+        }
+        args.push(start..end);
+        pos = end + 2;
+    }
+    (pos == frame.len()).then_some(args)
+}
+
+/// A count or length as clients write it: digits, no sign, no leading zero.
+fn plain_count(digits: &[u8]) -> Option<usize> {
+    let ok = match digits {
+        [b'0'] => true,
+        [b'1'..=b'9', rest @ ..] => rest.len() < 18 && rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    ok.then(|| digits.iter().fold(0, |v, d| v * 10 + usize::from(d - b'0')))
 }
 
 /// Decode a complete multibulk request with redis-protocol; the byte range of each argument.
@@ -470,6 +518,12 @@ pub fn fuzz_logic(data: &[u8]) {
         }
     }
     let whole = scan(data, 0, &Limits::backend());
+    // the one-pass argument reader agrees with redis-protocol wherever it answers
+    if let Ok(Some(end)) = whole {
+        if let Some(fast) = bulk_args(&data[..end]) {
+            assert_eq!(Some(fast), decode_args(&data[..end]).ok(), "{data:?}");
+        }
+    }
     // the same bytes arriving a few at a time: a resumed scan agrees with the one-shot scan
     // (the step is the first byte, so the corpus explores the split points too)
     let step = usize::from(data.first().copied().unwrap_or(1) % 7) + 1;
@@ -536,6 +590,34 @@ mod tests {
         );
         for cut in 0..frame.len() {
             assert_eq!(take(&frame[..cut]).unwrap(), None, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn the_one_pass_reader_agrees_with_redis_protocol() {
+        let agree: &[&[u8]] = &[
+            b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n",
+            b"*3\r\n$3\r\nSET\r\n$0\r\n\r\n$4\r\na\r\nb\r\n",
+            b"*0\r\n",
+        ];
+        for f in agree {
+            let fast = bulk_args(f).unwrap_or_else(|| panic!("{f:?}"));
+            assert_eq!(fast, decode_args(f).unwrap());
+        }
+        // not an array of plain bulk strings: left to redis-protocol (and its errors)
+        let other: &[&[u8]] = &[
+            b"*1\r\n:1\r\n",
+            b"*1\r\n$-1\r\n",
+            b"*1\r\n$03\r\nGET\r\n",
+            b"*1\r\n$+3\r\nGET\r\n",
+            b"*2\r\n$3\r\nGET\r\n",
+            b"*1\r\n$3\r\nGETX\r\n",
+            b"*1\r\n$3\r\nGET\r\nextra",
+            b"*99999999999\r\n",
+            b"$3\r\nGET\r\n",
+        ];
+        for f in other {
+            assert_eq!(bulk_args(f), None, "{f:?}");
         }
     }
 

@@ -35,27 +35,53 @@ pub fn group_by_slot<'a>(
     key: impl Fn(usize) -> &'a Bytes,
     cluster: bool,
 ) -> Vec<(u16, Vec<usize>)> {
+    let idx = idx.into_iter();
     let mut groups: Vec<(u16, Vec<usize>)> = Vec::new();
-    let mut by_slot: HashMap<u16, usize> = HashMap::new();
+    if !cluster {
+        let all: Vec<usize> = idx.collect();
+        if let Some(&first) = all.first() {
+            groups.push((crate::redis::commands::slot(key(first)), all));
+        }
+        return groups;
+    }
+    // the group of each slot: a hash map for a few keys, a direct table (64 KiB) for many —
+    // hashing made grouping a 200,000-key MGET take ~45 ms on the session's thread
+    let mut small: HashMap<u16, usize> = HashMap::new();
+    let mut table: Vec<u32> = match idx.size_hint().0 > WIDE {
+        true => vec![u32::MAX; SLOTS],
+        false => Vec::new(),
+    };
     for i in idx {
         let slot = crate::redis::commands::slot(key(i));
-        if !cluster {
-            match groups.first_mut() {
-                Some(g) => g.1.push(i),
-                None => groups.push((slot, vec![i])),
+        let known = match table.get_mut(usize::from(slot)) {
+            Some(g) if *g != u32::MAX => Some(*g as usize),
+            Some(g) => {
+                *g = groups.len() as u32;
+                None
             }
-            continue;
-        }
-        match by_slot.get(&slot) {
-            Some(&g) => groups[g].1.push(i),
             None => {
-                by_slot.insert(slot, groups.len());
-                groups.push((slot, vec![i]));
+                let next = groups.len();
+                match small.entry(slot) {
+                    std::collections::hash_map::Entry::Occupied(e) => Some(*e.get()),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        e.insert(next);
+                        None
+                    }
+                }
             }
+        };
+        match known {
+            Some(g) => groups[g].1.push(i),
+            None => groups.push((slot, vec![i])),
         }
     }
     groups
 }
+
+/// Keys from which [`group_by_slot`] uses its direct table.
+const WIDE: usize = 256;
+/// Hash slots in a Redis Cluster.
+const SLOTS: usize = 16384;
 
 /// What a reply part will take once encoded for the client (an estimate from above).
 fn part_size(items: &[BytesFrame]) -> usize {
@@ -228,6 +254,16 @@ mod tests {
                 .iter()
                 .all(|&i| crate::redis::commands::slot(&keys[i]) == *slot));
         }
+        let slots: std::collections::HashSet<u16> = groups.iter().map(|g| g.0).collect();
+        assert_eq!(slots.len(), groups.len(), "one group per slot");
+        // the direct table (many keys) and the map (a few, or no size hint) group alike
+        let mapped = group_by_slot((0..keys.len()).filter(|_| true), |i| &keys[i], true);
+        assert_eq!(mapped, groups);
+        let few = group_by_slot(0..40, |i| &keys[i], true);
+        assert_eq!(
+            few,
+            group_by_slot((0..40).filter(|_| true), |i| &keys[i], true)
+        );
         let one = group_by_slot(0..keys.len(), |i| &keys[i], false);
         assert_eq!(one.len(), 1);
         assert_eq!(one[0].1.len(), keys.len());
