@@ -141,7 +141,10 @@ fn parse_faithful(sql: &str) -> Option<Vec<Statement>> {
 /// moves forward, so this is one pass over the text.
 fn tokens_spell(sql: &str, tokens: &[TokenWithSpan]) -> bool {
     let mut at = TextCursor::default();
+    // the source text of the operator token just before, when nothing came between
+    let mut glued: Option<&str> = None;
     for t in tokens {
+        let before = glued.take();
         // PostgreSQL's only `$` parameter is `$` and digits: sqlparser also reads
         // `$88888S8888` as one placeholder, where PostgreSQL reads `$88888` and a word
         if let Token::Placeholder(p) = &t.token {
@@ -189,12 +192,38 @@ fn tokens_spell(sql: &str, tokens: &[TokenWithSpan]) -> bool {
             return false;
         };
         // the length, not the text (`!=` is shown as `<>`); a skipped space is harmless
-        let covered = sql.get(start..end).map(|s| s.trim_end().len());
-        if covered != Some(shown.len()) {
+        let Some(source) = sql.get(start..end) else {
             return false;
+        };
+        let covered = source.trim_end();
+        if covered.len() != shown.len() {
+            return false;
+        }
+        if covered.bytes().all(is_operator_char) {
+            if let Some(left) = before {
+                if !splits_as_postgres(left, covered) {
+                    return false;
+                }
+            }
+            // a swallowed space ends the run
+            glued = (covered.len() == source.len()).then_some(covered);
         }
     }
     true
+}
+
+/// The characters PostgreSQL reads as one operator when they follow each other.
+fn is_operator_char(b: u8) -> bool {
+    b"+-*/<>=~!@#%^&|`?".contains(&b)
+}
+
+/// Whether PostgreSQL also reads operator text `left` immediately followed by `right` as two
+/// operators, as sqlparser did: it reads the whole run as one, except that trailing `+`/`-`
+/// are split off a run that holds none of ``~!@#%^&|`?`` (`=-1` is `=` and `-1`). sqlparser
+/// splits `@@@@` into `@@ @@`, one operator to PostgreSQL (found by the sql_fingerprint fuzzer).
+fn splits_as_postgres(left: &str, right: &str) -> bool {
+    let special = |s: &str| s.bytes().any(|b| b"~!@#%^&|`?".contains(&b));
+    right.bytes().all(|b| b == b'+' || b == b'-') && !special(left)
 }
 
 /// A byte offset in a text and the (1-based) line and column sqlparser gives it.

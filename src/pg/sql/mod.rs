@@ -347,6 +347,26 @@ mod tests {
         assert_twins_agree(sql, twin);
         assert!(parse("select $1x").is_none() && parse("select $2a$ x $2a$").is_none());
         assert!(parse("select $t$x$t$, $$y$$ from t where b = $12").is_some());
+        // the seventh: operators glued together, one operator to PostgreSQL (`@@@@`, `^-`,
+        // `!=-`), split by sqlparser; a trailing `+`/`-` after plain ones is split by both
+        // (and `||-` is one custom operator to both)
+        let sql = "select@@@@no@c@@:ot like 'y%'@@@@@cap#x' e\0\0n\u{6}R\0\0\0M\u{1}\0\0\0\0\0\0\0''l\\','' \\',\u{1f}'";
+        let twin = "SelEct@@@@nO@c@@:Ot\tlIke \t 'long literal'@@@@@Cap#x' e\0\0n\u{6}R\0\0\0M\u{1}\0\0\0\0\0\0\0''l\\','long literal'\t\\'a''b'";
+        assert_twins_agree(sql, twin);
+        for glued in [
+            "select a @@@@ b",
+            "select 2^-1",
+            "select a !=-1",
+            "select a @-1",
+        ] {
+            assert!(parse(glued).is_none(), "{glued}");
+        }
+        for split in [
+            "select a=-1, b<-2, c*-3, d/+4, e<>-5, f>=-+6",
+            "select a @@ b, 2 ^ -1, a || -1, a||-1",
+        ] {
+            assert!(parse(split).is_some(), "{split}");
+        }
     }
 
     /// Run the analysis on a thread with a tokio worker's stack (2 MiB): a stack overflow
