@@ -166,6 +166,15 @@ fn tokens_spell(sql: &str, tokens: &[TokenWithSpan]) -> bool {
             }
             continue;
         }
+        // sqlparser prints a quote after a backslash inside a quoted identifier undoubled
+        // (`"a\""b"` comes out as `"a\"b"`), so the printed statement, which the
+        // fingerprint is taken from, quotes differently from the text
+        if let Token::Word(w) = &t.token {
+            if w.quote_style == Some('"') && w.value.contains("\\\"") {
+                return false;
+            }
+            continue;
+        }
         if matches!(
             t.token,
             Token::Word(_)

@@ -361,6 +361,14 @@ mod tests {
         ] {
             assert!(parse(glued).is_none(), "{glued}");
         }
+        // the eighth: a quoted identifier holding a backslash and a quote, which sqlparser
+        // prints back with that quote undoubled
+        let sql = "select@v@\"\"\" \\\"\"$888s88$02*\0\0*\"L";
+        let twin = "SelEct@v@\"\"\" \\\"\"$888s88$02*\0\0*\"l";
+        assert_twins_agree(sql, twin);
+        assert!(parse("select \"a\\\"\"b\" x").is_none());
+        let quoted = "select \"Col\"\"x\", \"a\\b\", \"é\"\"\" from \"T\" where \"\"\"\" = 1";
+        assert!(parse(quoted).is_some(), "{quoted}");
         for split in [
             "select a=-1, b<-2, c*-3, d/+4, e<>-5, f>=-+6",
             "select a @@ b, 2 ^ -1, a || -1, a||-1",
