@@ -177,7 +177,8 @@ impl Scanner {
                 return Ok(None);
             };
             let Some(eol) = line_end(buf, self.pos + 1) else {
-                if buf.len() - self.pos > MAX_COUNT_LINE + 1 {
+                // the type byte, the longest line and its `\r` may all be here, waiting for `\n`
+                if buf.len() - self.pos > MAX_COUNT_LINE + 2 {
                     match kind {
                         b'$' | b'!' | b'=' => return Err(FrameError::BadBulkLength),
                         b'*' | b'~' | b'>' | b'%' | b'|' => {
@@ -591,6 +592,26 @@ mod tests {
         for cut in 0..frame.len() {
             assert_eq!(take(&frame[..cut]).unwrap(), None, "cut at {cut}");
         }
+    }
+
+    /// Found by the resp_decode fuzzer: a count of a sign and 19 digits, its `\r` read and
+    /// its `\n` not yet, was refused as too long; whole, the same frame is fine.
+    #[test]
+    fn the_longest_count_line_may_wait_for_its_newline() {
+        let frame = b"*2\r\n-\r2\r0\t0\r\n*-0000000000000000000\r\n";
+        assert_eq!(scan(frame, 0, &Limits::backend()), Ok(Some(frame.len())));
+        let mut scanner = Scanner::default();
+        for seen in 1..frame.len() {
+            let r = scanner.scan(&frame[..seen], &Limits::backend());
+            assert_eq!(r, Ok(None), "cut at {seen}");
+        }
+        assert_eq!(
+            scanner.scan(frame, &Limits::backend()),
+            Ok(Some(frame.len()))
+        );
+        // one more digit is still refused before its newline comes
+        let long = b"*-00000000000000000000\r";
+        assert!(Scanner::default().scan(long, &Limits::backend()).is_err());
     }
 
     #[test]
