@@ -369,6 +369,12 @@ mod tests {
         assert!(parse("select \"a\\\"\"b\" x").is_none());
         let quoted = "select \"Col\"\"x\", \"a\\b\", \"é\"\"\" from \"T\" where \"\"\"\" = 1";
         assert!(parse(quoted).is_some(), "{quoted}");
+        // the ninth: `''` inside a hex or bit string, an escaped quote to sqlparser only
+        let sql = "SET th = a ,c#-  a, sel #xt #x':e\0''\\','s\tx'0 \0\0\0\0Rn\0\0''\\','";
+        let twin = "Set   tH   =   A   ,C#-   A, \t Sel\t#Xt   #x':e\0''\\',''100000   \0\0\0\0rn\0\0''\\''";
+        assert_twins_agree(sql, twin);
+        assert!(parse("select x'ab''cd'").is_none() && parse("select b'01''10'").is_none());
+        assert!(parse("select x'abcd', b'0110', 'it''s'").is_some());
         for split in [
             "select a=-1, b<-2, c*-3, d/+4, e<>-5, f>=-+6",
             "select a @@ b, 2 ^ -1, a || -1, a||-1",
