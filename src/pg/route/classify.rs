@@ -216,6 +216,11 @@ fn tokens_spell(sql: &str, tokens: &[TokenWithSpan]) -> bool {
         if covered.len() != shown.len() {
             return false;
         }
+        // PostgreSQL ends an operator before `/*` or `--` (a comment starts there); sqlparser
+        // read `#/*` as one custom operator
+        if covered.contains("/*") || covered.contains("--") {
+            return false;
+        }
         if covered.bytes().all(is_operator_char) {
             if let Some(left) = before {
                 if !splits_as_postgres(left, covered) {

@@ -375,6 +375,13 @@ mod tests {
         assert_twins_agree(sql, twin);
         assert!(parse("select x'ab''cd'").is_none() && parse("select b'01''10'").is_none());
         assert!(parse("select x'abcd', b'0110', 'it''s'").is_some());
+        // the tenth: `#/*` read by sqlparser as one custom operator; PostgreSQL ends the
+        // operator where the comment starts
+        let sql = "SELECT a. b\r\r#/*'*/'.a. b.Fa*'x'\r\r\r/\r# /*'*/'b'";
+        let twin = "SelEct a.\tb \t #/*'*/'long literal'x'\r\r\r/\r# /*'*/'zz'";
+        assert_twins_agree(sql, twin);
+        assert!(parse("select a #/* c */ 1").is_none() && parse("select a #-- c\n 1").is_none());
+        assert!(parse("select a # /* c */ 1, b - -1").is_some());
         for split in [
             "select a=-1, b<-2, c*-3, d/+4, e<>-5, f>=-+6",
             "select a @@ b, 2 ^ -1, a || -1, a||-1",
