@@ -87,10 +87,11 @@ pub const MAX_PARSE_DEPTH: usize = 500;
 /// safely or sqlparser would read other tokens than PostgreSQL does (`None`, as for a
 /// statement that does not parse).
 pub fn parse(raw: &str) -> Option<Vec<sqlparser::ast::Statement>> {
-    if lexer::not_for_sqlparser(raw, MAX_PARSE_DEPTH) {
-        return None;
+    match lexer::for_sqlparser(raw, MAX_PARSE_DEPTH) {
+        lexer::ForSqlparser::Nothing => None,
+        lexer::ForSqlparser::AsIs => classify::parse(raw),
+        lexer::ForSqlparser::Rewritten(text) => classify::parse(&text),
     }
-    classify::parse(raw)
 }
 
 /// Default of `general.max_analyzed_statement_size`: statements longer than this (in bytes)
@@ -388,6 +389,36 @@ mod tests {
         ] {
             assert!(parse(split).is_some(), "{split}");
         }
+        // the eleventh: an integer past i64 where sqlparser wants a count (an array bound
+        // here: `a[9] 42` is a typed literal to it) failed the parse, its twin's did not
+        let sql = "select '5'::i+2.5e3, '0-01-01', x::nume(ci0r1,2), a[19999999999999999999999999][ 999]99updat-- - 4999999999999999999999";
+        let twin = "seLecT \t 'long literal'::i+2.5e3, 'zz',\tx::NumE(Ci0R1,42), \t a[9][\t42]42updat-- - 4999999999999999999999";
+        assert_twins_agree(sql, twin);
+        for (long, short) in [
+            (
+                "select x::varchar(99999999999999999999)",
+                "select x::varchar(9)",
+            ),
+            (
+                "select top 99999999999999999999 a from t",
+                "select top 9 a from t",
+            ),
+        ] {
+            assert_eq!(parse(long).is_some(), parse(short).is_some(), "{long}");
+        }
+        let big =
+            "select * from t where id = 123456789012345678901234567890 limit 9223372036854775807";
+        assert_eq!(
+            lexer::for_sqlparser(big, MAX_PARSE_DEPTH),
+            lexer::ForSqlparser::Rewritten(
+                "select * from t where id = 1 limit 9223372036854775807".into()
+            )
+        );
+        assert!(parse(big).is_some());
+        assert_eq!(
+            lexer::for_sqlparser("select 007", 9),
+            lexer::ForSqlparser::AsIs
+        );
     }
 
     /// Run the analysis on a thread with a tokio worker's stack (2 MiB): a stack overflow
