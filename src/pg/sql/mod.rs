@@ -419,6 +419,13 @@ mod tests {
             lexer::for_sqlparser("select 007", 9),
             lexer::ForSqlparser::AsIs
         );
+        // the twelfth: braces, an ODBC escape to sqlparser (`{t:n}` parses, `{T:n}` not), no
+        // token at all to PostgreSQL
+        assert_twins_agree("select 5.e3.ect@ {t:n}b", "seLecT \t 5.e3.eCt@ {T:n}b");
+        for refused in ["select {t '10:00'}", "select a \\ b", "select {1}"] {
+            assert!(parse(refused).is_none(), "{refused}");
+        }
+        assert!(parse("select '{1,2}'::int[], e'\\{', \"{\" from t").is_some());
     }
 
     /// Run the analysis on a thread with a tokio worker's stack (2 MiB): a stack overflow
