@@ -145,67 +145,10 @@ fn tokens_spell(sql: &str, tokens: &[TokenWithSpan]) -> bool {
     let mut glued: Option<&str> = None;
     for t in tokens {
         let before = glued.take();
-        // PostgreSQL's only `$` parameter is `$` and digits: sqlparser also reads
-        // `$88888S8888` as one placeholder, where PostgreSQL reads `$88888` and a word
-        if let Token::Placeholder(p) = &t.token {
-            if let Some(digits) = p.strip_prefix('$') {
-                if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-                    return false;
-                }
-            }
-            continue;
-        }
-        // nor does a dollar-quote tag start with a digit: `$8S$…$8S$` is a parameter and
-        // words to PostgreSQL, a string to sqlparser
-        if let Token::DollarQuotedString(d) = &t.token {
-            if d.tag
-                .as_deref()
-                .is_some_and(|tag| tag.starts_with(|c: char| c.is_ascii_digit()))
-            {
-                return false;
-            }
-            continue;
-        }
-        // `''` does not escape a quote in PostgreSQL's bit and hex strings: `x'ab''cd'` is
-        // two constants to it, one (`ab'cd`) to sqlparser
-        if let Token::HexStringLiteral(v) | Token::SingleQuotedByteStringLiteral(v) = &t.token {
-            if v.contains('\'') {
-                return false;
-            }
-            continue;
-        }
-        // sqlparser prints a quote after a backslash inside a quoted identifier undoubled
-        // (`"a\""b"` comes out as `"a\"b"`), so the printed statement, which the
-        // fingerprint is taken from, quotes differently from the text
-        if let Token::Word(w) = &t.token {
-            if w.quote_style == Some('"') && w.value.contains("\\\"") {
-                return false;
-            }
-            continue;
-        }
-        // characters PostgreSQL's grammar has no token for (`{`, `}`, `\` outside a
-        // string, anything sqlparser can only call a `Char`): a syntax error to it, while
-        // sqlparser reads `{t 'x'}` and `{t:n}` as ODBC escapes, the letter's case deciding
-        // (`{T:n}` does not parse; found by the sql_fingerprint fuzzer)
-        if matches!(
-            t.token,
-            Token::LBrace | Token::RBrace | Token::Backslash | Token::Char(_)
-        ) {
-            return false;
-        }
-        if matches!(
-            t.token,
-            Token::Word(_)
-                | Token::Number(..)
-                | Token::Whitespace(_)
-                | Token::SingleQuotedString(_)
-                | Token::Comma
-                | Token::Period
-                | Token::LParen
-                | Token::RParen
-                | Token::EOF
-        ) {
-            continue; // the usual tokens, spelled as read: no display to build
+        match alone(&t.token) {
+            Alone::Misread => return false,
+            Alone::Fine => continue,
+            Alone::Symbol => {}
         }
         let shown = t.token.to_string();
         let symbol = !shown.is_empty()
@@ -242,6 +185,59 @@ fn tokens_spell(sql: &str, tokens: &[TokenWithSpan]) -> bool {
         }
     }
     true
+}
+
+/// What a token says on its own (see [`tokens_spell`]).
+enum Alone {
+    /// PostgreSQL reads that text otherwise, or not at all.
+    Misread,
+    /// Read as written (words, numbers and strings are not compared further).
+    Fine,
+    /// An operator or punctuation: checked against the text it covers.
+    Symbol,
+}
+
+fn alone(token: &Token) -> Alone {
+    let misread_if = |wrong: bool| if wrong { Alone::Misread } else { Alone::Fine };
+    match token {
+        // PostgreSQL's only `$` parameter is `$` and digits: sqlparser also reads
+        // `$88888S8888` as one placeholder, where PostgreSQL reads `$88888` and a word
+        Token::Placeholder(p) => misread_if(
+            p.strip_prefix('$')
+                .is_some_and(|d| d.is_empty() || !d.bytes().all(|b| b.is_ascii_digit())),
+        ),
+        // nor does a dollar-quote tag start with a digit: `$8S$…$8S$` is a parameter and
+        // words to PostgreSQL, a string to sqlparser
+        Token::DollarQuotedString(d) => misread_if(
+            d.tag
+                .as_deref()
+                .is_some_and(|tag| tag.starts_with(|c: char| c.is_ascii_digit())),
+        ),
+        // `''` does not escape a quote in PostgreSQL's bit and hex strings: `x'ab''cd'` is
+        // two constants to it, one (`ab'cd`) to sqlparser
+        Token::HexStringLiteral(v) | Token::SingleQuotedByteStringLiteral(v) => {
+            misread_if(v.contains('\''))
+        }
+        // sqlparser prints a quote after a backslash inside a quoted identifier undoubled
+        // (`"a\""b"` comes out as `"a\"b"`), so the printed statement, which the
+        // fingerprint is taken from, quotes differently from the text
+        Token::Word(w) => misread_if(w.quote_style == Some('"') && w.value.contains("\\\"")),
+        // characters PostgreSQL's grammar has no token for (`{`, `}`, `\` outside a
+        // string, anything sqlparser can only call a `Char`): a syntax error to it, while
+        // sqlparser reads `{t 'x'}` and `{t:n}` as ODBC escapes, the letter's case deciding
+        // (`{T:n}` does not parse; found by the sql_fingerprint fuzzer)
+        Token::LBrace | Token::RBrace | Token::Backslash | Token::Char(_) => Alone::Misread,
+        // the usual tokens, spelled as read: no display to build
+        Token::Number(..)
+        | Token::Whitespace(_)
+        | Token::SingleQuotedString(_)
+        | Token::Comma
+        | Token::Period
+        | Token::LParen
+        | Token::RParen
+        | Token::EOF => Alone::Fine,
+        _ => Alone::Symbol,
+    }
 }
 
 /// The characters PostgreSQL reads as one operator when they follow each other.

@@ -326,6 +326,11 @@ mod tests {
             assert!(!lexer::sqlparser_misreads(fine), "{fine}");
         }
         assert!(parse("select $1, $2").is_some());
+    }
+
+    /// The third and fourth `sql_fingerprint` findings.
+    #[test]
+    fn sqlparser_only_operators_and_glued_placeholders_take_the_token_path() {
         // the third finding: postfix `!` (gone from PostgreSQL) and `&>` glued to what
         // follows (sqlparser skipped the character after it)
         let sql = "select\r -t\r -1, +2.5!e7, intelect\r -1, +.5!e1, +2.5!e7, inteleSET&>1, +.5#er";
@@ -348,6 +353,11 @@ mod tests {
         assert_twins_agree(sql, twin);
         assert!(parse("select $1x").is_none() && parse("select $2a$ x $2a$").is_none());
         assert!(parse("select $t$x$t$, $$y$$ from t where b = $12").is_some());
+    }
+
+    /// The seventh and eighth findings.
+    #[test]
+    fn operator_runs_and_quoted_identifiers_read_as_postgresql_does() {
         // the seventh: operators glued together, one operator to PostgreSQL (`@@@@`, `^-`,
         // `!=-`), split by sqlparser; a trailing `+`/`-` after plain ones is split by both
         // (and `||-` is one custom operator to both)
@@ -370,6 +380,11 @@ mod tests {
         assert!(parse("select \"a\\\"\"b\" x").is_none());
         let quoted = "select \"Col\"\"x\", \"a\\b\", \"é\"\"\" from \"T\" where \"\"\"\" = 1";
         assert!(parse(quoted).is_some(), "{quoted}");
+    }
+
+    /// The ninth and tenth findings.
+    #[test]
+    fn byte_strings_and_operators_before_comments_take_the_token_path() {
         // the ninth: `''` inside a hex or bit string, an escaped quote to sqlparser only
         let sql = "SET th = a ,c#-  a, sel #xt #x':e\0''\\','s\tx'0 \0\0\0\0Rn\0\0''\\','";
         let twin = "Set   tH   =   A   ,C#-   A, \t Sel\t#Xt   #x':e\0''\\',''100000   \0\0\0\0rn\0\0''\\''";
@@ -389,6 +404,11 @@ mod tests {
         ] {
             assert!(parse(split).is_some(), "{split}");
         }
+    }
+
+    /// The eleventh and twelfth findings.
+    #[test]
+    fn constants_and_characters_postgresql_has_no_token_for() {
         // the eleventh: an integer past i64 where sqlparser wants a count (an array bound
         // here: `a[9] 42` is a typed literal to it) failed the parse, its twin's did not
         let sql = "select '5'::i+2.5e3, '0-01-01', x::nume(ci0r1,2), a[19999999999999999999999999][ 999]99updat-- - 4999999999999999999999";
