@@ -1,0 +1,317 @@
+use super::*;
+use Disposition::*;
+
+fn feed(r: &mut Replies, msgs: &[(u8, &[u8])]) -> Result<(Vec<Disposition>, Effects), Desync> {
+    let mut fx = Effects::default();
+    let mut out = Vec::new();
+    for (tag, body) in msgs {
+        out.push(r.on_message(*tag, body, &mut fx)?);
+    }
+    Ok((out, fx))
+}
+
+#[test]
+fn simple_query_cycle() {
+    let mut r = Replies::default();
+    r.push(Expect::Ready {
+        swallow: false,
+        stmt: false,
+    });
+    let (d, fx) = feed(
+        &mut r,
+        &[(b'T', b""), (b'D', b""), (b'C', b""), (b'Z', b"I")],
+    )
+    .unwrap();
+    assert!(d.iter().all(|d| *d == Forward));
+    assert_eq!(fx.ready, Some((b'I', false)));
+    assert!(r.is_empty());
+}
+
+#[test]
+fn extended_batch_in_order() {
+    let mut r = Replies::default();
+    for e in [
+        Expect::Parse {
+            swallow: true,
+            registers: Some(7),
+        },
+        Expect::Bind { stmt: None },
+        Expect::DescribeStatement { stmt: None },
+        Expect::Execute,
+        Expect::Ready {
+            swallow: false,
+            stmt: false,
+        },
+    ] {
+        r.push(e);
+    }
+    let (d, _) = feed(
+        &mut r,
+        &[
+            (b'1', b""),
+            (b'2', b""),
+            (b't', b""),
+            (b'T', b""),
+            (b'D', b""),
+            (b'C', b""),
+            (b'Z', b"T"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(d[0], Swallow, "injected Parse's reply is dropped");
+    assert!(d[1..].iter().all(|d| *d == Forward));
+    assert!(r.is_empty());
+}
+
+#[test]
+fn error_skips_to_sync_and_reports_uncreated_statements() {
+    let mut r = Replies::default();
+    r.push(Expect::Parse {
+        swallow: false,
+        registers: Some(1),
+    });
+    r.push(Expect::Bind { stmt: None });
+    r.push(Expect::Parse {
+        swallow: false,
+        registers: Some(2),
+    });
+    r.push(Expect::Execute);
+    r.push(Expect::Ready {
+        swallow: false,
+        stmt: false,
+    });
+    let (_, fx) = feed(&mut r, &[(b'E', b"")]).unwrap();
+    assert_eq!(fx.not_created, vec![1, 2]);
+    assert_eq!(r.len(), 1);
+    let (_, fx) = feed(&mut r, &[(b'Z', b"I")]).unwrap();
+    assert_eq!(fx.ready, Some((b'I', false)));
+}
+
+#[test]
+fn synthetic_replies_emit_in_order() {
+    let mut r = Replies::default();
+    r.push(Expect::Synth(Synth::ParseComplete));
+    r.push(Expect::Bind { stmt: None });
+    r.push(Expect::Synth(Synth::CloseComplete));
+    r.push(Expect::Ready {
+        swallow: false,
+        stmt: false,
+    });
+    let mut out = BytesMut::new();
+    r.drain_synthetic(&mut out);
+    assert_eq!(&out[..], b"1\0\0\0\x04");
+    assert_eq!(
+        r.on_message(b'2', b"", &mut Effects::default()),
+        Ok(Forward)
+    );
+    out.clear();
+    r.drain_synthetic(&mut out);
+    assert_eq!(&out[..], b"3\0\0\0\x04");
+    assert_eq!(r.len(), 1);
+}
+
+#[test]
+fn injected_query_is_swallowed_but_parameter_status_is_not() {
+    let mut r = Replies::default();
+    r.push(Expect::Ready {
+        swallow: true,
+        stmt: false,
+    });
+    r.push(Expect::Ready {
+        swallow: false,
+        stmt: false,
+    });
+    let (d, fx) = feed(
+        &mut r,
+        &[
+            (b'S', b"TimeZone\0UTC\0"),
+            (b'C', b"SET\0"),
+            (b'N', b""),
+            (b'Z', b"I"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(d, vec![Forward, Swallow, Swallow, Swallow]);
+    assert_eq!(fx.ready, Some((b'I', true)));
+    assert_eq!(r.len(), 1);
+}
+
+#[test]
+fn extended_copy_in_ignores_pipelined_sync() {
+    // tokio-postgres: Bind, Execute, Sync, then data, then CopyDone, Sync
+    let mut r = Replies::default();
+    r.push(Expect::Bind { stmt: None });
+    r.push(Expect::Execute);
+    r.on_sync_sent();
+    let (_, fx) = feed(&mut r, &[(b'2', b""), (b'G', b"")]).unwrap();
+    assert_eq!(fx.copy_in, Some(true));
+    assert_eq!(r.len(), 1, "the early Sync is owed nothing");
+    r.on_sync_sent(); // during copy: ignored by the server
+    assert_eq!(r.len(), 1);
+    r.on_copy_end_sent();
+    r.on_sync_sent();
+    feed(&mut r, &[(b'C', b""), (b'Z', b"I")]).unwrap();
+    assert!(r.is_empty());
+}
+
+#[test]
+fn copy_in_state() {
+    let mut r = Replies::default();
+    r.push(Expect::Ready {
+        swallow: false,
+        stmt: false,
+    });
+    let (_, fx) = feed(&mut r, &[(b'G', b"")]).unwrap();
+    assert_eq!(fx.copy_in, Some(true));
+    assert!(r.in_copy_in());
+    let (_, fx) = feed(&mut r, &[(b'C', b""), (b'Z', b"I")]).unwrap();
+    assert_eq!(fx.copy_in, Some(false));
+    assert!(!r.in_copy_in() && r.is_empty());
+}
+
+fn ready() -> Expect {
+    Expect::Ready {
+        swallow: false,
+        stmt: false,
+    }
+}
+
+/// An ErrorResponse body with severity and code.
+fn error(severity: &str, code: &str) -> Vec<u8> {
+    format!("S{severity}\0V{severity}\0C{code}\0Mboom\0\0").into_bytes()
+}
+
+#[test]
+fn pipeline_error_before_sync_skips_what_follows() {
+    // libpq pipeline mode: P B E Flush, error, then more B E, then Sync
+    let mut r = Replies::default();
+    r.push(Expect::Parse {
+        swallow: false,
+        registers: None,
+    });
+    r.push(Expect::Bind { stmt: None });
+    r.push(Expect::Execute);
+    let (d, fx) = feed(&mut r, &[(b'1', b""), (b'E', &error("ERROR", "22012"))]).unwrap();
+    assert_eq!(d, vec![Forward, Forward]);
+    assert_eq!(fx.done.and_then(|d| d.error), Some(*b"22012"));
+    assert!(r.is_empty() && r.is_skipping());
+    // sent after the error, before the Sync: the server discards them unanswered
+    r.push(Expect::Bind { stmt: None });
+    r.push(Expect::Execute);
+    r.push(Expect::Synth(Synth::CloseComplete));
+    assert!(r.is_empty());
+    r.on_sync_sent();
+    assert!(!r.is_skipping());
+    let (_, fx) = feed(&mut r, &[(b'Z', b"I")]).unwrap();
+    assert_eq!(fx.ready, Some((b'I', false)));
+    assert!(r.is_empty());
+    // the next batch is matched as usual
+    r.push(Expect::Bind { stmt: None });
+    r.on_sync_sent();
+    feed(&mut r, &[(b'2', b""), (b'Z', b"I")]).unwrap();
+    assert!(r.is_empty());
+}
+
+#[test]
+fn error_with_sync_queued_does_not_skip() {
+    let mut r = Replies::default();
+    r.push(Expect::Bind { stmt: None });
+    r.push(Expect::Execute);
+    r.on_sync_sent();
+    r.push(Expect::Bind { stmt: None });
+    r.on_sync_sent();
+    feed(&mut r, &[(b'E', &error("ERROR", "23505"))]).unwrap();
+    assert!(!r.is_skipping());
+    assert_eq!(r.len(), 3, "the second batch is still owed its replies");
+    feed(&mut r, &[(b'Z', b"I"), (b'2', b""), (b'Z', b"I")]).unwrap();
+    assert!(r.is_empty());
+}
+
+#[test]
+fn stale_plan_names_the_statement() {
+    for (expect, before) in [
+        (Expect::Bind { stmt: Some(9) }, &[][..]),
+        (Expect::DescribeStatement { stmt: Some(9) }, &[][..]),
+        // the plan is checked between ParameterDescription and RowDescription
+        (
+            Expect::DescribeStatement { stmt: Some(9) },
+            &[(b't', &b""[..])][..],
+        ),
+    ] {
+        let mut r = Replies::default();
+        r.push(expect);
+        r.on_sync_sent();
+        feed(&mut r, before).unwrap();
+        let (d, fx) = feed(&mut r, &[(b'E', &error("ERROR", "0A000"))]).unwrap();
+        assert_eq!(d, vec![Forward], "the client sees the server's error");
+        assert_eq!(fx.invalidated, Some(9));
+    }
+    let mut r = Replies::default();
+    r.push(Expect::Bind { stmt: Some(9) });
+    let (_, fx) = feed(&mut r, &[(b'E', &error("ERROR", "42P01"))]).unwrap();
+    assert_eq!(fx.invalidated, None, "other errors keep the statement");
+}
+
+#[test]
+fn servers_own_farewell_is_forwarded_and_ends_it() {
+    // idle_session_timeout while nothing is owed
+    let mut r = Replies::default();
+    let (d, fx) = feed(&mut r, &[(b'E', &error("FATAL", "57P05"))]).unwrap();
+    assert_eq!((d, fx.ended), (vec![Forward], true));
+    // pg_terminate_backend in the middle of a query
+    let mut r = Replies::default();
+    r.push(Expect::Ready {
+        swallow: false,
+        stmt: true,
+    });
+    let (d, fx) = feed(&mut r, &[(b'T', b""), (b'E', &error("FATAL", "57P01"))]).unwrap();
+    assert_eq!((d, fx.ended), (vec![Forward, Forward], true));
+    // a plain error is not the end
+    let mut r = Replies::default();
+    r.on_sync_sent();
+    let (_, fx) = feed(&mut r, &[(b'E', &error("ERROR", "42601"))]).unwrap();
+    assert!(!fx.ended);
+}
+
+#[test]
+fn copy_data_sent_before_copy_in_response() {
+    // asyncpg: Query COPY … FROM STDIN, CopyData, CopyDone without waiting
+    let mut r = Replies::default();
+    r.push(Expect::Ready {
+        swallow: false,
+        stmt: true,
+    });
+    r.on_copy_end_sent();
+    feed(&mut r, &[(b'G', b""), (b'C', b"COPY 2\0"), (b'Z', b"I")]).unwrap();
+    assert!(r.is_empty());
+    r.on_sync_sent();
+    assert_eq!(r.len(), 1, "a later Sync is owed its ReadyForQuery");
+    feed(&mut r, &[(b'Z', b"I")]).unwrap();
+    // a stray CopyDone outside any COPY is forgotten at the next idle ReadyForQuery
+    r.on_copy_end_sent();
+    r.on_sync_sent();
+    feed(&mut r, &[(b'Z', b"I")]).unwrap();
+    r.push(ready());
+    feed(&mut r, &[(b'G', b"")]).unwrap();
+    r.on_sync_sent();
+    assert_eq!(r.len(), 1, "this COPY's data is still to come");
+}
+
+#[test]
+fn out_of_place_messages_are_desync() {
+    let mut r = Replies::default();
+    assert!(r.on_message(b'D', b"", &mut Effects::default()).is_err());
+    r.push(Expect::Bind { stmt: None });
+    assert!(r.on_message(b'1', b"", &mut Effects::default()).is_err());
+    assert!(r.on_message(b'K', b"", &mut Effects::default()).is_err());
+    // notices and parameter status are fine even with nothing expected
+    let mut idle = Replies::default();
+    assert_eq!(
+        idle.on_message(b'N', b"", &mut Effects::default()),
+        Ok(Forward)
+    );
+    assert_eq!(
+        idle.on_message(b'A', b"", &mut Effects::default()),
+        Ok(Forward)
+    );
+}
