@@ -31,6 +31,7 @@ pub mod fanout;
 pub mod local;
 pub mod order;
 pub mod pinned;
+pub mod redirect;
 pub mod scan;
 pub mod shared;
 

@@ -72,7 +72,7 @@ impl Session {
             };
             let reply = match on_link {
                 // a cluster error (the node did not run it): fred asks the node again
-                Ok(Some(raw)) if super::shared::is_redirect(&raw) => {
+                Ok(Some(raw)) if super::redirect::is_redirect(&raw) => {
                     metrics.link_redirects.inc();
                     on_node(&client, &addr, &args).await
                 }
