@@ -140,14 +140,7 @@ pub async fn login(
         .as_ref()
         .map(|u| u.method)
         .unwrap_or(proxy.config().general.auth_type);
-    // a looked-up secret that cannot serve the method fails like an unknown user
-    let usable = entry.as_deref().filter(|e| {
-        !e.looked_up
-            || match e.method {
-                Method::ScramSha256 => e.secret.scram.is_some(),
-                _ => e.secret.md5.is_some(),
-            }
-    });
+    let usable = entry.as_deref().filter(|e| can_serve(e));
     let client_key =
         match authenticate(stream, &mut buf, &mut out, &startup.user, usable, method).await {
             Ok(key) => key,
@@ -175,15 +168,7 @@ pub async fn login(
         application_name: startup.param("application_name").unwrap_or("").to_string(),
         connected_at: std::time::SystemTime::now(),
     });
-    backend::authentication(&mut out, auth::code::OK, &[]);
-    for (k, v) in welcome.iter() {
-        let v = params
-            .get(k)
-            .map_or(v.as_str(), |v| super::encoding::reported(k, v));
-        backend::parameter_status(&mut out, k.as_bytes(), v.as_bytes());
-    }
-    backend::backend_key_data(&mut out, cancel.pid, cancel.secret);
-    backend::ready_for_query(&mut out, b'I');
+    write_welcome(&mut out, &welcome, &params, &cancel);
     if let Err(e) = stream.write_all(&out).await {
         proxy.cancel.unregister(cancel.pid);
         return Err(Error::ClientIo(e));
@@ -200,6 +185,35 @@ pub async fn login(
     } else {
         Login::Client(logged_in)
     })
+}
+
+/// Whether `user`'s secret can serve its method: a looked-up one that cannot fails like an
+/// unknown user.
+fn can_serve(user: &UserEntry) -> bool {
+    !user.looked_up
+        || match user.method {
+            Method::ScramSha256 => user.secret.scram.is_some(),
+            _ => user.secret.md5.is_some(),
+        }
+}
+
+/// AuthenticationOk, the server parameters as the client's settings show them, the cancel
+/// key, ReadyForQuery.
+fn write_welcome(
+    out: &mut BytesMut,
+    welcome: &super::pool::Params,
+    params: &ClientParams,
+    cancel: &CancelSlot,
+) {
+    backend::authentication(out, auth::code::OK, &[]);
+    for (k, v) in welcome.iter() {
+        let v = params
+            .get(k)
+            .map_or(v.as_str(), |v| super::encoding::reported(k, v));
+        backend::parameter_status(out, k.as_bytes(), v.as_bytes());
+    }
+    backend::backend_key_data(out, cancel.pid, cancel.secret);
+    backend::ready_for_query(out, b'I');
 }
 
 /// The client's user: its `[[users]]` entry, or else (outside the console) the one
