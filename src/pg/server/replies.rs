@@ -229,14 +229,8 @@ impl Replies {
         fx: &mut Effects,
     ) -> Result<Disposition, Desync> {
         use Disposition::*;
-        if let Some(d) = self.asynchronous(tag) {
+        if let Some(d) = self.unowed(tag, body, fx) {
             return Ok(d);
-        }
-        if tag == be::ERROR_RESPONSE && (self.q.is_empty() || is_fatal(body)) {
-            // the server's own farewell (57P01, idle_session_timeout…): the client gets it
-            // as the server sent it, and the server is done
-            fx.ended = true;
-            return Ok(Forward);
         }
         let head = self.q.front().cloned().ok_or_else(|| self.desync(tag))?;
         match (tag, head) {
@@ -306,6 +300,20 @@ impl Replies {
             }
             _ => Err(self.desync(tag)),
         }
+    }
+
+    /// A message that answers nothing in the queue: an asynchronous one, or the server's
+    /// own farewell (57P01, idle_session_timeout…), which the client gets as the server
+    /// sent it, and after which the server is done.
+    fn unowed(&self, tag: u8, body: &[u8], fx: &mut Effects) -> Option<Disposition> {
+        if let Some(d) = self.asynchronous(tag) {
+            return Some(d);
+        }
+        if tag == be::ERROR_RESPONSE && (self.q.is_empty() || is_fatal(body)) {
+            fx.ended = true;
+            return Some(Disposition::Forward);
+        }
+        None
     }
 
     /// Messages that may arrive at any time, whatever is owed: forwarded (a notice is
