@@ -406,22 +406,7 @@ impl Session {
         };
         tokio::pin!(notified);
         let client_tls = client.is_tls();
-        let client_blocked = server.as_ref().is_some_and(|s| s.wbuf.len() >= HIGH_WATER)
-            || crbuf.len() >= HIGH_WATER && crbuf.len() >= frame_need(crbuf);
-        // With nothing buffered and no server, wait for readability without holding a
-        // read buffer: idle clients cost no buffer memory (plain TCP; TLS keeps its own).
-        let lazy_read = crbuf.capacity() == 0 && !client_tls;
-        // A client between transactions whose next request is not already here gives its
-        // buffers back (below), so thousands of idle clients hold no buffer memory.
-        let may_release = server.is_none() && !client_tls;
-        if !lazy_read && crbuf.capacity() - crbuf.len() < 1024 {
-            crbuf.reserve(READ_CHUNK.max(frame_need(crbuf).saturating_sub(crbuf.len())));
-        }
-        if let Some(srv) = server.as_deref_mut() {
-            if srv.rbuf.capacity() - srv.rbuf.len() < 1024 {
-                srv.rbuf.reserve(READ_CHUNK);
-            }
-        }
+        let (client_blocked, may_release) = make_room(client_tls, crbuf, server.as_deref_mut());
         let changed = phase.changed();
         tokio::pin!(changed);
         let terminated = cancel.terminated();
@@ -517,6 +502,29 @@ impl Session {
 }
 
 /// The server side: write what is pending, then read (unless the client is behind).
+/// Read room for the wait ahead: whether the client's reads are paused (the server, or the
+/// request buffer, is full) and whether an idle client may give its buffers back.
+fn make_room(client_tls: bool, crbuf: &mut BytesMut, server: Option<&mut Server>) -> (bool, bool) {
+    let client_blocked = server.as_ref().is_some_and(|s| s.wbuf.len() >= HIGH_WATER)
+        || crbuf.len() >= HIGH_WATER && crbuf.len() >= frame_need(crbuf);
+    // With nothing buffered and no server, wait for readability without holding a
+    // read buffer: idle clients cost no buffer memory (plain TCP; TLS keeps its own).
+    let lazy_read = crbuf.capacity() == 0 && !client_tls;
+    // A client between transactions whose next request is not already here gives its
+    // buffers back (see `poll_client_read`), so thousands of idle clients hold no buffer
+    // memory.
+    let may_release = server.is_none() && !client_tls;
+    if !lazy_read && crbuf.capacity() - crbuf.len() < 1024 {
+        crbuf.reserve(READ_CHUNK.max(frame_need(crbuf).saturating_sub(crbuf.len())));
+    }
+    if let Some(srv) = server {
+        if srv.rbuf.capacity() - srv.rbuf.len() < 1024 {
+            srv.rbuf.reserve(READ_CHUNK);
+        }
+    }
+    (client_blocked, may_release)
+}
+
 fn poll_server(cx: &mut Context<'_>, srv: &mut Server, read: bool) -> Poll<Result<Event, Error>> {
     let tls = srv.stream.is_tls();
     if let Poll::Ready(r) = poll_write_side(
