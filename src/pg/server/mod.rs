@@ -154,6 +154,14 @@ pub struct Server {
 }
 
 impl Server {
+    /// Pass through what is here (`here` bytes) of a message being streamed: how many
+    /// bytes of it were.
+    pub fn pass_streamed(&mut self, here: usize) -> usize {
+        let n = self.streaming.min(here);
+        self.streaming -= n;
+        n
+    }
+
     /// Connect and log in, within `target.connect_timeout`.
     pub async fn connect(id: u64, target: &ServerTarget) -> Result<Server, ServerError> {
         let addr_text = format!("{}:{}", target.host, target.port);

@@ -6,10 +6,12 @@
 use super::record::Finished;
 use super::Session;
 use crate::pg::error::Error;
+use crate::pg::prepared::ClientStatements;
+use crate::pg::proxy::Proxy;
 use crate::pg::server::replies::{Disposition, Effects};
 use crate::pg::server::{Server, ServerError};
 use crate::pg::wire::{self, be};
-use bytes::{Buf, BufMut};
+use bytes::{Buf, BufMut, BytesMut};
 
 /// Largest server message Pake waits for whole (others than DataRow/CopyData).
 const MAX_SERVER_MESSAGE: usize = 1 << 30;
@@ -18,9 +20,24 @@ impl Session {
     /// Handle what was just read from the server.
     pub(super) fn on_server_input(&mut self) -> Result<(), Error> {
         let mut finished = std::mem::take(&mut self.finished);
+        let Some(pins_changed) = self.read_replies(&mut finished)? else {
+            return Ok(());
+        };
+        self.account(&mut finished);
+        self.finished = finished;
+        if pins_changed {
+            self.show_pins();
+        }
+        Ok(())
+    }
+
+    /// Match the complete messages in the server's read buffer against its reply queue and
+    /// move what the client gets to its write buffer; whether the client's pins changed
+    /// (`None`: no server).
+    fn read_replies(&mut self, finished: &mut Vec<Finished>) -> Result<Option<bool>, Error> {
         let tracing = self.otlp.is_some();
         let Some(server) = self.server.as_deref_mut() else {
-            return Ok(());
+            return Ok(None);
         };
         let rbuf_len = server.rbuf.len();
         let mut pos = 0;
@@ -30,9 +47,7 @@ impl Session {
         let mut pins_changed = false;
         loop {
             if server.streaming > 0 {
-                let n = server.streaming.min(rbuf_len - pos);
-                pos += n;
-                server.streaming -= n;
+                pos += server.pass_streamed(rbuf_len - pos);
                 if server.streaming > 0 {
                     break;
                 }
@@ -43,18 +58,9 @@ impl Session {
             let Some((tag, total)) = header else { break };
             let available = rbuf_len - pos;
             if available < total {
-                if matches!(tag, be::DATA_ROW | be::COPY_DATA) {
-                    // stream it: check it fits the queue, forward what is here
-                    if server.replies.on_message(tag, &[], &mut fx)? != Disposition::Forward {
-                        return Err(Error::ServerLost(ServerError::Protocol(
-                            "large message where none may be forwarded".into(),
-                        )));
-                    }
-                    server.streaming = total - available;
+                if wait_or_stream(server, tag, total - available, &mut fx)? {
                     pos = rbuf_len;
-                    break;
                 }
-                server.rbuf.reserve(total - available);
                 break;
             }
             let body = &server.rbuf[pos + wire::HEADER_LEN..pos + total];
@@ -72,28 +78,13 @@ impl Session {
                 run = pos + total;
             }
             pos += total;
-            if let Some(id) = fx.invalidated.take() {
-                tracing::debug!(
-                    statement = id,
-                    "server reported a stale plan: preparing afresh"
-                );
-                if let Some(stmt) = server.statements.get(id) {
-                    self.proxy.statements.forget(stmt);
-                }
-            }
-            if let Some(kept) = fx.statements_dropped.take() {
-                // the client's DISCARD ALL / DEALLOCATE ALL ran on the server: neither has
-                // the statements any more (a Parse of one goes to the server again)
-                server.statements.retain(&kept);
-                self.statements.retain(&kept);
-            }
+            forget_statements(&mut fx, server, &self.proxy, &mut self.statements);
             if fx.ended {
                 // the server said goodbye: its words reach the client, then the session ends
-                self.cwbuf.put_slice(&server.rbuf[run..pos]);
-                server.rbuf.advance(pos);
+                hand_over(&mut self.cwbuf, server, run, pos);
                 return Err(Error::ServerLost(ServerError::Ended));
             }
-            if let Some(status) = settle(&mut fx, server, &mut finished, self.params.sig()) {
+            if let Some(status) = settle(&mut fx, server, finished, self.params.sig()) {
                 let (pending, params) = (&mut self.pending_settings, &mut self.params);
                 super::state::settle_settings(pending, params, server, status);
                 if let Some(discarded) = super::state::settle_pins(&mut self.pins, server, status) {
@@ -118,20 +109,66 @@ impl Session {
                 server.replies.drain_synthetic(&mut self.cwbuf);
             }
         }
-        if run == 0 && pos == rbuf_len && self.cwbuf.is_empty() {
-            // everything read goes through untouched: hand the buffer over
-            std::mem::swap(&mut self.cwbuf, &mut server.rbuf);
-            server.rbuf.clear();
-        } else {
-            self.cwbuf.put_slice(&server.rbuf[run..pos]);
-            server.rbuf.advance(pos);
+        hand_over(&mut self.cwbuf, server, run, pos);
+        Ok(Some(pins_changed))
+    }
+}
+
+/// Move the server's read bytes up to `pos` out of its buffer, those from `run` on to the
+/// client's write buffer: the whole buffer itself when all of it goes through untouched.
+fn hand_over(cwbuf: &mut BytesMut, server: &mut Server, run: usize, pos: usize) {
+    if run == 0 && pos == server.rbuf.len() && cwbuf.is_empty() {
+        std::mem::swap(cwbuf, &mut server.rbuf);
+        server.rbuf.clear();
+    } else {
+        cwbuf.put_slice(&server.rbuf[run..pos]);
+        server.rbuf.advance(pos);
+    }
+}
+
+/// A message not all here yet: a DataRow or CopyData is streamed (checked against the
+/// queue, what is here forwarded, `missing` bytes more to pass through as they come:
+/// `true`); for any other, room is made and the read waits for the rest.
+fn wait_or_stream(
+    server: &mut Server,
+    tag: u8,
+    missing: usize,
+    fx: &mut Effects,
+) -> Result<bool, Error> {
+    if !matches!(tag, be::DATA_ROW | be::COPY_DATA) {
+        server.rbuf.reserve(missing);
+        return Ok(false);
+    }
+    if server.replies.on_message(tag, &[], fx)? != Disposition::Forward {
+        return Err(Error::ServerLost(ServerError::Protocol(
+            "large message where none may be forwarded".into(),
+        )));
+    }
+    server.streaming = missing;
+    Ok(true)
+}
+
+/// Statements the server no longer has: a stale plan it reported (prepared afresh on its
+/// next use), or all of them after the client's DISCARD ALL / DEALLOCATE ALL ran there
+/// (neither side has them any more; a Parse of one goes to the server again).
+fn forget_statements(
+    fx: &mut Effects,
+    server: &mut Server,
+    proxy: &Proxy,
+    client: &mut ClientStatements,
+) {
+    if let Some(id) = fx.invalidated.take() {
+        tracing::debug!(
+            statement = id,
+            "server reported a stale plan: preparing afresh"
+        );
+        if let Some(stmt) = server.statements.get(id) {
+            proxy.statements.forget(stmt);
         }
-        self.account(&mut finished);
-        self.finished = finished;
-        if pins_changed {
-            self.show_pins();
-        }
-        Ok(())
+    }
+    if let Some(kept) = fx.statements_dropped.take() {
+        server.statements.retain(&kept);
+        client.retain(&kept);
     }
 }
 
