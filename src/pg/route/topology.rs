@@ -404,6 +404,7 @@ async fn positions(topology: Weak<Topology>, login: MonitorLogin) {
     }
 }
 
+#[derive(Default)]
 struct Side {
     /// The writer `primary` is connected to (see [`Topology::promoted`]).
     writer: usize,
@@ -439,13 +440,7 @@ fn lag_time(history: &std::collections::VecDeque<(u64, Instant)>, replay: u64) -
 }
 
 async fn monitor(topology: Weak<Topology>, login: MonitorLogin) {
-    let mut side = Side {
-        writer: 0,
-        primary: None,
-        replicas: Vec::new(),
-        catalog_at: None,
-        history: std::collections::VecDeque::new(),
-    };
+    let mut side = Side::default();
     loop {
         let Some(t) = topology.upgrade() else {
             return;

@@ -2,13 +2,7 @@ use super::*;
 
 #[test]
 fn lag_time_from_primary_history() {
-    let mut side = Side {
-        writer: 0,
-        primary: None,
-        replicas: Vec::new(),
-        catalog_at: None,
-        history: std::collections::VecDeque::new(),
-    };
+    let mut side = Side::default();
     side.record_primary(100);
     std::thread::sleep(Duration::from_millis(30));
     side.record_primary(200);
