@@ -69,26 +69,68 @@ async fn handle(proxy: Arc<Proxy>, tcp: TcpStream, peer: Peer) {
     let _admitted = match proxy.admit() {
         Ok(guard) => guard,
         Err(max) => {
-            // read the startup packet first so the client is ready to hear the error
-            let limit = Duration::from_secs(1);
-            let _ = tokio::time::timeout(limit, read_startup(&mut stream)).await;
-            reject(&proxy, &mut stream, Error::TooManyClients(max)).await;
+            Box::pin(async {
+                // read the startup packet first so the client is ready to hear the error
+                let limit = Duration::from_secs(1);
+                let _ = tokio::time::timeout(limit, read_startup(&mut stream)).await;
+                reject(&proxy, &mut stream, Error::TooManyClients(max)).await;
+            })
+            .await;
             return;
         }
     };
+    // Boxed, and gone once the client is in: the task of an idle client holds only what its
+    // session needs, not the largest state the login ever went through.
+    let Some((next, span)) = Box::pin(welcome(&proxy, stream, peer)).await else {
+        return;
+    };
+    match next {
+        Next::Session { session, _user } => {
+            let _ = session.run().instrument(span).await;
+        }
+        Next::Console { stream, pid } => {
+            Box::pin(
+                async {
+                    if let Err(e) = super::console::run(proxy.clone(), stream).await {
+                        tracing::debug!(error = %e, "console session ended");
+                    }
+                    proxy.cancel.unregister(pid);
+                }
+                .instrument(span),
+            )
+            .await;
+        }
+    }
+}
+
+/// What a client that got in goes on to.
+enum Next<'a> {
+    Session {
+        session: Box<Session>,
+        /// Its place under the user's `max_user_connections`, for as long as it stays.
+        _user: super::proxy::UserGuard<'a>,
+    },
+    Console {
+        stream: ClientStream,
+        pid: i32,
+    },
+}
+
+/// Read the opening packet and log the client in by `client_login_timeout`; a cancel request
+/// or a failed login ends here. The span is the client's, for the rest of its life.
+async fn welcome(
+    proxy: &Arc<Proxy>,
+    mut stream: ClientStream,
+    peer: Peer,
+) -> Option<(Next<'_>, tracing::Span)> {
     let login_timeout = proxy.config().pool.client_login_timeout;
     let deadline = tokio::time::Instant::now() + login_timeout.0;
-    let opened = match tokio::time::timeout_at(deadline, open(&proxy, &mut stream)).await {
+    let opened = match tokio::time::timeout_at(deadline, open(proxy, &mut stream)).await {
         Ok(r) => r,
         Err(_) => Err(Error::LoginTimeout(login_timeout)),
     };
-    match opened {
-        Ok(Opening::Startup(startup, buf)) => {
-            let span = peer.span();
-            serve_client(&proxy, stream, peer, *startup, buf, deadline)
-                .instrument(span)
-                .await
-        }
+    let (startup, buf) = match opened {
+        Ok(Opening::Startup(startup, buf)) => (startup, buf),
         Ok(Opening::Cancel { pid, secret }) => {
             let outcome = proxy.cancel.cancel(pid, secret).await;
             let label = outcome.label();
@@ -97,27 +139,35 @@ async fn handle(proxy: Arc<Proxy>, tcp: TcpStream, peer: Peer) {
                 .cancel_requests
                 .with_label_values(&[label])
                 .inc();
+            return None;
         }
         Err(e) => {
             // the span only for this line: a connection that never sent a startup packet
             // holds none while it waits (see `Peer::span`)
-            peer.span().in_scope(|| login_failed(&proxy, &e));
-            reject(&proxy, &mut stream, e).await;
+            peer.span().in_scope(|| login_failed(proxy, &e));
+            reject(proxy, &mut stream, e).await;
+            return None;
         }
-    }
+    };
+    let span = peer.span();
+    let next = log_in(proxy, stream, peer, *startup, buf, deadline)
+        .instrument(span.clone())
+        .await?;
+    Some((next, span))
 }
 
-/// A client that sent its StartupMessage: authenticate it by `deadline`, then run its
-/// session (or the admin console).
-async fn serve_client(
+/// A client that sent its StartupMessage: authenticate it by `deadline`; what it goes on
+/// to, or `None` when it was turned away.
+async fn log_in(
     proxy: &Arc<Proxy>,
     mut stream: ClientStream,
     peer: Peer,
     startup: super::startup::Startup,
     buf: BytesMut,
     deadline: tokio::time::Instant,
-) {
+) -> Option<Next<'_>> {
     let login_timeout = proxy.config().pool.client_login_timeout;
+    let id = peer.id;
     let outcome = match tokio::time::timeout_at(
         deadline,
         login(proxy, &mut stream, peer, startup, buf),
@@ -129,7 +179,7 @@ async fn serve_client(
     };
     match outcome {
         Ok(Login::Client(login)) => {
-            let _user_guard = match proxy.admit_user(&login.user) {
+            let user = match proxy.admit_user(&login.user) {
                 Ok(g) => g,
                 Err(max) => {
                     proxy.cancel.unregister(login.cancel.pid);
@@ -140,30 +190,30 @@ async fn serve_client(
                         Error::TooManyUserConnections { user, max },
                     )
                     .await;
-                    return;
+                    return None;
                 }
             };
             proxy.metrics.client_logins.with_label_values(&["ok"]).inc();
             tracing::debug!(user = %login.startup.user, database = %login.startup.database, "client logged in");
-            let Some(cluster) = login.cluster.clone() else {
-                return;
-            };
-            let _ = Session::new(peer.id, proxy.clone(), stream, cluster, *login)
-                .run()
-                .await;
+            let cluster = login.cluster.clone()?;
+            // on the heap: the task's future would otherwise hold it twice (the argument of
+            // `run` and the local it moves into)
+            let session = Box::new(Session::new(id, proxy.clone(), stream, cluster, *login));
+            Some(Next::Session {
+                session,
+                _user: user,
+            })
         }
         Ok(Login::Console(login)) => {
             proxy.metrics.client_logins.with_label_values(&["ok"]).inc();
             tracing::info!(user = %login.startup.user, "admin console session");
             let pid = login.cancel.pid;
-            if let Err(e) = super::console::run(proxy.clone(), stream).await {
-                tracing::debug!(error = %e, "console session ended");
-            }
-            proxy.cancel.unregister(pid);
+            Some(Next::Console { stream, pid })
         }
         Err(e) => {
             login_failed(proxy, &e);
             reject(proxy, &mut stream, e).await;
+            None
         }
     }
 }
@@ -196,4 +246,48 @@ async fn reject(proxy: &Proxy, stream: &mut ClientStream, e: Error) {
         let _ = stream.shutdown().await;
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of what an async fn returns, without calling it.
+    fn future_size<A, B, C, F>(_: fn(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    fn serve_size<'a, F>(_: fn(&'a mut Session) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    fn run_size<F>(_: fn(Box<Session>) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every idle client is one task: its future is sized for the largest state it can be
+    /// in, so what only logging in needs (the login, the opening packet, the console) must
+    /// not live in it. Measured in release: 6,048 bytes before this was shaped, 1,192 after.
+    #[test]
+    fn an_idle_clients_task_holds_the_session_not_the_login() {
+        let task = future_size(handle);
+        let welcome = future_size(welcome);
+        let run = run_size(Session::run);
+        // the login's state (5 KB here) is boxed for the login only
+        assert!(
+            task < welcome,
+            "task {task} B holds the login's {welcome} B"
+        );
+        // the task is the session's future and little else (1,208 and 904 bytes here)
+        assert!(
+            task <= run + 512,
+            "task {task} B, the session's future {run} B"
+        );
+        // and the session's state is on the heap, not held in the future beside its loop
+        let serve = serve_size(Session::serve);
+        assert!(
+            run < serve + std::mem::size_of::<Session>(),
+            "run {run} B: the loop's {serve} B and a Session"
+        );
+    }
 }

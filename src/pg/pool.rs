@@ -296,7 +296,9 @@ impl Pool {
         loop {
             let grant = match self.take_or_queue()? {
                 Ok(grant) => grant,
-                Err(rx) => self.wait(rx, deadline, stop.as_mut()).await?,
+                // boxed: a session carries its checkout's future for life, the queue's
+                // timers only while it waits
+                Err(rx) => Box::pin(self.wait(rx, deadline, stop.as_mut())).await?,
             };
             match grant {
                 Grant::Server(mut s) => {
@@ -472,7 +474,9 @@ impl Pool {
             }
         }
         let id = NEXT_SERVER_ID.fetch_add(1, Ordering::Relaxed);
-        let result = Server::connect(id, &self.target).await;
+        // boxed: the connect future (TLS, authentication) is large and rarely running, and every
+        // session awaiting a checkout would otherwise carry its size for its whole life
+        let result = Box::pin(Server::connect(id, &self.target)).await;
         if let Some(b) = &self.breaker {
             match &result {
                 Ok(_) => b.on_success(),

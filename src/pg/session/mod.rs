@@ -244,7 +244,7 @@ impl Session {
     }
 
     /// Serve the client until it leaves or fails; always cleans up the server and key.
-    pub async fn run(mut self) -> Result<(), Error> {
+    pub async fn run(mut self: Box<Self>) -> Result<(), Error> {
         self.pool
             .clients
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -257,7 +257,7 @@ impl Session {
         result
     }
 
-    async fn serve(&mut self) -> Result<(), Error> {
+    pub(super) async fn serve(&mut self) -> Result<(), Error> {
         loop {
             if self.pump_client().await? == Flow::Exit {
                 return Ok(());
