@@ -88,6 +88,13 @@ impl Request {
         self.single_query = false;
     }
 
+    /// Give the parts' room back (an idle client keeps none).
+    pub fn release(&mut self) {
+        if self.parts.is_empty() {
+            self.parts = VecDeque::new();
+        }
+    }
+
     pub fn parts(&self) -> impl Iterator<Item = &Part> {
         self.parts.iter()
     }

@@ -494,6 +494,14 @@ impl Session {
             self.large = None;
         }
         crate::limits::shrink_idle(&mut self.cwbuf, KEEP_BUFFER, 0);
+        // what the last request needed: thousands of idle clients keep none of it
+        self.request.release();
+        if self.inflight.is_empty() {
+            self.inflight = std::collections::VecDeque::new();
+        }
+        if self.finished.is_empty() {
+            self.finished = Vec::new();
+        }
         // session mode between transactions: the server it keeps, too
         if let Some(server) = &mut self.server {
             server.shrink_buffers();
