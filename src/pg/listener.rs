@@ -69,6 +69,7 @@ async fn handle(proxy: Arc<Proxy>, tcp: TcpStream, peer: Peer) {
     let _admitted = match proxy.admit() {
         Ok(guard) => guard,
         Err(max) => {
+            // boxed: inline, the borrowed stream of this path adds 64 bytes to every task
             Box::pin(async {
                 // read the startup packet first so the client is ready to hear the error
                 let limit = Duration::from_secs(1);
@@ -89,15 +90,13 @@ async fn handle(proxy: Arc<Proxy>, tcp: TcpStream, peer: Peer) {
             let _ = session.run().instrument(span).await;
         }
         Next::Console { stream, pid } => {
-            Box::pin(
-                async {
-                    if let Err(e) = super::console::run(proxy.clone(), stream).await {
-                        tracing::debug!(error = %e, "console session ended");
-                    }
-                    proxy.cancel.unregister(pid);
+            async {
+                if let Err(e) = super::console::run(proxy.clone(), stream).await {
+                    tracing::debug!(error = %e, "console session ended");
                 }
-                .instrument(span),
-            )
+                proxy.cancel.unregister(pid);
+            }
+            .instrument(span)
             .await;
         }
     }
@@ -266,7 +265,7 @@ mod tests {
     }
 
     /// Every idle client is one task: its future is sized for the largest state it can be
-    /// in, so what only logging in needs (the login, the opening packet, the console) must
+    /// in, so what only logging in needs (the login, the opening packet) must
     /// not live in it. Measured in release: 6,048 bytes before this was shaped, 1,192 after.
     #[test]
     fn an_idle_clients_task_holds_the_session_not_the_login() {
