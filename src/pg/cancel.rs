@@ -261,7 +261,7 @@ impl CancelRegistry {
             let slot = Arc::new(CancelSlot {
                 pid,
                 secret: rand::random(),
-                info: info.clone(),
+                info,
                 target: Mutex::new(Attached::default()),
                 state: std::sync::atomic::AtomicU8::new(state::IDLE),
                 since_ms: std::sync::atomic::AtomicU64::new(unix_ms()),

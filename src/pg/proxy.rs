@@ -330,7 +330,7 @@ impl Proxy {
     }
 
     /// Count a client against its user's `max_user_connections`.
-    pub fn admit_user(&self, user: &UserEntry) -> Result<UserGuard<'_>, usize> {
+    pub fn admit_user(&self, user: &Arc<UserEntry>) -> Result<UserGuard<'_>, usize> {
         let max = user.config.max_user_connections;
         let mut map = self.per_user.lock();
         let n = map.entry(user.config.name.clone()).or_default();
@@ -340,7 +340,7 @@ impl Proxy {
         *n += 1;
         Ok(UserGuard {
             proxy: self,
-            user: user.config.name.clone(),
+            user: user.clone(),
         })
     }
 
@@ -449,12 +449,12 @@ impl Drop for ClientGuard<'_> {
 /// Releases a client's place in its user's `max_user_connections` when dropped.
 pub struct UserGuard<'a> {
     proxy: &'a Proxy,
-    user: String,
+    user: Arc<UserEntry>,
 }
 
 impl Drop for UserGuard<'_> {
     fn drop(&mut self) {
-        if let Some(n) = self.proxy.per_user.lock().get_mut(&self.user) {
+        if let Some(n) = self.proxy.per_user.lock().get_mut(&self.user.config.name) {
             *n = n.saturating_sub(1);
         }
     }

@@ -142,16 +142,15 @@ impl Session {
     pub(super) fn refresh_cluster(&mut self) -> Result<(), Error> {
         self.cluster_gen = self.proxy.generation();
         // the [otlp] section may have changed too; the pools may be new
-        self.otlp = self.proxy.otlp();
-        self.span_tags = None;
+        self.otlp = super::trace::Otlp::renew(self.otlp.take(), self.proxy.otlp());
         let removed = || Error::Removed {
-            database: self.database.clone(),
-            user: self.user.clone(),
+            database: self.database().to_owned(),
+            user: self.user().to_owned(),
         };
         let user = self.user_entry().ok_or_else(removed)?;
         let cluster = self
             .proxy
-            .cluster(&self.database, &user)
+            .cluster(self.database(), &user)
             .ok_or_else(removed)?;
         if Arc::ptr_eq(&cluster, &self.cluster) {
             return Ok(());

@@ -44,8 +44,14 @@ impl Session {
         let Some(slot) = target else {
             return Ok(false);
         };
-        let admin = self.proxy.config().general.admin_users.contains(&self.user);
-        if slot.info.user == self.user || admin {
+        let admin = self
+            .proxy
+            .config()
+            .general
+            .admin_users
+            .iter()
+            .any(|u| u == self.user());
+        if slot.info.user == self.user() || admin {
             slot.terminate();
             backend::row_description(&mut self.cwbuf, &["pg_terminate_backend"]);
             backend::data_row(&mut self.cwbuf, &[Some("t")]);

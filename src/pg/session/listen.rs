@@ -25,7 +25,7 @@ impl Session {
                 if self.listen.is_none() {
                     let listener = self.notify.clone()?;
                     let limit = self.proxy.config().general.listen_queue_size.0 as usize;
-                    self.listen = Some(listener.subscriber(limit));
+                    self.listen = Some(Box::new(listener.subscriber(limit)));
                 }
                 let sub = self.listen.as_mut()?;
                 match sub.listen(channel).await {
@@ -198,7 +198,7 @@ impl Session {
             self.proxy
                 .metrics
                 .pg_listen_dropped
-                .with_label_values(&[&self.database])
+                .with_label_values(&[self.database()])
                 .inc();
             Error::NotificationsBehind(limit)
         })

@@ -91,8 +91,6 @@ pub struct Session {
     client_flush: bool,
     /// Bytes from the client not yet handled.
     crbuf: BytesMut,
-    /// The process budget held while a large message is read into `crbuf`.
-    large: Option<crate::limits::Charge>,
     /// Bytes for the client not yet written.
     cwbuf: BytesMut,
     server: Option<Box<Server>>,
@@ -100,8 +98,6 @@ pub struct Session {
     params: ClientParams,
     /// Setting changes of the open transaction, recorded when it commits.
     pending_settings: PendingSettings,
-    /// Named statements that change settings (noted when bound); bounded.
-    setting_statements: std::collections::HashSet<crate::pg::prepared::StatementId>,
     /// State that keeps this client on its server (transaction mode).
     pins: super::sql::pins::Pins,
     cancel: Arc<CancelSlot>,
@@ -115,16 +111,9 @@ pub struct Session {
     unnamed_parse: BytesMut,
     phase: watch::Receiver<Phase>,
     tally: Tally,
-    /// Who logged in where, to pick up new pools after a RELOAD.
-    user: String,
-    /// The user's entry when `auth_query` found it (it has no `[[users]]` entry to reload).
-    looked_up: Option<Arc<super::proxy::UserEntry>>,
-    database: String,
     cluster_gen: u64,
     /// When the attached server was checked out.
     attached_at: Instant,
-    /// An injected bandwidth cap (bytes per second) for the current request.
-    bandwidth: Option<u64>,
     /// Insight is on: statements are tracked and recorded.
     insight_on: bool,
     /// Client statements sent and not yet completed, in order.
@@ -132,8 +121,6 @@ pub struct Session {
     /// The statement of the last Bind (for its Executes) and of the last unnamed Parse.
     portal: Option<record::StatementRef>,
     unnamed: Option<record::StatementRef>,
-    /// Session mode: the client's named statements (transaction mode has `statements`).
-    named: std::collections::HashMap<Box<[u8]>, record::StatementRef>,
     /// Transaction mode: analyses of the interned statements this client binds, so a Bind
     /// does not normalise the text again.
     analyzed: std::collections::HashMap<crate::pg::prepared::StatementId, classify::Analysis>,
@@ -145,20 +132,34 @@ pub struct Session {
     wait_to_report: std::time::Duration,
     /// Completions found while reading the server, in order (reused buffer).
     finished: Vec<record::Finished>,
-    /// The OTLP exporter when trace export is on (taken again after a RELOAD).
-    otlp: Option<Arc<crate::obs::otlp::Tracer>>,
-    /// The open transaction's span-to-be (OTLP on).
-    tx_trace: trace::TxTrace,
-    /// What this session's spans share, built on first use.
-    span_tags: Option<Arc<crate::obs::otlp::SpanTags>>,
-    /// Transaction mode: the channels this client LISTENs on through Pake.
-    listen: Option<crate::pg::notify::Subscriber>,
+    /// Trace export's state when it is on (taken again after a RELOAD).
+    otlp: Option<Box<trace::Otlp>>,
+    /// Transaction mode: the channels this client LISTENs on through Pake (boxed: few do).
+    listen: Option<Box<crate::pg::notify::Subscriber>>,
     /// The database's listening connection (told which server works for this client while
     /// anyone listens, so notifications name their sender by Pake's pid).
     notify: Option<Arc<crate::pg::notify::Listener>>,
     /// The attached server ran a statement that may notify (`NOTIFY`, `pg_notify`): it goes
     /// back to the pool only once the listener has its notifications (see `release_if_done`).
     may_notify: bool,
+    /// What few sessions need, made when one does ([`Rare`]).
+    rare: Option<Box<Rare>>,
+}
+
+/// The parts of a session few clients ever use, on the heap once one does: every idle
+/// client carries a `Session`, and these would add 136 bytes to each.
+#[derive(Default)]
+struct Rare {
+    /// The process budget held while a large message is read into `crbuf`.
+    large: Option<crate::limits::Charge>,
+    /// Named statements that change settings (noted when bound); bounded.
+    setting_statements: std::collections::HashSet<crate::pg::prepared::StatementId>,
+    /// The user's entry when `auth_query` found it (it has no `[[users]]` entry to reload).
+    looked_up: Option<Arc<super::proxy::UserEntry>>,
+    /// An injected bandwidth cap (bytes per second) for the current request.
+    bandwidth: Option<u64>,
+    /// Session mode: the client's named statements (transaction mode has `statements`).
+    named: std::collections::HashMap<Box<[u8]>, record::StatementRef>,
 }
 
 /// What the loop should do next.
@@ -202,13 +203,11 @@ impl Session {
             client,
             client_flush: false,
             crbuf: BytesMut::new(),
-            large: None,
             cwbuf: BytesMut::new(),
             server: None,
             statements: ClientStatements::default(),
             params: login.params,
             pending_settings: PendingSettings::default(),
-            setting_statements: std::collections::HashSet::new(),
             pins: super::sql::pins::Pins::default(),
             cancel: login.cancel,
             max_message: config.general.max_message_size.0 as usize,
@@ -217,28 +216,27 @@ impl Session {
             unnamed_parse: BytesMut::new(),
             phase: proxy.phase(),
             tally: Tally::default(),
-            user: login.startup.user.clone(),
-            looked_up: login.user.looked_up.then(|| login.user.clone()),
-            database: login.startup.database.clone(),
             cluster_gen: proxy.generation(),
             attached_at: Instant::now(),
-            bandwidth: None,
             insight_on: proxy.insight.config().enabled,
             inflight: std::collections::VecDeque::new(),
             portal: None,
             unnamed: None,
-            named: std::collections::HashMap::new(),
             analyzed: std::collections::HashMap::new(),
             request: classify::Request::default(),
             tx_seq: 0,
             wait_to_report: std::time::Duration::ZERO,
             finished: Vec::new(),
-            otlp: proxy.otlp(),
-            tx_trace: trace::TxTrace::default(),
-            span_tags: None,
+            otlp: trace::Otlp::renew(None, proxy.otlp()),
             listen: None,
             notify: proxy.listener(&login.startup.database),
             may_notify: false,
+            rare: login.user.looked_up.then(|| {
+                Box::new(Rare {
+                    looked_up: Some(login.user.clone()),
+                    ..Rare::default()
+                })
+            }),
             proxy,
         }
     }
@@ -273,7 +271,9 @@ impl Session {
                 self.shrink_buffers();
             }
             let event = self.wait_io().await?;
-            if let (Event::WroteClient(n), Some(bps)) = (&event, self.bandwidth) {
+            if let (Event::WroteClient(n), Some(bps)) =
+                (&event, self.rare.as_ref().and_then(|r| r.bandwidth))
+            {
                 // an injected bandwidth cap: pace what reaches the client
                 let pause = std::time::Duration::from_secs_f64(*n as f64 / bps.max(1) as f64);
                 tokio::time::sleep(pause).await;
@@ -318,11 +318,21 @@ impl Session {
         self.proxy.admit_request(&user, self.cancel.info.addr.ip())
     }
 
+    /// Who logged in (kept once, in the cancel slot `SHOW CLIENTS` reads).
+    fn user(&self) -> &str {
+        &self.cancel.info.user
+    }
+
+    /// The database logged into: which pools to pick up after a RELOAD.
+    fn database(&self) -> &str {
+        &self.cancel.info.database
+    }
+
     /// The user's current entry: its `[[users]]` one, or the `auth_query` one from login.
     fn user_entry(&self) -> Option<Arc<super::proxy::UserEntry>> {
         self.proxy
-            .user(&self.user)
-            .or_else(|| self.looked_up.clone())
+            .user(self.user())
+            .or_else(|| self.rare.as_ref()?.looked_up.clone())
     }
 
     /// When the client has been quiet too long, with or without an open transaction.
@@ -470,14 +480,14 @@ impl Session {
         let need = frame_need(&self.crbuf);
         if need <= HIGH_WATER
             || need > self.max_message // refused as oversized (08P01) when handled
-            || self.large.as_ref().is_some_and(|c| c.bytes() >= need)
+            || self.large().is_some_and(|c| c.bytes() >= need)
         {
             return Ok(());
         }
-        self.large = None;
+        self.drop_large();
         match self.proxy.memory.charge(need) {
             Some(c) => {
-                self.large = Some(c);
+                self.rare().large = Some(c);
                 Ok(())
             }
             None => Err(Error::ClientsMemory {
@@ -487,11 +497,25 @@ impl Session {
         }
     }
 
+    fn large(&self) -> Option<&crate::limits::Charge> {
+        self.rare.as_ref()?.large.as_ref()
+    }
+
+    fn drop_large(&mut self) {
+        if let Some(r) = &mut self.rare {
+            r.large = None;
+        }
+    }
+
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
     /// Give back large buffers when the client is idle between transactions.
     fn shrink_buffers(&mut self) {
         if self.crbuf.is_empty() && self.crbuf.try_reclaim(KEEP_BUFFER + 1) {
             self.crbuf = BytesMut::new();
-            self.large = None;
+            self.drop_large();
         }
         crate::limits::shrink_idle(&mut self.cwbuf, KEEP_BUFFER, 0);
         // what the last request needed: thousands of idle clients keep none of it

@@ -81,10 +81,11 @@ impl Session {
         } else if self.mode == PoolMode::Session {
             // transaction mode keeps named statements in `statements`; session mode
             // forwards them untouched, so remember what each name runs here
-            if self.named.len() >= MAX_NAMED && !self.named.contains_key(name) {
-                self.named.clear();
+            let named = &mut self.rare().named;
+            if named.len() >= MAX_NAMED && !named.contains_key(name) {
+                named.clear();
             }
-            self.named.insert(name.into(), StatementRef::of(analysis));
+            named.insert(name.into(), StatementRef::of(analysis));
         }
     }
 
@@ -93,7 +94,7 @@ impl Session {
     pub(super) fn note_bind(&mut self, statement: &[u8], interned: Option<Analysis>) {
         self.portal = if statement.is_empty() {
             self.unnamed.clone()
-        } else if let Some(stmt) = self.named.get(statement) {
+        } else if let Some(stmt) = self.rare.as_ref().and_then(|r| r.named.get(statement)) {
             Some(stmt.clone())
         } else {
             // transaction mode: the interned statement (parsed in this very request, it was
@@ -106,7 +107,9 @@ impl Session {
 
     /// A Close of a named statement is forwarded (session mode) or answered.
     pub(super) fn note_close(&mut self, name: &[u8]) {
-        self.named.remove(name);
+        if let Some(r) = &mut self.rare {
+            r.named.remove(name);
+        }
     }
 
     /// The statement an Execute runs (its portal's).
@@ -156,8 +159,8 @@ impl Session {
                 fingerprint: &info.fingerprint,
                 text: stmt.text.as_deref().unwrap_or(&info.fingerprint.text),
                 params: &[],
-                database: &self.database,
-                user: &self.user,
+                database: self.database(),
+                user: self.user(),
                 application,
                 route,
                 client_id: self.id,

@@ -107,7 +107,9 @@ impl Session {
     /// Apply an injected fault to the request at the head of the buffer; `true` when the
     /// fault answered it (an error) so it must not be forwarded.
     async fn inject_fault(&mut self, target: crate::pg::cluster::Target) -> Result<bool, Error> {
-        self.bandwidth = None;
+        if let Some(r) = &mut self.rare {
+            r.bandwidth = None;
+        }
         let faults = self.proxy.faults.clone();
         if faults.list_is_empty() {
             return Ok(false);
@@ -146,7 +148,7 @@ impl Session {
             }
             FaultKind::Reset => Err(Error::InjectedReset),
             FaultKind::Bandwidth { bytes_per_second } => {
-                self.bandwidth = Some(*bytes_per_second);
+                self.rare().bandwidth = Some(*bytes_per_second);
                 Ok(false)
             }
         }

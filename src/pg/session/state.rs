@@ -158,18 +158,20 @@ impl Session {
         effect: &SessionEffect,
     ) -> Option<&'static str> {
         let reason = effect.reason()?;
-        let room = self.setting_statements.contains(&id)
-            || self.setting_statements.len() < MAX_SETTING_STATEMENTS;
-        if SETTING_REASONS.contains(&reason) && room {
-            self.setting_statements.insert(id);
-            return None;
+        if SETTING_REASONS.contains(&reason) {
+            let noted = &mut self.rare().setting_statements;
+            if noted.contains(&id) || noted.len() < MAX_SETTING_STATEMENTS {
+                noted.insert(id);
+                return None;
+            }
         }
         Some("statement with session effects")
     }
 
     /// A named statement is bound: note the settings it changes.
     pub(super) fn track_bound(&mut self, stmt: &Statement) -> Option<&'static str> {
-        if !self.setting_statements.contains(&stmt.id) {
+        let noted = self.rare.as_ref();
+        if !noted.is_some_and(|r| r.setting_statements.contains(&stmt.id)) {
             return None;
         }
         self.track_effect(&SessionEffect::Dirties("SET"), || {

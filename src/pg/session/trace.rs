@@ -10,11 +10,35 @@ use super::record::Inflight;
 use super::Session;
 use crate::config::PoolMode;
 use crate::obs::otlp::span::{SpanTags, TxSpan, SHAPES};
+use crate::obs::otlp::Tracer;
 use crate::obs::traceparent::TraceParent;
 use crate::pg::cluster::Target;
 use crate::pg::server::replies::Done;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// What a session keeps for trace export, only while it is on (boxed: most sessions never
+/// export a span, and an idle client should not carry room for one).
+pub(super) struct Otlp {
+    tracer: Arc<Tracer>,
+    /// The open transaction's span-to-be.
+    tx: TxTrace,
+    /// What this session's spans share, built on first use.
+    tags: Option<Arc<SpanTags>>,
+}
+
+impl Otlp {
+    /// The exporter as configured now (after a RELOAD too), keeping the open transaction.
+    pub(super) fn renew(old: Option<Box<Otlp>>, tracer: Option<Arc<Tracer>>) -> Option<Box<Otlp>> {
+        let tracer = tracer?;
+        let tx = old.map(|o| o.tx).unwrap_or_default();
+        Some(Box::new(Otlp {
+            tracer,
+            tx,
+            tags: None,
+        }))
+    }
+}
 
 /// The open client transaction, as far as its span goes.
 #[derive(Debug, Default)]
@@ -46,7 +70,10 @@ impl TxTrace {
 impl Session {
     /// A client statement completed; `wait` is the pool wait it paid (first after a checkout).
     pub(super) fn trace_statement(&mut self, stmt: &Inflight, done: &Done, wait: Duration) {
-        let t = &mut self.tx_trace;
+        let Some(otlp) = &mut self.otlp else {
+            return;
+        };
+        let t = &mut otlp.tx;
         let arrived = stmt.started.checked_sub(wait).unwrap_or(stmt.started);
         t.note(arrived, stmt.hash, stmt.parent);
         t.rows += done.rows;
@@ -59,16 +86,16 @@ impl Session {
     /// A plain `BEGIN` Pake answered itself (replayed later on the server the transaction's
     /// first statement picks): it opens the transaction and is one of its statements.
     pub(super) fn trace_local_begin(&mut self, begin: &Analysis) {
-        if self.otlp.is_none() {
-            return;
+        if let Some(otlp) = &mut self.otlp {
+            otlp.tx.note(Instant::now(), begin.shape, begin.parent);
         }
-        self.tx_trace
-            .note(Instant::now(), begin.shape, begin.parent);
     }
 
     /// A deferred transaction ended without reaching a server: there is nothing to show.
     pub(super) fn trace_discard(&mut self) {
-        self.tx_trace = TxTrace::default();
+        if let Some(otlp) = &mut self.otlp {
+            otlp.tx = TxTrace::default();
+        }
     }
 
     /// The server said ReadyForQuery to a client request: idle ends the transaction.
@@ -81,13 +108,15 @@ impl Session {
     /// Hand the transaction's span to the exporter when it is sampled, and start afresh.
     /// `abandoned`: the session is ending inside the transaction.
     pub(super) fn trace_end(&mut self, abandoned: bool) {
-        let t = std::mem::take(&mut self.tx_trace);
+        let Some(otlp) = &mut self.otlp else {
+            return;
+        };
+        let t = std::mem::take(&mut otlp.tx);
         let Some(started) = t.started else {
             return;
         };
-        match &self.otlp {
-            Some(tracer) if t.statements > 0 && tracer.sampled(t.parent.as_ref()) => {}
-            _ => return,
+        if t.statements == 0 || !otlp.tracer.sampled(t.parent.as_ref()) {
+            return;
         }
         let end = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -109,19 +138,19 @@ impl Session {
             error: t.error,
             abandoned,
         };
-        if let Some(tracer) = &self.otlp {
-            tracer.submit(span);
+        if let Some(otlp) = &self.otlp {
+            otlp.tracer.submit(span);
         }
     }
 
     /// What every span of this session shares, built on its first sampled transaction.
     fn span_tags(&mut self) -> Arc<SpanTags> {
-        if let Some(tags) = &self.span_tags {
-            return tags.clone();
+        if let Some(tags) = self.otlp.as_ref().and_then(|o| o.tags.clone()) {
+            return tags;
         }
         let tags = Arc::new(SpanTags {
             database: self.cluster.primary.target().database.clone(),
-            user: self.user.clone(),
+            user: self.user().to_owned(),
             client_addr: self.cancel.info.addr.ip(),
             backends: self
                 .cluster
@@ -133,7 +162,9 @@ impl Session {
                 PoolMode::Session => "session",
             },
         });
-        self.span_tags = Some(tags.clone());
+        if let Some(otlp) = &mut self.otlp {
+            otlp.tags = Some(tags.clone());
+        }
         tags
     }
 }
