@@ -70,7 +70,10 @@ pub struct CancelSlot {
     /// Why the client is pinned to its server (transaction mode), for SHOW CLIENTS.
     pinned: Mutex<Option<Box<str>>>,
     /// Another client ran `pg_terminate_backend(pid)` on this one.
-    terminate: tokio::sync::Notify,
+    terminated: std::sync::atomic::AtomicBool,
+    /// Wakes the client's session: it was terminated, or the proxy's phase changed. One
+    /// wake-up for both keeps a single waiter in every idle client's task.
+    attention: tokio::sync::Notify,
     /// A CancelRequest arrived while the client's request waited for a server.
     wait_canceled: std::sync::atomic::AtomicBool,
     wait_cancel: tokio::sync::Notify,
@@ -92,12 +95,20 @@ impl CancelSlot {
 
     /// Ask the session to close (it gets 57P01); remembered until it next waits.
     pub fn terminate(&self) {
-        self.terminate.notify_one();
+        self.terminated
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.attention.notify_one();
     }
 
-    /// Completes once [`CancelSlot::terminate`] was called.
-    pub fn terminated(&self) -> tokio::sync::futures::Notified<'_> {
-        self.terminate.notified()
+    /// [`CancelSlot::terminate`] was called.
+    pub fn is_terminated(&self) -> bool {
+        self.terminated.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Completes once the client was terminated or woken for a phase change (a wake-up
+    /// while nobody waits is kept for the next wait).
+    pub fn attention(&self) -> tokio::sync::futures::Notified<'_> {
+        self.attention.notified()
     }
 
     pub fn set_pinned(&self, why: Option<Box<str>>) {
@@ -266,7 +277,8 @@ impl CancelRegistry {
                 state: std::sync::atomic::AtomicU8::new(state::IDLE),
                 since_ms: std::sync::atomic::AtomicU64::new(unix_ms()),
                 pinned: Mutex::new(None),
-                terminate: tokio::sync::Notify::new(),
+                terminated: std::sync::atomic::AtomicBool::new(false),
+                attention: tokio::sync::Notify::new(),
                 wait_canceled: std::sync::atomic::AtomicBool::new(false),
                 wait_cancel: tokio::sync::Notify::new(),
             });
@@ -338,6 +350,15 @@ impl CancelRegistry {
 
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().len()).sum()
+    }
+
+    /// Wake every client's session (the proxy's phase changed: it looks again).
+    pub fn wake_all(&self) {
+        for shard in &self.shards {
+            for slot in shard.lock().values() {
+                slot.attention.notify_one();
+            }
+        }
     }
 
     /// The live client Pake gave `pid` (in its BackendKeyData), if any.

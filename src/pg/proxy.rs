@@ -319,10 +319,12 @@ impl Proxy {
     }
 
     /// Count a new client; `Err` with the limit when `max_client_conn` is reached.
-    pub fn admit(&self) -> Result<ClientGuard<'_>, usize> {
+    pub fn admit(self: &Arc<Self>) -> Result<ClientGuard, usize> {
         let max = self.config.load().general.max_client_conn;
         let n = self.clients.fetch_add(1, Ordering::AcqRel);
-        let guard = ClientGuard { proxy: self };
+        let guard = ClientGuard {
+            proxy: self.clone(),
+        };
         if n >= max {
             return Err(max);
         }
@@ -330,7 +332,7 @@ impl Proxy {
     }
 
     /// Count a client against its user's `max_user_connections`.
-    pub fn admit_user(&self, user: &Arc<UserEntry>) -> Result<UserGuard<'_>, usize> {
+    pub fn admit_user(self: &Arc<Self>, user: &Arc<UserEntry>) -> Result<UserGuard, usize> {
         let max = user.config.max_user_connections;
         let mut map = self.per_user.lock();
         let n = map.entry(user.config.name.clone()).or_default();
@@ -339,7 +341,7 @@ impl Proxy {
         }
         *n += 1;
         Ok(UserGuard {
-            proxy: self,
+            proxy: self.clone(),
             user: user.clone(),
         })
     }
@@ -356,8 +358,11 @@ impl Proxy {
         *self.phase.borrow()
     }
 
+    /// Move to `phase`: the listener sees it on the watch, each client session is woken
+    /// through its cancel slot (it reads the phase again).
     pub fn set_phase(&self, phase: Phase) {
         self.phase.send_replace(phase);
+        self.cancel.wake_all();
     }
 
     /// Refresh the state gauges from the pools (called before each scrape).
@@ -436,23 +441,23 @@ pub(super) fn build_users(config: &Config) -> HashMap<String, Arc<UserEntry>> {
 }
 
 /// Releases a client's place in `max_client_conn` when dropped.
-pub struct ClientGuard<'a> {
-    proxy: &'a Proxy,
+pub struct ClientGuard {
+    proxy: Arc<Proxy>,
 }
 
-impl Drop for ClientGuard<'_> {
+impl Drop for ClientGuard {
     fn drop(&mut self) {
         self.proxy.clients.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 /// Releases a client's place in its user's `max_user_connections` when dropped.
-pub struct UserGuard<'a> {
-    proxy: &'a Proxy,
+pub struct UserGuard {
+    proxy: Arc<Proxy>,
     user: Arc<UserEntry>,
 }
 
-impl Drop for UserGuard<'_> {
+impl Drop for UserGuard {
     fn drop(&mut self) {
         if let Some(n) = self.proxy.per_user.lock().get_mut(&self.user.config.name) {
             *n = n.saturating_sub(1);

@@ -142,6 +142,8 @@ pub struct Session {
     /// The attached server ran a statement that may notify (`NOTIFY`, `pg_notify`): it goes
     /// back to the pool only once the listener has its notifications (see `release_if_done`).
     may_notify: bool,
+    /// The idle or drain deadline's timer, made on first use and reset after (see `wait_io`).
+    timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     /// What few sessions need, made when one does ([`Rare`]).
     rare: Option<Box<Rare>>,
 }
@@ -177,9 +179,9 @@ enum Event {
     /// Bytes written to the client.
     WroteClient(usize),
     Deadline,
-    PhaseChanged,
-    /// `pg_terminate_backend` of this client's pid.
-    Terminated,
+    /// The client's cancel slot woke it: `pg_terminate_backend` of its pid, or the proxy's
+    /// phase changed.
+    Attention,
     /// Notifications are waiting for the client.
     Notified,
 }
@@ -231,6 +233,7 @@ impl Session {
             listen: None,
             notify: proxy.listener(&login.startup.database),
             may_notify: false,
+            timer: None,
             rare: login.user.looked_up.then(|| {
                 Box::new(Rare {
                     looked_up: Some(login.user.clone()),
@@ -247,7 +250,9 @@ impl Session {
             .clients
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let result = self.serve().await;
-        self.finish(&result).await;
+        // boxed like the request's start: the farewell runs once, it needs no room in the
+        // task while the client is idle
+        Box::pin(self.finish(&result)).await;
         self.pool
             .clients
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -298,11 +303,11 @@ impl Session {
                 Some(t) if t <= Instant::now() => Err(self.timeout_error()),
                 _ => Ok(()), // woke for the drain a moment early: wait again
             },
-            Event::PhaseChanged => match *self.phase.borrow() {
+            Event::Attention if self.cancel.is_terminated() => Err(Error::Terminated),
+            Event::Attention => match *self.phase.borrow() {
                 Phase::Closing => Err(Error::Shutdown),
                 _ => Ok(()),
             },
-            Event::Terminated => Err(Error::Terminated),
             Event::Notified => self.deliver_notifications(),
         }
     }
@@ -389,14 +394,19 @@ impl Session {
     async fn wait_io(&mut self) -> Result<Event, Error> {
         self.charge_large_message()?;
         let deadline = self.deadline().map(tokio::time::Instant::from_std);
-        let sleep = tokio::time::sleep_until(deadline.unwrap_or_else(far_future));
-        tokio::pin!(sleep);
+        if let Some(at) = deadline {
+            match &mut self.timer {
+                Some(t) if t.deadline() == at => {}
+                Some(t) => t.as_mut().reset(at),
+                None => self.timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
         let Session {
+            timer,
             client,
             crbuf,
             cwbuf,
             server,
-            phase,
             tally,
             client_flush,
             cancel,
@@ -408,19 +418,13 @@ impl Session {
             .as_ref()
             .filter(|_| server.is_none())
             .map(|s| s.inbox.clone());
-        let notified = async {
-            match &inbox {
-                Some(i) => i.wake.notified().await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::pin!(notified);
+        // boxed, as the timer is kept boxed: this future's state is part of every idle
+        // client's task, and most clients neither listen nor have a deadline
+        let mut notified = inbox.as_ref().map(|i| Box::pin(i.wake.notified()));
         let client_tls = client.is_tls();
         let (client_blocked, may_release) = make_room(client_tls, crbuf, server.as_deref_mut());
-        let changed = phase.changed();
-        tokio::pin!(changed);
-        let terminated = cancel.terminated();
-        tokio::pin!(terminated);
+        let attention = cancel.attention();
+        tokio::pin!(attention);
         std::future::poll_fn(|cx| {
             if let Poll::Ready(r) = poll_write_side(cx, client, cwbuf, client_tls, client_flush) {
                 return Poll::Ready(
@@ -441,17 +445,18 @@ impl Session {
                     return Poll::Ready(r);
                 }
             }
-            if deadline.is_some() && sleep.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Ok(Event::Deadline));
+            if let (Some(_), Some(t)) = (deadline, timer.as_mut()) {
+                if t.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(Event::Deadline));
+                }
             }
-            if changed.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Ok(Event::PhaseChanged));
+            if attention.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Ok(Event::Attention));
             }
-            if terminated.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Ok(Event::Terminated));
-            }
-            if cwbuf.len() < HIGH_WATER && notified.as_mut().poll(cx).is_ready() {
-                return Poll::Ready(Ok(Event::Notified));
+            if let (true, Some(n)) = (cwbuf.len() < HIGH_WATER, notified.as_mut()) {
+                if n.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Ok(Event::Notified));
+                }
             }
             Poll::Pending
         })
@@ -644,11 +649,6 @@ fn poll_write_side<S: AsyncWrite + Unpin>(
         };
     }
     Poll::Pending
-}
-
-/// A deadline that never comes (for a timer that is not armed).
-fn far_future() -> tokio::time::Instant {
-    tokio::time::Instant::now() + std::time::Duration::from_secs(86_400 * 365)
 }
 
 /// Bytes needed to complete the frame at the head of `buf` (its length once the header is in).

@@ -46,7 +46,10 @@ impl Session {
                 continue;
             }
             if self.server.is_none() {
-                match self.start_request(tag, len).await? {
+                // boxed: starting a request (classify, route, check out, answer locally) is
+                // the largest state the client's task could be in, and an idle client's
+                // task is sized for its largest state; one small allocation per request
+                match Box::pin(self.start_request(tag, len)).await? {
                     Start::Attached => {}
                     Start::Done => continue,
                     Start::Wait => return Ok(Flow::Continue),
