@@ -274,8 +274,9 @@ mod tests {
     /// in, so what only logging in needs (the login, the opening packet, the accepting
     /// task's own state) must not live in it, nor what only some requests or clients need
     /// (starting a request, the idle timer, a listener's inbox). Measured in release: 6,048
-    /// bytes at first, 1,192 with the login boxed, 432 in a task of its own with the
-    /// request's start, the timer and the inbox boxed and one wake-up for terminate and drain.
+    /// bytes at first, 1,192 with the login boxed, 336 in a task of its own with the
+    /// request's start, the farewell, the timer and the inbox boxed and one wake-up for
+    /// terminate and drain.
     #[test]
     fn an_idle_clients_task_holds_the_session_not_the_login() {
         let task = future_size(session_task);
@@ -292,7 +293,7 @@ mod tests {
             task <= run + 128,
             "task {task} B, the session's future {run} B"
         );
-        // under a kilobyte in any build (432 bytes in release)
+        // under a kilobyte in any build (336 bytes in release)
         assert!(task < 1024, "task {task} B");
         // and the session's state is on the heap, not held in the future beside its loop
         let serve = serve_size(Session::serve);
