@@ -30,16 +30,22 @@ pub const TRACKED: &[&str] = &[
 ];
 
 fn is_tracked(name: &str) -> bool {
-    TRACKED.iter().any(|t| t.eq_ignore_ascii_case(name))
+    tracked_index(name).is_some()
+}
+
+fn tracked_index(name: &str) -> Option<usize> {
+    TRACKED.iter().position(|t| t.eq_ignore_ascii_case(name))
 }
 
 /// The parameters one client expects on its session.
 #[derive(Debug, Clone, Default)]
 pub struct ClientParams {
-    /// (name, value); names compared case-insensitively. A tracked name is the static
-    /// spelling of [`TRACKED`] and the list is no longer than it needs to be: every idle
-    /// client holds one (768 bytes of small allocations before, about half now).
-    values: Vec<(std::borrow::Cow<'static, str>, Box<str>)>,
+    /// The tracked parameters' values, in [`TRACKED`]'s order: every client has them, and
+    /// in place they need no list of their own (every idle client holds a ClientParams).
+    tracked: [Option<Box<str>>; TRACKED.len()],
+    /// Other parameters the startup packet set (name, value); names compared
+    /// case-insensitively.
+    other: Vec<(Box<str>, Box<str>)>,
     /// Settings the client changed in its session: (lower-case name, statement setting it).
     session: Vec<(String, String)>,
     sig: u64,
@@ -55,31 +61,29 @@ impl ClientParams {
         for (k, v) in requested {
             p.set_quiet(k, v);
         }
-        p.values.shrink_to_fit();
+        p.other.shrink_to_fit();
         p.resign();
         p
     }
 
     fn set_quiet(&mut self, name: &str, value: &str) {
+        if let Some(i) = tracked_index(name) {
+            self.tracked[i] = Some(value.into());
+            return;
+        }
         match self
-            .values
+            .other
             .iter_mut()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
         {
             Some(slot) => slot.1 = value.into(),
-            None => {
-                let name = match TRACKED.iter().find(|t| t.eq_ignore_ascii_case(name)) {
-                    Some(t) => std::borrow::Cow::Borrowed(*t),
-                    None => std::borrow::Cow::Owned(name.to_string()),
-                };
-                self.values.push((name, value.into()))
-            }
+            None => self.other.push((name.into(), value.into())),
         }
     }
 
     fn resign(&mut self) {
         let mut text = String::new();
-        for (k, v) in &self.values {
+        for (k, v) in self.iter() {
             text.push_str(&k.to_ascii_lowercase());
             text.push('\0');
             text.push_str(v);
@@ -105,14 +109,22 @@ impl ClientParams {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.values
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| &**v)
+        match tracked_index(name) {
+            Some(i) => self.tracked[i].as_deref(),
+            None => self
+                .other
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| &**v),
+        }
     }
 
+    /// (name, value): the tracked ones the client has, in [`TRACKED`]'s order, then the others.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.values.iter().map(|(k, v)| (&**k, &**v))
+        let tracked = TRACKED.iter().zip(&self.tracked);
+        tracked
+            .filter_map(|(k, v)| Some((*k, v.as_deref()?)))
+            .chain(self.other.iter().map(|(k, v)| (&**k, &**v)))
     }
 
     pub fn sig(&self) -> u64 {
