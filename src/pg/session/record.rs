@@ -134,9 +134,7 @@ impl Session {
             return;
         };
         let wait = std::mem::take(&mut self.wait_to_report);
-        if self.otlp.is_some() {
-            self.trace_statement(&stmt, &done, wait);
-        }
+        self.trace_statement(&stmt, &done, wait);
         if !self.insight_on {
             return;
         }

@@ -69,6 +69,7 @@ impl TxTrace {
 
 impl Session {
     /// A client statement completed; `wait` is the pool wait it paid (first after a checkout).
+    /// Nothing without trace export.
     pub(super) fn trace_statement(&mut self, stmt: &Inflight, done: &Done, wait: Duration) {
         let Some(otlp) = &mut self.otlp else {
             return;
