@@ -49,9 +49,16 @@ pub async fn start_with(config: Config, source: Option<ConfigSource>) -> anyhow:
     let (redis, redis_addr) = match config.redis.clone() {
         Some(rc) => {
             let listen = rc.listen;
-            let svc = crate::redis::Service::start(rc, &metrics.registry, faults.clone())
-                .await
-                .with_context(|| "cannot start the Redis proxy")?;
+            let reactors = crate::redis::listener::Reactors::build(rc.threads)
+                .context("cannot start the Redis reactor threads")?;
+            let svc = crate::redis::Service::start(
+                rc,
+                &metrics.registry,
+                faults.clone(),
+                reactors.handles(),
+            )
+            .await
+            .with_context(|| "cannot start the Redis proxy")?;
             let addr = match svc.config.threads {
                 0 => {
                     let listener = crate::pg::listener::bind(listen)
@@ -60,7 +67,7 @@ pub async fn start_with(config: Config, source: Option<ConfigSource>) -> anyhow:
                     tokio::spawn(crate::redis::listener::serve(svc.clone(), listener));
                     addr
                 }
-                n => crate::redis::listener::serve_on_threads(svc.clone(), listen, n)
+                _ => crate::redis::listener::serve_on_threads(svc.clone(), listen, reactors)
                     .with_context(|| format!("cannot listen on {listen} (redis)"))?,
             };
             (Some(svc), Some(addr))

