@@ -136,6 +136,19 @@ impl Spec {
         count_ok && pairs_ok
     }
 
+    /// Does the command name exactly one key ([`Spec::key_positions`] of length one)? Asked
+    /// for every cacheable read, so the common one-key case allocates nothing.
+    pub fn one_key(&self, args: &[Bytes]) -> bool {
+        match self.keys {
+            Keys::Range {
+                first: 1,
+                last: 1,
+                step: 1,
+            } => args.len() > 1,
+            _ => self.key_positions(args).len() == 1,
+        }
+    }
+
     /// Positions of the key arguments (empty when malformed: Redis will say why).
     pub fn key_positions(&self, args: &[Bytes]) -> Vec<usize> {
         let n = args.len();
@@ -546,7 +559,7 @@ pub(crate) mod tests {
     }
 
     /// Every command in the table, with random argument lists: key positions stay inside
-    /// the arguments, in order; a split never panics, and for a list Redis would accept it
+    /// the arguments, in order, and `one_key` agrees with them; a split never panics, and for a list Redis would accept it
     /// carries every argument exactly once.
     #[test]
     fn property_key_positions_and_splits_never_panic() {
@@ -562,6 +575,7 @@ pub(crate) mod tests {
                     "{args:?}: {pos:?}"
                 );
                 assert!(pos.windows(2).all(|w| w[0] < w[1]), "{args:?}: {pos:?}");
+                assert_eq!(spec.one_key(&args), pos.len() == 1, "{args:?}: {pos:?}");
                 let parts = split_by_slot(spec, &args);
                 if !matches!(spec.kind, Kind::Split(_)) || !spec.arity_ok(args.len()) {
                     continue;

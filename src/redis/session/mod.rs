@@ -435,16 +435,19 @@ impl Session {
     /// Queue a reply behind the ones still pending (or write it straight away).
     fn push_reply(&mut self, reply: Bytes) {
         if self.pending.is_empty() {
-            // an L1 hit or a local answer: held to the same reply budget
-            let held = admit(
-                Done {
-                    reply,
-                    write: false,
-                },
-                &self.replies,
-            );
-            self.wbuf.extend_from_slice(&held.done.reply);
-            self.wlease.force(self.wbuf.len());
+            // an L1 hit or a local answer, held to the same reply budget: charged straight
+            // to the write buffer's lease, which holds it from here on
+            match self.wlease.set(self.wbuf.len() + reply.len()) {
+                Ok(()) => self.wbuf.extend_from_slice(&reply),
+                Err(over) => {
+                    let e = Error::ReplyBudget {
+                        command: "this command",
+                        over,
+                    };
+                    encode::error(&mut self.wbuf, &e.reply());
+                    self.wlease.force(self.wbuf.len());
+                }
+            }
         } else {
             let held = admit(
                 Done {

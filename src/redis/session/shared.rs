@@ -59,6 +59,16 @@ pub(super) struct Ctx {
     generation: u64,
 }
 
+/// What the L1 said about a command, before it takes the shared path.
+enum Lookup {
+    /// The cached reply.
+    Hit(Bytes),
+    /// Cacheable, not cached (or no longer valid): the reply may fill under this key.
+    Miss(CacheKey),
+    /// Not an L1 read.
+    Uncached,
+}
+
 /// Where a command's reply came from: a link (raw, in the client's protocol) or fred.
 enum Via {
     Link(Bytes),
@@ -326,6 +336,18 @@ fn raw_ttl(reply: &Result<Bytes, Error>) -> Option<Duration> {
 
 impl Session {
     pub(super) fn shared(&mut self, spec: &'static Spec, req: Request) {
+        // a cacheable read of one key asks the L1 first: a hit needs nothing else of the
+        // shared path (no context cloned out of the session, no key list)
+        let cached = match self.l1_lookup(spec, &req.args) {
+            Lookup::Hit(reply) => {
+                if let Some(h) = self.svc.metrics.latency(spec.id) {
+                    h.observe(1e-6);
+                }
+                return self.push_reply(reply);
+            }
+            Lookup::Miss(key) => Some(key),
+            Lookup::Uncached => None,
+        };
         let Some(client) = self.fred.clone() else {
             self.push_error(&Error::Backend("no backend pool".into()));
             return;
@@ -371,28 +393,42 @@ impl Session {
             }
             return;
         }
-        if spec.is(CACHE) && keys.len() == 1 {
-            if let Some(l1) = l1 {
-                let key = CacheKey::new(
-                    spec.id as u16,
-                    &req.args[1..],
-                    self.state.db,
-                    self.state.user_id,
-                    self.state.proto,
-                );
-                if let Some(hit) = l1.get(&key) {
-                    if let Some(h) = self.svc.metrics.latency(spec.id) {
-                        h.observe(1e-6);
-                    }
-                    return self.push_reply(hit);
-                }
-                let ticket = ctx.ticket(&l1, slot.unwrap_or(0), keys[0]);
-                let fut = cached_read(ctx, spec, req, slot, l1, key, ticket);
-                return self.push_future(fut, false);
-            }
+        if let (Some(key), Some(l1), [redis_key]) = (cached, l1, &keys[..]) {
+            let ticket = ctx.ticket(&l1, slot.unwrap_or(0), redis_key);
+            let fut = cached_read(ctx, spec, req, slot, l1, key, ticket);
+            return self.push_future(fut, false);
         }
         let fut = plain(ctx, spec, req, slot);
         self.push_future(fut, spec.is(WRITE));
+    }
+
+    /// The L1's answer to a cacheable read of exactly one key, taken before anything else
+    /// of the shared path is prepared. Not while one of this session's writes is in flight
+    /// (a pipelined `SET k; GET k` must not read the old `k`), and not for MGET (its own
+    /// path) or a cluster broadcast.
+    fn l1_lookup(&self, spec: &Spec, args: &[Bytes]) -> Lookup {
+        let Some(l1) = self.svc.l1.as_deref() else {
+            return Lookup::Uncached;
+        };
+        let own_path = match spec.kind {
+            Kind::Split(Merge::Concat) => true,
+            Kind::Broadcast(_) => self.svc.backend.cluster,
+            _ => false,
+        };
+        if !spec.is(CACHE) || own_path || self.pending_writes > 0 || !spec.one_key(args) {
+            return Lookup::Uncached;
+        }
+        let key = CacheKey::new(
+            spec.id as u16,
+            args.get(1..).unwrap_or_default(),
+            self.state.db,
+            self.state.user_id,
+            self.state.proto,
+        );
+        match l1.get(&key) {
+            Some(reply) => Lookup::Hit(reply),
+            None => Lookup::Miss(key),
+        }
     }
 
     /// Send a write whose new value is known ([`crate::redis::writethrough`]) through its
