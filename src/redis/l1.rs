@@ -11,8 +11,9 @@
 //! the slot's node is armed (its invalidation stream is live). The entry stores the ticket;
 //! a hit is valid only while all three counters are unchanged. So a value read before an
 //! invalidation is never served after it, however the reply and the invalidation race: the
-//! fill/invalidation race is closed without locks. Entries made stale this way are dropped
-//! when next looked at, or by eviction; flushes also drop them eagerly.
+//! fill/invalidation race is closed without locks. Entries made stale this way stay until
+//! the fill after the miss replaces them, or eviction or expiry drops them (counted in the
+//! byte budget meanwhile); flushes drop them eagerly.
 //!
 //! Pake's own writes fill it too ([`super::writethrough`]): on the write's reply, read in
 //! order with the invalidations on the node's tracking connection, the written keys'
@@ -198,7 +199,8 @@ impl L1 {
             self.metrics.l1_hits.inc();
             return Some(entry.reply);
         }
-        self.cache.invalidate(key);
+        // left in place: the fill that follows this miss replaces it (a removal now would
+        // leave the table a tombstone to rehash away, for every write of a hot key)
         self.metrics.l1_misses.inc();
         None
     }
