@@ -22,6 +22,13 @@
 //! The cache is bounded in bytes (a weigher counting key, arguments and reply), refuses
 //! replies over `max_entry_size`, and expires entries at the earlier of `max_ttl` and the
 //! key's own TTL.
+//!
+//! In front of moka, each thread keeps a small direct-mapped table of copies of the small
+//! entries it hit last ([`FRONT_SLOTS`], replies up to [`FRONT_MAX_REPLY`] bytes: at most
+//! ~0.9 MiB per thread, outside the byte budget). A copy is served under the entry's own
+//! rule (its ticket still holds, not expired), so it can never outlive an invalidation; it
+//! spares a hot key's hit moka's shared probe, read recording and reference counts, which
+//! both reactor threads otherwise write for every hit.
 
 use super::commands::slot;
 use super::metrics::RedisMetrics;
@@ -95,7 +102,38 @@ struct Entry {
     reply: Bytes,
     ticket: Ticket,
     ttl: Duration,
+    /// When it was filled plus `ttl`: a copy in a front table expires no later.
+    expires: Instant,
 }
+
+/// Slots in each thread's front table (direct-mapped by the key's hash).
+const FRONT_SLOTS: usize = 1024;
+/// Largest reply, and largest key, a front table copies: a thread's table holds at most
+/// `FRONT_SLOTS × (FRONT_MAX_REPLY + FRONT_MAX_KEY + ~200)` bytes, about 0.9 MiB.
+const FRONT_MAX_REPLY: usize = 512;
+const FRONT_MAX_KEY: usize = 256;
+
+/// A copy of a moka entry in one thread's front table. Served only under the same rule as
+/// the entry itself (its ticket still holds, not expired), so coherence is unchanged; the
+/// reply is the thread's own copy, so a hit touches no reference count another thread
+/// writes.
+struct FrontEntry {
+    /// Which [`L1`] it belongs to (several can share a thread: tests, reloads).
+    owner: u64,
+    hash: u64,
+    key: CacheKey,
+    reply: Bytes,
+    ticket: Ticket,
+    expires: Instant,
+}
+
+thread_local! {
+    static FRONT: std::cell::RefCell<Vec<Option<FrontEntry>>> =
+        std::cell::RefCell::new((0..FRONT_SLOTS).map(|_| None).collect());
+}
+
+/// Ids for [`FrontEntry::owner`].
+static NEXT_L1: AtomicU64 = AtomicU64::new(1);
 
 struct EntryExpiry;
 
@@ -115,6 +153,9 @@ pub struct Stats {
 
 pub struct L1 {
     cache: moka::sync::Cache<CacheKey, Entry, ahash::RandomState>,
+    /// This cache's id in the threads' front tables, and the hasher that places keys there.
+    id: u64,
+    front_hasher: ahash::RandomState,
     gens: Box<[AtomicU32]>,
     slot_epochs: Box<[AtomicU32]>,
     /// Slots whose node's invalidation stream is live; others are never filled.
@@ -170,6 +211,8 @@ impl L1 {
             .build_with_hasher(ahash::RandomState::new());
         let l1 = Arc::new(L1 {
             cache,
+            id: NEXT_L1.fetch_add(1, Relaxed),
+            front_hasher: ahash::RandomState::new(),
             gens: counters(STRIPES),
             slot_epochs: counters(SLOTS),
             armed: counters(SLOTS),
@@ -189,14 +232,53 @@ impl L1 {
         self.max_ttl_ms.store(millis(max_ttl), Relaxed);
     }
 
-    /// A cached reply that is still valid.
+    /// A cached reply that is still valid: from this thread's front table when it holds a
+    /// copy, else from moka (and then copied there when small).
     pub fn get(&self, key: &CacheKey) -> Option<Bytes> {
+        let hash = self.front_hasher.hash_one(key);
+        let slot = (hash as usize) & (FRONT_SLOTS - 1);
+        let now = Instant::now();
+        let front = FRONT.with(|f| {
+            let mut f = f.borrow_mut();
+            let cell = f.get_mut(slot)?;
+            let e = cell.as_ref()?;
+            if e.owner != self.id || e.hash != hash || e.key != *key {
+                return None;
+            }
+            if self.valid(&e.ticket) && now < e.expires {
+                return Some(e.reply.clone());
+            }
+            *cell = None;
+            None
+        });
+        if let Some(reply) = front {
+            self.metrics.l1_hits.inc();
+            return Some(reply);
+        }
         let Some(entry) = self.cache.get(key) else {
             self.metrics.l1_misses.inc();
             return None;
         };
-        if self.valid(&entry.ticket) {
+        if self.valid(&entry.ticket) && now < entry.expires {
             self.metrics.l1_hits.inc();
+            if entry.reply.len() <= FRONT_MAX_REPLY && key.args.len() <= FRONT_MAX_KEY {
+                let copy = FrontEntry {
+                    owner: self.id,
+                    hash,
+                    key: CacheKey {
+                        args: Bytes::copy_from_slice(&key.args),
+                        ..key.clone()
+                    },
+                    reply: Bytes::copy_from_slice(&entry.reply),
+                    ticket: entry.ticket,
+                    expires: entry.expires,
+                };
+                FRONT.with(|f| {
+                    if let Some(cell) = f.borrow_mut().get_mut(slot) {
+                        *cell = Some(copy);
+                    }
+                });
+            }
             return Some(entry.reply);
         }
         // left in place: the fill that follows this miss replaces it (a removal now would
@@ -239,7 +321,16 @@ impl L1 {
         if ttl.is_zero() {
             return;
         }
-        self.cache.insert(key, Entry { reply, ticket, ttl });
+        let expires = Instant::now() + ttl;
+        self.cache.insert(
+            key,
+            Entry {
+                reply,
+                ticket,
+                ttl,
+                expires,
+            },
+        );
         self.metrics.l1_fills.inc();
     }
 
@@ -351,6 +442,33 @@ mod tests {
         assert!(l1.get(&key("k")).is_some());
         l1.invalidate_key(b"k");
         assert_eq!(l1.get(&key("k")), None);
+    }
+
+    /// The thread's front table holds copies of entries, checked under the same rule: a
+    /// new value after an invalidation is seen at once, and two caches sharing a thread
+    /// (two Pakes in one process) never answer for each other.
+    #[test]
+    fn the_front_table_follows_invalidations_and_its_owner() {
+        let (a, b) = (l1(), l1());
+        let fill = |l1: &L1, v: &'static [u8]| {
+            let t = l1.ticket(slot(b"k"), b"k").unwrap();
+            l1.insert(key("k"), Bytes::from_static(v), t, None);
+        };
+        fill(&a, b"+a1\r\n");
+        fill(&b, b"+b1\r\n");
+        for _ in 0..3 {
+            // the first get copies into the front table, the next ones are served from it
+            assert_eq!(a.get(&key("k")).as_deref(), Some(&b"+a1\r\n"[..]));
+            assert_eq!(b.get(&key("k")).as_deref(), Some(&b"+b1\r\n"[..]));
+        }
+        // a write-through: the key's generation is bumped, then the new value filled
+        a.invalidate_key(b"k");
+        fill(&a, b"+a2\r\n");
+        assert_eq!(a.get(&key("k")).as_deref(), Some(&b"+a2\r\n"[..]));
+        assert_eq!(b.get(&key("k")).as_deref(), Some(&b"+b1\r\n"[..]));
+        b.flush_all("test");
+        assert_eq!(b.get(&key("k")), None);
+        assert_eq!(a.get(&key("k")).as_deref(), Some(&b"+a2\r\n"[..]));
     }
 
     #[test]
