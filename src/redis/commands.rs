@@ -559,8 +559,8 @@ pub(crate) mod tests {
     }
 
     /// Every command in the table, with random argument lists: key positions stay inside
-    /// the arguments, in order, and `one_key` agrees with them; a split never panics, and for a list Redis would accept it
-    /// carries every argument exactly once.
+    /// the arguments, in order, and `one_key` agrees with them; a split never panics, and
+    /// for a list Redis would accept it carries every argument exactly once.
     #[test]
     fn property_key_positions_and_splits_never_panic() {
         let mut g = crate::bench::rng::Rng::new(0x5eed);
