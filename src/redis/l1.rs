@@ -101,8 +101,7 @@ pub struct Ticket {
 struct Entry {
     reply: Bytes,
     ticket: Ticket,
-    ttl: Duration,
-    /// When it was filled plus `ttl`: a copy in a front table expires no later.
+    /// When it was filled plus its TTL: moka expires it then, and so does a front copy.
     expires: Instant,
 }
 
@@ -138,8 +137,8 @@ static NEXT_L1: AtomicU64 = AtomicU64::new(1);
 struct EntryExpiry;
 
 impl moka::Expiry<CacheKey, Entry> for EntryExpiry {
-    fn expire_after_create(&self, _: &CacheKey, e: &Entry, _: Instant) -> Option<Duration> {
-        Some(e.ttl)
+    fn expire_after_create(&self, _: &CacheKey, e: &Entry, created: Instant) -> Option<Duration> {
+        Some(e.expires.saturating_duration_since(created))
     }
 }
 
@@ -327,7 +326,6 @@ impl L1 {
             Entry {
                 reply,
                 ticket,
-                ttl,
                 expires,
             },
         );
