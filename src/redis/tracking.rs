@@ -191,8 +191,14 @@ impl Tracking {
         let mut stopped = h.stopped.lock();
         *stopped = true;
         h.task.abort();
-        self.publish(&h.slots, None, None);
-        self.l1.set_armed(&h.slots, false, reason);
+        self.release(&h.slots, reason);
+    }
+
+    /// A node's stream is gone for good: no more writes queued for its slots, and no fills
+    /// from them (disarming flushes what they cached).
+    fn release(&self, slots: &[(u16, u16)], reason: &str) {
+        self.publish(slots, None, None);
+        self.l1.set_armed(slots, false, reason);
     }
 
     /// Queue a planned write for the tracking connection of `slot`'s node; `false` when
@@ -535,8 +541,7 @@ impl Drop for Orphaned {
         let mut stopped = self.stopped.lock();
         if !*stopped {
             *stopped = true;
-            self.tracking.publish(&self.slots, None, None);
-            self.tracking.l1.set_armed(&self.slots, false, "stopped");
+            self.tracking.release(&self.slots, "stopped");
         }
     }
 }
