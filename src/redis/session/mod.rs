@@ -37,7 +37,7 @@ pub mod shared;
 
 use super::backend::link::Link;
 use super::backend::PoolKey;
-use super::budget::{Lease, Meter};
+use super::budget::{Lease, Meter, Over};
 use super::error::Error;
 use super::resp::{self, encode, encode::Proto, Request};
 use super::Service;
@@ -75,6 +75,15 @@ pub struct Held {
     _lease: Lease,
 }
 
+/// The `-ERR` a client gets in place of a reply past its reply budget.
+fn over_budget(out: &mut BytesMut, over: Over) {
+    let e = Error::ReplyBudget {
+        command: "this command",
+        over,
+    };
+    encode::error(out, &e.reply());
+}
+
 /// Charge a finished reply to the client's reply meter; past the budget the reply is
 /// dropped and the client gets `-ERR` in its place.
 fn admit(done: Done, meter: &Meter) -> Held {
@@ -86,11 +95,7 @@ fn admit(done: Done, meter: &Meter) -> Held {
         },
         Err(over) => {
             let mut out = BytesMut::new();
-            let e = Error::ReplyBudget {
-                command: "this command",
-                over,
-            };
-            encode::error(&mut out, &e.reply());
+            over_budget(&mut out, over);
             Held {
                 done: Done {
                     reply: out.freeze(),
@@ -440,11 +445,7 @@ impl Session {
             match self.wlease.set(self.wbuf.len() + reply.len()) {
                 Ok(()) => self.wbuf.extend_from_slice(&reply),
                 Err(over) => {
-                    let e = Error::ReplyBudget {
-                        command: "this command",
-                        over,
-                    };
-                    encode::error(&mut self.wbuf, &e.reply());
+                    over_budget(&mut self.wbuf, over);
                     self.wlease.force(self.wbuf.len());
                 }
             }
