@@ -34,6 +34,7 @@ pub mod pinned;
 pub mod redirect;
 pub mod scan;
 pub mod shared;
+pub mod spread;
 
 use super::backend::link::Link;
 use super::backend::PoolKey;

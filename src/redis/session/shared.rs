@@ -5,8 +5,8 @@
 //!   request is sent, the reply (with the key's PTTL) fills the L1 only if the ticket is
 //!   still valid;
 //! * MGET: per key through the L1, the misses fetched per slot and merged in key order;
-//! * MSET, DEL, UNLINK, EXISTS, TOUCH: split by slot, sent concurrently, merged;
-//! * broadcast commands (FLUSHALL, DBSIZE, KEYS, SCRIPT…): every primary, merged;
+//! * MSET, DEL, UNLINK, EXISTS, TOUCH split by slot, and broadcast commands (FLUSHALL,
+//!   DBSIZE, KEYS, SCRIPT…) sent to every primary: [`super::spread`];
 //! * writes: their keys are invalidated locally once Redis answered, before the reply is
 //!   queued for the client; a write whose new value is known goes through its node's
 //!   tracking connection instead and refills the L1 (write-through, see
@@ -200,7 +200,7 @@ impl Ctx {
 
     /// Queue on the link at once (this runs in the future's first poll, so commands keep
     /// the order the session dispatched them in), then wait for the reply.
-    async fn through_mux(
+    pub(super) async fn through_mux(
         &self,
         mux: &Mux,
         name: &'static str,
@@ -400,11 +400,11 @@ impl Session {
             Kind::Split(Merge::Concat) => return self.mget(ctx, spec, req, l1),
             // keys in one slot go as one command (and may write through)
             Kind::Split(merge) if cluster && common_slot(&keys).is_err() => {
-                let fut = split(ctx, spec, req, merge);
+                let fut = super::spread::split(ctx, spec, req, merge);
                 return self.push_future(fut, spec.is(WRITE));
             }
             Kind::Broadcast(merge) if cluster => {
-                let fut = broadcast(ctx, spec, req, merge);
+                let fut = super::spread::broadcast(ctx, spec, req, merge);
                 return self.push_future(fut, spec.is(WRITE));
             }
             _ => {}
@@ -639,7 +639,7 @@ async fn fetch_ttls(
 }
 
 /// After a write: its keys (or, for FLUSHALL and friends, everything) are invalidated.
-fn invalidate_written(svc: &Service, spec: &Spec, keys: &[Bytes]) {
+pub(super) fn invalidate_written(svc: &Service, spec: &Spec, keys: &[Bytes]) {
     let Some(l1) = &svc.l1 else { return };
     if spec.is(FLUSH) {
         l1.flush_all("flushall");
@@ -731,127 +731,6 @@ async fn cached_read(
         reply: bytes,
         write: false,
     }
-}
-
-/// MSET, DEL, UNLINK, EXISTS, TOUCH across slots: one command per slot, merged.
-async fn split(ctx: Ctx, spec: &'static Spec, req: Request, merge: Merge) -> Done {
-    let started = Instant::now();
-    let Some(parts) = crate::redis::commands::split_by_slot(spec, &req.args) else {
-        // arity_ok refuses cut pairs first; this is the last line of defence
-        let e = Error::Arity(spec.name.to_lowercase());
-        return Done {
-            reply: encode_reply(&ctx, &Err(e)),
-            write: spec.is(WRITE),
-        };
-    };
-    let sends = parts
-        .iter()
-        .map(|(slot, args)| ctx.send(spec.name, args, Some(*slot)));
-    let replies = join_all(sends).await;
-    let keys: Vec<Bytes> = keys_of(spec, &req.args).into_iter().cloned().collect();
-    invalidate_written(&ctx.svc, spec, &keys);
-    observe(&ctx, spec, started);
-    Done {
-        reply: merge_replies(&ctx, merge, replies),
-        write: spec.is(WRITE),
-    }
-}
-
-/// FLUSHALL, DBSIZE, KEYS, SCRIPT…: every primary, merged. On the primaries' links when
-/// the session has them, so a broadcast stays behind the client's earlier commands on each
-/// node (a pipelined `SET k v; KEYS *` sees `k`); else through fred.
-async fn broadcast(ctx: Ctx, spec: &'static Spec, req: Request, merge: Merge) -> Done {
-    let started = Instant::now();
-    let args = &req.args[1..];
-    let links = ctx.nodes.as_ref().map(|n| n.all()).unwrap_or_default();
-    let replies = match links.is_empty() {
-        false => join_all(links.iter().map(|l| on_node_link(&ctx, l, spec, args))).await,
-        true => {
-            let primaries = ctx.svc.backend.primaries();
-            join_all(primaries.iter().map(|p| on_node(&ctx, &p.addr, spec, args))).await
-        }
-    };
-    invalidate_written(&ctx.svc, spec, &[]);
-    observe(&ctx, spec, started);
-    Done {
-        reply: merge_replies(&ctx, merge, replies),
-        write: spec.is(WRITE),
-    }
-}
-
-/// A broadcast's part on one primary's link, its reply decoded; a redirection or cluster
-/// error (the node did not run it) is sent again to that node through fred.
-async fn on_node_link(ctx: &Ctx, link: &Mux, spec: &'static Spec, args: &[Bytes]) -> Reply {
-    let raw = ctx.through_mux(link, spec.name, args, false).await?;
-    if Redirect::parse(&raw).is_some() {
-        ctx.svc.metrics.link_redirects.inc();
-        ctx.svc.backend.resync_soon();
-        return on_node(ctx, link.addr(), spec, args).await;
-    }
-    crate::redis::resp::decode_frame(&raw, ctx.proto)
-        .ok_or_else(|| Error::Backend("a reply that could not be decoded".into()))
-}
-
-/// A broadcast's part on the primary at `addr`, through fred.
-async fn on_node(ctx: &Ctx, addr: &str, spec: &'static Spec, args: &[Bytes]) -> Reply {
-    let Some((host, port)) = addr.rsplit_once(':') else {
-        return Err(Error::Backend(format!("bad node address {addr}")));
-    };
-    let server = fred::types::config::Server::new(
-        host.trim_matches(|c| c == '[' || c == ']'),
-        port.parse().unwrap_or(0),
-    );
-    let cmd = CustomCommand::new_static(spec.name, ClusterHash::Random, false);
-    let values: Vec<Value> = args.iter().map(|a| Value::Bytes(a.clone())).collect();
-    ctx.client
-        .with_cluster_node(server)
-        .custom_raw(cmd, values)
-        .await
-        .map_err(|e| Error::Backend(e.details().to_string()))
-}
-
-/// Combine the parts of a split or broadcast command; the first error wins.
-fn merge_replies(ctx: &Ctx, merge: Merge, replies: Vec<Reply>) -> Bytes {
-    if let Some(bad) = replies
-        .iter()
-        .find(|r| r.as_ref().map_or(true, encode::is_error))
-    {
-        return encode_reply(ctx, bad);
-    }
-    let frames: Vec<BytesFrame> = replies.into_iter().filter_map(Result::ok).collect();
-    let mut out = BytesMut::new();
-    match merge {
-        Merge::Sum => {
-            let sum = frames
-                .iter()
-                .map(|f| match f {
-                    BytesFrame::Number { data, .. } => *data,
-                    _ => 0,
-                })
-                .sum();
-            encode::int(&mut out, sum);
-        }
-        Merge::AllOk => encode::simple(&mut out, "OK"),
-        Merge::First => match frames.first() {
-            Some(f) => encode::frame(&mut out, f, ctx.proto),
-            None => encode::null(&mut out, ctx.proto),
-        },
-        Merge::Concat => {
-            let items: Vec<&BytesFrame> = frames
-                .iter()
-                .flat_map(|f| match f {
-                    BytesFrame::Array { data, .. } => data.iter().collect::<Vec<_>>(),
-                    BytesFrame::Set { data, .. } => data.iter().collect::<Vec<_>>(),
-                    _ => Vec::new(),
-                })
-                .collect();
-            encode::array(&mut out, items.len());
-            for f in items {
-                encode::frame(&mut out, f, ctx.proto);
-            }
-        }
-    }
-    out.freeze()
 }
 
 #[cfg(test)]
