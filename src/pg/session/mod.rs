@@ -103,7 +103,8 @@ pub struct Session {
     cancel: Arc<CancelSlot>,
     mode: PoolMode,
     max_message: usize,
-    last_client_activity: Instant,
+    /// On tokio's clock, as every deadline derived from it (paused in unit tests).
+    last_client_activity: tokio::time::Instant,
     /// After a failed request: drop extended-protocol messages until the next Sync.
     skip_to_sync: bool,
     /// Transaction mode: the client's last unnamed Parse, for a Bind that comes in a later
@@ -213,7 +214,7 @@ impl Session {
             pins: super::sql::pins::Pins::default(),
             cancel: login.cancel,
             max_message: config.general.max_message_size.0 as usize,
-            last_client_activity: Instant::now(),
+            last_client_activity: tokio::time::Instant::now(),
             skip_to_sync: false,
             unnamed_parse: BytesMut::new(),
             phase: proxy.phase(),
@@ -297,7 +298,7 @@ impl Session {
             Event::ClientRead(0) => Err(Error::ClientIo(std::io::ErrorKind::UnexpectedEof.into())),
             Event::ClientRead(n) => {
                 self.tally.received += n as u64;
-                self.last_client_activity = Instant::now();
+                self.last_client_activity = tokio::time::Instant::now();
                 Ok(())
             }
             Event::ServerRead(0) => Err(Error::ServerLost(super::server::ServerError::Closed)),
@@ -305,7 +306,7 @@ impl Session {
             Event::Wrote | Event::WroteClient(_) => Ok(()),
             Event::Deadline if self.drained() => Err(Error::Shutdown),
             Event::Deadline => match self.idle_deadline() {
-                Some(t) if t <= Instant::now() => Err(self.timeout_error()),
+                Some(t) if t <= tokio::time::Instant::now() => Err(self.timeout_error()),
                 _ => Ok(()), // woke for the drain a moment early: wait again
             },
             Event::Attention if self.cancel.is_terminated() => Err(Error::Terminated),
@@ -356,7 +357,7 @@ impl Session {
             }
     }
 
-    fn deadline(&self) -> Option<Instant> {
+    fn deadline(&self) -> Option<tokio::time::Instant> {
         let idle = self.idle_deadline();
         if self.server.is_none() && *self.phase.borrow() == Phase::Draining {
             let go = self.last_client_activity + DRAIN_IDLE;
@@ -365,7 +366,7 @@ impl Session {
         idle
     }
 
-    fn idle_deadline(&self) -> Option<Instant> {
+    fn idle_deadline(&self) -> Option<tokio::time::Instant> {
         let d = &self.pool.settings().defaults;
         match &self.server {
             Some(s) if s.replies.is_empty() && s.tx_status != b'I' => d
@@ -398,7 +399,7 @@ impl Session {
     /// every direction of both connections, plain or TLS, with no lock or task in between.
     async fn wait_io(&mut self) -> Result<Event, Error> {
         self.charge_large_message()?;
-        let deadline = self.deadline().map(tokio::time::Instant::from_std);
+        let deadline = self.deadline();
         if let Some(at) = deadline {
             match &mut self.timer {
                 Some(t) if t.deadline() == at => {}
