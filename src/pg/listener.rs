@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tracing::Instrument;
 
 /// Bind with SO_REUSEADDR and SO_REUSEPORT, so a new Pake can start beside the old one.
@@ -52,7 +52,8 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
                     addr: peer,
                     local,
                 };
-                tokio::spawn(handle(proxy, stream, peer));
+                let _ = stream.set_nodelay(true);
+                tokio::spawn(handle(proxy, ClientStream::Plain(stream), peer));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed; backing off");
@@ -63,9 +64,8 @@ pub async fn serve(proxy: Arc<Proxy>, listener: TcpListener) {
     }
 }
 
-async fn handle(proxy: Arc<Proxy>, tcp: TcpStream, peer: Peer) {
-    let _ = tcp.set_nodelay(true);
-    let mut stream = ClientStream::Plain(tcp);
+/// One accepted client, from its first byte to its last.
+pub(super) async fn handle(proxy: Arc<Proxy>, mut stream: ClientStream, peer: Peer) {
     let admitted = match proxy.admit() {
         Ok(guard) => guard,
         Err(max) => {

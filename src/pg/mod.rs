@@ -15,6 +15,8 @@ pub mod error;
 pub use crate::limits;
 pub mod listener;
 pub mod login;
+#[cfg(test)]
+pub mod memory;
 pub mod notify;
 pub mod params;
 pub mod passthrough;
@@ -30,3 +32,7 @@ pub mod startup;
 pub mod stream;
 pub mod wildcard;
 pub mod wire;
+
+/// The pool, the server connection and the session, in memory under paused time.
+#[cfg(test)]
+mod tests;

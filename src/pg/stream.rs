@@ -15,6 +15,10 @@ macro_rules! stream_enum {
             Tls(Box<$tls>),
             /// Transient, while a plain stream is being upgraded to TLS.
             Closed,
+            /// One end of an in-memory pipe: unit tests drive sessions and servers without
+            /// sockets (see `pg::memory`).
+            #[cfg(test)]
+            Memory(tokio::io::DuplexStream),
         }
 
         impl $name {
@@ -24,7 +28,18 @@ macro_rules! stream_enum {
                     $name::Plain(s) => Some(s),
                     $name::Tls(s) => Some(s.get_ref().0),
                     $name::Closed => None,
+                    #[cfg(test)]
+                    $name::Memory(_) => None,
                 }
+            }
+
+            /// An in-memory pipe (tests only), which has no socket to check.
+            pub fn is_memory(&self) -> bool {
+                #[cfg(test)]
+                if let $name::Memory(_) = self {
+                    return true;
+                }
+                false
             }
 
             pub fn is_tls(&self) -> bool {
@@ -49,6 +64,8 @@ macro_rules! stream_enum {
                 match self.get_mut() {
                     $name::Plain(s) => Pin::new(s).poll_read(cx, buf),
                     $name::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+                    #[cfg(test)]
+                    $name::Memory(s) => Pin::new(s).poll_read(cx, buf),
                     $name::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
                 }
             }
@@ -63,6 +80,8 @@ macro_rules! stream_enum {
                 match self.get_mut() {
                     $name::Plain(s) => Pin::new(s).poll_write(cx, buf),
                     $name::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+                    #[cfg(test)]
+                    $name::Memory(s) => Pin::new(s).poll_write(cx, buf),
                     $name::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
                 }
             }
@@ -71,6 +90,8 @@ macro_rules! stream_enum {
                 match self.get_mut() {
                     $name::Plain(s) => Pin::new(s).poll_flush(cx),
                     $name::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+                    #[cfg(test)]
+                    $name::Memory(s) => Pin::new(s).poll_flush(cx),
                     $name::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
                 }
             }
@@ -79,6 +100,8 @@ macro_rules! stream_enum {
                 match self.get_mut() {
                     $name::Plain(s) => Pin::new(s).poll_shutdown(cx),
                     $name::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+                    #[cfg(test)]
+                    $name::Memory(s) => Pin::new(s).poll_shutdown(cx),
                     $name::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
                 }
             }

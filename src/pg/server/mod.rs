@@ -166,15 +166,7 @@ impl Server {
     pub async fn connect(id: u64, target: &ServerTarget) -> Result<Server, ServerError> {
         let addr_text = format!("{}:{}", target.host, target.port);
         let fut = async {
-            let stream = TcpStream::connect((target.host.as_str(), target.port))
-                .await
-                .map_err(|source| ServerError::Connect {
-                    addr: addr_text.clone(),
-                    source,
-                })?;
-            stream.set_nodelay(true)?;
-            let addr = stream.peer_addr()?;
-            let stream = negotiate_tls(stream, target, &addr_text).await?;
+            let (stream, addr) = dial(target, &addr_text).await?;
             let now = Instant::now();
             let mut server = Server {
                 id,
@@ -369,7 +361,8 @@ impl Server {
             return false;
         }
         let Some(tcp) = self.stream.tcp() else {
-            return false;
+            // an in-memory pipe (tests) has no socket to peek: its close shows on the next read
+            return self.stream.is_memory();
         };
         // peek, never consume: on TLS the bytes are ciphertext the session must see
         let mut peek = [std::mem::MaybeUninit::<u8>::uninit(); 1];
@@ -624,6 +617,31 @@ fn passthrough(user: &str, e: super::passthrough::PassError) -> ServerError {
 }
 
 /// Ask the server for TLS (SSLRequest) when configured, and wrap the stream.
+/// Open the connection (TLS negotiated when configured): the stream and the peer address.
+async fn dial(
+    target: &ServerTarget,
+    addr: &str,
+) -> Result<(ServerStream, SocketAddr), ServerError> {
+    #[cfg(test)]
+    if let Some(pipe) = super::memory::dial(&target.host) {
+        let pipe = pipe.map_err(|source| ServerError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
+        let peer = SocketAddr::from(([127, 0, 0, 1], target.port));
+        return Ok((ServerStream::Memory(pipe), peer));
+    }
+    let stream = TcpStream::connect((target.host.as_str(), target.port))
+        .await
+        .map_err(|source| ServerError::Connect {
+            addr: addr.to_string(),
+            source,
+        })?;
+    stream.set_nodelay(true)?;
+    let peer = stream.peer_addr()?;
+    Ok((negotiate_tls(stream, target, addr).await?, peer))
+}
+
 async fn negotiate_tls(
     mut tcp: TcpStream,
     target: &ServerTarget,
