@@ -225,7 +225,8 @@ impl OwnRun {
             let done = match &first.kind {
                 Kind::Pg => prepare::prepare_pg(&first.url, &s).await?,
                 Kind::Redis(auth) => {
-                    prepare::prepare_redis(first.addr, auth.as_deref(), &s).await?
+                    let targets = self.targets.len();
+                    prepare::prepare_redis(first.addr, auth.as_deref(), &s, targets).await?
                 }
             };
             progress.suspend(|| eprintln!("prepare ({}): {done}", first.name));

@@ -154,15 +154,24 @@ fn own_prefix(s: &Scenario) -> Result<&str, BenchError> {
     }
 }
 
-/// Write the scenario's keys (`redis.keys` values of `redis.value_size` bytes).
+/// Write the scenario's keys (`redis.keys` values of `redis.value_size` bytes) for each of
+/// `targets` targets, every one on keys of its own.
 pub async fn prepare_redis(
     addr: SocketAddr,
     auth: Option<&[String]>,
     s: &Scenario,
+    targets: usize,
 ) -> Result<String, BenchError> {
     let prefix = own_prefix(s)?;
-    redis_load::preload(addr, None, s, prefix, auth).await?;
-    Ok(format!("wrote {} keys {prefix}0…", s.redis.keys))
+    for i in 0..targets {
+        let own = redis_load::target_prefix(prefix, i);
+        redis_load::preload(addr, None, s, &own, auth).await?;
+    }
+    let first = redis_load::target_prefix(prefix, 0);
+    Ok(format!(
+        "wrote {} keys {first}0… for each of {targets} target(s)",
+        s.redis.keys
+    ))
 }
 
 /// Delete every key under the scenario's prefix (SCAN + UNLINK, a batch at a time).

@@ -8,10 +8,19 @@ use super::rng::{Rng, Zipf};
 use super::scenario::Scenario;
 use super::BenchError;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Key prefix of lab runs (runs against your targets default to `pake_bench:`).
 pub const LAB_PREFIX: &str = "key:";
+
+/// The keys of the scenario's target number `index`: `PREFIX` + `t<index>:` + rank. Each
+/// target reads and writes keys of its own, so one target's writes (say twemproxy's,
+/// straight to Redis) never invalidate what another (Pake's L1) cached between its rounds:
+/// while a target is measured, every write to its keys goes through it.
+pub fn target_prefix(base: &str, index: usize) -> String {
+    format!("{base}t{index}:")
+}
 
 /// What every client of a scenario shares.
 #[derive(Debug, Clone)]
@@ -22,6 +31,49 @@ pub struct RedisShape {
     pub value: Arc<Vec<u8>>,
     /// Every key is PREFIX + rank.
     pub prefix: Arc<[u8]>,
+    /// Which keys the target has been asked to read (one set per target).
+    pub first_reads: Arc<FirstReads>,
+}
+
+/// The keys read so far through one target, and how many reads were a key's first: those
+/// a cache that fills on reads must miss, however large and coherent, so `1 − first
+/// reads ÷ reads` bounds its hit rate on the run. One bit per key; a set bit is only read
+/// again, so hot keys' words stay shared between the clients' cores.
+#[derive(Debug)]
+pub struct FirstReads {
+    seen: Vec<AtomicU64>,
+    count: AtomicU64,
+}
+
+impl FirstReads {
+    pub fn new(keys: u64) -> FirstReads {
+        let words = usize::try_from(keys.div_ceil(64)).unwrap_or(0);
+        FirstReads {
+            seen: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            count: AtomicU64::new(0),
+        }
+    }
+
+    /// A read of the key of `rank`.
+    fn read(&self, rank: u64) {
+        let Some(word) = usize::try_from(rank / 64)
+            .ok()
+            .and_then(|w| self.seen.get(w))
+        else {
+            return;
+        };
+        let bit = 1u64 << (rank % 64);
+        if word.load(Ordering::Relaxed) & bit == 0
+            && word.fetch_or(bit, Ordering::Relaxed) & bit == 0
+        {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// First reads so far.
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
 }
 
 impl RedisShape {
@@ -38,6 +90,19 @@ impl RedisShape {
                 .unwrap_or(LAB_PREFIX)
                 .as_bytes()
                 .into(),
+            first_reads: Arc::new(FirstReads::new(s.redis.keys)),
+        }
+    }
+
+    /// The same load for the scenario's target number `index`: on keys of its own
+    /// ([`target_prefix`]), its first reads counted apart.
+    pub fn for_target(&self, index: usize) -> RedisShape {
+        let keys = self.first_reads.seen.len() as u64 * 64;
+        let base = String::from_utf8_lossy(&self.prefix);
+        RedisShape {
+            prefix: target_prefix(&base, index).into_bytes().into(),
+            first_reads: Arc::new(FirstReads::new(keys)),
+            ..self.clone()
         }
     }
 }
@@ -181,6 +246,7 @@ impl RedisClient {
             let c = self.conn_for(&key);
             if rng.percent(self.shape.read_percent) {
                 self.conns[c].push(&[b"GET", &key]);
+                self.shape.first_reads.read(rank);
                 reads += 1;
             } else {
                 let value = Arc::clone(&self.shape.value);
@@ -228,6 +294,7 @@ pub async fn preload(
         pipeline: 1,
         value: Arc::new(vec![b'v'; value_size]),
         prefix: prefix.as_bytes().into(),
+        first_reads: Arc::new(FirstReads::new(0)),
     };
     let mut client = connect(addr, map, shape, auth)
         .await
@@ -269,5 +336,29 @@ mod tests {
         assert_eq!(key_slot(b"foo"), 12182);
         assert_eq!(key_slot(b"{user1000}.following"), key_slot(b"user1000"));
         assert_eq!(key_slot(b"foo{}{bar}"), key_slot(b"foo{}{bar}"));
+    }
+
+    #[test]
+    fn first_reads_count_each_key_once_and_per_target() {
+        let f = FirstReads::new(130);
+        for rank in [0, 63, 64, 129, 0, 63, 129, 129] {
+            f.read(rank);
+        }
+        assert_eq!(f.count(), 4, "four distinct keys");
+        f.read(500); // past the key space: not a key of this load
+        assert_eq!(f.count(), 4);
+        let shape = RedisShape {
+            zipf: Zipf::new(1, 0.0),
+            read_percent: 100,
+            pipeline: 1,
+            value: Arc::new(Vec::new()),
+            prefix: b"k".as_slice().into(),
+            first_reads: Arc::new(f),
+        };
+        let other = shape.for_target(2);
+        other.first_reads.read(129);
+        assert_eq!(other.first_reads.count(), 1, "another target starts afresh");
+        assert_eq!(&other.prefix[..], b"kt2:", "on keys of its own");
+        assert_eq!(shape.first_reads.count(), 4);
     }
 }

@@ -68,6 +68,11 @@ pub struct TargetReport {
     /// Share of Redis L1 lookups that hit, while measured (Pake with its L1 on).
     #[serde(default)]
     pub l1_hit_rate: Option<f64>,
+    /// Redis loads: share of the reads while measured that asked for a key not read
+    /// before through this target. A cache filled by reads misses each of them, so
+    /// `1 − share` bounds its hit rate on the run (a cache filled by writes may pass it).
+    #[serde(default)]
+    pub first_read_share: Option<f64>,
     /// CPU (user + system) of the target's process tree per operation, microseconds: its
     /// utime+stime from `/proc` over the measured windows ÷ the operations in them.
     #[serde(default)]
@@ -390,7 +395,14 @@ pub fn notes(t: &TargetReport, max: usize) -> Vec<String> {
         parts.push(format!("{:.0}% of reads on the replica", share * 100.0));
     }
     if let Some(h) = t.l1_hit_rate {
-        parts.push(format!("L1 hit rate {:.1}%", h * 100.0));
+        match t.first_read_share {
+            Some(first) => parts.push(format!(
+                "L1 hit rate {:.1}% ({:.1}% of reads were a key's first)",
+                h * 100.0,
+                first * 100.0
+            )),
+            None => parts.push(format!("L1 hit rate {:.1}%", h * 100.0)),
+        }
     }
     if let Some(e) = &t.first_error {
         let short: String = e.chars().take(max).collect();

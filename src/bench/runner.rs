@@ -53,6 +53,22 @@ impl Shape {
             Shape::Pg(PgShape::of(s))
         }
     }
+
+    /// The same load for target number `index` (a Redis load on keys of its own).
+    fn for_target(&self, index: usize) -> Shape {
+        match self {
+            Shape::Redis(r) => Shape::Redis(r.for_target(index)),
+            other => other.clone(),
+        }
+    }
+
+    /// Reads of a key not read before through this target, so far (Redis loads).
+    fn first_reads(&self) -> Option<u64> {
+        match self {
+            Shape::Redis(r) => Some(r.first_reads.count()),
+            _ => None,
+        }
+    }
 }
 
 /// Open `n` clients to `target`; failed logins come back as errors, one each.
@@ -148,6 +164,8 @@ struct Tally {
     replica_reads: Option<f64>,
     /// Redis L1 (hits, misses) while measured, for Pake with its L1 on.
     l1: Option<(f64, f64)>,
+    /// Redis loads: reads of a key for the first time through the target, while measured.
+    first_reads: Option<u64>,
     /// CPU and machine load of each round.
     envs: Vec<RoundEnv>,
 }
@@ -157,6 +175,7 @@ struct Visit {
     m: Measurement,
     replica_reads: Option<f64>,
     l1: Option<(f64, f64)>,
+    first_reads: Option<u64>,
     window: WindowFigures,
 }
 
@@ -175,8 +194,11 @@ async fn run_case(
         },
         _ => Pace::Closed,
     };
-    let go = |t: &Target, secs: f64, seed: u64| {
-        let (shape, t) = (shape.clone(), t.clone());
+    let shapes: Vec<Shape> = (0..env.targets.len())
+        .map(|i| shape.for_target(i))
+        .collect();
+    let go = |i: usize, secs: f64, seed: u64| {
+        let (shape, t) = (shapes[i].clone(), env.targets[i].clone());
         let replica = env.replica;
         let bounds = bounds.clone();
         async move {
@@ -192,12 +214,12 @@ async fn run_case(
         }
     };
     if s.warmup_secs > 0.0 {
-        for t in &env.targets {
+        for (i, t) in env.targets.iter().enumerate() {
             if bounds.stop.requested() {
                 break;
             }
             progress.set_message(format!("{} {clients} clients: warm-up {}", s.name, t.name));
-            drop(go(t, s.warmup_secs, 0).await);
+            drop(go(i, s.warmup_secs, 0).await);
         }
     }
     let mut tallies: Vec<Tally> = env
@@ -208,11 +230,12 @@ async fn run_case(
             merged: Measurement::new(),
             replica_reads: None,
             l1: None,
+            first_reads: None,
             envs: Vec::new(),
         })
         .collect();
     for round in 0..s.rounds {
-        for (t, tally) in env.targets.iter().zip(&mut tallies) {
+        for (i, (t, tally)) in env.targets.iter().zip(&mut tallies).enumerate() {
             if bounds.stop.requested() {
                 break;
             }
@@ -223,7 +246,10 @@ async fn run_case(
                 s.rounds,
                 t.name
             ));
-            let v = go(t, s.duration_secs, round as u64 + 1).await;
+            let v = go(i, s.duration_secs, round as u64 + 1).await;
+            if let Some(n) = v.first_reads {
+                *tally.first_reads.get_or_insert(0) += n;
+            }
             if let Some((h, miss)) = v.l1.filter(|(h, miss)| h + miss > 0.0) {
                 let sum = tally.l1.get_or_insert((0.0, 0.0));
                 *sum = (sum.0 + h, sum.1 + miss);
@@ -258,6 +284,10 @@ fn case_report(
                 .filter(|_| tally.merged.reads > 0)
                 .map(|n| n / tally.merged.reads as f64);
             r.l1_hit_rate = tally.l1.map(|(h, miss)| h / (h + miss));
+            r.first_read_share = tally
+                .first_reads
+                .filter(|_| tally.merged.reads > 0)
+                .map(|n| n as f64 / tally.merged.reads as f64);
             r.cpu_us_per_op = report::cpu_us_per_op(&tally.envs);
             r.rounds_env = tally.envs;
             r
@@ -305,9 +335,11 @@ async fn visit(t: &Target, shape: &Shape, load: &Load, replica: bool, bounds: &B
         Some(a) => l1_lookups(a).await.ok(),
         None => None,
     };
+    let first_before = shape.first_reads();
     let window = Window::start(t.pid);
     let (_, mut m) = measure::drive(conns, load.secs, load.pace, load.seed, bounds).await;
     let window = window.end();
+    let first_reads = shape.first_reads().zip(first_before).map(|(a, b)| a - b);
     let after = match admin {
         Some(a) => routed(a).await.ok(),
         None => None,
@@ -322,6 +354,7 @@ async fn visit(t: &Target, shape: &Shape, load: &Load, replica: bool, bounds: &B
         m,
         replica_reads: before.zip(after).map(|(b, a)| a.1 - b.1),
         l1: l1_before.zip(l1_after).map(|(b, a)| (a.0 - b.0, a.1 - b.1)),
+        first_reads,
         window,
     }
 }
