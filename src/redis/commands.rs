@@ -116,6 +116,23 @@ impl Spec {
         self.flags & flag != 0
     }
 
+    /// Does this write change only the keys its key positions name? Not so for a flush,
+    /// a write without keys, a script (EVAL, FCALL: it may touch keys it was not given),
+    /// a STORE option (SORT, GEORADIUS…: the destination is not a listed key) or
+    /// `COPY … DB` (another database's key).
+    pub fn changes_only_its_keys(&self) -> bool {
+        const BEYOND_ITS_KEYS: [&str; 7] = [
+            "SORT",
+            "GEORADIUS",
+            "GEORADIUSBYMEMBER",
+            "EVAL",
+            "EVALSHA",
+            "FCALL",
+            "COPY",
+        ];
+        !self.is(FLUSH) && self.keys != Keys::None && !BEYOND_ITS_KEYS.contains(&self.name)
+    }
+
     /// Redis's arity, and for key/value lists (MSET) whole pairs: Redis refuses `MSET a 1 b`
     /// as a wrong number of arguments, and a split by slot must never cut a pair.
     pub fn arity_ok(&self, argc: usize) -> bool {

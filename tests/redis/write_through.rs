@@ -72,6 +72,57 @@ async fn own_writes_fill_the_l1_cluster() {
     own_writes_fill(Mode::Cluster).await;
 }
 
+/// In a pipeline, a read of a key that no earlier write of the batch may change is an L1
+/// hit; a read of a written key, or behind a write whose reach the command table does not
+/// fix (a script), goes to Redis behind it and sees the write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_reads_skip_the_l1_only_behind_writes_of_their_key() {
+    let env = Env::start(Mode::Standalone).await;
+    let p = &env.pake;
+    let mut c = env.conn().await;
+    for (k, v) in [("pl:other", "o"), ("pl:w", "0"), ("pl:e", "old")] {
+        assert_eq!(c.cmd(&["SET", k, v]).await, Val::s("OK"));
+        assert_eq!(hit(p, &mut c, &["GET", k]).await, Val::s(v), "{k} cached");
+    }
+    let batch = |cmds: &[&[&str]]| -> Vec<u8> {
+        cmds.iter()
+            .flat_map(|args| crate::harness::encode(args))
+            .collect()
+    };
+    let before = hits(p);
+    c.send(&batch(&[
+        &["SET", "pl:w", "1"],
+        &["GET", "pl:other"],
+        &["GET", "pl:w"],
+        &["HGET", "pl:w", "f"],
+    ]))
+    .await;
+    assert_eq!(c.read().await, Some(Val::s("OK")));
+    assert_eq!(c.read().await, Some(Val::s("o")));
+    assert_eq!(c.read().await, Some(Val::s("1")), "read-your-writes");
+    assert!(
+        c.read().await.is_some_and(|v| v.is_err()),
+        "HGET of a string"
+    );
+    assert_eq!(hits(p), before + 1.0, "only pl:other came from the L1");
+    let before = hits(p);
+    let script = "redis.call('SET', 'pl:e', ARGV[1]) return 1";
+    c.send(&batch(&[
+        &["EVAL", script, "0", "new"],
+        &["GET", "pl:e"],
+        &["GET", "pl:other"],
+    ]))
+    .await;
+    assert_eq!(c.read().await, Some(Val::Int(1)));
+    assert_eq!(
+        c.read().await,
+        Some(Val::s("new")),
+        "a script may write keys it was not given"
+    );
+    assert_eq!(c.read().await, Some(Val::s("o")));
+    assert_eq!(hits(p), before, "nothing from the L1 behind a script");
+}
+
 /// A written TTL is never outlived by the cached value: once Redis has expired the key, the
 /// L1 has too (SET … PX, PSETEX, and KEEPTTL, whose TTL Pake asks Redis for).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

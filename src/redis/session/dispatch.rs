@@ -77,7 +77,7 @@ impl Session {
                             write: false,
                         }
                     },
-                    false,
+                    None,
                 );
                 false
             }

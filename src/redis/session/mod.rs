@@ -35,6 +35,7 @@ pub mod redirect;
 pub mod scan;
 pub mod shared;
 pub mod spread;
+pub mod writes;
 
 use super::backend::link::Link;
 use super::backend::PoolKey;
@@ -159,7 +160,8 @@ pub struct Session {
     /// The reply meter, charged by each finished reply until it is in `wbuf`.
     replies: Meter,
     pending: FuturesOrdered<BoxFuture<'static, Held>>,
-    pending_writes: usize,
+    /// This session's writes in flight, and the keys they may change.
+    writes: writes::InFlight,
     pub state: ClientState,
     /// The fred client all of this session's shared-path commands go through.
     fred: Option<fred::clients::Client>,
@@ -226,7 +228,7 @@ impl Session {
             scanner: resp::Scanner::default(),
             wbuf: BytesMut::new(),
             pending: FuturesOrdered::new(),
-            pending_writes: 0,
+            writes: writes::InFlight::default(),
             state,
             fred: None,
             mux: None,
@@ -378,7 +380,7 @@ impl Session {
             wbuf,
             wlease,
             pending,
-            pending_writes,
+            writes,
             closing,
             close_after,
             bandwidth,
@@ -390,15 +392,7 @@ impl Session {
         let read = can_read && !*close_after;
         let io = std::future::poll_fn(|cx| {
             poll_io(
-                cx,
-                client,
-                unflushed,
-                wbuf,
-                wlease,
-                pending,
-                pending_writes,
-                rbuf,
-                read,
+                cx, client, unflushed, wbuf, wlease, pending, writes, rbuf, read,
             )
         });
         tokio::select! {
@@ -468,9 +462,14 @@ impl Session {
         self.push_reply(out.freeze());
     }
 
-    fn push_future(&mut self, fut: impl Future<Output = Done> + Send + 'static, write: bool) {
-        if write {
-            self.pending_writes += 1;
+    /// Queue a command's reply-to-be; `write`: what it may change, when it is a write.
+    fn push_future(
+        &mut self,
+        fut: impl Future<Output = Done> + Send + 'static,
+        write: Option<writes::Reach>,
+    ) {
+        if let Some(reach) = write {
+            self.writes.started(reach);
         }
         let meter = self.replies.clone();
         self.pending
@@ -562,7 +561,7 @@ fn poll_io(
     wbuf: &mut BytesMut,
     wlease: &mut Lease,
     pending: &mut FuturesOrdered<BoxFuture<'static, Held>>,
-    pending_writes: &mut usize,
+    writes: &mut writes::InFlight,
     rbuf: &mut BytesMut,
     read: bool,
 ) -> Poll<std::io::Result<Io>> {
@@ -571,7 +570,7 @@ fn poll_io(
         match pending.poll_next_unpin(cx) {
             Poll::Ready(Some(held)) => {
                 if held.done.write {
-                    *pending_writes -= 1;
+                    writes.finished();
                 }
                 wbuf.extend_from_slice(&held.done.reply);
                 // the bytes move from the reply's lease to the write buffer's

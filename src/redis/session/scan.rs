@@ -89,7 +89,7 @@ impl Session {
                 write: false,
             }
         };
-        self.push_future(fut, false);
+        self.push_future(fut, None);
     }
 }
 

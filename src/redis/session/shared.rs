@@ -21,6 +21,7 @@ use super::dispatch::{common_slot, keys_of};
 use super::fanout::{group_by_slot, MGET_L1_MAX_KEYS};
 use super::order::Order;
 use super::redirect::{retry_elsewhere, with_host_of, Redirect};
+use super::writes::Reach;
 use super::{Done, Session};
 use crate::redis::backend::mux::Mux;
 use crate::redis::backend::slots::NodeLinks;
@@ -390,7 +391,9 @@ impl Session {
         };
         let cluster = self.svc.backend.cluster;
         let keys = keys_of(spec, &req.args);
-        let l1 = self.svc.l1.clone().filter(|_| self.pending_writes == 0);
+        let reach = spec.is(WRITE).then(|| Reach::of(spec, &keys));
+        let fenced = keys.iter().any(|k| self.writes.may_change(k));
+        let l1 = self.svc.l1.clone().filter(|_| !fenced);
         if let Some(replica) = self.replica_for(spec, &keys, l1.is_some()) {
             ctx.client = replica;
             ctx.mux = None;
@@ -401,11 +404,11 @@ impl Session {
             // keys in one slot go as one command (and may write through)
             Kind::Split(merge) if cluster && common_slot(&keys).is_err() => {
                 let fut = super::spread::split(ctx, spec, req, merge);
-                return self.push_future(fut, spec.is(WRITE));
+                return self.push_future(fut, reach);
             }
             Kind::Broadcast(merge) if cluster => {
                 let fut = super::spread::broadcast(ctx, spec, req, merge);
-                return self.push_future(fut, spec.is(WRITE));
+                return self.push_future(fut, reach);
             }
             _ => {}
         }
@@ -415,24 +418,25 @@ impl Session {
             Err(_) => None,
         };
         if spec.is(WRITE) {
-            if let Err(req) = self.write_through(&ctx, spec, req, slot) {
-                self.push_future(plain(ctx, spec, req, slot), true);
+            match self.write_through(&ctx, spec, req, slot) {
+                Ok(fut) => self.push_future(fut, reach),
+                Err(req) => self.push_future(plain(ctx, spec, req, slot), reach),
             }
             return;
         }
         if let (Some(key), Some(l1), [redis_key]) = (cached, l1, &keys[..]) {
             let ticket = ctx.ticket(&l1, slot.unwrap_or(0), redis_key);
             let fut = cached_read(ctx, spec, req, slot, l1, key, ticket);
-            return self.push_future(fut, false);
+            return self.push_future(fut, None);
         }
         let fut = plain(ctx, spec, req, slot);
-        self.push_future(fut, spec.is(WRITE));
+        self.push_future(fut, reach);
     }
 
     /// The L1's answer to a cacheable read of exactly one key, taken before anything else
-    /// of the shared path is prepared. Not while one of this session's writes is in flight
-    /// (a pipelined `SET k; GET k` must not read the old `k`), and not for MGET (its own
-    /// path) or a cluster broadcast.
+    /// of the shared path is prepared. Not while one of this session's writes in flight may
+    /// change the key (a pipelined `SET k; GET k` must not read the old `k`: see
+    /// [`super::writes`]), and not for MGET (its own path) or a cluster broadcast.
     fn l1_lookup(&self, spec: &Spec, args: &[Bytes]) -> Lookup {
         let Some(l1) = self.svc.l1.as_deref() else {
             return Lookup::Uncached;
@@ -442,7 +446,15 @@ impl Session {
             Kind::Broadcast(_) => self.svc.backend.cluster,
             _ => false,
         };
-        if !spec.is(CACHE) || own_path || self.pending_writes > 0 || !spec.one_key(args) {
+        if !spec.is(CACHE) || own_path || !spec.one_key(args) {
+            return Lookup::Uncached;
+        }
+        let fenced = || {
+            keys_of(spec, args)
+                .iter()
+                .any(|k| self.writes.may_change(k))
+        };
+        if !self.writes.is_empty() && fenced() {
             return Lookup::Uncached;
         }
         let key = CacheKey::new(
@@ -469,7 +481,7 @@ impl Session {
         spec: &'static Spec,
         req: Request,
         slot: Option<u16>,
-    ) -> Result<(), Request> {
+    ) -> Result<impl std::future::Future<Output = Done> + Send + 'static, Request> {
         let Some(tracking) = self.svc.tracking.as_ref().filter(|_| self.svc.l1.is_some()) else {
             return Err(req);
         };
@@ -507,9 +519,7 @@ impl Session {
             return Err(req);
         }
         self.fence = true;
-        let fut = through_tracking(ctx.clone(), spec, req, slot, rx);
-        self.push_future(fut, true);
-        Ok(())
+        Ok(through_tracking(ctx.clone(), spec, req, slot, rx))
     }
 
     /// The replica client for a read-only key command that will not fill the L1, when
@@ -527,7 +537,7 @@ impl Session {
     fn mget(&mut self, ctx: Ctx, spec: &'static Spec, req: Request, l1: Option<Arc<L1>>) {
         let Some(l1) = l1.filter(|_| req.args.len() <= MGET_L1_MAX_KEYS + 1) else {
             let fut = super::fanout::mget_wide(ctx, spec, req.args, self.replies.clone());
-            return self.push_future(fut, false);
+            return self.push_future(fut, None);
         };
         let l1 = Some(l1);
         let get_id = crate::redis::commands::Table::get()
@@ -612,7 +622,7 @@ impl Session {
                 write: false,
             }
         };
-        self.push_future(fut, false);
+        self.push_future(fut, None);
     }
 }
 
