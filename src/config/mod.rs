@@ -477,6 +477,26 @@ fn default_pg_port() -> u16 {
 }
 
 impl Database {
+    /// The database `name` on `host:port`, with no settings of its own.
+    pub fn at(name: &str, host: &str, port: u16) -> Database {
+        Database {
+            name: name.to_string(),
+            host: host.to_string(),
+            port,
+            dbname: None,
+            server_user: None,
+            server_password: None,
+            pool_size: None,
+            pool_mode: None,
+            session_state: None,
+            replicas: Vec::new(),
+            read_from_replicas: None,
+            auth_user: None,
+            auth_query: None,
+            auth_dbname: None,
+        }
+    }
+
     pub fn server_dbname(&self) -> &str {
         self.dbname.as_deref().unwrap_or(&self.name)
     }

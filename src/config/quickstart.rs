@@ -75,20 +75,8 @@ impl QuickStart {
             }
             base.databases.retain(|d| d.name != target.dbname);
             let db = Database {
-                name: target.dbname.clone(),
-                host: target.host,
-                port: target.port,
-                dbname: None,
-                server_user: None,
-                server_password: None,
-                pool_size: None,
-                pool_mode: None,
-                session_state: None,
                 replicas,
-                read_from_replicas: None,
-                auth_user: None,
-                auth_query: None,
-                auth_dbname: None,
+                ..Database::at(&target.dbname, &target.host, target.port)
             };
             // the server serves any database name too (created at run time, `postgres`…)
             if base.database(super::WILDCARD_DATABASE).is_none() {

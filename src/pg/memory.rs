@@ -340,11 +340,8 @@ async fn login(
     msg::authentication(out, 0, &[]);
     for (name, value) in [
         ("server_version", "15.0 (memory)"),
-        ("server_encoding", "UTF8"),
         ("client_encoding", "UTF8"),
-        ("DateStyle", "ISO, MDY"),
         ("TimeZone", "UTC"),
-        ("integer_datetimes", "on"),
         ("standard_conforming_strings", "on"),
     ] {
         msg::parameter_status(out, name.as_bytes(), value.as_bytes());

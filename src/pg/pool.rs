@@ -721,22 +721,7 @@ mod tests {
     fn pool(password: Option<&str>) -> Arc<Pool> {
         let mut config = crate::config::Config::default();
         config.pool.min_pool_size = 2;
-        let db = crate::config::Database {
-            name: "db".into(),
-            host: "127.0.0.1".into(),
-            port: 1,
-            dbname: None,
-            server_user: None,
-            server_password: None,
-            pool_size: None,
-            pool_mode: None,
-            session_state: None,
-            replicas: Vec::new(),
-            read_from_replicas: None,
-            auth_user: None,
-            auth_query: None,
-            auth_dbname: None,
-        };
+        let db = crate::config::Database::at("db", "127.0.0.1", 1);
         let user = crate::config::User {
             password: password.map(str::to_string),
             ..crate::config::User::named("u")

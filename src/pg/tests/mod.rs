@@ -33,22 +33,7 @@ fn pool(backend: &Backend, size: usize, wait: Duration) -> Arc<Pool> {
     let mut config = Config::default();
     config.pool.pool_size = size;
     config.pool.query_wait_timeout = crate::config::Dur(wait);
-    let db = crate::config::Database {
-        name: "db".into(),
-        host: backend.host().into(),
-        port: 5432,
-        dbname: None,
-        server_user: None,
-        server_password: None,
-        pool_size: None,
-        pool_mode: None,
-        session_state: None,
-        replicas: Vec::new(),
-        read_from_replicas: None,
-        auth_user: None,
-        auth_query: None,
-        auth_dbname: None,
-    };
+    let db = crate::config::Database::at("db", backend.host(), 5432);
     let user = crate::config::User {
         password: Some("p".into()),
         ..crate::config::User::named("u")
