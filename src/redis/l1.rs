@@ -48,6 +48,8 @@ pub const STRIPES: usize = 1 << 20;
 pub const SLOTS: usize = 16384;
 /// Bookkeeping bytes counted per entry on top of its key and reply.
 const ENTRY_OVERHEAD: usize = 96;
+/// Fills in flight, one per slot of this table (512 KiB): see [`L1::claim_fill`].
+const CLAIMS: usize = 1 << 16;
 
 /// What a cached reply answers: the command, its arguments, and everything else that can
 /// change the reply (database, ACL user, protocol).
@@ -95,6 +97,18 @@ pub struct Ticket {
     key_gen: u32,
     stripe: u32,
     slot: u16,
+}
+
+/// A fill in flight ([`L1::claim_fill`]); the next miss of the key may fill once it is dropped.
+pub struct FillClaim<'a> {
+    cell: &'a AtomicU64,
+    value: u64,
+}
+
+impl Drop for FillClaim<'_> {
+    fn drop(&mut self) {
+        let _ = self.cell.compare_exchange(self.value, 0, SeqCst, Relaxed);
+    }
 }
 
 #[derive(Clone)]
@@ -156,6 +170,8 @@ pub struct L1 {
     id: u64,
     front_hasher: ahash::RandomState,
     gens: Box<[AtomicU32]>,
+    /// The fill in flight for a stripe's generation (0: none), by stripe modulo [`CLAIMS`].
+    claims: Box<[AtomicU64]>,
     slot_epochs: Box<[AtomicU32]>,
     /// Slots whose node's invalidation stream is live; others are never filled.
     armed: Box<[AtomicBool]>,
@@ -213,6 +229,7 @@ impl L1 {
             id: NEXT_L1.fetch_add(1, Relaxed),
             front_hasher: ahash::RandomState::new(),
             gens: counters(STRIPES),
+            claims: counters(CLAIMS),
             slot_epochs: counters(SLOTS),
             armed: counters(SLOTS),
             global: AtomicU64::new(0),
@@ -308,6 +325,19 @@ impl L1 {
         self.gens[t.stripe as usize].load(SeqCst) == t.key_gen
             && self.slot_epochs[s].load(SeqCst) == t.slot_epoch
             && self.global.load(SeqCst) == t.global
+    }
+
+    /// The right to fill the key read under `ticket`, unless a fill of the same key (or of
+    /// a key sharing its place in the claims table) is already in flight. When a hot key's
+    /// entry is invalidated, every read of it misses until one fill lands; only the first
+    /// miss fetches its TTL and fills, the others are plain reads (a pipelined workload
+    /// otherwise sent a PTTL and made a moka insert for each of them). Released on drop.
+    pub fn claim_fill(&self, ticket: &Ticket) -> Option<FillClaim<'_>> {
+        let cell = &self.claims[ticket.stripe as usize % CLAIMS];
+        let value = (1 << 63) | u64::from(ticket.stripe) << 32 | u64::from(ticket.key_gen);
+        cell.compare_exchange(0, value, SeqCst, Relaxed)
+            .ok()
+            .map(|_| FillClaim { cell, value })
     }
 
     /// Store a reply read under `ticket`. `key_ttl` is the key's own remaining TTL, if any.
@@ -424,6 +454,39 @@ mod tests {
             0,
             Proto::Resp2,
         )
+    }
+
+    #[test]
+    fn one_fill_per_key_is_in_flight_and_a_dropped_one_frees_the_key() {
+        let l1 = l1();
+        let t = l1.ticket(slot(b"k"), b"k").unwrap();
+        let first = l1.claim_fill(&t).expect("the first miss fills");
+        assert!(
+            l1.claim_fill(&t).is_none(),
+            "a second miss meanwhile does not"
+        );
+        let other = l1.ticket(slot(b"other"), b"other").unwrap();
+        assert!(
+            l1.claim_fill(&other).is_some(),
+            "another key fills at the same time"
+        );
+        drop(first);
+        assert!(
+            l1.claim_fill(&t).is_some(),
+            "the key fills again once the first is done"
+        );
+        // a claim of an older generation holds the place until it is dropped, then frees it
+        let old = l1
+            .claim_fill(&t)
+            .expect("free again: the last claim was a temporary");
+        l1.invalidate_key(b"k");
+        let fresh = l1.ticket(slot(b"k"), b"k").unwrap();
+        assert!(
+            l1.claim_fill(&fresh).is_none(),
+            "the older fill is still in flight"
+        );
+        drop(old);
+        assert!(l1.claim_fill(&fresh).is_some());
     }
 
     #[test]

@@ -719,6 +719,9 @@ async fn cached_read(
     ticket: Option<Ticket>,
 ) -> Done {
     let started = Instant::now();
+    // one fill per key at a time: the other misses meanwhile are plain reads
+    let claim = ticket.as_ref().and_then(|t| l1.claim_fill(t));
+    let ticket = ticket.filter(|_| claim.is_some());
     let (reply, ttl) = match ticket {
         Some(_) => {
             // boxed: with both sends inline the future was 1,192 bytes, past what the
@@ -736,6 +739,7 @@ async fn cached_read(
         // a copy of its own: the reply may be a slice of the link's read buffer
         l1.insert(key, Bytes::copy_from_slice(&bytes), t, ttl);
     }
+    drop(claim);
     observe(&ctx, spec, started);
     Done {
         reply: bytes,
