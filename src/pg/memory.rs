@@ -9,8 +9,8 @@
 //! when given one), answers `SELECT <integer>` and `SELECT pg_backend_pid()` with one row,
 //! tracks BEGIN/COMMIT/ROLLBACK, reports SET of the parameters Postgres reports, fails on
 //! `FAIL`, never answers `HANG`, closes the connection on `DIE` and answers `TWICE` with
-//! one ReadyForQuery too many. Every other statement
-//! completes with its first word as the tag. Each statement it saw is in [`Backend::queries`].
+//! one ReadyForQuery too many. Every other statement completes with its first word as the
+//! tag. Each statement it saw is in [`Backend::queries`].
 //!
 //! [`ServerTarget`]: super::server::ServerTarget
 
@@ -41,7 +41,7 @@ struct Shared {
     queries: Mutex<Vec<String>>,
     /// Connections opened (the next one's pid is this + 1).
     opened: AtomicI32,
-    /// Set to end every open connection, as a server restart would.
+    /// Set when the backend is dropped: every open connection ends, as at a shutdown.
     killed: watch::Sender<bool>,
 }
 
