@@ -21,6 +21,10 @@ pub const CACHE: u16 = 1 << 2;
 pub const RANDOM: u16 = 1 << 3;
 /// Modifies the whole keyspace of a node (FLUSHALL, FLUSHDB, SWAPDB): flushes the L1.
 pub const FLUSH: u16 = 1 << 4;
+/// May write keys its key positions do not name: a script (EVAL, FCALL: keys it was not
+/// given), a STORE option (SORT, GEORADIUS…: the destination is not a listed key),
+/// `COPY … DB` (another database's key).
+pub const UNLISTED: u16 = 1 << 5;
 
 /// Where the keys are among the arguments (argument 0 is the command name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,21 +120,10 @@ impl Spec {
         self.flags & flag != 0
     }
 
-    /// Does this write change only the keys its key positions name? Not so for a flush,
-    /// a write without keys, a script (EVAL, FCALL: it may touch keys it was not given),
-    /// a STORE option (SORT, GEORADIUS…: the destination is not a listed key) or
-    /// `COPY … DB` (another database's key).
+    /// Does this write change only the keys its key positions name? Not so for a flush, a
+    /// write without keys, or one flagged [`UNLISTED`].
     pub fn changes_only_its_keys(&self) -> bool {
-        const BEYOND_ITS_KEYS: [&str; 7] = [
-            "SORT",
-            "GEORADIUS",
-            "GEORADIUSBYMEMBER",
-            "EVAL",
-            "EVALSHA",
-            "FCALL",
-            "COPY",
-        ];
-        !self.is(FLUSH) && self.keys != Keys::None && !BEYOND_ITS_KEYS.contains(&self.name)
+        !self.is(FLUSH | UNLISTED) && self.keys != Keys::None
     }
 
     /// Redis's arity, and for key/value lists (MSET) whole pairs: Redis refuses `MSET a 1 b`
@@ -243,6 +236,7 @@ const RC: u16 = READ | CACHE;
 const W: u16 = WRITE;
 const RR: u16 = READ | RANDOM;
 const WR: u16 = WRITE | RANDOM;
+const WU: u16 = WRITE | UNLISTED;
 const P: Kind = Kind::Plain;
 const B: Kind = Kind::Blocking;
 
@@ -270,7 +264,7 @@ const TABLE: &[Spec] = &[
     c("SETNX", 3, W, ONE, P), c("SETRANGE", 4, W, ONE, P), c("STRLEN", 2, RC, ONE, P),
     c("SUBSTR", 4, R, ONE, P),
     // keys
-    c("COPY", -3, W, TWO, P), c("DEL", -2, W, ALL, Kind::Split(Merge::Sum)),
+    c("COPY", -3, WU, TWO, P), c("DEL", -2, W, ALL, Kind::Split(Merge::Sum)),
     c("DUMP", 2, R, ONE, P), c("EXISTS", -2, RC, ALL, Kind::Split(Merge::Sum)),
     c("EXPIRE", -3, W, ONE, P), c("EXPIREAT", -3, W, ONE, P), c("EXPIRETIME", 2, R, ONE, P),
     c("KEYS", 2, R, Keys::None, Kind::Broadcast(Merge::Concat)), c("MOVE", 3, W, ONE, P),
@@ -278,7 +272,7 @@ const TABLE: &[Spec] = &[
     c("PEXPIREAT", -3, W, ONE, P), c("PEXPIRETIME", 2, R, ONE, P), c("PTTL", 2, R, ONE, P),
     c("RANDOMKEY", 1, RR, Keys::None, P), c("RENAME", 3, W, TWO, P),
     c("RENAMENX", 3, W, TWO, P), c("RESTORE", -4, W, ONE, P), c("SCAN", -2, RR, Keys::None, Kind::Scan),
-    c("SORT", -2, W, ONE, P), c("SORT_RO", -2, R, ONE, P),
+    c("SORT", -2, WU, ONE, P), c("SORT_RO", -2, R, ONE, P),
     c("TOUCH", -2, R, ALL, Kind::Split(Merge::Sum)), c("TTL", 2, R, ONE, P),
     c("TYPE", 2, R, ONE, P), c("UNLINK", -2, W, ALL, Kind::Split(Merge::Sum)),
     c("WAIT", 3, R, Keys::None, B),
@@ -324,8 +318,8 @@ const TABLE: &[Spec] = &[
     c("BITCOUNT", -2, R, ONE, P), c("BITFIELD", -2, W, ONE, P), c("BITFIELD_RO", -2, R, ONE, P),
     c("BITOP", -4, W, range(2, -1, 1), P), c("BITPOS", -3, R, ONE, P), c("GETBIT", 3, R, ONE, P),
     c("SETBIT", 4, W, ONE, P), c("GEOADD", -5, W, ONE, P), c("GEODIST", -4, R, ONE, P),
-    c("GEOHASH", -2, R, ONE, P), c("GEOPOS", -2, R, ONE, P), c("GEORADIUS", -6, W, ONE, P),
-    c("GEORADIUSBYMEMBER", -5, W, ONE, P), c("GEORADIUS_RO", -6, R, ONE, P),
+    c("GEOHASH", -2, R, ONE, P), c("GEOPOS", -2, R, ONE, P), c("GEORADIUS", -6, WU, ONE, P),
+    c("GEORADIUSBYMEMBER", -5, WU, ONE, P), c("GEORADIUS_RO", -6, R, ONE, P),
     c("GEORADIUSBYMEMBER_RO", -5, R, ONE, P), c("GEOSEARCH", -7, R, ONE, P),
     c("GEOSEARCHSTORE", -8, W, TWO, P),
     // streams
@@ -336,8 +330,8 @@ const TABLE: &[Spec] = &[
     c("XREADGROUP", -7, W, Keys::Streams, Kind::StreamRead), c("XREVRANGE", -4, R, ONE, P),
     c("XSETID", -3, W, ONE, P), c("XTRIM", -4, W, ONE, P),
     // scripting and functions: never cached; keys declared by numkeys
-    c("EVAL", -3, W, NK2, P), c("EVALSHA", -3, W, NK2, P), c("EVAL_RO", -3, R, NK2, P),
-    c("EVALSHA_RO", -3, R, NK2, P), c("FCALL", -3, W, NK2, P), c("FCALL_RO", -3, R, NK2, P),
+    c("EVAL", -3, WU, NK2, P), c("EVALSHA", -3, WU, NK2, P), c("EVAL_RO", -3, R, NK2, P),
+    c("EVALSHA_RO", -3, R, NK2, P), c("FCALL", -3, WU, NK2, P), c("FCALL_RO", -3, R, NK2, P),
     c("SCRIPT", -2, 0, Keys::None, Kind::Broadcast(Merge::First)),
     c("FUNCTION", -2, W, Keys::None, Kind::Broadcast(Merge::First)),
     // pub/sub
