@@ -65,6 +65,19 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
+    /// The same key with arguments of its own (not a slice of a shared request buffer),
+    /// for a thread's front table.
+    fn detached(&self) -> CacheKey {
+        CacheKey {
+            db: self.db,
+            user: self.user,
+            proto: self.proto,
+            cmd: self.cmd,
+            slot: self.slot,
+            args: Bytes::copy_from_slice(&self.args),
+        }
+    }
+
     pub fn new(cmd: u16, args: &[Bytes], db: u8, user: u32, proto: Proto) -> CacheKey {
         let key = args.first().cloned().unwrap_or_default();
         let slot = slot(&key);
@@ -281,10 +294,7 @@ impl L1 {
                 let copy = FrontEntry {
                     owner: self.id,
                     hash,
-                    key: CacheKey {
-                        args: Bytes::copy_from_slice(&key.args),
-                        ..key.clone()
-                    },
+                    key: key.detached(),
                     reply: Bytes::copy_from_slice(&entry.reply),
                     ticket: entry.ticket,
                     expires: entry.expires,
