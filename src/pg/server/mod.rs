@@ -616,7 +616,6 @@ fn passthrough(user: &str, e: super::passthrough::PassError) -> ServerError {
     }
 }
 
-/// Ask the server for TLS (SSLRequest) when configured, and wrap the stream.
 /// Open the connection (TLS negotiated when configured): the stream and the peer address.
 async fn dial(
     target: &ServerTarget,
@@ -642,6 +641,7 @@ async fn dial(
     Ok((negotiate_tls(stream, target, addr).await?, peer))
 }
 
+/// Ask the server for TLS (SSLRequest) when configured, and wrap the stream.
 async fn negotiate_tls(
     mut tcp: TcpStream,
     target: &ServerTarget,
