@@ -155,8 +155,14 @@ pub struct Pool {
 
 static NEXT_SERVER_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A server idle longer than this gets a real liveness probe (one syscall) at checkout.
-const DEEP_CHECK_AFTER: Duration = Duration::from_millis(500);
+/// A server idle longer than this gets a real liveness probe (one syscall) at checkout;
+/// a shorter idle one is judged by what the reactor last saw of its socket. The reactor
+/// can lag (a busy or descheduled thread has not polled since): a server terminated while
+/// idle (pg_terminate_backend, idle_session_timeout) has its FATAL already in the socket,
+/// and handed out on the cached view it would end the next client's session. A server back
+/// for more than a few milliseconds is not on a hot path, so the syscall costs nothing that
+/// matters; one reused within them was just answering.
+const DEEP_CHECK_AFTER: Duration = Duration::from_millis(10);
 
 impl Pool {
     pub fn new(
