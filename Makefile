@@ -14,7 +14,7 @@ demo: deps release
 ## Everything CI runs: formatting, lints, deployment files, unit and integration tests against real servers,
 ## and every fuzz target for a few seconds from its saved corpus.
 test: deps lint check-deploy
-	$(CARGO) test --all-targets --no-fail-fast
+	CARGO=$(CARGO) ./scripts/test.sh
 	$(MAKE) fuzz-check
 
 ## Coverage-guided fuzzing on the stable toolchain (libFuzzer through libfuzzer-sys, see

@@ -37,7 +37,7 @@ echo "==> Dockerfile: hadolint"
 "$venv/bin/hadolint" docker/Dockerfile
 
 echo "==> scripts: shellcheck"
-"$venv/bin/shellcheck" scripts/check-deploy.sh docker/postgres/*.sh docker/redis/*.sh
+"$venv/bin/shellcheck" scripts/check-deploy.sh scripts/test.sh docker/postgres/*.sh docker/redis/*.sh
 
 echo "==> references, Kubernetes manifests, dashboard, metric names"
 "$venv/bin/python" scripts/check_deploy.py
