@@ -8,9 +8,15 @@
 //! The backend speaks the simple query protocol: it logs in (trust, or a cleartext password
 //! when given one), answers `SELECT <integer>` and `SELECT pg_backend_pid()` with one row,
 //! tracks BEGIN/COMMIT/ROLLBACK, reports SET of the parameters Postgres reports, fails on
-//! `FAIL`, never answers `HANG`, closes the connection on `DIE` and answers `TWICE` with
-//! one ReadyForQuery too many. Every other statement completes with its first word as the
-//! tag. Each statement it saw is in [`Backend::queries`].
+//! `FAIL`, runs `HANG` until canceled, closes the connection on `DIE` and answers `TWICE`
+//! with one ReadyForQuery too many. Every other statement completes with its first word as
+//! the tag. Each statement it saw is in [`Backend::queries`].
+//!
+//! A CancelRequest reaches it as it reaches Postgres, on a connection of its own to the
+//! backend's address ([`Backend::port`], routed by `cancel::send_cancel`): with the right
+//! process id and secret it ends that connection's `HANG` with 57014 (the rest of the
+//! query string is skipped, as Postgres aborts it); otherwise it does nothing. Every
+//! request is counted in [`Backend::cancels`], so a test can show one never arrived.
 //!
 //! [`ServerTarget`]: super::server::ServerTarget
 
@@ -22,16 +28,21 @@ use super::wire::backend::{self as msg, Fields};
 use bytes::BytesMut;
 use std::collections::HashMap;
 use std::io;
-use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 /// Each side's buffer in a pipe.
 const PIPE: usize = 64 * 1024;
 
 static BACKENDS: LazyLock<Mutex<HashMap<String, Arc<Shared>>>> = LazyLock::new(Default::default);
 static NEXT: AtomicU64 = AtomicU64::new(1);
+/// The secret every backend process hands out in its BackendKeyData.
+const SECRET: i32 = 7;
+/// Where backend N listens, as far as cancel requests are concerned: `FIRST_PORT + N`.
+const FIRST_PORT: u64 = 20_000;
 
 /// What the backend and the test share.
 struct Shared {
@@ -41,6 +52,12 @@ struct Shared {
     queries: Mutex<Vec<String>>,
     /// Connections opened (the next one's pid is this + 1).
     opened: AtomicI32,
+    /// The address cancel requests for this backend go to.
+    port: u16,
+    /// Processes running `HANG`, by pid: notified by a cancel.
+    hanging: Mutex<HashMap<i32, Arc<Notify>>>,
+    /// Cancel requests received, whatever became of them.
+    cancels: AtomicUsize,
     /// Set when the backend is dropped: every open connection ends, as at a shutdown.
     killed: watch::Sender<bool>,
 }
@@ -68,12 +85,16 @@ impl Backend {
     }
 
     fn new(password: Option<&str>, mute: bool) -> Backend {
-        let host = format!("memory-{}", NEXT.fetch_add(1, Ordering::Relaxed));
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let host = format!("memory-{n}");
         let shared = Arc::new(Shared {
             password: password.map(str::to_string),
             mute,
             queries: Mutex::default(),
             opened: AtomicI32::new(0),
+            port: u16::try_from(FIRST_PORT + n).unwrap_or(u16::MAX),
+            hanging: Mutex::default(),
+            cancels: AtomicUsize::new(0),
             killed: watch::channel(false).0,
         });
         lock(&BACKENDS).insert(host.clone(), shared.clone());
@@ -85,9 +106,19 @@ impl Backend {
         &self.host
     }
 
+    /// The `port` a server target gives for this backend: where its cancel requests go.
+    pub fn port(&self) -> u16 {
+        self.shared.port
+    }
+
     /// Connections opened so far.
     pub fn connections(&self) -> i32 {
         self.shared.opened.load(Ordering::Relaxed)
+    }
+
+    /// Cancel requests received so far (right or wrong key, busy or idle process).
+    pub fn cancels(&self) -> usize {
+        self.shared.cancels.load(Ordering::Relaxed)
     }
 
     /// Every statement received, in order.
@@ -125,6 +156,23 @@ pub fn dial(host: &str) -> Option<io::Result<DuplexStream>> {
         }
     });
     Some(Ok(near))
+}
+
+/// A CancelRequest for process `pid` sent to `addr`: `None` when no in-memory backend
+/// listens there (the request goes out on TCP), else delivered as Postgres's postmaster
+/// would: the process running `HANG` under that pid and secret is told to stop.
+pub fn cancel_at(addr: SocketAddr, pid: i32, secret: i32) -> Option<io::Result<()>> {
+    let shared = lock(&BACKENDS)
+        .values()
+        .find(|b| addr.ip().is_loopback() && b.port == addr.port())
+        .cloned()?;
+    shared.cancels.fetch_add(1, Ordering::Relaxed);
+    if secret == SECRET {
+        if let Some(stop) = lock(&shared.hanging).get(&pid) {
+            stop.notify_one();
+        }
+    }
+    Some(Ok(()))
 }
 
 /// A new client connection to `proxy`, its session run as the listener runs an accepted
@@ -208,7 +256,14 @@ async fn serve(mut io: DuplexStream, shared: &Shared) -> io::Result<()> {
                 for statement in text.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                     lock(&shared.queries).push(statement.to_string());
                     match statement.to_ascii_lowercase().as_str() {
-                        "hang" => return std::future::pending().await,
+                        "hang" => {
+                            hang(shared, pid).await;
+                            if tx == b'T' {
+                                tx = b'E';
+                            }
+                            error(&mut out, "57014", "canceling statement due to user request");
+                            break;
+                        }
                         "die" => return Ok(()),
                         // one ReadyForQuery too many: a server out of step with its client
                         "twice" => msg::ready_for_query(&mut out, tx),
@@ -228,6 +283,20 @@ async fn serve(mut io: DuplexStream, shared: &Shared) -> io::Result<()> {
         io.write_all(&out).await?;
         out.clear();
     }
+}
+
+/// Run until a cancel request names `pid`.
+async fn hang(shared: &Shared, pid: i32) {
+    struct Running<'a>(&'a Shared, i32);
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            lock(&self.0.hanging).remove(&self.1);
+        }
+    }
+    let stop = Arc::new(Notify::new());
+    lock(&shared.hanging).insert(pid, stop.clone());
+    let _running = Running(shared, pid);
+    stop.notified().await;
 }
 
 /// One statement of a simple query.
@@ -346,7 +415,7 @@ async fn login(
     ] {
         msg::parameter_status(out, name.as_bytes(), value.as_bytes());
     }
-    msg::backend_key_data(out, pid, 7);
+    msg::backend_key_data(out, pid, SECRET);
     msg::ready_for_query(out, b'I');
     io.write_all(out).await?;
     out.clear();

@@ -18,7 +18,7 @@ use std::time::Duration;
 fn target(backend: &Backend, password: Option<&str>) -> ServerTarget {
     ServerTarget {
         host: backend.host().to_string(),
-        port: 5432,
+        port: backend.port(),
         user: "u".into(),
         password: password.map(str::to_string),
         passthrough: None,
@@ -33,7 +33,7 @@ fn pool(backend: &Backend, size: usize, wait: Duration) -> Arc<Pool> {
     let mut config = Config::default();
     config.pool.pool_size = size;
     config.pool.query_wait_timeout = crate::config::Dur(wait);
-    let db = crate::config::Database::at("db", backend.host(), 5432);
+    let db = crate::config::Database::at("db", backend.host(), backend.port());
     let user = crate::config::User {
         password: Some("p".into()),
         ..crate::config::User::named("u")
@@ -59,9 +59,10 @@ fn pool(backend: &Backend, size: usize, wait: Duration) -> Arc<Pool> {
 async fn proxy(backend: &Backend, pool: &str) -> Arc<Proxy> {
     let text = format!(
         "[general]\nauth_type = \"md5\"\n\n[pool]\n{pool}\n\n\
-         [[databases]]\nname = \"db\"\nhost = \"{}\"\nport = 5432\n\n\
+         [[databases]]\nname = \"db\"\nhost = \"{}\"\nport = {}\n\n\
          [[users]]\nname = \"app\"\npassword = \"a\"\n",
-        backend.host()
+        backend.host(),
+        backend.port()
     );
     let config = Config::parse(&text).expect("test config parses");
     config.validate().expect("test config is valid");

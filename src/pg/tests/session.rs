@@ -228,3 +228,74 @@ async fn a_cancel_ends_a_wait_for_a_server_at_once() {
         "2"
     );
 }
+
+/// Wait (on the paused clock) until `backend` has seen `statement` `times` times.
+async fn until_seen(backend: &Backend, statement: &str, times: usize) {
+    for _ in 0..1000 {
+        let seen = backend.queries().iter().filter(|q| *q == statement).count();
+        if seen >= times {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the backend never saw {statement} {times} time(s)");
+}
+
+/// A spawned statement's outcome, or a panic when it is still running a minute on.
+async fn finished<T>(task: tokio::task::JoinHandle<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the statement was not canceled")
+        .expect("query task")
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancel_reaches_the_server_running_the_clients_statement() {
+    let backend = Backend::start();
+    let p = proxy(&backend, "pool_size = 1").await;
+    let c = std::sync::Arc::new(client(&p, "app", "a", "db").await.expect("login"));
+    let running = c.clone();
+    let query = tokio::spawn(async move { running.simple_query("HANG").await });
+    until_seen(&backend, "HANG", 1).await;
+    cancel(&p, &c).await.expect("cancel sent");
+    let Err(e) = finished(query).await else {
+        panic!("the canceled statement succeeded");
+    };
+    assert_eq!(sqlstate(&e), "57014", "{e}");
+    assert_eq!(backend.cancels(), 1);
+    // the client keeps its connection; the server the cancel went to is not handed out
+    // again (a cancel signal may land late), so the next statement runs on a new one
+    assert_eq!(
+        value(&c, "SELECT 4").await.expect("the client goes on"),
+        "4"
+    );
+    assert_eq!(backend.connections(), 2, "the canceled server was replaced");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_late_cancel_never_reaches_the_next_clients_statement() {
+    let backend = Backend::start();
+    let p = proxy(&backend, "pool_size = 1").await;
+    let early = client(&p, "app", "a", "db").await.expect("login early");
+    let next = std::sync::Arc::new(client(&p, "app", "a", "db").await.expect("login next"));
+    assert_eq!(value(&early, "SELECT 1").await.expect("early runs"), "1");
+    // the only server now runs the next client's statement
+    let running = next.clone();
+    let query = tokio::spawn(async move { running.simple_query("HANG").await });
+    until_seen(&backend, "HANG", 1).await;
+    // the early client's cancel, sent after its statement was done, goes nowhere
+    cancel(&p, &early).await.expect("cancel sent");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(backend.cancels(), 0, "a cancel reached the server");
+    assert!(
+        !query.is_finished(),
+        "the next client's statement was canceled"
+    );
+    // the right client's cancel does reach it
+    cancel(&p, &next).await.expect("cancel sent");
+    let Err(e) = finished(query).await else {
+        panic!("the canceled statement succeeded");
+    };
+    assert_eq!(sqlstate(&e), "57014", "{e}");
+    assert_eq!(backend.cancels(), 1);
+}
