@@ -10,7 +10,7 @@
 #                                       number of cores); new inputs go to
 #                                       fuzz/work/corpus/<target>, crashes to
 #                                       fuzz/work/artifacts/<target>
-#   scripts/fuzz.sh check [SECONDS]     each target for SECONDS (default 4) from the saved
+#   scripts/fuzz.sh check [SECONDS]     each target for SECONDS (default 4; FUZZ_JOBS at a time) from the saved
 #                                       seeds in fuzz/corpus/<target>, nothing written there
 #   scripts/fuzz.sh list                the target names
 #
@@ -60,6 +60,37 @@ run_one() {
   return $rc
 }
 
+# side_by_side SECONDS MODE: every target, at most FUZZ_JOBS (default: the cores) at once,
+# each printing into its own file, shown in order; MODE `keep` grows work/corpus/<target>,
+# `scratch` writes new inputs to a temporary directory (the committed seeds stay as they are)
+side_by_side() {
+  local secs=$1 mode=$2 jobs out t failed=0
+  jobs=${FUZZ_JOBS:-$(nproc)}
+  out=$(mktemp -d)
+  for t in "${targets[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+    (
+      if [ "$mode" = keep ]; then
+        dir="work/corpus/$t"
+        mkdir -p "$dir"
+      else
+        dir="$out/$t.corpus"
+        mkdir -p "$dir"
+      fi
+      rc=0
+      run_one "$t" "$secs" "$dir" "corpus/$t" >"$out/$t" 2>&1 || rc=$?
+      echo "$rc" >"$out/$t.rc"
+    ) &
+  done
+  wait || true
+  for t in "${targets[@]}"; do
+    cat "$out/$t"
+    [ "$(cat "$out/$t.rc" 2>/dev/null)" = 0 ] || failed=1
+  done
+  rm -rf "$out"
+  return $failed
+}
+
 cmd=${1:-run}
 shift || true
 case "$cmd" in
@@ -70,34 +101,13 @@ case "$cmd" in
     shift || true
     [ $# -gt 0 ] && targets=("$@")
     build
-    jobs=${FUZZ_JOBS:-$(nproc)}
-    out=$(mktemp -d)
-    # side by side, at most $jobs at once; each prints into its own file, shown in order
-    for t in "${targets[@]}"; do
-      while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
-      mkdir -p "work/corpus/$t"
-      (run_one "$t" "$secs" "work/corpus/$t" "corpus/$t" >"$out/$t" 2>&1; echo $? >"$out/$t.rc") &
-    done
-    wait || true
-    failed=0
-    for t in "${targets[@]}"; do
-      cat "$out/$t"
-      [ "$(cat "$out/$t.rc" 2>/dev/null)" = 0 ] || failed=1
-    done
-    rm -rf "$out"
-    exit $failed
+    side_by_side "$secs" keep
     ;;
   check)
     secs=${1:-4}
     profile=fuzz-check
     build
-    failed=0
-    for t in "${targets[@]}"; do
-      scratch=$(mktemp -d)
-      run_one "$t" "$secs" "$scratch" "corpus/$t" || failed=1
-      rm -rf "$scratch"
-    done
-    exit $failed
+    side_by_side "$secs" scratch
     ;;
   *) echo "usage: $0 build | run [SECONDS] [TARGET...] | check [SECONDS] | list" >&2; exit 2 ;;
 esac
