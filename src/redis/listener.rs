@@ -97,11 +97,17 @@ pub fn serve_on_threads(
 /// Accept clients until the service starts draining.
 pub async fn serve(svc: Arc<Service>, listener: TcpListener) {
     let mut closing = svc.closing();
+    // this listener's sessions wait on a signal of their own, passed on from the service's
+    // when the drain starts: every session registers with it each time it waits for I/O,
+    // and one shared by all threads' sessions made that lock a cache line both cores
+    // wrote for every command
+    let (drain, draining) = tokio::sync::watch::channel(false);
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
             _ = closing.wait_for(|c| *c) => {
+                drain.send_replace(true);
                 tracing::info!("Redis listener stopped accepting");
                 return;
             }
@@ -111,6 +117,7 @@ pub async fn serve(svc: Arc<Service>, listener: TcpListener) {
                 backoff = Duration::from_millis(5);
                 let _ = stream.set_nodelay(true);
                 let svc = svc.clone();
+                let draining = draining.clone();
                 let id = svc.next_client_id();
                 // debug: every line a Redis client's task logs is debug, and an enabled span
                 // costs a slot in the subscriber's registry whose allocations outlive it
@@ -126,7 +133,7 @@ pub async fn serve(svc: Arc<Service>, listener: TcpListener) {
                         let Some(client) = secure(&svc, stream).await else {
                             return;
                         };
-                        let session = Session::new(id, svc.clone(), client);
+                        let session = Session::new(id, svc.clone(), client, draining);
                         let entry = session.entry();
                         // CLIENT KILL from another client drops the session (and its socket)
                         tokio::select! {

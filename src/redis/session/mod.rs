@@ -198,7 +198,13 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(id: u64, svc: Arc<Service>, client: ClientStream) -> Session {
+    /// `closing`: turns true when the session must finish (the service drains).
+    pub fn new(
+        id: u64,
+        svc: Arc<Service>,
+        client: ClientStream,
+        closing: tokio::sync::watch::Receiver<bool>,
+    ) -> Session {
         let state = ClientState {
             proto: Proto::Resp2,
             db: svc.backend.default_db(),
@@ -220,7 +226,7 @@ impl Session {
             rlease: requests.lease(),
             wlease: replies.lease(),
             replies,
-            closing: svc.closing(),
+            closing,
             svc,
             client,
             unflushed: false,
