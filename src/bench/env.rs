@@ -191,10 +191,7 @@ impl Env {
         let prefix = s.redis.prefix.as_deref().unwrap_or(redis_load::LAB_PREFIX);
         // every target's keys (a pake target counts once per worker setting)
         let targets = s.targets.len() * s.pake_workers.len().max(1);
-        for i in 0..targets {
-            let own = redis_load::target_prefix(prefix, i);
-            redis_load::preload(lab.addr(), slots.clone(), s, &own, None).await?;
-        }
+        redis_load::preload(lab.addr(), slots.clone(), s, prefix, targets, None).await?;
         let mut env = Env::empty(false);
         // with a simulated link, every target reaches Redis through the relay
         let relay = match s.link {

@@ -163,10 +163,7 @@ pub async fn prepare_redis(
     targets: usize,
 ) -> Result<String, BenchError> {
     let prefix = own_prefix(s)?;
-    for i in 0..targets {
-        let own = redis_load::target_prefix(prefix, i);
-        redis_load::preload(addr, None, s, &own, auth).await?;
-    }
+    redis_load::preload(addr, None, s, prefix, targets, auth).await?;
     let first = redis_load::target_prefix(prefix, 0);
     Ok(format!(
         "wrote {} keys {first}0… for each of {targets} target(s)",

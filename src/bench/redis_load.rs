@@ -41,6 +41,8 @@ pub struct RedisShape {
 /// again, so hot keys' words stay shared between the clients' cores.
 #[derive(Debug)]
 pub struct FirstReads {
+    /// Keys of the load (ranks 0..keys).
+    keys: u64,
     seen: Vec<AtomicU64>,
     count: AtomicU64,
 }
@@ -49,6 +51,7 @@ impl FirstReads {
     pub fn new(keys: u64) -> FirstReads {
         let words = usize::try_from(keys.div_ceil(64)).unwrap_or(0);
         FirstReads {
+            keys,
             seen: (0..words).map(|_| AtomicU64::new(0)).collect(),
             count: AtomicU64::new(0),
         }
@@ -97,11 +100,10 @@ impl RedisShape {
     /// The same load for the scenario's target number `index`: on keys of its own
     /// ([`target_prefix`]), its first reads counted apart.
     pub fn for_target(&self, index: usize) -> RedisShape {
-        let keys = self.first_reads.seen.len() as u64 * 64;
         let base = String::from_utf8_lossy(&self.prefix);
         RedisShape {
             prefix: target_prefix(&base, index).into_bytes().into(),
-            first_reads: Arc::new(FirstReads::new(keys)),
+            first_reads: Arc::new(FirstReads::new(self.first_reads.keys)),
             ..self.clone()
         }
     }
@@ -279,12 +281,14 @@ impl Client for RedisClient {
     }
 }
 
-/// Write every key of the scenario once (directly to the servers), so GETs find values.
+/// Write every key of the scenario once (directly to the servers), so GETs find values:
+/// the keys of each of `targets` targets ([`target_prefix`] of `base`), over one client.
 pub async fn preload(
     addr: SocketAddr,
     map: Option<SlotMap>,
     s: &Scenario,
-    prefix: &str,
+    base: &str,
+    targets: usize,
     auth: Option<&[String]>,
 ) -> Result<(), BenchError> {
     let (keys, value_size) = (s.redis.keys, s.redis.value_size);
@@ -293,7 +297,7 @@ pub async fn preload(
         read_percent: 0,
         pipeline: 1,
         value: Arc::new(vec![b'v'; value_size]),
-        prefix: prefix.as_bytes().into(),
+        prefix: base.as_bytes().into(),
         first_reads: Arc::new(FirstReads::new(0)),
     };
     let mut client = connect(addr, map, shape, auth)
@@ -301,17 +305,20 @@ pub async fn preload(
         .map_err(BenchError::Client)?;
     let value = vec![b'v'; value_size];
     let mut key = Vec::new();
-    for start in (0..keys).step_by(1000) {
-        for rank in start..(start + 1000).min(keys) {
-            key_into(&mut key, prefix.as_bytes(), rank);
-            let c = client.conn_for(&key);
-            client.conns[c].push(&[b"SET", &key, &value]);
-        }
-        for conn in &mut client.conns {
-            if conn.queued() > 0 {
-                let replies = conn.round_trip().await?;
-                if let Some(e) = first_error(&replies) {
-                    return Err(BenchError::Client(format!("preload SET: {e}")));
+    for target in 0..targets {
+        let prefix = target_prefix(base, target);
+        for start in (0..keys).step_by(1000) {
+            for rank in start..(start + 1000).min(keys) {
+                key_into(&mut key, prefix.as_bytes(), rank);
+                let c = client.conn_for(&key);
+                client.conns[c].push(&[b"SET", &key, &value]);
+            }
+            for conn in &mut client.conns {
+                if conn.queued() > 0 {
+                    let replies = conn.round_trip().await?;
+                    if let Some(e) = first_error(&replies) {
+                        return Err(BenchError::Client(format!("preload SET: {e}")));
+                    }
                 }
             }
         }
