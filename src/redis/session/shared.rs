@@ -392,7 +392,7 @@ impl Session {
         let cluster = self.svc.backend.cluster;
         let keys = keys_of(spec, &req.args);
         let reach = spec.is(WRITE).then(|| Reach::of(spec, &keys));
-        let fenced = keys.iter().any(|k| self.writes.may_change(k));
+        let fenced = self.writes.fences(&keys);
         let l1 = self.svc.l1.clone().filter(|_| !fenced);
         if let Some(replica) = self.replica_for(spec, &keys, l1.is_some()) {
             ctx.client = replica;
@@ -449,12 +449,8 @@ impl Session {
         if !spec.is(CACHE) || own_path || !spec.one_key(args) {
             return Lookup::Uncached;
         }
-        let fenced = || {
-            keys_of(spec, args)
-                .iter()
-                .any(|k| self.writes.may_change(k))
-        };
-        if !self.writes.is_empty() && fenced() {
+        // the key positions are found only when a write is in flight at all
+        if !self.writes.is_empty() && self.writes.fences(&keys_of(spec, args)) {
             return Lookup::Uncached;
         }
         let key = CacheKey::new(

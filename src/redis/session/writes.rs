@@ -61,8 +61,14 @@ impl InFlight {
     }
 
     /// Whether a write in flight may change `key`.
-    pub fn may_change(&self, key: &[u8]) -> bool {
+    fn may_change(&self, key: &[u8]) -> bool {
         self.writes.iter().any(|w| w.may_change(key))
+    }
+
+    /// Whether a write in flight may change any of `keys`: a read of them must not be
+    /// answered from the L1 now.
+    pub fn fences(&self, keys: &[&Bytes]) -> bool {
+        keys.iter().any(|k| self.may_change(k))
     }
 }
 
