@@ -70,13 +70,9 @@ side_by_side() {
   for t in "${targets[@]}"; do
     while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
     (
-      if [ "$mode" = keep ]; then
-        dir="work/corpus/$t"
-        mkdir -p "$dir"
-      else
-        dir="$out/$t.corpus"
-        mkdir -p "$dir"
-      fi
+      dir="$out/$t.corpus"
+      [ "$mode" = keep ] && dir="work/corpus/$t"
+      mkdir -p "$dir"
       rc=0
       run_one "$t" "$secs" "$dir" "corpus/$t" >"$out/$t" 2>&1 || rc=$?
       echo "$rc" >"$out/$t.rc"

@@ -8,9 +8,9 @@
 # tests, the Postgres, insight and operations suites, the benches' smoke runs); each group
 # is one `cargo test` whose binaries run one after another as usual, with the tests inside
 # a binary in parallel as usual. A test target added under tests/ joins the heavier group
-# unless listed in `light`. Each group's output goes to its own log, printed whole once both are done, so
-# what CI shows reads as two ordinary `cargo test` runs. Exit status: non-zero when either
-# group failed (both always run to the end: --no-fail-fast).
+# unless listed in `light`. Each group's output goes to its own log, printed whole once both
+# are done, so what CI shows reads as two ordinary `cargo test` runs. Exit status: non-zero
+# when either group failed (both always run to the end: --no-fail-fast).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARGO=${CARGO:-cargo}
