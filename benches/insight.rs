@@ -59,6 +59,7 @@ fn event(fp: &Fingerprint, client: u64) -> QueryEvent<'_> {
         fingerprint: fp,
         text: PGBENCH,
         params: &[],
+        prepared: false,
         database: "bench",
         user: "pgbench",
         application: "pgbench",

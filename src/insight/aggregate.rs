@@ -48,6 +48,8 @@ pub struct Entry {
     pub stats: FpStats,
     pub samples: VecDeque<SlowSample>,
     pub raw: VecDeque<RawSample>,
+    /// The text the shape was last seen prepared with (placeholders for bound values).
+    pub template: Option<RawSample>,
     pub plan: Option<CapturedPlan>,
     pub last_explain: Option<Instant>,
     pub n_plus_one: Option<NPlusOne>,
@@ -115,8 +117,13 @@ impl Aggregate {
                     s.add_split(key, m, config.max_splits);
                 }
                 s.last_seen = now;
-                if let (Some(sample), Some(e)) = (d.sample, self.fps.get_mut(&id)) {
-                    keep_raw(&mut e.raw, sample);
+                if let Some(e) = self.fps.get_mut(&id) {
+                    if let Some(sample) = d.sample {
+                        keep_raw(&mut e.raw, sample);
+                    }
+                    if d.template.is_some() {
+                        e.template = d.template;
+                    }
                 }
             }
             for ((client, id), r) in shard.repeats {
@@ -173,6 +180,7 @@ impl Aggregate {
             stats: FpStats::new(fp.clone(), now),
             samples: VecDeque::new(),
             raw: VecDeque::new(),
+            template: None,
             plan: None,
             last_explain: None,
             n_plus_one: None,

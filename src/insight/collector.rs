@@ -47,6 +47,9 @@ pub struct FpDelta {
     /// One execution with its real values (literal text or bound parameters), taken at most
     /// once per merge interval: what the index advisor plans with, slow or not.
     pub sample: Option<RawSample>,
+    /// The text the shape was prepared with (placeholders for bound values), taken at most
+    /// once per merge interval: it tells the advisor which values vary per execution.
+    pub template: Option<RawSample>,
 }
 
 /// Repetitions of one fingerprint by one client since the last merge (N+1 detection).
@@ -114,9 +117,14 @@ impl Shard {
                     errors: ErrorCounts::default(),
                     splits: Vec::new(),
                     sample: None,
+                    template: None,
                 }),
         };
-        if delta.sample.is_none() {
+        if ev.prepared && ev.params.is_empty() {
+            if delta.template.is_none() {
+                delta.template = template_sample(ev);
+            }
+        } else if delta.sample.is_none() {
             delta.sample = value_sample(ev);
         }
         delta.moments.add(ns, wait_ns, ev.rows, error.is_some());
@@ -189,19 +197,34 @@ pub const MAX_SAMPLE_TEXT: usize = 16 << 10;
 /// The execution as an advisor sample, when it carries values: a simple Query's literal text,
 /// or bound parameters. An Execute the proxy knows only by its fingerprint carries none.
 fn value_sample(ev: &QueryEvent<'_>) -> Option<RawSample> {
-    // the proxy passes the fingerprint's own text for an Execute: same pointer, no compare
-    let shape_only =
-        std::ptr::eq(ev.text, &*ev.fingerprint.text) || ev.text == &*ev.fingerprint.text;
-    let has_values = !ev.params.is_empty() || !shape_only;
+    let has_values = !ev.params.is_empty() || !shape_only(ev);
     if !has_values || ev.text.len() > MAX_SAMPLE_TEXT || ev.error.is_some() {
         return None;
     }
-    Some(RawSample {
+    Some(raw_sample(ev))
+}
+
+/// An Execute's statement as prepared, when the proxy knows its text.
+fn template_sample(ev: &QueryEvent<'_>) -> Option<RawSample> {
+    if shape_only(ev) || ev.text.len() > MAX_SAMPLE_TEXT {
+        return None;
+    }
+    Some(raw_sample(ev))
+}
+
+/// The proxy passes the fingerprint's own text when it knows no other: same pointer, no
+/// compare.
+fn shape_only(ev: &QueryEvent<'_>) -> bool {
+    std::ptr::eq(ev.text, &*ev.fingerprint.text) || ev.text == &*ev.fingerprint.text
+}
+
+fn raw_sample(ev: &QueryEvent<'_>) -> RawSample {
+    RawSample {
         database: ev.database.to_string(),
         text: ev.text.to_string(),
         params: ev.owned_params(),
         writes: ev.writes,
-    })
+    }
 }
 
 fn split_hash(ev: &QueryEvent<'_>) -> u64 {

@@ -9,6 +9,7 @@
 use super::model::{CapturedPlan, SeqScan};
 use super::stats::unix_ms;
 use crate::lab::postgres::describe;
+use crate::pg::sql::lexer::{Kind as Tok, Lexer};
 use bytes::BytesMut;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -148,6 +149,45 @@ pub async fn explain(
         .try_get(0)
         .map_err(|e| ExplainError::BadPlan(e.to_string()))?;
     serde_json::from_str(&text.0).map_err(|e| ExplainError::BadPlan(e.to_string()))
+}
+
+/// The generic plan of `sql`, whose values are `$n` placeholders (a statement as prepared):
+/// planned as PostgreSQL plans a prepared statement after five executions
+/// (`plan_cache_mode = force_generic_plan`), literals written in it included.
+pub async fn explain_generic(client: &Client, sql: &str) -> Result<Value, ExplainError> {
+    let n = placeholders(sql);
+    let args = match n {
+        0 => String::new(),
+        n => format!("({})", vec!["NULL"; n].join(", ")),
+    };
+    // PREPARE outlives a failed batch: start from none
+    let batch = format!(
+        "SET plan_cache_mode = force_generic_plan; DEALLOCATE ALL; \
+         PREPARE pake_advisor AS {sql}; \
+         EXPLAIN (FORMAT JSON) EXECUTE pake_advisor{args}; \
+         DEALLOCATE pake_advisor; RESET plan_cache_mode"
+    );
+    let msgs = client
+        .simple_query(&batch)
+        .await
+        .map_err(|e| ExplainError::Explain(describe(&e)))?;
+    let json = msgs
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .ok_or_else(|| ExplainError::BadPlan("no row".into()))?;
+    serde_json::from_str(&json).map_err(|e| ExplainError::BadPlan(e.to_string()))
+}
+
+/// The highest `$n` in `sql` (the parameters a PREPARE of it takes).
+pub fn placeholders(sql: &str) -> usize {
+    Lexer::new(sql)
+        .filter(|t| t.kind == Tok::Param)
+        .filter_map(|t| t.text(sql).get(1..)?.parse::<usize>().ok())
+        .max()
+        .unwrap_or(0)
 }
 
 /// The root plan node of `EXPLAIN (FORMAT JSON)` output.

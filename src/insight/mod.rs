@@ -67,6 +67,9 @@ pub struct QueryEvent<'a> {
     pub text: &'a str,
     /// Bound parameter values in text format when known (may be empty).
     pub params: &'a [Option<&'a [u8]>],
+    /// An Execute: `text` is the statement as prepared, placeholders where each execution
+    /// binds its values (or the fingerprint when the proxy does not know it).
+    pub prepared: bool,
     pub database: &'a str,
     pub user: &'a str,
     pub application: &'a str,

@@ -35,6 +35,8 @@ pub struct SlowEvent {
     pub trace_id: Option<String>,
     pub error: Option<String>,
     pub writes: bool,
+    /// An Execute whose `text` has placeholders for values Pake did not keep.
+    pub prepared: bool,
     pub at: SystemTime,
 }
 
@@ -53,6 +55,7 @@ impl SlowEvent {
             trace_id: ev.trace_id.map(str::to_string),
             error: ev.error.map(str::to_string),
             writes: ev.writes,
+            prepared: ev.prepared && ev.params.is_empty(),
             at: SystemTime::now(),
         }
     }
@@ -157,16 +160,17 @@ fn store(ins: &Insight, ev: &SlowEvent) -> bool {
         entry.samples.pop_front();
     }
     entry.samples.push_back(ev.sample(cfg.redact_parameters));
-    if ev.text.len() <= MAX_SAMPLE_TEXT {
-        keep_raw(
-            &mut entry.raw,
-            RawSample {
-                database: ev.database.clone(),
-                text: ev.text.clone(),
-                params: ev.params.clone(),
-                writes: ev.writes,
-            },
-        );
+    if ev.text.len() <= MAX_SAMPLE_TEXT && *ev.text != *ev.fingerprint.text {
+        let sample = RawSample {
+            database: ev.database.clone(),
+            text: ev.text.clone(),
+            params: ev.params.clone(),
+            writes: ev.writes,
+        };
+        match ev.prepared {
+            true => entry.template = Some(sample),
+            false => keep_raw(&mut entry.raw, sample),
+        }
     }
     let cooled = entry
         .last_explain
@@ -194,14 +198,20 @@ async fn capture_plan(ins: &Insight, conns: &mut HashMap<String, Client>, ev: &S
         let client = conns
             .get(&ev.database)
             .ok_or(ExplainError::Timeout(timeout))?;
-        tokio::time::timeout(
-            timeout * 2,
-            explain::explain(client, &ev.text, &ev.params, analyze),
-        )
-        .await
-        .map_err(|_| ExplainError::Timeout(timeout * 2))?
+        // a statement as prepared has no values to run it with: its generic plan is the
+        // one the server uses for it after five executions
+        let plan = async {
+            match ev.prepared {
+                true => explain::explain_generic(client, &ev.text).await,
+                false => explain::explain(client, &ev.text, &ev.params, analyze).await,
+            }
+        };
+        tokio::time::timeout(timeout * 2, plan)
+            .await
+            .map_err(|_| ExplainError::Timeout(timeout * 2))?
     }
     .await;
+    let analyze = analyze && !ev.prepared;
     let mut agg = ins.agg.lock();
     match result {
         Ok(plan) => {

@@ -25,7 +25,7 @@ pub struct Statement {
     /// The complete Parse frame that creates this statement under `name`.
     pub parse: Bytes,
     /// The query text (for statement analysis and logs).
-    pub query: Box<str>,
+    pub query: Arc<str>,
     /// A server has answered ParseComplete for it: a later Parse of the same text can be
     /// answered without a server.
     pub parsed_ok: std::sync::atomic::AtomicBool,

@@ -171,6 +171,7 @@ impl Rig {
             fingerprint: &fp,
             text: sql,
             params: &raw,
+            prepared: false,
             database: who.database,
             user: who.user,
             application: who.application,

@@ -10,5 +10,6 @@ mod dexter;
 mod explain_safety;
 mod latency;
 mod load;
+mod prepared;
 mod recover;
 mod statements;

@@ -136,7 +136,7 @@ fn literal(sql: &str, params: &[String]) -> String {
     s
 }
 
-async fn start_pake(lab: &PgLab) -> pake::app::Running {
+pub(super) async fn start_pake(lab: &PgLab) -> pake::app::Running {
     let quick = QuickStart {
         pg_listen: Some("127.0.0.1:0".parse().expect("addr")),
         admin_listen: Some("127.0.0.1:0".parse().expect("addr")),

@@ -268,6 +268,7 @@ fn event<'a>(fp: &'a Fingerprint, client: u64, us: u64) -> QueryEvent<'a> {
         fingerprint: fp,
         text: &fp.text,
         params: &[],
+        prepared: false,
         database: "postgres",
         user: "pake",
         application: "threads",

@@ -1,20 +1,25 @@
 //! The workload the advisor works on: the fingerprints that dominate execution time (and any
 //! with slow samples), each with up to [`SAMPLES`] real-valued executions to plan. A
 //! fingerprint the proxy saw only as an Execute (no values) is planned generically instead:
-//! its `?` become `$n` and the statement is prepared with `plan_cache_mode =
-//! force_generic_plan`, as PostgreSQL would plan it after five executions.
+//! the text it was prepared with (or the fingerprint with its `?` numbered `$n`) is prepared
+//! with `plan_cache_mode = force_generic_plan`, as PostgreSQL would plan it after five
+//! executions.
+//!
+//! Which literals are part of the shape (partial-index predicates) is read from the prepared
+//! text when the shape was ever seen prepared: there, a value written into the statement is
+//! constant and a placeholder is not — even if every literal-text sample happened to carry
+//! the same value where the prepared form binds one.
 
 use super::columns::{column_uses, written_tables, ColumnUse};
 use super::partial::{self, ConstantPredicate};
 use super::AdvisorError;
 use crate::insight::aggregate::Aggregate;
-use crate::insight::explain::{self, ExplainError};
+use crate::insight::explain;
 use crate::insight::fingerprint::{parse, Kind};
-use crate::lab::postgres::describe;
 use crate::pg::sql::lexer::{Kind as Tok, Lexer};
 use serde_json::Value;
 use std::collections::HashMap;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::Client;
 
 /// Fingerprints examined per run, most total time first.
 pub const MAX_EXAMINED: usize = 40;
@@ -29,8 +34,9 @@ pub enum Sample {
         text: String,
         params: Vec<Option<String>>,
     },
-    /// The fingerprint with `$n` for its `n` constants, planned generically.
-    Generic { text: String, n: usize },
+    /// A text with `$n` placeholders (as prepared, or the fingerprint's `?` numbered),
+    /// planned generically.
+    Generic { text: String },
 }
 
 /// One fingerprint to advise on.
@@ -89,12 +95,21 @@ pub fn pick(agg: &Aggregate) -> HashMap<String, Vec<Fp>> {
                 params: r.params.clone(),
             })
             .collect();
+        let template = (e.template.as_ref()).filter(|t| t.database == db);
         if samples.is_empty() {
-            samples.extend(generic(&fp.text));
+            samples.extend(match template {
+                Some(t) => Some(Sample::Generic {
+                    text: t.text.clone(),
+                }),
+                None => generic(&fp.text),
+            });
         }
         // the fingerprint's `?` do not parse everywhere; a sample's text does
         let statements = samples.first().and_then(statements_of).unwrap_or_default();
-        let constants = constants(&samples, &statements);
+        let constants = match template.and_then(|t| parse(&t.text)) {
+            Some(prepared) => partial::constant_predicates(&prepared, true),
+            None => constants(&samples, &statements),
+        };
         let writes = written_tables(&statements);
         if explainable {
             planned += 1;
@@ -153,41 +168,15 @@ pub fn generic(text: &str) -> Option<Sample> {
         }
     }
     out.push_str(text.get(last..)?);
-    Some(Sample::Generic { text: out, n })
+    Some(Sample::Generic { text: out })
 }
 
 /// The plan of one sample.
 pub async fn plan(client: &Client, s: &Sample) -> Result<Value, AdvisorError> {
-    match s {
-        Sample::Values { text, params } => Ok(explain::explain(client, text, params, false).await?),
-        Sample::Generic { text, n } => {
-            let nulls = vec!["NULL"; *n].join(", ");
-            let args = if *n == 0 {
-                String::new()
-            } else {
-                format!("({nulls})")
-            };
-            // PREPARE outlives a failed batch: start from none
-            let batch = format!(
-                "SET plan_cache_mode = force_generic_plan; DEALLOCATE ALL; \
-                 PREPARE pake_advisor AS {text}; \
-                 EXPLAIN (FORMAT JSON) EXECUTE pake_advisor{args}; \
-                 DEALLOCATE pake_advisor; RESET plan_cache_mode"
-            );
-            let msgs = client
-                .simple_query(&batch)
-                .await
-                .map_err(|e| ExplainError::Explain(describe(&e)))?;
-            let json = msgs
-                .iter()
-                .find_map(|m| match m {
-                    SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                    _ => None,
-                })
-                .ok_or_else(|| ExplainError::BadPlan("no row".into()))?;
-            Ok(serde_json::from_str(&json).map_err(|e| ExplainError::BadPlan(e.to_string()))?)
-        }
-    }
+    Ok(match s {
+        Sample::Values { text, params } => explain::explain(client, text, params, false).await?,
+        Sample::Generic { text } => explain::explain_generic(client, text).await?,
+    })
 }
 
 /// Mean plan cost over `fp`'s samples, and their plans.
@@ -208,7 +197,7 @@ mod tests {
 
     #[test]
     fn generic_numbers_constants_but_not_strings() {
-        let Some(Sample::Generic { text, n }) =
+        let Some(Sample::Generic { text }) =
             generic("select a from t where b = ? and c in (?) and d = '?' limit ?")
         else {
             panic!("a generic sample");
@@ -217,6 +206,6 @@ mod tests {
             text,
             "select a from t where b = $1 and c in ($2) and d = '?' limit $3"
         );
-        assert_eq!(n, 3);
+        assert_eq!(explain::placeholders(&text), 3);
     }
 }

@@ -97,10 +97,10 @@ impl Session {
             // (a text too long to be kept as a sample is not copied at all)
             let sample = self.insight_on && frame.len() <= MAX_SAMPLE_TEXT + 6;
             let raw = match sample {
-                true => frame::query(frame).ok().map(Box::from),
+                true => frame::query(frame).ok().map(|q| std::sync::Arc::from(&*q)),
                 false => None,
             };
-            (StatementRef::of(&analysis), raw)
+            (StatementRef::of(&analysis, None), raw)
         });
         self.tally.queries += 1;
         if self.listen.is_some() {
@@ -123,7 +123,7 @@ impl Session {
             });
         });
         if let Some((stmt, text)) = sent {
-            self.sent(stmt, text);
+            self.sent(stmt, text, false);
         }
         Ok(())
     }
@@ -139,7 +139,7 @@ impl Session {
             self.proxy.close_idle_servers(db);
         }
         if self.noting() {
-            self.note_parse(p.name, &analysis);
+            self.note_parse(p.name, &analysis, &p.query);
         }
         let rename = self.mode == PoolMode::Transaction;
         if rename && crate::pg::prepared::changes_result_types(p.query.as_bytes()) {
@@ -312,7 +312,7 @@ impl Session {
             server.replies.push(Expect::Execute);
         });
         if let Some(stmt) = sent {
-            self.sent(stmt, None);
+            self.sent(stmt, None, true);
         }
     }
 

@@ -7,11 +7,12 @@
 use super::classify::Analysis;
 use super::Session;
 use crate::config::PoolMode;
-use crate::insight::{QueryEvent, Route};
+use crate::insight::{collector::MAX_SAMPLE_TEXT, QueryEvent, Route};
 use crate::obs::traceparent::TraceParent;
 use crate::pg::cluster::Target;
 use crate::pg::route::Class;
 use crate::pg::server::replies::Done;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Named statements remembered per session-mode client (beyond it the map starts afresh:
@@ -23,9 +24,12 @@ const MAX_NAMED: usize = 1024;
 pub(super) struct Inflight {
     /// Shape hash (the analysis and fingerprint are looked up at completion).
     pub hash: u64,
-    /// Raw text of a simple Query (literals included, redacted by insight when shown);
-    /// `None` for an Execute, which is shown by its fingerprint.
-    pub text: Option<Box<str>>,
+    /// Raw text of a simple Query (literals included, redacted by insight when shown), or
+    /// the text an Execute's statement was prepared with (placeholders for its values);
+    /// `None` when not known, and the fingerprint stands for it.
+    pub text: Option<Arc<str>>,
+    /// An Execute: `text` has placeholders where each execution binds its values.
+    pub prepared: bool,
     /// From a sqlcommenter `traceparent` comment.
     pub parent: Option<TraceParent>,
     pub started: Instant,
@@ -38,13 +42,16 @@ pub(super) struct Inflight {
 pub(super) struct StatementRef {
     pub hash: u64,
     pub parent: Option<TraceParent>,
+    /// The text it was prepared with (the advisor learns from it which values are bound).
+    pub text: Option<Arc<str>>,
 }
 
 impl StatementRef {
-    pub(super) fn of(analysis: &Analysis) -> StatementRef {
+    pub(super) fn of(analysis: &Analysis, text: Option<Arc<str>>) -> StatementRef {
         StatementRef {
             hash: analysis.shape,
             parent: analysis.parent,
+            text,
         }
     }
 }
@@ -75,9 +82,15 @@ impl Session {
 
     /// A Parse is forwarded: remember what the unnamed statement (or, in session mode, a
     /// named one) runs, for the Executes of its portals.
-    pub(super) fn note_parse(&mut self, name: &[u8], analysis: &Analysis) {
+    pub(super) fn note_parse(&mut self, name: &[u8], analysis: &Analysis, query: &str) {
+        let query = (self.insight_on && query.len() <= MAX_SAMPLE_TEXT).then_some(query);
         if name.is_empty() {
-            self.unnamed = Some(StatementRef::of(analysis));
+            // a driver re-parses the same unnamed text: keep the copy it already has
+            let text = match (self.unnamed.take().and_then(|u| u.text), query) {
+                (Some(t), Some(q)) if *t == *q => Some(t),
+                (_, q) => q.map(Arc::from),
+            };
+            self.unnamed = Some(StatementRef::of(analysis, text));
         } else if self.mode == PoolMode::Session {
             // transaction mode keeps named statements in `statements`; session mode
             // forwards them untouched, so remember what each name runs here
@@ -85,7 +98,10 @@ impl Session {
             if named.len() >= MAX_NAMED && !named.contains_key(name) {
                 named.clear();
             }
-            named.insert(name.into(), StatementRef::of(analysis));
+            named.insert(
+                name.into(),
+                StatementRef::of(analysis, query.map(Arc::from)),
+            );
         }
     }
 
@@ -99,9 +115,10 @@ impl Session {
         } else {
             // transaction mode: the interned statement (parsed in this very request, it was
             // not known when the request was classified)
+            let text = self.statements.get(statement).map(|s| s.query.clone());
             interned
                 .or_else(|| self.analyse_interned(statement))
-                .map(|a| StatementRef::of(&a))
+                .map(|a| StatementRef::of(&a, text))
         };
     }
 
@@ -118,10 +135,13 @@ impl Session {
     }
 
     /// A client statement went to the server.
-    pub(super) fn sent(&mut self, stmt: StatementRef, text: Option<Box<str>>) {
+    /// `query` is a simple Query's text (when kept); an Execute (`prepared`) has its
+    /// statement's.
+    pub(super) fn sent(&mut self, stmt: StatementRef, query: Option<Arc<str>>, prepared: bool) {
         self.inflight.push_back(Inflight {
             hash: stmt.hash,
-            text,
+            text: if prepared { stmt.text } else { query },
+            prepared,
             parent: stmt.parent,
             started: Instant::now(),
             tx: self.tx_seq,
@@ -157,6 +177,7 @@ impl Session {
                 fingerprint: &info.fingerprint,
                 text: stmt.text.as_deref().unwrap_or(&info.fingerprint.text),
                 params: &[],
+                prepared: stmt.prepared,
                 database: self.database(),
                 user: self.user(),
                 application,
