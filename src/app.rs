@@ -49,7 +49,7 @@ pub async fn start_with(config: Config, source: Option<ConfigSource>) -> anyhow:
     let (redis, redis_addr) = match config.redis.clone() {
         Some(rc) => {
             let listen = rc.listen;
-            let reactors = crate::redis::listener::Reactors::build(rc.threads)
+            let reactors = crate::reactor::Reactors::build(rc.threads)
                 .context("cannot start the Redis reactor threads")?;
             let svc = crate::redis::Service::start(
                 rc,

@@ -23,5 +23,6 @@ pub mod limits;
 pub mod obs;
 pub mod ops;
 pub mod pg;
+pub mod reactor;
 pub mod redis;
 pub mod tls;

@@ -12,6 +12,7 @@ use super::resp::encode;
 use super::session::Session;
 use super::Service;
 use crate::pg::stream::ClientStream;
+use crate::reactor::Reactors;
 use bytes::BytesMut;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,79 +20,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
-/// The Redis reactor threads' runtimes, built before the service starts so that its
-/// tracking streams can run on them too (see [`crate::redis::tracking`]): a write-through
-/// from a session on the same thread then never wakes another one.
-pub struct Reactors {
-    runtimes: Vec<tokio::runtime::Runtime>,
-}
-
-impl Reactors {
-    /// `threads` single-threaded runtimes (none for 0: Redis clients on the main runtime).
-    pub fn build(threads: usize) -> std::io::Result<Reactors> {
-        let runtimes = (0..threads)
-            .map(|_| {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-            })
-            .collect::<std::io::Result<_>>()?;
-        Ok(Reactors { runtimes })
-    }
-
-    /// Where tasks can be spawned on each reactor (they run once its thread starts).
-    pub fn handles(&self) -> Vec<tokio::runtime::Handle> {
-        self.runtimes.iter().map(|r| r.handle().clone()).collect()
-    }
-}
-
-impl Drop for Reactors {
-    /// Reactors never started (the service failed to start) are dropped from async code,
-    /// where a runtime may not block to shut down.
-    fn drop(&mut self) {
-        for runtime in self.runtimes.drain(..) {
-            runtime.shutdown_background();
-        }
-    }
-}
-
-/// Bind `addr` once per reactor thread with SO_REUSEPORT and run each listener on its own
-/// single-threaded runtime: the kernel spreads connections over the threads, and a
-/// session's reads and L1 hits never wake another thread. Returns the bound address
-/// (the real port when 0 was asked). Each thread exits once the service has drained.
-/// Must be called inside a Tokio runtime (the sockets are bound with it, then handed over).
+/// Run the Redis listener on each reactor thread (see [`Reactors::serve_on_threads`]); a
+/// session's reads and L1 hits never wake another thread.
 pub fn serve_on_threads(
     svc: Arc<Service>,
     addr: std::net::SocketAddr,
-    mut reactors: Reactors,
+    reactors: Reactors,
 ) -> std::io::Result<std::net::SocketAddr> {
-    // bound here (SO_REUSEPORT, like the Postgres listener), moved to each thread's runtime
-    let bind = |a| crate::pg::listener::bind(a).and_then(|l| l.into_std());
-    let first = bind(addr)?;
-    let bound = first.local_addr()?;
-    let mut listeners = vec![first];
-    for _ in 1..reactors.runtimes.len() {
-        listeners.push(bind(bound)?);
-    }
-    let runtimes = std::mem::take(&mut reactors.runtimes);
-    for (i, (std_listener, runtime)) in listeners.into_iter().zip(runtimes).enumerate() {
+    let busy = {
         let svc = svc.clone();
-        std::thread::Builder::new()
-            .name(format!("pake-redis-{i}"))
-            .spawn(move || {
-                runtime.block_on(async move {
-                    match TcpListener::from_std(std_listener) {
-                        Ok(listener) => serve(svc.clone(), listener).await,
-                        Err(e) => tracing::error!(error = %e, "cannot start a Redis reactor"),
-                    }
-                    // let this thread's sessions finish before the runtime drops them
-                    while svc.client_count() > 0 {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                })
-            })?;
-    }
-    Ok(bound)
+        move || svc.client_count() > 0
+    };
+    reactors.serve_on_threads(addr, "pake-redis", move |l| serve(svc.clone(), l), busy)
 }
 
 /// Accept clients until the service starts draining.
