@@ -29,6 +29,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 /// [`start`], remembering where the config came from so RELOAD and SIGHUP can re-read it.
 pub async fn start_with(config: Config, source: Option<ConfigSource>) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
+    let config_pg_threads = config.general.pg_threads;
     let pg = crate::pg::listener::bind(config.general.pg_listen)
         .with_context(|| format!("cannot listen on {}", config.general.pg_listen))?;
     let pg_addr = pg.local_addr()?;
@@ -83,7 +84,26 @@ pub async fn start_with(config: Config, source: Option<ConfigSource>) -> anyhow:
     }
     // every configured database's pools and monitors before the first client (bounded wait)
     proxy.start_pools().await;
-    tokio::spawn(crate::pg::listener::serve(proxy.clone(), pg));
+    match config_pg_threads {
+        0 => drop(tokio::spawn(crate::pg::listener::serve(proxy.clone(), pg))),
+        n => {
+            let busy = {
+                let proxy = proxy.clone();
+                move || proxy.client_count() > 0
+            };
+            let serving = proxy.clone();
+            crate::reactor::Reactors::build(n)
+                .and_then(|r| {
+                    r.serve_on_threads(
+                        pg,
+                        "pake-pg",
+                        move |l| crate::pg::listener::serve(serving.clone(), l),
+                        busy,
+                    )
+                })
+                .context("cannot start the Postgres reactor threads")?;
+        }
+    }
     if let Some(listener) = admin {
         tokio::spawn(crate::obs::http::serve(proxy.clone(), listener));
     }

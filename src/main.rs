@@ -162,6 +162,9 @@ struct ServeArgs {
     /// Worker threads (0: one per CPU).
     #[arg(long, env = "PAKE_WORKERS")]
     workers: Option<usize>,
+    /// Reactor threads for Postgres clients (0: on the worker threads).
+    #[arg(long, env = "PAKE_PG_THREADS")]
+    pg_threads: Option<usize>,
     /// Client authentication: scram-sha-256 (default), md5 or trust.
     #[arg(long, env = "PAKE_AUTH_TYPE", value_parser = parse_method)]
     auth_type: Option<Method>,
@@ -264,6 +267,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         admin_listen: args.admin_listen,
         log_format: args.log_format,
         workers: args.workers,
+        pg_threads: args.pg_threads,
         auth_type: args.auth_type,
         redis_listen: args.redis_listen,
         redis_url: args.redis,

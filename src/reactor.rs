@@ -5,7 +5,6 @@
 //! run on them (`[redis] threads`, `[general] pg_threads`).
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -41,29 +40,27 @@ impl Reactors {
         self.runtimes.is_empty()
     }
 
-    /// Bind `addr` once per reactor (SO_REUSEPORT) and start each reactor's thread, named
-    /// `{name}-{i}`: it runs `serve` on its listener until that returns (the service
-    /// drains), then keeps running while `busy()` says clients are left, so their sessions
-    /// finish before the runtime drops them. Returns the bound address (the real port when
-    /// 0 was asked). Must be called inside a Tokio runtime (the sockets are bound with it,
-    /// then handed over).
+    /// Start each reactor's thread, named `{name}-{i}`, with a listener of its own: `first`
+    /// (already bound, so a taken port fails the start before this) and, for the others,
+    /// the same address bound again (SO_REUSEPORT). Each runs `serve` on its listener until
+    /// that returns (the service drains), then keeps running while `busy()` says clients are
+    /// left, so their sessions finish before the runtime drops them. Must be called inside
+    /// a Tokio runtime (the sockets are bound with it, then handed over).
     pub fn serve_on_threads<S, F>(
         mut self,
-        addr: SocketAddr,
+        first: TcpListener,
         name: &str,
         serve: S,
         busy: impl Fn() -> bool + Clone + Send + 'static,
-    ) -> std::io::Result<SocketAddr>
+    ) -> std::io::Result<()>
     where
         S: Fn(TcpListener) -> F + Clone + Send + 'static,
         F: Future<Output = ()> + 'static,
     {
-        let bind = |a| crate::pg::listener::bind(a).and_then(|l| l.into_std());
-        let first = bind(addr)?;
         let bound = first.local_addr()?;
-        let mut listeners = vec![first];
+        let mut listeners = vec![first.into_std()?];
         for _ in 1..self.runtimes.len() {
-            listeners.push(bind(bound)?);
+            listeners.push(crate::pg::listener::bind(bound)?.into_std()?);
         }
         let runtimes = std::mem::take(&mut self.runtimes);
         for (i, (std_listener, runtime)) in listeners.into_iter().zip(runtimes).enumerate() {
@@ -83,7 +80,7 @@ impl Reactors {
                     })
                 })?;
         }
-        Ok(bound)
+        Ok(())
     }
 }
 

@@ -174,6 +174,9 @@ pub struct General {
     pub admin_listen: Option<SocketAddr>,
     /// Tokio worker threads; 0 means one per CPU.
     pub workers: usize,
+    /// Reactor threads for Postgres clients, each a single-threaded runtime with its own
+    /// SO_REUSEPORT listener (as `[redis] threads`); 0: clients on the main runtime.
+    pub pg_threads: usize,
     /// `text` (human) or `json` (one object per line).
     pub log_format: LogFormat,
     /// tracing filter, e.g. `info` or `pake=debug`. `RUST_LOG` wins when set.
@@ -246,6 +249,7 @@ impl Default for General {
             pg_listen: SocketAddr::from(([127, 0, 0, 1], 6432)),
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 9930))),
             workers: 0,
+            pg_threads: 0,
             log_format: LogFormat::Text,
             log_level: "info".into(),
             max_client_conn: 10_000,

@@ -19,6 +19,8 @@ pub struct QuickStart {
     pub admin_listen: Option<SocketAddr>,
     pub log_format: Option<LogFormat>,
     pub workers: Option<usize>,
+    /// `--pg-threads`: reactor threads for Postgres clients.
+    pub pg_threads: Option<usize>,
     pub auth_type: Option<Method>,
     /// `--redis-listen`: where Redis clients connect (turns the Redis proxy on).
     pub redis_listen: Option<SocketAddr>,
@@ -48,6 +50,9 @@ impl QuickStart {
         }
         if let Some(f) = self.log_format {
             base.general.log_format = f;
+        }
+        if let Some(t) = self.pg_threads {
+            base.general.pg_threads = t;
         }
         if let Some(w) = self.workers {
             base.general.workers = w;

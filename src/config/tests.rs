@@ -65,8 +65,10 @@ fn cross_field_rules_name_keys() {
     c.users[1].auth_type = Some(Method::ScramSha256);
     c.general.admin_users.push("nobody".into());
     c.databases[0].port = 0;
+    c.general.pg_threads = 100_000;
     let errs = c.validate().unwrap_err();
     let keys: Vec<_> = errs.iter().map(|e| e.key.as_str()).collect();
+    assert!(keys.contains(&"general.pg_threads"), "{keys:?}");
     assert!(keys.contains(&"databases[1].name"), "{keys:?}");
     assert!(keys.contains(&"databases[0].port"), "{keys:?}");
     assert!(keys.contains(&"users[1].password"), "{keys:?}");

@@ -5,6 +5,9 @@ use super::{Config, ConfigError};
 use crate::pg::auth::Method;
 use std::collections::HashSet;
 
+/// More reactor threads than this is a typo, not a machine.
+pub const MAX_PG_THREADS: usize = 256;
+
 impl Config {
     /// Check cross-field rules; every problem found is reported, not just the first.
     pub fn validate(&self) -> Result<(), Vec<ConfigError>> {
@@ -33,6 +36,12 @@ impl Config {
             errs.push(ConfigError::new(
                 "databases",
                 "at least one [[databases]] entry (or a [redis] section) is needed",
+            ));
+        }
+        if self.general.pg_threads > MAX_PG_THREADS {
+            errs.push(ConfigError::new(
+                "general.pg_threads",
+                format!("at most {MAX_PG_THREADS} (0: clients on the worker threads)"),
             ));
         }
         if self.general.max_client_conn == 0 {

@@ -21,17 +21,21 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
 
 /// Run the Redis listener on each reactor thread (see [`Reactors::serve_on_threads`]); a
-/// session's reads and L1 hits never wake another thread.
+/// session's reads and L1 hits never wake another thread. Returns the bound address (the
+/// real port when 0 was asked).
 pub fn serve_on_threads(
     svc: Arc<Service>,
     addr: std::net::SocketAddr,
     reactors: Reactors,
 ) -> std::io::Result<std::net::SocketAddr> {
+    let first = crate::pg::listener::bind(addr)?;
+    let bound = first.local_addr()?;
     let busy = {
         let svc = svc.clone();
         move || svc.client_count() > 0
     };
-    reactors.serve_on_threads(addr, "pake-redis", move |l| serve(svc.clone(), l), busy)
+    reactors.serve_on_threads(first, "pake-redis", move |l| serve(svc.clone(), l), busy)?;
+    Ok(bound)
 }
 
 /// Accept clients until the service starts draining.

@@ -23,6 +23,7 @@ mod observe;
 mod openapi;
 mod otlp;
 mod pooling;
+mod reactors;
 mod routing;
 mod session_state;
 mod tls;

@@ -293,6 +293,7 @@ pub(super) fn restart_only_changes(old: &Config, new: &Config) -> Vec<String> {
         ("general.pg_listen", g.0.pg_listen != g.1.pg_listen),
         ("general.admin_listen", g.0.admin_listen != g.1.admin_listen),
         ("general.workers", g.0.workers != g.1.workers),
+        ("general.pg_threads", g.0.pg_threads != g.1.pg_threads),
         ("peering", old.peering != new.peering),
     ]
     .into_iter()

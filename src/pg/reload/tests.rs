@@ -8,6 +8,7 @@ fn reload_reports_what_needs_a_restart() {
     assert!(restart_only_changes(&old, &old.clone()).is_empty());
     let mut new = old.clone();
     new.general.workers = old.general.workers + 1;
+    new.general.pg_threads = old.general.pg_threads + 1;
     new.general.pg_listen = "127.0.0.1:1".parse().unwrap();
     new.peering.peer_id = 3;
     let report = restart_only_changes(&old, &new);
@@ -16,6 +17,7 @@ fn reload_reports_what_needs_a_restart() {
         [
             "general.pg_listen changed: takes effect after a restart",
             "general.workers changed: takes effect after a restart",
+            "general.pg_threads changed: takes effect after a restart",
             "peering changed: takes effect after a restart",
         ]
     );
