@@ -50,12 +50,19 @@ pub struct Env {
     _pg: Option<PgLab>,
 }
 
-/// Pake target names: `pake` with one worker setting, `pake-w1`, `pake-w2`… with several.
-fn pake_names(base: &str, workers: &[usize]) -> Vec<(String, usize)> {
-    match workers {
-        [w] => vec![(base.to_string(), *w)],
-        many => many.iter().map(|w| (format!("{base}-w{w}"), *w)).collect(),
-    }
+/// Pake targets as (name, workers, reactor threads for Postgres clients): `pake` with one
+/// worker setting, `pake-w1`, `pake-w2`… with several; then `pake-r1`, `pake-r2`… for
+/// `reactors` (one worker each).
+fn pake_names(base: &str, workers: &[usize], reactors: &[usize]) -> Vec<(String, usize, usize)> {
+    let by_workers = match workers {
+        [w] => vec![(base.to_string(), *w, 0)],
+        many => many
+            .iter()
+            .map(|w| (format!("{base}-w{w}"), *w, 0))
+            .collect(),
+    };
+    let by_reactors = reactors.iter().map(|r| (format!("{base}-r{r}"), 1, *r));
+    by_workers.into_iter().chain(by_reactors).collect()
 }
 
 async fn blocking<T: Send + 'static>(
@@ -148,6 +155,7 @@ impl Env {
             auth: s.pg.auth.clone(),
             max_clients: most + 100,
             insight: true,
+            pg_threads: 0,
         };
         let mut env = Env::empty(s.pg.replica);
         for t in &s.targets {
@@ -249,10 +257,20 @@ impl Env {
     }
 
     async fn add_pakes(&mut self, s: &Scenario, bin: &PakeBinary, base: &str, kind: PakeKind) {
-        for (name, workers) in pake_names(base, &s.pake_workers) {
+        let reactors = match &kind {
+            PakeKind::Pg(_) => &s.pg.pake_reactors[..],
+            PakeKind::Redis(_) => &[],
+        };
+        for (name, workers, pg_threads) in pake_names(base, &s.pake_workers, reactors) {
             let (bin, kind2) = (bin.clone(), kind.clone());
             let started = blocking(move || match &kind2 {
-                PakeKind::Pg(side) => bin.start_pg(side, workers),
+                PakeKind::Pg(side) => bin.start_pg(
+                    &PgSide {
+                        pg_threads,
+                        ..side.clone()
+                    },
+                    workers,
+                ),
                 PakeKind::Redis(side) => bin.start_redis(side, workers),
             })
             .await;
@@ -304,13 +322,20 @@ mod tests {
 
     #[test]
     fn pake_names_follow_workers() {
-        assert_eq!(pake_names("pake", &[0]), vec![("pake".to_string(), 0)]);
         assert_eq!(
-            pake_names("pake", &[1, 2])
+            pake_names("pake", &[0], &[]),
+            vec![("pake".to_string(), 0, 0)]
+        );
+        assert_eq!(
+            pake_names("pake", &[1, 2], &[1])
                 .into_iter()
-                .map(|p| p.0)
+                .map(|p| (p.0, p.1, p.2))
                 .collect::<Vec<_>>(),
-            vec!["pake-w1", "pake-w2"]
+            vec![
+                ("pake-w1".to_string(), 1, 0),
+                ("pake-w2".to_string(), 2, 0),
+                ("pake-r1".to_string(), 1, 1)
+            ]
         );
     }
 }

@@ -135,6 +135,10 @@ pub struct PgSettings {
     /// lab's own (`fsync = off`, `synchronous_commit = off`, ...), so a scenario can put back
     /// a server default that its measurement depends on.
     pub server_conf: Vec<String>,
+    /// Beside the `pake_workers` ones, one Pake per value with its Postgres clients on that
+    /// many reactor threads (`[general] pg_threads`, one worker for the rest), named
+    /// `pake-r1`, `pake-r2`…
+    pub pake_reactors: Vec<usize>,
 }
 
 impl Default for PgSettings {
@@ -153,6 +157,7 @@ impl Default for PgSettings {
             prepare: Vec::new(),
             cleanup: Vec::new(),
             server_conf: Vec::new(),
+            pake_reactors: Vec::new(),
         }
     }
 }

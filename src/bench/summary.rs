@@ -28,7 +28,7 @@ fn find<'a>(case: &'a CaseReport, name: &str) -> Option<&'a TargetReport> {
 
 /// The Pake targets the goals are about (`pake-nol1` is shown, not judged).
 fn judged(name: &str) -> bool {
-    name == "pake" || name.starts_with("pake-w")
+    name == "pake" || name.starts_with("pake-w") || name.starts_with("pake-r")
 }
 
 fn pakes(case: &CaseReport) -> impl Iterator<Item = &TargetReport> {

@@ -73,6 +73,8 @@ fn pg_side(lab: &PgLab) -> PgSide {
         auth: "scram-sha-256".into(),
         max_clients: 100,
         insight: true,
+        // the reactor path, through the real binary under load
+        pg_threads: 1,
     }
 }
 

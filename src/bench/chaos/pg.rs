@@ -58,6 +58,7 @@ impl World {
             auth: "scram-sha-256".into(),
             max_clients: ctx.plan.clients + 100,
             insight: true,
+            pg_threads: 0,
         };
         let bin = ctx.bin.clone();
         let pake = blocking(move || bin.start_pg(&side, 0)).await?;

@@ -35,6 +35,8 @@ pub struct PgSide {
     pub max_clients: usize,
     /// Query insight on (`pake`) or off (`pake-noinsight`, to measure what it costs).
     pub insight: bool,
+    /// Reactor threads for Postgres clients (`[general] pg_threads`; 0: the workers).
+    pub pg_threads: usize,
 }
 
 /// Redis-side settings.
@@ -92,10 +94,18 @@ impl PakeBinary {
         // the file must name a database to load; --pg-primary replaces this entry
         let t = crate::config::parse_url(&pg.primary_url).map_err(BenchError::Client)?;
         let config = format!(
-            "[general]\nmax_client_conn = {}\nlog_level = \"warn\"\nshutdown_timeout = \"1s\"\n\n\
+            "[general]\nmax_client_conn = {}\nlog_level = \"warn\"\nshutdown_timeout = \"1s\"\n{}\n\
              [insight]\nenabled = {}\n\n\
              [[databases]]\nname = \"{}\"\nhost = \"{}\"\nport = {}\n",
-            pg.max_clients, pg.insight, t.dbname, t.host, t.port
+            pg.max_clients,
+            match pg.pg_threads {
+                0 => String::new(),
+                n => format!("pg_threads = {n}\n"),
+            },
+            pg.insight,
+            t.dbname,
+            t.host,
+            t.port
         );
         let (addr, admin) = (free_addr()?, free_addr()?);
         let mut cmd = self.base(dir.path(), &config, workers)?;
