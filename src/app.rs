@@ -29,7 +29,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 /// [`start`], remembering where the config came from so RELOAD and SIGHUP can re-read it.
 pub async fn start_with(config: Config, source: Option<ConfigSource>) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
-    let config_pg_threads = config.general.pg_threads;
+    let pg_threads = config.general.pg_threads;
     let pg = crate::pg::listener::bind(config.general.pg_listen)
         .with_context(|| format!("cannot listen on {}", config.general.pg_listen))?;
     let pg_addr = pg.local_addr()?;
@@ -84,7 +84,7 @@ pub async fn start_with(config: Config, source: Option<ConfigSource>) -> anyhow:
     }
     // every configured database's pools and monitors before the first client (bounded wait)
     proxy.start_pools().await;
-    match config_pg_threads {
+    match pg_threads {
         0 => drop(tokio::spawn(crate::pg::listener::serve(proxy.clone(), pg))),
         n => {
             let busy = {

@@ -32,14 +32,6 @@ impl Reactors {
         self.runtimes.iter().map(|r| r.handle().clone()).collect()
     }
 
-    pub fn len(&self) -> usize {
-        self.runtimes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.runtimes.is_empty()
-    }
-
     /// Start each reactor's thread, named `{name}-{i}`, with a listener of its own: `first`
     /// (already bound, so a taken port fails the start before this) and, for the others,
     /// the same address bound again (SO_REUSEPORT). Each runs `serve` on its listener until

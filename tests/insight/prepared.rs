@@ -5,7 +5,7 @@
 //! written into a prepared statement is, though no execution ever showed a value.
 
 use crate::harness::eventually;
-use crate::recover::start_pake;
+use crate::recover::{start_pake, through};
 use pake::insight::explain::RawText;
 use pake::insight::model::IndexAdvice;
 use pake::insight::{fingerprint, parse};
@@ -46,15 +46,7 @@ async fn the_prepared_text_says_which_values_are_constant() {
     let direct = lab.client("postgres").await.expect("direct");
     direct.batch_execute(SCHEMA).await.expect("schema");
     let pake = start_pake(&lab).await;
-    let url = format!(
-        "postgres://{}:{}@127.0.0.1:{}/postgres",
-        lab.user,
-        lab.password,
-        pake.pg_addr.port()
-    );
-    let c = pake::lab::postgres::connect(&url)
-        .await
-        .expect("through pake");
+    let c = through(&lab, &pake).await;
     let ins = pake.proxy.insight.clone();
 
     // literal text, always 'open', each run its own merge (three samples of the shape)

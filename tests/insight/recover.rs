@@ -152,6 +152,19 @@ pub(super) async fn start_pake(lab: &PgLab) -> pake::app::Running {
     pake::app::start(config).await.expect("pake start")
 }
 
+/// A client of `pake`'s Postgres listener, as the lab's superuser.
+pub(super) async fn through(lab: &PgLab, pake: &pake::app::Running) -> Client {
+    let url = format!(
+        "postgres://{}:{}@127.0.0.1:{}/postgres",
+        lab.user,
+        lab.password,
+        pake.pg_addr.port()
+    );
+    pake::lab::postgres::connect(&url)
+        .await
+        .expect("through pake")
+}
+
 /// Run every shape `CALLS` times through Pake, rotating simple / prepared / unnamed extended.
 async fn workload(c: &Client) {
     for (n, (sql, params)) in SHAPES.iter().enumerate() {
@@ -246,15 +259,7 @@ async fn drop_and_recover_through_pake() {
 
     let pake = start_pake(&lab).await;
     let admin = format!("http://{}", pake.admin_addr.expect("admin"));
-    let url = format!(
-        "postgres://{}:{}@127.0.0.1:{}/postgres",
-        lab.user,
-        lab.password,
-        pake.pg_addr.port()
-    );
-    let c = pake::lab::postgres::connect(&url)
-        .await
-        .expect("through pake");
+    let c = through(&lab, &pake).await;
     workload(&c).await;
     let ins = pake.proxy.insight.clone();
     assert_eq!(
