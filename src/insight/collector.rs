@@ -290,3 +290,65 @@ impl Default for Shards {
         Self::new()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::insight::fingerprint::{fingerprint, parse};
+    use crate::insight::Route;
+    use std::time::Duration;
+
+    fn event<'a>(fp: &'a Fingerprint, text: &'a str, prepared: bool) -> QueryEvent<'a> {
+        QueryEvent {
+            fingerprint: fp,
+            text,
+            params: &[],
+            prepared,
+            database: "db",
+            user: "u",
+            application: "",
+            route: Route::Primary,
+            client_id: 1,
+            client_addr: ([127, 0, 0, 1], 1).into(),
+            transaction: 1,
+            duration: Duration::from_micros(100),
+            wait: Duration::ZERO,
+            rows: 1,
+            error: None,
+            trace_id: None,
+            writes: false,
+        }
+    }
+
+    #[test]
+    fn an_execute_gives_the_template_and_a_query_the_values() {
+        let prepared = "select id from t where state = $1";
+        let fp = fingerprint(prepared, parse(prepared).as_deref());
+        let mut shard = Shard::default();
+        // an Execute known only by its fingerprint gives neither
+        shard.record(&event(&fp, &fp.text, true), || 0);
+        let d = &shard.fps[&fp.id];
+        assert!(d.sample.is_none() && d.template.is_none());
+        shard.record(&event(&fp, prepared, true), || 0);
+        shard.record(
+            &event(&fp, "select id from t where state = 'open'", false),
+            || 0,
+        );
+        // one of each per merge interval: the first
+        shard.record(
+            &event(&fp, "select id from t where state = 'held'", false),
+            || 0,
+        );
+        shard.record(
+            &event(&fp, "select id from t where state = $1 ", true),
+            || 0,
+        );
+        let d = &shard.fps[&fp.id];
+        assert_eq!(d.template.as_ref().map(|t| t.text.as_str()), Some(prepared));
+        assert_eq!(
+            d.sample.as_ref().map(|s| s.text.as_str()),
+            Some("select id from t where state = 'open'")
+        );
+        assert_eq!(d.moments.calls, 5);
+    }
+}
