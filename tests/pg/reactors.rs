@@ -18,6 +18,15 @@ fn threads(prefix: &str) -> usize {
         .count()
 }
 
+/// Whether `f` holds within 10 s.
+async fn wait_for(f: impl Fn() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    f()
+}
+
 #[tokio::test]
 async fn clients_on_reactor_threads_are_served_and_drained() {
     let env = Env::with(Opts {
@@ -25,8 +34,13 @@ async fn clients_on_reactor_threads_are_served_and_drained() {
         ..Opts::default()
     })
     .await;
-    // only this test of the binary runs Postgres reactors
-    assert_eq!(threads("pake-pg-"), 2);
+    // only this test of the binary runs Postgres reactors (a thread names itself once it
+    // runs, so wait for it)
+    assert!(
+        wait_for(|| threads("pake-pg-") == 2).await,
+        "{} reactor threads",
+        threads("pake-pg-")
+    );
 
     // more clients than servers (pool 5), each in transactions of its own, all at once
     let mut set = tokio::task::JoinSet::new();
@@ -53,13 +67,8 @@ async fn clients_on_reactor_threads_are_served_and_drained() {
     let idle = env.client().await;
     env.pake.drain(Duration::from_millis(500)).await;
     assert!(idle.simple_query("SELECT 1").await.is_err());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while threads("pake-pg-") > 0 && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        threads("pake-pg-"),
-        0,
+    assert!(
+        wait_for(|| threads("pake-pg-") == 0).await,
         "reactor threads outlived their clients"
     );
 }
