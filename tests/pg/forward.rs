@@ -325,3 +325,49 @@ fn named(name: &str, text: &str) -> Vec<u8> {
     v.extend(frame(b'E', b"\0\0\0\0\0"));
     v
 }
+
+/// Read up to the next ReadyForQuery: the tags and the transaction status it reports.
+async fn status(raw: &mut Raw) -> (String, u8) {
+    let mut tags = String::new();
+    loop {
+        let (tag, body) = raw.read().await.expect("a reply");
+        tags.push(tag as char);
+        if tag == b'Z' {
+            return (tags, body.first().copied().unwrap_or(0));
+        }
+    }
+}
+
+/// A Parse… Sync of statements a server already parsed is answered without a server; inside
+/// a transaction whose BEGIN Pake has not sent yet, its ReadyForQuery still says `T`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_prepare_after_begin_reports_the_transaction() {
+    // with a replica, a BEGIN waits for the statement that decides where it runs
+    let env = Env::with(Opts {
+        lab: pake::lab::PgOptions {
+            replica: true,
+            ..Default::default()
+        },
+        ..Opts::default()
+    })
+    .await;
+    let mut raw = login(&env).await;
+    let parse = |name: &str| {
+        let mut v = frame(b'P', format!("{name}\0select 41\0\0\0").as_bytes());
+        v.extend(frame(b'S', b""));
+        v
+    };
+    // a server parses it once
+    raw.send(&parse("a")).await;
+    assert_eq!(status(&mut raw).await, ("1Z".to_string(), b'I'));
+    raw.send(&query(b"BEGIN")).await;
+    assert_eq!(status(&mut raw).await, ("CZ".to_string(), b'T'));
+    // answered here, not by a server: the transaction is still open
+    raw.send(&parse("b")).await;
+    assert_eq!(status(&mut raw).await, ("1Z".to_string(), b'T'));
+    // so is a DEALLOCATE of one of its statements
+    raw.send(&query(b"DEALLOCATE b")).await;
+    assert_eq!(status(&mut raw).await, ("CZ".to_string(), b'T'));
+    raw.send(&query(b"COMMIT")).await;
+    assert_eq!(status(&mut raw).await, ("CZ".to_string(), b'I'));
+}

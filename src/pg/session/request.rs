@@ -180,11 +180,7 @@ impl Session {
         match tag {
             fe::SYNC => {
                 // nothing is pending: the answer is the transaction status
-                let status = if self.routing.pending_begin.is_some() {
-                    b'T'
-                } else {
-                    b'I'
-                };
+                let status = self.unattached_status();
                 backend::ready_for_query(&mut self.cwbuf, status);
                 self.crbuf.advance(len);
                 Ok(Alone::Consumed)
@@ -237,7 +233,9 @@ impl Session {
             self.statements.insert(&name, stmt);
             backend::parse_complete(&mut self.cwbuf);
         }
-        backend::ready_for_query(&mut self.cwbuf, b'I');
+        // a BEGIN may be waiting for the statement that decides where it runs
+        let status = self.unattached_status();
+        backend::ready_for_query(&mut self.cwbuf, status);
         self.crbuf.advance(pos);
         self.request.clear();
         Ok(true)
@@ -276,7 +274,8 @@ impl Session {
         if !answered {
             return Ok(false);
         }
-        backend::ready_for_query(&mut self.cwbuf, b'I');
+        let status = self.unattached_status();
+        backend::ready_for_query(&mut self.cwbuf, status);
         self.tally.queries += 1;
         self.crbuf.advance(len);
         self.request.clear();

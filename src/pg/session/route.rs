@@ -85,18 +85,22 @@ impl Session {
     }
 
     /// Local answers: `SET pake.route`, a deferred plain BEGIN, COMMIT/ROLLBACK of it.
+    /// The transaction status to report with no server attached: `T` while a BEGIN waits
+    /// for the statement that decides where it runs, else `I`.
+    pub(super) fn unattached_status(&self) -> u8 {
+        match self.routing.pending_begin {
+            Some(_) => b'T',
+            None => b'I',
+        }
+    }
+
     fn answer_transaction_control(&mut self, query: &Analysis) -> Result<Option<Plan>, Error> {
         let replicas = self.pool.settings().read_from_replicas;
         let (tag, status) = match &query.class {
             Class::RouteSetting(_) => {
                 let text = self.head_query()?;
                 self.routing.pinned = crate::pg::route::classify::route_value(&text);
-                let status = if self.routing.pending_begin.is_some() {
-                    b'T'
-                } else {
-                    b'I'
-                };
-                ("SET", status)
+                ("SET", self.unattached_status())
             }
             Class::Begin { plain: true, .. }
                 if replicas && self.routing.pending_begin.is_none() =>
