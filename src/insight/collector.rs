@@ -120,7 +120,7 @@ impl Shard {
                     template: None,
                 }),
         };
-        if ev.prepared && ev.params.is_empty() {
+        if ev.is_template() {
             if delta.template.is_none() {
                 delta.template = template_sample(ev);
             }

@@ -93,6 +93,12 @@ pub struct QueryEvent<'a> {
 }
 
 impl QueryEvent<'_> {
+    /// An Execute with no bound values kept: `text` is its statement as prepared (or the
+    /// fingerprint), a template for the shape rather than one execution.
+    pub fn is_template(&self) -> bool {
+        self.prepared && self.params.is_empty()
+    }
+
     /// The bound values as owned text (NULL as `None`), for samples kept past the call.
     pub fn owned_params(&self) -> Vec<Option<String>> {
         self.params

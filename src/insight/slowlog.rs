@@ -55,7 +55,7 @@ impl SlowEvent {
             trace_id: ev.trace_id.map(str::to_string),
             error: ev.error.map(str::to_string),
             writes: ev.writes,
-            prepared: ev.prepared && ev.params.is_empty(),
+            prepared: ev.is_template(),
             at: SystemTime::now(),
         }
     }
@@ -188,8 +188,9 @@ async fn capture_plan(ins: &Insight, conns: &mut HashMap<String, Client>, ev: &S
         return;
     };
     let timeout = ins.config.explain_timeout.0.max(Duration::from_millis(100));
-    // writes are never ANALYZEd: EXPLAIN alone does not execute the statement
-    let analyze = ins.config.explain_analyze && !ev.writes;
+    // writes are never ANALYZEd: EXPLAIN alone does not execute the statement; nor is a
+    // statement as prepared (no values to run it with)
+    let analyze = ins.config.explain_analyze && !ev.writes && !ev.prepared;
     let result = async {
         if conns.get(&ev.database).is_none_or(Client::is_closed) {
             let c = explain::connect(&target, timeout).await?;
@@ -211,7 +212,6 @@ async fn capture_plan(ins: &Insight, conns: &mut HashMap<String, Client>, ev: &S
             .map_err(|_| ExplainError::Timeout(timeout * 2))?
     }
     .await;
-    let analyze = analyze && !ev.prepared;
     let mut agg = ins.agg.lock();
     match result {
         Ok(plan) => {
