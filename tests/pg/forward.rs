@@ -371,3 +371,39 @@ async fn a_local_prepare_after_begin_reports_the_transaction() {
     raw.send(&query(b"COMMIT")).await;
     assert_eq!(status(&mut raw).await, ("CZ".to_string(), b'I'));
 }
+
+/// Closing prepared statements (tokio-postgres closes each `query_one(&str)` statement with
+/// Close + Sync) is answered without a server: it does not wait behind a transaction that
+/// holds the only one, and the name is gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_close_needs_no_server() {
+    let env = Env::with(Opts {
+        pool_size: 1,
+        ..Opts::default()
+    })
+    .await;
+    let mut raw = login(&env).await;
+    let mut parse = frame(b'P', b"a\0select 41\0\0\0");
+    parse.extend(frame(b'S', b""));
+    raw.send(&parse).await;
+    assert_eq!(status(&mut raw).await, ("1Z".to_string(), b'I'));
+    // another client holds the only server in a transaction
+    let holder = env.client().await;
+    holder.batch_execute("BEGIN; SELECT 1").await.unwrap();
+    let mut close = frame(b'C', b"Sa\0");
+    close.extend(frame(b'C', b"Sa\0")); // closing a closed statement is no error
+    close.extend(frame(b'P', b"b\0select 41\0\0\0"));
+    close.extend(frame(b'C', b"Sb\0"));
+    close.extend(frame(b'S', b""));
+    raw.send(&close).await;
+    let answer = tokio::time::timeout(std::time::Duration::from_secs(3), status(&mut raw)).await;
+    assert_eq!(answer.ok(), Some(("3313Z".to_string(), b'I')));
+    holder.batch_execute("COMMIT").await.unwrap();
+    // the names are gone, as on a server
+    for name in ["a", "b"] {
+        let mut bind = frame(b'B', format!("\0{name}\0\0\0\0\0\0\0").as_bytes());
+        bind.extend(frame(b'S', b""));
+        raw.send(&bind).await;
+        assert_eq!(raw.error().await.map(|e| e.0), Some("26000".into()), "{name}");
+    }
+}

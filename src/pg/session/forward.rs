@@ -59,7 +59,7 @@ impl Session {
     }
 
     /// Statements are followed for insight or trace export.
-    fn noting(&self) -> bool {
+    pub(super) fn noting(&self) -> bool {
         self.insight_on || self.otlp.is_some()
     }
 

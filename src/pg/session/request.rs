@@ -9,7 +9,9 @@ use crate::config::PoolMode;
 use crate::pg::error::Error;
 use crate::pg::sql::SessionEffect;
 use crate::pg::wire::{self, backend, fe, FrameError};
+use crate::pg::prepared::Statement;
 use bytes::Buf;
+use std::sync::Arc;
 
 /// Forward a request that has no terminator yet once this much of it is buffered.
 const EAGER_FORWARD: usize = 64 * 1024;
@@ -190,22 +192,31 @@ impl Session {
                 self.crbuf.advance(len);
                 Ok(Alone::Consumed)
             }
-            fe::PARSE if self.mode == PoolMode::Transaction => match self.prepare_locally()? {
-                true => Ok(Alone::Consumed),
-                false => Ok(Alone::NeedServer),
-            },
+            fe::PARSE | fe::CLOSE if self.mode == PoolMode::Transaction => {
+                match self.answer_extended_locally()? {
+                    true => Ok(Alone::Consumed),
+                    false => Ok(Alone::NeedServer),
+                }
+            }
             fe::PASSWORD => Err(Error::Unexpected(wire::Tag(tag))),
             _ => Ok(Alone::NeedServer),
         }
     }
 
-    /// Answer `Parse… Sync` outside a transaction without a server when every statement is
-    /// one a server has already parsed. Synchronous preparers (libpq's PQprepare, used by
-    /// `pgbench -M prepared`) would otherwise queue for a server while holding up the other
-    /// clients of their thread — whose transactions hold the servers.
-    fn prepare_locally(&mut self) -> Result<bool, Error> {
+    /// Answer `Parse… Close… Sync` without a server when every Parse names a statement a
+    /// server has already parsed and every Close names a prepared statement (transaction
+    /// mode: names are the client's, the servers keep the statements). Synchronous
+    /// preparers (libpq's PQprepare, used by `pgbench -M prepared`) would otherwise queue
+    /// for a server while holding up the other clients of their thread — whose
+    /// transactions hold the servers; and a driver that closes each statement after use
+    /// (tokio-postgres's `query_one(&str)`: Close + Sync) would pay a server round trip.
+    fn answer_extended_locally(&mut self) -> Result<bool, Error> {
+        enum Step {
+            Parse(Vec<u8>, Arc<Statement>),
+            Close(Vec<u8>),
+        }
         let mut pos = 0;
-        let mut known = Vec::new();
+        let mut steps = Vec::new();
         loop {
             let Some((tag, len)) = wire::frontend_frame(&self.crbuf[pos..], self.max_message)?
             else {
@@ -223,15 +234,30 @@ impl Session {
                     if !stmt.parsed_ok.load(std::sync::atomic::Ordering::Relaxed) {
                         return Ok(false);
                     }
-                    known.push((name.to_vec(), stmt));
+                    steps.push(Step::Parse(name.to_vec(), stmt));
                 }
+                fe::CLOSE => match frame::subject(frame)? {
+                    s if s.is_named_statement() => steps.push(Step::Close(s.name.to_vec())),
+                    _ => return Ok(false),
+                },
                 fe::SYNC => break,
                 _ => return Ok(false),
             }
         }
-        for (name, stmt) in known {
-            self.statements.insert(&name, stmt);
-            backend::parse_complete(&mut self.cwbuf);
+        for step in steps {
+            match step {
+                Step::Parse(name, stmt) => {
+                    self.statements.insert(&name, stmt);
+                    backend::parse_complete(&mut self.cwbuf);
+                }
+                Step::Close(name) => {
+                    if self.noting() {
+                        self.note_close(&name);
+                    }
+                    self.statements.remove(&name);
+                    backend::close_complete(&mut self.cwbuf);
+                }
+            }
         }
         // a BEGIN may be waiting for the statement that decides where it runs
         let status = self.unattached_status();
