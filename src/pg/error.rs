@@ -102,6 +102,10 @@ pub enum Error {
          ({limit} bytes for all clients' large messages together)"
     )]
     ClientsMemory { need: usize, limit: usize },
+    /// A statement of a transaction Pake failed before any server saw it (the BEGIN was
+    /// still deferred): refused until the transaction ends, as a server refuses them.
+    #[error("current transaction is aborted, commands ignored until end of transaction block")]
+    TransactionAborted,
 }
 
 impl Error {
@@ -149,6 +153,7 @@ impl Error {
             Error::NotificationsBehind(_) => SqlState::PROGRAM_LIMIT_EXCEEDED,
             Error::Listen(_) => SqlState::CONNECTION_FAILURE,
             Error::ClientsMemory { .. } => SqlState::OUT_OF_MEMORY,
+            Error::TransactionAborted => SqlState::IN_FAILED_SQL_TRANSACTION,
         }
     }
 
@@ -176,7 +181,8 @@ impl Error {
             | Error::IdleInTransaction(_)
             | Error::ClientIdle(_)
             | Error::ClientIo(_)
-            | Error::NotificationsBehind(_) => Source::Client,
+            | Error::NotificationsBehind(_)
+            | Error::TransactionAborted => Source::Client,
             Error::ServerLost(_) | Error::AuthQuery(_) => Source::Server,
             Error::Pool(e) if e.connect_failure().is_some() => Source::Server,
             Error::TooManyClients(_)

@@ -1,7 +1,7 @@
 //! Fault injection through the admin API: every kind, scoped and expiring as asked, and
 //! refused when fault injection is off or the caller is not an admin.
 
-use crate::harness::{code, http, with_guest, Env, Opts};
+use crate::harness::{code, frame, http, sqlstate, with_guest, Env, Opts, Raw};
 use std::time::{Duration, Instant};
 
 const ADMIN: Option<(&str, &str)> = Some(("pake", "pake"));
@@ -156,4 +156,59 @@ async fn each_kind_scoped_and_expiring() {
         .simple_query("select 1 as other")
         .await
         .expect("everyone else is fine");
+}
+
+/// A statement Pake fails itself while the transaction's BEGIN is still deferred (with a
+/// replica, BEGIN waits for the statement that decides where it runs) aborts that
+/// transaction as a server would: status `E`, later statements refused with 25P02, and
+/// COMMIT answered as ROLLBACK.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fault_in_a_deferred_transaction_aborts_it() {
+    let env = Env::with(Opts {
+        lab: pake::lab::PgOptions {
+            replica: true,
+            ..Default::default()
+        },
+        ..enabled()
+    })
+    .await;
+    add(
+        &env,
+        r#"{"kind":{"type":"error","sqlstate":"40001"},"scope":{"fingerprint":"abort_probe"}}"#,
+    )
+    .await;
+    let mut raw = Raw::login(&env, &env.lab.user, &env.lab.password, "postgres")
+        .await
+        .expect("login");
+    // the tags up to ReadyForQuery, the first error's SQLSTATE, the CommandComplete tag
+    // and the transaction status
+    async fn run(raw: &mut Raw, bytes: &[u8]) -> (String, String, String, u8) {
+        raw.send(bytes).await;
+        let (mut tags, mut state, mut done) = (String::new(), String::new(), String::new());
+        loop {
+            let (tag, body) = raw.read().await.expect("a reply");
+            tags.push(tag as char);
+            match tag {
+                b'E' if state.is_empty() => state = sqlstate(&body),
+                b'C' => done = String::from_utf8_lossy(&body).trim_end_matches('\0').into(),
+                b'Z' => return (tags, state, done, body.first().copied().unwrap_or(0)),
+                _ => {}
+            }
+        }
+    }
+    let query = |text: &str| frame(b'Q', format!("{text}\0").as_bytes());
+    let begin = run(&mut raw, &query("BEGIN")).await;
+    assert_eq!((begin.0.as_str(), begin.3), ("CZ", b'T'));
+    let failed = run(&mut raw, &query("select 1 as abort_probe")).await;
+    assert_eq!((failed.0.as_str(), failed.1.as_str(), failed.3), ("EZ", "40001", b'E'));
+    let refused = run(&mut raw, &query("select 2")).await;
+    assert_eq!((refused.1.as_str(), refused.3), ("25P02", b'E'));
+    let mut parse = frame(b'P', b"s\0select 3\0\0\0");
+    parse.extend(frame(b'S', b""));
+    let refused = run(&mut raw, &parse).await;
+    assert_eq!((refused.0.as_str(), refused.1.as_str(), refused.3), ("EZ", "25P02", b'E'));
+    let end = run(&mut raw, &query("COMMIT")).await;
+    assert_eq!((end.2.as_str(), end.3), ("ROLLBACK", b'I'));
+    let after = run(&mut raw, &query("select 4")).await;
+    assert_eq!((after.1.as_str(), after.3), ("", b'I'));
 }

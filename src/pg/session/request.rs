@@ -227,7 +227,7 @@ impl Session {
             match tag {
                 fe::PARSE => {
                     let p = frame::parse(frame)?;
-                    if p.name.is_empty() {
+                    if p.name.is_empty() || self.routing.begin_failed {
                         return Ok(false);
                     }
                     let (name, stmt) = (p.name, self.proxy.statements.intern(p.definition));
@@ -276,7 +276,10 @@ impl Session {
         if self.answer_extended_listen().await? {
             return Ok(true);
         }
-        if self.mode != PoolMode::Transaction || !self.request.single_query {
+        if self.mode != PoolMode::Transaction
+            || !self.request.single_query
+            || self.routing.begin_failed
+        {
             return Ok(false);
         }
         let effect = match self.request.head().map(|a| &a.effect) {
@@ -348,7 +351,8 @@ impl Session {
         self.crbuf.advance(len);
         if tag == fe::SYNC {
             self.skip_to_sync = false;
-            backend::ready_for_query(&mut self.cwbuf, b'I');
+            let status = self.unattached_status();
+            backend::ready_for_query(&mut self.cwbuf, status);
         }
     }
 
@@ -356,6 +360,7 @@ impl Session {
     /// would: a Query gets ERROR + ReadyForQuery; an extended request is skipped to its Sync.
     pub(super) fn fail_request(&mut self, err: &Error) -> Result<(), Error> {
         self.request.clear();
+        self.abort_deferred_transaction();
         err.write(&mut self.cwbuf, false);
         self.proxy
             .metrics
@@ -368,7 +373,8 @@ impl Session {
         match tag {
             fe::QUERY | fe::FUNCTION_CALL => {
                 self.crbuf.advance(len);
-                backend::ready_for_query(&mut self.cwbuf, b'I');
+                let status = self.unattached_status();
+                backend::ready_for_query(&mut self.cwbuf, status);
             }
             _ => self.skip_to_sync = true,
         }

@@ -27,6 +27,9 @@ pub struct RouteState {
     pub pinned: Option<Route>,
     /// A plain `BEGIN` answered locally, to replay on the transaction's server.
     pub pending_begin: Option<Box<str>>,
+    /// Pake failed a request of the deferred transaction (no server saw it): like a
+    /// server's aborted transaction, it reports `E` and refuses statements until it ends.
+    pub begin_failed: bool,
     /// The transaction running on the primary may have written.
     pub tx_wrote: bool,
     /// Causal read-your-writes: the primary sample sequence when the last write committed;
@@ -78,6 +81,10 @@ impl Session {
                 }
             }
         }
+        if self.routing.begin_failed {
+            self.fail_request(&Error::TransactionAborted)?;
+            return Ok(Plan::Answered);
+        }
         let summary = self.summarize();
         let (target, why) = self.choose(&summary);
         tracing::debug!(?target, why, "route");
@@ -86,11 +93,21 @@ impl Session {
 
     /// Local answers: `SET pake.route`, a deferred plain BEGIN, COMMIT/ROLLBACK of it.
     /// The transaction status to report with no server attached: `T` while a BEGIN waits
-    /// for the statement that decides where it runs, else `I`.
+    /// for the statement that decides where it runs (`E` once Pake failed one of its
+    /// requests), else `I`.
     pub(super) fn unattached_status(&self) -> u8 {
-        match self.routing.pending_begin {
-            Some(_) => b'T',
-            None => b'I',
+        match (&self.routing.pending_begin, self.routing.begin_failed) {
+            (Some(_), true) => b'E',
+            (Some(_), false) => b'T',
+            (None, _) => b'I',
+        }
+    }
+
+    /// Pake is failing the request at the head of the buffer itself: a deferred
+    /// transaction is aborted by it, as on a server.
+    pub(super) fn abort_deferred_transaction(&mut self) {
+        if self.routing.pending_begin.is_some() {
+            self.routing.begin_failed = true;
         }
     }
 
@@ -112,9 +129,11 @@ impl Session {
             Class::End if self.routing.pending_begin.is_some() => {
                 let text = self.head_query()?;
                 self.routing.pending_begin = None;
+                let failed = std::mem::take(&mut self.routing.begin_failed);
                 self.trace_discard();
                 let lower = text.trim_start().to_ascii_lowercase();
-                let tag = if lower.starts_with("rollback") || lower.starts_with("abort") {
+                // a server ends an aborted transaction with ROLLBACK whatever it was asked
+                let tag = if failed || lower.starts_with("rollback") || lower.starts_with("abort") {
                     "ROLLBACK"
                 } else {
                     "COMMIT"
