@@ -404,6 +404,10 @@ async fn a_statement_close_needs_no_server() {
         let mut bind = frame(b'B', format!("\0{name}\0\0\0\0\0\0\0").as_bytes());
         bind.extend(frame(b'S', b""));
         raw.send(&bind).await;
-        assert_eq!(raw.error().await.map(|e| e.0), Some("26000".into()), "{name}");
+        assert_eq!(
+            raw.error().await.map(|e| e.0),
+            Some("26000".into()),
+            "{name}"
+        );
     }
 }

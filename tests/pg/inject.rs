@@ -200,13 +200,19 @@ async fn a_fault_in_a_deferred_transaction_aborts_it() {
     let begin = run(&mut raw, &query("BEGIN")).await;
     assert_eq!((begin.0.as_str(), begin.3), ("CZ", b'T'));
     let failed = run(&mut raw, &query("select 1 as abort_probe")).await;
-    assert_eq!((failed.0.as_str(), failed.1.as_str(), failed.3), ("EZ", "40001", b'E'));
+    assert_eq!(
+        (failed.0.as_str(), failed.1.as_str(), failed.3),
+        ("EZ", "40001", b'E')
+    );
     let refused = run(&mut raw, &query("select 2")).await;
     assert_eq!((refused.1.as_str(), refused.3), ("25P02", b'E'));
     let mut parse = frame(b'P', b"s\0select 3\0\0\0");
     parse.extend(frame(b'S', b""));
     let refused = run(&mut raw, &parse).await;
-    assert_eq!((refused.0.as_str(), refused.1.as_str(), refused.3), ("EZ", "25P02", b'E'));
+    assert_eq!(
+        (refused.0.as_str(), refused.1.as_str(), refused.3),
+        ("EZ", "25P02", b'E')
+    );
     let end = run(&mut raw, &query("COMMIT")).await;
     assert_eq!((end.2.as_str(), end.3), ("ROLLBACK", b'I'));
     let after = run(&mut raw, &query("select 4")).await;

@@ -7,9 +7,9 @@ use super::route::Plan;
 use super::{frame, Flow, Session, HIGH_WATER};
 use crate::config::PoolMode;
 use crate::pg::error::Error;
+use crate::pg::prepared::Statement;
 use crate::pg::sql::SessionEffect;
 use crate::pg::wire::{self, backend, fe, FrameError};
-use crate::pg::prepared::Statement;
 use bytes::Buf;
 use std::sync::Arc;
 
