@@ -138,6 +138,12 @@ pub struct RedisConfig {
     pub l1_max_entry_size: Bytes,
     /// Longest an entry stays cached, whatever the key's own TTL (which is also honoured).
     pub l1_max_ttl: Dur,
+    /// Look a read up in the L1 also while an earlier command of the same client is still
+    /// in flight (a pipeline with a miss or a write ahead of it). Off, such a read is
+    /// forwarded with the rest of the batch: its reply waits behind the earlier one
+    /// anyway, so a hit saves no round trip there, only Redis work, and a lookup costs
+    /// Pake more CPU than forwarding the read in the batch.
+    pub l1_behind_inflight: bool,
     /// How invalidations are delivered (see [`TrackingProtocol`]).
     pub tracking_protocol: TrackingProtocol,
     /// How often each tracking connection is pinged to measure invalidation lag.
@@ -182,6 +188,7 @@ impl Default for RedisConfig {
             l1_max_bytes: Bytes(64 << 20),
             l1_max_entry_size: Bytes(256 << 10),
             l1_max_ttl: Dur::secs(300),
+            l1_behind_inflight: false,
             tracking_protocol: TrackingProtocol::Resp3,
             tracking_heartbeat: Dur::millis(500),
             tracking_max_lag: Dur::secs(2),

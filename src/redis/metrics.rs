@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock, Weak};
 pub struct RedisMetrics {
     pub l1_hits: IntCounter,
     pub l1_misses: IntCounter,
+    pub l1_forwarded: IntCounter,
     pub l1_fills: IntCounter,
     /// Keys named by invalidation messages from Redis, plus keys Pake's own writes invalidated.
     pub l1_invalidations: IntCounter,
@@ -111,6 +112,12 @@ impl RedisMetrics {
                 reg,
                 "pake_redis_l1_misses_total",
                 "Cacheable reads not in the L1 (sent to Redis)",
+            ),
+            l1_forwarded: counter(
+                reg,
+                "pake_redis_l1_forwarded_total",
+                "Cacheable reads forwarded without an L1 lookup: behind an earlier command of \
+                 the same client still in flight (redis.l1_behind_inflight off)",
             ),
             l1_fills: counter(reg, "pake_redis_l1_fills_total", "Replies stored in the L1"),
             l1_invalidations: counter(

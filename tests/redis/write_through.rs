@@ -2,7 +2,7 @@
 //! GETSET, SET … GET, MSET, HSET, DEL), TTLs are honoured, and under a race of two Pakes and
 //! a direct writer hammering the same hot keys no stale value survives its invalidation.
 
-use crate::harness::{metric, redis_config, start_pake, Conn, Env, Mode, Val};
+use crate::harness::{metric, options, redis_config, start_pake, Conn, Env, Mode, Val};
 use pake::app::Running;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -72,12 +72,12 @@ async fn own_writes_fill_the_l1_cluster() {
     own_writes_fill(Mode::Cluster).await;
 }
 
-/// In a pipeline, a read of a key that no earlier write of the batch may change is an L1
-/// hit; a read of a written key, or behind a write whose reach the command table does not
-/// fix (a script), goes to Redis behind it and sees the write.
+/// With `l1_behind_inflight`, in a pipeline, a read of a key that no earlier write of the
+/// batch may change is an L1 hit; a read of a written key, or behind a write whose reach
+/// the command table does not fix (a script), goes to Redis behind it and sees the write.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_reads_skip_the_l1_only_behind_writes_of_their_key() {
-    let env = Env::start(Mode::Standalone).await;
+    let env = Env::with(options(Mode::Standalone), |c| c.l1_behind_inflight = true).await;
     let p = &env.pake;
     let mut c = env.conn().await;
     for (k, v) in [("pl:other", "o"), ("pl:w", "0"), ("pl:e", "old")] {
@@ -121,6 +121,39 @@ async fn pipelined_reads_skip_the_l1_only_behind_writes_of_their_key() {
     );
     assert_eq!(c.read().await, Some(Val::s("o")));
     assert_eq!(hits(p), before, "nothing from the L1 behind a script");
+}
+
+/// By default a read behind an earlier command of its client still in flight is forwarded
+/// with it, not looked up (its reply waits for the earlier one anyway); a pipeline that
+/// finds everything in the L1 is still answered from it alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_reads_behind_a_round_trip_go_with_it() {
+    let env = Env::start(Mode::Standalone).await;
+    let p = &env.pake;
+    let mut c = env.conn().await;
+    for (k, v) in [("pf:a", "1"), ("pf:b", "2")] {
+        assert_eq!(c.cmd(&["SET", k, v]).await, Val::s("OK"));
+        assert_eq!(hit(p, &mut c, &["GET", k]).await, Val::s(v), "{k} cached");
+    }
+    let forwarded = || metric(p, "pake_redis_l1_forwarded_total");
+    let batch = |keys: &[&str]| -> Vec<u8> {
+        keys.iter()
+            .flat_map(|k| crate::harness::encode(&["GET", k]))
+            .collect()
+    };
+    let (h, f) = (hits(p), forwarded());
+    c.send(&batch(&["pf:a", "pf:b", "pf:a"])).await;
+    for v in ["1", "2", "1"] {
+        assert_eq!(c.read().await, Some(Val::s(v)));
+    }
+    assert_eq!((hits(p), forwarded()), (h + 3.0, f), "all from the L1");
+    // a miss ahead: what follows it goes to Redis in the same batch
+    let (h, f) = (hits(p), forwarded());
+    c.send(&batch(&["pf:a", "pf:never", "pf:b", "pf:a"])).await;
+    for v in [Val::s("1"), Val::Nil, Val::s("2"), Val::s("1")] {
+        assert_eq!(c.read().await, Some(v));
+    }
+    assert_eq!((hits(p), forwarded()), (h + 1.0, f + 2.0));
 }
 
 /// A written TTL is never outlived by the cached value: once Redis has expired the key, the

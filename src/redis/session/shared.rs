@@ -436,7 +436,8 @@ impl Session {
     /// The L1's answer to a cacheable read of exactly one key, taken before anything else
     /// of the shared path is prepared. Not while one of this session's writes in flight may
     /// change the key (a pipelined `SET k; GET k` must not read the old `k`: see
-    /// [`super::writes`]), and not for MGET (its own path) or a cluster broadcast.
+    /// [`super::writes`]), not behind any command in flight unless
+    /// `redis.l1_behind_inflight`, and not for MGET (its own path) or a cluster broadcast.
     fn l1_lookup(&self, spec: &Spec, args: &[Bytes]) -> Lookup {
         let Some(l1) = self.svc.l1.as_deref() else {
             return Lookup::Uncached;
@@ -447,6 +448,12 @@ impl Session {
             _ => false,
         };
         if !spec.is(CACHE) || own_path || !spec.one_key(args) {
+            return Lookup::Uncached;
+        }
+        if !self.pending.is_empty() && !self.svc.config.l1_behind_inflight {
+            // its reply waits behind an earlier one in flight anyway: a hit would save no
+            // round trip, and forwarding it in the batch costs less than the lookup
+            self.svc.metrics.l1_forwarded.inc();
             return Lookup::Uncached;
         }
         // the key positions are found only when a write is in flight at all
