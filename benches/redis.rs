@@ -163,5 +163,61 @@ fn l1_two_workers(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, l1, l1_two_workers);
+/// Hits as the redis-getset load makes them: 100,000 keys read with Zipf(0.99) popularity
+/// (the hot keys from every thread's front table, the rest from moka), by two threads at
+/// once like a 2-core Pake's two reactors. Time per read, both threads together.
+fn l1_zipf(c: &mut Criterion) {
+    const KEYS: usize = 100_000;
+    let metrics = RedisMetrics::new(&prometheus::Registry::new());
+    let l1 = L1::new(256 << 20, 1 << 20, Duration::from_secs(300), metrics);
+    l1.set_armed(ALL_SLOTS, true, "bench");
+    let get_id = Table::get().lookup(b"GET").map_or(0, |s| s.id as u16);
+    let keys: Vec<CacheKey> = (0..KEYS)
+        .map(|i| {
+            let k = Bytes::from(format!("pake_bench:t0:{i}"));
+            CacheKey::new(get_id, &[k], 0, 0, Proto::Resp2)
+        })
+        .collect();
+    let reply = Bytes::from(format!("$100\r\n{}\r\n", "v".repeat(100)));
+    for k in &keys {
+        if let Some(t) = l1.ticket(k.slot, &k.args) {
+            l1.insert(k.clone(), reply.clone(), t, None);
+        }
+    }
+    // inverse CDF of Zipf(0.99) over the keys, sampled with a fixed-seed LCG
+    let mut cdf = Vec::with_capacity(KEYS);
+    let mut sum = 0.0;
+    for i in 0..KEYS {
+        sum += 1.0 / ((i + 1) as f64).powf(0.99);
+        cdf.push(sum);
+    }
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let order: Vec<usize> = (0..1 << 20)
+        .map(|_| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            let u = (seed >> 11) as f64 / (1u64 << 53) as f64 * sum;
+            cdf.partition_point(|&c| c < u).min(KEYS - 1)
+        })
+        .collect();
+    let two = |iters: u64| {
+        let start = Instant::now();
+        std::thread::scope(|s| {
+            for t in 0..2usize {
+                let (keys, order, l1) = (&keys, &order, &l1);
+                s.spawn(move || {
+                    for i in 0..iters as usize {
+                        let k = &keys[order[(i * 2 + t) % order.len()]];
+                        black_box(l1.get(k));
+                    }
+                });
+            }
+        });
+        start.elapsed() / 2
+    };
+    let mut g = c.benchmark_group("l1_zipf");
+    g.bench_function("get_two_threads", |b| b.iter_custom(two));
+    g.finish();
+}
+
+criterion_group!(benches, decode, l1, l1_two_workers, l1_zipf);
 criterion_main!(benches);
