@@ -164,7 +164,7 @@ impl Metrics {
             cancel_requests: counter(
                 &registry,
                 "pake_pg_cancel_requests_total",
-                "CancelRequests received, by outcome (sent, ended_wait, forwarded, ignored)",
+                "CancelRequests received, by outcome (sent, ended_wait, forwarded, finished: the request ended before the cancel went out, ignored)",
                 &["outcome"],
             ),
             client_errors: counter(

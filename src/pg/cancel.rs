@@ -2,9 +2,11 @@
 //!
 //! Each client gets a BackendKeyData minted by Pake (its own pid and secret), never a
 //! server's: servers change under a client in transaction mode. The session records which
-//! server runs its request while it runs ([`CancelSlot::set`]); a CancelRequest naming the
-//! client's key is forwarded to that server only then, so a late cancel cannot hit the next
-//! client's query.
+//! server runs its request while it runs ([`CancelSlot::attach`]); a CancelRequest naming
+//! the client's key is forwarded to that server only then, so a late cancel cannot hit the
+//! next client's query. It is also sent only while the server owes the client replies, and
+//! dropped when the request it came for finished while Pake dialed the server
+//! ([`CancelSlot::running`]): the client's next statement is not canceled by it either.
 
 use super::server::BackendKey;
 use parking_lot::Mutex;
@@ -77,9 +79,31 @@ pub struct CancelSlot {
     /// A CancelRequest arrived while the client's request waited for a server.
     wait_canceled: std::sync::atomic::AtomicBool,
     wait_cancel: tokio::sync::Notify,
+    /// Requests the session has had running on a server, times two, plus one while one
+    /// runs (the server owes replies); written only by the session.
+    running: std::sync::atomic::AtomicU64,
 }
 
 impl CancelSlot {
+    /// The session publishes whether its server owes it replies (it has a request running),
+    /// before it next waits: set before the request's bytes go out, cleared before the
+    /// client can see the reply that ends it.
+    pub fn set_running(&self, running: bool) {
+        use std::sync::atomic::Ordering::{Relaxed, Release};
+        let now = self.running.load(Relaxed);
+        if (now & 1 == 1) == running {
+            return;
+        }
+        let next = if running { (now | 1) + 2 } else { now & !1 };
+        self.running.store(next, Release);
+    }
+
+    /// Which request runs now (`None`: none); a later request has a different value.
+    pub fn running(&self) -> Option<u64> {
+        let now = self.running.load(std::sync::atomic::Ordering::Acquire);
+        (now & 1 == 1).then_some(now)
+    }
+
     /// Record what the client does now.
     pub fn set_state(&self, s: u8) {
         use std::sync::atomic::Ordering::Relaxed;
@@ -210,6 +234,8 @@ pub enum Canceled {
     EndedWait,
     /// The key belongs to another instance: passed on to it.
     Forwarded,
+    /// The request it was for ended while Pake connected to its server: not sent.
+    Finished,
     /// Unknown key, wrong secret, nothing running, or the server could not be reached.
     Ignored,
 }
@@ -221,6 +247,7 @@ impl Canceled {
             Canceled::Sent => "sent",
             Canceled::EndedWait => "ended_wait",
             Canceled::Forwarded => "forwarded",
+            Canceled::Finished => "finished",
             Canceled::Ignored => "ignored",
         }
     }
@@ -281,6 +308,7 @@ impl CancelRegistry {
                 attention: tokio::sync::Notify::new(),
                 wait_canceled: std::sync::atomic::AtomicBool::new(false),
                 wait_cancel: tokio::sync::Notify::new(),
+                running: std::sync::atomic::AtomicU64::new(0),
             });
             shard.insert(pid, slot.clone());
             return slot;
@@ -302,7 +330,12 @@ impl CancelRegistry {
             tracing::debug!(pid, "cancel request with an unknown key ignored");
             return Canceled::Ignored;
         };
-        let Some(target) = slot.begin_cancel() else {
+        // a server ignores a cancel while it waits for a command, but the postmaster
+        // signals it asynchronously: sent to a server with nothing running, or arriving
+        // after the request it came for ended, the signal can land on the client's next
+        // statement (asyncpg cancels after the CopyFail of a failed COPY)
+        let request = slot.running();
+        let Some(target) = request.and_then(|_| slot.begin_cancel()) else {
             if slot.cancel_wait() {
                 tracing::debug!(pid, "cancel request ends the wait for a server");
                 return Canceled::EndedWait;
@@ -310,8 +343,12 @@ impl CancelRegistry {
             tracing::debug!(pid, "cancel request while no query runs: ignored");
             return Canceled::Ignored;
         };
-        match send_cancel(target).await {
-            Ok(()) => Canceled::Sent,
+        match send_cancel_while(target, || slot.running() == request).await {
+            Ok(true) => Canceled::Sent,
+            Ok(false) => {
+                tracing::debug!(pid, "the request ended before its cancel went out: dropped");
+                Canceled::Finished
+            }
             Err(e) => {
                 tracing::warn!(pid, error = %e, "cannot forward cancel request");
                 Canceled::Ignored
@@ -392,9 +429,21 @@ pub fn unix_ms() -> u64 {
 
 /// Send a CancelRequest for `target` on a new connection to its server.
 pub async fn send_cancel(target: CancelTarget) -> std::io::Result<()> {
+    send_cancel_while(target, || true).await.map(|_| ())
+}
+
+/// [`send_cancel`], once connected, only if `still()` holds; `Ok(false)` when it did not.
+async fn send_cancel_while(
+    target: CancelTarget,
+    still: impl FnOnce() -> bool,
+) -> std::io::Result<bool> {
     #[cfg(test)]
-    if let Some(sent) = super::memory::cancel_at(target.addr, target.key.pid, target.key.secret) {
-        return sent;
+    if super::memory::is_memory_backend(target.addr) {
+        if !still() {
+            return Ok(false);
+        }
+        let sent = super::memory::cancel_at(target.addr, target.key.pid, target.key.secret);
+        return sent.unwrap_or(Ok(())).map(|()| true);
     }
     let mut stream = tokio::time::timeout(
         std::time::Duration::from_secs(5),
@@ -408,8 +457,12 @@ pub async fn send_cancel(target: CancelTarget) -> std::io::Result<()> {
         target.key.secret,
         &mut buf,
     );
+    if !still() {
+        return Ok(false);
+    }
     stream.write_all(&buf).await?;
-    stream.shutdown().await
+    stream.shutdown().await?;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -450,6 +503,67 @@ mod tests {
         assert_eq!(reg.clients().len(), 1);
         b.set_state(state::ACTIVE);
         assert_eq!(b.state().0, state::ACTIVE);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_goes_out_only_while_a_request_runs() {
+        let reg = CancelRegistry::default();
+        let slot = reg.register(info());
+        let nowhere = CancelTarget {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            key: BackendKey { pid: 9, secret: 1 },
+        };
+        slot.attach(nowhere);
+        assert_eq!(slot.running(), None);
+        assert_eq!(
+            reg.cancel(slot.pid, slot.secret).await,
+            Canceled::Ignored,
+            "idle in a transaction: nothing to cancel"
+        );
+        assert!(!slot.detach(), "and the server is not marked canceled");
+        slot.set_running(true);
+        let first = slot.running();
+        assert!(first.is_some());
+        slot.set_running(true);
+        assert_eq!(slot.running(), first, "the same request");
+        slot.set_running(false);
+        assert_eq!(slot.running(), None);
+        slot.set_running(true);
+        assert!(
+            slot.running().is_some() && slot.running() != first,
+            "the next one"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancel_whose_request_ended_is_not_written() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = CancelTarget {
+            addr: listener.local_addr().unwrap(),
+            key: BackendKey { pid: 9, secret: 1 },
+        };
+        let read_all = async {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut s, &mut got)
+                .await
+                .unwrap();
+            got
+        };
+        let (sent, got) = tokio::join!(send_cancel_while(target, || false), read_all);
+        assert!(!sent.unwrap());
+        assert!(got.is_empty(), "nothing reached the postmaster");
+        let read_all = async {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut s, &mut got)
+                .await
+                .unwrap();
+            got
+        };
+        let (sent, got) = tokio::join!(send_cancel_while(target, || true), read_all);
+        assert!(sent.unwrap());
+        assert_eq!(got.len(), 16, "a CancelRequest");
     }
 
     #[test]

@@ -161,6 +161,11 @@ pub fn dial(host: &str) -> Option<io::Result<DuplexStream>> {
 /// A CancelRequest for process `pid` sent to `addr`: `None` when no in-memory backend
 /// listens there (the request goes out on TCP), else delivered as Postgres's postmaster
 /// would: the process running `HANG` under that pid and secret is told to stop.
+/// Is an in-memory backend listening at `addr`?
+pub fn is_memory_backend(addr: SocketAddr) -> bool {
+    addr.ip().is_loopback() && lock(&BACKENDS).values().any(|b| b.port == addr.port())
+}
+
 pub fn cancel_at(addr: SocketAddr, pid: i32, secret: i32) -> Option<io::Result<()>> {
     let shared = lock(&BACKENDS)
         .values()

@@ -232,10 +232,12 @@ async fn cancel_ends_the_wait_for_a_server() {
         .expect("a later wait is not canceled");
 }
 
-/// A cancel sent while a client's transaction runs may reach the backend after that
-/// transaction ended (the postmaster signals it asynchronously; drivers send cancels on
-/// timeouts, racing the reply): the server it went to is closed at the end of the
-/// transaction instead of going to the next client, whose statement it could cancel.
+/// A cancel sent while a client's statement runs may reach the backend after that
+/// statement's transaction ended (the postmaster signals it asynchronously; drivers send
+/// cancels on timeouts, racing the reply): the server it went to is closed at the end of the
+/// transaction instead of going to the next client, whose statement it could cancel. A
+/// cancel while nothing runs (idle, or idle in a transaction) is not sent at all: the
+/// server would ignore it, unless its signal landed on the client's next statement.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_a_cancel_went_to_never_serves_another_client() {
     async fn pid(c: &tokio_postgres::Client) -> i32 {
@@ -252,39 +254,63 @@ async fn a_server_a_cancel_went_to_never_serves_another_client() {
     // without a cancel the one server goes from client to client
     let first = pid(&a).await;
     assert_eq!(pid(&b).await, first);
-    // a's cancel reaches its idle-in-transaction server, which ignores it if the signal
-    // lands while it waits for a command (as it would a late one), or cancels the COMMIT
-    // if the postmaster's signal lands after the COMMIT arrived (PostgreSQL's own race,
-    // direct or not): either way the transaction ends, and the server is closed when it does
+    // idle in a transaction: the cancel is not sent, the transaction goes on
     a.batch_execute("BEGIN").await.expect("begin");
     assert_eq!(pid(&a).await, first);
-    a.cancel_token()
-        .cancel_query(tokio_postgres::NoTls)
-        .await
-        .expect("cancel");
-    // cancel_query returns once the request is written: COMMIT must not overtake Pake's
-    // handling of it on the other connection
-    let sent = eventually(Duration::from_secs(10), || async {
-        cancels(&env, "sent").await == 1
-    })
-    .await;
-    assert!(sent, "Pake forwarded the cancel to the server");
-    match a.batch_execute("COMMIT").await {
-        Ok(()) => {}
-        Err(e) => assert_eq!(code(&e), "57014", "only the cancel ends the COMMIT: {e}"),
-    }
-    let second = pid(&b).await;
-    assert_ne!(second, first, "the canceled server went to the next client");
-    assert_eq!(pid(&b).await, second, "other servers are reused as before");
-    // a cancel while the client is idle sends nothing and costs no server (cancel_query
-    // returns once sent: let Pake handle it before the next statement, which it could
-    // cancel, running or waiting for a server, as a late cancel does)
-    a.cancel_token()
+    // (a simple query after it: tokio-postgres's Close of pid()'s statement is done)
+    a.batch_execute("select 1").await.expect("select");
+    let token = a.cancel_token();
+    token
         .cancel_query(tokio_postgres::NoTls)
         .await
         .expect("cancel");
     let ignored = eventually(Duration::from_secs(10), || async {
         cancels(&env, "ignored").await == 1
+    })
+    .await;
+    assert!(ignored, "a cancel while nothing runs is ignored");
+    assert_eq!(cancels(&env, "sent").await, 0);
+    assert_eq!(pid(&a).await, first, "the transaction was not canceled");
+    // a statement of the transaction runs when the cancel arrives: it is canceled
+    let sleeper = tokio::spawn(async move {
+        let r = a.batch_execute("select pg_sleep(30)").await;
+        (r, a)
+    });
+    let direct = env.direct().await;
+    let running = eventually(Duration::from_secs(10), || async {
+        let row = direct
+            .query_one(
+                "select count(*) from pg_stat_activity \
+                 where query = 'select pg_sleep(30)' and state = 'active'",
+                &[],
+            )
+            .await;
+        row.is_ok_and(|r| r.get::<_, i64>(0) == 1)
+    })
+    .await;
+    assert!(running, "the statement runs");
+    token
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel");
+    let (r, a) = sleeper.await.expect("task");
+    let e = r.expect_err("the statement was canceled");
+    assert_eq!(code(&e), "57014", "{e}");
+    assert_eq!(cancels(&env, "sent").await, 1);
+    a.batch_execute("ROLLBACK").await.expect("rollback");
+    let second = pid(&b).await;
+    b.batch_execute("select 1").await.expect("select");
+    assert_ne!(second, first, "the canceled server went to the next client");
+    assert_eq!(pid(&b).await, second, "other servers are reused as before");
+    // a cancel while the client is idle sends nothing and costs no server (cancel_query
+    // returns once sent: let Pake handle it before the next statement, which it could
+    // cancel, running or waiting for a server, as a late cancel does)
+    token
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel");
+    let ignored = eventually(Duration::from_secs(10), || async {
+        cancels(&env, "ignored").await == 2
     })
     .await;
     assert!(ignored, "an idle client's cancel is ignored");

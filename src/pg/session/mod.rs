@@ -281,6 +281,9 @@ impl Session {
             if between && self.crbuf.is_empty() && self.cwbuf.is_empty() {
                 self.shrink_buffers();
             }
+            // before the request's bytes go out, and before the client can see its end
+            let running = self.server.as_ref().is_some_and(|s| !s.replies.is_empty());
+            self.cancel.set_running(running);
             let event = self.wait_io().await?;
             if let (Event::WroteClient(n), Some(bps)) =
                 (&event, self.rare.as_ref().and_then(|r| r.bandwidth))
