@@ -462,6 +462,17 @@ async fn send_cancel_while(
     }
     stream.write_all(&buf).await?;
     stream.shutdown().await?;
+    // the postmaster closes the connection once it has signalled the backend: only then
+    // may the client hear that its cancel went out (drivers wait for that close, as
+    // asyncpg does, before their next statement, which an unsent signal could cancel)
+    let mut sink = [0u8; 64];
+    let closed = async {
+        while matches!(
+            tokio::io::AsyncReadExt::read(&mut stream, &mut sink).await,
+            Ok(n) if n > 0
+        ) {}
+    };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), closed).await;
     Ok(true)
 }
 
@@ -564,6 +575,38 @@ mod tests {
         let (sent, got) = tokio::join!(send_cancel_while(target, || true), read_all);
         assert!(sent.unwrap());
         assert_eq!(got.len(), 16, "a CancelRequest");
+    }
+
+    /// A cancel counts as sent once the postmaster closed the connection (it has signalled
+    /// the backend by then), not when the request was written.
+    #[tokio::test]
+    async fn a_cancel_is_done_when_the_postmaster_closes() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = CancelTarget {
+            addr: listener.local_addr().unwrap(),
+            key: BackendKey { pid: 9, secret: 1 },
+        };
+        let signalled = Arc::new(AtomicBool::new(false));
+        let postmaster = {
+            let signalled = signalled.clone();
+            tokio::spawn(async move {
+                let (mut s, _) = listener.accept().await.unwrap();
+                let mut got = [0u8; 16];
+                tokio::io::AsyncReadExt::read_exact(&mut s, &mut got)
+                    .await
+                    .unwrap();
+                // the signal takes its time; the connection closes after it
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                signalled.store(true, Ordering::SeqCst);
+            })
+        };
+        send_cancel(target).await.unwrap();
+        assert!(
+            signalled.load(Ordering::SeqCst),
+            "returned before the postmaster was done"
+        );
+        postmaster.await.unwrap();
     }
 
     #[test]
