@@ -548,31 +548,24 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancel_whose_request_ended_is_not_written() {
+        /// What a postmaster at `listener` receives on its next connection.
+        async fn received(listener: &tokio::net::TcpListener) -> Vec<u8> {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut s, &mut got)
+                .await
+                .unwrap();
+            got
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let target = CancelTarget {
             addr: listener.local_addr().unwrap(),
             key: BackendKey { pid: 9, secret: 1 },
         };
-        let read_all = async {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut got = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut s, &mut got)
-                .await
-                .unwrap();
-            got
-        };
-        let (sent, got) = tokio::join!(send_cancel_while(target, || false), read_all);
+        let (sent, got) = tokio::join!(send_cancel_while(target, || false), received(&listener));
         assert!(!sent.unwrap());
         assert!(got.is_empty(), "nothing reached the postmaster");
-        let read_all = async {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut got = Vec::new();
-            tokio::io::AsyncReadExt::read_to_end(&mut s, &mut got)
-                .await
-                .unwrap();
-            got
-        };
-        let (sent, got) = tokio::join!(send_cancel_while(target, || true), read_all);
+        let (sent, got) = tokio::join!(send_cancel_while(target, || true), received(&listener));
         assert!(sent.unwrap());
         assert_eq!(got.len(), 16, "a CancelRequest");
     }
