@@ -411,3 +411,58 @@ async fn a_statement_close_needs_no_server() {
         );
     }
 }
+
+/// An extended COPY whose data fails before the client's CopyDone and Sync arrive leaves the
+/// server discarding messages until that Sync: it stays with the client until then, never
+/// goes back to the pool (where it would swallow the next client's Parse).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_waiting_for_a_sync_after_a_failed_copy_is_not_pooled() {
+    let env = Env::with(Opts {
+        pool_size: 1,
+        ..Opts::default()
+    })
+    .await;
+    env.direct()
+        .await
+        .batch_execute("create table copy_skip (n int)")
+        .await
+        .unwrap();
+    let mut raw = login(&env).await;
+    let mut copy = frame(b'P', b"\0copy copy_skip (n) from stdin\0\0\0");
+    copy.extend(frame(b'B', b"\0\0\0\0\0\0\0\0"));
+    copy.extend(frame(b'E', b"\0\0\0\0\0"));
+    copy.extend(frame(b'S', b""));
+    copy.extend(frame(b'd', b"not-a-number\n"));
+    raw.send(&copy).await;
+    // the server refuses the data before the client ends the COPY
+    let mut tags = String::new();
+    loop {
+        let (tag, _) = raw.read().await.expect("a reply");
+        tags.push(tag as char);
+        if tag == b'E' {
+            break;
+        }
+    }
+    assert_eq!(tags, "12GE");
+    // another client meanwhile: it waits for the one server, then runs as usual
+    let other = env.client().await;
+    let waiting = tokio::spawn(async move {
+        let row = other.query_one("select 41 + 1", &[]).await;
+        row.map(|r| r.get::<_, i32>(0))
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let mut end = frame(b'c', b"");
+    end.extend(frame(b'S', b""));
+    raw.send(&end).await;
+    assert_eq!(status(&mut raw).await, ("Z".to_string(), b'I'));
+    assert_eq!(
+        waiting
+            .await
+            .expect("task")
+            .expect("the other client's query"),
+        42
+    );
+    raw.send(&query(b"select 1")).await;
+    let (tags, value) = until_ready(&mut raw).await;
+    assert_eq!((tags.as_str(), value), ("TDCZ", Some(b"1".to_vec())));
+}

@@ -377,9 +377,13 @@ impl Server {
         would_block(sock.peek(&mut peek))
     }
 
-    /// Nothing owed, nothing unsent, outside any transaction or COPY.
+    /// Nothing owed, nothing unsent, outside any transaction or COPY, and not discarding
+    /// messages until a Sync (an error in an extended request whose Sync has not been sent:
+    /// after a COPY that failed before the client's CopyDone and Sync arrived, the queue is
+    /// empty but the server would swallow the next client's Parse).
     pub fn is_idle(&self) -> bool {
         self.replies.is_empty()
+            && !self.replies.is_skipping()
             && !self.in_extended
             && self.tx_status == b'I'
             && self.wbuf.is_empty()
