@@ -38,6 +38,18 @@ async fn until_ready(raw: &mut Raw) -> (String, Option<Vec<u8>>) {
     }
 }
 
+/// A Pake with a pool of one server, the table `ddl` creates, and a raw client.
+async fn one_server_with(ddl: &str) -> (Env, Raw) {
+    let env = Env::with(Opts {
+        pool_size: 1,
+        ..Opts::default()
+    })
+    .await;
+    env.direct().await.batch_execute(ddl).await.unwrap();
+    let raw = login(&env).await;
+    (env, raw)
+}
+
 async fn login(env: &Env) -> Raw {
     Raw::login(env, &env.lab.user, &env.lab.password, "postgres")
         .await
@@ -184,17 +196,7 @@ async fn latin9_bytes_are_forwarded_untouched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_data_before_the_server_asks() {
-    let env = Env::with(Opts {
-        pool_size: 1,
-        ..Opts::default()
-    })
-    .await;
-    env.direct()
-        .await
-        .batch_execute("create table early (a int)")
-        .await
-        .unwrap();
-    let mut raw = login(&env).await;
+    let (_env, mut raw) = one_server_with("create table early (a int)").await;
     // asyncpg's way: the COPY, its data and its end in one write
     let mut w = query(b"copy early from stdin");
     w.extend(frame(b'd', b"1\n2\n"));
@@ -417,20 +419,8 @@ async fn a_statement_close_needs_no_server() {
 /// goes back to the pool (where it would swallow the next client's Parse).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_waiting_for_a_sync_after_a_failed_copy_is_not_pooled() {
-    let env = Env::with(Opts {
-        pool_size: 1,
-        ..Opts::default()
-    })
-    .await;
-    env.direct()
-        .await
-        .batch_execute("create table copy_skip (n int)")
-        .await
-        .unwrap();
-    let mut raw = login(&env).await;
-    let mut copy = frame(b'P', b"\0copy copy_skip (n) from stdin\0\0\0");
-    copy.extend(frame(b'B', b"\0\0\0\0\0\0\0\0"));
-    copy.extend(frame(b'E', b"\0\0\0\0\0"));
+    let (env, mut raw) = one_server_with("create table copy_skip (n int)").await;
+    let mut copy = extended("copy copy_skip (n) from stdin");
     copy.extend(frame(b'S', b""));
     copy.extend(frame(b'd', b"not-a-number\n"));
     raw.send(&copy).await;
