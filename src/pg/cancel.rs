@@ -435,15 +435,13 @@ pub async fn send_cancel(target: CancelTarget) -> std::io::Result<()> {
 /// [`send_cancel`], once connected, only if `still()` holds; `Ok(false)` when it did not.
 async fn send_cancel_while(
     target: CancelTarget,
-    still: impl FnOnce() -> bool,
+    still: impl Fn() -> bool,
 ) -> std::io::Result<bool> {
     #[cfg(test)]
-    if super::memory::is_memory_backend(target.addr) {
-        if !still() {
-            return Ok(false);
-        }
-        let sent = super::memory::cancel_at(target.addr, target.key.pid, target.key.secret);
-        return sent.unwrap_or(Ok(())).map(|()| true);
+    if let Some(sent) =
+        super::memory::cancel_at(target.addr, target.key.pid, target.key.secret, &still)
+    {
+        return sent;
     }
     let mut stream = tokio::time::timeout(
         std::time::Duration::from_secs(5),

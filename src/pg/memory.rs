@@ -159,25 +159,29 @@ pub fn dial(host: &str) -> Option<io::Result<DuplexStream>> {
 }
 
 /// A CancelRequest for process `pid` sent to `addr`: `None` when no in-memory backend
-/// listens there (the request goes out on TCP), else delivered as Postgres's postmaster
+/// listens there (the request goes out on TCP), `Some(false)` when `still()` no longer holds
+/// once the backend is found (nothing delivered), else delivered as Postgres's postmaster
 /// would: the process running `HANG` under that pid and secret is told to stop.
-/// Is an in-memory backend listening at `addr`?
-pub fn is_memory_backend(addr: SocketAddr) -> bool {
-    addr.ip().is_loopback() && lock(&BACKENDS).values().any(|b| b.port == addr.port())
-}
-
-pub fn cancel_at(addr: SocketAddr, pid: i32, secret: i32) -> Option<io::Result<()>> {
+pub fn cancel_at(
+    addr: SocketAddr,
+    pid: i32,
+    secret: i32,
+    still: impl FnOnce() -> bool,
+) -> Option<io::Result<bool>> {
     let shared = lock(&BACKENDS)
         .values()
         .find(|b| addr.ip().is_loopback() && b.port == addr.port())
         .cloned()?;
+    if !still() {
+        return Some(Ok(false));
+    }
     shared.cancels.fetch_add(1, Ordering::Relaxed);
     if secret == SECRET {
         if let Some(stop) = lock(&shared.hanging).get(&pid) {
             stop.notify_one();
         }
     }
-    Some(Ok(()))
+    Some(Ok(true))
 }
 
 /// A new client connection to `proxy`, its session run as the listener runs an accepted
