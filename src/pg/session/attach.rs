@@ -83,7 +83,7 @@ impl Session {
         }
         if let Some(begin) = self.routing.pending_begin.take() {
             // the deferred BEGIN opens the transaction on the server its statements chose
-            if frontend::query(&begin, &mut server.wbuf).is_ok() {
+            if frontend::query(&begin.text, &mut server.wbuf).is_ok() {
                 server.unnamed_owner = None;
                 server.replies.push(Expect::Ready {
                     swallow: true,

@@ -182,8 +182,7 @@ impl Session {
         match tag {
             fe::SYNC => {
                 // nothing is pending: the answer is the transaction status
-                let status = self.unattached_status();
-                backend::ready_for_query(&mut self.cwbuf, status);
+                self.ready_unattached();
                 self.crbuf.advance(len);
                 Ok(Alone::Consumed)
             }
@@ -227,7 +226,7 @@ impl Session {
             match tag {
                 fe::PARSE => {
                     let p = frame::parse(frame)?;
-                    if p.name.is_empty() || self.routing.begin_failed {
+                    if p.name.is_empty() || self.routing.aborted() {
                         return Ok(false);
                     }
                     let (name, stmt) = (p.name, self.proxy.statements.intern(p.definition));
@@ -260,8 +259,7 @@ impl Session {
             }
         }
         // a BEGIN may be waiting for the statement that decides where it runs
-        let status = self.unattached_status();
-        backend::ready_for_query(&mut self.cwbuf, status);
+        self.ready_unattached();
         self.crbuf.advance(pos);
         self.request.clear();
         Ok(true)
@@ -278,7 +276,7 @@ impl Session {
         }
         if self.mode != PoolMode::Transaction
             || !self.request.single_query
-            || self.routing.begin_failed
+            || self.routing.aborted()
         {
             return Ok(false);
         }
@@ -303,8 +301,7 @@ impl Session {
         if !answered {
             return Ok(false);
         }
-        let status = self.unattached_status();
-        backend::ready_for_query(&mut self.cwbuf, status);
+        self.ready_unattached();
         self.tally.queries += 1;
         self.crbuf.advance(len);
         self.request.clear();
@@ -351,8 +348,7 @@ impl Session {
         self.crbuf.advance(len);
         if tag == fe::SYNC {
             self.skip_to_sync = false;
-            let status = self.unattached_status();
-            backend::ready_for_query(&mut self.cwbuf, status);
+            self.ready_unattached();
         }
     }
 
@@ -373,8 +369,7 @@ impl Session {
         match tag {
             fe::QUERY | fe::FUNCTION_CALL => {
                 self.crbuf.advance(len);
-                let status = self.unattached_status();
-                backend::ready_for_query(&mut self.cwbuf, status);
+                self.ready_unattached();
             }
             _ => self.skip_to_sync = true,
         }

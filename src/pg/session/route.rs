@@ -26,10 +26,7 @@ pub struct RouteState {
     /// `SET pake.route = 'primary' | 'replica'`; `None` is automatic.
     pub pinned: Option<Route>,
     /// A plain `BEGIN` answered locally, to replay on the transaction's server.
-    pub pending_begin: Option<Box<str>>,
-    /// Pake failed a request of the deferred transaction (no server saw it): like a
-    /// server's aborted transaction, it reports `E` and refuses statements until it ends.
-    pub begin_failed: bool,
+    pub pending_begin: Option<PendingBegin>,
     /// The transaction running on the primary may have written.
     pub tx_wrote: bool,
     /// Causal read-your-writes: the primary sample sequence when the last write committed;
@@ -39,6 +36,24 @@ pub struct RouteState {
     pub min_lsn: Option<u64>,
     /// Window read-your-writes: reads stay on the primary until then.
     pub primary_until: Option<Instant>,
+}
+
+/// A plain `BEGIN` Pake answered itself, waiting for the statement that decides where its
+/// transaction runs.
+#[derive(Debug)]
+pub struct PendingBegin {
+    /// As the client wrote it: replayed on the server the transaction's statements choose.
+    pub text: Box<str>,
+    /// Pake failed one of its requests (no server saw it): like a server's aborted
+    /// transaction, it reports `E` and refuses statements until it ends.
+    pub failed: bool,
+}
+
+impl RouteState {
+    /// A deferred transaction Pake aborted: statements are refused until it ends.
+    pub fn aborted(&self) -> bool {
+        self.pending_begin.as_ref().is_some_and(|b| b.failed)
+    }
 }
 
 /// What the request at the head of the buffer needs.
@@ -81,7 +96,7 @@ impl Session {
                 }
             }
         }
-        if self.routing.begin_failed {
+        if self.routing.aborted() {
             self.fail_request(&Error::TransactionAborted)?;
             return Ok(Plan::Answered);
         }
@@ -91,26 +106,32 @@ impl Session {
         Ok(Plan::Server(target))
     }
 
-    /// Local answers: `SET pake.route`, a deferred plain BEGIN, COMMIT/ROLLBACK of it.
     /// The transaction status to report with no server attached: `T` while a BEGIN waits
     /// for the statement that decides where it runs (`E` once Pake failed one of its
     /// requests), else `I`.
     pub(super) fn unattached_status(&self) -> u8 {
-        match (&self.routing.pending_begin, self.routing.begin_failed) {
-            (Some(_), true) => b'E',
-            (Some(_), false) => b'T',
-            (None, _) => b'I',
+        match &self.routing.pending_begin {
+            Some(PendingBegin { failed: true, .. }) => b'E',
+            Some(_) => b'T',
+            None => b'I',
         }
+    }
+
+    /// ReadyForQuery for a request answered with no server attached.
+    pub(super) fn ready_unattached(&mut self) {
+        let status = self.unattached_status();
+        backend::ready_for_query(&mut self.cwbuf, status);
     }
 
     /// Pake is failing the request at the head of the buffer itself: a deferred
     /// transaction is aborted by it, as on a server.
     pub(super) fn abort_deferred_transaction(&mut self) {
-        if self.routing.pending_begin.is_some() {
-            self.routing.begin_failed = true;
+        if let Some(begin) = &mut self.routing.pending_begin {
+            begin.failed = true;
         }
     }
 
+    /// Local answers: `SET pake.route`, a deferred plain BEGIN, COMMIT/ROLLBACK of it.
     fn answer_transaction_control(&mut self, query: &Analysis) -> Result<Option<Plan>, Error> {
         let replicas = self.pool.settings().read_from_replicas;
         let (tag, status) = match &query.class {
@@ -122,14 +143,17 @@ impl Session {
             Class::Begin { plain: true, .. }
                 if replicas && self.routing.pending_begin.is_none() =>
             {
-                self.routing.pending_begin = Some(self.head_query()?.into());
+                self.routing.pending_begin = Some(PendingBegin {
+                    text: self.head_query()?.into(),
+                    failed: false,
+                });
                 self.trace_local_begin(query);
                 ("BEGIN", b'T')
             }
             Class::End if self.routing.pending_begin.is_some() => {
                 let text = self.head_query()?;
+                let failed = self.routing.aborted();
                 self.routing.pending_begin = None;
-                let failed = std::mem::take(&mut self.routing.begin_failed);
                 self.trace_discard();
                 let lower = text.trim_start().to_ascii_lowercase();
                 // a server ends an aborted transaction with ROLLBACK whatever it was asked
