@@ -6,7 +6,7 @@
 
 use crate::harness::{code, frame, Env, Opts, Raw};
 
-/// A Query frame.
+/// A Query frame (of bytes: the encoding tests send text that is not UTF-8).
 fn query(text: &[u8]) -> Vec<u8> {
     let mut body = text.to_vec();
     body.push(0);
@@ -24,18 +24,8 @@ fn extended(text: &str) -> Vec<u8> {
 /// Read messages up to and including the next ReadyForQuery; their tags, and the first
 /// DataRow's first column.
 async fn until_ready(raw: &mut Raw) -> (String, Option<Vec<u8>>) {
-    let (mut tags, mut value) = (String::new(), None);
-    loop {
-        let (tag, body) = raw.read().await.expect("a reply");
-        tags.push(tag as char);
-        if tag == b'D' && value.is_none() && body.len() >= 6 {
-            let len = i32::from_be_bytes(body[2..6].try_into().expect("len")) as usize;
-            value = body.get(6..6 + len).map(<[u8]>::to_vec);
-        }
-        if tag == b'Z' {
-            return (tags, value);
-        }
-    }
+    let r = raw.until_ready().await;
+    (r.tags, r.value)
 }
 
 /// A Pake with a pool of one server, the table `ddl` creates, and a raw client.
@@ -330,14 +320,8 @@ fn named(name: &str, text: &str) -> Vec<u8> {
 
 /// Read up to the next ReadyForQuery: the tags and the transaction status it reports.
 async fn status(raw: &mut Raw) -> (String, u8) {
-    let mut tags = String::new();
-    loop {
-        let (tag, body) = raw.read().await.expect("a reply");
-        tags.push(tag as char);
-        if tag == b'Z' {
-            return (tags, body.first().copied().unwrap_or(0));
-        }
-    }
+    let r = raw.until_ready().await;
+    (r.tags, r.status)
 }
 
 /// A Parse… Sync of statements a server already parsed is answered without a server; inside

@@ -310,6 +310,30 @@ impl Raw {
         }
     }
 
+    /// Read the messages up to and including the next ReadyForQuery.
+    pub async fn until_ready(&mut self) -> Reply {
+        let mut reply = Reply::default();
+        loop {
+            let (tag, body) = self.read().await.expect("a reply");
+            reply.tags.push(tag as char);
+            match tag {
+                b'E' if reply.sqlstate.is_empty() => reply.sqlstate = sqlstate(&body),
+                b'C' => {
+                    reply.command = String::from_utf8_lossy(&body).trim_end_matches('\0').into()
+                }
+                b'D' if reply.value.is_none() && body.len() >= 6 => {
+                    let len = i32::from_be_bytes(body[2..6].try_into().expect("len")) as usize;
+                    reply.value = body.get(6..6 + len).map(<[u8]>::to_vec);
+                }
+                b'Z' => {
+                    reply.status = body.first().copied().unwrap_or(0);
+                    return reply;
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// Read until an ErrorResponse; its SQLSTATE and severity.
     pub async fn error(&mut self) -> Option<(String, String)> {
         loop {
@@ -329,6 +353,26 @@ impl Raw {
             }
         }
     }
+}
+
+/// What a request got, up to its ReadyForQuery ([`Raw::until_ready`]).
+#[derive(Debug, Default)]
+pub struct Reply {
+    /// Every message's tag, in order.
+    pub tags: String,
+    /// The first ErrorResponse's SQLSTATE (empty: none).
+    pub sqlstate: String,
+    /// The last CommandComplete's tag.
+    pub command: String,
+    /// The first DataRow's first column.
+    pub value: Option<Vec<u8>>,
+    /// The ReadyForQuery's transaction status.
+    pub status: u8,
+}
+
+/// A Query message.
+pub fn query(text: &str) -> Vec<u8> {
+    frame(b'Q', format!("{text}\0").as_bytes())
 }
 
 pub fn field(body: &[u8], f: u8) -> String {

@@ -1,7 +1,7 @@
 //! Fault injection through the admin API: every kind, scoped and expiring as asked, and
 //! refused when fault injection is off or the caller is not an admin.
 
-use crate::harness::{code, frame, http, sqlstate, with_guest, Env, Opts, Raw};
+use crate::harness::{code, frame, http, query, with_guest, Env, Opts, Raw};
 use std::time::{Duration, Instant};
 
 const ADMIN: Option<(&str, &str)> = Some(("pake", "pake"));
@@ -180,23 +180,11 @@ async fn a_fault_in_a_deferred_transaction_aborts_it() {
     let mut raw = Raw::login(&env, &env.lab.user, &env.lab.password, "postgres")
         .await
         .expect("login");
-    // the tags up to ReadyForQuery, the first error's SQLSTATE, the CommandComplete tag
-    // and the transaction status
     async fn run(raw: &mut Raw, bytes: &[u8]) -> (String, String, String, u8) {
         raw.send(bytes).await;
-        let (mut tags, mut state, mut done) = (String::new(), String::new(), String::new());
-        loop {
-            let (tag, body) = raw.read().await.expect("a reply");
-            tags.push(tag as char);
-            match tag {
-                b'E' if state.is_empty() => state = sqlstate(&body),
-                b'C' => done = String::from_utf8_lossy(&body).trim_end_matches('\0').into(),
-                b'Z' => return (tags, state, done, body.first().copied().unwrap_or(0)),
-                _ => {}
-            }
-        }
+        let r = raw.until_ready().await;
+        (r.tags, r.sqlstate, r.command, r.status)
     }
-    let query = |text: &str| frame(b'Q', format!("{text}\0").as_bytes());
     let begin = run(&mut raw, &query("BEGIN")).await;
     assert_eq!((begin.0.as_str(), begin.3), ("CZ", b'T'));
     let failed = run(&mut raw, &query("select 1 as abort_probe")).await;
