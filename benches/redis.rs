@@ -199,24 +199,45 @@ fn l1_zipf(c: &mut Criterion) {
             cdf.partition_point(|&c| c < u).min(KEYS - 1)
         })
         .collect();
-    let two = |iters: u64| {
-        let start = Instant::now();
-        std::thread::scope(|s| {
-            for t in 0..2usize {
+    // two threads that live across samples, as reactor threads do: each keeps its own
+    // near copies of hot entries, which fresh threads per sample would refill every time
+    let mut pos = 0usize;
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..2usize)
+            .map(|t| {
+                let (go, work) = std::sync::mpsc::channel::<(usize, u64)>();
+                let (done, finished) = std::sync::mpsc::channel::<()>();
                 let (keys, order, l1) = (&keys, &order, &l1);
                 s.spawn(move || {
-                    for i in 0..iters as usize {
-                        let k = &keys[order[(i * 2 + t) % order.len()]];
-                        black_box(l1.get(k));
+                    for (from, iters) in work {
+                        for i in 0..iters as usize {
+                            let k = &keys[order[(from + i * 2 + t) % order.len()]];
+                            black_box(l1.get(k));
+                        }
+                        let _ = done.send(());
                     }
                 });
-            }
+                (go, finished)
+            })
+            .collect();
+        let mut g = c.benchmark_group("l1_zipf");
+        g.bench_function("get_two_threads", |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                for (go, _) in &workers {
+                    let _ = go.send((pos, iters));
+                }
+                for (_, finished) in &workers {
+                    let _ = finished.recv();
+                }
+                pos = pos.wrapping_add(iters as usize * 2);
+                start.elapsed() / 2
+            })
         });
-        start.elapsed() / 2
-    };
-    let mut g = c.benchmark_group("l1_zipf");
-    g.bench_function("get_two_threads", |b| b.iter_custom(two));
-    g.finish();
+        g.finish();
+        // the workers end when their channels close
+        drop(workers);
+    });
 }
 
 criterion_group!(benches, decode, l1, l1_two_workers, l1_zipf);
