@@ -23,12 +23,11 @@
 //! replies over `max_entry_size`, and expires entries at the earlier of `max_ttl` and the
 //! key's own TTL.
 //!
-//! In front of moka, each thread keeps a small direct-mapped table of copies of the small
-//! entries it hit last ([`FRONT_SLOTS`], replies up to [`FRONT_MAX_REPLY`] bytes: at most
-//! ~0.9 MiB per thread, outside the byte budget). A copy is served under the entry's own
-//! rule (its ticket still holds, not expired), so it can never outlive an invalidation; it
-//! spares a hot key's hit moka's shared probe, read recording and reference counts, which
-//! both reactor threads otherwise write for every hit.
+//! In front of moka, each thread keeps copies of the small entries it reads most
+//! ([`front`]), served under the same rule, so that a hot key's hit spares moka's shared
+//! probe, read recording and reference counts.
+
+mod front;
 
 use super::commands::slot;
 use super::metrics::RedisMetrics;
@@ -65,19 +64,6 @@ pub struct CacheKey {
 }
 
 impl CacheKey {
-    /// The same key with arguments of its own (not a slice of a shared request buffer),
-    /// for a thread's front table.
-    fn detached(&self) -> CacheKey {
-        CacheKey {
-            db: self.db,
-            user: self.user,
-            proto: self.proto,
-            cmd: self.cmd,
-            slot: self.slot,
-            args: Bytes::copy_from_slice(&self.args),
-        }
-    }
-
     pub fn new(cmd: u16, args: &[Bytes], db: u8, user: u32, proto: Proto) -> CacheKey {
         let key = args.first().cloned().unwrap_or_default();
         let slot = slot(&key);
@@ -132,33 +118,7 @@ struct Entry {
     expires: Instant,
 }
 
-/// Slots in each thread's front table (direct-mapped by the key's hash).
-const FRONT_SLOTS: usize = 1024;
-/// Largest reply, and largest key, a front table copies: a thread's table holds at most
-/// `FRONT_SLOTS × (FRONT_MAX_REPLY + FRONT_MAX_KEY + ~200)` bytes, about 0.9 MiB.
-const FRONT_MAX_REPLY: usize = 512;
-const FRONT_MAX_KEY: usize = 256;
-
-/// A copy of a moka entry in one thread's front table. Served only under the same rule as
-/// the entry itself (its ticket still holds, not expired), so coherence is unchanged; the
-/// reply is the thread's own copy, so a hit touches no reference count another thread
-/// writes.
-struct FrontEntry {
-    /// Which [`L1`] it belongs to (several can share a thread: tests, reloads).
-    owner: u64,
-    hash: u64,
-    key: CacheKey,
-    reply: Bytes,
-    ticket: Ticket,
-    expires: Instant,
-}
-
-thread_local! {
-    static FRONT: std::cell::RefCell<Vec<Option<FrontEntry>>> =
-        std::cell::RefCell::new((0..FRONT_SLOTS).map(|_| None).collect());
-}
-
-/// Ids for [`FrontEntry::owner`].
+/// Ids telling apart the caches whose copies share a thread's [`front`] table.
 static NEXT_L1: AtomicU64 = AtomicU64::new(1);
 
 struct EntryExpiry;
@@ -265,22 +225,10 @@ impl L1 {
     /// copy, else from moka (and then copied there when small).
     pub fn get(&self, key: &CacheKey) -> Option<Bytes> {
         let hash = self.front_hasher.hash_one(key);
-        let slot = (hash as usize) & (FRONT_SLOTS - 1);
         let now = Instant::now();
-        let front = FRONT.with(|f| {
-            let mut f = f.borrow_mut();
-            let cell = f.get_mut(slot)?;
-            let e = cell.as_ref()?;
-            if e.owner != self.id || e.hash != hash || e.key != *key {
-                return None;
-            }
-            if self.valid(&e.ticket) && now < e.expires {
-                return Some(e.reply.clone());
-            }
-            *cell = None;
-            None
-        });
-        if let Some(reply) = front {
+        let valid = |t: &Ticket| self.valid(t);
+        let near = front::FRONT.with(|f| f.borrow_mut().get(self.id, hash, key, now, valid));
+        if let Some(reply) = near {
             self.metrics.l1_hits.inc();
             return Some(reply);
         }
@@ -290,21 +238,7 @@ impl L1 {
         };
         if self.valid(&entry.ticket) && now < entry.expires {
             self.metrics.l1_hits.inc();
-            if entry.reply.len() <= FRONT_MAX_REPLY && key.args.len() <= FRONT_MAX_KEY {
-                let copy = FrontEntry {
-                    owner: self.id,
-                    hash,
-                    key: key.detached(),
-                    reply: Bytes::copy_from_slice(&entry.reply),
-                    ticket: entry.ticket,
-                    expires: entry.expires,
-                };
-                FRONT.with(|f| {
-                    if let Some(cell) = f.borrow_mut().get_mut(slot) {
-                        *cell = Some(copy);
-                    }
-                });
-            }
+            front::FRONT.with(|f| f.borrow_mut().offer(self.id, hash, key, &entry));
             return Some(entry.reply);
         }
         // left in place: the fill that follows this miss replaces it (a removal now would
