@@ -222,7 +222,8 @@ impl L1 {
     }
 
     /// A cached reply that is still valid: from this thread's front table when it holds a
-    /// copy, else from moka (and then copied there when small).
+    /// copy, else from moka (and then offered to that table, which takes it if small and
+    /// its set has room: see [`front`]).
     pub fn get(&self, key: &CacheKey) -> Option<Bytes> {
         let hash = self.front_hasher.hash_one(key);
         let now = Instant::now();
