@@ -194,7 +194,7 @@ fn run_scenarios(args: &BenchArgs) -> anyhow::Result<()> {
 
 /// Progress steps of a scenario: one per target per round per case.
 fn steps(s: &Scenario) -> usize {
-    let targets = s.targets.len() + s.pake_workers.len().saturating_sub(1);
+    let targets = s.measured_targets();
     let rounds = if s.workload == super::scenario::Workload::IdleMemory {
         1
     } else {

@@ -50,9 +50,9 @@ pub struct Env {
     _pg: Option<PgLab>,
 }
 
-/// Pake targets as (name, workers, reactor threads for Postgres clients): `pake` with one
-/// worker setting, `pake-w1`, `pake-w2`… with several; then `pake-r1`, `pake-r2`… for
-/// `reactors` (one worker each).
+/// Pake targets as (name, workers, reactor threads for its clients, 0: Pake's default):
+/// `pake` with one worker setting, `pake-w1`, `pake-w2`… with several; then `pake-r1`,
+/// `pake-r2`… for `reactors` (one worker each).
 fn pake_names(base: &str, workers: &[usize], reactors: &[usize]) -> Vec<(String, usize, usize)> {
     let by_workers = match workers {
         [w] => vec![(base.to_string(), *w, 0)],
@@ -118,7 +118,7 @@ impl Env {
 
     async fn start_pg(s: &Scenario, bin: &PakeBinary) -> Result<Env, BenchError> {
         let most = s.clients.iter().copied().max().unwrap_or(1);
-        let poolers = s.targets.iter().filter(|t| *t != "direct").count() + s.pake_workers.len();
+        let poolers = s.measured_targets() - s.targets.iter().filter(|t| *t == "direct").count();
         let direct = if s.targets.iter().any(|t| t == "direct") {
             most
         } else {
@@ -197,8 +197,7 @@ impl Env {
             None
         };
         let prefix = s.redis.prefix.as_deref().unwrap_or(redis_load::LAB_PREFIX);
-        // every target's keys (a pake target counts once per worker setting)
-        let targets = s.targets.len() * s.pake_workers.len().max(1);
+        let targets = s.measured_targets();
         redis_load::preload(lab.addr(), slots.clone(), s, prefix, targets, None).await?;
         let mut env = Env::empty(false);
         // with a simulated link, every target reaches Redis through the relay
@@ -215,6 +214,7 @@ impl Env {
                 l1,
                 pool_size: s.redis.pool_size,
                 sentinel: None,
+                threads: 0,
             };
             match t.as_str() {
                 "direct" => {
@@ -257,21 +257,23 @@ impl Env {
     }
 
     async fn add_pakes(&mut self, s: &Scenario, bin: &PakeBinary, base: &str, kind: PakeKind) {
-        let reactors = match &kind {
-            PakeKind::Pg(_) => &s.pg.pake_reactors[..],
-            PakeKind::Redis(_) => &[],
-        };
-        for (name, workers, pg_threads) in pake_names(base, &s.pake_workers, reactors) {
+        for (name, workers, threads) in pake_names(base, &s.pake_workers, s.pake_reactors()) {
             let (bin, kind2) = (bin.clone(), kind.clone());
             let started = blocking(move || match &kind2 {
                 PakeKind::Pg(side) => bin.start_pg(
                     &PgSide {
-                        pg_threads,
+                        pg_threads: threads,
                         ..side.clone()
                     },
                     workers,
                 ),
-                PakeKind::Redis(side) => bin.start_redis(side, workers),
+                PakeKind::Redis(side) => bin.start_redis(
+                    &RedisSide {
+                        threads,
+                        ..side.clone()
+                    },
+                    workers,
+                ),
             })
             .await;
             match started {

@@ -182,6 +182,11 @@ pub struct RedisSettings {
     /// Prefix of every key. Lab runs: `key:`; runs against your targets: `pake_bench:`
     /// unless set (`--prepare` writes the keys, `--cleanup` deletes them).
     pub prefix: Option<String>,
+    /// Beside the `pake_workers` ones, one Pake per value with its Redis clients on that
+    /// many reactor threads (`[redis] threads`, one worker for the rest), named `pake-r1`,
+    /// `pake-r2`… (`pake-nol1-r1`… for `pake-nol1`). Without it Pake runs one reactor
+    /// thread per CPU, its default.
+    pub pake_reactors: Vec<usize>,
 }
 
 impl Default for RedisSettings {
@@ -195,6 +200,7 @@ impl Default for RedisSettings {
             cluster: false,
             pool_size: 4,
             prefix: None,
+            pake_reactors: Vec::new(),
         }
     }
 }
@@ -231,6 +237,26 @@ pub struct Overrides {
 }
 
 impl Scenario {
+    /// The reactor-thread settings that add Pake targets beside `pake_workers`, from the
+    /// side the workload runs on.
+    pub fn pake_reactors(&self) -> &[usize] {
+        if self.workload.is_redis() {
+            &self.redis.pake_reactors
+        } else {
+            &self.pg.pake_reactors
+        }
+    }
+
+    /// Targets measured in each round: every `pake…` target once per worker setting and
+    /// once per reactor setting, the others once.
+    pub fn measured_targets(&self) -> usize {
+        let per_pake = self.pake_workers.len().max(1) + self.pake_reactors().len();
+        self.targets
+            .iter()
+            .map(|t| if t.starts_with("pake") { per_pake } else { 1 })
+            .sum()
+    }
+
     pub fn load(path: &Path) -> Result<Scenario, BenchError> {
         let text = std::fs::read_to_string(path).map_err(|e| BenchError::Scenario {
             path: path.display().to_string(),
@@ -448,6 +474,24 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("pgbouncer"), "{e}");
+    }
+
+    #[test]
+    fn reactor_settings_add_targets_on_their_side() {
+        let text = "name = 'x'\nworkload = 'redis-getset'\n\
+                    targets = ['direct', 'pake', 'pake-nol1', 'twemproxy']\n\
+                    [redis]\npake_reactors = [1, 2]\n[pg]\npake_reactors = [4]\n";
+        let s = Scenario::parse(text, "t").unwrap();
+        assert_eq!(s.pake_reactors(), &[1, 2]);
+        // direct, twemproxy, and pake / pake-nol1 each as pake, -r1, -r2
+        assert_eq!(s.measured_targets(), 2 + 2 * 3);
+        let pg = text
+            .replace("redis-getset", "pg-select")
+            .replace("pake-nol1", "pake-noinsight")
+            .replace("twemproxy", "pgbouncer");
+        let s = Scenario::parse(&pg, "t").unwrap();
+        assert_eq!(s.pake_reactors(), &[4]);
+        assert_eq!(s.measured_targets(), 2 + 2 * 2);
     }
 
     #[test]

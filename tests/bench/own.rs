@@ -163,6 +163,7 @@ async fn redis_direct_pake_and_twemproxy_by_url_and_ctrl_c() {
         l1: true,
         pool_size: 2,
         sentinel: None,
+        threads: 0,
     };
     let pake = bin.start_redis(&side, 1).expect("pake serve");
     let tw = twemproxy::start(lab.addr(), 2).expect("twemproxy");

@@ -94,6 +94,7 @@ async fn writes_through_pake(
         sentinel: lab
             .is_sentinel()
             .then(|| (lab.sentinel_addrs(), lab.master_name().to_string())),
+        threads: 0,
     };
     let bin = ctx.bin.clone();
     let pake = blocking(move || bin.start_redis(&side, 0)).await?;

@@ -49,6 +49,8 @@ pub struct RedisSide {
     /// Sentinel topology: the sentinels' `host:port` and the monitored name (`url` then
     /// only gives the credentials).
     pub sentinel: Option<(Vec<String>, String)>,
+    /// `[redis] threads`; 0 leaves Pake's default (one per CPU).
+    pub threads: usize,
 }
 
 impl PakeBinary {
@@ -134,8 +136,13 @@ impl PakeBinary {
         self.supports_redis()?;
         let dir = Peer::dir("pake-bench-pake-")?;
         let config = format!(
-            "[general]\nlog_level = \"warn\"\nshutdown_timeout = \"1s\"\n\n[redis]\nl1 = {}\npool_size = {}\n",
-            redis.l1, redis.pool_size
+            "[general]\nlog_level = \"warn\"\nshutdown_timeout = \"1s\"\n\n[redis]\nl1 = {}\npool_size = {}\n{}",
+            redis.l1,
+            redis.pool_size,
+            match redis.threads {
+                0 => String::new(),
+                n => format!("threads = {n}\n"),
+            }
         );
         let (addr, pg, admin) = (free_addr()?, free_addr()?, free_addr()?);
         let mut cmd = self.base(dir.path(), &config, workers)?;
