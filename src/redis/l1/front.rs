@@ -26,7 +26,6 @@
 
 use super::{CacheKey, Entry, Ticket};
 use crate::redis::resp::encode::Proto;
-use bytes::Bytes;
 use std::cell::RefCell;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -170,7 +169,8 @@ impl Front {
     }
 
     /// The reply copied for `key` (of cache `owner`, hashed `hash`) when `valid` accepts its
-    /// ticket at `now`; a copy no longer valid is dropped.
+    /// ticket at `now`, borrowed from the copy (the caller writes it where it goes, so a hit
+    /// allocates nothing); a copy no longer valid is dropped.
     pub fn get(
         &mut self,
         owner: u64,
@@ -178,20 +178,19 @@ impl Front {
         key: &CacheKey,
         now: Instant,
         valid: impl FnOnce(&Ticket) -> bool,
-    ) -> Option<Bytes> {
+    ) -> Option<&[u8]> {
         let s = set_of(hash);
         let t = tag(hash);
         let w = self.sets[s].tags.iter().position(|&x| x == t)?;
         let c = self.ways[s * WAYS + w].as_deref()?;
         let reply_at = matches(c, owner, key)?;
-        if nanos(now) < u64_at(c, EXPIRES) && valid(&ticket_of(c)) {
-            let reply = Bytes::copy_from_slice(&c[reply_at..]);
-            let f = &mut self.sets[s].freq[w];
-            *f = (*f + 1).min(MAX_FREQ);
-            return Some(reply);
+        if nanos(now) >= u64_at(c, EXPIRES) || !valid(&ticket_of(c)) {
+            self.remove(s, w);
+            return None;
         }
-        self.remove(s, w);
-        None
+        let f = &mut self.sets[s].freq[w];
+        *f = (*f + 1).min(MAX_FREQ);
+        self.ways[s * WAYS + w].as_deref().map(|c| &c[reply_at..])
     }
 
     fn remove(&mut self, s: usize, w: usize) {
@@ -246,6 +245,7 @@ impl Front {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use std::time::Duration;
 
     fn key(i: usize) -> CacheKey {
@@ -279,7 +279,7 @@ mod tests {
         f.offer(9, hash(1), &key(1), &e);
         let now = Instant::now();
         let got = f.get(9, hash(1), &key(1), now, |t| *t == e.ticket);
-        assert_eq!(got.as_deref(), Some(&b"+v\r\n"[..]));
+        assert_eq!(got, Some(&b"+v\r\n"[..]));
         assert_eq!(
             f.get(8, hash(1), &key(1), now, |_| true),
             None,

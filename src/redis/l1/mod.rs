@@ -221,31 +221,39 @@ impl L1 {
         self.max_ttl_ms.store(millis(max_ttl), Relaxed);
     }
 
-    /// A cached reply that is still valid: from this thread's front table when it holds a
-    /// copy, else from moka (and then offered to that table, which takes it if small and
-    /// its set has room: see [`front`]).
+    /// A cached reply that is still valid, as its own bytes ([`L1::read`] without the
+    /// caller's buffer).
     pub fn get(&self, key: &CacheKey) -> Option<Bytes> {
+        self.read(key, Bytes::copy_from_slice)
+    }
+
+    /// Hand a cached reply that is still valid to `take`, which writes it where it goes:
+    /// from this thread's front table when it holds a copy, else from moka (and then
+    /// offered to that table, which takes it if small and its set has room: see [`front`]).
+    /// `take` runs while the front table is borrowed and must not read the L1.
+    pub fn read<R>(&self, key: &CacheKey, take: impl FnOnce(&[u8]) -> R) -> Option<R> {
         let hash = self.front_hasher.hash_one(key);
         let now = Instant::now();
-        let valid = |t: &Ticket| self.valid(t);
-        let near = front::FRONT.with(|f| f.borrow_mut().get(self.id, hash, key, now, valid));
-        if let Some(reply) = near {
-            self.metrics.l1_hits.inc();
-            return Some(reply);
-        }
-        let Some(entry) = self.cache.get(key) else {
+        front::FRONT.with(|f| {
+            let mut front = f.borrow_mut();
+            if let Some(reply) = front.get(self.id, hash, key, now, |t| self.valid(t)) {
+                self.metrics.l1_hits.inc();
+                return Some(take(reply));
+            }
+            let Some(entry) = self.cache.get(key) else {
+                self.metrics.l1_misses.inc();
+                return None;
+            };
+            if self.valid(&entry.ticket) && now < entry.expires {
+                self.metrics.l1_hits.inc();
+                front.offer(self.id, hash, key, &entry);
+                return Some(take(&entry.reply));
+            }
+            // left in place: the fill that follows this miss replaces it (a removal now would
+            // leave the table a tombstone to rehash away, for every write of a hot key)
             self.metrics.l1_misses.inc();
-            return None;
-        };
-        if self.valid(&entry.ticket) && now < entry.expires {
-            self.metrics.l1_hits.inc();
-            front::FRONT.with(|f| f.borrow_mut().offer(self.id, hash, key, &entry));
-            return Some(entry.reply);
-        }
-        // left in place: the fill that follows this miss replaces it (a removal now would
-        // leave the table a tombstone to rehash away, for every write of a hot key)
-        self.metrics.l1_misses.inc();
-        None
+            None
+        })
     }
 
     /// Take a ticket for reading `redis_key` (in `slot`), or `None` when its node is not

@@ -86,6 +86,19 @@ fn over_budget(out: &mut BytesMut, over: Over) {
     encode::error(out, &e.reply());
 }
 
+/// Write a reply that nothing pending precedes (an L1 hit or a local answer) straight to
+/// the write buffer, held to the same reply budget: charged to the write buffer's lease,
+/// which holds it from here on.
+fn write_reply(wbuf: &mut BytesMut, wlease: &mut Lease, reply: &[u8]) {
+    match wlease.set(wbuf.len() + reply.len()) {
+        Ok(()) => wbuf.extend_from_slice(reply),
+        Err(over) => {
+            over_budget(wbuf, over);
+            wlease.force(wbuf.len());
+        }
+    }
+}
+
 /// Charge a finished reply to the client's reply meter; past the budget the reply is
 /// dropped and the client gets `-ERR` in its place.
 fn admit(done: Done, meter: &Meter) -> Held {
@@ -441,15 +454,7 @@ impl Session {
     /// Queue a reply behind the ones still pending (or write it straight away).
     fn push_reply(&mut self, reply: Bytes) {
         if self.pending.is_empty() {
-            // an L1 hit or a local answer, held to the same reply budget: charged straight
-            // to the write buffer's lease, which holds it from here on
-            match self.wlease.set(self.wbuf.len() + reply.len()) {
-                Ok(()) => self.wbuf.extend_from_slice(&reply),
-                Err(over) => {
-                    over_budget(&mut self.wbuf, over);
-                    self.wlease.force(self.wbuf.len());
-                }
-            }
+            write_reply(&mut self.wbuf, &mut self.wlease, &reply);
         } else {
             let held = admit(
                 Done {

@@ -62,7 +62,9 @@ pub(super) struct Ctx {
 
 /// What the L1 said about a command, before it takes the shared path.
 enum Lookup {
-    /// The cached reply.
+    /// Answered: the cached reply is in the write buffer.
+    Written,
+    /// The cached reply, to queue behind the replies still pending.
     Hit(Bytes),
     /// Cacheable, not cached (or no longer valid): the reply may fill under this key.
     Miss(CacheKey),
@@ -367,11 +369,14 @@ impl Session {
         // a cacheable read of one key asks the L1 first: a hit needs nothing else of the
         // shared path (no context cloned out of the session, no key list)
         let cached = match self.l1_lookup(spec, &req.args) {
-            Lookup::Hit(reply) => {
+            hit @ (Lookup::Written | Lookup::Hit(_)) => {
                 if let Some(h) = self.svc.metrics.latency(spec.id) {
                     h.observe(1e-6);
                 }
-                return self.push_reply(reply);
+                if let Lookup::Hit(reply) = hit {
+                    self.push_reply(reply);
+                }
+                return;
             }
             Lookup::Miss(key) => Some(key),
             Lookup::Uncached => None,
@@ -438,7 +443,7 @@ impl Session {
     /// change the key (a pipelined `SET k; GET k` must not read the old `k`: see
     /// [`super::writes`]), not behind any command in flight unless
     /// `redis.l1_behind_inflight`, and not for MGET (its own path) or a cluster broadcast.
-    fn l1_lookup(&self, spec: &Spec, args: &[Bytes]) -> Lookup {
+    fn l1_lookup(&mut self, spec: &Spec, args: &[Bytes]) -> Lookup {
         let Some(l1) = self.svc.l1.as_deref() else {
             return Lookup::Uncached;
         };
@@ -467,10 +472,18 @@ impl Session {
             self.state.user_id,
             self.state.proto,
         );
-        match l1.get(&key) {
-            Some(reply) => Lookup::Hit(reply),
-            None => Lookup::Miss(key),
-        }
+        // with nothing pending the reply goes straight from the cache to the write buffer
+        let in_line = self.pending.is_empty();
+        let (wbuf, wlease) = (&mut self.wbuf, &mut self.wlease);
+        let hit = l1.read(&key, |reply| {
+            if in_line {
+                super::write_reply(wbuf, wlease, reply);
+                Lookup::Written
+            } else {
+                Lookup::Hit(Bytes::copy_from_slice(reply))
+            }
+        });
+        hit.unwrap_or(Lookup::Miss(key))
     }
 
     /// Send a write whose new value is known ([`crate::redis::writethrough`]) through its
