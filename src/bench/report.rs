@@ -301,9 +301,16 @@ impl ScenarioReport {
             let _ = writeln!(out, "target unavailable: {}: {}", u.target, u.reason);
         }
         let idle = s.workload == Workload::IdleMemory;
+        // as wide as the longest target name (`pake-nol1-r1`…)
+        let w = self
+            .cases
+            .iter()
+            .flat_map(|c| &c.targets)
+            .map(|t| t.name.len())
+            .fold(11, usize::max);
         let _ = writeln!(
             out,
-            "{:>7} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}  note",
+            "{:>7} {:<w$} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}  note",
             "clients",
             "target",
             if idle { "KiB/client" } else { "ops/s" },
@@ -326,7 +333,7 @@ impl ScenarioReport {
                 let lat = |us: u64| if idle { "-".into() } else { fmt_us(us) };
                 let _ = writeln!(
                     out,
-                    "{:>7} {:<11} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}  {}",
+                    "{:>7} {:<w$} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9}  {}",
                     case.clients,
                     t.name,
                     main,
@@ -471,6 +478,40 @@ mod tests {
             .iter()
             .all(|w| !w.contains("load generator")));
         assert_eq!(fmt_cpu(Some(12.345)), "12.3µs");
+    }
+
+    #[test]
+    fn table_columns_fit_the_longest_target_name() {
+        let text = "name = 'x'\nworkload = 'redis-getset'\ntargets = ['direct', 'pake-nol1']\n";
+        let scenario = Scenario::parse(text, "t").unwrap();
+        let target = |name: &str| TargetReport {
+            name: name.into(),
+            ops_per_sec: 12345.0,
+            ..TargetReport::default()
+        };
+        let report = ScenarioReport {
+            scenario,
+            machine: Machine::default(),
+            started_at: 0,
+            unavailable: Vec::new(),
+            cases: vec![CaseReport {
+                clients: 50,
+                active: 50,
+                rate: None,
+                targets: vec![target("direct"), target("pake-nol1-r1-long")],
+            }],
+            warnings: Vec::new(),
+            partial: false,
+        };
+        let table = report.table();
+        // the ops/s column ends at the same place on every row
+        let ends: Vec<usize> = table
+            .lines()
+            .filter(|l| l.contains("12345"))
+            .filter_map(|l| l.find("12345"))
+            .collect();
+        assert_eq!(ends.len(), 2, "{table}");
+        assert_eq!(ends[0], ends[1], "{table}");
     }
 
     #[test]
