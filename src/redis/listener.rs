@@ -42,9 +42,9 @@ pub fn serve_on_threads(
 pub async fn serve(svc: Arc<Service>, listener: TcpListener) {
     let mut closing = svc.closing();
     // this listener's sessions wait on a signal of their own, passed on from the service's
-    // when the drain starts: every session registers with it each time it waits for I/O,
-    // and one shared by all threads' sessions made that lock a cache line both cores
-    // wrote for every command
+    // when the drain starts: one shared by all threads' sessions made its waiter list's
+    // lock a cache line both cores wrote (each session now takes its place there once,
+    // `Session::closing`)
     let (drain, draining) = tokio::sync::watch::channel(false);
     let mut backoff = Duration::from_millis(5);
     loop {

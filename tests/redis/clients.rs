@@ -104,3 +104,26 @@ async fn redis_benchmark_standalone() {
 async fn redis_benchmark_cluster_resp3() {
     redis_benchmark_works(Mode::Cluster, &["-3"]).await;
 }
+
+/// A drain ends every session: one idle between commands, one subscribed (its connection
+/// piped to Redis), each with its connection closed, and no client left counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_ends_idle_and_subscribed_sessions() {
+    use crate::harness::Val;
+    let env = Env::start(Mode::Standalone).await;
+    let mut idle = env.conn().await;
+    assert_eq!(idle.cmd(&["PING"]).await, Val::s("PONG"));
+    let mut sub = env.conn().await;
+    sub.send(b"*2\r\n$9\r\nSUBSCRIBE\r\n$6\r\ndrain:\r\n").await;
+    assert!(sub.read().await.is_some(), "subscribed");
+    let redis = env.pake.redis.clone().expect("redis service");
+    assert_eq!(redis.client_count(), 2);
+    tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        redis.drain(std::time::Duration::from_secs(10)).await;
+        assert!(idle.closed().await);
+        assert!(sub.closed().await);
+    })
+    .await
+    .expect("the drain ends both sessions");
+    assert_eq!(redis.client_count(), 0, "no session outlives the drain");
+}

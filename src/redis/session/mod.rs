@@ -201,7 +201,9 @@ pub struct Session {
     /// until it is answered, so this client's commands reach Redis in the order sent.
     fence: bool,
     close_after: bool,
-    closing: tokio::sync::watch::Receiver<bool>,
+    /// Ready once the service drains. One future for the session's life: its place among
+    /// the drain signal's waiters is taken once, not at every wait for I/O.
+    closing: Closing,
     /// An injected fault asked to drop the connection without a reply.
     reset_now: bool,
     /// An injected bandwidth cap (bytes per second) on replies.
@@ -239,7 +241,7 @@ impl Session {
             rlease: requests.lease(),
             wlease: replies.lease(),
             replies,
-            closing,
+            closing: Box::pin(until_closing(closing)),
             svc,
             client,
             unflushed: false,
@@ -431,11 +433,7 @@ impl Session {
                 }
                 Io::Flushed | Io::Collected => {}
             },
-            r = closing.changed() => {
-                if r.is_err() || *closing.borrow() {
-                    return Err(Error::Shutdown);
-                }
-            }
+            () = closing => return Err(Error::Shutdown),
         }
         Ok(true)
     }
@@ -529,14 +527,13 @@ impl Session {
         self.wbuf.extend_from_slice(&link.take_buffered());
         let wbuf = self.wbuf.split();
         self.write_out(&wbuf).await?;
-        let mut closing = self.closing.clone();
         let mut moved = self.svc.backend.changes();
         let generation = self.pool_gen;
         tokio::select! {
             r = tokio::io::copy_bidirectional(&mut self.client, &mut link.stream) => {
                 r.map(|_| ()).map_err(Error::ClientIo)
             }
-            _ = closing.wait_for(|c| *c) => Err(Error::Shutdown),
+            () = &mut self.closing => Err(Error::Shutdown),
             // the subscription is on the old primary: hang up so the client resubscribes
             _ = moved.wait_for(|g| *g != generation) => Err(Error::LinkLost("the primary changed".into())),
         }
@@ -546,6 +543,14 @@ impl Session {
         crate::limits::shrink_idle(&mut self.rbuf, KEEP_BUFFER, 0);
         crate::limits::shrink_idle(&mut self.wbuf, KEEP_BUFFER, 0);
     }
+}
+
+/// [`Session::closing`].
+type Closing = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Ready when `closing` turns true or its sender is gone.
+async fn until_closing(mut closing: tokio::sync::watch::Receiver<bool>) {
+    let _ = closing.wait_for(|c| *c).await;
 }
 
 /// What one round of client I/O did.
