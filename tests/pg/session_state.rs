@@ -119,6 +119,79 @@ async fn settings_follow_the_client_across_servers() {
     );
 }
 
+/// A driver's own setting switch, as asyncpg turns JIT off around its type introspection:
+/// `set_config` among other columns of a prepared SELECT, then back through a bound
+/// parameter. Both follow the client to every server (before, the first one reset its
+/// server and was lost there: asyncpg's introspection then ran with JIT on, 0.1–0.7 s
+/// instead of 10 ms).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_config_in_prepared_selects_follows_the_client() {
+    let env = pool_of(2).await;
+    let (a, b) = (env.client().await, env.client().await);
+    let default = simple_value(&b, "SHOW work_mem").await;
+    let off = a
+        .prepare("SELECT current_setting('work_mem') AS cur, set_config('work_mem', '7MB', false) AS new")
+        .await
+        .expect("prepare");
+    let row = a.query_one(&off, &[]).await.expect("switch");
+    assert_eq!(row.get::<_, String>(0), default);
+    assert_eq!(row.get::<_, String>(1), "7MB");
+    let first = pid(&a).await;
+    let mut servers = HashSet::new();
+    for round in 0..4 {
+        // b holds one server (a BEGIN takes one only with its first statement), a runs
+        // on the other
+        b.batch_execute("BEGIN").await.expect("begin");
+        pid(&b).await;
+        assert_eq!(
+            simple_value(&a, "SHOW work_mem").await,
+            "7MB",
+            "round {round}"
+        );
+        servers.insert(pid(&a).await);
+        b.batch_execute("COMMIT").await.expect("commit");
+        // and the other way round
+        a.batch_execute("BEGIN").await.expect("begin");
+        servers.insert(pid(&a).await);
+        assert_eq!(
+            simple_value(&a, "SHOW work_mem").await,
+            "7MB",
+            "round {round}"
+        );
+        assert_eq!(
+            simple_value(&b, "SHOW work_mem").await,
+            default,
+            "round {round}"
+        );
+        a.batch_execute("COMMIT").await.expect("commit");
+    }
+    assert!(servers.len() >= 2, "a used one server only: {servers:?}");
+    assert!(
+        servers.contains(&first),
+        "the server a switched on was replaced"
+    );
+    let back = a
+        .prepare("SELECT set_config('work_mem', $1, false)")
+        .await
+        .expect("prepare");
+    a.query_one(&back, &[&"5MB"]).await.expect("restore");
+    for round in 0..2 {
+        b.batch_execute("BEGIN").await.expect("begin");
+        pid(&b).await;
+        assert_eq!(
+            simple_value(&a, "SHOW work_mem").await,
+            "5MB",
+            "round {round}"
+        );
+        b.batch_execute("COMMIT").await.expect("commit");
+        assert_eq!(
+            simple_value(&a, "SHOW work_mem").await,
+            "5MB",
+            "round {round}"
+        );
+    }
+}
+
 /// A rolled-back or failed transaction undoes its SETs; SET LOCAL ends with its
 /// transaction; RESET, RESET ALL and DISCARD ALL go back — all as on a direct connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

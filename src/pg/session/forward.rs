@@ -210,7 +210,7 @@ impl Session {
             self.note_bind(b.statement, part.analysis);
         }
         let stmt = self.client_statement(b.statement);
-        let dirty = stmt.as_ref().and_then(|s| self.track_bound(s));
+        let dirty = stmt.as_ref().and_then(|s| self.track_bound(s, b.rest));
         let cap = self.pool.settings().defaults.max_prepared_statements;
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());

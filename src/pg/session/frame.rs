@@ -58,6 +58,27 @@ pub(super) fn bind(frame: &[u8]) -> Result<Bind<'_>, FrameError> {
     })
 }
 
+/// The parameter values of a Bind, from `rest` ([`Bind::rest`]): `None` for NULL. `None`
+/// for the whole when the counts or lengths do not fit the frame.
+pub(super) fn bind_params(rest: &[u8]) -> Option<Vec<Option<&[u8]>>> {
+    let (formats, rest) = wire::i16_at(rest)?;
+    let rest = rest.get(2 * usize::try_from(formats).ok()?..)?;
+    let (count, mut rest) = wire::i16_at(rest)?;
+    let mut params = Vec::with_capacity(usize::try_from(count).ok()?);
+    for _ in 0..count {
+        let (len, after) = wire::i32_at(rest)?;
+        if len < 0 {
+            params.push(None);
+            rest = after;
+            continue;
+        }
+        let len = usize::try_from(len).ok()?;
+        params.push(Some(after.get(..len)?));
+        rest = &after[len..];
+    }
+    Some(params)
+}
+
 /// What a Describe or a Close is about.
 pub(super) struct Subject<'a> {
     /// `b'S'` for a prepared statement, `b'P'` for a portal.
@@ -103,6 +124,18 @@ mod tests {
             query(&frame(b'Q', b"select '\xa4'\0")).unwrap(),
             "select '\u{fffd}'"
         );
+    }
+
+    #[test]
+    fn bind_parameter_values() {
+        // two formats, three values: 'on', NULL, empty
+        let rest = b"\0\x02\0\0\0\x01\0\x03\0\0\0\x02on\xff\xff\xff\xff\0\0\0\0\0\0";
+        let got = bind_params(rest).unwrap();
+        assert_eq!(got, vec![Some(&b"on"[..]), None, Some(&b""[..])]);
+        // a length past the frame, a negative count
+        assert_eq!(bind_params(b"\0\0\0\x01\0\0\0\x09on"), None);
+        assert_eq!(bind_params(b"\0\0\xff\xff"), None);
+        assert_eq!(bind_params(b"\0\x05\0\0"), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::pg::params::{reported_change, ClientParams, PendingSettings, Settled}
 use crate::pg::prepared::{Statement, StatementId};
 use crate::pg::server::Server;
 use crate::pg::sql::pins::{self, Event};
-use crate::pg::sql::settings::setting_changes;
+use crate::pg::sql::settings::setting_changes_bound;
 use crate::pg::sql::SessionEffect;
 use crate::pg::wire::{self, fe};
 use bytes::BytesMut;
@@ -60,7 +60,7 @@ impl Session {
         if let Fate::Refuse(_) = fate {
             return fate;
         }
-        match self.track_effect(effect, &text) {
+        match self.track_effect(effect, &text, &[]) {
             Some(reason) => Fate::Dirty(reason),
             None => fate,
         }
@@ -134,12 +134,13 @@ impl Session {
         &mut self,
         effect: &SessionEffect,
         text: impl FnOnce() -> Option<std::borrow::Cow<'t, str>>,
+        params: &[Option<&[u8]>],
     ) -> Option<&'static str> {
         let reason = effect.reason()?;
         if self.mode != PoolMode::Transaction || !SETTING_REASONS.contains(&reason) {
             return Some(reason);
         }
-        match text().and_then(|t| setting_changes(&t)) {
+        match text().and_then(|t| setting_changes_bound(&t, params)) {
             Some(changes) => {
                 let carried = changes.into_iter().filter(|c| !reported_change(c));
                 self.pending_settings.push(carried);
@@ -168,15 +169,24 @@ impl Session {
         Some("statement with session effects")
     }
 
-    /// A named statement is bound: note the settings it changes.
-    pub(super) fn track_bound(&mut self, stmt: &Statement) -> Option<&'static str> {
+    /// A named statement is bound (`bind_rest`: the Bind after its statement name): note
+    /// the settings it changes, with its parameters' values.
+    pub(super) fn track_bound(
+        &mut self,
+        stmt: &Statement,
+        bind_rest: &[u8],
+    ) -> Option<&'static str> {
         let noted = self.rare.as_ref();
         if !noted.is_some_and(|r| r.setting_statements.contains(&stmt.id)) {
             return None;
         }
-        self.track_effect(&SessionEffect::Dirties("SET"), || {
-            Some(std::borrow::Cow::Borrowed(&*stmt.query))
-        })
+        // a Bind whose parameters do not decode leaves the settings unknown: reset
+        let params = super::frame::bind_params(bind_rest).unwrap_or_default();
+        self.track_effect(
+            &SessionEffect::Dirties("SET"),
+            || Some(std::borrow::Cow::Borrowed(&*stmt.query)),
+            &params,
+        )
     }
 }
 

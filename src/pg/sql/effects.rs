@@ -38,7 +38,7 @@ impl SessionEffect {
 }
 
 /// Functions whose effect outlives the transaction.
-const SESSION_FUNCTIONS: &[&str] = &[
+pub(super) const SESSION_FUNCTIONS: &[&str] = &[
     "pg_advisory_lock",
     "pg_advisory_lock_shared",
     "pg_try_advisory_lock",

@@ -5,8 +5,13 @@
 //! follow it from server to server. This reads the raw text (only for statements the
 //! session-effect scan already found to be settings, so never on the hot path) and returns
 //! one [`Change`] per setting, or `None` when some statement leaves state that cannot be
-//! replayed (`SET ROLE`, `set_config` with parameters, a temp table in the same text…): the
-//! caller then falls back to resetting the server.
+//! replayed (`SET ROLE`, `set_config` inside a query over rows, a temp table in the same
+//! text…): the caller then falls back to resetting the server, and the setting is lost on
+//! the next server. `set_config` counts wherever it stands in a plain select list, as
+//! drivers use it (asyncpg turns JIT off around its type introspection with `SELECT
+//! current_setting('jit') AS cur, set_config('jit', 'off', false) AS new`, and back with
+//! `set_config('jit', $1, false)`): its name and value are literals, or parameters whose
+//! bound values [`setting_changes_bound`] is given.
 
 use super::effects::{session_effect, SessionEffect};
 use super::lexer::{Kind, Lexer, Token};
@@ -26,6 +31,12 @@ pub enum Change {
 /// The setting changes of a whole Query (or Parse) text, in order; `None` when one of its
 /// statements changes the session in a way that cannot be replayed.
 pub fn setting_changes(sql: &str) -> Option<Vec<Change>> {
+    setting_changes_bound(sql, &[])
+}
+
+/// [`setting_changes`] of a statement bound with `params` (`params[0]` is `$1`; `None` is
+/// NULL): a `set_config` argument may be one of them.
+pub fn setting_changes_bound(sql: &str, params: &[Option<&[u8]>]) -> Option<Vec<Change>> {
     let tokens: Vec<Token> = Lexer::new(sql)
         .filter(|t| t.kind != Kind::Comment)
         .collect();
@@ -34,7 +45,7 @@ pub fn setting_changes(sql: &str) -> Option<Vec<Change>> {
         if stmt.is_empty() {
             continue;
         }
-        match statement(sql, stmt) {
+        match statement(sql, stmt, params) {
             Some(Found::Changes(c)) => changes.extend(c),
             Some(Found::Transactional) => {}
             None => {
@@ -60,7 +71,7 @@ enum Found {
     Transactional,
 }
 
-fn statement(src: &str, t: &[Token]) -> Option<Found> {
+fn statement(src: &str, t: &[Token], params: &[Option<&[u8]>]) -> Option<Found> {
     let w = |i: usize, kw: &str| t.get(i).is_some_and(|tok| tok.is_word(src, kw));
     if w(0, "set") {
         if w(1, "local") || w(1, "transaction") || w(1, "constraints") {
@@ -81,7 +92,7 @@ fn statement(src: &str, t: &[Token]) -> Option<Found> {
         return Some(Found::Changes(vec![Change::Reset(name)]));
     }
     if w(0, "select") {
-        return set_config(src, &t[1..]);
+        return set_configs(src, &t[1..], params);
     }
     None
 }
@@ -173,33 +184,117 @@ fn characteristics(src: &str, t: &[Token]) -> Option<Vec<Change>> {
     (!out.is_empty()).then_some(out)
 }
 
-/// `set_config('name', 'value', false|true)` as the whole statement after `SELECT`.
-fn set_config(src: &str, t: &[Token]) -> Option<Found> {
-    let shape = t.len() == 8
-        && t[0].is_word(src, "set_config")
-        && t[1].is_punct(src, b'(')
-        && t[2].kind == Kind::String
-        && t[3].is_punct(src, b',')
-        && t[4].kind == Kind::String
-        && t[5].is_punct(src, b',')
-        && t[6].kind == Kind::Word
-        && t[7].is_punct(src, b')');
+/// Words that make a select list more than a list of expressions evaluated once: rows
+/// (a `set_config` would run once per row, or not at all), a nested query, a target table.
+const NOT_A_PLAIN_LIST: &[&str] = &[
+    "from",
+    "where",
+    "into",
+    "union",
+    "intersect",
+    "except",
+    "limit",
+    "offset",
+    "fetch",
+    "having",
+    "group",
+    "window",
+    "case",
+    "select",
+    "with",
+    "for",
+    "returning",
+    "values",
+];
+
+/// After `SELECT`: a select list whose only session-level calls are `set_config(name,
+/// value, false|true)`, each argument a plain literal or a bound parameter, in a list of
+/// expressions evaluated once (no `FROM`, no subquery, no `CASE`).
+fn set_configs(src: &str, t: &[Token], params: &[Option<&[u8]>]) -> Option<Found> {
+    if t.iter()
+        .any(|tok| NOT_A_PLAIN_LIST.iter().any(|w| tok.is_word(src, w)))
+    {
+        return None;
+    }
+    let mut changes = Vec::new();
+    let mut found = false;
+    for (i, tok) in t.iter().enumerate() {
+        let calls = t.get(i + 1).is_some_and(|n| n.is_punct(src, b'('));
+        if tok.kind != Kind::Word || !calls {
+            continue;
+        }
+        let name = tok.text(src).to_ascii_lowercase();
+        if !super::effects::SESSION_FUNCTIONS.contains(&name.as_str()) {
+            continue;
+        }
+        if name != "set_config" {
+            return None; // an advisory lock, dblink: not a setting
+        }
+        found = true;
+        if let Some(change) = set_config_call(src, &t[i + 1..], params)? {
+            changes.push(change);
+        }
+    }
+    match (found, changes.is_empty()) {
+        (false, _) => None,
+        (true, true) => Some(Found::Transactional),
+        (true, false) => Some(Found::Changes(changes)),
+    }
+}
+
+/// `(name, value, false|true)` after `set_config`: the change (`None` inside for `true`,
+/// which ends with the transaction); `None` when it is not of that shape.
+fn set_config_call(src: &str, t: &[Token], params: &[Option<&[u8]>]) -> Option<Option<Change>> {
+    let shape = t.len() >= 7
+        && t[0].is_punct(src, b'(')
+        && t[2].is_punct(src, b',')
+        && t[4].is_punct(src, b',')
+        && t[5].kind == Kind::Word
+        && t[6].is_punct(src, b')');
     if !shape {
         return None;
     }
-    if t[6].is_word(src, "true") {
-        return Some(Found::Transactional);
+    if t[5].is_word(src, "true") {
+        return Some(None);
     }
-    if !t[6].is_word(src, "false") {
+    if !t[5].is_word(src, "false") {
         return None;
     }
-    let name = plain_literal(t[2].text(src))?.to_ascii_lowercase();
+    let name = argument(src, &t[1], params)?;
+    let value = argument(src, &t[3], params)?;
     let sql = format!(
         "SELECT set_config({}, {}, false)",
-        t[2].text(src),
-        t[4].text(src)
+        quote_literal(&name),
+        quote_literal(&value)
     );
-    Some(Found::Changes(vec![Change::Set { name, sql }]))
+    let name = name.to_ascii_lowercase();
+    Some(Some(Change::Set { name, sql }))
+}
+
+/// A `set_config` argument's value: a plain literal, or a bound parameter that is not NULL
+/// (text or binary format alike: the argument's type is `text`, whose binary form is its
+/// UTF-8 bytes).
+fn argument(src: &str, t: &Token, params: &[Option<&[u8]>]) -> Option<String> {
+    match t.kind {
+        Kind::String => plain_literal(t.text(src)),
+        Kind::Param => {
+            let n: usize = t.text(src).strip_prefix('$')?.parse().ok()?;
+            let bytes = (*params.get(n.checked_sub(1)?)?)?;
+            String::from_utf8(bytes.to_vec()).ok()
+        }
+        _ => None,
+    }
+}
+
+/// `value` as a SQL string literal, read the same whatever `standard_conforming_strings`
+/// says (a backslash makes it an `E''` literal with the backslashes doubled).
+fn quote_literal(value: &str) -> String {
+    let quoted = value.replace('\'', "''");
+    if value.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
 }
 
 /// The content of a plain `'…'` literal (no `E''`, no `$$`).
@@ -309,11 +404,61 @@ mod tests {
             setting_changes("select set_config('x.y', '1', true)"),
             Some(vec![])
         );
-        // parameters or a bigger statement: not replayable
+        // parameters without their values, or a query over rows: not replayable
         assert_eq!(setting_changes("SELECT set_config($1, $2, false)"), None);
         assert_eq!(
-            setting_changes("SELECT set_config('a.b', 'c', false), 1"),
+            setting_changes("SELECT set_config('a.b', name, false) FROM t"),
             None
+        );
+        assert_eq!(
+            setting_changes("SELECT set_config('a.b', 'c', false) FROM t WHERE false"),
+            None
+        );
+        assert_eq!(
+            setting_changes("SELECT (SELECT set_config('a.b', 'c', false))"),
+            None
+        );
+        assert_eq!(
+            setting_changes("SELECT set_config('a.b', 'c', false), pg_advisory_lock(1)"),
+            None
+        );
+        assert_eq!(
+            setting_changes("SELECT set_config('a.b', E'c', false)"),
+            None
+        );
+    }
+
+    /// asyncpg's JIT switch around its type introspection: off with literals among other
+    /// columns, back with a bound parameter.
+    #[test]
+    fn set_config_in_a_select_list_and_with_parameters() {
+        assert_eq!(
+            setting_changes(
+                "SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new"
+            ),
+            Some(vec![set("jit", "SELECT set_config('jit', 'off', false)")])
+        );
+        let restore = "SELECT set_config('jit', $1, false)";
+        assert_eq!(
+            setting_changes_bound(restore, &[Some(b"on")]),
+            Some(vec![set("jit", "SELECT set_config('jit', 'on', false)")])
+        );
+        assert_eq!(setting_changes_bound(restore, &[None]), None, "NULL");
+        assert_eq!(setting_changes_bound(restore, &[]), None, "no value");
+        assert_eq!(
+            setting_changes_bound(
+                "select pg_catalog.set_config($2, $1, false), set_config('x.y', '1', true)",
+                &[Some(b"it's \\ me"), Some(b"App.User")]
+            ),
+            Some(vec![set(
+                "app.user",
+                "SELECT set_config('App.User', E'it''s \\\\ me', false)"
+            )])
+        );
+        assert_eq!(
+            setting_changes_bound(restore, &[Some(&[0xff, 0xfe])]),
+            None,
+            "not UTF-8"
         );
     }
 
