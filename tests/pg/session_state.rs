@@ -121,9 +121,10 @@ async fn settings_follow_the_client_across_servers() {
 
 /// A driver's own setting switch, as asyncpg turns JIT off around its type introspection:
 /// `set_config` among other columns of a prepared SELECT, then back through a bound
-/// parameter. Both follow the client to every server (before, the first one reset its
-/// server and was lost there: asyncpg's introspection then ran with JIT on, 0.1–0.7 s
-/// instead of 10 ms).
+/// parameter; then psycopg's way, the unnamed statement with both arguments bound, in a
+/// transaction. Each follows the client to every server (before, each reset its server and
+/// was lost there: asyncpg's introspection then ran with JIT on, 0.1–0.7 s instead of 10
+/// ms).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn set_config_in_prepared_selects_follows_the_client() {
     let env = pool_of(2).await;
@@ -188,6 +189,32 @@ async fn set_config_in_prepared_selects_follows_the_client() {
             simple_value(&a, "SHOW work_mem").await,
             "5MB",
             "round {round}"
+        );
+    }
+    // the unnamed statement (psycopg's `execute("select set_config(%s, %s, false)", …)`),
+    // in a transaction that commits
+    a.batch_execute("BEGIN").await.expect("begin");
+    let text = tokio_postgres::types::Type::TEXT;
+    a.query_typed(
+        "SELECT set_config($1, $2, false)",
+        &[(&"work_mem", text.clone()), (&"6MB", text)],
+    )
+    .await
+    .expect("unnamed set_config");
+    a.batch_execute("COMMIT").await.expect("commit");
+    for round in 0..2 {
+        b.batch_execute("BEGIN").await.expect("begin");
+        pid(&b).await;
+        assert_eq!(
+            simple_value(&a, "SHOW work_mem").await,
+            "6MB",
+            "unnamed, round {round}"
+        );
+        b.batch_execute("COMMIT").await.expect("commit");
+        assert_eq!(
+            simple_value(&a, "SHOW work_mem").await,
+            "6MB",
+            "unnamed, round {round}"
         );
     }
 }

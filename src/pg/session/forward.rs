@@ -82,6 +82,9 @@ impl Session {
         }
         // a simple Query destroys the unnamed statement
         self.unnamed_parse.clear();
+        if let Some(r) = self.rare.as_mut() {
+            r.unnamed_setting = None;
+        }
         if rename
             && self.server.as_deref().is_some_and(Server::is_idle)
             && self.answer_locally(&analysis.effect)
@@ -159,6 +162,9 @@ impl Session {
         let cap = self.pool.settings().defaults.max_prepared_statements;
         // an unnamed statement runs now; a named one when it is bound
         let dirty = match &interned {
+            None if rename && self.defer_unnamed_setting(&analysis.effect, &p.query) => self
+                .pin_effect(&analysis.effect, || Some(p.query.clone()), false)
+                .dirty(),
             None => self
                 .statement_sent(&analysis.effect, || Some(p.query.clone()))
                 .dirty(),
@@ -210,7 +216,11 @@ impl Session {
             self.note_bind(b.statement, part.analysis);
         }
         let stmt = self.client_statement(b.statement);
-        let dirty = stmt.as_ref().and_then(|s| self.track_bound(s, b.rest));
+        let dirty = match &stmt {
+            Some(s) => self.track_bound(s, b.rest),
+            None if b.statement.is_empty() => self.track_unnamed_bound(b.rest),
+            None => None,
+        };
         let cap = self.pool.settings().defaults.max_prepared_statements;
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());

@@ -163,6 +163,9 @@ struct Rare {
     bandwidth: Option<u64>,
     /// Session mode: the client's named statements (transaction mode has `statements`).
     named: std::collections::HashMap<Box<[u8]>, record::StatementRef>,
+    /// The unnamed statement's text when it changes settings through parameters
+    /// (`set_config($1, $2, false)`): its settings are noted when it is bound.
+    unnamed_setting: Option<Arc<str>>,
 }
 
 /// What the loop should do next.

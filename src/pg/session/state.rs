@@ -169,6 +169,36 @@ impl Session {
         Some("statement with session effects")
     }
 
+    /// An unnamed Parse in transaction mode: when its statement changes settings through
+    /// parameters, remember its text so the Bind can note them with the values
+    /// ([`Session::track_unnamed_bound`]); `true` then (nothing to note now). Any earlier
+    /// unnamed statement's text is forgotten: this Parse replaces it.
+    pub(super) fn defer_unnamed_setting(&mut self, effect: &SessionEffect, query: &str) -> bool {
+        let bound = effect
+            .reason()
+            .is_some_and(|r| SETTING_REASONS.contains(&r))
+            && query.contains('$')
+            && self.mode == PoolMode::Transaction;
+        if bound {
+            self.rare().unnamed_setting = Some(std::sync::Arc::from(query));
+        } else if let Some(r) = self.rare.as_mut() {
+            r.unnamed_setting = None;
+        }
+        bound
+    }
+
+    /// The unnamed statement is bound: note the settings it changes, if it was deferred
+    /// to here ([`Session::defer_unnamed_setting`]).
+    pub(super) fn track_unnamed_bound(&mut self, bind_rest: &[u8]) -> Option<&'static str> {
+        let query = self.rare.as_ref()?.unnamed_setting.clone()?;
+        let params = super::frame::bind_params(bind_rest).unwrap_or_default();
+        self.track_effect(
+            &SessionEffect::Dirties("set_config"),
+            || Some(std::borrow::Cow::Borrowed(&*query)),
+            &params,
+        )
+    }
+
     /// A named statement is bound (`bind_rest`: the Bind after its statement name): note
     /// the settings it changes, with its parameters' values.
     pub(super) fn track_bound(
