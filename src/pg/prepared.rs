@@ -142,6 +142,23 @@ pub fn changes_result_types(query: &[u8]) -> bool {
     })
 }
 
+/// Does a query text contain DDL at the start of one of its statements (`CREATE`, `ALTER`,
+/// `DROP`)? Statements prepared in a transaction that ran it may name what a rollback takes
+/// away (a type created in it, say): the session forgets the registry when that transaction
+/// ends (see `Server::ddl`). Same cheap look as [`changes_result_types`].
+pub fn is_ddl(query: &[u8]) -> bool {
+    query.split(|&b| b == b';').any(|stmt| {
+        let first = stmt
+            .split(|b| b.is_ascii_whitespace() || *b == b'(')
+            .find(|w| !w.is_empty());
+        first.is_some_and(|w| {
+            [&b"create"[..], b"alter", b"drop"]
+                .iter()
+                .any(|k| w.eq_ignore_ascii_case(k))
+        })
+    })
+}
+
 /// One client's statement names.
 #[derive(Default, Debug)]
 pub struct ClientStatements {
@@ -309,6 +326,18 @@ mod tests {
             b"insert into drop_log values (1)",
         ] {
             assert!(!changes_result_types(no), "{}", String::from_utf8_lossy(no));
+        }
+        for yes in [
+            &b"create type e as enum ('x')"[..],
+            b"select 1; DROP type e",
+        ] {
+            assert!(is_ddl(yes), "{}", String::from_utf8_lossy(yes));
+        }
+        for no in [
+            &b"select 'create'"[..],
+            b"insert into create_log values (1)",
+        ] {
+            assert!(!is_ddl(no), "{}", String::from_utf8_lossy(no));
         }
     }
 

@@ -79,6 +79,88 @@ async fn stale_plan_is_prepared_afresh() {
     assert_eq!(a, 1);
 }
 
+/// Parse `name` (no parameter types: the server infers them) + Bind with one text value +
+/// Execute + Sync.
+fn prepared_with_value(name: &str, text: &str, value: &str) -> Vec<u8> {
+    let mut v = frame(b'P', format!("{name}\0{text}\0\0\0").as_bytes());
+    let mut bind = format!("\0{name}\0").into_bytes();
+    bind.extend_from_slice(&[0, 0, 0, 1]);
+    bind.extend_from_slice(&(value.len() as i32).to_be_bytes());
+    bind.extend_from_slice(value.as_bytes());
+    bind.extend_from_slice(&[0, 0]);
+    v.extend(frame(b'B', &bind));
+    v.extend(frame(b'E', b"\0\0\0\0\0"));
+    v.extend(frame(b'S', b""));
+    v
+}
+
+/// A statement prepared in a transaction that created the type its parameter has, which
+/// then rolls back (psycopg's test_change_type, whose fixture never commits): the server
+/// keeps the statement (prepared statements are not transactional), naming a type that no
+/// longer exists. Directly, the next connection prepares afresh; through Pake, the
+/// process-wide registry answered its Parse of the same text with the stale statement, and
+/// the Bind failed (XX000, cache lookup failed for type). Both ways a transaction ends are
+/// tested: the client's ROLLBACK, and the client leaving with the transaction open. Then
+/// DDL Pake does not see: the first Bind of the shared statement fails (XX000) where a new
+/// direct connection would not, and the driver's re-prepare is fresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_prepared_in_a_rolled_back_ddl_transaction_are_not_reused() {
+    let (env, _) = one_server_with("select 1").await;
+    let direct = env.direct().await;
+    for (round, leave) in [(0, false), (1, true)] {
+        let text = format!("select $1::rb_mood{round}::text");
+        let mut a = login(&env).await;
+        a.send(&query(b"begin")).await;
+        assert_eq!(a.until_ready().await.status, b'T');
+        let create = format!("create type rb_mood{round} as enum ('calm')");
+        a.send(&query(create.as_bytes())).await;
+        assert_eq!(a.until_ready().await.sqlstate, "", "round {round}");
+        a.send(&prepared_with_value("s1", &text, "calm")).await;
+        let r = a.until_ready().await;
+        assert_eq!(
+            (r.sqlstate.as_str(), r.value.as_deref()),
+            ("", Some(&b"calm"[..])),
+            "round {round}"
+        );
+        if leave {
+            drop(a);
+        } else {
+            a.send(&query(b"rollback")).await;
+            assert_eq!(a.until_ready().await.status, b'I');
+        }
+        // the type again, committed this time (not through Pake: it waits for the
+        // rollback), and a new client
+        direct.batch_execute(&create).await.unwrap();
+        let mut b = login(&env).await;
+        b.send(&prepared_with_value("s9", &text, "calm")).await;
+        let r = b.until_ready().await;
+        assert_eq!(
+            (r.sqlstate.as_str(), r.value.as_deref()),
+            ("", Some(&b"calm"[..])),
+            "round {round}: the new client's statement was prepared afresh"
+        );
+    }
+    // DDL behind Pake's back: the shared statement names the old type once
+    let text = "select $1::rb_mood0::text";
+    let mut c = login(&env).await;
+    c.send(&prepared_with_value("s2", text, "calm")).await;
+    assert_eq!(c.until_ready().await.sqlstate, "");
+    direct
+        .batch_execute("drop type rb_mood0; create type rb_mood0 as enum ('calm')")
+        .await
+        .unwrap();
+    let mut d = login(&env).await;
+    d.send(&prepared_with_value("s3", text, "calm")).await;
+    assert_eq!(d.until_ready().await.sqlstate, "XX000");
+    d.send(&prepared_with_value("s4", text, "calm")).await;
+    let r = d.until_ready().await;
+    assert_eq!(
+        (r.sqlstate.as_str(), r.value.as_deref()),
+        ("", Some(&b"calm"[..])),
+        "the re-prepare after XX000 is fresh"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn error_before_sync_in_a_pipeline() {
     let env = Env::with(Opts {

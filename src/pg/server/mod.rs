@@ -143,6 +143,10 @@ pub struct Server {
     pub streaming: usize,
     /// A client left session state here; run the reset query before reuse.
     pub dirty: Option<&'static str>,
+    /// DDL went through in the transaction now open (transaction mode): when it ends, the
+    /// process-wide statements are forgotten, since a rollback may take away what some of
+    /// them were prepared against (a type created in it, and the parameter of that type).
+    pub ddl: bool,
     /// The client session whose unnamed statement this server holds (transaction mode: a
     /// client binding it later, from another server or after someone else's, re-Parses it).
     pub unnamed_owner: Option<u64>,
@@ -180,6 +184,7 @@ impl Server {
                 tx_status: b'I',
                 streaming: 0,
                 dirty: None,
+                ddl: false,
                 unnamed_owner: None,
                 statements: ServerStatements::default(),
                 params: ServerParams::default(),

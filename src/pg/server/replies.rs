@@ -393,7 +393,10 @@ impl Replies {
     fn on_extended_error(&mut self, body: &[u8], fx: &mut Effects) -> Disposition {
         self.client_copy_open = false;
         self.leave_copy_in(fx);
-        if sqlstate(body) == Some(*b"0A000") {
+        // 0A000: a cached plan whose result type changed; XX000 (cache lookup failed): a
+        // statement naming a type dropped since, or created in a transaction that rolled
+        // back. Either way the statement must be prepared afresh.
+        if matches!(sqlstate(body), Some(c) if c == *b"0A000" || c == *b"XX000") {
             if let Some(
                 Expect::Bind { stmt }
                 | Expect::DescribeStatement { stmt }

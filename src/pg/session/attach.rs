@@ -243,11 +243,16 @@ impl Session {
                 tracing::debug!(error = %e, "client went away");
             }
         }
-        let Some((server, pool)) = self.detach() else {
+        let Some((mut server, pool)) = self.detach() else {
             let primary = self.pool.clone();
             self.flush_tally(&primary);
             return;
         };
+        if std::mem::take(&mut server.ddl) {
+            // a transaction with DDL left open: its rollback may take away what statements
+            // prepared in it name
+            self.proxy.statements.forget_all();
+        }
         let server_failed = matches!(result, Err(e) if e.source() == Source::Server);
         if server_failed {
             if let Err(e) = result {

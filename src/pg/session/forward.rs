@@ -80,6 +80,9 @@ impl Session {
         if rename && crate::pg::prepared::changes_result_types(wire::body(frame)) {
             self.proxy.statements.forget_all();
         }
+        if rename && crate::pg::prepared::is_ddl(wire::body(frame)) {
+            self.with_server(|s| s.ddl = true);
+        }
         // a simple Query destroys the unnamed statement
         self.unnamed_parse.clear();
         if let Some(r) = self.rare.as_mut() {
@@ -147,6 +150,9 @@ impl Session {
         let rename = self.mode == PoolMode::Transaction;
         if rename && crate::pg::prepared::changes_result_types(p.query.as_bytes()) {
             self.proxy.statements.forget_all();
+        }
+        if rename && crate::pg::prepared::is_ddl(p.query.as_bytes()) {
+            self.with_server(|s| s.ddl = true);
         }
         if rename && p.name.is_empty() {
             // reused buffer: no allocation per Parse once warm

@@ -98,6 +98,10 @@ impl Session {
                 if status == b'I' {
                     self.tally.transactions += 1;
                     self.tx_seq += 1;
+                    if std::mem::take(&mut server.ddl) {
+                        // committed or rolled back: either way, prepare afresh
+                        self.proxy.statements.forget_all();
+                    }
                 }
                 if tracing {
                     finished.push(Finished::Ready(status));

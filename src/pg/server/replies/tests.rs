@@ -246,6 +246,12 @@ fn stale_plan_names_the_statement() {
         assert_eq!(d, vec![Forward], "the client sees the server's error");
         assert_eq!(fx.invalidated, Some(9));
     }
+    // cache lookup failed (a type dropped, or rolled back, since it was prepared)
+    let mut r = Replies::default();
+    r.push(Expect::Bind { stmt: Some(9) });
+    r.on_sync_sent();
+    let (_, fx) = feed(&mut r, &[(b'E', &error("ERROR", "XX000"))]).unwrap();
+    assert_eq!(fx.invalidated, Some(9));
     let mut r = Replies::default();
     r.push(Expect::Bind { stmt: Some(9) });
     let (_, fx) = feed(&mut r, &[(b'E', &error("ERROR", "42P01"))]).unwrap();
