@@ -123,40 +123,42 @@ impl Registry {
     }
 }
 
-/// Does a query text contain DDL that can change the result type of prepared statements
-/// (`ALTER`, `DROP`, `CREATE OR REPLACE` at the start of one of its statements)? A cheap
-/// byte-level look, any client encoding; a `;` inside a literal may give a harmless extra
-/// yes.
-pub fn changes_result_types(query: &[u8]) -> bool {
-    query.split(|&b| b == b';').any(|stmt| {
+/// DDL at the start of one of a text's statements, as far as prepared statements care.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Ddl {
+    None,
+    /// `CREATE`: statements prepared in its transaction may name what a rollback takes away
+    /// (a type created in it, and a parameter of that type); see `Server::ddl`.
+    Creates,
+    /// `ALTER`, `DROP`, `CREATE OR REPLACE`: may change what existing statements return.
+    ChangesResultTypes,
+}
+
+/// The strongest [`Ddl`] among a text's statements: a cheap byte-level look at each one's
+/// first words, any client encoding; a `;` inside a literal may give a harmless extra yes.
+pub fn ddl(query: &[u8]) -> Ddl {
+    let one = |stmt: &[u8]| {
         let mut words = stmt
             .split(|b| b.is_ascii_whitespace() || *b == b'(')
             .filter(|w| !w.is_empty());
         match words.next() {
-            Some(w) if w.eq_ignore_ascii_case(b"alter") || w.eq_ignore_ascii_case(b"drop") => true,
-            Some(w) if w.eq_ignore_ascii_case(b"create") => {
-                words.next().is_some_and(|w| w.eq_ignore_ascii_case(b"or"))
+            Some(w) if w.eq_ignore_ascii_case(b"alter") || w.eq_ignore_ascii_case(b"drop") => {
+                Ddl::ChangesResultTypes
             }
-            _ => false,
+            Some(w) if w.eq_ignore_ascii_case(b"create") => {
+                match words.next().is_some_and(|w| w.eq_ignore_ascii_case(b"or")) {
+                    true => Ddl::ChangesResultTypes,
+                    false => Ddl::Creates,
+                }
+            }
+            _ => Ddl::None,
         }
-    })
-}
-
-/// Does a query text contain DDL at the start of one of its statements (`CREATE`, `ALTER`,
-/// `DROP`)? Statements prepared in a transaction that ran it may name what a rollback takes
-/// away (a type created in it, say): the session forgets the registry when that transaction
-/// ends (see `Server::ddl`). Same cheap look as [`changes_result_types`].
-pub fn is_ddl(query: &[u8]) -> bool {
-    query.split(|&b| b == b';').any(|stmt| {
-        let first = stmt
-            .split(|b| b.is_ascii_whitespace() || *b == b'(')
-            .find(|w| !w.is_empty());
-        first.is_some_and(|w| {
-            [&b"create"[..], b"alter", b"drop"]
-                .iter()
-                .any(|k| w.eq_ignore_ascii_case(k))
-        })
-    })
+    };
+    query
+        .split(|&b| b == b';')
+        .map(one)
+        .max()
+        .unwrap_or(Ddl::None)
 }
 
 /// One client's statement names.
@@ -307,37 +309,29 @@ mod tests {
         let a = r.intern(b"select 1\0\0\0");
         r.forget_all();
         assert_ne!(r.intern(b"select 1\0\0\0").id, a.id);
-        for yes in [
-            &b"ALTER TABLE t ADD b int"[..],
-            b"  drop table x",
-            b"begin; alter type e add value 'x'",
-            b"Create Or Replace view v as select 1",
+        for (text, want) in [
+            (&b"ALTER TABLE t ADD b int"[..], Ddl::ChangesResultTypes),
+            (b"  drop table x", Ddl::ChangesResultTypes),
+            (
+                b"begin; alter type e add value 'x'",
+                Ddl::ChangesResultTypes,
+            ),
+            (
+                b"Create Or Replace view v as select 1",
+                Ddl::ChangesResultTypes,
+            ),
+            (
+                b"create table t (a int); drop table u",
+                Ddl::ChangesResultTypes,
+            ),
+            (b"create table t (a int)", Ddl::Creates),
+            (b"create temp table t (a int)", Ddl::Creates),
+            (b"select 1; CREATE type e as enum ('x')", Ddl::Creates),
+            (b"select 'alter'", Ddl::None),
+            (b"insert into drop_log values (1)", Ddl::None),
+            (b"", Ddl::None),
         ] {
-            assert!(
-                changes_result_types(yes),
-                "{}",
-                String::from_utf8_lossy(yes)
-            );
-        }
-        for no in [
-            &b"select 'alter'"[..],
-            b"create table t (a int)",
-            b"create temp table t (a int)",
-            b"insert into drop_log values (1)",
-        ] {
-            assert!(!changes_result_types(no), "{}", String::from_utf8_lossy(no));
-        }
-        for yes in [
-            &b"create type e as enum ('x')"[..],
-            b"select 1; DROP type e",
-        ] {
-            assert!(is_ddl(yes), "{}", String::from_utf8_lossy(yes));
-        }
-        for no in [
-            &b"select 'create'"[..],
-            b"insert into create_log values (1)",
-        ] {
-            assert!(!is_ddl(no), "{}", String::from_utf8_lossy(no));
+            assert_eq!(ddl(text), want, "{}", String::from_utf8_lossy(text));
         }
     }
 

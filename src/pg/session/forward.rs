@@ -11,7 +11,7 @@ use super::{frame, Session};
 use crate::config::PoolMode;
 use crate::insight::collector::MAX_SAMPLE_TEXT;
 use crate::pg::error::Error;
-use crate::pg::prepared::Statement;
+use crate::pg::prepared::{Ddl, Statement};
 use crate::pg::server::replies::{Expect, Synth};
 use crate::pg::server::Server;
 use crate::pg::wire::{self, backend, fe};
@@ -63,6 +63,19 @@ impl Session {
         self.insight_on || self.otlp.is_some()
     }
 
+    /// Transaction mode, a Query or Parse with `text`: DDL that may change what prepared
+    /// statements return makes every one be prepared afresh from now on; any DDL makes it so
+    /// again when its transaction ends (see `Server::ddl`).
+    fn note_ddl(&mut self, text: &[u8]) {
+        let ddl = crate::pg::prepared::ddl(text);
+        if ddl == Ddl::ChangesResultTypes {
+            self.proxy.statements.forget_all();
+        }
+        if ddl != Ddl::None {
+            self.with_server(|s| s.ddl = true);
+        }
+    }
+
     fn with_server(&mut self, f: impl FnOnce(&mut Server)) {
         if let Some(server) = self.server.as_deref_mut() {
             f(server);
@@ -77,11 +90,8 @@ impl Session {
             self.proxy.close_idle_servers(db);
         }
         let rename = self.mode == PoolMode::Transaction;
-        if rename && crate::pg::prepared::changes_result_types(wire::body(frame)) {
-            self.proxy.statements.forget_all();
-        }
-        if rename && crate::pg::prepared::is_ddl(wire::body(frame)) {
-            self.with_server(|s| s.ddl = true);
+        if rename {
+            self.note_ddl(wire::body(frame));
         }
         // a simple Query destroys the unnamed statement
         self.unnamed_parse.clear();
@@ -148,11 +158,8 @@ impl Session {
             self.note_parse(p.name, &analysis, &p.query);
         }
         let rename = self.mode == PoolMode::Transaction;
-        if rename && crate::pg::prepared::changes_result_types(p.query.as_bytes()) {
-            self.proxy.statements.forget_all();
-        }
-        if rename && crate::pg::prepared::is_ddl(p.query.as_bytes()) {
-            self.with_server(|s| s.ddl = true);
+        if rename {
+            self.note_ddl(p.query.as_bytes());
         }
         if rename && p.name.is_empty() {
             // reused buffer: no allocation per Parse once warm
