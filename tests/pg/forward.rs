@@ -116,12 +116,7 @@ async fn statements_prepared_in_a_rolled_back_ddl_transaction_are_not_reused() {
         a.send(&query(create.as_bytes())).await;
         assert_eq!(a.until_ready().await.sqlstate, "", "round {round}");
         a.send(&prepared_with_value("s1", &text, "calm")).await;
-        let r = a.until_ready().await;
-        assert_eq!(
-            (r.sqlstate.as_str(), r.value.as_deref()),
-            ("", Some(&b"calm"[..])),
-            "round {round}"
-        );
+        assert_calm(&a.until_ready().await, &format!("round {round}"));
         if leave {
             drop(a);
         } else {
@@ -133,12 +128,8 @@ async fn statements_prepared_in_a_rolled_back_ddl_transaction_are_not_reused() {
         direct.batch_execute(&create).await.unwrap();
         let mut b = login(&env).await;
         b.send(&prepared_with_value("s9", &text, "calm")).await;
-        let r = b.until_ready().await;
-        assert_eq!(
-            (r.sqlstate.as_str(), r.value.as_deref()),
-            ("", Some(&b"calm"[..])),
-            "round {round}: the new client's statement was prepared afresh"
-        );
+        let what = format!("round {round}: the new client's statement was prepared afresh");
+        assert_calm(&b.until_ready().await, &what);
     }
     // DDL behind Pake's back: the shared statement names the old type once
     let text = "select $1::rb_mood0::text";
@@ -153,11 +144,18 @@ async fn statements_prepared_in_a_rolled_back_ddl_transaction_are_not_reused() {
     d.send(&prepared_with_value("s3", text, "calm")).await;
     assert_eq!(d.until_ready().await.sqlstate, "XX000");
     d.send(&prepared_with_value("s4", text, "calm")).await;
-    let r = d.until_ready().await;
+    assert_calm(
+        &d.until_ready().await,
+        "the re-prepare after XX000 is fresh",
+    );
+}
+
+/// The statement ran without an error and returned `calm`.
+fn assert_calm(r: &crate::harness::Reply, what: &str) {
     assert_eq!(
         (r.sqlstate.as_str(), r.value.as_deref()),
         ("", Some(&b"calm"[..])),
-        "the re-prepare after XX000 is fresh"
+        "{what}"
     );
 }
 

@@ -176,21 +176,7 @@ async fn set_config_in_prepared_selects_follows_the_client() {
         .await
         .expect("prepare");
     a.query_one(&back, &[&"5MB"]).await.expect("restore");
-    for round in 0..2 {
-        b.batch_execute("BEGIN").await.expect("begin");
-        pid(&b).await;
-        assert_eq!(
-            simple_value(&a, "SHOW work_mem").await,
-            "5MB",
-            "round {round}"
-        );
-        b.batch_execute("COMMIT").await.expect("commit");
-        assert_eq!(
-            simple_value(&a, "SHOW work_mem").await,
-            "5MB",
-            "round {round}"
-        );
-    }
+    work_mem_follows(&a, &b, "5MB", "bound").await;
     // the unnamed statement (psycopg's `execute("select set_config(%s, %s, false)", …)`),
     // in a transaction that commits
     a.batch_execute("BEGIN").await.expect("begin");
@@ -202,19 +188,25 @@ async fn set_config_in_prepared_selects_follows_the_client() {
     .await
     .expect("unnamed set_config");
     a.batch_execute("COMMIT").await.expect("commit");
+    work_mem_follows(&a, &b, "6MB", "unnamed").await;
+}
+
+/// `a` sees `want` as its work_mem on the server `b` leaves it while holding the other in
+/// a transaction, and again after.
+async fn work_mem_follows(a: &Client, b: &Client, want: &str, what: &str) {
     for round in 0..2 {
         b.batch_execute("BEGIN").await.expect("begin");
-        pid(&b).await;
+        pid(b).await;
         assert_eq!(
-            simple_value(&a, "SHOW work_mem").await,
-            "6MB",
-            "unnamed, round {round}"
+            simple_value(a, "SHOW work_mem").await,
+            want,
+            "{what}, round {round}"
         );
         b.batch_execute("COMMIT").await.expect("commit");
         assert_eq!(
-            simple_value(&a, "SHOW work_mem").await,
-            "6MB",
-            "unnamed, round {round}"
+            simple_value(a, "SHOW work_mem").await,
+            want,
+            "{what}, round {round}"
         );
     }
 }
