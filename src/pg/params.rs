@@ -15,7 +15,7 @@
 //! injected statement on the next server whose own record differs.
 
 use super::sql::normalize::hash64;
-use super::sql::settings::{quote_name, Change};
+use super::sql::settings::{quote_literal, quote_name, Change};
 use super::wire::cstr;
 
 /// Reported parameters clients may change and expect to follow them (PgBouncer tracks the
@@ -265,8 +265,8 @@ impl ServerParams {
                 // `search_path=a,b` stays a list (`SET x TO 'a,b'` would make it one name)
                 let set = format!(
                     "SELECT pg_catalog.set_config({}, {}, false);",
-                    literal(k),
-                    literal(v)
+                    quote_literal(k),
+                    quote_literal(v)
                 );
                 sql.push_str(&set);
                 if !is_tracked(k) {
@@ -465,15 +465,6 @@ fn ident(name: &str) -> String {
         .join(".")
 }
 
-/// Quote a value as a string literal.
-fn literal(v: &str) -> String {
-    if v.contains('\\') {
-        format!("E'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
-    } else {
-        format!("'{}'", v.replace('\'', "''"))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -668,8 +659,8 @@ mod tests {
 
     #[test]
     fn quoting() {
-        assert_eq!(literal("it's"), "'it''s'");
-        assert_eq!(literal("a\\b"), "E'a\\\\b'");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal("a\\b"), "E'a\\\\b'");
         assert_eq!(ident("my.custom"), "\"my\".\"custom\"");
     }
 }

@@ -288,7 +288,7 @@ fn argument(src: &str, t: &Token, params: &[Option<&[u8]>]) -> Option<String> {
 
 /// `value` as a SQL string literal, read the same whatever `standard_conforming_strings`
 /// says (a backslash makes it an `E''` literal with the backslashes doubled).
-fn quote_literal(value: &str) -> String {
+pub fn quote_literal(value: &str) -> String {
     let quoted = value.replace('\'', "''");
     if value.contains('\\') {
         format!("E'{}'", quoted.replace('\\', "\\\\"))
