@@ -95,9 +95,7 @@ impl Session {
         }
         // a simple Query destroys the unnamed statement
         self.unnamed_parse.clear();
-        if let Some(r) = self.rare.as_mut() {
-            r.unnamed_setting = None;
-        }
+        self.forget_unnamed_setting();
         if rename
             && self.server.as_deref().is_some_and(Server::is_idle)
             && self.answer_locally(&analysis.effect)

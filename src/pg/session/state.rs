@@ -181,10 +181,17 @@ impl Session {
             && self.mode == PoolMode::Transaction;
         if bound {
             self.rare().unnamed_setting = Some(std::sync::Arc::from(query));
-        } else if let Some(r) = self.rare.as_mut() {
-            r.unnamed_setting = None;
+        } else {
+            self.forget_unnamed_setting();
         }
         bound
+    }
+
+    /// The unnamed statement is gone or replaced: no Bind of it notes settings any more.
+    pub(super) fn forget_unnamed_setting(&mut self) {
+        if let Some(r) = self.rare.as_mut() {
+            r.unnamed_setting = None;
+        }
     }
 
     /// The unnamed statement is bound: note the settings it changes, if it was deferred
