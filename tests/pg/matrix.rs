@@ -131,6 +131,8 @@ async fn matrix_node_postgres() {
     let t = matrix("node").await;
     assert_eq!(t["error_mid"][3], "ok");
     assert_eq!(t["pipeline_error"][2], serde_json::json!([[3]]));
+    assert_eq!(t["cancel"], "error: 57014");
+    assert_eq!(t["after_cancel"], serde_json::json!([[1]]));
     assert_eq!(t["param_client_encoding"], "UTF8");
 }
 

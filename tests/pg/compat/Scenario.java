@@ -619,18 +619,33 @@ public class Scenario {
             }
         });
 
-        // cancel from another thread, and a query timeout (pgjdbc cancels after the time)
+        // cancel from another thread, and a query timeout (pgjdbc cancels after the time). The
+        // server drops a cancel that lands between statements: the cancel is sent once the
+        // statement runs (a fixed delay raced a loaded machine), and the sleep is long enough
+        // for a slow cancel to land inside it
         step("cancel", () -> {
+            String sleep = "select pg_sleep(60) /* " + prefix + " cancel */";
             try (Statement st = c.createStatement()) {
                 new Thread(() -> {
-                    try {
-                        Thread.sleep(500);
+                    try (Connection w = connect(db);
+                            PreparedStatement running = w.prepareStatement("select count(*) from pg_stat_activity"
+                                    + " where state = 'active' and query = ?")) {
+                        running.setString(1, sleep);
+                        for (int i = 0; i < 600; i++) {
+                            try (ResultSet rs = running.executeQuery()) {
+                                rs.next();
+                                if (rs.getLong(1) > 0) {
+                                    break;
+                                }
+                            }
+                            Thread.sleep(50);
+                        }
                         st.cancel();
                     } catch (Exception e) {
                         // the step's result shows the cancel did not arrive
                     }
                 }).start();
-                return rows(st.executeQuery("select pg_sleep(5)"));
+                return rows(st.executeQuery(sleep));
             }
         });
         step("after_cancel", () -> one(c, "select 1"));

@@ -22,6 +22,21 @@ async function step (name, fn) {
 const rows = (r) => r.rows.map((row) => Object.values(row))
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
+// wait (up to 30 s) until a statement with this exact text is running on some server
+async function runningOnTheServer (url, sql) {
+  const w = new Client({ connectionString: url })
+  await w.connect()
+  try {
+    for (let i = 0; i < 600; i++) {
+      const r = await w.query("select count(*)::int as n from pg_stat_activity where state = 'active' and query = $1", [sql])
+      if (r.rows[0].n > 0) return
+      await sleep(50)
+    }
+  } finally {
+    await w.end()
+  }
+}
+
 async function main () {
   const c = new Client({ connectionString: url })
   const params = {}
@@ -63,10 +78,15 @@ async function main () {
   })
   await step('pipeline_after', async () => rows(await p.query('select 4 as v')))
   await p.end()
-  // cancel (node-postgres sends a CancelRequest with the backend key it was given)
+  // cancel (node-postgres sends a CancelRequest with the backend key it was given). Its
+  // cancel does not wait for the server to take the request, and the server drops one that
+  // lands between statements: the cancel goes only once the statement runs, and the sleep
+  // is long enough that a request slowed down by a loaded machine still lands inside it
+  // (with a 5 s sleep, one that took longer on CI hit the next step's COPY instead)
   await step('cancel', async () => {
-    const q = c.query('select pg_sleep(5)')
-    await sleep(500)
+    const sql = `select pg_sleep(60) /* ${prefix} cancel */`
+    const q = c.query(sql)
+    await runningOnTheServer(url, sql)
     const k = new Client({ connectionString: url })
     k.cancel(c, c._activeQuery)
     return rows(await q)

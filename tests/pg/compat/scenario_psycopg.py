@@ -131,10 +131,23 @@ def raw_pipeline_flush():
     return until_syncs(results, 2)
 step("raw_pipeline_flush", raw_pipeline_flush)
 step("after_raw_pipeline", lambda: c.execute("select 8").fetchone())
-# cancel from another thread while a statement sleeps
+# cancel from another thread while a statement sleeps: the server drops a cancel that lands
+# between statements, so it is sent once the statement runs (a fixed delay raced a loaded
+# machine), and the sleep is long enough for a slow cancel to land inside it
 def cancel():
-    threading.Timer(0.5, c.cancel_safe).start()
-    return c.execute("select pg_sleep(5)").fetchone()
+    sql = f"select pg_sleep(60) /* {prefix} cancel */"
+
+    def when_running():
+        with psycopg.connect(url, autocommit=True) as w:
+            for _ in range(600):
+                running = "select count(*) from pg_stat_activity where state = 'active' and query = %s"
+                if w.execute(running, (sql,)).fetchone()[0]:
+                    break
+                time.sleep(0.05)
+        c.cancel_safe()
+
+    threading.Thread(target=when_running).start()
+    return c.execute(sql).fetchone()
 step("cancel", cancel)
 step("after_cancel", lambda: c.execute("select 1").fetchone())
 # COPY both ways
