@@ -299,3 +299,46 @@ async fn a_notification_names_its_sender_even_when_the_server_moves_on_at_once()
         );
     }
 }
+
+/// A server writes its own session's notifications before the ReadyForQuery that ends the
+/// notifying transaction, and psycopg's and pgjdbc's handlers count on it (psycopg's
+/// `test_notify_handlers` checks them right after `execute`). Through Pake the client's
+/// NOTIFY runs on a pooled server and reaches it through the listening connection: the
+/// ReadyForQuery waits for that, for a plain NOTIFY, `pg_notify` in an explicit transaction,
+/// and a NOTIFY to a channel another client listens on (told only once that one has it).
+#[tokio::test]
+async fn a_listening_client_gets_its_own_notification_before_ready_for_query() {
+    use crate::harness::{frame, query};
+    let env = Env::with(Opts {
+        pool_size: 2,
+        ..Opts::default()
+    })
+    .await;
+    let login = || Raw::login(&env, &env.lab.user, &env.lab.password, "postgres");
+    let mut me = login().await.expect("login");
+    me.send(&query("LISTEN mine")).await;
+    tags_until(&mut me, b'Z').await;
+    for i in 0..20 {
+        me.send(&query(&format!("NOTIFY mine, 'n{i}'"))).await;
+        let tags = tags_until(&mut me, b'Z').await;
+        assert_eq!(tags, b"CAZ", "round {i}: notification before ReadyForQuery");
+    }
+    me.send(&query("BEGIN")).await;
+    tags_until(&mut me, b'Z').await;
+    me.send(&frame(b'Q', b"select pg_notify('mine', 'in tx')\0"))
+        .await;
+    assert_eq!(
+        tags_until(&mut me, b'Z').await,
+        b"TDCZ",
+        "nothing until COMMIT"
+    );
+    me.send(&query("COMMIT")).await;
+    assert_eq!(tags_until(&mut me, b'Z').await, b"CAZ");
+    // another client listens: its notification is with it when the notifier is told
+    let (other, mut rx) = listener(&env).await;
+    other.batch_execute("LISTEN theirs").await.expect("listen");
+    let mut notifier = login().await.expect("login");
+    notifier.send(&query("NOTIFY theirs, 'x'")).await;
+    assert_eq!(tags_until(&mut notifier, b'Z').await, b"CZ");
+    assert_eq!(next(&mut rx).await, ("theirs".into(), "x".into()));
+}

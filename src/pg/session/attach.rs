@@ -167,31 +167,48 @@ impl Session {
         Ok(())
     }
 
-    /// Transaction mode: hand the server back at a transaction boundary.
-    pub(super) fn release_if_done(&mut self) {
+    /// Transaction mode: hand the server back at a transaction boundary. `Some` when the
+    /// transaction may have notified while someone listens: the client then waits for the
+    /// listener ([`Session::release_after_notifications`]).
+    pub(super) fn release_if_done(&mut self) -> Option<HeldForNotifications> {
         if self.mode != PoolMode::Transaction
             || !self.server.as_deref().is_some_and(Server::is_idle)
             || self.pinned()
         {
-            return;
+            return None;
         }
         self.on_transaction_end(self.server_target);
         let notified = std::mem::take(&mut self.may_notify);
-        let Some((server, pool)) = self.detach() else {
-            return;
-        };
+        let (server, pool) = self.detach()?;
         match self.notify.clone().filter(|l| notified && l.active()) {
-            // the listener names a notification's sender by the client that holds the
-            // server it came from: until the listener has received what this transaction
-            // sent, no other client may hold it
-            Some(l) => {
-                tokio::spawn(async move {
-                    l.barrier().await;
-                    release(&pool, server);
-                });
+            // The transaction may have notified while someone listens through Pake. Until
+            // the listener has received what it sent: the server stays with this client (the
+            // listener names a notification's sender by the client that holds the server it
+            // came from), and so does the client's ReadyForQuery — a server delivers its own
+            // session's notifications before it (psycopg's and pgjdbc's handlers count on
+            // that), and a client told its NOTIFY is done may tell another to look
+            Some(listener) => Some(HeldForNotifications {
+                listener,
+                server,
+                pool,
+            }),
+            None => {
+                release(&pool, server);
+                None
             }
-            None => release(&pool, server),
         }
+    }
+
+    /// The listener has received everything committed so far (at most its timeout when it
+    /// is lost); the server goes back, and the notifications waiting for this client are
+    /// written ahead of the transaction's ReadyForQuery, as a server writes them.
+    pub(super) async fn release_after_notifications(
+        &mut self,
+        held: HeldForNotifications,
+    ) -> Result<(), Error> {
+        held.listener.barrier().await;
+        release(&held.pool, held.server);
+        self.deliver_before_ready()
     }
 
     /// Add the session's counters to the metrics of `pool`.
@@ -273,6 +290,14 @@ impl Session {
 
 /// Return a server at a transaction boundary: straight to the pool when clean, through the
 /// reset query (in the background) when a client left session state on it.
+/// A server detached at a transaction boundary, kept until the listener has what the
+/// transaction notified ([`Session::release_if_done`]).
+pub(super) struct HeldForNotifications {
+    listener: Arc<crate::pg::notify::Listener>,
+    server: Box<Server>,
+    pool: Arc<Pool>,
+}
+
 fn release(pool: &Arc<Pool>, server: Box<Server>) {
     match server.dirty {
         None => pool.checkin(server),

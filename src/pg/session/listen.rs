@@ -186,6 +186,21 @@ impl Session {
         }
     }
 
+    /// [`Session::deliver_notifications`], ahead of the ReadyForQuery that ends what is
+    /// waiting for the client, when it is still there (else after what was written).
+    pub(super) fn deliver_before_ready(&mut self) -> Result<(), Error> {
+        const READY_IDLE: [u8; 6] = [b'Z', 0, 0, 0, 5, b'I'];
+        // the server is idle, so nothing of its own follows its last ReadyForQuery: the
+        // buffer's last six bytes are that message if it has not been written yet
+        if !self.cwbuf.ends_with(&READY_IDLE) {
+            return self.deliver_notifications();
+        }
+        self.cwbuf.truncate(self.cwbuf.len() - READY_IDLE.len());
+        let delivered = self.deliver_notifications();
+        self.cwbuf.extend_from_slice(&READY_IDLE);
+        delivered
+    }
+
     /// Write the notifications waiting for this client (between transactions only).
     pub(super) fn deliver_notifications(&mut self) -> Result<(), Error> {
         let Some(sub) = self.listen.as_ref() else {

@@ -274,7 +274,10 @@ impl Session {
             if self.pump_client().await? == Flow::Exit {
                 return Ok(());
             }
-            self.release_if_done();
+            if let Some(held) = self.release_if_done() {
+                // boxed: few clients listen, and this state would be part of every session
+                Box::pin(self.release_after_notifications(held)).await?;
+            }
             if self.drained() {
                 // drain: a quiet client is told to go at its transaction boundary
                 self.flush_client().await?;
