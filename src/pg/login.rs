@@ -92,7 +92,12 @@ pub async fn open(proxy: &Arc<Proxy>, stream: &mut ClientStream) -> Result<Openi
     let mut buf = BytesMut::with_capacity(512);
     let tls = proxy.tls();
     loop {
-        let len = read_until(stream, &mut buf, startup::packet).await?;
+        let len = match read_until(stream, &mut buf, startup::packet).await {
+            Err(_) if startup::gave_up(&buf) => {
+                return Err(Error::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            read => read?,
+        };
         let packet = buf.split_to(len);
         match startup::parse(&packet)? {
             Request::Ssl => {

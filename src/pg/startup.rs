@@ -153,6 +153,14 @@ fn parse_options(options: &str, out: &mut Vec<(String, String)>) {
     }
 }
 
+/// A Terminate (`X`, length 4) where the startup packet belongs: a client that gave up before
+/// it logged in (node-postgres's `connect()` then `end()` in one tick writes it first).
+/// PostgreSQL closes such a connection without a reply, and so does Pake: an ErrorResponse
+/// would reach a client that already left, as an error for a `connect()` it abandoned.
+pub fn gave_up(buf: &[u8]) -> bool {
+    buf.starts_with(&[b'X', 0, 0, 0, 4])
+}
+
 /// The whole packet at the start of `buf`, if it is all there.
 pub fn packet(buf: &[u8]) -> Result<Option<usize>, FrameError> {
     Ok(wire::startup_packet_len(buf)?.filter(|&len| buf.len() >= len))

@@ -54,6 +54,20 @@ async fn garbage_and_bad_startup_packets() {
     raw.send(&startup(&[("user", "pake")], STARTUP_V3)[..10])
         .await;
     drop(raw);
+    // a Terminate where the startup packet belongs (node-postgres's connect() then end() in
+    // one tick writes it first): the client has left, so it is closed without a reply, as
+    // PostgreSQL does (an ErrorResponse failed the connect() node had abandoned)
+    let mut raw = Raw::connect(&env).await;
+    let mut gave_up = vec![b'X', 0, 0, 0, 4];
+    gave_up.extend(startup(&[("user", "pake")], STARTUP_V3));
+    raw.send(&gave_up).await;
+    let mut reply = Vec::new();
+    let read = tokio::io::AsyncReadExt::read_to_end(&mut raw.stream, &mut reply);
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("closed")
+        .expect("read");
+    assert_eq!(reply, b"", "no reply to a client that gave up");
     // SSLRequest is answered 'N' and the login continues in plaintext
     let mut raw = Raw::connect(&env).await;
     raw.send(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]).await;
