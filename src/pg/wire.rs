@@ -356,6 +356,40 @@ pub mod backend {
         finish_frame(buf, at);
     }
 
+    /// ParameterDescription of a statement taking one parameter of type `oid`.
+    pub fn one_parameter(buf: &mut BytesMut, oid: u32) {
+        buf.put_u8(be::PARAMETER_DESCRIPTION);
+        buf.put_i32(10);
+        buf.put_i16(1);
+        buf.put_u32(oid);
+    }
+
+    /// A RowDescription of one `bool` column in `format` (0 text, 1 binary).
+    pub fn bool_column(buf: &mut BytesMut, name: &str, format: i16) {
+        let at = begin_frame(buf, be::ROW_DESCRIPTION);
+        buf.put_i16(1);
+        put_cstr(buf, name.as_bytes());
+        buf.put_i32(0); // table oid
+        buf.put_i16(0); // column number
+        buf.put_i32(16); // bool
+        buf.put_i16(1);
+        buf.put_i32(-1);
+        buf.put_i16(format);
+        finish_frame(buf, at);
+    }
+
+    /// A DataRow of one `bool` in `format` (0 text, 1 binary).
+    pub fn bool_row(buf: &mut BytesMut, value: bool, format: i16) {
+        let at = begin_frame(buf, be::DATA_ROW);
+        buf.put_i16(1);
+        buf.put_i32(1);
+        match format {
+            1 => buf.put_u8(u8::from(value)),
+            _ => buf.put_u8(if value { b't' } else { b'f' }),
+        }
+        finish_frame(buf, at);
+    }
+
     /// A RowDescription of text columns (for answers Pake produces itself).
     pub fn row_description(buf: &mut BytesMut, columns: &[&str]) {
         let at = begin_frame(buf, be::ROW_DESCRIPTION);

@@ -3,6 +3,7 @@
 
 use crate::harness::{pg_bin, Env, Opts};
 use std::collections::HashSet;
+use std::time::Duration;
 use tokio_postgres::{Client, SimpleQueryMessage};
 
 /// Pake in transaction mode with `n` servers per pool.
@@ -838,6 +839,84 @@ async fn terminating_the_pid_pake_handed_out_closes_that_client() {
     // (with a WARNING) for a pid that is no backend of its own
     let answer = simple_value(&killer, "SELECT pg_terminate_backend(1)").await;
     assert_eq!(answer, "f");
+}
+
+/// The same with the pid bound as a parameter, as drivers send it: a named statement inside
+/// the caller's transaction (tokio-postgres, asyncpg), the unnamed one with a binary result
+/// (psycopg, pgjdbc, node-postgres), and a client's own pid, which ends it with 57P01 and no
+/// row, as a server ends its own session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_a_bound_pid_as_drivers_send_it() {
+    use crate::harness::{frame, Raw};
+    let env = pool_of(2).await;
+    let (victim1, pid1) = victim(&env).await;
+    let pid1: i32 = pid1.parse().expect("pid");
+    let mut killer = env.client().await;
+    let tx = killer.transaction().await.expect("begin");
+    let row = tx
+        .query_one("select pg_terminate_backend($1)", &[&pid1])
+        .await
+        .expect("terminate");
+    assert!(row.get::<_, bool>(0), "a bool, as the server answers");
+    let closed = crate::harness::eventually(Duration::from_secs(10), || async {
+        victim1.is_closed() || victim1.batch_execute("select 1").await.is_err()
+    })
+    .await;
+    assert!(closed, "the terminated client still runs queries");
+    // the caller's transaction went on around the answer
+    let n: i64 = tx
+        .query_one("select 41::int8 + 1", &[])
+        .await
+        .expect("in tx")
+        .get(0);
+    assert_eq!(n, 42);
+    tx.commit().await.expect("commit");
+
+    // Parse/Bind/Describe/Execute/Sync of the unnamed statement, `$1::int` in text, the
+    // result in binary
+    let (victim2, pid2) = victim(&env).await;
+    let mut raw = Raw::login(&env, &env.lab.user, &env.lab.password, "postgres")
+        .await
+        .expect("login");
+    let mut req = frame(b'P', b"\0select pg_terminate_backend($1::int)\0\0\0");
+    let mut bind = b"\0\0\0\0\0\x01".to_vec();
+    bind.extend_from_slice(&(pid2.len() as i32).to_be_bytes());
+    bind.extend_from_slice(pid2.as_bytes());
+    bind.extend_from_slice(b"\0\x01\0\x01");
+    req.extend(frame(b'B', &bind));
+    req.extend(frame(b'D', b"P\0"));
+    req.extend(frame(b'E', b"\0\0\0\0\0"));
+    req.extend(frame(b'S', b""));
+    raw.send(&req).await;
+    let reply = raw.until_ready().await;
+    assert_eq!(reply.tags, "12TDCZ", "{reply:?}");
+    assert_eq!(reply.value.as_deref(), Some(&[1u8][..]), "binary true");
+    let closed = crate::harness::eventually(Duration::from_secs(10), || async {
+        victim2.is_closed() || victim2.batch_execute("select 1").await.is_err()
+    })
+    .await;
+    assert!(closed, "the second terminated client still runs queries");
+
+    // its own pid: 57P01 before any row, then the connection is closed
+    let own = raw.pid.to_string();
+    let mut bind = b"\0\0\0\0\0\x01".to_vec();
+    bind.extend_from_slice(&(own.len() as i32).to_be_bytes());
+    bind.extend_from_slice(own.as_bytes());
+    bind.extend_from_slice(b"\0\0");
+    let mut req = frame(b'P', b"\0select pg_terminate_backend($1)\0\0\0");
+    req.extend(frame(b'B', &bind));
+    req.extend(frame(b'E', b"\0\0\0\0\0"));
+    req.extend(frame(b'S', b""));
+    raw.send(&req).await;
+    let mut tags = String::new();
+    while let Some((tag, body)) = raw.read().await {
+        tags.push(tag as char);
+        if tag == b'E' {
+            assert_eq!(crate::harness::field(&body, b'C'), "57P01");
+        }
+    }
+    assert_eq!(tags, "12E", "no row for a client that ended itself");
+    assert_eq!(simple_value(&killer, "SELECT 5").await, "5");
 }
 
 /// Another user (not an admin) may not terminate a client: 42501, and the client lives.

@@ -387,10 +387,16 @@ impl Server {
     /// after a COPY that failed before the client's CopyDone and Sync arrived, the queue is
     /// empty but the server would swallow the next client's Parse).
     pub fn is_idle(&self) -> bool {
+        self.tx_status == b'I' && self.between_requests()
+    }
+
+    /// Everything sent has been answered up to a ReadyForQuery, and the transaction (if one
+    /// is open) has not failed: the next client message starts a request.
+    pub fn between_requests(&self) -> bool {
         self.replies.is_empty()
             && !self.replies.is_skipping()
             && !self.in_extended
-            && self.tx_status == b'I'
+            && matches!(self.tx_status, b'I' | b'T')
             && self.wbuf.is_empty()
             && self.rbuf.is_empty()
             && self.streaming == 0

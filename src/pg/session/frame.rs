@@ -61,10 +61,57 @@ pub(super) fn bind(frame: &[u8]) -> Result<Bind<'_>, FrameError> {
 /// The parameter values of a Bind, from `rest` ([`Bind::rest`]): `None` for NULL. `None`
 /// for the whole when the counts or lengths do not fit the frame.
 pub(super) fn bind_params(rest: &[u8]) -> Option<Vec<Option<&[u8]>>> {
-    let (formats, rest) = wire::i16_at(rest)?;
-    let rest = rest.get(2 * usize::try_from(formats).ok()?..)?;
+    bind_values(rest).map(|b| b.params)
+}
+
+/// What follows a Bind's names: formats and values.
+pub(super) struct BindValues<'a> {
+    /// Parameter format codes as sent: none (all text), one (for all) or one each.
+    param_formats: Vec<i16>,
+    /// The values, `None` for NULL.
+    pub params: Vec<Option<&'a [u8]>>,
+    /// Result-column format codes, as for the parameters.
+    result_formats: Vec<i16>,
+}
+
+impl BindValues<'_> {
+    /// Parameter `i` is sent in binary.
+    pub fn param_binary(&self, i: usize) -> bool {
+        format_of(&self.param_formats, i) == 1
+    }
+
+    /// The format code asked for result column `i`.
+    pub fn result_format(&self, i: usize) -> i16 {
+        format_of(&self.result_formats, i)
+    }
+}
+
+fn format_of(formats: &[i16], i: usize) -> i16 {
+    match formats {
+        [] => 0,
+        [all] => *all,
+        each => each.get(i).copied().unwrap_or(0),
+    }
+}
+
+/// A list of `i16` format codes, counted by an `i16`.
+fn formats(rest: &[u8]) -> Option<(Vec<i16>, &[u8])> {
     let (count, mut rest) = wire::i16_at(rest)?;
-    let mut params = Vec::with_capacity(usize::try_from(count).ok()?);
+    let mut codes = Vec::with_capacity(usize::try_from(count).ok()?.min(rest.len() / 2));
+    for _ in 0..count {
+        let (code, after) = wire::i16_at(rest)?;
+        codes.push(code);
+        rest = after;
+    }
+    Some((codes, rest))
+}
+
+/// A Bind's formats and values, from `rest` ([`Bind::rest`]); `None` when the counts or
+/// lengths do not fit the frame.
+pub(super) fn bind_values(rest: &[u8]) -> Option<BindValues<'_>> {
+    let (param_formats, rest) = formats(rest)?;
+    let (count, mut rest) = wire::i16_at(rest)?;
+    let mut params = Vec::with_capacity(usize::try_from(count).ok()?.min(rest.len() / 4));
     for _ in 0..count {
         let (len, after) = wire::i32_at(rest)?;
         if len < 0 {
@@ -76,7 +123,12 @@ pub(super) fn bind_params(rest: &[u8]) -> Option<Vec<Option<&[u8]>>> {
         params.push(Some(after.get(..len)?));
         rest = &after[len..];
     }
-    Some(params)
+    let (result_formats, _) = formats(rest)?;
+    Some(BindValues {
+        param_formats,
+        params,
+        result_formats,
+    })
 }
 
 /// What a Describe or a Close is about.
@@ -136,6 +188,22 @@ mod tests {
         assert_eq!(bind_params(b"\0\0\0\x01\0\0\0\x09on"), None);
         assert_eq!(bind_params(b"\0\0\xff\xff"), None);
         assert_eq!(bind_params(b"\0\x05\0\0"), None);
+    }
+
+    #[test]
+    fn bind_formats() {
+        // one binary parameter of four bytes, results in binary
+        let b = bind_values(b"\0\x01\0\x01\0\x01\0\0\0\x04\0\0\x30\x39\0\x01\0\x01").unwrap();
+        assert_eq!(b.params, vec![Some(&b"\0\0\x30\x39"[..])]);
+        assert!(b.param_binary(0));
+        assert_eq!((b.result_format(0), b.result_format(3)), (1, 1));
+        // no codes: all text; one code each
+        let b = bind_values(b"\0\0\0\x01\0\0\0\x0212\0\x02\0\0\0\x01").unwrap();
+        assert!(!b.param_binary(0));
+        assert_eq!((b.result_format(0), b.result_format(1)), (0, 1));
+        assert_eq!(b.result_format(2), 0);
+        // the result codes cut short
+        assert!(bind_values(b"\0\0\0\0\0\x02\0\x01").is_none());
     }
 
     #[test]

@@ -10,38 +10,107 @@
 //! another gets 42501. A pid that is not one of Pake's goes to the server as usual.
 
 use super::{frame, Session};
+use crate::pg::error::Error;
 use crate::pg::route::Class;
 use crate::pg::sql::lexer::{Kind, Lexer};
-use crate::pg::wire::{self, backend};
+use crate::pg::wire::{self, backend, fe};
 use bytes::Buf;
 
 /// Longest Query text read for a `pg_terminate_backend` call.
 const MAX_CALL: usize = 256;
+/// Type oids of the parameter as the call may declare or cast it.
+const INT2: u32 = 21;
+const INT4: u32 = 23;
+const INT8: u32 = 20;
+
+/// `pg_terminate_backend`'s argument, as the call is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Arg {
+    Pid(i32),
+    /// `$1`, with the type a cast gives it (`None`: inferred, `integer`).
+    Param(Option<u32>),
+}
+
+/// A call Pake may answer, read from the request: its pid, how the replies look, and how
+/// many bytes of the client buffer it spans.
+struct Call {
+    pid: i32,
+    /// The extended protocol's messages to answer beside the row (`None`: a Query).
+    extended: Option<Extended>,
+    len: usize,
+}
+
+struct Extended {
+    /// The request parses the (unnamed) statement.
+    parsed: bool,
+    /// Describe of the statement (`S`) or of the portal (`P`).
+    describe: Option<u8>,
+    param_type: u32,
+    result_format: i16,
+}
 
 impl Session {
-    /// Answer `SELECT pg_terminate_backend(<a Pake pid>)` between transactions.
-    pub(super) fn terminate_locally(&mut self) -> Result<bool, crate::pg::error::Error> {
-        let candidate = self.request.single_query
-            && self.request.head().is_some_and(|a| match a.class {
-                // a call of a volatile function, read or write as the router sees it
-                Class::Read => !a.functions_safe,
-                Class::Write => true,
-                _ => false,
-            });
+    /// Answer `SELECT pg_terminate_backend(<a Pake pid>)` with no server attached: a Query
+    /// with the pid written out, or the unnamed statement's Parse, Bind, Describe, Execute
+    /// and Sync with the pid written out or bound as `$1` (psycopg, pgjdbc and node-postgres
+    /// send a parameter). Another client's pid ends that client; the client's own ends it,
+    /// as a server ends its own session, with the FATAL before any row.
+    pub(super) fn terminate_locally(&mut self) -> Result<bool, Error> {
+        let candidate = self.request.head().is_some_and(|a| match a.class {
+            // a call of a volatile function, read or write as the router sees it
+            Class::Read => !a.functions_safe,
+            Class::Write => true,
+            _ => false,
+        });
         if !candidate {
             return Ok(false);
         }
-        let Some((_, len)) = wire::frontend_frame(&self.crbuf, self.max_message)? else {
-            return Ok(false);
-        };
-        if len > MAX_CALL {
+        let status = self.unattached_status();
+        if !self.answer_terminate(self.request.single_query, status)? {
             return Ok(false);
         }
-        let target = frame::query(&self.crbuf[..len])
-            .ok()
-            .and_then(|q| terminate_target(&q))
-            .and_then(|pid| self.proxy.cancel.get(pid));
-        let Some(slot) = target else {
+        self.request.clear();
+        Ok(true)
+    }
+
+    /// [`Session::terminate_locally`] with a server attached between requests: inside a
+    /// transaction (psycopg opens one before each statement by default), or for a client
+    /// that holds its server (session mode, pinned). The server is left as it is.
+    pub(super) fn terminate_attached(&mut self, tag: u8, len: usize) -> Result<bool, Error> {
+        let Some(status) = self
+            .server
+            .as_deref()
+            .filter(|s| s.between_requests())
+            .map(|s| s.tx_status)
+        else {
+            return Ok(false);
+        };
+        // a short Query or Parse naming the function, or a Bind of a statement that does:
+        // nothing more is read of any other request
+        let text = match tag {
+            fe::QUERY | fe::PARSE => Some(&self.crbuf[..len]),
+            fe::BIND => frame::bind(&self.crbuf[..len])
+                .ok()
+                .and_then(|b| self.statements.get(b.statement))
+                .map(|s| s.definition()),
+            _ => None,
+        };
+        if !text.is_some_and(|t| t.len() <= MAX_CALL && names_call(t)) {
+            return Ok(false);
+        }
+        self.answer_terminate(tag == fe::QUERY, status)
+    }
+
+    /// The call at the head of the client buffer, answered when it names a Pake pid.
+    fn answer_terminate(&mut self, query: bool, status: u8) -> Result<bool, Error> {
+        let call = match query {
+            true => self.query_call()?,
+            false => self.extended_call()?,
+        };
+        let Some(call) = call else {
+            return Ok(false);
+        };
+        let Some(slot) = self.proxy.cancel.get(call.pid) else {
             return Ok(false);
         };
         let admin = self
@@ -51,12 +120,24 @@ impl Session {
             .admin_users
             .iter()
             .any(|u| u == self.user());
-        if slot.info.user == self.user() || admin {
-            slot.terminate();
-            backend::row_description(&mut self.cwbuf, &["pg_terminate_backend"]);
-            backend::data_row(&mut self.cwbuf, &[Some("t")]);
-            backend::command_complete(&mut self.cwbuf, "SELECT 1");
+        let format = call.extended.as_ref().map_or(0, |e| e.result_format);
+        if let Some(e) = &call.extended {
+            if e.parsed {
+                backend::parse_complete(&mut self.cwbuf);
+            }
+            backend::bind_complete(&mut self.cwbuf);
+            match e.describe {
+                Some(b'S') => {
+                    backend::one_parameter(&mut self.cwbuf, e.param_type);
+                    backend::bool_column(&mut self.cwbuf, "pg_terminate_backend", 0);
+                }
+                Some(_) => backend::bool_column(&mut self.cwbuf, "pg_terminate_backend", format),
+                None => {}
+            }
         } else {
+            backend::bool_column(&mut self.cwbuf, "pg_terminate_backend", 0);
+        }
+        if slot.info.user != self.user() && !admin {
             let message = "permission denied to terminate process";
             backend::error_response(
                 &mut self.cwbuf,
@@ -68,55 +149,263 @@ impl Session {
                     hint: Some("Only the same user or an admin user may terminate a Pake client."),
                 },
             );
+        } else if call.pid == self.cancel.pid {
+            return Err(Error::Terminated);
+        } else {
+            slot.terminate();
+            backend::bool_row(&mut self.cwbuf, true, format);
+            backend::command_complete(&mut self.cwbuf, "SELECT 1");
         }
-        backend::ready_for_query(&mut self.cwbuf, b'I');
+        backend::ready_for_query(&mut self.cwbuf, status);
         self.tally.queries += 1;
-        self.crbuf.advance(len);
-        self.request.clear();
+        self.crbuf.advance(call.len);
         Ok(true)
+    }
+
+    /// A Query calling `pg_terminate_backend` with a pid written out.
+    fn query_call(&self) -> Result<Option<Call>, Error> {
+        let Some((_, len)) = wire::frontend_frame(&self.crbuf, self.max_message)? else {
+            return Ok(None);
+        };
+        if len > MAX_CALL {
+            return Ok(None);
+        }
+        let arg = frame::query(&self.crbuf[..len])
+            .ok()
+            .and_then(|q| terminate_arg(&q));
+        Ok(match arg {
+            Some(Arg::Pid(pid)) => Some(Call {
+                pid,
+                extended: None,
+                len,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Parse, Bind, an optional Describe, Execute and Sync, all of the unnamed statement and
+    /// portal, calling `pg_terminate_backend` with a pid written out or bound.
+    fn extended_call(&self) -> Result<Option<Call>, Error> {
+        let mut pos = 0;
+        let mut next = |want: &[u8]| -> Result<Option<(u8, &[u8])>, Error> {
+            let Some((tag, len)) = wire::frontend_frame(&self.crbuf[pos..], self.max_message)?
+            else {
+                return Ok(None);
+            };
+            let msg = &self.crbuf[pos..pos + len];
+            pos += len;
+            Ok(want.contains(&tag).then_some((tag, msg)))
+        };
+        // the unnamed statement parsed here, or a named one this client prepared before
+        // (asyncpg, tokio-postgres)
+        let (text, bind, parsed) = match next(&[fe::PARSE, fe::BIND])? {
+            Some((fe::PARSE, msg)) => {
+                let parse = frame::parse(msg)?;
+                let Some((_, bind)) = next(&[fe::BIND])? else {
+                    return Ok(None);
+                };
+                let bind = frame::bind(bind)?;
+                if !parse.name.is_empty() || !bind.statement.is_empty() {
+                    return Ok(None);
+                }
+                (parse.definition, bind, true)
+            }
+            Some((_, msg)) => {
+                let bind = frame::bind(msg)?;
+                match self.statements.get(bind.statement) {
+                    Some(stmt) if !bind.statement.is_empty() => (stmt.definition(), bind, false),
+                    _ => return Ok(None),
+                }
+            }
+            None => return Ok(None),
+        };
+        if text.len() > MAX_CALL || !bind.portal.is_empty() {
+            return Ok(None);
+        }
+        let arg = wire::cstr(text)
+            .and_then(|(q, _)| std::str::from_utf8(q).ok())
+            .and_then(terminate_arg);
+        let Some(arg) = arg else {
+            return Ok(None);
+        };
+        let declared = declared_type(text);
+        let Some(values) = frame::bind_values(bind.rest) else {
+            return Ok(None);
+        };
+        let (pid, param_type) = match arg {
+            Arg::Pid(pid) if values.params.is_empty() => (pid, None),
+            Arg::Param(cast) => match values.params.as_slice() {
+                [Some(v)] => match bound_pid(v, values.param_binary(0)) {
+                    Some(pid) => (pid, Some(cast.or(declared).unwrap_or(INT4))),
+                    None => return Ok(None),
+                },
+                _ => return Ok(None),
+            },
+            Arg::Pid(_) => return Ok(None),
+        };
+        let mut describe = None;
+        let (tag, msg) = match next(&[fe::DESCRIBE, fe::EXECUTE])? {
+            Some((fe::DESCRIBE, msg)) => {
+                let subject = frame::subject(msg)?;
+                if !subject.name.is_empty() {
+                    return Ok(None);
+                }
+                describe = Some(subject.kind);
+                match next(&[fe::EXECUTE])? {
+                    Some(m) => m,
+                    None => return Ok(None),
+                }
+            }
+            Some(m) => m,
+            None => return Ok(None),
+        };
+        // Execute of the unnamed portal, then the Sync
+        if tag != fe::EXECUTE || wire::cstr(wire::body(msg)).is_none_or(|(p, _)| !p.is_empty()) {
+            return Ok(None);
+        }
+        if next(&[fe::SYNC])?.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(Call {
+            pid,
+            extended: Some(Extended {
+                parsed,
+                describe,
+                param_type: param_type.unwrap_or(0),
+                result_format: values.result_format(0),
+            }),
+            len: pos,
+        }))
     }
 }
 
-/// `SELECT pg_terminate_backend(<integer>)` (an optional `;`): the integer.
-fn terminate_target(sql: &str) -> Option<i32> {
+/// The message's bytes name `pg_terminate_backend` (any case).
+fn names_call(msg: &[u8]) -> bool {
+    const NAME: &[u8] = b"pg_terminate_backend";
+    // one pass over the bytes: the comparison runs only where a `p` starts
+    (0..msg.len().saturating_sub(NAME.len() - 1)).any(|i| {
+        msg[i].eq_ignore_ascii_case(&b'p') && msg[i..i + NAME.len()].eq_ignore_ascii_case(NAME)
+    })
+}
+
+/// The first parameter type a Parse declares (after its text), if any and not 0.
+fn declared_type(definition: &[u8]) -> Option<u32> {
+    let (_, types) = wire::cstr(definition)?;
+    let (count, types) = wire::i16_at(types)?;
+    let (oid, _) = wire::i32_at(types).filter(|_| count > 0)?;
+    u32::try_from(oid).ok().filter(|&oid| oid != 0)
+}
+
+/// A pid bound as a parameter: text digits, or a binary `int2`, `int4` or `int8`.
+fn bound_pid(value: &[u8], binary: bool) -> Option<i32> {
+    if !binary {
+        return std::str::from_utf8(value).ok()?.trim().parse().ok();
+    }
+    match *value {
+        [a, b] => Some(i16::from_be_bytes([a, b]).into()),
+        [a, b, c, d] => Some(i32::from_be_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h] => {
+            i32::try_from(i64::from_be_bytes([a, b, c, d, e, f, g, h])).ok()
+        }
+        _ => None,
+    }
+}
+
+/// `SELECT pg_terminate_backend(<integer> | $1)`, the argument optionally cast to an integer
+/// type, with an optional `;`: the argument.
+fn terminate_arg(sql: &str) -> Option<Arg> {
     let toks: Vec<_> = Lexer::new(sql)
         .filter(|t| t.kind != Kind::Comment && !t.is_punct(sql, b';'))
         .collect();
-    let shape = toks.len() == 5
-        && toks[0].is_word(sql, "select")
+    let (arg, cast) = match toks.as_slice() {
+        [select, f, open, arg, close] if close.is_punct(sql, b')') => (*arg, None),
+        [select, f, open, arg, op, ty, close]
+            if close.is_punct(sql, b')') && op.kind == Kind::Op && op.text(sql) == "::" =>
+        {
+            let _ = (select, f, open);
+            (*arg, Some(integer_type(ty.text(sql))?))
+        }
+        _ => return None,
+    };
+    let shape = toks[0].is_word(sql, "select")
         && toks[1].is_word(sql, "pg_terminate_backend")
-        && toks[2].is_punct(sql, b'(')
-        && toks[3].kind == Kind::Number
-        && toks[4].is_punct(sql, b')');
+        && toks[2].is_punct(sql, b'(');
     if !shape {
         return None;
     }
-    toks[3].text(sql).parse().ok()
+    match arg.kind {
+        Kind::Number => arg.text(sql).parse().ok().map(Arg::Pid),
+        Kind::Param if arg.text(sql) == "$1" => Some(Arg::Param(cast)),
+        _ => None,
+    }
+}
+
+/// The oid of an integer type as a cast names it.
+fn integer_type(name: &str) -> Option<u32> {
+    match name.to_ascii_lowercase().as_str() {
+        "int2" | "smallint" => Some(INT2),
+        "int" | "int4" | "integer" => Some(INT4),
+        "int8" | "bigint" => Some(INT8),
+        _ => None,
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::terminate_target;
+    use super::*;
 
     #[test]
-    fn reads_the_pid() {
+    fn reads_the_pid_or_the_parameter() {
+        let pid = |sql| terminate_arg(sql);
         assert_eq!(
-            terminate_target("SELECT pg_terminate_backend(1234);"),
-            Some(1234)
+            pid("SELECT pg_terminate_backend(1234);"),
+            Some(Arg::Pid(1234))
+        );
+        assert_eq!(pid("select pg_terminate_backend( 7 )"), Some(Arg::Pid(7)));
+        assert_eq!(
+            pid("select pg_terminate_backend(7::int)"),
+            Some(Arg::Pid(7))
         );
         assert_eq!(
-            terminate_target("select pg_terminate_backend( 7 )"),
-            Some(7)
+            pid("select pg_terminate_backend($1)"),
+            Some(Arg::Param(None))
         );
         assert_eq!(
-            terminate_target("select pg_terminate_backend(7, 100)"),
-            None
+            pid("select pg_terminate_backend($1::INTEGER)"),
+            Some(Arg::Param(Some(INT4)))
         );
-        assert_eq!(terminate_target("select pg_terminate_backend($1)"), None);
-        assert_eq!(terminate_target("select pg_cancel_backend(7)"), None);
         assert_eq!(
-            terminate_target("select pg_terminate_backend(99999999999)"),
-            None
+            pid("select pg_terminate_backend($1::bigint)"),
+            Some(Arg::Param(Some(INT8)))
         );
+        assert_eq!(pid("select pg_terminate_backend(7, 100)"), None);
+        assert_eq!(pid("select pg_terminate_backend($2)"), None);
+        assert_eq!(pid("select pg_terminate_backend($1::text)"), None);
+        assert_eq!(pid("select pg_cancel_backend(7)"), None);
+        assert_eq!(pid("select pg_terminate_backend(99999999999)"), None);
+        assert_eq!(pid("select pg_terminate_backend(7) from t"), None);
+    }
+
+    #[test]
+    fn bound_pids_in_text_and_binary() {
+        assert_eq!(bound_pid(b"12345", false), Some(12345));
+        assert_eq!(bound_pid(b"x", false), None);
+        assert_eq!(bound_pid(&12345i32.to_be_bytes(), true), Some(12345));
+        assert_eq!(bound_pid(&12345i64.to_be_bytes(), true), Some(12345));
+        assert_eq!(bound_pid(&7i16.to_be_bytes(), true), Some(7));
+        assert_eq!(bound_pid(&(1i64 << 40).to_be_bytes(), true), None);
+        assert_eq!(bound_pid(b"abc", true), None);
+    }
+
+    #[test]
+    fn finds_the_name_and_the_declared_type() {
+        assert!(names_call(b"Q\0\0\0\x20SELECT PG_TERMINATE_BACKEND(1)"));
+        assert!(names_call(b"pg_terminate_backend"));
+        assert!(!names_call(b"select pg_terminate_backen"));
+        assert!(!names_call(b""));
+        assert_eq!(declared_type(b"select $1\0\0\x01\0\0\0\x14"), Some(INT8));
+        assert_eq!(declared_type(b"select $1\0\0\x01\0\0\0\0"), None);
+        assert_eq!(declared_type(b"select $1\0\0\0"), None);
+        assert_eq!(declared_type(b"select $1"), None);
     }
 }

@@ -56,6 +56,8 @@ impl Session {
                     Start::Done => continue,
                     Start::Wait => return Ok(Flow::Continue),
                 }
+            } else if self.terminate_attached(tag, len)? {
+                continue;
             }
             if self
                 .server
