@@ -214,6 +214,10 @@ const PEER_SHIFT: u32 = 23;
 /// All live clients' keys.
 pub struct CancelRegistry {
     shards: Vec<Mutex<HashMap<i32, Arc<CancelSlot>>>>,
+    /// Servers a client holds for its whole connection (session mode): (server address,
+    /// backend pid) → the pid Pake handed that client, so that a notification names its
+    /// sender as the sender knows itself. One entry per such client.
+    held: Mutex<HashMap<(SocketAddr, i32), i32>>,
     /// This instance's peer id (0: peering off) and where the other instances listen.
     peer_id: u8,
     peers: HashMap<u8, String>,
@@ -257,6 +261,7 @@ impl CancelRegistry {
     pub fn new(peering: &crate::config::peering::Peering) -> Self {
         CancelRegistry {
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            held: Mutex::new(HashMap::new()),
             peer_id: peering.peer_id,
             peers: peering
                 .peers
@@ -283,6 +288,22 @@ impl CancelRegistry {
     fn owner_elsewhere(&self, pid: i32) -> Option<u8> {
         let owner = ((pid as u32) >> PEER_SHIFT) as u8;
         (self.peer_id != 0 && owner != self.peer_id).then_some(owner)
+    }
+
+    /// `client_pid` holds the server `target` until [`CancelRegistry::unhold`].
+    pub fn hold(&self, target: &CancelTarget, client_pid: i32) {
+        self.held
+            .lock()
+            .insert((target.addr, target.key.pid), client_pid);
+    }
+
+    pub fn unhold(&self, target: &CancelTarget) {
+        self.held.lock().remove(&(target.addr, target.key.pid));
+    }
+
+    /// The client holding the backend `pid` of the server at `addr`, if one does.
+    pub fn holder(&self, addr: SocketAddr, pid: i32) -> Option<i32> {
+        self.held.lock().get(&(addr, pid)).copied()
     }
 
     /// Mint a fresh key for a new client.

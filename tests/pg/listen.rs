@@ -342,3 +342,52 @@ async fn a_listening_client_gets_its_own_notification_before_ready_for_query() {
     assert_eq!(tags_until(&mut notifier, b'Z').await, b"CZ");
     assert_eq!(next(&mut rx).await, ("theirs".into(), "x".into()));
 }
+
+/// Session mode: LISTEN runs on the client's own server, and a notification names its
+/// sender by backend pid; drivers compare it with the pid their BackendKeyData gave them
+/// (asyncpg's and psycopg's own suites), which is Pake's. So a sender that holds its server
+/// is named by its Pake pid, the listener's own NOTIFY and another client's alike.
+#[tokio::test]
+async fn session_mode_notifications_name_senders_by_the_pid_pake_gave_them() {
+    use crate::harness::query;
+    let env = Env::with(Opts {
+        mode: pake::config::PoolMode::Session,
+        ..Opts::default()
+    })
+    .await;
+    let login = || Raw::login(&env, &env.lab.user, &env.lab.password, "postgres");
+    let mut me = login().await.expect("login");
+    let mut other = login().await.expect("login");
+    me.send(&query("LISTEN ch")).await;
+    tags_until(&mut me, b'Z').await;
+    // the listener's own notification comes with its NOTIFY, the other's when it next asks
+    let senders = async |raw: &mut Raw| {
+        let mut pids = Vec::new();
+        loop {
+            let (tag, body) = raw.read().await.expect("a reply");
+            match tag {
+                b'A' => pids.push(i32::from_be_bytes([body[0], body[1], body[2], body[3]])),
+                b'Z' => return pids,
+                _ => {}
+            }
+        }
+    };
+    me.send(&query("NOTIFY ch, 'mine'")).await;
+    assert_eq!(senders(&mut me).await, vec![me.pid], "its own notification");
+    other.send(&query("NOTIFY ch, 'theirs'")).await;
+    tags_until(&mut other, b'Z').await;
+    let mut named = Vec::new();
+    for _ in 0..100 {
+        me.send(&query("select 1")).await;
+        named = senders(&mut me).await;
+        if !named.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        named,
+        vec![other.pid],
+        "named by the pid Pake handed the sender"
+    );
+}

@@ -91,10 +91,14 @@ impl Session {
                 });
             }
         }
-        self.cancel.attach(CancelTarget {
+        let held = CancelTarget {
             addr: server.addr,
             key: server.key,
-        });
+        };
+        if self.mode == PoolMode::Session {
+            self.proxy.cancel.hold(&held, self.cancel.pid);
+        }
+        self.cancel.attach(held);
         if let Some(l) = self.notify.as_deref().filter(|l| l.active()) {
             l.note_server(server.key.pid, self.cancel.pid);
         }
@@ -112,6 +116,12 @@ impl Session {
     /// The attached server is leaving the session.
     fn detach(&mut self) -> Option<(Box<Server>, Arc<Pool>)> {
         let server = self.server.take()?;
+        if self.mode == PoolMode::Session {
+            self.proxy.cancel.unhold(&CancelTarget {
+                addr: server.addr,
+                key: server.key,
+            });
+        }
         let target = self.server_target;
         if let Some(r) = self.cluster.replica_state(target) {
             r.outstanding

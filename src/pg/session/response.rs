@@ -63,6 +63,9 @@ impl Session {
                 }
                 break;
             }
+            if tag == be::NOTIFICATION_RESPONSE {
+                name_sender(&mut server.rbuf[pos..pos + total], server.addr, &self.proxy);
+            }
             let body = &server.rbuf[pos + wire::HEADER_LEN..pos + total];
             let disposition = server.replies.on_message(tag, body, &mut fx)?;
             if tag == be::PARAMETER_STATUS {
@@ -206,4 +209,17 @@ fn settle(
         return None;
     }
     Some(status)
+}
+
+/// A NotificationResponse from a server names its sender by backend pid; when a client holds
+/// that backend (session mode), name it by the pid Pake handed that client instead, the one
+/// its driver compares (`get_server_pid()`, `pgconn.backend_pid`).
+fn name_sender(msg: &mut [u8], server: std::net::SocketAddr, proxy: &crate::pg::proxy::Proxy) {
+    let Some(field) = msg.get_mut(wire::HEADER_LEN..wire::HEADER_LEN + 4) else {
+        return;
+    };
+    let pid = i32::from_be_bytes([field[0], field[1], field[2], field[3]]);
+    if let Some(client) = proxy.cancel.holder(server, pid) {
+        field.copy_from_slice(&client.to_be_bytes());
+    }
 }
