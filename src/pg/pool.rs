@@ -145,6 +145,9 @@ pub struct Pool {
     paused: std::sync::atomic::AtomicBool,
     resumed: tokio::sync::Notify,
     pub created: Instant,
+    /// When [`Pool::free_database`] last ran, in nanoseconds after `created` (0: never):
+    /// servers out of the pool then are closed when they come back.
+    freed_at: AtomicU64,
     /// The backend's circuit breaker (shared by every pool towards it).
     breaker: Option<Arc<crate::pg::limits::Breaker>>,
     /// `min_pool_size` is kept warm: from the start when Pake has a password for the server,
@@ -188,6 +191,7 @@ impl Pool {
             paused: std::sync::atomic::AtomicBool::new(false),
             resumed: tokio::sync::Notify::new(),
             created: Instant::now(),
+            freed_at: AtomicU64::new(0),
             breaker,
         })
     }
@@ -530,7 +534,7 @@ impl Pool {
     pub fn checkin(&self, mut s: Box<Server>) {
         debug_assert!(s.is_idle());
         let now = Instant::now();
-        if self.expired(&s, now) {
+        if self.expired(&s, now) || self.out_when_freed(&s) {
             self.discard(s);
             return;
         }
@@ -649,10 +653,28 @@ impl Pool {
         n
     }
 
-    /// Close every idle server now (the pool stays open and connects again on demand).
-    pub fn close_idle(&self) -> usize {
+    /// A client is about to drop or rename this pool's database: close the idle servers
+    /// now, and the ones out of the pool (in a transaction, or being reset after their
+    /// client left: a session-mode client's reset runs in the background) when they come
+    /// back, so that none is left connected to it. PostgreSQL's DROP DATABASE waits 5 s for
+    /// other sessions to go, and one reset a moment after the drop started held it up.
+    pub fn free_database(&self) -> usize {
+        let since = self.created.elapsed().as_nanos();
+        self.freed_at.store(
+            u64::try_from(since).unwrap_or(u64::MAX).max(1),
+            Ordering::Release,
+        );
         let idle = Self::take_idle(&mut self.state.lock());
         self.terminate(idle)
+    }
+
+    /// The server was out of the pool when [`Pool::free_database`] ran: it was last checked
+    /// in (or opened) before then.
+    fn out_when_freed(&self, s: &Server) -> bool {
+        match self.freed_at.load(Ordering::Acquire) {
+            0 => false,
+            at => s.last_used < self.created + Duration::from_nanos(at),
+        }
     }
 
     /// Close the pool: waiters get an error, idle servers are closed, servers in use are

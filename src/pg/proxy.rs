@@ -187,7 +187,7 @@ impl Proxy {
         for cluster in clusters {
             for pool in cluster.pools() {
                 if pool.target().database == dbname {
-                    closed += pool.close_idle();
+                    closed += pool.free_database();
                 }
             }
         }

@@ -1036,4 +1036,57 @@ async fn drop_database_is_not_blocked_by_idle_pooled_servers() {
         .expect_err("in use by a client");
     assert_eq!(crate::harness::code(&e), "55006", "{e}");
     holder.batch_execute("COMMIT").await.expect("commit");
+    // the DROP run again from its prepared statement (a Bind, no Parse: psycopg prepares a
+    // statement on its fifth run) frees the database as its Parse does
+    let drop_it = admin
+        .prepare("DROP DATABASE IF EXISTS dropped_later")
+        .await
+        .expect("prepare");
+    direct
+        .batch_execute("CREATE DATABASE dropped_later")
+        .await
+        .expect("create again");
+    let c = pake::lab::postgres::connect(&env.url("dropped_later"))
+        .await
+        .expect("connect");
+    c.batch_execute("select 1").await.expect("use it");
+    drop(c);
+    admin
+        .execute(&drop_it, &[])
+        .await
+        .expect("the prepared drop");
+}
+
+/// Session mode resets a leaving client's server in the background before it goes back to
+/// the pool; a DROP DATABASE sent the moment that client left (asyncpg's
+/// test_type_cache_invalidation_in_pool) found no idle server to close, and the reset one came
+/// back connected while PostgreSQL waited 5 s for it: 55006. Servers out of the pool when a
+/// database is freed are closed when they come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_database_right_after_its_last_session_mode_client_left() {
+    let env = Env::with(Opts {
+        mode: pake::config::PoolMode::Session,
+        ..Opts::default()
+    })
+    .await;
+    let direct = env.direct().await;
+    let admin = env.client().await;
+    for round in 0..3 {
+        direct
+            .batch_execute("CREATE DATABASE left_just_now")
+            .await
+            .expect("create database");
+        let c = pake::lab::postgres::connect(&env.url("left_just_now"))
+            .await
+            .expect("connect");
+        c.batch_execute("SET work_mem = '5MB'; select 1")
+            .await
+            .expect("use it");
+        drop(c); // its server is reset in the background
+                 // PostgreSQL waits 5 s for the database's other sessions, then fails with 55006
+        admin
+            .batch_execute("DROP DATABASE left_just_now")
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e:?}"));
+    }
 }

@@ -223,6 +223,15 @@ impl Session {
 
     fn forward_bind(&mut self, frame: &[u8], part: Part) -> Result<(), Error> {
         let b = frame::bind(frame)?;
+        // a DROP DATABASE run again from its prepared statement (psycopg prepares a
+        // statement on its fifth run) frees the database as its Parse did
+        if let Some(db) = part
+            .analysis
+            .as_ref()
+            .and_then(|a| a.frees_database.as_ref())
+        {
+            self.proxy.close_idle_servers(db);
+        }
         if self.noting() {
             self.note_bind(b.statement, part.analysis);
         }
