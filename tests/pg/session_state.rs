@@ -919,6 +919,47 @@ async fn terminating_a_bound_pid_as_drivers_send_it() {
     assert_eq!(simple_value(&killer, "SELECT 5").await, "5");
 }
 
+/// Session mode: each client holds its server, and drivers run the call as a named statement
+/// (asyncpg's pool tests): answered as in transaction mode, the statement remembered at its
+/// Parse and forgotten at its Close.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminating_a_bound_pid_in_session_mode() {
+    let env = Env::with(Opts {
+        mode: pake::config::PoolMode::Session,
+        ..Opts::default()
+    })
+    .await;
+    let killer = env.client().await;
+    let terminate = killer
+        .prepare("select pg_terminate_backend($1)")
+        .await
+        .expect("prepare");
+    for round in 0..2 {
+        let (victim, pid) = victim(&env).await;
+        victim.batch_execute("select 1").await.expect("victim runs");
+        let pid: i32 = pid.parse().expect("pid");
+        let row = killer
+            .query_one(&terminate, &[&pid])
+            .await
+            .expect("terminate");
+        assert!(row.get::<_, bool>(0), "round {round}");
+        let closed = crate::harness::eventually(Duration::from_secs(10), || async {
+            victim.is_closed() || victim.batch_execute("select 1").await.is_err()
+        })
+        .await;
+        assert!(
+            closed,
+            "round {round}: the terminated client still runs queries"
+        );
+    }
+    // a pid that is none of Pake's goes to the server, which answers false
+    let row = killer
+        .query_one(&terminate, &[&1i32])
+        .await
+        .expect("server");
+    assert!(!row.get::<_, bool>(0));
+}
+
 /// Another user (not an admin) may not terminate a client: 42501, and the client lives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminating_another_users_client_is_refused() {

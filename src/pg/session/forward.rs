@@ -164,6 +164,9 @@ impl Session {
             self.unnamed_parse.clear();
             self.unnamed_parse.extend_from_slice(frame);
         }
+        if !rename && !p.name.is_empty() {
+            self.note_terminate_statement(p.name, p.definition);
+        }
         let named = rename && !p.name.is_empty();
         let interned = named.then(|| self.proxy.statements.intern(p.definition));
         if let Some(stmt) = &interned {
@@ -312,6 +315,11 @@ impl Session {
         let subject = frame::subject(frame)?;
         if self.noting() && subject.kind == b'S' {
             self.note_close(subject.name);
+        }
+        if subject.kind == b'S' {
+            if let Some(r) = self.rare.as_mut() {
+                r.terminate_statements.remove(subject.name);
+            }
         }
         let local = self.mode == PoolMode::Transaction && subject.is_named_statement();
         if local {

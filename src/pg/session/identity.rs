@@ -18,6 +18,8 @@ use bytes::Buf;
 
 /// Longest Query text read for a `pg_terminate_backend` call.
 const MAX_CALL: usize = 256;
+/// Most named `pg_terminate_backend` statements a session-mode client has remembered.
+const MAX_TERMINATE_STATEMENTS: usize = 16;
 /// Type oids of the parameter as the call may declare or cast it.
 const INT2: u32 = 21;
 const INT4: u32 = 23;
@@ -91,14 +93,45 @@ impl Session {
             fe::QUERY | fe::PARSE => Some(&self.crbuf[..len]),
             fe::BIND => frame::bind(&self.crbuf[..len])
                 .ok()
-                .and_then(|b| self.statements.get(b.statement))
-                .map(|s| s.definition()),
+                .filter(|b| !b.statement.is_empty())
+                .and_then(|b| self.statement_definition(b.statement)),
             _ => None,
         };
         if !text.is_some_and(|t| t.len() <= MAX_CALL && names_call(t)) {
             return Ok(false);
         }
         self.answer_terminate(tag == fe::QUERY, status)
+    }
+
+    /// Session mode: a named statement is parsed (`definition`: its text and parameter
+    /// types); remember it when it calls `pg_terminate_backend`, forget an earlier statement
+    /// of the name otherwise.
+    pub(super) fn note_terminate_statement(&mut self, name: &[u8], definition: &[u8]) {
+        let call = definition.len() <= MAX_CALL && names_call(definition);
+        if !call {
+            if let Some(r) = self.rare.as_mut() {
+                r.terminate_statements.remove(name);
+            }
+            return;
+        }
+        let known = &mut self.rare().terminate_statements;
+        if known.len() >= MAX_TERMINATE_STATEMENTS {
+            known.clear();
+        }
+        known.insert(name.into(), definition.into());
+    }
+
+    /// The Parse definition of the named statement `name`, when it may call
+    /// `pg_terminate_backend` (or, in transaction mode, whatever it is).
+    fn statement_definition(&self, name: &[u8]) -> Option<&[u8]> {
+        match self.statements.get(name) {
+            Some(stmt) => Some(stmt.definition()),
+            None => self
+                .rare
+                .as_ref()
+                .and_then(|r| r.terminate_statements.get(name))
+                .map(|d| &d[..]),
+        }
     }
 
     /// The call at the head of the client buffer, answered when it names a Pake pid.
@@ -212,8 +245,8 @@ impl Session {
             }
             Some((_, msg)) => {
                 let bind = frame::bind(msg)?;
-                match self.statements.get(bind.statement) {
-                    Some(stmt) if !bind.statement.is_empty() => (stmt.definition(), bind, false),
+                match self.statement_definition(bind.statement) {
+                    Some(text) if !bind.statement.is_empty() => (text, bind, false),
                     _ => return Ok(None),
                 }
             }
