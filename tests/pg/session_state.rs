@@ -15,6 +15,15 @@ async fn pool_of(n: usize) -> Env {
     .await
 }
 
+/// Pake in session mode on a fresh lab.
+async fn session_mode() -> Env {
+    Env::with(Opts {
+        mode: pake::config::PoolMode::Session,
+        ..Opts::default()
+    })
+    .await
+}
+
 /// A client named `victim` through Pake, and the pid Pake gave it (from SHOW CLIENTS).
 async fn victim(env: &Env) -> (Client, String) {
     let victim =
@@ -924,11 +933,7 @@ async fn terminating_a_bound_pid_as_drivers_send_it() {
 /// Parse and forgotten at its Close.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminating_a_bound_pid_in_session_mode() {
-    let env = Env::with(Opts {
-        mode: pake::config::PoolMode::Session,
-        ..Opts::default()
-    })
-    .await;
+    let env = session_mode().await;
     let killer = env.client().await;
     let terminate = killer
         .prepare("select pg_terminate_backend($1)")
@@ -1105,11 +1110,7 @@ async fn drop_database_is_not_blocked_by_idle_pooled_servers() {
 /// database is freed are closed when they come back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_database_right_after_its_last_session_mode_client_left() {
-    let env = Env::with(Opts {
-        mode: pake::config::PoolMode::Session,
-        ..Opts::default()
-    })
-    .await;
+    let env = session_mode().await;
     let direct = env.direct().await;
     let admin = env.client().await;
     for round in 0..3 {
