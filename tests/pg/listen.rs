@@ -391,3 +391,37 @@ async fn session_mode_notifications_name_senders_by_the_pid_pake_gave_them() {
         "named by the pid Pake handed the sender"
     );
 }
+
+/// A client that notifies itself, in one transaction, more than its inbox holds: a server
+/// writes them all before the ReadyForQuery; through Pake they flow to the client while the
+/// ReadyForQuery waits for the listener (a waiting session that did not drain its inbox
+/// stalled the listener on it, and the client was dropped with 54000 after 5 s).
+#[tokio::test]
+async fn a_transaction_notifying_its_own_listener_past_the_inbox_size() {
+    use crate::harness::query;
+    let env = Env::with(Opts {
+        tweak: |c| c.general.listen_queue_size = pake::config::Bytes(16 << 10),
+        ..Opts::default()
+    })
+    .await;
+    let mut me = Raw::login(&env, &env.lab.user, &env.lab.password, "postgres")
+        .await
+        .expect("login");
+    me.send(&query("LISTEN bulk")).await;
+    tags_until(&mut me, b'Z').await;
+    // 64 notifications of 1 KiB: four times the inbox
+    let payload = "x".repeat(1024);
+    me.send(&query(&format!(
+        "BEGIN; SELECT pg_notify('bulk', '{payload}' || g) FROM generate_series(1, 64) g; COMMIT"
+    )))
+    .await;
+    let tags = tags_until(&mut me, b'Z').await;
+    let notified = tags.iter().filter(|&&t| t == b'A').count();
+    assert_eq!(notified, 64, "every notification before ReadyForQuery");
+    me.send(&query("select 1")).await;
+    assert_eq!(
+        tags_until(&mut me, b'Z').await,
+        b"TDCZ",
+        "the client is still served"
+    );
+}

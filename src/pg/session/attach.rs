@@ -210,15 +210,15 @@ impl Session {
     }
 
     /// The listener has received everything committed so far (at most its timeout when it
-    /// is lost); the server goes back, and the notifications waiting for this client are
-    /// written ahead of the transaction's ReadyForQuery, as a server writes them.
+    /// is lost); the server goes back, and the client gets its ReadyForQuery
+    /// ([`Session::ready_after`]).
     pub(super) async fn release_after_notifications(
         &mut self,
         held: HeldForNotifications,
     ) -> Result<(), Error> {
-        held.listener.barrier().await;
+        let result = self.ready_after(&held.listener).await;
         release(&held.pool, held.server);
-        self.deliver_before_ready()
+        result
     }
 
     /// Add the session's counters to the metrics of `pool`.

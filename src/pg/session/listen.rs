@@ -186,19 +186,46 @@ impl Session {
         }
     }
 
-    /// [`Session::deliver_notifications`], ahead of the ReadyForQuery that ends what is
-    /// waiting for the client, when it is still there (else after what was written).
-    pub(super) fn deliver_before_ready(&mut self) -> Result<(), Error> {
+    /// The transaction's ReadyForQuery waits until the listener has received what it
+    /// committed (at most the listener's timeout when its connection is lost); the
+    /// notifications waiting for this client go out ahead of it, as a server writes them.
+    /// Meanwhile what is buffered is written and the client's notifications keep flowing:
+    /// one that notifies itself more than its inbox holds would otherwise stall the
+    /// listener, which waits for room in that inbox before it reads the round trip's answer.
+    pub(super) async fn ready_after(
+        &mut self,
+        listener: &crate::pg::notify::Listener,
+    ) -> Result<(), Error> {
         const READY_IDLE: [u8; 6] = [b'Z', 0, 0, 0, 5, b'I'];
         // the server is idle, so nothing of its own follows its last ReadyForQuery: the
         // buffer's last six bytes are that message if it has not been written yet
-        if !self.cwbuf.ends_with(&READY_IDLE) {
-            return self.deliver_notifications();
+        let held = self.cwbuf.ends_with(&READY_IDLE);
+        if held {
+            self.cwbuf.truncate(self.cwbuf.len() - READY_IDLE.len());
         }
-        self.cwbuf.truncate(self.cwbuf.len() - READY_IDLE.len());
-        let delivered = self.deliver_notifications();
-        self.cwbuf.extend_from_slice(&READY_IDLE);
-        delivered
+        let inbox = self.listen.as_ref().map(|s| s.inbox.clone());
+        let barrier = listener.barrier();
+        tokio::pin!(barrier);
+        loop {
+            let arrived = async {
+                match &inbox {
+                    Some(i) => i.wake.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                () = &mut barrier => break,
+                () = arrived => {
+                    self.deliver_notifications()?;
+                    self.flush_client().await?;
+                }
+            }
+        }
+        self.deliver_notifications()?;
+        if held {
+            self.cwbuf.extend_from_slice(&READY_IDLE);
+        }
+        Ok(())
     }
 
     /// Write the notifications waiting for this client (between transactions only).
