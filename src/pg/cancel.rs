@@ -211,12 +211,17 @@ const SHARDS: usize = 8;
 /// pids are positive, like PostgreSQL's), the 23 bits below are random.
 const PEER_SHIFT: u32 = 23;
 
+/// Most servers [`CancelRegistry::hold`] remembers.
+const MAX_HELD: usize = 65_536;
+
 /// All live clients' keys.
 pub struct CancelRegistry {
     shards: Vec<Mutex<HashMap<i32, Arc<CancelSlot>>>>,
     /// Servers a client holds for its whole connection (session mode): (server address,
-    /// backend pid) → the pid Pake handed that client, so that a notification names its
-    /// sender as the sender knows itself. One entry per such client.
+    /// backend pid) → the pid Pake handed the client that held it last, so that a
+    /// notification names its sender as the sender knows itself, also when it arrives after
+    /// the sender left (psycopg's test_notify: NOTIFY, then close at once). Kept after the
+    /// client leaves, replaced by the server's next holder; bounded by [`MAX_HELD`].
     held: Mutex<HashMap<(SocketAddr, i32), i32>>,
     /// This instance's peer id (0: peering off) and where the other instances listen.
     peer_id: u8,
@@ -290,15 +295,13 @@ impl CancelRegistry {
         (self.peer_id != 0 && owner != self.peer_id).then_some(owner)
     }
 
-    /// `client_pid` holds the server `target` until [`CancelRegistry::unhold`].
+    /// `client_pid` holds the server `target` (until another client does).
     pub fn hold(&self, target: &CancelTarget, client_pid: i32) {
-        self.held
-            .lock()
-            .insert((target.addr, target.key.pid), client_pid);
-    }
-
-    pub fn unhold(&self, target: &CancelTarget) {
-        self.held.lock().remove(&(target.addr, target.key.pid));
+        let mut held = self.held.lock();
+        if held.len() >= MAX_HELD && !held.contains_key(&(target.addr, target.key.pid)) {
+            held.clear(); // bounded: a server held again is noted again
+        }
+        held.insert((target.addr, target.key.pid), client_pid);
     }
 
     /// The client holding the backend `pid` of the server at `addr`, if one does.

@@ -390,6 +390,22 @@ async fn session_mode_notifications_name_senders_by_the_pid_pake_gave_them() {
         vec![other.pid],
         "named by the pid Pake handed the sender"
     );
+    // a sender that leaves right after its NOTIFY (psycopg's test_notify) is still named
+    let mut leaving = login().await.expect("login");
+    leaving.send(&query("NOTIFY ch, 'bye'")).await;
+    tags_until(&mut leaving, b'Z').await;
+    let leaving_pid = leaving.pid;
+    drop(leaving);
+    let mut named = Vec::new();
+    for _ in 0..100 {
+        me.send(&query("select 1")).await;
+        named = senders(&mut me).await;
+        if !named.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(named, vec![leaving_pid], "named after the sender left");
 }
 
 /// A client that notifies itself, in one transaction, more than its inbox holds: a server

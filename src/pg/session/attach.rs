@@ -116,12 +116,6 @@ impl Session {
     /// The attached server is leaving the session.
     fn detach(&mut self) -> Option<(Box<Server>, Arc<Pool>)> {
         let server = self.server.take()?;
-        if self.mode == PoolMode::Session {
-            self.proxy.cancel.unhold(&CancelTarget {
-                addr: server.addr,
-                key: server.key,
-            });
-        }
         let target = self.server_target;
         if let Some(r) = self.cluster.replica_state(target) {
             r.outstanding
