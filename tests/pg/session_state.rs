@@ -1101,6 +1101,17 @@ async fn drop_database_is_not_blocked_by_idle_pooled_servers() {
         .execute(&drop_it, &[])
         .await
         .expect("the prepared drop");
+    // a plain CREATE DATABASE copies template1: a pooled server left there (psql to
+    // template1 through Pake) made it fail with 55006 until the server idled out
+    let c = pake::lab::postgres::connect(&env.url("template1"))
+        .await
+        .expect("connect to template1");
+    c.batch_execute("select 1").await.expect("use it");
+    drop(c);
+    admin
+        .batch_execute("CREATE DATABASE from_template1")
+        .await
+        .expect("create from template1");
 }
 
 /// Session mode resets a leaving client's server in the background before it goes back to

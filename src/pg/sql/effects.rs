@@ -333,7 +333,10 @@ pub fn database_to_free(normalized: &str) -> Option<String> {
                     return identifier(src, &name);
                 }
             }
-            None
+            // without TEMPLATE it copies template1, which no other session may be using
+            // (a psql session to template1 left a pooled server there: every plain CREATE
+            // DATABASE failed with 55006 until it idled out)
+            Some("template1".to_string())
         }
         _ => None,
     }
@@ -403,7 +406,7 @@ mod tests {
             free("CREATE DATABASE copy TEMPLATE = tpl ENCODING 'UTF8'"),
             Some("tpl".into())
         );
-        assert_eq!(free("CREATE DATABASE fresh"), None);
+        assert_eq!(free("CREATE DATABASE fresh"), Some("template1".into()));
         assert_eq!(free("DROP TABLE database"), None);
         assert_eq!(free("SELECT 1"), None);
     }
