@@ -393,9 +393,15 @@ impl Server {
     /// Everything sent has been answered up to a ReadyForQuery, and the transaction (if one
     /// is open) has not failed: the next client message starts a request.
     pub fn between_requests(&self) -> bool {
+        !self.in_extended && self.answered()
+    }
+
+    /// Everything sent has been answered, and the transaction (if one is open) has not
+    /// failed; the server may be inside an extended-protocol batch whose Sync has not come
+    /// (a driver's Parse and Describe sent with a Flush).
+    pub fn answered(&self) -> bool {
         self.replies.is_empty()
             && !self.replies.is_skipping()
-            && !self.in_extended
             && matches!(self.tx_status, b'I' | b'T')
             && self.wbuf.is_empty()
             && self.rbuf.is_empty()

@@ -79,11 +79,13 @@ impl Session {
     /// transaction (psycopg opens one before each statement by default), or for a client
     /// that holds its server (session mode, pinned). The server is left as it is.
     pub(super) fn terminate_attached(&mut self, tag: u8, len: usize) -> Result<bool, Error> {
-        let Some(status) = self
+        // asyncpg prepares with Parse, Describe and Flush, then sends Bind, Execute, Sync:
+        // the server may be inside that batch, everything it was sent answered
+        let Some((status, open)) = self
             .server
             .as_deref()
-            .filter(|s| s.between_requests())
-            .map(|s| s.tx_status)
+            .filter(|s| s.answered() && (!s.in_extended || tag == fe::BIND))
+            .map(|s| (s.tx_status, s.in_extended))
         else {
             return Ok(false);
         };
@@ -93,14 +95,28 @@ impl Session {
             fe::QUERY | fe::PARSE => Some(&self.crbuf[..len]),
             fe::BIND => frame::bind(&self.crbuf[..len])
                 .ok()
-                .filter(|b| !b.statement.is_empty())
                 .and_then(|b| self.statement_definition(b.statement)),
             _ => None,
         };
         if !text.is_some_and(|t| t.len() <= MAX_CALL && names_call(t)) {
             return Ok(false);
         }
-        self.answer_terminate(tag == fe::QUERY, status)
+        if !self.answer_terminate(tag == fe::QUERY, status)? {
+            return Ok(false);
+        }
+        if let Some(server) = self.server.as_deref_mut().filter(|_| open) {
+            // the server's batch ends with a Sync of Pake's: its ReadyForQuery is not the
+            // client's, which was just written
+            server.in_extended = false;
+            postgres_protocol::message::frontend::sync(&mut server.wbuf);
+            server
+                .replies
+                .push(crate::pg::server::replies::Expect::Ready {
+                    swallow: true,
+                    stmt: false,
+                });
+        }
+        Ok(true)
     }
 
     /// Session mode: a named statement is parsed (`definition`: its text and parameter
@@ -124,6 +140,10 @@ impl Session {
     /// The Parse definition of the named statement `name`, when it may call
     /// `pg_terminate_backend` (or, in transaction mode, whatever it is).
     fn statement_definition(&self, name: &[u8]) -> Option<&[u8]> {
+        if name.is_empty() {
+            // the unnamed statement of an earlier request (transaction mode keeps its Parse)
+            return frame::parse(&self.unnamed_parse).ok().map(|p| p.definition);
+        }
         match self.statements.get(name) {
             Some(stmt) => Some(stmt.definition()),
             None => self
@@ -246,8 +266,8 @@ impl Session {
             Some((_, msg)) => {
                 let bind = frame::bind(msg)?;
                 match self.statement_definition(bind.statement) {
-                    Some(text) if !bind.statement.is_empty() => (text, bind, false),
-                    _ => return Ok(None),
+                    Some(text) => (text, bind, false),
+                    None => return Ok(None),
                 }
             }
             None => return Ok(None),
