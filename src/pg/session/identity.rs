@@ -4,10 +4,12 @@
 //! not a server's: in transaction mode the client's transactions run on whichever server is
 //! free, and `pg_backend_pid()` answers the pid of the server running the current
 //! transaction, which may change between transactions. Pake's pid names the *client
-//! connection*, so `SELECT pg_terminate_backend(<that pid>)` sent as a lone statement closes
-//! that client's connection with 57P01 (its transaction, if any, is rolled back on its
-//! server) and answers `t`, as a server would. The same user (or an admin user) may do it;
-//! another gets 42501. A pid that is not one of Pake's goes to the server as usual.
+//! connection*, so `SELECT pg_terminate_backend(<that pid>)` closes that client's connection
+//! with 57P01 (its transaction, if any, is rolled back on its server) and answers `t`, as a
+//! server would, however a driver sends the call: a Query, or the extended protocol with the
+//! pid written out or bound, the statement unnamed or named, in or out of a transaction. The
+//! same user (or an admin user) may do it; another gets 42501. A pid that is not one of
+//! Pake's goes to the server as usual.
 
 use super::{frame, Session};
 use crate::pg::error::Error;
