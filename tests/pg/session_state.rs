@@ -850,6 +850,53 @@ async fn terminating_the_pid_pake_handed_out_closes_that_client() {
     assert_eq!(answer, "f");
 }
 
+/// asyncpg's first call: Parse and Describe sent with a Flush (answered by the server, which
+/// stays in that batch), then Bind, Execute and Sync; named and unnamed.
+async fn terminate_after_a_flush(env: &Env, raw: &mut crate::harness::Raw) {
+    use crate::harness::frame;
+    for name in ["s_flush", ""] {
+        let (victim3, pid3) = victim(env).await;
+        let parse = format!("{name}\0select pg_terminate_backend($1)\0\0\0");
+        let mut req = frame(b'P', parse.as_bytes());
+        req.extend(frame(b'D', format!("S{name}\0").as_bytes()));
+        req.extend(frame(b'H', b""));
+        raw.send(&req).await;
+        let mut tags = String::new();
+        while !tags.ends_with('T') {
+            let (tag, _) = raw.read().await.expect("a reply");
+            tags.push(tag as char);
+        }
+        assert_eq!(
+            tags, "1tT",
+            "{name:?}: the server answers the flushed batch"
+        );
+        let mut bind = format!("\0{name}\0").into_bytes();
+        bind.extend_from_slice(b"\0\0\0\x01");
+        bind.extend_from_slice(&(pid3.len() as i32).to_be_bytes());
+        bind.extend_from_slice(pid3.as_bytes());
+        bind.extend_from_slice(b"\0\0");
+        let mut req = frame(b'B', &bind);
+        req.extend(frame(b'E', b"\0\0\0\0\0"));
+        req.extend(frame(b'S', b""));
+        raw.send(&req).await;
+        let reply = raw.until_ready().await;
+        assert_eq!(reply.tags, "2DCZ", "{name:?}: {reply:?}");
+        assert_eq!(reply.value.as_deref(), Some(&b"t"[..]));
+        let closed = crate::harness::eventually(Duration::from_secs(10), || async {
+            victim3.is_closed() || victim3.batch_execute("select 1").await.is_err()
+        })
+        .await;
+        assert!(closed, "{name:?}: the terminated client still runs queries");
+        // the server's batch was ended: the next request is served
+        raw.send(&crate::harness::query("select 7")).await;
+        let reply = raw.until_ready().await;
+        assert_eq!(
+            (reply.tags.as_str(), reply.value.as_deref()),
+            ("TDCZ", Some(&b"7"[..]))
+        );
+    }
+}
+
 /// The same with the pid bound as a parameter, as drivers send it: a named statement inside
 /// the caller's transaction (tokio-postgres, asyncpg), the unnamed one with a binary result
 /// (psycopg, pgjdbc, node-postgres), and a client's own pid, which ends it with 57P01 and no
@@ -906,49 +953,7 @@ async fn terminating_a_bound_pid_as_drivers_send_it() {
     .await;
     assert!(closed, "the second terminated client still runs queries");
 
-    // asyncpg's first call: Parse and Describe sent with a Flush (answered by the server,
-    // which stays in that batch), then Bind, Execute and Sync; named and unnamed
-    for name in ["s_flush", ""] {
-        let (victim3, pid3) = victim(&env).await;
-        let parse = format!("{name}\0select pg_terminate_backend($1)\0\0\0");
-        let mut req = frame(b'P', parse.as_bytes());
-        req.extend(frame(b'D', format!("S{name}\0").as_bytes()));
-        req.extend(frame(b'H', b""));
-        raw.send(&req).await;
-        let mut tags = String::new();
-        while !tags.ends_with('T') {
-            let (tag, _) = raw.read().await.expect("a reply");
-            tags.push(tag as char);
-        }
-        assert_eq!(
-            tags, "1tT",
-            "{name:?}: the server answers the flushed batch"
-        );
-        let mut bind = format!("\0{name}\0").into_bytes();
-        bind.extend_from_slice(b"\0\0\0\x01");
-        bind.extend_from_slice(&(pid3.len() as i32).to_be_bytes());
-        bind.extend_from_slice(pid3.as_bytes());
-        bind.extend_from_slice(b"\0\0");
-        let mut req = frame(b'B', &bind);
-        req.extend(frame(b'E', b"\0\0\0\0\0"));
-        req.extend(frame(b'S', b""));
-        raw.send(&req).await;
-        let reply = raw.until_ready().await;
-        assert_eq!(reply.tags, "2DCZ", "{name:?}: {reply:?}");
-        assert_eq!(reply.value.as_deref(), Some(&b"t"[..]));
-        let closed = crate::harness::eventually(Duration::from_secs(10), || async {
-            victim3.is_closed() || victim3.batch_execute("select 1").await.is_err()
-        })
-        .await;
-        assert!(closed, "{name:?}: the terminated client still runs queries");
-        // the server's batch was ended: the next request is served
-        raw.send(&crate::harness::query("select 7")).await;
-        let reply = raw.until_ready().await;
-        assert_eq!(
-            (reply.tags.as_str(), reply.value.as_deref()),
-            ("TDCZ", Some(&b"7"[..]))
-        );
-    }
+    terminate_after_a_flush(&env, &mut raw).await;
 
     // its own pid: 57P01 before any row, then the connection is closed
     let own = raw.pid.to_string();
@@ -1007,6 +1012,10 @@ async fn terminating_a_bound_pid_in_session_mode() {
         .await
         .expect("server");
     assert!(!row.get::<_, bool>(0));
+    let mut raw = crate::harness::Raw::login(&env, &env.lab.user, &env.lab.password, "postgres")
+        .await
+        .expect("login");
+    terminate_after_a_flush(&env, &mut raw).await;
 }
 
 /// Another user (not an admin) may not terminate a client: 42501, and the client lives.

@@ -95,6 +95,9 @@ impl Session {
         }
         // a simple Query destroys the unnamed statement
         self.unnamed_parse.clear();
+        if let Some(r) = self.rare.as_mut() {
+            r.terminate_statements.remove(&b""[..]);
+        }
         self.forget_unnamed_setting();
         if rename
             && self.server.as_deref().is_some_and(Server::is_idle)
@@ -164,7 +167,7 @@ impl Session {
             self.unnamed_parse.clear();
             self.unnamed_parse.extend_from_slice(frame);
         }
-        if !rename && !p.name.is_empty() {
+        if !rename {
             self.note_terminate_statement(p.name, p.definition);
         }
         let named = rename && !p.name.is_empty();

@@ -121,9 +121,9 @@ impl Session {
         Ok(true)
     }
 
-    /// Session mode: a named statement is parsed (`definition`: its text and parameter
-    /// types); remember it when it calls `pg_terminate_backend`, forget an earlier statement
-    /// of the name otherwise.
+    /// Session mode: a statement is parsed (`definition`: its text and parameter types;
+    /// the unnamed one too, whose Bind may come in a later request); remember it when it
+    /// calls `pg_terminate_backend`, forget an earlier statement of the name otherwise.
     pub(super) fn note_terminate_statement(&mut self, name: &[u8], definition: &[u8]) {
         let call = definition.len() <= MAX_CALL && names_call(definition);
         if !call {
@@ -142,7 +142,7 @@ impl Session {
     /// The Parse definition of the named statement `name`, when it may call
     /// `pg_terminate_backend` (or, in transaction mode, whatever it is).
     fn statement_definition(&self, name: &[u8]) -> Option<&[u8]> {
-        if name.is_empty() {
+        if name.is_empty() && !self.unnamed_parse.is_empty() {
             // the unnamed statement of an earlier request (transaction mode keeps its Parse)
             return frame::parse(&self.unnamed_parse).ok().map(|p| p.definition);
         }

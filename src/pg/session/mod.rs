@@ -166,9 +166,9 @@ struct Rare {
     /// The unnamed statement's text when it changes settings through parameters
     /// (`set_config($1, $2, false)`): its settings are noted when it is bound.
     unnamed_setting: Option<Arc<str>>,
-    /// Session mode: the client's named statements that call `pg_terminate_backend`, by
-    /// name, with their Parse definition (transaction mode finds them in `statements`);
-    /// bounded ([`identity`]).
+    /// Session mode: the client's statements that call `pg_terminate_backend`, by name (the
+    /// unnamed one under the empty name), with their Parse definition (transaction mode
+    /// finds them in `statements` and `unnamed_parse`); bounded ([`identity`]).
     terminate_statements: std::collections::HashMap<Box<[u8]>, Box<[u8]>>,
 }
 
