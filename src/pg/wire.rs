@@ -364,17 +364,22 @@ pub mod backend {
         buf.put_u32(oid);
     }
 
+    /// One column's field of a RowDescription: no table, type `oid` of size `len`.
+    fn put_column(buf: &mut BytesMut, name: &str, oid: i32, len: i16, format: i16) {
+        put_cstr(buf, name.as_bytes());
+        buf.put_i32(0); // table oid
+        buf.put_i16(0); // column number
+        buf.put_i32(oid);
+        buf.put_i16(len);
+        buf.put_i32(-1); // type modifier
+        buf.put_i16(format);
+    }
+
     /// A RowDescription of one `bool` column in `format` (0 text, 1 binary).
     pub fn bool_column(buf: &mut BytesMut, name: &str, format: i16) {
         let at = begin_frame(buf, be::ROW_DESCRIPTION);
         buf.put_i16(1);
-        put_cstr(buf, name.as_bytes());
-        buf.put_i32(0); // table oid
-        buf.put_i16(0); // column number
-        buf.put_i32(16); // bool
-        buf.put_i16(1);
-        buf.put_i32(-1);
-        buf.put_i16(format);
+        put_column(buf, name, 16, 1, format);
         finish_frame(buf, at);
     }
 
@@ -395,13 +400,7 @@ pub mod backend {
         let at = begin_frame(buf, be::ROW_DESCRIPTION);
         buf.put_i16(columns.len() as i16);
         for name in columns {
-            put_cstr(buf, name.as_bytes());
-            buf.put_i32(0); // table oid
-            buf.put_i16(0); // column number
-            buf.put_i32(25); // text
-            buf.put_i16(-1);
-            buf.put_i32(-1);
-            buf.put_i16(0); // text format
+            put_column(buf, name, 25, -1, 0); // text, in text format
         }
         finish_frame(buf, at);
     }

@@ -15,6 +15,14 @@ async fn pool_of(n: usize) -> Env {
     .await
 }
 
+/// A client through Pake runs a statement in `db` and leaves (its server stays pooled there).
+async fn use_and_leave(env: &Env, db: &str) {
+    let c = pake::lab::postgres::connect(&env.url(db))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {db}: {e}"));
+    c.batch_execute("select 1").await.expect("use it");
+}
+
 /// Pake in session mode on a fresh lab.
 async fn session_mode() -> Env {
     Env::with(Opts {
@@ -1087,11 +1095,8 @@ async fn drop_database_is_not_blocked_by_idle_pooled_servers() {
             .expect("create database");
     }
     for db in ["dropped_later", "renamed_later"] {
-        let c = pake::lab::postgres::connect(&env.url(db))
-            .await
-            .unwrap_or_else(|e| panic!("connect to {db}: {e}"));
-        c.batch_execute("select 1").await.expect("use it");
         // the client leaves; its server stays in the pool, connected to the database
+        use_and_leave(&env, db).await;
     }
     let idle: i64 = direct
         .query_one(
@@ -1145,22 +1150,14 @@ async fn drop_database_is_not_blocked_by_idle_pooled_servers() {
         .batch_execute("CREATE DATABASE dropped_later")
         .await
         .expect("create again");
-    let c = pake::lab::postgres::connect(&env.url("dropped_later"))
-        .await
-        .expect("connect");
-    c.batch_execute("select 1").await.expect("use it");
-    drop(c);
+    use_and_leave(&env, "dropped_later").await;
     admin
         .execute(&drop_it, &[])
         .await
         .expect("the prepared drop");
     // a plain CREATE DATABASE copies template1: a pooled server left there (psql to
     // template1 through Pake) made it fail with 55006 until the server idled out
-    let c = pake::lab::postgres::connect(&env.url("template1"))
-        .await
-        .expect("connect to template1");
-    c.batch_execute("select 1").await.expect("use it");
-    drop(c);
+    use_and_leave(&env, "template1").await;
     admin
         .batch_execute("CREATE DATABASE from_template1")
         .await

@@ -25,17 +25,23 @@ impl Session {
             return Ok(());
         }
         match tag {
-            fe::QUERY => {
+            fe::QUERY | fe::PARSE | fe::BIND => {
                 let part = self.part_for(tag, frame)?;
-                self.forward_query(frame, part)?;
-            }
-            fe::PARSE => {
-                let part = self.part_for(tag, frame)?;
-                self.forward_parse(frame, part)?;
-            }
-            fe::BIND => {
-                let part = self.part_for(tag, frame)?;
-                self.forward_bind(frame, part)?;
+                // a statement that needs its database free of other sessions (DROP DATABASE…),
+                // sent or bound again from its prepared statement (psycopg prepares one on its
+                // fifth run): Pake's idle servers there are closed before it runs
+                let frees = part
+                    .analysis
+                    .as_ref()
+                    .and_then(|a| a.frees_database.as_ref());
+                if let Some(db) = frees {
+                    self.proxy.close_idle_servers(db);
+                }
+                match tag {
+                    fe::QUERY => self.forward_query(frame, part)?,
+                    fe::PARSE => self.forward_parse(frame, part)?,
+                    _ => self.forward_bind(frame, part)?,
+                }
             }
             fe::DESCRIBE => self.forward_describe(frame)?,
             fe::CLOSE => self.forward_close(frame)?,
@@ -86,18 +92,13 @@ impl Session {
         let Some(analysis) = part.analysis else {
             return Ok(());
         };
-        if let Some(db) = &analysis.frees_database {
-            self.proxy.close_idle_servers(db);
-        }
         let rename = self.mode == PoolMode::Transaction;
         if rename {
             self.note_ddl(wire::body(frame));
         }
         // a simple Query destroys the unnamed statement
         self.unnamed_parse.clear();
-        if let Some(r) = self.rare.as_mut() {
-            r.terminate_statements.remove(&b""[..]);
-        }
+        self.forget_terminate_statement(b"");
         self.forget_unnamed_setting();
         if rename
             && self.server.as_deref().is_some_and(Server::is_idle)
@@ -152,9 +153,6 @@ impl Session {
         let Some(analysis) = part.analysis else {
             return Ok(());
         };
-        if let Some(db) = &analysis.frees_database {
-            self.proxy.close_idle_servers(db);
-        }
         if self.noting() {
             self.note_parse(p.name, &analysis, &p.query);
         }
@@ -229,15 +227,6 @@ impl Session {
 
     fn forward_bind(&mut self, frame: &[u8], part: Part) -> Result<(), Error> {
         let b = frame::bind(frame)?;
-        // a DROP DATABASE run again from its prepared statement (psycopg prepares a
-        // statement on its fifth run) frees the database as its Parse did
-        if let Some(db) = part
-            .analysis
-            .as_ref()
-            .and_then(|a| a.frees_database.as_ref())
-        {
-            self.proxy.close_idle_servers(db);
-        }
         if self.noting() {
             self.note_bind(b.statement, part.analysis);
         }
@@ -320,9 +309,7 @@ impl Session {
             self.note_close(subject.name);
         }
         if subject.kind == b'S' {
-            if let Some(r) = self.rare.as_mut() {
-                r.terminate_statements.remove(subject.name);
-            }
+            self.forget_terminate_statement(subject.name);
         }
         let local = self.mode == PoolMode::Transaction && subject.is_named_statement();
         if local {

@@ -127,9 +127,7 @@ impl Session {
     pub(super) fn note_terminate_statement(&mut self, name: &[u8], definition: &[u8]) {
         let call = definition.len() <= MAX_CALL && names_call(definition);
         if !call {
-            if let Some(r) = self.rare.as_mut() {
-                r.terminate_statements.remove(name);
-            }
+            self.forget_terminate_statement(name);
             return;
         }
         let known = &mut self.rare().terminate_statements;
@@ -137,6 +135,14 @@ impl Session {
             known.clear();
         }
         known.insert(name.into(), definition.into());
+    }
+
+    /// Session mode: the statement `name` is gone (closed, replaced, or, unnamed, destroyed
+    /// by a simple Query).
+    pub(super) fn forget_terminate_statement(&mut self, name: &[u8]) {
+        if let Some(r) = self.rare.as_mut() {
+            r.terminate_statements.remove(name);
+        }
     }
 
     /// The Parse definition of the named statement `name`, when it may call
