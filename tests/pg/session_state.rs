@@ -23,6 +23,14 @@ async fn use_and_leave(env: &Env, db: &str) {
     c.batch_execute("select 1").await.expect("use it");
 }
 
+/// The client's connection is closed (or refuses statements) within 10 s.
+async fn closed_soon(c: &Client) -> bool {
+    crate::harness::eventually(Duration::from_secs(10), || async {
+        c.is_closed() || c.batch_execute("select 1").await.is_err()
+    })
+    .await
+}
+
 /// Pake in session mode on a fresh lab.
 async fn session_mode() -> Env {
     Env::with(Opts {
@@ -846,10 +854,7 @@ async fn terminating_the_pid_pake_handed_out_closes_that_client() {
     )
     .await;
     assert_eq!(answer, "t");
-    let closed = crate::harness::eventually(std::time::Duration::from_secs(10), || async {
-        victim.is_closed() || victim.batch_execute("select 1").await.is_err()
-    })
-    .await;
+    let closed = closed_soon(&victim).await;
     assert!(closed, "the terminated client still runs queries");
     assert_eq!(simple_value(&killer, "SELECT 5").await, "5");
     // a pid that is not one of Pake's clients is the server's business: it answers `f`
@@ -890,10 +895,7 @@ async fn terminate_after_a_flush(env: &Env, raw: &mut crate::harness::Raw) {
         let reply = raw.until_ready().await;
         assert_eq!(reply.tags, "2DCZ", "{name:?}: {reply:?}");
         assert_eq!(reply.value.as_deref(), Some(&b"t"[..]));
-        let closed = crate::harness::eventually(Duration::from_secs(10), || async {
-            victim3.is_closed() || victim3.batch_execute("select 1").await.is_err()
-        })
-        .await;
+        let closed = closed_soon(&victim3).await;
         assert!(closed, "{name:?}: the terminated client still runs queries");
         // the server's batch was ended: the next request is served
         raw.send(&crate::harness::query("select 7")).await;
@@ -922,10 +924,7 @@ async fn terminating_a_bound_pid_as_drivers_send_it() {
         .await
         .expect("terminate");
     assert!(row.get::<_, bool>(0), "a bool, as the server answers");
-    let closed = crate::harness::eventually(Duration::from_secs(10), || async {
-        victim1.is_closed() || victim1.batch_execute("select 1").await.is_err()
-    })
-    .await;
+    let closed = closed_soon(&victim1).await;
     assert!(closed, "the terminated client still runs queries");
     // the caller's transaction went on around the answer
     let n: i64 = tx
@@ -955,10 +954,7 @@ async fn terminating_a_bound_pid_as_drivers_send_it() {
     let reply = raw.until_ready().await;
     assert_eq!(reply.tags, "12TDCZ", "{reply:?}");
     assert_eq!(reply.value.as_deref(), Some(&[1u8][..]), "binary true");
-    let closed = crate::harness::eventually(Duration::from_secs(10), || async {
-        victim2.is_closed() || victim2.batch_execute("select 1").await.is_err()
-    })
-    .await;
+    let closed = closed_soon(&victim2).await;
     assert!(closed, "the second terminated client still runs queries");
 
     terminate_after_a_flush(&env, &mut raw).await;
@@ -1005,10 +1001,7 @@ async fn terminating_a_bound_pid_in_session_mode() {
             .await
             .expect("terminate");
         assert!(row.get::<_, bool>(0), "round {round}");
-        let closed = crate::harness::eventually(Duration::from_secs(10), || async {
-            victim.is_closed() || victim.batch_execute("select 1").await.is_err()
-        })
-        .await;
+        let closed = closed_soon(&victim).await;
         assert!(
             closed,
             "round {round}: the terminated client still runs queries"
