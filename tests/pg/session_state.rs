@@ -874,13 +874,18 @@ async fn terminate_after_a_flush(env: &Env, raw: &mut crate::harness::Raw) {
         req.extend(frame(b'D', format!("S{name}\0").as_bytes()));
         req.extend(frame(b'H', b""));
         raw.send(&req).await;
+        // ParameterStatus may come first: the server checked out for this client last served
+        // the victim (application_name=victim), and Pake's SET bringing it in line reports
+        // the client's own value; the protocol allows it at any time
+        let unprompted = |t: &str| t.replace('S', "");
         let mut tags = String::new();
         while !tags.ends_with('T') {
             let (tag, _) = raw.read().await.expect("a reply");
             tags.push(tag as char);
         }
         assert_eq!(
-            tags, "1tT",
+            unprompted(&tags),
+            "1tT",
             "{name:?}: the server answers the flushed batch"
         );
         let mut bind = format!("\0{name}\0").into_bytes();
@@ -901,7 +906,7 @@ async fn terminate_after_a_flush(env: &Env, raw: &mut crate::harness::Raw) {
         raw.send(&crate::harness::query("select 7")).await;
         let reply = raw.until_ready().await;
         assert_eq!(
-            (reply.tags.as_str(), reply.value.as_deref()),
+            (unprompted(&reply.tags).as_str(), reply.value.as_deref()),
             ("TDCZ", Some(&b"7"[..]))
         );
     }
