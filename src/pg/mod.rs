@@ -22,6 +22,7 @@ pub mod params;
 pub mod passthrough;
 pub mod pool;
 pub mod prepared;
+pub mod prepared_view;
 pub mod proxy;
 pub mod reload;
 pub mod route;

@@ -206,6 +206,13 @@ impl ServerParams {
         }
     }
 
+    /// The value the server reported for `name` (`server_version`…).
+    pub fn reported_value(&self, name: &str) -> Option<&str> {
+        (self.reported.iter())
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
     fn current(&self, name: &str) -> Option<&str> {
         self.reported
             .iter()

@@ -29,6 +29,9 @@ pub struct Statement {
     /// A server has answered ParseComplete for it: a later Parse of the same text can be
     /// answered without a server.
     pub parsed_ok: std::sync::atomic::AtomicBool,
+    /// Its text reads `pg_prepared_statements`: it runs parsed afresh each time
+    /// ([`crate::pg::prepared_view`]).
+    pub reads_view: bool,
 }
 
 impl Statement {
@@ -75,6 +78,7 @@ impl Registry {
             id,
             name: name.into(),
             parse: parse.freeze(),
+            reads_view: crate::pg::prepared_view::reads_view(&query),
             query: query.into(),
             parsed_ok: std::sync::atomic::AtomicBool::new(false),
         });
@@ -164,20 +168,37 @@ pub fn ddl(query: &[u8]) -> Ddl {
 /// One client's statement names.
 #[derive(Default, Debug)]
 pub struct ClientStatements {
-    map: HashMap<Box<[u8]>, Arc<Statement>>,
+    map: HashMap<Box<[u8]>, ClientStatement>,
+    /// The last prepare time handed out (µs since the epoch), kept increasing.
+    last_micros: u64,
+}
+
+#[derive(Debug)]
+struct ClientStatement {
+    stmt: Arc<Statement>,
+    /// When the client prepared it, µs since the epoch: what it sees in
+    /// `pg_prepared_statements` ([`crate::pg::prepared_view`]).
+    prepared_at: u64,
 }
 
 impl ClientStatements {
     pub fn insert(&mut self, name: &[u8], stmt: Arc<Statement>) {
-        self.map.insert(name.into(), stmt);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        // two statements prepared in one pipeline keep their order
+        self.last_micros = now.max(self.last_micros + 1);
+        let prepared_at = self.last_micros;
+        self.map
+            .insert(name.into(), ClientStatement { stmt, prepared_at });
     }
 
     pub fn get(&self, name: &[u8]) -> Option<&Arc<Statement>> {
-        self.map.get(name)
+        self.map.get(name).map(|c| &c.stmt)
     }
 
     pub fn remove(&mut self, name: &[u8]) -> Option<Arc<Statement>> {
-        self.map.remove(name)
+        self.map.remove(name).map(|c| c.stmt)
     }
 
     pub fn clear(&mut self) {
@@ -186,7 +207,12 @@ impl ClientStatements {
 
     /// Keep only the names of statements in `ids`.
     pub fn retain(&mut self, ids: &[StatementId]) {
-        self.map.retain(|_, s| ids.contains(&s.id));
+        self.map.retain(|_, c| ids.contains(&c.stmt.id));
+    }
+
+    /// Every name with its statement and prepare time (µs since the epoch).
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Arc<Statement>, u64)> {
+        self.map.iter().map(|(n, c)| (&**n, &c.stmt, c.prepared_at))
     }
 
     pub fn len(&self) -> usize {

@@ -106,15 +106,87 @@ async fn prepared_statements_are_per_client() {
     assert_eq!(v, "from b");
     let v: String = a.query_one(&stmt, &[]).await.unwrap().get(0);
     assert_eq!(v, "from a");
-    // and the server-side names never show to clients
-    let names: Vec<String> = b
-        .query("select name from pg_prepared_statements", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    assert!(names.iter().all(|n| n.starts_with("pake_")), "{names:?}");
+    // and each client sees its own names, not the servers' `pake_<id>` (more in
+    // `pg_prepared_statements_as_directly`)
+    // (tokio-postgres names statements from a process-wide counter)
+    let view = "select name ~ '^s[0-9]+$', statement from pg_prepared_statements";
+    assert_eq!(rows(&b, view).await, [["t", "select 'from b'::text"]]);
+    assert_eq!(rows(&a, view).await, [["t", "select 'from a'::text"]]);
+}
+
+/// A simple Query's rows as text (NULL as "NULL").
+async fn rows(c: &tokio_postgres::Client, sql: &str) -> Vec<Vec<String>> {
+    let msgs = c.simple_query(sql).await.unwrap();
+    msgs.iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                (0..r.len())
+                    .map(|i| r.get(i).unwrap_or("NULL").to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+/// What a client reads in `pg_prepared_statements` through Pake in transaction mode is what
+/// it reads directly: its names, texts, declared or inferred types, prepare order, SQL
+/// PREPAREs, through a simple Query, a WITH, a qualified name, and a prepared statement
+/// that reads the view again after the client prepared more (psycopg's own tests read it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_prepared_statements_as_directly() {
+    use tokio_postgres::types::Type;
+    let env = Env::with(Opts {
+        pool_size: 2,
+        ..Opts::default()
+    })
+    .await;
+    // another client's statements on the same servers must not show
+    let other = env.client().await;
+    let mut others = Vec::new();
+    for i in 0..3 {
+        others.push(other.prepare(&format!("select {i}")).await.unwrap());
+    }
+    // (tokio-postgres names statements from a process-wide counter: names are compared
+    // to the client's own)
+    let view = "select statement, parameter_types::text, from_sql \
+                from pg_prepared_statements order by prepare_time";
+    let counting = "select count(*) from pg_catalog.pg_prepared_statements";
+    let mut seen = Vec::new();
+    for c in [env.direct().await, env.client().await] {
+        let mut got = Vec::new();
+        let date = c.prepare_typed("select $1", &[Type::DATE]).await.unwrap();
+        let int = c.prepare("select $1::int + 1").await.unwrap();
+        // a prepared statement reading the view sees itself and what comes after
+        let count = c.prepare(counting).await.unwrap();
+        let n: i64 = c.query_one(&count, &[]).await.unwrap().get(0);
+        got.push(vec![n.to_string()]);
+        let later = c.prepare("select 'later'").await.unwrap();
+        let n: i64 = c.query_one(&count, &[]).await.unwrap().get(0);
+        got.push(vec![n.to_string()]);
+        got.extend(rows(&c, view).await);
+        // the client's names (s<n>), not the servers' pake_<id>
+        let names = "select count(*) from pg_prepared_statements where name ~ '^s[0-9]+$'";
+        got.extend(rows(&c, names).await);
+        let with = "with x as (select 1 as one) select count(*) + min(one) \
+                    from pg_prepared_statements, x";
+        got.extend(rows(&c, with).await);
+        // SQL PREPARE (Pake keeps the client on its server for it)
+        c.batch_execute("prepare mine(int) as select $1")
+            .await
+            .unwrap();
+        got.extend(
+            rows(
+                &c,
+                "select name, from_sql from pg_prepared_statements where from_sql",
+            )
+            .await,
+        );
+        seen.push(got);
+        drop((date, int, later));
+    }
+    assert_eq!(seen[0][0], ["3"], "direct: {:?}", seen[0]);
+    assert_eq!(seen[1], seen[0], "through Pake, then directly");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -182,4 +254,35 @@ async fn disconnect_mid_query_cancels_and_recovers_the_server() {
         Some("true"),
         "b is not inside a's transaction"
     );
+}
+
+/// The per-client view is bounded: a client whose statements would make the rewritten text
+/// pass 8 MiB gets 54000 saying so, and its connection goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_prepared_statements_past_its_limit_is_a_clear_error() {
+    let env = Env::with(one_server()).await;
+    let c = env.client().await;
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let text = format!("select '{}' as s{i}", "x".repeat(3 << 20));
+        held.push(c.prepare(&text).await.unwrap());
+    }
+    let e = c
+        .simple_query("select count(*) from pg_prepared_statements")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), "54000", "{e:?}");
+    let msg = e.as_db_error().map(|d| d.message().to_string());
+    assert!(
+        msg.as_deref()
+            .is_some_and(|m| m.contains("pg_prepared_statements") && m.contains("3 prepared")),
+        "{msg:?}"
+    );
+    let n: i64 = c
+        .query_one("select 41::int8 + 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 42);
+    drop(held);
 }

@@ -41,6 +41,8 @@ pub(super) struct Analysis {
     pub frees_database: Option<std::sync::Arc<str>>,
     /// It may send a notification (`NOTIFY`, `pg_notify`).
     pub notifies: bool,
+    /// It reads `pg_prepared_statements`.
+    pub reads_prepared_view: bool,
     /// A savepoint statement.
     pub savepoint: Option<crate::pg::sql::Savepoint>,
 }
@@ -57,6 +59,7 @@ impl Analysis {
             effect: info.session.clone(),
             frees_database: info.frees_database.clone(),
             notifies: info.notifies,
+            reads_prepared_view: info.reads_prepared_view,
             savepoint: info.savepoint.clone(),
         }
     }

@@ -127,6 +127,7 @@ impl Session {
         let fate = self.statement_sent(&analysis.effect, || frame::query(frame).ok());
         let refusal = match fate {
             Fate::Refuse(kind) => Some(state::refused_query(kind)),
+            _ if rename && analysis.reads_prepared_view => self.with_prepared_view(frame, b""),
             _ => None,
         };
         self.with_server(|server| {
@@ -148,6 +149,17 @@ impl Session {
 
     fn forward_parse(&mut self, frame: &[u8], part: Part) -> Result<(), Error> {
         let refused = (part.analysis.as_ref()).and_then(|a| self.parse_refusal(frame, &a.effect));
+        // (a named statement's text is fixed when it is prepared: it reads the server's view)
+        let view = self.mode == PoolMode::Transaction
+            && part
+                .analysis
+                .as_ref()
+                .is_some_and(|a| a.reads_prepared_view)
+            && frame::parse(frame).is_ok_and(|p| p.name.is_empty());
+        let refused = match refused {
+            None if view => self.with_prepared_view(frame, b""),
+            r => r,
+        };
         let frame = refused.as_deref().unwrap_or(frame);
         let p = frame::parse(frame)?;
         let Some(analysis) = part.analysis else {
@@ -225,6 +237,60 @@ impl Session {
         Ok(())
     }
 
+    /// A Query, or a Parse named `name`, whose text reads `pg_prepared_statements`: the
+    /// frame with the view shadowed by this client's statements
+    /// ([`crate::pg::prepared_view`]), `None` to send it as it is.
+    fn with_prepared_view(&self, frame: &[u8], name: &[u8]) -> Option<BytesMut> {
+        use crate::pg::prepared_view::{rewrite, Refused};
+        let tag = *frame.first()?;
+        let body = wire::body(frame);
+        let (text, rest) = match tag {
+            fe::PARSE => wire::cstr(wire::cstr(body)?.1)?,
+            _ => wire::cstr(body)?,
+        };
+        // (a text not in UTF-8 is sent as it is: the rewrite works on characters)
+        let text = std::str::from_utf8(text).ok()?;
+        let version = self
+            .server
+            .as_deref()?
+            .params
+            .reported_value("server_version")?;
+        let sql = match rewrite(text, &self.statements, version) {
+            Ok(sql) => sql?,
+            Err(Refused::TooLarge(len)) => {
+                let reason = format!(
+                    "pg_prepared_statements through Pake: this client's {} prepared statements \
+                     make a {len}-byte statement",
+                    self.statements.len()
+                );
+                return Some(state::over_limit(tag, name, &reason));
+            }
+        };
+        let mut buf = BytesMut::with_capacity(sql.len() + rest.len() + 16);
+        let at = wire::begin_frame(&mut buf, tag);
+        if tag == fe::PARSE {
+            wire::put_cstr(&mut buf, name);
+        }
+        wire::put_cstr(&mut buf, sql.as_bytes());
+        buf.put_slice(rest);
+        wire::finish_frame(&mut buf, at);
+        Some(buf)
+    }
+
+    /// A named statement of the client that reads `pg_prepared_statements`: the unnamed
+    /// Parse that runs it with the view as it is now (its text was fixed when prepared).
+    fn fresh_view_parse(&self, stmt: &Statement) -> Option<BytesMut> {
+        if !stmt.reads_view {
+            return None;
+        }
+        let mut parse = BytesMut::with_capacity(stmt.definition().len() + 6);
+        let at = wire::begin_frame(&mut parse, fe::PARSE);
+        parse.put_u8(0);
+        parse.put_slice(stmt.definition());
+        wire::finish_frame(&mut parse, at);
+        self.with_prepared_view(&parse, b"")
+    }
+
     fn forward_bind(&mut self, frame: &[u8], part: Part) -> Result<(), Error> {
         let b = frame::bind(frame)?;
         if self.noting() {
@@ -236,6 +302,7 @@ impl Session {
             None if b.statement.is_empty() => self.track_unnamed_bound(b.rest),
             None => None,
         };
+        let fresh = stmt.as_deref().and_then(|s| self.fresh_view_parse(s));
         let cap = self.pool.settings().defaults.max_prepared_statements;
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());
@@ -255,6 +322,17 @@ impl Session {
                 });
                 server.unnamed_owner = Some(self.id);
             }
+        }
+        if let Some(parse) = fresh {
+            // the view's statement runs as the unnamed one, parsed with the view as it is now
+            send_fresh(server, &parse);
+            let at = wire::begin_frame(&mut server.wbuf, fe::BIND);
+            wire::put_cstr(&mut server.wbuf, b.portal);
+            wire::put_cstr(&mut server.wbuf, b"");
+            server.wbuf.put_slice(b.rest);
+            wire::finish_frame(&mut server.wbuf, at);
+            server.replies.push(Expect::Bind { stmt: None });
+            return Ok(());
         }
         let id = stmt.as_ref().map(|s| s.id);
         send_for_statement(server, stmt, cap, frame, |wbuf, stmt| {
@@ -284,11 +362,23 @@ impl Session {
             true => self.client_statement(subject.name),
             false => None,
         };
+        let fresh = stmt.as_deref().and_then(|s| self.fresh_view_parse(s));
         let cap = self.pool.settings().defaults.max_prepared_statements;
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());
         };
         server.in_extended = true;
+        if let Some(parse) = fresh {
+            send_fresh(server, &parse);
+            let at = wire::begin_frame(&mut server.wbuf, fe::DESCRIBE);
+            server.wbuf.put_u8(b'S');
+            wire::put_cstr(&mut server.wbuf, b"");
+            wire::finish_frame(&mut server.wbuf, at);
+            server
+                .replies
+                .push(Expect::DescribeStatement { stmt: None });
+            return Ok(());
+        }
         let id = stmt.as_ref().map(|s| s.id);
         send_for_statement(server, stmt, cap, frame, |wbuf, stmt| {
             let at = wire::begin_frame(wbuf, fe::DESCRIBE);
@@ -381,6 +471,17 @@ fn send_for_statement(
         }
         None => server.wbuf.put_slice(frame),
     }
+}
+
+/// Send the unnamed `parse` standing for a named statement (its ParseComplete swallowed):
+/// the server's unnamed statement is no longer the client's own.
+fn send_fresh(server: &mut Server, parse: &[u8]) {
+    server.wbuf.put_slice(parse);
+    server.replies.push(Expect::Parse {
+        swallow: true,
+        registers: None,
+    });
+    server.unnamed_owner = None;
 }
 
 /// Make sure `server` has `stmt` before a Bind/Describe uses it: inject its Parse (reply

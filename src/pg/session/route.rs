@@ -297,6 +297,7 @@ mod tests {
             effect: SessionEffect::None,
             frees_database: None,
             notifies: false,
+            reads_prepared_view: false,
             savepoint: None,
         }
     }

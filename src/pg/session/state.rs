@@ -266,30 +266,56 @@ pub(super) fn settle_settings(
 /// The statement sent in place of one refused under `session_state = "error"`: the server
 /// raises the error itself, so an open transaction fails exactly as on any error.
 fn refusal_sql(reason: &str) -> String {
+    raising_sql(
+        "0A000",
+        &format!(
+            "pake: {reason} keeps state on the server connection, which transaction pooling \
+             cannot carry (session_state = error)"
+        ),
+        "Set session_state = pin for this pool, or use pool_mode = session.",
+    )
+}
+
+/// A DO block raising `code` with `message` and `hint` (Pake's own texts, no `$pake$`).
+fn raising_sql(code: &str, message: &str, hint: &str) -> String {
+    let q = |s: &str| s.replace('\'', "''");
     format!(
-        "DO $pake$BEGIN RAISE EXCEPTION USING ERRCODE = '0A000', \
-         MESSAGE = 'pake: {reason} keeps state on the server connection, which transaction pooling cannot carry (session_state = error)', \
-         HINT = 'Set session_state = pin for this pool, or use pool_mode = session.'; END$pake$"
+        "DO $pake$BEGIN RAISE EXCEPTION USING ERRCODE = '{code}', MESSAGE = '{}', \
+         HINT = '{}'; END$pake$",
+        q(message),
+        q(hint)
     )
 }
 
 /// A Query frame of the refusal.
 pub(super) fn refused_query(reason: &str) -> BytesMut {
-    let mut buf = BytesMut::new();
-    let at = wire::begin_frame(&mut buf, fe::QUERY);
-    wire::put_cstr(&mut buf, refusal_sql(reason).as_bytes());
-    wire::finish_frame(&mut buf, at);
-    buf
+    statement_frame(fe::QUERY, b"", &refusal_sql(reason))
 }
 
 /// A Parse frame of the refusal, under the client's statement name.
 pub(super) fn refused_parse(name: &[u8], reason: &str) -> BytesMut {
+    statement_frame(fe::PARSE, name, &refusal_sql(reason))
+}
+
+/// A Query (`tag`), or a Parse named `name`, that fails with 54000 program_limit_exceeded
+/// and `message`: sent in place of a statement Pake cannot pass on within its limits.
+pub(super) fn over_limit(tag: u8, name: &[u8], message: &str) -> BytesMut {
+    let hint = "The limit protects the server and Pake's memory; see the README's limits.";
+    statement_frame(tag, name, &raising_sql("54000", message, hint))
+}
+
+/// A Query, or a Parse named `name` with no parameter types, of `sql`.
+fn statement_frame(tag: u8, name: &[u8], sql: &str) -> BytesMut {
     use bytes::BufMut;
     let mut buf = BytesMut::new();
-    let at = wire::begin_frame(&mut buf, fe::PARSE);
-    wire::put_cstr(&mut buf, name);
-    wire::put_cstr(&mut buf, refusal_sql(reason).as_bytes());
-    buf.put_i16(0);
+    let at = wire::begin_frame(&mut buf, tag);
+    if tag == fe::PARSE {
+        wire::put_cstr(&mut buf, name);
+    }
+    wire::put_cstr(&mut buf, sql.as_bytes());
+    if tag == fe::PARSE {
+        buf.put_i16(0);
+    }
     wire::finish_frame(&mut buf, at);
     buf
 }

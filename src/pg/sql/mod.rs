@@ -37,6 +37,9 @@ pub struct StatementInfo {
     pub frees_database: Option<std::sync::Arc<str>>,
     /// It may send a notification (`NOTIFY`, `pg_notify`).
     pub notifies: bool,
+    /// It reads `pg_prepared_statements` (shown per client in transaction mode, see
+    /// [`crate::pg::prepared_view`]).
+    pub reads_prepared_view: bool,
     /// It is a savepoint statement (settings changed after a savepoint are undone by
     /// `ROLLBACK TO` it).
     pub savepoint: Option<Savepoint>,
@@ -56,6 +59,7 @@ impl StatementInfo {
             session: effects::session_effect(normalized),
             frees_database: effects::database_to_free(normalized).map(Into::into),
             notifies: effects::notifies(normalized),
+            reads_prepared_view: crate::pg::prepared_view::reads_view(normalized),
             savepoint: effects::savepoint(normalized),
             route: classify::classify(ast.as_deref()),
             fingerprint: crate::insight::fingerprint::fingerprint(raw, ast.as_deref()),
@@ -71,6 +75,7 @@ impl StatementInfo {
             session: effects::session_effect(normalized),
             frees_database: None,
             notifies: effects::notifies(normalized),
+            reads_prepared_view: crate::pg::prepared_view::reads_view(normalized),
             savepoint: effects::savepoint(normalized),
             route: Classification::write(),
             fingerprint,
