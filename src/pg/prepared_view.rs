@@ -23,9 +23,10 @@
 //!
 //! What is rewritten: each statement of the text that starts with SELECT, WITH, VALUES,
 //! TABLE, INSERT, UPDATE or DELETE and names the view, unqualified or as
-//! `pg_catalog.pg_prepared_statements`. Others (EXPLAIN, COPY, CREATE … AS, DECLARE, a view
-//! or function reading it) and named prepared statements (their text is fixed when prepared,
-//! the client's statements are not) read the server's view.
+//! `pg_catalog.pg_prepared_statements`, in a Query or an unnamed Parse; a named statement
+//! reading it runs as the unnamed statement, rewritten afresh at each Bind or Describe (the
+//! client's statements change after it was prepared). Others (EXPLAIN, COPY, CREATE … AS,
+//! DECLARE, a view or function reading it) read the server's view.
 
 use crate::pg::prepared::ClientStatements;
 use crate::pg::sql::lexer::{Kind, Lexer, Token};

@@ -127,7 +127,7 @@ impl Session {
         let fate = self.statement_sent(&analysis.effect, || frame::query(frame).ok());
         let refusal = match fate {
             Fate::Refuse(kind) => Some(state::refused_query(kind)),
-            _ if rename && analysis.reads_prepared_view => self.with_prepared_view(frame, b""),
+            _ if rename && analysis.reads_prepared_view => self.with_prepared_view(frame),
             _ => None,
         };
         self.with_server(|server| {
@@ -149,7 +149,7 @@ impl Session {
 
     fn forward_parse(&mut self, frame: &[u8], part: Part) -> Result<(), Error> {
         let refused = (part.analysis.as_ref()).and_then(|a| self.parse_refusal(frame, &a.effect));
-        // (a named statement's text is fixed when it is prepared: it reads the server's view)
+        // (a named one is rewritten each time it is bound: see `fresh_view_parse`)
         let view = self.mode == PoolMode::Transaction
             && part
                 .analysis
@@ -157,7 +157,7 @@ impl Session {
                 .is_some_and(|a| a.reads_prepared_view)
             && frame::parse(frame).is_ok_and(|p| p.name.is_empty());
         let refused = match refused {
-            None if view => self.with_prepared_view(frame, b""),
+            None if view => self.with_prepared_view(frame),
             r => r,
         };
         let frame = refused.as_deref().unwrap_or(frame);
@@ -237,10 +237,10 @@ impl Session {
         Ok(())
     }
 
-    /// A Query, or a Parse named `name`, whose text reads `pg_prepared_statements`: the
-    /// frame with the view shadowed by this client's statements
-    /// ([`crate::pg::prepared_view`]), `None` to send it as it is.
-    fn with_prepared_view(&self, frame: &[u8], name: &[u8]) -> Option<BytesMut> {
+    /// A Query, or an unnamed Parse, whose text reads `pg_prepared_statements`: the frame
+    /// with the view shadowed by this client's statements ([`crate::pg::prepared_view`]),
+    /// `None` to send it as it is.
+    fn with_prepared_view(&self, frame: &[u8]) -> Option<BytesMut> {
         use crate::pg::prepared_view::{rewrite, Refused};
         let tag = *frame.first()?;
         let body = wire::body(frame);
@@ -263,13 +263,13 @@ impl Session {
                      make a {len}-byte statement",
                     self.statements.len()
                 );
-                return Some(state::over_limit(tag, name, &reason));
+                return Some(state::over_limit(tag, &reason));
             }
         };
         let mut buf = BytesMut::with_capacity(sql.len() + rest.len() + 16);
         let at = wire::begin_frame(&mut buf, tag);
         if tag == fe::PARSE {
-            wire::put_cstr(&mut buf, name);
+            buf.put_u8(0); // unnamed
         }
         wire::put_cstr(&mut buf, sql.as_bytes());
         buf.put_slice(rest);
@@ -288,7 +288,7 @@ impl Session {
         parse.put_u8(0);
         parse.put_slice(stmt.definition());
         wire::finish_frame(&mut parse, at);
-        self.with_prepared_view(&parse, b"")
+        self.with_prepared_view(&parse)
     }
 
     fn forward_bind(&mut self, frame: &[u8], part: Part) -> Result<(), Error> {

@@ -297,11 +297,11 @@ pub(super) fn refused_parse(name: &[u8], reason: &str) -> BytesMut {
     statement_frame(fe::PARSE, name, &refusal_sql(reason))
 }
 
-/// A Query (`tag`), or a Parse named `name`, that fails with 54000 program_limit_exceeded
-/// and `message`: sent in place of a statement Pake cannot pass on within its limits.
-pub(super) fn over_limit(tag: u8, name: &[u8], message: &str) -> BytesMut {
+/// A Query (`tag`), or an unnamed Parse, that fails with 54000 program_limit_exceeded and
+/// `message`: sent in place of a statement Pake cannot pass on within its limits.
+pub(super) fn over_limit(tag: u8, message: &str) -> BytesMut {
     let hint = "The limit protects the server and Pake's memory; see the README's limits.";
-    statement_frame(tag, name, &raising_sql("54000", message, hint))
+    statement_frame(tag, b"", &raising_sql("54000", message, hint))
 }
 
 /// A Query, or a Parse named `name` with no parameter types, of `sql`.
