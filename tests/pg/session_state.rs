@@ -1018,6 +1018,21 @@ async fn terminating_a_bound_pid_in_session_mode() {
         .await
         .expect("server");
     assert!(!row.get::<_, bool>(0));
+    // SQL DEALLOCATE ends the statement: a Bind of it is the server's to refuse (26000),
+    // and the client it names lives
+    let (victim_c, pid) = victim(&env).await;
+    let pid: i32 = pid.parse().expect("pid");
+    killer
+        .batch_execute("DEALLOCATE ALL")
+        .await
+        .expect("deallocate");
+    let e = killer
+        .query_one(&terminate, &[&pid])
+        .await
+        .expect_err("deallocated");
+    assert_eq!(crate::harness::code(&e), "26000");
+    assert_eq!(simple_value(&victim_c, "SELECT 3").await, "3");
+    drop(victim_c); // (its server goes back for the next victims: the pool is small)
     let mut raw = crate::harness::Raw::login(&env, &env.lab.user, &env.lab.password, "postgres")
         .await
         .expect("login");

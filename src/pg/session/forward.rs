@@ -99,6 +99,9 @@ impl Session {
         // a simple Query destroys the unnamed statement
         self.unnamed_parse.clear();
         self.forget_terminate_statement(b"");
+        if !rename {
+            self.forget_deallocated(&analysis.effect);
+        }
         self.forget_unnamed_setting();
         if rename
             && self.server.as_deref().is_some_and(Server::is_idle)

@@ -15,6 +15,7 @@ use super::{frame, Session};
 use crate::pg::error::Error;
 use crate::pg::route::Class;
 use crate::pg::sql::lexer::{Kind, Lexer};
+use crate::pg::sql::SessionEffect;
 use crate::pg::wire::{self, backend, fe};
 use bytes::Buf;
 
@@ -142,6 +143,21 @@ impl Session {
     pub(super) fn forget_terminate_statement(&mut self, name: &[u8]) {
         if let Some(r) = self.rare.as_mut() {
             r.terminate_statements.remove(name);
+        }
+    }
+
+    /// Session mode: a simple Query with `effect` is sent; SQL `DEALLOCATE` and `DISCARD ALL`
+    /// end protocol statements too, so a later Bind of one is the server's to refuse.
+    pub(super) fn forget_deallocated(&mut self, effect: &SessionEffect) {
+        let Some(r) = self.rare.as_mut() else { return };
+        match effect {
+            SessionEffect::Deallocate(Some(name)) => {
+                r.terminate_statements.remove(name.as_bytes());
+            }
+            SessionEffect::Deallocate(None) | SessionEffect::DiscardAll => {
+                r.terminate_statements.clear();
+            }
+            _ => {}
         }
     }
 
