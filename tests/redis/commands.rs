@@ -213,6 +213,20 @@ async fn transactions_body(mode: Mode, resp3: bool) {
     assert_eq!(c.cmd(&["SET", "x", "1"]).await, Val::s("QUEUED"));
     assert_eq!(c.cmd(&["DISCARD"]).await, Val::s("OK"));
     assert_eq!(c.cmd(&["EXEC"]).await.err_text(), "ERR EXEC without MULTI");
+    // an error while queueing (arity, unknown command, a command Pake refuses) discards the
+    // whole transaction, as Redis does: nothing of it runs (ioredis's own suite checks this)
+    for bad in [&["SET", "{t}foo"][..], &["NOSUCHCMD", "x"], &["SYNC"]] {
+        assert_eq!(c.cmd(&["MULTI"]).await, Val::s("OK"));
+        assert_eq!(c.cmd(&["INCR", "{t}ctr"]).await, Val::s("QUEUED"));
+        assert!(c.cmd(bad).await.is_err(), "{bad:?} is refused");
+        assert_eq!(c.cmd(&["INCR", "{t}ctr"]).await, Val::s("QUEUED"));
+        let exec = c.cmd(&["EXEC"]).await;
+        assert!(
+            exec.err_text().starts_with("EXECABORT"),
+            "{bad:?}: {exec:?}"
+        );
+        assert_eq!(c.cmd(&["GET", "{t}ctr"]).await, Val::Nil, "{bad:?}");
+    }
     if mode == Mode::Cluster {
         assert_eq!(c.cmd(&["MULTI"]).await, Val::s("OK"));
         assert_eq!(c.cmd(&["SET", "a", "1"]).await, Val::s("QUEUED"));

@@ -88,21 +88,31 @@ impl Session {
         }
     }
 
+    /// Answer a command with `e` before it runs or is queued. Inside MULTI the transaction
+    /// is aborted too: Redis answers EXEC with EXECABORT after any error while queueing, and
+    /// running the rest would apply part of what the client meant as one.
+    fn refuse(&mut self, e: &Error) {
+        if let Some(tx) = self.tx.as_mut() {
+            tx.abort();
+        }
+        self.push_error(e);
+    }
+
     pub(super) fn dispatch(&mut self, req: Request) {
         let Some(name) = req.args.first() else {
             return;
         };
         if !self.svc.within_rate(self.reg.entry.addr) {
             let rate = self.svc.config.rate_limit_per_address;
-            self.push_error(&Error::RateLimited { rate });
+            self.refuse(&Error::RateLimited { rate });
             return;
         }
         let Some(spec) = Table::get().lookup(name) else {
-            self.push_error(&Error::unknown(&req.args));
+            self.refuse(&Error::unknown(&req.args));
             return;
         };
         if !spec.arity_ok(req.args.len()) {
-            self.push_error(&Error::Arity(String::from_utf8_lossy(name).to_lowercase()));
+            self.refuse(&Error::Arity(String::from_utf8_lossy(name).to_lowercase()));
             return;
         }
         self.reg.entry.set_command(spec.id);
@@ -112,6 +122,17 @@ impl Session {
                 .feed(&self.reg.entry, self.state.db, &req.args);
         }
         if self.inject_fault(spec.name) {
+            if let Some(tx) = self.tx.as_mut() {
+                tx.abort(); // an injected error stands for a refused command
+            }
+            return;
+        }
+        if let (Some(_), Kind::Unsupported(why)) = (&self.tx, spec.kind) {
+            // never queued for Redis to run what Pake refuses outside MULTI
+            self.refuse(&Error::Unsupported {
+                name: spec.name,
+                why,
+            });
             return;
         }
         if self.tx.is_some()

@@ -31,6 +31,13 @@ pub struct Tx {
     aborted: bool,
 }
 
+impl Tx {
+    /// A command was refused while queueing: EXEC will answer EXECABORT.
+    pub(super) fn abort(&mut self) {
+        self.aborted = true;
+    }
+}
+
 impl Session {
     /// Check and queue a command inside MULTI.
     pub(super) fn queue_in_tx(&mut self, spec: &'static Spec, req: Request) {
