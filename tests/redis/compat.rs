@@ -146,6 +146,37 @@ async fn monitor_streams_commands_in_redis_format() {
         "{secs}"
     );
     assert!(!lines[2].contains("secret"), "AUTH is redacted: {lines:?}");
+    // a monitor that hangs up (ioredis half-closes) gets nothing more: a stray +OK is read
+    // as the reply to its next command
+    use tokio::io::AsyncWriteExt;
+    m.stream.shutdown().await.expect("half-close");
+    assert_eq!(m.read().await, None, "nothing after the client's EOF");
+}
+
+/// Redis's ACLs decide who may MONITOR through Pake too: a user without the permission
+/// gets Redis's NOPERM (and goes on), not every client's commands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_needs_the_permission_redis_gives() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut admin = env.direct("x").await;
+    let setuser = [
+        "ACL", "SETUSER", "watcher", "reset", "on", ">pw", "+ping", "+auth",
+    ];
+    assert_eq!(admin.cmd(&setuser).await, Val::s("OK"));
+    let mut c = env.conn().await;
+    assert_eq!(c.cmd(&["AUTH", "watcher", "pw"]).await, Val::s("OK"));
+    let refused = c.cmd(&["MONITOR"]).await;
+    assert!(refused.err_text().starts_with("NOPERM"), "{refused:?}");
+    assert_eq!(c.cmd(&["PING"]).await, Val::s("PONG"), "the client goes on");
+    // the default user may
+    let mut m = env.conn().await;
+    assert_eq!(m.cmd(&["MONITOR"]).await, Val::s("OK"));
+    assert_eq!(c.cmd(&["PING"]).await, Val::s("PONG"));
+    let line = m.read().await;
+    assert!(
+        matches!(&line, Some(Val::Str(l)) if l.ends_with("\"PING\"")),
+        "{line:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

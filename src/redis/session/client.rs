@@ -199,6 +199,10 @@ impl Session {
     /// MONITOR: `+OK`, then every command passing through Pake as Redis's MONITOR lines,
     /// until the client hangs up, sends QUIT/RESET, or falls too far behind.
     pub(super) async fn monitor(&mut self) -> Result<super::Flow, Error> {
+        if let Some(refusal) = self.monitor_refused().await? {
+            self.push_reply(refusal);
+            return Ok(super::Flow::Continue);
+        }
         let mut feed = self.svc.registry.monitor(self.id);
         self.reg.entry.update(|i| i.flag = 'O');
         let mut out = std::mem::take(&mut self.wbuf);
@@ -224,7 +228,11 @@ impl Session {
                         None => return Ok(super::Flow::Close),
                     },
                     r = self.client.read_buf(&mut self.rbuf) => {
-                        if r.map_err(Error::ClientIo)? == 0 || ends_monitor(&self.rbuf) {
+                        if r.map_err(Error::ClientIo)? == 0 {
+                            // the client hung up (ioredis half-closes): nothing to answer
+                            return Ok(super::Flow::Close);
+                        }
+                        if ends_monitor(&self.rbuf) {
                             let _ = self.client.write_all(b"+OK\r\n").await;
                             return Ok(super::Flow::Close);
                         }
@@ -235,6 +243,20 @@ impl Session {
         .await;
         self.svc.registry.unmonitor(self.id);
         result
+    }
+}
+
+impl Session {
+    /// Redis's ACLs decide who may watch every command (MONITOR is in @admin): the client's
+    /// own user asks Redis on a connection of its own, closed at once. The refusal
+    /// (`-NOPERM …`) as Redis wrote it, or `None` when Redis let it monitor.
+    async fn monitor_refused(&mut self) -> Result<Option<Bytes>, Error> {
+        let addr = (self.svc.backend.node_for(None))
+            .ok_or_else(|| Error::Backend("no primary known".into()))?;
+        let target = self.svc.backend.target(addr, &self.state.pool_key());
+        let mut link = crate::redis::backend::link::Link::connect(&target).await?;
+        let reply = link.call(&[b"MONITOR"]).await?;
+        Ok(reply.starts_with(b"-").then_some(reply))
     }
 }
 
