@@ -36,6 +36,11 @@ pub enum Error {
     },
     #[error("Redis is unavailable: {0}")]
     Backend(String),
+    /// A shared link has more queued than its bounds: the command is refused at once. Not a
+    /// sign of Redis failing (one client's huge pipeline fills it as well), so it does not
+    /// count for the circuit breaker.
+    #[error("{0}")]
+    LinkFull(String),
     /// The TLS handshake with a `rediss://` node failed (its certificate, or a node that
     /// does not speak TLS on that port).
     #[error("TLS handshake with Redis failed: {0}")]
@@ -90,6 +95,7 @@ impl Error {
             | Error::Syntax(_)
             | Error::Unsupported { .. }
             | Error::Backend(_)
+            | Error::LinkFull(_)
             | Error::UpstreamTls(_)
             | Error::Refused(_)
             | Error::Timeout
@@ -133,9 +139,11 @@ impl Error {
             Error::Backend(_) | Error::UpstreamTls(_) | Error::Timeout | Error::LinkLost(_) => {
                 Source::Backend
             }
-            Error::TooManyClients | Error::Tls(_) | Error::Shutdown | Error::CircuitOpen { .. } => {
-                Source::Proxy
-            }
+            Error::TooManyClients
+            | Error::Tls(_)
+            | Error::Shutdown
+            | Error::CircuitOpen { .. }
+            | Error::LinkFull(_) => Source::Proxy,
         }
     }
 
@@ -161,6 +169,7 @@ impl Error {
             | Error::ReplyBudget { .. }
             | Error::RateLimited { .. }
             | Error::CircuitOpen { .. }
+            | Error::LinkFull(_)
             | Error::Tls(_)
             | Error::Timeout => false,
         }
@@ -173,6 +182,7 @@ impl Error {
             Error::Timeout => "timeout",
             Error::LinkLost(_) => "link_lost",
             Error::CircuitOpen { .. } => "circuit_open",
+            Error::LinkFull(_) => "link_full",
             _ => "other",
         }
     }

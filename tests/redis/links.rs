@@ -122,11 +122,14 @@ async fn a_link_the_server_dropped_reconnects() {
 
 /// A link's queue is bounded: with Redis stopped, large writes from many clients fill it,
 /// the ones past the bound are refused at once with an error, and every one that was
-/// accepted is applied once Redis runs again.
+/// accepted is applied once Redis runs again. A full queue is no Redis failure (one client's
+/// huge pipeline fills it too: ioredis's suite sends 600 MiB): the circuit breaker, opening
+/// here at the first failure, stays closed for everyone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_link_queue_refuses_commands_with_an_error_and_keeps_the_rest() {
     let env = Env::with(crate::harness::options(Mode::Standalone), |rc| {
         rc.command_timeout = pake::config::Dur::secs(60);
+        rc.circuit_breaker_failures = 1;
     })
     .await;
     let value = "v".repeat(1 << 20);
@@ -148,18 +151,13 @@ async fn a_full_link_queue_refuses_commands_with_an_error_and_keeps_the_rest() {
         .await;
     }
     // the refusals come at once, while Redis is still stopped
-    // (refusals count as failures for the circuit breaker, which may then open: its
-    // refusals are as immediate)
     let mut refused = Vec::new();
     let mut queue_full = 0;
     for (i, c) in conns.iter_mut().enumerate() {
         if let Some(v) = c.read_within(Duration::from_millis(200)).await {
             let text = v.err_text();
-            assert!(
-                text.contains("too much queued") || text.contains("circuit open"),
-                "{v:?}"
-            );
-            queue_full += usize::from(text.contains("too much queued"));
+            assert!(text.contains("too much queued"), "{v:?}");
+            queue_full += 1;
             refused.push(i);
         }
     }
@@ -176,12 +174,11 @@ async fn a_full_link_queue_refuses_commands_with_an_error_and_keeps_the_rest() {
         let len = direct.cmd(&["STRLEN", &format!("links:big:{i}")]).await;
         assert_eq!(len, Val::Int(1 << 20), "client {i}");
     }
-    // and the proxy goes on (once the breaker, if it opened, lets commands through)
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while conns[0].cmd(&["SET", "links:after", "1"]).await != Val::s("OK") {
-        assert!(Instant::now() < deadline, "no recovery");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // and the proxy goes on: the breaker never opened
+    assert_eq!(
+        conns[0].cmd(&["SET", "links:after", "1"]).await,
+        Val::s("OK")
+    );
 }
 
 /// Redis answers a script with a table nested 100 deep: the reply reaches the client whole

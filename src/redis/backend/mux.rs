@@ -136,7 +136,7 @@ impl Mux {
             // bounds it); behind others, it waits for them to be written
             let over = !s.out.is_empty() && s.out.len() + size > MAX_QUEUED;
             if over || s.waiters.len() + usize::from(asking) >= MAX_IN_FLIGHT {
-                return Err(Error::Backend(format!(
+                return Err(Error::LinkFull(format!(
                     "{}: too much queued for this Redis connection ({} bytes, {} replies owed; limits {MAX_QUEUED} and {MAX_IN_FLIGHT})",
                     self.shared.target.addr,
                     s.out.len(),
