@@ -222,3 +222,60 @@ async fn wait_blocks_only_its_own_client() {
     }
     assert_eq!(waiter.read_within(Duration::from_millis(10)).await, None);
 }
+
+/// A user deleted while its link is pooled: Redis refuses the link's next login; Pake does not
+/// try again on a timer (ioredis's ACL tests saw a dozen failed AUTHs a second, forever, with
+/// no client connected), only when a command wants the link, and the user's clients work
+/// again once the user is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_login_is_retried_on_demand_not_on_a_timer() {
+    let opts = pake::lab::RedisOptions {
+        users: vec![("alice".into(), "wonder".into())],
+        ..pake::lab::RedisOptions::default()
+    };
+    let env = Env::with(opts, |_| {}).await;
+    let mut c = env.conn().await;
+    assert_eq!(c.cmd(&["AUTH", "alice", "wonder"]).await, Val::s("OK"));
+    assert_eq!(c.cmd(&["INCR", "links:alice"]).await, Val::Int(1));
+    let mut admin = env.direct("x").await;
+    // failed logins as alice: ACL LOG counts them in one entry
+    let denied = |log: Val| -> i64 {
+        let Val::Arr(entries) = log else { return 0 };
+        let mut n = 0;
+        for e in entries {
+            let Val::Arr(kv) = e else { continue };
+            let field = |k: &str| kv.iter().position(|v| *v == Val::s(k)).map(|i| &kv[i + 1]);
+            if field("username") == Some(&Val::s("alice")) {
+                if let Some(Val::Int(c)) = field("count") {
+                    n += c;
+                }
+            }
+        }
+        n
+    };
+    assert_eq!(admin.cmd(&["ACL", "DELUSER", "alice"]).await, Val::Int(1));
+    // the link notices and tries once at once (it had served)
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let before = denied(admin.cmd(&["ACL", "LOG"]).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let after = denied(admin.cmd(&["ACL", "LOG"]).await);
+    assert_eq!(
+        after, before,
+        "failed logins while no command wanted the link"
+    );
+    let setuser = [
+        "ACL", "SETUSER", "alice", "on", ">wonder", "~*", "&*", "+@all",
+    ];
+    assert_eq!(admin.cmd(&setuser).await, Val::s("OK"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match c.cmd(&["INCR", "links:alice"]).await {
+            Val::Int(2) => break,
+            other => {
+                assert!(other.is_err(), "{other:?}");
+                assert!(Instant::now() < deadline, "never recovered: {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

@@ -85,14 +85,14 @@ impl Link {
         let user = t.username.as_deref().unwrap_or("default");
         match (t.proto, &t.password) {
             (Proto::Resp3, Some(pw)) => {
-                link.call_ok(&[b"HELLO", b"3", b"AUTH", user.as_bytes(), pw.as_bytes()])
+                link.login(&[b"HELLO", b"3", b"AUTH", user.as_bytes(), pw.as_bytes()])
                     .await?;
             }
             (Proto::Resp3, None) => {
-                link.call_ok(&[b"HELLO", b"3"]).await?;
+                link.login(&[b"HELLO", b"3"]).await?;
             }
             (Proto::Resp2, Some(pw)) => {
-                link.call_ok(&[b"AUTH", user.as_bytes(), pw.as_bytes()])
+                link.login(&[b"AUTH", user.as_bytes(), pw.as_bytes()])
                     .await?;
             }
             (Proto::Resp2, None) => {}
@@ -102,6 +102,16 @@ impl Link {
                 .await?;
         }
         Ok(link)
+    }
+
+    /// HELLO or AUTH: Redis's refusal (`WRONGPASS …`, `NOPERM …`) is [`Error::Refused`] in
+    /// its own words — the user's to fix, not Redis failing.
+    async fn login(&mut self, args: &[&[u8]]) -> Result<Bytes, Error> {
+        let reply = self.call(args).await?;
+        match error_text(&reply) {
+            Some(msg) => Err(Error::Refused(msg)),
+            None => Ok(reply),
+        }
     }
 
     /// Send a command and read its reply; an error reply becomes `Err`.

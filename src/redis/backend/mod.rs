@@ -25,7 +25,7 @@ use super::error::Error;
 use super::l1::ALL_SLOTS;
 use super::resp::encode::Proto;
 use fred::clients::Pool;
-use fred::interfaces::{ClientLike, ClusterInterface};
+use fred::interfaces::{ClientLike, ClusterInterface, EventInterface};
 use fred::types::config::{Config as FredConfig, ReconnectPolicy, ServerConfig};
 use fred::types::{Builder, RespVersion};
 use link::{Link, Target};
@@ -197,7 +197,7 @@ impl Backend {
 
     /// The pool for `key`, created and logged in on first use. A login Redis refuses is
     /// returned as its error (WRONGPASS…), and no pool is kept.
-    pub async fn pool(&self, key: &PoolKey) -> Result<Arc<Pool>, Error> {
+    pub async fn pool(self: &Arc<Self>, key: &PoolKey) -> Result<Arc<Pool>, Error> {
         if let Some(p) = self.pools.read().get(key) {
             return Ok(p.clone());
         }
@@ -207,7 +207,39 @@ impl Backend {
         }
         let pool = self.connect_pool(key, None).await?;
         self.pools.write().insert(key.clone(), pool.clone());
+        if key.auth.is_some() {
+            self.retire_when_refused(key, &pool);
+        }
         Ok(pool)
+    }
+
+    /// A client's own user (AUTH/HELLO) whose login Redis refuses on a reconnect (the user
+    /// deleted, its password changed): the pool is dropped and closed rather than left
+    /// retrying a failed AUTH every two seconds per connection for as long as Pake runs; the
+    /// next session of that user builds it again (and gets Redis's refusal while it stands).
+    fn retire_when_refused(self: &Arc<Self>, key: &PoolKey, pool: &Arc<Pool>) {
+        for client in pool.clients() {
+            let (backend, key, weak) = (Arc::downgrade(self), key.clone(), Arc::downgrade(pool));
+            client.on_error(move |(e, _)| {
+                let (backend, key, weak) = (backend.clone(), key.clone(), weak.clone());
+                async move {
+                    if *e.kind() != fred::error::ErrorKind::Auth {
+                        return Ok(());
+                    }
+                    let (Some(backend), Some(pool)) = (backend.upgrade(), weak.upgrade()) else {
+                        return Err(e); // gone: the listener ends
+                    };
+                    let mut pools = backend.pools.write();
+                    if pools.get(&key).is_some_and(|p| Arc::ptr_eq(p, &pool)) {
+                        tracing::info!(error = %e, "Redis refused a user's login: its pool is closed");
+                        pools.remove(&key);
+                        drop(pools);
+                        retire(vec![pool], Duration::ZERO);
+                    }
+                    Err(e) // the listener ends with the pool
+                }
+            });
+        }
     }
 
     /// Build and connect a pool for `key`: to `node` (a replica), or to the seed/primary.

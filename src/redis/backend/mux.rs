@@ -127,6 +127,8 @@ impl Mux {
         let was_empty = {
             let mut s = self.shared.state.lock();
             if let Phase::Down(why) = &s.link {
+                // (a link waiting for demand after a refused login tries again now)
+                self.shared.wake.notify_one();
                 return Err(Error::Backend(format!(
                     "{}: not connected ({why})",
                     self.shared.target.addr
@@ -195,6 +197,7 @@ pub async fn reply(rx: Reply) -> Result<Bytes, Error> {
 /// handle is gone.
 async fn run(shared: Arc<Shared>) {
     let mut backoff = Duration::ZERO;
+    let mut refused = false;
     loop {
         if shared.state.lock().closed {
             return;
@@ -211,7 +214,10 @@ async fn run(shared: Arc<Shared>) {
                 }
                 why
             }
-            Err(e) => e.to_string(),
+            Err(e) => {
+                refused = matches!(e, Error::Refused(_));
+                e.to_string()
+            }
         };
         shared.fail_all(&why);
         if shared.state.lock().closed {
@@ -220,6 +226,15 @@ async fn run(shared: Arc<Shared>) {
         tracing::debug!(addr = %shared.target.addr, error = %why, "Redis link down; reconnecting");
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
+        if std::mem::take(&mut refused) {
+            // Redis refused the login (a user deleted, a password changed): trying again on
+            // a timer would hammer it with failed AUTHs for as long as the link lives,
+            // clients or not; the next command refused meanwhile asks for the next try
+            shared.wake.notified().await;
+            if shared.state.lock().closed {
+                return;
+            }
+        }
         shared.state.lock().link = Phase::Connecting;
     }
 }
