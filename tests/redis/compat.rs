@@ -289,3 +289,21 @@ async fn resp3_replies_pass_byte_exact_and_cluster_only_commands_are_refused() {
         .unwrap_or_else(|| panic!("the subscriber in {list}"));
     assert_eq!(field(line, "cmd"), "subscribe");
 }
+
+/// A named client that subscribes keeps its name: once subscribed its connection is Redis's
+/// (a dedicated link), which now carries the name (ioredis names its connection, subscribes,
+/// unsubscribes, then checks CLIENT GETNAME).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_keeps_its_name() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut c = env.conn().await;
+    assert_eq!(
+        c.cmd(&["CLIENT", "SETNAME", "niceName"]).await,
+        Val::s("OK")
+    );
+    let confirm = c.cmd(&["SUBSCRIBE", "names"]).await;
+    assert!(matches!(confirm, Val::Arr(_) | Val::Push(_)), "{confirm:?}");
+    let gone = c.cmd(&["UNSUBSCRIBE", "names"]).await;
+    assert!(matches!(gone, Val::Arr(_) | Val::Push(_)), "{gone:?}");
+    assert_eq!(c.cmd(&["CLIENT", "GETNAME"]).await, Val::s("niceName"));
+}

@@ -255,7 +255,14 @@ impl Session {
             }
             Err(_) => None,
         };
-        self.link_for(slot).await?.send(&Self::encoded(req)).await?;
+        let name = self.state.name.clone();
+        let link = self.link_for(slot).await?;
+        if let Some(name) = name {
+            // from here on the link answers CLIENT GETNAME/LIST itself: it carries the name
+            // the client gave Pake (ioredis names its connection, then subscribes)
+            link.call_ok(&[b"CLIENT", b"SETNAME", &name]).await?;
+        }
+        link.send(&Self::encoded(req)).await?;
         Ok(Flow::Pipe)
     }
 }
