@@ -307,3 +307,45 @@ async fn a_subscriber_keeps_its_name() {
     assert!(matches!(gone, Val::Arr(_) | Val::Push(_)), "{gone:?}");
     assert_eq!(c.cmd(&["CLIENT", "GETNAME"]).await, Val::s("niceName"));
 }
+
+/// CLIENT REPLY OFF / ON / SKIP: the commands run, their replies are dropped (also L1 hits
+/// and errors); ON answers OK; RESET turns replies back on (redis-py's test_client_reply).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reply_off_on_and_skip() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut c = env.conn().await;
+    assert_eq!(c.cmd(&["SET", "reply:k", "0"]).await, Val::s("OK"));
+    assert_eq!(c.cmd(&["GET", "reply:k"]).await, Val::s("0"), "cached");
+    let mut batch = Vec::new();
+    for cmd in [
+        &["CLIENT", "REPLY", "OFF"][..],
+        &["GET", "reply:k"],
+        &["SET", "reply:k", "1"],
+        &["NOSUCHCMD"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["INCR", "reply:n"],
+        &["CLIENT", "REPLY", "ON"],
+        &["GET", "reply:k"],
+        &["CLIENT", "REPLY", "SKIP"],
+        &["SET", "reply:k", "2"],
+        &["GET", "reply:k"],
+        &["CLIENT", "REPLY", "OFF"],
+        &["RESET"],
+        &["GET", "reply:n"],
+    ] {
+        batch.extend(crate::harness::encode(cmd));
+    }
+    c.send(&batch).await;
+    let mut got = Vec::new();
+    while let Some(v) = c.read_within(Duration::from_millis(500)).await {
+        got.push(v);
+    }
+    let want = [
+        Val::s("OK"),
+        Val::s("1"),
+        Val::s("2"),
+        Val::s("RESET"),
+        Val::s("1"),
+    ];
+    assert_eq!(got, want);
+}

@@ -92,9 +92,22 @@ impl Session {
                 &mut out,
                 "ERR CLIENT TRACKING is not supported through Pake: Pake keeps its own cache coherent; read through Pake and its L1 is invalidated for you",
             ),
-            ("reply", _) => encode::error(&mut out, "ERR CLIENT REPLY is not supported through Pake: replies are pipelined in order"),
+            ("reply", 3) => match &args[2].to_ascii_lowercase()[..] {
+                b"on" => {
+                    self.reply_mode = super::ReplyMode::On;
+                    encode::simple(&mut out, "OK");
+                }
+                // no reply to these themselves
+                b"off" => self.reply_mode = super::ReplyMode::Off,
+                b"skip" => {
+                    if self.reply_mode == super::ReplyMode::On {
+                        self.reply_mode = super::ReplyMode::Skip;
+                    }
+                }
+                _ => encode::error(&mut out, "ERR syntax error"),
+            },
             ("unblock", _) => encode::error(&mut out, "ERR CLIENT UNBLOCK is not supported through Pake: a blocked client's server connection is Pake's, kill the client instead"),
-            ("id" | "getname" | "setname" | "setinfo" | "info" | "kill" | "no-evict" | "no-touch" | "getredir", _) => {
+            ("id" | "getname" | "setname" | "setinfo" | "info" | "kill" | "no-evict" | "no-touch" | "getredir" | "reply", _) => {
                 encode::error(&mut out, &wrong_args(&sub))
             }
             _ => encode::error(&mut out, &format!("ERR unknown subcommand '{sub}'. Try CLIENT HELP.")),
@@ -258,6 +271,17 @@ impl Session {
         let reply = link.call(&[b"MONITOR"]).await?;
         Ok(reply.starts_with(b"-").then_some(reply))
     }
+}
+
+/// `CLIENT REPLY …` and `RESET` are answered by their own rules, whatever the reply mode
+/// (RESET turns replies back on and says so).
+pub(super) fn answers_regardless(args: &[Bytes]) -> bool {
+    let first = |name: &[u8]| args.first().is_some_and(|a| a.eq_ignore_ascii_case(name));
+    first(b"reset")
+        || (first(b"client")
+            && args
+                .get(1)
+                .is_some_and(|a| a.eq_ignore_ascii_case(b"reply")))
 }
 
 /// A monitor client's input that ends the monitor (QUIT or RESET).

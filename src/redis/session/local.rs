@@ -124,6 +124,7 @@ impl Session {
     }
 
     pub(super) async fn reset(&mut self) -> Result<Flow, Error> {
+        self.reply_mode = super::ReplyMode::On;
         self.tx = None;
         self.link = None;
         self.watch_slot = None;

@@ -166,6 +166,12 @@ pub struct Session {
     /// The last [`Session::take_requests`] stopped at an incomplete command (so reading
     /// more is the only way on), not at a limit with whole commands still buffered.
     partial: bool,
+    /// `CLIENT REPLY`: whose replies the client gets.
+    reply_mode: ReplyMode,
+    /// The command being dispatched (or the deferred one, while it runs) gets no reply.
+    silent: bool,
+    /// The deferred command was sent under `CLIENT REPLY OFF/SKIP`.
+    deferred_silent: bool,
     /// `rbuf`'s bytes on the client's request meter.
     rlease: Lease,
     /// `wbuf`'s bytes on the client's reply meter.
@@ -261,6 +267,9 @@ impl Session {
             link: None,
             watch_slot: None,
             deferred: None,
+            reply_mode: ReplyMode::On,
+            silent: false,
+            deferred_silent: false,
             fence: false,
             close_after: false,
             reset_now: false,
@@ -307,7 +316,10 @@ impl Session {
             }
             if self.deferred.is_some() && self.pending.is_empty() {
                 if let Some(req) = self.deferred.take() {
-                    match self.barrier(req).await? {
+                    self.silent = std::mem::take(&mut self.deferred_silent);
+                    let flow = self.barrier(req).await;
+                    self.silent = false;
+                    match flow? {
                         Flow::Continue => {}
                         Flow::Close => self.close_after = true,
                         Flow::Pipe => return self.pipe().await,
@@ -362,7 +374,7 @@ impl Session {
             match resp::take_request_resuming(&mut self.rbuf, &mut self.scanner, &self.svc.limits) {
                 Ok(Some(req)) => {
                     dispatched += 1;
-                    self.dispatch(req)
+                    self.dispatch_replying(req)
                 }
                 Ok(None) => {
                     self.partial = true;
@@ -378,6 +390,26 @@ impl Session {
         }
         self.rlease.force(self.rbuf.len());
         false
+    }
+
+    /// Dispatch one command, its reply dropped under `CLIENT REPLY OFF` (or the one after
+    /// `SKIP`): it runs as any other, the client just never reads its answer.
+    fn dispatch_replying(&mut self, req: Request) {
+        if self.reply_mode == ReplyMode::On || client::answers_regardless(&req.args) {
+            return self.dispatch(req);
+        }
+        if self.reply_mode == ReplyMode::Skip {
+            self.reply_mode = ReplyMode::On;
+        }
+        // a reply written straight away (an L1 hit, an error) is taken back; one to come is
+        // queued empty (`push_reply`, `push_future`)
+        let mark = self.wbuf.len();
+        self.silent = true;
+        self.dispatch(req);
+        self.silent = false;
+        self.deferred_silent = self.deferred.is_some();
+        self.wbuf.truncate(mark);
+        self.wlease.force(self.wbuf.len());
     }
 
     /// The cluster's slot map has a newer version than the one this session routes by.
@@ -451,6 +483,9 @@ impl Session {
 
     /// Queue a reply behind the ones still pending (or write it straight away).
     fn push_reply(&mut self, reply: Bytes) {
+        if self.silent {
+            return;
+        }
         if self.pending.is_empty() {
             write_reply(&mut self.wbuf, &mut self.wlease, &reply);
         } else {
@@ -481,8 +516,13 @@ impl Session {
             self.writes.started(reach);
         }
         let meter = self.replies.clone();
-        self.pending
-            .push_back(Box::pin(fut.map(move |done| admit(done, &meter))));
+        let silent = self.silent;
+        self.pending.push_back(Box::pin(fut.map(move |mut done| {
+            if silent {
+                done.reply = Bytes::new();
+            }
+            admit(done, &meter)
+        })));
     }
 
     /// Point the session at the pool of its (user, db, protocol).
@@ -543,6 +583,15 @@ impl Session {
         crate::limits::shrink_idle(&mut self.rbuf, KEEP_BUFFER, 0);
         crate::limits::shrink_idle(&mut self.wbuf, KEEP_BUFFER, 0);
     }
+}
+
+/// `CLIENT REPLY` of a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyMode {
+    On,
+    Off,
+    /// The next command's reply is dropped.
+    Skip,
 }
 
 /// [`Session::closing`].
