@@ -33,6 +33,9 @@ pub struct Info {
     pub user: Option<String>,
     /// `N` normal, `P` subscribed, `O` monitor.
     pub flag: char,
+    /// While a blocking command runs: the node and Redis's id of the dedicated link it
+    /// waits on (`CLIENT UNBLOCK` of this client unblocks that).
+    pub blocked_on: Option<(String, u64)>,
 }
 
 /// One client connection of Pake's.

@@ -349,3 +349,38 @@ async fn client_reply_off_on_and_skip() {
     ];
     assert_eq!(got, want);
 }
+
+/// CLIENT UNBLOCK names a client by the id Pake gave it: its blocked command (on Pake's
+/// dedicated link) returns as Redis unblocks it, nil for TIMEOUT, -UNBLOCKED for ERROR; a
+/// client not blocked gets 0 (redis-py's test_client_unblock, ioredis's client.ts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_unblock_by_pakes_id() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut a = env.conn().await;
+    let mut b = env.conn().await;
+    let Val::Int(id) = a.cmd(&["CLIENT", "ID"]).await else {
+        panic!("client id")
+    };
+    let id = id.to_string();
+    assert_eq!(b.cmd(&["CLIENT", "UNBLOCK", &id]).await, Val::Int(0));
+    for (mode, want_err) in [("TIMEOUT", false), ("ERROR", true)] {
+        a.send(&crate::harness::encode(&["BLPOP", "unblock:none", "0"]))
+            .await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while b.cmd(&["CLIENT", "UNBLOCK", &id, mode]).await != Val::Int(1) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{mode}: never unblocked"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let got = a.read().await.expect("the blocked command returns");
+        match want_err {
+            true => assert!(got.err_text().starts_with("UNBLOCKED"), "{got:?}"),
+            false => assert_eq!(got, Val::Nil, "{mode}"),
+        }
+        assert_eq!(a.cmd(&["PING"]).await, Val::s("PONG"));
+    }
+    let bad = b.cmd(&["CLIENT", "UNBLOCK", &id, "SOON"]).await;
+    assert!(bad.err_text().contains("TIMEOUT or ERROR"), "{bad:?}");
+}

@@ -46,6 +46,9 @@ pub struct Link {
     /// Where the scan of a frame still arriving in `rbuf` stopped.
     scanner: resp::Scanner,
     pub addr: String,
+    /// Redis's id for this connection, once asked (`CLIENT ID`): what `CLIENT UNBLOCK` of
+    /// a client blocked on it names.
+    pub redis_id: Option<u64>,
 }
 
 /// Encode arguments as a multibulk command.
@@ -81,6 +84,7 @@ impl Link {
             rbuf: BytesMut::with_capacity(4096),
             scanner: resp::Scanner::default(),
             addr: t.addr.clone(),
+            redis_id: None,
         };
         let user = t.username.as_deref().unwrap_or("default");
         match (t.proto, &t.password) {

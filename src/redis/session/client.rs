@@ -19,8 +19,15 @@ const FORWARDED: [&[u8]; 3] = [b"PAUSE", b"UNPAUSE", b"HELP"];
 
 /// Whether `CLIENT <sub>` is answered by Pake (everything but [`FORWARDED`]).
 pub fn is_local(args: &[Bytes]) -> bool {
+    args.get(1).is_some_and(|s| {
+        !FORWARDED.iter().any(|f| s.eq_ignore_ascii_case(f)) && !s.eq_ignore_ascii_case(b"unblock")
+    })
+}
+
+/// `CLIENT UNBLOCK …`: answered by Pake, after asking Redis (a barrier command).
+pub fn is_unblock(args: &[Bytes]) -> bool {
     args.get(1)
-        .is_some_and(|s| !FORWARDED.iter().any(|f| s.eq_ignore_ascii_case(f)))
+        .is_some_and(|s| s.eq_ignore_ascii_case(b"unblock"))
 }
 
 fn wrong_args(sub: &str) -> String {
@@ -106,7 +113,6 @@ impl Session {
                 }
                 _ => encode::error(&mut out, "ERR syntax error"),
             },
-            ("unblock", _) => encode::error(&mut out, "ERR CLIENT UNBLOCK is not supported through Pake: a blocked client's server connection is Pake's, kill the client instead"),
             ("id" | "getname" | "setname" | "setinfo" | "info" | "kill" | "no-evict" | "no-touch" | "getredir" | "reply", _) => {
                 encode::error(&mut out, &wrong_args(&sub))
             }
@@ -260,6 +266,42 @@ impl Session {
 }
 
 impl Session {
+    /// `CLIENT UNBLOCK <id> [TIMEOUT|ERROR]`, `id` one of Pake's clients: its blocking
+    /// command waits on a dedicated link whose Redis id it noted, and Redis unblocks that
+    /// (asked as this client's own user: Redis's ACLs decide). `:0` when it is not blocked.
+    pub(super) async fn unblock(&mut self, args: &[Bytes]) -> Result<super::Flow, Error> {
+        if !(3..=4).contains(&args.len()) {
+            return Err(Error::Arity("client|unblock".into()));
+        }
+        let id = parse_u64(&args[2])
+            .ok_or(Error::Syntax("ERR value is not an integer or out of range"))?;
+        let mode: &[u8] = match args.get(3).map(|m| m.to_ascii_uppercase()) {
+            None => b"TIMEOUT",
+            Some(m) if m == b"TIMEOUT" => b"TIMEOUT",
+            Some(m) if m == b"ERROR" => b"ERROR",
+            Some(_) => {
+                return Err(Error::Syntax(
+                    "ERR CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+                ))
+            }
+        };
+        let blocked = (self.svc.registry.list().into_iter())
+            .find(|e| e.id == id)
+            .and_then(|e| e.info().blocked_on);
+        let Some((addr, redis_id)) = blocked else {
+            self.push_reply(Bytes::from_static(b":0\r\n"));
+            return Ok(super::Flow::Continue);
+        };
+        let target = self.svc.backend.target(addr, &self.state.pool_key());
+        let mut link = crate::redis::backend::link::Link::connect(&target).await?;
+        let rid = redis_id.to_string();
+        let reply = link
+            .call(&[b"CLIENT", b"UNBLOCK", rid.as_bytes(), mode])
+            .await?;
+        self.push_reply(reply);
+        Ok(super::Flow::Continue)
+    }
+
     /// Redis's ACLs decide who may watch every command (MONITOR is in @admin): the client's
     /// own user asks Redis on a connection of its own, closed at once. The refusal
     /// (`-NOPERM …`) as Redis wrote it, or `None` when Redis let it monitor.

@@ -206,6 +206,7 @@ impl Session {
             Kind::Auth => self.auth(&req.args).await,
             Kind::Select => self.select(&req.args).await,
             Kind::Reset => self.reset().await,
+            Kind::Client if super::client::is_unblock(&req.args) => self.unblock(&req.args).await,
             Kind::Client => self.client_forward(spec, req).await,
             Kind::Blocking | Kind::StreamRead | Kind::Raw => self.blocking(spec, &req).await,
             Kind::Watch => self.watch(spec, &req).await,

@@ -140,7 +140,19 @@ impl Session {
                 Ok(None)
             }
         })?;
-        let reply = self.on_link(slot, &Self::encoded(req)).await?;
+        let link = self.link_for(slot).await?;
+        if link.redis_id.is_none() {
+            // asked once per link, only by a client that blocks on it
+            let id = link.call_ok(&[b"CLIENT", b"ID"]).await?;
+            link.redis_id = std::str::from_utf8(id.get(1..).unwrap_or_default())
+                .ok()
+                .and_then(|s| s.trim_end().parse().ok());
+        }
+        let on = link.redis_id.map(|id| (link.addr.clone(), id));
+        self.reg.entry.update(|i| i.blocked_on = on);
+        let reply = self.on_link(slot, &Self::encoded(req)).await;
+        self.reg.entry.update(|i| i.blocked_on = None);
+        let reply = reply?;
         if let Some(l1) = &self.svc.l1 {
             if spec.is(WRITE) {
                 keys.iter().for_each(|k| l1.invalidate_key(k));
