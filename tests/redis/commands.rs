@@ -215,7 +215,12 @@ async fn transactions_body(mode: Mode, resp3: bool) {
     assert_eq!(c.cmd(&["EXEC"]).await.err_text(), "ERR EXEC without MULTI");
     // an error while queueing (arity, unknown command, a command Pake refuses) discards the
     // whole transaction, as Redis does: nothing of it runs (ioredis's own suite checks this)
-    for bad in [&["SET", "{t}foo"][..], &["NOSUCHCMD", "x"], &["SYNC"]] {
+    for bad in [
+        &["SET", "{t}foo"][..],
+        &["NOSUCHCMD", "x"],
+        &["SYNC"],
+        &["CLIENT", "REPLY", "OFF"],
+    ] {
         assert_eq!(c.cmd(&["MULTI"]).await, Val::s("OK"));
         assert_eq!(c.cmd(&["INCR", "{t}ctr"]).await, Val::s("QUEUED"));
         assert!(c.cmd(bad).await.is_err(), "{bad:?} is refused");
@@ -227,6 +232,12 @@ async fn transactions_body(mode: Mode, resp3: bool) {
         );
         assert_eq!(c.cmd(&["GET", "{t}ctr"]).await, Val::Nil, "{bad:?}");
     }
+    // RESET is not queued: it ends the transaction at once, as in Redis
+    assert_eq!(c.cmd(&["MULTI"]).await, Val::s("OK"));
+    assert_eq!(c.cmd(&["INCR", "{t}ctr"]).await, Val::s("QUEUED"));
+    assert_eq!(c.cmd(&["RESET"]).await, Val::s("RESET"));
+    assert_eq!(c.cmd(&["EXEC"]).await.err_text(), "ERR EXEC without MULTI");
+    assert_eq!(c.cmd(&["GET", "{t}ctr"]).await, Val::Nil);
     if mode == Mode::Cluster {
         assert_eq!(c.cmd(&["MULTI"]).await, Val::s("OK"));
         assert_eq!(c.cmd(&["SET", "a", "1"]).await, Val::s("QUEUED"));

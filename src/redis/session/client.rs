@@ -318,12 +318,18 @@ impl Session {
 /// `CLIENT REPLY …` and `RESET` are answered by their own rules, whatever the reply mode
 /// (RESET turns replies back on and says so).
 pub(super) fn answers_regardless(args: &[Bytes]) -> bool {
-    let first = |name: &[u8]| args.first().is_some_and(|a| a.eq_ignore_ascii_case(name));
-    first(b"reset")
-        || (first(b"client")
-            && args
-                .get(1)
-                .is_some_and(|a| a.eq_ignore_ascii_case(b"reply")))
+    args.first()
+        .is_some_and(|a| a.eq_ignore_ascii_case(b"reset"))
+        || is_reply(args)
+}
+
+/// `CLIENT REPLY …`.
+pub(super) fn is_reply(args: &[Bytes]) -> bool {
+    args.first()
+        .is_some_and(|a| a.eq_ignore_ascii_case(b"client"))
+        && args
+            .get(1)
+            .is_some_and(|a| a.eq_ignore_ascii_case(b"reply"))
 }
 
 /// A monitor client's input that ends the monitor (QUIT or RESET).

@@ -135,10 +135,18 @@ impl Session {
             });
             return;
         }
+        if self.tx.is_some() && super::client::is_reply(&req.args) {
+            // queued, it would turn off the replies of Pake's link, EXEC's included
+            self.refuse(&Error::Unsupported {
+                name: "CLIENT REPLY inside MULTI",
+                why: "it changes how the connection answers; send it outside MULTI",
+            });
+            return;
+        }
         if self.tx.is_some()
             && !matches!(
                 spec.kind,
-                Kind::Exec | Kind::Discard | Kind::Multi | Kind::Watch | Kind::Quit
+                Kind::Exec | Kind::Discard | Kind::Multi | Kind::Watch | Kind::Quit | Kind::Reset
             )
         {
             self.queue_in_tx(spec, req);
