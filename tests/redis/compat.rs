@@ -384,3 +384,60 @@ async fn client_unblock_by_pakes_id() {
     let bad = b.cmd(&["CLIENT", "UNBLOCK", &id, "SOON"]).await;
     assert!(bad.err_text().contains("TIMEOUT or ERROR"), "{bad:?}");
 }
+
+/// A client that sends its commands and half-closes at once still gets every reply, as from
+/// Redis (ioredis closes after a WRONGTYPE in a pipelined MULTI; Pake dropped EXEC's reply
+/// more often than not) — up to a command that would block, which Redis drops with the
+/// client, and what follows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_owed_at_a_half_close_are_written() {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::start(Mode::Standalone).await;
+    let mut batch = Vec::new();
+    for cmd in [
+        &["MULTI"][..],
+        &["SET", "hc:k", "1"],
+        &["INCR", "hc:k"],
+        &["EXEC"],
+        &["GET", "hc:k"],
+        &["BLPOP", "hc:none", "0"],
+        &["PING"],
+    ] {
+        batch.extend(crate::harness::encode(cmd));
+    }
+    for round in 0..30 {
+        let mut c = env.conn().await;
+        c.send(&batch).await;
+        c.stream.shutdown().await.expect("half-close");
+        let mut got = Vec::new();
+        while let Some(v) = c.read().await {
+            got.push(v);
+        }
+        let want = [
+            Val::s("OK"),
+            Val::s("QUEUED"),
+            Val::s("QUEUED"),
+            Val::Arr(vec![Val::s("OK"), Val::Int(2)]),
+            Val::s("2"),
+        ];
+        assert_eq!(got, want, "round {round}");
+    }
+}
+
+/// Replies queued before a blocking command leave before it waits: a PING pipelined ahead
+/// of a BLPOP is answered at once, as by Redis (Pake held it until the BLPOP returned).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replies_before_a_blocking_command_are_not_held_back() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut c = env.conn().await;
+    let mut batch = crate::harness::encode(&["PING"]);
+    batch.extend(crate::harness::encode(&["BLPOP", "hold:none", "3"]));
+    c.send(&batch).await;
+    let first = c.read_within(Duration::from_millis(1500)).await;
+    assert_eq!(
+        first,
+        Some(Val::s("PONG")),
+        "the PING's reply waited for the BLPOP"
+    );
+    assert_eq!(c.read().await, Some(Val::Nil));
+}

@@ -207,6 +207,11 @@ pub struct Session {
     /// until it is answered, so this client's commands reach Redis in the order sent.
     fence: bool,
     close_after: bool,
+    /// The client half-closed (read EOF) with replies still owed: they are written, as
+    /// Redis writes the replies of what it read before the EOF, then the session ends.
+    eof: bool,
+    /// A blocking command waits on the dedicated link (a client EOF ends it).
+    blocked: bool,
     /// Ready once the service drains. One future for the session's life: its place among
     /// the drain signal's waiters is taken once, not at every wait for I/O.
     closing: Closing,
@@ -272,6 +277,8 @@ impl Session {
             deferred_silent: false,
             fence: false,
             close_after: false,
+            eof: false,
+            blocked: false,
             reset_now: false,
             bandwidth: None,
         }
@@ -316,6 +323,12 @@ impl Session {
             }
             if self.deferred.is_some() && self.pending.is_empty() {
                 if let Some(req) = self.deferred.take() {
+                    if !self.wbuf.is_empty() && dispatch::may_block(&req.args) {
+                        // a PING pipelined before a BLPOP is answered now, as by Redis
+                        let wbuf = self.wbuf.split();
+                        self.write_out(&wbuf).await?;
+                        self.wlease.force(self.wbuf.len());
+                    }
                     self.silent = std::mem::take(&mut self.deferred_silent);
                     let flow = self.barrier(req).await;
                     self.silent = false;
@@ -331,6 +344,16 @@ impl Session {
                 let wbuf = std::mem::take(&mut self.wbuf);
                 self.write_out(&wbuf).await?;
                 let _ = self.client.shutdown().await;
+                return Ok(());
+            }
+            if self.eof
+                && self.pending.is_empty()
+                && self.deferred.is_none()
+                && (self.partial || self.rbuf.is_empty())
+            {
+                // everything read before the EOF is answered
+                let wbuf = std::mem::take(&mut self.wbuf);
+                self.write_out(&wbuf).await?;
                 return Ok(());
             }
             if self.pending.is_empty() && self.rbuf.is_empty() && self.wbuf.is_empty() {
@@ -426,6 +449,9 @@ impl Session {
         let can_read = self.wbuf.len() < HIGH_WATER
             && self.pending.len() < MAX_PENDING
             && (self.rbuf.len() < HIGH_WATER || self.partial);
+        let owed = !self.pending.is_empty() || !self.wbuf.is_empty() || self.deferred.is_some();
+        let self_eof = self.eof;
+        let self_partial = self.partial;
         let Session {
             client,
             unflushed,
@@ -437,12 +463,13 @@ impl Session {
             closing,
             close_after,
             bandwidth,
+            eof,
             ..
         } = self;
         if can_read && rbuf.capacity() - rbuf.len() < 1024 {
             rbuf.reserve(16 * 1024);
         }
-        let read = can_read && !*close_after;
+        let read = can_read && !*close_after && !self_eof;
         let io = std::future::poll_fn(|cx| {
             poll_io(
                 cx, client, unflushed, wbuf, wlease, pending, writes, rbuf, read,
@@ -457,7 +484,8 @@ impl Session {
                         tokio::time::sleep(std::time::Duration::from_secs_f64(n as f64 / bps.max(1) as f64)).await;
                     }
                 }
-                Io::Read(0) => return Ok(false),
+                Io::Read(0) if !owed && (rbuf.is_empty() || self_partial) => return Ok(false),
+                Io::Read(0) => *eof = true,
                 Io::Read(_) => {
                     if let Err(over) = self.rlease.set(self.rbuf.len()) {
                         return Err(Error::RequestBudget(over));

@@ -87,14 +87,25 @@ impl Session {
             .ok_or_else(|| Error::Backend("no link".into()))
     }
 
-    /// Wait for the link's next reply; a client that hangs up meanwhile ends the session.
+    /// Wait for the link's next reply. A client that hangs up meanwhile ends a blocking
+    /// command (Redis drops a blocked client at its EOF); any other gets its reply, written
+    /// with the rest of what the client sent before the EOF.
     async fn link_reply(&mut self) -> Result<Bytes, Error> {
+        let gone = || Error::ClientIo(std::io::ErrorKind::UnexpectedEof.into());
         let Session {
-            link, client, rbuf, ..
+            link,
+            client,
+            rbuf,
+            eof,
+            blocked,
+            ..
         } = self;
         let Some(link) = link.as_mut() else {
             return Err(Error::LinkLost("no link".into()));
         };
+        if *eof && *blocked {
+            return Err(gone());
+        }
         loop {
             if let Some(f) = link.buffered_frame()? {
                 return Ok(f);
@@ -102,9 +113,12 @@ impl Session {
             rbuf.reserve(4096);
             tokio::select! {
                 r = link.fill() => r?,
-                r = client.read_buf(rbuf) => {
+                r = client.read_buf(rbuf), if !*eof => {
                     if r.map_err(Error::ClientIo)? == 0 {
-                        return Err(Error::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
+                        if *blocked {
+                            return Err(gone());
+                        }
+                        *eof = true;
                     }
                 }
             }
@@ -150,7 +164,9 @@ impl Session {
         }
         let on = link.redis_id.map(|id| (link.addr.clone(), id));
         self.reg.entry.update(|i| i.blocked_on = on);
+        self.blocked = true;
         let reply = self.on_link(slot, &Self::encoded(req)).await;
+        self.blocked = false;
         self.reg.entry.update(|i| i.blocked_on = None);
         let reply = reply?;
         if let Some(l1) = &self.svc.l1 {
