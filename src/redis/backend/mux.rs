@@ -92,6 +92,9 @@ enum Phase {
     Up,
     /// The last attempt failed (why): commands are refused until the next one.
     Down(String),
+    /// Redis refused the login: nothing is tried until a command comes, which then waits
+    /// in the queue for that try (a user deleted and created again works at once).
+    Refused,
 }
 
 impl Mux {
@@ -126,13 +129,20 @@ impl Mux {
         let (tx, rx) = oneshot::channel();
         let was_empty = {
             let mut s = self.shared.state.lock();
-            if let Phase::Down(why) = &s.link {
-                // (a link waiting for demand after a refused login tries again now)
-                self.shared.wake.notify_one();
-                return Err(Error::Backend(format!(
-                    "{}: not connected ({why})",
-                    self.shared.target.addr
-                )));
+            match &s.link {
+                Phase::Down(why) => {
+                    return Err(Error::Backend(format!(
+                        "{}: not connected ({why})",
+                        self.shared.target.addr
+                    )));
+                }
+                Phase::Refused => {
+                    // the link waits for demand after a refused login: try now, this
+                    // command queued for the outcome
+                    s.link = Phase::Connecting;
+                    self.shared.wake.notify_one();
+                }
+                Phase::Connecting | Phase::Up => {}
             }
             // one command larger than the limit goes alone (the client's request budget
             // bounds it); behind others, it waits for them to be written
@@ -202,7 +212,7 @@ async fn run(shared: Arc<Shared>) {
         if shared.state.lock().closed {
             return;
         }
-        let why = match login(&shared).await {
+        let (why, sent) = match login(&shared).await {
             Ok(link) => {
                 shared.state.lock().link = Phase::Up;
                 let (why, answered) = serve(&shared, link).await;
@@ -212,14 +222,14 @@ async fn run(shared: Arc<Shared>) {
                     // behind it) backs off
                     backoff = Duration::ZERO;
                 }
-                why
+                (why, true)
             }
             Err(e) => {
                 refused = matches!(e, Error::Refused(_));
-                e.to_string()
+                (e.to_string(), false)
             }
         };
-        shared.fail_all(&why);
+        shared.fail_all(&why, sent);
         if shared.state.lock().closed {
             return;
         }
@@ -229,7 +239,13 @@ async fn run(shared: Arc<Shared>) {
         if std::mem::take(&mut refused) {
             // Redis refused the login (a user deleted, a password changed): trying again on
             // a timer would hammer it with failed AUTHs for as long as the link lives,
-            // clients or not; the next command refused meanwhile asks for the next try
+            // clients or not; the next command asks for the next try and waits for it
+            {
+                let mut s = shared.state.lock();
+                if matches!(s.link, Phase::Down(_)) {
+                    s.link = Phase::Refused;
+                }
+            }
             shared.wake.notified().await;
             if shared.state.lock().closed {
                 return;
@@ -261,18 +277,24 @@ async fn login(shared: &Shared) -> Result<Link, Error> {
 
 impl Shared {
     /// Every command owed a reply (or still queued) fails with `why`; new ones are refused.
-    fn fail_all(&self, why: &str) {
+    /// `sent`: the connection had been up, so a command may have been applied (the client
+    /// is told so, and closed); otherwise nothing was sent (the login failed) and the
+    /// client goes on.
+    fn fail_all(&self, why: &str, sent: bool) {
         let waiters = {
             let mut s = self.state.lock();
             s.link = Phase::Down(why.to_string());
             s.out.clear();
             std::mem::take(&mut s.waiters)
         };
+        let addr = &self.target.addr;
         for w in waiters {
-            let _ = w.send(Err(Error::LinkLost(format!(
-                "{}: {why} (the command may have been applied)",
-                self.target.addr
-            ))));
+            let _ = w.send(Err(match sent {
+                true => {
+                    Error::LinkLost(format!("{addr}: {why} (the command may have been applied)"))
+                }
+                false => Error::Backend(format!("{addr}: {why} (not sent)")),
+            }));
         }
     }
 }
