@@ -195,11 +195,9 @@ fn cte(statements: &ClientStatements, major: u32) -> Option<String> {
         "SELECT c.name, coalesce(s.statement, c.statement) AS statement, c.prepare_time, \
          coalesce(s.parameter_types, c.parameter_types::regtype[]) AS parameter_types",
     );
+    // (from_sql: the server's statements standing for the client's are protocol ones)
     for (name, absent) in later {
-        match *name {
-            "from_sql" => sql.push_str(", false AS from_sql"),
-            _ => write!(sql, ", coalesce(s.{name}, {absent}) AS {name}").unwrap_or(()),
-        }
+        write!(sql, ", coalesce(s.{name}, {absent}) AS {name}").ok();
     }
     sql.push_str(
         " FROM (VALUES (NULL::text, NULL::text, NULL::text, NULL::oid[], NULL::timestamptz)",
@@ -208,13 +206,12 @@ fn cte(statements: &ClientStatements, major: u32) -> Option<String> {
         if sql.len() > MAX_REWRITTEN {
             return None;
         }
-        let (text, types) = definition(stmt.definition());
         sql.push_str(", (");
         dollar_quoted(&mut sql, &String::from_utf8_lossy(name));
         write!(sql, ", '{}', ", stmt.name).ok();
-        dollar_quoted(&mut sql, &text);
+        dollar_quoted(&mut sql, &stmt.query);
         sql.push_str(", '{");
-        for (i, oid) in types.iter().enumerate() {
+        for (i, oid) in declared_types(stmt.definition()).enumerate() {
             if i > 0 {
                 sql.push(',');
             }
@@ -239,21 +236,19 @@ fn cte(statements: &ClientStatements, major: u32) -> Option<String> {
     Some(sql)
 }
 
-/// A Parse definition (`query\0 nparams types…`) as its text and declared type oids.
-fn definition(def: &[u8]) -> (String, Vec<u32>) {
-    let Some(nul) = def.iter().position(|&b| b == 0) else {
-        return (String::from_utf8_lossy(def).into_owned(), Vec::new());
-    };
-    let text = String::from_utf8_lossy(&def[..nul]).into_owned();
-    let rest = &def[nul + 1..];
+/// The parameter type oids a Parse definition (`query\0 nparams types…`) declares; as many
+/// as its bytes hold.
+fn declared_types(def: &[u8]) -> impl Iterator<Item = u32> + '_ {
+    let rest = def
+        .iter()
+        .position(|&b| b == 0)
+        .map_or(&[][..], |nul| &def[nul + 1..]);
     let n = rest
         .get(..2)
         .map_or(0, |b| u16::from_be_bytes([b[0], b[1]]) as usize);
-    let types = (0..n)
-        .map_while(|i| rest.get(2 + i * 4..6 + i * 4))
+    (0..n)
+        .map_while(move |i| rest.get(2 + i * 4..6 + i * 4))
         .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    (text, types)
 }
 
 /// `s` as a dollar-quoted literal whose tag does not occur in it (independent of
@@ -366,10 +361,11 @@ mod tests {
 
     #[test]
     fn definitions_and_versions_are_read_defensively() {
-        assert_eq!(definition(b"select 1"), ("select 1".into(), vec![]));
-        assert_eq!(definition(&def("q", &[1082, 21])).1, vec![1082, 21]);
+        let types = |d: &[u8]| declared_types(d).collect::<Vec<_>>();
+        assert_eq!(types(b"select 1"), Vec::<u32>::new());
+        assert_eq!(types(&def("q", &[1082, 21])), vec![1082, 21]);
         // a count past the bytes present reads what is there
-        assert_eq!(definition(b"q\0\0\x05\0\0\0\x17").1, vec![23]);
+        assert_eq!(types(b"q\0\0\x05\0\0\0\x17"), vec![23]);
         assert_eq!(major("16beta1"), 16);
         assert_eq!(major("15.4 (Debian 15.4-1)"), 15);
         assert_eq!(major("junk"), 15);

@@ -152,7 +152,7 @@ impl Session {
 
     fn forward_parse(&mut self, frame: &[u8], part: Part) -> Result<(), Error> {
         let refused = (part.analysis.as_ref()).and_then(|a| self.parse_refusal(frame, &a.effect));
-        // (a named one is rewritten each time it is bound: see `fresh_view_parse`)
+        // (a named one is rewritten each time it is bound: see `reach`)
         let view = self.mode == PoolMode::Transaction
             && part
                 .analysis
@@ -280,18 +280,25 @@ impl Session {
         Some(buf)
     }
 
-    /// A named statement of the client that reads `pg_prepared_statements`: the unnamed
-    /// Parse that runs it with the view as it is now (its text was fixed when prepared).
-    fn fresh_view_parse(&self, stmt: &Statement) -> Option<BytesMut> {
+    /// How a Bind or Describe naming `stmt` (the client's statement, transaction mode)
+    /// reaches it on the server. One that reads `pg_prepared_statements` runs as the unnamed
+    /// statement, parsed with the view as it is now (its text was fixed when prepared).
+    fn reach(&self, stmt: Option<Arc<Statement>>) -> Reach {
+        let Some(stmt) = stmt else {
+            return Reach::AsSent;
+        };
         if !stmt.reads_view {
-            return None;
+            return Reach::Server(stmt);
         }
         let mut parse = BytesMut::with_capacity(stmt.definition().len() + 6);
         let at = wire::begin_frame(&mut parse, fe::PARSE);
         parse.put_u8(0);
         parse.put_slice(stmt.definition());
         wire::finish_frame(&mut parse, at);
-        self.with_prepared_view(&parse)
+        match self.with_prepared_view(&parse) {
+            Some(fresh) => Reach::Fresh(fresh),
+            None => Reach::Server(stmt),
+        }
     }
 
     fn forward_bind(&mut self, frame: &[u8], part: Part) -> Result<(), Error> {
@@ -305,7 +312,7 @@ impl Session {
             None if b.statement.is_empty() => self.track_unnamed_bound(b.rest),
             None => None,
         };
-        let fresh = stmt.as_deref().and_then(|s| self.fresh_view_parse(s));
+        let reach = self.reach(stmt);
         let cap = self.pool.settings().defaults.max_prepared_statements;
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());
@@ -326,22 +333,10 @@ impl Session {
                 server.unnamed_owner = Some(self.id);
             }
         }
-        if let Some(parse) = fresh {
-            // the view's statement runs as the unnamed one, parsed with the view as it is now
-            send_fresh(server, &parse);
-            let at = wire::begin_frame(&mut server.wbuf, fe::BIND);
-            wire::put_cstr(&mut server.wbuf, b.portal);
-            wire::put_cstr(&mut server.wbuf, b"");
-            server.wbuf.put_slice(b.rest);
-            wire::finish_frame(&mut server.wbuf, at);
-            server.replies.push(Expect::Bind { stmt: None });
-            return Ok(());
-        }
-        let id = stmt.as_ref().map(|s| s.id);
-        send_for_statement(server, stmt, cap, frame, |wbuf, stmt| {
+        let id = send_for_statement(server, reach, cap, frame, |wbuf, name| {
             let at = wire::begin_frame(wbuf, fe::BIND);
             wire::put_cstr(wbuf, b.portal);
-            wire::put_cstr(wbuf, stmt.name.as_bytes());
+            wire::put_cstr(wbuf, name);
             wbuf.put_slice(b.rest);
             wire::finish_frame(wbuf, at);
         });
@@ -365,28 +360,16 @@ impl Session {
             true => self.client_statement(subject.name),
             false => None,
         };
-        let fresh = stmt.as_deref().and_then(|s| self.fresh_view_parse(s));
+        let reach = self.reach(stmt);
         let cap = self.pool.settings().defaults.max_prepared_statements;
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());
         };
         server.in_extended = true;
-        if let Some(parse) = fresh {
-            send_fresh(server, &parse);
-            let at = wire::begin_frame(&mut server.wbuf, fe::DESCRIBE);
-            server.wbuf.put_u8(b'S');
-            wire::put_cstr(&mut server.wbuf, b"");
-            wire::finish_frame(&mut server.wbuf, at);
-            server
-                .replies
-                .push(Expect::DescribeStatement { stmt: None });
-            return Ok(());
-        }
-        let id = stmt.as_ref().map(|s| s.id);
-        send_for_statement(server, stmt, cap, frame, |wbuf, stmt| {
+        let id = send_for_statement(server, reach, cap, frame, |wbuf, name| {
             let at = wire::begin_frame(wbuf, fe::DESCRIBE);
             wbuf.put_u8(b'S');
-            wire::put_cstr(wbuf, stmt.name.as_bytes());
+            wire::put_cstr(wbuf, name);
             wire::finish_frame(wbuf, at);
         });
         server.replies.push(match subject.kind {
@@ -457,34 +440,50 @@ impl Session {
     }
 }
 
-/// Send a Bind or Describe: as the client wrote it, or — when it names one of the client's
-/// prepared statements (transaction mode) — rewritten by `rewrite` to the server's name,
-/// after making sure the server has the statement.
-fn send_for_statement(
-    server: &mut Server,
-    stmt: Option<Arc<Statement>>,
-    cap: usize,
-    frame: &[u8],
-    rewrite: impl FnOnce(&mut BytesMut, &Statement),
-) {
-    match stmt {
-        Some(stmt) => {
-            ensure_prepared(server, &stmt, cap);
-            rewrite(&mut server.wbuf, &stmt);
-        }
-        None => server.wbuf.put_slice(frame),
-    }
+/// How a Bind or Describe reaches the statement it names ([`Session::reach`]).
+enum Reach {
+    /// As the client wrote it (the unnamed statement, a portal, session mode).
+    AsSent,
+    /// The client's statement under its process-wide name on the server.
+    Server(Arc<Statement>),
+    /// This unnamed Parse first (a statement reading `pg_prepared_statements`).
+    Fresh(BytesMut),
 }
 
-/// Send the unnamed `parse` standing for a named statement (its ParseComplete swallowed):
-/// the server's unnamed statement is no longer the client's own.
-fn send_fresh(server: &mut Server, parse: &[u8]) {
-    server.wbuf.put_slice(parse);
-    server.replies.push(Expect::Parse {
-        swallow: true,
-        registers: None,
-    });
-    server.unnamed_owner = None;
+/// Send a Bind or Describe as `reach` says: as the client wrote it, or rewritten by
+/// `rewrite` to the server-side name — after making sure the server has the statement, or
+/// after the Parse standing for it. The id of the statement it uses on the server, if one
+/// of the process-wide ones.
+fn send_for_statement(
+    server: &mut Server,
+    reach: Reach,
+    cap: usize,
+    frame: &[u8],
+    rewrite: impl FnOnce(&mut BytesMut, &[u8]),
+) -> Option<crate::pg::prepared::StatementId> {
+    match reach {
+        Reach::AsSent => {
+            server.wbuf.put_slice(frame);
+            None
+        }
+        Reach::Server(stmt) => {
+            ensure_prepared(server, &stmt, cap);
+            rewrite(&mut server.wbuf, stmt.name.as_bytes());
+            Some(stmt.id)
+        }
+        Reach::Fresh(parse) => {
+            // its ParseComplete swallowed; the server's unnamed statement is no longer the
+            // client's own
+            server.wbuf.put_slice(&parse);
+            server.replies.push(Expect::Parse {
+                swallow: true,
+                registers: None,
+            });
+            server.unnamed_owner = None;
+            rewrite(&mut server.wbuf, b"");
+            None
+        }
+    }
 }
 
 /// Make sure `server` has `stmt` before a Bind/Describe uses it: inject its Parse (reply
