@@ -149,13 +149,14 @@ impl Session {
     /// Session mode: a simple Query with `effect` is sent; SQL `DEALLOCATE` and `DISCARD ALL`
     /// end protocol statements too, so a later Bind of one is the server's to refuse.
     pub(super) fn forget_deallocated(&mut self, effect: &SessionEffect) {
-        let Some(r) = self.rare.as_mut() else { return };
         match effect {
             SessionEffect::Deallocate(Some(name)) => {
-                r.terminate_statements.remove(name.as_bytes());
+                self.forget_terminate_statement(name.as_bytes())
             }
             SessionEffect::Deallocate(None) | SessionEffect::DiscardAll => {
-                r.terminate_statements.clear();
+                if let Some(r) = self.rare.as_mut() {
+                    r.terminate_statements.clear();
+                }
             }
             _ => {}
         }
