@@ -8,6 +8,7 @@
 //! blocked server connection by id.
 
 use super::Session;
+use crate::redis::backend::link::{Link, Target};
 use crate::redis::clients::{Entry, Filter};
 use crate::redis::error::Error;
 use crate::redis::resp::encode::{self, Proto};
@@ -292,8 +293,7 @@ impl Session {
             self.push_reply(Bytes::from_static(b":0\r\n"));
             return Ok(super::Flow::Continue);
         };
-        let target = self.svc.backend.target(addr, &self.state.pool_key());
-        let mut link = crate::redis::backend::link::Link::connect(&target).await?;
+        let mut link = Link::connect(&self.own_target(Some(addr))?).await?;
         let rid = redis_id.to_string();
         let reply = link
             .call(&[b"CLIENT", b"UNBLOCK", rid.as_bytes(), mode])
@@ -306,12 +306,20 @@ impl Session {
     /// own user asks Redis on a connection of its own, closed at once. The refusal
     /// (`-NOPERM …`) as Redis wrote it, or `None` when Redis let it monitor.
     async fn monitor_refused(&mut self) -> Result<Option<Bytes>, Error> {
-        let addr = (self.svc.backend.node_for(None))
-            .ok_or_else(|| Error::Backend("no primary known".into()))?;
-        let target = self.svc.backend.target(addr, &self.state.pool_key());
-        let mut link = crate::redis::backend::link::Link::connect(&target).await?;
+        let mut link = Link::connect(&self.own_target(None)?).await?;
         let reply = link.call(&[b"MONITOR"]).await?;
         Ok(reply.starts_with(b"-").then_some(reply))
+    }
+
+    /// Where a connection of its own goes, to `addr` (or the primary), logged in as this
+    /// client is: for a question Redis must answer with this client's permissions.
+    fn own_target(&self, addr: Option<String>) -> Result<Target, Error> {
+        let addr = match addr {
+            Some(a) => a,
+            None => (self.svc.backend.node_for(None))
+                .ok_or_else(|| Error::Backend("no primary known".into()))?,
+        };
+        Ok(self.svc.backend.target(addr, &self.state.pool_key()))
     }
 }
 

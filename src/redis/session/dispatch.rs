@@ -240,19 +240,6 @@ impl Session {
     }
 }
 
-/// A command that may wait for data (BLPOP…, XREAD BLOCK): replies queued before it go to
-/// the client first, not after it returns.
-pub(super) fn may_block(args: &[Bytes]) -> bool {
-    let Some(spec) = args.first().and_then(|n| Table::get().lookup(n)) else {
-        return false;
-    };
-    match spec.kind {
-        Kind::Blocking => true,
-        Kind::StreamRead => is_blocking_read(args),
-        _ => false,
-    }
-}
-
 /// XREAD/XREADGROUP with a BLOCK option.
 fn is_blocking_read(args: &[Bytes]) -> bool {
     args.iter()

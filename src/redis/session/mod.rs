@@ -323,12 +323,6 @@ impl Session {
             }
             if self.deferred.is_some() && self.pending.is_empty() {
                 if let Some(req) = self.deferred.take() {
-                    if !self.wbuf.is_empty() && dispatch::may_block(&req.args) {
-                        // a PING pipelined before a BLPOP is answered now, as by Redis
-                        let wbuf = self.wbuf.split();
-                        self.write_out(&wbuf).await?;
-                        self.wlease.force(self.wbuf.len());
-                    }
                     self.silent = std::mem::take(&mut self.deferred_silent);
                     let flow = self.barrier(req).await;
                     self.silent = false;

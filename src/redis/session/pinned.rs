@@ -11,7 +11,7 @@
 use super::dispatch::{common_slot, keys_of};
 use super::{Flow, Session};
 use crate::redis::backend::link::{self, Link};
-use crate::redis::commands::{Spec, FLUSH, WRITE};
+use crate::redis::commands::{Kind, Spec, FLUSH, WRITE};
 use crate::redis::error::Error;
 use crate::redis::resp::Request;
 use bytes::{Bytes, BytesMut};
@@ -146,6 +146,13 @@ impl Session {
     }
 
     pub(super) async fn blocking(&mut self, spec: &Spec, req: &Request) -> Result<Flow, Error> {
+        if !matches!(spec.kind, Kind::Raw) && !self.wbuf.is_empty() {
+            // it may wait for data (BLPOP, XREAD BLOCK; only blocking reads come here):
+            // replies queued before it leave first, as from Redis
+            let wbuf = self.wbuf.split();
+            self.write_out(&wbuf).await?;
+            self.wlease.force(self.wbuf.len());
+        }
         let keys = keys_of(spec, &req.args);
         let slot = common_slot(&keys).or_else(|e| {
             if self.svc.backend.cluster {
