@@ -49,6 +49,8 @@ pub struct Entry {
     kill: Notify,
     /// The table id of the last command + 1 (0: none yet), for CLIENT LIST's `cmd=`.
     last_cmd: AtomicUsize,
+    /// `CLIENT TRACKING` invalidations queued for this connection.
+    pub inbox: super::client_tracking::Inbox,
 }
 
 impl Entry {
@@ -242,12 +244,19 @@ impl Registry {
             killed: AtomicBool::new(false),
             kill: Notify::new(),
             last_cmd: AtomicUsize::new(0),
+            inbox: Default::default(),
         });
         self.entries.lock().insert(id, entry.clone());
         Registration {
             entry,
             registry: self.clone(),
         }
+    }
+
+    /// A live client's entry.
+    pub fn get(&self, id: u64) -> Option<Arc<Entry>> {
+        let entries = self.entries.lock();
+        entries.get(&id).filter(|e| !e.is_killed()).cloned()
     }
 
     /// Every live client's entry, by id (a killed client is gone, as in Redis, though its

@@ -17,6 +17,7 @@
 
 pub mod backend;
 pub mod budget;
+pub mod client_tracking;
 pub mod clients;
 pub mod commands;
 pub mod config;

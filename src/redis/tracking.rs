@@ -28,6 +28,7 @@
 
 use super::backend::link::{Link, Target};
 use super::backend::{Backend, Primary};
+use super::client_tracking::ClientTracking;
 use super::config::{RedisConfig, TrackingProtocol};
 use super::error::Error;
 use super::l1::{Ticket, L1, SLOTS};
@@ -57,6 +58,8 @@ pub struct WriteReq {
     /// The client's protocol: fills are cached under it.
     pub proto: Proto,
     pub sent: Instant,
+    /// The client whose write this is (its `CLIENT TRACKING` hears of it from here).
+    pub origin: u64,
     /// The write's reply, exactly as Redis sent it (RESP3).
     pub reply: oneshot::Sender<Bytes>,
 }
@@ -96,6 +99,8 @@ pub struct Tracking {
     /// thread is handed over without waking another thread, there and back.
     reactors: Vec<tokio::runtime::Handle>,
     next_reactor: std::sync::atomic::AtomicUsize,
+    /// What Pake's own clients track (`CLIENT TRACKING`): told what the streams hear.
+    pub clients: Arc<ClientTracking>,
 }
 
 struct NodeHandle {
@@ -140,6 +145,7 @@ impl Tracking {
             ids: CommandIds::lookup(),
             reactors,
             next_reactor: Default::default(),
+            clients: Arc::default(),
         });
         t.sync_topology();
         let weak = Arc::downgrade(&t);
@@ -199,6 +205,7 @@ impl Tracking {
     fn release(&self, slots: &[(u16, u16)], reason: &str) {
         self.publish(slots, None, None);
         self.l1.set_armed(slots, false, reason);
+        self.clients.flush_all();
     }
 
     /// Queue a planned write for the tracking connection of `slot`'s node; `false` when
@@ -280,6 +287,8 @@ impl Tracking {
                         self.l1.set_armed(&p.slots, true, "armed");
                         self.publish(&p.slots, writer.as_ref(), None);
                     }
+                    // a client may have read from this node while nothing heard its writes
+                    self.clients.flush_all();
                     // counted while armed, also when the task is aborted (topology change)
                     let armed = GaugeGuard::inc(&self.metrics.tracking_connections);
                     backoff = Duration::from_millis(50);
@@ -295,6 +304,7 @@ impl Tracking {
                     };
                     tracing::info!(node = %p.addr, %ended, "tracking stream ended: node flushed");
                     self.l1.set_armed(&p.slots, false, reason);
+                    self.clients.flush_all();
                     // a primary that drops its connections may have been demoted
                     self.backend.suspect_primary();
                 }
@@ -449,6 +459,11 @@ impl Tracking {
     /// A planned write was answered: when it did what was planned, bump its keys and take
     /// the fill tickets now, before the next frame is read (see [`super::writethrough`]).
     fn write_replied(&self, w: Box<WriteReq>, reply: Bytes) -> Option<InFlight> {
+        if self.clients.active() {
+            // NOLOOP: Redis does not echo this write to the stream; Pake's clients hear of
+            // it here, before its writer has the reply
+            self.clients.invalidate(&w.plan.keys, Some(w.origin));
+        }
         let tickets = w
             .plan
             .accepts(&reply)
@@ -513,8 +528,15 @@ impl Tracking {
                         self.l1.invalidate_key(&k);
                     }
                 }
+                if self.clients.active() {
+                    let keys: Vec<Bytes> = data.iter().filter_map(frame_bytes).collect();
+                    self.clients.invalidate(&keys, None);
+                }
             }
-            Some(BytesFrame::Null) | None => self.l1.flush_slots(&p.slots, "flushall"),
+            Some(BytesFrame::Null) | None => {
+                self.l1.flush_slots(&p.slots, "flushall");
+                self.clients.flush_all();
+            }
             Some(_) => {}
         }
         Message::Invalidation

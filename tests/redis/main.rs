@@ -6,6 +6,7 @@ mod harness;
 
 mod bad_input;
 mod budget;
+mod client_tracking;
 mod clients;
 mod cluster_links;
 mod coherence;

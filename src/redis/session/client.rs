@@ -80,7 +80,10 @@ impl Session {
             },
             ("setname", 3) => {
                 if args[2].iter().any(|b| *b <= b' ' || *b > b'~') {
-                    encode::error(&mut out, "ERR Client names cannot contain spaces, newlines or special characters.");
+                    encode::error(
+                        &mut out,
+                        "ERR Client names cannot contain spaces, newlines or special characters.",
+                    );
                 } else {
                     self.state.name = (!args[2].is_empty()).then(|| args[2].clone());
                     self.publish_state();
@@ -89,17 +92,20 @@ impl Session {
             }
             ("setinfo", 4) => self.setinfo(&mut out, &args[2], &args[3]),
             ("list", _) => self.client_list(&mut out, &args[2..]),
-            ("info", 2) => text_reply(&mut out, &format!("{}\n", self.reg.entry.line("client|info")), p),
+            ("info", 2) => text_reply(
+                &mut out,
+                &format!("{}\n", self.reg.entry.line("client|info")),
+                p,
+            ),
             ("kill", n) if n >= 3 => self.client_kill(&mut out, &args[2..]),
             ("no-evict" | "no-touch", 3) => match &args[2].to_ascii_lowercase()[..] {
                 b"on" | b"off" => encode::simple(&mut out, "OK"),
                 _ => encode::error(&mut out, "ERR syntax error"),
             },
-            ("getredir", 2) => encode::int(&mut out, -1),
-            ("tracking" | "caching" | "trackinginfo", _) => encode::error(
-                &mut out,
-                "ERR CLIENT TRACKING is not supported through Pake: Pake keeps its own cache coherent; read through Pake and its L1 is invalidated for you",
-            ),
+            ("getredir", 2) => encode::int(&mut out, self.getredir()),
+            ("tracking", n) if n >= 3 => self.client_tracking(&mut out, args),
+            ("caching", 3) => self.client_caching(&mut out, &args[2]),
+            ("trackinginfo", 2) => self.tracking_info(&mut out),
             ("reply", 3) => match &args[2].to_ascii_lowercase()[..] {
                 b"on" => {
                     self.reply_mode = super::ReplyMode::On;
@@ -114,10 +120,15 @@ impl Session {
                 }
                 _ => encode::error(&mut out, "ERR syntax error"),
             },
-            ("id" | "getname" | "setname" | "setinfo" | "info" | "kill" | "no-evict" | "no-touch" | "getredir" | "reply", _) => {
-                encode::error(&mut out, &wrong_args(&sub))
-            }
-            _ => encode::error(&mut out, &format!("ERR unknown subcommand '{sub}'. Try CLIENT HELP.")),
+            (
+                "id" | "getname" | "setname" | "setinfo" | "info" | "kill" | "no-evict"
+                | "no-touch" | "getredir" | "reply" | "tracking" | "caching" | "trackinginfo",
+                _,
+            ) => encode::error(&mut out, &wrong_args(&sub)),
+            _ => encode::error(
+                &mut out,
+                &format!("ERR unknown subcommand '{sub}'. Try CLIENT HELP."),
+            ),
         }
         self.push_reply(out.freeze());
     }

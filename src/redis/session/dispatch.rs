@@ -116,6 +116,9 @@ impl Session {
             return;
         }
         self.reg.entry.set_command(spec.id);
+        if self.tracking.is_some() {
+            self.track(spec, &req.args);
+        }
         if self.svc.registry.monitoring() {
             self.svc
                 .registry

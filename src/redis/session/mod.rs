@@ -35,6 +35,7 @@ pub mod redirect;
 pub mod scan;
 pub mod shared;
 pub mod spread;
+pub mod tracking;
 pub mod writes;
 
 use super::backend::link::Link;
@@ -221,6 +222,8 @@ pub struct Session {
     bandwidth: Option<u64>,
     /// This connection in the registry CLIENT LIST/KILL and MONITOR use.
     reg: super::clients::Registration,
+    /// `CLIENT TRACKING` is on.
+    tracking: Option<tracking::Tracked>,
 }
 
 impl Session {
@@ -281,6 +284,7 @@ impl Session {
             blocked: false,
             reset_now: false,
             bandwidth: None,
+            tracking: None,
         }
     }
 
@@ -458,15 +462,23 @@ impl Session {
             close_after,
             bandwidth,
             eof,
+            reg,
+            replies,
+            state,
             ..
         } = self;
+        let push = Push {
+            inbox: reg.entry.inbox.armed().then_some(&reg.entry.inbox),
+            replies,
+            proto: state.proto,
+        };
         if can_read && rbuf.capacity() - rbuf.len() < 1024 {
             rbuf.reserve(16 * 1024);
         }
         let read = can_read && !*close_after && !self_eof;
         let io = std::future::poll_fn(|cx| {
             poll_io(
-                cx, client, unflushed, wbuf, wlease, pending, writes, rbuf, read,
+                cx, client, unflushed, wbuf, wlease, pending, writes, rbuf, read, &push,
             )
         });
         tokio::select! {
@@ -624,6 +636,14 @@ async fn until_closing(mut closing: tokio::sync::watch::Receiver<bool>) {
     let _ = closing.wait_for(|c| *c).await;
 }
 
+/// What the I/O step needs for `CLIENT TRACKING`: the connection's inbox, once anything may
+/// post to it.
+struct Push<'a> {
+    inbox: Option<&'a super::client_tracking::Inbox>,
+    replies: &'a Meter,
+    proto: Proto,
+}
+
 /// What one round of client I/O did.
 enum Io {
     Wrote(usize),
@@ -651,8 +671,26 @@ fn poll_io(
     writes: &mut writes::InFlight,
     rbuf: &mut BytesMut,
     read: bool,
+    push: &Push<'_>,
 ) -> Poll<std::io::Result<Io>> {
     let mut collected = false;
+    if let Some(inbox) = push.inbox {
+        // invalidations heard so far go behind every reply still owed: a read sent before
+        // the write was heard may carry the old value, and the client must drop it after
+        let mut out = BytesMut::new();
+        if inbox.drain(cx, &mut out, push.proto, false) {
+            if pending.is_empty() {
+                write_reply(wbuf, wlease, &out);
+                collected = true;
+            } else {
+                let done = Done {
+                    reply: out.freeze(),
+                    write: false,
+                };
+                pending.push_back(Box::pin(std::future::ready(admit(done, push.replies))));
+            }
+        }
+    }
     while !pending.is_empty() && wbuf.len() < HIGH_WATER {
         match pending.poll_next_unpin(cx) {
             Poll::Ready(Some(held)) => {

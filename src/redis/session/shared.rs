@@ -529,6 +529,7 @@ impl Session {
             db: self.state.db,
             proto: self.state.proto,
             sent: Instant::now(),
+            origin: self.id,
             reply: tx,
         };
         if !tracking.submit(node_slot, w) {
