@@ -118,7 +118,11 @@ impl ClientTracking {
 
     /// Client `id` tracks with `mode`, its invalidations queued in `to`'s inbox.
     pub fn on(&self, id: u64, mode: &Mode, to: Arc<Entry>) {
-        to.inbox.arm();
+        if !to.inbox.armed() {
+            to.inbox.arm();
+            // an idle session polls its inbox only once it knows it has one
+            to.poke();
+        }
         let sub = Sub {
             bcast: mode.bcast,
             prefixes: mode.prefixes.clone(),
@@ -245,8 +249,6 @@ struct Queued {
 impl Inbox {
     pub fn arm(&self) {
         self.armed.store(true, Ordering::Release);
-        // a session asleep before it knew to poll its inbox
-        self.waker.wake();
     }
 
     pub fn armed(&self) -> bool {

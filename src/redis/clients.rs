@@ -86,6 +86,12 @@ impl Entry {
         }
     }
 
+    /// Wake the task serving this client: its session polls again (and sees an inbox
+    /// armed since it last looked).
+    pub fn poke(&self) {
+        self.kill.notify_waiters();
+    }
+
     pub fn is_killed(&self) -> bool {
         self.killed.load(Ordering::Acquire)
     }

@@ -79,7 +79,11 @@ async fn command_errors_keep_the_connection() {
         .await
         .err_text()
         .contains("not supported through Pake"));
-    assert!(c.cmd(&["CLIENT", "TRACKING", "on"]).await.is_err());
+    assert!(c
+        .cmd(&["CLIENT", "TRACKING", "on", "OPTIN", "OPTOUT"])
+        .await
+        .err_text()
+        .contains("both OPTIN mode and OPTOUT"));
     assert!(c.cmd(&["INCR", "notanumber"]).await == Val::Int(1));
     c.cmd(&["SET", "str", "abc"]).await;
     assert!(c

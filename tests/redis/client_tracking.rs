@@ -387,3 +387,56 @@ async fn tracking_without_the_l1_is_refused_with_the_reason() {
     assert!(e.err_text().contains("l1 = true"), "{e:?}");
     assert_eq!(c.cmd(&["CLIENT", "GETREDIR"]).await, Val::Int(-1));
 }
+
+/// A RESP2 client has its invalidations sent to a second, subscribed connection
+/// (`REDIRECT`), and a RESP3 client that subscribes keeps hearing of what it tracks; the
+/// frames are Redis's, straight (`addr` is Redis) or through Pake.
+async fn redirect_transcript(addr: std::net::SocketAddr, other: &mut Conn) -> Vec<Val> {
+    let mut out = Vec::new();
+    let mut sub = Conn::connect(addr).await;
+    let Val::Int(id) = sub.cmd(&["CLIENT", "ID"]).await else {
+        panic!("CLIENT ID");
+    };
+    out.push(sub.cmd(&["SUBSCRIBE", "__redis__:invalidate"]).await);
+    let mut c = Conn::connect(addr).await;
+    let id_text = id.to_string();
+    out.push(
+        c.cmd(&["CLIENT", "TRACKING", "ON", "REDIRECT", &id_text])
+            .await,
+    );
+    assert_eq!(c.cmd(&["CLIENT", "GETREDIR"]).await, Val::Int(id));
+    out.push(c.cmd(&["GET", "rd:a"]).await);
+    assert_eq!(other.cmd(&["SET", "rd:a", "1"]).await, Val::s("OK"));
+    out.push(sub.read().await.unwrap_or(Val::s("no invalidation")));
+    // its own write is announced to the target too
+    out.push(c.cmd(&["GET", "rd:a"]).await);
+    out.push(c.cmd(&["SET", "rd:a", "2"]).await);
+    out.push(sub.read().await.unwrap_or(Val::s("no invalidation")));
+    // a RESP3 client subscribed to something else still hears of what it tracks
+    let mut r3 = Conn::connect(addr).await;
+    assert!(!r3.cmd(&["HELLO", "3"]).await.is_err());
+    out.push(r3.cmd(&["CLIENT", "TRACKING", "ON"]).await);
+    out.push(r3.cmd(&["GET", "rd:b"]).await);
+    out.push(r3.cmd(&["SUBSCRIBE", "rd:news"]).await);
+    assert_eq!(other.cmd(&["SET", "rd:b", "1"]).await, Val::s("OK"));
+    out.push(r3.read().await.unwrap_or(Val::s("no invalidation")));
+    assert!(!other.cmd(&["PUBLISH", "rd:news", "hi"]).await.is_err());
+    out.push(r3.read().await.unwrap_or(Val::s("no message")));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_and_subscribed_clients_hear_as_from_redis() {
+    let env = Env::start(Mode::Standalone).await;
+    let redis = ([127, 0, 0, 1], env.node_port_for("rd:a")).into();
+    let mut other = env.direct("rd:a").await;
+    let want = redirect_transcript(redis, &mut other).await;
+    assert!(
+        !want.iter().any(|v| format!("{v:?}").contains("no ")),
+        "{want:#?}"
+    );
+    assert_eq!(other.cmd(&["FLUSHALL"]).await, Val::s("OK"));
+    let mut other = env.conn().await;
+    let got = redirect_transcript(env.addr(), &mut other).await;
+    assert_eq!(want, got);
+}

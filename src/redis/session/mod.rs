@@ -589,7 +589,9 @@ impl Session {
     }
 
     /// Subscribed mode: bytes flow both ways between the client and its link until either
-    /// side closes.
+    /// side closes; what the link sends goes to the client in whole frames, so that
+    /// `CLIENT TRACKING` invalidations for this connection can go in between (a RESP2
+    /// client receives them here, subscribed, from the client that names it in REDIRECT).
     async fn pipe(&mut self) -> Result<(), Error> {
         let Some(mut link) = self.link.take() else {
             return Ok(());
@@ -598,16 +600,33 @@ impl Session {
             self.scanner.reset();
             link.send(&self.rbuf.split()).await?;
         }
-        self.wbuf.extend_from_slice(&link.take_buffered());
         let wbuf = self.wbuf.split();
         self.write_out(&wbuf).await?;
         let mut moved = self.svc.backend.changes();
         let generation = self.pool_gen;
+        let mut pipe = Pipe {
+            from_link: link.take_buffered(),
+            scanner: resp::Scanner::default(),
+            out: BytesMut::new(),
+            from_client: BytesMut::new(),
+            client_unflushed: false,
+            link_unflushed: false,
+        };
+        let Session {
+            client,
+            reg,
+            state,
+            wlease,
+            closing,
+            ..
+        } = self;
+        let (inbox, proto) = (&reg.entry.inbox, state.proto);
+        let io = std::future::poll_fn(|cx| {
+            pipe.poll(cx, client, &mut link.stream, inbox, proto, wlease)
+        });
         tokio::select! {
-            r = tokio::io::copy_bidirectional(&mut self.client, &mut link.stream) => {
-                r.map(|_| ()).map_err(Error::ClientIo)
-            }
-            () = &mut self.closing => Err(Error::Shutdown),
+            r = io => r,
+            () = closing => Err(Error::Shutdown),
             // the subscription is on the old primary: hang up so the client resubscribes
             _ = moved.wait_for(|g| *g != generation) => Err(Error::LinkLost("the primary changed".into())),
         }
@@ -616,6 +635,122 @@ impl Session {
     fn shrink_buffers(&mut self) {
         crate::limits::shrink_idle(&mut self.rbuf, KEEP_BUFFER, 0);
         crate::limits::shrink_idle(&mut self.wbuf, KEEP_BUFFER, 0);
+    }
+}
+
+/// The buffers of a subscribed client's pipe to its link.
+struct Pipe {
+    /// Bytes from the link not yet a whole frame.
+    from_link: BytesMut,
+    scanner: resp::Scanner,
+    /// Whole frames (and invalidations) for the client.
+    out: BytesMut,
+    /// Bytes from the client for the link.
+    from_client: BytesMut,
+    client_unflushed: bool,
+    link_unflushed: bool,
+}
+
+impl Pipe {
+    /// Move bytes both ways until a side closes (`Ok`) or fails. The link's bytes wait in
+    /// `from_link` only until their frame is whole, held to the client's reply budget.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        client: &mut ClientStream,
+        link: &mut crate::pg::stream::ServerStream,
+        inbox: &super::client_tracking::Inbox,
+        proto: Proto,
+        lease: &mut Lease,
+    ) -> Poll<Result<(), Error>> {
+        let limits = resp::Limits::backend();
+        loop {
+            let mut progress = false;
+            if self.out.len() < HIGH_WATER {
+                if inbox.armed() && inbox.drain(cx, &mut self.out, proto, true) {
+                    progress = true;
+                }
+                reserve(&mut self.from_link);
+                match poll_read_buf(Pin::new(&mut *link), cx, &mut self.from_link) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
+                    Poll::Ready(Ok(_)) => progress = true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ClientIo(e))),
+                    Poll::Pending => {}
+                }
+                while let Some(n) = self
+                    .scanner
+                    .scan(&self.from_link, &limits)
+                    .map_err(Error::Frame)?
+                {
+                    self.out.extend_from_slice(&self.from_link.split_to(n));
+                }
+                if let Err(over) = lease.set(self.from_link.len() + self.out.len()) {
+                    let command = "a pub/sub message";
+                    return Poll::Ready(Err(Error::ReplyBudget { command, over }));
+                }
+            }
+            if !self.out.is_empty() {
+                match Pin::new(&mut *client).poll_write(cx, &self.out) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(Error::ClientIo(
+                            std::io::ErrorKind::WriteZero.into(),
+                        )))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.out.advance(n);
+                        self.client_unflushed = client.is_tls();
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ClientIo(e))),
+                    Poll::Pending => {}
+                }
+            } else if self.client_unflushed {
+                if let Poll::Ready(r) = Pin::new(&mut *client).poll_flush(cx) {
+                    r.map_err(Error::ClientIo)?;
+                    self.client_unflushed = false;
+                }
+            }
+            if self.from_client.len() < HIGH_WATER {
+                reserve(&mut self.from_client);
+                match poll_read_buf(Pin::new(&mut *client), cx, &mut self.from_client) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
+                    Poll::Ready(Ok(_)) => progress = true,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ClientIo(e))),
+                    Poll::Pending => {}
+                }
+            }
+            if !self.from_client.is_empty() {
+                match Pin::new(&mut *link).poll_write(cx, &self.from_client) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(Error::ClientIo(
+                            std::io::ErrorKind::WriteZero.into(),
+                        )))
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.from_client.advance(n);
+                        self.link_unflushed = true;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ClientIo(e))),
+                    Poll::Pending => {}
+                }
+            } else if self.link_unflushed {
+                if let Poll::Ready(r) = Pin::new(&mut *link).poll_flush(cx) {
+                    r.map_err(Error::ClientIo)?;
+                    self.link_unflushed = false;
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// Room for the next read.
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < 1024 {
+        buf.reserve(16 * 1024);
     }
 }
 

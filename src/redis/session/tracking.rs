@@ -212,10 +212,6 @@ impl Session {
                     (t.caching == Some(true), "caching-yes"),
                     (t.caching == Some(false), "caching-no"),
                     (m.noloop, "noloop"),
-                    (
-                        m.redirect != 0 && self.svc.registry.get(m.redirect).is_none(),
-                        "broken_redirect",
-                    ),
                 ];
                 flags.extend(named.iter().filter(|(on, _)| *on).map(|(_, f)| *f));
             }
