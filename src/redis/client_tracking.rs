@@ -34,6 +34,7 @@
 //! lazily (when their key is invalidated or evicted); they never reach anyone.
 
 use super::clients::Entry;
+use super::metrics::ClientTrackingMetrics;
 use super::resp::encode::{self, Proto};
 use bytes::{Bytes, BytesMut};
 use futures_util::task::AtomicWaker;
@@ -94,20 +95,22 @@ pub struct ClientTracking {
     active: AtomicUsize,
     table: Mutex<Table>,
     max_bytes: usize,
+    metrics: ClientTrackingMetrics,
 }
 
 impl Default for ClientTracking {
     fn default() -> Self {
-        ClientTracking::new(TABLE_MAX_BYTES)
+        ClientTracking::new(TABLE_MAX_BYTES, ClientTrackingMetrics::default())
     }
 }
 
 impl ClientTracking {
-    pub fn new(max_bytes: usize) -> ClientTracking {
+    pub fn new(max_bytes: usize, metrics: ClientTrackingMetrics) -> ClientTracking {
         ClientTracking {
             active: AtomicUsize::new(0),
             table: Mutex::new(Table::default()),
             max_bytes,
+            metrics,
         }
     }
 
@@ -134,6 +137,7 @@ impl ClientTracking {
             t.bcast -= usize::from(old.bcast);
         } else {
             self.active.fetch_add(1, Ordering::AcqRel);
+            self.metrics.clients.inc();
         }
         t.bcast += usize::from(mode.bcast);
     }
@@ -144,6 +148,7 @@ impl ClientTracking {
         if let Some(old) = t.subs.remove(&id) {
             t.bcast -= usize::from(old.bcast);
             self.active.fetch_sub(1, Ordering::AcqRel);
+            self.metrics.clients.dec();
         }
     }
 
@@ -169,8 +174,9 @@ impl ClientTracking {
             let Some(k) = t.keys.keys().next().cloned() else {
                 break;
             };
-            t.forget(&k, None);
+            t.forget(&k, None, &self.metrics);
         }
+        self.metrics.bytes.set(t.bytes as i64);
     }
 
     /// `keys` changed (by client `origin`, when Pake knows it): each reader's invalidation is
@@ -178,15 +184,17 @@ impl ClientTracking {
     pub fn invalidate(&self, keys: &[Bytes], origin: Option<u64>) {
         let mut t = self.table.lock();
         for k in keys {
-            t.forget(k, origin);
+            t.forget(k, origin, &self.metrics);
             if t.bcast > 0 {
                 for (id, sub) in t.subs.iter().filter(|(_, s)| s.bcast && s.wants(k)) {
                     if !(sub.noloop && origin == Some(*id)) {
                         sub.to.inbox.post(k);
+                        self.metrics.sent.inc();
                     }
                 }
             }
         }
+        self.metrics.bytes.set(t.bytes as i64);
     }
 
     /// Pake may have missed invalidations (a FLUSHALL, a stream lost or armed anew): every
@@ -199,8 +207,10 @@ impl ClientTracking {
         t.keys.clear();
         t.keys.shrink_to_fit();
         t.bytes = 0;
+        self.metrics.bytes.set(0);
         for sub in t.subs.values() {
             sub.to.inbox.post_flush();
+            self.metrics.sent.inc();
         }
     }
 
@@ -212,7 +222,7 @@ impl ClientTracking {
 
 impl Table {
     /// Remove `key` and queue it for its readers, but for `origin` under NOLOOP.
-    fn forget(&mut self, key: &Bytes, origin: Option<u64>) {
+    fn forget(&mut self, key: &Bytes, origin: Option<u64>, metrics: &ClientTrackingMetrics) {
         let Some((k, readers)) = self.keys.remove_entry(&key[..]) else {
             return;
         };
@@ -225,6 +235,7 @@ impl Table {
             };
             if !(sub.noloop && origin == Some(id)) {
                 sub.to.inbox.post(&k);
+                metrics.sent.inc();
             }
         }
     }
@@ -415,7 +426,7 @@ mod tests {
     fn bounded_table_and_inbox() {
         let reg = Registry::new(1024);
         let a = reg.register(1, None, None);
-        let t = ClientTracking::new(100 * (ENTRY_OVERHEAD + 8));
+        let t = ClientTracking::new(100 * (ENTRY_OVERHEAD + 8), Default::default());
         t.on(1, &Mode::default(), a.entry.clone());
         let keys: Vec<Bytes> = (0..1000).map(|i| key(&format!("k{i:07}"))).collect();
         for k in &keys {

@@ -44,7 +44,32 @@ pub struct RedisMetrics {
     /// Link replies that were a redirection or cluster error (MOVED, ASK, TRYAGAIN,
     /// CLUSTERDOWN): the command went again through fred, the client never saw them.
     pub link_redirects: IntCounter,
+    /// `CLIENT TRACKING` of Pake's clients ([`crate::redis::client_tracking`]).
+    pub client_tracking: ClientTrackingMetrics,
     l1_source: Arc<OnceLock<Weak<L1>>>,
+}
+
+/// What Pake's own tracking table holds and sends.
+#[derive(Clone)]
+pub struct ClientTrackingMetrics {
+    /// Clients with tracking on.
+    pub clients: IntGauge,
+    /// Bytes of tracked keys the table holds (bounded).
+    pub bytes: IntGauge,
+    /// Invalidated keys queued for clients (a flush counts one).
+    pub sent: IntCounter,
+}
+
+impl Default for ClientTrackingMetrics {
+    /// Handles on no registry (unit tests).
+    fn default() -> Self {
+        let gauge = |n: &str| IntGauge::new(n, n).unwrap_or_else(|e| panic!("metric {n}: {e}"));
+        ClientTrackingMetrics {
+            clients: gauge("clients"),
+            bytes: gauge("bytes"),
+            sent: IntCounter::new("sent", "sent").unwrap_or_else(|e| panic!("metric sent: {e}")),
+        }
+    }
 }
 
 fn counter(reg: &Registry, name: &str, help: &str) -> IntCounter {
@@ -154,6 +179,23 @@ impl RedisMetrics {
                 "Primaries whose invalidation stream is armed",
             ),
             tracking_lag,
+            client_tracking: ClientTrackingMetrics {
+                clients: gauge(
+                    reg,
+                    "pake_redis_client_tracking_clients",
+                    "Client connections with CLIENT TRACKING on",
+                ),
+                bytes: gauge(
+                    reg,
+                    "pake_redis_client_tracking_bytes",
+                    "Bytes of keys Pake tracks for its clients (bounded)",
+                ),
+                sent: counter(
+                    reg,
+                    "pake_redis_client_invalidations_total",
+                    "Invalidated keys queued for tracking clients (a flush counts one)",
+                ),
+            },
             failovers: counter(
                 reg,
                 "pake_redis_failovers_total",

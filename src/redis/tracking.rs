@@ -133,6 +133,7 @@ impl Tracking {
         metrics: Arc<RedisMetrics>,
         reactors: Vec<tokio::runtime::Handle>,
     ) -> Arc<Tracking> {
+        let client_metrics = metrics.client_tracking.clone();
         let t = Arc::new(Tracking {
             backend,
             l1,
@@ -145,7 +146,10 @@ impl Tracking {
             ids: CommandIds::lookup(),
             reactors,
             next_reactor: Default::default(),
-            clients: Arc::default(),
+            clients: Arc::new(ClientTracking::new(
+                super::client_tracking::TABLE_MAX_BYTES,
+                client_metrics,
+            )),
         });
         t.sync_topology();
         let weak = Arc::downgrade(&t);
