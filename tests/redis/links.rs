@@ -269,4 +269,20 @@ async fn a_refused_login_is_retried_on_demand_not_on_a_timer() {
     assert_eq!(admin.cmd(&setuser).await, Val::s("OK"));
     // the first command wants the link: it waits for the new login, which Redis now takes
     assert_eq!(c.cmd(&["INCR", "links:alice"]).await, Val::Int(2));
+    // again, and the user back right after a command saw the refusal: the next command
+    // works at once (ioredis's auth tests: the link sat out a backoff first, and a
+    // command in it failed though the user existed again)
+    assert_eq!(admin.cmd(&["ACL", "DELUSER", "alice"]).await, Val::Int(1));
+    let mut refused = false;
+    for _ in 0..100 {
+        if c.cmd(&["INCR", "links:alice"]).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "a command as the deleted user was never refused");
+    assert_eq!(admin.cmd(&setuser).await, Val::s("OK"));
+    let next = c.cmd(&["INCR", "links:alice"]).await;
+    assert!(!next.is_err(), "{next:?}");
 }

@@ -234,12 +234,24 @@ async fn run(shared: Arc<Shared>) {
             return;
         }
         tracing::debug!(addr = %shared.target.addr, error = %why, "Redis link down; reconnecting");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
+        if !refused {
+            if backoff.is_zero() {
+                // a link that served reconnects at once: commands from here on wait for
+                // that login instead of failing in the moment before it starts
+                let mut s = shared.state.lock();
+                if matches!(s.link, Phase::Down(_)) {
+                    s.link = Phase::Connecting;
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
+        }
         if std::mem::take(&mut refused) {
             // Redis refused the login (a user deleted, a password changed): trying again on
             // a timer would hammer it with failed AUTHs for as long as the link lives,
-            // clients or not; the next command asks for the next try and waits for it
+            // clients or not; the next command asks for the next try and waits for it. No
+            // backoff first: a command in that pause would fail at once, though the user
+            // may exist again by then (one try per command that asks, no timer)
             {
                 let mut s = shared.state.lock();
                 if matches!(s.link, Phase::Down(_)) {
