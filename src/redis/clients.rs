@@ -59,6 +59,13 @@ impl Entry {
         self.last_cmd.store(id + 1, Ordering::Relaxed);
     }
 
+    /// The last command this client sent, from the table.
+    pub fn last_spec(&self) -> Option<&'static crate::redis::commands::Spec> {
+        let id = self.last_cmd.load(Ordering::Relaxed);
+        id.checked_sub(1)
+            .and_then(|i| crate::redis::commands::Table::get().by_id(i))
+    }
+
     /// The last command's name as CLIENT LIST shows it (`NULL` before the first).
     pub fn command(&self) -> String {
         let id = self.last_cmd.load(Ordering::Relaxed);

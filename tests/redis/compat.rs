@@ -383,6 +383,28 @@ async fn client_unblock_by_pakes_id() {
     }
     let bad = b.cmd(&["CLIENT", "UNBLOCK", &id, "SOON"]).await;
     assert!(bad.err_text().contains("TIMEOUT or ERROR"), "{bad:?}");
+    // ioredis's way: once CLIENT LIST shows the client in BLPOP, one UNBLOCK unblocks it
+    // (Pake lists the command when it arrives, before its link is ready at Redis: a new
+    // client's first blocking command waits for a link and its id)
+    for round in 0..30 {
+        let mut a = env.conn().await;
+        let Val::Int(id) = a.cmd(&["CLIENT", "ID"]).await else {
+            panic!("client id")
+        };
+        let id = id.to_string();
+        a.send(&crate::harness::encode(&["BLPOP", "unblock:none", "0"]))
+            .await;
+        loop {
+            let list = b.cmd(&["CLIENT", "LIST", "ID", &id]).await;
+            if format!("{list:?}").contains("cmd=blpop") {
+                break;
+            }
+        }
+        let n = b.cmd(&["CLIENT", "UNBLOCK", &id]).await;
+        assert_eq!(n, Val::Int(1), "round {round}");
+        assert_eq!(a.read().await, Some(Val::Nil), "round {round}");
+        assert_eq!(a.cmd(&["PING"]).await, Val::s("PONG"));
+    }
 }
 
 /// A client that sends its commands and half-closes at once still gets every reply, as from

@@ -10,6 +10,7 @@
 use super::Session;
 use crate::redis::backend::link::{Link, Target};
 use crate::redis::clients::{Entry, Filter};
+use crate::redis::commands::Kind;
 use crate::redis::error::Error;
 use crate::redis::resp::encode::{self, Proto};
 use bytes::{Bytes, BytesMut};
@@ -30,6 +31,10 @@ pub fn is_unblock(args: &[Bytes]) -> bool {
     args.get(1)
         .is_some_and(|s| s.eq_ignore_ascii_case(b"unblock"))
 }
+
+/// How long `CLIENT UNBLOCK` waits for a client whose blocking command has arrived but is not
+/// yet blocked at Redis.
+const UNBLOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 fn wrong_args(sub: &str) -> String {
     format!("ERR wrong number of arguments for 'client|{sub}' command")
@@ -297,18 +302,39 @@ impl Session {
                 ))
             }
         };
-        let blocked = (self.svc.registry.list().into_iter())
-            .find(|e| e.id == id)
-            .and_then(|e| e.info().blocked_on);
-        let Some((addr, redis_id)) = blocked else {
-            self.push_reply(Bytes::from_static(b":0\r\n"));
-            return Ok(super::Flow::Continue);
+        // CLIENT LIST shows a blocking command from the moment it arrives, but it reaches
+        // Redis only after its dedicated link is ready (and named: `blocked_on`) and the
+        // command is sent: a client seen blocking is waited for, briefly, as Redis would
+        // have it blocked already
+        let deadline = tokio::time::Instant::now() + UNBLOCK_WAIT;
+        let mut link: Option<Link> = None;
+        let reply = loop {
+            let target = self.svc.registry.get(id);
+            let on_its_way = target
+                .as_ref()
+                .and_then(|e| e.last_spec())
+                .is_some_and(|s| matches!(s.kind, Kind::Blocking | Kind::StreamRead));
+            let reply = match target.and_then(|e| e.info().blocked_on) {
+                Some((addr, redis_id)) => {
+                    if link.as_ref().is_none_or(|l| l.addr != addr) {
+                        link = Some(Link::connect(&self.own_target(Some(addr))?).await?);
+                    }
+                    let rid = redis_id.to_string();
+                    match link.as_mut() {
+                        Some(l) => {
+                            l.call(&[b"CLIENT", b"UNBLOCK", rid.as_bytes(), mode])
+                                .await?
+                        }
+                        None => Bytes::from_static(b":0\r\n"),
+                    }
+                }
+                None => Bytes::from_static(b":0\r\n"),
+            };
+            if &reply[..] != b":0\r\n" || !on_its_way || tokio::time::Instant::now() >= deadline {
+                break reply;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         };
-        let mut link = Link::connect(&self.own_target(Some(addr))?).await?;
-        let rid = redis_id.to_string();
-        let reply = link
-            .call(&[b"CLIENT", b"UNBLOCK", rid.as_bytes(), mode])
-            .await?;
         self.push_reply(reply);
         Ok(super::Flow::Continue)
     }
