@@ -689,27 +689,7 @@ impl Pipe {
                     return Poll::Ready(Err(Error::ReplyBudget { command, over }));
                 }
             }
-            if !self.out.is_empty() {
-                match Pin::new(&mut *client).poll_write(cx, &self.out) {
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(Error::ClientIo(
-                            std::io::ErrorKind::WriteZero.into(),
-                        )))
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        self.out.advance(n);
-                        self.client_unflushed = client.is_tls();
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ClientIo(e))),
-                    Poll::Pending => {}
-                }
-            } else if self.client_unflushed {
-                if let Poll::Ready(r) = Pin::new(&mut *client).poll_flush(cx) {
-                    r.map_err(Error::ClientIo)?;
-                    self.client_unflushed = false;
-                }
-            }
+            progress |= send(cx, &mut *client, &mut self.out, &mut self.client_unflushed)?;
             if self.from_client.len() < HIGH_WATER {
                 reserve(&mut self.from_client);
                 match poll_read_buf(Pin::new(&mut *client), cx, &mut self.from_client) {
@@ -719,31 +699,44 @@ impl Pipe {
                     Poll::Pending => {}
                 }
             }
-            if !self.from_client.is_empty() {
-                match Pin::new(&mut *link).poll_write(cx, &self.from_client) {
-                    Poll::Ready(Ok(0)) => {
-                        return Poll::Ready(Err(Error::ClientIo(
-                            std::io::ErrorKind::WriteZero.into(),
-                        )))
-                    }
-                    Poll::Ready(Ok(n)) => {
-                        self.from_client.advance(n);
-                        self.link_unflushed = true;
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ClientIo(e))),
-                    Poll::Pending => {}
-                }
-            } else if self.link_unflushed {
-                if let Poll::Ready(r) = Pin::new(&mut *link).poll_flush(cx) {
-                    r.map_err(Error::ClientIo)?;
-                    self.link_unflushed = false;
-                }
-            }
+            progress |= send(
+                cx,
+                &mut *link,
+                &mut self.from_client,
+                &mut self.link_unflushed,
+            )?;
             if !progress {
                 return Poll::Pending;
             }
         }
+    }
+}
+
+/// Write what `buf` holds to `to` (then flush it, once empty); `true` when bytes moved.
+fn send(
+    cx: &mut Context<'_>,
+    to: &mut (impl AsyncWrite + Unpin),
+    buf: &mut BytesMut,
+    unflushed: &mut bool,
+) -> Result<bool, Error> {
+    if buf.is_empty() {
+        if *unflushed {
+            if let Poll::Ready(r) = Pin::new(&mut *to).poll_flush(cx) {
+                r.map_err(Error::ClientIo)?;
+                *unflushed = false;
+            }
+        }
+        return Ok(false);
+    }
+    match Pin::new(&mut *to).poll_write(cx, buf) {
+        Poll::Ready(Ok(0)) => Err(Error::ClientIo(std::io::ErrorKind::WriteZero.into())),
+        Poll::Ready(Ok(n)) => {
+            buf.advance(n);
+            *unflushed = true;
+            Ok(true)
+        }
+        Poll::Ready(Err(e)) => Err(Error::ClientIo(e)),
+        Poll::Pending => Ok(false),
     }
 }
 
