@@ -472,8 +472,8 @@ impl Session {
             replies,
             proto: state.proto,
         };
-        if can_read && rbuf.capacity() - rbuf.len() < 1024 {
-            rbuf.reserve(16 * 1024);
+        if can_read {
+            reserve(rbuf);
         }
         let read = can_read && !*close_after && !self_eof;
         let io = std::future::poll_fn(|cx| {
@@ -670,12 +670,9 @@ impl Pipe {
                 if inbox.armed() && inbox.drain(cx, &mut self.out, proto, true) {
                     progress = true;
                 }
-                reserve(&mut self.from_link);
-                match poll_read_buf(Pin::new(&mut *link), cx, &mut self.from_link) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
-                    Poll::Ready(Ok(_)) => progress = true,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ClientIo(e))),
-                    Poll::Pending => {}
+                match recv(cx, &mut *link, &mut self.from_link)? {
+                    Some(read) => progress |= read,
+                    None => return Poll::Ready(Ok(())),
                 }
                 while let Some(n) = self
                     .scanner
@@ -691,12 +688,9 @@ impl Pipe {
             }
             progress |= send(cx, &mut *client, &mut self.out, &mut self.client_unflushed)?;
             if self.from_client.len() < HIGH_WATER {
-                reserve(&mut self.from_client);
-                match poll_read_buf(Pin::new(&mut *client), cx, &mut self.from_client) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
-                    Poll::Ready(Ok(_)) => progress = true,
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::ClientIo(e))),
-                    Poll::Pending => {}
+                match recv(cx, &mut *client, &mut self.from_client)? {
+                    Some(read) => progress |= read,
+                    None => return Poll::Ready(Ok(())),
                 }
             }
             progress |= send(
@@ -709,6 +703,21 @@ impl Pipe {
                 return Poll::Pending;
             }
         }
+    }
+}
+
+/// Read what `from` has into `buf`: `Some(true)` when bytes came, `None` when it closed.
+fn recv(
+    cx: &mut Context<'_>,
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    buf: &mut BytesMut,
+) -> Result<Option<bool>, Error> {
+    reserve(buf);
+    match poll_read_buf(Pin::new(from), cx, buf) {
+        Poll::Ready(Ok(0)) => Ok(None),
+        Poll::Ready(Ok(_)) => Ok(Some(true)),
+        Poll::Ready(Err(e)) => Err(Error::ClientIo(e)),
+        Poll::Pending => Ok(Some(false)),
     }
 }
 
