@@ -234,18 +234,6 @@ async fn run(shared: Arc<Shared>) {
             return;
         }
         tracing::debug!(addr = %shared.target.addr, error = %why, "Redis link down; reconnecting");
-        if !refused {
-            if backoff.is_zero() {
-                // a link that served reconnects at once: commands from here on wait for
-                // that login instead of failing in the moment before it starts
-                let mut s = shared.state.lock();
-                if matches!(s.link, Phase::Down(_)) {
-                    s.link = Phase::Connecting;
-                }
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
-        }
         if std::mem::take(&mut refused) {
             // Redis refused the login (a user deleted, a password changed): trying again on
             // a timer would hammer it with failed AUTHs for as long as the link lives,
@@ -262,6 +250,17 @@ async fn run(shared: Arc<Shared>) {
             if shared.state.lock().closed {
                 return;
             }
+        } else {
+            if backoff.is_zero() {
+                // a link that served reconnects at once: commands from here on wait for
+                // that login instead of failing in the moment before it starts
+                let mut s = shared.state.lock();
+                if matches!(s.link, Phase::Down(_)) {
+                    s.link = Phase::Connecting;
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).clamp(Duration::from_millis(50), Duration::from_secs(2));
         }
         shared.state.lock().link = Phase::Connecting;
     }
