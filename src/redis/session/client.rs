@@ -316,17 +316,14 @@ impl Session {
                 .is_some_and(|s| matches!(s.kind, Kind::Blocking | Kind::StreamRead));
             let reply = match target.and_then(|e| e.info().blocked_on) {
                 Some((addr, redis_id)) => {
-                    if link.as_ref().is_none_or(|l| l.addr != addr) {
-                        link = Some(Link::connect(&self.own_target(Some(addr))?).await?);
-                    }
+                    // one connection for the retries, while the link stays on one node
+                    let l = match &mut link {
+                        Some(l) if l.addr == addr => l,
+                        _ => link.insert(Link::connect(&self.own_target(Some(addr))?).await?),
+                    };
                     let rid = redis_id.to_string();
-                    match link.as_mut() {
-                        Some(l) => {
-                            l.call(&[b"CLIENT", b"UNBLOCK", rid.as_bytes(), mode])
-                                .await?
-                        }
-                        None => Bytes::from_static(b":0\r\n"),
-                    }
+                    l.call(&[b"CLIENT", b"UNBLOCK", rid.as_bytes(), mode])
+                        .await?
                 }
                 None => Bytes::from_static(b":0\r\n"),
             };
