@@ -163,7 +163,9 @@ impl ClientTracking {
                     8
                 }
                 None => {
-                    t.keys.insert((*k).clone(), vec![id]);
+                    // a copy: the key is a slice of the client's read buffer, which it
+                    // would keep alive as long as the key is tracked
+                    t.keys.insert(Bytes::copy_from_slice(k), vec![id]);
                     k.len() + ENTRY_OVERHEAD
                 }
             };
@@ -446,6 +448,21 @@ mod tests {
         assert_eq!(
             drained(&a.entry, Proto::Resp3).as_deref(),
             Some(">2\r\n$10\r\ninvalidate\r\n_\r\n")
+        );
+    }
+
+    #[test]
+    fn a_tracked_key_does_not_pin_the_buffer_it_was_read_from() {
+        let reg = Registry::new(1024);
+        let a = reg.register(1, None, None);
+        let t = ClientTracking::default();
+        t.on(1, &Mode::default(), a.entry.clone());
+        let buffer = Bytes::from(vec![b'k'; 1 << 20]);
+        t.read(1, &[&buffer.slice(0..1)]);
+        assert_eq!(t.table_bytes(), 1 + ENTRY_OVERHEAD, "tracked");
+        assert!(
+            buffer.is_unique(),
+            "the table holds a slice of the read buffer"
         );
     }
 

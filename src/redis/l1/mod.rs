@@ -86,6 +86,15 @@ impl CacheKey {
             args,
         }
     }
+
+    /// The same key in an allocation of its own. A key built from a request's arguments is
+    /// a slice of the session's read buffer, and a slice keeps all of that buffer alive:
+    /// kept in the cache it would pin kilobytes (a large pipeline's buffer: megabytes) for a
+    /// key of a few bytes, and the L1's byte bound would not bound its memory.
+    pub fn owned(mut self) -> CacheKey {
+        self.args = Bytes::copy_from_slice(&self.args);
+        self
+    }
 }
 
 /// The counters a read saw before it was sent.
@@ -305,7 +314,7 @@ impl L1 {
         }
         let expires = Instant::now() + ttl;
         self.cache.insert(
-            key,
+            key.owned(),
             Entry {
                 reply,
                 ticket,
@@ -440,6 +449,22 @@ mod tests {
         );
         drop(old);
         assert!(l1.claim_fill(&fresh).is_some());
+    }
+
+    /// What the cache keeps of a request is its own copy: the buffer the request was read
+    /// into is freed once the request is done, however long the entry lives.
+    #[test]
+    fn an_entry_does_not_pin_the_buffer_its_request_was_read_into() {
+        let l1 = l1();
+        let buffer = Bytes::from(vec![b'k'; 1 << 20]);
+        let request_key = CacheKey::new(3, &[buffer.slice(0..1)], 0, 0, Proto::Resp2);
+        let t = l1.ticket(slot(b"k"), b"k").unwrap();
+        l1.insert(request_key, Bytes::from_static(b"$1\r\nv\r\n"), t, None);
+        assert!(l1.get(&key("k")).is_some(), "cached");
+        assert!(
+            buffer.is_unique(),
+            "the cache holds a slice of the read buffer"
+        );
     }
 
     #[test]

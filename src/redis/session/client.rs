@@ -90,7 +90,10 @@ impl Session {
                         "ERR Client names cannot contain spaces, newlines or special characters.",
                     );
                 } else {
-                    self.state.name = (!args[2].is_empty()).then(|| args[2].clone());
+                    // a copy: kept for the connection's life, a slice of the read buffer
+                    // would keep all of that buffer alive
+                    self.state.name =
+                        (!args[2].is_empty()).then(|| Bytes::copy_from_slice(&args[2]));
                     self.publish_state();
                     encode::simple(&mut out, "OK");
                 }

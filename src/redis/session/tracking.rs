@@ -59,7 +59,9 @@ fn parse(args: &[Bytes]) -> Result<(bool, Mode, bool), String> {
             b"noloop" => mode.noloop = true,
             b"prefix" if more => {
                 i += 1;
-                mode.prefixes.push(args[i].clone());
+                // its own copy: kept as long as tracking is on, a slice would pin the
+                // whole read buffer of the CLIENT command
+                mode.prefixes.push(Bytes::copy_from_slice(&args[i]));
             }
             _ => return Err("ERR syntax error".into()),
         }
