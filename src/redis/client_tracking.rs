@@ -188,9 +188,13 @@ impl ClientTracking {
         for k in keys {
             t.forget(k, origin, &self.metrics);
             if t.bcast > 0 {
-                for (id, sub) in t.subs.iter().filter(|(_, s)| s.bcast && s.wants(k)) {
+                // one copy for every BCAST inbox: `k` is a slice of a writer's request or
+                // of a stream's read buffer, which a queued slice would keep alive (an
+                // inbox not drained for long, its client blocked, for as long as that)
+                let k = Bytes::copy_from_slice(k);
+                for (id, sub) in t.subs.iter().filter(|(_, s)| s.bcast && s.wants(&k)) {
                     if !(sub.noloop && origin == Some(*id)) {
-                        sub.to.inbox.post(k);
+                        sub.to.inbox.post(&k);
                         self.metrics.sent.inc();
                     }
                 }
@@ -464,6 +468,23 @@ mod tests {
             buffer.is_unique(),
             "the table holds a slice of the read buffer"
         );
+        // nor does an inbox of a BCAST client that has not drained it yet
+        let b = reg.register(2, None, None);
+        let bcast = Mode {
+            bcast: true,
+            ..Mode::default()
+        };
+        t.on(2, &bcast, b.entry.clone());
+        t.invalidate(&[buffer.slice(0..1)], None);
+        assert!(
+            drained(&a.entry, Proto::Resp3).is_some(),
+            "the reader heard"
+        );
+        assert!(
+            buffer.is_unique(),
+            "a BCAST inbox holds a slice of the buffer"
+        );
+        assert!(drained(&b.entry, Proto::Resp3).is_some(), "so did BCAST");
     }
 
     #[test]

@@ -150,7 +150,8 @@ impl Session {
             );
             return;
         }
-        let v = (!value.is_empty()).then(|| value.clone());
+        // a copy: kept for the connection's life, a slice would pin the read buffer
+        let v = (!value.is_empty()).then(|| Bytes::copy_from_slice(value));
         match &attr.to_ascii_lowercase()[..] {
             b"lib-name" => self.reg.entry.update(|i| i.lib_name = v),
             b"lib-ver" => self.reg.entry.update(|i| i.lib_ver = v),

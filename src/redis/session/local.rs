@@ -36,7 +36,8 @@ impl Session {
                 next.auth = Some((text(&args[i + 1]), text(&args[i + 2])));
                 i += 3;
             } else if opt.eq_ignore_ascii_case(b"SETNAME") && i + 1 < args.len() {
-                next.name = Some(args[i + 1].clone());
+                // a copy: kept for the connection's life, a slice would pin the read buffer
+                next.name = Some(Bytes::copy_from_slice(&args[i + 1]));
                 i += 2;
             } else {
                 return Err(Error::Syntax("ERR Syntax error in HELLO option"));
