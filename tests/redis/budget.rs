@@ -195,6 +195,49 @@ async fn requests_over_a_budget_close_only_their_connection() {
     assert!(metric(&env.pake, "pake_redis_budget_refusals_total") >= 2.0);
 }
 
+/// A MULTI queue is the client's request bytes held until EXEC: past the client's request
+/// budget the command is refused and the transaction aborted, the connection stays, nothing
+/// runs, and the bytes go back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_queue_past_the_request_budget_aborts_the_transaction() {
+    let env = Env::with(RedisOptions::default(), |c| {
+        c.max_bulk_len = Bytes(60 << 10);
+        c.client_max_request_bytes = Bytes(64 << 10);
+    })
+    .await;
+    let mut c = env.conn().await;
+    assert_eq!(c.cmd(&["MULTI"]).await, Val::s("OK"));
+    let value = "x".repeat(10_000);
+    let mut queued = 0;
+    let e = loop {
+        match c.cmd(&["SET", &format!("m{queued}"), &value]).await {
+            Val::Str(s) if s == "QUEUED" => queued += 1,
+            other => break other.err_text(),
+        }
+        assert!(queued < 100, "the queue is never refused");
+    };
+    assert!(
+        e.contains("client_max_request_bytes") && e.contains("MULTI"),
+        "{e}"
+    );
+    assert!(queued >= 5, "only {queued} queued within 64 KiB");
+    let e = c.cmd(&["EXEC"]).await.err_text();
+    assert!(e.starts_with("EXECABORT"), "{e}");
+    assert_eq!(c.cmd(&["PING"]).await, Val::s("PONG"), "still usable");
+    assert_eq!(c.cmd(&["GET", "m0"]).await, Val::Nil, "nothing ran");
+    // the queue's bytes went back: a transaction within the budget runs
+    assert_eq!(c.cmd(&["MULTI"]).await, Val::s("OK"));
+    for i in 0..queued {
+        let set = c.cmd(&["SET", &format!("m{i}"), &value]).await;
+        assert_eq!(set, Val::s("QUEUED"));
+    }
+    let Val::Arr(done) = c.cmd(&["EXEC"]).await else {
+        panic!("EXEC of a transaction within the budget");
+    };
+    assert_eq!(done.len(), queued);
+    assert_eq!(c.cmd(&["STRLEN", "m0"]).await, Val::Int(10_000));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_is_paused_not_buffered() {
     let env = Env::start(Mode::Standalone).await;

@@ -180,7 +180,7 @@ impl Session {
                 if self.tx.is_some() {
                     self.push_error(&Error::Syntax("ERR MULTI calls can not be nested"));
                 } else {
-                    self.tx = Some(super::pinned::Tx::default());
+                    self.tx = Some(super::pinned::Tx::new(self.rlease.sibling()));
                     self.push_reply(Bytes::from_static(b"+OK\r\n"));
                 }
             }

@@ -7,10 +7,16 @@
 //! CROSSSLOT as they come; EXEC sends `MULTI`, the queue and `EXEC` in one write on the link
 //! of the transaction's slot (the one WATCH pinned, if any) and forwards EXEC's reply. The
 //! keys the transaction wrote are invalidated in the L1 before that reply is queued.
+//!
+//! The queue is the client's request bytes held until EXEC: it is charged to the client's
+//! request meter (`client_max_request_bytes`, and the process budget), and a command that
+//! would pass it is refused with `-ERR` and aborts the transaction (EXECABORT), as any
+//! error while queueing does; the connection stays.
 
 use super::dispatch::{common_slot, keys_of};
 use super::{Flow, Session};
 use crate::redis::backend::link::{self, Link};
+use crate::redis::budget::Lease;
 use crate::redis::commands::{Kind, Spec, FLUSH, WRITE};
 use crate::redis::error::Error;
 use crate::redis::resp::Request;
@@ -18,7 +24,6 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 
 /// A transaction being queued.
-#[derive(Default)]
 pub struct Tx {
     /// Encoded commands, in order.
     queued: BytesMut,
@@ -29,9 +34,41 @@ pub struct Tx {
     flushes: bool,
     /// A command was refused while queueing: EXEC answers EXECABORT.
     aborted: bool,
+    /// The bytes of `queued` and `written`, on the client's request meter.
+    lease: Lease,
 }
 
 impl Tx {
+    /// A transaction charging `lease`'s meter for what it queues.
+    pub(super) fn new(lease: Lease) -> Tx {
+        Tx {
+            queued: BytesMut::new(),
+            count: 0,
+            slot: None,
+            written: Vec::new(),
+            flushes: false,
+            aborted: false,
+            lease,
+        }
+    }
+
+    /// Queue one encoded command and the keys it writes (copies: a slice of the client's
+    /// read buffer would keep all of that buffer alive until EXEC). Refused, with nothing
+    /// queued, when the bytes would pass the client's request budget.
+    fn queue(&mut self, command: &[u8], written: &[&Bytes]) -> Result<(), Error> {
+        let bytes = command.len() + written.iter().map(|k| k.len()).sum::<usize>();
+        self.lease.grow(bytes).map_err(|over| {
+            Error::Refused(format!(
+                "ERR Pake memory budget: MULTI queue {over}; EXEC will answer EXECABORT"
+            ))
+        })?;
+        self.queued.extend_from_slice(command);
+        self.count += 1;
+        self.written
+            .extend(written.iter().map(|k| Bytes::copy_from_slice(k)));
+        Ok(())
+    }
+
     /// A command was refused while queueing: EXEC will answer EXECABORT.
     pub(super) fn abort(&mut self) {
         self.aborted = true;
@@ -55,13 +92,13 @@ impl Session {
                 self.push_error(&e);
             }
             other => {
-                tx.slot = other.ok().flatten();
                 let args: Vec<&[u8]> = req.args.iter().map(|a| a.as_ref()).collect();
-                tx.queued.extend_from_slice(&link::command(&args));
-                tx.count += 1;
-                if spec.is(WRITE) {
-                    tx.written.extend(keys.into_iter().cloned());
+                let written = if spec.is(WRITE) { &keys[..] } else { &[] };
+                if let Err(e) = tx.queue(&link::command(&args), written) {
+                    tx.aborted = true;
+                    return self.push_error(&e);
                 }
+                tx.slot = other.ok().flatten();
                 tx.flushes |= spec.is(FLUSH);
                 self.push_reply(Bytes::from_static(b"+QUEUED\r\n"));
             }
