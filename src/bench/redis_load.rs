@@ -33,6 +33,8 @@ pub struct RedisShape {
     pub prefix: Arc<[u8]>,
     /// Which keys the target has been asked to read (one set per target).
     pub first_reads: Arc<FirstReads>,
+    /// Connections say `HELLO 3` and `CLIENT TRACKING ON` first.
+    pub client_tracking: bool,
 }
 
 /// The keys read so far through one target, and how many reads were a key's first: those
@@ -94,6 +96,7 @@ impl RedisShape {
                 .as_bytes()
                 .into(),
             first_reads: Arc::new(FirstReads::new(s.redis.keys)),
+            client_tracking: s.redis.client_tracking,
         }
     }
 
@@ -223,6 +226,13 @@ pub async fn connect(
                 return Err(format!("AUTH: {e}"));
             }
         }
+        if shape.client_tracking {
+            for cmd in [&[&b"HELLO"[..], b"3"][..], &[b"CLIENT", b"TRACKING", b"ON"]] {
+                if let Reply::Error(e) = c.call(cmd).await.map_err(|e| e.to_string())? {
+                    return Err(format!("{}: {e}", String::from_utf8_lossy(cmd[0])));
+                }
+            }
+        }
         conns.push(c);
     }
     Ok(RedisClient {
@@ -299,6 +309,7 @@ pub async fn preload(
         value: Arc::new(vec![b'v'; value_size]),
         prefix: base.as_bytes().into(),
         first_reads: Arc::new(FirstReads::new(0)),
+        client_tracking: false,
     };
     let mut client = connect(addr, map, shape, auth)
         .await
@@ -361,6 +372,7 @@ mod tests {
             value: Arc::new(Vec::new()),
             prefix: b"k".as_slice().into(),
             first_reads: Arc::new(f),
+            client_tracking: false,
         };
         let other = shape.for_target(2);
         other.first_reads.read(129);

@@ -1,7 +1,9 @@
-//! A minimal RESP2 client for the load generator. A full client (fred) greets the server
+//! A minimal RESP client for the load generator. A full client (fred) greets the server
 //! with `HELLO`/`CLIENT SETNAME` and probes the topology, which twemproxy rejects; this one
 //! sends exactly the commands the scenario names, pipelines them, and parses replies with a
-//! sans-IO function (`Ok(None)`: need more bytes).
+//! sans-IO function (`Ok(None)`: need more bytes). RESP3's types are read too (a scenario
+//! with `client_tracking` says `HELLO 3`): maps and sets as arrays, and out-of-band pushes
+//! (invalidations) counted and set aside, never taken for a command's reply.
 
 use bytes::{Buf, BytesMut};
 use std::net::SocketAddr;
@@ -16,6 +18,8 @@ pub enum Reply {
     Int(i64),
     Bulk(Option<Vec<u8>>),
     Array(Option<Vec<Reply>>),
+    /// RESP3 out-of-band data (`>`): an invalidation, a pub/sub message.
+    Push(Vec<Reply>),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,10 +68,13 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Reply, usize)
     };
     let text_string = || String::from_utf8_lossy(text).into_owned();
     match tag {
-        b'+' => Ok(Some((Reply::Simple(text_string()), next))),
+        // RESP3 double, boolean and big number read as their text
+        b'+' | b',' | b'#' | b'(' => Ok(Some((Reply::Simple(text_string()), next))),
+        b'_' => Ok(Some((Reply::Bulk(None), next))),
         b'-' => Ok(Some((Reply::Error(text_string()), next))),
         b':' => Ok(Some((Reply::Int(int(text)?), next))),
-        b'$' => {
+        // a verbatim string keeps its `txt:` prefix
+        b'$' | b'=' => {
             let len = int(text)?;
             if len < 0 {
                 return Ok(Some((Reply::Bulk(None), next)));
@@ -82,11 +89,13 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Reply, usize)
             let body = buf[next..next + len].to_vec();
             Ok(Some((Reply::Bulk(Some(body)), next + len + 2)))
         }
-        b'*' => {
+        b'*' | b'~' | b'%' | b'>' => {
             let n = int(text)?;
             if n < 0 {
                 return Ok(Some((Reply::Array(None), next)));
             }
+            // a map's pairs flattened, as RESP2 sends them
+            let n = if tag == b'%' { n.saturating_mul(2) } else { n };
             let mut items = Vec::new();
             let mut pos = next;
             for _ in 0..n {
@@ -97,6 +106,9 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Reply, usize)
                     }
                     None => return Ok(None),
                 }
+            }
+            if tag == b'>' {
+                return Ok(Some((Reply::Push(items), pos)));
             }
             Ok(Some((Reply::Array(Some(items)), pos)))
         }
@@ -110,6 +122,7 @@ pub struct Resp {
     input: BytesMut,
     output: Vec<u8>,
     queued: usize,
+    pushes: u64,
 }
 
 impl Resp {
@@ -121,6 +134,7 @@ impl Resp {
             input: BytesMut::with_capacity(16 << 10),
             output: Vec::with_capacity(4 << 10),
             queued: 0,
+            pushes: 0,
         })
     }
 
@@ -144,6 +158,11 @@ impl Resp {
         self.queued
     }
 
+    /// Out-of-band pushes read so far (set aside by [`Resp::round_trip`]).
+    pub fn pushes(&self) -> u64 {
+        self.pushes
+    }
+
     /// Send everything queued, read one reply per command.
     pub async fn round_trip(&mut self) -> Result<Vec<Reply>, RespError> {
         let n = std::mem::take(&mut self.queued);
@@ -154,7 +173,10 @@ impl Resp {
             match parse(&self.input)? {
                 Some((reply, used)) => {
                     self.input.advance(used);
-                    replies.push(reply);
+                    match reply {
+                        Reply::Push(_) => self.pushes += 1,
+                        reply => replies.push(reply),
+                    }
                 }
                 None => {
                     if self.stream.read_buf(&mut self.input).await? == 0 {
@@ -215,6 +237,34 @@ mod tests {
                 arr.len()
             ))
         );
+    }
+
+    #[test]
+    fn parses_resp3_and_sets_pushes_apart() {
+        let hello = b"%2\r\n+proto\r\n:3\r\n+role\r\n=8\r\ntxt:main\r\n";
+        assert_eq!(
+            parse(hello).unwrap(),
+            Some((
+                Reply::Array(Some(vec![
+                    Reply::Simple("proto".into()),
+                    Reply::Int(3),
+                    Reply::Simple("role".into()),
+                    Reply::Bulk(Some(b"txt:main".to_vec())),
+                ])),
+                hello.len()
+            ))
+        );
+        assert_eq!(parse(b"_\r\n").unwrap(), Some((Reply::Bulk(None), 3)));
+        assert_eq!(
+            parse(b"#t\r\n").unwrap(),
+            Some((Reply::Simple("t".into()), 4))
+        );
+        let push = b">2\r\n$10\r\ninvalidate\r\n*1\r\n$1\r\nk\r\n";
+        let Some((Reply::Push(items), used)) = parse(push).unwrap() else {
+            panic!("not a push");
+        };
+        assert_eq!((items.len(), used), (2, push.len()));
+        assert_eq!(parse(&push[..push.len() - 1]).unwrap(), None);
     }
 
     #[test]

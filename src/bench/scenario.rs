@@ -187,6 +187,11 @@ pub struct RedisSettings {
     /// `pake-r2`… (`pake-nol1-r1`… for `pake-nol1`). Without it Pake runs one reactor
     /// thread per CPU, its default.
     pub pake_reactors: Vec<usize>,
+    /// Every client says `HELLO 3` and `CLIENT TRACKING ON` first (RESP3 invalidations),
+    /// as a library's client-side cache does, without caching anything itself: each GET is
+    /// a tracked read, each SET an invalidation for every client that read the key since.
+    /// The target must speak RESP3 (not twemproxy).
+    pub client_tracking: bool,
 }
 
 impl Default for RedisSettings {
@@ -201,6 +206,7 @@ impl Default for RedisSettings {
             pool_size: 4,
             prefix: None,
             pake_reactors: Vec::new(),
+            client_tracking: false,
         }
     }
 }
@@ -314,6 +320,18 @@ impl Scenario {
         }
         if self.redis.pipeline == 0 || self.redis.keys == 0 {
             return Err("redis.pipeline and redis.keys must be at least 1".into());
+        }
+        if self.redis.client_tracking {
+            if let Some(t) = self
+                .targets
+                .iter()
+                .find(|t| ["twemproxy", "pake-nol1"].contains(&t.as_str()))
+            {
+                return Err(format!(
+                    "targets: {t:?} cannot take redis.client_tracking (twemproxy has no \
+                     HELLO 3, Pake tracks for its clients only with its L1)"
+                ));
+            }
         }
         Ok(())
     }
