@@ -35,6 +35,8 @@ pub struct RedisShape {
     pub first_reads: Arc<FirstReads>,
     /// Connections say `HELLO 3` and `CLIENT TRACKING ON` first.
     pub client_tracking: bool,
+    /// Keys invalidated by the pushes the target's clients received so far.
+    pub pushes: Arc<AtomicU64>,
 }
 
 /// The keys read so far through one target, and how many reads were a key's first: those
@@ -97,6 +99,7 @@ impl RedisShape {
                 .into(),
             first_reads: Arc::new(FirstReads::new(s.redis.keys)),
             client_tracking: s.redis.client_tracking,
+            pushes: Arc::default(),
         }
     }
 
@@ -107,6 +110,7 @@ impl RedisShape {
         RedisShape {
             prefix: target_prefix(&base, index).into_bytes().into(),
             first_reads: Arc::new(FirstReads::new(self.first_reads.keys)),
+            pushes: Arc::default(),
             ..self.clone()
         }
     }
@@ -280,6 +284,10 @@ impl Client for RedisClient {
             }
             let replies = conn.round_trip().await.map_err(|e| e.to_string())?;
             error = error.or_else(|| first_error(&replies));
+            let pushes = conn.take_pushes();
+            if pushes > 0 {
+                self.shape.pushes.fetch_add(pushes, Ordering::Relaxed);
+            }
         }
         match error {
             Some(e) => Err(e),
@@ -310,6 +318,7 @@ pub async fn preload(
         prefix: base.as_bytes().into(),
         first_reads: Arc::new(FirstReads::new(0)),
         client_tracking: false,
+        pushes: Arc::default(),
     };
     let mut client = connect(addr, map, shape, auth)
         .await
@@ -373,6 +382,7 @@ mod tests {
             prefix: b"k".as_slice().into(),
             first_reads: Arc::new(f),
             client_tracking: false,
+            pushes: Arc::default(),
         };
         let other = shape.for_target(2);
         other.first_reads.read(129);

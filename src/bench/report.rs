@@ -73,6 +73,10 @@ pub struct TargetReport {
     /// `1 − share` bounds its hit rate on the run (a cache filled by writes may pass it).
     #[serde(default)]
     pub first_read_share: Option<f64>,
+    /// Redis loads with `client_tracking`: keys invalidated by the pushes the clients
+    /// received, per operation, while measured.
+    #[serde(default)]
+    pub pushes_per_op: Option<f64>,
     /// CPU (user + system) of the target's process tree per operation, microseconds: its
     /// utime+stime from `/proc` over the measured windows ÷ the operations in them.
     #[serde(default)]
@@ -410,6 +414,9 @@ pub fn notes(t: &TargetReport, max: usize) -> Vec<String> {
             )),
             None => parts.push(format!("L1 hit rate {:.1}%", h * 100.0)),
         }
+    }
+    if let Some(p) = t.pushes_per_op {
+        parts.push(format!("{:.1} keys invalidated per 100 ops", p * 100.0));
     }
     if let Some(e) = &t.first_error {
         let short: String = e.chars().take(max).collect();

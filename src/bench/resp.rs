@@ -116,6 +116,17 @@ fn parse_at(buf: &[u8], at: usize, depth: usize) -> Result<Option<(Reply, usize)
     }
 }
 
+/// The keys an invalidation push names (Redis sends one per message, Pake as many as
+/// were queued for the client; a flush, or a push of another kind, counts one).
+fn invalidated(push: &[Reply]) -> u64 {
+    match push {
+        [Reply::Bulk(Some(kind)), Reply::Array(Some(keys))] if kind == b"invalidate" => {
+            keys.len() as u64
+        }
+        _ => 1,
+    }
+}
+
 /// One connection; commands are queued with [`Resp::push`] and sent by [`Resp::round_trip`].
 pub struct Resp {
     stream: TcpStream,
@@ -158,9 +169,10 @@ impl Resp {
         self.queued
     }
 
-    /// Out-of-band pushes read so far (set aside by [`Resp::round_trip`]).
-    pub fn pushes(&self) -> u64 {
-        self.pushes
+    /// Keys invalidated by the pushes read since the last call (a flush, or any other
+    /// push, counts one), set aside by [`Resp::round_trip`].
+    pub fn take_pushes(&mut self) -> u64 {
+        std::mem::take(&mut self.pushes)
     }
 
     /// Send everything queued, read one reply per command.
@@ -174,7 +186,7 @@ impl Resp {
                 Some((reply, used)) => {
                     self.input.advance(used);
                     match reply {
-                        Reply::Push(_) => self.pushes += 1,
+                        Reply::Push(items) => self.pushes += invalidated(&items),
                         reply => replies.push(reply),
                     }
                 }
@@ -264,6 +276,9 @@ mod tests {
             panic!("not a push");
         };
         assert_eq!((items.len(), used), (2, push.len()));
+        assert_eq!(invalidated(&items), 1);
+        let flush = [Reply::Bulk(Some(b"invalidate".to_vec())), Reply::Bulk(None)];
+        assert_eq!(invalidated(&flush), 1);
         assert_eq!(parse(&push[..push.len() - 1]).unwrap(), None);
     }
 

@@ -69,6 +69,17 @@ impl Shape {
             _ => None,
         }
     }
+
+    /// Invalidation pushes the target's clients received so far (Redis loads with
+    /// `client_tracking`).
+    fn pushes(&self) -> Option<u64> {
+        match self {
+            Shape::Redis(r) if r.client_tracking => {
+                Some(r.pushes.load(std::sync::atomic::Ordering::Relaxed))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Open `n` clients to `target`; failed logins come back as errors, one each.
@@ -166,6 +177,8 @@ struct Tally {
     l1: Option<(f64, f64)>,
     /// Redis loads: reads of a key for the first time through the target, while measured.
     first_reads: Option<u64>,
+    /// Redis loads with client tracking: invalidation pushes received while measured.
+    pushes: Option<u64>,
     /// CPU and machine load of each round.
     envs: Vec<RoundEnv>,
 }
@@ -176,6 +189,7 @@ struct Visit {
     replica_reads: Option<f64>,
     l1: Option<(f64, f64)>,
     first_reads: Option<u64>,
+    pushes: Option<u64>,
     window: WindowFigures,
 }
 
@@ -231,6 +245,7 @@ async fn run_case(
             replica_reads: None,
             l1: None,
             first_reads: None,
+            pushes: None,
             envs: Vec::new(),
         })
         .collect();
@@ -249,6 +264,9 @@ async fn run_case(
             let v = go(i, s.duration_secs, round as u64 + 1).await;
             if let Some(n) = v.first_reads {
                 *tally.first_reads.get_or_insert(0) += n;
+            }
+            if let Some(n) = v.pushes {
+                *tally.pushes.get_or_insert(0) += n;
             }
             if let Some((h, miss)) = v.l1.filter(|(h, miss)| h + miss > 0.0) {
                 let sum = tally.l1.get_or_insert((0.0, 0.0));
@@ -288,6 +306,10 @@ fn case_report(
                 .first_reads
                 .filter(|_| tally.merged.reads > 0)
                 .map(|n| n as f64 / tally.merged.reads as f64);
+            r.pushes_per_op = tally
+                .pushes
+                .filter(|_| tally.merged.ops > 0)
+                .map(|n| n as f64 / tally.merged.ops as f64);
             r.cpu_us_per_op = report::cpu_us_per_op(&tally.envs);
             r.rounds_env = tally.envs;
             r
@@ -336,10 +358,12 @@ async fn visit(t: &Target, shape: &Shape, load: &Load, replica: bool, bounds: &B
         None => None,
     };
     let first_before = shape.first_reads();
+    let pushes_before = shape.pushes();
     let window = Window::start(t.pid);
     let (_, mut m) = measure::drive(conns, load.secs, load.pace, load.seed, bounds).await;
     let window = window.end();
     let first_reads = shape.first_reads().zip(first_before).map(|(a, b)| a - b);
+    let pushes = shape.pushes().zip(pushes_before).map(|(a, b)| a - b);
     let after = match admin {
         Some(a) => routed(a).await.ok(),
         None => None,
@@ -355,6 +379,7 @@ async fn visit(t: &Target, shape: &Shape, load: &Load, replica: bool, bounds: &B
         replica_reads: before.zip(after).map(|(b, a)| a.1 - b.1),
         l1: l1_before.zip(l1_after).map(|(b, a)| (a.0 - b.0, a.1 - b.1)),
         first_reads,
+        pushes,
         window,
     }
 }

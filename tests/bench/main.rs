@@ -134,6 +134,20 @@ fn redis_getset_runs_direct_and_twemproxy_without_errors() {
     }
 }
 
+/// Every client tracks (RESP3): Redis and Pake each push invalidations to the clients that
+/// read a key another one writes, and nobody takes a push for a reply.
+#[test]
+fn redis_client_tracking_pushes_invalidations_through_pake_as_from_redis() {
+    let (r, _out) = smoke("redis-client-tracking", &["--pake-workers", "1"]);
+    for t in &r.cases[0].targets {
+        assert_clean(t);
+        let pushes = t.pushes_per_op.unwrap_or_default();
+        assert!(pushes > 0.0, "{}: no invalidation reached a client", t.name);
+    }
+    assert!(r.unavailable.is_empty(), "{:?}", r.unavailable);
+    assert!(r.cases[0].targets.iter().any(|t| t.name == "pake"));
+}
+
 #[test]
 fn redis_remote_runs_every_target_through_the_delaying_link() {
     let (r, _out) = smoke("redis-remote", &["--pake-workers", "1"]);
