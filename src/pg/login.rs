@@ -127,7 +127,7 @@ pub async fn login(
     proxy: &Arc<Proxy>,
     stream: &mut ClientStream,
     peer: Peer,
-    startup: Startup,
+    mut startup: Startup,
     mut buf: BytesMut,
 ) -> Result<Login, Error> {
     let mut out = BytesMut::with_capacity(512);
@@ -163,6 +163,7 @@ pub async fn login(
         _ => return Err(AuthError::Failed(startup.user.clone()).into()),
     };
     let (cluster, welcome) = destination(proxy, &startup, &user, console, client_key).await?;
+    let notice = long_application_name(&mut startup);
     let params = ClientParams::new(&welcome, &startup.params);
     let cancel = proxy.cancel.register(ClientInfo {
         id: peer.id,
@@ -173,7 +174,7 @@ pub async fn login(
         application_name: startup.param("application_name").unwrap_or("").to_string(),
         connected_at: std::time::SystemTime::now(),
     });
-    write_welcome(&mut out, &welcome, &params, &cancel);
+    write_welcome(&mut out, &welcome, &params, &cancel, notice.as_deref());
     if let Err(e) = stream.write_all(&out).await {
         proxy.cancel.unregister(cancel.pid);
         return Err(Error::ClientIo(e));
@@ -202,15 +203,40 @@ fn can_serve(user: &UserEntry) -> bool {
         }
 }
 
-/// AuthenticationOk, the server parameters as the client's settings show them, the cancel
-/// key, ReadyForQuery.
+/// An `application_name` longer than PostgreSQL keeps is cut in `startup` as the server
+/// cuts it; the NOTICE the server would have sent at login comes back.
+fn long_application_name(startup: &mut Startup) -> Option<String> {
+    let (_, value) = startup
+        .params
+        .iter_mut()
+        .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))?;
+    let (kept, notice) = super::params::truncated_application_name(value)?;
+    *value = kept;
+    Some(notice)
+}
+
+/// AuthenticationOk, a notice the server would have sent during login, the server
+/// parameters as the client's settings show them, the cancel key, ReadyForQuery.
 fn write_welcome(
     out: &mut BytesMut,
     welcome: &super::pool::Params,
     params: &ClientParams,
     cancel: &CancelSlot,
+    notice: Option<&str>,
 ) {
     backend::authentication(out, auth::code::OK, &[]);
+    if let Some(message) = notice {
+        backend::notice_response(
+            out,
+            &backend::Fields {
+                severity: "NOTICE",
+                code: "42622",
+                message,
+                detail: None,
+                hint: None,
+            },
+        );
+    }
     for (k, v) in welcome.iter() {
         let v = params
             .get(k)

@@ -29,6 +29,27 @@ pub const TRACKED: &[&str] = &[
     "standard_conforming_strings",
 ];
 
+/// PostgreSQL's longest name, NAMEDATALEN − 1 bytes.
+const NAME_MAX: usize = 63;
+
+/// `application_name` as PostgreSQL takes it: longer than [`NAME_MAX`] bytes, it is cut at
+/// the last character boundary within them, and the server says so with a NOTICE (42622,
+/// "identifier … will be truncated to …") before its ParameterStatus. Pake answers the
+/// login, so it does both itself (the server's notice, on the first `SET` Pake sends for
+/// the client, would be swallowed). `None`: kept as it is.
+pub fn truncated_application_name(value: &str) -> Option<(String, String)> {
+    if value.len() <= NAME_MAX {
+        return None;
+    }
+    let mut end = NAME_MAX;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    let kept = &value[..end];
+    let notice = format!("identifier \"{value}\" will be truncated to \"{kept}\"");
+    Some((kept.to_string(), notice))
+}
+
 fn is_tracked(name: &str) -> bool {
     tracked_index(name).is_some()
 }
@@ -662,6 +683,28 @@ mod tests {
         done(&mut p, b"ROLLBACK\0");
         assert_eq!(p.on_ready(b'I'), Settled::Doubtful);
         assert!(p.is_empty());
+    }
+
+    #[test]
+    fn long_application_names_are_cut_as_postgres_cuts_them() {
+        assert_eq!(truncated_application_name(&"x".repeat(63)), None);
+        let (kept, notice) = truncated_application_name(&"x".repeat(65)).unwrap_or_default();
+        assert_eq!(kept, "x".repeat(63));
+        assert_eq!(
+            notice,
+            format!(
+                "identifier \"{}\" will be truncated to \"{}\"",
+                "x".repeat(65),
+                "x".repeat(63)
+            )
+        );
+        // never inside a character: "é" is two bytes, so 61 x follow it, as PostgreSQL keeps
+        let (kept, _) =
+            truncated_application_name(&format!("é{}", "x".repeat(65))).unwrap_or_default();
+        assert_eq!(kept, format!("é{}", "x".repeat(61)));
+        let (kept, _) =
+            truncated_application_name(&format!("{}é", "x".repeat(62))).unwrap_or_default();
+        assert_eq!(kept, "x".repeat(62));
     }
 
     #[test]

@@ -140,3 +140,31 @@ async fn pgbench_extended() {
 async fn pgbench_prepared() {
     pgbench_mode("prepared").await;
 }
+
+/// An `application_name` longer than PostgreSQL keeps: psql through Pake sees the server's
+/// NOTICE (42622) and the same cut value as directly (tokio-postgres's own suite counts the
+/// notice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_application_name_is_cut_with_the_servers_notice() {
+    let env = Env::start().await;
+    let name = format!("%C3%A9{}", "x".repeat(65));
+    let run = |url: String| {
+        let url = format!("{url}?application_name={name}");
+        tokio::task::spawn_blocking(move || {
+            let out = Command::new(pg_bin("psql"))
+                .args(["-X", "-A", "-t", "-c", "show application_name"])
+                .arg(&url)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{url}: {out:?}");
+            (
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        })
+    };
+    let direct = run(env.lab.url("postgres")).await.unwrap();
+    let pake = run(env.url("postgres")).await.unwrap();
+    assert!(direct.1.contains("NOTICE:  identifier \"é"), "{direct:?}");
+    assert_eq!(pake, direct);
+}
