@@ -32,6 +32,10 @@
 //!
 //! Like Redis's own table, entries of a client that turned tracking off or left are dropped
 //! lazily (when their key is invalidated or evicted); they never reach anyone.
+//!
+//! A client whose `REDIRECT` target has closed gets, instead of each invalidation it can no
+//! longer receive, Redis's `tracking-redir-broken` push naming the target (RESP3 only), and
+//! `CLIENT TRACKINGINFO` shows `broken_redirect` until tracking is turned on again.
 
 use super::clients::Entry;
 use super::metrics::ClientTrackingMetrics;
@@ -71,11 +75,25 @@ struct Sub {
     noloop: bool,
     /// Where this client's invalidations are queued.
     to: Arc<Entry>,
+    /// The client's own connection and the id it redirects to (0: none), for telling it
+    /// when `to` has closed.
+    own: Arc<Entry>,
+    redirect: u64,
 }
 
 impl Sub {
     fn wants(&self, key: &[u8]) -> bool {
         self.prefixes.is_empty() || self.prefixes.iter().any(|p| key.starts_with(p))
+    }
+
+    /// Queue `key`'s invalidation where it goes; a redirect target that has closed makes it
+    /// a broken-redirect notice to the client itself, as Redis does.
+    fn post(&self, key: &Bytes) {
+        if self.redirect != 0 && self.to.is_gone() {
+            self.own.inbox.post_broken(self.redirect);
+        } else {
+            self.to.inbox.post(key);
+        }
     }
 }
 
@@ -119,18 +137,24 @@ impl ClientTracking {
         self.active.load(Ordering::Acquire) > 0
     }
 
-    /// Client `id` tracks with `mode`, its invalidations queued in `to`'s inbox.
-    pub fn on(&self, id: u64, mode: &Mode, to: Arc<Entry>) {
-        if !to.inbox.armed() {
-            to.inbox.arm();
-            // an idle session polls its inbox only once it knows it has one
-            to.poke();
+    /// Client `id` (connection `own`) tracks with `mode`, its invalidations queued in
+    /// `to`'s inbox (`own`'s without a redirection).
+    pub fn on(&self, id: u64, mode: &Mode, to: Arc<Entry>, own: &Arc<Entry>) {
+        for e in [&to, own] {
+            if !e.inbox.armed() {
+                e.inbox.arm();
+                // an idle session polls its inbox only once it knows it has one
+                e.poke();
+            }
         }
+        own.inbox.broken.store(false, Ordering::Release);
         let sub = Sub {
             bcast: mode.bcast,
             prefixes: mode.prefixes.clone(),
             noloop: mode.noloop,
             to,
+            own: own.clone(),
+            redirect: mode.redirect,
         };
         let mut t = self.table.lock();
         if let Some(old) = t.subs.insert(id, sub) {
@@ -194,7 +218,7 @@ impl ClientTracking {
                 let k = Bytes::copy_from_slice(k);
                 for (id, sub) in t.subs.iter().filter(|(_, s)| s.bcast && s.wants(&k)) {
                     if !(sub.noloop && origin == Some(*id)) {
-                        sub.to.inbox.post(&k);
+                        sub.post(&k);
                         self.metrics.sent.inc();
                     }
                 }
@@ -215,7 +239,10 @@ impl ClientTracking {
         t.bytes = 0;
         self.metrics.bytes.set(0);
         for sub in t.subs.values() {
-            sub.to.inbox.post_flush();
+            match sub.redirect != 0 && sub.to.is_gone() {
+                true => sub.own.inbox.post_broken(sub.redirect),
+                false => sub.to.inbox.post_flush(),
+            }
             self.metrics.sent.inc();
         }
     }
@@ -240,7 +267,7 @@ impl Table {
                 continue;
             };
             if !(sub.noloop && origin == Some(id)) {
-                sub.to.inbox.post(&k);
+                sub.post(&k);
                 metrics.sent.inc();
             }
         }
@@ -254,6 +281,9 @@ pub struct Inbox {
     armed: AtomicBool,
     queued: Mutex<Queued>,
     waker: AtomicWaker,
+    /// This client's redirect target has closed (`CLIENT TRACKINGINFO`'s
+    /// `broken_redirect`), until tracking is turned on again.
+    broken: AtomicBool,
 }
 
 #[derive(Default)]
@@ -261,6 +291,8 @@ struct Queued {
     keys: Vec<Bytes>,
     bytes: usize,
     flush: bool,
+    /// A `tracking-redir-broken` push for this redirect id is owed.
+    broken: Option<u64>,
 }
 
 impl Inbox {
@@ -289,6 +321,18 @@ impl Inbox {
         self.waker.wake();
     }
 
+    /// The client's redirect target `id` has closed while an invalidation was meant for it.
+    fn post_broken(&self, id: u64) {
+        self.broken.store(true, Ordering::Release);
+        self.queued.lock().broken = Some(id);
+        self.waker.wake();
+    }
+
+    /// Has this client's redirect target closed?
+    pub fn broken_redirect(&self) -> bool {
+        self.broken.load(Ordering::Acquire)
+    }
+
     fn post_flush(&self) {
         let mut q = self.queued.lock();
         q.flush = true;
@@ -312,11 +356,20 @@ impl Inbox {
         self.waker.register(cx.waker());
         let q = {
             let mut q = self.queued.lock();
-            if q.keys.is_empty() && !q.flush {
+            if q.keys.is_empty() && !q.flush && q.broken.is_none() {
                 return false;
             }
             std::mem::take(&mut *q)
         };
+        if let (Some(id), Proto::Resp3) = (q.broken, proto) {
+            // RESP2 has no way to say it: Redis only sets the flag
+            out.extend_from_slice(b">2\r\n");
+            encode::bulk(out, b"tracking-redir-broken");
+            encode::int(out, i64::try_from(id).unwrap_or(i64::MAX));
+        }
+        if q.keys.is_empty() && !q.flush {
+            return q.broken.is_some() && proto == Proto::Resp3;
+        }
         let keys = (!q.flush).then_some(&q.keys[..]);
         match proto {
             Proto::Resp3 => invalidation(out, keys, Proto::Resp3),
@@ -375,8 +428,8 @@ mod tests {
         let reg = Registry::new(1024);
         let (a, b) = (reg.register(1, None, None), reg.register(2, None, None));
         let t = ClientTracking::default();
-        t.on(1, &Mode::default(), a.entry.clone());
-        t.on(2, &Mode::default(), b.entry.clone());
+        t.on(1, &Mode::default(), a.entry.clone(), &a.entry);
+        t.on(2, &Mode::default(), b.entry.clone(), &b.entry);
         t.read(1, &[&key("k"), &key("x")]);
         t.read(2, &[&key("k")]);
         // client 2 writes k: both hear of it
@@ -399,7 +452,7 @@ mod tests {
             noloop: true,
             ..Mode::default()
         };
-        t.on(1, &noloop, a.entry.clone());
+        t.on(1, &noloop, a.entry.clone(), &a.entry);
         t.read(1, &[&key("k")]);
         t.invalidate(&[key("k")], Some(1));
         assert_eq!(
@@ -412,7 +465,7 @@ mod tests {
             prefixes: vec![key("user:")],
             ..Mode::default()
         };
-        t.on(2, &bcast, b.entry.clone());
+        t.on(2, &bcast, b.entry.clone(), &b.entry);
         t.invalidate(&[key("user:1"), key("order:1"), key("user:2")], None);
         assert_eq!(
             drained(&b.entry, Proto::Resp2).as_deref(),
@@ -433,7 +486,7 @@ mod tests {
         let reg = Registry::new(1024);
         let a = reg.register(1, None, None);
         let t = ClientTracking::new(100 * (ENTRY_OVERHEAD + 8), Default::default());
-        t.on(1, &Mode::default(), a.entry.clone());
+        t.on(1, &Mode::default(), a.entry.clone(), &a.entry);
         let keys: Vec<Bytes> = (0..1000).map(|i| key(&format!("k{i:07}"))).collect();
         for k in &keys {
             t.read(1, &[k]);
@@ -460,7 +513,7 @@ mod tests {
         let reg = Registry::new(1024);
         let a = reg.register(1, None, None);
         let t = ClientTracking::default();
-        t.on(1, &Mode::default(), a.entry.clone());
+        t.on(1, &Mode::default(), a.entry.clone(), &a.entry);
         let buffer = Bytes::from(vec![b'k'; 1 << 20]);
         t.read(1, &[&buffer.slice(0..1)]);
         assert_eq!(t.table_bytes(), 1 + ENTRY_OVERHEAD, "tracked");
@@ -474,7 +527,7 @@ mod tests {
             bcast: true,
             ..Mode::default()
         };
-        t.on(2, &bcast, b.entry.clone());
+        t.on(2, &bcast, b.entry.clone(), &b.entry);
         t.invalidate(&[buffer.slice(0..1)], None);
         assert!(
             drained(&a.entry, Proto::Resp3).is_some(),
@@ -492,8 +545,8 @@ mod tests {
         let reg = Registry::new(1024);
         let (a, b) = (reg.register(1, None, None), reg.register(2, None, None));
         let t = ClientTracking::default();
-        t.on(1, &Mode::default(), a.entry.clone());
-        t.on(2, &Mode::default(), a.entry.clone()); // 2 redirects to 1
+        t.on(1, &Mode::default(), a.entry.clone(), &a.entry);
+        t.on(2, &Mode::default(), a.entry.clone(), &b.entry); // 2 redirects to 1
         t.read(2, &[&key("k")]);
         t.flush_all();
         assert_eq!(

@@ -51,6 +51,8 @@ pub struct Entry {
     last_cmd: AtomicUsize,
     /// `CLIENT TRACKING` invalidations queued for this connection.
     pub inbox: super::client_tracking::Inbox,
+    /// The connection has closed (a `REDIRECT` to it is broken).
+    gone: AtomicBool,
 }
 
 impl Entry {
@@ -97,6 +99,11 @@ impl Entry {
     /// armed since it last looked).
     pub fn poke(&self) {
         self.kill.notify_waiters();
+    }
+
+    /// The connection has closed.
+    pub fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
     }
 
     pub fn is_killed(&self) -> bool {
@@ -149,6 +156,7 @@ pub struct Registration {
 
 impl Drop for Registration {
     fn drop(&mut self) {
+        self.entry.gone.store(true, Ordering::Release);
         self.registry.entries.lock().remove(&self.entry.id);
     }
 }
@@ -258,6 +266,7 @@ impl Registry {
             kill: Notify::new(),
             last_cmd: AtomicUsize::new(0),
             inbox: Default::default(),
+            gone: AtomicBool::new(false),
         });
         self.entries.lock().insert(id, entry.clone());
         Registration {

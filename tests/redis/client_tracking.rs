@@ -422,6 +422,54 @@ async fn redirect_transcript(addr: std::net::SocketAddr, other: &mut Conn) -> Ve
     out.push(r3.read().await.unwrap_or(Val::s("no invalidation")));
     assert!(!other.cmd(&["PUBLISH", "rd:news", "hi"]).await.is_err());
     out.push(r3.read().await.unwrap_or(Val::s("no message")));
+    // the target leaves: a RESP3 client hears that its redirection is broken, and
+    // TRACKINGINFO says so (the target's id, which differs, written as 0)
+    let mut gone = Conn::connect(addr).await;
+    let Val::Int(gone_id) = gone.cmd(&["CLIENT", "ID"]).await else {
+        panic!("CLIENT ID");
+    };
+    let mut r = Conn::connect(addr).await;
+    assert!(!r.cmd(&["HELLO", "3"]).await.is_err());
+    let gone_text = gone_id.to_string();
+    out.push(
+        r.cmd(&["CLIENT", "TRACKING", "ON", "REDIRECT", &gone_text])
+            .await,
+    );
+    out.push(r.cmd(&["GET", "rd:c"]).await);
+    drop(gone);
+    let mut probe = Conn::connect(addr).await;
+    let mut left = false;
+    for _ in 0..100 {
+        if probe.cmd(&["CLIENT", "LIST", "ID", &gone_text]).await == Val::s("") {
+            left = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(left, "the target never left");
+    assert_eq!(other.cmd(&["SET", "rd:c", "1"]).await, Val::s("OK"));
+    let without_id = |v: Val| match v {
+        Val::Push(mut items) => {
+            if items.get(1) == Some(&Val::Int(gone_id)) {
+                items[1] = Val::Int(0);
+            }
+            Val::Push(items)
+        }
+        Val::Map(pairs) => Val::Map(
+            pairs
+                .into_iter()
+                .map(|(k, v)| match v == Val::Int(gone_id) {
+                    true => (k, Val::Int(0)),
+                    false => (k, v),
+                })
+                .collect(),
+        ),
+        other => other,
+    };
+    out.push(without_id(
+        r.read().await.unwrap_or(Val::s("no broken-redirect push")),
+    ));
+    out.push(sorted(without_id(r.cmd(&["CLIENT", "TRACKINGINFO"]).await)));
     out
 }
 

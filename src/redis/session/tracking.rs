@@ -146,7 +146,7 @@ impl Session {
         let to = target.unwrap_or_else(|| self.reg.entry.clone());
         // replaced in place: dropping the old `Tracked` would turn tracking off for a
         // moment, and an invalidation in that moment would be lost
-        table.on(self.id, &mode, to);
+        table.on(self.id, &mode, to, &self.reg.entry);
         match &mut self.tracking {
             Some(t) => t.mode = mode,
             None => {
@@ -214,6 +214,7 @@ impl Session {
                     (t.caching == Some(true), "caching-yes"),
                     (t.caching == Some(false), "caching-no"),
                     (m.noloop, "noloop"),
+                    (self.reg.entry.inbox.broken_redirect(), "broken_redirect"),
                 ];
                 flags.extend(named.iter().filter(|(on, _)| *on).map(|(_, f)| *f));
             }
