@@ -86,13 +86,16 @@ impl Sub {
         self.prefixes.is_empty() || self.prefixes.iter().any(|p| key.starts_with(p))
     }
 
-    /// Queue `key`'s invalidation where it goes; a redirect target that has closed makes it
-    /// a broken-redirect notice to the client itself, as Redis does.
-    fn post(&self, key: &Bytes) {
-        if self.redirect != 0 && self.to.is_gone() {
-            self.own.inbox.post_broken(self.redirect);
-        } else {
-            self.to.inbox.post(key);
+    /// Queue `key`'s invalidation (`None`: flush everything) where it goes; a redirect
+    /// target that has closed makes it a broken-redirect notice to the client itself, as
+    /// Redis does.
+    fn post(&self, key: Option<&Bytes>) {
+        match key {
+            _ if self.redirect != 0 && self.to.is_gone() => {
+                self.own.inbox.post_broken(self.redirect)
+            }
+            Some(k) => self.to.inbox.post(k),
+            None => self.to.inbox.post_flush(),
         }
     }
 }
@@ -218,7 +221,7 @@ impl ClientTracking {
                 let k = Bytes::copy_from_slice(k);
                 for (id, sub) in t.subs.iter().filter(|(_, s)| s.bcast && s.wants(&k)) {
                     if !(sub.noloop && origin == Some(*id)) {
-                        sub.post(&k);
+                        sub.post(Some(&k));
                         self.metrics.sent.inc();
                     }
                 }
@@ -239,10 +242,7 @@ impl ClientTracking {
         t.bytes = 0;
         self.metrics.bytes.set(0);
         for sub in t.subs.values() {
-            match sub.redirect != 0 && sub.to.is_gone() {
-                true => sub.own.inbox.post_broken(sub.redirect),
-                false => sub.to.inbox.post_flush(),
-            }
+            sub.post(None);
             self.metrics.sent.inc();
         }
     }
@@ -267,7 +267,7 @@ impl Table {
                 continue;
             };
             if !(sub.noloop && origin == Some(id)) {
-                sub.post(&k);
+                sub.post(Some(&k));
                 metrics.sent.inc();
             }
         }
