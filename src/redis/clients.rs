@@ -70,9 +70,7 @@ impl Entry {
 
     /// The last command's name as CLIENT LIST shows it (`NULL` before the first).
     pub fn command(&self) -> String {
-        let id = self.last_cmd.load(Ordering::Relaxed);
-        id.checked_sub(1)
-            .and_then(|i| crate::redis::commands::Table::get().by_id(i))
+        self.last_spec()
             .map_or_else(|| "NULL".into(), |s| s.name.to_ascii_lowercase())
     }
 
