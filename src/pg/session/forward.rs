@@ -150,20 +150,24 @@ impl Session {
         Ok(())
     }
 
-    fn forward_parse(&mut self, frame: &[u8], part: Part) -> Result<(), Error> {
-        let refused = (part.analysis.as_ref()).and_then(|a| self.parse_refusal(frame, &a.effect));
-        // (a named one is rewritten each time it is bound: see `reach`)
+    /// What goes to the server in place of the client's Parse, if anything: a refusal of a
+    /// statement that would leave session state behind, or, in transaction mode, an unnamed
+    /// statement reading `pg_prepared_statements` made to show the client's names (a named
+    /// one is rewritten each time it is bound: see `reach`).
+    fn parse_replacement(&self, frame: &[u8], part: &Part) -> Option<BytesMut> {
+        let analysis = part.analysis.as_ref()?;
+        if let Some(refusal) = self.parse_refusal(frame, &analysis.effect) {
+            return Some(refusal);
+        }
         let view = self.mode == PoolMode::Transaction
-            && part
-                .analysis
-                .as_ref()
-                .is_some_and(|a| a.reads_prepared_view)
+            && analysis.reads_prepared_view
             && frame::parse(frame).is_ok_and(|p| p.name.is_empty());
-        let refused = match refused {
-            None if view => self.with_prepared_view(frame),
-            r => r,
-        };
-        let frame = refused.as_deref().unwrap_or(frame);
+        view.then(|| self.with_prepared_view(frame)).flatten()
+    }
+
+    fn forward_parse(&mut self, frame: &[u8], part: Part) -> Result<(), Error> {
+        let replaced = self.parse_replacement(frame, &part);
+        let frame = replaced.as_deref().unwrap_or(frame);
         let p = frame::parse(frame)?;
         let Some(analysis) = part.analysis else {
             return Ok(());

@@ -36,6 +36,26 @@ enum Arg {
     Param(Option<u32>),
 }
 
+impl Arg {
+    /// The pid called with these bound values, and the parameter's type when it was bound
+    /// (`declared`: the type the Parse gave `$1`): `None` unless a written-out pid comes
+    /// with no values, or `$1` with one non-NULL value that reads as a pid.
+    fn pid(
+        self,
+        values: &frame::BindValues<'_>,
+        declared: Option<u32>,
+    ) -> Option<(i32, Option<u32>)> {
+        match (self, values.params.as_slice()) {
+            (Arg::Pid(pid), []) => Some((pid, None)),
+            (Arg::Param(cast), [Some(v)]) => {
+                let pid = bound_pid(v, values.param_binary(0))?;
+                Some((pid, Some(cast.or(declared).unwrap_or(INT4))))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A call Pake may answer, read from the request: its pid, how the replies look, and how
 /// many bytes of the client buffer it spans.
 struct Call {
@@ -264,22 +284,17 @@ impl Session {
     /// Parse, Bind, an optional Describe, Execute and Sync, all of the unnamed statement and
     /// portal, calling `pg_terminate_backend` with a pid written out or bound.
     fn extended_call(&self) -> Result<Option<Call>, Error> {
-        let mut pos = 0;
-        let mut next = |want: &[u8]| -> Result<Option<(u8, &[u8])>, Error> {
-            let Some((tag, len)) = wire::frontend_frame(&self.crbuf[pos..], self.max_message)?
-            else {
-                return Ok(None);
-            };
-            let msg = &self.crbuf[pos..pos + len];
-            pos += len;
-            Ok(want.contains(&tag).then_some((tag, msg)))
+        let mut frames = Frames {
+            buf: &self.crbuf,
+            pos: 0,
+            max: self.max_message,
         };
         // the unnamed statement parsed here, or a named one this client prepared before
         // (asyncpg, tokio-postgres)
-        let (text, bind, parsed) = match next(&[fe::PARSE, fe::BIND])? {
+        let (text, bind, parsed) = match frames.next(&[fe::PARSE, fe::BIND])? {
             Some((fe::PARSE, msg)) => {
                 let parse = frame::parse(msg)?;
-                let Some((_, bind)) = next(&[fe::BIND])? else {
+                let Some((_, bind)) = frames.next(&[fe::BIND])? else {
                     return Ok(None);
                 };
                 let bind = frame::bind(bind)?;
@@ -306,44 +321,15 @@ impl Session {
         let Some(arg) = arg else {
             return Ok(None);
         };
-        let declared = declared_type(text);
         let Some(values) = frame::bind_values(bind.rest) else {
             return Ok(None);
         };
-        let (pid, param_type) = match arg {
-            Arg::Pid(pid) if values.params.is_empty() => (pid, None),
-            Arg::Param(cast) => match values.params.as_slice() {
-                [Some(v)] => match bound_pid(v, values.param_binary(0)) {
-                    Some(pid) => (pid, Some(cast.or(declared).unwrap_or(INT4))),
-                    None => return Ok(None),
-                },
-                _ => return Ok(None),
-            },
-            Arg::Pid(_) => return Ok(None),
-        };
-        let mut describe = None;
-        let (tag, msg) = match next(&[fe::DESCRIBE, fe::EXECUTE])? {
-            Some((fe::DESCRIBE, msg)) => {
-                let subject = frame::subject(msg)?;
-                if !subject.name.is_empty() {
-                    return Ok(None);
-                }
-                describe = Some(subject.kind);
-                match next(&[fe::EXECUTE])? {
-                    Some(m) => m,
-                    None => return Ok(None),
-                }
-            }
-            Some(m) => m,
-            None => return Ok(None),
-        };
-        // Execute of the unnamed portal, then the Sync
-        if tag != fe::EXECUTE || wire::cstr(wire::body(msg)).is_none_or(|(p, _)| !p.is_empty()) {
+        let Some((pid, param_type)) = arg.pid(&values, declared_type(text)) else {
             return Ok(None);
-        }
-        if next(&[fe::SYNC])?.is_none() {
+        };
+        let Some(describe) = frames.execute_unnamed()? else {
             return Ok(None);
-        }
+        };
         Ok(Some(Call {
             pid,
             extended: Some(Extended {
@@ -352,8 +338,50 @@ impl Session {
                 param_type: param_type.unwrap_or(0),
                 result_format: values.result_format(0),
             }),
-            len: pos,
+            len: frames.pos,
         }))
+    }
+}
+
+/// The frontend messages of a buffered request, one at a time.
+struct Frames<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    max: usize,
+}
+
+impl<'a> Frames<'a> {
+    /// The next message, when it is whole and its tag is one of `want`.
+    fn next(&mut self, want: &[u8]) -> Result<Option<(u8, &'a [u8])>, Error> {
+        let rest = &self.buf[self.pos..];
+        let Some((tag, len)) = wire::frontend_frame(rest, self.max)? else {
+            return Ok(None);
+        };
+        self.pos += len;
+        Ok(want.contains(&tag).then_some((tag, &rest[..len])))
+    }
+
+    /// An optional Describe of the unnamed statement or portal, Execute of the unnamed
+    /// portal, then Sync: `Some(describe)` (the Describe's kind, if any) when that is all
+    /// that follows.
+    fn execute_unnamed(&mut self) -> Result<Option<Option<u8>>, Error> {
+        let mut describe = None;
+        let mut msg = self.next(&[fe::DESCRIBE, fe::EXECUTE])?;
+        if let Some((fe::DESCRIBE, m)) = msg {
+            let subject = frame::subject(m)?;
+            if !subject.name.is_empty() {
+                return Ok(None);
+            }
+            describe = Some(subject.kind);
+            msg = self.next(&[fe::EXECUTE])?;
+        }
+        let Some((fe::EXECUTE, execute)) = msg else {
+            return Ok(None);
+        };
+        if wire::cstr(wire::body(execute)).is_none_or(|(portal, _)| !portal.is_empty()) {
+            return Ok(None);
+        }
+        Ok(self.next(&[fe::SYNC])?.map(|_| describe))
     }
 }
 

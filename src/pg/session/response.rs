@@ -39,30 +39,12 @@ impl Session {
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(None);
         };
-        let rbuf_len = server.rbuf.len();
         let mut pos = 0;
         // start of the run of bytes to forward as is
         let mut run = 0;
         let mut fx = Effects::default();
         let mut pins_changed = false;
-        loop {
-            if server.streaming > 0 {
-                pos += server.pass_streamed(rbuf_len - pos);
-                if server.streaming > 0 {
-                    break;
-                }
-                continue;
-            }
-            let header = wire::frame_header(&server.rbuf[pos..], MAX_SERVER_MESSAGE)
-                .map_err(|e| Error::ServerLost(ServerError::Protocol(e.to_string())))?;
-            let Some((tag, total)) = header else { break };
-            let available = rbuf_len - pos;
-            if available < total {
-                if wait_or_stream(server, tag, total - available, &mut fx)? {
-                    pos = rbuf_len;
-                }
-                break;
-            }
+        while let Some((tag, total)) = next_message(server, &mut pos, &mut fx)? {
             if tag == be::NOTIFICATION_RESPONSE {
                 name_sender(&mut server.rbuf[pos..pos + total], server.addr, &self.proxy);
             }
@@ -119,6 +101,36 @@ impl Session {
         hand_over(&mut self.cwbuf, server, run, pos);
         Ok(Some(pins_changed))
     }
+}
+
+/// The next whole message (tag, length) in the server's read buffer from `*pos`, after the
+/// rest of a message being streamed through (which moves `*pos` past it); `None` when there
+/// is none yet: a partial message waits for its end, or is streamed from here.
+fn next_message(
+    server: &mut Server,
+    pos: &mut usize,
+    fx: &mut Effects,
+) -> Result<Option<(u8, usize)>, Error> {
+    let len = server.rbuf.len();
+    if server.streaming > 0 {
+        *pos += server.pass_streamed(len - *pos);
+        if server.streaming > 0 {
+            return Ok(None);
+        }
+    }
+    let header = wire::frame_header(&server.rbuf[*pos..], MAX_SERVER_MESSAGE)
+        .map_err(|e| Error::ServerLost(ServerError::Protocol(e.to_string())))?;
+    let Some((tag, total)) = header else {
+        return Ok(None);
+    };
+    let available = len - *pos;
+    if available < total {
+        if wait_or_stream(server, tag, total - available, fx)? {
+            *pos = len;
+        }
+        return Ok(None);
+    }
+    Ok(Some((tag, total)))
 }
 
 /// Move the server's read bytes up to `pos` out of its buffer, those from `run` on to the
