@@ -16,9 +16,14 @@ use std::time::Duration;
 
 /// Where `backend` is, logged in to as user `u` of database `db`.
 fn target(backend: &Backend, password: Option<&str>) -> ServerTarget {
+    target_at(backend.host(), backend.port(), password)
+}
+
+/// A server at `host:port`, logged in to as user `u` of database `db`.
+fn target_at(host: &str, port: u16, password: Option<&str>) -> ServerTarget {
     ServerTarget {
-        host: backend.host().to_string(),
-        port: backend.port(),
+        host: host.to_string(),
+        port,
         user: "u".into(),
         password: password.map(str::to_string),
         passthrough: None,
@@ -30,12 +35,19 @@ fn target(backend: &Backend, password: Option<&str>) -> ServerTarget {
 
 /// A pool of `size` connections to `backend`, whose clients wait `wait` at most.
 fn pool(backend: &Backend, size: usize, wait: Duration) -> Arc<Pool> {
+    pool_to(target(backend, Some("p")), |pool| {
+        pool.pool_size = size;
+        pool.query_wait_timeout = crate::config::Dur(wait);
+    })
+}
+
+/// A pool of connections to `target`, with the `[pool]` settings `tune` makes.
+fn pool_to(target: ServerTarget, tune: impl FnOnce(&mut crate::config::PoolDefaults)) -> Arc<Pool> {
     let mut config = Config::default();
-    config.pool.pool_size = size;
-    config.pool.query_wait_timeout = crate::config::Dur(wait);
-    let db = crate::config::Database::at("db", backend.host(), backend.port());
+    tune(&mut config.pool);
+    let db = crate::config::Database::at("db", &target.host, target.port);
     let user = crate::config::User {
-        password: Some("p".into()),
+        password: target.password.clone(),
         ..crate::config::User::named("u")
     };
     let key = PoolKey {
@@ -44,14 +56,7 @@ fn pool(backend: &Backend, size: usize, wait: Duration) -> Arc<Pool> {
     };
     let metrics = crate::obs::metrics::Metrics::new().pool("db", "u", "primary");
     let settings = config.pool_settings(&db, &user);
-    Pool::new(
-        key,
-        "primary".into(),
-        settings,
-        target(backend, Some("p")),
-        metrics,
-        None,
-    )
+    Pool::new(key, "primary".into(), settings, target, metrics, None)
 }
 
 /// A proxy serving database `db` from `backend` to user `app` (password `a`, md5), with

@@ -1,7 +1,8 @@
 //! `Pool`: reuse, fairness, the wait limit and what a discarded connection frees.
 
-use super::pool;
+use super::{pool, pool_to, target_at};
 use crate::pg::memory::Backend;
+use crate::pg::pool::PoolCounts;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -99,4 +100,40 @@ async fn a_failed_connect_reaches_the_client_and_frees_the_place() {
     }
     assert_eq!(backend.connections(), 2, "the failed place was given back");
     assert!(p.last_error().is_some_and(|e| e.contains("password")));
+}
+
+/// A pool whose server nobody listens at: nothing can connect.
+fn nowhere(password: Option<&str>) -> Arc<super::Pool> {
+    pool_to(target_at("127.0.0.1", 1, password), |pool| {
+        pool.min_pool_size = 2
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn min_pool_size_warms_only_a_pool_whose_login_can_work() {
+    let known = nowhere(Some("secret"));
+    known.ensure_min();
+    // the opens are counted before they run (on this thread, after the next yield)
+    assert_eq!(known.counts().active, 2, "two connections opening");
+    let unknown = nowhere(None);
+    unknown.ensure_min();
+    assert_eq!(
+        unknown.counts(),
+        PoolCounts::default(),
+        "no password to send: no warm-up before a connection has worked"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_pool_refuses_checkouts() {
+    let p = nowhere(Some("secret"));
+    p.close();
+    let Err(e) = p.checkout().await else {
+        panic!("checkout from a closed pool");
+    };
+    assert!(e.is_closed(), "{e}");
+    assert_eq!(
+        e.sqlstate(),
+        tokio_postgres::error::SqlState::CANNOT_CONNECT_NOW
+    );
 }
