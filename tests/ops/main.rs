@@ -7,3 +7,4 @@ mod deploy;
 mod harness;
 mod health;
 mod monitoring;
+mod shape;
