@@ -3,9 +3,10 @@
 //! is read on its own, so a column resolves against the tables of its own FROM clause.
 
 use sqlparser::ast::{
-    BinaryOperator, Expr, FromTable, Ident, InTarget, JoinConstraint, JoinOperator, ObjectName,
-    ObjectNamePart, OrderByExpr, OrderByKind, OrderBySort, Query, SelectItem, SetExpr, Statement,
-    TableFactor, TableObject, TableWithJoins, UpdateTableFromKind, Visit, Visitor,
+    BinaryOperator, Cte, CteAsMaterialized, Expr, FromTable, GroupByExpr, Ident, InTarget,
+    JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, OrderByExpr, OrderByKind,
+    OrderBySort, Query, SelectItem, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
+    UpdateTableFromKind, Value, Visit, Visitor,
 };
 use std::ops::ControlFlow;
 
@@ -45,13 +46,22 @@ pub(super) struct Scoped {
 
 /// Every column use in `statements`; table names are `schema.table` when written so.
 pub fn column_uses(statements: &[Statement]) -> Vec<ColumnUse> {
-    let mut v = Collect(Vec::new());
+    let mut v = Collect::default();
     for st in statements {
         let _ = st.visit(&mut v);
     }
-    v.0.sort_by(|a, b| (a.how, &a.column).cmp(&(b.how, &b.column)));
-    v.0.dedup();
-    v.0
+    // by kind, then by name; ORDER BY columns stay in the order written (the sort is
+    // stable): `(user_id, blog_id)` serves `ORDER BY user_id, blog_id`, the other order not
+    v.uses.sort_by(|a, b| {
+        let by_name = if a.how == How::Order {
+            std::cmp::Ordering::Equal
+        } else {
+            a.column.cmp(&b.column)
+        };
+        a.how.cmp(&b.how).then(by_name)
+    });
+    v.uses.dedup();
+    v.uses
 }
 
 /// The tables an INSERT, UPDATE or DELETE writes, as written (`schema.table` when qualified).
@@ -85,14 +95,28 @@ pub fn written_tables(statements: &[Statement]) -> Vec<String> {
     out
 }
 
-struct Collect(Vec<ColumnUse>);
+#[derive(Default)]
+struct Collect {
+    uses: Vec<ColumnUse>,
+    /// Common table expressions that read one table as it is (`WITH c AS (SELECT * FROM t
+    /// WHERE …)`): PostgreSQL inlines such a CTE, so a filter on `c` outside is a filter on
+    /// `t`. Keyed by the CTE's name, statement-wide.
+    ctes: Vec<(String, Scoped)>,
+}
 
 impl Visitor for Collect {
     type Break = ();
 
     fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        if let Some(with) = &q.with {
+            for cte in &with.cte_tables {
+                if let Some(table) = inlined_table(cte) {
+                    self.ctes.push((ident(&cte.alias.name), table));
+                }
+            }
+        }
         if let SetExpr::Select(s) = q.body.as_ref() {
-            let scope = scope_of(&s.from);
+            let scope = self.through_ctes(scope_of(&s.from));
             for twj in &s.from {
                 self.joins(twj, &scope);
             }
@@ -101,7 +125,7 @@ impl Visitor for Collect {
             }
             if let Some(ob) = &q.order_by {
                 if let OrderByKind::Expressions(exprs) = &ob.kind {
-                    self.order(exprs, &scope);
+                    self.order(exprs, &s.projection, &scope);
                 }
             }
             for item in &s.projection {
@@ -123,7 +147,7 @@ impl Visitor for Collect {
                 {
                     from.extend(f.iter().cloned());
                 }
-                let scope = scope_of(&from);
+                let scope = self.through_ctes(scope_of(&from));
                 if let Some(w) = &u.selection {
                     self.predicate(w, &scope);
                 }
@@ -132,7 +156,7 @@ impl Visitor for Collect {
                 let (FromTable::WithFromKeyword(f) | FromTable::WithoutKeyword(f)) = &d.from;
                 let mut from = f.clone();
                 from.extend(d.using.iter().flatten().cloned());
-                let scope = scope_of(&from);
+                let scope = self.through_ctes(scope_of(&from));
                 if let Some(w) = &d.selection {
                     self.predicate(w, &scope);
                 }
@@ -162,9 +186,25 @@ impl Collect {
         }
     }
 
-    fn order(&mut self, exprs: &[OrderByExpr], scope: &[Scoped]) {
+    /// `scope` with each table that names an inlined CTE replaced by the CTE's table (under
+    /// the name the query reads it by).
+    fn through_ctes(&self, mut scope: Vec<Scoped>) -> Vec<Scoped> {
+        for t in scope.iter_mut().filter(|t| t.schema.is_none()) {
+            if let Some((_, table)) = self.ctes.iter().rev().find(|(name, _)| *name == t.name) {
+                let alias = t.alias.take().unwrap_or_else(|| t.name.clone());
+                *t = Scoped {
+                    alias: Some(alias),
+                    ..table.clone()
+                };
+            }
+        }
+        scope
+    }
+
+    fn order(&mut self, exprs: &[OrderByExpr], projection: &[SelectItem], scope: &[Scoped]) {
         for o in exprs {
-            if let Some((q, c)) = column(&o.expr) {
+            let expr = output_column(&o.expr, projection).unwrap_or(&o.expr);
+            if let Some((q, c)) = column(expr) {
                 let desc = matches!(o.options.sort, Some(OrderBySort::Desc));
                 self.push_use(q, c, How::Order, desc, scope);
             }
@@ -185,7 +225,7 @@ impl Collect {
     ) {
         let tables = resolve(qualifier.as_deref(), scope);
         if !tables.is_empty() {
-            self.0.push(ColumnUse {
+            self.uses.push(ColumnUse {
                 column,
                 tables,
                 how,
@@ -252,6 +292,62 @@ impl Collect {
             (Some((q, c)), None) | (None, Some((q, c))) => self.push(q, c, how, scope),
             (None, None) => {}
         }
+    }
+}
+
+/// What an `ORDER BY` item names in the select list, as PostgreSQL reads it: a position
+/// (`ORDER BY 1`; not past a `*`, whose columns only the catalog knows) or an output
+/// column's alias (`SELECT user_id AS u … ORDER BY u`). `None`: it is an expression of
+/// its own.
+fn output_column<'a>(e: &Expr, projection: &'a [SelectItem]) -> Option<&'a Expr> {
+    let item = |i: &'a SelectItem| match i {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => Some(e),
+        _ => None,
+    };
+    match e {
+        Expr::Value(v) => {
+            let Value::Number(n, _) = &v.value else {
+                return None;
+            };
+            let at = n.parse::<usize>().ok()?.checked_sub(1)?;
+            let before = projection.get(..at)?;
+            if before.iter().any(|i| item(i).is_none()) {
+                return None;
+            }
+            item(projection.get(at)?)
+        }
+        Expr::Identifier(name) => projection.iter().find_map(|i| match i {
+            SelectItem::ExprWithAlias { expr, alias } if ident(alias) == ident(name) => Some(expr),
+            _ => None,
+        }),
+        _ => None,
+    }
+}
+
+/// The table a CTE reads when PostgreSQL inlines it and its columns are the table's own:
+/// not `MATERIALIZED`, no column list, one table without joins, grouping or `DISTINCT`,
+/// and a select list of `*` or unrenamed columns.
+fn inlined_table(cte: &Cte) -> Option<Scoped> {
+    if matches!(cte.materialized, Some(CteAsMaterialized::Materialized))
+        || !cte.alias.columns.is_empty()
+    {
+        return None;
+    }
+    let SetExpr::Select(s) = cte.query.body.as_ref() else {
+        return None;
+    };
+    let plain_list = s.projection.iter().all(|i| match i {
+        SelectItem::Wildcard(_) => true,
+        SelectItem::UnnamedExpr(e) => column(e).is_some(),
+        _ => false,
+    });
+    let grouped = !matches!(&s.group_by, GroupByExpr::Expressions(g, _) if g.is_empty());
+    if !plain_list || grouped || s.distinct.is_some() || s.having.is_some() {
+        return None;
+    }
+    match s.from.as_slice() {
+        [one] if one.joins.is_empty() => scope_of(std::slice::from_ref(one)).pop(),
+        _ => None,
     }
 }
 
@@ -388,5 +484,80 @@ mod tests {
         let u = uses("select * from t where id in (select tid from u where u.flag = true)");
         assert!(u.contains(&("flag".into(), t("u"), How::Eq)), "{u:?}");
         assert!(u.contains(&("id".into(), t("t"), How::Eq)));
+    }
+
+    #[test]
+    fn order_by_keeps_its_order_and_reads_positions_and_aliases() {
+        let order = |sql: &str| -> Vec<(String, bool)> {
+            column_uses(&parse(sql).unwrap_or_default())
+                .into_iter()
+                .filter(|u| u.how == How::Order)
+                .map(|u| (u.column, u.desc))
+                .collect()
+        };
+        let o = |cols: &[(&str, bool)]| -> Vec<(String, bool)> {
+            cols.iter().map(|(c, d)| (c.to_string(), *d)).collect()
+        };
+        assert_eq!(
+            order("select * from posts order by user_id, blog_id limit 10"),
+            o(&[("user_id", false), ("blog_id", false)])
+        );
+        assert_eq!(
+            order("select * from posts where x = 1 order by user_id desc, blog_id"),
+            o(&[("user_id", true), ("blog_id", false)])
+        );
+        assert_eq!(
+            order("select user_id from posts order by 1 desc limit 10"),
+            o(&[("user_id", true)])
+        );
+        assert_eq!(
+            order("select id, user_id as u from posts order by u desc, 1"),
+            o(&[("user_id", true), ("id", false)])
+        );
+        // a position past `*` names a column only the catalog knows
+        assert!(order("select * from posts order by 1 desc").is_empty());
+        assert!(order("select id, * from posts order by 2").is_empty());
+        assert_eq!(
+            order("select id, * from posts order by 1"),
+            o(&[("id", false)])
+        );
+        assert!(order("select id from posts order by 0, 2").is_empty());
+    }
+
+    #[test]
+    fn a_filter_on_an_inlined_cte_is_a_filter_on_its_table() {
+        let u = uses("with cte as (select * from posts) select * from cte where id = 1");
+        assert!(u.contains(&("id".into(), t("posts"), How::Eq)), "{u:?}");
+        let u = uses(
+            "with c as not materialized (select id, blog_id from s.posts) \
+             select * from c x where x.blog_id = 2 order by x.id",
+        );
+        assert!(
+            u.contains(&("blog_id".into(), t("s.posts"), How::Eq)),
+            "{u:?}"
+        );
+        assert!(
+            u.contains(&("id".into(), t("s.posts"), How::Order)),
+            "{u:?}"
+        );
+        // PostgreSQL keeps these apart from the outer filter, or their columns are not the
+        // table's own
+        for sql in [
+            "with c as materialized (select * from posts) select * from c where id = 1",
+            "with c (pid) as (select id from posts) select * from c where pid = 1",
+            "with c as (select id as pid from posts) select * from c where pid = 1",
+            "with c as (select p.* from posts p join blogs b on b.id = p.blog_id) \
+             select * from c where id = 1",
+            "with c as (select user_id, count(*) from posts group by user_id) \
+             select * from c where user_id = 1",
+            "with c as (select distinct user_id from posts) select * from c where user_id = 1",
+        ] {
+            let u = uses(sql);
+            assert!(
+                !u.iter()
+                    .any(|(_, tables, how)| tables == &t("posts") && *how == How::Eq),
+                "{sql}: {u:?}"
+            );
+        }
     }
 }
