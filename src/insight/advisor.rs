@@ -313,7 +313,7 @@ fn inferred(s: &search::Search<'_>, db: &str, plans: &[Value]) -> Vec<IndexAdvic
             columns: c.key_labels(),
             include: Vec::new(),
             predicate: c.predicate.clone(),
-            sql: format!("CREATE INDEX CONCURRENTLY {};", c.definition(table)),
+            sql: c.create_sql(table),
             validated: false,
             cost_before: selective.iter().map(|&f| s.base[f]).sum(),
             cost_after: 0.0,
@@ -324,9 +324,12 @@ fn inferred(s: &search::Search<'_>, db: &str, plans: &[Value]) -> Vec<IndexAdvic
             size_bytes: None,
             write_calls: 0,
             write_cost_ms: s.write_cost[c.table],
-            reason: format!(
-                "selective sequential scan of {} ({:.0} rows); not validated (no hypopg)",
-                table.name, table.rows
+            reason: candidates::reason_on(
+                table,
+                format!(
+                    "selective sequential scan of {} ({:.0} rows); not validated (no hypopg)",
+                    table.name, table.rows
+                ),
             ),
         });
     }

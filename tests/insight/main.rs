@@ -12,4 +12,5 @@ mod latency;
 mod load;
 mod prepared;
 mod recover;
+mod shapes;
 mod statements;

@@ -89,7 +89,7 @@ pub async fn proposals(
             columns: c.key_labels(),
             include: c.include.clone(),
             predicate: c.predicate.clone(),
-            sql: format!("CREATE INDEX CONCURRENTLY {};", c.definition(table)),
+            sql: c.create_sql(table),
             validated: true,
             cost_before,
             cost_after,
@@ -100,7 +100,7 @@ pub async fn proposals(
             size_bytes: Some(ch.size),
             write_calls,
             write_cost_ms: s.write_cost[c.table],
-            reason,
+            reason: super::candidates::reason_on(table, reason),
         });
     }
     out.sort_by(|a, b| b.est_time_saved_ms.total_cmp(&a.est_time_saved_ms));
@@ -173,7 +173,7 @@ fn walk(plan: &Value) -> Vec<(&Value, Option<&str>)> {
 }
 
 /// Costly fingerprints (at least `min_share` of the time) no proposal helps, that read most
-/// of a table: no index beats a sequential scan there.
+/// of a table and keep all they read (no `LIMIT`): no index beats a sequential scan there.
 pub fn no_index_helps(
     s: &Search<'_>,
     db: &str,
@@ -186,7 +186,13 @@ pub fn no_index_helps(
         if fp.share < min_share || helped.contains(&hex_id(fp.id)) || fp.samples.is_empty() {
             continue;
         }
-        let most = walk(&base_plans[f]).into_iter().find_map(|(n, _)| {
+        let nodes = walk(&base_plans[f]);
+        // under a LIMIT the scan stops early: an index that yields the rows in order (or
+        // finds the few wanted) can beat it, whatever the scan's estimate says
+        if nodes.iter().any(|(n, _)| kind(n) == "Limit") {
+            continue;
+        }
+        let most = nodes.into_iter().find_map(|(n, _)| {
             let rel = n.get("Relation Name").and_then(Value::as_str)?;
             let t = s.tables.iter().find(|t| t.name == rel)?;
             let rows = n.get("Plan Rows").and_then(Value::as_f64)?;

@@ -17,6 +17,20 @@ const MAX_KEYS: usize = 3;
 /// Most columns a covering candidate carries in `INCLUDE`.
 const MAX_INCLUDE: usize = 3;
 
+/// What the advice says of an index on a partitioned table, after its reason.
+const PARTITIONED: &str = "partitioned: PostgreSQL builds this on every partition and \
+    refuses CONCURRENTLY, so writes wait while it builds; to avoid that, create it ON ONLY the \
+    parent, then CONCURRENTLY on each partition, and ALTER INDEX … ATTACH PARTITION each";
+
+/// An index advice's `reason` for `table`, with what building it there costs beyond the
+/// usual when the table is partitioned.
+pub fn reason_on(table: &Table, reason: String) -> String {
+    match table.partitioned {
+        true => format!("{reason}; {PARTITIONED}"),
+        false => reason,
+    }
+}
+
 /// A hypothetical index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Candidate {
@@ -59,6 +73,18 @@ impl Candidate {
             s.push_str(&format!(" WHERE {p}"));
         }
         s
+    }
+
+    /// The statement that builds it: `CREATE INDEX CONCURRENTLY …`, but on a partitioned
+    /// table, where PostgreSQL refuses CONCURRENTLY, a plain `CREATE INDEX` (see
+    /// [`reason_on`]).
+    pub fn create_sql(&self, table: &Table) -> String {
+        let how = if table.partitioned {
+            ""
+        } else {
+            " CONCURRENTLY"
+        };
+        format!("CREATE INDEX{how} {};", self.definition(table))
     }
 
     /// Is this candidate's key a leading part of `other`'s (same table)?
@@ -236,6 +262,7 @@ mod tests {
                 .map(String::from)
                 .to_vec(),
             indexes,
+            partitioned: false,
         }
     }
 

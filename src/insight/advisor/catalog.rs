@@ -26,6 +26,8 @@ pub struct Table {
     pub rows: f64,
     pub columns: Vec<String>,
     pub indexes: Vec<Existing>,
+    /// A partitioned table (its rows live in its partitions).
+    pub partitioned: bool,
 }
 
 impl Table {
@@ -57,7 +59,8 @@ pub async fn table(client: &Client, written: &str) -> Result<Option<Table>, Advi
             "SELECT n.nspname::text, c.relname::text, \
                     greatest(c.reltuples, coalesce(s.n_live_tup, 0))::float8, \
                     ARRAY(SELECT attname::text FROM pg_attribute \
-                          WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped) \
+                          WHERE attrelid = c.oid AND attnum > 0 AND NOT attisdropped), \
+                    c.relkind = 'p' \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
              WHERE c.oid = to_regclass($1::text) AND c.relkind IN ('r', 'p', 'm')",
@@ -103,6 +106,7 @@ pub async fn table(client: &Client, written: &str) -> Result<Option<Table>, Advi
         rows: row.get(2),
         columns: row.get(3),
         indexes,
+        partitioned: row.get(4),
     }))
 }
 

@@ -1,0 +1,129 @@
+//! Shapes from Dexter's own test suite (ankane/dexter's `test/`) that the advisor got wrong
+//! when its cases were run through Pake: `ORDER BY` of two columns (the key came out in
+//! name order, which the plan cannot use), `ORDER BY` a position or an alias, a filter on an
+//! inlined CTE, and a partitioned table (whose advice said CONCURRENTLY, which PostgreSQL
+//! refuses there). And a `LIMIT` query no index was found for must not be reported as one
+//! that reads most of its table.
+
+use crate::harness::{eventually, Rig, Who};
+use pake::insight::model::{AdviceReport, IndexAdvice};
+use tokio_postgres::types::ToSql;
+
+const SCHEMA: &str = "
+    CREATE TABLE posts (id int, blog_id int, user_id int, body text);
+    INSERT INTO posts SELECT g, g % 1000, g % 10000, repeat('x', 20)
+      FROM generate_series(1, 100000) g;
+    CREATE TABLE events (id int, blog_id int, at timestamptz) PARTITION BY RANGE (id);
+    CREATE TABLE events_0 PARTITION OF events FOR VALUES FROM (0) TO (50000);
+    CREATE TABLE events_1 PARTITION OF events FOR VALUES FROM (50000) TO (100001);
+    INSERT INTO events SELECT g, g % 1000, now() FROM generate_series(1, 100000) g;
+    CREATE TABLE comments (id int, post_id int, score int);
+    INSERT INTO comments SELECT g, g % 5000, (g * 7919) % 100003 FROM generate_series(1, 100000) g;
+    ANALYZE;";
+
+/// Run `sql` a few times (with `values` bound in turn, if any); its fingerprint id, once its
+/// plan is captured.
+async fn run(rig: &mut Rig, c: &tokio_postgres::Client, sql: &str, values: &[i32]) -> String {
+    let mut id = String::new();
+    for i in 0..4 {
+        let o = match values.get(i % values.len().max(1)) {
+            Some(v) => {
+                let text = v.to_string();
+                let params: [&(dyn ToSql + Sync); 1] = [v];
+                rig.exec(c, sql, &params, &[Some(&text)], Who::default())
+                    .await
+            }
+            None => rig.exec(c, sql, &[], &[], Who::default()).await,
+        };
+        assert!(o.error.is_none(), "{sql}: {:?}", o.error);
+        id = format!("{:016x}", o.fingerprint.id);
+    }
+    let ins = rig.insight.clone();
+    eventually(|| ins.plan(&id)).await;
+    id
+}
+
+/// The advice that helps fingerprint `id`, if any.
+fn helping<'a>(advice: &'a AdviceReport, id: &str) -> Option<&'a IndexAdvice> {
+    advice
+        .indexes
+        .iter()
+        .find(|a| a.fingerprints.iter().any(|f| f == id))
+}
+
+#[tokio::test]
+async fn dexters_cases_that_were_missed() {
+    let mut rig = Rig::default().await;
+    let c = rig.client("postgres").await;
+    c.batch_execute(SCHEMA).await.expect("seed");
+    let two = run(
+        &mut rig,
+        &c,
+        "select * from posts order by user_id, blog_id limit 10",
+        &[],
+    )
+    .await;
+    let alias = run(
+        &mut rig,
+        &c,
+        "select post_id, score as s from comments order by s desc limit 5",
+        &[],
+    )
+    .await;
+    let cte = run(
+        &mut rig,
+        &c,
+        "with cte as (select * from posts) select * from cte where id = $1",
+        &[5, 500, 5000],
+    )
+    .await;
+    let parted = run(
+        &mut rig,
+        &c,
+        "select * from events where blog_id = $1",
+        &[3, 30, 300],
+    )
+    .await;
+    let star = run(
+        &mut rig,
+        &c,
+        "select * from posts order by 1 desc limit 10",
+        &[],
+    )
+    .await;
+    let advice = rig.insight.advise().await.expect("advisor runs");
+    let shown = format!("{advice:#?}");
+
+    // the key in the order written
+    let a = helping(&advice, &two).unwrap_or_else(|| panic!("two columns: {shown}"));
+    assert_eq!(a.table, "public.posts", "{a:#?}");
+    assert_eq!(a.columns[..2], ["user_id", "blog_id"], "{a:#?}");
+    // an alias in ORDER BY is the column it names
+    let a = helping(&advice, &alias).unwrap_or_else(|| panic!("alias: {shown}"));
+    assert_eq!(
+        (a.table.as_str(), a.columns[0].as_str()),
+        ("public.comments", "score DESC"),
+        "{a:#?}"
+    );
+    // a filter on an inlined CTE is one on its table
+    let a = helping(&advice, &cte).unwrap_or_else(|| panic!("CTE: {shown}"));
+    assert_eq!(
+        (a.table.as_str(), a.columns[0].as_str()),
+        ("public.posts", "id"),
+        "{a:#?}"
+    );
+    // a partitioned table: no CONCURRENTLY, and the advice says what that costs
+    let a = helping(&advice, &parted).unwrap_or_else(|| panic!("partitioned: {shown}"));
+    assert_eq!(a.sql, "CREATE INDEX ON public.events (blog_id);", "{a:#?}");
+    assert!(a.reason.contains("ON ONLY"), "{}", a.reason);
+    c.batch_execute(&a.sql)
+        .await
+        .expect("the advice runs as is");
+    // `ORDER BY 1` past `*`: no candidate, and no claim that a scan is the best way
+    assert!(helping(&advice, &star).is_none(), "{shown}");
+    assert!(
+        !advice.no_index_helps.iter().any(|n| n.fingerprint == star),
+        "a LIMIT query reported as reading most of its table: {:#?}",
+        advice.no_index_helps
+    );
+}
