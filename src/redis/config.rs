@@ -45,6 +45,13 @@ pub struct RedisConfig {
     /// node (the others are discovered). `rediss://` speaks TLS to every Redis node: the
     /// shared pools, dedicated links and tracking connections alike.
     pub url: String,
+    /// Must a client log in (`AUTH`, `HELLO … AUTH`, judged by Redis) before its commands
+    /// run? Absent: yes when the URL carries a password, as Redis asks it of a client when
+    /// its default user has one; until then every command but AUTH, HELLO … AUTH, RESET and
+    /// QUIT gets Redis's `-NOAUTH` reply. `false` lets a client that never logs in act as
+    /// the URL's user (with Pake's credentials and their rights); `true` asks a login even
+    /// in front of a Redis without a password (of its ACL users).
+    pub require_client_auth: Option<bool>,
     /// TLS for Redis clients, named as `[tls] client_tls_sslmode` is: `disable`;
     /// `allow`/`prefer` (TLS and plaintext clients on the same port, told apart by their
     /// first byte: a TLS handshake starts with 0x16, a RESP command never does); `require`
@@ -158,6 +165,7 @@ impl Default for RedisConfig {
         RedisConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 6380)),
             url: "redis://127.0.0.1:6379".into(),
+            require_client_auth: None,
             client_tls_sslmode: ClientTlsMode::Disable,
             client_tls_cert_file: None,
             client_tls_key_file: None,

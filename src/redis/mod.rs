@@ -70,6 +70,8 @@ pub struct Service {
     pub rate: crate::limits::RateLimiter,
     /// Fails shared-path commands fast while Redis keeps failing (`circuit_breaker_*`).
     pub breaker: Option<crate::limits::Breaker>,
+    /// A client must log in before its commands run (`require_client_auth`).
+    pub auth_required: bool,
 }
 
 /// Bytes a MONITOR may fall behind before Pake drops it.
@@ -127,7 +129,11 @@ impl Service {
                 metrics.circuit_opened.clone(),
             )
         });
+        let auth_required = config
+            .require_client_auth
+            .unwrap_or_else(|| backend.has_password());
         Ok(Arc::new(Service {
+            auth_required,
             budget,
             rate: crate::limits::RateLimiter::default(),
             breaker,

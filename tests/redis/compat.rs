@@ -2,7 +2,7 @@
 //! against a cluster, CLIENT commands answered for Pake's own client connections, a
 //! Pake-level MONITOR (bounded: a slow monitor is dropped), AUTH/HELLO AUTH verdicts.
 
-use crate::harness::{options, Conn, Env, Mode, Val};
+use crate::harness::{options, redis_config, start_pake, Conn, Env, Mode, Val};
 use pake::lab::RedisOptions;
 use std::time::Duration;
 
@@ -226,6 +226,87 @@ async fn auth_verdicts_come_from_redis() {
     assert_eq!(who, Val::s("app"));
     let r = c.cmd(&["HELLO", "3", "AUTH", "app", "nope"]).await;
     assert!(r.err_text().starts_with("WRONGPASS"), "{r:?}");
+}
+
+/// A client that has not logged in, in front of a Redis with a password: Pake answers each
+/// command with Redis's own bytes (unknown and arity errors first, then `-NOAUTH`; HELLO
+/// without AUTH refused; RESET and QUIT allowed), and a pipeline behind AUTH runs once it
+/// is in. Before, such a client ran every command as the URL's user. With
+/// `require_client_auth = false` it still does, by choice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_logs_in_where_redis_asks_it_to() {
+    let opts = RedisOptions {
+        password: Some("pw".into()),
+        ..options(Mode::Standalone)
+    };
+    let env = Env::with(opts, |_| {}).await;
+    let steps: &[&[&str]] = &[
+        &["PING"],
+        &["GET", "k"],
+        &["NOPE", "x"],
+        &["GET"],
+        &["CLIENT", "ID"],
+        &["MULTI"],
+        &["SELECT", "1"],
+        &["HELLO", "3"],
+        &["HELLO"],
+        &["RESET"],
+        &["GET", "k"],
+        &["AUTH", "default", "wrong"],
+        &["GET", "k"],
+        &["AUTH", "pw"],
+        &["SET", "k", "v"],
+        &["GET", "k"],
+        &["RESET"],
+        &["GET", "k"],
+        &["HELLO", "2", "AUTH", "default", "pw"],
+        &["GET", "k"],
+    ];
+    let mut transcripts = Vec::new();
+    for mut c in [env.direct("k").await, env.conn().await] {
+        let mut t = Vec::new();
+        for step in steps {
+            let reply = raw(&mut c, step).await;
+            // HELLO's map names the server's own id and version: compare its first line
+            let reply = match step.first() == Some(&"HELLO") && reply.first() != Some(&b'-') {
+                true => b"*map*".to_vec(),
+                false => reply,
+            };
+            t.push(format!("{step:?} -> {}", String::from_utf8_lossy(&reply)));
+        }
+        transcripts.push(t);
+    }
+    assert_eq!(transcripts[0], transcripts[1], "Redis, then Pake");
+    assert!(
+        transcripts[1][1].contains("-NOAUTH Authentication required."),
+        "{:?}",
+        transcripts[1]
+    );
+    // behind AUTH in one write: the GET runs logged in
+    let mut c = env.conn().await;
+    c.send(
+        &[
+            crate::harness::encode(&["AUTH", "pw"]),
+            crate::harness::encode(&["GET", "k"]),
+        ]
+        .concat(),
+    )
+    .await;
+    assert_eq!(c.read().await, Some(Val::s("OK")));
+    assert_eq!(c.read().await, Some(Val::s("v")));
+
+    let open = start_pake({
+        let mut rc = redis_config(env.lab.url());
+        rc.require_client_auth = Some(false);
+        rc
+    })
+    .await;
+    let mut c = Conn::connect(open.redis_addr.expect("redis listener")).await;
+    assert_eq!(
+        c.cmd(&["GET", "k"]).await,
+        Val::s("v"),
+        "require_client_auth = false: the URL's user"
+    );
 }
 
 /// Send `args` and return the reply's bytes exactly as they came.

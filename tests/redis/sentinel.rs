@@ -316,6 +316,10 @@ async fn passwords_for_sentinels_and_data_nodes() {
     })
     .await;
     let mut c = env.conn().await;
+    // the URL has the data nodes' password: a client logs in, as at Redis
+    let r = c.cmd(&["SET", "pw", "1"]).await;
+    assert!(r.err_text().starts_with("NOAUTH"), "{r:?}");
+    assert_eq!(c.cmd(&["AUTH", "datapw"]).await, Val::s("OK"));
     assert_eq!(c.cmd(&["SET", "pw", "1"]).await, Val::s("OK"));
     assert_eq!(c.cmd(&["GET", "pw"]).await, Val::s("1"));
     // without the sentinels' password Pake cannot find the primary, and says so

@@ -358,6 +358,11 @@ impl Backend {
         }
     }
 
+    /// The URL carries a password (Pake logs in to Redis with it).
+    pub fn has_password(&self) -> bool {
+        self.base.password.is_some()
+    }
+
     /// Connection details for a dedicated link to `addr` as the pool `key` logs in.
     pub fn target(&self, addr: String, key: &PoolKey) -> Target {
         let (username, password) = match &key.auth {

@@ -115,6 +115,17 @@ impl Session {
             self.refuse(&Error::Arity(String::from_utf8_lossy(name).to_lowercase()));
             return;
         }
+        if self.svc.auth_required
+            && self.state.auth.is_none()
+            && !matches!(
+                spec.kind,
+                Kind::Auth | Kind::Hello | Kind::Reset | Kind::Quit
+            )
+        {
+            // Redis's order: unknown and arity errors first, then the login
+            self.refuse(&Error::Refused("NOAUTH Authentication required.".into()));
+            return;
+        }
         self.reg.entry.set_command(spec.id);
         if self.tracking.is_some() {
             self.track(spec, &req.args);

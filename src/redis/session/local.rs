@@ -9,6 +9,11 @@ use crate::redis::error::Error;
 use crate::redis::resp::{encode, encode::Proto, Request};
 use bytes::{Bytes, BytesMut};
 
+/// Redis's answer to a HELLO without AUTH from a client that has not logged in.
+const NOAUTH_HELLO: &str = "NOAUTH HELLO must be called with the client already \
+    authenticated, otherwise the HELLO AUTH <user> <pass> option can be used to \
+    authenticate the client and select the RESP protocol version at the same time";
+
 fn text(b: &Bytes) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -42,6 +47,9 @@ impl Session {
             } else {
                 return Err(Error::Syntax("ERR Syntax error in HELLO option"));
             }
+        }
+        if self.svc.auth_required && next.auth.is_none() {
+            return Err(Error::Refused(NOAUTH_HELLO.into()));
         }
         self.switch(next).await?;
         let mut out = BytesMut::new();
