@@ -26,8 +26,9 @@ pub struct RawSample {
     pub writes: bool,
 }
 
-/// Real-valued samples kept per fingerprint for the advisor (never shown).
-pub const RAW_SAMPLES: usize = 3;
+/// Real-valued samples kept per fingerprint for the advisor (never shown): two are planned,
+/// all of them decide which literals are constant.
+pub const RAW_SAMPLES: usize = 4;
 
 /// Keep `sample` as the newest of at most [`RAW_SAMPLES`] distinct ones.
 pub fn keep_raw(raw: &mut VecDeque<RawSample>, sample: RawSample) {

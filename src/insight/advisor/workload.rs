@@ -89,12 +89,13 @@ pub fn pick(agg: &Aggregate) -> HashMap<String, Vec<Fp>> {
             .iter()
             .rev()
             .filter(|r| r.database == db && (!r.params.is_empty() || r.text != *fp.text))
-            .take(SAMPLES)
             .map(|r| Sample::Values {
                 text: r.text.clone(),
                 params: r.params.clone(),
             })
             .collect();
+        // every kept sample tells which literals are constant; the first few are planned
+        let seen = samples.split_off(samples.len().min(SAMPLES));
         let template = (e.template.as_ref()).filter(|t| t.database == db);
         if samples.is_empty() {
             samples.extend(match template {
@@ -108,7 +109,7 @@ pub fn pick(agg: &Aggregate) -> HashMap<String, Vec<Fp>> {
         let statements = samples.first().and_then(statements_of).unwrap_or_default();
         let constants = match template.and_then(|t| parse(&t.text)) {
             Some(prepared) => partial::constant_predicates(&prepared, true),
-            None => constants(&samples, &statements),
+            None => constants(&samples, &seen, &statements),
         };
         let writes = written_tables(&statements);
         if explainable {
@@ -137,18 +138,25 @@ fn statements_of(s: &Sample) -> Option<Vec<sqlparser::ast::Statement>> {
 }
 
 /// The constant predicates of a shape: a literal is part of it when written beside bound
-/// parameters, or when two samples of literal-only text carry the same one.
-fn constants(samples: &[Sample], first: &[sqlparser::ast::Statement]) -> Vec<ConstantPredicate> {
+/// parameters, or when every kept sample of literal-only text (`samples`, planned, then
+/// `more`; at least two) carries the same one. Two samples alone agree by chance too often
+/// on a column of few values (`user_id = 5` twice in ten values: one run in ten).
+fn constants(
+    samples: &[Sample],
+    more: &[Sample],
+    first: &[sqlparser::ast::Statement],
+) -> Vec<ConstantPredicate> {
     match samples {
         [Sample::Values { params, .. }, ..] if !params.is_empty() => {
             partial::constant_predicates(first, true)
         }
-        [Sample::Values { .. }, second @ Sample::Values { .. }, ..] => {
-            let again = statements_of(second).unwrap_or_default();
-            partial::common(
-                partial::constant_predicates(first, true),
-                &partial::constant_predicates(&again, true),
-            )
+        [Sample::Values { .. }, rest @ ..] if !rest.is_empty() => {
+            let mut common = partial::constant_predicates(first, true);
+            for other in rest.iter().chain(more) {
+                let again = statements_of(other).unwrap_or_default();
+                common = partial::common(common, &partial::constant_predicates(&again, true));
+            }
+            common
         }
         _ => partial::constant_predicates(first, false),
     }
@@ -207,5 +215,28 @@ mod tests {
             "select a from t where b = $1 and c in ($2) and d = '?' limit $3"
         );
         assert_eq!(explain::placeholders(&text), 3);
+    }
+
+    #[test]
+    fn a_literal_is_constant_only_when_every_kept_sample_has_it() {
+        let text = |t: &str| Sample::Values {
+            text: t.into(),
+            params: Vec::new(),
+        };
+        let columns = |samples: &[Sample], more: &[Sample]| -> Vec<String> {
+            let first = statements_of(&samples[0]).unwrap_or_default();
+            constants(samples, more, &first)
+                .into_iter()
+                .map(|p| p.column)
+                .collect()
+        };
+        let a = text("select * from posts where user_id = 5 and state = 'new' and b < 3");
+        let b = text("select * from posts where user_id = 5 and state = 'new' and b < 9");
+        let c = text("select * from posts where user_id = 2 and state = 'new' and b < 4");
+        // two samples agree on user_id by chance; the third says it varies
+        assert_eq!(columns(&[a.clone(), b.clone()], &[c]), ["state"]);
+        assert_eq!(columns(&[a.clone(), b], &[]), ["user_id", "state"]);
+        // one sample alone proves nothing about its literals
+        assert!(columns(&[a], &[]).is_empty());
     }
 }
