@@ -353,6 +353,9 @@ pub struct TxPending<T> {
     error: bool,
     /// `ROLLBACK TO` statements sent whose CommandComplete (`ROLLBACK`) has not come.
     rollbacks_to: usize,
+    /// A whole `ROLLBACK` was sent, with nothing sent after it yet: when it completes, it
+    /// undid every change (`false` once a change or savepoint follows it).
+    whole: Option<bool>,
     /// The last CommandComplete was `ROLLBACK`…
     rollback: bool,
     /// …answering one of the `ROLLBACK TO`s: if the transaction goes on, it ended the
@@ -368,6 +371,7 @@ impl<T> Default for TxPending<T> {
             lost: false,
             error: false,
             rollbacks_to: 0,
+            whole: None,
             rollback: false,
             forgive: false,
         }
@@ -390,7 +394,18 @@ pub enum Settled<T> {
 
 impl<T> TxPending<T> {
     pub fn push(&mut self, items: impl IntoIterator<Item = T>) {
+        let before = self.items.len();
         self.items.extend(items);
+        if self.items.len() > before {
+            self.after_whole();
+        }
+    }
+
+    /// Something that outlives a whole ROLLBACK in flight was sent after it.
+    fn after_whole(&mut self) {
+        if let Some(alone) = self.whole.as_mut() {
+            *alone = false;
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -403,7 +418,13 @@ impl<T> TxPending<T> {
         let find = |marks: &[(std::sync::Arc<str>, usize)], name: &str| {
             marks.iter().rposition(|(n, _)| &**n == name)
         };
+        if !matches!(op, Savepoint::Rollback) {
+            self.after_whole();
+        }
         match op {
+            Savepoint::Rollback if self.whole.is_none() => self.whole = Some(true),
+            // two in flight: which completion is which is not followed
+            Savepoint::Rollback => self.lost = true,
             Savepoint::Set(name) => self.marks.push((name.clone(), self.items.len())),
             Savepoint::Release(name) => match find(&self.marks, name) {
                 Some(i) => self.marks.truncate(i),
@@ -432,6 +453,27 @@ impl<T> TxPending<T> {
                 self.error = true;
                 self.rollback = false;
                 self.forgive = false;
+                if self.whole.take().is_some() {
+                    // the ROLLBACK may be skipped to the Sync: not followed
+                    self.lost = true;
+                }
+            }
+            be::COMMAND_COMPLETE
+                if body.starts_with(b"ROLLBACK\0")
+                    && self.rollbacks_to == 0
+                    && self.whole.is_some() =>
+            {
+                // a whole ROLLBACK with nothing sent after it: every change is undone
+                match self.whole.take() {
+                    Some(true) => {
+                        self.items.clear();
+                        self.marks.clear();
+                        self.error = false;
+                        self.rollback = false;
+                        self.forgive = false;
+                    }
+                    _ => self.lost = true,
+                }
             }
             be::COMMAND_COMPLETE if body.starts_with(b"ROLLBACK") => {
                 self.rollback = true;
@@ -683,6 +725,48 @@ mod tests {
         done(&mut p, b"ROLLBACK\0");
         assert_eq!(p.on_ready(b'I'), Settled::Doubtful);
         assert!(p.is_empty());
+        // a whole ROLLBACK sent on its own undid everything: nothing to record, no doubt
+        // (SQLAlchemy's pool rolls back every returned connection; asyncpg's type lookup
+        // sets jit inside it)
+        p.push([set("j")]);
+        p.savepoint(&Savepoint::Set(sp("v")));
+        p.on_message(be::ERROR_RESPONSE, b"");
+        p.savepoint(&Savepoint::Rollback);
+        done(&mut p, b"ROLLBACK\0");
+        assert_eq!(
+            p.on_ready(b'I'),
+            Settled::Nothing,
+            "BEGIN; SET; error; ROLLBACK"
+        );
+        // …unless something was sent after it before it completed, or an error may have
+        // skipped it
+        p.push([set("k")]);
+        p.savepoint(&Savepoint::Rollback);
+        p.push([set("l")]);
+        done(&mut p, b"ROLLBACK\0");
+        assert_eq!(
+            p.on_ready(b'I'),
+            Settled::Doubtful,
+            "ROLLBACK; SET in flight"
+        );
+        p.push([set("m")]);
+        p.savepoint(&Savepoint::Rollback);
+        p.on_message(be::ERROR_RESPONSE, b"");
+        assert_eq!(p.on_ready(b'E'), Settled::Nothing);
+        done(&mut p, b"ROLLBACK\0");
+        assert_eq!(
+            p.on_ready(b'I'),
+            Settled::Doubtful,
+            "a ROLLBACK behind an error"
+        );
+        // ROLLBACK AND CHAIN: the new transaction's changes commit
+        p.push([set("n")]);
+        p.savepoint(&Savepoint::Rollback);
+        done(&mut p, b"ROLLBACK\0");
+        assert_eq!(p.on_ready(b'T'), Settled::Nothing);
+        p.push([set("o")]);
+        done(&mut p, b"COMMIT\0");
+        assert_eq!(p.on_ready(b'I'), Settled::Commit(vec![set("o")]));
     }
 
     #[test]

@@ -79,6 +79,39 @@ async fn stale_plan_is_prepared_afresh() {
     assert_eq!(a, 1);
 }
 
+/// A transaction that changed a setting and then rolled back as a whole (asyncpg's type
+/// lookup turns `jit` off inside one; SQLAlchemy's pool rolls back every connection it is
+/// given back): every change is undone, so the server is kept as it is. Before, Pake took
+/// the ROLLBACK as doubtful and reset the server (`DISCARD ALL`), its statements went, and
+/// the client's next Bind re-prepared one afresh: after DDL Pake did not see, the client
+/// got rows of a new type under the old description (SQLAlchemy's
+/// test_detect_stale_type_cache_raise_recover) instead of the server's 0A000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_rollback_keeps_the_server_and_its_statements() {
+    let (env, _) = one_server_with("create table wr (v int); insert into wr values (7)").await;
+    let c = env.client().await;
+    let old = c.prepare("select v from wr").await.unwrap();
+    let v: i32 = c.query_one(&old, &[]).await.unwrap().get(0);
+    assert_eq!(v, 7);
+    c.batch_execute("begin").await.unwrap();
+    c.query_one("select set_config('jit', 'off', false)", &[])
+        .await
+        .unwrap();
+    c.batch_execute("set work_mem = '7MB'").await.unwrap();
+    c.batch_execute("rollback").await.unwrap();
+    let jit: String = c.query_one("show jit", &[]).await.unwrap().get(0);
+    let mem: String = c.query_one("show work_mem", &[]).await.unwrap().get(0);
+    assert_eq!((jit.as_str(), mem.as_str()), ("on", "4MB"), "undone");
+    // DDL Pake does not see: the server still has the statement, so it says 0A000
+    env.direct()
+        .await
+        .batch_execute("alter table wr alter column v type bigint")
+        .await
+        .unwrap();
+    let e = c.query(&old, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
+}
+
 /// Parse `name` (no parameter types: the server infers them) + Bind with one text value +
 /// Execute + Sync.
 fn prepared_with_value(name: &str, text: &str, value: &str) -> Vec<u8> {

@@ -95,6 +95,9 @@ pub enum Savepoint {
     Release(std::sync::Arc<str>),
     /// `ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name`.
     RollbackTo(std::sync::Arc<str>),
+    /// A whole `ROLLBACK` or `ABORT` (`[WORK | TRANSACTION] [AND [NO] CHAIN]`): everything
+    /// the transaction did before it is undone.
+    Rollback,
     /// A savepoint statement among others in one text, or one not understood: not followed.
     Unknown,
 }
@@ -141,11 +144,13 @@ fn savepoint_op(src: &str, head: &[Token], count: usize) -> Option<Savepoint> {
     let op = match w(0)? {
         "savepoint" => name(1).map(Savepoint::Set),
         "release" => name(after(1, &["savepoint"])).map(Savepoint::Release),
-        "rollback" => {
+        "rollback" | "abort" => {
             let to = after(1, &["work", "transaction"]);
             match w(to) {
                 Some("to") => name(after(to + 1, &["savepoint"])).map(Savepoint::RollbackTo),
-                _ => return None, // a whole ROLLBACK (or ROLLBACK PREPARED)
+                None if to == count => Some(Savepoint::Rollback),
+                Some("and") => Some(Savepoint::Rollback),
+                _ => return None, // ROLLBACK PREPARED
             }
         }
         _ => return None,
@@ -382,7 +387,13 @@ mod tests {
             sp("rollback work to a"),
             Some(Savepoint::RollbackTo(name("a")))
         );
-        assert_eq!(sp("ROLLBACK"), None);
+        assert_eq!(sp("ROLLBACK"), Some(Savepoint::Rollback));
+        assert_eq!(sp("abort work;"), Some(Savepoint::Rollback));
+        assert_eq!(
+            sp("rollback transaction and no chain"),
+            Some(Savepoint::Rollback)
+        );
+        assert_eq!(sp("rollback; set x = 1"), Some(Savepoint::Unknown));
         assert_eq!(sp("rollback prepared 'x'"), None);
         assert_eq!(sp("select 1"), None);
         assert_eq!(sp("savepoint a; set x = 1"), Some(Savepoint::Unknown));
