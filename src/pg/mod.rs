@@ -20,6 +20,7 @@ pub mod memory;
 pub mod notify;
 pub mod params;
 pub mod passthrough;
+pub mod pending;
 pub mod pool;
 pub mod prepared;
 pub mod prepared_view;
