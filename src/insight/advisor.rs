@@ -23,6 +23,7 @@ pub mod search;
 pub mod workload;
 
 use super::explain::{self, ConnTarget, ExplainError};
+use super::fingerprint::parse;
 use super::model::{hex_id, AdviceReport, IndexAdvice};
 use super::stats::unix_ms;
 use super::{Insight, InsightConfig};
@@ -130,17 +131,58 @@ async fn tables(
     Ok((index, out))
 }
 
+/// Column uses of simple views, read as uses of the table each shows (see
+/// [`columns::view_columns`]): the planner expands a view, so a filter on the view's
+/// `view_id` is one on the table's `id`, which an index there serves.
+async fn through_views(client: &Client, fps: &mut [Fp]) -> Result<(), AdvisorError> {
+    let mut names: Vec<String> = fps
+        .iter()
+        .flat_map(|f| f.uses.iter().flat_map(|u| u.tables.iter().cloned()))
+        .collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let Some(def) = catalog::view_definition(client, &name).await? else {
+            continue;
+        };
+        let Some(view) = parse(&def).and_then(|d| columns::view_columns(&d)) else {
+            continue;
+        };
+        for f in fps.iter_mut() {
+            let mut shown = Vec::new();
+            for u in &mut f.uses {
+                let Some(at) = u.tables.iter().position(|t| *t == name) else {
+                    continue;
+                };
+                // (an unqualified column may be another table's of its scope: that stays)
+                u.tables.remove(at);
+                if let Some(base) = view.base(&u.column) {
+                    shown.push(columns::ColumnUse {
+                        column: base,
+                        tables: vec![view.table.clone()],
+                        ..u.clone()
+                    });
+                }
+            }
+            f.uses.retain(|u| !u.tables.is_empty());
+            f.uses.extend(shown);
+        }
+    }
+    Ok(())
+}
+
 async fn advise_database(
     cfg: &InsightConfig,
     db: &str,
     target: &ConnTarget,
-    fps: Vec<Fp>,
+    mut fps: Vec<Fp>,
     report: &mut AdviceReport,
 ) -> Result<(), AdvisorError> {
     let timeout = cfg.explain_timeout.0.max(Duration::from_millis(100));
     let client = explain::connect(target, timeout).await?;
     let (hypopg, note) = hypopg_ready(&client, db, cfg.advisor_create_hypopg).await?;
     report.notes.push(note);
+    through_views(&client, &mut fps).await?;
     let (index, tables) = tables(&client, &fps).await?;
     // today's plans; a fingerprint that cannot be planned is left out
     let mut base = Vec::new();

@@ -1,9 +1,9 @@
 //! Shapes from Dexter's own test suite (ankane/dexter's `test/`) that the advisor got wrong
 //! when its cases were run through Pake: `ORDER BY` of two columns (the key came out in
 //! name order, which the plan cannot use), `ORDER BY` a position or an alias, a filter on an
-//! inlined CTE, and a partitioned table (whose advice said CONCURRENTLY, which PostgreSQL
-//! refuses there). And a `LIMIT` query no index was found for must not be reported as one
-//! that reads most of its table.
+//! inlined CTE, a view that renames a table's column, and a partitioned table (whose advice
+//! said CONCURRENTLY, which PostgreSQL refuses there). And a `LIMIT` query no index was
+//! found for must not be reported as one that reads most of its table.
 
 use crate::harness::{eventually, Rig, Who};
 use pake::insight::model::{AdviceReport, IndexAdvice};
@@ -17,6 +17,7 @@ const SCHEMA: &str = "
     CREATE TABLE events_0 PARTITION OF events FOR VALUES FROM (0) TO (50000);
     CREATE TABLE events_1 PARTITION OF events FOR VALUES FROM (50000) TO (100001);
     INSERT INTO events SELECT g, g % 1000, now() FROM generate_series(1, 100000) g;
+    CREATE VIEW posts_view AS SELECT id AS view_id, user_id FROM posts;
     CREATE TABLE comments (id int, post_id int, score int);
     INSERT INTO comments SELECT g, g % 5000, (g * 7919) % 100003 FROM generate_series(1, 100000) g;
     ANALYZE;";
@@ -77,6 +78,13 @@ async fn dexters_cases_that_were_missed() {
         &[5, 500, 5000],
     )
     .await;
+    let view = run(
+        &mut rig,
+        &c,
+        "select * from posts_view where view_id = $1",
+        &[6, 600, 6000],
+    )
+    .await;
     let parted = run(
         &mut rig,
         &c,
@@ -107,6 +115,13 @@ async fn dexters_cases_that_were_missed() {
     );
     // a filter on an inlined CTE is one on its table
     let a = helping(&advice, &cte).unwrap_or_else(|| panic!("CTE: {shown}"));
+    assert_eq!(
+        (a.table.as_str(), a.columns[0].as_str()),
+        ("public.posts", "id"),
+        "{a:#?}"
+    );
+    // a view showing a table's column under another name is read through
+    let a = helping(&advice, &view).unwrap_or_else(|| panic!("view: {shown}"));
     assert_eq!(
         (a.table.as_str(), a.columns[0].as_str()),
         ("public.posts", "id"),

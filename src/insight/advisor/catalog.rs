@@ -110,6 +110,28 @@ pub async fn table(client: &Client, written: &str) -> Result<Option<Table>, Advi
     }))
 }
 
+/// The definition of the view `written` (as the statement names it), resolved on the side
+/// connection's search path; `None` when it is not a view.
+pub async fn view_definition(
+    client: &Client,
+    written: &str,
+) -> Result<Option<String>, AdvisorError> {
+    let regclass: String = written
+        .split('.')
+        .map(quote_ident)
+        .collect::<Vec<_>>()
+        .join(".");
+    let row = client
+        .query_opt(
+            "SELECT pg_get_viewdef(c.oid, true) FROM pg_class c \
+             WHERE c.oid = to_regclass($1::text) AND c.relkind = 'v'",
+            &[&regclass],
+        )
+        .await
+        .map_err(catalog_err)?;
+    Ok(row.map(|r| r.get(0)))
+}
+
 /// Existing indexes that were never scanned since statistics were reset, or that another
 /// index makes redundant (same keys, or its keys lead the other's). Unique and primary-key
 /// indexes are kept out: they enforce a constraint.

@@ -351,6 +351,68 @@ fn inlined_table(cte: &Cte) -> Option<Scoped> {
     }
 }
 
+/// A view that shows one table's columns, some under new names: what an index on the table
+/// can do for a filter on the view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewColumns {
+    /// The table, as the definition writes it (`schema.table` when qualified).
+    pub table: String,
+    /// (the view's column, the table's column it shows).
+    pub columns: Vec<(String, String)>,
+    /// The view shows every column of the table under its own name (`SELECT *`).
+    pub star: bool,
+}
+
+impl ViewColumns {
+    /// The table's column that the view's `column` shows.
+    pub fn base(&self, column: &str) -> Option<String> {
+        let named = self.columns.iter().find(|(v, _)| v == column);
+        match named {
+            Some((_, base)) => Some(base.clone()),
+            None => self.star.then(|| column.to_string()),
+        }
+    }
+}
+
+/// A view definition (`pg_get_viewdef`) read as [`ViewColumns`]: one table without joins,
+/// grouping or `DISTINCT`, whose select list is `*` or columns, renamed or not. `None` for
+/// anything else (the planner may still use the table's indexes; the advisor does not try).
+pub fn view_columns(definition: &[Statement]) -> Option<ViewColumns> {
+    let [Statement::Query(q)] = definition else {
+        return None;
+    };
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
+    let grouped = !matches!(&s.group_by, GroupByExpr::Expressions(g, _) if g.is_empty());
+    if grouped || s.distinct.is_some() || s.having.is_some() || q.with.is_some() {
+        return None;
+    }
+    let table = match s.from.as_slice() {
+        [one] if one.joins.is_empty() => scope_of(std::slice::from_ref(one)).pop()?,
+        _ => return None,
+    };
+    let mut view = ViewColumns {
+        table: full_name(&table),
+        columns: Vec::new(),
+        star: false,
+    };
+    for item in &s.projection {
+        match item {
+            SelectItem::Wildcard(_) => view.star = true,
+            SelectItem::UnnamedExpr(e) => view.columns.push({
+                let (_, c) = column(e)?;
+                (c.clone(), c)
+            }),
+            SelectItem::ExprWithAlias { expr, alias } => {
+                view.columns.push((ident(alias), column(expr)?.1));
+            }
+            _ => return None,
+        }
+    }
+    Some(view)
+}
+
 /// The tables of `scope` a column written with `qualifier` may belong to.
 pub(super) fn resolve(qualifier: Option<&str>, scope: &[Scoped]) -> Vec<String> {
     match qualifier {
@@ -558,6 +620,31 @@ mod tests {
                     .any(|(_, tables, how)| tables == &t("posts") && *how == How::Eq),
                 "{sql}: {u:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_view_of_one_table_maps_its_columns() {
+        let v = |sql: &str| view_columns(&parse(sql).unwrap_or_default());
+        let renamed = v(" SELECT posts.id AS view_id,\n    posts.user_id\n   FROM posts;")
+            .expect("one table, columns");
+        assert_eq!(renamed.table, "posts");
+        assert_eq!(renamed.base("view_id").as_deref(), Some("id"));
+        assert_eq!(renamed.base("user_id").as_deref(), Some("user_id"));
+        assert_eq!(renamed.base("id"), None);
+        let star = v("select * from s.posts where blog_id > 3").expect("star");
+        assert_eq!(
+            (star.table.as_str(), star.base("id").as_deref()),
+            ("s.posts", Some("id"))
+        );
+        for sql in [
+            "select p.id from posts p join blogs b on b.id = p.blog_id",
+            "select user_id, count(*) from posts group by user_id",
+            "select distinct user_id from posts",
+            "select id + 1 as x from posts",
+            "select id from posts union select id from blogs",
+        ] {
+            assert_eq!(v(sql), None, "{sql}");
         }
     }
 }
