@@ -46,14 +46,19 @@ impl Table {
     }
 }
 
-/// The table `written` (as the statement names it), resolved on the side connection's
-/// search path; `None` when there is no such table.
-pub async fn table(client: &Client, written: &str) -> Result<Option<Table>, AdvisorError> {
-    let regclass: String = written
+/// `written` (as a statement names it, `schema.name` or `name`) quoted for `to_regclass`.
+fn regclass(written: &str) -> String {
+    written
         .split('.')
         .map(quote_ident)
         .collect::<Vec<_>>()
-        .join(".");
+        .join(".")
+}
+
+/// The table `written` (as the statement names it), resolved on the side connection's
+/// search path; `None` when there is no such table.
+pub async fn table(client: &Client, written: &str) -> Result<Option<Table>, AdvisorError> {
+    let rel = regclass(written);
     let Some(row) = client
         .query_opt(
             "SELECT n.nspname::text, c.relname::text, \
@@ -64,7 +69,7 @@ pub async fn table(client: &Client, written: &str) -> Result<Option<Table>, Advi
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
              WHERE c.oid = to_regclass($1::text) AND c.relkind IN ('r', 'p', 'm')",
-            &[&regclass],
+            &[&rel],
         )
         .await
         .map_err(catalog_err)?
@@ -83,7 +88,7 @@ pub async fn table(client: &Client, written: &str) -> Result<Option<Table>, Advi
              FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
              JOIN pg_am am ON am.oid = ic.relam \
              WHERE i.indrelid = to_regclass($1::text) AND i.indisvalid",
-            &[&regclass],
+            &[&rel],
         )
         .await
         .map_err(catalog_err)?
@@ -116,16 +121,12 @@ pub async fn view_definition(
     client: &Client,
     written: &str,
 ) -> Result<Option<String>, AdvisorError> {
-    let regclass: String = written
-        .split('.')
-        .map(quote_ident)
-        .collect::<Vec<_>>()
-        .join(".");
+    let rel = regclass(written);
     let row = client
         .query_opt(
             "SELECT pg_get_viewdef(c.oid, true) FROM pg_class c \
              WHERE c.oid = to_regclass($1::text) AND c.relkind = 'v'",
-            &[&regclass],
+            &[&rel],
         )
         .await
         .map_err(catalog_err)?;
