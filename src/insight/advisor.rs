@@ -135,12 +135,7 @@ async fn tables(
 /// [`columns::view_columns`]): the planner expands a view, so a filter on the view's
 /// `view_id` is one on the table's `id`, which an index there serves.
 async fn through_views(client: &Client, fps: &mut [Fp]) -> Result<(), AdvisorError> {
-    let mut names: Vec<String> = fps
-        .iter()
-        .flat_map(|f| f.uses.iter().flat_map(|u| u.tables.iter().cloned()))
-        .collect();
-    names.sort();
-    names.dedup();
+    let names = workload::used_tables(fps);
     for name in names {
         let Some(def) = catalog::view_definition(client, &name).await? else {
             continue;

@@ -10,7 +10,7 @@
 use pake::insight::advisor::candidates::Candidate;
 use pake::insight::advisor::catalog::{self, Table};
 use pake::insight::advisor::search::{hypo_create, reset, uses_index};
-use pake::insight::advisor::workload::{plan, Fp};
+use pake::insight::advisor::workload::{plan, used_tables, Fp};
 use pake::insight::explain::total_cost;
 use pake::insight::model::IndexAdvice;
 use tokio_postgres::Client;
@@ -100,12 +100,7 @@ async fn one_query(c: &Client, fp: &Fp, tables: &[Table], names: &[String]) -> O
 
 /// Dexter's suggestions for the planned fingerprints, as advice rows (for scoring).
 pub async fn suggest(c: &Client, fps: &[Fp]) -> Vec<IndexAdvice> {
-    let mut names: Vec<String> = fps
-        .iter()
-        .flat_map(|f| f.uses.iter().flat_map(|u| u.tables.iter().cloned()))
-        .collect();
-    names.sort();
-    names.dedup();
+    let names = used_tables(fps);
     let mut tables = Vec::new();
     let mut resolved = Vec::new();
     for n in names {

@@ -56,6 +56,17 @@ pub struct Fp {
     pub writes: Vec<String>,
 }
 
+/// Every table the fingerprints' column uses name, as written, once each.
+pub fn used_tables(fps: &[Fp]) -> Vec<String> {
+    let mut names: Vec<String> = fps
+        .iter()
+        .flat_map(|f| f.uses.iter().flat_map(|u| u.tables.iter().cloned()))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 /// Per database: the fingerprints to plan (explainable, by total time) and the writes.
 pub fn pick(agg: &Aggregate) -> HashMap<String, Vec<Fp>> {
     let all = agg.total_ns().max(1) as f64;
