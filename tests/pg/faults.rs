@@ -338,12 +338,16 @@ async fn cancels(env: &Env, outcome: &str) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_through_another_instance_reaches_the_query() {
     use pake::config::peering::{Peer, Peering};
-    let ports = [
-        pake::lab::process::free_port().unwrap(),
-        pake::lab::process::free_port().unwrap(),
-    ];
+    // chosen when the first Pake is configured, after its lab has started: a port picked
+    // before the lab's seconds of startup was once taken meanwhile by a parallel test
+    let chosen = std::sync::Arc::new(std::sync::OnceLock::<[u16; 2]>::new());
     let instance = move |id: u8| -> crate::harness::LabTweak {
+        let chosen = chosen.clone();
         std::sync::Arc::new(move |c, _| {
+            let ports = *chosen.get_or_init(|| {
+                let free = || pake::lab::process::free_port().expect("a free port");
+                [free(), free()]
+            });
             c.general.pg_listen = ([127, 0, 0, 1], ports[usize::from(id - 1)]).into();
             c.peering = Peering {
                 peer_id: id,
