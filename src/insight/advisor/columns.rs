@@ -333,20 +333,27 @@ fn inlined_table(cte: &Cte) -> Option<Scoped> {
     {
         return None;
     }
-    let SetExpr::Select(s) = cte.query.body.as_ref() else {
-        return None;
-    };
+    let (s, table) = one_table(&cte.query)?;
     let plain_list = s.projection.iter().all(|i| match i {
         SelectItem::Wildcard(_) => true,
         SelectItem::UnnamedExpr(e) => column(e).is_some(),
         _ => false,
     });
+    plain_list.then_some(table)
+}
+
+/// A query that reads one table row for row: a SELECT of one table without joins,
+/// grouping, `HAVING` or `DISTINCT`. Its select list, and the table.
+fn one_table(q: &Query) -> Option<(&sqlparser::ast::Select, Scoped)> {
+    let SetExpr::Select(s) = q.body.as_ref() else {
+        return None;
+    };
     let grouped = !matches!(&s.group_by, GroupByExpr::Expressions(g, _) if g.is_empty());
-    if !plain_list || grouped || s.distinct.is_some() || s.having.is_some() {
+    if grouped || s.distinct.is_some() || s.having.is_some() {
         return None;
     }
     match s.from.as_slice() {
-        [one] if one.joins.is_empty() => scope_of(std::slice::from_ref(one)).pop(),
+        [one] if one.joins.is_empty() => Some((s, scope_of(std::slice::from_ref(one)).pop()?)),
         _ => None,
     }
 }
@@ -381,17 +388,10 @@ pub fn view_columns(definition: &[Statement]) -> Option<ViewColumns> {
     let [Statement::Query(q)] = definition else {
         return None;
     };
-    let SetExpr::Select(s) = q.body.as_ref() else {
-        return None;
-    };
-    let grouped = !matches!(&s.group_by, GroupByExpr::Expressions(g, _) if g.is_empty());
-    if grouped || s.distinct.is_some() || s.having.is_some() || q.with.is_some() {
+    if q.with.is_some() {
         return None;
     }
-    let table = match s.from.as_slice() {
-        [one] if one.joins.is_empty() => scope_of(std::slice::from_ref(one)).pop()?,
-        _ => return None,
-    };
+    let (s, table) = one_table(q)?;
     let mut view = ViewColumns {
         table: full_name(&table),
         columns: Vec::new(),
