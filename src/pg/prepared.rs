@@ -127,6 +127,27 @@ impl Registry {
     }
 }
 
+/// What a statement returns, as PostgreSQL compares it when it refuses a cached plan whose
+/// result changed (0A000): each column's name, type and type modifier, from the
+/// RowDescription of a Describe, or none at all (NoData). Equal results give equal values.
+pub fn result_sig(tag: u8, body: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    tag.hash(&mut h);
+    if tag == wire::be::ROW_DESCRIPTION {
+        let mut rest = body.get(2..).unwrap_or_default();
+        body.get(..2).hash(&mut h);
+        // name\0, table oid (4), column (2), type oid (4), size (2), modifier (4), format (2)
+        while let Some((name, tail)) = wire::cstr(rest) {
+            name.hash(&mut h);
+            tail.get(6..10).hash(&mut h);
+            tail.get(12..16).hash(&mut h);
+            rest = tail.get(18..).unwrap_or_default();
+        }
+    }
+    h.finish()
+}
+
 /// DDL at the start of one of a text's statements, as far as prepared statements care.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Ddl {
@@ -179,6 +200,9 @@ struct ClientStatement {
     /// When the client prepared it, µs since the epoch: what it sees in
     /// `pg_prepared_statements` ([`crate::pg::prepared_view`]).
     prepared_at: u64,
+    /// The result the client was told by its own Describe of the statement
+    /// ([`result_sig`]): what every server copy it runs on must return.
+    told: Option<u64>,
 }
 
 impl ClientStatements {
@@ -189,8 +213,31 @@ impl ClientStatements {
         // two statements prepared in one pipeline keep their order
         self.last_micros = now.max(self.last_micros + 1);
         let prepared_at = self.last_micros;
-        self.map
-            .insert(name.into(), ClientStatement { stmt, prepared_at });
+        let told = None;
+        let entry = ClientStatement {
+            stmt,
+            prepared_at,
+            told,
+        };
+        self.map.insert(name.into(), entry);
+    }
+
+    /// The statement `name` stands for and the result the client was told it returns,
+    /// when the client described it.
+    pub fn told(&self, name: &[u8]) -> Option<(&Arc<Statement>, u64)> {
+        let c = self.map.get(name)?;
+        Some((&c.stmt, c.told?))
+    }
+
+    /// The client's Describe of statement `id` answered `sig`: names of it not described
+    /// before take it. A name already told keeps what it was told (the check at its next
+    /// use refuses a copy that differs, as the server would refuse its own stale plan).
+    pub fn tell(&mut self, id: StatementId, sig: u64) {
+        for c in self.map.values_mut() {
+            if c.stmt.id == id && c.told.is_none() {
+                c.told = Some(sig);
+            }
+        }
     }
 
     pub fn get(&self, name: &[u8]) -> Option<&Arc<Statement>> {
@@ -227,8 +274,18 @@ impl ClientStatements {
 /// The statements one server connection has, with a use counter for LRU eviction.
 #[derive(Default, Debug)]
 pub struct ServerStatements {
-    have: HashMap<StatementId, (u64, Arc<Statement>)>,
+    have: HashMap<StatementId, ServerCopy>,
     tick: u64,
+}
+
+/// One server's copy of a statement.
+#[derive(Debug)]
+struct ServerCopy {
+    /// Last use, for LRU eviction.
+    tick: u64,
+    stmt: Arc<Statement>,
+    /// What this copy returns ([`result_sig`]), once a Describe of it here has said.
+    result: Option<u64>,
 }
 
 impl ServerStatements {
@@ -237,7 +294,7 @@ impl ServerStatements {
         let tick = self.tick;
         match self.have.get_mut(&id) {
             Some(e) => {
-                e.0 = tick;
+                e.tick = tick;
                 true
             }
             None => false,
@@ -246,7 +303,24 @@ impl ServerStatements {
 
     pub fn insert(&mut self, stmt: &Arc<Statement>) {
         self.tick += 1;
-        self.have.insert(stmt.id, (self.tick, stmt.clone()));
+        let copy = ServerCopy {
+            tick: self.tick,
+            stmt: stmt.clone(),
+            result: None,
+        };
+        self.have.insert(stmt.id, copy);
+    }
+
+    /// What this server's copy of `id` returns, when known.
+    pub fn result(&self, id: StatementId) -> Option<u64> {
+        self.have.get(&id)?.result
+    }
+
+    /// A Describe of `id` on this server answered `sig`.
+    pub fn described(&mut self, id: StatementId, sig: u64) {
+        if let Some(c) = self.have.get_mut(&id) {
+            c.result = Some(sig);
+        }
     }
 
     pub fn remove(&mut self, id: StatementId) {
@@ -255,13 +329,14 @@ impl ServerStatements {
 
     /// The statement `id` if this server has it.
     pub fn get(&self, id: StatementId) -> Option<&Arc<Statement>> {
-        self.have.get(&id).map(|(_, s)| s)
+        self.have.get(&id).map(|c| &c.stmt)
     }
 
     /// The server answered ParseComplete for `id`.
     pub fn mark_parsed(&self, id: StatementId) {
-        if let Some((_, s)) = self.have.get(&id) {
-            s.parsed_ok
+        if let Some(c) = self.have.get(&id) {
+            c.stmt
+                .parsed_ok
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
     }
@@ -288,8 +363,8 @@ impl ServerStatements {
         if self.have.len() <= cap {
             return None;
         }
-        let (&id, _) = self.have.iter().min_by_key(|(_, (tick, _))| *tick)?;
-        self.have.remove(&id).map(|(_, s)| s)
+        let (&id, _) = self.have.iter().min_by_key(|(_, c)| c.tick)?;
+        self.have.remove(&id).map(|c| c.stmt)
     }
 }
 

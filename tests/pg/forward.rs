@@ -112,6 +112,77 @@ async fn a_whole_rollback_keeps_the_server_and_its_statements() {
     assert_eq!(code(&e), "0A000", "{e}");
 }
 
+/// A described statement prepared again on a server that lacks it (another pooled
+/// connection, or one reset since) after DDL Pake did not see. Directly, the client's next
+/// use fails with 0A000 and the driver prepares again; through Pake the fresh copy returned
+/// the new type under the old description: tokio-postgres failed to decode it, asyncpg raised
+/// BufferError, and a change between types of one size would give wrong values. Pake now
+/// learns what each copy returns and refuses one that differs, with the server's 0A000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_again_returns_what_the_client_was_told() {
+    let (env, mut raw) =
+        one_server_with("create table rt (v int); insert into rt values (7)").await;
+    let a = env.client().await;
+    let old = a.prepare("select v from rt").await.unwrap();
+    let v: i32 = a.query_one(&old, &[]).await.unwrap().get(0);
+    assert_eq!(v, 7);
+    // the one server loses its statements
+    let mut discard = named("d", "discard all");
+    discard.extend(frame(b'S', b""));
+    raw.send(&discard).await;
+    assert!(!until_ready(&mut raw).await.0.contains('E'));
+    env.direct()
+        .await
+        .batch_execute("alter table rt alter column v type bigint")
+        .await
+        .unwrap();
+    // another client prepares the same text now, on the one server: it sees bigint
+    let b = env.client().await;
+    let fresh = b.prepare("select v from rt").await.unwrap();
+    let v: i64 = b.query_one(&fresh, &[]).await.unwrap().get(0);
+    assert_eq!(v, 7);
+    // the first client's description says int: the copy is refused, the connection goes on
+    for round in 0..2 {
+        let e = a.query(&old, &[]).await.unwrap_err();
+        assert_eq!(code(&e), "0A000", "round {round}: {e}");
+    }
+    let new = a.prepare("select v from rt").await.unwrap();
+    let v: i64 = a.query_one(&new, &[]).await.unwrap().get(0);
+    assert_eq!(v, 7, "the driver's prepare again sees the new type");
+    // in a transaction, the refusal fails it as the server's own 0A000 would
+    a.batch_execute("begin").await.unwrap();
+    let e = a.query(&old, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
+    let e = a.query_one(&new, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "25P02", "{e}");
+    a.batch_execute("rollback").await.unwrap();
+    // the server loses its statements again: the next use prepares and describes a copy
+    // before it runs, which returns what the client was told
+    raw.send(&discard).await;
+    assert!(!until_ready(&mut raw).await.0.contains('E'));
+    let v: i64 = a.query_one(&new, &[]).await.unwrap().get(0);
+    assert_eq!(v, 7);
+    // and once more, with DDL behind Pake's back: that copy is refused
+    raw.send(&discard).await;
+    assert!(!until_ready(&mut raw).await.0.contains('E'));
+    env.direct()
+        .await
+        .batch_execute("alter table rt alter column v type numeric")
+        .await
+        .unwrap();
+    let e = a.query(&new, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
+    // a client that never described its statement gets what the server returns
+    let mut c = login(&env).await;
+    c.send(&prepared_with_value("s1", "select v + $1 from rt", "1"))
+        .await;
+    let r = c.until_ready().await;
+    assert_eq!(
+        (r.sqlstate.as_str(), r.value.as_deref()),
+        ("", Some(&b"8"[..]))
+    );
+}
+
 /// Parse `name` (no parameter types: the server infers them) + Bind with one text value +
 /// Execute + Sync.
 fn prepared_with_value(name: &str, text: &str, value: &str) -> Vec<u8> {

@@ -42,13 +42,22 @@ pub enum Expect {
         swallow: bool,
     },
     /// Describe of a statement: ParameterDescription, then RowDescription or NoData.
+    /// `injected`: Pake asked, to learn what the server's copy returns (swallowed).
     DescribeStatement {
         stmt: Option<StatementId>,
+        injected: bool,
     },
     /// Describe of a portal (or the second half of a statement Describe).
     /// `stmt`: the interned statement whose Describe this completes.
     RowDescription {
         stmt: Option<StatementId>,
+        injected: bool,
+    },
+    /// A Bind or Describe Pake made fail on the server (it names no statement there) because
+    /// the server's copy of `stmt` returns other than the client was told: the server's
+    /// error is replaced by the 0A000 PostgreSQL gives for its own stale plan.
+    Stale {
+        stmt: StatementId,
     },
     /// Execute: DataRows (or a COPY), then CommandComplete / EmptyQuery / PortalSuspended.
     Execute,
@@ -85,6 +94,11 @@ pub struct Effects {
     pub done: Option<Done>,
     /// Executes the server skipped after an error in their batch (they never ran).
     pub skipped: u32,
+    /// A statement Describe answered: the statement, what it returns
+    /// ([`crate::pg::prepared::result_sig`]), and whether Pake asked (not the client).
+    pub described: Option<(StatementId, u64, bool)>,
+    /// A Bind or Describe Pake made fail ([`Expect::Stale`]) failed: the client gets 0A000.
+    pub stale: Option<StatementId>,
     /// The server reported this statement's cached plan invalid (0A000 `cached plan must
     /// not change result type`): it must be prepared afresh.
     pub invalidated: Option<StatementId>,
@@ -170,6 +184,17 @@ impl Replies {
         self.q.len()
     }
 
+    /// A Describe Pake injected is still owed (a message that needs its answer waits).
+    pub fn describing(&self) -> bool {
+        self.q.iter().any(|e| {
+            matches!(
+                e,
+                Expect::DescribeStatement { injected: true, .. }
+                    | Expect::RowDescription { injected: true, .. }
+            )
+        })
+    }
+
     /// Is the next reply one Pake writes itself?
     pub fn has_synthetic_head(&self) -> bool {
         matches!(self.q.front(), Some(Expect::Synth(_)))
@@ -237,10 +262,7 @@ impl Replies {
             (be::READY_FOR_QUERY, Expect::Ready { swallow, stmt }) => {
                 Ok(self.on_ready(body, swallow, stmt, fx))
             }
-            (be::ERROR_RESPONSE, Expect::Ready { swallow, stmt }) => {
-                Ok(self.on_query_error(body, swallow, stmt, fx))
-            }
-            (be::ERROR_RESPONSE, _) => Ok(self.on_extended_error(body, fx)),
+            (be::ERROR_RESPONSE, head) => Ok(self.on_error(body, head, fx)),
             (be::PARSE_COMPLETE, Expect::Parse { swallow, registers }) => {
                 self.q.pop_front();
                 fx.created = registers;
@@ -254,16 +276,15 @@ impl Replies {
                 self.q.pop_front();
                 Ok(pass(swallow))
             }
-            (be::PARAMETER_DESCRIPTION, Expect::DescribeStatement { stmt }) => {
+            (be::PARAMETER_DESCRIPTION, Expect::DescribeStatement { stmt, injected }) => {
                 // the server checks the plan between the two halves
                 if let Some(front) = self.q.front_mut() {
-                    *front = Expect::RowDescription { stmt };
+                    *front = Expect::RowDescription { stmt, injected };
                 }
-                Ok(Forward)
+                Ok(pass(injected))
             }
-            (be::ROW_DESCRIPTION | be::NO_DATA, Expect::RowDescription { .. }) => {
-                self.q.pop_front();
-                Ok(Forward)
+            (be::ROW_DESCRIPTION | be::NO_DATA, Expect::RowDescription { stmt, injected }) => {
+                Ok(self.on_description(tag, body, stmt, injected, fx))
             }
             (
                 be::COMMAND_COMPLETE | be::EMPTY_QUERY_RESPONSE | be::PORTAL_SUSPENDED,
@@ -327,6 +348,39 @@ impl Replies {
             ))),
             _ => None,
         }
+    }
+
+    /// An ErrorResponse: ending a simple Query, failing a message Pake made fail (the
+    /// client gets 0A000 in its place: [`Expect::Stale`]), or inside an extended batch.
+    fn on_error(&mut self, body: &[u8], head: Expect, fx: &mut Effects) -> Disposition {
+        match head {
+            Expect::Ready { swallow, stmt } => self.on_query_error(body, swallow, stmt, fx),
+            Expect::Stale { stmt } => {
+                fx.stale = Some(stmt);
+                fx.invalidated = Some(stmt);
+                self.on_extended_error(STALE_PLAN, fx);
+                Disposition::Swallow
+            }
+            _ => self.on_extended_error(body, fx),
+        }
+    }
+
+    /// The RowDescription or NoData that ends a Describe: of a statement, it says what the
+    /// server's copy returns.
+    fn on_description(
+        &mut self,
+        tag: u8,
+        body: &[u8],
+        stmt: Option<StatementId>,
+        injected: bool,
+        fx: &mut Effects,
+    ) -> Disposition {
+        self.q.pop_front();
+        if let Some(id) = stmt {
+            let sig = crate::pg::prepared::result_sig(tag, body);
+            fx.described = Some((id, sig, injected));
+        }
+        pass(injected)
     }
 
     /// An error inside a simple Query: the ReadyForQuery that follows ends it.
@@ -399,8 +453,8 @@ impl Replies {
         if matches!(sqlstate(body), Some(c) if c == *b"0A000" || c == *b"XX000") {
             if let Some(
                 Expect::Bind { stmt }
-                | Expect::DescribeStatement { stmt }
-                | Expect::RowDescription { stmt },
+                | Expect::DescribeStatement { stmt, .. }
+                | Expect::RowDescription { stmt, .. },
             ) = self.q.front()
             {
                 fx.invalidated = *stmt;
@@ -488,6 +542,11 @@ impl Replies {
         }
     }
 }
+
+/// The body of the error PostgreSQL raises for a cached plan whose result changed: what a
+/// [`Expect::Stale`] message's failure counts as.
+pub const STALE_PLAN: &[u8] =
+    b"SERROR\0VERROR\0C0A000\0Mcached plan must not change result type\0\0";
 
 /// A FATAL or PANIC ErrorResponse: the server closes the connection after it.
 fn is_fatal(body: &[u8]) -> bool {

@@ -11,7 +11,7 @@ use super::{frame, Session};
 use crate::config::PoolMode;
 use crate::insight::collector::MAX_SAMPLE_TEXT;
 use crate::pg::error::Error;
-use crate::pg::prepared::{Ddl, Statement};
+use crate::pg::prepared::{Ddl, Statement, StatementId};
 use crate::pg::server::replies::{Expect, Synth};
 use crate::pg::server::Server;
 use crate::pg::wire::{self, backend, fe};
@@ -62,6 +62,57 @@ impl Session {
             server.replies.drain_synthetic(&mut self.cwbuf);
         }
         Ok(())
+    }
+
+    /// Transaction mode, before a Bind or statement Describe of a client statement the
+    /// client has described: the server's copy must be known to return what the client was
+    /// told (after DDL Pake did not see, a copy parsed afresh returns the new type, where the
+    /// server itself would refuse its old plan with 0A000). A copy whose result is unknown
+    /// — parsed here just now, or by a client that never described it — is described first
+    /// and the message waits in the client's buffer for the answer (`true`): one round trip,
+    /// when a described statement first reaches a server.
+    pub(super) fn hold_for_result(&mut self, tag: u8, frame: &[u8]) -> Result<bool, Error> {
+        if self.mode != PoolMode::Transaction {
+            return Ok(false);
+        }
+        let name = match tag {
+            fe::BIND => frame::bind(frame)?.statement,
+            fe::DESCRIBE => match frame::subject(frame)? {
+                s if s.is_named_statement() => s.name,
+                _ => return Ok(false),
+            },
+            _ => return Ok(false),
+        };
+        let Some((stmt, _)) = self.statements.told(name) else {
+            return Ok(false);
+        };
+        let stmt = stmt.clone();
+        let cap = self.pool.settings().defaults.max_prepared_statements;
+        let Some(server) = self.server.as_deref_mut() else {
+            return Ok(false);
+        };
+        if stmt.reads_view || server.replies.is_skipping() {
+            return Ok(false); // parsed afresh each time; a server skipping fails it anyway
+        }
+        if server.replies.describing() {
+            return Ok(true);
+        }
+        if server.statements.result(stmt.id).is_some() {
+            return Ok(false);
+        }
+        server.in_extended = true;
+        ensure_prepared(server, &stmt, cap);
+        let at = wire::begin_frame(&mut server.wbuf, fe::DESCRIBE);
+        server.wbuf.put_u8(b'S');
+        wire::put_cstr(&mut server.wbuf, stmt.name.as_bytes());
+        wire::finish_frame(&mut server.wbuf, at);
+        let at = wire::begin_frame(&mut server.wbuf, fe::FLUSH);
+        wire::finish_frame(&mut server.wbuf, at);
+        server.replies.push(Expect::DescribeStatement {
+            stmt: Some(stmt.id),
+            injected: true,
+        });
+        Ok(true)
     }
 
     /// Statements are followed for insight or trace export.
@@ -287,12 +338,13 @@ impl Session {
     /// How a Bind or Describe naming `stmt` (the client's statement, transaction mode)
     /// reaches it on the server. One that reads `pg_prepared_statements` runs as the unnamed
     /// statement, parsed with the view as it is now (its text was fixed when prepared).
-    fn reach(&self, stmt: Option<Arc<Statement>>) -> Reach {
-        let Some(stmt) = stmt else {
+    fn reach(&self, name: &[u8]) -> Reach {
+        let Some(stmt) = self.client_statement(name) else {
             return Reach::AsSent;
         };
         if !stmt.reads_view {
-            return Reach::Server(stmt);
+            let told = self.statements.told(name).map(|(_, sig)| sig);
+            return Reach::Server(stmt, told);
         }
         let mut parse = BytesMut::with_capacity(stmt.definition().len() + 6);
         let at = wire::begin_frame(&mut parse, fe::PARSE);
@@ -301,7 +353,7 @@ impl Session {
         wire::finish_frame(&mut parse, at);
         match self.with_prepared_view(&parse) {
             Some(fresh) => Reach::Fresh(fresh),
-            None => Reach::Server(stmt),
+            None => Reach::Server(stmt, None),
         }
     }
 
@@ -316,7 +368,7 @@ impl Session {
             None if b.statement.is_empty() => self.track_unnamed_bound(b.rest),
             None => None,
         };
-        let reach = self.reach(stmt);
+        let reach = self.reach(b.statement);
         let cap = self.pool.settings().defaults.max_prepared_statements;
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());
@@ -337,14 +389,17 @@ impl Session {
                 server.unnamed_owner = Some(self.id);
             }
         }
-        let id = send_for_statement(server, reach, cap, frame, |wbuf, name| {
+        let sent = send_for_statement(server, reach, cap, frame, |wbuf, name| {
             let at = wire::begin_frame(wbuf, fe::BIND);
             wire::put_cstr(wbuf, b.portal);
             wire::put_cstr(wbuf, name);
             wbuf.put_slice(b.rest);
             wire::finish_frame(wbuf, at);
         });
-        server.replies.push(Expect::Bind { stmt: id });
+        server.replies.push(match sent {
+            Sent::Stale(stmt) => Expect::Stale { stmt },
+            Sent::To(stmt) => Expect::Bind { stmt },
+        });
         Ok(())
     }
 
@@ -360,25 +415,29 @@ impl Session {
 
     fn forward_describe(&mut self, frame: &[u8]) -> Result<(), Error> {
         let subject = frame::subject(frame)?;
-        let stmt = match subject.is_named_statement() {
-            true => self.client_statement(subject.name),
-            false => None,
+        let reach = match subject.is_named_statement() {
+            true => self.reach(subject.name),
+            false => Reach::AsSent,
         };
-        let reach = self.reach(stmt);
         let cap = self.pool.settings().defaults.max_prepared_statements;
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());
         };
         server.in_extended = true;
-        let id = send_for_statement(server, reach, cap, frame, |wbuf, name| {
+        let sent = send_for_statement(server, reach, cap, frame, |wbuf, name| {
             let at = wire::begin_frame(wbuf, fe::DESCRIBE);
             wbuf.put_u8(b'S');
             wire::put_cstr(wbuf, name);
             wire::finish_frame(wbuf, at);
         });
-        server.replies.push(match subject.kind {
-            b'S' => Expect::DescribeStatement { stmt: id },
-            _ => Expect::RowDescription { stmt: None },
+        let injected = false;
+        server.replies.push(match (sent, subject.kind) {
+            (Sent::Stale(stmt), _) => Expect::Stale { stmt },
+            (Sent::To(stmt), b'S') => Expect::DescribeStatement { stmt, injected },
+            _ => Expect::RowDescription {
+                stmt: None,
+                injected,
+            },
         });
         Ok(())
     }
@@ -448,32 +507,51 @@ impl Session {
 enum Reach {
     /// As the client wrote it (the unnamed statement, a portal, session mode).
     AsSent,
-    /// The client's statement under its process-wide name on the server.
-    Server(Arc<Statement>),
+    /// The client's statement under its process-wide name on the server, and the result the
+    /// client was told it returns, if it described it.
+    Server(Arc<Statement>, Option<u64>),
     /// This unnamed Parse first (a statement reading `pg_prepared_statements`).
     Fresh(BytesMut),
 }
 
+/// What a Bind or Describe was sent to.
+enum Sent {
+    /// This process-wide statement, or (`None`) what the client named.
+    To(Option<StatementId>),
+    /// Nothing: the server's copy of this statement returns other than the client was told,
+    /// so the message names [`STALE`] and fails there.
+    Stale(StatementId),
+}
+
+/// A statement name no server has (no client's name reaches a server unrenamed in
+/// transaction mode): a Bind or Describe of it fails, and with it the rest of the batch.
+const STALE: &[u8] = b"pake_stale";
+
 /// Send a Bind or Describe as `reach` says: as the client wrote it, or rewritten by
 /// `rewrite` to the server-side name — after making sure the server has the statement, or
-/// after the Parse standing for it. The id of the statement it uses on the server, if one
-/// of the process-wide ones.
+/// after the Parse standing for it. A copy there known to return other than the client was
+/// told is not used: PostgreSQL refuses its own stale plan (0A000), so does Pake.
 fn send_for_statement(
     server: &mut Server,
     reach: Reach,
     cap: usize,
     frame: &[u8],
     rewrite: impl FnOnce(&mut BytesMut, &[u8]),
-) -> Option<crate::pg::prepared::StatementId> {
+) -> Sent {
     match reach {
         Reach::AsSent => {
             server.wbuf.put_slice(frame);
-            None
+            Sent::To(None)
         }
-        Reach::Server(stmt) => {
+        Reach::Server(stmt, told) => {
             ensure_prepared(server, &stmt, cap);
+            let result = server.statements.result(stmt.id);
+            if told.is_some_and(|t| result.is_some_and(|r| r != t)) {
+                rewrite(&mut server.wbuf, STALE);
+                return Sent::Stale(stmt.id);
+            }
             rewrite(&mut server.wbuf, stmt.name.as_bytes());
-            Some(stmt.id)
+            Sent::To(Some(stmt.id))
         }
         Reach::Fresh(parse) => {
             // its ParseComplete swallowed; the server's unnamed statement is no longer the
@@ -485,7 +563,7 @@ fn send_for_statement(
             });
             server.unnamed_owner = None;
             rewrite(&mut server.wbuf, b"");
-            None
+            Sent::To(None)
         }
     }
 }

@@ -67,10 +67,20 @@ impl Session {
                 return Ok(Flow::Continue);
             }
             let mut buf = std::mem::take(&mut self.crbuf);
-            let result = self.forward(tag, &buf[..len]);
-            buf.advance(len);
+            let held = self.hold_for_result(tag, &buf[..len]);
+            let result = match held {
+                Ok(false) => {
+                    let r = self.forward(tag, &buf[..len]);
+                    buf.advance(len);
+                    r
+                }
+                _ => Ok(()),
+            };
             self.crbuf = buf;
             result?;
+            if held? {
+                return Ok(Flow::Continue); // the message waits for its server's answer
+            }
         }
     }
 

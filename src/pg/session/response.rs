@@ -63,7 +63,8 @@ impl Session {
                 run = pos + total;
             }
             pos += total;
-            forget_statements(&mut fx, server, &self.proxy, &mut self.statements);
+            let statements = &mut self.statements;
+            statement_news(&mut fx, server, &self.proxy, statements, &mut self.cwbuf);
             if fx.ended {
                 // the server said goodbye: its words reach the client, then the session ends
                 hand_over(&mut self.cwbuf, server, run, pos);
@@ -167,15 +168,41 @@ fn wait_or_stream(
     Ok(true)
 }
 
-/// Statements the server no longer has: a stale plan it reported (prepared afresh on its
-/// next use), or all of them after the client's DISCARD ALL / DEALLOCATE ALL ran there
-/// (neither side has them any more; a Parse of one goes to the server again).
-fn forget_statements(
+/// What one server message said about prepared statements. A Describe tells what a
+/// server's copy returns (and, answering the client's own, what the client was told). A
+/// statement the server no longer has: a stale plan it reported (prepared afresh on its next
+/// use), or all of them after the client's DISCARD ALL / DEALLOCATE ALL ran there (neither
+/// side has them any more; a Parse of one goes to the server again). A copy Pake refused
+/// because it returns other than the client was told: the client gets the 0A000 PostgreSQL
+/// gives for a stale plan of its own.
+fn statement_news(
     fx: &mut Effects,
     server: &mut Server,
     proxy: &Proxy,
     client: &mut ClientStatements,
+    cwbuf: &mut BytesMut,
 ) {
+    if let Some((id, sig, injected)) = fx.described.take() {
+        server.statements.described(id, sig);
+        if !injected {
+            client.tell(id, sig);
+        }
+    }
+    if fx.stale.take().is_some() {
+        wire::backend::error_response(
+            cwbuf,
+            &wire::backend::Fields {
+                severity: "ERROR",
+                code: "0A000",
+                message: "cached plan must not change result type",
+                detail: Some(
+                    "the statement now returns other than when this client described it: \
+                     DDL changed it since (Pake prepared it again on another server connection)",
+                ),
+                hint: Some("prepare the statement again"),
+            },
+        );
+    }
     if let Some(id) = fx.invalidated.take() {
         tracing::debug!(
             statement = id,

@@ -36,7 +36,10 @@ fn extended_batch_in_order() {
             registers: Some(7),
         },
         Expect::Bind { stmt: None },
-        Expect::DescribeStatement { stmt: None },
+        Expect::DescribeStatement {
+            stmt: None,
+            injected: false,
+        },
         Expect::Execute,
         Expect::Ready {
             swallow: false,
@@ -231,10 +234,19 @@ fn error_with_sync_queued_does_not_skip() {
 fn stale_plan_names_the_statement() {
     for (expect, before) in [
         (Expect::Bind { stmt: Some(9) }, &[][..]),
-        (Expect::DescribeStatement { stmt: Some(9) }, &[][..]),
+        (
+            Expect::DescribeStatement {
+                stmt: Some(9),
+                injected: false,
+            },
+            &[][..],
+        ),
         // the plan is checked between ParameterDescription and RowDescription
         (
-            Expect::DescribeStatement { stmt: Some(9) },
+            Expect::DescribeStatement {
+                stmt: Some(9),
+                injected: false,
+            },
             &[(b't', &b""[..])][..],
         ),
     ] {
@@ -320,4 +332,56 @@ fn out_of_place_messages_are_desync() {
         idle.on_message(b'A', b"", &mut Effects::default()),
         Ok(Forward)
     );
+}
+
+/// A RowDescription body of one column `v` of type `oid`.
+fn one_column(oid: u32) -> Vec<u8> {
+    let mut b = vec![0, 1, b'v', 0];
+    b.extend_from_slice(&16384u32.to_be_bytes()); // table
+    b.extend_from_slice(&1u16.to_be_bytes()); // column
+    b.extend_from_slice(&oid.to_be_bytes());
+    b.extend_from_slice(&4i16.to_be_bytes()); // size
+    b.extend_from_slice(&(-1i32).to_be_bytes()); // modifier
+    b.extend_from_slice(&0u16.to_be_bytes()); // format
+    b
+}
+
+#[test]
+fn an_injected_describe_is_swallowed_and_says_what_the_copy_returns() {
+    let mut r = Replies::default();
+    r.push(Expect::DescribeStatement {
+        stmt: Some(4),
+        injected: true,
+    });
+    assert!(r.describing());
+    let int4 = one_column(23);
+    let (d, fx) = feed(&mut r, &[(b't', b""), (b'T', &int4)]).unwrap();
+    assert_eq!(d, vec![Swallow, Swallow]);
+    let sig = crate::pg::prepared::result_sig(b'T', &int4);
+    assert_eq!(fx.described, Some((4, sig, true)));
+    assert!(!r.describing() && r.is_empty());
+    // the client's own is forwarded, and NoData is a result of its own
+    r.push(Expect::DescribeStatement {
+        stmt: Some(4),
+        injected: false,
+    });
+    let (d, fx) = feed(&mut r, &[(b't', b""), (b'n', b"")]).unwrap();
+    assert_eq!(d, vec![Forward, Forward]);
+    let (_, nodata, _) = fx.described.unwrap();
+    assert_ne!(nodata, sig);
+    assert_ne!(sig, crate::pg::prepared::result_sig(b'T', &one_column(20)));
+}
+
+#[test]
+fn a_refused_copy_fails_as_a_stale_plan() {
+    let mut r = Replies::default();
+    r.push(Expect::Stale { stmt: 4 });
+    r.push(Expect::Execute);
+    r.on_sync_sent();
+    let (d, fx) = feed(&mut r, &[(b'E', &error("ERROR", "26000"))]).unwrap();
+    assert_eq!(d, vec![Swallow], "the session writes 0A000 in its place");
+    assert_eq!((fx.stale, fx.invalidated), (Some(4), Some(4)));
+    let done = fx.done.unwrap();
+    assert_eq!(done.error, Some(*b"0A000"));
+    assert_eq!(r.len(), 1, "only the Sync's ReadyForQuery is owed");
 }
