@@ -222,11 +222,11 @@ impl ClientStatements {
         self.map.insert(name.into(), entry);
     }
 
-    /// The statement `name` stands for and the result the client was told it returns,
-    /// when the client described it.
-    pub fn told(&self, name: &[u8]) -> Option<(&Arc<Statement>, u64)> {
+    /// The statement `name` stands for, and the result the client was told it returns if
+    /// the client described it.
+    pub fn told(&self, name: &[u8]) -> Option<(&Arc<Statement>, Option<u64>)> {
         let c = self.map.get(name)?;
-        Some((&c.stmt, c.told?))
+        Some((&c.stmt, c.told))
     }
 
     /// The client's Describe of statement `id` answered `sig`: names of it not described

@@ -83,7 +83,7 @@ impl Session {
             },
             _ => return Ok(false),
         };
-        let Some((stmt, _)) = self.statements.told(name) else {
+        let Some((stmt, Some(_))) = self.statements.told(name) else {
             return Ok(false);
         };
         let stmt = stmt.clone();
@@ -335,15 +335,18 @@ impl Session {
         Some(buf)
     }
 
-    /// How a Bind or Describe naming `stmt` (the client's statement, transaction mode)
-    /// reaches it on the server. One that reads `pg_prepared_statements` runs as the unnamed
+    /// How a Bind or Describe naming `name` (a client statement, transaction mode) reaches
+    /// it on the server. One that reads `pg_prepared_statements` runs as the unnamed
     /// statement, parsed with the view as it is now (its text was fixed when prepared).
     fn reach(&self, name: &[u8]) -> Reach {
-        let Some(stmt) = self.client_statement(name) else {
+        if self.mode != PoolMode::Transaction || name.is_empty() {
+            return Reach::AsSent;
+        }
+        let Some((stmt, told)) = self.statements.told(name) else {
             return Reach::AsSent;
         };
+        let stmt = stmt.clone();
         if !stmt.reads_view {
-            let told = self.statements.told(name).map(|(_, sig)| sig);
             return Reach::Server(stmt, told);
         }
         let mut parse = BytesMut::with_capacity(stmt.definition().len() + 6);
