@@ -2,7 +2,7 @@
 //! (classify, forward, account) reads a Query, Parse, Bind, Describe or Close through these,
 //! so a malformed message is refused the same way (08P01) wherever it is first read.
 
-use crate::pg::wire::{self, FrameError};
+use crate::pg::wire::{self, fe, FrameError};
 use std::borrow::Cow;
 
 fn malformed(what: &'static str) -> FrameError {
@@ -15,6 +15,64 @@ fn malformed(what: &'static str) -> FrameError {
 pub(super) fn query(frame: &[u8]) -> Result<Cow<'_, str>, FrameError> {
     let (text, _) = wire::cstr(wire::body(frame)).ok_or(malformed("Query"))?;
     Ok(String::from_utf8_lossy(text))
+}
+
+/// The frontend messages of a buffered request, one at a time.
+pub(super) struct Frames<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    max: usize,
+}
+
+impl<'a> Frames<'a> {
+    /// The messages at the start of `buf`, each at most `max` bytes (past it: 08P01).
+    pub fn new(buf: &'a [u8], max: usize) -> Self {
+        Frames { buf, pos: 0, max }
+    }
+
+    /// The next whole message, `None` when the buffer holds no more.
+    pub fn next_any(&mut self) -> Result<Option<(u8, &'a [u8])>, FrameError> {
+        let rest = &self.buf[self.pos..];
+        let Some((tag, len)) = wire::frontend_frame(rest, self.max)? else {
+            return Ok(None);
+        };
+        self.pos += len;
+        Ok(Some((tag, &rest[..len])))
+    }
+
+    /// The next message, when it is whole and its tag is one of `want`.
+    pub fn next(&mut self, want: &[u8]) -> Result<Option<(u8, &'a [u8])>, FrameError> {
+        let msg = self.next_any()?;
+        Ok(msg.filter(|(tag, _)| want.contains(tag)))
+    }
+
+    /// The bytes of the messages read so far.
+    pub fn read(&self) -> usize {
+        self.pos
+    }
+
+    /// An optional Describe of the unnamed statement or portal, Execute of the unnamed
+    /// portal, then Sync: `Some(describe)` (the Describe's kind, if any) when that is all
+    /// that follows.
+    pub fn execute_unnamed(&mut self) -> Result<Option<Option<u8>>, FrameError> {
+        let mut describe = None;
+        let mut msg = self.next(&[fe::DESCRIBE, fe::EXECUTE])?;
+        if let Some((fe::DESCRIBE, m)) = msg {
+            let subject = subject(m)?;
+            if !subject.name.is_empty() {
+                return Ok(None);
+            }
+            describe = Some(subject.kind);
+            msg = self.next(&[fe::EXECUTE])?;
+        }
+        let Some((fe::EXECUTE, execute)) = msg else {
+            return Ok(None);
+        };
+        if wire::cstr(wire::body(execute)).is_none_or(|(portal, _)| !portal.is_empty()) {
+            return Ok(None);
+        }
+        Ok(self.next(&[fe::SYNC])?.map(|_| describe))
+    }
 }
 
 /// The head of a Parse.

@@ -11,7 +11,8 @@
 //! same user (or an admin user) may do it; another gets 42501. A pid that is not one of
 //! Pake's goes to the server as usual.
 
-use super::{frame, Session};
+use super::frame::{self, Frames};
+use super::Session;
 use crate::pg::error::Error;
 use crate::pg::route::Class;
 use crate::pg::sql::lexer::{Kind, Lexer};
@@ -284,11 +285,7 @@ impl Session {
     /// Parse, Bind, an optional Describe, Execute and Sync, all of the unnamed statement and
     /// portal, calling `pg_terminate_backend` with a pid written out or bound.
     fn extended_call(&self) -> Result<Option<Call>, Error> {
-        let mut frames = Frames {
-            buf: &self.crbuf,
-            pos: 0,
-            max: self.max_message,
-        };
+        let mut frames = Frames::new(&self.crbuf, self.max_message);
         // the unnamed statement parsed here, or a named one this client prepared before
         // (asyncpg, tokio-postgres)
         let (text, bind, parsed) = match frames.next(&[fe::PARSE, fe::BIND])? {
@@ -338,50 +335,8 @@ impl Session {
                 param_type: param_type.unwrap_or(0),
                 result_format: values.result_format(0),
             }),
-            len: frames.pos,
+            len: frames.read(),
         }))
-    }
-}
-
-/// The frontend messages of a buffered request, one at a time.
-struct Frames<'a> {
-    buf: &'a [u8],
-    pos: usize,
-    max: usize,
-}
-
-impl<'a> Frames<'a> {
-    /// The next message, when it is whole and its tag is one of `want`.
-    fn next(&mut self, want: &[u8]) -> Result<Option<(u8, &'a [u8])>, Error> {
-        let rest = &self.buf[self.pos..];
-        let Some((tag, len)) = wire::frontend_frame(rest, self.max)? else {
-            return Ok(None);
-        };
-        self.pos += len;
-        Ok(want.contains(&tag).then_some((tag, &rest[..len])))
-    }
-
-    /// An optional Describe of the unnamed statement or portal, Execute of the unnamed
-    /// portal, then Sync: `Some(describe)` (the Describe's kind, if any) when that is all
-    /// that follows.
-    fn execute_unnamed(&mut self) -> Result<Option<Option<u8>>, Error> {
-        let mut describe = None;
-        let mut msg = self.next(&[fe::DESCRIBE, fe::EXECUTE])?;
-        if let Some((fe::DESCRIBE, m)) = msg {
-            let subject = frame::subject(m)?;
-            if !subject.name.is_empty() {
-                return Ok(None);
-            }
-            describe = Some(subject.kind);
-            msg = self.next(&[fe::EXECUTE])?;
-        }
-        let Some((fe::EXECUTE, execute)) = msg else {
-            return Ok(None);
-        };
-        if wire::cstr(wire::body(execute)).is_none_or(|(portal, _)| !portal.is_empty()) {
-            return Ok(None);
-        }
-        Ok(self.next(&[fe::SYNC])?.map(|_| describe))
     }
 }
 

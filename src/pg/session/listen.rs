@@ -2,11 +2,12 @@
 //! connection ([`crate::pg::notify`]), and the notifications it hands this session, written
 //! to the client between transactions.
 
-use super::{frame, Session};
+use super::frame::{self, Frames};
+use super::Session;
 use crate::config::PoolMode;
 use crate::pg::error::Error;
 use crate::pg::sql::SessionEffect;
-use crate::pg::wire::{self, backend, fe};
+use crate::pg::wire::{backend, fe};
 use bytes::Buf;
 
 impl Session {
@@ -95,19 +96,18 @@ impl Session {
             return Ok(false);
         }
         // only messages answered here, and the Sync (or Flush) is in the buffer
-        let mut pos = 0;
+        let mut frames = Frames::new(&self.crbuf, self.max_message);
         loop {
-            let Some((tag, len)) = wire::frontend_frame(&self.crbuf[pos..], self.max_message)?
-            else {
+            let Some((tag, _)) = frames.next_any()? else {
                 return Ok(false);
             };
-            pos += len;
             match tag {
                 fe::PARSE | fe::BIND | fe::DESCRIBE | fe::EXECUTE => {}
                 fe::SYNC | fe::FLUSH => break, // asyncpg prepares with a Flush
                 _ => return Ok(false),
             }
         }
+        let pos = frames.read();
         let mut buf = std::mem::take(&mut self.crbuf);
         let result = self.answer_listen_frames(&buf[..pos], effects).await;
         buf.advance(pos);
@@ -119,15 +119,14 @@ impl Session {
     /// The replies to a request [`Session::answer_extended_listen`] accepted.
     async fn answer_listen_frames(
         &mut self,
-        mut frames: &[u8],
+        request: &[u8],
         effects: Vec<SessionEffect>,
     ) -> Result<(), Error> {
         let mut effects = effects.into_iter();
         let mut portal = None;
         let mut failed = false;
-        while let Some((tag, len)) = wire::frontend_frame(frames, self.max_message)? {
-            let msg = &frames[..len];
-            frames = &frames[len..];
+        let mut frames = Frames::new(request, self.max_message);
+        while let Some((tag, msg)) = frames.next_any()? {
             if failed && !matches!(tag, fe::SYNC | fe::FLUSH) {
                 continue; // after an error the server skips to the Sync too
             }

@@ -3,8 +3,9 @@
 //! forward — until it is on its way; the replies come back through `response`, and the
 //! server goes back at the transaction boundary (`attach`).
 
+use super::frame::{self, Frames};
 use super::route::Plan;
-use super::{frame, Flow, Session, HIGH_WATER};
+use super::{Flow, Session, HIGH_WATER};
 use crate::config::PoolMode;
 use crate::pg::error::Error;
 use crate::pg::prepared::Statement;
@@ -226,15 +227,12 @@ impl Session {
             Parse(Vec<u8>, Arc<Statement>),
             Close(Vec<u8>),
         }
-        let mut pos = 0;
+        let mut frames = Frames::new(&self.crbuf, self.max_message);
         let mut steps = Vec::new();
         loop {
-            let Some((tag, len)) = wire::frontend_frame(&self.crbuf[pos..], self.max_message)?
-            else {
+            let Some((tag, frame)) = frames.next_any()? else {
                 return Ok(false); // the Sync is not here yet
             };
-            let frame = &self.crbuf[pos..pos + len];
-            pos += len;
             match tag {
                 fe::PARSE => {
                     let p = frame::parse(frame)?;
@@ -255,6 +253,7 @@ impl Session {
                 _ => return Ok(false),
             }
         }
+        let read = frames.read();
         for step in steps {
             match step {
                 Step::Parse(name, stmt) => {
@@ -272,7 +271,7 @@ impl Session {
         }
         // a BEGIN may be waiting for the statement that decides where it runs
         self.ready_unattached();
-        self.crbuf.advance(pos);
+        self.crbuf.advance(read);
         self.request.clear();
         Ok(true)
     }
@@ -392,9 +391,8 @@ impl Session {
 /// Is a whole request buffered: a message that ends one (Query, Sync, Flush, FunctionCall,
 /// COPY data), or enough of a long batch to start forwarding it?
 fn request_ready(buf: &[u8], max: usize) -> Result<bool, FrameError> {
-    let mut pos = 0;
-    while let Some((tag, len)) = wire::frontend_frame(&buf[pos..], max)? {
-        pos += len;
+    let mut frames = Frames::new(buf, max);
+    while let Some((tag, _)) = frames.next_any()? {
         if matches!(
             tag,
             fe::QUERY
@@ -404,7 +402,7 @@ fn request_ready(buf: &[u8], max: usize) -> Result<bool, FrameError> {
                 | fe::COPY_DATA
                 | fe::COPY_DONE
                 | fe::COPY_FAIL
-        ) || pos >= EAGER_FORWARD
+        ) || frames.read() >= EAGER_FORWARD
         {
             return Ok(true);
         }
