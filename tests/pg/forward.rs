@@ -162,6 +162,13 @@ async fn a_statement_prepared_again_returns_what_the_client_was_told() {
     assert!(!until_ready(&mut raw).await.0.contains('E'));
     let v: i64 = a.query_one(&new, &[]).await.unwrap().get(0);
     assert_eq!(v, 7);
+    // two described statements in one pipeline, each waiting for its copy's description
+    let plus = a.prepare("select v + 1 from rt").await.unwrap();
+    raw.send(&discard).await;
+    assert!(!until_ready(&mut raw).await.0.contains('E'));
+    let (one, two) = tokio::join!(a.query_one(&new, &[]), a.query_one(&plus, &[]));
+    let (one, two): (i64, i64) = (one.unwrap().get(0), two.unwrap().get(0));
+    assert_eq!((one, two), (7, 8));
     // and once more, with DDL behind Pake's back: that copy is refused
     raw.send(&discard).await;
     assert!(!until_ready(&mut raw).await.0.contains('E'));
@@ -181,6 +188,20 @@ async fn a_statement_prepared_again_returns_what_the_client_was_told() {
         (r.sqlstate.as_str(), r.value.as_deref()),
         ("", Some(&b"8"[..]))
     );
+    // the table dropped behind Pake's back: the copy's Parse fails while the Bind waits for
+    // its description; the client gets the server's error and the connection goes on
+    let fresh = a.prepare("select v from rt").await.unwrap();
+    raw.send(&discard).await;
+    assert!(!until_ready(&mut raw).await.0.contains('E'));
+    env.direct()
+        .await
+        .batch_execute("drop table rt")
+        .await
+        .unwrap();
+    let e = a.query(&fresh, &[]).await.unwrap_err();
+    assert_eq!(code(&e), "42P01", "{e}");
+    let one: i32 = a.query_one("select 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
 }
 
 /// Parse `name` (no parameter types: the server infers them) + Bind with one text value +
