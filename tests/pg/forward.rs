@@ -126,16 +126,7 @@ async fn a_statement_prepared_again_returns_what_the_client_was_told() {
     let old = a.prepare("select v from rt").await.unwrap();
     let v: i32 = a.query_one(&old, &[]).await.unwrap().get(0);
     assert_eq!(v, 7);
-    // the one server loses its statements
-    let mut discard = named("d", "discard all");
-    discard.extend(frame(b'S', b""));
-    raw.send(&discard).await;
-    assert!(!until_ready(&mut raw).await.0.contains('E'));
-    env.direct()
-        .await
-        .batch_execute("alter table rt alter column v type bigint")
-        .await
-        .unwrap();
+    behind_pakes_back(&env, &mut raw, "alter table rt alter column v type bigint").await;
     // another client prepares the same text now, on the one server: it sees bigint
     let b = env.client().await;
     let fresh = b.prepare("select v from rt").await.unwrap();
@@ -158,25 +149,17 @@ async fn a_statement_prepared_again_returns_what_the_client_was_told() {
     a.batch_execute("rollback").await.unwrap();
     // the server loses its statements again: the next use prepares and describes a copy
     // before it runs, which returns what the client was told
-    raw.send(&discard).await;
-    assert!(!until_ready(&mut raw).await.0.contains('E'));
+    lose_statements(&mut raw).await;
     let v: i64 = a.query_one(&new, &[]).await.unwrap().get(0);
     assert_eq!(v, 7);
     // two described statements in one pipeline, each waiting for its copy's description
     let plus = a.prepare("select v + 1 from rt").await.unwrap();
-    raw.send(&discard).await;
-    assert!(!until_ready(&mut raw).await.0.contains('E'));
+    lose_statements(&mut raw).await;
     let (one, two) = tokio::join!(a.query_one(&new, &[]), a.query_one(&plus, &[]));
     let (one, two): (i64, i64) = (one.unwrap().get(0), two.unwrap().get(0));
     assert_eq!((one, two), (7, 8));
     // and once more, with DDL behind Pake's back: that copy is refused
-    raw.send(&discard).await;
-    assert!(!until_ready(&mut raw).await.0.contains('E'));
-    env.direct()
-        .await
-        .batch_execute("alter table rt alter column v type numeric")
-        .await
-        .unwrap();
+    behind_pakes_back(&env, &mut raw, "alter table rt alter column v type numeric").await;
     let e = a.query(&new, &[]).await.unwrap_err();
     assert_eq!(code(&e), "0A000", "{e}");
     // a client that never described its statement gets what the server returns
@@ -191,17 +174,25 @@ async fn a_statement_prepared_again_returns_what_the_client_was_told() {
     // the table dropped behind Pake's back: the copy's Parse fails while the Bind waits for
     // its description; the client gets the server's error and the connection goes on
     let fresh = a.prepare("select v from rt").await.unwrap();
-    raw.send(&discard).await;
-    assert!(!until_ready(&mut raw).await.0.contains('E'));
-    env.direct()
-        .await
-        .batch_execute("drop table rt")
-        .await
-        .unwrap();
+    behind_pakes_back(&env, &mut raw, "drop table rt").await;
     let e = a.query(&fresh, &[]).await.unwrap_err();
     assert_eq!(code(&e), "42P01", "{e}");
     let one: i32 = a.query_one("select 1", &[]).await.unwrap().get(0);
     assert_eq!(one, 1);
+}
+
+/// The one server loses its prepared statements, then `ddl` runs straight at PostgreSQL.
+async fn behind_pakes_back(env: &Env, raw: &mut Raw, ddl: &str) {
+    lose_statements(raw).await;
+    env.direct().await.batch_execute(ddl).await.unwrap();
+}
+
+/// The one server loses its prepared statements: `raw` sends a `DISCARD ALL` that reaches it.
+async fn lose_statements(raw: &mut Raw) {
+    let mut discard = named("d", "discard all");
+    discard.extend(frame(b'S', b""));
+    raw.send(&discard).await;
+    assert!(!until_ready(raw).await.0.contains('E'));
 }
 
 /// Parse `name` (no parameter types: the server infers them) + Bind with one text value +
