@@ -136,6 +136,9 @@ async fn a_statement_prepared_again_returns_what_the_client_was_told() {
     for round in 0..2 {
         let e = a.query(&old, &[]).await.unwrap_err();
         assert_eq!(code(&e), "0A000", "round {round}: {e}");
+        // drivers tell a stale plan by PostgreSQL's routine (asyncpg retries only then)
+        let routine = e.as_db_error().and_then(|e| e.routine());
+        assert_eq!(routine, Some("RevalidateCachedQuery"));
     }
     let new = a.prepare("select v from rt").await.unwrap();
     let v: i64 = a.query_one(&new, &[]).await.unwrap().get(0);

@@ -543,10 +543,17 @@ impl Replies {
     }
 }
 
-/// The body of the error PostgreSQL raises for a cached plan whose result changed: what a
-/// [`Expect::Stale`] message's failure counts as.
-pub const STALE_PLAN: &[u8] =
-    b"SERROR\0VERROR\0C0A000\0Mcached plan must not change result type\0\0";
+/// The body of the error PostgreSQL raises for a cached plan whose result changed, which the
+/// client gets when a [`Expect::Stale`] message fails. Its source fields are PostgreSQL's
+/// own: drivers tell this error by them (asyncpg raises InvalidCachedStatementError, clears
+/// its statement cache and retries only when the routine is `RevalidateCachedQuery`; without
+/// it the client kept its stale statement for good).
+pub const STALE_PLAN: &[u8] = b"SERROR\0VERROR\0C0A000\0\
+    Mcached plan must not change result type\0\
+    Dthe statement now returns other than when this client described it: DDL changed it \
+    since (Pake prepared it again on another server connection)\0\
+    Hprepare the statement again\0\
+    Fplancache.c\0RRevalidateCachedQuery\0\0";
 
 /// A FATAL or PANIC ErrorResponse: the server closes the connection after it.
 fn is_fatal(body: &[u8]) -> bool {

@@ -189,19 +189,9 @@ fn statement_news(
         }
     }
     if fx.stale.take().is_some() {
-        wire::backend::error_response(
-            cwbuf,
-            &wire::backend::Fields {
-                severity: "ERROR",
-                code: "0A000",
-                message: "cached plan must not change result type",
-                detail: Some(
-                    "the statement now returns other than when this client described it: \
-                     DDL changed it since (Pake prepared it again on another server connection)",
-                ),
-                hint: Some("prepare the statement again"),
-            },
-        );
+        let at = wire::begin_frame(cwbuf, be::ERROR_RESPONSE);
+        cwbuf.put_slice(crate::pg::server::replies::STALE_PLAN);
+        wire::finish_frame(cwbuf, at);
     }
     if let Some(id) = fx.invalidated.take() {
         tracing::debug!(
