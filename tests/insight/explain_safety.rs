@@ -90,3 +90,35 @@ async fn writes_are_never_explain_analyzed() {
     }
     assert!(log.contains("EXPLAIN (FORMAT JSON) insert into hits values (1)"));
 }
+
+/// A plan capture leaves no session of Pake's on the client's database: the side connection
+/// it ran on was kept for good, so the client's `DROP DATABASE` (or a `CREATE DATABASE …
+/// TEMPLATE` of it) failed with 55006 for as long as Pake ran — Django's suite could not drop
+/// its test database after a statement past the slow threshold.
+#[tokio::test]
+async fn a_plan_capture_leaves_no_session_on_the_database() {
+    let mut rig = Rig::default().await;
+    let admin = rig.client("postgres").await;
+    admin
+        .batch_execute("CREATE DATABASE captured")
+        .await
+        .expect("create");
+    rig.register("captured");
+    let c = rig.client("captured").await;
+    let who = Who {
+        database: "captured",
+        ..Who::default()
+    };
+    let read = rig.exec(&c, "select 1 as one", &[], &[], who).await;
+    assert!(read.error.is_none(), "{:?}", read.error);
+    let hex = format!("{:016x}", read.fingerprint.id);
+    let insight = rig.insight.clone();
+    eventually(|| insight.plan(&hex)).await;
+    drop(c);
+    let clone = admin
+        .batch_execute("CREATE DATABASE captured_clone TEMPLATE captured")
+        .await;
+    assert!(clone.is_ok(), "the template is free: {clone:?}");
+    let dropped = admin.batch_execute("DROP DATABASE captured").await;
+    assert!(dropped.is_ok(), "the database is free: {dropped:?}");
+}
