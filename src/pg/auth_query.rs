@@ -204,6 +204,15 @@ impl AuthQuery {
         }
     }
 
+    /// Close the lookup connections to database `dbname` not in use (a client drops or
+    /// renames it, or makes it a template: PostgreSQL refuses while sessions are on it).
+    pub fn free_database(&self, dbname: &str) -> usize {
+        let mut conns = self.conns.lock();
+        let before = conns.len();
+        conns.retain(|k, c| k.dbname != dbname || c.try_lock().is_err());
+        before - conns.len()
+    }
+
     async fn query_on_slot(
         &self,
         key: &ConnKey,

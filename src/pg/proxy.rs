@@ -176,14 +176,16 @@ impl Proxy {
         self.next_client.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// The listening connection of `database` (transaction-mode LISTEN/NOTIFY).
     /// Close the idle pooled servers connected to server database `dbname` (every user,
-    /// primary and replicas): a client's `DROP DATABASE`/`ALTER DATABASE … RENAME` would
-    /// otherwise fail on sessions it cannot see. Servers in use by other clients stay, and
+    /// primary and replicas), and auth_query's idle lookup connection there: a client's
+    /// `DROP DATABASE`/`ALTER DATABASE … RENAME`/`CREATE DATABASE … TEMPLATE` would otherwise
+    /// fail on sessions it cannot see. Servers in use by other clients stay, and
     /// the statement fails as it would directly while those clients are connected.
     pub fn close_idle_servers(&self, dbname: &str) {
         let clusters: Vec<Arc<Cluster>> = self.clusters.read().values().cloned().collect();
-        let mut closed = 0;
+        // auth_query's lookup connection there, if any (the lookup runs in the client's
+        // database unless auth_dbname names another)
+        let mut closed = self.auth_query.free_database(dbname);
         for cluster in clusters {
             for pool in cluster.pools() {
                 if pool.target().database == dbname {
@@ -200,6 +202,7 @@ impl Proxy {
         }
     }
 
+    /// The listening connection of `database` (transaction-mode LISTEN/NOTIFY).
     pub fn listener(&self, database: &str) -> Option<Arc<super::notify::Listener>> {
         self.listeners.lock().get(database).cloned()
     }

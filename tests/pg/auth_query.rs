@@ -163,6 +163,39 @@ async fn scram_role_created_at_run_time_logs_in_without_a_config_change() {
     assert_eq!(value("general.auth_dbname"), "");
 }
 
+/// The lookup runs on a connection to the client's database, kept for the next login: a
+/// client dropping that database (or cloning it as a template) finds it closed first, like
+/// Pake's idle pooled servers there, instead of failing with 55006 on a session it cannot
+/// see.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_database_is_not_held_by_the_lookup() {
+    let env = Env::with(Opts {
+        tweak: lookup_as_superuser,
+        ..Opts::default()
+    })
+    .await;
+    let direct = env.direct().await;
+    for sql in [
+        "create role bob login password 'b-secret'",
+        "create database bobs",
+    ] {
+        direct.batch_execute(sql).await.unwrap();
+    }
+    let bob = connect(&url(&env, "bob", "b-secret", "bobs"))
+        .await
+        .expect("bob logs in");
+    assert_eq!(current_user(&bob).await, "bob");
+    drop(bob);
+    let admin = env.client().await;
+    for sql in [
+        "create database bobs_copy template bobs",
+        "drop database bobs",
+    ] {
+        let done = admin.batch_execute(sql).await;
+        assert!(done.is_ok(), "{sql}: {done:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn md5_and_scram_roles_behind_an_md5_server() {
     let env = Env::with(Opts {
