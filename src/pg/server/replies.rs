@@ -11,9 +11,8 @@
 //! * `swallow` entries: replies to messages Pake injected (a re-Parse of a prepared statement
 //!   on a server that lacks it, a `SET` that syncs session parameters). They are dropped
 //!   instead of forwarded.
-//! * [`Synth`] entries: replies Pake produces itself (ParseComplete for a statement the server
-//!   already has, CloseComplete for a client-side Close), emitted in order once everything
-//!   before them has been forwarded.
+//! * [`Synth`] entries: replies Pake produces itself (CloseComplete for a client-side Close),
+//!   emitted in order once everything before them has been forwarded.
 
 use crate::pg::prepared::StatementId;
 use crate::pg::wire::{backend, be, Tag};
@@ -68,7 +67,6 @@ pub enum Expect {
 /// Replies Pake produces itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Synth {
-    ParseComplete,
     CloseComplete,
 }
 
@@ -229,7 +227,6 @@ impl Replies {
     pub fn drain_synthetic(&mut self, out: &mut BytesMut) {
         while let Some(Expect::Synth(s)) = self.q.front() {
             match s {
-                Synth::ParseComplete => backend::parse_complete(out),
                 Synth::CloseComplete => backend::close_complete(out),
             }
             self.q.pop_front();

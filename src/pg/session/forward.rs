@@ -269,17 +269,16 @@ impl Session {
         match interned {
             // after an error the server discards the Parse until Sync: nothing is created
             Some(_) if server.replies.is_skipping() => server.wbuf.put_slice(frame),
-            Some(stmt) if server.statements.contains(stmt.id) => {
-                server.replies.push(Expect::Synth(Synth::ParseComplete));
-            }
             Some(stmt) => {
-                evict_statement(server, cap);
-                server.wbuf.put_slice(&stmt.parse);
-                server.statements.insert(&stmt);
-                server.replies.push(Expect::Parse {
-                    swallow: false,
-                    registers: Some(stmt.id),
-                });
+                if server.statements.contains(stmt.id) {
+                    // parsed afresh, as the client's Parse is directly: the copy here may
+                    // predate DDL Pake did not see, and PostgreSQL would refuse its plan
+                    // (0A000) at the client's first Describe or Bind, which a statement
+                    // just prepared never gets directly
+                    close_statement(server, &stmt.name);
+                    server.statements.remove(stmt.id);
+                }
+                parse_on(server, &stmt, cap, false);
             }
             None => {
                 server.wbuf.put_slice(frame);
@@ -578,11 +577,17 @@ fn ensure_prepared(server: &mut Server, stmt: &Arc<Statement>, cap: usize) {
         // (a server skipping to Sync would discard the Parse: the Bind fails there anyway)
         return;
     }
+    parse_on(server, stmt, cap, true);
+}
+
+/// Parse `stmt` under its process-wide name on `server` (which lacks it), making room under
+/// the cap first; its ParseComplete swallowed when Pake, not the client, asked.
+fn parse_on(server: &mut Server, stmt: &Arc<Statement>, cap: usize, swallow: bool) {
     evict_statement(server, cap);
     server.wbuf.put_slice(&stmt.parse);
     server.statements.insert(stmt);
     server.replies.push(Expect::Parse {
-        swallow: true,
+        swallow,
         registers: Some(stmt.id),
     });
 }
@@ -593,10 +598,15 @@ fn evict_statement(server: &mut Server, cap: usize) {
         return; // the Close would be discarded
     }
     if let Some(old) = server.statements.evict_over(cap.saturating_sub(1)) {
-        let at = wire::begin_frame(&mut server.wbuf, fe::CLOSE);
-        server.wbuf.put_u8(b'S');
-        wire::put_cstr(&mut server.wbuf, old.name.as_bytes());
-        wire::finish_frame(&mut server.wbuf, at);
-        server.replies.push(Expect::Close { swallow: true });
+        close_statement(server, &old.name);
     }
+}
+
+/// Close the process-wide statement `name` on `server` (its CloseComplete swallowed).
+fn close_statement(server: &mut Server, name: &str) {
+    let at = wire::begin_frame(&mut server.wbuf, fe::CLOSE);
+    server.wbuf.put_u8(b'S');
+    wire::put_cstr(&mut server.wbuf, name.as_bytes());
+    wire::finish_frame(&mut server.wbuf, at);
+    server.replies.push(Expect::Close { swallow: true });
 }

@@ -93,7 +93,7 @@ fn error_skips_to_sync_and_reports_uncreated_statements() {
 #[test]
 fn synthetic_replies_emit_in_order() {
     let mut r = Replies::default();
-    r.push(Expect::Synth(Synth::ParseComplete));
+    r.push(Expect::Synth(Synth::CloseComplete));
     r.push(Expect::Bind { stmt: None });
     r.push(Expect::Synth(Synth::CloseComplete));
     r.push(Expect::Ready {
@@ -102,7 +102,7 @@ fn synthetic_replies_emit_in_order() {
     });
     let mut out = BytesMut::new();
     r.drain_synthetic(&mut out);
-    assert_eq!(&out[..], b"1\0\0\0\x04");
+    assert_eq!(&out[..], b"3\0\0\0\x04");
     assert_eq!(
         r.on_message(b'2', b"", &mut Effects::default()),
         Ok(Forward)
