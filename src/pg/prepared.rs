@@ -127,12 +127,17 @@ impl Registry {
     }
 }
 
-/// What a statement returns, as PostgreSQL compares it when it refuses a cached plan whose
-/// result changed (0A000): each column's name, type and type modifier, from the
-/// RowDescription of a Describe, or none at all (NoData). Equal results give equal values.
-pub fn result_sig(tag: u8, body: &[u8]) -> u64 {
+/// What a Describe of a statement said: the parameter types it takes (its
+/// ParameterDescription, `params` from [`params_sig`]) and what it returns, as PostgreSQL
+/// compares results when it refuses a cached plan whose result changed (0A000): each
+/// column's name, type and type modifier, from the RowDescription, or none at all (NoData).
+/// PostgreSQL keeps a statement's parameter types when DDL re-plans it; a copy parsed afresh
+/// infers them again, and a client binding the types it was told (int4's four bytes read as
+/// a float4) would write wrong values. Equal descriptions give equal values.
+pub fn statement_sig(params: u64, tag: u8, body: &[u8]) -> u64 {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
+    params.hash(&mut h);
     tag.hash(&mut h);
     if tag == wire::be::ROW_DESCRIPTION {
         let mut rest = body.get(2..).unwrap_or_default();
@@ -145,6 +150,14 @@ pub fn result_sig(tag: u8, body: &[u8]) -> u64 {
             rest = tail.get(18..).unwrap_or_default();
         }
     }
+    h.finish()
+}
+
+/// The parameter types of a ParameterDescription body, for [`statement_sig`].
+pub fn params_sig(body: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.hash(&mut h);
     h.finish()
 }
 
@@ -201,7 +214,7 @@ struct ClientStatement {
     /// `pg_prepared_statements` ([`crate::pg::prepared_view`]).
     prepared_at: u64,
     /// The result the client was told by its own Describe of the statement
-    /// ([`result_sig`]): what every server copy it runs on must return.
+    /// ([`statement_sig`]): what every server copy it runs on must take and return.
     told: Option<u64>,
 }
 
@@ -284,7 +297,8 @@ struct ServerCopy {
     /// Last use, for LRU eviction.
     tick: u64,
     stmt: Arc<Statement>,
-    /// What this copy returns ([`result_sig`]), once a Describe of it here has said.
+    /// What this copy takes and returns ([`statement_sig`]), once a Describe of it here
+    /// has said.
     result: Option<u64>,
 }
 

@@ -200,6 +200,40 @@ async fn a_statement_prepared_again_returns_what_the_client_was_told() {
     assert_eq!(one, 1);
 }
 
+/// The parameter types a client was told are checked too. PostgreSQL keeps a statement's
+/// parameter types when DDL re-plans it (an int4 bound into a column now float4 is cast); a
+/// copy parsed afresh infers them again, and the client's four bytes of int4 would be read
+/// as a float4. Pake refuses that copy (0A000: the driver prepares again) instead of letting
+/// a wrong value be written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parameter_type_changed_behind_pakes_back_is_refused() {
+    let (env, mut raw) =
+        one_server_with("create table pt (v int); insert into pt values (1)").await;
+    let a = env.client().await;
+    let set = a.prepare("update pt set v = $1").await.unwrap();
+    assert_eq!(set.params(), &[tokio_postgres::types::Type::INT4]);
+    a.execute(&set, &[&2i32]).await.unwrap();
+    behind_pakes_back(&env, &mut raw, "alter table pt alter column v type real").await;
+    let e = a.execute(&set, &[&3i32]).await.unwrap_err();
+    assert_eq!(code(&e), "0A000", "{e}");
+    let direct = env.direct().await;
+    let v: f32 = direct
+        .query_one("select v from pt", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 2.0, "no value written from bytes of another type");
+    let again = a.prepare("update pt set v = $1").await.unwrap();
+    assert_eq!(again.params(), &[tokio_postgres::types::Type::FLOAT4]);
+    a.execute(&again, &[&3.5f32]).await.unwrap();
+    let v: f32 = direct
+        .query_one("select v from pt", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, 3.5);
+}
+
 /// The one server loses its prepared statements, then `ddl` runs straight at PostgreSQL.
 async fn behind_pakes_back(env: &Env, raw: &mut Raw, ddl: &str) {
     lose_statements(raw).await;

@@ -93,7 +93,7 @@ pub struct Effects {
     /// Executes the server skipped after an error in their batch (they never ran).
     pub skipped: u32,
     /// A statement Describe answered: the statement, what it returns
-    /// ([`crate::pg::prepared::result_sig`]), and whether Pake asked (not the client).
+    /// ([`crate::pg::prepared::statement_sig`]), and whether Pake asked (not the client).
     pub described: Option<(StatementId, u64, bool)>,
     /// A Bind or Describe Pake made fail ([`Expect::Stale`]) failed: the client gets 0A000.
     pub stale: Option<StatementId>,
@@ -157,6 +157,8 @@ pub struct Replies {
     /// After an error in an extended batch whose Sync has not been sent yet, the server
     /// discards every message until that Sync: those are owed nothing.
     skipping: bool,
+    /// The parameter types of the statement Describe at the head, until its second half.
+    described_params: u64,
 }
 
 impl Replies {
@@ -274,6 +276,9 @@ impl Replies {
                 Ok(pass(swallow))
             }
             (be::PARAMETER_DESCRIPTION, Expect::DescribeStatement { stmt, injected }) => {
+                if stmt.is_some() {
+                    self.described_params = crate::pg::prepared::params_sig(body);
+                }
                 // the server checks the plan between the two halves
                 if let Some(front) = self.q.front_mut() {
                     *front = Expect::RowDescription { stmt, injected };
@@ -374,7 +379,8 @@ impl Replies {
     ) -> Disposition {
         self.q.pop_front();
         if let Some(id) = stmt {
-            let sig = crate::pg::prepared::result_sig(tag, body);
+            let params = std::mem::take(&mut self.described_params);
+            let sig = crate::pg::prepared::statement_sig(params, tag, body);
             fx.described = Some((id, sig, injected));
         }
         pass(injected)

@@ -348,6 +348,7 @@ fn one_column(oid: u32) -> Vec<u8> {
 
 #[test]
 fn an_injected_describe_is_swallowed_and_says_what_the_copy_returns() {
+    use crate::pg::prepared::params_sig;
     let mut r = Replies::default();
     r.push(Expect::DescribeStatement {
         stmt: Some(4),
@@ -357,7 +358,7 @@ fn an_injected_describe_is_swallowed_and_says_what_the_copy_returns() {
     let int4 = one_column(23);
     let (d, fx) = feed(&mut r, &[(b't', b""), (b'T', &int4)]).unwrap();
     assert_eq!(d, vec![Swallow, Swallow]);
-    let sig = crate::pg::prepared::result_sig(b'T', &int4);
+    let sig = crate::pg::prepared::statement_sig(params_sig(b""), b'T', &int4);
     assert_eq!(fx.described, Some((4, sig, true)));
     assert!(!r.describing() && r.is_empty());
     // the client's own is forwarded, and NoData is a result of its own
@@ -369,7 +370,16 @@ fn an_injected_describe_is_swallowed_and_says_what_the_copy_returns() {
     assert_eq!(d, vec![Forward, Forward]);
     let (_, nodata, _) = fx.described.unwrap();
     assert_ne!(nodata, sig);
-    assert_ne!(sig, crate::pg::prepared::result_sig(b'T', &one_column(20)));
+    let int8 = crate::pg::prepared::statement_sig(params_sig(b""), b'T', &one_column(20));
+    assert_ne!(sig, int8);
+    // the same result, another parameter type
+    r.push(Expect::DescribeStatement {
+        stmt: Some(4),
+        injected: false,
+    });
+    let (_, fx) = feed(&mut r, &[(b't', b"\0\x01\0\0\0\x17"), (b'T', &int4)]).unwrap();
+    let (_, with_int4, _) = fx.described.unwrap();
+    assert_ne!(with_int4, sig);
 }
 
 #[test]
