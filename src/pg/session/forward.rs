@@ -65,9 +65,10 @@ impl Session {
     }
 
     /// Transaction mode, before a Bind or statement Describe of a client statement the
-    /// client has described: the server's copy must be known to return what the client was
-    /// told (after DDL Pake did not see, a copy parsed afresh returns the new type, where the
-    /// server itself would refuse its old plan with 0A000). A copy whose result is unknown
+    /// client has described: the server's copy must be known to take and return what the
+    /// client was told (after DDL Pake did not see, a copy parsed afresh returns the new type
+    /// and infers its parameters again, where the server itself would refuse its old plan
+    /// with 0A000, or keep its parameter types). A copy whose description is unknown
     /// — parsed here just now, or by a client that never described it — is described first
     /// and the message waits in the client's buffer for the answer (`true`): one round trip,
     /// when a described statement first reaches a server.
