@@ -42,15 +42,26 @@ fn on_frame(tag: u8, body: &[u8], q: &mut Replies) {
         }
         fe::BIND => {
             let _ = wire::cstr(body).and_then(|(_, rest)| wire::cstr(rest));
-            q.push(Expect::Bind {
-                stmt: Some(body.len() as u64),
+            // now and then one Pake made fail (a refused stale copy)
+            q.push(match body.len() % 3 {
+                0 => Expect::Stale {
+                    stmt: body.len() as u64,
+                },
+                _ => Expect::Bind {
+                    stmt: Some(body.len() as u64),
+                },
             });
         }
         fe::DESCRIBE => q.push(match body.first() {
+            // an even length stands for one Pake injected
             Some(b'S') => Expect::DescribeStatement {
                 stmt: Some(body.len() as u64),
+                injected: body.len() % 2 == 0,
             },
-            _ => Expect::RowDescription { stmt: None },
+            _ => Expect::RowDescription {
+                stmt: None,
+                injected: false,
+            },
         }),
         fe::CLOSE => q.push(Expect::Close { swallow: false }),
         fe::EXECUTE => q.push(Expect::Execute),
