@@ -335,17 +335,14 @@ impl Session {
         Some(buf)
     }
 
-    /// How a Bind or Describe naming `name` (a client statement, transaction mode) reaches
-    /// it on the server. One that reads `pg_prepared_statements` runs as the unnamed
-    /// statement, parsed with the view as it is now (its text was fixed when prepared).
-    fn reach(&self, name: &[u8]) -> Reach {
-        if self.mode != PoolMode::Transaction || name.is_empty() {
-            return Reach::AsSent;
-        }
-        let Some((stmt, told)) = self.statements.told(name) else {
+    /// How a Bind or Describe naming `client` (a client statement and what the client was
+    /// told of it: [`Session::client_statement`]) reaches it on the server. One that reads
+    /// `pg_prepared_statements` runs as the unnamed statement, parsed with the view as it is
+    /// now (its text was fixed when prepared).
+    fn reach(&self, client: Option<(Arc<Statement>, Option<u64>)>) -> Reach {
+        let Some((stmt, told)) = client else {
             return Reach::AsSent;
         };
-        let stmt = stmt.clone();
         if !stmt.reads_view {
             return Reach::Server(stmt, told);
         }
@@ -365,13 +362,13 @@ impl Session {
         if self.noting() {
             self.note_bind(b.statement, part.analysis);
         }
-        let stmt = self.client_statement(b.statement);
-        let dirty = match &stmt {
-            Some(s) => self.track_bound(s, b.rest),
+        let client = self.client_statement(b.statement);
+        let dirty = match &client {
+            Some((s, _)) => self.track_bound(s, b.rest),
             None if b.statement.is_empty() => self.track_unnamed_bound(b.rest),
             None => None,
         };
-        let reach = self.reach(b.statement);
+        let reach = self.reach(client);
         let cap = self.pool.settings().defaults.max_prepared_statements;
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());
@@ -406,20 +403,22 @@ impl Session {
         Ok(())
     }
 
-    /// Transaction mode: the interned statement a client's statement name stands for. A
-    /// name keeps its statement after the registry forgot it (DDL, a stale plan): the client
-    /// described it, so it must see the server's 0A000 as it would directly, and re-prepare.
-    fn client_statement(&self, name: &[u8]) -> Option<Arc<Statement>> {
+    /// Transaction mode: the interned statement a client's statement name stands for, and
+    /// what the client was told of it if it described it. A name keeps its statement after
+    /// the registry forgot it (DDL, a stale plan): the client described it, so it must see
+    /// the server's 0A000 as it would directly, and re-prepare.
+    fn client_statement(&self, name: &[u8]) -> Option<(Arc<Statement>, Option<u64>)> {
         if self.mode != PoolMode::Transaction || name.is_empty() {
             return None;
         }
-        self.statements.get(name).cloned()
+        let (stmt, told) = self.statements.told(name)?;
+        Some((stmt.clone(), told))
     }
 
     fn forward_describe(&mut self, frame: &[u8]) -> Result<(), Error> {
         let subject = frame::subject(frame)?;
         let reach = match subject.is_named_statement() {
-            true => self.reach(subject.name),
+            true => self.reach(self.client_statement(subject.name)),
             false => Reach::AsSent,
         };
         let cap = self.pool.settings().defaults.max_prepared_statements;
