@@ -213,7 +213,7 @@ struct ClientStatement {
     /// When the client prepared it, µs since the epoch: what it sees in
     /// `pg_prepared_statements` ([`crate::pg::prepared_view`]).
     prepared_at: u64,
-    /// The result the client was told by its own Describe of the statement
+    /// What the client was told by its own Describe of the statement
     /// ([`statement_sig`]): what every server copy it runs on must take and return.
     told: Option<u64>,
 }
@@ -235,8 +235,8 @@ impl ClientStatements {
         self.map.insert(name.into(), entry);
     }
 
-    /// The statement `name` stands for, and the result the client was told it returns if
-    /// the client described it.
+    /// The statement `name` stands for, and what the client was told it takes and returns
+    /// if the client described it.
     pub fn told(&self, name: &[u8]) -> Option<(&Arc<Statement>, Option<u64>)> {
         let c = self.map.get(name)?;
         Some((&c.stmt, c.told))
@@ -299,7 +299,7 @@ struct ServerCopy {
     stmt: Arc<Statement>,
     /// What this copy takes and returns ([`statement_sig`]), once a Describe of it here
     /// has said.
-    result: Option<u64>,
+    description: Option<u64>,
 }
 
 impl ServerStatements {
@@ -320,20 +320,20 @@ impl ServerStatements {
         let copy = ServerCopy {
             tick: self.tick,
             stmt: stmt.clone(),
-            result: None,
+            description: None,
         };
         self.have.insert(stmt.id, copy);
     }
 
-    /// What this server's copy of `id` returns, when known.
-    pub fn result(&self, id: StatementId) -> Option<u64> {
-        self.have.get(&id)?.result
+    /// What this server's copy of `id` takes and returns, when known.
+    pub fn description(&self, id: StatementId) -> Option<u64> {
+        self.have.get(&id)?.description
     }
 
     /// A Describe of `id` on this server answered `sig`.
     pub fn described(&mut self, id: StatementId, sig: u64) {
         if let Some(c) = self.have.get_mut(&id) {
-            c.result = Some(sig);
+            c.description = Some(sig);
         }
     }
 

@@ -41,7 +41,8 @@ pub enum Expect {
         swallow: bool,
     },
     /// Describe of a statement: ParameterDescription, then RowDescription or NoData.
-    /// `injected`: Pake asked, to learn what the server's copy returns (swallowed).
+    /// `injected`: Pake asked, to learn what the server's copy takes and returns
+    /// (swallowed).
     DescribeStatement {
         stmt: Option<StatementId>,
         injected: bool,
@@ -53,7 +54,7 @@ pub enum Expect {
         injected: bool,
     },
     /// A Bind or Describe Pake made fail on the server (it names no statement there) because
-    /// the server's copy of `stmt` returns other than the client was told: the server's
+    /// the server's copy of `stmt` takes or returns other than the client was told: the server's
     /// error is replaced by the 0A000 PostgreSQL gives for its own stale plan.
     Stale {
         stmt: StatementId,
@@ -92,11 +93,11 @@ pub struct Effects {
     pub done: Option<Done>,
     /// Executes the server skipped after an error in their batch (they never ran).
     pub skipped: u32,
-    /// A statement Describe answered: the statement, what it returns
+    /// A statement Describe answered: the statement, what it takes and returns
     /// ([`crate::pg::prepared::statement_sig`]), and whether Pake asked (not the client).
     pub described: Option<(StatementId, u64, bool)>,
     /// A Bind or Describe Pake made fail ([`Expect::Stale`]) failed: the client gets 0A000.
-    pub stale: Option<StatementId>,
+    pub stale: bool,
     /// The server reported this statement's cached plan invalid (0A000 `cached plan must
     /// not change result type`): it must be prepared afresh.
     pub invalidated: Option<StatementId>,
@@ -358,7 +359,7 @@ impl Replies {
         match head {
             Expect::Ready { swallow, stmt } => self.on_query_error(body, swallow, stmt, fx),
             Expect::Stale { stmt } => {
-                fx.stale = Some(stmt);
+                fx.stale = true;
                 fx.invalidated = Some(stmt);
                 self.on_extended_error(STALE_PLAN, fx);
                 Disposition::Swallow
@@ -367,8 +368,8 @@ impl Replies {
         }
     }
 
-    /// The RowDescription or NoData that ends a Describe: of a statement, it says what the
-    /// server's copy returns.
+    /// The RowDescription or NoData that ends a Describe: of a statement, with the
+    /// ParameterDescription before it, it says what the server's copy takes and returns.
     fn on_description(
         &mut self,
         tag: u8,
@@ -553,8 +554,8 @@ impl Replies {
 /// it the client kept its stale statement for good).
 pub const STALE_PLAN: &[u8] = b"SERROR\0VERROR\0C0A000\0\
     Mcached plan must not change result type\0\
-    Dthe statement now returns other than when this client described it: DDL changed it \
-    since (Pake prepared it again on another server connection)\0\
+    Dthe statement now takes or returns other types than when this client described it: \
+    DDL changed it since (Pake prepared it again on another server connection)\0\
     Hprepare the statement again\0\
     Fplancache.c\0RRevalidateCachedQuery\0\0";
 

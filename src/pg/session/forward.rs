@@ -98,7 +98,7 @@ impl Session {
         if server.replies.describing() {
             return Ok(true);
         }
-        if server.statements.result(stmt.id).is_some() {
+        if server.statements.description(stmt.id).is_some() {
             return Ok(false);
         }
         server.in_extended = true;
@@ -509,8 +509,8 @@ impl Session {
 enum Reach {
     /// As the client wrote it (the unnamed statement, a portal, session mode).
     AsSent,
-    /// The client's statement under its process-wide name on the server, and the result the
-    /// client was told it returns, if it described it.
+    /// The client's statement under its process-wide name on the server, and what the
+    /// client was told it takes and returns, if it described it.
     Server(Arc<Statement>, Option<u64>),
     /// This unnamed Parse first (a statement reading `pg_prepared_statements`).
     Fresh(BytesMut),
@@ -520,8 +520,8 @@ enum Reach {
 enum Sent {
     /// This process-wide statement, or (`None`) what the client named.
     To(Option<StatementId>),
-    /// Nothing: the server's copy of this statement returns other than the client was told,
-    /// so the message names [`STALE`] and fails there.
+    /// Nothing: the server's copy of this statement takes or returns other than the client
+    /// was told, so the message names [`STALE`] and fails there.
     Stale(StatementId),
 }
 
@@ -531,8 +531,8 @@ const STALE: &[u8] = b"pake_stale";
 
 /// Send a Bind or Describe as `reach` says: as the client wrote it, or rewritten by
 /// `rewrite` to the server-side name — after making sure the server has the statement, or
-/// after the Parse standing for it. A copy there known to return other than the client was
-/// told is not used: PostgreSQL refuses its own stale plan (0A000), so does Pake.
+/// after the Parse standing for it. A copy there known to take or return other than the
+/// client was told is not used: PostgreSQL refuses its own stale plan (0A000), so does Pake.
 fn send_for_statement(
     server: &mut Server,
     reach: Reach,
@@ -547,8 +547,8 @@ fn send_for_statement(
         }
         Reach::Server(stmt, told) => {
             ensure_prepared(server, &stmt, cap);
-            let result = server.statements.result(stmt.id);
-            if told.is_some_and(|t| result.is_some_and(|r| r != t)) {
+            let copy = server.statements.description(stmt.id);
+            if told.is_some_and(|t| copy.is_some_and(|c| c != t)) {
                 rewrite(&mut server.wbuf, STALE);
                 return Sent::Stale(stmt.id);
             }

@@ -169,11 +169,12 @@ fn wait_or_stream(
 }
 
 /// What one server message said about prepared statements. A Describe tells what a
-/// server's copy returns (and, answering the client's own, what the client was told). A
+/// server's copy takes and returns (and, answering the client's own, what the client was
+/// told). A
 /// statement the server no longer has: a stale plan it reported (prepared afresh on its next
 /// use), or all of them after the client's DISCARD ALL / DEALLOCATE ALL ran there (neither
 /// side has them any more; a Parse of one goes to the server again). A copy Pake refused
-/// because it returns other than the client was told: the client gets the 0A000 PostgreSQL
+/// because it takes or returns other than the client was told: the client gets the 0A000 PostgreSQL
 /// gives for a stale plan of its own.
 fn statement_news(
     fx: &mut Effects,
@@ -188,7 +189,7 @@ fn statement_news(
             client.tell(id, sig);
         }
     }
-    if fx.stale.take().is_some() {
+    if std::mem::take(&mut fx.stale) {
         let at = wire::begin_frame(cwbuf, be::ERROR_RESPONSE);
         cwbuf.put_slice(crate::pg::server::replies::STALE_PLAN);
         wire::finish_frame(cwbuf, at);

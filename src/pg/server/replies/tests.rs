@@ -390,7 +390,7 @@ fn a_refused_copy_fails_as_a_stale_plan() {
     r.on_sync_sent();
     let (d, fx) = feed(&mut r, &[(b'E', &error("ERROR", "26000"))]).unwrap();
     assert_eq!(d, vec![Swallow], "the session writes 0A000 in its place");
-    assert_eq!((fx.stale, fx.invalidated), (Some(4), Some(4)));
+    assert_eq!((fx.stale, fx.invalidated), (true, Some(4)));
     let done = fx.done.unwrap();
     assert_eq!(done.error, Some(*b"0A000"));
     assert_eq!(r.len(), 1, "only the Sync's ReadyForQuery is owed");
