@@ -489,8 +489,9 @@ impl Pool {
         let result = Box::pin(Server::connect(id, &self.target)).await;
         if let Some(b) = &self.breaker {
             match &result {
-                Ok(_) => b.on_success(),
-                Err(_) => b.on_failure(),
+                Err(e) if e.backend_down() => b.on_failure(),
+                // a refused login: the server is up (and a probe found it so)
+                _ => b.on_success(),
             }
         }
         match result {

@@ -73,6 +73,54 @@ async fn dead_backend_trips_the_breaker_until_it_is_back() {
     )));
 }
 
+/// Logins the server refuses (here a database it does not have, through the wildcard
+/// entry) mean the server is up: each client gets the server's 3D000, and the breaker every
+/// pool to that server shares stays closed, so the next user's first connection is made.
+/// (Found with postgres.js's suite: a burst of refused logins failed another tenant's new
+/// pool fast with "circuit breaker open".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_logins_do_not_trip_the_breaker() {
+    let env = Env::with(Opts {
+        tweak: |c| {
+            c.pool.circuit_breaker_failures = 2;
+            c.pool.circuit_breaker_cooldown = Dur::secs(30);
+        },
+        ..Opts::default()
+    })
+    .await;
+    env.direct()
+        .await
+        .batch_execute("create database breaker_fresh")
+        .await
+        .unwrap();
+    for i in 0..6 {
+        let url = env.url(&format!("nosuch_{i}"));
+        let refused = match tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+            Ok((c, conn)) => {
+                tokio::spawn(conn);
+                c.query_one("select 1", &[]).await.map(|_| ())
+            }
+            Err(e) => Err(e),
+        };
+        let e = refused.expect_err("the server has no such database");
+        assert_eq!(code(&e), "3D000", "{e}");
+    }
+    // a pool that has never connected: its first connection goes through the breaker
+    let fresh = pake::lab::postgres::connect(&env.url("breaker_fresh"))
+        .await
+        .unwrap();
+    let one: i32 = fresh.query_one("select 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+    let (_, text) = http_get(&env.admin_url("/metrics")).await;
+    let backend = format!("127.0.0.1:{}", env.lab.primary.port);
+    assert!(
+        !text.contains(&format!(
+            "pake_circuit_open_total{{backend=\"{backend}\"}} 1"
+        )),
+        "{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_per_user_answers_53400_and_keeps_the_client() {
     let env = Env::with(Opts {

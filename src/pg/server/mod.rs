@@ -100,6 +100,36 @@ pub enum ServerError {
 }
 
 impl ServerError {
+    /// Opening a connection failed because the server (or the way to it) is not serving: what
+    /// a circuit breaker counts. A login the server refused for this user or database (a
+    /// password, `pg_hba.conf`, a database it does not have) is not: the server answered, and
+    /// one client's bad logins must not fail everyone else's pools fast.
+    pub fn backend_down(&self) -> bool {
+        match self {
+            ServerError::Rejected { code, .. } => {
+                // 57: shutting down, starting up, in recovery; 53: too many connections,
+                // out of memory or disk; 08: connection failures; 58 and XX: the system
+                ["57", "53", "08", "58", "XX"]
+                    .iter()
+                    .any(|c| code.starts_with(c))
+            }
+            ServerError::UnsupportedAuth(_)
+            | ServerError::NoPassword(_)
+            | ServerError::Passthrough { .. }
+            | ServerError::Sasl(_)
+            | ServerError::TlsRefused { .. }
+            | ServerError::Query { .. } => false,
+            ServerError::Connect { .. }
+            | ServerError::ConnectTimeout { .. }
+            | ServerError::Io(_)
+            | ServerError::Closed
+            | ServerError::Ended
+            | ServerError::Protocol(_)
+            | ServerError::Tls { .. }
+            | ServerError::Desync(_) => true,
+        }
+    }
+
     /// The SQLSTATE the server itself reported, if it did.
     pub fn server_code(&self) -> Option<&str> {
         match self {
