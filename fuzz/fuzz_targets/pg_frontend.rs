@@ -35,9 +35,16 @@ fn on_frame(tag: u8, body: &[u8], q: &mut Replies) {
                     let _ = analyzer().analyze(&sql);
                 }
             }
-            q.push(Expect::Parse {
-                swallow: false,
-                registers: Some(body.len() as u64),
+            // now and then a duplicate name Pake refuses; otherwise a client's named Parse
+            q.push(match body.len() % 5 {
+                0 => Expect::Refused {
+                    body: b"SERROR\0C42P05\0\0"[..].into(),
+                },
+                _ => Expect::Parse {
+                    swallow: false,
+                    registers: Some(body.len() as u64),
+                    client: Some(body.len() as u64),
+                },
             });
         }
         fe::BIND => {

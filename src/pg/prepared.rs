@@ -203,8 +203,12 @@ pub fn ddl(query: &[u8]) -> Ddl {
 #[derive(Default, Debug)]
 pub struct ClientStatements {
     map: HashMap<Box<[u8]>, ClientStatement>,
-    /// The last prepare time handed out (µs since the epoch), kept increasing.
+    /// The last prepare time handed out (µs since the epoch), kept increasing: it also names
+    /// the Parse that made a statement, for the server's answer to it.
     last_micros: u64,
+    /// Every Parse stamped up to this one has been answered (the server answers a client's
+    /// messages in order, and a client's next server only after its last one answered).
+    answered: u64,
 }
 
 #[derive(Debug)]
@@ -219,7 +223,15 @@ struct ClientStatement {
 }
 
 impl ClientStatements {
+    /// A statement Pake prepared for the client itself (its ParseComplete written already).
     pub fn insert(&mut self, name: &[u8], stmt: Arc<Statement>) {
+        self.answered = self.insert_pending(name, stmt);
+    }
+
+    /// A statement whose Parse goes to a server; returns the stamp that names that Parse
+    /// until the server answers it ([`ClientStatements::parsed`],
+    /// [`ClientStatements::not_parsed`]).
+    pub fn insert_pending(&mut self, name: &[u8], stmt: Arc<Statement>) -> u64 {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
@@ -233,6 +245,28 @@ impl ClientStatements {
             told,
         };
         self.map.insert(name.into(), entry);
+        prepared_at
+    }
+
+    /// The client's statement `name` exists as far as the client can know: its Parse was
+    /// answered. Directly, a Parse of that name again fails with 42P05.
+    pub fn exists(&self, name: &[u8]) -> bool {
+        self.map
+            .get(name)
+            .is_some_and(|c| c.prepared_at <= self.answered)
+    }
+
+    /// The server answered the Parse stamped `stamp` (and, in order, every one before).
+    pub fn parsed(&mut self, stamp: u64) {
+        self.answered = self.answered.max(stamp);
+    }
+
+    /// The Parses stamped `first..=last` failed or were skipped after an error: their names
+    /// name nothing, as directly (a later Bind of one fails with 26000).
+    pub fn not_parsed(&mut self, first: u64, last: u64) {
+        self.map
+            .retain(|_, c| !(first..=last).contains(&c.prepared_at));
+        self.parsed(last);
     }
 
     /// The statement `name` stands for, and what the client was told it takes and returns

@@ -691,3 +691,82 @@ async fn a_server_waiting_for_a_sync_after_a_failed_copy_is_not_pooled() {
     let (tags, value) = until_ready(&mut raw).await;
     assert_eq!((tags.as_str(), value), ("TDCZ", Some(b"1".to_vec())));
 }
+
+/// A client's statement names behave as on the server it would have alone: a Parse of a name
+/// the client has fails with 42P05 (the statement keeps its text, an open transaction
+/// fails), and a Parse that failed or was skipped after an error leaves no name behind (a
+/// Bind of it fails with 26000, not with the Parse's error or by running it). Each value is
+/// what PostgreSQL itself answers to the same messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_names_are_the_clients_own() {
+    let env = Env::with(Opts {
+        pool_size: 2,
+        ..Opts::default()
+    })
+    .await;
+    let mut raw = login(&env).await;
+    let parse = |name: &str, text: &str| {
+        let mut v = frame(b'P', format!("{name}\0{text}\0\0\0").as_bytes());
+        v.extend(frame(b'S', b""));
+        v
+    };
+    let run = |name: &str| {
+        let mut v = frame(b'B', format!("\0{name}\0\0\0\0\0\0\0").as_bytes());
+        v.extend(frame(b'E', b"\0\0\0\0\0"));
+        v.extend(frame(b'S', b""));
+        v
+    };
+    raw.send(&parse("s1", "select 1")).await;
+    assert_eq!(raw.until_ready().await.tags, "1Z");
+    raw.send(&parse("s1", "select 2")).await;
+    let r = raw.until_ready().await;
+    assert_eq!((r.tags.as_str(), r.sqlstate.as_str()), ("EZ", "42P05"));
+    raw.send(&run("s1")).await;
+    assert_eq!(raw.until_ready().await.value.as_deref(), Some(&b"1"[..]));
+
+    // a Parse that fails names nothing
+    raw.send(&parse("bad", "selec 1")).await;
+    assert_eq!(raw.until_ready().await.sqlstate, "42601");
+    raw.send(&run("bad")).await;
+    assert_eq!(raw.until_ready().await.sqlstate, "26000");
+    raw.send(&parse("bad", "select 3")).await;
+    assert_eq!(raw.until_ready().await.tags, "1Z");
+    raw.send(&run("bad")).await;
+    assert_eq!(raw.until_ready().await.value.as_deref(), Some(&b"3"[..]));
+
+    // nor does one the server skipped after an earlier error in its batch
+    let mut skipped = frame(b'B', b"\0nosuch\0\0\0\0\0\0\0");
+    skipped.extend(frame(b'P', b"later\0select 7\0\0\0"));
+    skipped.extend(frame(b'S', b""));
+    raw.send(&skipped).await;
+    let r = raw.until_ready().await;
+    assert_eq!((r.tags.as_str(), r.sqlstate.as_str()), ("EZ", "26000"));
+    raw.send(&run("later")).await;
+    assert_eq!(raw.until_ready().await.sqlstate, "26000");
+
+    // inside a transaction the duplicate fails it, as on the server
+    raw.send(&query(b"BEGIN")).await;
+    assert_eq!(raw.until_ready().await.status, b'T');
+    raw.send(&parse("s1", "select 4")).await;
+    let r = raw.until_ready().await;
+    assert_eq!((r.sqlstate.as_str(), r.status), ("42P05", b'E'));
+    raw.send(&query(b"select 5")).await;
+    assert_eq!(raw.until_ready().await.sqlstate, "25P02");
+    raw.send(&query(b"ROLLBACK")).await;
+    assert_eq!(raw.until_ready().await.status, b'I');
+    raw.send(&run("s1")).await;
+    assert_eq!(raw.until_ready().await.value.as_deref(), Some(&b"1"[..]));
+
+    // closed, the name is free again; and another client's names are its own
+    let mut reuse = frame(b'C', b"Ss1\0");
+    reuse.extend(parse("s1", "select 6"));
+    raw.send(&reuse).await;
+    assert_eq!(raw.until_ready().await.tags, "31Z");
+    raw.send(&run("s1")).await;
+    assert_eq!(raw.until_ready().await.value.as_deref(), Some(&b"6"[..]));
+    let mut other = login(&env).await;
+    other.send(&parse("s1", "select 8")).await;
+    assert_eq!(other.until_ready().await.tags, "1Z");
+    other.send(&run("s1")).await;
+    assert_eq!(other.until_ready().await.value.as_deref(), Some(&b"8"[..]));
+}

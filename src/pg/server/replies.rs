@@ -28,10 +28,13 @@ pub enum Expect {
         swallow: bool,
         stmt: bool,
     },
-    /// ParseComplete; `registers` names the statement this Parse creates on the server.
+    /// ParseComplete; `registers` names the statement this Parse creates on the server,
+    /// `client` the client's named Parse it stands for (transaction mode: the stamp from
+    /// [`crate::pg::prepared::ClientStatements::insert_pending`]).
     Parse {
         swallow: bool,
         registers: Option<StatementId>,
+        client: Option<u64>,
     },
     /// BindComplete; `stmt`: the interned statement it binds (transaction mode).
     Bind {
@@ -58,6 +61,12 @@ pub enum Expect {
     /// error is replaced by the 0A000 PostgreSQL gives for its own stale plan.
     Stale {
         stmt: StatementId,
+    },
+    /// A message Pake made fail on the server (it names no statement there) because the
+    /// client's own fails directly without reaching the server's statements (a Parse of a
+    /// name the client has: 42P05): the server's error is replaced by `body`.
+    Refused {
+        body: Box<[u8]>,
     },
     /// Execute: DataRows (or a COPY), then CommandComplete / EmptyQuery / PortalSuspended.
     Execute,
@@ -87,6 +96,10 @@ pub struct Effects {
     pub not_created: Vec<StatementId>,
     /// A statement the server just created (ParseComplete for a registering Parse).
     pub created: Option<StatementId>,
+    /// The client's named Parse with this stamp was answered ParseComplete.
+    pub parsed: Option<u64>,
+    /// The client's named Parses stamped from the first to the last failed or were skipped.
+    pub not_parsed: Option<(u64, u64)>,
     /// The server entered COPY IN (client data must flow) or left it.
     pub copy_in: Option<bool>,
     /// A client statement (a Query, or an Execute) completed.
@@ -96,8 +109,9 @@ pub struct Effects {
     /// A statement Describe answered: the statement, what it takes and returns
     /// ([`crate::pg::prepared::statement_sig`]), and whether Pake asked (not the client).
     pub described: Option<(StatementId, u64, bool)>,
-    /// A Bind or Describe Pake made fail ([`Expect::Stale`]) failed: the client gets 0A000.
-    pub stale: bool,
+    /// A message Pake made fail ([`Expect::Stale`], [`Expect::Refused`]) failed: the client
+    /// gets this error body in the server's.
+    pub refused: Option<std::borrow::Cow<'static, [u8]>>,
     /// The server reported this statement's cached plan invalid (0A000 `cached plan must
     /// not change result type`): it must be prepared afresh.
     pub invalidated: Option<StatementId>,
@@ -263,9 +277,17 @@ impl Replies {
                 Ok(self.on_ready(body, swallow, stmt, fx))
             }
             (be::ERROR_RESPONSE, head) => Ok(self.on_error(body, head, fx)),
-            (be::PARSE_COMPLETE, Expect::Parse { swallow, registers }) => {
+            (
+                be::PARSE_COMPLETE,
+                Expect::Parse {
+                    swallow,
+                    registers,
+                    client,
+                },
+            ) => {
                 self.q.pop_front();
                 fx.created = registers;
+                fx.parsed = client;
                 Ok(pass(swallow))
             }
             (be::BIND_COMPLETE, Expect::Bind { .. }) => {
@@ -359,9 +381,14 @@ impl Replies {
         match head {
             Expect::Ready { swallow, stmt } => self.on_query_error(body, swallow, stmt, fx),
             Expect::Stale { stmt } => {
-                fx.stale = true;
+                fx.refused = Some(STALE_PLAN.into());
                 fx.invalidated = Some(stmt);
                 self.on_extended_error(STALE_PLAN, fx);
+                Disposition::Swallow
+            }
+            Expect::Refused { body } => {
+                self.on_extended_error(&body, fx);
+                fx.refused = Some(body.into_vec().into());
                 Disposition::Swallow
             }
             _ => self.on_extended_error(body, fx),
@@ -469,9 +496,16 @@ impl Replies {
             match e {
                 Expect::Ready { .. } => break,
                 Expect::Parse {
-                    registers: Some(id),
-                    ..
-                } => fx.not_created.push(*id),
+                    registers, client, ..
+                } => {
+                    if let Some(id) = registers {
+                        fx.not_created.push(*id);
+                    }
+                    if let Some(stamp) = *client {
+                        let first = fx.not_parsed.map_or(stamp, |(first, _)| first);
+                        fx.not_parsed = Some((first, stamp));
+                    }
+                }
                 // the first Execute is the statement that failed (itself, or the
                 // Parse/Bind it needed); the ones after it never ran
                 Expect::Execute if !failed => {

@@ -224,10 +224,14 @@ impl Session {
         let Some(analysis) = part.analysis else {
             return Ok(());
         };
+        let rename = self.mode == PoolMode::Transaction;
+        if rename && self.statements.exists(p.name) {
+            self.refuse_parse(p.name);
+            return Ok(());
+        }
         if self.noting() {
             self.note_parse(p.name, &analysis, &p.query);
         }
-        let rename = self.mode == PoolMode::Transaction;
         if rename {
             self.note_ddl(p.query.as_bytes());
         }
@@ -241,8 +245,16 @@ impl Session {
         }
         let named = rename && !p.name.is_empty();
         let interned = named.then(|| self.proxy.statements.intern(p.definition));
+        // after an error the server discards the Parse until Sync: nothing is created
+        let skipping = self
+            .server
+            .as_ref()
+            .is_some_and(|s| s.replies.is_skipping());
+        let mut stamp = None;
         if let Some(stmt) = &interned {
-            self.statements.insert(p.name, stmt.clone());
+            if !skipping {
+                stamp = Some(self.statements.insert_pending(p.name, stmt.clone()));
+            }
             self.remember_interned(stmt.id, &analysis);
         }
         let cap = self.pool.settings().defaults.max_prepared_statements;
@@ -268,8 +280,7 @@ impl Session {
         }
         server.in_extended = true;
         match interned {
-            // after an error the server discards the Parse until Sync: nothing is created
-            Some(_) if server.replies.is_skipping() => server.wbuf.put_slice(frame),
+            Some(_) if skipping => server.wbuf.put_slice(frame),
             Some(stmt) => {
                 if server.statements.contains(stmt.id) {
                     // parsed afresh, as the client's Parse is directly: the copy here may
@@ -279,13 +290,14 @@ impl Session {
                     close_statement(server, &stmt.name);
                     server.statements.remove(stmt.id);
                 }
-                parse_on(server, &stmt, cap, false);
+                parse_on(server, &stmt, cap, stamp);
             }
             None => {
                 server.wbuf.put_slice(frame);
                 server.replies.push(Expect::Parse {
                     swallow: false,
                     registers: None,
+                    client: None,
                 });
                 if p.name.is_empty() {
                     server.unnamed_owner = Some(self.id);
@@ -293,6 +305,42 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Transaction mode, a Parse of a statement name the client has: directly it fails with
+    /// 42P05 and the server skips to Sync; the client's names are Pake's, so Pake sends a
+    /// message that fails there in its place and answers with PostgreSQL's error. (Before
+    /// the server said it created the name, a Parse of it again goes ahead: its answer may
+    /// still be that it failed.)
+    fn refuse_parse(&mut self, name: &[u8]) {
+        let Some(server) = self.server.as_deref_mut() else {
+            return;
+        };
+        server.in_extended = true;
+        if server.replies.is_skipping() {
+            return; // the server would discard it
+        }
+        let at = wire::begin_frame(&mut server.wbuf, fe::DESCRIBE);
+        server.wbuf.put_u8(b'S');
+        wire::put_cstr(&mut server.wbuf, STALE);
+        wire::finish_frame(&mut server.wbuf, at);
+        let message = format!(
+            "prepared statement \"{}\" already exists",
+            String::from_utf8_lossy(name)
+        );
+        let mut error = BytesMut::new();
+        backend::error_response(
+            &mut error,
+            &backend::Fields {
+                severity: "ERROR",
+                code: "42P05",
+                message: &message,
+                detail: None,
+                hint: None,
+            },
+        );
+        let body = error.get(wire::HEADER_LEN..).unwrap_or_default();
+        server.replies.push(Expect::Refused { body: body.into() });
     }
 
     /// A Query, or an unnamed Parse, whose text reads `pg_prepared_statements`: the frame
@@ -385,6 +433,7 @@ impl Session {
                 server.replies.push(Expect::Parse {
                     swallow: true,
                     registers: None,
+                    client: None,
                 });
                 server.unnamed_owner = Some(self.id);
             }
@@ -562,6 +611,7 @@ fn send_for_statement(
             server.replies.push(Expect::Parse {
                 swallow: true,
                 registers: None,
+                client: None,
             });
             server.unnamed_owner = None;
             rewrite(&mut server.wbuf, b"");
@@ -577,18 +627,20 @@ fn ensure_prepared(server: &mut Server, stmt: &Arc<Statement>, cap: usize) {
         // (a server skipping to Sync would discard the Parse: the Bind fails there anyway)
         return;
     }
-    parse_on(server, stmt, cap, true);
+    parse_on(server, stmt, cap, None);
 }
 
 /// Parse `stmt` under its process-wide name on `server` (which lacks it), making room under
-/// the cap first; its ParseComplete swallowed when Pake, not the client, asked.
-fn parse_on(server: &mut Server, stmt: &Arc<Statement>, cap: usize, swallow: bool) {
+/// the cap first: for the client's Parse stamped `client`, or (`None`) because Pake needs
+/// it there, its ParseComplete swallowed.
+fn parse_on(server: &mut Server, stmt: &Arc<Statement>, cap: usize, client: Option<u64>) {
     evict_statement(server, cap);
     server.wbuf.put_slice(&stmt.parse);
     server.statements.insert(stmt);
     server.replies.push(Expect::Parse {
-        swallow,
+        swallow: client.is_none(),
         registers: Some(stmt.id),
+        client,
     });
 }
 

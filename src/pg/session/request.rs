@@ -239,6 +239,13 @@ impl Session {
                     if p.name.is_empty() || self.routing.aborted() {
                         return Ok(false);
                     }
+                    // a name the client has fails directly (42P05): the server says so
+                    let again = steps
+                        .iter()
+                        .any(|s| matches!(s, Step::Parse(n, _) if n == p.name));
+                    if again || self.statements.get(p.name).is_some() {
+                        return Ok(false);
+                    }
                     let (name, stmt) = (p.name, self.proxy.statements.intern(p.definition));
                     if !stmt.parsed_ok.load(std::sync::atomic::Ordering::Relaxed) {
                         return Ok(false);

@@ -175,7 +175,8 @@ fn wait_or_stream(
 /// use), or all of them after the client's DISCARD ALL / DEALLOCATE ALL ran there (neither
 /// side has them any more; a Parse of one goes to the server again). A copy Pake refused
 /// because it takes or returns other than the client was told: the client gets the 0A000 PostgreSQL
-/// gives for a stale plan of its own.
+/// gives for a stale plan of its own. The client's own Parses answered: its names that exist,
+/// and those that do not after all.
 fn statement_news(
     fx: &mut Effects,
     server: &mut Server,
@@ -189,9 +190,15 @@ fn statement_news(
             client.tell(id, sig);
         }
     }
-    if std::mem::take(&mut fx.stale) {
+    if let Some(stamp) = fx.parsed.take() {
+        client.parsed(stamp);
+    }
+    if let Some((first, last)) = fx.not_parsed.take() {
+        client.not_parsed(first, last);
+    }
+    if let Some(body) = fx.refused.take() {
         let at = wire::begin_frame(cwbuf, be::ERROR_RESPONSE);
-        cwbuf.put_slice(crate::pg::server::replies::STALE_PLAN);
+        cwbuf.put_slice(&body);
         wire::finish_frame(cwbuf, at);
     }
     if let Some(id) = fx.invalidated.take() {

@@ -34,6 +34,7 @@ fn extended_batch_in_order() {
         Expect::Parse {
             swallow: true,
             registers: Some(7),
+            client: None,
         },
         Expect::Bind { stmt: None },
         Expect::DescribeStatement {
@@ -72,11 +73,13 @@ fn error_skips_to_sync_and_reports_uncreated_statements() {
     r.push(Expect::Parse {
         swallow: false,
         registers: Some(1),
+        client: None,
     });
     r.push(Expect::Bind { stmt: None });
     r.push(Expect::Parse {
         swallow: false,
         registers: Some(2),
+        client: None,
     });
     r.push(Expect::Execute);
     r.push(Expect::Ready {
@@ -191,6 +194,7 @@ fn pipeline_error_before_sync_skips_what_follows() {
     r.push(Expect::Parse {
         swallow: false,
         registers: None,
+        client: None,
     });
     r.push(Expect::Bind { stmt: None });
     r.push(Expect::Execute);
@@ -390,8 +394,51 @@ fn a_refused_copy_fails_as_a_stale_plan() {
     r.on_sync_sent();
     let (d, fx) = feed(&mut r, &[(b'E', &error("ERROR", "26000"))]).unwrap();
     assert_eq!(d, vec![Swallow], "the session writes 0A000 in its place");
-    assert_eq!((fx.stale, fx.invalidated), (true, Some(4)));
+    assert_eq!(
+        (fx.refused.as_deref(), fx.invalidated),
+        (Some(STALE_PLAN), Some(4))
+    );
     let done = fx.done.unwrap();
     assert_eq!(done.error, Some(*b"0A000"));
     assert_eq!(r.len(), 1, "only the Sync's ReadyForQuery is owed");
+}
+
+#[test]
+fn a_refused_parse_fails_with_its_own_error_and_the_parses_after_it_name_nothing() {
+    let mut r = Replies::default();
+    let body: Box<[u8]> = error("ERROR", "42P05").into();
+    r.push(Expect::Refused { body: body.clone() });
+    for stamp in [5, 6] {
+        r.push(Expect::Parse {
+            swallow: false,
+            registers: Some(stamp as StatementId),
+            client: Some(stamp),
+        });
+    }
+    r.push(Expect::Execute);
+    r.on_sync_sent();
+    let (d, fx) = feed(&mut r, &[(b'E', &error("ERROR", "26000"))]).unwrap();
+    assert_eq!(
+        d,
+        vec![Swallow],
+        "the session writes the refusal in its place"
+    );
+    assert_eq!(fx.refused.as_deref(), Some(&*body));
+    assert_eq!(fx.not_parsed, Some((5, 6)));
+    assert_eq!(fx.not_created, vec![5, 6]);
+    assert_eq!(fx.done.unwrap().error, Some(*b"42P05"));
+    assert_eq!(r.len(), 1, "only the Sync's ReadyForQuery is owed");
+}
+
+#[test]
+fn a_clients_parse_is_reported_by_its_stamp() {
+    let mut r = Replies::default();
+    r.push(Expect::Parse {
+        swallow: false,
+        registers: Some(3),
+        client: Some(9),
+    });
+    let (d, fx) = feed(&mut r, &[(b'1', b"")]).unwrap();
+    assert_eq!(d, vec![Forward]);
+    assert_eq!((fx.created, fx.parsed), (Some(3), Some(9)));
 }
