@@ -286,3 +286,26 @@ async fn a_refused_login_is_retried_on_demand_not_on_a_timer() {
     let next = c.cmd(&["INCR", "links:alice"]).await;
     assert!(!next.is_err(), "{next:?}");
 }
+
+/// A least-privilege user (`~app:* +get +set`, no `ping`) works through Pake as directly: the
+/// link Pake opens for it checks Redis with a PING that this user is refused (NOPERM), which
+/// still proves the link is up. (Found with redis-rs's suite: every command of such a user
+/// answered "Redis is unavailable".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_without_ping_gets_a_link() {
+    let env = Env::with(crate::harness::options(Mode::Standalone), |_| {}).await;
+    let mut admin = env.direct("x").await;
+    let setuser = [
+        "ACL", "SETUSER", "app", "reset", "on", ">pw", "~app:*", "+get", "+set",
+    ];
+    assert_eq!(admin.cmd(&setuser).await, Val::s("OK"));
+    let mut c = env.conn().await;
+    assert_eq!(c.cmd(&["AUTH", "app", "pw"]).await, Val::s("OK"));
+    assert_eq!(c.cmd(&["SET", "app:1", "v"]).await, Val::s("OK"));
+    assert_eq!(c.cmd(&["GET", "app:1"]).await, Val::s("v"));
+    // what the user may not do is refused by Redis, in its words
+    match c.cmd(&["GET", "other"]).await {
+        Val::Err(e) => assert!(e.starts_with("NOPERM"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -273,8 +273,15 @@ async fn login(shared: &Shared) -> Result<Link, Error> {
     let limit = shared.timeout.max(shared.target.connect_timeout);
     let attempt = async {
         let mut link = Link::connect(&shared.target).await?;
-        link.call_ok(&[b"PING"]).await?;
-        Ok(link)
+        // Redis answering at all is what PING checks: a user whose ACL leaves out `ping`
+        // (`+get +set ~app:*`) is answered NOPERM, and is logged in all the same
+        let reply = link.call(&[b"PING"]).await?;
+        match super::link::error_text(&reply) {
+            Some(msg) if !msg.starts_with("NOPERM") => {
+                Err(Error::Backend(format!("{}: {msg}", shared.target.addr)))
+            }
+            _ => Ok(link),
+        }
     };
     tokio::time::timeout(limit, attempt)
         .await
