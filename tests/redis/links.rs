@@ -309,3 +309,26 @@ async fn a_user_without_ping_gets_a_link() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A command Redis refuses to queue inside MULTI (here NOPERM; READONLY on a replica, OOM)
+/// fails the transaction as directly, and the EXECABORT names it: Pake answered `+QUEUED`
+/// itself, where directly the command's own reply is the error. (Found with redis-rs's
+/// suite: the client could not tell which command failed.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_refused_while_queued_is_named_by_the_abort() {
+    let env = Env::with(crate::harness::options(Mode::Standalone), |_| {}).await;
+    let mut admin = env.direct("x").await;
+    let setuser = [
+        "ACL", "SETUSER", "lim", "reset", "on", ">pw", "~*", "+multi", "+exec", "+get",
+    ];
+    assert_eq!(admin.cmd(&setuser).await, Val::s("OK"));
+    let mut c = env.conn().await;
+    assert_eq!(c.cmd(&["AUTH", "lim", "pw"]).await, Val::s("OK"));
+    assert_eq!(c.cmd(&["MULTI"]).await, Val::s("OK"));
+    assert_eq!(c.cmd(&["GET", "q:1"]).await, Val::s("QUEUED"));
+    assert_eq!(c.cmd(&["SET", "q:1", "v"]).await, Val::s("QUEUED"));
+    let e = c.cmd(&["EXEC"]).await.err_text();
+    assert!(e.starts_with("EXECABORT"), "{e}");
+    assert!(e.contains("queued command 2: NOPERM"), "{e}");
+    assert_eq!(admin.cmd(&["EXISTS", "q:1"]).await, Val::Int(0));
+}

@@ -303,8 +303,16 @@ impl Session {
         batch.extend_from_slice(&link::command(&[b"EXEC"]));
         // MULTI's +OK and each +QUEUED come first; EXEC's reply is the last
         let mut reply = self.on_link(slot, &batch).await?;
-        for _ in 0..tx.count + 1 {
+        let mut refused = None;
+        for n in 1..=tx.count + 1 {
+            // `reply` answers the (n-1)th command sent: MULTI, then the queued ones
+            if refused.is_none() && n >= 2 {
+                refused = link::error_text(&reply).map(|e| (n - 1, e));
+            }
             reply = self.link_reply().await?;
+        }
+        if let Some((n, why)) = refused.filter(|_| reply.starts_with(b"-EXECABORT")) {
+            reply = refused_at_queueing(n, &why);
         }
         if let Some(l1) = &self.svc.l1 {
             if tx.flushes {
@@ -337,4 +345,14 @@ impl Session {
         link.send(&Self::encoded(req)).await?;
         Ok(Flow::Pipe)
     }
+}
+
+/// EXECABORT for a transaction Redis refused to queue a command of (READONLY, NOPERM, OOM…).
+/// The client was answered `+QUEUED` by Pake, so Redis's own refusal of the `n`th command
+/// (1-based) is named in the abort, which directly has it as that command's reply.
+fn refused_at_queueing(n: usize, why: &str) -> Bytes {
+    let why: String = why.chars().filter(|c| *c != '\r' && *c != '\n').collect();
+    Bytes::from(format!(
+        "-EXECABORT Transaction discarded because of previous errors: queued command {n}: {why}\r\n"
+    ))
 }
