@@ -3,7 +3,8 @@
 //! name order, which the plan cannot use), `ORDER BY` a position or an alias, a filter on an
 //! inlined CTE, a view that renames a table's column, and a partitioned table (whose advice
 //! said CONCURRENTLY, which PostgreSQL refuses there). And a `LIMIT` query no index was
-//! found for must not be reported as one that reads most of its table.
+//! found for must not be reported as one that reads most of its table. Plus a shape from a
+//! stranger's shop workload: a queue read by a boolean flag (`done = false`).
 
 use crate::harness::{eventually, Rig, Who};
 use pake::insight::model::{AdviceReport, IndexAdvice};
@@ -141,4 +142,37 @@ async fn dexters_cases_that_were_missed() {
         "a LIMIT query reported as reading most of its table: {:#?}",
         advice.no_index_helps
     );
+}
+
+/// Found on a stranger's shop workload: ORMs write a flag test as `done = false`, PostgreSQL
+/// folds it to `NOT done`, but hypopg keeps a hypothetical index's predicate as written, so
+/// a partial index `WHERE done = false` was never used in a trial and the queue got a full
+/// index on `(done, created_at)` instead of the small one holding only the pending rows.
+#[tokio::test]
+async fn a_queue_on_a_boolean_flag_gets_its_partial_index() {
+    let mut rig = Rig::default().await;
+    let c = rig.client("postgres").await;
+    // the newest 1% of the jobs are not done yet
+    c.batch_execute(
+        "CREATE TABLE jobs (id int, done boolean NOT NULL, created_at timestamptz, body text);
+         INSERT INTO jobs SELECT g, g <= 19800, '2026-01-01'::timestamptz + g * interval '1 min',
+           repeat('x', 40) FROM generate_series(1, 20000) g;
+         ANALYZE jobs;",
+    )
+    .await
+    .expect("seed");
+    let queue = run(
+        &mut rig,
+        &c,
+        "select id from jobs where done = false order by created_at limit 10",
+        &[],
+    )
+    .await;
+    let advice = rig.insight.advise().await.expect("advisor runs");
+    let a = helping(&advice, &queue).unwrap_or_else(|| panic!("queue: {advice:#?}"));
+    assert_eq!(a.predicate.as_deref(), Some("NOT done"), "{a:#?}");
+    assert_eq!(a.columns, ["created_at"], "{a:#?}");
+    c.batch_execute(&a.sql)
+        .await
+        .expect("the advice runs as is");
 }
