@@ -203,7 +203,7 @@ async fn advise_database(
         ?base,
         "advisor candidates"
     );
-    let write_cost = write_costs(&fps, &index, &tables);
+    let writers = writers(&fps, &index, tables.len());
     let mut s = search::Search {
         client: &client,
         cfg,
@@ -213,7 +213,7 @@ async fn advise_database(
         affected,
         current: base.clone(),
         base,
-        write_cost,
+        writers,
         chosen: Vec::new(),
         trials: 0,
         truncated: false,
@@ -304,14 +304,15 @@ fn candidate_set(
     (cands, affected)
 }
 
-/// Per table: the execution time one more index would have added to the workload's writes,
-/// estimated as each write's share for one index among the heap and the existing indexes.
-fn write_costs(fps: &[Fp], index: &HashMap<String, usize>, tables: &[Table]) -> Vec<f64> {
-    let mut out = vec![0.0; tables.len()];
-    for fp in fps {
+/// Per table: the fingerprints that write to it (once each, however they name it).
+fn writers(fps: &[Fp], index: &HashMap<String, usize>, tables: usize) -> Vec<Vec<usize>> {
+    let mut out = vec![Vec::new(); tables];
+    for (f, fp) in fps.iter().enumerate() {
         for w in &fp.writes {
             if let Some(&t) = index.get(w) {
-                out[t] += fp.total_ms / (tables[t].indexes.len() as f64 + 2.0);
+                if !out[t].contains(&f) {
+                    out[t].push(f);
+                }
             }
         }
     }
@@ -360,7 +361,7 @@ fn inferred(s: &search::Search<'_>, db: &str, plans: &[Value]) -> Vec<IndexAdvic
             helps: Vec::new(),
             size_bytes: None,
             write_calls: 0,
-            write_cost_ms: s.write_cost[c.table],
+            write_cost_ms: s.upkeep(i, &[]),
             reason: candidates::reason_on(
                 table,
                 format!(

@@ -219,3 +219,69 @@ async fn a_constant_predicate_gets_a_partial_index() {
         "{before} -> {after} {used:?}"
     );
 }
+
+/// Found on a stranger's shop workload: a slow UPDATE (its rows found by a sequential scan)
+/// was charged in full as the upkeep of any new index on its table, so the index a frequent
+/// read needed was refused until the index that made the UPDATE fast had been created and
+/// the advice asked for again. Both are proposed in one run.
+#[tokio::test]
+async fn a_slow_update_does_not_veto_the_index_a_read_needs() {
+    let mut rig = Rig::default().await;
+    let c = rig.client("postgres").await;
+    c.batch_execute(
+        "CREATE TABLE shipments (id bigserial PRIMARY KEY, order_id bigint NOT NULL,
+                                 carrier text NOT NULL, tracking text NOT NULL,
+                                 status text NOT NULL);
+         INSERT INTO shipments (order_id, carrier, tracking, status)
+           SELECT g, (ARRAY['DHL','UPS','DPD','FedEx'])[1 + g % 4], 'trk' || g,
+                  CASE WHEN g % 100 = 0 THEN 'in_transit' ELSE 'delivered' END
+           FROM generate_series(1, 200000) g;
+         ANALYZE shipments;",
+    )
+    .await
+    .expect("seed");
+    let read = "select id, order_id from shipments where carrier = $1 and status = 'in_transit'";
+    let update = "update shipments set status = 'delivered' where tracking = $1";
+    let writes = Who {
+        writes: true,
+        ..Who::default()
+    };
+    let (mut r, mut u) = (String::new(), String::new());
+    // the read is a fifth of the calls
+    for g in 0..20 {
+        let o = if g % 5 == 0 {
+            let carrier = ["DHL", "UPS", "DPD", "FedEx"][g % 4];
+            let o = rig
+                .exec(&c, read, &[&carrier], &[Some(carrier)], Who::default())
+                .await;
+            r = format!("{:016x}", o.fingerprint.id);
+            o
+        } else {
+            let tracking = format!("trk{}", g * 9973 + 1);
+            let o = rig
+                .exec(&c, update, &[&tracking], &[Some(&tracking)], writes)
+                .await;
+            u = format!("{:016x}", o.fingerprint.id);
+            o
+        };
+        assert!(o.error.is_none(), "{:?}", o.error);
+    }
+    for id in [&r, &u] {
+        let ins = rig.insight.clone();
+        eventually(|| ins.plan(id)).await;
+    }
+    let advice = rig.insight.advise().await.expect("advisor runs");
+    let helping = |id: &str| {
+        advice
+            .indexes
+            .iter()
+            .find(|a| a.fingerprints.iter().any(|f| f == id))
+    };
+    let a = helping(&u).unwrap_or_else(|| panic!("update: {advice:#?}"));
+    assert_eq!(a.columns, ["tracking"], "{a:#?}");
+    let a = helping(&r).unwrap_or_else(|| panic!("read vetoed by the update: {advice:#?}"));
+    assert_eq!(a.table, "public.shipments", "{a:#?}");
+    assert!(a.columns != ["tracking"], "{a:#?}");
+    // its upkeep is that of the UPDATE found by the index, not of its scan
+    assert!(a.write_cost_ms < a.est_time_saved_ms, "{a:#?}");
+}

@@ -69,6 +69,7 @@ pub async fn proposals(
             .filter(|w| w.writes.iter().any(|t| names(t, table)))
             .map(|w| w.calls)
             .sum();
+        let upkeep = s.upkeep(ch.cand, &[]);
         let cost_before: f64 = helps.iter().map(|h| h.cost_before).sum();
         let cost_after: f64 = helps.iter().map(|h| h.cost_after).sum();
         let reason = format!(
@@ -77,7 +78,7 @@ pub async fn proposals(
             if write_calls > 0 {
                 format!(
                     "{write_calls} write(s) to {} would maintain it (~{:.1} ms)",
-                    table.name, s.write_cost[c.table]
+                    table.name, upkeep
                 )
             } else {
                 format!("no writes to {} seen", table.name)
@@ -99,7 +100,7 @@ pub async fn proposals(
             helps,
             size_bytes: Some(ch.size),
             write_calls,
-            write_cost_ms: s.write_cost[c.table],
+            write_cost_ms: upkeep,
             reason: super::candidates::reason_on(table, reason),
         });
     }

@@ -35,7 +35,9 @@ pub struct Trial {
 struct Eval {
     trials: Vec<Trial>,
     gain_ms: f64,
-    qualifies: bool,
+    /// Some fingerprint's cost falls by `advisor_min_saving` (the gain is weighed against
+    /// the write upkeep only when choosing, as that upkeep falls with each index chosen).
+    saves: bool,
     size: i64,
 }
 
@@ -59,8 +61,8 @@ pub struct Search<'a> {
     /// Per fingerprint: plan cost today, and with the indexes chosen so far.
     pub base: Vec<f64>,
     pub current: Vec<f64>,
-    /// Per table: estimated extra write time per added index (ms).
-    pub write_cost: Vec<f64>,
+    /// Per table: the fingerprints writing to it (see [`Search::upkeep`]).
+    pub writers: Vec<Vec<usize>>,
     pub chosen: Vec<Chosen>,
     /// Plans made so far (for the report's run statistics and [`MAX_PLANS`]).
     pub trials: usize,
@@ -127,18 +129,57 @@ impl Search<'_> {
         tracing::trace!(candidate = %c.definition(table), ?trials, "advisor trial");
         let keep = 1.0 - self.cfg.advisor_min_saving;
         let mut gain_ms = 0.0;
-        let mut qualifies = false;
+        let mut saves = false;
         for t in trials.iter().filter(|t| t.used) {
             let (cur, base) = (self.current[t.fp], self.base[t.fp].max(f64::MIN_POSITIVE));
             gain_ms += self.fps[t.fp].total_ms * ((cur - t.cost).max(0.0) / base);
-            qualifies |= t.cost <= cur * keep;
+            saves |= t.cost <= cur * keep;
         }
         Ok(Eval {
             trials,
             gain_ms,
-            qualifies: qualifies && gain_ms > self.write_cost[c.table],
+            saves,
             size,
         })
+    }
+
+    /// Does candidate `i` save enough, and more time than its upkeep?
+    fn qualifies(&self, i: usize, e: &Eval) -> bool {
+        e.saves && e.gain_ms > self.upkeep(i, &e.trials)
+    }
+
+    /// The write time candidate `i` would add (ms): each write to its table takes a share of
+    /// its time for one index among the heap and the indexes it would then maintain. The
+    /// time is the write's as it would be with the indexes chosen so far and the candidate
+    /// (`trials`, its plans with it), scaled by plan cost: an UPDATE found by a sequential
+    /// scan spends its time scanning, not maintaining indexes, and the index that finds its
+    /// rows removes that time — charging it in full vetoed every other index on the table
+    /// (found on a stranger's shop workload, where a slow `UPDATE … WHERE tracking = ?` hid
+    /// the index a frequent read needed until the advice was applied and asked for again).
+    /// A write that cannot be planned (an INSERT) is charged all its time.
+    pub fn upkeep(&self, i: usize, trials: &[Trial]) -> f64 {
+        let t = self.cands[i].table;
+        let chosen = self
+            .chosen
+            .iter()
+            .filter(|ch| self.cands[ch.cand].table == t)
+            .count();
+        // the heap, the existing indexes, those chosen and this one (if not among them)
+        let new = usize::from(!self.chosen.iter().any(|ch| ch.cand == i));
+        let structures = (self.tables[t].indexes.len() + chosen + new + 1) as f64;
+        self.writers[t]
+            .iter()
+            .map(|&w| {
+                let base = self.base[w];
+                let part = if base > 0.0 {
+                    let with = trials.iter().filter(|tr| tr.fp == w).map(|tr| tr.cost);
+                    (with.fold(self.current[w], f64::min) / base).clamp(0.0, 1.0)
+                } else {
+                    1.0
+                };
+                self.fps[w].total_ms * part / structures
+            })
+            .sum()
     }
 
     /// Choose indexes greedily, then drop the redundant ones.
@@ -155,7 +196,10 @@ impl Search<'_> {
                     evals[i] = Some(self.evaluate(i).await?);
                 }
             }
-            let Some(best) = pick(&evals, &out) else {
+            let ok: Vec<bool> = (evals.iter().enumerate())
+                .map(|(i, e)| e.as_ref().is_some_and(|e| self.qualifies(i, e)))
+                .collect();
+            let Some(best) = pick(&evals, &ok, &out) else {
                 break;
             };
             out[best] = true;
@@ -190,11 +234,11 @@ impl Search<'_> {
     fn worth_trying(&self, i: usize, evals: &[Option<Eval>]) -> bool {
         let c = &self.cands[i];
         c.include.is_empty()
-            || self.cands.iter().zip(evals).any(|(p, e)| {
+            || self.cands.iter().zip(evals).enumerate().any(|(j, (p, e))| {
                 p.include.is_empty()
                     && p.table == c.table
                     && p.keys == c.keys
-                    && e.as_ref().is_some_and(|e| e.qualifies)
+                    && e.as_ref().is_some_and(|e| self.qualifies(j, e))
             })
     }
 
@@ -227,14 +271,14 @@ impl Search<'_> {
     }
 }
 
-/// The best qualifying candidate not yet taken; near-ties go to the smaller index.
-fn pick(evals: &[Option<Eval>], out: &[bool]) -> Option<usize> {
+/// The best qualifying (`ok`) candidate not yet taken; near-ties go to the smaller index.
+fn pick(evals: &[Option<Eval>], ok: &[bool], out: &[bool]) -> Option<usize> {
     let live = || {
         evals
             .iter()
             .enumerate()
-            .filter(|(i, _)| !out[*i])
-            .filter_map(|(i, e)| e.as_ref().filter(|e| e.qualifies).map(|e| (i, e)))
+            .filter(|(i, _)| !out[*i] && ok[*i])
+            .filter_map(|(i, e)| e.as_ref().map(|e| (i, e)))
     };
     let best = live().map(|(_, e)| e.gain_ms).fold(0.0, f64::max);
     if best <= 0.0 {
