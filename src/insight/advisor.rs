@@ -295,7 +295,7 @@ fn candidate_set(
                 .filter(|&f| base[f] >= cfg.advisor_min_cost)
                 .filter(|&f| {
                     fps[f].uses.iter().any(|u| {
-                        &u.column == lead && u.tables.iter().any(|w| index.get(w) == Some(&c.table))
+                        &u.key() == lead && u.tables.iter().any(|w| index.get(w) == Some(&c.table))
                     })
                 })
                 .collect()

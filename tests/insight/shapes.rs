@@ -3,8 +3,9 @@
 //! name order, which the plan cannot use), `ORDER BY` a position or an alias, a filter on an
 //! inlined CTE, a view that renames a table's column, and a partitioned table (whose advice
 //! said CONCURRENTLY, which PostgreSQL refuses there). And a `LIMIT` query no index was
-//! found for must not be reported as one that reads most of its table. Plus a shape from a
-//! stranger's shop workload: a queue read by a boolean flag (`done = false`).
+//! found for must not be reported as one that reads most of its table. Plus shapes from a
+//! stranger's shop workload: a queue read by a boolean flag (`done = false`), and a
+//! case-insensitive login (`lower(email) = lower($1)`).
 
 use crate::harness::{eventually, Rig, Who};
 use pake::insight::model::{AdviceReport, IndexAdvice};
@@ -175,4 +176,56 @@ async fn a_queue_on_a_boolean_flag_gets_its_partial_index() {
     c.batch_execute(&a.sql)
         .await
         .expect("the advice runs as is");
+}
+
+/// Found on a stranger's shop workload: a case-insensitive login, `lower(email) =
+/// lower($1)`, got no candidate and no word in the report (the unique index on `email`
+/// cannot serve it). An index on the expression is proposed, validated like any other.
+#[tokio::test]
+async fn a_filter_on_lower_of_a_column_gets_an_expression_index() {
+    let mut rig = Rig::default().await;
+    let c = rig.client("postgres").await;
+    c.batch_execute(
+        "CREATE TABLE customers (id int PRIMARY KEY, email text UNIQUE NOT NULL, name text);
+         INSERT INTO customers SELECT g, 'User' || g || '@Example.com', 'n' || g
+           FROM generate_series(1, 50000) g;
+         ANALYZE customers;",
+    )
+    .await
+    .expect("seed");
+    let sql = "select id, name from customers where lower(email) = lower($1)";
+    let mut id = String::new();
+    for g in [7, 700, 7000, 70] {
+        let email = format!("user{g}@example.com");
+        let o = rig
+            .exec(&c, sql, &[&email], &[Some(&email)], Who::default())
+            .await;
+        assert!(o.error.is_none(), "{:?}", o.error);
+        id = format!("{:016x}", o.fingerprint.id);
+    }
+    let ins = rig.insight.clone();
+    eventually(|| ins.plan(&id)).await;
+    let advice = rig.insight.advise().await.expect("advisor runs");
+    let a = helping(&advice, &id).unwrap_or_else(|| panic!("lower(email): {advice:#?}"));
+    assert_eq!(a.columns, ["(lower(email))"], "{a:#?}");
+    assert!(a.validated && a.include.is_empty(), "{a:#?}");
+    assert_eq!(
+        a.sql,
+        "CREATE INDEX CONCURRENTLY ON public.customers ((lower(email)));"
+    );
+    c.batch_execute(&a.sql)
+        .await
+        .expect("the advice runs as is");
+    let rows = c
+        .query(
+            "EXPLAIN SELECT id, name FROM customers WHERE lower(email) = lower('user7@example.com')",
+            &[],
+        )
+        .await
+        .expect("explain");
+    let plan: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+    assert!(
+        plan.iter().any(|l| l.contains("customers_lower_idx")),
+        "{plan:#?}"
+    );
 }

@@ -1,12 +1,17 @@
 //! Which columns of which tables a statement filters, joins and sorts on, from its AST: the
 //! raw material of index candidates. Each SELECT scope (and the target of an UPDATE/DELETE)
 //! is read on its own, so a column resolves against the tables of its own FROM clause.
+//!
+//! A filter on `lower(col)` or `upper(col)` (a case-insensitive login: `WHERE lower(email) =
+//! lower($1)`) is a use of that expression: an index on the column cannot serve it, one on
+//! the expression can.
 
+use super::quote_ident;
 use sqlparser::ast::{
-    BinaryOperator, Cte, CteAsMaterialized, Expr, FromTable, GroupByExpr, Ident, InTarget,
-    JoinConstraint, JoinOperator, ObjectName, ObjectNamePart, OrderByExpr, OrderByKind,
-    OrderBySort, Query, SelectItem, SetExpr, Statement, TableFactor, TableObject, TableWithJoins,
-    UpdateTableFromKind, Value, Visit, Visitor,
+    BinaryOperator, Cte, CteAsMaterialized, Expr, FromTable, FunctionArg, FunctionArgExpr,
+    FunctionArguments, GroupByExpr, Ident, InTarget, JoinConstraint, JoinOperator, ObjectName,
+    ObjectNamePart, OrderByExpr, OrderByKind, OrderBySort, Query, SelectItem, SetExpr, Statement,
+    TableFactor, TableObject, TableWithJoins, UpdateTableFromKind, Value, Visit, Visitor,
 };
 use std::ops::ControlFlow;
 
@@ -30,10 +35,40 @@ pub enum How {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnUse {
     pub column: String,
+    /// The function the statement applies to the column before comparing it (one of
+    /// [`INDEXABLE_CALLS`]), if any.
+    pub func: Option<String>,
     pub tables: Vec<String>,
     pub how: How,
     /// `ORDER BY … DESC` (only for [`How::Order`]).
     pub desc: bool,
+}
+
+/// Functions whose call on one column an expression index can serve: immutable (so
+/// PostgreSQL accepts them in an index) and common in filters. Kept short on purpose: a call
+/// the planner would not match to the index exactly as written is a wasted trial.
+pub const INDEXABLE_CALLS: [&str; 2] = ["lower", "upper"];
+
+impl ColumnUse {
+    /// What an index would be keyed on for this use: the column's name, or for a function
+    /// call the parenthesised expression as an index definition writes it (`(lower(email))`).
+    pub fn key(&self) -> String {
+        match &self.func {
+            Some(f) => expression_key(f, &self.column),
+            None => self.column.clone(),
+        }
+    }
+}
+
+/// `(f(col))`: an expression key. It starts with `(`, which [`is_expression`] tells apart
+/// from a column name (a column whose name starts with `(` gets no candidates).
+pub fn expression_key(func: &str, column: &str) -> String {
+    format!("({func}({}))", quote_ident(column))
+}
+
+/// Is this key an expression (see [`expression_key`]) rather than a column name?
+pub fn is_expression(key: &str) -> bool {
+    key.starts_with('(')
 }
 
 /// A table of a FROM clause: its (lower-cased unless quoted) name and alias.
@@ -206,19 +241,18 @@ impl Collect {
             let expr = output_column(&o.expr, projection).unwrap_or(&o.expr);
             if let Some((q, c)) = column(expr) {
                 let desc = matches!(o.options.sort, Some(OrderBySort::Desc));
-                self.push_use(q, c, How::Order, desc, scope);
+                self.push_use((q, c, None), How::Order, desc, scope);
             }
         }
     }
 
-    fn push(&mut self, qualifier: Option<String>, column: String, how: How, scope: &[Scoped]) {
-        self.push_use(qualifier, column, how, false, scope);
+    fn push(&mut self, o: Operand, how: How, scope: &[Scoped]) {
+        self.push_use(o, how, false, scope);
     }
 
     fn push_use(
         &mut self,
-        qualifier: Option<String>,
-        column: String,
+        (qualifier, column, func): Operand,
         how: How,
         desc: bool,
         scope: &[Scoped],
@@ -227,6 +261,7 @@ impl Collect {
         if !tables.is_empty() {
             self.uses.push(ColumnUse {
                 column,
+                func,
                 tables,
                 how,
                 desc,
@@ -277,19 +312,24 @@ impl Collect {
     }
 
     fn one(&mut self, e: &Expr, how: How, scope: &[Scoped]) {
-        if let Some((q, c)) = column(e) {
-            self.push(q, c, how, scope);
+        // an output is carried in INCLUDE, which takes columns only
+        let o = match how {
+            How::Output => column(e).map(|(q, c)| (q, c, None)),
+            _ => operand(e),
+        };
+        if let Some(o) = o {
+            self.push(o, how, scope);
         }
     }
 
     fn compare(&mut self, l: &Expr, r: &Expr, how: How, scope: &[Scoped]) {
-        match (column(l), column(r)) {
-            (Some((lq, lc)), Some((rq, rc))) => {
+        match (operand(l), operand(r)) {
+            (Some(l), Some(r)) => {
                 let how = if how == How::Eq { How::Join } else { how };
-                self.push(lq, lc, how, scope);
-                self.push(rq, rc, how, scope);
+                self.push(l, how, scope);
+                self.push(r, how, scope);
             }
-            (Some((q, c)), None) | (None, Some((q, c))) => self.push(q, c, how, scope),
+            (Some(o), None) | (None, Some(o)) => self.push(o, how, scope),
             (None, None) => {}
         }
     }
@@ -434,6 +474,42 @@ pub(super) fn column(e: &Expr) -> Option<(Option<String>, String)> {
             Some((Some(ident(&parts[n - 2])), ident(&parts[n - 1])))
         }
         Expr::Nested(inner) => column(inner),
+        _ => None,
+    }
+}
+
+/// A column as [`column`] reads it, with the function applied to it, if any.
+type Operand = (Option<String>, String, Option<String>);
+
+/// A column, or one of [`INDEXABLE_CALLS`] applied to a column alone (`lower(u.email)`).
+fn operand(e: &Expr) -> Option<Operand> {
+    if let Some((q, c)) = column(e) {
+        return Some((q, c, None));
+    }
+    let call = match e {
+        Expr::Nested(inner) => return operand(inner),
+        Expr::Function(f) => f,
+        _ => return None,
+    };
+    let [name] = call.name.0.as_slice() else {
+        return None;
+    };
+    let name = name.as_ident().filter(|i| i.quote_style.is_none())?;
+    let func = name.value.to_lowercase();
+    let FunctionArguments::List(list) = &call.args else {
+        return None;
+    };
+    let plain = INDEXABLE_CALLS.contains(&func.as_str())
+        && list.duplicate_treatment.is_none()
+        && list.clauses.is_empty()
+        && call.filter.is_none()
+        && call.over.is_none()
+        && call.within_group.is_empty()
+        && matches!(call.parameters, FunctionArguments::None);
+    match list.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] if plain => {
+            column(arg).map(|(q, c)| (q, c, Some(func)))
+        }
         _ => None,
     }
 }
@@ -584,6 +660,48 @@ mod tests {
             o(&[("id", false)])
         );
         assert!(order("select id from posts order by 0, 2").is_empty());
+    }
+
+    #[test]
+    fn lower_and_upper_of_a_column_are_uses_of_the_expression() {
+        let keys = |sql: &str| -> Vec<(String, Vec<String>, How)> {
+            column_uses(&parse(sql).unwrap_or_default())
+                .into_iter()
+                .map(|u| (u.key(), u.tables, u.how))
+                .collect()
+        };
+        assert_eq!(
+            keys("select id from customers c where lower(c.email) = lower($1)"),
+            vec![
+                ("(lower(email))".into(), t("customers"), How::Eq),
+                ("id".into(), t("customers"), How::Output)
+            ]
+        );
+        let u = keys(
+            "select 1 from a join b on upper(a.\"Code\") = b.code \
+             where lower(b.name) like 'x%' and lower(a.k) in ('p', 'q')",
+        );
+        for want in [
+            ("(upper(\"Code\"))", "a", How::Join),
+            ("code", "b", How::Join),
+            ("(lower(name))", "b", How::Range),
+            ("(lower(k))", "a", How::Eq),
+        ] {
+            assert!(
+                u.contains(&(want.0.into(), t(want.1), want.2)),
+                "{want:?} not in {u:?}"
+            );
+        }
+        // other calls, several arguments, a non-column argument: no use
+        for sql in [
+            "select 1 from t where md5(k) = $1",
+            "select 1 from t where lower(k || 'x') = $1",
+            "select 1 from t where \"lower\"(k) = $1",
+            "select 1 from t where s.lower(k) = $1",
+            "select 1 from t where coalesce(k, j) = $1",
+        ] {
+            assert!(keys(sql).is_empty(), "{sql}: {:?}", keys(sql));
+        }
     }
 
     #[test]
