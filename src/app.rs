@@ -30,6 +30,16 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
 pub async fn start_with(config: Config, source: Option<ConfigSource>) -> anyhow::Result<Running> {
     let metrics = Arc::new(Metrics::new());
     let pg_threads = config.general.pg_threads;
+    if config.peering.peer_id == 0
+        && crate::pg::listener::already_listening(config.general.pg_listen)
+    {
+        tracing::warn!(
+            listen = %config.general.pg_listen,
+            "another process already listens here: the kernel will split new clients between \
+             it and this Pake, and without [peering] a cancel request that reaches the other \
+             one is lost (fine for a rolling restart: stop the old Pake now)"
+        );
+    }
     let pg = crate::pg::listener::bind(config.general.pg_listen)
         .with_context(|| format!("cannot listen on {}", config.general.pg_listen))?;
     let pg_addr = pg.local_addr()?;
