@@ -277,19 +277,7 @@ impl Replies {
                 Ok(self.on_ready(body, swallow, stmt, fx))
             }
             (be::ERROR_RESPONSE, head) => Ok(self.on_error(body, head, fx)),
-            (
-                be::PARSE_COMPLETE,
-                Expect::Parse {
-                    swallow,
-                    registers,
-                    client,
-                },
-            ) => {
-                self.q.pop_front();
-                fx.created = registers;
-                fx.parsed = client;
-                Ok(pass(swallow))
-            }
+            (be::PARSE_COMPLETE, head @ Expect::Parse { .. }) => Ok(self.on_parsed(head, fx)),
             (be::BIND_COMPLETE, Expect::Bind { .. }) => {
                 self.q.pop_front();
                 Ok(Forward)
@@ -393,6 +381,23 @@ impl Replies {
             }
             _ => self.on_extended_error(body, fx),
         }
+    }
+
+    /// ParseComplete: the statement it registers exists on the server, and the client's
+    /// name it stands for, if any, names it.
+    fn on_parsed(&mut self, head: Expect, fx: &mut Effects) -> Disposition {
+        self.q.pop_front();
+        let Expect::Parse {
+            swallow,
+            registers,
+            client,
+        } = head
+        else {
+            return Disposition::Forward;
+        };
+        fx.created = registers;
+        fx.parsed = client;
+        pass(swallow)
     }
 
     /// The RowDescription or NoData that ends a Describe: of a statement, with the

@@ -281,17 +281,7 @@ impl Session {
         server.in_extended = true;
         match interned {
             Some(_) if skipping => server.wbuf.put_slice(frame),
-            Some(stmt) => {
-                if server.statements.contains(stmt.id) {
-                    // parsed afresh, as the client's Parse is directly: the copy here may
-                    // predate DDL Pake did not see, and PostgreSQL would refuse its plan
-                    // (0A000) at the client's first Describe or Bind, which a statement
-                    // just prepared never gets directly
-                    close_statement(server, &stmt.name);
-                    server.statements.remove(stmt.id);
-                }
-                parse_on(server, &stmt, cap, stamp);
-            }
+            Some(stmt) => parse_afresh(server, &stmt, cap, stamp),
             None => {
                 server.wbuf.put_slice(frame);
                 server.replies.push(Expect::Parse {
@@ -642,6 +632,18 @@ fn parse_on(server: &mut Server, stmt: &Arc<Statement>, cap: usize, client: Opti
         registers: Some(stmt.id),
         client,
     });
+}
+
+/// The client's own Parse (stamped `stamp`) of `stmt`, parsed afresh on `server` as it is
+/// directly: a copy there may predate DDL Pake did not see, and PostgreSQL would refuse its
+/// plan (0A000) at the client's first Describe or Bind, which a statement just prepared
+/// never gets directly. The old copy is closed first, in the same write.
+fn parse_afresh(server: &mut Server, stmt: &Arc<Statement>, cap: usize, stamp: Option<u64>) {
+    if server.statements.contains(stmt.id) {
+        close_statement(server, &stmt.name);
+        server.statements.remove(stmt.id);
+    }
+    parse_on(server, stmt, cap, stamp);
 }
 
 /// Close the least recently used statement on `server` when it is at its cap.
