@@ -721,6 +721,11 @@ async fn statement_names_are_the_clients_own() {
     raw.send(&parse("s1", "select 2")).await;
     let r = raw.until_ready().await;
     assert_eq!((r.tags.as_str(), r.sqlstate.as_str()), ("EZ", "42P05"));
+    // the same text again: a Parse…Sync of a text a server parsed is answered by Pake alone,
+    // but not a duplicate name
+    raw.send(&parse("s1", "select 1")).await;
+    let r = raw.until_ready().await;
+    assert_eq!((r.tags.as_str(), r.sqlstate.as_str()), ("EZ", "42P05"));
     raw.send(&run("s1")).await;
     assert_eq!(raw.until_ready().await.value.as_deref(), Some(&b"1"[..]));
 

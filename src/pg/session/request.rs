@@ -239,11 +239,17 @@ impl Session {
                     if p.name.is_empty() || self.routing.aborted() {
                         return Ok(false);
                     }
-                    // a name the client has fails directly (42P05): the server says so
-                    let again = steps
-                        .iter()
-                        .any(|s| matches!(s, Step::Parse(n, _) if n == p.name));
-                    if again || self.statements.get(p.name).is_some() {
+                    // a name the client has (unless closed first) fails directly (42P05):
+                    // the server says so
+                    let mut live = self.statements.exists(p.name);
+                    for step in &steps {
+                        match step {
+                            Step::Parse(n, _) if n == p.name => live = true,
+                            Step::Close(n) if n == p.name => live = false,
+                            _ => {}
+                        }
+                    }
+                    if live {
                         return Ok(false);
                     }
                     let (name, stmt) = (p.name, self.proxy.statements.intern(p.definition));
