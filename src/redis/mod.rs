@@ -103,17 +103,6 @@ impl Service {
                 metrics.clone(),
                 reactors,
             );
-            // before the first client: a client's `CLIENT TRACKING` hears of writes from
-            // its first read only once the streams are armed (redis-rs's suite, on a fresh
-            // Pake, missed invalidations of writes made in that window). Bounded: a node
-            // that cannot be armed by then is retried and flushed as at any other time.
-            let deadline = std::time::Instant::now() + config.connect_timeout.0;
-            while !l1.armed_everywhere() && std::time::Instant::now() < deadline {
-                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-            }
-            if !l1.armed_everywhere() {
-                tracing::warn!("Redis invalidation streams not armed at start: serving without the L1 until they are");
-            }
             (Some(l1), Some(tracking))
         } else {
             (None, None)

@@ -506,22 +506,3 @@ async fn redirect_and_subscribed_clients_hear_as_from_redis() {
     let got = redirect_transcript(env.addr(), &mut other).await;
     assert_eq!(want, got);
 }
-
-/// Pake takes no client before its invalidation streams are armed: a client that turns
-/// tracking on (or reads through the L1) the moment Pake is up hears of every write from its
-/// first read. (redis-rs's suite, on a fresh Pake: a client's first writes got no
-/// invalidation, only the flush-all sent when the stream armed a moment later.)
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_streams_are_armed_before_the_first_client() {
-    use crate::harness::{lab, options, redis_config, start_pake};
-    for mode in [Mode::Standalone, Mode::Cluster] {
-        let lab = lab(options(mode)).await;
-        let pake = start_pake(redis_config(lab.url())).await;
-        let svc = pake.proxy.redis.get().expect("the Redis side runs");
-        let l1 = svc.l1.as_ref().expect("the L1 is on");
-        assert!(
-            l1.armed_everywhere(),
-            "{mode:?}: a slot unarmed when Pake took clients"
-        );
-    }
-}

@@ -368,11 +368,6 @@ impl L1 {
         }
     }
 
-    /// Every slot's node has a live invalidation stream.
-    pub fn armed_everywhere(&self) -> bool {
-        self.armed.iter().all(|a| a.load(SeqCst))
-    }
-
     pub fn is_armed(&self, slot: u16) -> bool {
         self.armed[usize::from(slot) % SLOTS].load(SeqCst)
     }
