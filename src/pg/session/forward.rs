@@ -103,10 +103,7 @@ impl Session {
         }
         server.in_extended = true;
         ensure_prepared(server, &stmt, cap);
-        let at = wire::begin_frame(&mut server.wbuf, fe::DESCRIBE);
-        server.wbuf.put_u8(b'S');
-        wire::put_cstr(&mut server.wbuf, stmt.name.as_bytes());
-        wire::finish_frame(&mut server.wbuf, at);
+        describe_statement(&mut server.wbuf, stmt.name.as_bytes());
         let at = wire::begin_frame(&mut server.wbuf, fe::FLUSH);
         wire::finish_frame(&mut server.wbuf, at);
         server.replies.push(Expect::DescribeStatement {
@@ -310,10 +307,7 @@ impl Session {
         if server.replies.is_skipping() {
             return; // the server would discard it
         }
-        let at = wire::begin_frame(&mut server.wbuf, fe::DESCRIBE);
-        server.wbuf.put_u8(b'S');
-        wire::put_cstr(&mut server.wbuf, STALE);
-        wire::finish_frame(&mut server.wbuf, at);
+        describe_statement(&mut server.wbuf, STALE);
         let message = format!(
             "prepared statement \"{}\" already exists",
             String::from_utf8_lossy(name)
@@ -329,8 +323,9 @@ impl Session {
                 hint: None,
             },
         );
-        let body = error.get(wire::HEADER_LEN..).unwrap_or_default();
-        server.replies.push(Expect::Refused { body: body.into() });
+        server.replies.push(Expect::Refused {
+            body: wire::body(&error).into(),
+        });
     }
 
     /// A Query, or an unnamed Parse, whose text reads `pg_prepared_statements`: the frame
@@ -465,12 +460,7 @@ impl Session {
             return Ok(());
         };
         server.in_extended = true;
-        let sent = send_for_statement(server, reach, cap, frame, |wbuf, name| {
-            let at = wire::begin_frame(wbuf, fe::DESCRIBE);
-            wbuf.put_u8(b'S');
-            wire::put_cstr(wbuf, name);
-            wire::finish_frame(wbuf, at);
-        });
+        let sent = send_for_statement(server, reach, cap, frame, describe_statement);
         let injected = false;
         server.replies.push(match (sent, subject.kind) {
             (Sent::Stale(stmt), _) => Expect::Stale { stmt },
@@ -644,6 +634,14 @@ fn parse_afresh(server: &mut Server, stmt: &Arc<Statement>, cap: usize, stamp: O
         server.statements.remove(stmt.id);
     }
     parse_on(server, stmt, cap, stamp);
+}
+
+/// A Describe of the statement `name`.
+fn describe_statement(wbuf: &mut BytesMut, name: &[u8]) {
+    let at = wire::begin_frame(wbuf, fe::DESCRIBE);
+    wbuf.put_u8(b'S');
+    wire::put_cstr(wbuf, name);
+    wire::finish_frame(wbuf, at);
 }
 
 /// Close the least recently used statement on `server` when it is at its cap.

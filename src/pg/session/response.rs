@@ -170,13 +170,12 @@ fn wait_or_stream(
 
 /// What one server message said about prepared statements. A Describe tells what a
 /// server's copy takes and returns (and, answering the client's own, what the client was
-/// told). A
-/// statement the server no longer has: a stale plan it reported (prepared afresh on its next
-/// use), or all of them after the client's DISCARD ALL / DEALLOCATE ALL ran there (neither
-/// side has them any more; a Parse of one goes to the server again). A copy Pake refused
-/// because it takes or returns other than the client was told: the client gets the 0A000 PostgreSQL
-/// gives for a stale plan of its own. The client's own Parses answered: its names that exist,
-/// and those that do not after all.
+/// told). The client's own Parses answered: its names that exist, and those that do not
+/// after all. A message Pake made fail (a copy that takes or returns other than the client
+/// was told, a duplicate name): the client gets PostgreSQL's error in its place. A
+/// statement the server no longer has: a stale plan it reported (prepared afresh on its
+/// next use), or all of them after the client's DISCARD ALL / DEALLOCATE ALL ran there
+/// (neither side has them any more; a Parse of one goes to the server again).
 fn statement_news(
     fx: &mut Effects,
     server: &mut Server,
