@@ -302,15 +302,15 @@ impl Session {
         batch.extend_from_slice(&tx.queued);
         batch.extend_from_slice(&link::command(&[b"EXEC"]));
         // MULTI's +OK and each +QUEUED come first; EXEC's reply is the last
-        let mut reply = self.on_link(slot, &batch).await?;
+        self.on_link(slot, &batch).await?;
         let mut refused = None;
-        for n in 1..=tx.count + 1 {
-            // `reply` answers the (n-1)th command sent: MULTI, then the queued ones
-            if refused.is_none() && n >= 2 {
-                refused = link::error_text(&reply).map(|e| (n - 1, e));
+        for n in 1..=tx.count {
+            let queued = self.link_reply().await?;
+            if refused.is_none() {
+                refused = link::error_text(&queued).map(|e| (n, e));
             }
-            reply = self.link_reply().await?;
         }
+        let mut reply = self.link_reply().await?;
         if let Some((n, why)) = refused.filter(|_| reply.starts_with(b"-EXECABORT")) {
             reply = refused_at_queueing(n, &why);
         }
