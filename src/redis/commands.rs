@@ -25,6 +25,11 @@ pub const FLUSH: u16 = 1 << 4;
 /// given), a STORE option (SORT, GEORADIUS…: the destination is not a listed key),
 /// `COPY … DB` (another database's key).
 pub const UNLISTED: u16 = 1 << 5;
+/// Delivers a message to subscribers: waits for the subscriptions Pake read before it to be
+/// open ([`crate::redis::pubsub`]).
+pub const PUBLISHES: u16 = 1 << 6;
+/// Opens a subscription: publishes read after it wait until Redis confirms it.
+pub const SUBSCRIBES: u16 = 1 << 7;
 
 /// Where the keys are among the arguments (argument 0 is the command name).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -335,10 +340,11 @@ const TABLE: &[Spec] = &[
     c("SCRIPT", -2, 0, Keys::None, Kind::Broadcast(Merge::First)),
     c("FUNCTION", -2, W, Keys::None, Kind::Broadcast(Merge::First)),
     // pub/sub
-    c("PUBLISH", 3, 0, Keys::None, P), c("PUBSUB", -2, 0, Keys::None, P),
-    c("SPUBLISH", 3, 0, ONE, P), c("SUBSCRIBE", -2, 0, Keys::None, Kind::Subscribe),
-    c("PSUBSCRIBE", -2, 0, Keys::None, Kind::Subscribe),
-    c("SSUBSCRIBE", -2, 0, ALL, Kind::Subscribe),
+    c("PUBLISH", 3, PUBLISHES, Keys::None, P), c("PUBSUB", -2, 0, Keys::None, P),
+    c("SPUBLISH", 3, PUBLISHES, ONE, P),
+    c("SUBSCRIBE", -2, SUBSCRIBES, Keys::None, Kind::Subscribe),
+    c("PSUBSCRIBE", -2, SUBSCRIBES, Keys::None, Kind::Subscribe),
+    c("SSUBSCRIBE", -2, SUBSCRIBES, ALL, Kind::Subscribe),
     c("UNSUBSCRIBE", -1, 0, Keys::None, Kind::Subscribe),
     c("PUNSUBSCRIBE", -1, 0, Keys::None, Kind::Subscribe),
     c("SUNSUBSCRIBE", -1, 0, Keys::None, Kind::Subscribe),

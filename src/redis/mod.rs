@@ -26,6 +26,7 @@ pub mod failover;
 pub mod l1;
 pub mod listener;
 pub mod metrics;
+pub mod pubsub;
 pub mod resp;
 pub mod session;
 pub mod tracking;
@@ -72,6 +73,8 @@ pub struct Service {
     pub breaker: Option<crate::limits::Breaker>,
     /// A client must log in before its commands run (`require_client_auth`).
     pub auth_required: bool,
+    /// Subscriptions being opened, which publishes read after them wait for.
+    pub subscriptions: Arc<pubsub::Subscriptions>,
 }
 
 /// Bytes a MONITOR may fall behind before Pake drops it.
@@ -151,6 +154,7 @@ impl Service {
             closing: tokio::sync::watch::channel(false).0,
             faults,
             registry: clients::Registry::new(MONITOR_BUDGET),
+            subscriptions: Arc::default(),
         }))
     }
 

@@ -5,7 +5,7 @@
 //! barrier. Inside MULTI, commands are checked (arity, CROSSSLOT) and queued for EXEC.
 
 use super::{Done, Flow, Session};
-use crate::redis::commands::{Kind, Spec, Table};
+use crate::redis::commands::{Kind, Spec, Table, PUBLISHES, SUBSCRIBES};
 use crate::redis::error::Error;
 use crate::redis::resp::{encode, Request};
 use bytes::{Bytes, BytesMut};
@@ -196,6 +196,14 @@ impl Session {
                 }
             }
             Kind::Scan if self.svc.backend.cluster => self.scan_cluster(req),
+            // after a subscription still being opened: it waits as a barrier (pubsub.rs)
+            Kind::Plain if spec.is(PUBLISHES) && self.svc.subscriptions.busy() => {
+                self.deferred = Some(req)
+            }
+            Kind::Subscribe if spec.is(SUBSCRIBES) => {
+                self.opening = Some(self.svc.subscriptions.opening());
+                self.deferred = Some(req)
+            }
             Kind::Plain | Kind::Split(_) | Kind::Broadcast(_) | Kind::Scan => {
                 self.shared(spec, req)
             }
@@ -237,9 +245,19 @@ impl Session {
             Kind::Discard => self.discard().await,
             Kind::Subscribe => {
                 self.reg.entry.update(|i| i.flag = 'P');
-                return self.subscribe(spec, &req).await;
+                let flow = self.subscribe(spec, &req).await;
+                self.opening = None; // settled, whatever happened
+                return flow;
             }
             Kind::Monitor => self.monitor().await,
+            Kind::Plain if spec.is(PUBLISHES) => {
+                let limit = self.svc.config.connect_timeout.0;
+                if !self.svc.subscriptions.settled_before_now(limit).await {
+                    tracing::debug!("a publish waited its limit for a subscription to open");
+                }
+                self.shared(spec, req);
+                Ok(Flow::Continue)
+            }
             _ => Ok(Flow::Continue),
         };
         match result {

@@ -205,6 +205,8 @@ pub struct Session {
     watch_slot: Option<Option<u16>>,
     /// A barrier command waiting for earlier replies to drain.
     deferred: Option<Request>,
+    /// The deferred command opens a subscription that publishes wait for.
+    opening: Option<crate::redis::pubsub::Ticket>,
     /// A write went through a tracking connection (write-through): nothing more is sent
     /// until it is answered, so this client's commands reach Redis in the order sent.
     fence: bool,
@@ -274,6 +276,7 @@ impl Session {
             replica: None,
             tx: None,
             link: None,
+            opening: None,
             watch_slot: None,
             deferred: None,
             reply_mode: ReplyMode::On,

@@ -343,6 +343,19 @@ impl Session {
             link.call_ok(&[b"CLIENT", b"SETNAME", &name]).await?;
         }
         link.send(&Self::encoded(req)).await?;
+        if let Some(opening) = self.opening.take() {
+            // Redis answers a subscription's first channel once it holds them all: from
+            // here a publish finds it (pubsub.rs)
+            let confirmed = self.link_reply().await;
+            drop(opening);
+            match confirmed {
+                Ok(reply) => self.push_reply(reply),
+                Err(e) => {
+                    self.link = None;
+                    return Err(e);
+                }
+            }
+        }
         Ok(Flow::Pipe)
     }
 }
