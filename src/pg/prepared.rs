@@ -209,6 +209,9 @@ pub struct ClientStatements {
     /// Every Parse stamped up to this one has been answered (the server answers a client's
     /// messages in order, and a client's next server only after its last one answered).
     answered: u64,
+    /// The server was asked to flush its answers to the Parses stamped up to this one, for
+    /// a Parse of one of their names held until they are answered.
+    flush_asked: u64,
 }
 
 #[derive(Debug)]
@@ -254,6 +257,21 @@ impl ClientStatements {
         self.map
             .get(name)
             .is_some_and(|c| c.prepared_at <= self.answered)
+    }
+
+    /// A Parse of `name` went to the server and is not answered yet: `None` when not. Until
+    /// it is, another Parse of the name cannot be answered as directly (42P05 if the first
+    /// succeeds, run if it fails), so it waits. `Some(true)` the first time for that Parse:
+    /// its answer may wait in the server's output for a Sync the client has not sent, so the
+    /// server is to be asked to flush.
+    pub fn awaits_answer(&mut self, name: &[u8]) -> Option<bool> {
+        let at = self.map.get(name)?.prepared_at;
+        if at <= self.answered {
+            return None;
+        }
+        let ask = self.flush_asked < at;
+        self.flush_asked = self.flush_asked.max(at);
+        Some(ask)
     }
 
     /// The server answered the Parse stamped `stamp` (and, in order, every one before).
@@ -438,6 +456,28 @@ mod tests {
         assert_ne!(a.id, c.id);
         drop((a, b, c));
         assert_eq!(r.len(), 0, "dead entries are pruned");
+    }
+
+    #[test]
+    fn a_name_whose_parse_is_unanswered_waits_and_asks_for_one_flush() {
+        let r = Registry::default();
+        let mut c = ClientStatements::default();
+        assert_eq!(c.awaits_answer(b"s1"), None, "no such name");
+        let first = c.insert_pending(b"s1", r.intern(b"select 1\0\0\0"));
+        assert_eq!(
+            c.awaits_answer(b"s1"),
+            Some(true),
+            "the server is asked to flush"
+        );
+        assert_eq!(c.awaits_answer(b"s1"), Some(false), "once");
+        c.parsed(first);
+        assert_eq!(c.awaits_answer(b"s1"), None, "answered: it exists");
+        assert!(c.exists(b"s1"));
+        let second = c.insert_pending(b"s2", r.intern(b"selec 2\0\0\0"));
+        assert_eq!(c.awaits_answer(b"s2"), Some(true));
+        c.not_parsed(second, second);
+        assert_eq!(c.awaits_answer(b"s2"), None, "failed: no such name");
+        assert!(!c.exists(b"s2"));
     }
 
     #[test]

@@ -775,3 +775,55 @@ async fn statement_names_are_the_clients_own() {
     other.send(&run("s1")).await;
     assert_eq!(other.until_ready().await.value.as_deref(), Some(&b"8"[..]));
 }
+
+/// Parses of one name pipelined before the server answered the first: each answered as
+/// PostgreSQL answers the same bytes (the values below were read off a direct connection).
+/// The second waits for the first's answer: before, in one batch, it silently replaced it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_parses_of_one_name_answer_as_directly() {
+    let env = Env::with(Opts {
+        pool_size: 2,
+        ..Opts::default()
+    })
+    .await;
+    let mut raw = login(&env).await;
+    let parse = |name: &str, text: &str| frame(b'P', format!("{name}\0{text}\0\0\0").as_bytes());
+    let sync = || frame(b'S', b"");
+    let run = |name: &str| {
+        let mut v = frame(b'B', format!("\0{name}\0\0\0\0\0\0\0").as_bytes());
+        v.extend(frame(b'E', b"\0\0\0\0\0"));
+        v.extend(frame(b'S', b""));
+        v
+    };
+    // (first text, Sync between, answers up to each ReadyForQuery, what the name runs)
+    let cases = [
+        ("select 1", false, vec![("1EZ", "42P05")], Ok("1")),
+        ("select 1", true, vec![("1Z", ""), ("EZ", "42P05")], Ok("1")),
+        ("selec 1", true, vec![("EZ", "42601"), ("1Z", "")], Ok("2")),
+        ("selec 1", false, vec![("EZ", "42601")], Err("26000")),
+    ];
+    for (i, (first, between, answers, runs)) in cases.into_iter().enumerate() {
+        let name = format!("p{i}");
+        let mut bytes = parse(&name, first);
+        if between {
+            bytes.extend(sync());
+        }
+        bytes.extend(parse(&name, "select 2"));
+        bytes.extend(sync());
+        raw.send(&bytes).await;
+        for (tags, code) in answers {
+            let r = raw.until_ready().await;
+            assert_eq!(
+                (r.tags.as_str(), r.sqlstate.as_str()),
+                (tags, code),
+                "case {i}"
+            );
+        }
+        raw.send(&run(&name)).await;
+        let r = raw.until_ready().await;
+        match runs {
+            Ok(v) => assert_eq!(r.value.as_deref(), Some(v.as_bytes()), "case {i}"),
+            Err(code) => assert_eq!(r.sqlstate, code, "case {i}"),
+        }
+    }
+}

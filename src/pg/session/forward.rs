@@ -77,6 +77,7 @@ impl Session {
             return Ok(false);
         }
         let name = match tag {
+            fe::PARSE => return self.parse_waits(frame),
             fe::BIND => frame::bind(frame)?.statement,
             fe::DESCRIBE => match frame::subject(frame)? {
                 s if s.is_named_statement() => s.name,
@@ -214,6 +215,24 @@ impl Session {
         view.then(|| self.with_prepared_view(frame)).flatten()
     }
 
+    /// A Parse of a name whose earlier Parse (pipelined) the server has not answered yet
+    /// waits for that answer: directly the name then exists (42P05) or not (a failed Parse
+    /// leaves none), and Pake can refuse or forward it only once it knows which.
+    fn parse_waits(&mut self, frame: &[u8]) -> Result<bool, Error> {
+        let p = frame::parse(frame)?;
+        let Some(server) = self.server.as_deref_mut() else {
+            return Ok(false);
+        };
+        let Some(ask) = self.statements.awaits_answer(p.name) else {
+            return Ok(false);
+        };
+        if ask {
+            let at = wire::begin_frame(&mut server.wbuf, fe::FLUSH);
+            wire::finish_frame(&mut server.wbuf, at);
+        }
+        Ok(true)
+    }
+
     fn forward_parse(&mut self, frame: &[u8], part: Part) -> Result<(), Error> {
         let replaced = self.parse_replacement(frame, &part);
         let frame = replaced.as_deref().unwrap_or(frame);
@@ -296,9 +315,8 @@ impl Session {
 
     /// Transaction mode, a Parse of a statement name the client has: directly it fails with
     /// 42P05 and the server skips to Sync; the client's names are Pake's, so Pake sends a
-    /// message that fails there in its place and answers with PostgreSQL's error. (Before
-    /// the server said it created the name, a Parse of it again goes ahead: its answer may
-    /// still be that it failed.)
+    /// message that fails there in its place and answers with PostgreSQL's error. (A Parse
+    /// of a name whose Parse is not answered yet waits for it: `parse_waits`.)
     fn refuse_parse(&mut self, name: &[u8]) {
         let Some(server) = self.server.as_deref_mut() else {
             return;
