@@ -527,6 +527,50 @@ async fn replies_owed_at_a_half_close_are_written() {
     }
 }
 
+/// A client that sends a blocking command and hangs up at once loses nothing Redis would
+/// not take from it directly: Redis drops a blocked client at its EOF, writing what it had
+/// answered first. An element already there is popped and written to the half-closed
+/// client; on an empty list nothing is left waiting, so an element pushed once the client
+/// sees its connection close stays in the list. Before, Pake read the EOF, dropped the link
+/// unread and closed the client: the first element was popped and lost, and a push racing
+/// the link's close was taken by the abandoned BLPOP (ioredis's reconnect test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_command_cut_off_by_a_hang_up_takes_nothing_away() {
+    use tokio::io::AsyncWriteExt;
+    let env = Env::start(Mode::Standalone).await;
+    let mut direct = env.direct("bq:ready").await;
+    for round in 0..10 {
+        assert_eq!(direct.cmd(&["RPUSH", "bq:ready", "v"]).await, Val::Int(1));
+        let mut c = env.conn().await;
+        c.send(&crate::harness::encode(&["BLPOP", "bq:ready", "0"]))
+            .await;
+        c.stream.shutdown().await.expect("half-close");
+        let got = c.read().await;
+        let want = Val::Arr(vec![Val::s("bq:ready"), Val::s("v")]);
+        assert_eq!(
+            got,
+            Some(want),
+            "round {round}: the popped element is the client's"
+        );
+        assert!(c.closed().await);
+
+        let mut c = env.conn().await;
+        c.send(&crate::harness::encode(&["BLPOP", "bq:empty", "0"]))
+            .await;
+        c.stream.shutdown().await.expect("half-close");
+        assert!(
+            c.read().await.is_none(),
+            "round {round}: no reply, then the close"
+        );
+        assert_eq!(direct.cmd(&["RPUSH", "bq:empty", "w"]).await, Val::Int(1));
+        assert_eq!(
+            direct.cmd(&["LPOP", "bq:empty"]).await,
+            Val::s("w"),
+            "round {round}: nothing blocks on the list any more"
+        );
+    }
+}
+
 /// Replies queued before a blocking command leave before it waits: a PING pipelined ahead
 /// of a BLPOP is answered at once, as by Redis (Pake held it until the BLPOP returned).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -152,10 +152,10 @@ impl Session {
                 r = link.fill() => r?,
                 r = client.read_buf(rbuf), if !*eof => {
                     if r.map_err(Error::ClientIo)? == 0 {
+                        *eof = true;
                         if *blocked {
                             return Err(gone());
                         }
-                        *eof = true;
                     }
                 }
             }
@@ -209,7 +209,10 @@ impl Session {
         let on = link.redis_id.map(|id| (link.addr.clone(), id));
         self.reg.entry.update(|i| i.blocked_on = on);
         self.blocked = true;
-        let reply = self.on_link(slot, &Self::encoded(req)).await;
+        let mut reply = self.on_link(slot, &Self::encoded(req)).await;
+        if matches!(reply, Err(Error::ClientIo(_))) && self.eof {
+            reply = self.unblock_at_eof().await;
+        }
         self.blocked = false;
         self.reg.entry.update(|i| i.blocked_on = None);
         let reply = reply?;
@@ -220,6 +223,59 @@ impl Session {
         }
         self.push_reply(reply);
         Ok(Flow::Continue)
+    }
+
+    /// The client hung up (read EOF) while its command blocks on the link. Directly, Redis
+    /// drops a blocked client at its EOF: what it answered before is written (a half-closed
+    /// client still reads it), and nothing is taken after. So the command is unblocked on
+    /// Redis (`CLIENT UNBLOCK`, as Pake's own user) before the client's connection closes: a
+    /// reply Redis gave first (the list had an element) is the client's; the unblocked one
+    /// (as for a timeout) is not. Dropping the link alone lost both: the reply read by no
+    /// one, and an element pushed before Redis saw the link close, taken by the abandoned
+    /// command. (Found with ioredis's suite: its reconnect test lost list elements.)
+    async fn unblock_at_eof(&mut self) -> Result<Bytes, Error> {
+        let gone = || Err(Error::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
+        let Some((addr, id)) = self
+            .link
+            .as_ref()
+            .and_then(|l| Some((l.addr.clone(), l.redis_id?)))
+        else {
+            self.link = None;
+            return gone();
+        };
+        let key = self
+            .svc
+            .backend
+            .default_key(crate::redis::resp::encode::Proto::Resp2);
+        let target = self.svc.backend.target(addr, &key);
+        let deadline = tokio::time::Instant::now() + target.connect_timeout;
+        let unblocked = async {
+            let mut admin = Link::connect(&target).await?;
+            let id = id.to_string();
+            loop {
+                let r = admin.call(&[b"CLIENT", b"UNBLOCK", id.as_bytes()]).await?;
+                if let Some(e) = link::error_text(&r) {
+                    return Err(Error::Refused(e)); // Pake's user may not: drop the link
+                }
+                let Some(link) = self.link.as_mut() else {
+                    return Err(Error::LinkLost("no link".into()));
+                };
+                // `:0`: answered already, or the command is still on its way to Redis
+                let wait =
+                    std::time::Duration::from_millis(if &r[..] == b":1\r\n" { 1000 } else { 20 });
+                if let Ok(reply) = tokio::time::timeout(wait, link.read_frame()).await {
+                    return Ok((&r[..] != b":1\r\n").then_some(reply?));
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline, unblocked).await {
+            Ok(Ok(Some(reply))) => Ok(reply),
+            Ok(Ok(None)) => gone(),
+            _ => {
+                self.link = None; // its state is unknown: Redis drops it at its close
+                gone()
+            }
+        }
     }
 
     pub(super) async fn watch(&mut self, spec: &Spec, req: &Request) -> Result<Flow, Error> {
