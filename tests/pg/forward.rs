@@ -776,6 +776,69 @@ async fn statement_names_are_the_clients_own() {
     assert_eq!(other.until_ready().await.value.as_deref(), Some(&b"8"[..]));
 }
 
+/// SQL `DEALLOCATE` of a protocol-prepared statement inside a transaction, as psycopg
+/// evicts its statements with autocommit off: it drops the client's name as directly (it is
+/// not transactional), where through Pake it reached the server, which has none of the
+/// client's names, and failed with 26000. In a failed transaction it fails (25P02) and the
+/// name stays; `DEALLOCATE ALL` drops every name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_inside_a_transaction_drops_the_clients_name() {
+    let env = Env::with(Opts {
+        pool_size: 2,
+        ..Opts::default()
+    })
+    .await;
+    let mut raw = login(&env).await;
+    let parse = |name: &str, text: &str| {
+        let mut v = frame(b'P', format!("{name}\0{text}\0\0\0").as_bytes());
+        v.extend(frame(b'S', b""));
+        v
+    };
+    let run = |name: &str| {
+        let mut v = frame(b'B', format!("\0{name}\0\0\0\0\0\0\0").as_bytes());
+        v.extend(frame(b'E', b"\0\0\0\0\0"));
+        v.extend(frame(b'S', b""));
+        v
+    };
+    for (name, text) in [("d1", "select 1"), ("d2", "select 2"), ("d3", "select 3")] {
+        raw.send(&parse(name, text)).await;
+        assert_eq!(raw.until_ready().await.tags, "1Z");
+    }
+    raw.send(&query(b"BEGIN")).await;
+    assert_eq!(raw.until_ready().await.status, b'T');
+    raw.send(&query(b"DEALLOCATE d1")).await;
+    let r = raw.until_ready().await;
+    assert_eq!((r.tags.as_str(), r.sqlstate.as_str(), r.status), ("CZ", "", b'T'));
+    raw.send(&query(b"COMMIT")).await;
+    assert_eq!(raw.until_ready().await.status, b'I');
+    raw.send(&run("d1")).await;
+    assert_eq!(raw.until_ready().await.sqlstate, "26000", "d1 is gone");
+
+    // in a failed transaction nothing runs, DEALLOCATE included
+    raw.send(&query(b"BEGIN")).await;
+    raw.until_ready().await;
+    raw.send(&query(b"select 1/0")).await;
+    assert_eq!(raw.until_ready().await.status, b'E');
+    raw.send(&query(b"DEALLOCATE d2")).await;
+    let r = raw.until_ready().await;
+    assert_eq!((r.sqlstate.as_str(), r.status), ("25P02", b'E'));
+    raw.send(&query(b"ROLLBACK")).await;
+    raw.until_ready().await;
+    raw.send(&run("d2")).await;
+    assert_eq!(raw.until_ready().await.value.as_deref(), Some(&b"2"[..]));
+
+    raw.send(&query(b"BEGIN")).await;
+    raw.until_ready().await;
+    raw.send(&query(b"DEALLOCATE ALL")).await;
+    assert_eq!(raw.until_ready().await.status, b'T');
+    raw.send(&query(b"COMMIT")).await;
+    raw.until_ready().await;
+    for name in ["d2", "d3"] {
+        raw.send(&run(name)).await;
+        assert_eq!(raw.until_ready().await.sqlstate, "26000", "{name} is gone");
+    }
+}
+
 /// Parses of one name pipelined before the server answered the first: each answered as
 /// PostgreSQL answers the same bytes (the values below were read off a direct connection).
 /// The second waits for the first's answer: before, in one batch, it silently replaced it.

@@ -153,13 +153,25 @@ impl Session {
             self.forget_deallocated(&analysis.effect);
         }
         self.forget_unnamed_setting();
-        if rename
-            && self.server.as_deref().is_some_and(Server::is_idle)
-            && self.answer_locally(&analysis.effect)
-        {
-            // a lone DEALLOCATE / DISCARD ALL between transactions: nothing is pending,
-            // so the answer can be written straight away
-            backend::ready_for_query(&mut self.cwbuf, b'I');
+        // nothing is pending, so an answer can be written straight away: a lone DEALLOCATE
+        // or DISCARD ALL between transactions; inside one (not failed), a DEALLOCATE, which
+        // is not transactional (psycopg evicts its statements so): the server has none of
+        // the client's names, and would fail it with 26000
+        let status = self
+            .server
+            .as_deref()
+            .filter(|s| s.between_requests())
+            .map(|s| s.tx_status);
+        let local = match status {
+            Some(b'I') => true,
+            Some(b'T') => matches!(
+                analysis.effect,
+                crate::pg::sql::SessionEffect::Deallocate(_)
+            ),
+            _ => false,
+        };
+        if rename && local && self.answer_locally(&analysis.effect) {
+            backend::ready_for_query(&mut self.cwbuf, status.unwrap_or(b'I'));
             self.tally.queries += 1;
             return Ok(());
         }
