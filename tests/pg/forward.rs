@@ -808,7 +808,10 @@ async fn deallocate_inside_a_transaction_drops_the_clients_name() {
     assert_eq!(raw.until_ready().await.status, b'T');
     raw.send(&query(b"DEALLOCATE d1")).await;
     let r = raw.until_ready().await;
-    assert_eq!((r.tags.as_str(), r.sqlstate.as_str(), r.status), ("CZ", "", b'T'));
+    assert_eq!(
+        (r.tags.as_str(), r.sqlstate.as_str(), r.status),
+        ("CZ", "", b'T')
+    );
     raw.send(&query(b"COMMIT")).await;
     assert_eq!(raw.until_ready().await.status, b'I');
     raw.send(&run("d1")).await;
