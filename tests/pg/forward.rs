@@ -40,6 +40,21 @@ async fn one_server_with(ddl: &str) -> (Env, Raw) {
     (env, raw)
 }
 
+/// Parse of `text` as the statement `name`, then Sync.
+fn parse_sync(name: &str, text: &str) -> Vec<u8> {
+    let mut v = frame(b'P', format!("{name}\0{text}\0\0\0").as_bytes());
+    v.extend(frame(b'S', b""));
+    v
+}
+
+/// Bind, Execute and Sync of the statement `name` (no parameters).
+fn run_named(name: &str) -> Vec<u8> {
+    let mut v = frame(b'B', format!("\0{name}\0\0\0\0\0\0\0").as_bytes());
+    v.extend(frame(b'E', b"\0\0\0\0\0"));
+    v.extend(frame(b'S', b""));
+    v
+}
+
 async fn login(env: &Env) -> Raw {
     Raw::login(env, &env.lab.user, &env.lab.password, "postgres")
         .await
@@ -705,17 +720,8 @@ async fn statement_names_are_the_clients_own() {
     })
     .await;
     let mut raw = login(&env).await;
-    let parse = |name: &str, text: &str| {
-        let mut v = frame(b'P', format!("{name}\0{text}\0\0\0").as_bytes());
-        v.extend(frame(b'S', b""));
-        v
-    };
-    let run = |name: &str| {
-        let mut v = frame(b'B', format!("\0{name}\0\0\0\0\0\0\0").as_bytes());
-        v.extend(frame(b'E', b"\0\0\0\0\0"));
-        v.extend(frame(b'S', b""));
-        v
-    };
+    let parse = parse_sync;
+    let run = run_named;
     raw.send(&parse("s1", "select 1")).await;
     assert_eq!(raw.until_ready().await.tags, "1Z");
     raw.send(&parse("s1", "select 2")).await;
@@ -789,17 +795,8 @@ async fn deallocate_inside_a_transaction_drops_the_clients_name() {
     })
     .await;
     let mut raw = login(&env).await;
-    let parse = |name: &str, text: &str| {
-        let mut v = frame(b'P', format!("{name}\0{text}\0\0\0").as_bytes());
-        v.extend(frame(b'S', b""));
-        v
-    };
-    let run = |name: &str| {
-        let mut v = frame(b'B', format!("\0{name}\0\0\0\0\0\0\0").as_bytes());
-        v.extend(frame(b'E', b"\0\0\0\0\0"));
-        v.extend(frame(b'S', b""));
-        v
-    };
+    let parse = parse_sync;
+    let run = run_named;
     for (name, text) in [("d1", "select 1"), ("d2", "select 2"), ("d3", "select 3")] {
         raw.send(&parse(name, text)).await;
         assert_eq!(raw.until_ready().await.tags, "1Z");
@@ -855,12 +852,7 @@ async fn pipelined_parses_of_one_name_answer_as_directly() {
     let mut raw = login(&env).await;
     let parse = |name: &str, text: &str| frame(b'P', format!("{name}\0{text}\0\0\0").as_bytes());
     let sync = || frame(b'S', b"");
-    let run = |name: &str| {
-        let mut v = frame(b'B', format!("\0{name}\0\0\0\0\0\0\0").as_bytes());
-        v.extend(frame(b'E', b"\0\0\0\0\0"));
-        v.extend(frame(b'S', b""));
-        v
-    };
+    let run = run_named;
     // (first text, Sync between, answers up to each ReadyForQuery, what the name runs)
     let cases = [
         ("select 1", false, vec![("1EZ", "42P05")], Ok("1")),
