@@ -1,7 +1,9 @@
 //! Shapes from a stranger's multi-tenant helpdesk workload (tenants, tickets, comments,
 //! audit events; 31 statements an ORM app sends) that the advisor got wrong:
 //! `tenant_id = ? AND status = ? ORDER BY created_at DESC` was only tried as `(status,
-//! tenant_id, created_at DESC)`, which serves no other tenant query.
+//! tenant_id, created_at DESC)`, which serves no other tenant query; and a wide workload on
+//! one busy table ran the search out of plans after a few choices, so the indexes left
+//! unplanned could never be chosen.
 
 use crate::harness::{eventually, Rig, Who};
 use pake::insight::model::{AdviceReport, IndexAdvice};
@@ -108,4 +110,66 @@ async fn a_tenant_list_by_status_gets_the_sort_column_after_the_tenant() {
     c.batch_execute(&a.sql)
         .await
         .expect("the advice runs as is");
+}
+
+/// Fourteen statements on one table, each filtering on the tenant and a column of its own,
+/// newest first: every candidate led by `tenant_id` is tried against all fourteen, and
+/// re-planning all of them after each choice spent the plan budget after a handful of
+/// choices (the search then said "stopped at the limit", and the statements left got only
+/// the tenant's index).
+#[tokio::test]
+async fn a_wide_workload_is_searched_to_the_end() {
+    const SHAPES: usize = 14;
+    let mut rig = Rig::default().await;
+    let c = rig.client("postgres").await;
+    let cols: Vec<String> = (1..=SHAPES).map(|k| format!("c{k} int")).collect();
+    let fill: Vec<String> = (1..=SHAPES)
+        .map(|k| format!("(g * {}) % 3000", 7 + 6 * k))
+        .collect();
+    c.batch_execute(&format!(
+        "CREATE TABLE wide (id int, tenant_id int, {}, created_at timestamptz, pad text);
+         INSERT INTO wide SELECT g, g % 20, {}, '2026-01-01'::timestamptz + g * interval '1 min',
+           repeat('x', 30) FROM generate_series(1, 60000) g;",
+        cols.join(", "),
+        fill.join(", ")
+    ))
+    .await
+    .expect("seed");
+    c.batch_execute("VACUUM ANALYZE wide")
+        .await
+        .expect("vacuum");
+    let mut ids = Vec::new();
+    for k in 1..=SHAPES {
+        let sql = format!(
+            "select id from wide where tenant_id = $1 and c{k} = $2 order by created_at desc limit 20"
+        );
+        // distinct weights, as in a real workload (equal ones make every gain a near-tie)
+        let values: Vec<Vec<Value>> = (0..k + 3)
+            .map(|i| {
+                vec![
+                    Value::Int(i as i32 % 20),
+                    Value::Int(7 * i as i32 + k as i32),
+                ]
+            })
+            .collect();
+        ids.push((k, run(&mut rig, &c, &sql, &values).await));
+    }
+    let advice = rig.insight.advise().await.expect("advisor runs");
+    let shown = format!("{advice:#?}");
+    assert!(
+        !advice
+            .notes
+            .iter()
+            .any(|n| n.contains("stopped at the limit")),
+        "{:?}",
+        advice.notes
+    );
+    for (k, id) in &ids {
+        let a = helping(&advice, id).unwrap_or_else(|| panic!("c{k}: {shown}"));
+        assert!(
+            a.columns.iter().any(|col| *col == format!("c{k}")),
+            "c{k} got {:?}: {shown}",
+            a.columns
+        );
+    }
 }
