@@ -229,7 +229,7 @@ impl Search<'_> {
                 self.refresh(&todo, &mut evals, &mut stale).await?;
                 continue;
             }
-            let Some(best) = pick(&evals, &band) else {
+            let Some(best) = pick(&evals, &band, &self.cands) else {
                 break;
             };
             self.choose(best, &mut evals, &mut stale, &mut out).await?;
@@ -388,12 +388,16 @@ fn band(evals: &[Option<Eval>], ok: &[bool], out: &[bool]) -> Vec<usize> {
         .collect()
 }
 
-/// The candidate to choose from a [`band`]: near-ties go to the smaller index.
-fn pick(evals: &[Option<Eval>], band: &[usize]) -> Option<usize> {
+/// The candidate to choose from a [`band`]: near-ties go to the smaller index, and between
+/// two of one size (the same columns, some as keys, some in `INCLUDE`) to the one with more
+/// keys, which also yields its rows in their order: on a stranger's helpdesk `(tenant_id,
+/// status) INCLUDE (created_at, …)` was chosen over `(tenant_id, status, created_at) INCLUDE
+/// (…)`, and a list by status sorted what the other would have read in order.
+fn pick(evals: &[Option<Eval>], band: &[usize], cands: &[Candidate]) -> Option<usize> {
     band.iter()
         .copied()
         .filter_map(|i| evals[i].as_ref().map(|e| (i, e.size)))
-        .min_by_key(|(_, size)| *size)
+        .min_by_key(|&(i, size)| (size, std::cmp::Reverse(cands[i].keys.len())))
         .map(|(i, _)| i)
 }
 
@@ -403,4 +407,40 @@ pub async fn reset(client: &Client) -> Result<(), AdvisorError> {
         .batch_execute("SELECT hypopg_reset()")
         .await
         .map_err(catalog_err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_near_tie_goes_to_the_smaller_index_then_to_the_longer_key() {
+        let cand = |keys: &[&str]| Candidate {
+            table: 0,
+            keys: keys.iter().map(|k| (k.to_string(), false)).collect(),
+            include: vec!["id".into()],
+            predicate: None,
+        };
+        let cands = [cand(&["a", "b"]), cand(&["a", "b", "c"]), cand(&["a"])];
+        let eval = |gain_ms: f64, size: i64| {
+            Some(Eval {
+                trials: Vec::new(),
+                gain_ms,
+                saves: true,
+                size,
+            })
+        };
+        let evals = [eval(100.0, 50), eval(99.0, 50), eval(98.0, 80)];
+        let ok = [true; 3];
+        let band = band(&evals, &ok, &[false; 3]);
+        assert_eq!(band, [0, 1, 2]);
+        // one size: the longer key, whatever the order
+        assert_eq!(pick(&evals, &band, &cands), Some(1));
+        let evals = [eval(100.0, 50), eval(99.0, 60), eval(98.0, 40)];
+        assert_eq!(pick(&evals, &band, &cands), Some(2));
+        // out of the band (more than 3% below the best): never
+        let evals = [eval(100.0, 50), eval(90.0, 10), eval(98.0, 80)];
+        let band = super::band(&evals, &ok, &[false; 3]);
+        assert_eq!(pick(&evals, &band, &cands), Some(0));
+    }
 }
