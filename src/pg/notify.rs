@@ -455,7 +455,7 @@ async fn connection(l: &Arc<Listener>) -> Result<(), String> {
 async fn sync_loop(l: &Arc<Listener>, client: &tokio_postgres::Client) -> Result<(), String> {
     loop {
         let (add, remove) = {
-            let st = l.state.lock();
+            let mut st = l.state.lock();
             let add: Vec<String> = st
                 .channels
                 .keys()
@@ -468,6 +468,11 @@ async fn sync_loop(l: &Arc<Listener>, client: &tokio_postgres::Client) -> Result
                 .filter(|c| !st.channels.contains_key(*c))
                 .cloned()
                 .collect();
+            // Not listened from now on: a `LISTEN` read while the `UNLISTEN` runs waits for
+            // the next round, which listens again, instead of being answered at once.
+            for c in &remove {
+                st.listened.remove(c);
+            }
             (add, remove)
         };
         let mut sql = String::new();
@@ -494,9 +499,6 @@ async fn sync_loop(l: &Arc<Listener>, client: &tokio_postgres::Client) -> Result
         {
             let mut st = l.state.lock();
             st.listened.extend(add);
-            for c in &remove {
-                st.listened.remove(c);
-            }
             let waiting = std::mem::take(&mut st.waiting);
             let (done, rest): (Vec<_>, Vec<_>) = waiting
                 .into_iter()

@@ -258,6 +258,47 @@ async fn listen_over_the_extended_protocol_is_multiplexed_and_names_the_sender_a
     );
 }
 
+/// A `LISTEN` read while the listening connection still runs the `UNLISTEN` of the channel's
+/// last listener listens again once that is done: it was answered at once, and the server
+/// left not listening (psycopg's `test_notify`, a new connection listening as the last one
+/// leaves).
+#[tokio::test]
+async fn a_listen_right_after_the_last_unlisten_still_listens() {
+    let env = Env::with(Opts {
+        pool_size: 2,
+        ..Opts::default()
+    })
+    .await;
+    let sender = env.direct().await;
+    let (mut leaving, mut leaving_rx) = listener(&env).await;
+    let (mut coming, mut coming_rx) = listener(&env).await;
+    for round in 0..20 {
+        leaving.batch_execute("LISTEN hand").await.expect("listen");
+        // answered at once; the server's UNLISTEN runs after it
+        leaving
+            .batch_execute("UNLISTEN hand")
+            .await
+            .expect("unlisten");
+        coming.batch_execute("LISTEN hand").await.expect("listen");
+        sender
+            .batch_execute(&format!("NOTIFY hand, 'r{round}'"))
+            .await
+            .expect("notify");
+        assert_eq!(
+            next(&mut coming_rx).await,
+            ("hand".to_string(), format!("r{round}")),
+            "round {round}"
+        );
+        coming
+            .batch_execute("UNLISTEN hand")
+            .await
+            .expect("unlisten");
+        std::mem::swap(&mut leaving, &mut coming);
+        // a notification the one that left still got would fail the next round
+        std::mem::swap(&mut leaving_rx, &mut coming_rx);
+    }
+}
+
 /// The listening connection receives a notification a moment after the sending transaction
 /// commits; the server it came from must not serve another client before then, or the
 /// notification would name that client as its sender (pgjdbc's `select pg_notify(?, ?)`
