@@ -163,17 +163,23 @@ impl Session {
             .filter(|s| s.between_requests())
             .map(|s| s.tx_status);
         let local = match status {
-            Some(b'I') => true,
-            Some(b'T') => matches!(
-                analysis.effect,
-                crate::pg::sql::SessionEffect::Deallocate(_)
-            ),
-            _ => false,
+            Some(b'I') => Some(b'I'),
+            Some(b'T')
+                if matches!(
+                    analysis.effect,
+                    crate::pg::sql::SessionEffect::Deallocate(_)
+                ) =>
+            {
+                Some(b'T')
+            }
+            _ => None,
         };
-        if rename && local && self.answer_locally(&analysis.effect) {
-            backend::ready_for_query(&mut self.cwbuf, status.unwrap_or(b'I'));
-            self.tally.queries += 1;
-            return Ok(());
+        if let (true, Some(status)) = (rename, local) {
+            if self.answer_locally(&analysis.effect) {
+                backend::ready_for_query(&mut self.cwbuf, status);
+                self.tally.queries += 1;
+                return Ok(());
+            }
         }
         let sent = self.noting().then(|| {
             // the raw text is kept for insight's slow samples only

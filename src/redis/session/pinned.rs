@@ -128,7 +128,6 @@ impl Session {
     /// command (Redis drops a blocked client at its EOF); any other gets its reply, written
     /// with the rest of what the client sent before the EOF.
     async fn link_reply(&mut self) -> Result<Bytes, Error> {
-        let gone = || Error::ClientIo(std::io::ErrorKind::UnexpectedEof.into());
         let Session {
             link,
             client,
@@ -141,7 +140,7 @@ impl Session {
             return Err(Error::LinkLost("no link".into()));
         };
         if *eof && *blocked {
-            return Err(gone());
+            return Err(client_gone());
         }
         loop {
             if let Some(f) = link.buffered_frame()? {
@@ -154,7 +153,7 @@ impl Session {
                     if r.map_err(Error::ClientIo)? == 0 {
                         *eof = true;
                         if *blocked {
-                            return Err(gone());
+                            return Err(client_gone());
                         }
                     }
                 }
@@ -234,14 +233,13 @@ impl Session {
     /// one, and an element pushed before Redis saw the link close, taken by the abandoned
     /// command. (Found with ioredis's suite: its reconnect test lost list elements.)
     async fn unblock_at_eof(&mut self) -> Result<Bytes, Error> {
-        let gone = || Err(Error::ClientIo(std::io::ErrorKind::UnexpectedEof.into()));
         let Some((addr, id)) = self
             .link
             .as_ref()
             .and_then(|l| Some((l.addr.clone(), l.redis_id?)))
         else {
             self.link = None;
-            return gone();
+            return Err(client_gone());
         };
         let key = self
             .svc
@@ -261,19 +259,19 @@ impl Session {
                     return Err(Error::LinkLost("no link".into()));
                 };
                 // `:0`: answered already, or the command is still on its way to Redis
-                let wait =
-                    std::time::Duration::from_millis(if &r[..] == b":1\r\n" { 1000 } else { 20 });
+                let unblocked = &r[..] == b":1\r\n";
+                let wait = std::time::Duration::from_millis(if unblocked { 1000 } else { 20 });
                 if let Ok(reply) = tokio::time::timeout(wait, link.read_frame()).await {
-                    return Ok((&r[..] != b":1\r\n").then_some(reply?));
+                    return Ok((!unblocked).then_some(reply?));
                 }
             }
         };
         match tokio::time::timeout_at(deadline, unblocked).await {
             Ok(Ok(Some(reply))) => Ok(reply),
-            Ok(Ok(None)) => gone(),
+            Ok(Ok(None)) => Err(client_gone()),
             _ => {
                 self.link = None; // its state is unknown: Redis drops it at its close
-                gone()
+                Err(client_gone())
             }
         }
     }
@@ -424,4 +422,9 @@ fn refused_at_queueing(n: usize, why: &str) -> Bytes {
     Bytes::from(format!(
         "-EXECABORT Transaction discarded because of previous errors: queued command {n}: {why}\r\n"
     ))
+}
+
+/// The client hung up.
+fn client_gone() -> Error {
+    Error::ClientIo(std::io::ErrorKind::UnexpectedEof.into())
 }
