@@ -482,3 +482,59 @@ async fn a_transaction_notifying_its_own_listener_past_the_inbox_size() {
         "the client is still served"
     );
 }
+
+/// The pid a notification names, read up to the ReadyForQuery of a `select 1` sent to make
+/// the client read (the notification comes before or after its replies).
+async fn sender_named(listener: &mut Raw) -> i32 {
+    use crate::harness::query;
+    listener.send(&query("select 1")).await;
+    let (mut from, mut ready) = (None, false);
+    while from.is_none() || !ready {
+        let (tag, body) = listener.read().await.expect("a reply");
+        if tag == b'A' {
+            from = Some(i32::from_be_bytes([body[0], body[1], body[2], body[3]]));
+        }
+        ready |= tag == b'Z';
+    }
+    from.unwrap_or_default()
+}
+
+/// Transaction mode: a notification names its sender by the pid Pake gave it also when it
+/// reaches a listener whose `LISTEN` ran in a transaction (pinned to a server of its own,
+/// which delivers it), and when the sender held its server before anyone listened
+/// (psycopg2's test_notify: both named the sender's server).
+#[tokio::test]
+async fn a_notification_names_its_sender_whichever_way_it_comes() {
+    use crate::harness::query;
+    let env = Env::with(Opts {
+        pool_size: 4,
+        ..Opts::default()
+    })
+    .await;
+    let login = || Raw::login(&env, &env.lab.user, &env.lab.password, "postgres");
+    // a listener pinned by its transaction's LISTEN; the sender pooled
+    let mut pinned = login().await.expect("login");
+    pinned.send(&query("BEGIN; LISTEN pinned; COMMIT")).await;
+    tags_until(&mut pinned, b'Z').await;
+    let mut sender = login().await.expect("login");
+    sender.send(&query("NOTIFY pinned, 'a'")).await;
+    tags_until(&mut sender, b'Z').await;
+    assert_eq!(
+        sender_named(&mut pinned).await,
+        sender.pid,
+        "pinned listener"
+    );
+
+    // a sender pinned (a temp table) before anyone listens through Pake
+    let mut early = login().await.expect("login");
+    early
+        .send(&query("CREATE TEMP TABLE early_pin (a int)"))
+        .await;
+    tags_until(&mut early, b'Z').await;
+    let mut shared = login().await.expect("login");
+    shared.send(&query("LISTEN shared")).await;
+    tags_until(&mut shared, b'Z').await;
+    early.send(&query("NOTIFY shared, 'b'")).await;
+    tags_until(&mut early, b'Z').await;
+    assert_eq!(sender_named(&mut shared).await, early.pid, "early sender");
+}

@@ -8,7 +8,7 @@
 //! session. Messages that arrive while a server is already attached (a pipelined request, a
 //! long batch forwarded before its Sync) are analysed as they are forwarded, still once.
 
-use super::{frame, Session};
+use super::{frame, PoolMode, Session};
 use crate::obs::traceparent::TraceParent;
 use crate::pg::error::Error;
 use crate::pg::route::{Class, Topology};
@@ -155,6 +155,30 @@ impl Session {
         Ok(())
     }
 
+    /// Transaction mode, a statement that may notify is about to go to the attached server:
+    /// its notifications must name this client (the pid Pake handed it), not the server,
+    /// wherever they arrive — at a client whose LISTEN pinned a server of its own (renamed
+    /// by who holds the sender's server) or through the listening connection. Noted at the
+    /// statement, not at checkout: a server checked out before anyone listened, or by a
+    /// pinned client, was never noted (psycopg2's test_notify, 6 tests; session mode holds
+    /// its server from the attach).
+    fn note_notifier(&self) {
+        let Some(server) = self.server.as_deref() else {
+            return;
+        };
+        if self.mode != PoolMode::Transaction {
+            return;
+        }
+        let held = crate::pg::cancel::CancelTarget {
+            addr: server.addr,
+            key: server.key,
+        };
+        self.proxy.cancel.hold(&held, self.cancel.pid);
+        if let Some(l) = &self.notify {
+            l.note_server(server.key.pid, self.cancel.pid);
+        }
+    }
+
     /// The analysis of a statement-bearing message about to be forwarded: made by classify,
     /// or now when it arrived after the request was classified.
     pub(super) fn part_for(&mut self, tag: u8, frame: &[u8]) -> Result<Part, Error> {
@@ -164,6 +188,9 @@ impl Session {
         };
         if let Some(a) = &part.analysis {
             self.may_notify |= a.notifies;
+            if a.notifies {
+                self.note_notifier();
+            }
             // a statement runs at its Query, its unnamed Parse (bound next), or the Bind of a
             // named one: savepoints are followed in that order
             let runs = part.tag != fe::PARSE || part.unnamed;
