@@ -162,6 +162,7 @@ impl AuthQuery {
             database: conn.dbname.clone(),
             connect_timeout: config.general.auth_query_timeout.0,
             tls: tls.connector.clone().map(|c| (c, tls.server_mode)),
+            extra: Vec::new(),
         };
         let limit = config.general.auth_query_timeout;
         let row = tokio::time::timeout(limit.0, self.query(&conn, &target, &lookup.query, user))

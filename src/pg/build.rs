@@ -189,6 +189,7 @@ impl Proxy {
             database: db.server_dbname().to_string(),
             connect_timeout: config.pool.server_connect_timeout.0,
             tls: bp.tls.connector.clone().map(|c| (c, bp.tls.server_mode)),
+            extra: Vec::new(),
         };
         let pool = |name: String, t: ServerTarget| {
             let metrics = self.metrics.pool(&key.database, &key.user, &name);

@@ -114,9 +114,7 @@ impl Error {
         match self {
             Error::Frame(_) | Error::Unexpected(_) => SqlState::PROTOCOL_VIOLATION,
             Error::Startup(e) => match e {
-                StartupError::UnsupportedProtocol { .. } | StartupError::Replication => {
-                    SqlState::FEATURE_NOT_SUPPORTED
-                }
+                StartupError::UnsupportedProtocol { .. } => SqlState::FEATURE_NOT_SUPPORTED,
                 StartupError::NoUser => SqlState::INVALID_AUTHORIZATION_SPECIFICATION,
                 StartupError::Frame(_) | StartupError::Layout(_) => SqlState::PROTOCOL_VIOLATION,
             },

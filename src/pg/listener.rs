@@ -98,6 +98,23 @@ pub(super) async fn handle(proxy: Arc<Proxy>, mut stream: ClientStream, peer: Pe
         Next::Session { session, user } => {
             tokio::spawn(session_task(session, admitted, user).instrument(span));
         }
+        Next::Replication {
+            mut stream,
+            server,
+            pid,
+            user,
+        } => {
+            let _held = (admitted, user);
+            async {
+                match super::replication::relay(&mut stream, *server).await {
+                    Ok((up, down)) => tracing::info!(up, down, "replication connection ended"),
+                    Err(e) => tracing::info!(error = %e, "replication connection ended"),
+                }
+                proxy.cancel.unregister(pid);
+            }
+            .instrument(span)
+            .await;
+        }
         Next::Console { stream, pid } => {
             let _admitted = admitted;
             async {
@@ -130,6 +147,13 @@ enum Next {
     Console {
         stream: ClientStream,
         pid: i32,
+    },
+    /// Relayed to a server of its own (`super::replication`).
+    Replication {
+        stream: ClientStream,
+        server: Box<super::server::Server>,
+        pid: i32,
+        user: UserGuard,
     },
 }
 
@@ -196,20 +220,7 @@ async fn log_in(
     };
     match outcome {
         Ok(Login::Client(login)) => {
-            let user = match proxy.admit_user(&login.user) {
-                Ok(g) => g,
-                Err(max) => {
-                    proxy.cancel.unregister(login.cancel.pid);
-                    let user = login.user.config.name.clone();
-                    reject(
-                        proxy,
-                        &mut stream,
-                        Error::TooManyUserConnections { user, max },
-                    )
-                    .await;
-                    return None;
-                }
-            };
+            let user = admit_user(proxy, &mut stream, &login).await?;
             proxy.metrics.client_logins.with_label_values(&["ok"]).inc();
             tracing::debug!(user = %login.startup.user, database = %login.startup.database, "client logged in");
             let cluster = login.cluster.clone()?;
@@ -217,6 +228,19 @@ async fn log_in(
             // `run` and the local it moves into)
             let session = Box::new(Session::new(id, proxy.clone(), stream, cluster, *login));
             Some(Next::Session { session, user })
+        }
+        Ok(Login::Replication(login, server)) => {
+            let user = admit_user(proxy, &mut stream, &login).await?;
+            proxy.metrics.client_logins.with_label_values(&["ok"]).inc();
+            tracing::info!(user = %login.startup.user, database = %login.startup.database,
+                replication = ?login.startup.replication, "replication connection");
+            let pid = login.cancel.pid;
+            Some(Next::Replication {
+                stream,
+                server,
+                pid,
+                user,
+            })
         }
         Ok(Login::Console(login)) => {
             proxy.metrics.client_logins.with_label_values(&["ok"]).inc();
@@ -227,6 +251,24 @@ async fn log_in(
         Err(e) => {
             login_failed(proxy, &e);
             reject(proxy, &mut stream, e).await;
+            None
+        }
+    }
+}
+
+/// The client's place under its user's `max_user_connections`, or `None` once it has been
+/// turned away for want of one.
+async fn admit_user(
+    proxy: &Arc<Proxy>,
+    stream: &mut ClientStream,
+    login: &super::login::LoggedIn,
+) -> Option<UserGuard> {
+    match proxy.admit_user(&login.user) {
+        Ok(g) => Some(g),
+        Err(max) => {
+            proxy.cancel.unregister(login.cancel.pid);
+            let user = login.user.config.name.clone();
+            reject(proxy, stream, Error::TooManyUserConnections { user, max }).await;
             None
         }
     }

@@ -10,6 +10,7 @@ use super::cluster::Cluster;
 use super::error::Error;
 use super::params::ClientParams;
 use super::proxy::{Proxy, UserEntry};
+use super::server::Server;
 use super::startup::{self, Request, Startup};
 use super::stream::ClientStream;
 use super::wire::{self, backend, fe};
@@ -33,6 +34,8 @@ pub enum Opening {
 /// Who a client that opened with a StartupMessage turned out to be.
 pub enum Login {
     Client(Box<LoggedIn>),
+    /// A replication client and the server it has to itself (`super::replication`).
+    Replication(Box<LoggedIn>, Box<Server>),
     /// An admin on the console database (`pake`, or `pgbouncer` for PgBouncer habits).
     Console(Box<LoggedIn>),
 }
@@ -162,7 +165,8 @@ pub async fn login(
         Some(user) if is_usable => user,
         _ => return Err(AuthError::Failed(startup.user.clone()).into()),
     };
-    let (cluster, welcome) = destination(proxy, &startup, &user, console, client_key).await?;
+    let (cluster, welcome, replica_link) =
+        destination(proxy, &startup, &user, console, client_key, peer.id).await?;
     let notice = long_application_name(&mut startup);
     let params = ClientParams::new(&welcome, &startup.params);
     let cancel = proxy.cancel.register(ClientInfo {
@@ -174,6 +178,9 @@ pub async fn login(
         application_name: startup.param("application_name").unwrap_or("").to_string(),
         connected_at: std::time::SystemTime::now(),
     });
+    if let Some(server) = &replica_link {
+        cancel.attach(super::replication::cancel_target(server));
+    }
     write_welcome(&mut out, &welcome, &params, &cancel, notice.as_deref());
     if let Err(e) = stream.write_all(&out).await {
         proxy.cancel.unregister(cancel.pid);
@@ -186,10 +193,10 @@ pub async fn login(
         params,
         cancel,
     });
-    Ok(if console {
-        Login::Console(logged_in)
-    } else {
-        Login::Client(logged_in)
+    Ok(match replica_link {
+        _ if console => Login::Console(logged_in),
+        Some(server) => Login::Replication(logged_in, Box::new(server)),
+        None => Login::Client(logged_in),
     })
 }
 
@@ -295,7 +302,8 @@ async fn destination(
     user: &UserEntry,
     console: bool,
     client_key: Option<[u8; 32]>,
-) -> Result<(Option<Arc<Cluster>>, super::pool::Params), Error> {
+    id: u64,
+) -> Result<(Option<Arc<Cluster>>, super::pool::Params, Option<Server>), Error> {
     if console {
         if !proxy
             .config()
@@ -305,7 +313,7 @@ async fn destination(
         {
             return Err(Error::NotAdmin(user.config.name.clone()));
         }
-        return Ok((None, Arc::new(super::console::welcome_params())));
+        return Ok((None, Arc::new(super::console::welcome_params()), None));
     }
     proxy.admit_database(&startup.database)?;
     let cluster = proxy
@@ -315,12 +323,20 @@ async fn destination(
         // the servers log in with this client's proof (the freshest key) from now on
         pass.update(&user.secret, client_key, user.looked_up_at);
     }
+    if startup.replication.is_some() {
+        // connected before the welcome, so a server refusing it is the client's FATAL; the
+        // welcome is that server's own (a physical one names no database: libpq sends
+        // `replication`, which a pooled login would not find)
+        let server = super::replication::connect(&cluster, startup, id).await?;
+        let welcome = Arc::new(server.params.reported.clone());
+        return Ok((Some(cluster), welcome, Some(server)));
+    }
     // after a failover the promoted replica is the primary
     let welcome = cluster
         .pool(super::cluster::Target::Primary)
         .welcome_params()
         .await?;
-    Ok((Some(cluster), welcome))
+    Ok((Some(cluster), welcome, None))
 }
 
 /// Answer SSLRequest: `S` and a TLS handshake when Pake has a certificate, `N` otherwise.

@@ -26,6 +26,7 @@ pub mod prepared;
 pub mod prepared_view;
 pub mod proxy;
 pub mod reload;
+pub mod replication;
 pub mod route;
 pub mod server;
 pub mod session;

@@ -32,8 +32,10 @@ pub struct Startup {
     pub params: Vec<(String, String)>,
     /// `_pq_.*` protocol options we do not support (reported in NegotiateProtocolVersion).
     pub protocol_options: Vec<String>,
-    /// Set when the client asked for a replication connection (not supported).
-    pub replication: bool,
+    /// A replication connection's `replication` value as the client gave it (`true`/`on`/
+    /// `1`/`yes` physical, `database` logical; the server checks it); `None` for an ordinary
+    /// connection. Such a client gets a server connection of its own (see `pg::replication`).
+    pub replication: Option<String>,
 }
 
 impl Startup {
@@ -56,8 +58,6 @@ pub enum StartupError {
     Layout(&'static str),
     #[error("no PostgreSQL user name specified in startup packet")]
     NoUser,
-    #[error("replication connections are not supported by Pake")]
-    Replication,
 }
 
 /// Parse one whole startup-phase packet, its 4-byte length included.
@@ -98,16 +98,19 @@ fn parse_startup(minor: i32, mut body: &[u8]) -> Result<Startup, StartupError> {
             "user" => s.user = value,
             "database" => s.database = value,
             "options" => parse_options(&value, &mut s.params),
-            "replication" => s.replication = !matches!(value.as_str(), "false" | "off" | "0"),
+            "replication" => {
+                s.replication = (!matches!(
+                    value.to_ascii_lowercase().as_str(),
+                    "false" | "off" | "0" | "no"
+                ))
+                .then_some(value)
+            }
             n if n.starts_with("_pq_.") => s.protocol_options.push(name),
             _ => s.params.push((name, value)),
         }
     }
     if s.user.is_empty() {
         return Err(StartupError::NoUser);
-    }
-    if s.replication {
-        return Err(StartupError::Replication);
     }
     if s.database.is_empty() {
         s.database = s.user.clone();
@@ -237,13 +240,20 @@ mod tests {
             parse(&startup(&[("database", "d")], code::PROTOCOL_3_0)),
             Err(StartupError::NoUser)
         );
-        assert_eq!(
-            parse(&startup(
-                &[("user", "a"), ("replication", "database")],
-                code::PROTOCOL_3_0
-            )),
-            Err(StartupError::Replication)
-        );
+        let logical = parse(&startup(
+            &[("user", "a"), ("replication", "database")],
+            code::PROTOCOL_3_0,
+        ));
+        let mode = |r: Result<Request, StartupError>| match r {
+            Ok(Request::Startup(s)) => s.replication,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(mode(logical), Some("database".into()));
+        let off = parse(&startup(
+            &[("user", "a"), ("replication", "OFF")],
+            code::PROTOCOL_3_0,
+        ));
+        assert_eq!(mode(off), None);
         // value missing its NUL
         let mut p = startup(&[("user", "a")], code::PROTOCOL_3_0);
         p.truncate(p.len() - 2);

@@ -24,6 +24,7 @@ mod openapi;
 mod otlp;
 mod pooling;
 mod reactors;
+mod replication;
 mod routing;
 mod session_state;
 mod tls;

@@ -38,6 +38,9 @@ pub struct ServerTarget {
     pub connect_timeout: Duration,
     /// TLS towards the server, when `server_tls_sslmode` is not `disable`.
     pub tls: Option<(tokio_rustls::TlsConnector, crate::tls::ServerTlsMode)>,
+    /// More startup parameters: none for pooled servers; a replication client's own
+    /// (`replication` among them) for the server it gets to itself.
+    pub extra: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for ServerTarget {
@@ -236,13 +239,12 @@ impl Server {
 
     async fn startup(&mut self, target: &ServerTarget, addr: &str) -> Result<(), ServerError> {
         let mut out = BytesMut::new();
-        frontend::startup_message(
-            [
-                ("user", target.user.as_str()),
-                ("database", target.database.as_str()),
-            ],
-            &mut out,
-        )?;
+        let login = [
+            ("user", target.user.as_str()),
+            ("database", target.database.as_str()),
+        ];
+        let extra = target.extra.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+        frontend::startup_message(login.into_iter().chain(extra), &mut out)?;
         self.send(&out).await?;
         let mut scram: Option<ScramClient> = None;
         loop {

@@ -30,6 +30,7 @@ fn target_at(host: &str, port: u16, password: Option<&str>) -> ServerTarget {
         database: "db".into(),
         connect_timeout: Duration::from_secs(5),
         tls: None,
+        extra: Vec::new(),
     }
 }
 
