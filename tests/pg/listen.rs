@@ -30,6 +30,36 @@ async fn next(rx: &mut mpsc::UnboundedReceiver<(String, String)>) -> (String, St
         .expect("connection open")
 }
 
+/// Pake in transaction mode over `pool_size` servers.
+async fn pooled(pool_size: usize) -> Env {
+    Env::with(Opts {
+        pool_size,
+        ..Opts::default()
+    })
+    .await
+}
+
+/// A raw client of Pake, logged in as the lab's user.
+async fn raw(env: &Env) -> Raw {
+    Raw::login(env, &env.lab.user, &env.lab.password, "postgres")
+        .await
+        .expect("login")
+}
+
+/// The pid the next notification names, read with the replies up to a ReadyForQuery (it
+/// comes before or after them).
+async fn named_until_ready(listener: &mut Raw) -> i32 {
+    let (mut from, mut ready) = (None, false);
+    while from.is_none() || !ready {
+        let (tag, body) = listener.read().await.expect("a reply");
+        if tag == b'A' {
+            from = Some(i32::from_be_bytes([body[0], body[1], body[2], body[3]]));
+        }
+        ready |= tag == b'Z';
+    }
+    from.unwrap_or_default()
+}
+
 async fn listening_backends(env: &Env) -> i64 {
     env.direct()
         .await
@@ -44,11 +74,7 @@ async fn listening_backends(env: &Env) -> i64 {
 
 #[tokio::test]
 async fn notifications_reach_every_listening_client_through_transaction_pooling() {
-    let env = Env::with(Opts {
-        pool_size: 3,
-        ..Opts::default()
-    })
-    .await;
+    let env = pooled(3).await;
     let mut clients = Vec::new();
     for i in 0..100 {
         let (c, rx) = listener(&env).await;
@@ -196,13 +222,8 @@ async fn tags_until(raw: &mut Raw, until: u8) -> Vec<u8> {
 #[tokio::test]
 async fn listen_over_the_extended_protocol_is_multiplexed_and_names_the_sender_as_pake_does() {
     use crate::harness::frame;
-    let env = Env::with(Opts {
-        pool_size: 2,
-        ..Opts::default()
-    })
-    .await;
-    let login = || Raw::login(&env, &env.lab.user, &env.lab.password, "postgres");
-    let mut listener = login().await.expect("login");
+    let env = pooled(2).await;
+    let mut listener = raw(&env).await;
     // asyncpg's add_listener: Parse + Describe + Flush, then Bind + Execute + Sync
     let mut prepare = frame(b'P', b"s1\0LISTEN ext\0\0\0");
     prepare.extend(frame(b'D', b"Ss1\0"));
@@ -230,7 +251,7 @@ async fn listen_over_the_extended_protocol_is_multiplexed_and_names_the_sender_a
         "no pinned client"
     );
     // a notification names its sender by the pid Pake gave it, as get_server_pid() knows it
-    let mut sender = login().await.expect("login");
+    let mut sender = raw(&env).await;
     assert_ne!(sender.pid, listener.pid);
     sender
         .send(&frame(b'Q', b"NOTIFY ext, 'one'; NOTIFY \"Ext2\", 'two'\0"))
@@ -264,11 +285,7 @@ async fn listen_over_the_extended_protocol_is_multiplexed_and_names_the_sender_a
 /// leaves).
 #[tokio::test]
 async fn a_listen_right_after_the_last_unlisten_still_listens() {
-    let env = Env::with(Opts {
-        pool_size: 2,
-        ..Opts::default()
-    })
-    .await;
+    let env = pooled(2).await;
     let sender = env.direct().await;
     let (mut leaving, mut leaving_rx) = listener(&env).await;
     let (mut coming, mut coming_rx) = listener(&env).await;
@@ -306,14 +323,9 @@ async fn a_listen_right_after_the_last_unlisten_still_listens() {
 #[tokio::test]
 async fn a_notification_names_its_sender_even_when_the_server_moves_on_at_once() {
     use crate::harness::frame;
-    let env = Env::with(Opts {
-        pool_size: 1,
-        ..Opts::default()
-    })
-    .await;
-    let login = || Raw::login(&env, &env.lab.user, &env.lab.password, "postgres");
-    let mut listener = login().await.expect("login");
-    let mut sender = login().await.expect("login");
+    let env = pooled(1).await;
+    let mut listener = raw(&env).await;
+    let mut sender = raw(&env).await;
     listener.send(&frame(b'Q', b"LISTEN race\0")).await;
     tags_until(&mut listener, b'Z').await;
     for i in 0..20 {
@@ -324,18 +336,9 @@ async fn a_notification_names_its_sender_even_when_the_server_moves_on_at_once()
         tokio::time::sleep(Duration::from_millis(20)).await;
         listener.send(&frame(b'Q', b"select 1\0")).await;
         tags_until(&mut sender, b'Z').await;
-        // the notification comes before or after the statement's replies
-        let (mut from, mut ready) = (None, false);
-        while from.is_none() || !ready {
-            let (tag, body) = listener.read().await.expect("a reply");
-            if tag == b'A' {
-                from = Some(i32::from_be_bytes([body[0], body[1], body[2], body[3]]));
-            }
-            ready |= tag == b'Z';
-        }
         assert_eq!(
-            from,
-            Some(sender.pid),
+            named_until_ready(&mut listener).await,
+            sender.pid,
             "notification {i}: named the listener"
         );
     }
@@ -350,13 +353,8 @@ async fn a_notification_names_its_sender_even_when_the_server_moves_on_at_once()
 #[tokio::test]
 async fn a_listening_client_gets_its_own_notification_before_ready_for_query() {
     use crate::harness::{frame, query};
-    let env = Env::with(Opts {
-        pool_size: 2,
-        ..Opts::default()
-    })
-    .await;
-    let login = || Raw::login(&env, &env.lab.user, &env.lab.password, "postgres");
-    let mut me = login().await.expect("login");
+    let env = pooled(2).await;
+    let mut me = raw(&env).await;
     me.send(&query("LISTEN mine")).await;
     tags_until(&mut me, b'Z').await;
     for i in 0..20 {
@@ -378,7 +376,7 @@ async fn a_listening_client_gets_its_own_notification_before_ready_for_query() {
     // another client listens: its notification is with it when the notifier is told
     let (other, mut rx) = listener(&env).await;
     other.batch_execute("LISTEN theirs").await.expect("listen");
-    let mut notifier = login().await.expect("login");
+    let mut notifier = raw(&env).await;
     notifier.send(&query("NOTIFY theirs, 'x'")).await;
     assert_eq!(tags_until(&mut notifier, b'Z').await, b"CZ");
     assert_eq!(next(&mut rx).await, ("theirs".into(), "x".into()));
@@ -396,9 +394,8 @@ async fn session_mode_notifications_name_senders_by_the_pid_pake_gave_them() {
         ..Opts::default()
     })
     .await;
-    let login = || Raw::login(&env, &env.lab.user, &env.lab.password, "postgres");
-    let mut me = login().await.expect("login");
-    let mut other = login().await.expect("login");
+    let mut me = raw(&env).await;
+    let mut other = raw(&env).await;
     me.send(&query("LISTEN ch")).await;
     tags_until(&mut me, b'Z').await;
     // the listener's own notification comes with its NOTIFY, the other's when it next asks
@@ -432,7 +429,7 @@ async fn session_mode_notifications_name_senders_by_the_pid_pake_gave_them() {
         "named by the pid Pake handed the sender"
     );
     // a sender that leaves right after its NOTIFY (psycopg's test_notify) is still named
-    let mut leaving = login().await.expect("login");
+    let mut leaving = raw(&env).await;
     leaving.send(&query("NOTIFY ch, 'bye'")).await;
     tags_until(&mut leaving, b'Z').await;
     let leaving_pid = leaving.pid;
@@ -484,19 +481,10 @@ async fn a_transaction_notifying_its_own_listener_past_the_inbox_size() {
 }
 
 /// The pid a notification names, read up to the ReadyForQuery of a `select 1` sent to make
-/// the client read (the notification comes before or after its replies).
+/// the client read.
 async fn sender_named(listener: &mut Raw) -> i32 {
-    use crate::harness::query;
-    listener.send(&query("select 1")).await;
-    let (mut from, mut ready) = (None, false);
-    while from.is_none() || !ready {
-        let (tag, body) = listener.read().await.expect("a reply");
-        if tag == b'A' {
-            from = Some(i32::from_be_bytes([body[0], body[1], body[2], body[3]]));
-        }
-        ready |= tag == b'Z';
-    }
-    from.unwrap_or_default()
+    listener.send(&crate::harness::query("select 1")).await;
+    named_until_ready(listener).await
 }
 
 /// Transaction mode: a notification names its sender by the pid Pake gave it also when it
@@ -506,17 +494,12 @@ async fn sender_named(listener: &mut Raw) -> i32 {
 #[tokio::test]
 async fn a_notification_names_its_sender_whichever_way_it_comes() {
     use crate::harness::query;
-    let env = Env::with(Opts {
-        pool_size: 4,
-        ..Opts::default()
-    })
-    .await;
-    let login = || Raw::login(&env, &env.lab.user, &env.lab.password, "postgres");
+    let env = pooled(4).await;
     // a listener pinned by its transaction's LISTEN; the sender pooled
-    let mut pinned = login().await.expect("login");
+    let mut pinned = raw(&env).await;
     pinned.send(&query("BEGIN; LISTEN pinned; COMMIT")).await;
     tags_until(&mut pinned, b'Z').await;
-    let mut sender = login().await.expect("login");
+    let mut sender = raw(&env).await;
     sender.send(&query("NOTIFY pinned, 'a'")).await;
     tags_until(&mut sender, b'Z').await;
     assert_eq!(
@@ -526,12 +509,12 @@ async fn a_notification_names_its_sender_whichever_way_it_comes() {
     );
 
     // a sender pinned (a temp table) before anyone listens through Pake
-    let mut early = login().await.expect("login");
+    let mut early = raw(&env).await;
     early
         .send(&query("CREATE TEMP TABLE early_pin (a int)"))
         .await;
     tags_until(&mut early, b'Z').await;
-    let mut shared = login().await.expect("login");
+    let mut shared = raw(&env).await;
     shared.send(&query("LISTEN shared")).await;
     tags_until(&mut shared, b'Z').await;
     early.send(&query("NOTIFY shared, 'b'")).await;
