@@ -101,16 +101,16 @@ pub(super) async fn handle(proxy: Arc<Proxy>, mut stream: ClientStream, peer: Pe
         Next::Replication {
             mut stream,
             server,
-            pid,
+            cancel,
             user,
         } => {
             let _held = (admitted, user);
             async {
-                match super::replication::relay(&mut stream, *server).await {
-                    Ok((up, down)) => tracing::info!(up, down, "replication connection ended"),
+                match super::replication::relay(&mut stream, *server, &cancel).await {
+                    Ok(ended) => tracing::info!(?ended, "replication connection ended"),
                     Err(e) => tracing::info!(error = %e, "replication connection ended"),
                 }
-                proxy.cancel.unregister(pid);
+                proxy.cancel.unregister(cancel.pid);
             }
             .instrument(span)
             .await;
@@ -152,7 +152,7 @@ enum Next {
     Replication {
         stream: ClientStream,
         server: Box<super::server::Server>,
-        pid: i32,
+        cancel: Arc<super::cancel::CancelSlot>,
         user: UserGuard,
     },
 }
@@ -234,11 +234,10 @@ async fn log_in(
             proxy.metrics.client_logins.with_label_values(&["ok"]).inc();
             tracing::info!(user = %login.startup.user, database = %login.startup.database,
                 replication = ?login.startup.replication, "replication connection");
-            let pid = login.cancel.pid;
             Some(Next::Replication {
                 stream,
                 server,
-                pid,
+                cancel: login.cancel.clone(),
                 user,
             })
         }

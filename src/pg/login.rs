@@ -142,7 +142,10 @@ pub async fn login(
             .collect();
         backend::negotiate_protocol_version(&mut out, 0, &opts);
     }
-    let console = CONSOLE_DATABASES.contains(&startup.database.as_str());
+    // a replication client naming `pake` (psql sends the user name when none is given)
+    // is not an admin: the server ignores a physical client's database name
+    let console =
+        CONSOLE_DATABASES.contains(&startup.database.as_str()) && startup.replication.is_none();
     let (entry, cache_key) = find_user(proxy, &startup, console).await?;
     let method = entry
         .as_ref()
@@ -179,7 +182,7 @@ pub async fn login(
         connected_at: std::time::SystemTime::now(),
     });
     if let Some(server) = &replica_link {
-        cancel.attach(super::replication::cancel_target(server));
+        super::replication::attach_cancel(&cancel, server);
     }
     write_welcome(&mut out, &welcome, &params, &cancel, notice.as_deref());
     if let Err(e) = stream.write_all(&out).await {

@@ -9,7 +9,7 @@
 //! apply, and the server's own checks (the REPLICATION attribute, `pg_hba.conf`'s
 //! `replication` lines, `max_wal_senders`) decide, with their own SQLSTATEs.
 
-use super::cancel::CancelTarget;
+use super::cancel::{CancelSlot, CancelTarget};
 use super::cluster::{Cluster, Target};
 use super::error::Error;
 use super::pool::PoolError;
@@ -30,21 +30,48 @@ pub async fn connect(cluster: &Cluster, startup: &Startup, id: u64) -> Result<Se
         .map_err(|e| Error::Pool(PoolError::Connect(e)))
 }
 
-/// Where a CancelRequest for this client goes: the server it has to itself.
-pub fn cancel_target(server: &Server) -> CancelTarget {
-    CancelTarget {
+/// The client's cancel key reaches `server` whenever it comes: a replication connection
+/// has no requests Pake could see start and end, so it counts as always running one (the
+/// server ignores a cancel with nothing to cancel, and a walsender streaming WAL).
+pub fn attach_cancel(slot: &CancelSlot, server: &Server) {
+    slot.attach(CancelTarget {
         addr: server.addr,
         key: server.key,
-    }
+    });
+    slot.set_running(true);
 }
 
-/// Relay until either side closes: what the server sent after its ReadyForQuery first, then
-/// both directions at once through fixed buffers (8 KiB each way: bounded whatever the
-/// stream). Bytes each way, client to server first.
-pub async fn relay(client: &mut ClientStream, mut server: Server) -> std::io::Result<(u64, u64)> {
+/// How a relayed connection ended.
+#[derive(Debug)]
+pub enum Ended {
+    /// Either side closed: bytes each way, client to server first.
+    Closed(u64, u64),
+    /// `pg_terminate_backend` of the pid Pake gave the client: both connections are
+    /// dropped (the stream may be mid-message, so no ErrorResponse can be slipped in).
+    Terminated,
+}
+
+/// Relay until either side closes or the client is terminated: what the server sent after
+/// its ReadyForQuery first, then both directions at once through fixed buffers (8 KiB each
+/// way: bounded whatever the stream).
+pub async fn relay(
+    client: &mut ClientStream,
+    mut server: Server,
+    slot: &CancelSlot,
+) -> std::io::Result<Ended> {
     if !server.rbuf.is_empty() {
         client.write_all(&server.rbuf).await?;
         server.rbuf.clear();
     }
-    tokio::io::copy_bidirectional(client, &mut server.stream).await
+    let copy = tokio::io::copy_bidirectional(client, &mut server.stream);
+    tokio::pin!(copy);
+    loop {
+        if slot.is_terminated() {
+            return Ok(Ended::Terminated);
+        }
+        tokio::select! {
+            r = &mut copy => return r.map(|(up, down)| Ended::Closed(up, down)),
+            _ = slot.attention() => {} // terminated, or a phase change: looked at above
+        }
+    }
 }

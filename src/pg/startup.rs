@@ -48,6 +48,15 @@ impl Startup {
     }
 }
 
+/// A boolean PostgreSQL reads as false: any prefix of `false` or `no`, `of`/`off`, `0`,
+/// case-insensitive (its `parse_bool`). `replication=f` is an ordinary connection, so it
+/// must be pooled as one; a value PostgreSQL reads as neither is the server's to refuse.
+fn is_false(value: &str) -> bool {
+    let v = value.to_ascii_lowercase();
+    let prefix_of = |word: &str, min: usize| v.len() >= min && word.starts_with(v.as_str());
+    prefix_of("false", 1) || prefix_of("no", 1) || prefix_of("off", 2) || v == "0"
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum StartupError {
     #[error(transparent)]
@@ -98,13 +107,7 @@ fn parse_startup(minor: i32, mut body: &[u8]) -> Result<Startup, StartupError> {
             "user" => s.user = value,
             "database" => s.database = value,
             "options" => parse_options(&value, &mut s.params),
-            "replication" => {
-                s.replication = (!matches!(
-                    value.to_ascii_lowercase().as_str(),
-                    "false" | "off" | "0" | "no"
-                ))
-                .then_some(value)
-            }
+            "replication" => s.replication = (!is_false(&value)).then_some(value),
             n if n.starts_with("_pq_.") => s.protocol_options.push(name),
             _ => s.params.push((name, value)),
         }
@@ -254,6 +257,14 @@ mod tests {
             code::PROTOCOL_3_0,
         ));
         assert_eq!(mode(off), None);
+        for no in ["f", "FA", "false", "n", "no", "of", "off", "0"] {
+            assert!(is_false(no), "{no}");
+        }
+        for not_no in [
+            "t", "true", "on", "1", "yes", "database", "o", "fals3", "00", "",
+        ] {
+            assert!(!is_false(not_no), "{not_no}");
+        }
         // value missing its NUL
         let mut p = startup(&[("user", "a")], code::PROTOCOL_3_0);
         p.truncate(p.len() - 2);

@@ -197,6 +197,8 @@ pub struct Raw {
     pub params: Vec<(String, String)>,
     /// The pid of the welcome's BackendKeyData (after `login`).
     pub pid: i32,
+    /// Its secret, for a CancelRequest.
+    pub secret: i32,
 }
 
 impl Raw {
@@ -209,6 +211,7 @@ impl Raw {
             buf: bytes::BytesMut::new(),
             params: Vec::new(),
             pid: 0,
+            secret: 0,
         }
     }
 
@@ -279,13 +282,27 @@ impl Raw {
                     raw.params
                         .push((k.unwrap_or_default().into(), v.unwrap_or_default().into()));
                 }
-                b'K' if body.len() >= 4 => {
+                b'K' if body.len() >= 8 => {
                     raw.pid = i32::from_be_bytes([body[0], body[1], body[2], body[3]]);
+                    raw.secret = i32::from_be_bytes([body[4], body[5], body[6], body[7]]);
                 }
                 b'Z' => return Ok(raw),
                 _ => {}
             }
         }
+    }
+
+    /// Send a CancelRequest for this client's key on a connection of its own.
+    pub async fn cancel(&self, env: &Env) {
+        use tokio::io::AsyncWriteExt;
+        let mut packet = Vec::with_capacity(16);
+        for n in [16, 80_877_102, self.pid, self.secret] {
+            packet.extend_from_slice(&i32::to_be_bytes(n));
+        }
+        let mut c = tokio::net::TcpStream::connect(env.pake.pg_addr)
+            .await
+            .expect("connect");
+        c.write_all(&packet).await.expect("cancel request");
     }
 
     /// Read one message; `None` when the connection is closed.

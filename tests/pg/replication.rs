@@ -2,8 +2,9 @@
 //! through Pake: each gets a server of its own, logged in with the pool's credentials after
 //! Pake checked the client's, and relayed byte for byte.
 
-use crate::harness::{pg_bin, Env};
+use crate::harness::{pg_bin, query, Env, Raw};
 use std::process::{Command, Output};
+use std::time::Duration;
 
 async fn run(mut cmd: Command) -> Output {
     tokio::task::spawn_blocking(move || cmd.output().expect("run"))
@@ -103,4 +104,63 @@ async fn replication_clients_get_a_server_of_their_own() {
         "{}",
         text(&out)
     );
+}
+
+/// A logical replication client through Pake: its CancelRequest reaches its server, a
+/// `pg_terminate_backend` of the pid Pake gave it ends it, and naming the console's database
+/// does not make it an admin (psql sends the user name, and the server ignores a physical
+/// client's database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replication_client_is_canceled_terminated_and_never_the_console() {
+    let env = Env::start().await;
+    let login = |db: &'static str, mode: &'static str| {
+        let env = &env;
+        async move {
+            Raw::login_with(
+                env,
+                &env.lab.user,
+                &env.lab.password,
+                db,
+                &[("replication", mode)],
+            )
+            .await
+            .expect("replication login")
+        }
+    };
+    let mut walsender = login("postgres", "database").await;
+    walsender.send(&query("select pg_sleep(60)")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    walsender.cancel(&env).await;
+    let error = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            match walsender.read().await.expect("a reply") {
+                (b'E', body) => return crate::harness::sqlstate(&body),
+                (b'Z', _) => return "no error".to_string(),
+                _ => {} // the RowDescription comes first
+            }
+        }
+    })
+    .await
+    .expect("canceled in time");
+    assert_eq!(error, "57014");
+
+    let pooled = env.client().await;
+    let done: bool = pooled
+        .query_one("select pg_terminate_backend($1)", &[&walsender.pid])
+        .await
+        .expect("terminate")
+        .get(0);
+    assert!(done);
+    let closed = tokio::time::timeout(Duration::from_secs(20), async {
+        while walsender.read().await.is_some() {}
+    })
+    .await;
+    assert!(closed.is_ok(), "still relayed after pg_terminate_backend");
+
+    for db in ["pake", "pgbouncer"] {
+        let mut physical = login(db, "true").await;
+        physical.send(&query("IDENTIFY_SYSTEM")).await;
+        let (tag, body) = physical.read().await.expect("a reply");
+        assert_eq!(tag, b'T', "{db}: {}", String::from_utf8_lossy(&body));
+    }
 }
