@@ -219,8 +219,7 @@ async fn log_in(
         Err(_) => Err(Error::LoginTimeout(login_timeout)),
     };
     match outcome {
-        Ok(Login::Client(login)) => {
-            let user = admit_user(proxy, &mut stream, &login).await?;
+        Ok(Login::Client(login, user)) => {
             proxy.metrics.client_logins.with_label_values(&["ok"]).inc();
             tracing::debug!(user = %login.startup.user, database = %login.startup.database, "client logged in");
             let cluster = login.cluster.clone()?;
@@ -229,8 +228,7 @@ async fn log_in(
             let session = Box::new(Session::new(id, proxy.clone(), stream, cluster, *login));
             Some(Next::Session { session, user })
         }
-        Ok(Login::Replication(login, server)) => {
-            let user = admit_user(proxy, &mut stream, &login).await?;
+        Ok(Login::Replication(login, server, user)) => {
             proxy.metrics.client_logins.with_label_values(&["ok"]).inc();
             tracing::info!(user = %login.startup.user, database = %login.startup.database,
                 replication = ?login.startup.replication, "replication connection");
@@ -250,24 +248,6 @@ async fn log_in(
         Err(e) => {
             login_failed(proxy, &e);
             reject(proxy, &mut stream, e).await;
-            None
-        }
-    }
-}
-
-/// The client's place under its user's `max_user_connections`, or `None` once it has been
-/// turned away for want of one.
-async fn admit_user(
-    proxy: &Arc<Proxy>,
-    stream: &mut ClientStream,
-    login: &super::login::LoggedIn,
-) -> Option<UserGuard> {
-    match proxy.admit_user(&login.user) {
-        Ok(g) => Some(g),
-        Err(max) => {
-            proxy.cancel.unregister(login.cancel.pid);
-            let user = login.user.config.name.clone();
-            reject(proxy, stream, Error::TooManyUserConnections { user, max }).await;
             None
         }
     }

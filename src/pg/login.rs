@@ -9,7 +9,7 @@ use super::cancel::{CancelSlot, ClientInfo};
 use super::cluster::Cluster;
 use super::error::Error;
 use super::params::ClientParams;
-use super::proxy::{Proxy, UserEntry};
+use super::proxy::{Proxy, UserEntry, UserGuard};
 use super::server::Server;
 use super::startup::{self, Request, Startup};
 use super::stream::ClientStream;
@@ -33,9 +33,10 @@ pub enum Opening {
 
 /// Who a client that opened with a StartupMessage turned out to be.
 pub enum Login {
-    Client(Box<LoggedIn>),
+    /// A client, with its place under its user's `max_user_connections`.
+    Client(Box<LoggedIn>, UserGuard),
     /// A replication client and the server it has to itself (`super::replication`).
-    Replication(Box<LoggedIn>, Box<Server>),
+    Replication(Box<LoggedIn>, Box<Server>, UserGuard),
     /// An admin on the console database (`pake`, or `pgbouncer` for PgBouncer habits).
     Console(Box<LoggedIn>),
 }
@@ -168,6 +169,15 @@ pub async fn login(
         Some(user) if is_usable => user,
         _ => return Err(AuthError::Failed(startup.user.clone()).into()),
     };
+    // before the welcome: a client told it is in must not be turned away at once (and a
+    // replication client's server not opened for nothing)
+    let place = match console {
+        true => None,
+        false => Some(proxy.admit_user(&user).map_err(|max| {
+            let user = user.config.name.clone();
+            Error::TooManyUserConnections { user, max }
+        })?),
+    };
     let (cluster, welcome, replica_link) =
         destination(proxy, &startup, &user, console, client_key, peer.id).await?;
     let notice = long_application_name(&mut startup);
@@ -196,10 +206,10 @@ pub async fn login(
         params,
         cancel,
     });
-    Ok(match replica_link {
-        _ if console => Login::Console(logged_in),
-        Some(server) => Login::Replication(logged_in, Box::new(server)),
-        None => Login::Client(logged_in),
+    Ok(match (place, replica_link) {
+        (None, _) => Login::Console(logged_in),
+        (Some(place), Some(server)) => Login::Replication(logged_in, Box::new(server), place),
+        (Some(place), None) => Login::Client(logged_in, place),
     })
 }
 

@@ -241,3 +241,21 @@ async fn large_messages_share_one_process_budget() {
         "the refusal is counted by SQLSTATE"
     );
 }
+
+/// `max_user_connections` turns a client away at its login, with 53300 in place of the
+/// welcome: it was told it was in (ReadyForQuery), then got the FATAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_past_max_user_connections_is_refused_before_the_welcome() {
+    let env = Env::with(Opts {
+        tweak: |c| c.users[0].max_user_connections = 2,
+        ..Opts::default()
+    })
+    .await;
+    let login = || crate::harness::Raw::login(&env, &env.lab.user, &env.lab.password, "postgres");
+    let _first = login().await.expect("first");
+    let second = login().await.expect("second");
+    assert_eq!(login().await.err().as_deref(), Some("53300"));
+    drop(second);
+    let room = eventually(Duration::from_secs(10), || async { login().await.is_ok() }).await;
+    assert!(room, "the place the second client left is free again");
+}
