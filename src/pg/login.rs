@@ -169,28 +169,12 @@ pub async fn login(
         Some(user) if is_usable => user,
         _ => return Err(AuthError::Failed(startup.user.clone()).into()),
     };
-    // before the welcome: a client told it is in must not be turned away at once (and a
-    // replication client's server not opened for nothing)
-    let place = match console {
-        true => None,
-        false => Some(proxy.admit_user(&user).map_err(|max| {
-            let user = user.config.name.clone();
-            Error::TooManyUserConnections { user, max }
-        })?),
-    };
+    let place = take_place(proxy, &user, console)?;
     let (cluster, welcome, replica_link) =
         destination(proxy, &startup, &user, console, client_key, peer.id).await?;
     let notice = long_application_name(&mut startup);
     let params = ClientParams::new(&welcome, &startup.params);
-    let cancel = proxy.cancel.register(ClientInfo {
-        id: peer.id,
-        user: startup.user.clone(),
-        database: startup.database.clone(),
-        addr: peer.addr,
-        local_addr: peer.local,
-        application_name: startup.param("application_name").unwrap_or("").to_string(),
-        connected_at: std::time::SystemTime::now(),
-    });
+    let cancel = register(proxy, peer, &startup);
     if let Some(server) = &replica_link {
         super::replication::attach_cancel(&cancel, server);
     }
@@ -210,6 +194,37 @@ pub async fn login(
         (None, _) => Login::Console(logged_in),
         (Some(place), Some(server)) => Login::Replication(logged_in, Box::new(server), place),
         (Some(place), None) => Login::Client(logged_in, place),
+    })
+}
+
+/// The client's place under its user's `max_user_connections` (none on the console), taken
+/// before the welcome: a client told it is in must not be turned away at once (and a
+/// replication client's server not opened for nothing).
+fn take_place(
+    proxy: &Arc<Proxy>,
+    user: &Arc<UserEntry>,
+    console: bool,
+) -> Result<Option<UserGuard>, Error> {
+    if console {
+        return Ok(None);
+    }
+    let place = proxy.admit_user(user).map_err(|max| {
+        let user = user.config.name.clone();
+        Error::TooManyUserConnections { user, max }
+    })?;
+    Ok(Some(place))
+}
+
+/// The client's cancel key, and its line in `SHOW CLIENTS`.
+fn register(proxy: &Proxy, peer: Peer, startup: &Startup) -> Arc<CancelSlot> {
+    proxy.cancel.register(ClientInfo {
+        id: peer.id,
+        user: startup.user.clone(),
+        database: startup.database.clone(),
+        addr: peer.addr,
+        local_addr: peer.local,
+        application_name: startup.param("application_name").unwrap_or("").to_string(),
+        connected_at: std::time::SystemTime::now(),
     })
 }
 
