@@ -8,7 +8,6 @@ mod advisor;
 mod api;
 mod dexter;
 mod explain_safety;
-mod helpdesk;
 mod latency;
 mod load;
 mod prepared;
