@@ -9,7 +9,7 @@
 //! apply, and the server's own checks (the REPLICATION attribute, `pg_hba.conf`'s
 //! `replication` lines, `max_wal_senders`) decide, with their own SQLSTATEs.
 
-use super::cancel::{CancelSlot, CancelTarget};
+use super::cancel::CancelSlot;
 use super::cluster::{Cluster, Target};
 use super::error::Error;
 use super::pool::PoolError;
@@ -34,10 +34,7 @@ pub async fn connect(cluster: &Cluster, startup: &Startup, id: u64) -> Result<Se
 /// has no requests Pake could see start and end, so it counts as always running one (the
 /// server ignores a cancel with nothing to cancel, and a walsender streaming WAL).
 pub fn attach_cancel(slot: &CancelSlot, server: &Server) {
-    slot.attach(CancelTarget {
-        addr: server.addr,
-        key: server.key,
-    });
+    slot.attach(server.cancel_target());
     slot.set_running(true);
 }
 

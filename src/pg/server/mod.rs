@@ -237,6 +237,14 @@ impl Server {
         }
     }
 
+    /// Where a CancelRequest for what runs on this server goes.
+    pub fn cancel_target(&self) -> super::cancel::CancelTarget {
+        super::cancel::CancelTarget {
+            addr: self.addr,
+            key: self.key,
+        }
+    }
+
     async fn startup(&mut self, target: &ServerTarget, addr: &str) -> Result<(), ServerError> {
         let mut out = BytesMut::new();
         let login = [
@@ -537,11 +545,7 @@ impl Server {
     ) -> Result<(), ServerError> {
         let fut = async {
             if !self.replies.is_empty() {
-                let target = super::cancel::CancelTarget {
-                    addr: self.addr,
-                    key: self.key,
-                };
-                let _ = super::cancel::send_cancel(target).await;
+                let _ = super::cancel::send_cancel(self.cancel_target()).await;
             }
             let mut out = std::mem::take(&mut self.wbuf);
             if self.replies.in_copy_in() {

@@ -10,7 +10,7 @@
 
 use super::Session;
 use crate::config::PoolMode;
-use crate::pg::cancel::{state, CancelTarget};
+use crate::pg::cancel::state;
 use crate::pg::cluster::Target;
 use crate::pg::error::{Error, Source};
 use crate::pg::pool::{Pool, PoolError};
@@ -91,10 +91,7 @@ impl Session {
                 });
             }
         }
-        let held = CancelTarget {
-            addr: server.addr,
-            key: server.key,
-        };
+        let held = server.cancel_target();
         if self.mode == PoolMode::Session {
             self.proxy.cancel.hold(&held, self.cancel.pid);
         }

@@ -169,11 +169,9 @@ impl Session {
         if self.mode != PoolMode::Transaction {
             return;
         }
-        let held = crate::pg::cancel::CancelTarget {
-            addr: server.addr,
-            key: server.key,
-        };
-        self.proxy.cancel.hold(&held, self.cancel.pid);
+        self.proxy
+            .cancel
+            .hold(&server.cancel_target(), self.cancel.pid);
         if let Some(l) = &self.notify {
             l.note_server(server.key.pid, self.cancel.pid);
         }
