@@ -720,29 +720,27 @@ async fn statement_names_are_the_clients_own() {
     })
     .await;
     let mut raw = login(&env).await;
-    let parse = parse_sync;
-    let run = run_named;
-    raw.send(&parse("s1", "select 1")).await;
+    raw.send(&parse_sync("s1", "select 1")).await;
     assert_eq!(raw.until_ready().await.tags, "1Z");
-    raw.send(&parse("s1", "select 2")).await;
+    raw.send(&parse_sync("s1", "select 2")).await;
     let r = raw.until_ready().await;
     assert_eq!((r.tags.as_str(), r.sqlstate.as_str()), ("EZ", "42P05"));
     // the same text again: a Parse…Sync of a text a server parsed is answered by Pake alone,
     // but not a duplicate name
-    raw.send(&parse("s1", "select 1")).await;
+    raw.send(&parse_sync("s1", "select 1")).await;
     let r = raw.until_ready().await;
     assert_eq!((r.tags.as_str(), r.sqlstate.as_str()), ("EZ", "42P05"));
-    raw.send(&run("s1")).await;
+    raw.send(&run_named("s1")).await;
     assert_eq!(raw.until_ready().await.value.as_deref(), Some(&b"1"[..]));
 
     // a Parse that fails names nothing
-    raw.send(&parse("bad", "selec 1")).await;
+    raw.send(&parse_sync("bad", "selec 1")).await;
     assert_eq!(raw.until_ready().await.sqlstate, "42601");
-    raw.send(&run("bad")).await;
+    raw.send(&run_named("bad")).await;
     assert_eq!(raw.until_ready().await.sqlstate, "26000");
-    raw.send(&parse("bad", "select 3")).await;
+    raw.send(&parse_sync("bad", "select 3")).await;
     assert_eq!(raw.until_ready().await.tags, "1Z");
-    raw.send(&run("bad")).await;
+    raw.send(&run_named("bad")).await;
     assert_eq!(raw.until_ready().await.value.as_deref(), Some(&b"3"[..]));
 
     // nor does one the server skipped after an earlier error in its batch
@@ -752,33 +750,33 @@ async fn statement_names_are_the_clients_own() {
     raw.send(&skipped).await;
     let r = raw.until_ready().await;
     assert_eq!((r.tags.as_str(), r.sqlstate.as_str()), ("EZ", "26000"));
-    raw.send(&run("later")).await;
+    raw.send(&run_named("later")).await;
     assert_eq!(raw.until_ready().await.sqlstate, "26000");
 
     // inside a transaction the duplicate fails it, as on the server
     raw.send(&query(b"BEGIN")).await;
     assert_eq!(raw.until_ready().await.status, b'T');
-    raw.send(&parse("s1", "select 4")).await;
+    raw.send(&parse_sync("s1", "select 4")).await;
     let r = raw.until_ready().await;
     assert_eq!((r.sqlstate.as_str(), r.status), ("42P05", b'E'));
     raw.send(&query(b"select 5")).await;
     assert_eq!(raw.until_ready().await.sqlstate, "25P02");
     raw.send(&query(b"ROLLBACK")).await;
     assert_eq!(raw.until_ready().await.status, b'I');
-    raw.send(&run("s1")).await;
+    raw.send(&run_named("s1")).await;
     assert_eq!(raw.until_ready().await.value.as_deref(), Some(&b"1"[..]));
 
     // closed, the name is free again; and another client's names are its own
     let mut reuse = frame(b'C', b"Ss1\0");
-    reuse.extend(parse("s1", "select 6"));
+    reuse.extend(parse_sync("s1", "select 6"));
     raw.send(&reuse).await;
     assert_eq!(raw.until_ready().await.tags, "31Z");
-    raw.send(&run("s1")).await;
+    raw.send(&run_named("s1")).await;
     assert_eq!(raw.until_ready().await.value.as_deref(), Some(&b"6"[..]));
     let mut other = login(&env).await;
-    other.send(&parse("s1", "select 8")).await;
+    other.send(&parse_sync("s1", "select 8")).await;
     assert_eq!(other.until_ready().await.tags, "1Z");
-    other.send(&run("s1")).await;
+    other.send(&run_named("s1")).await;
     assert_eq!(other.until_ready().await.value.as_deref(), Some(&b"8"[..]));
 }
 
@@ -795,10 +793,8 @@ async fn deallocate_inside_a_transaction_drops_the_clients_name() {
     })
     .await;
     let mut raw = login(&env).await;
-    let parse = parse_sync;
-    let run = run_named;
     for (name, text) in [("d1", "select 1"), ("d2", "select 2"), ("d3", "select 3")] {
-        raw.send(&parse(name, text)).await;
+        raw.send(&parse_sync(name, text)).await;
         assert_eq!(raw.until_ready().await.tags, "1Z");
     }
     raw.send(&query(b"BEGIN")).await;
@@ -811,7 +807,7 @@ async fn deallocate_inside_a_transaction_drops_the_clients_name() {
     );
     raw.send(&query(b"COMMIT")).await;
     assert_eq!(raw.until_ready().await.status, b'I');
-    raw.send(&run("d1")).await;
+    raw.send(&run_named("d1")).await;
     assert_eq!(raw.until_ready().await.sqlstate, "26000", "d1 is gone");
 
     // in a failed transaction nothing runs, DEALLOCATE included
@@ -824,7 +820,7 @@ async fn deallocate_inside_a_transaction_drops_the_clients_name() {
     assert_eq!((r.sqlstate.as_str(), r.status), ("25P02", b'E'));
     raw.send(&query(b"ROLLBACK")).await;
     raw.until_ready().await;
-    raw.send(&run("d2")).await;
+    raw.send(&run_named("d2")).await;
     assert_eq!(raw.until_ready().await.value.as_deref(), Some(&b"2"[..]));
 
     raw.send(&query(b"BEGIN")).await;
@@ -834,7 +830,7 @@ async fn deallocate_inside_a_transaction_drops_the_clients_name() {
     raw.send(&query(b"COMMIT")).await;
     raw.until_ready().await;
     for name in ["d2", "d3"] {
-        raw.send(&run(name)).await;
+        raw.send(&run_named(name)).await;
         assert_eq!(raw.until_ready().await.sqlstate, "26000", "{name} is gone");
     }
 }
@@ -852,7 +848,6 @@ async fn pipelined_parses_of_one_name_answer_as_directly() {
     let mut raw = login(&env).await;
     let parse = |name: &str, text: &str| frame(b'P', format!("{name}\0{text}\0\0\0").as_bytes());
     let sync = || frame(b'S', b"");
-    let run = run_named;
     // (first text, Sync between, answers up to each ReadyForQuery, what the name runs)
     let cases = [
         ("select 1", false, vec![("1EZ", "42P05")], Ok("1")),
@@ -877,7 +872,7 @@ async fn pipelined_parses_of_one_name_answer_as_directly() {
                 "case {i}"
             );
         }
-        raw.send(&run(&name)).await;
+        raw.send(&run_named(&name)).await;
         let r = raw.until_ready().await;
         match runs {
             Ok(v) => assert_eq!(r.value.as_deref(), Some(v.as_bytes()), "case {i}"),
