@@ -208,6 +208,22 @@ impl ClientTracking {
         self.metrics.bytes.set(t.bytes as i64);
     }
 
+    /// Client `id` reads `keys` that no stream is hearing the writes of (their node's stream
+    /// not armed yet, or lost and not armed again): each is invalidated for it at once,
+    /// behind the read's reply, so the client does not keep a value whose next write Pake
+    /// might never announce. The flush sent when the stream arms covers only what was read
+    /// before it; a key read in the window and written before the arming was kept by the
+    /// client until then (2 of 6 fresh starts in a script that turned tracking on at once).
+    pub fn unheard(&self, id: u64, keys: &[&Bytes]) {
+        let t = self.table.lock();
+        let Some(sub) = t.subs.get(&id) else { return };
+        for k in keys {
+            // a copy: the key is a slice of the client's read buffer
+            sub.post(Some(&Bytes::copy_from_slice(k)));
+            self.metrics.sent.inc();
+        }
+    }
+
     /// `keys` changed (by client `origin`, when Pake knows it): each reader's invalidation is
     /// queued in its inbox, except the writer's own under NOLOOP.
     pub fn invalidate(&self, keys: &[Bytes], origin: Option<u64>) {

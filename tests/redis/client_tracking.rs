@@ -506,3 +506,76 @@ async fn redirect_and_subscribed_clients_hear_as_from_redis() {
     let got = redirect_transcript(env.addr(), &mut other).await;
     assert_eq!(want, got);
 }
+
+/// While no stream hears a node's writes (its tracking connection lost and not armed again:
+/// Redis refuses new connections), a tracked read is invalidated at once, behind its reply:
+/// a write in that window is announced by nobody, and the flush sent when the stream arms
+/// again comes only after it. Found by a script turning tracking on the moment Pake started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_while_no_stream_hears_writes_is_invalidated_at_once() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut reader = env.conn().await;
+    assert!(!reader.cmd(&["HELLO", "3"]).await.is_err());
+    assert_eq!(
+        reader.cmd(&["CLIENT", "TRACKING", "ON"]).await,
+        Val::s("OK")
+    );
+    let mut admin = env.direct("unheard:a").await;
+    let mut writer = env.direct("unheard:a").await;
+    assert_eq!(admin.cmd(&["SET", "unheard:a", "1"]).await, Val::s("OK"));
+    // read while armed: tracked, no invalidation until written
+    assert_eq!(reader.cmd(&["GET", "unheard:a"]).await, Val::s("1"));
+    assert_eq!(reader.cmd(&["PING"]).await, Val::s("PONG"));
+    // no new connection from here on: Pake's stream, once killed, cannot arm again
+    assert_eq!(
+        admin.cmd(&["CONFIG", "SET", "maxclients", "1"]).await,
+        Val::s("OK")
+    );
+    let list = match admin.cmd(&["CLIENT", "LIST"]).await {
+        Val::Str(s) => s,
+        other => panic!("CLIENT LIST: {other:?}"),
+    };
+    let ids: Vec<&str> = (list.lines())
+        .filter(|l| {
+            l.split(' ')
+                .any(|f| f.starts_with("flags=") && f.contains('t'))
+        })
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .collect();
+    assert_eq!(ids.len(), 1, "one tracking stream: {list}");
+    assert_eq!(
+        admin.cmd(&["CLIENT", "KILL", "ID", ids[0]]).await,
+        Val::Int(1)
+    );
+    // the loss flushes the client (the stream may have missed writes)
+    let flush = Val::Push(vec![Val::s("invalidate"), Val::Nil]);
+    assert_eq!(reader.read().await, Some(flush.clone()));
+    // a read now: its reply, then its invalidation
+    assert_eq!(reader.cmd(&["GET", "unheard:a"]).await, Val::s("1"));
+    assert_eq!(
+        reader.read_within(Duration::from_secs(5)).await,
+        Some(push_of(&["unheard:a"])),
+        "a key read while no stream hears its writes must not stay cached"
+    );
+    assert_eq!(writer.cmd(&["SET", "unheard:a", "2"]).await, Val::s("OK"));
+    assert_eq!(
+        admin.cmd(&["CONFIG", "SET", "maxclients", "10000"]).await,
+        Val::s("OK")
+    );
+    // armed again: the flush, then reads are tracked as before
+    assert_eq!(
+        reader.read_within(Duration::from_secs(10)).await,
+        Some(flush)
+    );
+    assert_eq!(reader.cmd(&["GET", "unheard:a"]).await, Val::s("2"));
+    assert_eq!(
+        reader.cmd(&["PING"]).await,
+        Val::s("PONG"),
+        "tracked, not invalidated"
+    );
+    assert_eq!(writer.cmd(&["SET", "unheard:a", "3"]).await, Val::s("OK"));
+    assert_eq!(
+        reader.read_within(Duration::from_secs(5)).await,
+        Some(push_of(&["unheard:a"]))
+    );
+}

@@ -261,15 +261,29 @@ impl Session {
             false => t.caching.take(),
         };
         let m = &t.mode;
-        if m.bcast || !spec.is(READ) || spec.is(WRITE) {
+        if !spec.is(READ) || spec.is(WRITE) {
             return;
         }
-        if (m.optin && caching != Some(true)) || (m.optout && caching == Some(false)) {
+        if !m.bcast && ((m.optin && caching != Some(true)) || (m.optout && caching == Some(false)))
+        {
             return;
         }
         let keys = super::dispatch::keys_of(spec, args);
-        if !keys.is_empty() {
+        if keys.is_empty() {
+            return;
+        }
+        if !m.bcast {
             t.table.read(self.id, &keys);
+        }
+        // recorded first: a stream armed from here on flushes the client, one lost announces
+        // nothing more, so a key read where none is armed now is invalidated at once
+        if let Some(l1) = &self.svc.l1 {
+            let unheard: Vec<&Bytes> = (keys.iter().copied())
+                .filter(|k| !l1.is_armed(crate::redis::commands::slot(k)))
+                .collect();
+            if !unheard.is_empty() {
+                t.table.unheard(self.id, &unheard);
+            }
         }
     }
 }
