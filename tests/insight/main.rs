@@ -8,6 +8,7 @@ mod advisor;
 mod api;
 mod dexter;
 mod explain_safety;
+mod helpdesk;
 mod latency;
 mod load;
 mod prepared;

@@ -1,10 +1,10 @@
 //! Constant predicates: conditions whose value is part of a statement's shape, not of one
 //! execution — `deleted_at IS NULL`, `NOT archived`, `paid IS TRUE`, and `state = 'pending'`
-//! when the literal is written into a statement whose other values are bound parameters (or
-//! every sample of the shape carries the same literal). A partial index with such a predicate
-//! holds only the rows the shape can ever read, so it is smaller than the full index and
-//! cheaper to maintain; the search prefers it when it saves as much (near-ties go to the
-//! smaller index).
+//! or `state IN ('new', 'open')` when the literals are written into a statement whose other
+//! values are bound parameters (or every sample of the shape carries the same literals). A
+//! partial index with such a predicate holds only the rows the shape can ever read, so it is
+//! smaller than the full index and cheaper to maintain; the search prefers it when it saves
+//! as much (near-ties go to the smaller index).
 //!
 //! Only top-level conjuncts count (a predicate under `OR` does not restrict every row the
 //! statement reads), and the rendering names the column alone, as an index predicate must.
@@ -12,7 +12,8 @@
 use super::columns::{column, resolve, scope_of, Scoped};
 use super::quote_ident;
 use sqlparser::ast::{
-    BinaryOperator, Expr, FromTable, SetExpr, Statement, UnaryOperator, Value, Visit, Visitor,
+    BinaryOperator, Expr, FromTable, InTarget, SetExpr, Statement, UnaryOperator, Value, Visit,
+    Visitor,
 };
 use std::ops::ControlFlow;
 
@@ -158,6 +159,23 @@ impl Collect {
                 }
                 named(col, &|c| format!("{c} {op} {lit}"))
             }
+            // `status IN ('open', 'pending')`: the set an SLA job or an inbox reads, often a
+            // few percent of the table (a stranger's helpdesk: a 1.4 MB partial index, 10x
+            // faster than the 32 MB one on the sort column alone)
+            Expr::In {
+                expr,
+                target: InTarget::List(list),
+                negated,
+                ..
+            } if self.literals && !list.is_empty() => {
+                let items: Option<Vec<String>> = list
+                    .iter()
+                    .map(|e| literal(e).map(Value::to_string))
+                    .collect();
+                let items = items?.join(", ");
+                let not = if *negated { " NOT" } else { "" };
+                named(expr, &|c| format!("{c}{not} IN ({items})"))
+            }
             _ => None,
         }
     }
@@ -241,6 +259,25 @@ mod tests {
         )
         .is_empty());
         assert!(preds("delete from jobs where id = $1", true).is_empty());
+    }
+
+    #[test]
+    fn an_in_list_of_literals_is_a_constant_predicate_beside_parameters() {
+        // found on a stranger's helpdesk: an SLA job reading `status IN ('open', 'pending')`
+        assert_eq!(
+            preds(
+                "select id from tickets t where t.status in ('open', 'pending') and due_at < now() \
+                 and tenant_id = $1 and kind not in (3, 4)",
+                true
+            ),
+            vec![
+                "tickets:status IN ('open', 'pending')",
+                "tickets:kind NOT IN (3, 4)"
+            ]
+        );
+        // a value bound per execution, or substituted into literal text, is not the shape's
+        assert!(preds("select id from tickets where status in ('a', $1)", true).is_empty());
+        assert!(preds("select id from tickets where status in ('a', 'b')", false).is_empty());
     }
 
     #[test]
