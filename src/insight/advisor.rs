@@ -285,17 +285,25 @@ fn candidate_set(
                     cands.push(c);
                 }
             }
+            for keys in candidates::arms(&fp.uses, w, &tables[t]) {
+                candidates::with_arms(&mut cands, t, &keys);
+            }
         }
     }
     let affected = cands
         .iter()
         .map(|c| {
-            let lead = &c.keys[0].0;
+            // a candidate standing for an OR's arms is tried where any of them could serve
+            let leads: Vec<&String> = std::iter::once(c)
+                .chain(c.with.iter().map(|&j| &cands[j]))
+                .map(|m| &m.keys[0].0)
+                .collect();
             (0..fps.len())
                 .filter(|&f| base[f] >= cfg.advisor_min_cost)
                 .filter(|&f| {
                     fps[f].uses.iter().any(|u| {
-                        &u.key() == lead && u.tables.iter().any(|w| index.get(w) == Some(&c.table))
+                        leads.contains(&&u.key())
+                            && u.tables.iter().any(|w| index.get(w) == Some(&c.table))
                     })
                 })
                 .collect()
@@ -324,7 +332,10 @@ fn inferred(s: &search::Search<'_>, db: &str, plans: &[Value]) -> Vec<IndexAdvic
     let mut out: Vec<IndexAdvice> = Vec::new();
     for (i, c) in s.cands.iter().enumerate() {
         let table = &s.tables[c.table];
-        if !c.include.is_empty() || out.iter().any(|o| o.table == table.qualified) {
+        if !c.include.is_empty()
+            || !c.with.is_empty()
+            || out.iter().any(|o| o.table == table.qualified)
+        {
             continue;
         }
         let selective: Vec<usize> = s.affected[i]

@@ -53,6 +53,7 @@ async fn one_query(c: &Client, fp: &Fp, tables: &[Table], names: &[String]) -> O
                 keys: vec![(a.clone(), false)],
                 include: vec![],
                 predicate: None,
+                with: vec![],
             });
             for b in cols.iter().filter(|b| *b != a) {
                 pairs.push(Candidate {
@@ -60,6 +61,7 @@ async fn one_query(c: &Client, fp: &Fp, tables: &[Table], names: &[String]) -> O
                     keys: vec![(a.clone(), false), (b.clone(), false)],
                     include: vec![],
                     predicate: None,
+                    with: vec![],
                 });
             }
         }

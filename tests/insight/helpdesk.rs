@@ -293,3 +293,58 @@ async fn an_index_on_the_other_side_of_an_exists_is_planned_again_once_one_is_ch
     assert!(on("public.tickets"), "{advice:#?}");
     assert!(on("public.users"), "{advice:#?}");
 }
+
+/// "My tickets": `tenant_id = ? AND (requester_id = ? OR assignee_id = ?)`, newest first.
+/// The two arms of the OR are served by an index on each, together (a BitmapOr); one alone
+/// serves no row of the OR, so the greedy choice, adding one index at a time, saw neither
+/// gain and proposed a tenant index that reads the tenant's tickets until it finds twenty of
+/// the user's (on the stranger's helpdesk 40 ms, against 0.2 ms with the two arms indexed).
+#[tokio::test]
+async fn the_arms_of_an_or_are_indexed_together() {
+    let mut rig = Rig::default().await;
+    let c = rig.client("postgres").await;
+    c.batch_execute(
+        "CREATE TABLE tickets (id int, tenant_id int NOT NULL, requester_id int NOT NULL,
+           assignee_id int, updated_at timestamptz NOT NULL, subject text);
+         INSERT INTO tickets SELECT g, g % 4, 1 + (g::bigint * 7919) % 30000,
+           1 + (g::bigint * 104729) % 3000,
+           '2026-01-01'::timestamptz + g * interval '1 min', repeat('s', 40)
+           FROM generate_series(1, 200000) g;",
+    )
+    .await
+    .expect("seed");
+    c.batch_execute("VACUUM ANALYZE tickets")
+        .await
+        .expect("vacuum");
+    let values: Vec<Vec<Value>> = (0..16)
+        .map(|i| vec![Value::Int(i % 4), Value::Int(1 + 37 * i)])
+        .collect();
+    let mine = run(
+        &mut rig,
+        &c,
+        "select id, subject, updated_at from tickets where tenant_id = $1 \
+         and (requester_id = $2 or assignee_id = $2) order by updated_at desc limit 20",
+        &values,
+    )
+    .await;
+    let advice = rig.insight.advise().await.expect("advisor runs");
+    // one index for each arm (the second may carry the tenant before its arm)
+    for col in ["requester_id", "assignee_id"] {
+        let a = (advice.indexes.iter())
+            .find(|a| a.fingerprints.contains(&mine) && a.columns.iter().any(|k| k == col))
+            .unwrap_or_else(|| panic!("no index on {col} for it: {advice:#?}"));
+        c.batch_execute(&a.sql)
+            .await
+            .expect("the advice runs as is");
+    }
+    let plan = c
+        .query(
+            "EXPLAIN SELECT id FROM tickets WHERE tenant_id = 1 \
+             AND (requester_id = 38 OR assignee_id = 38) ORDER BY updated_at DESC LIMIT 20",
+            &[],
+        )
+        .await
+        .expect("explain");
+    let plan: Vec<String> = plan.iter().map(|r| r.get::<_, String>(0)).collect();
+    assert!(plan.iter().any(|l| l.contains("BitmapOr")), "{plan:#?}");
+}

@@ -42,6 +42,9 @@ pub struct ColumnUse {
     pub how: How,
     /// `ORDER BY … DESC` (only for [`How::Order`]).
     pub desc: bool,
+    /// The `OR` this use is under, numbered per statement: an index serves none of an OR's
+    /// rows unless each of its arms has one (see [`super::candidates::arms`]).
+    pub arm: Option<usize>,
 }
 
 /// Functions whose call on one column an expression index can serve: immutable (so
@@ -137,6 +140,9 @@ struct Collect {
     /// WHERE …)`): PostgreSQL inlines such a CTE, so a filter on `c` outside is a filter on
     /// `t`. Keyed by the CTE's name, statement-wide.
     ctes: Vec<(String, Scoped)>,
+    /// The `OR` being walked (see [`ColumnUse::arm`]), and how many were met.
+    arm: Option<usize>,
+    ors: usize,
 }
 
 impl Visitor for Collect {
@@ -265,6 +271,7 @@ impl Collect {
                 tables,
                 how,
                 desc,
+                arm: self.arm,
             });
         }
     }
@@ -272,10 +279,11 @@ impl Collect {
     fn predicate(&mut self, e: &Expr, scope: &[Scoped]) {
         match e {
             Expr::BinaryOp { left, op, right } => match op {
-                BinaryOperator::And | BinaryOperator::Or => {
+                BinaryOperator::And => {
                     self.predicate(left, scope);
                     self.predicate(right, scope);
                 }
+                BinaryOperator::Or => self.disjunction(left, right, scope),
                 BinaryOperator::Eq => self.compare(left, right, How::Eq, scope),
                 BinaryOperator::Lt
                 | BinaryOperator::LtEq
@@ -309,6 +317,19 @@ impl Collect {
             } => self.one(expr, How::Range, scope),
             _ => {}
         }
+    }
+
+    /// Both sides of an `OR`, their uses marked as its arms; an OR within keeps the outer
+    /// one's number (its arms are arms of the outer one as well).
+    fn disjunction(&mut self, l: &Expr, r: &Expr, scope: &[Scoped]) {
+        let outer = self.arm;
+        if outer.is_none() {
+            self.ors += 1;
+            self.arm = Some(self.ors);
+        }
+        self.predicate(l, scope);
+        self.predicate(r, scope);
+        self.arm = outer;
     }
 
     fn one(&mut self, e: &Expr, how: How, scope: &[Scoped]) {

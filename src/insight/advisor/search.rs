@@ -103,8 +103,9 @@ pub fn uses_index(plan: &Value, oid: i64) -> bool {
 }
 
 impl Search<'_> {
-    /// Plan `fps` with the hypothetical index `oid` present.
-    async fn trials(&mut self, fps: &[usize], oid: i64) -> Result<Vec<Trial>, AdvisorError> {
+    /// Plan `fps` with the hypothetical indexes `oids` present (a trial uses them when its
+    /// plan uses any).
+    async fn trials(&mut self, fps: &[usize], oids: &[i64]) -> Result<Vec<Trial>, AdvisorError> {
         let mut out = Vec::new();
         for &f in fps {
             let (c, plans) = cost(self.client, &self.fps[f]).await?;
@@ -112,21 +113,64 @@ impl Search<'_> {
             out.push(Trial {
                 fp: f,
                 cost: c,
-                used: plans.iter().any(|p| uses_index(p, oid)),
+                used: plans.iter().any(|p| oids.iter().any(|&o| uses_index(p, o))),
             });
         }
         Ok(out)
     }
 
+    /// Candidate `i` and those it goes `with`: the whole it stands for.
+    fn members(&self, i: usize) -> Vec<usize> {
+        std::iter::once(i)
+            .chain(self.cands[i].with.iter().copied())
+            .collect()
+    }
+
+    /// Create candidate `i` (with its members) hypothetically: `(oids, total size)`.
+    async fn create(&self, i: usize) -> Result<(Vec<i64>, i64), AdvisorError> {
+        let mut oids = Vec::new();
+        let mut size = 0;
+        for m in self.members(i) {
+            let c = &self.cands[m];
+            match hypo_create(self.client, &self.tables[c.table], c).await {
+                Ok((oid, s)) => {
+                    oids.push(oid);
+                    size += s;
+                }
+                Err(e) => {
+                    for o in oids {
+                        let _ = hypo_drop(self.client, o).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok((oids, size))
+    }
+
+    /// Plan `fps` with candidate `i` hypothetically present (beside those chosen).
+    async fn plan_with(
+        &mut self,
+        i: usize,
+        fps: &[usize],
+    ) -> Result<(Vec<Trial>, i64), AdvisorError> {
+        let (oids, size) = self.create(i).await?;
+        let trials = self.trials(fps, &oids).await;
+        for o in oids {
+            hypo_drop(self.client, o).await?;
+        }
+        Ok((trials?, size))
+    }
+
     async fn evaluate(&mut self, i: usize) -> Result<Eval, AdvisorError> {
-        let c = self.cands[i].clone();
-        let table = &self.tables[c.table];
-        let (oid, size) = hypo_create(self.client, table, &c).await?;
         let affected = self.affected[i].clone();
-        let trials = self.trials(&affected, oid).await;
-        hypo_drop(self.client, oid).await?;
-        let trials = trials?;
-        tracing::trace!(candidate = %c.definition(table), ?trials, "advisor trial");
+        let (trials, size) = self.plan_with(i, &affected).await?;
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let defs: Vec<String> = (self.members(i).iter())
+                .map(|&m| self.cands[m].definition(&self.tables[self.cands[m].table]))
+                .collect();
+            tracing::trace!(candidate = %defs.join(" + "), ?trials, "advisor trial");
+        }
         let (gain_ms, saves) = self.weigh(&trials);
         Ok(Eval {
             trials,
@@ -187,7 +231,8 @@ impl Search<'_> {
                 };
                 self.fps[w].total_ms * part / structures
             })
-            .sum()
+            .sum::<f64>()
+            * self.members(i).len() as f64
     }
 
     /// Choose indexes greedily, then drop the redundant ones.
@@ -248,16 +293,18 @@ impl Search<'_> {
         out: &mut [bool],
     ) -> Result<(), AdvisorError> {
         out[best] = true;
-        let c = &self.cands[best];
-        let table = &self.tables[c.table];
         let gain_ms = evals[best].as_ref().map(|e| e.gain_ms);
-        tracing::debug!(candidate = %c.definition(table), ?gain_ms, "advisor chose");
-        let (oid, size) = hypo_create(self.client, table, c).await?;
-        self.chosen.push(Chosen {
-            cand: best,
-            oid,
-            size,
-        });
+        for m in self.chosen_as(best) {
+            out[m] = true;
+            if self.chosen.iter().any(|ch| ch.cand == m) {
+                continue;
+            }
+            let c = &self.cands[m];
+            let table = &self.tables[c.table];
+            tracing::debug!(candidate = %c.definition(table), ?gain_ms, "advisor chose");
+            let (oid, size) = hypo_create(self.client, table, c).await?;
+            self.chosen.push(Chosen { cand: m, oid, size });
+        }
         let mut changed = Vec::new();
         for t in evals[best].take().map(|e| e.trials).unwrap_or_default() {
             if t.cost < self.current[t.fp] {
@@ -308,7 +355,7 @@ impl Search<'_> {
                 self.truncated = true;
                 return Ok(());
             }
-            let fresh = self.plan_with(i, &fps).await?;
+            let (fresh, _) = self.plan_with(i, &fps).await?;
             if let Some(e) = evals[i].as_mut() {
                 e.trials.retain(|t| !fps.contains(&t.fp));
                 e.trials.extend(fresh);
@@ -318,13 +365,21 @@ impl Search<'_> {
         Ok(())
     }
 
-    /// Plan `fps` with candidate `i` hypothetically present (beside those chosen).
-    async fn plan_with(&mut self, i: usize, fps: &[usize]) -> Result<Vec<Trial>, AdvisorError> {
-        let c = self.cands[i].clone();
-        let (oid, _) = hypo_create(self.client, &self.tables[c.table], &c).await?;
-        let trials = self.trials(fps, oid).await;
-        hypo_drop(self.client, oid).await?;
-        trials
+    /// The single indexes choosing candidate `i` adds: itself, or for one standing for an
+    /// OR's arms, each arm's own candidate (so pruning and the advice see plain indexes).
+    fn chosen_as(&self, i: usize) -> Vec<usize> {
+        let c = &self.cands[i];
+        if c.with.is_empty() {
+            return vec![i];
+        }
+        let alone = Candidate {
+            with: Vec::new(),
+            ..c.clone()
+        };
+        let first = self.cands.iter().position(|o| *o == alone).unwrap_or(i);
+        std::iter::once(first)
+            .chain(c.with.iter().copied())
+            .collect()
     }
 
     /// What to plan before choosing from `band`: its stale members, and the covering
@@ -342,6 +397,7 @@ impl Search<'_> {
             todo.extend((0..self.cands.len()).filter(|&i| {
                 let c = &self.cands[i];
                 p.include.is_empty()
+                    && p.with.is_empty()
                     && !c.include.is_empty()
                     && c.table == p.table
                     && c.keys == p.keys
@@ -399,7 +455,7 @@ impl Search<'_> {
             let ch = self.chosen[k].clone();
             hypo_drop(self.client, ch.oid).await?;
             let affected = self.affected[ch.cand].clone();
-            let without = self.trials(&affected, -1).await?;
+            let without = self.trials(&affected, &[]).await?;
             let needed = without
                 .iter()
                 .any(|t| self.current[t.fp] <= t.cost * keep && t.cost > 0.0);
@@ -469,6 +525,7 @@ mod tests {
             keys: keys.iter().map(|k| (k.to_string(), false)).collect(),
             include: vec!["id".into()],
             predicate: None,
+            with: Vec::new(),
         };
         let cands = [cand(&["a", "b"]), cand(&["a", "b", "c"]), cand(&["a"])];
         let eval = |gain_ms: f64, size: i64| {
