@@ -66,8 +66,18 @@ impl ColumnUse {
 /// `(f(col))`: an expression key. It starts with `(`, which [`is_expression`] tells apart
 /// from a column name (a column whose name starts with `(` gets no candidates).
 pub fn expression_key(func: &str, column: &str) -> String {
-    format!("({func}({}))", quote_ident(column))
+    match func.strip_prefix(FIELD) {
+        Some(field) => format!("({} {FIELD} {field})", quote_ident(column)),
+        None => format!("({func}({}))", quote_ident(column)),
+    }
 }
+
+/// A use's `func` that reads one field of a `json`/`jsonb` column as text (`meta ->>
+/// 'order_ref'`), the field written after it as an SQL literal. An expression index on it,
+/// `((meta ->> 'order_ref'))`, serves the filter; an index on the column cannot (a
+/// stranger's logistics workload: an order-reference search, 23 % of the time left once the
+/// rest of the advice was applied, got no candidate and no word; 51 ms, 1 ms with the index).
+pub const FIELD: &str = "->>";
 
 /// Is this key an expression (see [`expression_key`]) rather than a column name?
 pub fn is_expression(key: &str) -> bool {
@@ -502,7 +512,8 @@ pub(super) fn column(e: &Expr) -> Option<(Option<String>, String)> {
 /// A column as [`column`] reads it, with the function applied to it, if any.
 type Operand = (Option<String>, String, Option<String>);
 
-/// A column, or one of [`INDEXABLE_CALLS`] applied to a column alone (`lower(u.email)`).
+/// A column, one of [`INDEXABLE_CALLS`] applied to a column alone (`lower(u.email)`), or a
+/// [`FIELD`] of a column named by a literal (`s.meta ->> 'order_ref'`).
 fn operand(e: &Expr) -> Option<Operand> {
     if let Some((q, c)) = column(e) {
         return Some((q, c, None));
@@ -510,6 +521,14 @@ fn operand(e: &Expr) -> Option<Operand> {
     let call = match e {
         Expr::Nested(inner) => return operand(inner),
         Expr::Function(f) => f,
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::LongArrow,
+            right,
+        } => {
+            let (q, c) = column(left)?;
+            return Some((q, c, Some(format!("{FIELD}{}", field_literal(right)?))));
+        }
         _ => return None,
     };
     let [name] = call.name.0.as_slice() else {
@@ -531,6 +550,20 @@ fn operand(e: &Expr) -> Option<Operand> {
         [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] if plain => {
             column(arg).map(|(q, c)| (q, c, Some(func)))
         }
+        _ => None,
+    }
+}
+
+/// A json field's name or array position as an SQL literal (`'order_ref'`, `0`); not a
+/// parameter, whose value each execution may change.
+fn field_literal(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Nested(inner) => field_literal(inner),
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => Some(format!("'{}'", s.replace('\'', "''"))),
+            Value::Number(n, _) if n.chars().all(|c| c.is_ascii_digit()) => Some(n.to_string()),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -681,6 +714,47 @@ mod tests {
             o(&[("id", false)])
         );
         assert!(order("select id from posts order by 0, 2").is_empty());
+    }
+
+    #[test]
+    fn a_json_field_named_by_a_literal_is_a_use_of_the_expression() {
+        // found on a stranger's logistics workload: an order-reference search
+        let keys = |sql: &str| -> Vec<(String, How, Option<usize>)> {
+            column_uses(&parse(sql).unwrap_or_default())
+                .into_iter()
+                .filter(|u| u.how != How::Output)
+                .map(|u| (u.key(), u.how, u.arm))
+                .collect()
+        };
+        let mut u = keys(
+            "select id from shipments s where s.tenant_id = $1 \
+             and (s.meta->>'order_ref' = $2 or s.tracking_code = $2)",
+        );
+        u.sort();
+        let or = u[0].2;
+        assert!(or.is_some(), "{u:?}");
+        assert_eq!(
+            u,
+            vec![
+                ("(meta ->> 'order_ref')".into(), How::Eq, or),
+                ("tenant_id".into(), How::Eq, None),
+                ("tracking_code".into(), How::Eq, or),
+            ]
+        );
+        assert_eq!(
+            keys("select 1 from t where (doc ->> 'it''s') > $1 and tags ->> 0 = 'a'"),
+            vec![
+                ("(tags ->> 0)".into(), How::Eq, None),
+                ("(doc ->> 'it''s')".into(), How::Range, None),
+            ]
+        );
+        // a field chosen by a parameter, or a field of a field: no expression to index
+        for sql in [
+            "select 1 from t where doc ->> $1 = 'x'",
+            "select 1 from t where doc -> 'a' ->> 'b' = 'x'",
+        ] {
+            assert!(keys(sql).is_empty(), "{sql}: {:?}", keys(sql));
+        }
     }
 
     #[test]
