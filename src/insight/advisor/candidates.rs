@@ -141,9 +141,21 @@ pub fn for_table(
         }
         v
     };
-    let eq = mine(&[How::Eq, How::Join]);
+    let mut eq = mine(&[How::Eq, How::Join]);
     let range = mine(&[How::Range]);
     let order = mine(&[How::Order]);
+    // `deleted_at IS NULL` beside other filters is the predicate of partial variants, not
+    // a key: as one (equality columns go by name) it took a place of the first three, and
+    // on a stranger's logistics workload `tenant_id = ? AND status = ? AND deleted_at IS
+    // NULL ORDER BY created_at` never got `(tenant_id, status, created_at)`. Alone it
+    // stays a key (a queue's `processed_at IS NULL`).
+    let null_only: Vec<&str> = (constants.iter())
+        .filter(|p| p.tables.iter().any(|x| x == written))
+        .filter_map(|p| p.sql.strip_suffix(" IS NULL").map(|_| p.column.as_str()))
+        .collect();
+    if eq.len() + range.len() + order.len() > null_only.len() {
+        eq.retain(|(c, _)| !null_only.contains(&c.as_str()));
+    }
     let read = mine(&[How::Eq, How::Join, How::Range, How::Order, How::Output]);
     let keys = key_lists(&eq, &range, &order);
     let mut out: Vec<Candidate> = Vec::new();
@@ -560,6 +572,32 @@ mod tests {
             c.contains(&"customer_id,(upper(status))".to_string()),
             "{c:?}"
         );
+    }
+
+    #[test]
+    fn is_null_beside_other_filters_is_a_predicate_not_a_key() {
+        let mut t = table(vec![]);
+        t.columns.push("deleted_at".into());
+        let cands = |sql: &str| {
+            let st = parse(sql).unwrap_or_default();
+            let constants = super::super::partial::constant_predicates(&st, true);
+            keys(&for_table(&column_uses(&st), &constants, "orders", 0, &t))
+        };
+        let c = cands(
+            "select id from orders where customer_id = $1 and status = $2 \
+             and deleted_at is null order by created desc limit 50",
+        );
+        for want in [
+            "customer_id,status,created DESC",
+            "customer_id,status,created DESC WHERE deleted_at IS NULL",
+        ] {
+            assert!(c.contains(&want.to_string()), "{want} not in {c:?}");
+        }
+        let key = |k: &String| k.split(['+', ' ']).next().unwrap_or_default().to_string();
+        assert!(!c.iter().any(|k| key(k).contains("deleted_at")), "{c:?}");
+        // alone, it is the key (a queue of rows not yet processed)
+        let c = cands("select id from orders where deleted_at is null");
+        assert_eq!(c, ["deleted_at+id", "deleted_at"]);
     }
 
     #[test]
