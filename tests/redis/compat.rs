@@ -42,6 +42,38 @@ async fn watch_and_multi_across_slots_on_a_standalone_redis() {
     assert_eq!(c.cmd(&["EXEC"]).await, Val::Nil);
 }
 
+/// A WATCH outlives a SELECT, as in Redis (found with Redis's own suite, unit/multi): the
+/// transaction runs in the new db and a touched key of the old one still aborts it. Through
+/// Pake the SELECT dropped the link holding the WATCH, and every EXEC after it was nil.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_outlives_a_select() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut c = env.conn().await;
+    let mut other = env.conn().await;
+    for touched in [false, true] {
+        assert_eq!(c.cmd(&["SELECT", "0"]).await, Val::s("OK"));
+        assert_eq!(c.cmd(&["WATCH", "w"]).await, Val::s("OK"));
+        assert_eq!(c.cmd(&["SELECT", "1"]).await, Val::s("OK"));
+        if touched {
+            assert_eq!(other.cmd(&["SET", "w", "theirs"]).await, Val::s("OK"));
+        }
+        assert_eq!(c.cmd(&["MULTI"]).await, Val::s("OK"));
+        assert_eq!(c.cmd(&["SET", "in1", "mine"]).await, Val::s("QUEUED"));
+        let exec = c.cmd(&["EXEC"]).await;
+        let want = if touched {
+            Val::Nil
+        } else {
+            Val::Arr(vec![Val::s("OK")])
+        };
+        assert_eq!(exec, want, "touched: {touched}");
+        // the transaction ran (or not) in db 1, and the session is in db 1
+        let got = c.cmd(&["GET", "in1"]).await;
+        assert_eq!(got == Val::s("mine"), !touched, "{got:?}");
+        assert_eq!(c.cmd(&["DEL", "in1"]).await, Val::Int(i64::from(!touched)));
+        assert_eq!(c.cmd(&["EXISTS", "w"]).await, Val::Int(0), "db 1 has no w");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_across_slots_is_still_crossslot_on_a_cluster() {
     let env = Env::start(Mode::Cluster).await;

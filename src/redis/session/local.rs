@@ -162,7 +162,19 @@ impl Session {
             other => other,
         })?;
         if next.pool_key() != self.state.pool_key() {
-            self.link = None;
+            // a WATCH outlives a SELECT in Redis: its link moves to the new db with the
+            // client instead of being dropped (EXEC then always answered nil)
+            let keep = self.watch_slot.is_some()
+                && self.link.is_some()
+                && next.auth == self.state.auth
+                && next.proto == self.state.proto;
+            let db = next.db.to_string();
+            let select = link::command(&[b"SELECT", db.as_bytes()]);
+            let moved =
+                keep && matches!(self.on_link(None, &select).await, Ok(r) if r.starts_with(b"+OK"));
+            if !moved {
+                self.link = None;
+            }
         }
         self.state = next;
         self.publish_state();

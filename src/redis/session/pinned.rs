@@ -162,7 +162,11 @@ impl Session {
     }
 
     /// Send `bytes` on the link and wait for one reply; a lost link is dropped.
-    async fn on_link(&mut self, slot: Option<u16>, bytes: &[u8]) -> Result<Bytes, Error> {
+    pub(super) async fn on_link(
+        &mut self,
+        slot: Option<u16>,
+        bytes: &[u8],
+    ) -> Result<Bytes, Error> {
         self.link_for(slot).await?.send(bytes).await?;
         let reply = self.link_reply().await;
         if matches!(reply, Err(Error::LinkLost(_))) {
