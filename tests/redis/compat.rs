@@ -42,6 +42,22 @@ async fn watch_and_multi_across_slots_on_a_standalone_redis() {
     assert_eq!(c.cmd(&["EXEC"]).await, Val::Nil);
 }
 
+/// PING takes one message at most, as Redis's own suite checks (unit/protocol): through Pake
+/// `PING x y z` answered `x`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ping_with_more_than_one_message_is_refused_as_redis_refuses_it() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut pake = env.conn().await;
+    let mut direct = env.direct("x").await;
+    for args in [&["PING"][..], &["PING", "x"], &["PING", "x", "y", "z"]] {
+        assert_eq!(pake.cmd(args).await, direct.cmd(args).await, "{args:?}");
+    }
+    assert_eq!(
+        pake.cmd(&["PING", "x", "y"]).await.err_text(),
+        "ERR wrong number of arguments for 'ping' command"
+    );
+}
+
 /// A WATCH outlives a SELECT, as in Redis (found with Redis's own suite, unit/multi): the
 /// transaction runs in the new db and a touched key of the old one still aborts it. Through
 /// Pake the SELECT dropped the link holding the WATCH, and every EXEC after it was nil.
