@@ -395,19 +395,21 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn equality_leads_then_range_or_order_with_direction() {
-        let st = parse(
-            "select id from orders where customer_id = $1 and status = $2 order by created desc limit 10",
-        )
-        .unwrap_or_default();
-        let c = keys(&for_table(
+    /// The candidates' keys for `sql` on `orders` (no index, no constant predicate).
+    fn plain_keys(sql: &str) -> Vec<String> {
+        let st = parse(sql).unwrap_or_default();
+        keys(&for_table(
             &column_uses(&st),
             &[],
             "orders",
             0,
             &table(vec![]),
-        ));
+        ))
+    }
+
+    #[test]
+    fn equality_leads_then_range_or_order_with_direction() {
+        let c = plain_keys("select id from orders where customer_id = $1 and status = $2 order by created desc limit 10");
         for want in [
             "customer_id",
             "customer_id,status",
@@ -418,32 +420,14 @@ mod tests {
         ] {
             assert!(c.contains(&want.to_string()), "{want} not in {c:?}");
         }
-        let st = parse("select * from orders where customer_id = $1 and created > $2")
-            .unwrap_or_default();
-        let c = keys(&for_table(
-            &column_uses(&st),
-            &[],
-            "orders",
-            0,
-            &table(vec![]),
-        ));
+        let c = plain_keys("select * from orders where customer_id = $1 and created > $2");
         assert!(c.contains(&"customer_id,created".to_string()), "{c:?}");
     }
 
     #[test]
     fn two_equality_columns_lead_a_sorted_key_in_either_order() {
         // found on a stranger's helpdesk: only `(status, tenant_id, created DESC)` was tried
-        let st = parse(
-            "select id from orders where status = $1 and customer_id = $2 order by created desc limit 50",
-        )
-        .unwrap_or_default();
-        let c = keys(&for_table(
-            &column_uses(&st),
-            &[],
-            "orders",
-            0,
-            &table(vec![]),
-        ));
+        let c = plain_keys("select id from orders where status = $1 and customer_id = $2 order by created desc limit 50");
         for want in [
             "customer_id,status,created DESC",
             "status,customer_id,created DESC",
