@@ -36,7 +36,7 @@ pub enum How {
 pub struct ColumnUse {
     pub column: String,
     /// The function the statement applies to the column before comparing it (one of
-    /// [`INDEXABLE_CALLS`]), if any.
+    /// [`INDEXABLE_CALLS`], or [`FIELD`] and the field's literal), if any.
     pub func: Option<String>,
     pub tables: Vec<String>,
     pub how: How,
@@ -63,8 +63,9 @@ impl ColumnUse {
     }
 }
 
-/// `(f(col))`: an expression key. It starts with `(`, which [`is_expression`] tells apart
-/// from a column name (a column whose name starts with `(` gets no candidates).
+/// `(f(col))` or `(col ->> 'field')`: an expression key. It starts with `(`, which
+/// [`is_expression`] tells apart from a column name (a column whose name starts with `(`
+/// gets no candidates).
 pub fn expression_key(func: &str, column: &str) -> String {
     match func.strip_prefix(FIELD) {
         Some(field) => format!("({} {FIELD} {field})", quote_ident(column)),
