@@ -135,7 +135,12 @@ impl Entry {
             Self::addr_text(self.laddr),
             text(&i.name),
             self.created.elapsed().as_secs(),
-            if i.flag == '\0' { 'N' } else { i.flag },
+            // `b`: blocked in a command (Redis's own suite reads it to wait for a BLPOP)
+            match (i.flag, &i.blocked_on) {
+                ('N' | '\0', Some(_)) => 'b',
+                ('\0', None) => 'N',
+                (f, _) => f,
+            },
             i.db,
             cmd,
             i.user.as_deref().unwrap_or("default"),

@@ -496,6 +496,13 @@ async fn client_unblock_by_pakes_id() {
         a.send(&crate::harness::encode(&["BLPOP", "unblock:none", "0"]))
             .await;
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        // blocked at Redis: `flags=b` in CLIENT LIST, as Redis shows it (its own suite
+        // waits on it)
+        let flags = |v: Val| field(text(&v).trim(), "flags").to_string();
+        while flags(b.cmd(&["CLIENT", "LIST", "ID", &id]).await) != "b" {
+            assert!(std::time::Instant::now() < deadline, "{mode}: never b");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         while b.cmd(&["CLIENT", "UNBLOCK", &id, mode]).await != Val::Int(1) {
             assert!(
                 std::time::Instant::now() < deadline,
@@ -509,6 +516,7 @@ async fn client_unblock_by_pakes_id() {
             false => assert_eq!(got, Val::Nil, "{mode}"),
         }
         assert_eq!(a.cmd(&["PING"]).await, Val::s("PONG"));
+        assert_eq!(flags(b.cmd(&["CLIENT", "LIST", "ID", &id]).await), "N");
     }
     let bad = b.cmd(&["CLIENT", "UNBLOCK", &id, "SOON"]).await;
     assert!(bad.err_text().contains("TIMEOUT or ERROR"), "{bad:?}");
