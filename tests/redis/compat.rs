@@ -201,6 +201,27 @@ async fn monitor_streams_commands_in_redis_format() {
     assert_eq!(m.read().await, None, "nothing after the client's EOF");
 }
 
+/// RESET ends a MONITOR and the connection goes on as a new one, as in Redis (its own suite,
+/// unit/introspection); through Pake the connection was closed after `+OK`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_ends_a_monitor_and_the_connection_goes_on() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut c = env.conn().await;
+    assert_eq!(c.cmd(&["SELECT", "2"]).await, Val::s("OK"));
+    let mut r = env.conn().await;
+    assert_eq!(r.cmd(&["MONITOR"]).await, Val::s("OK"));
+    assert_eq!(r.cmd(&["RESET"]).await, Val::s("RESET"));
+    assert_eq!(r.cmd(&["PING"]).await, Val::s("PONG"));
+    assert_eq!(c.cmd(&["SET", "mk", "2"]).await, Val::s("OK"));
+    assert_eq!(
+        r.cmd(&["GET", "mk"]).await,
+        Val::Nil,
+        "reset to db 0, monitoring no more"
+    );
+    let list = text(&r.cmd(&["CLIENT", "LIST", "TYPE", "normal"]).await);
+    assert!(list.lines().count() >= 2, "{list}");
+}
+
 /// Redis's ACLs decide who may MONITOR through Pake too: a user without the permission
 /// gets Redis's NOPERM (and goes on), not every client's commands.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

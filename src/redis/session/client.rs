@@ -272,9 +272,20 @@ impl Session {
                             // the client hung up (ioredis half-closes): nothing to answer
                             return Ok(super::Flow::Close);
                         }
-                        if ends_monitor(&self.rbuf) {
-                            let _ = self.client.write_all(b"+OK\r\n").await;
-                            return Ok(super::Flow::Close);
+                        match ends_monitor(&self.rbuf) {
+                            Some(End::Quit) => {
+                                let _ = self.client.write_all(b"+OK\r\n").await;
+                                return Ok(super::Flow::Close);
+                            }
+                            // the connection goes on as a new one (Redis's own suite,
+                            // unit/introspection): RESET is answered by the usual path
+                            Some(End::Reset) => {
+                                self.rbuf.clear();
+                                self.rbuf.extend_from_slice(b"*1\r\n$5\r\nRESET\r\n");
+                                self.reg.entry.update(|i| i.flag = 'N');
+                                return Ok(super::Flow::Continue);
+                            }
+                            None => {}
                         }
                     }
                 }
@@ -379,9 +390,21 @@ pub(super) fn is_reply(args: &[Bytes]) -> bool {
 }
 
 /// A monitor client's input that ends the monitor (QUIT or RESET).
-fn ends_monitor(buf: &[u8]) -> bool {
+/// How a MONITOR ends: the connection closes, or goes on reset.
+enum End {
+    Quit,
+    Reset,
+}
+
+fn ends_monitor(buf: &[u8]) -> Option<End> {
     let lower = buf.to_ascii_lowercase();
-    lower.windows(4).any(|w| w == b"quit") || lower.windows(5).any(|w| w == b"reset")
+    if lower.windows(4).any(|w| w == b"quit") {
+        Some(End::Quit)
+    } else if lower.windows(5).any(|w| w == b"reset") {
+        Some(End::Reset)
+    } else {
+        None
+    }
 }
 
 fn parse_u64(b: &[u8]) -> Option<u64> {
