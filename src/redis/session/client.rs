@@ -380,6 +380,21 @@ pub(super) fn answers_regardless(args: &[Bytes]) -> bool {
         || is_reply(args)
 }
 
+/// A (un)subscription, whose confirmations a RESP3 client gets as pushes, which
+/// `CLIENT REPLY OFF|SKIP` does not silence in Redis (its own suite, unit/pubsub).
+pub(super) fn is_subscription(args: &[Bytes]) -> bool {
+    const NAMES: [&[u8]; 6] = [
+        b"subscribe",
+        b"psubscribe",
+        b"ssubscribe",
+        b"unsubscribe",
+        b"punsubscribe",
+        b"sunsubscribe",
+    ];
+    args.first()
+        .is_some_and(|a| NAMES.iter().any(|n| a.eq_ignore_ascii_case(n)))
+}
+
 /// `CLIENT REPLY …`.
 pub(super) fn is_reply(args: &[Bytes]) -> bool {
     args.first()
