@@ -420,8 +420,10 @@ impl Session {
     /// Dispatch one command, its reply dropped under `CLIENT REPLY OFF` (or the one after
     /// `SKIP`): it runs as any other, the client just never reads its answer.
     fn dispatch_replying(&mut self, req: Request) {
-        let pushed = self.state.proto == Proto::Resp3 && client::is_subscription(&req.args);
-        if self.reply_mode == ReplyMode::On || pushed || client::answers_regardless(&req.args) {
+        let answered = self.reply_mode == ReplyMode::On
+            || client::answers_regardless(&req.args)
+            || (self.state.proto == Proto::Resp3 && client::is_subscription(&req.args));
+        if answered {
             return self.dispatch(req);
         }
         if self.reply_mode == ReplyMode::Skip {
