@@ -188,11 +188,18 @@ impl Search<'_> {
         let mut gain_ms = 0.0;
         let mut saves = false;
         for t in trials.iter().filter(|t| t.used) {
-            let (cur, base) = (self.current[t.fp], self.base[t.fp].max(f64::MIN_POSITIVE));
-            gain_ms += self.fps[t.fp].total_ms * ((cur - t.cost).max(0.0) / base);
+            let cur = self.current[t.fp];
+            gain_ms += self.worth(t, cur);
             saves |= t.cost <= cur * keep;
         }
         (gain_ms, saves)
+    }
+
+    /// The time (ms) trial `t` saves on its fingerprint from a plan cost of `from`: the
+    /// fingerprint's time, scaled by the share of its cost before any index that goes.
+    fn worth(&self, t: &Trial, from: f64) -> f64 {
+        let base = self.base[t.fp].max(f64::MIN_POSITIVE);
+        self.fps[t.fp].total_ms * ((from - t.cost).max(0.0) / base)
     }
 
     /// Does candidate `i` save enough, and more time than its upkeep?
@@ -203,10 +210,7 @@ impl Search<'_> {
     /// Would candidate `i` (evaluated `a`) still qualify once `b` is chosen? See [`outdoes`].
     fn outdoes(&self, i: usize, a: &Eval, b: &Eval) -> bool {
         let keep = 1.0 - self.cfg.advisor_min_saving;
-        let worth = |t: &Trial, from: f64| {
-            let base = self.base[t.fp].max(f64::MIN_POSITIVE);
-            self.fps[t.fp].total_ms * ((from - t.cost).max(0.0) / base)
-        };
+        let worth = |t: &Trial, from: f64| self.worth(t, from);
         outdoes(a, b, &self.current, keep, worth, self.upkeep(i, &a.trials))
     }
 
