@@ -383,16 +383,9 @@ pub(super) fn answers_regardless(args: &[Bytes]) -> bool {
 /// A (un)subscription, whose confirmations a RESP3 client gets as pushes, which
 /// `CLIENT REPLY OFF|SKIP` does not silence in Redis (its own suite, unit/pubsub).
 pub(super) fn is_subscription(args: &[Bytes]) -> bool {
-    const NAMES: [&[u8]; 6] = [
-        b"subscribe",
-        b"psubscribe",
-        b"ssubscribe",
-        b"unsubscribe",
-        b"punsubscribe",
-        b"sunsubscribe",
-    ];
-    args.first()
-        .is_some_and(|a| NAMES.iter().any(|n| a.eq_ignore_ascii_case(n)))
+    let table = crate::redis::commands::Table::get();
+    (args.first().and_then(|name| table.lookup(name)))
+        .is_some_and(|spec| spec.kind == Kind::Subscribe)
 }
 
 /// `CLIENT REPLY …`.

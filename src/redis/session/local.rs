@@ -168,10 +168,10 @@ impl Session {
                 && self.link.is_some()
                 && next.auth == self.state.auth
                 && next.proto == self.state.proto;
-            let db = next.db.to_string();
-            let select = link::command(&[b"SELECT", db.as_bytes()]);
-            let moved =
-                keep && matches!(self.on_link(None, &select).await, Ok(r) if r.starts_with(b"+OK"));
+            let moved = keep && {
+                let select = link::command(&[b"SELECT", next.db.to_string().as_bytes()]);
+                matches!(self.on_link(None, &select).await, Ok(r) if r.starts_with(b"+OK"))
+            };
             if !moved {
                 self.link = None;
             }
