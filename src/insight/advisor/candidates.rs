@@ -395,6 +395,17 @@ mod tests {
             .collect()
     }
 
+    /// A full btree index `name` on `keys` of `orders`.
+    fn btree(name: &str, keys: &[&str]) -> Existing {
+        Existing {
+            name: name.into(),
+            keys: keys.iter().map(|k| Some(k.to_string())).collect(),
+            include: vec![],
+            btree: true,
+            partial: false,
+        }
+    }
+
     /// The candidates' keys for `sql` on `orders` (no index, no constant predicate).
     fn plain_keys(sql: &str) -> Vec<String> {
         let st = parse(sql).unwrap_or_default();
@@ -476,13 +487,7 @@ mod tests {
         );
         assert_eq!(cands.len(), n);
         // an arm an index serves already, or arms on two tables: no pair
-        let idx = Existing {
-            name: "o_s".into(),
-            keys: vec![Some("status".into())],
-            include: vec![],
-            btree: true,
-            partial: false,
-        };
+        let idx = btree("o_s", &["status"]);
         assert!(arms(&uses, "orders", &table(vec![idx])).is_empty());
         let st = parse("select o.id from orders o join lines l on l.order_id = o.id where o.status = $1 or l.sku = $2")
             .unwrap_or_default();
@@ -497,13 +502,7 @@ mod tests {
     fn leading_columns_of_an_existing_index_are_not_candidates() {
         let st = parse("select * from orders where customer_id = $1 and status = $2")
             .unwrap_or_default();
-        let idx = Existing {
-            name: "o_c_s".into(),
-            keys: vec![Some("customer_id".into()), Some("status".into())],
-            include: vec![],
-            btree: true,
-            partial: false,
-        };
+        let idx = btree("o_c_s", &["customer_id", "status"]);
         let c = keys(&for_table(
             &column_uses(&st),
             &[],
@@ -536,13 +535,7 @@ mod tests {
             Some("CREATE INDEX CONCURRENTLY ON public.orders ((lower(status)));")
         );
         // an existing index on the column does not serve the expression
-        let idx = Existing {
-            name: "o_s".into(),
-            keys: vec![Some("status".into())],
-            include: vec![],
-            btree: true,
-            partial: false,
-        };
+        let idx = btree("o_s", &["status"]);
         let st = parse("select id from orders o where upper(o.status) = 'X' and customer_id = $1")
             .unwrap_or_default();
         let c = keys(&for_table(
