@@ -3,6 +3,7 @@
 //! session will: fingerprint once per statement shape, then one `QueryEvent` per execution.
 
 use pake::config::Dur;
+use pake::insight::model::{AdviceReport, IndexAdvice};
 use pake::insight::{
     fingerprint, parse, ConnTarget, Fingerprint, Insight, InsightConfig, QueryEvent, Route,
 };
@@ -214,4 +215,54 @@ pub async fn eventually<T>(mut f: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "condition not met within 30 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// A value bound to a statement run with [`run_rows`].
+pub enum Value {
+    Int(i32),
+    Big(i64),
+    Text(&'static str),
+}
+
+impl Value {
+    fn param(&self) -> &(dyn ToSql + Sync) {
+        match self {
+            Value::Int(v) => v,
+            Value::Big(v) => v,
+            Value::Text(v) => v,
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Value::Int(v) => v.to_string(),
+            Value::Big(v) => v.to_string(),
+            Value::Text(v) => v.to_string(),
+        }
+    }
+}
+
+/// Run `sql` once per row of `values` (bound in turn, all as text for the record); its
+/// fingerprint id, once its plan is captured.
+pub async fn run_rows(rig: &mut Rig, c: &Client, sql: &str, values: &[Vec<Value>]) -> String {
+    let mut id = String::new();
+    for row in values {
+        let params: Vec<&(dyn ToSql + Sync)> = row.iter().map(Value::param).collect();
+        let texts: Vec<String> = row.iter().map(Value::text).collect();
+        let texts: Vec<Option<&str>> = texts.iter().map(|t| Some(t.as_str())).collect();
+        let o = rig.exec(c, sql, &params, &texts, Who::default()).await;
+        assert!(o.error.is_none(), "{sql}: {:?}", o.error);
+        id = format!("{:016x}", o.fingerprint.id);
+    }
+    let ins = rig.insight.clone();
+    eventually(|| ins.plan(&id)).await;
+    id
+}
+
+/// The advice that helps fingerprint `id`, if any.
+pub fn helping<'a>(advice: &'a AdviceReport, id: &str) -> Option<&'a IndexAdvice> {
+    advice
+        .indexes
+        .iter()
+        .find(|a| a.fingerprints.iter().any(|f| f == id))
 }

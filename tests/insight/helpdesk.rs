@@ -6,60 +6,7 @@
 //! could never be chosen; and an SLA job's `status IN ('open', 'pending')` got no partial
 //! index.
 
-use crate::harness::{eventually, Rig, Who};
-use pake::insight::model::{AdviceReport, IndexAdvice};
-use tokio_postgres::types::ToSql;
-use tokio_postgres::Client;
-
-/// Run `sql` once per row of `values` (bound in turn, all as text for the record); its
-/// fingerprint id, once its plan is captured.
-async fn run(rig: &mut Rig, c: &Client, sql: &str, values: &[Vec<Value>]) -> String {
-    let mut id = String::new();
-    for row in values {
-        let params: Vec<&(dyn ToSql + Sync)> = row.iter().map(Value::param).collect();
-        let texts: Vec<String> = row.iter().map(Value::text).collect();
-        let texts: Vec<Option<&str>> = texts.iter().map(|t| Some(t.as_str())).collect();
-        let o = rig.exec(c, sql, &params, &texts, Who::default()).await;
-        assert!(o.error.is_none(), "{sql}: {:?}", o.error);
-        id = format!("{:016x}", o.fingerprint.id);
-    }
-    let ins = rig.insight.clone();
-    eventually(|| ins.plan(&id)).await;
-    id
-}
-
-/// A bound value.
-enum Value {
-    Int(i32),
-    Big(i64),
-    Text(&'static str),
-}
-
-impl Value {
-    fn param(&self) -> &(dyn ToSql + Sync) {
-        match self {
-            Value::Int(v) => v,
-            Value::Big(v) => v,
-            Value::Text(v) => v,
-        }
-    }
-
-    fn text(&self) -> String {
-        match self {
-            Value::Int(v) => v.to_string(),
-            Value::Big(v) => v.to_string(),
-            Value::Text(v) => v.to_string(),
-        }
-    }
-}
-
-/// The advice that helps fingerprint `id`, if any.
-fn helping<'a>(advice: &'a AdviceReport, id: &str) -> Option<&'a IndexAdvice> {
-    advice
-        .indexes
-        .iter()
-        .find(|a| a.fingerprints.iter().any(|f| f == id))
-}
+use crate::harness::{helping, run_rows as run, Rig, Value};
 
 /// A tenant's ticket list by status, newest first (3% of a tenant's tickets are open, the
 /// rest closed), beside a dashboard counting a tenant's tickets by status: `(tenant_id,

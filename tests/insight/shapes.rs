@@ -7,9 +7,7 @@
 //! stranger's shop workload: a queue read by a boolean flag (`done = false`), and a
 //! case-insensitive login (`lower(email) = lower($1)`).
 
-use crate::harness::{eventually, Rig, Who};
-use pake::insight::model::{AdviceReport, IndexAdvice};
-use tokio_postgres::types::ToSql;
+use crate::harness::{eventually, helping, run_rows, Rig, Value, Who};
 
 const SCHEMA: &str = "
     CREATE TABLE posts (id int, blog_id int, user_id int, body text);
@@ -24,34 +22,16 @@ const SCHEMA: &str = "
     INSERT INTO comments SELECT g, g % 5000, (g * 7919) % 100003 FROM generate_series(1, 100000) g;
     ANALYZE;";
 
-/// Run `sql` a few times (with `values` bound in turn, if any); its fingerprint id, once its
+/// Run `sql` four times (with `values` bound in turn, if any); its fingerprint id, once its
 /// plan is captured.
 async fn run(rig: &mut Rig, c: &tokio_postgres::Client, sql: &str, values: &[i32]) -> String {
-    let mut id = String::new();
-    for i in 0..4 {
-        let o = match values.get(i % values.len().max(1)) {
-            Some(v) => {
-                let text = v.to_string();
-                let params: [&(dyn ToSql + Sync); 1] = [v];
-                rig.exec(c, sql, &params, &[Some(&text)], Who::default())
-                    .await
-            }
-            None => rig.exec(c, sql, &[], &[], Who::default()).await,
-        };
-        assert!(o.error.is_none(), "{sql}: {:?}", o.error);
-        id = format!("{:016x}", o.fingerprint.id);
-    }
-    let ins = rig.insight.clone();
-    eventually(|| ins.plan(&id)).await;
-    id
-}
-
-/// The advice that helps fingerprint `id`, if any.
-fn helping<'a>(advice: &'a AdviceReport, id: &str) -> Option<&'a IndexAdvice> {
-    advice
-        .indexes
-        .iter()
-        .find(|a| a.fingerprints.iter().any(|f| f == id))
+    let rows: Vec<Vec<Value>> = (0..4)
+        .map(|i| match values.get(i % values.len().max(1)) {
+            Some(&v) => vec![Value::Int(v)],
+            None => Vec::new(),
+        })
+        .collect();
+    run_rows(rig, c, sql, &rows).await
 }
 
 #[tokio::test]
