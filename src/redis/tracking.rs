@@ -64,15 +64,26 @@ pub struct WriteReq {
     pub reply: oneshot::Sender<Bytes>,
 }
 
+/// What sessions queue for one node's tracking connection.
+enum Queued {
+    Write(WriteReq),
+    /// A `PING`: its reply comes after every invalidation Redis queued for the connection
+    /// before it, all applied by then ([`Tracking::heard`]).
+    Barrier(oneshot::Sender<()>),
+}
+
 /// Where sessions queue writes for one node's tracking connection.
 struct Writer {
-    tx: mpsc::Sender<WriteReq>,
+    tx: mpsc::Sender<Queued>,
     db: u8,
+    /// The node's slots, flushed when a barrier cannot be queued.
+    slots: Vec<(u16, u16)>,
 }
 
 /// What is in flight on a tracking connection, in order.
 enum InFlight {
     Ping,
+    Barrier(oneshot::Sender<()>),
     Write(Box<WriteReq>),
     /// The write was answered (`first`); its PTTL is next. `tickets` when it was accepted.
     Ttl {
@@ -217,8 +228,56 @@ impl Tracking {
     pub fn submit(&self, slot: u16, req: WriteReq) -> bool {
         let guard = self.writers[usize::from(slot) % SLOTS].load();
         match guard.as_ref() {
-            Some(w) if w.db == req.db => w.tx.try_send(req).is_ok(),
+            Some(w) if w.db == req.db => w.tx.try_send(Queued::Write(req)).is_ok(),
             _ => false,
+        }
+    }
+
+    /// Resolves once every invalidation the node of `slot` (every node: `None`) queued
+    /// before now has been applied to the L1 and told to Pake's tracking clients.
+    ///
+    /// For a write that may change keys it does not name (a script's undeclared keys, a
+    /// STORE destination, a flush inside a script): Redis queues their invalidations while
+    /// the write runs, or in that event-loop cycle's `beforeSleep` (BCAST), so before it
+    /// reads a `PING` sent once the write's reply has arrived; the `PING`'s reply on the
+    /// stream therefore follows them. The write's reply waits for it, so no read after the
+    /// reply finds the L1 from before. Where no barrier can be queued (RESP2 tracking, a
+    /// full queue) the node's slots (RESP2: everything) are flushed instead; a node not
+    /// armed has nothing cached. A stream that ends before answering disarms and flushes.
+    pub fn heard(&self, slot: Option<u16>) -> impl std::future::Future<Output = ()> {
+        let mut waits = Vec::new();
+        if self.protocol == TrackingProtocol::Resp2 {
+            self.l1.flush_all("unlisted_write");
+            self.clients.flush_all();
+        } else {
+            let mut writers: Vec<Arc<Writer>> = Vec::new();
+            let slots = match slot {
+                Some(s) => usize::from(s) % SLOTS..usize::from(s) % SLOTS + 1,
+                None => 0..SLOTS,
+            };
+            for cell in &self.writers[slots] {
+                if let Some(w) = cell.load().as_ref() {
+                    if !writers.iter().any(|o| Arc::ptr_eq(o, w)) {
+                        writers.push(w.clone());
+                    }
+                }
+            }
+            for w in writers {
+                let (tx, rx) = oneshot::channel();
+                match w.tx.try_send(Queued::Barrier(tx)) {
+                    Ok(()) => waits.push(rx),
+                    Err(_) => {
+                        self.l1.flush_slots(&w.slots, "unlisted_write");
+                        self.clients.flush_all();
+                    }
+                }
+            }
+        }
+        async move {
+            for rx in waits {
+                // closed: the stream ended, and disarmed (flushed) its slots first
+                let _ = rx.await;
+            }
         }
     }
 
@@ -279,7 +338,8 @@ impl Tracking {
                     let (writer, rx) = match self.protocol {
                         TrackingProtocol::Resp3 => {
                             let (tx, rx) = mpsc::channel(WRITE_QUEUE);
-                            (Some(Arc::new(Writer { tx, db })), Some(rx))
+                            let slots = p.slots.clone();
+                            (Some(Arc::new(Writer { tx, db, slots })), Some(rx))
                         }
                         TrackingProtocol::Resp2 => (None, None),
                     };
@@ -368,12 +428,7 @@ impl Tracking {
 
     /// Apply invalidations (and, in RESP3, carry planned writes) until the stream fails or
     /// lags.
-    async fn pump(
-        &self,
-        s: &mut Stream,
-        p: &Primary,
-        rx: Option<mpsc::Receiver<WriteReq>>,
-    ) -> Ended {
+    async fn pump(&self, s: &mut Stream, p: &Primary, rx: Option<mpsc::Receiver<Queued>>) -> Ended {
         let ping = super::backend::link::command(&[b"PING"]);
         let in_order = self.protocol == TrackingProtocol::Resp3;
         let mut st = PumpState {
@@ -415,7 +470,7 @@ impl Tracking {
                         return Ended::Lost(e);
                     }
                 }
-                Ok(Event::Write(w)) => st.queue(w),
+                Ok(Event::Queued(q)) => st.queue(q),
                 Ok(Event::Idle) => {}
                 Ok(Event::Closed) => st.rx = None,
                 Err(e) => return Ended::Lost(e),
@@ -435,6 +490,9 @@ impl Tracking {
         if in_order && frame.first() != Some(&b'>') {
             match st.fifo.pop_front() {
                 Some(InFlight::Ping) => st.pong(self),
+                Some(InFlight::Barrier(heard)) => {
+                    let _ = heard.send(());
+                }
                 Some(InFlight::Write(w)) => {
                     if let Some(next) = self.write_replied(w, frame) {
                         st.fifo.push_front(next);
@@ -615,7 +673,7 @@ impl Stream {
     async fn next_event(
         &mut self,
         wait: Duration,
-        rx: Option<&mut mpsc::Receiver<WriteReq>>,
+        rx: Option<&mut mpsc::Receiver<Queued>>,
     ) -> Result<Event, Error> {
         let Stream { link, redirect } = self;
         if let Some(f) = link.buffered_frame()? {
@@ -639,7 +697,7 @@ impl Stream {
                 Err(e) => Err(e),
                 Ok(()) => Ok(Event::Idle), // stray bytes on the redirecting connection: ignore
             },
-            w = queued => Ok(w.map_or(Event::Closed, Event::Write)),
+            w = queued => Ok(w.map_or(Event::Closed, Event::Queued)),
             _ = tokio::time::sleep(wait) => Ok(Event::Idle),
         }
     }
@@ -648,7 +706,7 @@ impl Stream {
 /// What woke a pump.
 enum Event {
     Frame(Bytes),
-    Write(WriteReq),
+    Queued(Queued),
     Idle,
     /// Every sender is gone: no more writes.
     Closed,
@@ -660,11 +718,20 @@ struct PumpState {
     out: BytesMut,
     ping_sent: Option<Instant>,
     next_ping: Instant,
-    rx: Option<mpsc::Receiver<WriteReq>>,
+    rx: Option<mpsc::Receiver<Queued>>,
 }
 
 impl PumpState {
-    fn queue(&mut self, w: WriteReq) {
+    fn queue(&mut self, q: Queued) {
+        let w = match q {
+            Queued::Write(w) => w,
+            Queued::Barrier(heard) => {
+                self.out
+                    .extend_from_slice(&super::backend::link::command(&[b"PING"]));
+                self.fifo.push_back(InFlight::Barrier(heard));
+                return;
+            }
+        };
         self.out.extend_from_slice(&w.bytes);
         if let (Ttl::AskRedis, Some(key)) = (w.plan.ttl, w.plan.keys.first()) {
             self.out

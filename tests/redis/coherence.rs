@@ -350,3 +350,71 @@ async fn reload_applies_l1_limits_and_names_what_needs_a_restart() {
         "over the reloaded l1_max_entry_size: not cached"
     );
 }
+
+/// Reads of each written key through Pake right after a write whose keys the command does
+/// not name (a script's undeclared keys, a STORE destination, a flush in a script): none may
+/// answer the value from before, counted over `rounds`.
+async fn unlisted_writes_read_back(env: &Env, rounds: usize) {
+    let mut c = env.conn().await;
+    let mut stale = Vec::new();
+    // one slot for every key ({u}), so a cluster runs each script on the node holding them
+    let set_other = "redis.call('SET', KEYS[1] .. ':other', ARGV[1]) return 1";
+    let flush = "redis.call('FLUSHDB') return 1";
+    for round in 0..rounds {
+        let old = format!("old{round}");
+        let new = format!("new{round}");
+        for k in ["{u}a:other", "{u}b"] {
+            assert_eq!(c.cmd(&["SET", k, &old]).await, Val::s("OK"));
+            // twice: the second read is answered from the L1
+            c.cmd(&["GET", k]).await;
+            c.cmd(&["GET", k]).await;
+        }
+        assert_eq!(
+            c.cmd(&["EVAL", set_other, "1", "{u}a", &new]).await,
+            Val::Int(1)
+        );
+        if c.cmd(&["GET", "{u}a:other"]).await != Val::Str(new.clone()) {
+            stale.push(format!("{round}: script"));
+        }
+        let newer = format!("newer{round}");
+        c.cmd(&["GET", "{u}a:other"]).await;
+        c.cmd(&["MULTI"]).await;
+        c.cmd(&["EVAL", set_other, "1", "{u}a", &newer]).await;
+        assert_eq!(c.cmd(&["EXEC"]).await, Val::Arr(vec![Val::Int(1)]));
+        if c.cmd(&["GET", "{u}a:other"]).await != Val::Str(newer) {
+            stale.push(format!("{round}: script in a transaction"));
+        }
+        c.cmd(&["DEL", "{u}src"]).await;
+        c.cmd(&["RPUSH", "{u}src", &new]).await;
+        assert_eq!(
+            c.cmd(&["SORT", "{u}src", "ALPHA", "STORE", "{u}b"]).await,
+            Val::Int(1)
+        );
+        // a list now: a GET of it is refused, not answered with the old string
+        if !c.cmd(&["GET", "{u}b"]).await.is_err() {
+            stale.push(format!("{round}: sort store"));
+        }
+        c.cmd(&["SET", "{u}c", &old]).await;
+        c.cmd(&["GET", "{u}c"]).await;
+        c.cmd(&["GET", "{u}c"]).await;
+        assert_eq!(c.cmd(&["EVAL", flush, "1", "{u}c"]).await, Val::Int(1));
+        if c.cmd(&["GET", "{u}c"]).await != Val::Nil {
+            stale.push(format!("{round}: flush in a script"));
+        }
+    }
+    assert!(stale.is_empty(), "stale reads: {stale:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_to_keys_a_command_does_not_name_are_heard_before_its_reply() {
+    let env = Env::start(Mode::Standalone).await;
+    unlisted_writes_read_back(&env, 100).await;
+    let env = Env::start(Mode::Cluster).await;
+    unlisted_writes_read_back(&env, 50).await;
+    // RESP2 tracking has no barrier to queue: the L1 is flushed instead
+    let opts = crate::harness::options(Mode::Standalone);
+    let env = Env::with(opts, |c| c.tracking_protocol = TrackingProtocol::Resp2).await;
+    let flushes = metric(&env.pake, "pake_redis_l1_flushes_total");
+    unlisted_writes_read_back(&env, 20).await;
+    assert!(metric(&env.pake, "pake_redis_l1_flushes_total") >= flushes + 40.0);
+}

@@ -17,7 +17,7 @@ use super::dispatch::{common_slot, keys_of};
 use super::{Flow, Session};
 use crate::redis::backend::link::{self, Link};
 use crate::redis::budget::Lease;
-use crate::redis::commands::{Kind, Spec, FLUSH, WRITE};
+use crate::redis::commands::{Kind, Spec, FLUSH, UNLISTED, WRITE};
 use crate::redis::error::Error;
 use crate::redis::resp::Request;
 use bytes::{Bytes, BytesMut};
@@ -32,6 +32,9 @@ pub struct Tx {
     /// Keys written by queued commands (invalidated after EXEC).
     written: Vec<Bytes>,
     flushes: bool,
+    /// A queued command may write keys it does not name: EXEC's reply waits for the
+    /// tracking stream ([`super::writes::heard_after`]).
+    unlisted: bool,
     /// A command was refused while queueing: EXEC answers EXECABORT.
     aborted: bool,
     /// The bytes of `queued` and `written`, on the client's request meter.
@@ -47,6 +50,7 @@ impl Tx {
             slot: None,
             written: Vec::new(),
             flushes: false,
+            unlisted: false,
             aborted: false,
             lease,
         }
@@ -100,6 +104,7 @@ impl Session {
                 }
                 tx.slot = other.ok().flatten();
                 tx.flushes |= spec.is(FLUSH);
+                tx.unlisted |= spec.is(UNLISTED);
                 self.push_reply(Bytes::from_static(b"+QUEUED\r\n"));
             }
         }
@@ -377,6 +382,11 @@ impl Session {
                 l1.flush_all("flushall");
             }
             tx.written.iter().for_each(|k| l1.invalidate_key(k));
+        }
+        if tx.unlisted {
+            if let Some(tracking) = self.svc.tracking.as_ref().filter(|_| self.svc.l1.is_some()) {
+                tracking.heard(slot).await;
+            }
         }
         self.push_reply(reply);
         Ok(Flow::Continue)

@@ -684,6 +684,9 @@ async fn plain(ctx: Ctx, spec: &'static Spec, req: Request, slot: Option<u16>) -
         let keys: Vec<Bytes> = keys_of(spec, &req.args).into_iter().cloned().collect();
         invalidate_written(&ctx.svc, spec, &keys);
     }
+    if let Some(heard) = super::writes::heard_after(&ctx.svc, spec, slot) {
+        heard.await;
+    }
     observe(&ctx, spec, started);
     Done {
         reply: raw_reply(&ctx, reply),
