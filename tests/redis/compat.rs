@@ -694,3 +694,60 @@ async fn subscribe_confirmations_are_pushed_with_replies_off() {
     );
     assert_eq!(transcripts[0], transcripts[1], "direct, then through Pake");
 }
+
+/// A long script, or a write held by `CLIENT PAUSE`, holds up the shared link it went on;
+/// the command that ends it goes on a connection of its own (`rescue.rs`). With one reactor
+/// thread every client of Pake shares that link, so before, the rescue queued behind what
+/// it was sent to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_kill_and_client_unpause_reach_a_server_held_up() {
+    let env = Env::with(options(Mode::Standalone), |c| c.threads = 1).await;
+    let mut direct = env.direct("k").await;
+    let limit = direct
+        .cmd(&["CONFIG", "SET", "lua-time-limit", "100"])
+        .await;
+    assert_eq!(limit, Val::s("OK"));
+    let mut runner = env.conn().await;
+    let mut rescuer = env.conn().await;
+    let spin = crate::harness::encode(&["EVAL", "while true do end", "0"]);
+    runner.send(&spin).await;
+    let mut tries = 0;
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let kill = crate::harness::encode(&["SCRIPT", "KILL"]);
+        rescuer.send(&kill).await;
+        match rescuer.read_within(Duration::from_secs(10)).await {
+            Some(v) if v == Val::s("OK") => break,
+            // the script has not started yet
+            Some(v) if v.err_text().starts_with("NOTBUSY") && tries < 20 => tries += 1,
+            other => panic!("SCRIPT KILL: {other:?}"),
+        }
+    }
+    let ended = runner.read_within(Duration::from_secs(10)).await;
+    let ended = ended.map(|v| v.err_text()).unwrap_or_default();
+    assert!(ended.contains("killed"), "the script's reply: {ended}");
+    assert_eq!(runner.cmd(&["PING"]).await, Val::s("PONG"));
+
+    assert_eq!(
+        rescuer.cmd(&["CLIENT", "PAUSE", "30000", "WRITE"]).await,
+        Val::s("OK")
+    );
+    runner
+        .send(&crate::harness::encode(&["SET", "held", "1"]))
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let unpause = crate::harness::encode(&["CLIENT", "UNPAUSE"]);
+    rescuer.send(&unpause).await;
+    let unpaused = rescuer.read_within(Duration::from_secs(10)).await;
+    assert_eq!(unpaused, Some(Val::s("OK")), "CLIENT UNPAUSE");
+    let held = runner.read_within(Duration::from_secs(10)).await;
+    assert_eq!(held, Some(Val::s("OK")), "the held write, once unpaused");
+    assert_eq!(runner.cmd(&["GET", "held"]).await, Val::s("1"));
+
+    // a cluster asks every primary: one that ended something answers for all
+    let env = Env::start(Mode::Cluster).await;
+    let mut c = env.conn().await;
+    let idle = c.cmd(&["SCRIPT", "KILL"]).await.err_text();
+    assert!(idle.starts_with("NOTBUSY"), "{idle}");
+    assert_eq!(c.cmd(&["CLIENT", "UNPAUSE"]).await, Val::s("OK"));
+}

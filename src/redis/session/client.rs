@@ -3,7 +3,8 @@
 //! Redis only sees Pake's pooled connections, so every CLIENT subcommand about connections
 //! (ID, SETNAME/GETNAME, SETINFO, LIST, INFO, KILL, NO-EVICT, NO-TOUCH, GETREDIR) is
 //! answered from the [`crate::redis::clients`] registry in Redis's formats. PAUSE, UNPAUSE
-//! and HELP go to Redis (they are about the server). TRACKING/CACHING/REPLY/UNBLOCK are
+//! and HELP go to Redis (they are about the server; UNPAUSE on a connection of its own,
+//! [`super::rescue`]). TRACKING/CACHING/REPLY/UNBLOCK are
 //! refused with the reason: Pake keeps its own cache coherent and cannot act on a client's
 //! blocked server connection by id.
 
@@ -362,7 +363,7 @@ impl Session {
 
     /// Where a connection of its own goes, to `addr` (or the primary), logged in as this
     /// client is: for a question Redis must answer with this client's permissions.
-    fn own_target(&self, addr: Option<String>) -> Result<Target, Error> {
+    pub(super) fn own_target(&self, addr: Option<String>) -> Result<Target, Error> {
         let addr = match addr {
             Some(a) => a,
             None => (self.svc.backend.node_for(None))

@@ -206,6 +206,10 @@ impl Session {
                 self.opening = Some(self.svc.subscriptions.opening());
                 self.deferred = Some(req)
             }
+            // they go out of band, and wait as barriers (rescue.rs)
+            Kind::Broadcast(_) | Kind::Client if super::rescue::is_rescue(&req.args) => {
+                self.deferred = Some(req)
+            }
             Kind::Plain | Kind::Split(_) | Kind::Broadcast(_) | Kind::Scan => {
                 self.shared(spec, req)
             }
@@ -238,6 +242,7 @@ impl Session {
             Kind::Auth => self.auth(&req.args).await,
             Kind::Select => self.select(&req.args).await,
             Kind::Reset => self.reset().await,
+            _ if super::rescue::is_rescue(&req.args) => self.rescue(&req.args).await,
             Kind::Client if super::client::is_unblock(&req.args) => self.unblock(&req.args).await,
             Kind::Client => self.client_forward(spec, req).await,
             Kind::Blocking | Kind::StreamRead | Kind::Raw => self.blocking(spec, &req).await,

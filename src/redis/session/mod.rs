@@ -33,6 +33,7 @@ pub mod order;
 pub mod pinned;
 mod pipe;
 pub mod redirect;
+mod rescue;
 pub mod scan;
 pub mod shared;
 pub mod spread;
