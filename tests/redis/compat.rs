@@ -751,3 +751,15 @@ async fn script_kill_and_client_unpause_reach_a_server_held_up() {
     assert!(idle.starts_with("NOTBUSY"), "{idle}");
     assert_eq!(c.cmd(&["CLIENT", "UNPAUSE"]).await, Val::s("OK"));
 }
+
+/// Redis skips a request of zero or a negative count (its protocol unit sends `*-10`) and
+/// reads on; Pake closed the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_or_negative_request_count_is_skipped() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut c = env.conn().await;
+    c.send(b"*-10\r\n*0\r\n*-1\r\n*1\r\n$4\r\nPING\r\n").await;
+    let pong = c.read_within(Duration::from_secs(5)).await;
+    assert_eq!(pong, Some(Val::s("PONG")));
+    assert_eq!(c.cmd(&["ECHO", "still here"]).await, Val::s("still here"));
+}

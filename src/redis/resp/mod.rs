@@ -329,6 +329,10 @@ pub fn take_request_resuming(
                 other => return Ok(other),
             }
         }
+        if let Some(len) = empty_count(buf) {
+            let _ = buf.split_to(len);
+            continue;
+        }
         let Some(len) = scanner.scan(buf, limits)? else {
             return Ok(None);
         };
@@ -345,6 +349,14 @@ pub fn take_request_resuming(
             inline: false,
         }));
     }
+}
+
+/// The length of a whole request line `*0` or `*-n` at the front of `buf`: Redis skips such
+/// a request and reads on (`processMultibulkBuffer`), so Pake does too.
+fn empty_count(buf: &[u8]) -> Option<usize> {
+    let eol = line_end(buf, 1)?;
+    let n = parse_int(&buf[1..eol]).ok()?;
+    (n <= 0).then_some(eol + 2)
 }
 
 /// The byte range of each argument of a complete request that is an array of bulk strings
@@ -591,6 +603,24 @@ mod tests {
         );
         for cut in 0..frame.len() {
             assert_eq!(take(&frame[..cut]).unwrap(), None, "cut at {cut}");
+        }
+    }
+
+    /// Redis skips a request whose count is zero or negative (`*0`, `*-1`), and reads on.
+    #[test]
+    fn an_empty_or_negative_count_is_skipped_as_redis_skips_it() {
+        for empty in ["*0\r\n", "*-1\r\n", "*-5\r\n", "*-1\r\n*0\r\n"] {
+            let mut buf = BytesMut::from(format!("{empty}*1\r\n$4\r\nPING\r\n").as_str());
+            let r = take_request(&mut buf, &Limits::default()).unwrap().unwrap();
+            assert_eq!(args(&r), vec![&b"PING"[..]], "{empty:?}");
+            assert!(buf.is_empty());
+            let mut alone = BytesMut::from(empty);
+            assert_eq!(
+                take_request(&mut alone, &Limits::default()),
+                Ok(None),
+                "{empty:?}"
+            );
+            assert!(alone.is_empty(), "{empty:?} consumed");
         }
     }
 
