@@ -83,7 +83,8 @@ struct Writer {
 /// What is in flight on a tracking connection, in order.
 enum InFlight {
     Ping,
-    Barrier(oneshot::Sender<()>),
+    /// One `PING` for every barrier queued before it was sent.
+    Barrier(Vec<oneshot::Sender<()>>),
     Write(Box<WriteReq>),
     /// The write was answered (`first`); its PTTL is next. `tickets` when it was accepted.
     Ttl {
@@ -437,6 +438,7 @@ impl Tracking {
             ping_sent: None,
             next_ping: Instant::now() + self.heartbeat,
             rx,
+            barrier_unsent: false,
         };
         loop {
             if let Some(sent) = st.ping_sent {
@@ -458,6 +460,7 @@ impl Tracking {
                     return Ended::Lost(e);
                 }
                 st.out.clear();
+                st.barrier_unsent = false;
             }
             let wait = match st.ping_sent {
                 Some(sent) => (sent + self.max_lag).saturating_duration_since(Instant::now()),
@@ -491,7 +494,9 @@ impl Tracking {
             match st.fifo.pop_front() {
                 Some(InFlight::Ping) => st.pong(self),
                 Some(InFlight::Barrier(heard)) => {
-                    let _ = heard.send(());
+                    heard.into_iter().for_each(|h| {
+                        let _ = h.send(());
+                    });
                 }
                 Some(InFlight::Write(w)) => {
                     if let Some(next) = self.write_replied(w, frame) {
@@ -719,6 +724,8 @@ struct PumpState {
     ping_sent: Option<Instant>,
     next_ping: Instant,
     rx: Option<mpsc::Receiver<Queued>>,
+    /// The last thing in flight is a barrier whose `PING` is still in `out`.
+    barrier_unsent: bool,
 }
 
 impl PumpState {
@@ -726,12 +733,21 @@ impl PumpState {
         let w = match q {
             Queued::Write(w) => w,
             Queued::Barrier(heard) => {
+                // a PING not sent yet follows this barrier's request too: it serves both
+                if let (true, Some(InFlight::Barrier(all))) =
+                    (self.barrier_unsent, self.fifo.back_mut())
+                {
+                    all.push(heard);
+                    return;
+                }
                 self.out
                     .extend_from_slice(&super::backend::link::command(&[b"PING"]));
-                self.fifo.push_back(InFlight::Barrier(heard));
+                self.fifo.push_back(InFlight::Barrier(vec![heard]));
+                self.barrier_unsent = true;
                 return;
             }
         };
+        self.barrier_unsent = false;
         self.out.extend_from_slice(&w.bytes);
         if let (Ttl::AskRedis, Some(key)) = (w.plan.ttl, w.plan.keys.first()) {
             self.out
