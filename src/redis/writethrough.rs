@@ -134,6 +134,18 @@ fn plan_set(args: &[Bytes]) -> Option<Plan> {
     })
 }
 
+/// The `name value` pairs with each name once, holding its last value, as Redis applies
+/// them; in the order of those last pairs. Linear: a retain per pair made a 20,000-pair
+/// MSET take 0.39 s of Pake's CPU (0.03 s without the L1).
+fn last_of_each(pairs: &[Bytes]) -> impl Iterator<Item = &[Bytes]> {
+    let mut seen = std::collections::HashSet::with_capacity(pairs.len() / 2);
+    let mut kept: Vec<&[Bytes]> = (pairs.chunks(2).rev())
+        .filter(|p| seen.insert(&p[0]))
+        .collect();
+    kept.reverse();
+    kept.into_iter()
+}
+
 /// `HSET key field value [field value …]` (also HMSET): the written fields' HGET replies.
 fn plan_hset(args: &[Bytes], expect: Expect) -> Option<Plan> {
     let key = args.get(1)?;
@@ -141,16 +153,13 @@ fn plan_hset(args: &[Bytes], expect: Expect) -> Option<Plan> {
     if pairs.is_empty() || pairs.len() % 2 != 0 {
         return None;
     }
-    let mut fills: Vec<Fill> = Vec::new();
-    for pair in pairs.chunks(2) {
-        // a field named twice keeps its last value, as in Redis
-        fills.retain(|f| f.hash_field.as_ref() != Some(&pair[0]));
-        fills.push(Fill {
+    let fills = last_of_each(pairs)
+        .map(|pair| Fill {
             hash_field: Some(pair[0].clone()),
             key: key.clone(),
             value: Some(pair[1].clone()),
-        });
-    }
+        })
+        .collect();
     Some(Plan {
         keys: vec![key.clone()],
         fills,
@@ -159,9 +168,17 @@ fn plan_hset(args: &[Bytes], expect: Expect) -> Option<Plan> {
     })
 }
 
+/// Arguments a planned write may have: 256 MSET pairs, HSET fields or DEL keys. A bigger
+/// write is forwarded with its keys invalidated on the reply: its fills would run on the
+/// tracking connection's task, one L1 insert each, ahead of every invalidation behind them.
+pub const MAX_PLAN_ARGS: usize = 2 + 2 * 256;
+
 /// The plan for a write (`name` as spelled in the command table), or `None` when its
-/// outcome is not known from its arguments.
+/// outcome is not known from its arguments or it has more than [`MAX_PLAN_ARGS`].
 pub fn plan(name: &str, args: &[Bytes]) -> Option<Plan> {
+    if args.len() > MAX_PLAN_ARGS {
+        return None;
+    }
     let one = |ttl: Ttl, value: usize, expect: Expect| {
         let key = args.get(1)?;
         Some(Plan {
@@ -187,11 +204,9 @@ pub fn plan(name: &str, args: &[Bytes]) -> Option<Plan> {
             if pairs.is_empty() || pairs.len() % 2 != 0 {
                 return None;
             }
-            let mut fills: Vec<Fill> = Vec::new();
-            for pair in pairs.chunks(2) {
-                fills.retain(|f| f.key != pair[0]);
-                fills.push(fill(&pair[0], Some(&pair[1])));
-            }
+            let fills: Vec<Fill> = last_of_each(pairs)
+                .map(|pair| fill(&pair[0], Some(&pair[1])))
+                .collect();
             let keys = fills.iter().map(|f| f.key.clone()).collect();
             Some(Plan {
                 keys,
@@ -362,6 +377,21 @@ mod tests {
         assert_eq!(h.ttl, Ttl::AskRedis);
         assert_eq!(h.fills.len(), 2);
         assert_eq!(h.fills[1].value.as_deref(), Some(&b"3"[..]));
+    }
+
+    #[test]
+    fn a_write_past_the_plan_limit_is_not_planned() {
+        let pairs = |n: usize| {
+            (0..n)
+                .map(|i| format!("k{} v{i}", i % 300))
+                .collect::<Vec<_>>()
+        };
+        let most = format!("MSET {}", pairs(256).join(" "));
+        assert_eq!(p(&most).map(|m| m.fills.len()), Some(256));
+        assert_eq!(p(&format!("MSET {}", pairs(257).join(" "))), None);
+        assert_eq!(p(&format!("HSET h {}", pairs(257).join(" "))), None);
+        let keys: Vec<String> = (0..MAX_PLAN_ARGS).map(|i| format!("k{i}")).collect();
+        assert_eq!(p(&format!("DEL {}", keys.join(" "))), None);
     }
 
     #[test]

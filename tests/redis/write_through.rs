@@ -60,6 +60,21 @@ async fn own_writes_fill(mode: Mode) {
     // a write the key's type refuses fills nothing and changes nothing
     assert!(c.cmd(&["SET", "wt:h", "v", "GET"]).await.is_err());
     assert_eq!(c.cmd(&["HGET", "wt:h", "f"]).await, Val::s("1"));
+    // a write past the plan limit is forwarded, its keys invalidated: cached keys among its
+    // thousand pairs read the new values, and the first read of each is a miss
+    assert_eq!(c.cmd(&["GET", "{wt}x"]).await, Val::s("1"));
+    assert_eq!(hit(p, &mut c, &["GET", "{wt}x"]).await, Val::s("1"));
+    let mut mset = vec!["MSET".to_string()];
+    for i in 0..1000 {
+        mset.extend([format!("{{wt}}big{i}"), i.to_string()]);
+    }
+    mset.extend(["{wt}x".into(), "new".into()]);
+    let mset: Vec<&str> = mset.iter().map(|a| a.as_str()).collect();
+    assert_eq!(c.cmd(&mset).await, Val::s("OK"));
+    let before = hits(p);
+    assert_eq!(c.cmd(&["GET", "{wt}x"]).await, Val::s("new"));
+    assert_eq!(c.cmd(&["GET", "{wt}big999"]).await, Val::s("999"));
+    assert_eq!(hits(p), before, "not filled by the big write");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
