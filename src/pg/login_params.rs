@@ -194,8 +194,8 @@ async fn exchange(
 }
 
 /// The server's ErrorResponse as the FATAL PostgreSQL gives at login: its code, message,
-/// detail and hint.
-fn refusal(body: &[u8]) -> Error {
+/// detail and hint. Also how a session ends whose settings a server refused later.
+pub fn refusal(body: &[u8]) -> Error {
     let text = |f| wire::error_field(body, f).map(|v| String::from_utf8_lossy(v).into_owned());
     Error::SettingRefused {
         code: text(b'C').unwrap_or_else(|| "22023".into()),

@@ -191,3 +191,37 @@ async fn a_repeat_login_needs_no_server() {
     }
     assert_eq!(checks(&env).await, base + 3.0, "refusals are asked again");
 }
+
+/// A setting valid at login that a server refuses later (its role dropped since): the client
+/// is told with the server's error instead of going on without it, and the pool stays clean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_setting_refused_after_login_ends_the_session() {
+    let env = env(PoolMode::Transaction).await;
+    let direct = env.direct().await;
+    direct
+        .batch_execute("CREATE ROLE doomed")
+        .await
+        .expect("role");
+    let url = with_options(&env.url("postgres"), &[("role", "doomed")]);
+    let (a, _) = login(&url, "DateStyle").await.expect("login as doomed");
+    assert_eq!(show(&a, "role").await, "doomed");
+    // another client takes the one server (its settings go back), then the role goes
+    let b = env.client().await;
+    assert_eq!(show(&b, "role").await, "none");
+    direct
+        .batch_execute("DROP ROLE doomed")
+        .await
+        .expect("drop");
+    let e = a
+        .simple_query("SELECT current_user")
+        .await
+        .expect_err("the role is gone");
+    assert_eq!(crate::harness::code(&e), "22023", "{e}");
+    assert_eq!(show(&b, "role").await, "none");
+    let user: String = b
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .expect("current_user")
+        .get(0);
+    assert_eq!(user, env.lab.user);
+}
