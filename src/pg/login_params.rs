@@ -32,11 +32,14 @@ const MAX_ENTRIES: usize = 256;
 /// How long trying the settings on a server may take before the server is closed.
 const PROBE_LIMIT: Duration = Duration::from_secs(10);
 
-/// A pool's answers so far: (lower-case name, value as the client gave it) → the value the
-/// server reports for it (`None`: a valid setting PostgreSQL does not report).
+/// A setting as a client asked for it: (lower-case name, value as given).
+type Asked = (Box<str>, Box<str>);
+
+/// A pool's answers so far: what the server reports for a setting asked for (`None`: a
+/// valid setting PostgreSQL does not report).
 #[derive(Debug, Default)]
 pub struct Canonical {
-    map: Mutex<HashMap<(Box<str>, Box<str>), Option<Box<str>>>>,
+    map: Mutex<HashMap<Asked, Option<Box<str>>>>,
 }
 
 impl Canonical {
