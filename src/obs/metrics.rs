@@ -33,6 +33,7 @@ pub struct Metrics {
     pub routed: IntCounterVec,
     transaction_seconds: prometheus::CounterVec,
     reserve_used: IntCounterVec,
+    startup_checks: IntCounterVec,
     pub replica_lag_bytes: IntGaugeVec,
     pub replica_lag_seconds: prometheus::GaugeVec,
     pub replica_banned: IntGaugeVec,
@@ -63,6 +64,8 @@ pub struct PoolMetrics {
     pub routed: IntCounter,
     pub transaction_seconds: prometheus::Counter,
     pub reserve_used: IntCounter,
+    /// Logins whose startup settings were tried on a server (`crate::pg::login_params`).
+    pub startup_checks: IntCounter,
 }
 
 fn counter(reg: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -216,6 +219,12 @@ impl Metrics {
                 "Connections opened from the reserve pool for clients that waited reserve_pool_timeout",
                 POOL,
             ),
+            startup_checks: counter(
+                &registry,
+                "pake_pg_startup_checks_total",
+                "Logins whose startup settings a server had to check (not yet known to the pool)",
+                POOL,
+            ),
             routed: counter(
                 &registry,
                 "pake_pg_routed_total",
@@ -324,6 +333,7 @@ impl Metrics {
             routed: self.routed.with_label_values(&l),
             transaction_seconds: self.transaction_seconds.with_label_values(&l),
             reserve_used: self.reserve_used.with_label_values(&l),
+            startup_checks: self.startup_checks.with_label_values(&l),
         }
     }
 

@@ -59,6 +59,15 @@ pub enum Error {
     RateLimited { scope: &'static str, limit: f64 },
     #[error("{message}")]
     Injected { code: String, message: String },
+    /// The server refused a setting of the client's startup packet when Pake tried it at
+    /// login ([`super::login_params`]): PostgreSQL's own words, as its login would give them.
+    #[error("{message}")]
+    SettingRefused {
+        code: String,
+        message: String,
+        detail: Option<String>,
+        hint: Option<String>,
+    },
     #[error("connection reset by an injected fault")]
     InjectedReset,
     #[error(
@@ -140,7 +149,9 @@ impl Error {
             | Error::TooManyDatabases(_) => SqlState::TOO_MANY_CONNECTIONS,
             Error::Pool(e) => e.sqlstate(),
             Error::RateLimited { .. } => SqlState::CONFIGURATION_LIMIT_EXCEEDED,
-            Error::Injected { code, .. } => SqlState::from_code(code),
+            Error::Injected { code, .. } | Error::SettingRefused { code, .. } => {
+                SqlState::from_code(code)
+            }
             Error::InjectedReset => SqlState::CONNECTION_FAILURE,
             Error::ServerLost(_) => SqlState::CONNECTION_FAILURE,
             Error::LoginTimeout(_) => SqlState::PROTOCOL_VIOLATION,
@@ -180,6 +191,7 @@ impl Error {
             | Error::ClientIdle(_)
             | Error::ClientIo(_)
             | Error::NotificationsBehind(_)
+            | Error::SettingRefused { .. }
             | Error::TransactionAborted => Source::Client,
             Error::ServerLost(_) | Error::AuthQuery(_) => Source::Server,
             Error::Pool(e) if e.connect_failure().is_some() => Source::Server,
@@ -219,10 +231,14 @@ impl Error {
     /// Write this error as an ErrorResponse.
     pub fn write(&self, out: &mut BytesMut, fatal: bool) {
         let message = self.to_string();
-        let hint = match self {
-            Error::Pool(e) => e.hint(),
-            Error::ServerLost(_) => Some("the server connection was closed; reconnect and retry"),
-            _ => None,
+        let (detail, hint) = match self {
+            Error::SettingRefused { detail, hint, .. } => (detail.as_deref(), hint.as_deref()),
+            Error::Pool(e) => (None, e.hint()),
+            Error::ServerLost(_) => (
+                None,
+                Some("the server connection was closed; reconnect and retry"),
+            ),
+            _ => (None, None),
         };
         backend::error_response(
             out,
@@ -230,7 +246,7 @@ impl Error {
                 severity: if fatal { "FATAL" } else { "ERROR" },
                 code: self.sqlstate().code(),
                 message: &message,
-                detail: None,
+                detail,
                 hint,
             },
         );

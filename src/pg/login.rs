@@ -173,6 +173,9 @@ pub async fn login(
     let (cluster, welcome, replica_link) =
         destination(proxy, &startup, &user, console, client_key, peer.id).await?;
     let notice = long_application_name(&mut startup);
+    if replica_link.is_none() {
+        settle_params(cluster.as_deref(), &welcome, &mut startup).await?;
+    }
     let params = ClientParams::new(&welcome, &startup.params);
     let cancel = register(proxy, peer, &startup);
     if let Some(server) = &replica_link {
@@ -213,6 +216,20 @@ fn take_place(
         Error::TooManyUserConnections { user, max }
     })?;
     Ok(Some(place))
+}
+
+/// The client's startup settings as its pool's servers report them, or the FATAL a server
+/// gives for one it refuses (the console has none to try).
+async fn settle_params(
+    cluster: Option<&Cluster>,
+    welcome: &[(String, String)],
+    startup: &mut Startup,
+) -> Result<(), Error> {
+    let Some(cluster) = cluster else {
+        return Ok(());
+    };
+    let pool = cluster.pool(super::cluster::Target::Primary);
+    super::login_params::settle(pool, welcome, &mut startup.params).await
 }
 
 /// The client's cancel key, and its line in `SHOW CLIENTS`.

@@ -15,6 +15,7 @@ pub mod error;
 pub use crate::limits;
 pub mod listener;
 pub mod login;
+pub mod login_params;
 #[cfg(test)]
 pub mod memory;
 pub mod notify;

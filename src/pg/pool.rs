@@ -135,6 +135,8 @@ pub struct Pool {
     state: Mutex<State>,
     /// Reported parameters of the servers, for new clients' welcome.
     welcome: Mutex<Option<Params>>,
+    /// What the servers answered for clients' startup settings (`super::login_params`).
+    pub canonical: super::login_params::Canonical,
     pub metrics: PoolMetrics,
     /// Clients logged in to this pool.
     pub clients: AtomicUsize,
@@ -184,6 +186,7 @@ impl Pool {
             target,
             state: Mutex::new(State::default()),
             welcome: Mutex::new(None),
+            canonical: Default::default(),
             metrics,
             clients: AtomicUsize::new(0),
             last_error: Mutex::new(None),

@@ -27,4 +27,5 @@ mod reactors;
 mod replication;
 mod routing;
 mod session_state;
+mod startup_params;
 mod tls;

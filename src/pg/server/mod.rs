@@ -370,7 +370,7 @@ impl Server {
     }
 
     /// Write and flush (TLS streams keep ciphertext until flushed).
-    async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes).await?;
         self.stream.flush().await
     }
@@ -738,7 +738,7 @@ async fn negotiate_tls(
 }
 
 /// The columns of a DataRow body, as text.
-fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, ServerError> {
+pub fn data_row(body: &[u8]) -> Result<Vec<Option<String>>, ServerError> {
     let count = body
         .get(..2)
         .map(|b| i16::from_be_bytes([b[0], b[1]]))

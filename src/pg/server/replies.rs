@@ -115,6 +115,9 @@ pub struct Effects {
     /// The server reported this statement's cached plan invalid (0A000 `cached plan must
     /// not change result type`): it must be prepared afresh.
     pub invalidated: Option<StatementId>,
+    /// A query Pake injected (the `SET` that brings the server to the client's settings)
+    /// failed with this ErrorResponse: the server does not have what the client expects.
+    pub injected_failed: Option<Vec<u8>>,
     /// The server announced its end (a FATAL error, or an error while nothing was owed,
     /// such as `idle_session_timeout` or `pg_terminate_backend`): forward it, then close.
     pub ended: bool,
@@ -429,6 +432,9 @@ impl Replies {
     ) -> Disposition {
         if stmt && self.running.error.is_none() {
             self.running.error = sqlstate(body);
+        }
+        if swallow && fx.injected_failed.is_none() {
+            fx.injected_failed = Some(body.to_vec());
         }
         self.client_copy_open = false;
         self.leave_copy_in(fx);

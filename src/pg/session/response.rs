@@ -70,6 +70,13 @@ impl Session {
                 hand_over(&mut self.cwbuf, server, run, pos);
                 return Err(Error::ServerLost(ServerError::Ended));
             }
+            if let Some(body) = fx.injected_failed.take() {
+                // the server refused to take the client's settings (a role dropped since
+                // login…): the client must not go on without them, and the server is reset
+                hand_over(&mut self.cwbuf, server, run, pos);
+                server.dirty = Some("a setting Pake replayed failed");
+                return Err(crate::pg::login_params::refusal(&body));
+            }
             if let Some(status) = settle(&mut fx, server, finished, self.params.sig()) {
                 let (pending, params) = (&mut self.pending_settings, &mut self.params);
                 super::state::settle_settings(pending, params, server, status);

@@ -442,3 +442,15 @@ fn a_clients_parse_is_reported_by_its_stamp() {
     assert_eq!(d, vec![Forward]);
     assert_eq!((fx.created, fx.parsed), (Some(3), Some(9)));
 }
+
+#[test]
+fn a_failed_injected_query_is_reported() {
+    let mut r = Replies::default();
+    r.push(Expect::Ready {
+        swallow: true,
+        stmt: false,
+    });
+    let (d, fx) = feed(&mut r, &[(b'E', b"C22023\0\0"), (b'Z', b"I")]).unwrap();
+    assert_eq!(d, vec![Swallow, Swallow]);
+    assert_eq!(fx.injected_failed.as_deref(), Some(&b"C22023\0\0"[..]));
+}
