@@ -276,7 +276,7 @@ const TABLE: &[Spec] = &[
     c("OBJECT", -2, R, Keys::Sub2, P), c("PERSIST", 2, W, ONE, P), c("PEXPIRE", -3, W, ONE, P),
     c("PEXPIREAT", -3, W, ONE, P), c("PEXPIRETIME", 2, R, ONE, P), c("PTTL", 2, R, ONE, P),
     c("RANDOMKEY", 1, RR, Keys::None, P), c("RENAME", 3, W, TWO, P),
-    c("RENAMENX", 3, W, TWO, P), c("RESTORE", -4, W, ONE, P), c("SCAN", -2, RR, Keys::None, Kind::Scan),
+    c("RENAMENX", 3, W, TWO, P), c("RESTORE", -4, W, ONE, P), c("RESTORE-ASKING", -4, W, ONE, P), c("SCAN", -2, RR, Keys::None, Kind::Scan),
     c("SORT", -2, WU, ONE, P), c("SORT_RO", -2, R, ONE, P),
     c("TOUCH", -2, R, ALL, Kind::Split(Merge::Sum)), c("TTL", 2, R, ONE, P),
     c("TYPE", 2, R, ONE, P), c("UNLINK", -2, W, ALL, Kind::Split(Merge::Sum)),
@@ -320,6 +320,8 @@ const TABLE: &[Spec] = &[
     c("ZSCORE", 3, R, ONE, P), c("ZUNION", -3, R, NK1, P), c("ZUNIONSTORE", -4, W, DEST_NK2, P),
     // hyperloglog, bitmaps, geo
     c("PFADD", -2, W, ONE, P), c("PFCOUNT", -2, R, ALL, P), c("PFMERGE", -2, W, ALL, P),
+    // HyperLogLog internals Redis's own suite calls (PFDEBUG TODENSE rewrites the key)
+    c("PFDEBUG", 3, W, Keys::Sub2, P), c("PFSELFTEST", 1, 0, Keys::None, P),
     c("BITCOUNT", -2, R, ONE, P), c("BITFIELD", -2, W, ONE, P), c("BITFIELD_RO", -2, R, ONE, P),
     c("BITOP", -4, W, range(2, -1, 1), P), c("BITPOS", -3, R, ONE, P), c("GETBIT", 3, R, ONE, P),
     c("SETBIT", 4, W, ONE, P), c("GEOADD", -5, W, ONE, P), c("GEODIST", -4, R, ONE, P),
@@ -358,6 +360,8 @@ const TABLE: &[Spec] = &[
     c("PING", -1, 0, Keys::None, Kind::Ping), c("QUIT", -1, 0, Keys::None, Kind::Quit),
     c("RESET", 1, 0, Keys::None, Kind::Reset), c("SELECT", 2, 0, Keys::None, Kind::Select),
     c("READONLY", 1, 0, Keys::None, Kind::Ok), c("READWRITE", 1, 0, Keys::None, Kind::Ok),
+    // Pake follows ASK redirections itself: a client's ASKING has nothing to prepare
+    c("ASKING", 1, 0, Keys::None, Kind::Ok),
     // server
     c("DBSIZE", 1, R, Keys::None, Kind::Broadcast(Merge::Sum)),
     c("FLUSHALL", -1, W | FLUSH, Keys::None, Kind::Broadcast(Merge::AllOk)),
@@ -375,6 +379,8 @@ const TABLE: &[Spec] = &[
     c("PSYNC", -3, 0, Keys::None, Kind::Unsupported("replication goes to Redis directly, not through Pake")),
     c("REPLICAOF", 3, 0, Keys::None, Kind::Unsupported("change replication on Redis directly")),
     c("SLAVEOF", 3, 0, Keys::None, Kind::Unsupported("change replication on Redis directly")),
+    c("REPLCONF", -1, 0, Keys::None, Kind::Unsupported("replication goes to Redis directly, not through Pake")),
+    c("FAILOVER", -1, 0, Keys::None, Kind::Unsupported("run FAILOVER on Redis directly")),
     c("SHUTDOWN", -1, 0, Keys::None, Kind::Unsupported("shut Redis down directly, not through Pake")),
     c("MIGRATE", -6, 0, Keys::None, Kind::Unsupported("MIGRATE is not routed by Pake; run it on Redis")),
 ];

@@ -763,3 +763,34 @@ async fn an_empty_or_negative_request_count_is_skipped() {
     assert_eq!(pong, Some(Val::s("PONG")));
     assert_eq!(c.cmd(&["ECHO", "still here"]).await, Val::s("still here"));
 }
+
+/// Commands Redis's own suite calls that Pake's table lacked (its hyperloglog unit stopped
+/// at PFSELFTEST): each answers as Redis does, or says why Pake refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hyperloglog_internals_and_cluster_chatter_answer_as_redis() {
+    let env = Env::start(Mode::Standalone).await;
+    let mut c = env.conn().await;
+    let mut direct = env.direct("hll").await;
+    for conn in [&mut c, &mut direct] {
+        conn.cmd(&["DEL", "hll"]).await;
+        assert_eq!(
+            conn.cmd(&["PFADD", "hll", "a", "b", "c"]).await,
+            Val::Int(1)
+        );
+    }
+    assert_eq!(c.cmd(&["PFSELFTEST"]).await, Val::s("OK"));
+    let regs = c.cmd(&["PFDEBUG", "GETREG", "hll"]).await;
+    assert_eq!(regs, direct.cmd(&["PFDEBUG", "GETREG", "hll"]).await);
+    assert!(matches!(&regs, Val::Arr(r) if r.len() == 16384), "{regs:?}");
+    assert_eq!(c.cmd(&["PFCOUNT", "hll"]).await, Val::Int(3));
+    let asking = c.cmd(&["ASKING"]).await;
+    assert_eq!(
+        asking,
+        direct.cmd(&["ASKING"]).await,
+        "standalone: no cluster"
+    );
+    for refused in [&["FAILOVER"][..], &["REPLCONF", "listening-port", "1"]] {
+        let e = c.cmd(refused).await.err_text();
+        assert!(e.contains("directly"), "{refused:?}: {e}");
+    }
+}
