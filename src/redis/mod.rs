@@ -74,7 +74,10 @@ pub struct Service {
     /// A client must log in before its commands run (`require_client_auth`).
     pub auth_required: bool,
     /// Subscriptions being opened, which publishes read after them wait for.
-    pub subscriptions: Arc<pubsub::Subscriptions>,
+    pub subscriptions: Arc<pubsub::Openings>,
+    /// Blocking commands being opened, which writes and blocking commands read after them
+    /// wait for ([`pubsub`]).
+    pub blocking: Arc<pubsub::Openings>,
 }
 
 /// Bytes a MONITOR may fall behind before Pake drops it.
@@ -155,6 +158,7 @@ impl Service {
             faults,
             registry: clients::Registry::new(MONITOR_BUDGET),
             subscriptions: Arc::default(),
+            blocking: Arc::default(),
         }))
     }
 

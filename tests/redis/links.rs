@@ -3,7 +3,7 @@
 //! client's replies in its own order, a server that stops answering or drops the link
 //! costs only the commands it owed, and a link's queue is bounded.
 
-use crate::harness::{Env, Mode, Val};
+use crate::harness::{Conn, Env, Mode, Val};
 use std::time::{Duration, Instant};
 
 fn signal(pid: u32, sig: &str) {
@@ -379,4 +379,54 @@ async fn a_publish_after_an_unanswered_subscribe_reaches_it() {
             other => panic!("round {round}: {other:?}"),
         }
     }
+}
+
+/// A blocking command whose link cannot open yet (Redis paused) and a write another client
+/// sends after it: Redis must have the blocking command first, as it would directly (Redis's
+/// own suite: `XREAD BLOCK … $` then `XADD` from another client). And two clients blocked on
+/// one list are served in the order they blocked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_after_a_blocking_command_still_opening_reaches_it() {
+    let env = Env::with(crate::harness::options(Mode::Standalone), |_| {}).await;
+    let mut admin = env.direct("x").await;
+    let mut writer = env.conn().await;
+    for round in 0..3 {
+        let stream = format!("bo:{round}");
+        let mut reader = env.conn().await;
+        pause(&mut admin).await;
+        let xread = ["XREAD", "BLOCK", "0", "STREAMS", &stream, "$"];
+        reader.send(&crate::harness::encode(&xread)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let id = writer.cmd(&["XADD", &stream, "*", "f", "v"]).await;
+        assert!(matches!(id, Val::Str(_)), "{id:?}");
+        match reader.read_within(Duration::from_secs(5)).await {
+            Some(Val::Arr(streams)) => assert_eq!(streams.len(), 1, "round {round}"),
+            Some(Val::Map(streams)) => assert_eq!(streams.len(), 1, "round {round}"),
+            other => panic!("round {round}: the XADD overtook the XREAD: {other:?}"),
+        }
+    }
+    let (mut first, mut second) = (env.conn().await, env.conn().await);
+    pause(&mut admin).await;
+    first
+        .send(&crate::harness::encode(&["BLPOP", "bo:list", "0"]))
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    second
+        .send(&crate::harness::encode(&["BLPOP", "bo:list", "0"]))
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(writer.cmd(&["RPUSH", "bo:list", "a"]).await, Val::Int(1));
+    let got = first.read_within(Duration::from_secs(5)).await;
+    assert_eq!(got, Some(Val::Arr(vec![Val::s("bo:list"), Val::s("a")])));
+    assert_eq!(writer.cmd(&["RPUSH", "bo:list", "b"]).await, Val::Int(1));
+    let got = second.read_within(Duration::from_secs(5)).await;
+    assert_eq!(got, Some(Val::Arr(vec![Val::s("bo:list"), Val::s("b")])));
+}
+
+/// Hold every client of Redis for 300 ms: links opened meanwhile wait to log in.
+async fn pause(admin: &mut Conn) {
+    assert_eq!(
+        admin.cmd(&["CLIENT", "PAUSE", "300", "ALL"]).await,
+        Val::s("OK")
+    );
 }

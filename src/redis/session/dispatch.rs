@@ -5,10 +5,12 @@
 //! barrier. Inside MULTI, commands are checked (arity, CROSSSLOT) and queued for EXEC.
 
 use super::{Done, Flow, Session};
-use crate::redis::commands::{Kind, Spec, Table, PUBLISHES, SUBSCRIBES};
+use crate::redis::commands::{Kind, Spec, Table, PUBLISHES, SUBSCRIBES, WRITE};
 use crate::redis::error::Error;
+use crate::redis::pubsub::Openings;
 use crate::redis::resp::{encode, Request};
 use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
 
 /// The single slot all `keys` hash to: `Ok(None)` for none, `CROSSSLOT` when they differ.
 pub fn common_slot(keys: &[&Bytes]) -> Result<Option<u16>, Error> {
@@ -206,6 +208,12 @@ impl Session {
                 self.opening = Some(self.svc.subscriptions.opening());
                 self.deferred = Some(req)
             }
+            // a write read while a blocking command is still being opened follows it
+            Kind::Plain | Kind::Split(_) | Kind::Broadcast(_)
+                if spec.is(WRITE) && self.svc.blocking.busy() =>
+            {
+                self.deferred = Some(req)
+            }
             // they go out of band, and wait as barriers (rescue.rs)
             Kind::Broadcast(_) | Kind::Client if super::rescue::is_rescue(&req.args) => {
                 self.deferred = Some(req)
@@ -214,10 +222,17 @@ impl Session {
                 self.shared(spec, req)
             }
             Kind::StreamRead if !is_blocking_read(&req.args) => self.shared(spec, req),
+            Kind::StreamRead | Kind::Blocking => {
+                // only a link still to be opened (connect, log in) is slow enough to lose
+                // the command its place; a job queue's consumers keep theirs, and their
+                // producers' writes do not wait
+                if self.link.is_none() {
+                    self.opening = Some(self.svc.blocking.opening());
+                }
+                self.deferred = Some(req)
+            }
             Kind::Client if super::client::is_local(&req.args) => self.client_local(&req.args),
-            Kind::StreamRead
-            | Kind::Blocking
-            | Kind::Subscribe
+            Kind::Subscribe
             | Kind::Exec
             | Kind::Discard
             | Kind::Watch
@@ -245,10 +260,19 @@ impl Session {
             _ if super::rescue::is_rescue(&req.args) => self.rescue(&req.args).await,
             Kind::Client if super::client::is_unblock(&req.args) => self.unblock(&req.args).await,
             Kind::Client => self.client_forward(spec, req).await,
-            Kind::Blocking | Kind::StreamRead | Kind::Raw => self.blocking(spec, &req).await,
+            Kind::Blocking | Kind::StreamRead => {
+                let flow = self.blocking(spec, &req).await;
+                self.opening = None; // sent, or failed before
+                flow
+            }
+            Kind::Raw => self.blocking(spec, &req).await,
             Kind::Watch => self.watch(spec, &req).await,
             Kind::Unwatch => self.unwatch().await,
-            Kind::Exec => self.exec().await,
+            Kind::Exec => {
+                let limit = self.svc.config.connect_timeout.0;
+                follow_blocking(self.svc.blocking.clone(), limit).await;
+                self.exec().await
+            }
             Kind::Discard => self.discard().await,
             Kind::Subscribe => {
                 self.reg.entry.update(|i| i.flag = 'P');
@@ -257,6 +281,12 @@ impl Session {
                 return flow;
             }
             Kind::Monitor => self.monitor().await,
+            Kind::Plain | Kind::Split(_) | Kind::Broadcast(_) if spec.is(WRITE) => {
+                let limit = self.svc.config.connect_timeout.0;
+                follow_blocking(self.svc.blocking.clone(), limit).await;
+                self.shared(spec, req);
+                Ok(Flow::Continue)
+            }
             Kind::Plain if spec.is(PUBLISHES) => {
                 let limit = self.svc.config.connect_timeout.0;
                 if !self.svc.subscriptions.settled_before_now(limit).await {
@@ -284,4 +314,12 @@ fn is_blocking_read(args: &[Bytes]) -> bool {
     args.iter()
         .take_while(|a| !a.eq_ignore_ascii_case(b"STREAMS"))
         .any(|a| a.eq_ignore_ascii_case(b"BLOCK"))
+}
+
+/// A write or EXEC waits for the blocking commands read before it to be sent, so Redis has
+/// them first, as it would directly ([`crate::redis::pubsub`]); at most `limit`.
+async fn follow_blocking(blocking: Arc<Openings>, limit: std::time::Duration) {
+    if blocking.busy() && !blocking.settled_before_now(limit).await {
+        tracing::debug!("a write waited its limit for a blocking command to be sent");
+    }
 }

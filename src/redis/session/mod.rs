@@ -206,7 +206,8 @@ pub struct Session {
     watch_slot: Option<Option<u16>>,
     /// A barrier command waiting for earlier replies to drain.
     deferred: Option<Request>,
-    /// The deferred command opens a subscription that publishes wait for.
+    /// The deferred command opens a subscription that publishes wait for, or is a blocking
+    /// command that writes wait for until it is sent ([`crate::redis::pubsub`]).
     opening: Option<crate::redis::pubsub::Ticket>,
     /// A write went through a tracking connection (write-through): nothing more is sent
     /// until it is answered, so this client's commands reach Redis in the order sent.

@@ -173,6 +173,11 @@ impl Session {
         bytes: &[u8],
     ) -> Result<Bytes, Error> {
         self.link_for(slot).await?.send(bytes).await?;
+        self.checked_reply().await
+    }
+
+    /// The link's next reply; a lost link is dropped, a demoted primary suspected.
+    async fn checked_reply(&mut self) -> Result<Bytes, Error> {
         let reply = self.link_reply().await;
         if matches!(reply, Err(Error::LinkLost(_))) {
             self.link = None;
@@ -183,6 +188,11 @@ impl Session {
             self.svc.backend.suspect_primary();
         }
         reply
+    }
+
+    /// Send `bytes` on the link, its reply still to be read ([`Self::checked_reply`]).
+    async fn on_link_sent(&mut self, slot: Option<u16>, bytes: &[u8]) -> Result<(), Error> {
+        self.link_for(slot).await?.send(bytes).await
     }
 
     fn encoded(req: &Request) -> BytesMut {
@@ -215,9 +225,20 @@ impl Session {
                 .and_then(|s| s.trim_end().parse().ok());
         }
         let on = link.redis_id.map(|id| (link.addr.clone(), id));
+        if let Some(n) = self.opening.as_ref().map(|t| t.number()) {
+            // the blocking commands read before this one reach Redis first (pubsub.rs)
+            let limit = self.svc.config.connect_timeout.0;
+            self.svc.blocking.settled_before(n, limit).await;
+        }
         self.reg.entry.update(|i| i.blocked_on = on);
         self.blocked = true;
-        let mut reply = self.on_link(slot, &Self::encoded(req)).await;
+        let sent = self.on_link_sent(slot, &Self::encoded(req)).await;
+        // sent (or failed): the writes read after it may go
+        self.opening = None;
+        let mut reply = match sent {
+            Ok(()) => self.checked_reply().await,
+            Err(e) => Err(e),
+        };
         if matches!(reply, Err(Error::ClientIo(_))) && self.eof {
             reply = self.unblock_at_eof().await;
         }
