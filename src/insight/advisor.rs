@@ -217,6 +217,7 @@ async fn advise_database(
         chosen: Vec::new(),
         trials: 0,
         truncated: false,
+        capped: 0,
     };
     if hypopg {
         search::reset(&client).await?;
@@ -226,19 +227,26 @@ async fn advise_database(
         };
         let _ = search::reset(&client).await;
         report.indexes.extend(found?);
-        report.notes.push(format!(
-            "{db}: {} candidate index(es) tried in {} plan(s){}",
+        let mut note = format!(
+            "{db}: {} candidate index(es) tried in {} plan(s)",
             s.cands.len(),
-            s.trials,
-            if s.truncated {
-                format!(
-                    "; stopped at the limit of {} plans, some candidates untried",
-                    search::MAX_PLANS
-                )
-            } else {
-                String::new()
-            }
-        ));
+            s.trials
+        );
+        if s.truncated {
+            let limit = search::MAX_PLANS;
+            note += &format!("; stopped at the limit of {limit} plans, some candidates untried");
+        }
+        if s.capped > 0 {
+            note += &format!(
+                "; stopped at the limit of {} indexes chosen in one run ({} kept after \
+                 pruning) with {} more candidate(s) still worth one: apply these, then run \
+                 the advisor again",
+                search::MAX_CHOSEN,
+                s.chosen.len(),
+                s.capped
+            );
+        }
+        report.notes.push(note);
     } else {
         report.indexes.extend(inferred(&s, db, &plans));
     }

@@ -278,3 +278,34 @@ async fn a_json_field_in_an_or_gets_an_expression_index_beside_the_other_arm() {
         "{plan:#?}"
     );
 }
+
+/// Eighteen tables, each read by its own filter no index serves: one run proposes at most
+/// sixteen indexes, and its notes say the limit stopped it with more still worth one, so a
+/// DBA knows to apply the advice and run it again (before, the report was silent).
+#[tokio::test]
+async fn a_run_stopped_at_the_index_limit_says_so() {
+    let mut rig = Rig::default().await;
+    let c = rig.client("postgres").await;
+    let mut ids = Vec::new();
+    for t in 0..18 {
+        c.batch_execute(&format!(
+            "CREATE TABLE wide{t} (id int, k int, pad text);
+             INSERT INTO wide{t} SELECT g, g % 5000, repeat('x', 20)
+               FROM generate_series(1, 20000) g;
+             ANALYZE wide{t};"
+        ))
+        .await
+        .expect("seed");
+        let sql = format!("select * from wide{t} where k = $1");
+        ids.push(run(&mut rig, &c, &sql, &[t, 100 + t, 1000 + t]).await);
+    }
+    let advice = rig.insight.advise().await.expect("advisor runs");
+    let helped = ids
+        .iter()
+        .filter(|id| helping(&advice, id).is_some())
+        .count();
+    assert_eq!(helped, 16, "{:#?}", advice.indexes);
+    let note = advice.notes.iter().find(|n| n.contains("indexes chosen"));
+    let note = note.unwrap_or_else(|| panic!("no note of the limit: {:#?}", advice.notes));
+    assert!(note.contains("with 2 more candidate(s)"), "{note}");
+}

@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio_postgres::Client;
 
 /// Most indexes proposed per database and run.
-const MAX_CHOSEN: usize = 16;
+pub const MAX_CHOSEN: usize = 16;
 /// Most plans one search makes while choosing (pruning and the report add a few): bounds the
 /// run time and the load on the database whatever the workload's variety.
 pub const MAX_PLANS: usize = 5000;
@@ -68,6 +68,9 @@ pub struct Search<'a> {
     pub trials: usize,
     /// The choice stopped at [`MAX_PLANS`] with candidates left untried.
     pub truncated: bool,
+    /// The choice stopped at [`MAX_CHOSEN`] with this many candidates still worth an index
+    /// as last planned (the report says so: apply the advice, then run it again).
+    pub capped: usize,
 }
 
 /// `(oid, size)` of a new hypothetical index.
@@ -292,6 +295,11 @@ impl Search<'_> {
                 break;
             };
             self.choose(best, &mut evals, &mut stale, &mut out).await?;
+        }
+        if self.chosen.len() >= MAX_CHOSEN {
+            self.capped = (0..n)
+                .filter(|&i| !out[i] && evals[i].as_ref().is_some_and(|e| self.qualifies(i, e)))
+                .count();
         }
         self.prune().await
     }
