@@ -71,9 +71,14 @@ async fn canonical_values_in(mode: PoolMode) {
         assert_eq!(show(&p, name).await, show(&d, name).await, "SHOW {name}");
     }
     // a plain client on the one pooled server sees the server's defaults again
+    plain_client_sees_defaults(&env, &["DateStyle", "TimeZone", "IntervalStyle"]).await;
+}
+
+/// A client asking for nothing sees what a direct one does for each of `names`.
+async fn plain_client_sees_defaults(env: &Env, names: &[&str]) {
     let plain = env.client().await;
     let direct = env.direct().await;
-    for name in ["DateStyle", "TimeZone", "IntervalStyle"] {
+    for name in names {
         assert_eq!(
             show(&plain, name).await,
             show(&direct, name).await,
@@ -143,15 +148,7 @@ async fn refused_in(mode: PoolMode) {
         assert_eq!(got, want, "{settings:?}");
         assert_eq!(got[1], "FATAL");
     }
-    let plain = env.client().await;
-    let direct = env.direct().await;
-    for name in ["DateStyle", "TimeZone", "work_mem", "search_path"] {
-        assert_eq!(
-            show(&plain, name).await,
-            show(&direct, name).await,
-            "{name}"
-        );
-    }
+    plain_client_sees_defaults(&env, &["DateStyle", "TimeZone", "work_mem", "search_path"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
