@@ -666,33 +666,42 @@ async fn replies_before_a_blocking_command_are_not_held_back() {
     assert_eq!(c.read().await, Some(Val::Nil));
 }
 
-/// A RESP3 client with `CLIENT REPLY OFF` still gets its subscriptions' confirmations and
-/// messages (pushes), as from Redis (its own suite, unit/pubsub, hung on it through Pake).
+/// A client with `CLIENT REPLY OFF` still gets its subscriptions' confirmations and
+/// messages, in RESP3 and RESP2, as from Redis (its own suite, unit/pubsub, hung on it
+/// through Pake).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscribe_confirmations_are_pushed_with_replies_off() {
     let env = Env::start(Mode::Standalone).await;
-    let mut transcripts = Vec::new();
-    for through_pake in [false, true] {
-        let mut c = match through_pake {
-            true => env.conn().await,
-            false => env.direct("x").await,
-        };
-        let mut publisher = env.conn().await;
-        assert!(!c.cmd(&["HELLO", "3"]).await.is_err());
-        c.send(&crate::harness::encode(&["CLIENT", "REPLY", "OFF"]))
-            .await;
-        c.send(&crate::harness::encode(&["SUBSCRIBE", "roff"]))
-            .await;
-        let mut got = vec![c.read_within(Duration::from_secs(5)).await];
-        assert_eq!(publisher.cmd(&["PUBLISH", "roff", "m"]).await, Val::Int(1));
-        got.push(c.read_within(Duration::from_secs(5)).await);
-        transcripts.push(got);
+    // RESP2 too: Redis writes them whatever the reply mode (keyspace notifications' tests)
+    for resp3 in [true, false] {
+        let mut transcripts = Vec::new();
+        for through_pake in [false, true] {
+            let mut c = match through_pake {
+                true => env.conn().await,
+                false => env.direct("x").await,
+            };
+            let mut publisher = env.conn().await;
+            if resp3 {
+                assert!(!c.cmd(&["HELLO", "3"]).await.is_err());
+            }
+            c.send(&crate::harness::encode(&["CLIENT", "REPLY", "OFF"]))
+                .await;
+            c.send(&crate::harness::encode(&["PSUBSCRIBE", "roff*"]))
+                .await;
+            let mut got = vec![c.read_within(Duration::from_secs(5)).await];
+            assert_eq!(publisher.cmd(&["PUBLISH", "roff", "m"]).await, Val::Int(1));
+            got.push(c.read_within(Duration::from_secs(5)).await);
+            transcripts.push(got);
+        }
+        assert!(
+            transcripts[0].iter().all(Option::is_some),
+            "{transcripts:?}"
+        );
+        assert_eq!(
+            transcripts[0], transcripts[1],
+            "resp3 {resp3}: direct, then Pake"
+        );
     }
-    assert!(
-        transcripts[0].iter().all(Option::is_some),
-        "{transcripts:?}"
-    );
-    assert_eq!(transcripts[0], transcripts[1], "direct, then through Pake");
 }
 
 /// A long script, or a write held by `CLIENT PAUSE`, holds up the shared link it went on;

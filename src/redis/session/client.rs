@@ -381,8 +381,8 @@ pub(super) fn answers_regardless(args: &[Bytes]) -> bool {
         || is_reply(args)
 }
 
-/// A (un)subscription, whose confirmations a RESP3 client gets as pushes, which
-/// `CLIENT REPLY OFF|SKIP` does not silence in Redis (its own suite, unit/pubsub).
+/// A (un)subscription, whose confirmations Redis writes as pushes (RESP2: as its pub/sub
+/// arrays), which `CLIENT REPLY OFF|SKIP` does not silence (its own suite, unit/pubsub).
 pub(super) fn is_subscription(args: &[Bytes]) -> bool {
     let table = crate::redis::commands::Table::get();
     (args.first().and_then(|name| table.lookup(name)))

@@ -424,7 +424,7 @@ impl Session {
     fn dispatch_replying(&mut self, req: Request) {
         let answered = self.reply_mode == ReplyMode::On
             || client::answers_regardless(&req.args)
-            || (self.state.proto == Proto::Resp3 && client::is_subscription(&req.args));
+            || client::is_subscription(&req.args);
         if answered {
             return self.dispatch(req);
         }
