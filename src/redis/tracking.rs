@@ -251,13 +251,16 @@ impl Tracking {
             self.l1.flush_all("unlisted_write");
             self.clients.flush_all();
         } else {
-            let mut writers: Vec<Arc<Writer>> = Vec::new();
-            let slots = match slot {
-                Some(s) => usize::from(s) % SLOTS..usize::from(s) % SLOTS + 1,
-                None => 0..SLOTS,
+            // one slot per node: a writer serves all of its node's slots
+            let slots: Vec<u16> = match slot {
+                Some(s) => vec![s],
+                None => (self.backend.primaries().iter())
+                    .filter_map(|p| p.slots.first().map(|&(start, _)| start))
+                    .collect(),
             };
-            for cell in &self.writers[slots] {
-                if let Some(w) = cell.load().as_ref() {
+            let mut writers: Vec<Arc<Writer>> = Vec::new();
+            for s in slots {
+                if let Some(w) = self.writers[usize::from(s) % SLOTS].load().as_ref() {
                     if !writers.iter().any(|o| Arc::ptr_eq(o, w)) {
                         writers.push(w.clone());
                     }

@@ -354,7 +354,7 @@ async fn reload_applies_l1_limits_and_names_what_needs_a_restart() {
 /// Reads of each written key through Pake right after a write whose keys the command does
 /// not name (a script's undeclared keys, a STORE destination, a flush in a script): none may
 /// answer the value from before, counted over `rounds`.
-async fn unlisted_writes_read_back(env: &Env, rounds: usize) {
+async fn unlisted_writes_read_back(env: &Env, rounds: usize, keyless: bool) {
     let mut c = env.conn().await;
     let mut stale = Vec::new();
     // one slot for every key ({u}), so a cluster runs each script on the node holding them
@@ -375,6 +375,17 @@ async fn unlisted_writes_read_back(env: &Env, rounds: usize) {
         );
         if c.cmd(&["GET", "{u}a:other"]).await != Val::Str(new.clone()) {
             stale.push(format!("{round}: script"));
+        }
+        if keyless {
+            // no key named at all: every node's stream is heard (a single Redis: one)
+            let script = "redis.call('SET', '{u}a:other', ARGV[1]) return 1";
+            let v = format!("keyless{round}");
+            c.cmd(&["GET", "{u}a:other"]).await;
+            c.cmd(&["GET", "{u}a:other"]).await;
+            assert_eq!(c.cmd(&["EVAL", script, "0", &v]).await, Val::Int(1));
+            if c.cmd(&["GET", "{u}a:other"]).await != Val::Str(v) {
+                stale.push(format!("{round}: keyless script"));
+            }
         }
         let newer = format!("newer{round}");
         c.cmd(&["GET", "{u}a:other"]).await;
@@ -408,13 +419,13 @@ async fn unlisted_writes_read_back(env: &Env, rounds: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_to_keys_a_command_does_not_name_are_heard_before_its_reply() {
     let env = Env::start(Mode::Standalone).await;
-    unlisted_writes_read_back(&env, 100).await;
+    unlisted_writes_read_back(&env, 100, true).await;
     let env = Env::start(Mode::Cluster).await;
-    unlisted_writes_read_back(&env, 50).await;
+    unlisted_writes_read_back(&env, 50, false).await;
     // RESP2 tracking has no barrier to queue: the L1 is flushed instead
     let opts = crate::harness::options(Mode::Standalone);
     let env = Env::with(opts, |c| c.tracking_protocol = TrackingProtocol::Resp2).await;
     let flushes = metric(&env.pake, "pake_redis_l1_flushes_total");
-    unlisted_writes_read_back(&env, 20).await;
+    unlisted_writes_read_back(&env, 20, true).await;
     assert!(metric(&env.pake, "pake_redis_l1_flushes_total") >= flushes + 40.0);
 }
