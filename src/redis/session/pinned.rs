@@ -404,10 +404,8 @@ impl Session {
             }
             tx.written.iter().for_each(|k| l1.invalidate_key(k));
         }
-        if tx.unlisted {
-            if let Some(tracking) = self.svc.tracking.as_ref().filter(|_| self.svc.l1.is_some()) {
-                tracking.heard(slot).await;
-            }
+        if let Some(heard) = super::writes::heard_after(&self.svc, tx.unlisted, slot) {
+            heard.await;
         }
         self.push_reply(reply);
         Ok(Flow::Continue)

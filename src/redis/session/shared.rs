@@ -25,7 +25,7 @@ use super::writes::Reach;
 use super::{Done, Session};
 use crate::redis::backend::mux::Mux;
 use crate::redis::backend::slots::NodeLinks;
-use crate::redis::commands::{Kind, Merge, Spec, CACHE, FLUSH, READ, WRITE};
+use crate::redis::commands::{Kind, Merge, Spec, CACHE, FLUSH, READ, UNLISTED, WRITE};
 use crate::redis::error::Error;
 use crate::redis::l1::{CacheKey, Ticket, L1};
 use crate::redis::resp::{encode, encode::Proto, Request};
@@ -684,7 +684,7 @@ async fn plain(ctx: Ctx, spec: &'static Spec, req: Request, slot: Option<u16>) -
         let keys: Vec<Bytes> = keys_of(spec, &req.args).into_iter().cloned().collect();
         invalidate_written(&ctx.svc, spec, &keys);
     }
-    if let Some(heard) = super::writes::heard_after(&ctx.svc, spec, slot) {
+    if let Some(heard) = super::writes::heard_after(&ctx.svc, spec.is(UNLISTED), slot) {
         heard.await;
     }
     observe(&ctx, spec, started);

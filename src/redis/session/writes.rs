@@ -10,7 +10,7 @@
 //! order), so the first one in flight is the one that finishes. At most one entry per
 //! command the session has in flight, which the session's request and reply limits bound.
 
-use crate::redis::commands::{Spec, UNLISTED};
+use crate::redis::commands::Spec;
 use crate::redis::Service;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -74,16 +74,17 @@ impl InFlight {
     }
 }
 
-/// What the reply of a write that may change keys it does not name (a script, a STORE
-/// destination) waits for: the tracking stream of its node (`slot`; every node: `None`)
-/// heard past it, so no read after the reply finds in the L1 what it changed
-/// ([`crate::redis::tracking::Tracking::heard`]). `None`: nothing to wait for.
+/// What the reply of a write that may change keys it does not name (`unlisted`: a script,
+/// a STORE destination, a transaction holding one) waits for: the tracking stream of its
+/// node (`slot`; every node: `None`) heard past it, so no read after the reply finds in the
+/// L1 what it changed ([`crate::redis::tracking::Tracking::heard`]). `None`: nothing to
+/// wait for.
 pub(super) fn heard_after(
     svc: &Service,
-    spec: &Spec,
+    unlisted: bool,
     slot: Option<u16>,
 ) -> Option<BoxFuture<'static, ()>> {
-    if !spec.is(UNLISTED) || svc.l1.is_none() {
+    if !unlisted || svc.l1.is_none() {
         return None;
     }
     let heard = svc.tracking.as_ref()?.heard(slot);
