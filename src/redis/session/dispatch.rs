@@ -269,8 +269,7 @@ impl Session {
             Kind::Watch => self.watch(spec, &req).await,
             Kind::Unwatch => self.unwatch().await,
             Kind::Exec => {
-                let limit = self.svc.config.connect_timeout.0;
-                follow_blocking(self.svc.blocking.clone(), limit).await;
+                self.follow(&self.svc.blocking, "an EXEC").await;
                 self.exec().await
             }
             Kind::Discard => self.discard().await,
@@ -282,16 +281,12 @@ impl Session {
             }
             Kind::Monitor => self.monitor().await,
             Kind::Plain | Kind::Split(_) | Kind::Broadcast(_) if spec.is(WRITE) => {
-                let limit = self.svc.config.connect_timeout.0;
-                follow_blocking(self.svc.blocking.clone(), limit).await;
+                self.follow(&self.svc.blocking, "a write").await;
                 self.shared(spec, req);
                 Ok(Flow::Continue)
             }
             Kind::Plain if spec.is(PUBLISHES) => {
-                let limit = self.svc.config.connect_timeout.0;
-                if !self.svc.subscriptions.settled_before_now(limit).await {
-                    tracing::debug!("a publish waited its limit for a subscription to open");
-                }
+                self.follow(&self.svc.subscriptions, "a publish").await;
                 self.shared(spec, req);
                 Ok(Flow::Continue)
             }
@@ -316,10 +311,21 @@ fn is_blocking_read(args: &[Bytes]) -> bool {
         .any(|a| a.eq_ignore_ascii_case(b"BLOCK"))
 }
 
-/// A write or EXEC waits for the blocking commands read before it to be sent, so Redis has
-/// them first, as it would directly ([`crate::redis::pubsub`]); at most `limit`.
-async fn follow_blocking(blocking: Arc<Openings>, limit: std::time::Duration) {
-    if blocking.busy() && !blocking.settled_before_now(limit).await {
-        tracing::debug!("a write waited its limit for a blocking command to be sent");
+impl Session {
+    /// Wait, at most the connect timeout, for what `openings` was opening when this command
+    /// was read: a publish follows the subscriptions, a write or EXEC the blocking commands
+    /// read before it, as Redis would have them ([`crate::redis::pubsub`]). Not an `async
+    /// fn`: the future holds no borrow of the session.
+    fn follow(
+        &self,
+        openings: &Arc<Openings>,
+        what: &'static str,
+    ) -> impl std::future::Future<Output = ()> + 'static {
+        let (openings, limit) = (openings.clone(), self.svc.config.connect_timeout.0);
+        async move {
+            if openings.busy() && !openings.settled_before_now(limit).await {
+                tracing::debug!("{what} waited its limit for a command being opened before it");
+            }
+        }
     }
 }
