@@ -13,7 +13,7 @@
 
 use super::encoding;
 use super::error::Error;
-use super::params::TRACKED;
+use super::params::{is_tracked, tracked_name};
 use super::pool::Pool;
 use super::server::{Server, ServerError};
 use super::sql::settings::quote_literal;
@@ -89,17 +89,13 @@ pub async fn settle(
         .map_err(|e| Error::ServerLost(ServerError::Protocol(e.to_string())))??;
     for (&i, answer) in unknown.iter().zip(answers) {
         let (name, value) = &mut params[i];
-        let reported = tracked(name).then_some(answer.as_str());
+        let reported = is_tracked(name).then_some(answer.as_str());
         pool.canonical.insert(name, value, reported);
         if let Some(r) = reported {
             *value = r.to_string();
         }
     }
     Ok(())
-}
-
-fn tracked(name: &str) -> bool {
-    TRACKED.iter().any(|t| t.eq_ignore_ascii_case(name))
 }
 
 /// A setting the pool's servers report with this very value already, or an
@@ -112,7 +108,7 @@ fn is_default(name: &str, value: &str, welcome: &[(String, String)]) -> bool {
     let Some((k, current)) = welcome.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)) else {
         return false;
     };
-    tracked(k) && encoding::reported(k, value) == current
+    is_tracked(k) && encoding::reported(k, value) == current
 }
 
 /// Try `asked` on a server of `pool`: the value `set_config` returned for each, in order.
@@ -148,7 +144,7 @@ async fn probe(pool: Arc<Pool>, asked: Vec<(String, String)>) -> Result<Vec<Stri
 fn statements(asked: &[(String, String)]) -> String {
     let mut sql = String::from("BEGIN;");
     for (name, value) in asked {
-        if let Some(t) = TRACKED.iter().find(|t| t.eq_ignore_ascii_case(name)) {
+        if let Some(t) = tracked_name(name) {
             sql.push_str(&format!("RESET {};", t.to_ascii_lowercase()));
         }
         sql.push_str(&format!(

@@ -51,8 +51,14 @@ pub fn truncated_application_name(value: &str) -> Option<(String, String)> {
     Some((kept.to_string(), notice))
 }
 
-fn is_tracked(name: &str) -> bool {
+/// Whether `name` (any case) is one of [`TRACKED`].
+pub fn is_tracked(name: &str) -> bool {
     tracked_index(name).is_some()
+}
+
+/// `name` as [`TRACKED`] spells it (`datestyle` → `DateStyle`), if tracked.
+pub fn tracked_name(name: &str) -> Option<&'static str> {
+    tracked_index(name).map(|i| TRACKED[i])
 }
 
 fn tracked_index(name: &str) -> Option<usize> {
