@@ -8,10 +8,11 @@
 
 use super::quote_ident;
 use sqlparser::ast::{
-    BinaryOperator, Cte, CteAsMaterialized, Expr, FromTable, FunctionArg, FunctionArgExpr,
-    FunctionArguments, GroupByExpr, Ident, InTarget, JoinConstraint, JoinOperator, ObjectName,
-    ObjectNamePart, OrderByExpr, OrderByKind, OrderBySort, Query, SelectItem, SetExpr, Statement,
-    TableFactor, TableObject, TableWithJoins, UpdateTableFromKind, Value, Visit, Visitor,
+    AssignmentTarget, BinaryOperator, Cte, CteAsMaterialized, Expr, FromTable, FunctionArg,
+    FunctionArgExpr, FunctionArguments, GroupByExpr, Ident, InTarget, JoinConstraint, JoinOperator,
+    ObjectName, ObjectNamePart, OrderByExpr, OrderByKind, OrderBySort, Query, SelectItem, SetExpr,
+    Statement, TableFactor, TableObject, TableWithJoins, UpdateTableFromKind, Value, Visit,
+    Visitor,
 };
 use std::ops::ControlFlow;
 
@@ -139,6 +140,34 @@ pub fn written_tables(statements: &[Statement]) -> Vec<String> {
         };
         if let Some(first) = scope_of(&from).first() {
             out.push(full_name(first));
+        }
+    }
+    out
+}
+
+/// The columns each UPDATE of `statements` sets, each with its table as written: an index
+/// carrying one of them, even in `INCLUDE`, ends the HOT updates that UPDATE had (every
+/// index of the table is then written for each row it changes, not only the heap page).
+pub fn set_columns(statements: &[Statement]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for st in statements {
+        let Statement::Update(u) = st else { continue };
+        let Some(table) = scope_of(std::slice::from_ref(&u.table))
+            .first()
+            .map(full_name)
+        else {
+            continue;
+        };
+        for a in &u.assignments {
+            let names: Vec<&ObjectName> = match &a.target {
+                AssignmentTarget::ColumnName(n) => vec![n],
+                AssignmentTarget::Tuple(ns) => ns.iter().collect(),
+            };
+            for n in names {
+                if let (_, Some(column)) = object_name(n) {
+                    out.push((table.clone(), column));
+                }
+            }
         }
     }
     out

@@ -10,7 +10,7 @@
 //! constant and a placeholder is not — even if every literal-text sample happened to carry
 //! the same value where the prepared form binds one.
 
-use super::columns::{column_uses, written_tables, ColumnUse};
+use super::columns::{column_uses, set_columns, written_tables, ColumnUse};
 use super::partial::{self, ConstantPredicate};
 use super::AdvisorError;
 use crate::insight::aggregate::Aggregate;
@@ -54,6 +54,8 @@ pub struct Fp {
     pub constants: Vec<ConstantPredicate>,
     /// Tables an INSERT/UPDATE/DELETE writes (as written in the statement).
     pub writes: Vec<String>,
+    /// The columns an UPDATE sets, each with its table as written.
+    pub sets: Vec<(String, String)>,
 }
 
 /// Every table the fingerprints' column uses name, as written, once each.
@@ -137,6 +139,7 @@ pub fn pick(agg: &Aggregate) -> HashMap<String, Vec<Fp>> {
             uses: column_uses(&statements),
             constants,
             writes,
+            sets: set_columns(&statements),
         });
     }
     out

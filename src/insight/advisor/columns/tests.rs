@@ -239,3 +239,19 @@ fn a_view_of_one_table_maps_its_columns() {
         assert_eq!(v(sql), None, "{sql}");
     }
 }
+
+#[test]
+fn the_columns_an_update_sets_with_their_table() {
+    let s = |sql: &str| set_columns(&parse(sql).unwrap_or_default());
+    let pair = |t: &str, c: &str| (t.to_string(), c.to_string());
+    assert_eq!(
+        s("update shop.Orders o set status = $1, \"Total\" = total + 1 where o.id = $2"),
+        [pair("shop.orders", "status"), pair("shop.orders", "Total")]
+    );
+    assert_eq!(
+        s("update orders set (status, total) = ($1, $2) from customers c where c.id = orders.customer_id"),
+        [pair("orders", "status"), pair("orders", "total")]
+    );
+    assert!(s("delete from orders where id = 1").is_empty());
+    assert!(s("select status from orders").is_empty());
+}
