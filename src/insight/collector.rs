@@ -44,8 +44,8 @@ pub struct FpDelta {
     pub errors: ErrorCounts,
     /// (hash of the split, the split, its moments): usually one or two entries.
     pub splits: Vec<(u64, SplitKey, Moments)>,
-    /// One execution with its real values (literal text or bound parameters), taken at most
-    /// once per merge interval: what the index advisor plans with, slow or not.
+    /// The slowest execution of the merge interval that carries real values (literal text or
+    /// bound parameters): what the index advisor plans with, slow or not.
     pub sample: Option<RawSample>,
     /// The text the shape was prepared with (placeholders for bound values), taken at most
     /// once per merge interval: it tells the advisor which values vary per execution.
@@ -122,10 +122,13 @@ impl Shard {
         };
         if ev.is_template() {
             if delta.template.is_none() {
-                delta.template = template_sample(ev);
+                delta.template = template_sample(ev, ns);
             }
-        } else if delta.sample.is_none() {
-            delta.sample = value_sample(ev);
+        } else if delta.sample.as_ref().is_none_or(|s| s.ns < ns) {
+            // the slowest of the interval: copied again only when a slower one comes
+            if let Some(sample) = value_sample(ev, ns) {
+                delta.sample = Some(sample);
+            }
         }
         delta.moments.add(ns, wait_ns, ev.rows, error.is_some());
         record_us(&mut delta.hist, ns / 1000);
@@ -196,20 +199,20 @@ pub const MAX_SAMPLE_TEXT: usize = 16 << 10;
 
 /// The execution as an advisor sample, when it carries values: a simple Query's literal text,
 /// or bound parameters. An Execute the proxy knows only by its fingerprint carries none.
-fn value_sample(ev: &QueryEvent<'_>) -> Option<RawSample> {
+fn value_sample(ev: &QueryEvent<'_>, ns: u64) -> Option<RawSample> {
     let has_values = !ev.params.is_empty() || !shape_only(ev);
     if !has_values || ev.text.len() > MAX_SAMPLE_TEXT || ev.error.is_some() {
         return None;
     }
-    Some(raw_sample(ev))
+    Some(raw_sample(ev, ns))
 }
 
 /// An Execute's statement as prepared, when the proxy knows its text.
-fn template_sample(ev: &QueryEvent<'_>) -> Option<RawSample> {
+fn template_sample(ev: &QueryEvent<'_>, ns: u64) -> Option<RawSample> {
     if shape_only(ev) || ev.text.len() > MAX_SAMPLE_TEXT {
         return None;
     }
-    Some(raw_sample(ev))
+    Some(raw_sample(ev, ns))
 }
 
 /// The proxy passes the fingerprint's own text when it knows no other: same pointer, no
@@ -218,12 +221,13 @@ fn shape_only(ev: &QueryEvent<'_>) -> bool {
     std::ptr::eq(ev.text, &*ev.fingerprint.text) || ev.text == &*ev.fingerprint.text
 }
 
-fn raw_sample(ev: &QueryEvent<'_>) -> RawSample {
+fn raw_sample(ev: &QueryEvent<'_>, ns: u64) -> RawSample {
     RawSample {
         database: ev.database.to_string(),
         text: ev.text.to_string(),
         params: ev.owned_params(),
         writes: ev.writes,
+        ns,
     }
 }
 
@@ -334,9 +338,18 @@ mod tests {
             &event(&fp, "select id from t where state = 'open'", false),
             || 0,
         );
-        // one of each per merge interval: the first
+        // one of each per merge interval: the first template, the slowest values
         shard.record(
             &event(&fp, "select id from t where state = 'held'", false),
+            || 0,
+        );
+        let slow = QueryEvent {
+            duration: Duration::from_micros(900),
+            ..event(&fp, "select id from t where state = 'done'", false)
+        };
+        shard.record(&slow, || 0);
+        shard.record(
+            &event(&fp, "select id from t where state = 'gone'", false),
             || 0,
         );
         shard.record(
@@ -347,8 +360,8 @@ mod tests {
         assert_eq!(d.template.as_ref().map(|t| t.text.as_str()), Some(prepared));
         assert_eq!(
             d.sample.as_ref().map(|s| s.text.as_str()),
-            Some("select id from t where state = 'open'")
+            Some("select id from t where state = 'done'")
         );
-        assert_eq!(d.moments.calls, 5);
+        assert_eq!(d.moments.calls, 7);
     }
 }

@@ -163,6 +163,7 @@ fn store(ins: &Insight, ev: &SlowEvent) -> bool {
             text: ev.text.clone(),
             params: ev.params.clone(),
             writes: ev.writes,
+            ns: u64::try_from(ev.duration.as_nanos()).unwrap_or(u64::MAX),
         };
         match ev.prepared {
             true => entry.template = Some(sample),

@@ -13,7 +13,7 @@
 use super::columns::{column_uses, set_columns, written_tables, ColumnUse};
 use super::partial::{self, ConstantPredicate};
 use super::AdvisorError;
-use crate::insight::aggregate::Aggregate;
+use crate::insight::aggregate::{slowest, Aggregate};
 use crate::insight::explain;
 use crate::insight::fingerprint::{parse, Kind};
 use crate::pg::sql::lexer::{Kind as Tok, Lexer};
@@ -97,10 +97,11 @@ pub fn pick(agg: &Aggregate) -> HashMap<String, Vec<Fp>> {
         if explainable && planned >= MAX_EXAMINED && !slow && !writing {
             continue;
         }
-        let mut samples: Vec<Sample> = e
-            .raw
-            .iter()
-            .rev()
+        // the slowest kept first, then the newest
+        let first = slowest(&e.raw);
+        let mut samples: Vec<Sample> = (first.iter().copied())
+            .chain((0..e.raw.len()).rev().filter(|&i| Some(i) != first))
+            .map(|i| &e.raw[i])
             .filter(|r| r.database == db && (!r.params.is_empty() || r.text != *fp.text))
             .map(|r| Sample::Values {
                 text: r.text.clone(),
