@@ -310,14 +310,9 @@ async fn a_run_stopped_at_the_index_limit_says_so() {
     assert!(note.contains("with 2 more candidate(s)"), "{note}");
 }
 
-/// Found on a stranger's logistics workload: a covering index (`INCLUDE`) was proposed with
-/// a column the workload's UPDATEs set, which ends their HOT updates, a cost the search does
-/// not weigh. The read alone gets its covering index; once an UPDATE sets an included
-/// column, the plain index is proposed instead.
-#[tokio::test]
-async fn a_covering_index_carries_no_column_an_update_sets() {
-    let mut rig = Rig::default().await;
-    let c = rig.client("postgres").await;
+/// `orders`: 200k rows, 100 per customer spread over the table; vacuumed, so an index-only
+/// scan pays (as on any table vacuumed since it was loaded).
+async fn orders_all_visible(c: &tokio_postgres::Client) {
     c.batch_execute(
         "CREATE TABLE orders (id int PRIMARY KEY, customer_id int, status text, total int,
            pad text);
@@ -326,7 +321,6 @@ async fn a_covering_index_carries_no_column_an_update_sets() {
     )
     .await
     .expect("seed");
-    // all-visible pages, so an index-only scan pays (as on any table vacuumed since loaded);
     // a VACUUM straight after the load may not see the loading transaction as old enough
     for _ in 0..20 {
         c.batch_execute("VACUUM ANALYZE orders")
@@ -344,6 +338,17 @@ async fn a_covering_index_carries_no_column_an_update_sets() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// Found on a stranger's logistics workload: a covering index (`INCLUDE`) was proposed with
+/// a column the workload's UPDATEs set, which ends their HOT updates, a cost the search does
+/// not weigh. The read alone gets its covering index; once an UPDATE sets an included
+/// column, the plain index is proposed instead.
+#[tokio::test]
+async fn a_covering_index_carries_no_column_an_update_sets() {
+    let mut rig = Rig::default().await;
+    let c = rig.client("postgres").await;
+    orders_all_visible(&c).await;
     let read = run(
         &mut rig,
         &c,
@@ -432,4 +437,28 @@ async fn a_shape_is_planned_with_its_slowest_values_not_only_its_newest() {
     let mut keys = a.columns.clone();
     keys.sort();
     assert_eq!(keys, ["kind", "tenant_id"], "{a:#?}");
+}
+
+/// Found on a stranger's billing workload: once the plain index a read needed existed, its
+/// covering form was never a candidate (an existing index leading with its keys counted as
+/// serving it), though the index-only scan took a revenue report from 6.9 to 1.6 ms.
+#[tokio::test]
+async fn the_covering_form_of_an_existing_index_is_still_proposed() {
+    let mut rig = Rig::default().await;
+    let c = rig.client("postgres").await;
+    orders_all_visible(&c).await;
+    c.batch_execute("CREATE INDEX orders_customer ON orders (customer_id)")
+        .await
+        .expect("plain index");
+    let read = run(
+        &mut rig,
+        &c,
+        "select status, total from orders where customer_id between $1 and $1 + 9",
+        &[7, 700, 1400, 77],
+    )
+    .await;
+    let advice = rig.insight.advise().await.expect("advisor runs");
+    let a = helping(&advice, &read).unwrap_or_else(|| panic!("{advice:#?}"));
+    assert_eq!(a.columns, ["customer_id"], "{a:#?}");
+    assert_eq!(a.include, ["status", "total"], "{a:#?}");
 }

@@ -188,7 +188,7 @@ pub fn for_table(
     out.retain(|c| {
         let fresh = !seen.contains(c);
         seen.push(c.clone());
-        fresh && !table.serves(&c.key_names())
+        fresh && !table.covers(&c.key_names(), &c.include)
     });
     out
 }
@@ -513,6 +513,24 @@ mod tests {
         assert!(!c.contains(&"customer_id".to_string()), "{c:?}");
         assert!(!c.contains(&"customer_id,status".to_string()), "{c:?}");
         assert!(c.contains(&"status".to_string()), "{c:?}");
+        // the covering form of an existing index is still a candidate, unless it exists
+        let st = parse("select created from orders where customer_id = $1").unwrap_or_default();
+        let uses = column_uses(&st);
+        let plain = btree("o_c", &["customer_id"]);
+        let c = keys(&for_table(
+            &uses,
+            &[],
+            "orders",
+            0,
+            &table(vec![plain.clone()]),
+        ));
+        assert_eq!(c, ["customer_id+created"]);
+        let covering = Existing {
+            include: vec!["created".into()],
+            ..plain
+        };
+        let c = keys(&for_table(&uses, &[], "orders", 0, &table(vec![covering])));
+        assert!(c.is_empty(), "{c:?}");
     }
 
     #[test]

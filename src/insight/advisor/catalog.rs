@@ -31,10 +31,22 @@ pub struct Table {
 }
 
 impl Table {
-    /// Does a full (non-partial) btree index lead with `keys`? (Then an index on `keys`, with
-    /// or without `INCLUDE`, would repeat it.)
+    /// Does a full (non-partial) btree index lead with `keys`? (Then an index on `keys` would
+    /// repeat it.)
     pub fn serves(&self, keys: &[String]) -> bool {
+        self.covers(keys, &[])
+    }
+
+    /// Does a full btree index lead with `keys` and carry every column of `include` (as a key
+    /// or in its own `INCLUDE`)? Then a covering index on `keys INCLUDE (include)` would
+    /// repeat it. One that leads with `keys` alone does not: the covering form turns its
+    /// heap fetches into an index-only scan (on a stranger's billing workload, a revenue
+    /// report 6.9 → 1.6 ms, never proposed once the plain index existed).
+    pub fn covers(&self, keys: &[String], include: &[String]) -> bool {
         self.indexes.iter().any(|i| {
+            let has = |c: &String| {
+                i.include.contains(c) || i.keys.iter().any(|k| k.as_deref() == Some(c.as_str()))
+            };
             i.btree
                 && !i.partial
                 && i.keys.len() >= keys.len()
@@ -42,6 +54,7 @@ impl Table {
                     .iter()
                     .zip(keys)
                     .all(|(k, c)| k.as_deref() == Some(c.as_str()))
+                && include.iter().all(has)
         })
     }
 }

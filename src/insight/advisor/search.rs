@@ -269,8 +269,19 @@ impl Search<'_> {
         let mut evals: Vec<Option<Eval>> = vec![None; n];
         let mut stale = vec![false; n];
         let mut out: Vec<bool> = vec![false; n];
+        // covering variants are tried once their plain form looks worth it; one whose plain
+        // form an existing index is (no such candidate) is the upgrade of that index
         let plain: Vec<usize> = (0..n)
-            .filter(|&i| self.cands[i].include.is_empty())
+            .filter(|&i| {
+                let c = &self.cands[i];
+                c.include.is_empty()
+                    || !self.cands.iter().any(|p| {
+                        p.include.is_empty()
+                            && p.table == c.table
+                            && p.keys == c.keys
+                            && p.predicate == c.predicate
+                    })
+            })
             .collect();
         self.refresh(&plain, &mut evals, &mut stale).await?;
         while self.chosen.len() < MAX_CHOSEN {
