@@ -29,6 +29,7 @@ pub mod client;
 pub mod dispatch;
 pub mod fanout;
 pub mod local;
+mod mget;
 pub mod order;
 pub mod pinned;
 mod pipe;
