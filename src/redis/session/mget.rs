@@ -84,8 +84,12 @@ impl Session {
                             let mut out = BytesMut::new();
                             encode::frame(&mut out, item, ctx.proto);
                             let bytes = out.freeze();
-                            if let (Some(l1), Some(t)) = (&l1, tickets[j]) {
-                                l1.insert(cache_keys[idx[j]].clone(), bytes.clone(), t, ttls[j]);
+                            // MGET answers nil for a key of another type too, where GET
+                            // answers WRONGTYPE: a nil fills only for a key PTTL found missing
+                            let (ttl, missing) = ttls[j];
+                            let fills = missing || !matches!(item, BytesFrame::Null);
+                            if let (Some(l1), Some(t), true) = (&l1, tickets[j], fills) {
+                                l1.insert(cache_keys[idx[j]].clone(), bytes.clone(), t, ttl);
                             }
                             parts[idx[j]] = Some(bytes);
                         }
@@ -114,18 +118,22 @@ impl Session {
     }
 }
 
-/// PTTL of each ticketed key, sent alongside the read (misses only).
+/// PTTL of each ticketed key, sent alongside the read (misses only): the key's TTL, and
+/// whether it was missing (-2). A change of the key between the MGET and its PTTL is an
+/// invalidation after the ticket, so the fill is dropped then.
 async fn fetch_ttls(
     ctx: &Ctx,
     keys: &[Bytes],
     slot: u16,
     tickets: &[Option<Ticket>],
-) -> Vec<Option<Duration>> {
+) -> Vec<(Option<Duration>, bool)> {
     let asks = keys.iter().zip(tickets).map(|(k, t)| async move {
-        match t {
-            Some(_) => ttl_of(&ctx.send("PTTL", std::slice::from_ref(k), Some(slot)).await),
-            None => None,
+        if t.is_none() {
+            return (None, false);
         }
+        let reply = ctx.send("PTTL", std::slice::from_ref(k), Some(slot)).await;
+        let missing = matches!(reply, Ok(BytesFrame::Number { data: -2, .. }));
+        (ttl_of(&reply), missing)
     });
     join_all(asks).await
 }
