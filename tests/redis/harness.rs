@@ -310,12 +310,17 @@ impl Conn {
     }
 
     pub async fn read_within(&mut self, limit: Duration) -> Option<Val> {
+        self.frame_within(limit).await.map(|f| decode(&f))
+    }
+
+    /// One frame's bytes as they came, for tests comparing replies byte for byte.
+    pub async fn frame_within(&mut self, limit: Duration) -> Option<Vec<u8>> {
         loop {
             let limits = pake::redis::resp::Limits::backend();
             if let Ok(Some(n)) = pake::redis::resp::scan(&self.buf, 0, &limits) {
                 let frame = self.buf[..n].to_vec();
                 self.buf.advance(n);
-                return Some(decode(&frame));
+                return Some(frame);
             }
             let n = tokio::time::timeout(limit, self.stream.read_buf(&mut self.buf))
                 .await
@@ -350,7 +355,7 @@ pub fn tls_connector(ca: &std::path::Path) -> tokio_rustls::TlsConnector {
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
 }
 
-fn decode(frame: &[u8]) -> Val {
+pub fn decode(frame: &[u8]) -> Val {
     if let Ok(Some((f, _))) = redis_protocol::resp3::decode::complete::decode(frame) {
         return from_resp3(f);
     }

@@ -12,6 +12,7 @@ mod cluster_links;
 mod coherence;
 mod commands;
 mod compat;
+mod differential;
 mod faults;
 mod limits;
 mod links;
