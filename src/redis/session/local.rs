@@ -118,13 +118,15 @@ impl Session {
     }
 
     pub(super) async fn select(&mut self, args: &[Bytes]) -> Result<Flow, Error> {
-        let db = std::str::from_utf8(&args[1])
+        // Redis's checks in its order: an integer, then cluster mode, then the range
+        let index = std::str::from_utf8(&args[1])
             .ok()
-            .and_then(|d| d.parse::<u8>().ok())
-            .ok_or(Error::Syntax("ERR DB index is out of range"))?;
-        if self.svc.backend.cluster && db != 0 {
+            .and_then(|d| d.parse::<i64>().ok())
+            .ok_or(Error::Syntax("ERR value is not an integer or out of range"))?;
+        if self.svc.backend.cluster && index != 0 {
             return Err(Error::Syntax("ERR SELECT is not allowed in cluster mode"));
         }
+        let db = u8::try_from(index).map_err(|_| Error::Syntax("ERR DB index is out of range"))?;
         let mut next = self.state.clone();
         next.db = db;
         self.switch(next).await?;
