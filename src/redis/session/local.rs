@@ -153,7 +153,7 @@ impl Session {
 
     /// Move the session to the pool of `next`'s (user, db, protocol); the login is checked
     /// by Redis when that pool connects. Links opened for the old identity are dropped.
-    async fn switch(&mut self, mut next: super::ClientState) -> Result<(), Error> {
+    pub(super) async fn switch(&mut self, mut next: super::ClientState) -> Result<(), Error> {
         next.user_id = self
             .svc
             .user_id(next.auth.as_ref().map(|(u, _)| u.as_str()));

@@ -37,6 +37,9 @@ pub struct Tx {
     unlisted: bool,
     /// A command was refused while queueing: EXEC answers EXECABORT.
     aborted: bool,
+    /// The queued SELECTs: their place in the queue and their database. Redis runs them at
+    /// EXEC, and the last one it answers `+OK` moves the client from then on.
+    selects: Vec<(usize, u8)>,
     /// The bytes of `queued` and `written`, on the client's request meter.
     lease: Lease,
 }
@@ -52,6 +55,7 @@ impl Tx {
             flushes: false,
             unlisted: false,
             aborted: false,
+            selects: Vec::new(),
             lease,
         }
     }
@@ -103,6 +107,10 @@ impl Session {
                     return self.push_error(&e);
                 }
                 tx.slot = other.ok().flatten();
+                let db = std::str::from_utf8(req.args.get(1).map_or(&[][..], |a| a));
+                if let (Kind::Select, Ok(Ok(db))) = (spec.kind, db.map(str::parse::<u8>)) {
+                    tx.selects.push((tx.count - 1, db));
+                }
                 tx.flushes |= spec.is(FLUSH);
                 tx.unlisted |= spec.is(UNLISTED);
                 self.push_reply(Bytes::from_static(b"+QUEUED\r\n"));
@@ -407,6 +415,12 @@ impl Session {
         if let Some(heard) = super::writes::heard_after(&self.svc, tx.unlisted, slot) {
             heard.await;
         }
+        if let Some(db) = selected_db(&reply, &tx.selects) {
+            // the link is in that database now; the session follows (a new link for it)
+            let mut next = self.state.clone();
+            next.db = db;
+            self.switch(next).await?;
+        }
         self.push_reply(reply);
         Ok(Flow::Continue)
     }
@@ -457,7 +471,46 @@ fn refused_at_queueing(n: usize, why: &str) -> Bytes {
     ))
 }
 
+/// The database a transaction's SELECTs left the client in: the last of them whose element
+/// of EXEC's reply is `+OK` (`None`: no SELECT ran, or EXEC answered nil or an error).
+fn selected_db(reply: &[u8], selects: &[(usize, u8)]) -> Option<u8> {
+    if selects.is_empty() || !reply.starts_with(b"*") {
+        return None;
+    }
+    let limits = crate::redis::resp::Limits::backend();
+    let mut pos = reply.iter().position(|&b| b == b'\n')? + 1;
+    let mut db = None;
+    for index in 0..=selects.last()?.0 {
+        let Ok(Some(end)) = crate::redis::resp::scan(reply, pos, &limits) else {
+            break;
+        };
+        let ok = reply[pos..end].starts_with(b"+OK");
+        if let Some((_, d)) = selects.iter().find(|(at, _)| *at == index).filter(|_| ok) {
+            db = Some(*d);
+        }
+        pos = end;
+    }
+    db
+}
+
 /// The client hung up.
 fn client_gone() -> Error {
     Error::ClientIo(std::io::ErrorKind::UnexpectedEof.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selected_db;
+
+    #[test]
+    fn the_last_select_exec_accepted_moves_the_client() {
+        let reply = b"*4\r\n+OK\r\n$1\r\nx\r\n*1\r\n:1\r\n+OK\r\n";
+        assert_eq!(selected_db(reply, &[(0, 1), (3, 2)]), Some(2));
+        let refused = b"*2\r\n+OK\r\n-ERR DB index is out of range\r\n";
+        assert_eq!(selected_db(refused, &[(0, 1), (1, 99)]), Some(1));
+        assert_eq!(selected_db(b"*-1\r\n", &[(0, 1)]), None, "WATCH fired");
+        assert_eq!(selected_db(b"_\r\n", &[(0, 1)]), None);
+        assert_eq!(selected_db(b"-EXECABORT x\r\n", &[(0, 1)]), None);
+        assert_eq!(selected_db(b"*1\r\n+OK\r\n", &[]), None);
+    }
 }
