@@ -290,7 +290,8 @@ async fn same_replies_as_redis_standalone_resp2() {
         hammer: false,
         pipeline: false,
     };
-    differential(how, &[0xd1ff_001e], 3000).await;
+    // fails without the MGET-nil fix (command 583) and the SELECT ones
+    differential(how, &[0xd1ff_001f], 3000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,6 +302,7 @@ async fn same_replies_as_redis_standalone_resp3() {
         hammer: false,
         pipeline: true,
     };
+    // fails without the SELECT-in-MULTI fix (command 191) and SELECT's error text
     differential(how, &[0xd1ff_0003], 3000).await;
 }
 
@@ -312,7 +314,8 @@ async fn same_replies_as_redis_cluster_resp2() {
         hammer: false,
         pipeline: true,
     };
-    differential(how, &[0xd1ff_c002], 3000).await;
+    // fails without the MGET-nil fix (command 1938) and SELECT's error text
+    differential(how, &[0xd1ff_c006], 3000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -323,7 +326,8 @@ async fn same_replies_as_redis_cluster_resp3() {
         hammer: false,
         pipeline: false,
     };
-    differential(how, &[0xd1ff_c009], 3000).await;
+    // fails without the MGET-nil fix (command 2381) and SELECT's error text
+    differential(how, &[0xd1ff_c00a], 3000).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,6 +338,7 @@ async fn same_replies_as_redis_standalone_resp3_beside_a_second_client() {
         hammer: true,
         pipeline: true,
     };
+    // fails without the SELECT-in-MULTI fix (command 569)
     differential(how, &[0xd1ff_502a], 3000).await;
 }
 
@@ -345,10 +350,11 @@ async fn same_replies_as_redis_cluster_resp2_beside_a_second_client() {
         hammer: true,
         pipeline: true,
     };
+    // fails without the MGET-nil fix (command 958) and SELECT's error text
     differential(how, &[0xd1ff_5c02], 3000).await;
 }
 
-/// The first mismatch the test found (seed 0xd1ff0009 standalone): MGET answers nil for a key
+/// The first mismatch the test found (seed 0xd1ff001f standalone): MGET answers nil for a key
 /// of another type, and that nil was kept as the key's GET reply, so the GET that followed
 /// answered nil where Redis answers WRONGTYPE. A missing key's nil still fills.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
