@@ -238,7 +238,7 @@ impl Gen {
     /// must be Redis's.
     fn edge(&mut self) -> Step {
         let k = self.key();
-        let args = match self.g.below(16) {
+        let args = match self.g.below(24) {
             0 => s(&["PING"]),
             1 => s(&["PING", "hi"]),
             2 => s(&["ECHO", "x y"]),
@@ -258,7 +258,32 @@ impl Gen {
             12 => s(&["MSET", &k]),
             13 => s(&["HGET", &k]),
             14 => s(&["EXISTS"]),
-            _ => s(&["SET", &k]),
+            15 => s(&["SET", &k]),
+            16 if !self.in_multi => {
+                // back to database 0 and RESP2
+                self.db = 0;
+                s(&["RESET"])
+            }
+            17 => s(&["OBJECT", "ENCODING", &k]),
+            18 => s(&["EVAL_RO", "return redis.call('GET', KEYS[1])", "1", &k]),
+            19 if !self.cluster => s(&[
+                "EVAL",
+                "redis.call('SELECT', ARGV[1]) return redis.call('SET', KEYS[1], ARGV[2])",
+                "1",
+                &k,
+                if self.db == 0 { "1" } else { "0" },
+                "from a script",
+            ]),
+            20 => s(&["BLPOP", &k, "0.01"]),
+            21 => s(&["BLMOVE", &k, &self.near(&k), "RIGHT", "LEFT", "0.01"]),
+            22 => s(&["SETRANGE", &k, "70000", "tail"]),
+            // in a cluster's MULTI it flushes one node: no standalone equivalent
+            _ if self.g.percent(20) && !(self.cluster && self.in_multi) => s(&["FLUSHALL"]),
+            _ if !self.in_multi => {
+                let hello = s(&["HELLO", "3", "SETNAME", "hello"]);
+                return Step::Send(hello, Norm::Shape);
+            }
+            _ => s(&["PING"]),
         };
         Step::Send(args, Norm::Exact)
     }
