@@ -40,6 +40,11 @@ pub struct Tx {
     /// The queued SELECTs: their place in the queue and their database. Redis runs them at
     /// EXEC, and the last one it answers `+OK` moves the client from then on.
     selects: Vec<(usize, u8)>,
+    /// The queued CLIENT SETNAMEs, the same way: the name the client has after EXEC.
+    names: Vec<(usize, Option<Bytes>)>,
+    /// A CLIENT command is queued: the link is given the client's name before MULTI, so
+    /// that GETNAME, LIST and INFO inside the transaction see it.
+    client: bool,
     /// The bytes of `queued` and `written`, on the client's request meter.
     lease: Lease,
 }
@@ -56,6 +61,8 @@ impl Tx {
             unlisted: false,
             aborted: false,
             selects: Vec::new(),
+            names: Vec::new(),
+            client: false,
             lease,
         }
     }
@@ -110,6 +117,14 @@ impl Session {
                 let db = std::str::from_utf8(req.args.get(1).map_or(&[][..], |a| a));
                 if let (Kind::Select, Ok(Ok(db))) = (spec.kind, db.map(str::parse::<u8>)) {
                     tx.selects.push((tx.count - 1, db));
+                }
+                if spec.kind == Kind::Client {
+                    tx.client = true;
+                    if req.args.len() == 3 && req.args[1].eq_ignore_ascii_case(b"SETNAME") {
+                        let name = &req.args[2];
+                        let name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
+                        tx.names.push((tx.count - 1, name));
+                    }
                 }
                 tx.flushes |= spec.is(FLUSH);
                 tx.unlisted |= spec.is(UNLISTED);
@@ -390,11 +405,21 @@ impl Session {
             self.push_reply(out.freeze());
             return Ok(Flow::Continue);
         }
-        let mut batch = link::command(&[b"MULTI"]);
+        let mut batch = match tx.client {
+            true => {
+                let name = self.state.name.clone().unwrap_or_default();
+                link::command(&[b"CLIENT", b"SETNAME", &name])
+            }
+            false => BytesMut::new(),
+        };
+        batch.extend_from_slice(&link::command(&[b"MULTI"]));
         batch.extend_from_slice(&tx.queued);
         batch.extend_from_slice(&link::command(&[b"EXEC"]));
         // MULTI's +OK and each +QUEUED come first; EXEC's reply is the last
         self.on_link(slot, &batch).await?;
+        if tx.client {
+            self.link_reply().await?; // MULTI's, after SETNAME's
+        }
         let mut refused = None;
         for n in 1..=tx.count {
             let queued = self.link_reply().await?;
@@ -415,7 +440,11 @@ impl Session {
         if let Some(heard) = super::writes::heard_after(&self.svc, tx.unlisted, slot) {
             heard.await;
         }
-        if let Some(db) = selected_db(&reply, &tx.selects) {
+        if let Some(name) = last_accepted(&reply, &tx.names) {
+            self.state.name = name;
+            self.publish_state();
+        }
+        if let Some(db) = last_accepted(&reply, &tx.selects) {
             // the link is in that database now; the session follows (a new link for it)
             let mut next = self.state.clone();
             next.db = db;
@@ -471,9 +500,10 @@ fn refused_at_queueing(n: usize, why: &str) -> Bytes {
     ))
 }
 
-/// The database a transaction's SELECTs left the client in: the last of them whose element
-/// of EXEC's reply is `+OK` (`None`: no SELECT ran, or EXEC answered nil or an error).
-fn selected_db(reply: &[u8], selects: &[(usize, u8)]) -> Option<u8> {
+/// What a transaction's SELECTs (or SETNAMEs) left the client with: the value of the last of
+/// them whose element of EXEC's reply is `+OK` (`None`: none ran, or EXEC answered nil or an
+/// error).
+fn last_accepted<T: Clone>(reply: &[u8], selects: &[(usize, T)]) -> Option<T> {
     if selects.is_empty() || !reply.starts_with(b"*") {
         return None;
     }
@@ -486,7 +516,7 @@ fn selected_db(reply: &[u8], selects: &[(usize, u8)]) -> Option<u8> {
         };
         let ok = reply[pos..end].starts_with(b"+OK");
         if let Some((_, d)) = selects.iter().find(|(at, _)| *at == index).filter(|_| ok) {
-            db = Some(*d);
+            db = Some(d.clone());
         }
         pos = end;
     }
@@ -500,17 +530,17 @@ fn client_gone() -> Error {
 
 #[cfg(test)]
 mod tests {
-    use super::selected_db;
+    use super::last_accepted;
 
     #[test]
     fn the_last_select_exec_accepted_moves_the_client() {
         let reply = b"*4\r\n+OK\r\n$1\r\nx\r\n*1\r\n:1\r\n+OK\r\n";
-        assert_eq!(selected_db(reply, &[(0, 1), (3, 2)]), Some(2));
+        assert_eq!(last_accepted(reply, &[(0, 1), (3, 2)]), Some(2));
         let refused = b"*2\r\n+OK\r\n-ERR DB index is out of range\r\n";
-        assert_eq!(selected_db(refused, &[(0, 1), (1, 99)]), Some(1));
-        assert_eq!(selected_db(b"*-1\r\n", &[(0, 1)]), None, "WATCH fired");
-        assert_eq!(selected_db(b"_\r\n", &[(0, 1)]), None);
-        assert_eq!(selected_db(b"-EXECABORT x\r\n", &[(0, 1)]), None);
-        assert_eq!(selected_db(b"*1\r\n+OK\r\n", &[]), None);
+        assert_eq!(last_accepted(refused, &[(0, 1), (1, 99)]), Some(1));
+        assert_eq!(last_accepted(b"*-1\r\n", &[(0, 1)]), None, "WATCH fired");
+        assert_eq!(last_accepted(b"_\r\n", &[(0, 1)]), None);
+        assert_eq!(last_accepted(b"-EXECABORT x\r\n", &[(0, 1)]), None);
+        assert_eq!(last_accepted::<u8>(b"*1\r\n+OK\r\n", &[]), None);
     }
 }

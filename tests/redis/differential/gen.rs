@@ -249,11 +249,14 @@ impl Gen {
             6 if !self.cluster => s(&["SELECT", "99"]),
             7 => s(&["SELECT", "abc"]),
             8 => s(&["HELLO", "4"]),
-            // Known difference: inside MULTI these reach Pake's link for the transaction, which
-            // does not carry the name the client gave Pake, and a name set there is not the
-            // client's afterwards (README, "Found and not fixed")
-            9 if !self.in_multi => s(&["CLIENT", "GETNAME"]),
-            10 if !self.in_multi => s(&["CLIENT", "SETNAME", "diff"]),
+            // inside MULTI too: the transaction's link must carry the client's name, and a
+            // name set there is the client's afterwards
+            9 => s(&["CLIENT", "GETNAME"]),
+            10 => s(&[
+                "CLIENT",
+                "SETNAME",
+                pick(&mut self.g, &["diff", "", "bad name"]),
+            ]),
             11 => s(&["MGET"]),
             12 => s(&["MSET", &k]),
             13 => s(&["HGET", &k]),
