@@ -179,6 +179,9 @@ async fn advise_database(
     report.notes.push(note);
     through_views(&client, &mut fps).await?;
     let (index, tables) = tables(&client, &fps).await?;
+    for fp in &mut fps {
+        workload::heaviest_first(&client, fp).await;
+    }
     // today's plans; a fingerprint that cannot be planned is left out
     let mut base = Vec::new();
     let mut plans = Vec::new();

@@ -56,6 +56,8 @@ pub struct Fp {
     pub writes: Vec<String>,
     /// The columns an UPDATE sets, each with its table as written.
     pub sets: Vec<(String, String)>,
+    /// Kept samples not planned: [`heaviest_first`] may plan one of them instead.
+    pub spare: Vec<Sample>,
 }
 
 /// Every table the fingerprints' column uses name, as written, once each.
@@ -141,6 +143,7 @@ pub fn pick(agg: &Aggregate) -> HashMap<String, Vec<Fp>> {
             constants,
             writes,
             sets: set_columns(&statements),
+            spare: if explainable { seen } else { Vec::new() },
         });
     }
     out
@@ -200,6 +203,46 @@ pub async fn plan(client: &Client, s: &Sample) -> Result<Value, AdvisorError> {
         Sample::Values { text, params } => explain::explain(client, text, params, false).await?,
         Sample::Generic { text } => explain::explain_generic(client, text).await?,
     })
+}
+
+/// The rows a plan expects its scans to read. Before any index exists every sample of a
+/// shape is the same sequential scan, as fast as the next, so its time does not tell a big
+/// tenant's values from a small one's; the planner's row estimates do.
+fn scanned_rows(plan: &Value) -> f64 {
+    explain::nodes(plan)
+        .iter()
+        .filter(|n| {
+            (n.get("Node Type").and_then(Value::as_str)).is_some_and(|t| t.ends_with("Scan"))
+        })
+        .filter_map(|n| n.get("Plan Rows").and_then(Value::as_f64))
+        .sum()
+}
+
+/// Plan `fp` with its heaviest kept values first: of its samples (the slowest, the newest)
+/// and its spares, the one whose plan reads the most rows, then the first of the others.
+/// On a stranger's billing workload the first advice was judged on a small merchant's
+/// login (cost 14) where the big merchant's costs 5,202, and proposed an umbrella index.
+/// A sample that cannot be planned counts as reading nothing.
+pub async fn heaviest_first(client: &Client, fp: &mut Fp) {
+    if fp.spare.is_empty() || fp.samples.is_empty() {
+        return;
+    }
+    let mut all = std::mem::take(&mut fp.samples);
+    all.append(&mut fp.spare);
+    let mut rows = Vec::with_capacity(all.len());
+    for s in &all {
+        let p = plan(client, s).await;
+        rows.push(p.map(|p| scanned_rows(&p)).unwrap_or(0.0));
+    }
+    // the first of equals: the slowest, then the newest
+    let heaviest = (0..all.len())
+        .rev()
+        .max_by(|&a, &b| rows[a].total_cmp(&rows[b]))
+        .unwrap_or(0);
+    let first = all.remove(heaviest);
+    let rest = all.split_off(all.len().min(SAMPLES - 1));
+    fp.samples = std::iter::once(first).chain(all).collect();
+    fp.spare = rest;
 }
 
 /// Mean plan cost over `fp`'s samples, and their plans.
