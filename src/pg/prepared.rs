@@ -212,6 +212,10 @@ pub struct ClientStatements {
     /// The server was asked to flush its answers to the Parses stamped up to this one, for
     /// a Parse of one of their names held until they are answered.
     flush_asked: u64,
+    /// Names closed by a Close whose CloseComplete (Pake's own) may yet be skipped after an
+    /// error earlier in its batch, with their stamps: then the statement stays, as directly
+    /// ([`ClientStatements::not_closed`]); answered, it is gone ([`ClientStatements::closed`]).
+    closing: Vec<(u64, Box<[u8]>, ClientStatement)>,
 }
 
 #[derive(Debug)]
@@ -279,11 +283,39 @@ impl ClientStatements {
         self.answered = self.answered.max(stamp);
     }
 
+    /// The client closes its statement `name`, answered by Pake; returns the stamp that
+    /// names that Close until its batch ends ([`ClientStatements::not_closed`]).
+    pub fn close_pending(&mut self, name: &[u8]) -> u64 {
+        self.last_micros += 1;
+        let stamp = self.last_micros;
+        if let Some(entry) = self.map.remove(name) {
+            self.closing.push((stamp, name.into(), entry));
+        }
+        stamp
+    }
+
+    /// The Close stamped `stamp` was skipped after an error in its batch: the statement it
+    /// closed is the client's again (a Parse of the name later in the batch was skipped too).
+    pub fn not_closed(&mut self, stamp: u64) {
+        if let Some(i) = self.closing.iter().position(|(at, ..)| *at == stamp) {
+            let (_, name, entry) = self.closing.swap_remove(i);
+            self.map.entry(name).or_insert(entry);
+        }
+    }
+
+    /// Pake answered the Closes stamped up to `stamp` (no error before them): they happened.
+    pub fn closed(&mut self, stamp: u64) {
+        self.closing.retain(|(at, ..)| *at > stamp);
+    }
+
     /// The Parses stamped `first..=last` failed or were skipped after an error: their names
     /// name nothing, as directly (a later Bind of one fails with 26000).
     pub fn not_parsed(&mut self, first: u64, last: u64) {
         self.map
             .retain(|_, c| !(first..=last).contains(&c.prepared_at));
+        // nor does a Close of one of them, skipped or not, bring it back
+        self.closing
+            .retain(|(_, _, c)| !(first..=last).contains(&c.prepared_at));
         self.parsed(last);
     }
 
@@ -315,6 +347,7 @@ impl ClientStatements {
 
     pub fn clear(&mut self) {
         self.map.clear();
+        self.closing.clear();
     }
 
     /// Keep only the names of statements in `ids`.

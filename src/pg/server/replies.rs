@@ -78,6 +78,10 @@ pub enum Expect {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Synth {
     CloseComplete,
+    /// CloseComplete for a client's Close of its named statement, stamped by
+    /// [`crate::pg::prepared::ClientStatements::close_pending`]: skipped after an error in
+    /// its batch, the statement was not closed ([`Effects::not_closed`]).
+    CloseStatement(u64),
 }
 
 /// What to do with one server message.
@@ -100,6 +104,9 @@ pub struct Effects {
     pub parsed: Option<u64>,
     /// The client's named Parses stamped from the first to the last failed or were skipped.
     pub not_parsed: Option<(u64, u64)>,
+    /// The client's Closes of named statements with these stamps were skipped after an
+    /// error: as directly, the statements still exist.
+    pub not_closed: Vec<u64>,
     /// The server entered COPY IN (client data must flow) or left it.
     pub copy_in: Option<bool>,
     /// A client statement (a Query, or an Execute) completed.
@@ -243,14 +250,18 @@ impl Replies {
         }
     }
 
-    /// Write every synthetic reply at the head of the queue into `out`.
-    pub fn drain_synthetic(&mut self, out: &mut BytesMut) {
+    /// Write every synthetic reply at the head of the queue into `out`; the stamp of the
+    /// last client Close of a named statement among them ([`Synth::CloseStatement`]).
+    pub fn drain_synthetic(&mut self, out: &mut BytesMut) -> Option<u64> {
+        let mut closed = None;
         while let Some(Expect::Synth(s)) = self.q.front() {
-            match s {
-                Synth::CloseComplete => backend::close_complete(out),
+            if let Synth::CloseStatement(stamp) = s {
+                closed = Some(*stamp);
             }
+            backend::close_complete(out);
             self.q.pop_front();
         }
+        closed
     }
 
     fn desync(&self, tag: u8) -> Desync {
@@ -527,6 +538,7 @@ impl Replies {
                     });
                 }
                 Expect::Execute => fx.skipped += 1,
+                Expect::Synth(Synth::CloseStatement(stamp)) => fx.not_closed.push(*stamp),
                 _ => {}
             }
             self.q.pop_front();

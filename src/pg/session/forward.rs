@@ -59,7 +59,9 @@ impl Session {
             other => return Err(Error::Unexpected(wire::Tag(other))),
         }
         if let Some(server) = self.server.as_deref_mut() {
-            server.replies.drain_synthetic(&mut self.cwbuf);
+            if let Some(stamp) = server.replies.drain_synthetic(&mut self.cwbuf) {
+                self.statements.closed(stamp);
+            }
         }
         Ok(())
     }
@@ -518,17 +520,24 @@ impl Session {
             self.forget_terminate_statement(subject.name);
         }
         let local = self.mode == PoolMode::Transaction && subject.is_named_statement();
-        if local {
-            // the client's name goes; the server keeps the statement for other clients
-            self.statements.remove(subject.name);
-        }
+        // after an error the server skips to Sync: the statement stays, as directly
+        let skipping = self
+            .server
+            .as_ref()
+            .is_some_and(|s| s.replies.is_skipping());
+        // the client's name goes; the server keeps the statement for other clients
+        let stamp = (local && !skipping).then(|| self.statements.close_pending(subject.name));
         self.with_server(|server| {
             server.in_extended = true;
-            if local {
-                server.replies.push(Expect::Synth(Synth::CloseComplete));
-            } else {
-                server.wbuf.put_slice(frame);
-                server.replies.push(Expect::Close { swallow: false });
+            match stamp {
+                Some(stamp) => server
+                    .replies
+                    .push(Expect::Synth(Synth::CloseStatement(stamp))),
+                None if local => {} // the server skips it: owed nothing
+                None => {
+                    server.wbuf.put_slice(frame);
+                    server.replies.push(Expect::Close { swallow: false });
+                }
             }
         });
         Ok(())

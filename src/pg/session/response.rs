@@ -103,7 +103,9 @@ impl Session {
             if server.replies.has_synthetic_head() {
                 self.cwbuf.put_slice(&server.rbuf[run..pos]);
                 run = pos;
-                server.replies.drain_synthetic(&mut self.cwbuf);
+                if let Some(stamp) = server.replies.drain_synthetic(&mut self.cwbuf) {
+                    self.statements.closed(stamp);
+                }
             }
         }
         hand_over(&mut self.cwbuf, server, run, pos);
@@ -198,6 +200,10 @@ fn statement_news(
     }
     if let Some(stamp) = fx.parsed.take() {
         client.parsed(stamp);
+    }
+    // before the Parses: one that failed before the Close leaves its name naming nothing
+    for stamp in fx.not_closed.drain(..) {
+        client.not_closed(stamp);
     }
     if let Some((first, last)) = fx.not_parsed.take() {
         client.not_parsed(first, last);
