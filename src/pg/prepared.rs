@@ -273,9 +273,26 @@ impl ClientStatements {
         if at <= self.answered {
             return None;
         }
+        Some(self.ask_flush(at))
+    }
+
+    /// A Close of `name` Pake answers itself is not answered yet: `None` when not. Until it
+    /// is, the name may yet name its statement (the Close skipped after an error), so a
+    /// Parse, Bind or Describe of it waits; `Some(true)` as for [`Self::awaits_answer`].
+    pub fn awaits_close(&mut self, name: &[u8]) -> Option<bool> {
+        let at = self
+            .closing
+            .iter()
+            .filter(|(_, n, _)| **n == *name)
+            .map(|(at, ..)| *at)
+            .max()?;
+        Some(self.ask_flush(at))
+    }
+
+    fn ask_flush(&mut self, at: u64) -> bool {
         let ask = self.flush_asked < at;
         self.flush_asked = self.flush_asked.max(at);
-        Some(ask)
+        ask
     }
 
     /// The server answered the Parse stamped `stamp` (and, in order, every one before).

@@ -87,6 +87,12 @@ impl Session {
             },
             _ => return Ok(false),
         };
+        if self.server.is_none() {
+            return Ok(false);
+        }
+        if let Some(ask) = self.statements.awaits_close(name) {
+            return Ok(self.wait_for_answers(ask));
+        }
         let Some((stmt, Some(_))) = self.statements.told(name) else {
             return Ok(false);
         };
@@ -240,17 +246,27 @@ impl Session {
     /// leaves none), and Pake can refuse or forward it only once it knows which.
     fn parse_waits(&mut self, frame: &[u8]) -> Result<bool, Error> {
         let p = frame::parse(frame)?;
-        let Some(server) = self.server.as_deref_mut() else {
+        if self.server.is_none() {
+            return Ok(false);
+        }
+        let ask = self.statements.awaits_answer(p.name);
+        let Some(ask) = ask.or_else(|| self.statements.awaits_close(p.name)) else {
             return Ok(false);
         };
-        let Some(ask) = self.statements.awaits_answer(p.name) else {
-            return Ok(false);
+        Ok(self.wait_for_answers(ask))
+    }
+
+    /// A message waits in the client's buffer for the server's answers to earlier ones
+    /// (`true`); `ask`: ask the server to flush them.
+    fn wait_for_answers(&mut self, ask: bool) -> bool {
+        let Some(server) = self.server.as_deref_mut() else {
+            return false;
         };
         if ask {
             let at = wire::begin_frame(&mut server.wbuf, fe::FLUSH);
             wire::finish_frame(&mut server.wbuf, at);
         }
-        Ok(true)
+        true
     }
 
     fn forward_parse(&mut self, frame: &[u8], part: Part) -> Result<(), Error> {
