@@ -278,7 +278,7 @@ impl Session {
         };
         let rename = self.mode == PoolMode::Transaction;
         if rename && self.statements.exists(p.name) {
-            self.refuse_parse(p.name);
+            self.refuse_parse(p.name, p.definition);
             return Ok(());
         }
         if self.noting() {
@@ -353,7 +353,12 @@ impl Session {
     /// 42P05 and the server skips to Sync; the client's names are Pake's, so Pake sends a
     /// message that fails there in its place and answers with PostgreSQL's error. (A Parse
     /// of a name whose Parse is not answered yet waits for it: `parse_waits`.)
-    fn refuse_parse(&mut self, name: &[u8]) {
+    ///
+    /// PostgreSQL parses and analyses the text before it looks at the name: a syntax error,
+    /// a Parse in an aborted transaction (25P02) or a missing relation is reported instead
+    /// of 42P05. So the text is first parsed on the server under a name of Pake's own,
+    /// closed at once; if that fails, the client gets the server's error.
+    fn refuse_parse(&mut self, name: &[u8], definition: &[u8]) {
         let Some(server) = self.server.as_deref_mut() else {
             return;
         };
@@ -361,6 +366,16 @@ impl Session {
         if server.replies.is_skipping() {
             return; // the server would discard it
         }
+        let at = wire::begin_frame(&mut server.wbuf, fe::PARSE);
+        wire::put_cstr(&mut server.wbuf, PROBE.as_bytes());
+        server.wbuf.put_slice(definition);
+        wire::finish_frame(&mut server.wbuf, at);
+        server.replies.push(Expect::Parse {
+            swallow: true,
+            registers: None,
+            client: None,
+        });
+        close_statement(server, PROBE);
         describe_statement(&mut server.wbuf, STALE);
         let message = format!(
             "prepared statement \"{}\" already exists",
@@ -618,6 +633,8 @@ enum Sent {
 /// A statement name no server has (no client's name reaches a server unrenamed in
 /// transaction mode): a Bind or Describe of it fails, and with it the rest of the batch.
 const STALE: &[u8] = b"pake_stale";
+/// The name a redefining Parse's text is tried under ([`Session::refuse_parse`]).
+const PROBE: &str = "pake_redefined";
 
 /// Send a Bind or Describe as `reach` says: as the client wrote it, or rewritten by
 /// `rewrite` to the server-side name — after making sure the server has the statement, or
