@@ -24,10 +24,7 @@ use std::collections::VecDeque;
 pub enum Expect {
     /// Everything up to ReadyForQuery: Query (`stmt`: a client statement whose completion
     /// is reported), FunctionCall, Sync, and queries Pake injects (`swallow`).
-    Ready {
-        swallow: bool,
-        stmt: bool,
-    },
+    Ready { swallow: bool, stmt: bool },
     /// ParseComplete; `registers` names the statement this Parse creates on the server,
     /// `client` the client's named Parse it stands for (transaction mode: the stamp from
     /// [`crate::pg::prepared::ClientStatements::insert_pending`]).
@@ -37,11 +34,11 @@ pub enum Expect {
         client: Option<u64>,
     },
     /// BindComplete; `stmt`: the interned statement it binds (transaction mode).
-    Bind {
-        stmt: Option<StatementId>,
-    },
+    Bind { stmt: Option<StatementId> },
+    /// CloseComplete; `stmt`: Pake closes its own statement there to parse it afresh.
     Close {
         swallow: bool,
+        stmt: Option<StatementId>,
     },
     /// Describe of a statement: ParameterDescription, then RowDescription or NoData.
     /// `injected`: Pake asked, to learn what the server's copy takes and returns
@@ -59,15 +56,11 @@ pub enum Expect {
     /// A Bind or Describe Pake made fail on the server (it names no statement there) because
     /// the server's copy of `stmt` takes or returns other than the client was told: the server's
     /// error is replaced by the 0A000 PostgreSQL gives for its own stale plan.
-    Stale {
-        stmt: StatementId,
-    },
+    Stale { stmt: StatementId },
     /// A message Pake made fail on the server (it names no statement there) because the
     /// client's own fails directly without reaching the server's statements (a Parse of a
     /// name the client has: 42P05): the server's error is replaced by `body`.
-    Refused {
-        body: Box<[u8]>,
-    },
+    Refused { body: Box<[u8]> },
     /// Execute: DataRows (or a COPY), then CommandComplete / EmptyQuery / PortalSuspended.
     Execute,
     /// A reply Pake writes itself when it reaches the head of the queue.
@@ -296,7 +289,7 @@ impl Replies {
                 self.q.pop_front();
                 Ok(Forward)
             }
-            (be::CLOSE_COMPLETE, Expect::Close { swallow }) => {
+            (be::CLOSE_COMPLETE, Expect::Close { swallow, .. }) => {
                 self.q.pop_front();
                 Ok(pass(swallow))
             }
@@ -514,14 +507,18 @@ impl Replies {
             }
         }
         let mut failed = false;
+        // Pake's Closes of its statements skipped too: the server keeps those copies
+        let mut kept = Vec::new();
         while let Some(e) = self.q.front() {
             match e {
                 Expect::Ready { .. } => break,
+                Expect::Close { stmt: Some(id), .. } => kept.push(*id),
                 Expect::Parse {
                     registers, client, ..
                 } => {
-                    if let Some(id) = registers {
-                        fx.not_created.push(*id);
+                    // a Parse afresh (Close, then Parse) skipped: the old copy is still there
+                    if let Some(id) = registers.filter(|id| !kept.contains(id)) {
+                        fx.not_created.push(id);
                     }
                     if let Some(stamp) = *client {
                         let first = fx.not_parsed.map_or(stamp, |(first, _)| first);

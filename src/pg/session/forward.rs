@@ -375,7 +375,7 @@ impl Session {
             registers: None,
             client: None,
         });
-        close_statement(server, PROBE);
+        close_statement(server, PROBE, None);
         describe_statement(&mut server.wbuf, STALE);
         let message = format!(
             "prepared statement \"{}\" already exists",
@@ -567,7 +567,10 @@ impl Session {
                 None if local => {} // the server skips it: owed nothing
                 None => {
                     server.wbuf.put_slice(frame);
-                    server.replies.push(Expect::Close { swallow: false });
+                    server.replies.push(Expect::Close {
+                        swallow: false,
+                        stmt: None,
+                    });
                 }
             }
         });
@@ -708,7 +711,7 @@ fn parse_on(server: &mut Server, stmt: &Arc<Statement>, cap: usize, client: Opti
 /// never gets directly. The old copy is closed first, in the same write.
 fn parse_afresh(server: &mut Server, stmt: &Arc<Statement>, cap: usize, stamp: Option<u64>) {
     if server.statements.contains(stmt.id) {
-        close_statement(server, &stmt.name);
+        close_statement(server, &stmt.name, Some(stmt.id));
         server.statements.remove(stmt.id);
     }
     parse_on(server, stmt, cap, stamp);
@@ -728,15 +731,19 @@ fn evict_statement(server: &mut Server, cap: usize) {
         return; // the Close would be discarded
     }
     if let Some(old) = server.statements.evict_over(cap.saturating_sub(1)) {
-        close_statement(server, &old.name);
+        close_statement(server, &old.name, None);
     }
 }
 
-/// Close the process-wide statement `name` on `server` (its CloseComplete swallowed).
-fn close_statement(server: &mut Server, name: &str) {
+/// Close the process-wide statement `name` on `server` (its CloseComplete swallowed);
+/// `afresh`: its id, when a Parse of it follows.
+fn close_statement(server: &mut Server, name: &str, afresh: Option<StatementId>) {
     let at = wire::begin_frame(&mut server.wbuf, fe::CLOSE);
     server.wbuf.put_u8(b'S');
     wire::put_cstr(&mut server.wbuf, name.as_bytes());
     wire::finish_frame(&mut server.wbuf, at);
-    server.replies.push(Expect::Close { swallow: true });
+    server.replies.push(Expect::Close {
+        swallow: true,
+        stmt: afresh,
+    });
 }
