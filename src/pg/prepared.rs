@@ -216,6 +216,8 @@ pub struct ClientStatements {
     /// error earlier in its batch, with their stamps: then the statement stays, as directly
     /// ([`ClientStatements::not_closed`]); answered, it is gone ([`ClientStatements::closed`]).
     closing: Vec<(u64, Box<[u8]>, ClientStatement)>,
+    /// The last stamp handed out when the client's last Sync was sent.
+    synced: u64,
 }
 
 #[derive(Debug)]
@@ -271,6 +273,24 @@ impl ClientStatements {
     pub fn awaits_answer(&mut self, name: &[u8]) -> Option<bool> {
         let at = self.map.get(name)?.prepared_at;
         if at <= self.answered {
+            return None;
+        }
+        Some(self.ask_flush(at))
+    }
+
+    /// The client's Sync is sent: the Parses stamped so far end their batch.
+    pub fn sync_sent(&mut self) {
+        self.synced = self.last_micros;
+    }
+
+    /// A Parse of `name` in a batch before the client's last Sync is not answered yet:
+    /// `None` when not. If it failed or was skipped the name names nothing (directly a Bind
+    /// or Describe of it fails with 26000), so one in a later batch waits for the answer;
+    /// `Some(true)` as for [`Self::awaits_answer`]. (In the Parse's own batch the server
+    /// skips them after its error: they need not wait.)
+    pub fn awaits_earlier_batch(&mut self, name: &[u8]) -> Option<bool> {
+        let at = self.map.get(name)?.prepared_at;
+        if at <= self.answered || at > self.synced {
             return None;
         }
         Some(self.ask_flush(at))

@@ -90,7 +90,8 @@ impl Session {
         if self.server.is_none() {
             return Ok(false);
         }
-        if let Some(ask) = self.statements.awaits_close(name) {
+        let closing = self.statements.awaits_close(name);
+        if let Some(ask) = closing.or_else(|| self.statements.awaits_earlier_batch(name)) {
             return Ok(self.wait_for_answers(ask));
         }
         let Some((stmt, Some(_))) = self.statements.told(name) else {
@@ -594,6 +595,7 @@ impl Session {
     }
 
     fn forward_sync(&mut self, frame: &[u8]) {
+        self.statements.sync_sent();
         self.with_server(|server| {
             server.in_extended = false;
             server.wbuf.put_slice(frame);
