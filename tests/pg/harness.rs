@@ -203,9 +203,12 @@ pub struct Raw {
 
 impl Raw {
     pub async fn connect(env: &Env) -> Raw {
-        let stream = tokio::net::TcpStream::connect(env.pake.pg_addr)
-            .await
-            .expect("connect");
+        Raw::connect_to(env.pake.pg_addr).await
+    }
+
+    /// A connection to any address (Pake, or a lab server directly).
+    pub async fn connect_to(addr: std::net::SocketAddr) -> Raw {
+        let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
         Raw {
             stream,
             buf: bytes::BytesMut::new(),
@@ -233,9 +236,20 @@ impl Raw {
         db: &str,
         extra: &[(&str, &str)],
     ) -> Result<Raw, String> {
+        Raw::login_at(env.pake.pg_addr, user, password, db, extra).await
+    }
+
+    /// `login_with` at any address (Pake, or a lab server directly).
+    pub async fn login_at(
+        addr: std::net::SocketAddr,
+        user: &str,
+        password: &str,
+        db: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<Raw, String> {
         use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
         use postgres_protocol::message::frontend;
-        let mut raw = Raw::connect(env).await;
+        let mut raw = Raw::connect_to(addr).await;
         let mut out = bytes::BytesMut::new();
         let params = [("user", user), ("database", db)]
             .into_iter()

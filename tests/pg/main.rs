@@ -10,6 +10,7 @@ mod bad_input;
 mod basic;
 mod clients;
 mod console;
+mod differential;
 mod faults;
 mod forward;
 mod huge_statements;
