@@ -14,7 +14,16 @@ fn malformed(what: &'static str) -> FrameError {
 /// frame itself is forwarded untouched.
 pub(super) fn query(frame: &[u8]) -> Result<Cow<'_, str>, FrameError> {
     let (text, _) = wire::cstr(wire::body(frame)).ok_or(malformed("Query"))?;
-    Ok(String::from_utf8_lossy(text))
+    Ok(sql_text(text))
+}
+
+/// `text` as UTF-8, replacing what is not. `str::from_utf8` checks ASCII a word at a time;
+/// `from_utf8_lossy` goes through `Utf8Chunks`, ~7 instructions a byte (callgrind).
+fn sql_text(text: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(text) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(text),
+    }
 }
 
 /// The frontend messages of a buffered request, one at a time.
@@ -89,7 +98,7 @@ pub(super) struct Parse<'a> {
 pub(super) fn parse(frame: &[u8]) -> Result<Parse<'_>, FrameError> {
     let (name, definition) = wire::cstr(wire::body(frame)).ok_or(malformed("Parse"))?;
     let (query, _) = wire::cstr(definition).ok_or(malformed("Parse"))?;
-    let query = String::from_utf8_lossy(query);
+    let query = sql_text(query);
     Ok(Parse {
         name,
         definition,
