@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Instructions per transaction on Pake's Postgres reactor thread, with insight on and off
+# (issue 14's insight on/off target): callgrind counts instructions, not seconds, so the
+# figure repeats on a busy machine. Pake runs under `valgrind --tool=callgrind
+# --separate-threads=yes` with one reactor thread (`--pg-threads 1 --workers 1`) while
+# pgbench -S (simple protocol) runs CLIENTS × SHORT and CLIENTS × LONG transactions; the
+# slope between the two runs is the per-transaction figure, without login and start-up.
+#
+#   loadtests/instructions.sh                 # 4 clients, 500 vs 2,500 transactions each
+#   PAKE=/tmp/pake-old loadtests/instructions.sh
+#
+# Needs valgrind (apt-get install valgrind), pgbench and a release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+CLIENTS=${CLIENTS:-4}
+SHORT=${SHORT:-500}
+LONG=${LONG:-2500}
+PAKE=${PAKE:-./target/release/pake}
+PORT=${PORT:-22401}
+WORK=$(mktemp -d)
+LAB_PID=
+cleanup() {
+  [ -n "$LAB_PID" ] && kill "$LAB_PID" 2>/dev/null && wait "$LAB_PID" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+"$PAKE" lab --auth trust > "$WORK/lab.out" 2>&1 &
+LAB_PID=$!
+for _ in $(seq 1 120); do grep -q LAB_READY=1 "$WORK/lab.out" && break; sleep 0.5; done
+URL=$(sed -n 's/^PG_PRIMARY_URL=//p' "$WORK/lab.out")
+PGPORT=$(echo "$URL" | sed -E 's|.*:([0-9]+)/.*|\1|')
+pgbench -i -s 1 -q "$URL" > /dev/null 2>&1
+
+for insight in on off; do
+  enabled=$([ $insight = on ] && echo true || echo false)
+  printf '[[databases]]\nname = "postgres"\nhost = "127.0.0.1"\nport = %s\n[[users]]\nname = "pake"\npassword = "pake"\n[insight]\nenabled = %s\n' \
+    "$PGPORT" "$enabled" > "$WORK/$insight.toml"
+done
+
+# Callgrind's count per thread of one run, as "suffix count" lines.
+run() { # insight txns
+  local out="$WORK/cg.$1.$2"
+  valgrind --tool=callgrind --separate-threads=yes --dump-instr=no --callgrind-out-file="$out" \
+    "$PAKE" serve --config "$WORK/$1.toml" --pg-listen "127.0.0.1:$PORT" \
+    --admin-listen "127.0.0.1:$((PORT + 1))" --pool-size 4 --pool-mode transaction \
+    --workers 1 --pg-threads 1 > "$WORK/pake.log" 2>&1 &
+  local vp=$!
+  for _ in $(seq 1 240); do pg_isready -h 127.0.0.1 -p "$PORT" -q && break; sleep 0.5; done
+  PGPASSWORD=pake pgbench -S -n -c "$CLIENTS" -t "$2" -h 127.0.0.1 -p "$PORT" -U pake postgres \
+    > "$WORK/pgbench.log" 2>&1
+  kill -INT "$vp"
+  wait "$vp" || true
+  for f in "$out"-*; do echo "${f##*-} $(sed -n 's/^summary: //p' "$f")"; done
+}
+
+# The sessions' thread is the one whose count grows with the transactions (logins hash
+# SCRAM on another); its growth per transaction is the figure.
+echo "| insight | instructions per transaction (the sessions' thread) |"
+echo "|---|---:|"
+for insight in on off; do
+  run "$insight" "$SHORT" > "$WORK/short"
+  run "$insight" "$LONG" > "$WORK/long"
+  per=$(join "$WORK/short" "$WORK/long" |
+    awk -v n=$((CLIENTS * (LONG - SHORT))) '{ d = $3 - $2; if (d > m) m = d } END { printf "%d", m / n }')
+  echo "| $insight | $per |"
+done
