@@ -8,6 +8,7 @@
 //! case-insensitive login (`lower(email) = lower($1)`).
 
 use crate::harness::{eventually, helping, run_rows, Rig, Value, Who};
+use pake::insight::model::AdviceReport;
 
 const SCHEMA: &str = "
     CREATE TABLE posts (id int, blog_id int, user_id int, body text);
@@ -340,6 +341,14 @@ async fn orders_all_visible(c: &tokio_postgres::Client) {
     }
 }
 
+/// Ten customers' orders by status and total (a covering index makes it index-only), run
+/// for four ranges; its fingerprint id and the advice then.
+async fn covering_read(rig: &mut Rig, c: &tokio_postgres::Client) -> (String, AdviceReport) {
+    let sql = "select status, total from orders where customer_id between $1 and $1 + 9";
+    let read = run(rig, c, sql, &[7, 700, 1400, 77]).await;
+    (read, rig.insight.advise().await.expect("advisor runs"))
+}
+
 /// Found on a stranger's logistics workload: a covering index (`INCLUDE`) was proposed with
 /// a column the workload's UPDATEs set, which ends their HOT updates, a cost the search does
 /// not weigh. The read alone gets its covering index; once an UPDATE sets an included
@@ -349,14 +358,7 @@ async fn a_covering_index_carries_no_column_an_update_sets() {
     let mut rig = Rig::default().await;
     let c = rig.client("postgres").await;
     orders_all_visible(&c).await;
-    let read = run(
-        &mut rig,
-        &c,
-        "select status, total from orders where customer_id between $1 and $1 + 9",
-        &[7, 700, 1400, 77],
-    )
-    .await;
-    let advice = rig.insight.advise().await.expect("advisor runs");
+    let (read, advice) = covering_read(&mut rig, &c).await;
     let a = helping(&advice, &read).unwrap_or_else(|| panic!("read alone: {advice:#?}"));
     assert_eq!(a.include, ["status", "total"], "{a:#?}");
     let rows: Vec<Vec<Value>> = (0..20)
@@ -447,14 +449,7 @@ async fn the_covering_form_of_an_existing_index_is_still_proposed() {
     c.batch_execute("CREATE INDEX orders_customer ON orders (customer_id)")
         .await
         .expect("plain index");
-    let read = run(
-        &mut rig,
-        &c,
-        "select status, total from orders where customer_id between $1 and $1 + 9",
-        &[7, 700, 1400, 77],
-    )
-    .await;
-    let advice = rig.insight.advise().await.expect("advisor runs");
+    let (read, advice) = covering_read(&mut rig, &c).await;
     let a = helping(&advice, &read).unwrap_or_else(|| panic!("{advice:#?}"));
     assert_eq!(a.columns, ["customer_id"], "{a:#?}");
     assert_eq!(a.include, ["status", "total"], "{a:#?}");
