@@ -180,7 +180,7 @@ async fn advise_database(
     through_views(&client, &mut fps).await?;
     let (index, tables) = tables(&client, &fps).await?;
     for fp in &mut fps {
-        workload::heaviest_first(&client, fp).await;
+        workload::plan_extremes(&client, fp).await;
     }
     // today's plans; a fingerprint that cannot be planned is left out
     let mut base = Vec::new();

@@ -56,7 +56,7 @@ pub struct Fp {
     pub writes: Vec<String>,
     /// The columns an UPDATE sets, each with its table as written.
     pub sets: Vec<(String, String)>,
-    /// Kept samples not planned: [`heaviest_first`] may plan one of them instead.
+    /// Kept samples not planned: [`plan_extremes`] may plan one of them instead.
     pub spare: Vec<Sample>,
 }
 
@@ -225,7 +225,7 @@ fn scanned_rows(plan: &Value) -> f64 {
 /// index; and two heavy samples alike (a helpdesk's lists of closed tickets) lose the index
 /// the light ones need (its open tickets: `(tenant_id, status, created_at)`). A sample that
 /// cannot be planned counts as reading nothing.
-pub async fn heaviest_first(client: &Client, fp: &mut Fp) {
+pub async fn plan_extremes(client: &Client, fp: &mut Fp) {
     if fp.spare.is_empty() || fp.samples.is_empty() {
         return;
     }
