@@ -70,7 +70,10 @@ fn on_frame(tag: u8, body: &[u8], q: &mut Replies) {
                 injected: false,
             },
         }),
-        fe::CLOSE => q.push(Expect::Close { swallow: false }),
+        fe::CLOSE => q.push(Expect::Close {
+            swallow: false,
+            stmt: None,
+        }),
         fe::EXECUTE => q.push(Expect::Execute),
         fe::SYNC => q.on_sync_sent(),
         fe::COPY_DONE | fe::COPY_FAIL => q.on_copy_end_sent(),
