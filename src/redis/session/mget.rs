@@ -27,33 +27,25 @@ impl Session {
             let fut = super::fanout::mget_wide(ctx, spec, req.args, self.replies.clone());
             return self.push_future(fut, None);
         };
-        let l1 = Some(l1);
         let get_id = crate::redis::commands::Table::get()
             .lookup(b"GET")
             .map_or(0, |s| s.id as u16);
         let keys: Vec<Bytes> = req.args[1..].to_vec();
         let mut parts: Vec<Option<Bytes>> = vec![None; keys.len()];
         let mut cache_keys = Vec::new();
-        if let Some(l1) = &l1 {
-            for (i, k) in keys.iter().enumerate() {
-                let ck = CacheKey::new(
-                    get_id,
-                    std::slice::from_ref(k),
-                    self.state.db,
-                    self.state.user_id,
-                    self.state.proto,
-                );
-                parts[i] = l1.get(&ck);
-                cache_keys.push(ck);
-            }
+        for (i, k) in keys.iter().enumerate() {
+            let ck = CacheKey::new(
+                get_id,
+                std::slice::from_ref(k),
+                self.state.db,
+                self.state.user_id,
+                self.state.proto,
+            );
+            parts[i] = l1.get(&ck);
+            cache_keys.push(ck);
         }
         if parts.iter().all(Option::is_some) {
-            let mut out = BytesMut::new();
-            encode::array(&mut out, parts.len());
-            for p in parts.into_iter().flatten() {
-                out.extend_from_slice(&p);
-            }
-            return self.push_reply(out.freeze());
+            return self.push_reply(array_of(parts));
         }
         let cluster = self.svc.backend.cluster;
         let fut = async move {
@@ -66,10 +58,8 @@ impl Session {
                 let l1 = l1.clone();
                 async move {
                     let args: Vec<Bytes> = idx.iter().map(|&i| keys[i].clone()).collect();
-                    let tickets: Vec<Option<Ticket>> = match &l1 {
-                        Some(l1) => args.iter().map(|k| ctx.ticket(l1, slot, k)).collect(),
-                        None => vec![None; args.len()],
-                    };
+                    let tickets: Vec<Option<Ticket>> =
+                        args.iter().map(|k| ctx.ticket(&l1, slot, k)).collect();
                     let ttls = fetch_ttls(&ctx, &args, slot, &tickets);
                     let (reply, ttls) =
                         futures_util::join!(ctx.send("MGET", &args, Some(slot)), ttls);
@@ -88,7 +78,7 @@ impl Session {
                             // answers WRONGTYPE: a nil fills only for a key PTTL found missing
                             let (ttl, missing) = ttls[j];
                             let fills = missing || !matches!(item, BytesFrame::Null);
-                            if let (Some(l1), Some(t), true) = (&l1, tickets[j], fills) {
+                            if let (Some(t), true) = (tickets[j], fills) {
                                 l1.insert(cache_keys[idx[j]].clone(), bytes.clone(), t, ttl);
                             }
                             parts[idx[j]] = Some(bytes);
@@ -98,17 +88,7 @@ impl Session {
                 }
             }
             observe(&ctx, spec, started);
-            let reply = match error {
-                Some(e) => e,
-                None => {
-                    let mut out = BytesMut::new();
-                    encode::array(&mut out, parts.len());
-                    for p in parts.into_iter().flatten() {
-                        out.extend_from_slice(&p);
-                    }
-                    out.freeze()
-                }
-            };
+            let reply = error.unwrap_or_else(|| array_of(parts));
             Done {
                 reply,
                 write: false,
@@ -116,6 +96,16 @@ impl Session {
         };
         self.push_future(fut, None);
     }
+}
+
+/// The merged reply: every part, in key order (all present).
+fn array_of(parts: Vec<Option<Bytes>>) -> Bytes {
+    let mut out = BytesMut::new();
+    encode::array(&mut out, parts.len());
+    for p in parts.into_iter().flatten() {
+        out.extend_from_slice(&p);
+    }
+    out.freeze()
 }
 
 /// PTTL of each ticketed key, sent alongside the read (misses only): the key's TTL, and
