@@ -70,7 +70,6 @@ pub enum Expect {
 /// Replies Pake produces itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Synth {
-    CloseComplete,
     /// CloseComplete for a client's Close of its named statement, stamped by
     /// [`crate::pg::prepared::ClientStatements::close_pending`]: skipped after an error in
     /// its batch, the statement was not closed ([`Effects::not_closed`]).
@@ -244,13 +243,11 @@ impl Replies {
     }
 
     /// Write every synthetic reply at the head of the queue into `out`; the stamp of the
-    /// last client Close of a named statement among them ([`Synth::CloseStatement`]).
+    /// last of them (each a client's Close of a named statement, [`Synth::CloseStatement`]).
     pub fn drain_synthetic(&mut self, out: &mut BytesMut) -> Option<u64> {
         let mut closed = None;
-        while let Some(Expect::Synth(s)) = self.q.front() {
-            if let Synth::CloseStatement(stamp) = s {
-                closed = Some(*stamp);
-            }
+        while let Some(Expect::Synth(Synth::CloseStatement(stamp))) = self.q.front() {
+            closed = Some(*stamp);
             backend::close_complete(out);
             self.q.pop_front();
         }

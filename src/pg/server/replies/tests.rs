@@ -96,9 +96,9 @@ fn error_skips_to_sync_and_reports_uncreated_statements() {
 #[test]
 fn synthetic_replies_emit_in_order() {
     let mut r = Replies::default();
-    r.push(Expect::Synth(Synth::CloseComplete));
+    r.push(Expect::Synth(Synth::CloseStatement(1)));
     r.push(Expect::Bind { stmt: None });
-    r.push(Expect::Synth(Synth::CloseComplete));
+    r.push(Expect::Synth(Synth::CloseStatement(2)));
     r.push(Expect::Ready {
         swallow: false,
         stmt: false,
@@ -205,7 +205,7 @@ fn pipeline_error_before_sync_skips_what_follows() {
     // sent after the error, before the Sync: the server discards them unanswered
     r.push(Expect::Bind { stmt: None });
     r.push(Expect::Execute);
-    r.push(Expect::Synth(Synth::CloseComplete));
+    r.push(Expect::Synth(Synth::CloseStatement(3)));
     assert!(r.is_empty());
     r.on_sync_sent();
     assert!(!r.is_skipping());
