@@ -5,6 +5,7 @@
 //! Statements are accounted as they are sent (insight, traces) from the request's analysis.
 
 use super::classify::Part;
+use super::inflight::Text;
 use super::record::StatementRef;
 use super::state::{self, Fate};
 use super::{frame, Session};
@@ -194,9 +195,9 @@ impl Session {
             // the raw text is kept for insight's slow samples only
             // (a text too long to be kept as a sample is not copied at all)
             let sample = self.insight_on && frame.len() <= MAX_SAMPLE_TEXT + 6;
-            let raw = match sample {
-                true => frame::query(frame).ok().map(|q| std::sync::Arc::from(&*q)),
-                false => None,
+            let raw = match frame::query(frame) {
+                Ok(q) if sample => self.inflight.query_text(&q),
+                _ => Text::None,
             };
             (StatementRef::of(&analysis, None), raw)
         });
@@ -590,7 +591,7 @@ impl Session {
             server.replies.push(Expect::Execute);
         });
         if let Some(stmt) = sent {
-            self.sent(stmt, None, true);
+            self.sent(stmt, Text::None, true);
         }
     }
 

@@ -27,6 +27,7 @@ pub mod classify;
 pub mod forward;
 mod frame;
 mod identity;
+mod inflight;
 mod listen;
 mod record;
 pub mod request;
@@ -118,7 +119,7 @@ pub struct Session {
     /// Insight is on: statements are tracked and recorded.
     insight_on: bool,
     /// Client statements sent and not yet completed, in order.
-    inflight: std::collections::VecDeque<record::Inflight>,
+    inflight: inflight::Inflights,
     /// The statement of the last Bind (for its Executes) and of the last unnamed Parse.
     portal: Option<record::StatementRef>,
     unnamed: Option<record::StatementRef>,
@@ -229,7 +230,7 @@ impl Session {
             cluster_gen: proxy.generation(),
             attached_at: Instant::now(),
             insight_on: proxy.insight.config().enabled,
-            inflight: std::collections::VecDeque::new(),
+            inflight: inflight::Inflights::default(),
             portal: None,
             unnamed: None,
             analyzed: std::collections::HashMap::new(),
@@ -544,9 +545,7 @@ impl Session {
         crate::limits::shrink_idle(&mut self.cwbuf, KEEP_BUFFER, 0);
         // what the last request needed: thousands of idle clients keep none of it
         self.request.release();
-        if self.inflight.is_empty() {
-            self.inflight = std::collections::VecDeque::new();
-        }
+        self.inflight.release();
         if self.finished.is_empty() {
             self.finished = Vec::new();
         }

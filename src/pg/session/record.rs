@@ -5,6 +5,7 @@
 //! answers in order); nothing here takes a lock or a shared reference count.
 
 use super::classify::Analysis;
+use super::inflight::{Inflight, Text};
 use super::Session;
 use crate::config::PoolMode;
 use crate::insight::{collector::MAX_SAMPLE_TEXT, QueryEvent, Route};
@@ -18,24 +19,6 @@ use std::time::Instant;
 /// Named statements remembered per session-mode client (beyond it the map starts afresh:
 /// statements prepared before are then recorded as unknown).
 const MAX_NAMED: usize = 1024;
-
-/// A statement sent to the server, waiting for its completion.
-#[derive(Debug)]
-pub(super) struct Inflight {
-    /// Shape hash (the analysis and fingerprint are looked up at completion).
-    pub hash: u64,
-    /// Raw text of a simple Query (literals included, redacted by insight when shown), or
-    /// the text an Execute's statement was prepared with (placeholders for its values);
-    /// `None` when not known, and the fingerprint stands for it.
-    pub text: Option<Arc<str>>,
-    /// An Execute: `text` has placeholders where each execution binds its values.
-    pub prepared: bool,
-    /// From a sqlcommenter `traceparent` comment.
-    pub parent: Option<TraceParent>,
-    pub started: Instant,
-    /// The client's transaction number when it was sent.
-    pub tx: u64,
-}
 
 /// The statement a Bind/Parse names, for the Execute that follows.
 #[derive(Debug, Clone)]
@@ -137,10 +120,15 @@ impl Session {
     /// A client statement went to the server.
     /// `query` is a simple Query's text (when kept); an Execute (`prepared`) has its
     /// statement's.
-    pub(super) fn sent(&mut self, stmt: StatementRef, query: Option<Arc<str>>, prepared: bool) {
-        self.inflight.push_back(Inflight {
+    pub(super) fn sent(&mut self, stmt: StatementRef, query: Text, prepared: bool) {
+        let text = match (prepared, stmt.text) {
+            (true, Some(t)) => Text::Prepared(t),
+            (true, None) => Text::None,
+            (false, _) => query,
+        };
+        self.inflight.push(Inflight {
             hash: stmt.hash,
-            text: if prepared { stmt.text } else { query },
+            text,
             prepared,
             parent: stmt.parent,
             started: Instant::now(),
@@ -150,7 +138,7 @@ impl Session {
 
     /// The statement at the head of the in-flight queue completed.
     pub(super) fn completed(&mut self, done: Done) {
-        let Some(stmt) = self.inflight.pop_front() else {
+        let Some(stmt) = self.inflight.pop() else {
             return;
         };
         let wait = std::mem::take(&mut self.wait_to_report);
@@ -169,13 +157,14 @@ impl Session {
         };
         let application = self.params.get("application_name").unwrap_or("");
         let insight = &self.proxy.insight;
+        let inflight = &self.inflight;
         let addr = self.cancel.info.addr;
         let mut hex = [0u8; 32];
         let trace_id = stmt.parent.as_ref().map(|p| p.trace_id_hex(&mut hex));
         self.proxy.analyzer.with_hash(stmt.hash, |info| {
             insight.record(&QueryEvent {
                 fingerprint: &info.fingerprint,
-                text: stmt.text.as_deref().unwrap_or(&info.fingerprint.text),
+                text: inflight.text(&stmt).unwrap_or(&info.fingerprint.text),
                 params: &[],
                 prepared: stmt.prepared,
                 database: self.database(),
@@ -197,8 +186,6 @@ impl Session {
 
     /// Executes the server skipped after an error: they never ran.
     fn skipped(&mut self, n: u32) {
-        for _ in 0..n {
-            self.inflight.pop_front();
-        }
+        self.inflight.skip(n);
     }
 }

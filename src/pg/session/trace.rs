@@ -6,7 +6,7 @@
 //! starts when its first statement started waiting for that server.
 
 use super::classify::Analysis;
-use super::record::Inflight;
+use super::inflight::Inflight;
 use super::Session;
 use crate::config::PoolMode;
 use crate::obs::otlp::span::{SpanTags, TxSpan, SHAPES};
