@@ -192,7 +192,7 @@ pub fn startup_packet_len(buf: &[u8]) -> Result<Option<usize>, FrameError> {
 
 /// Split a NUL-terminated string off the front of `buf`.
 pub fn cstr(buf: &[u8]) -> Option<(&[u8], &[u8])> {
-    let nul = buf.iter().position(|&b| b == 0)?;
+    let nul = memchr::memchr(0, buf)?;
     Some((&buf[..nul], &buf[nul + 1..]))
 }
 
