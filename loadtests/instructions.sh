@@ -8,6 +8,7 @@
 #
 #   loadtests/instructions.sh                 # 4 clients, 500 vs 2,500 transactions each
 #   PAKE=/tmp/pake-old loadtests/instructions.sh
+#   KEEP=/tmp/cg loadtests/instructions.sh    # keep callgrind's files, for callgrind_annotate
 #
 # Needs valgrind (apt-get install valgrind), pgbench and a release build.
 set -euo pipefail
@@ -21,6 +22,7 @@ PORT=${PORT:-22401}
 WORK=$(mktemp -d)
 LAB_PID=
 cleanup() {
+  [ -n "${KEEP:-}" ] && mkdir -p "$KEEP" && cp "$WORK"/cg.* "$KEEP"/ 2>/dev/null
   [ -n "$LAB_PID" ] && kill "$LAB_PID" 2>/dev/null && wait "$LAB_PID" 2>/dev/null
   rm -rf "$WORK"
 }

@@ -14,27 +14,9 @@ use super::QueryEvent;
 use crate::pg::sql::normalize::hash64;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Hasher for keys that are already hashes (fingerprint ids): a multiply spreads them.
-#[derive(Default)]
-pub struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        self.0 = hash64(bytes) ^ self.0.rotate_left(17);
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(29) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
-pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+pub use crate::pg::sql::normalize::{IdHasher, IdMap};
 
 /// One fingerprint's executions on one thread since the last merge.
 pub struct FpDelta {

@@ -130,7 +130,9 @@ impl Default for Analyzer {
 
 thread_local! {
     static SCRATCH: RefCell<String> = RefCell::new(String::with_capacity(256));
-    static LOCAL: RefCell<HashMap<(u64, u64), Arc<StatementInfo>>> = RefCell::new(HashMap::new());
+    // keyed by (analyzer, shape hash): already hashes, spread by a multiply, not SipHash
+    static LOCAL: RefCell<normalize::IdMap<(u64, u64), Arc<StatementInfo>>> =
+        RefCell::new(normalize::IdMap::default());
 }
 
 impl Analyzer {

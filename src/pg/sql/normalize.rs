@@ -8,6 +8,8 @@
 
 use super::lexer::{Kind, Lexer, Token};
 use crate::obs::traceparent::TraceParent;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 /// A route asked for in a comment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -495,6 +497,24 @@ pub fn hash64(bytes: &[u8]) -> u64 {
     h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)
 }
+
+/// Hasher for keys that are already hashes (fingerprint ids): a multiply spreads them.
+#[derive(Default)]
+pub struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = hash64(bytes) ^ self.0.rotate_left(17);
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(29) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+pub type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
 
 #[cfg(test)]
 mod tests {
