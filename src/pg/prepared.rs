@@ -91,6 +91,11 @@ impl Registry {
         stmt
     }
 
+    /// The statement registered for a Parse body's tail, if any (none is created).
+    pub fn get(&self, key: &[u8]) -> Option<Arc<Statement>> {
+        self.inner.lock().map.get(key).and_then(Weak::upgrade)
+    }
+
     /// A server said `stmt`'s cached plan must not change result type: forget it, so the
     /// next Parse of the same text (the driver's re-prepare) prepares a new statement
     /// instead of being answered from the stale one. Clients that still name the old one
@@ -422,6 +427,10 @@ struct ServerCopy {
     /// What this copy takes and returns ([`statement_sig`]), once a Describe of it here
     /// has said.
     description: Option<u64>,
+    /// Its Parse is not answered yet: the batch it was sent in
+    /// ([`crate::pg::server::replies::Replies::batch`]). An error earlier in that batch
+    /// makes the server skip the Parse, and the copy is not there after all.
+    unanswered: Option<u64>,
 }
 
 impl ServerStatements {
@@ -437,14 +446,30 @@ impl ServerStatements {
         }
     }
 
-    pub fn insert(&mut self, stmt: &Arc<Statement>) {
+    /// A Parse of `stmt` is sent in `batch` ([`crate::pg::server::replies::Replies::batch`]):
+    /// the server has it unless that Parse fails or is skipped ([`Self::remove`] then).
+    pub fn insert(&mut self, stmt: &Arc<Statement>, batch: u64) {
         self.tick += 1;
         let copy = ServerCopy {
             tick: self.tick,
             stmt: stmt.clone(),
             description: None,
+            unanswered: Some(batch),
         };
         self.have.insert(stmt.id, copy);
+    }
+
+    /// The batch whose Parse made the copy of `id`, while that Parse is not answered.
+    pub fn unanswered(&self, id: StatementId) -> Option<u64> {
+        self.have.get(&id)?.unanswered
+    }
+
+    /// The copy of `id` is there for sure: its Parse was answered, or no Parse of it is owed
+    /// any more (a Parse afresh skipped with the Close before it left the old copy).
+    pub fn settled(&mut self, id: StatementId) {
+        if let Some(c) = self.have.get_mut(&id) {
+            c.unanswered = None;
+        }
     }
 
     /// What this server's copy of `id` takes and returns, when known.
@@ -469,8 +494,9 @@ impl ServerStatements {
     }
 
     /// The server answered ParseComplete for `id`.
-    pub fn mark_parsed(&self, id: StatementId) {
-        if let Some(c) = self.have.get(&id) {
+    pub fn mark_parsed(&mut self, id: StatementId) {
+        if let Some(c) = self.have.get_mut(&id) {
+            c.unanswered = None;
             c.stmt
                 .parsed_ok
                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -602,7 +628,7 @@ mod tests {
             .collect();
         let mut srv = ServerStatements::default();
         for st in &s {
-            srv.insert(st);
+            srv.insert(st, 0);
         }
         assert!(srv.contains(s[0].id)); // touch 0: 1 is now the oldest
         let evicted = srv.evict_over(2).unwrap();

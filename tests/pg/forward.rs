@@ -880,3 +880,68 @@ async fn pipelined_parses_of_one_name_answer_as_directly() {
         }
     }
 }
+
+/// A raw client on a one-server Pake whose statement `s1` (`select 7`) the server lacks
+/// (another client's `DISCARD ALL` dropped it there), and a pipeline of two batches: the
+/// first fails, then binds `s1` — Pake parses it on the server first, and the server skips
+/// that Parse with the rest of the batch.
+async fn statement_lost_in_a_failed_batch() -> (Env, Raw, Vec<u8>) {
+    let (env, mut raw) = one_server_with("select 1").await;
+    raw.send(&parse_sync("s1", "select 7")).await;
+    assert_eq!(until_ready(&mut raw).await.0, "1Z");
+    let mut other = login(&env).await;
+    lose_statements(&mut other).await;
+    let mut failing = extended("select 1/0");
+    failing.extend(run_named("s1"));
+    (env, raw, failing)
+}
+
+/// The failed first batch of [`statement_lost_in_a_failed_batch`], as directly.
+async fn assert_failed(raw: &mut Raw) {
+    let r = raw.until_ready().await;
+    assert_eq!((r.tags.as_str(), r.sqlstate.as_str()), ("1EZ", "22012"));
+}
+
+/// A statement the client has that its server lacks, bound in a batch that fails before the
+/// Bind, and again in the next batch, pipelined behind it: the Parse Pake sends ahead of the
+/// first Bind is skipped by the server with the rest of its batch, so the second Bind needs
+/// one too. Until 2026-12-07 Pake counted the statement as the server's from when it sent
+/// that Parse and sent the second Bind alone, which failed with 26000 (`pake_N` does not
+/// exist) where directly it runs: the differential test's seed 54, now and then.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reparse_skipped_after_an_error_is_sent_again_in_the_next_batch() {
+    let (_env, mut raw, mut pipeline) = statement_lost_in_a_failed_batch().await;
+    pipeline.extend(run_named("s1"));
+    raw.send(&pipeline).await;
+    assert_failed(&mut raw).await;
+    let r = raw.until_ready().await;
+    assert_eq!(
+        (r.tags.as_str(), r.sqlstate.as_str(), r.value.as_deref()),
+        ("2DCZ", "", Some(&b"7"[..])),
+        "the statement runs in the next batch"
+    );
+    raw.send(&run_named("s1")).await;
+    assert_eq!(until_ready(&mut raw).await.1.as_deref(), Some(&b"7"[..]));
+}
+
+/// As above, with the next batch preparing the same text under another name: Pake parses it
+/// afresh there (closing the server's copy first). Counting on the skipped Parse, Pake then
+/// believed the server lacked the statement it had just parsed, and the client's next Bind
+/// of `s1` parsed it again, failing with 42P05 (`pake_N` already exists).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reparse_skipped_after_an_error_leaves_the_next_batchs_parse_counted() {
+    let (_env, mut raw, mut pipeline) = statement_lost_in_a_failed_batch().await;
+    pipeline.extend(parse_sync("s2", "select 7"));
+    raw.send(&pipeline).await;
+    assert_failed(&mut raw).await;
+    assert_eq!(until_ready(&mut raw).await.0, "1Z");
+    for name in ["s1", "s2", "s1"] {
+        raw.send(&run_named(name)).await;
+        let r = raw.until_ready().await;
+        assert_eq!(
+            (r.sqlstate.as_str(), r.value.as_deref()),
+            ("", Some(&b"7"[..])),
+            "{name}"
+        );
+    }
+}

@@ -9,7 +9,7 @@
 pub mod replies;
 
 use super::params::ServerParams;
-use super::prepared::ServerStatements;
+use super::prepared::{ServerStatements, StatementId};
 use super::stream::ServerStream;
 use super::wire::{self, be, error_field};
 use bytes::{Buf, BytesMut};
@@ -446,6 +446,26 @@ impl Server {
             && self.wbuf.is_empty()
             && self.rbuf.is_empty()
             && self.streaming == 0
+    }
+
+    /// Is this server's copy of statement `id` in doubt: made by a Parse sent in an earlier
+    /// batch and not answered yet? An error before that Parse in its batch makes the server
+    /// skip it, so a Bind, Describe or Parse afresh of a later batch (pipelined behind its
+    /// Sync) that counted on the copy, or closed it, would leave Pake wrong about what the
+    /// server has: a Bind of it failing with 26000, or a Parse of it later with 42P05.
+    /// Within the Parse's own batch nothing is in doubt: the server skips the rest of the
+    /// batch after an error too. A copy whose Parse is no longer owed is noted as settled.
+    pub fn copy_in_doubt(&mut self, id: StatementId) -> bool {
+        match self.statements.unanswered(id) {
+            Some(batch) if batch != self.replies.batch() => {
+                let owed = self.replies.parse_owed_in_earlier_batch(id);
+                if !owed {
+                    self.statements.settled(id);
+                }
+                owed
+            }
+            _ => false,
+        }
     }
 
     /// Give back buffers a large message grew (a 20 MB statement leaves its capacity in

@@ -176,6 +176,8 @@ pub struct Replies {
     skipping: bool,
     /// The parameter types of the statement Describe at the head, until its second half.
     described_params: u64,
+    /// ReadyForQuery answers queued so far ([`Replies::batch`]).
+    readies: u64,
 }
 
 impl Replies {
@@ -185,7 +187,31 @@ impl Replies {
             // error); the session registers no statement meanwhile (`is_skipping`)
             return;
         }
+        self.readies += u64::from(matches!(e, Expect::Ready { .. }));
         self.q.push_back(e);
+    }
+
+    /// The batch being sent, by number: the requests answered by a ReadyForQuery (Syncs,
+    /// Queries…) queued before it. An error skips messages up to the end of its own batch
+    /// only.
+    pub fn batch(&self) -> u64 {
+        self.readies
+    }
+
+    /// A Parse creating statement `id` is owed in a batch before the one being sent: an
+    /// error earlier in that batch may yet make the server skip it.
+    pub fn parse_owed_in_earlier_batch(&self, id: StatementId) -> bool {
+        let mut parse = false;
+        for e in &self.q {
+            match e {
+                Expect::Parse {
+                    registers: Some(r), ..
+                } if *r == id => parse = true,
+                Expect::Ready { .. } if parse => return true,
+                _ => {}
+            }
+        }
+        false
     }
 
     /// The server is discarding messages until the client's next Sync.
@@ -226,6 +252,7 @@ impl Replies {
     pub fn on_sync_sent(&mut self) {
         self.skipping = false;
         if !self.client_copy_open {
+            self.readies += 1;
             self.q.push_back(Expect::Ready {
                 swallow: false,
                 stmt: false,

@@ -74,7 +74,8 @@ impl Session {
     /// with 0A000, or keep its parameter types). A copy whose description is unknown
     /// — parsed here just now, or by a client that never described it — is described first
     /// and the message waits in the client's buffer for the answer (`true`): one round trip,
-    /// when a described statement first reaches a server.
+    /// when a described statement first reaches a server. Any Bind or Describe of a client
+    /// statement waits while the server's copy of it is in doubt ([`Server::copy_in_doubt`]).
     pub(super) fn hold_for_result(&mut self, tag: u8, frame: &[u8]) -> Result<bool, Error> {
         if self.mode != PoolMode::Transaction {
             return Ok(false);
@@ -95,10 +96,17 @@ impl Session {
         if let Some(ask) = closing.or_else(|| self.statements.awaits_earlier_batch(name)) {
             return Ok(self.wait_for_answers(ask));
         }
-        let Some((stmt, Some(_))) = self.statements.told(name) else {
+        let Some((stmt, told)) = self.statements.told(name) else {
             return Ok(false);
         };
-        let stmt = stmt.clone();
+        let (id, reads_view) = (stmt.id, stmt.reads_view);
+        let stmt = match told {
+            Some(_) => stmt.clone(),
+            None => return Ok(self.waits_for_copy(id, reads_view)),
+        };
+        if self.waits_for_copy(id, reads_view) {
+            return Ok(true);
+        }
         let cap = self.pool.settings().defaults.max_prepared_statements;
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(false);
@@ -245,17 +253,44 @@ impl Session {
 
     /// A Parse of a name whose earlier Parse (pipelined) the server has not answered yet
     /// waits for that answer: directly the name then exists (42P05) or not (a failed Parse
-    /// leaves none), and Pake can refuse or forward it only once it knows which.
+    /// leaves none), and Pake can refuse or forward it only once it knows which. A named
+    /// Parse also waits while the server's copy of its statement is in doubt
+    /// ([`Server::copy_in_doubt`]).
     fn parse_waits(&mut self, frame: &[u8]) -> Result<bool, Error> {
         let p = frame::parse(frame)?;
         if self.server.is_none() {
             return Ok(false);
         }
         let ask = self.statements.awaits_answer(p.name);
-        let Some(ask) = ask.or_else(|| self.statements.awaits_close(p.name)) else {
-            return Ok(false);
+        if let Some(ask) = ask.or_else(|| self.statements.awaits_close(p.name)) {
+            return Ok(self.wait_for_answers(ask));
+        }
+        // a named Parse is parsed afresh on the server, its copy there closed first (with
+        // nothing owed, no copy is in doubt: the registry is not asked)
+        let owed = self
+            .server
+            .as_deref()
+            .is_some_and(|s| !s.replies.is_empty());
+        let stmt = match owed && !p.name.is_empty() {
+            true => self.proxy.statements.get(p.definition),
+            false => None,
         };
-        Ok(self.wait_for_answers(ask))
+        Ok(stmt.is_some_and(|stmt| self.waits_for_copy(stmt.id, stmt.reads_view)))
+    }
+
+    /// A message needing the server's copy of statement `id` waits (`true`) while that copy
+    /// comes from a Parse in an earlier batch, still unanswered
+    /// ([`Server::copy_in_doubt`]): an error before it there makes the server skip it, and
+    /// the copy is not there after all. (That batch's Sync was sent: its answers come
+    /// without a Flush.)
+    fn waits_for_copy(&mut self, id: StatementId, reads_view: bool) -> bool {
+        let Some(server) = self.server.as_deref_mut() else {
+            return false;
+        };
+        if reads_view || server.replies.is_skipping() {
+            return false; // parsed afresh each time; a server skipping fails it anyway
+        }
+        server.copy_in_doubt(id)
     }
 
     /// A message waits in the client's buffer for the server's answers to earlier ones
@@ -700,7 +735,7 @@ fn ensure_prepared(server: &mut Server, stmt: &Arc<Statement>, cap: usize) {
 fn parse_on(server: &mut Server, stmt: &Arc<Statement>, cap: usize, client: Option<u64>) {
     evict_statement(server, cap);
     server.wbuf.put_slice(&stmt.parse);
-    server.statements.insert(stmt);
+    server.statements.insert(stmt, server.replies.batch());
     server.replies.push(Expect::Parse {
         swallow: client.is_none(),
         registers: Some(stmt.id),

@@ -454,3 +454,33 @@ fn a_failed_injected_query_is_reported() {
     assert_eq!(d, vec![Swallow, Swallow]);
     assert_eq!(fx.injected_failed.as_deref(), Some(&b"C22023\0\0"[..]));
 }
+
+#[test]
+fn a_parse_is_in_doubt_from_a_later_batch_until_answered() {
+    let mut r = Replies::default();
+    let parse = |id| Expect::Parse {
+        swallow: true,
+        registers: Some(id),
+        client: None,
+    };
+    let first = r.batch();
+    r.push(parse(7));
+    r.push(Expect::Bind { stmt: Some(7) });
+    assert!(!r.parse_owed_in_earlier_batch(7), "its own batch");
+    r.on_sync_sent();
+    assert_ne!(r.batch(), first, "the next batch");
+    r.push(ready());
+    assert_eq!(r.batch(), first + 2, "a Query is a batch");
+    assert!(r.parse_owed_in_earlier_batch(7));
+    assert!(!r.parse_owed_in_earlier_batch(8), "another statement");
+    feed(&mut r, &[(b'1', b"")]).unwrap();
+    assert!(!r.parse_owed_in_earlier_batch(7), "answered");
+    // failed (or skipped after an error before it): owed no more either
+    r.push(parse(8));
+    r.on_sync_sent();
+    assert!(r.parse_owed_in_earlier_batch(8));
+    feed(&mut r, &[(b'2', b""), (b'Z', b"I")]).unwrap();
+    let (_, fx) = feed(&mut r, &[(b'Z', b"I"), (b'E', &error("ERROR", "42601"))]).unwrap();
+    assert_eq!(fx.not_created, vec![8]);
+    assert!(!r.parse_owed_in_earlier_batch(8));
+}
