@@ -945,3 +945,45 @@ async fn a_reparse_skipped_after_an_error_leaves_the_next_batchs_parse_counted()
         );
     }
 }
+
+/// The unnamed statement, parsed in an earlier request, bound in a batch that fails before
+/// the Bind, on a server where another client's unnamed statement is, then bound again in the
+/// next batch — pipelined behind it, or sent once it is answered: the Parse Pake sends ahead
+/// of the first Bind is skipped with the rest of its batch, so the second Bind needs one too.
+/// Until 2026-12-07 Pake counted the server's unnamed statement as the client's from when it
+/// sent that Parse, and the second Bind ran the other client's statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unnamed_reparse_skipped_after_an_error_is_sent_again_in_the_next_batch() {
+    for pipelined in [true, false] {
+        let (env, mut a) = one_server_with("select 1").await;
+        let mut parse = frame(b'P', b"\0select $1::int * 2\0\0\0");
+        parse.extend(frame(b'S', b""));
+        a.send(&parse).await;
+        assert_eq!(until_ready(&mut a).await.0, "1Z");
+        let mut b = login(&env).await;
+        let mut other = frame(b'P', b"\0select $1::int * 1000\0\0\0");
+        other.extend(frame(b'S', b""));
+        b.send(&other).await;
+        assert_eq!(until_ready(&mut b).await.0, "1Z");
+        let mut bind = frame(b'B', b"\0\0\0\0\0\x01\0\0\0\x0221\0\0");
+        bind.extend(frame(b'E', b"\0\0\0\0\0"));
+        bind.extend(frame(b'S', b""));
+        let mut failing = frame(b'D', b"Pnosuch\0");
+        failing.extend(&bind);
+        if pipelined {
+            failing.extend(&bind);
+        }
+        a.send(&failing).await;
+        let r = a.until_ready().await;
+        assert_eq!((r.tags.as_str(), r.sqlstate.as_str()), ("EZ", "34000"));
+        if !pipelined {
+            a.send(&bind).await;
+        }
+        let r = a.until_ready().await;
+        assert_eq!(
+            (r.tags.as_str(), r.sqlstate.as_str(), r.value.as_deref()),
+            ("2DCZ", "", Some(&b"42"[..])),
+            "pipelined {pipelined}: a's own unnamed statement runs in the next batch"
+        );
+    }
+}

@@ -120,6 +120,10 @@ pub struct Effects {
     /// The server announced its end (a FATAL error, or an error while nothing was owed,
     /// such as `idle_session_timeout` or `pg_terminate_backend`): forward it, then close.
     pub ended: bool,
+    /// A Parse Pake sent that may have set the unnamed statement (the client's parsed
+    /// again) failed or was skipped after an error: whose the server's unnamed statement
+    /// is, is not known.
+    pub unnamed_lost: bool,
     /// A client's `DISCARD ALL` or `DEALLOCATE ALL` completed (in any protocol, named or
     /// not; prepared statements are not transactional): the server has no prepared
     /// statement left but these, whose Parse was sent after it and is still owed.
@@ -178,6 +182,9 @@ pub struct Replies {
     described_params: u64,
     /// ReadyForQuery answers queued so far ([`Replies::batch`]).
     readies: u64,
+    /// The batch of the last Parse Pake queued that may set the unnamed statement, while it
+    /// may be in doubt ([`Replies::unnamed_in_doubt`]).
+    unnamed_parsed_in: Option<u64>,
 }
 
 impl Replies {
@@ -188,6 +195,9 @@ impl Replies {
             return;
         }
         self.readies += u64::from(matches!(e, Expect::Ready { .. }));
+        if reparses_unnamed(&e) {
+            self.unnamed_parsed_in = Some(self.readies);
+        }
         self.q.push_back(e);
     }
 
@@ -201,13 +211,33 @@ impl Replies {
     /// A Parse creating statement `id` is owed in a batch before the one being sent: an
     /// error earlier in that batch may yet make the server skip it.
     pub fn parse_owed_in_earlier_batch(&self, id: StatementId) -> bool {
-        let mut parse = false;
+        self.owed_in_earlier_batch(
+            |e| matches!(e, Expect::Parse { registers: Some(r), .. } if *r == id),
+        )
+    }
+
+    /// A Parse Pake sent that may set the unnamed statement (the client's parsed again
+    /// before its Bind) is owed in a batch before the one being sent: an error earlier in
+    /// that batch may yet make the server skip it, and the server's unnamed statement is
+    /// then another (see [`Effects::unnamed_lost`]).
+    pub fn unnamed_in_doubt(&mut self) -> bool {
+        if self.unnamed_parsed_in.is_none_or(|b| b == self.readies) {
+            return false;
+        }
+        let owed = self.owed_in_earlier_batch(reparses_unnamed);
+        if !owed {
+            self.unnamed_parsed_in = None;
+        }
+        owed
+    }
+
+    /// A message answered by `is` is owed before a ReadyForQuery.
+    fn owed_in_earlier_batch(&self, is: impl Fn(&Expect) -> bool) -> bool {
+        let mut seen = false;
         for e in &self.q {
             match e {
-                Expect::Parse {
-                    registers: Some(r), ..
-                } if *r == id => parse = true,
-                Expect::Ready { .. } if parse => return true,
+                Expect::Ready { .. } if seen => return true,
+                e if is(e) => seen = true,
                 _ => {}
             }
         }
@@ -540,6 +570,7 @@ impl Replies {
                 Expect::Parse {
                     registers, client, ..
                 } => {
+                    fx.unnamed_lost |= reparses_unnamed(e);
                     // a Parse afresh (Close, then Parse) skipped: the old copy is still there
                     if let Some(id) = registers.filter(|id| !kept.contains(id)) {
                         fx.not_created.push(id);
@@ -642,6 +673,22 @@ fn is_fatal(body: &[u8]) -> bool {
     let severity = crate::pg::wire::error_field(body, b'V')
         .or_else(|| crate::pg::wire::error_field(body, b'S'));
     matches!(severity, Some(b"FATAL" | b"PANIC"))
+}
+
+/// A Parse Pake sent of its own that may set the unnamed statement: the client's parsed
+/// again before its Bind (some of these are others: a Parse under a name of Pake's own, a
+/// statement reading `pg_prepared_statements`; the unnamed statement is then taken for in
+/// doubt or lost needlessly, and parsed again). The client's own unnamed Parse is not one:
+/// skipped, it leaves the unnamed statement that was there.
+fn reparses_unnamed(e: &Expect) -> bool {
+    matches!(
+        e,
+        Expect::Parse {
+            swallow: true,
+            registers: None,
+            client: None,
+        }
+    )
 }
 
 /// Forward a reply, or drop it when it answers a message Pake injected.

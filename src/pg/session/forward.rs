@@ -516,9 +516,11 @@ impl Session {
             server.dirty = Some(reason);
         }
         server.in_extended = true;
-        if b.statement.is_empty() && server.unnamed_owner != Some(self.id) {
+        let unnamed_elsewhere = server.unnamed_owner != Some(self.id);
+        if b.statement.is_empty() && (unnamed_elsewhere || server.replies.unnamed_in_doubt()) {
             // the client parsed its unnamed statement in an earlier request, on another
-            // server (or another client's replaced it here): parse it again first
+            // server (or another client's replaced it here), or Pake's Parse that made it the
+            // client's here is in an earlier batch, which may yet fail: parse it again first
             if !self.unnamed_parse.is_empty() && !server.replies.is_skipping() {
                 server.wbuf.put_slice(&self.unnamed_parse);
                 server.replies.push(Expect::Parse {

@@ -222,6 +222,9 @@ fn statement_news(
             proxy.statements.forget(stmt);
         }
     }
+    if std::mem::take(&mut fx.unnamed_lost) {
+        server.unnamed_owner = None; // the client's is parsed again before its next Bind
+    }
     if let Some(kept) = fx.statements_dropped.take() {
         server.statements.retain(&kept);
         client.retain(&kept);

@@ -484,3 +484,29 @@ fn a_parse_is_in_doubt_from_a_later_batch_until_answered() {
     assert_eq!(fx.not_created, vec![8]);
     assert!(!r.parse_owed_in_earlier_batch(8));
 }
+
+#[test]
+fn an_unnamed_parse_is_in_doubt_from_a_later_batch_and_lost_when_skipped() {
+    let mut r = Replies::default();
+    let unnamed = Expect::Parse {
+        swallow: true,
+        registers: None,
+        client: None,
+    };
+    r.push(Expect::Bind { stmt: None });
+    r.push(unnamed.clone());
+    r.push(Expect::Bind { stmt: None });
+    assert!(!r.unnamed_in_doubt(), "its own batch");
+    r.on_sync_sent();
+    assert!(r.unnamed_in_doubt(), "the next batch");
+    let (_, fx) = feed(&mut r, &[(b'E', &error("ERROR", "26000"))]).unwrap();
+    assert!(fx.unnamed_lost, "skipped");
+    feed(&mut r, &[(b'Z', b"I")]).unwrap();
+    assert!(!r.unnamed_in_doubt(), "nothing owed");
+    r.push(unnamed);
+    r.on_sync_sent();
+    r.on_sync_sent();
+    let (_, fx) = feed(&mut r, &[(b'1', b""), (b'Z', b"I")]).unwrap();
+    assert!(!fx.unnamed_lost);
+    assert!(!r.unnamed_in_doubt(), "answered");
+}
