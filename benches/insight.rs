@@ -64,6 +64,7 @@ fn event(fp: &Fingerprint, client: u64) -> QueryEvent<'_> {
         user: "pgbench",
         application: "pgbench",
         route: Route::Primary,
+        split: pake::insight::collector::split_hash("bench", "pgbench", "pgbench", Route::Primary),
         client_id: client,
         client_addr: ([127, 0, 0, 1], 5555).into(),
         transaction: client,

@@ -10,7 +10,7 @@
 use super::aggregate::RawSample;
 use super::fingerprint::Fingerprint;
 use super::stats::{new_histogram, record_us, sqlstate, ErrorCounts, Moments, SplitKey};
-use super::QueryEvent;
+use super::{QueryEvent, Route};
 use crate::pg::sql::normalize::hash64;
 use hdrhistogram::Histogram;
 use parking_lot::Mutex;
@@ -117,7 +117,7 @@ impl Shard {
         if let Some(code) = error {
             delta.errors.add(code, 1);
         }
-        let split = split_hash(ev);
+        let split = ev.split;
         match delta.splits.iter_mut().find(|(h, _, _)| *h == split) {
             Some((_, _, m)) => m.add(ns, wait_ns, ev.rows, error.is_some()),
             None => {
@@ -213,11 +213,18 @@ fn raw_sample(ev: &QueryEvent<'_>, ns: u64) -> RawSample {
     }
 }
 
-fn split_hash(ev: &QueryEvent<'_>) -> u64 {
-    let mut h = hash64(ev.database.as_bytes());
-    h = h.rotate_left(21) ^ hash64(ev.user.as_bytes());
-    h = h.rotate_left(21) ^ hash64(ev.application.as_bytes());
-    h ^ ev.route as u64
+/// The hash of an execution's split (database, user, application) before its route: the
+/// same for every statement of a client until it changes its application name, so a caller
+/// may keep it ([`QueryEvent::split`] is `split_base(..) ^ route`, [`split_hash`]).
+pub fn split_base(database: &str, user: &str, application: &str) -> u64 {
+    let mut h = hash64(database.as_bytes());
+    h = h.rotate_left(21) ^ hash64(user.as_bytes());
+    h.rotate_left(21) ^ hash64(application.as_bytes())
+}
+
+/// [`QueryEvent::split`] for these fields.
+pub fn split_hash(database: &str, user: &str, application: &str, route: Route) -> u64 {
+    split_base(database, user, application) ^ route as u64
 }
 
 /// A W3C trace id (32 hex digits) as a number.
@@ -294,6 +301,7 @@ mod tests {
             user: "u",
             application: "",
             route: Route::Primary,
+            split: split_hash("db", "u", "", Route::Primary),
             client_id: 1,
             client_addr: ([127, 0, 0, 1], 1).into(),
             transaction: 1,

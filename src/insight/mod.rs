@@ -74,6 +74,9 @@ pub struct QueryEvent<'a> {
     pub user: &'a str,
     pub application: &'a str,
     pub route: Route,
+    /// [`collector::split_hash`] of database, user, application and route: statements are
+    /// split by these, and a client's stay the same for many statements.
+    pub split: u64,
     pub client_id: u64,
     pub client_addr: SocketAddr,
     /// Per-client transaction sequence number (N+1 within a transaction).

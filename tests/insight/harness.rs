@@ -177,6 +177,12 @@ impl Rig {
             user: who.user,
             application: who.application,
             route: Route::Primary,
+            split: pake::insight::collector::split_hash(
+                who.database,
+                who.user,
+                who.application,
+                Route::Primary,
+            ),
             client_id: who.client_id,
             client_addr: addr,
             transaction: self.transaction,

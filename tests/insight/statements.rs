@@ -273,6 +273,7 @@ fn event<'a>(fp: &'a Fingerprint, client: u64, us: u64) -> QueryEvent<'a> {
         user: "pake",
         application: "threads",
         route: Route::Replica,
+        split: pake::insight::collector::split_hash("postgres", "pake", "threads", Route::Replica),
         client_id: client,
         client_addr: ([127, 0, 0, 1], 5000).into(),
         transaction: client,

@@ -118,6 +118,9 @@ pub struct Session {
     attached_at: Instant,
     /// Insight is on: statements are tracked and recorded.
     insight_on: bool,
+    /// (the parameters' signature, insight's split hash of database, user and application
+    /// then): the hash is taken again only when the client's parameters change.
+    split: (u64, u64),
     /// Client statements sent and not yet completed, in order.
     inflight: inflight::Inflights,
     /// The statement of the last Bind (for its Executes) and of the last unnamed Parse.
@@ -231,6 +234,7 @@ impl Session {
             attached_at: Instant::now(),
             insight_on: proxy.insight.config().enabled,
             inflight: inflight::Inflights::default(),
+            split: (0, 0),
             portal: None,
             unnamed: None,
             analyzed: std::collections::HashMap::new(),

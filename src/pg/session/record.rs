@@ -8,7 +8,8 @@ use super::classify::Analysis;
 use super::inflight::{Inflight, Text};
 use super::Session;
 use crate::config::PoolMode;
-use crate::insight::{collector::MAX_SAMPLE_TEXT, QueryEvent, Route};
+use crate::insight::collector::{split_base, MAX_SAMPLE_TEXT};
+use crate::insight::{QueryEvent, Route};
 use crate::obs::traceparent::TraceParent;
 use crate::pg::cluster::Target;
 use crate::pg::route::Class;
@@ -156,6 +157,11 @@ impl Session {
             Target::Replica(_) => Route::Replica,
         };
         let application = self.params.get("application_name").unwrap_or("");
+        if self.split.0 != self.params.sig() {
+            let base = split_base(self.database(), self.user(), application);
+            self.split = (self.params.sig(), base);
+        }
+        let split = self.split.1 ^ route as u64;
         let insight = &self.proxy.insight;
         let inflight = &self.inflight;
         let addr = self.cancel.info.addr;
@@ -171,6 +177,7 @@ impl Session {
                 user: self.user(),
                 application,
                 route,
+                split,
                 client_id: self.id,
                 client_addr: addr,
                 transaction: stmt.tx,
