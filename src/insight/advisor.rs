@@ -221,6 +221,7 @@ async fn advise_database(
         trials: 0,
         truncated: false,
         capped: 0,
+        nearest: vec![None; fps.len()],
     };
     if hypopg {
         search::reset(&client).await?;

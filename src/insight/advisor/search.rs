@@ -71,6 +71,9 @@ pub struct Search<'a> {
     /// The choice stopped at [`MAX_CHOSEN`] with this many candidates still worth an index
     /// as last planned (the report says so: apply the advice, then run it again).
     pub capped: usize,
+    /// Per fingerprint: the candidate whose plan cost it least among those its plans used,
+    /// and that cost (the report names it where no index was chosen for the fingerprint).
+    pub nearest: Vec<Option<(usize, f64)>>,
 }
 
 /// `(oid, size)` of a new hypothetical index.
@@ -162,7 +165,14 @@ impl Search<'_> {
         for o in oids {
             hypo_drop(self.client, o).await?;
         }
-        Ok((trials?, size))
+        let trials = trials?;
+        for t in trials.iter().filter(|t| t.used) {
+            let slot = &mut self.nearest[t.fp];
+            if slot.is_none_or(|(_, c)| t.cost < c) {
+                *slot = Some((i, t.cost));
+            }
+        }
+        Ok((trials, size))
     }
 
     async fn evaluate(&mut self, i: usize) -> Result<Eval, AdvisorError> {
