@@ -83,9 +83,9 @@ pub async fn advise(ins: &Insight) -> Result<AdviceReport, AdvisorError> {
             report.notes.push(format!("{db}: {e}"));
         }
     }
-    report
-        .indexes
-        .sort_by(|a, b| b.est_time_saved_ms.total_cmp(&a.est_time_saved_ms));
+    report.indexes.sort_by(|a, b| {
+        (b.est_time_saved_ms.total_cmp(&a.est_time_saved_ms)).then(a.sql.cmp(&b.sql))
+    });
     report.n_plus_one = ins.agg.lock().n_plus_one();
     report.run_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(report)

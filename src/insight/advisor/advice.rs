@@ -107,7 +107,9 @@ pub async fn proposals(
             reason: super::candidates::reason_on(table, reason),
         });
     }
-    out.sort_by(|a, b| b.est_time_saved_ms.total_cmp(&a.est_time_saved_ms));
+    out.sort_by(|a, b| {
+        (b.est_time_saved_ms.total_cmp(&a.est_time_saved_ms)).then(a.sql.cmp(&b.sql))
+    });
     Ok(out)
 }
 

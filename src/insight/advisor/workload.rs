@@ -79,7 +79,8 @@ pub fn pick(agg: &Aggregate) -> HashMap<String, Vec<Fp>> {
         .iter()
         .filter(|(_, e)| e.stats.moments.calls > 0)
         .collect();
-    entries.sort_by_key(|(_, e)| std::cmp::Reverse(e.stats.moments.total_ns));
+    // equal times by id, not in the map's order (which differs from one process to the next)
+    entries.sort_by_key(|(id, e)| (std::cmp::Reverse(e.stats.moments.total_ns), **id));
     let mut out: HashMap<String, Vec<Fp>> = HashMap::new();
     let mut planned = 0;
     for (id, e) in entries {
