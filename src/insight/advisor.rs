@@ -179,15 +179,19 @@ async fn advise_database(
     report.notes.push(note);
     through_views(&client, &mut fps).await?;
     let (index, tables) = tables(&client, &fps).await?;
+    let mut known = Vec::with_capacity(fps.len());
     for fp in &mut fps {
-        workload::plan_extremes(&client, fp).await;
+        known.push(workload::plan_extremes(&client, fp).await);
     }
-    // today's plans; a fingerprint that cannot be planned is left out
+    // today's plans (those made choosing the samples, else made now); a fingerprint that
+    // cannot be planned is left out
     let mut base = Vec::new();
     let mut plans = Vec::new();
-    for fp in &fps {
+    for (fp, known) in fps.iter().zip(known) {
         let (c, p) = if fp.samples.is_empty() {
             (0.0, Vec::new())
+        } else if let Some(p) = known {
+            (workload::mean_cost(&p), p)
         } else {
             workload::cost(&client, fp).await.unwrap_or_else(|e| {
                 tracing::debug!(error = %e, fingerprint = %hex_id(fp.id), "advisor cannot plan it");

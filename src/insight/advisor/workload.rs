@@ -226,16 +226,22 @@ fn scanned_rows(plan: &Value) -> f64 {
 /// index; and two heavy samples alike (a helpdesk's lists of closed tickets) lose the index
 /// the light ones need (its open tickets: `(tenant_id, status, created_at)`). A sample that
 /// cannot be planned counts as reading nothing.
-pub async fn plan_extremes(client: &Client, fp: &mut Fp) {
+///
+/// The plans of the samples kept, when every one of them could be planned: today's cost
+/// ([`cost`]) is read from them rather than planned a second time. `None` when `fp` has no
+/// spare (nothing to choose, nothing planned) or a kept sample failed.
+pub async fn plan_extremes(client: &Client, fp: &mut Fp) -> Option<Vec<Value>> {
     if fp.spare.is_empty() || fp.samples.is_empty() {
-        return;
+        return None;
     }
     let mut all = std::mem::take(&mut fp.samples);
     all.append(&mut fp.spare);
     let mut rows = Vec::with_capacity(all.len());
+    let mut plans = Vec::with_capacity(all.len());
     for s in &all {
-        let p = plan(client, s).await;
-        rows.push(p.map(|p| scanned_rows(&p)).unwrap_or(0.0));
+        let p = plan(client, s).await.ok();
+        rows.push(p.as_ref().map(scanned_rows).unwrap_or(0.0));
+        plans.push(p);
     }
     // the first of equals: the slowest, then the newest
     let by_rows = |a: &usize, b: &usize| rows[*a].total_cmp(&rows[*b]);
@@ -248,22 +254,29 @@ pub async fn plan_extremes(client: &Client, fp: &mut Fp) {
             .filter(|&i| i != heaviest)
             .chain(others),
     );
+    let kept: Option<Vec<Value>> = (order.iter().take(SAMPLES))
+        .map(|&i| plans[i].take())
+        .collect();
     let mut all: Vec<Option<Sample>> = all.into_iter().map(Some).collect();
     let mut ordered = order.into_iter().filter_map(|i| all[i].take());
     fp.samples = ordered.by_ref().take(SAMPLES).collect();
     fp.spare = ordered.collect();
+    kept.filter(|k| k.len() == fp.samples.len())
+}
+
+/// Mean plan cost of `plans`, one per sample.
+pub fn mean_cost(plans: &[Value]) -> f64 {
+    let sum: f64 = plans.iter().filter_map(explain::total_cost).sum();
+    sum / plans.len().max(1) as f64
 }
 
 /// Mean plan cost over `fp`'s samples, and their plans.
 pub async fn cost(client: &Client, fp: &Fp) -> Result<(f64, Vec<Value>), AdvisorError> {
-    let mut sum = 0.0;
     let mut plans = Vec::with_capacity(fp.samples.len());
     for s in &fp.samples {
-        let p = plan(client, s).await?;
-        sum += explain::total_cost(&p).unwrap_or(0.0);
-        plans.push(p);
+        plans.push(plan(client, s).await?);
     }
-    Ok((sum / fp.samples.len().max(1) as f64, plans))
+    Ok((mean_cost(&plans), plans))
 }
 
 #[cfg(test)]
