@@ -323,18 +323,21 @@ async fn orders_all_visible(c: &tokio_postgres::Client) {
     .await
     .expect("seed");
     // a VACUUM straight after the load may not see the loading transaction as old enough
-    for _ in 0..20 {
+    for _ in 0..50 {
         c.batch_execute("VACUUM ANALYZE orders")
             .await
             .expect("vacuum");
         let row = c
             .query_one(
-                "SELECT relallvisible FROM pg_class WHERE relname = 'orders'",
+                "SELECT relallvisible, relpages FROM pg_class WHERE relname = 'orders'",
                 &[],
             )
             .await
             .expect("relallvisible");
-        if row.get::<_, i32>(0) > 0 {
+        // every page: beside other tests a VACUUM marked only some (2,915 of 6,250 once),
+        // and the index-only scan was then too dear to be advised
+        let (visible, pages): (i32, i32) = (row.get(0), row.get(1));
+        if visible >= pages {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
