@@ -137,6 +137,10 @@ pub struct RedisConfig {
     pub circuit_breaker_cooldown: Dur,
     /// Most client connections at once on the Redis listener.
     pub max_clients: usize,
+    /// Writes at once held by a `CLIENT PAUSE … WRITE` sent through Pake, each on its
+    /// client's own connection so the shared links keep flowing; past it a write gets
+    /// `-ERR` (the client may send it again once unpaused).
+    pub max_held_writes: usize,
     /// Serve hot reads from the in-process L1 cache, kept coherent with CLIENT TRACKING.
     pub l1: bool,
     /// L1 size bound, counting keys, arguments and encoded replies.
@@ -192,6 +196,7 @@ impl Default for RedisConfig {
             circuit_breaker_failures: 5,
             circuit_breaker_cooldown: Dur::secs(5),
             max_clients: 10_000,
+            max_held_writes: 1_000,
             l1: true,
             l1_max_bytes: Bytes(64 << 20),
             l1_max_entry_size: Bytes(256 << 10),
@@ -252,6 +257,9 @@ impl RedisConfig {
         }
         if self.max_clients == 0 {
             bad("max_clients", "must be at least 1");
+        }
+        if self.max_held_writes == 0 {
+            bad("max_held_writes", "must be at least 1");
         }
         if self.l1 && self.l1_max_entry_size.0 > self.l1_max_bytes.0 {
             bad("l1_max_entry_size", "must not be larger than l1_max_bytes");

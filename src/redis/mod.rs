@@ -26,6 +26,7 @@ pub mod failover;
 pub mod l1;
 pub mod listener;
 pub mod metrics;
+pub mod pause;
 pub mod pubsub;
 pub mod resp;
 pub mod session;
@@ -78,6 +79,8 @@ pub struct Service {
     /// Blocking commands being opened, which writes and blocking commands read after them
     /// wait for ([`pubsub`]).
     pub blocking: Arc<pubsub::Openings>,
+    /// A `CLIENT PAUSE` sent through Pake, while in effect ([`pause`]).
+    pub pauses: pause::Pauses,
 }
 
 /// Bytes a MONITOR may fall behind before Pake drops it.
@@ -138,6 +141,7 @@ impl Service {
         let auth_required = config
             .require_client_auth
             .unwrap_or_else(|| backend.has_password());
+        let pauses = pause::Pauses::new(config.max_held_writes);
         Ok(Arc::new(Service {
             auth_required,
             budget,
@@ -159,6 +163,7 @@ impl Service {
             registry: clients::Registry::new(MONITOR_BUDGET),
             subscriptions: Arc::default(),
             blocking: Arc::default(),
+            pauses,
         }))
     }
 

@@ -17,6 +17,7 @@ mod faults;
 mod limits;
 mod links;
 mod matrix;
+mod pause;
 mod random_args;
 mod sentinel;
 mod tls;

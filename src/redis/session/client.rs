@@ -27,6 +27,12 @@ pub fn is_local(args: &[Bytes]) -> bool {
     })
 }
 
+/// `CLIENT PAUSE …`: sent to every primary, and known to be in effect from then on.
+pub fn is_pause(args: &[Bytes]) -> bool {
+    args.get(1)
+        .is_some_and(|s| s.eq_ignore_ascii_case(b"pause"))
+}
+
 /// `CLIENT UNBLOCK …`: answered by Pake, after asking Redis (a barrier command).
 pub fn is_unblock(args: &[Bytes]) -> bool {
     args.get(1)

@@ -218,6 +218,12 @@ impl Session {
             Kind::Broadcast(_) | Kind::Client if super::rescue::is_rescue(&req.args) => {
                 self.deferred = Some(req)
             }
+            // held by a CLIENT PAUSE Pake saw: alone, on the client's own connection (held.rs)
+            Kind::Plain | Kind::Split(_) | Kind::Broadcast(_)
+                if self.held_alone(spec, &req.args) =>
+            {
+                self.deferred = Some(req)
+            }
             Kind::Plain | Kind::Split(_) | Kind::Broadcast(_) | Kind::Scan => {
                 self.shared(spec, req)
             }
@@ -280,6 +286,11 @@ impl Session {
                 return flow;
             }
             Kind::Monitor => self.monitor().await,
+            Kind::Plain | Kind::Split(_) | Kind::Broadcast(_)
+                if self.held_alone(spec, &req.args) =>
+            {
+                self.held(spec, &req).await
+            }
             Kind::Plain | Kind::Split(_) | Kind::Broadcast(_) if spec.is(WRITE) => {
                 self.follow(&self.svc.blocking, "a write").await;
                 self.shared(spec, req);
@@ -287,6 +298,11 @@ impl Session {
             }
             Kind::Plain if spec.is(PUBLISHES) => {
                 self.follow(&self.svc.subscriptions, "a publish").await;
+                self.shared(spec, req);
+                Ok(Flow::Continue)
+            }
+            // deferred to be held (held.rs), and the pause ended meanwhile
+            Kind::Plain | Kind::Split(_) | Kind::Broadcast(_) => {
                 self.shared(spec, req);
                 Ok(Flow::Continue)
             }
@@ -316,7 +332,7 @@ impl Session {
     /// was read: a publish follows the subscriptions, a write or EXEC the blocking commands
     /// read before it, as Redis would have them ([`crate::redis::pubsub`]). Not an `async
     /// fn`: the future holds no borrow of the session.
-    fn follow(
+    pub(super) fn follow(
         &self,
         openings: &Arc<Openings>,
         what: &'static str,

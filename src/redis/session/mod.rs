@@ -28,6 +28,7 @@
 pub mod client;
 pub mod dispatch;
 pub mod fanout;
+mod held;
 pub mod local;
 mod mget;
 pub mod order;

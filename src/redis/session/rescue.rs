@@ -60,6 +60,9 @@ impl Session {
             });
         }
         let reply = merge(join_all(asks).await)?;
+        if reply.starts_with(b"+") && args[0].eq_ignore_ascii_case(b"client") {
+            self.svc.pauses.unpaused();
+        }
         self.push_reply(reply);
         Ok(super::Flow::Continue)
     }

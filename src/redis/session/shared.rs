@@ -396,7 +396,8 @@ impl Session {
         let keys = keys_of(spec, &req.args);
         let reach = spec.is(WRITE).then(|| Reach::of(spec, &keys));
         let fenced = self.writes.fences(&keys);
-        let l1 = self.svc.l1.clone().filter(|_| !fenced);
+        // a pause of every command holds reads too: the L1 answers none (crate::redis::pause)
+        let l1 = (self.svc.l1.clone()).filter(|_| !fenced && !self.svc.pauses.all_held());
         if let Some(replica) = self.replica_for(spec, &keys, l1.is_some()) {
             ctx.client = replica;
             ctx.mux = None;
@@ -407,6 +408,11 @@ impl Session {
             // keys in one slot go as one command (and may write through)
             Kind::Split(merge) if cluster && common_slot(&keys).is_err() => {
                 let fut = super::spread::split(ctx, spec, req, merge);
+                return self.push_future(fut, reach);
+            }
+            // a cluster is paused as one server: every primary
+            Kind::Client if cluster && super::client::is_pause(&req.args) => {
+                let fut = super::spread::broadcast(ctx, spec, req, Merge::AllOk);
                 return self.push_future(fut, reach);
             }
             Kind::Broadcast(merge) if cluster => {
@@ -450,7 +456,7 @@ impl Session {
             Kind::Broadcast(_) => self.svc.backend.cluster,
             _ => false,
         };
-        if !spec.is(CACHE) || own_path || !spec.one_key(args) {
+        if !spec.is(CACHE) || own_path || !spec.one_key(args) || self.svc.pauses.all_held() {
             return Lookup::Uncached;
         }
         if !self.pending.is_empty() && !self.svc.config.l1_behind_inflight {
@@ -502,7 +508,8 @@ impl Session {
         let quiet = self.pending.is_empty() && self.rbuf.is_empty();
         let default_login = self.state.auth.is_none() && self.state.user_id == 0;
         let current = ctx.generation == self.svc.backend.generation();
-        if !quiet || !default_login || !current {
+        // a paused write must not hold the tracking connection (crate::redis::pause)
+        if !quiet || !default_login || !current || self.svc.pauses.any() {
             return Err(req);
         }
         let Some(plan) = crate::redis::writethrough::plan(spec.name, &req.args) else {

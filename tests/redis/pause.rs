@@ -1,0 +1,176 @@
+//! `CLIENT PAUSE` through Pake, against a real Redis: what it holds and what it must not.
+//!
+//! Redis holds a paused write's client only; other clients' reads go on. Through Pake the
+//! clients share backend links (replies matched in order), so a held write must not sit
+//! on a link other clients' reads use.
+
+use crate::harness::{encode, options, Conn, Env, Mode, Val};
+use std::time::Duration;
+
+/// How long a read that Redis answers at once may take through Pake here.
+const PROMPT: Duration = Duration::from_secs(2);
+
+/// One round: `pauser` pauses writes, `writer` sends a write (held) and, pipelined behind
+/// it, a read of the key it writes; `reader` reads meanwhile, and so does `pauser` before
+/// it unpauses, as Redis's own `pause` unit does. Everything but the write answers at once;
+/// the write and the writer's read after it only once unpaused, in order. `Err`: what did
+/// not answer in time.
+async fn round(
+    pauser: &mut Conn,
+    writer: &mut Conn,
+    reader: &mut Conn,
+    n: usize,
+) -> Result<(), String> {
+    let key = format!("held:{n}");
+    let paused = pauser.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]).await;
+    assert_eq!(paused, Val::s("OK"));
+    let mut batch = encode(&["SET", &key, "v"]);
+    batch.extend(encode(&["GET", &key]));
+    writer.send(&batch).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut late = Vec::new();
+    let other = format!("other:{n}");
+    for read in [
+        &["GET", &other[..]][..],
+        &["DBSIZE"],
+        &["INFO", "clients"],
+        &["GET", &key],
+    ] {
+        reader.send(&encode(read)).await;
+        match reader.read_within(PROMPT).await {
+            Some(Val::Err(e)) => panic!("{read:?}: {e}"),
+            Some(v) if read == ["GET", &key] => assert_eq!(v, Val::Nil, "the held SET ran"),
+            Some(_) => {}
+            None => late.push(format!("{read:?} of another client")),
+        }
+        if !late.is_empty() {
+            break; // its reply is still owed: the next read would take it
+        }
+    }
+    let mut pauser_owed = false;
+    if late.is_empty() {
+        pauser.send(&encode(&["INFO", "clients"])).await;
+        match pauser.read_within(PROMPT).await {
+            Some(Val::Str(info)) => assert!(info.contains("blocked_clients:"), "{info}"),
+            Some(other) => panic!("INFO: {other:?}"),
+            None => {
+                pauser_owed = true;
+                late.push("the pauser's INFO".into())
+            }
+        }
+    }
+    // the unpause answers however the rest went (it has a connection of its own): the
+    // round after starts clean, whatever this one found
+    let unpause = encode(&["CLIENT", "UNPAUSE"]);
+    pauser.send(&unpause).await;
+    let limit = Duration::from_secs(8);
+    if pauser_owed {
+        assert!(
+            pauser.read_within(limit).await.is_some(),
+            "the pauser's late INFO"
+        );
+    }
+    let unpaused = pauser.read_within(limit).await;
+    assert_eq!(unpaused, Some(Val::s("OK")), "CLIENT UNPAUSE");
+    assert_eq!(
+        writer.read_within(limit).await,
+        Some(Val::s("OK")),
+        "the held SET"
+    );
+    assert_eq!(
+        writer.read_within(limit).await,
+        Some(Val::s("v")),
+        "the writer's GET, after it"
+    );
+    if late.iter().any(|l| l.contains("another")) {
+        while reader
+            .read_within(Duration::from_millis(500))
+            .await
+            .is_some()
+        {}
+    }
+    match late.is_empty() {
+        true => Ok(()),
+        false => Err(late.join(", ")),
+    }
+}
+
+async fn rounds(env: &Env, count: usize) -> Vec<String> {
+    let (mut pauser, mut writer, mut reader) =
+        (env.conn().await, env.conn().await, env.conn().await);
+    let mut late = Vec::new();
+    for n in 0..count {
+        if let Err(e) = round(&mut pauser, &mut writer, &mut reader, n).await {
+            late.push(format!("round {n}: {e}"));
+        }
+    }
+    late
+}
+
+/// During `CLIENT PAUSE … WRITE` the reads of every other client answer at once, as from
+/// Redis, while a write is held; the writer's own later commands wait for it. Before,
+/// the held write sat on the shared link the reads went on (every round with one reactor
+/// thread, where all clients share it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_go_on_while_a_paused_write_is_held() {
+    let env = Env::with(options(Mode::Standalone), |c| c.threads = 1).await;
+    let one = rounds(&env, 3).await;
+    let env = Env::start(Mode::Standalone).await;
+    let runtime = rounds(&env, 4).await;
+    assert!(
+        one.is_empty() && runtime.is_empty(),
+        "one thread: {one:?}; the test's runtime: {runtime:?}"
+    );
+}
+
+/// At most `max_held_writes` writes wait on connections of their own; one more is answered
+/// `-ERR` at once, not run, and the client stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_held_past_the_limit_are_refused() {
+    let env = Env::with(options(Mode::Standalone), |c| c.max_held_writes = 1).await;
+    let (mut pauser, mut first, mut second) =
+        (env.conn().await, env.conn().await, env.conn().await);
+    let paused = pauser.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]).await;
+    assert_eq!(paused, Val::s("OK"));
+    first.send(&encode(&["SET", "first", "1"])).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    second.send(&encode(&["SET", "second", "2"])).await;
+    let refused = second.read_within(PROMPT).await.map(|v| v.err_text());
+    let refused = refused.unwrap_or_default();
+    assert!(refused.contains("max_held_writes"), "{refused}");
+    assert_eq!(second.cmd(&["GET", "second"]).await, Val::Nil, "not run");
+    assert_eq!(pauser.cmd(&["CLIENT", "UNPAUSE"]).await, Val::s("OK"));
+    assert_eq!(first.read_within(PROMPT).await, Some(Val::s("OK")));
+    assert_eq!(second.cmd(&["SET", "second", "2"]).await, Val::s("OK"));
+}
+
+/// `CLIENT PAUSE … ALL` holds reads too, in Redis: a read the L1 could answer waits as
+/// well, until the pause is over. Before, the L1 answered it at once. (Redis 7.0 holds a
+/// `CLIENT UNPAUSE` too during such a pause: the pause here ends by its timeout.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_of_all_holds_reads_the_l1_could_answer() {
+    let env = Env::start(Mode::Standalone).await;
+    let (mut pauser, mut reader) = (env.conn().await, env.conn().await);
+    assert_eq!(reader.cmd(&["SET", "cached", "v"]).await, Val::s("OK"));
+    for _ in 0..3 {
+        // the first fills the L1 (once its fill is vouched for), the rest hit
+        assert_eq!(reader.cmd(&["GET", "cached"]).await, Val::s("v"));
+    }
+    let mut direct = env.direct("cached").await;
+    let paused = pauser.cmd(&["CLIENT", "PAUSE", "1500", "ALL"]).await;
+    assert_eq!(paused, Val::s("OK"));
+    let started = std::time::Instant::now();
+    for conn in [&mut reader, &mut direct] {
+        conn.send(&encode(&["GET", "cached"])).await;
+    }
+    for conn in [&mut reader, &mut direct] {
+        let v = conn.read_within(Duration::from_secs(4)).await;
+        assert_eq!(v, Some(Val::s("v")));
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1200),
+            "answered during the pause: {waited:?}"
+        );
+    }
+    assert_eq!(reader.cmd(&["GET", "cached"]).await, Val::s("v"));
+}
