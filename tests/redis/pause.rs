@@ -174,3 +174,48 @@ async fn a_pause_of_all_holds_reads_the_l1_could_answer() {
     }
     assert_eq!(reader.cmd(&["GET", "cached"]).await, Val::s("v"));
 }
+
+/// A cluster is paused as one server: every primary holds writes (the pause went to one
+/// node only), the reads of other clients go on, and the unpause releases them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_pauses_every_primary() {
+    let env = Env::start(Mode::Cluster).await;
+    let mut keys: Vec<(String, u16)> = Vec::new();
+    for n in 0..200 {
+        let key = format!("p{n}");
+        let port = env.node_port_for(&key);
+        if keys.iter().all(|(_, p)| *p != port) {
+            keys.push((key, port));
+        }
+    }
+    assert_eq!(keys.len(), 3, "a key on each primary");
+    let (mut pauser, mut writer, mut reader) =
+        (env.conn().await, env.conn().await, env.conn().await);
+    let paused = pauser.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]).await;
+    assert_eq!(paused, Val::s("OK"));
+    writer.send(&encode(&["SET", &keys[0].0, "held"])).await;
+    let mut direct = Vec::new();
+    for (key, _) in &keys {
+        let mut d = env.direct(key).await;
+        d.send(&encode(&["SET", key, "direct"])).await;
+        direct.push(d);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for (i, d) in direct.iter_mut().enumerate() {
+        let early = d.read_within(Duration::from_millis(100)).await;
+        assert_eq!(early, None, "primary {i} ran a write during the pause");
+    }
+    for (key, _) in &keys {
+        reader.send(&encode(&["GET", key])).await;
+        assert_eq!(
+            reader.read_within(PROMPT).await,
+            Some(Val::Nil),
+            "GET {key}"
+        );
+    }
+    assert_eq!(pauser.cmd(&["CLIENT", "UNPAUSE"]).await, Val::s("OK"));
+    assert_eq!(writer.read_within(PROMPT).await, Some(Val::s("OK")));
+    for d in &mut direct {
+        assert_eq!(d.read_within(PROMPT).await, Some(Val::s("OK")));
+    }
+}
