@@ -219,3 +219,40 @@ async fn a_cluster_pauses_every_primary() {
         assert_eq!(d.read_within(PROMPT).await, Some(Val::s("OK")));
     }
 }
+
+/// A `CLIENT PAUSE` inside a transaction pauses as one outside it (Redis's `pause` unit
+/// sends one so): a write held by it must not hold the reads of other clients either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_sent_in_a_transaction_is_known_too() {
+    let env = Env::with(options(Mode::Standalone), |c| c.threads = 1).await;
+    let (mut pauser, mut writer, mut reader) =
+        (env.conn().await, env.conn().await, env.conn().await);
+    let in_tx = |inner: &[&str]| {
+        let mut b = encode(&["MULTI"]);
+        b.extend(encode(inner));
+        b.extend(encode(&["EXEC"]));
+        b
+    };
+    pauser
+        .send(&in_tx(&["CLIENT", "PAUSE", "10000", "WRITE"]))
+        .await;
+    for want in [Val::s("OK"), Val::s("QUEUED"), Val::Arr(vec![Val::s("OK")])] {
+        assert_eq!(pauser.read().await, Some(want));
+    }
+    // pipelined: a lone SET could go by write-through, on the tracking connection
+    let mut batch = encode(&["SET", "in_tx", "v"]);
+    batch.extend(encode(&["GET", "in_tx"]));
+    writer.send(&batch).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    reader.send(&encode(&["DBSIZE"])).await;
+    assert!(
+        matches!(reader.read_within(PROMPT).await, Some(Val::Int(_))),
+        "DBSIZE"
+    );
+    pauser.send(&in_tx(&["CLIENT", "UNPAUSE"])).await;
+    for want in [Val::s("OK"), Val::s("QUEUED"), Val::Arr(vec![Val::s("OK")])] {
+        assert_eq!(pauser.read().await, Some(want));
+    }
+    assert_eq!(writer.read_within(PROMPT).await, Some(Val::s("OK")));
+    assert_eq!(writer.read_within(PROMPT).await, Some(Val::s("v")));
+}

@@ -45,6 +45,9 @@ pub struct Tx {
     /// A CLIENT command is queued: the link is given the client's name before MULTI, so
     /// that GETNAME, LIST and INFO inside the transaction see it.
     client: bool,
+    /// The last `CLIENT PAUSE` or `UNPAUSE` queued: Pake notes it at EXEC
+    /// ([`crate::redis::pause`]), as it does one sent outside a transaction.
+    pause: Option<Vec<Bytes>>,
     /// The bytes of `queued` and `written`, on the client's request meter.
     lease: Lease,
 }
@@ -63,6 +66,7 @@ impl Tx {
             selects: Vec::new(),
             names: Vec::new(),
             client: false,
+            pause: None,
             lease,
         }
     }
@@ -120,6 +124,11 @@ impl Session {
                 }
                 if spec.kind == Kind::Client {
                     tx.client = true;
+                    if super::client::is_pause(&req.args) || super::rescue::is_rescue(&req.args) {
+                        // copies, as for `written`: not the client's read buffer kept
+                        let args = req.args.iter().map(|a| Bytes::copy_from_slice(a));
+                        tx.pause = Some(args.collect());
+                    }
                     if req.args.len() == 3 && req.args[1].eq_ignore_ascii_case(b"SETNAME") {
                         let name = &req.args[2];
                         let name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
@@ -415,6 +424,13 @@ impl Session {
         batch.extend_from_slice(&link::command(&[b"MULTI"]));
         batch.extend_from_slice(&tx.queued);
         batch.extend_from_slice(&link::command(&[b"EXEC"]));
+        let unpause = match &tx.pause {
+            Some(args) if super::client::is_pause(args) => {
+                self.svc.pauses.paused(args);
+                false
+            }
+            other => other.is_some(),
+        };
         // MULTI's +OK and each +QUEUED come first; EXEC's reply is the last
         self.on_link(slot, &batch).await?;
         if tx.client {
@@ -428,6 +444,9 @@ impl Session {
             }
         }
         let mut reply = self.link_reply().await?;
+        if unpause && reply.starts_with(b"*") {
+            self.svc.pauses.unpaused();
+        }
         if let Some((n, why)) = refused.filter(|_| reply.starts_with(b"-EXECABORT")) {
             reply = refused_at_queueing(n, &why);
         }
