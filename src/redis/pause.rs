@@ -88,7 +88,7 @@ impl Pauses {
         self.until.store(0, Ordering::Release);
     }
 
-    /// A pause is known to be in effect (one relaxed load when none was seen).
+    /// A pause is known to be in effect (one atomic load when none was seen).
     pub fn any(&self) -> bool {
         let until = self.until.load(Ordering::Acquire);
         until != 0 && self.now() < until
