@@ -338,9 +338,14 @@ async fn statements_prepared_in_a_rolled_back_ddl_transaction_are_not_reused() {
 
 /// The statement ran without an error and returned `calm`.
 fn assert_calm(r: &crate::harness::Reply, what: &str) {
+    assert_value(r, b"calm", what);
+}
+
+/// The statement ran without an error and returned `want`.
+fn assert_value(r: &crate::harness::Reply, want: &[u8], what: &str) {
     assert_eq!(
         (r.sqlstate.as_str(), r.value.as_deref()),
-        ("", Some(&b"calm"[..])),
+        ("", Some(want)),
         "{what}"
     );
 }
@@ -937,12 +942,7 @@ async fn a_reparse_skipped_after_an_error_leaves_the_next_batchs_parse_counted()
     assert_eq!(until_ready(&mut raw).await.0, "1Z");
     for name in ["s1", "s2", "s1"] {
         raw.send(&run_named(name)).await;
-        let r = raw.until_ready().await;
-        assert_eq!(
-            (r.sqlstate.as_str(), r.value.as_deref()),
-            ("", Some(&b"7"[..])),
-            "{name}"
-        );
+        assert_value(&raw.until_ready().await, b"7", name);
     }
 }
 
