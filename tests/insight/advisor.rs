@@ -313,6 +313,12 @@ async fn advice_for(rig: &mut Rig, events: &[(String, i32, u64)]) -> Vec<String>
             user: "pake",
             application: "tests",
             route: Route::Primary,
+            split: pake::insight::collector::split_hash(
+                "postgres",
+                "pake",
+                "tests",
+                Route::Primary,
+            ),
             client_id: 1,
             client_addr: ([127, 0, 0, 1], 40001).into(),
             transaction: n as u64 + 1,
