@@ -416,6 +416,10 @@ impl ClientStatements {
 pub struct ServerStatements {
     have: HashMap<StatementId, ServerCopy>,
     tick: u64,
+    /// Copies evicted ([`Self::evict_over`]) whose Close is not answered yet, with the batch
+    /// it was sent in: an error earlier in that batch makes the server skip the Close, and
+    /// the copy is still there ([`Self::close_skipped`]).
+    evicting: HashMap<StatementId, (u64, ServerCopy)>,
 }
 
 /// One server's copy of a statement.
@@ -464,11 +468,45 @@ impl ServerStatements {
         self.have.get(&id)?.unanswered
     }
 
-    /// The copy of `id` is there for sure: its Parse was answered, or no Parse of it is owed
-    /// any more (a Parse afresh skipped with the Close before it left the old copy).
+    /// The batch whose Close evicted the copy of `id`, while that Close is not answered.
+    pub fn evicted_in(&self, id: StatementId) -> Option<u64> {
+        self.evicting.get(&id).map(|(batch, _)| *batch)
+    }
+
+    /// What the server has of `id` is sure: its Parse was answered, or no Parse or Close of
+    /// it is owed any more (a Parse afresh skipped with the Close before it left the old
+    /// copy; an evicting Close answered or skipped).
     pub fn settled(&mut self, id: StatementId) {
+        self.evicting.remove(&id);
         if let Some(c) = self.have.get_mut(&id) {
             c.unanswered = None;
+        }
+    }
+
+    /// A Close Pake sent of its copy of `id` (evicting it, or before a Parse afresh) was
+    /// skipped after an error: the server keeps the copy. An evicted one is counted again
+    /// (a Parse of it after the Close, skipped too, left it counted already).
+    pub fn close_skipped(&mut self, id: StatementId) {
+        if let Some((_, copy)) = self.evicting.remove(&id) {
+            self.have.entry(id).or_insert(copy);
+        }
+        self.settled(id);
+    }
+
+    /// What the server answered about statements in `fx`: copies made, not made after all
+    /// (their Parse failed or was skipped), closed, or kept (their Close skipped).
+    pub fn answered(&mut self, fx: &mut crate::pg::server::replies::Effects) {
+        if let Some(id) = fx.created.take() {
+            self.mark_parsed(id);
+        }
+        if let Some(id) = fx.closed.take() {
+            self.evicting.remove(&id);
+        }
+        for id in fx.not_created.drain(..) {
+            self.remove(id);
+        }
+        for id in fx.closes_skipped.drain(..) {
+            self.close_skipped(id);
         }
     }
 
@@ -505,11 +543,13 @@ impl ServerStatements {
 
     pub fn clear(&mut self) {
         self.have.clear();
+        self.evicting.clear();
     }
 
     /// Keep only the statements in `ids` (the server dropped the others).
     pub fn retain(&mut self, ids: &[StatementId]) {
         self.have.retain(|id, _| ids.contains(id));
+        self.evicting.clear();
     }
 
     pub fn len(&self) -> usize {
@@ -520,13 +560,18 @@ impl ServerStatements {
         self.have.is_empty()
     }
 
-    /// Remove and return the least recently used statement when over `cap`.
-    pub fn evict_over(&mut self, cap: usize) -> Option<Arc<Statement>> {
+    /// Remove and return the least recently used statement when over `cap`, its Close sent
+    /// in `batch` ([`crate::pg::server::replies::Replies::batch`]): until that Close is
+    /// answered the copy is kept aside ([`Self::close_skipped`]).
+    pub fn evict_over(&mut self, cap: usize, batch: u64) -> Option<Arc<Statement>> {
         if self.have.len() <= cap {
             return None;
         }
         let (&id, _) = self.have.iter().min_by_key(|(_, c)| c.tick)?;
-        self.have.remove(&id).map(|c| c.stmt)
+        let copy = self.have.remove(&id)?;
+        let stmt = copy.stmt.clone();
+        self.evicting.insert(id, (batch, copy));
+        Some(stmt)
     }
 }
 
@@ -631,9 +676,17 @@ mod tests {
             srv.insert(st, 0);
         }
         assert!(srv.contains(s[0].id)); // touch 0: 1 is now the oldest
-        let evicted = srv.evict_over(2).unwrap();
+        let evicted = srv.evict_over(2, 1).unwrap();
         assert_eq!(evicted.id, s[1].id);
-        assert!(srv.evict_over(2).is_none());
+        assert!(srv.evict_over(2, 1).is_none());
         assert!(!srv.contains(s[1].id));
+        assert_eq!(
+            srv.evicted_in(s[1].id),
+            Some(1),
+            "until its Close is answered"
+        );
+        srv.close_skipped(s[1].id);
+        assert!(srv.contains(s[1].id), "the server kept it");
+        assert_eq!(srv.evicted_in(s[1].id), None);
     }
 }

@@ -987,3 +987,61 @@ async fn an_unnamed_reparse_skipped_after_an_error_is_sent_again_in_the_next_bat
         );
     }
 }
+
+/// A Pake of one server keeping at most 2 statements on it (`max_prepared_statements`),
+/// and a raw client that prepared `s1` and `s2` there: the server is at its cap.
+async fn two_statements_at_the_cap() -> (Env, Raw) {
+    let env = Env::with(Opts {
+        pool_size: 1,
+        tweak: |c| c.pool.max_prepared_statements = 2,
+        ..Opts::default()
+    })
+    .await;
+    let mut raw = login(&env).await;
+    for (name, text) in [("s1", "select 1"), ("s2", "select 2")] {
+        raw.send(&parse_sync(name, text)).await;
+        assert_eq!(until_ready(&mut raw).await.0, "1Z");
+    }
+    (env, raw)
+}
+
+/// A Parse of a third statement on a server at its cap, in a batch that fails before it:
+/// Pake closes the least recently used statement there (`s1`'s) to make room, and the server
+/// skips that Close with the rest of the batch. Until 2026-12-07 Pake forgot the copy when it
+/// sent the Close, and the client's next Bind of `s1` (the next batch, pipelined or sent
+/// later) parsed it there again: 42P05 (`pake_N` already exists) where directly it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_skipped_after_an_error_leaves_the_statement_there() {
+    for pipelined in [false, true] {
+        let (_env, mut raw) = two_statements_at_the_cap().await;
+        let mut failing = frame(b'D', b"Pnosuch\0");
+        failing.extend(parse_sync("s3", "select 3"));
+        if pipelined {
+            failing.extend(run_named("s1"));
+        }
+        raw.send(&failing).await;
+        let r = raw.until_ready().await;
+        assert_eq!((r.tags.as_str(), r.sqlstate.as_str()), ("EZ", "34000"));
+        if !pipelined {
+            raw.send(&run_named("s1")).await;
+        }
+        let r = raw.until_ready().await;
+        assert_eq!(
+            (r.tags.as_str(), r.sqlstate.as_str(), r.value.as_deref()),
+            ("2DCZ", "", Some(&b"1"[..])),
+            "pipelined {pipelined}: s1 runs in the next batch"
+        );
+        // s3 was never made (its Parse was skipped): a Parse of it now makes room again
+        raw.send(&parse_sync("s3", "select 3")).await;
+        assert_eq!(until_ready(&mut raw).await.0, "1Z");
+        for name in ["s3", "s1", "s2"] {
+            raw.send(&run_named(name)).await;
+            let r = raw.until_ready().await;
+            assert_eq!(
+                (r.sqlstate.as_str(), r.value.as_deref()),
+                ("", Some(&name.as_bytes()[1..])),
+                "{name}"
+            );
+        }
+    }
+}

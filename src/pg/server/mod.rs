@@ -448,17 +448,18 @@ impl Server {
             && self.streaming == 0
     }
 
-    /// Is this server's copy of statement `id` in doubt: made by a Parse sent in an earlier
-    /// batch and not answered yet? An error before that Parse in its batch makes the server
-    /// skip it, so a Bind, Describe or Parse afresh of a later batch (pipelined behind its
-    /// Sync) that counted on the copy, or closed it, would leave Pake wrong about what the
-    /// server has: a Bind of it failing with 26000, or a Parse of it later with 42P05.
-    /// Within the Parse's own batch nothing is in doubt: the server skips the rest of the
-    /// batch after an error too. A copy whose Parse is no longer owed is noted as settled.
+    /// Is this server's copy of statement `id` in doubt: made by a Parse, or evicted by a
+    /// Close, sent in an earlier batch and not answered yet? An error before it in its batch
+    /// makes the server skip it, so a Bind, Describe or Parse afresh of a later batch
+    /// (pipelined behind its Sync) that counted on the copy or its absence, or closed it,
+    /// would leave Pake wrong about what the server has: a Bind of it failing with 26000, or
+    /// a Parse of it with 42P05. Within its own batch nothing is in doubt: the server skips
+    /// the rest of the batch after an error too. A copy with nothing owed is noted settled.
     pub fn copy_in_doubt(&mut self, id: StatementId) -> bool {
-        match self.statements.unanswered(id) {
+        let made = self.statements.unanswered(id);
+        match made.or_else(|| self.statements.evicted_in(id)) {
             Some(batch) if batch != self.replies.batch() => {
-                let owed = self.replies.parse_owed_in_earlier_batch(id);
+                let owed = self.replies.copy_owed_in_earlier_batch(id);
                 if !owed {
                     self.statements.settled(id);
                 }
@@ -632,9 +633,7 @@ impl Server {
             if let Some((status, _)) = fx.ready {
                 self.tx_status = status;
             }
-            for id in fx.not_created {
-                self.statements.remove(id);
-            }
+            self.statements.answered(&mut fx);
             if self.replies.in_copy_in() {
                 let mut out = BytesMut::new();
                 frontend::copy_fail("client disconnected", &mut out)?;

@@ -35,7 +35,8 @@ pub enum Expect {
     },
     /// BindComplete; `stmt`: the interned statement it binds (transaction mode).
     Bind { stmt: Option<StatementId> },
-    /// CloseComplete; `stmt`: Pake closes its own statement there to parse it afresh.
+    /// CloseComplete; `stmt`: Pake closes its own statement there, to parse it afresh or to
+    /// evict it.
     Close {
         swallow: bool,
         stmt: Option<StatementId>,
@@ -99,6 +100,11 @@ pub struct Effects {
     /// The client's Closes of named statements with these stamps were skipped after an
     /// error: as directly, the statements still exist.
     pub not_closed: Vec<u64>,
+    /// Pake's Close of its own statement there was answered CloseComplete.
+    pub closed: Option<StatementId>,
+    /// Pake's Closes of its own statements there were skipped after an error: the server
+    /// keeps them.
+    pub closes_skipped: Vec<StatementId>,
     /// The server entered COPY IN (client data must flow) or left it.
     pub copy_in: Option<bool>,
     /// A client statement (a Query, or an Execute) completed.
@@ -208,12 +214,15 @@ impl Replies {
         self.readies
     }
 
-    /// A Parse creating statement `id` is owed in a batch before the one being sent: an
-    /// error earlier in that batch may yet make the server skip it.
-    pub fn parse_owed_in_earlier_batch(&self, id: StatementId) -> bool {
-        self.owed_in_earlier_batch(
-            |e| matches!(e, Expect::Parse { registers: Some(r), .. } if *r == id),
-        )
+    /// A Parse creating statement `id`, or a Close of Pake's copy of it, is owed in a batch
+    /// before the one being sent: an error earlier in that batch may yet make the server
+    /// skip it.
+    pub fn copy_owed_in_earlier_batch(&self, id: StatementId) -> bool {
+        self.owed_in_earlier_batch(|e| match e {
+            Expect::Parse { registers, .. } => *registers == Some(id),
+            Expect::Close { stmt, .. } => *stmt == Some(id),
+            _ => false,
+        })
     }
 
     /// A Parse Pake sent that may set the unnamed statement (the client's parsed again
@@ -343,8 +352,9 @@ impl Replies {
                 self.q.pop_front();
                 Ok(Forward)
             }
-            (be::CLOSE_COMPLETE, Expect::Close { swallow, .. }) => {
+            (be::CLOSE_COMPLETE, Expect::Close { swallow, stmt }) => {
                 self.q.pop_front();
+                fx.closed = stmt;
                 Ok(pass(swallow))
             }
             (be::PARAMETER_DESCRIPTION, Expect::DescribeStatement { stmt, injected }) => {
@@ -595,6 +605,7 @@ impl Replies {
             }
             self.q.pop_front();
         }
+        fx.closes_skipped.extend(kept);
         // no Sync sent yet: the server discards what comes until it
         self.skipping = self.q.is_empty();
         Disposition::Forward

@@ -770,20 +770,22 @@ fn evict_statement(server: &mut Server, cap: usize) {
     if server.replies.is_skipping() {
         return; // the Close would be discarded
     }
-    if let Some(old) = server.statements.evict_over(cap.saturating_sub(1)) {
-        close_statement(server, &old.name, None);
+    let batch = server.replies.batch();
+    if let Some(old) = server.statements.evict_over(cap.saturating_sub(1), batch) {
+        // skipped after an error before it, the server keeps the copy (`close_skipped`)
+        close_statement(server, &old.name, Some(old.id));
     }
 }
 
 /// Close the process-wide statement `name` on `server` (its CloseComplete swallowed);
-/// `afresh`: its id, when a Parse of it follows.
-fn close_statement(server: &mut Server, name: &str, afresh: Option<StatementId>) {
+/// `copy`: its id, when it is Pake's copy of a statement (evicted, or parsed afresh next).
+fn close_statement(server: &mut Server, name: &str, copy: Option<StatementId>) {
     let at = wire::begin_frame(&mut server.wbuf, fe::CLOSE);
     server.wbuf.put_u8(b'S');
     wire::put_cstr(&mut server.wbuf, name.as_bytes());
     wire::finish_frame(&mut server.wbuf, at);
     server.replies.push(Expect::Close {
         swallow: true,
-        stmt: afresh,
+        stmt: copy,
     });
 }

@@ -248,12 +248,7 @@ fn settle(
     if skipped > 0 {
         finished.push(Finished::Skipped(skipped));
     }
-    if let Some(id) = fx.created.take() {
-        server.statements.mark_parsed(id);
-    }
-    for id in fx.not_created.drain(..) {
-        server.statements.remove(id);
-    }
+    server.statements.answered(fx);
     let (status, injected) = fx.ready.take()?;
     server.tx_status = status;
     if injected {

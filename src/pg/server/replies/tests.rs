@@ -466,23 +466,23 @@ fn a_parse_is_in_doubt_from_a_later_batch_until_answered() {
     let first = r.batch();
     r.push(parse(7));
     r.push(Expect::Bind { stmt: Some(7) });
-    assert!(!r.parse_owed_in_earlier_batch(7), "its own batch");
+    assert!(!r.copy_owed_in_earlier_batch(7), "its own batch");
     r.on_sync_sent();
     assert_ne!(r.batch(), first, "the next batch");
     r.push(ready());
     assert_eq!(r.batch(), first + 2, "a Query is a batch");
-    assert!(r.parse_owed_in_earlier_batch(7));
-    assert!(!r.parse_owed_in_earlier_batch(8), "another statement");
+    assert!(r.copy_owed_in_earlier_batch(7));
+    assert!(!r.copy_owed_in_earlier_batch(8), "another statement");
     feed(&mut r, &[(b'1', b"")]).unwrap();
-    assert!(!r.parse_owed_in_earlier_batch(7), "answered");
+    assert!(!r.copy_owed_in_earlier_batch(7), "answered");
     // failed (or skipped after an error before it): owed no more either
     r.push(parse(8));
     r.on_sync_sent();
-    assert!(r.parse_owed_in_earlier_batch(8));
+    assert!(r.copy_owed_in_earlier_batch(8));
     feed(&mut r, &[(b'2', b""), (b'Z', b"I")]).unwrap();
     let (_, fx) = feed(&mut r, &[(b'Z', b"I"), (b'E', &error("ERROR", "42601"))]).unwrap();
     assert_eq!(fx.not_created, vec![8]);
-    assert!(!r.parse_owed_in_earlier_batch(8));
+    assert!(!r.copy_owed_in_earlier_batch(8));
 }
 
 #[test]
@@ -509,4 +509,24 @@ fn an_unnamed_parse_is_in_doubt_from_a_later_batch_and_lost_when_skipped() {
     let (_, fx) = feed(&mut r, &[(b'1', b""), (b'Z', b"I")]).unwrap();
     assert!(!fx.unnamed_lost);
     assert!(!r.unnamed_in_doubt(), "answered");
+}
+
+#[test]
+fn a_close_of_a_copy_is_in_doubt_from_a_later_batch_and_kept_when_skipped() {
+    let mut r = Replies::default();
+    let close = |id| Expect::Close {
+        swallow: true,
+        stmt: Some(id),
+    };
+    r.push(close(3));
+    r.on_sync_sent();
+    r.push(close(4));
+    r.on_sync_sent();
+    assert!(r.copy_owed_in_earlier_batch(3));
+    let (d, fx) = feed(&mut r, &[(b'3', b""), (b'Z', b"I")]).unwrap();
+    assert_eq!(d[0], Swallow);
+    assert_eq!(fx.closed, Some(3));
+    assert!(!r.copy_owed_in_earlier_batch(3), "answered");
+    let (_, fx) = feed(&mut r, &[(b'E', &error("ERROR", "34000"))]).unwrap();
+    assert_eq!(fx.closes_skipped, vec![4], "the server keeps it");
 }
