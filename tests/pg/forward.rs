@@ -1045,3 +1045,82 @@ async fn an_eviction_skipped_after_an_error_leaves_the_statement_there() {
         }
     }
 }
+
+/// The address of the lab's primary, for the same messages sent directly.
+fn direct_addr(env: &Env) -> std::net::SocketAddr {
+    format!("127.0.0.1:{}", env.lab.primary.port)
+        .parse()
+        .expect("addr")
+}
+
+/// Bind "" with the text parameter `21`, Execute, Sync.
+fn bind_unnamed_21() -> Vec<u8> {
+    let mut bind = frame(b'B', b"\0\0\0\0\0\x01\0\0\0\x0221\0\0");
+    bind.extend(frame(b'E', b"\0\0\0\0\0"));
+    bind.extend(frame(b'S', b""));
+    bind
+}
+
+/// An unnamed Parse of `text` and Sync.
+fn parse_unnamed(text: &str) -> Vec<u8> {
+    parse_sync("", text)
+}
+
+/// A statement Describe's answer: the tags up to ReadyForQuery, the SQLSTATE of an error,
+/// and the parameter types' count.
+async fn described(raw: &mut Raw) -> (String, String, Option<u16>) {
+    let (mut tags, mut sqlstate, mut params) = (String::new(), String::new(), None);
+    loop {
+        let (tag, body) = raw.read().await.expect("a reply");
+        tags.push(tag as char);
+        match tag {
+            b'E' => sqlstate = crate::harness::sqlstate(&body),
+            b't' => params = body.get(..2).map(|n| u16::from_be_bytes([n[0], n[1]])),
+            b'Z' => return (tags, sqlstate, params),
+            _ => {}
+        }
+    }
+}
+
+/// A Describe of the unnamed statement in a later request than its Parse, where the
+/// server's unnamed statement is not the client's: another client's replaced it there
+/// (one server), or the client runs on another server (another client holds the first in
+/// a transaction). Directly it describes the client's statement (one int parameter);
+/// through Pake it described whatever the server had, or failed with 26000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_unnamed_statement_described_in_a_later_request_is_the_clients() {
+    for one_server in [true, false] {
+        let env = Env::with(Opts {
+            pool_size: if one_server { 1 } else { 2 },
+            ..Opts::default()
+        })
+        .await;
+        for addr in [direct_addr(&env), env.pake.pg_addr] {
+            let mut a = Raw::login_at(addr, &env.lab.user, &env.lab.password, "postgres", &[])
+                .await
+                .expect("login");
+            a.send(&parse_unnamed("select $1::int * 2")).await;
+            assert_eq!(until_ready(&mut a).await.0, "1Z");
+            let mut b = Raw::login_at(addr, &env.lab.user, &env.lab.password, "postgres", &[])
+                .await
+                .expect("login");
+            if !one_server {
+                b.send(&query(b"begin")).await;
+                until_ready(&mut b).await;
+            }
+            b.send(&parse_unnamed("select 'b'::text")).await;
+            assert_eq!(until_ready(&mut b).await.0, "1Z");
+            let mut describe = frame(b'D', b"S\0");
+            describe.extend(frame(b'S', b""));
+            a.send(&describe).await;
+            assert_eq!(
+                described(&mut a).await,
+                ("tTZ".into(), String::new(), Some(1)),
+                "one server {one_server}, {addr}"
+            );
+            // and its Bind runs it, after the Describe as before
+            a.send(&bind_unnamed_21()).await;
+            assert_eq!(a.until_ready().await.value.as_deref(), Some(&b"42"[..]));
+        }
+    }
+}

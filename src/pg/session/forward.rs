@@ -516,20 +516,8 @@ impl Session {
             server.dirty = Some(reason);
         }
         server.in_extended = true;
-        let unnamed_elsewhere = server.unnamed_owner != Some(self.id);
-        if b.statement.is_empty() && (unnamed_elsewhere || server.replies.unnamed_in_doubt()) {
-            // the client parsed its unnamed statement in an earlier request, on another
-            // server (or another client's replaced it here), or Pake's Parse that made it the
-            // client's here is in an earlier batch, which may yet fail: parse it again first
-            if !self.unnamed_parse.is_empty() && !server.replies.is_skipping() {
-                server.wbuf.put_slice(&self.unnamed_parse);
-                server.replies.push(Expect::Parse {
-                    swallow: true,
-                    registers: None,
-                    client: None,
-                });
-                server.unnamed_owner = Some(self.id);
-            }
+        if b.statement.is_empty() {
+            super::unnamed::own_unnamed(server, self.id, &self.unnamed_parse);
         }
         let sent = send_for_statement(server, reach, cap, frame, |wbuf, name| {
             let at = wire::begin_frame(wbuf, fe::BIND);
@@ -568,6 +556,9 @@ impl Session {
             return Ok(());
         };
         server.in_extended = true;
+        if subject.kind == b'S' && subject.name.is_empty() {
+            super::unnamed::own_unnamed(server, self.id, &self.unnamed_parse);
+        }
         let sent = send_for_statement(server, reach, cap, frame, describe_statement);
         let injected = false;
         server.replies.push(match (sent, subject.kind) {

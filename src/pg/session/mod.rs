@@ -35,6 +35,7 @@ pub mod response;
 pub mod route;
 mod state;
 mod trace;
+mod unnamed;
 
 use super::cancel::CancelSlot;
 use super::cluster::{Cluster, Target};
