@@ -1066,6 +1066,48 @@ fn parse_unnamed(text: &str) -> Vec<u8> {
     parse_sync("", text)
 }
 
+/// The client's own unnamed Parse in a batch that fails before it: the server skips it, and
+/// directly the client's unnamed statement is still the one it parsed before (`$1 * 2`),
+/// whatever another client did meanwhile on another connection. Through Pake another
+/// client's unnamed statement (`$1 * 1000`) was on the server, and Pake counted the skipped
+/// Parse as making it the client's own: the client's next Bind of "" (the next batch,
+/// pipelined or sent later) ran the other client's statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_unnamed_parse_skipped_after_an_error_leaves_its_old_one() {
+    for pipelined in [false, true] {
+        let (env, _) = one_server_with("select 1").await;
+        for addr in [direct_addr(&env), env.pake.pg_addr] {
+            let mut a = Raw::login_at(addr, &env.lab.user, &env.lab.password, "postgres", &[])
+                .await
+                .expect("login");
+            a.send(&parse_unnamed("select $1::int * 2")).await;
+            assert_eq!(until_ready(&mut a).await.0, "1Z");
+            let mut b = Raw::login_at(addr, &env.lab.user, &env.lab.password, "postgres", &[])
+                .await
+                .expect("login");
+            b.send(&parse_unnamed("select $1::int * 1000")).await;
+            assert_eq!(until_ready(&mut b).await.0, "1Z");
+            let mut failing = frame(b'D', b"Pnosuch\0");
+            failing.extend(parse_unnamed("select $1::int * 3"));
+            if pipelined {
+                failing.extend(bind_unnamed_21());
+            }
+            a.send(&failing).await;
+            let r = a.until_ready().await;
+            assert_eq!((r.tags.as_str(), r.sqlstate.as_str()), ("EZ", "34000"));
+            if !pipelined {
+                a.send(&bind_unnamed_21()).await;
+            }
+            let r = a.until_ready().await;
+            assert_eq!(
+                (r.tags.as_str(), r.sqlstate.as_str(), r.value.as_deref()),
+                ("2DCZ", "", Some(&b"42"[..])),
+                "pipelined {pipelined}, {addr}: the client's old unnamed statement runs"
+            );
+        }
+    }
+}
+
 /// A statement Describe's answer: the tags up to ReadyForQuery, the SQLSTATE of an error,
 /// and the parameter types' count.
 async fn described(raw: &mut Raw) -> (String, String, Option<u16>) {

@@ -18,6 +18,9 @@ use crate::pg::prepared::StatementId;
 use crate::pg::wire::{backend, be, Tag};
 use bytes::BytesMut;
 use std::collections::VecDeque;
+pub use unnamed::OwnUnnamed;
+
+mod unnamed;
 
 /// What one request message will be answered with.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -191,6 +194,8 @@ pub struct Replies {
     /// The batch of the last Parse Pake queued that may set the unnamed statement, while it
     /// may be in doubt ([`Replies::unnamed_in_doubt`]).
     unnamed_parsed_in: Option<u64>,
+    /// The client's own unnamed Parses owed ([`Replies::push_own_unnamed`]).
+    pub own_unnamed: OwnUnnamed,
 }
 
 impl Replies {
@@ -205,6 +210,31 @@ impl Replies {
             self.unnamed_parsed_in = Some(self.readies);
         }
         self.q.push_back(e);
+    }
+
+    /// Transaction mode: the client's own unnamed Parse `frame` is sent; `parse`, the
+    /// client's unnamed Parse, becomes it until the server answers (skipped after an error,
+    /// it is the one before again: [`OwnUnnamed::restored`]). Nothing, and `false`, while
+    /// the server skips to Sync: the client's unnamed statement stays, as directly.
+    pub fn push_own_unnamed(&mut self, parse: &mut BytesMut, frame: &[u8]) -> bool {
+        if self.skipping {
+            return false;
+        }
+        self.push(Expect::Parse {
+            swallow: false,
+            registers: None,
+            client: None,
+        });
+        self.own_unnamed.sent(self.readies, parse, frame);
+        true
+    }
+
+    /// The client's own unnamed Parse is owed in a batch before the one being sent: a Bind
+    /// or Describe of the unnamed statement waits for it (skipped, the one before it stays).
+    pub fn own_unnamed_in_doubt(&self) -> bool {
+        self.own_unnamed
+            .last_batch()
+            .is_some_and(|b| b != self.readies)
     }
 
     /// The batch being sent, by number: the requests answered by a ReadyForQuery (Syncs,
@@ -458,6 +488,9 @@ impl Replies {
     /// name it stands for, if any, names it.
     fn on_parsed(&mut self, head: Expect, fx: &mut Effects) -> Disposition {
         self.q.pop_front();
+        if is_own_unnamed(&head) {
+            self.own_unnamed.made();
+        }
         let Expect::Parse {
             swallow,
             registers,
@@ -573,6 +606,8 @@ impl Replies {
         let mut failed = false;
         // Pake's Closes of its statements skipped too: the server keeps those copies
         let mut kept = Vec::new();
+        // the message that failed heads the queue, the others were skipped
+        let mut head = true;
         while let Some(e) = self.q.front() {
             match e {
                 Expect::Ready { .. } => break,
@@ -580,7 +615,10 @@ impl Replies {
                 Expect::Parse {
                     registers, client, ..
                 } => {
-                    fx.unnamed_lost |= reparses_unnamed(e);
+                    fx.unnamed_lost |= reparses_unnamed(e) || is_own_unnamed(e);
+                    if is_own_unnamed(e) {
+                        self.own_unnamed.not_made(head);
+                    }
                     // a Parse afresh (Close, then Parse) skipped: the old copy is still there
                     if let Some(id) = registers.filter(|id| !kept.contains(id)) {
                         fx.not_created.push(id);
@@ -603,6 +641,7 @@ impl Replies {
                 Expect::Synth(Synth::CloseStatement(stamp)) => fx.not_closed.push(*stamp),
                 _ => {}
             }
+            head = false;
             self.q.pop_front();
         }
         fx.closes_skipped.extend(kept);
@@ -696,6 +735,19 @@ fn reparses_unnamed(e: &Expect) -> bool {
         e,
         Expect::Parse {
             swallow: true,
+            registers: None,
+            client: None,
+        }
+    )
+}
+
+/// The client's own unnamed Parse, in transaction mode (where a named one always registers
+/// a statement: [`Replies::push_own_unnamed`]).
+fn is_own_unnamed(e: &Expect) -> bool {
+    matches!(
+        e,
+        Expect::Parse {
+            swallow: false,
             registers: None,
             client: None,
         }

@@ -84,13 +84,17 @@ impl Session {
             fe::PARSE => return self.parse_waits(frame),
             fe::BIND => frame::bind(frame)?.statement,
             fe::DESCRIBE => match frame::subject(frame)? {
-                s if s.is_named_statement() => s.name,
+                s if s.kind == b'S' => s.name,
                 _ => return Ok(false),
             },
             _ => return Ok(false),
         };
-        if self.server.is_none() {
+        let Some(server) = self.server.as_deref() else {
             return Ok(false);
+        };
+        if name.is_empty() {
+            // the unnamed statement: whether the client's Parse of it is skipped decides
+            return Ok(server.replies.own_unnamed_in_doubt() && !server.replies.is_skipping());
         }
         let closing = self.statements.awaits_close(name);
         if let Some(ask) = closing.or_else(|| self.statements.awaits_earlier_batch(name)) {
@@ -225,6 +229,7 @@ impl Session {
             }
             server.wbuf.put_slice(refusal.as_deref().unwrap_or(frame));
             server.unnamed_owner = None;
+            server.replies.own_unnamed.query_sent();
             server.replies.push(Expect::Ready {
                 swallow: false,
                 stmt: true,
@@ -324,11 +329,6 @@ impl Session {
         if rename {
             self.note_ddl(p.query.as_bytes());
         }
-        if rename && p.name.is_empty() {
-            // reused buffer: no allocation per Parse once warm
-            self.unnamed_parse.clear();
-            self.unnamed_parse.extend_from_slice(frame);
-        }
         if !rename {
             self.note_terminate_statement(p.name, p.definition);
         }
@@ -371,6 +371,9 @@ impl Session {
         match interned {
             Some(_) if skipping => server.wbuf.put_slice(frame),
             Some(stmt) => parse_afresh(server, &stmt, cap, stamp),
+            None if rename && p.name.is_empty() => {
+                super::unnamed::parse(server, self.id, &mut self.unnamed_parse, frame);
+            }
             None => {
                 server.wbuf.put_slice(frame);
                 server.replies.push(Expect::Parse {

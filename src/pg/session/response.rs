@@ -23,6 +23,13 @@ impl Session {
         let Some(pins_changed) = self.read_replies(&mut finished)? else {
             return Ok(());
         };
+        // the client's unnamed Parses were not made after all: its unnamed statement is
+        // the one before, as directly
+        if let Some(s) = self.server.as_deref_mut() {
+            if let Some(parse) = s.replies.own_unnamed.restored() {
+                self.unnamed_parse = parse;
+            }
+        }
         self.account(&mut finished);
         self.finished = finished;
         if pins_changed {

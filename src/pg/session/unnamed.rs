@@ -4,7 +4,17 @@
 
 use crate::pg::server::replies::Expect;
 use crate::pg::server::Server;
-use bytes::BufMut;
+use bytes::{BufMut, BytesMut};
+
+/// The client `id`'s own unnamed Parse `frame`: the server's unnamed statement is the
+/// client's, and `parse` (the client's unnamed Parse) is `frame`, unless an error earlier
+/// in its batch makes the server skip it ([`crate::pg::server::replies::OwnUnnamed`]).
+pub(super) fn parse(server: &mut Server, id: u64, parse: &mut BytesMut, frame: &[u8]) {
+    server.wbuf.put_slice(frame);
+    if server.replies.push_own_unnamed(parse, frame) {
+        server.unnamed_owner = Some(id);
+    }
+}
 
 /// Before a Bind or Describe of the unnamed statement of client `id` (`parse`: its last
 /// unnamed Parse): the client parsed it in an earlier request, on another server (or

@@ -530,3 +530,33 @@ fn a_close_of_a_copy_is_in_doubt_from_a_later_batch_and_kept_when_skipped() {
     let (_, fx) = feed(&mut r, &[(b'E', &error("ERROR", "34000"))]).unwrap();
     assert_eq!(fx.closes_skipped, vec![4], "the server keeps it");
 }
+
+#[test]
+fn the_clients_unnamed_parse_skipped_or_failed_leaves_the_one_before_or_none() {
+    let mut r = Replies::default();
+    let mut parse = BytesMut::from(&b"Y"[..]);
+    assert!(r.push_own_unnamed(&mut parse, b"X1"));
+    r.on_sync_sent();
+    assert!(r.own_unnamed_in_doubt(), "the next batch");
+    r.push(Expect::Execute);
+    assert!(r.push_own_unnamed(&mut parse, b"X2"));
+    assert!(!r.own_unnamed_in_doubt(), "its own batch");
+    r.on_sync_sent();
+    assert_eq!(&parse[..], b"X2");
+    // X1 made, X2 skipped after an error before it: X1
+    let (_, fx) = feed(&mut r, &[(b'1', b""), (b'Z', b"I")]).unwrap();
+    assert!(!fx.unnamed_lost);
+    assert_eq!(r.own_unnamed.restored(), None);
+    let (_, fx) = feed(&mut r, &[(b'E', &error("ERROR", "22012"))]).unwrap();
+    assert!(fx.unnamed_lost);
+    assert_eq!(r.own_unnamed.restored().as_deref(), Some(&b"X1"[..]));
+    feed(&mut r, &[(b'Z', b"I")]).unwrap();
+    assert!(!r.own_unnamed_in_doubt(), "answered");
+    // a Parse that fails leaves none; while skipping, one is not sent
+    let mut parse = BytesMut::from(&b"X1"[..]);
+    assert!(r.push_own_unnamed(&mut parse, b"bad"));
+    feed(&mut r, &[(b'E', &error("ERROR", "42601"))]).unwrap();
+    assert_eq!(r.own_unnamed.restored().as_deref(), Some(&b""[..]));
+    assert!(!r.push_own_unnamed(&mut parse, b"X3"), "skipping");
+    assert_eq!(&parse[..], b"bad", "as the session left it");
+}
