@@ -1166,3 +1166,56 @@ async fn the_unnamed_statement_described_in_a_later_request_is_the_clients() {
         }
     }
 }
+
+/// The client's own unnamed Parse that fails: PostgreSQL drops the unnamed statement before
+/// it parses, so the client's next Bind of "" fails with 26000, directly and through Pake
+/// (which takes the failed text for the client's no more).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_clients_unnamed_parse_that_fails_leaves_none() {
+    let (env, _) = one_server_with("select 1").await;
+    for addr in [direct_addr(&env), env.pake.pg_addr] {
+        let mut a = Raw::login_at(addr, &env.lab.user, &env.lab.password, "postgres", &[])
+            .await
+            .expect("login");
+        a.send(&parse_unnamed("select $1::int * 2")).await;
+        assert_eq!(until_ready(&mut a).await.0, "1Z");
+        a.send(&parse_unnamed("selec $1")).await;
+        let r = a.until_ready().await;
+        assert_eq!((r.tags.as_str(), r.sqlstate.as_str()), ("EZ", "42601"));
+        a.send(&bind_unnamed_21()).await;
+        let r = a.until_ready().await;
+        assert_eq!(
+            (r.tags.as_str(), r.sqlstate.as_str()),
+            ("EZ", "26000"),
+            "{addr}"
+        );
+    }
+}
+
+/// A Bind of "" from a client with no unnamed statement (its simple Query destroyed it) on a
+/// server where another client's unnamed statement is: directly 26000.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bind_of_no_unnamed_statement_runs_no_other_clients() {
+    let (env, _) = one_server_with("select 1").await;
+    for addr in [direct_addr(&env), env.pake.pg_addr] {
+        let mut a = Raw::login_at(addr, &env.lab.user, &env.lab.password, "postgres", &[])
+            .await
+            .expect("login");
+        a.send(&parse_unnamed("select $1::int * 2")).await;
+        assert_eq!(until_ready(&mut a).await.0, "1Z");
+        a.send(&query(b"select 1")).await;
+        until_ready(&mut a).await;
+        let mut b = Raw::login_at(addr, &env.lab.user, &env.lab.password, "postgres", &[])
+            .await
+            .expect("login");
+        b.send(&parse_unnamed("select $1::int * 1000")).await;
+        assert_eq!(until_ready(&mut b).await.0, "1Z");
+        a.send(&bind_unnamed_21()).await;
+        let r = a.until_ready().await;
+        assert_eq!(
+            (r.tags.as_str(), r.sqlstate.as_str()),
+            ("EZ", "26000"),
+            "{addr}"
+        );
+    }
+}

@@ -612,6 +612,7 @@ impl Replies {
             match e {
                 Expect::Ready { .. } => break,
                 Expect::Close { stmt: Some(id), .. } => kept.push(*id),
+                e @ Expect::Close { stmt: None, .. } => fx.unnamed_lost |= reparses_unnamed(e),
                 Expect::Parse {
                     registers, client, ..
                 } => {
@@ -725,11 +726,12 @@ fn is_fatal(body: &[u8]) -> bool {
     matches!(severity, Some(b"FATAL" | b"PANIC"))
 }
 
-/// A Parse Pake sent of its own that may set the unnamed statement: the client's parsed
-/// again before its Bind (some of these are others: a Parse under a name of Pake's own, a
-/// statement reading `pg_prepared_statements`; the unnamed statement is then taken for in
-/// doubt or lost needlessly, and parsed again). The client's own unnamed Parse is not one:
-/// skipped, it leaves the unnamed statement that was there.
+/// A Parse or Close Pake sent of its own that may set the unnamed statement: the client's
+/// parsed again before its Bind, or closed before the Bind of a client that has none (some
+/// of these are others: a Parse or Close under a name of Pake's own, a statement reading
+/// `pg_prepared_statements`; the unnamed statement is then taken for in doubt or lost
+/// needlessly, and parsed again). The client's own unnamed Parse is not one: skipped, it
+/// leaves the unnamed statement that was there ([`OwnUnnamed`]).
 fn reparses_unnamed(e: &Expect) -> bool {
     matches!(
         e,
@@ -737,6 +739,9 @@ fn reparses_unnamed(e: &Expect) -> bool {
             swallow: true,
             registers: None,
             client: None,
+        } | Expect::Close {
+            swallow: true,
+            stmt: None,
         }
     )
 }

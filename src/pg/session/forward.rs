@@ -519,7 +519,7 @@ impl Session {
             server.dirty = Some(reason);
         }
         server.in_extended = true;
-        if b.statement.is_empty() {
+        if b.statement.is_empty() && self.mode == PoolMode::Transaction {
             super::unnamed::own_unnamed(server, self.id, &self.unnamed_parse);
         }
         let sent = send_for_statement(server, reach, cap, frame, |wbuf, name| {
@@ -559,7 +559,8 @@ impl Session {
             return Ok(());
         };
         server.in_extended = true;
-        if subject.kind == b'S' && subject.name.is_empty() {
+        let unnamed = subject.kind == b'S' && subject.name.is_empty();
+        if unnamed && self.mode == PoolMode::Transaction {
             super::unnamed::own_unnamed(server, self.id, &self.unnamed_parse);
         }
         let sent = send_for_statement(server, reach, cap, frame, describe_statement);
