@@ -62,6 +62,12 @@ impl OwnUnnamed {
         }
     }
 
+    /// The server is another client's now: what the last one's Parses came to is not its.
+    pub fn clear(&mut self) {
+        self.owed.clear();
+        self.restored = None;
+    }
+
     /// The client's unnamed Parse after all, when the last one sent was not made.
     pub fn restored(&mut self) -> Option<BytesMut> {
         self.restored.take()
