@@ -476,6 +476,7 @@ impl Server {
     pub fn shrink_buffers(&mut self) {
         crate::limits::shrink_idle(&mut self.rbuf, KEEP_BUFFER, BUFFER);
         crate::limits::shrink_idle(&mut self.wbuf, KEEP_BUFFER, BUFFER);
+        self.replies.own_unnamed.shrink(KEEP_BUFFER);
     }
 
     /// Run a simple query to completion, discarding its output (reset, rollback).

@@ -68,8 +68,40 @@ impl OwnUnnamed {
         self.restored = None;
     }
 
+    /// Give back a spare buffer a large Parse grew, between requests (a pooled server keeps
+    /// at most `keep` bytes of it).
+    pub fn shrink(&mut self, keep: usize) {
+        if self.spare.capacity() > keep {
+            self.spare = BytesMut::new();
+        }
+    }
+
     /// The client's unnamed Parse after all, when the last one sent was not made.
     pub fn restored(&mut self) -> Option<BytesMut> {
         self.restored.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_parse_leaves_no_large_spare_once_shrunk() {
+        let mut own = OwnUnnamed::default();
+        let mut parse = BytesMut::from(&vec![b'x'; 1 << 20][..]);
+        own.sent(1, &mut parse, b"P small");
+        own.made();
+        assert!(
+            own.spare.capacity() >= 1 << 20,
+            "the old Parse is the spare"
+        );
+        own.shrink(8 << 10);
+        assert_eq!(own.spare.capacity(), 0);
+        // a small one is kept for reuse
+        own.sent(2, &mut parse, b"P small again");
+        own.made();
+        own.shrink(8 << 10);
+        assert!(own.spare.capacity() > 0);
     }
 }
