@@ -1047,6 +1047,13 @@ async fn an_eviction_skipped_after_an_error_leaves_the_statement_there() {
 }
 
 /// The address of the lab's primary, for the same messages sent directly.
+/// A raw client of `addr` (PostgreSQL directly, or Pake), logged in as the lab's user.
+async fn login_to(env: &Env, addr: std::net::SocketAddr) -> Raw {
+    Raw::login_at(addr, &env.lab.user, &env.lab.password, "postgres", &[])
+        .await
+        .expect("login")
+}
+
 fn direct_addr(env: &Env) -> std::net::SocketAddr {
     format!("127.0.0.1:{}", env.lab.primary.port)
         .parse()
@@ -1077,14 +1084,10 @@ async fn the_clients_unnamed_parse_skipped_after_an_error_leaves_its_old_one() {
     for pipelined in [false, true] {
         let (env, _) = one_server_with("select 1").await;
         for addr in [direct_addr(&env), env.pake.pg_addr] {
-            let mut a = Raw::login_at(addr, &env.lab.user, &env.lab.password, "postgres", &[])
-                .await
-                .expect("login");
+            let mut a = login_to(&env, addr).await;
             a.send(&parse_unnamed("select $1::int * 2")).await;
             assert_eq!(until_ready(&mut a).await.0, "1Z");
-            let mut b = Raw::login_at(addr, &env.lab.user, &env.lab.password, "postgres", &[])
-                .await
-                .expect("login");
+            let mut b = login_to(&env, addr).await;
             b.send(&parse_unnamed("select $1::int * 1000")).await;
             assert_eq!(until_ready(&mut b).await.0, "1Z");
             let mut failing = frame(b'D', b"Pnosuch\0");
@@ -1138,14 +1141,10 @@ async fn the_unnamed_statement_described_in_a_later_request_is_the_clients() {
         })
         .await;
         for addr in [direct_addr(&env), env.pake.pg_addr] {
-            let mut a = Raw::login_at(addr, &env.lab.user, &env.lab.password, "postgres", &[])
-                .await
-                .expect("login");
+            let mut a = login_to(&env, addr).await;
             a.send(&parse_unnamed("select $1::int * 2")).await;
             assert_eq!(until_ready(&mut a).await.0, "1Z");
-            let mut b = Raw::login_at(addr, &env.lab.user, &env.lab.password, "postgres", &[])
-                .await
-                .expect("login");
+            let mut b = login_to(&env, addr).await;
             if !one_server {
                 b.send(&query(b"begin")).await;
                 until_ready(&mut b).await;
@@ -1174,9 +1173,7 @@ async fn the_unnamed_statement_described_in_a_later_request_is_the_clients() {
 async fn the_clients_unnamed_parse_that_fails_leaves_none() {
     let (env, _) = one_server_with("select 1").await;
     for addr in [direct_addr(&env), env.pake.pg_addr] {
-        let mut a = Raw::login_at(addr, &env.lab.user, &env.lab.password, "postgres", &[])
-            .await
-            .expect("login");
+        let mut a = login_to(&env, addr).await;
         a.send(&parse_unnamed("select $1::int * 2")).await;
         assert_eq!(until_ready(&mut a).await.0, "1Z");
         a.send(&parse_unnamed("selec $1")).await;
@@ -1198,16 +1195,12 @@ async fn the_clients_unnamed_parse_that_fails_leaves_none() {
 async fn a_bind_of_no_unnamed_statement_runs_no_other_clients() {
     let (env, _) = one_server_with("select 1").await;
     for addr in [direct_addr(&env), env.pake.pg_addr] {
-        let mut a = Raw::login_at(addr, &env.lab.user, &env.lab.password, "postgres", &[])
-            .await
-            .expect("login");
+        let mut a = login_to(&env, addr).await;
         a.send(&parse_unnamed("select $1::int * 2")).await;
         assert_eq!(until_ready(&mut a).await.0, "1Z");
         a.send(&query(b"select 1")).await;
         until_ready(&mut a).await;
-        let mut b = Raw::login_at(addr, &env.lab.user, &env.lab.password, "postgres", &[])
-            .await
-            .expect("login");
+        let mut b = login_to(&env, addr).await;
         b.send(&parse_unnamed("select $1::int * 1000")).await;
         assert_eq!(until_ready(&mut b).await.0, "1Z");
         a.send(&bind_unnamed_21()).await;
