@@ -207,8 +207,8 @@ impl Session {
             // the raw text is kept for insight's slow samples only
             // (a text too long to be kept as a sample is not copied at all)
             let sample = self.insight_on && frame.len() <= MAX_SAMPLE_TEXT + 6;
-            let raw = match frame::query(frame) {
-                Ok(q) if sample => self.inflight.query_text(&q),
+            let raw = match sample.then(|| frame::query(frame)) {
+                Some(Ok(q)) => self.inflight.query_text(&q),
                 _ => Text::None,
             };
             (StatementRef::of(&analysis, None), raw)
