@@ -104,13 +104,13 @@ impl Session {
             return Ok(false);
         };
         let (id, reads_view) = (stmt.id, stmt.reads_view);
-        let stmt = match told {
-            Some(_) => stmt.clone(),
-            None => return Ok(self.waits_for_copy(id, reads_view)),
-        };
+        let stmt = told.is_some().then(|| stmt.clone());
         if self.waits_for_copy(id, reads_view) {
             return Ok(true);
         }
+        let Some(stmt) = stmt else {
+            return Ok(false);
+        };
         let cap = self.pool.settings().defaults.max_prepared_statements;
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(false);
