@@ -33,6 +33,15 @@ pub mod session;
 pub mod tracking;
 pub mod writethrough;
 
+/// A command's arguments from words, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_args(words: &[&str]) -> Vec<bytes::Bytes> {
+    words
+        .iter()
+        .map(|w| bytes::Bytes::from(w.to_string()))
+        .collect()
+}
+
 use backend::Backend;
 use config::RedisConfig;
 use error::Error;

@@ -125,9 +125,7 @@ pub fn waits_for_writes(spec: &Spec) -> bool {
 mod tests {
     use super::*;
 
-    fn args(words: &[&str]) -> Vec<Bytes> {
-        words.iter().map(|w| Bytes::from(w.to_string())).collect()
-    }
+    use crate::redis::test_args as args;
 
     #[test]
     fn a_pause_seen_is_in_effect_until_unpaused_or_over() {

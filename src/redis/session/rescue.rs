@@ -72,9 +72,7 @@ impl Session {
 mod tests {
     use super::*;
 
-    fn args(words: &[&str]) -> Vec<Bytes> {
-        words.iter().map(|w| Bytes::from(w.to_string())).collect()
-    }
+    use crate::redis::test_args as args;
 
     #[test]
     fn rescues_are_told_by_name_and_merged_ok_first() {

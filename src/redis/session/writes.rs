@@ -95,9 +95,7 @@ pub(super) fn heard_after(
 mod tests {
     use super::*;
 
-    fn args(words: &[&str]) -> Vec<Bytes> {
-        words.iter().map(|w| Bytes::from(w.to_string())).collect()
-    }
+    use crate::redis::test_args as args;
 
     fn reach(words: &[&str]) -> Reach {
         let args = args(words);
