@@ -55,6 +55,19 @@ fn run_named(name: &str) -> Vec<u8> {
     v
 }
 
+/// Bind "" with the text parameter `21`, Execute, Sync.
+fn bind_unnamed_21() -> Vec<u8> {
+    let mut bind = frame(b'B', b"\0\0\0\0\0\x01\0\0\0\x0221\0\0");
+    bind.extend(frame(b'E', b"\0\0\0\0\0"));
+    bind.extend(frame(b'S', b""));
+    bind
+}
+
+/// An unnamed Parse of `text` and Sync.
+fn parse_unnamed(text: &str) -> Vec<u8> {
+    parse_sync("", text)
+}
+
 async fn login(env: &Env) -> Raw {
     Raw::login(env, &env.lab.user, &env.lab.password, "postgres")
         .await
@@ -500,21 +513,15 @@ async fn unnamed_statement_bound_in_a_later_request_on_another_server() {
     let mut a = login(&env).await;
     let mut b = login(&env).await;
     // a parses its unnamed statement and syncs: its server goes back to the pool
-    let mut parse = frame(b'P', b"\0select $1::int * 2\0\0\0");
-    parse.extend(frame(b'S', b""));
-    a.send(&parse).await;
+    a.send(&parse_unnamed("select $1::int * 2")).await;
     assert_eq!(until_ready(&mut a).await.0, "1Z");
     // b holds that server in a transaction and replaces its unnamed statement
     b.send(&query(b"begin")).await;
     until_ready(&mut b).await;
-    let mut other = frame(b'P', b"\0select 'b'\0\0\0");
-    other.extend(frame(b'S', b""));
-    b.send(&other).await;
+    b.send(&parse_unnamed("select 'b'")).await;
     assert_eq!(until_ready(&mut b).await.0, "1Z");
     // a binds its unnamed statement now, wherever it runs
-    let mut bind = frame(b'B', b"\0\0\0\0\0\x01\0\0\0\x0221\0\0");
-    bind.extend(frame(b'E', b"\0\0\0\0\0"));
-    bind.extend(frame(b'S', b""));
+    let bind = bind_unnamed_21();
     a.send(&bind).await;
     let (tags, value) = until_ready(&mut a).await;
     assert_eq!(
@@ -956,18 +963,12 @@ async fn a_reparse_skipped_after_an_error_leaves_the_next_batchs_parse_counted()
 async fn an_unnamed_reparse_skipped_after_an_error_is_sent_again_in_the_next_batch() {
     for pipelined in [true, false] {
         let (env, mut a) = one_server_with("select 1").await;
-        let mut parse = frame(b'P', b"\0select $1::int * 2\0\0\0");
-        parse.extend(frame(b'S', b""));
-        a.send(&parse).await;
+        a.send(&parse_unnamed("select $1::int * 2")).await;
         assert_eq!(until_ready(&mut a).await.0, "1Z");
         let mut b = login(&env).await;
-        let mut other = frame(b'P', b"\0select $1::int * 1000\0\0\0");
-        other.extend(frame(b'S', b""));
-        b.send(&other).await;
+        b.send(&parse_unnamed("select $1::int * 1000")).await;
         assert_eq!(until_ready(&mut b).await.0, "1Z");
-        let mut bind = frame(b'B', b"\0\0\0\0\0\x01\0\0\0\x0221\0\0");
-        bind.extend(frame(b'E', b"\0\0\0\0\0"));
-        bind.extend(frame(b'S', b""));
+        let bind = bind_unnamed_21();
         let mut failing = frame(b'D', b"Pnosuch\0");
         failing.extend(&bind);
         if pipelined {
@@ -1058,19 +1059,6 @@ fn direct_addr(env: &Env) -> std::net::SocketAddr {
     format!("127.0.0.1:{}", env.lab.primary.port)
         .parse()
         .expect("addr")
-}
-
-/// Bind "" with the text parameter `21`, Execute, Sync.
-fn bind_unnamed_21() -> Vec<u8> {
-    let mut bind = frame(b'B', b"\0\0\0\0\0\x01\0\0\0\x0221\0\0");
-    bind.extend(frame(b'E', b"\0\0\0\0\0"));
-    bind.extend(frame(b'S', b""));
-    bind
-}
-
-/// An unnamed Parse of `text` and Sync.
-fn parse_unnamed(text: &str) -> Vec<u8> {
-    parse_sync("", text)
 }
 
 /// The client's own unnamed Parse in a batch that fails before it: the server skips it, and
