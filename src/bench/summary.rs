@@ -165,20 +165,29 @@ fn added_latency(r: &ScenarioReport, case: &CaseReport) -> Vec<Check> {
     let Some(direct) = find(case, "direct") else {
         return Vec::new();
     };
+    let added = |t: &TargetReport| t.p50_us as i64 - direct.p50_us as i64;
+    // what a peer adds on the same run, when it was measured: the floor of two hops here
+    let peer = find(case, "pgbouncer")
+        .filter(|b| b.errors == 0)
+        .map_or(String::new(), |b| {
+            format!("; pgbouncer adds {} µs", added(b))
+        });
     pakes(case)
-        .map(|p| {
-            let added = p.p50_us as i64 - direct.p50_us as i64;
-            Check {
-                goal: format!("{}: added p50 latency, one client ≤ 30 µs", p.name),
+        .flat_map(|p| {
+            let measured = format!(
+                "{} µs ({} vs {}){peer}",
+                added(p),
+                fmt_us(p.p50_us),
+                fmt_us(direct.p50_us)
+            );
+            // issue 7 asked ≤ 30 µs; issue 14 asks ≤ 15 µs
+            [30, 15].map(|limit| Check {
+                goal: format!("{}: added p50 latency, one client ≤ {limit} µs", p.name),
                 scenario: r.scenario.name.clone(),
                 case: "1 client".into(),
-                measured: format!(
-                    "{added} µs ({} vs {})",
-                    fmt_us(p.p50_us),
-                    fmt_us(direct.p50_us)
-                ),
-                met: Some(added <= 30 && p.errors == 0),
-            }
+                measured: measured.clone(),
+                met: Some(added(p) <= limit && p.errors == 0),
+            })
         })
         .collect()
 }
@@ -400,9 +409,27 @@ mod tests {
     fn one_client_gives_the_added_latency() {
         let r = report(1, vec![target("direct", 1.0, 40), target("pake", 1.0, 75)]);
         let c = checks(&[r]);
-        assert_eq!(c.len(), 1);
-        assert_eq!(c[0].met, Some(false));
+        assert_eq!(c.len(), 2);
+        assert!(c.iter().all(|c| c.met == Some(false)), "{c:?}");
         assert!(c[0].measured.starts_with("35 µs"), "{}", c[0].measured);
+        assert!(c[1].goal.ends_with("≤ 15 µs"), "{}", c[1].goal);
+        // beside a peer: its added latency is named, and 20 µs meets 30 but not 15
+        let r = report(
+            1,
+            vec![
+                target("direct", 1.0, 40),
+                target("pake", 1.0, 60),
+                target("pgbouncer", 1.0, 58),
+            ],
+        );
+        let c = checks(&[r]);
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert_eq!((c[0].met, c[1].met), (Some(true), Some(false)));
+        assert!(
+            c[0].measured.ends_with("; pgbouncer adds 18 µs"),
+            "{}",
+            c[0].measured
+        );
         let md = markdown(&[report(1, vec![target("direct", 1.0, 40)])]);
         assert!(md.contains("### pg-select-only"), "{md}");
         let svg = crate::bench::svg::chart(&report(1, vec![target("direct", 1.0, 40)]));
