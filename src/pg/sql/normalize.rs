@@ -165,9 +165,11 @@ impl<'a> Writer<'a> {
             Kind::Word => {
                 self.seen(Seen::Other);
                 self.space();
-                let lower = text.to_ascii_lowercase();
-                let is_values = lower == "values";
-                self.out.push_str(&lower);
+                // lowered as it is copied: no string of its own per word
+                let is_values = text.eq_ignore_ascii_case("values");
+                let at = self.out.len();
+                self.out.push_str(text);
+                self.out[at..].make_ascii_lowercase();
                 self.prev = Prev::Word;
                 self.end_values_list_unless(false);
                 if is_values {
