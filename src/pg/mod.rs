@@ -31,6 +31,7 @@ pub mod replication;
 pub mod route;
 pub mod server;
 pub mod session;
+pub mod spare;
 pub mod sql;
 pub mod startup;
 pub mod stream;

@@ -46,6 +46,7 @@ use super::pool::Pool;
 use super::prepared::ClientStatements;
 use super::proxy::{Phase, Proxy};
 use super::server::Server;
+use super::spare;
 use super::stream::ClientStream;
 use crate::config::PoolMode;
 use bytes::{Buf, BytesMut};
@@ -578,7 +579,10 @@ fn make_room(client_tls: bool, crbuf: &mut BytesMut, server: Option<&mut Server>
         crbuf.reserve(READ_CHUNK.max(frame_need(crbuf).saturating_sub(crbuf.len())));
     }
     if let Some(srv) = server {
-        if srv.rbuf.capacity() - srv.rbuf.len() < 1024 {
+        if srv.rbuf.capacity() == 0 {
+            // its buffer went to the client with the last reply (see `hand_over`)
+            srv.rbuf = spare::take(READ_CHUNK);
+        } else if srv.rbuf.capacity() - srv.rbuf.len() < 1024 {
             srv.rbuf.reserve(READ_CHUNK);
         }
     }
@@ -622,21 +626,20 @@ fn poll_client_read(
     if crbuf.capacity() == 0 && !client.is_tls() {
         // released while idle: take a buffer once the client has sent something
         match client.tcp().map(|tcp| tcp.poll_read_ready(cx)) {
-            Some(Poll::Ready(Ok(()))) => crbuf.reserve(READ_CHUNK),
+            Some(Poll::Ready(Ok(()))) | None => *crbuf = spare::take(READ_CHUNK),
             Some(Poll::Ready(Err(e))) => return Poll::Ready(Err(Error::ClientIo(e))),
             Some(Poll::Pending) => return Poll::Pending,
-            None => crbuf.reserve(READ_CHUNK),
         }
     }
     if let Poll::Ready(r) = poll_read_buf(Pin::new(&mut *client), cx, crbuf) {
         return Poll::Ready(r.map(Event::ClientRead).map_err(Error::ClientIo));
     }
     if may_release && crbuf.is_empty() && cwbuf.is_empty() {
-        // Between transactions with no request waiting: free both buffers. The read above
-        // registered for readiness; the next poll takes a buffer again when the client
-        // speaks.
-        *crbuf = BytesMut::new();
-        *cwbuf = BytesMut::new();
+        // Between transactions with no request waiting: give both buffers back to the
+        // thread's spares. The read above registered for readiness; the next poll takes a
+        // buffer again when the client speaks.
+        spare::give(crbuf);
+        spare::give(cwbuf);
     }
     Poll::Pending
 }
