@@ -11,6 +11,11 @@ use crate::pg::wire::{self, fe};
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use std::collections::HashMap;
+
+/// The maps looked up on every Bind, Describe and reply: ahash, not SipHash (~100
+/// instructions a lookup of a short name; several lookups per Bind). Still keyed per
+/// process, so a client cannot choose colliding names.
+type Map<K, V> = HashMap<K, V, ahash::RandomState>;
 use std::sync::{Arc, Weak};
 
 /// Identifier of a prepared statement in the process-wide registry.
@@ -51,7 +56,7 @@ pub struct Registry {
 
 #[derive(Default)]
 struct RegistryInner {
-    map: HashMap<Bytes, Weak<Statement>>,
+    map: Map<Bytes, Weak<Statement>>,
     next_id: u64,
     prune_at: usize,
 }
@@ -207,7 +212,7 @@ pub fn ddl(query: &[u8]) -> Ddl {
 /// One client's statement names.
 #[derive(Default, Debug)]
 pub struct ClientStatements {
-    map: HashMap<Box<[u8]>, ClientStatement>,
+    map: Map<Box<[u8]>, ClientStatement>,
     /// The last prepare time handed out (µs since the epoch), kept increasing: it also names
     /// the Parse that made a statement, for the server's answer to it.
     last_micros: u64,
@@ -414,12 +419,12 @@ impl ClientStatements {
 /// The statements one server connection has, with a use counter for LRU eviction.
 #[derive(Default, Debug)]
 pub struct ServerStatements {
-    have: HashMap<StatementId, ServerCopy>,
+    have: Map<StatementId, ServerCopy>,
     tick: u64,
     /// Copies evicted ([`Self::evict_over`]) whose Close is not answered yet, with the batch
     /// it was sent in: an error earlier in that batch makes the server skip the Close, and
     /// the copy is still there ([`Self::close_skipped`]).
-    evicting: HashMap<StatementId, (u64, ServerCopy)>,
+    evicting: Map<StatementId, (u64, ServerCopy)>,
 }
 
 /// One server's copy of a statement.
