@@ -44,6 +44,9 @@ pub struct RedisMetrics {
     /// Link replies that were a redirection or cluster error (MOVED, ASK, TRYAGAIN,
     /// CLUSTERDOWN): the command went again through fred, the client never saw them.
     pub link_redirects: IntCounter,
+    /// Connections of their own that commands Redis holds during a `CLIENT PAUSE` Pake knew
+    /// of went on ([`crate::redis::pause`]), so as not to hold a shared link.
+    pub held_by_pause: IntCounter,
     /// `CLIENT TRACKING` of Pake's clients ([`crate::redis::client_tracking`]).
     pub client_tracking: ClientTrackingMetrics,
     l1_source: Arc<OnceLock<Weak<L1>>>,
@@ -231,6 +234,11 @@ impl RedisMetrics {
                 reg,
                 "pake_redis_link_redirects_total",
                 "Link replies that were MOVED, ASK, TRYAGAIN or CLUSTERDOWN: sent again through fred, the slot map resynced",
+            ),
+            held_by_pause: counter(
+                reg,
+                "pake_redis_held_by_pause_total",
+                "Connections of their own that writes went on during a CLIENT PAUSE Pake knew of, not to hold a shared link",
             ),
             l1_source,
         })

@@ -89,7 +89,7 @@ pub struct Service {
     /// wait for ([`pubsub`]).
     pub blocking: Arc<pubsub::Openings>,
     /// A `CLIENT PAUSE` sent through Pake, while in effect ([`pause`]).
-    pub pauses: pause::Pauses,
+    pub pauses: Arc<pause::Pauses>,
 }
 
 /// Bytes a MONITOR may fall behind before Pake drops it.
@@ -150,7 +150,7 @@ impl Service {
         let auth_required = config
             .require_client_auth
             .unwrap_or_else(|| backend.has_password());
-        let pauses = pause::Pauses::new(config.max_held_writes);
+        let pauses = Arc::new(pause::Pauses::new(config.max_held_writes));
         Ok(Arc::new(Service {
             auth_required,
             budget,

@@ -54,6 +54,7 @@ impl Session {
                  it again once unpaused"
             ))
         })?;
+        svc.metrics.held_by_pause.inc();
         let keys = keys_of(spec, &req.args);
         let slot = common_slot(&keys).unwrap_or(None);
         let args: Vec<&[u8]> = req.args.iter().map(|a| a.as_ref()).collect();

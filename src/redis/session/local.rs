@@ -189,10 +189,6 @@ impl Session {
         spec: &'static Spec,
         req: Request,
     ) -> Result<Flow, Error> {
-        if super::client::is_pause(&req.args) {
-            // in effect from now, as far as Pake knows (crate::redis::pause)
-            self.svc.pauses.paused(&req.args);
-        }
         self.shared(spec, req);
         Ok(Flow::Continue)
     }

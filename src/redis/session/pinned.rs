@@ -45,9 +45,10 @@ pub struct Tx {
     /// A CLIENT command is queued: the link is given the client's name before MULTI, so
     /// that GETNAME, LIST and INFO inside the transaction see it.
     client: bool,
-    /// The last `CLIENT PAUSE` or `UNPAUSE` queued: Pake notes it at EXEC
-    /// ([`crate::redis::pause`]), as it does one sent outside a transaction.
-    pause: Option<Vec<Bytes>>,
+    /// The queued `CLIENT PAUSE`s and `UNPAUSE`s, the same way: Pake notes the ones Redis
+    /// accepted ([`crate::redis::pause`]), as it does them outside a transaction. (One per
+    /// queued command at most, each smaller than the command charged for.)
+    pauses: Vec<(usize, Pause)>,
     /// The bytes of `queued` and `written`, on the client's request meter.
     lease: Lease,
 }
@@ -66,7 +67,7 @@ impl Tx {
             selects: Vec::new(),
             names: Vec::new(),
             client: false,
-            pause: None,
+            pauses: Vec::new(),
             lease,
         }
     }
@@ -124,10 +125,8 @@ impl Session {
                 }
                 if spec.kind == Kind::Client {
                     tx.client = true;
-                    if super::client::is_pause(&req.args) || super::rescue::is_rescue(&req.args) {
-                        // copies, as for `written`: not the client's read buffer kept
-                        let args = req.args.iter().map(|a| Bytes::copy_from_slice(a));
-                        tx.pause = Some(args.collect());
+                    if let Some(p) = Pause::of(&req.args) {
+                        tx.pauses.push((tx.count - 1, p));
                     }
                     if req.args.len() == 3 && req.args[1].eq_ignore_ascii_case(b"SETNAME") {
                         let name = &req.args[2];
@@ -424,13 +423,14 @@ impl Session {
         batch.extend_from_slice(&link::command(&[b"MULTI"]));
         batch.extend_from_slice(&tx.queued);
         batch.extend_from_slice(&link::command(&[b"EXEC"]));
-        let unpause = match &tx.pause {
-            Some(args) if super::client::is_pause(args) => {
-                self.svc.pauses.paused(args);
-                false
-            }
-            other => other.is_some(),
-        };
+        // a pause queued may be in effect from now, until EXEC's reply says
+        let sent = (tx.pauses.iter())
+            .filter_map(|(_, p)| match p {
+                Pause::Pause(ms, all) => Some((*ms, *all)),
+                Pause::Unpause => None,
+            })
+            .reduce(|(a, all_a), (b, all_b)| (a.max(b), all_a || all_b))
+            .map(|(ms, all)| self.svc.pauses.tentative(ms, all));
         // MULTI's +OK and each +QUEUED come first; EXEC's reply is the last
         self.on_link(slot, &batch).await?;
         if tx.client {
@@ -444,8 +444,14 @@ impl Session {
             }
         }
         let mut reply = self.link_reply().await?;
-        if unpause && reply.starts_with(b"*") {
-            self.svc.pauses.unpaused();
+        if let Some(sent) = sent {
+            sent.answered(false); // what Redis accepted of it is noted next
+        }
+        for p in accepted(&reply, &tx.pauses) {
+            match *p {
+                Pause::Pause(ms, all) => self.svc.pauses.accepted(ms, all),
+                Pause::Unpause => self.svc.pauses.unpaused(),
+            }
         }
         if let Some((n, why)) = refused.filter(|_| reply.starts_with(b"-EXECABORT")) {
             reply = refused_at_queueing(n, &why);
@@ -523,23 +529,54 @@ fn refused_at_queueing(n: usize, why: &str) -> Bytes {
 /// them whose element of EXEC's reply is `+OK` (`None`: none ran, or EXEC answered nil or an
 /// error).
 fn last_accepted<T: Clone>(reply: &[u8], selects: &[(usize, T)]) -> Option<T> {
-    if selects.is_empty() || !reply.starts_with(b"*") {
-        return None;
-    }
+    accepted(reply, selects).last().map(|d| (*d).clone())
+}
+
+/// The values of `entries` (queue positions, in order) whose element of EXEC's reply is
+/// `+OK`, in order (none: EXEC answered nil or an error).
+fn accepted<'a, T>(reply: &[u8], entries: &'a [(usize, T)]) -> Vec<&'a T> {
+    let mut ok = Vec::new();
+    let Some(last) = entries.last().filter(|_| reply.starts_with(b"*")) else {
+        return ok;
+    };
     let limits = crate::redis::resp::Limits::backend();
-    let mut pos = reply.iter().position(|&b| b == b'\n')? + 1;
-    let mut db = None;
-    for index in 0..=selects.last()?.0 {
+    let Some(mut pos) = reply.iter().position(|&b| b == b'\n').map(|p| p + 1) else {
+        return ok;
+    };
+    for index in 0..=last.0 {
         let Ok(Some(end)) = crate::redis::resp::scan(reply, pos, &limits) else {
             break;
         };
-        let ok = reply[pos..end].starts_with(b"+OK");
-        if let Some((_, d)) = selects.iter().find(|(at, _)| *at == index).filter(|_| ok) {
-            db = Some(d.clone());
+        if reply[pos..end].starts_with(b"+OK") {
+            ok.extend(
+                entries
+                    .iter()
+                    .filter(|(at, _)| *at == index)
+                    .map(|(_, d)| d),
+            );
         }
         pos = end;
     }
-    db
+    ok
+}
+
+/// A queued `CLIENT PAUSE` (its timeout in milliseconds, whether it holds every command)
+/// or `CLIENT UNPAUSE`.
+#[derive(Clone, Copy)]
+enum Pause {
+    Pause(u64, bool),
+    Unpause,
+}
+
+impl Pause {
+    fn of(args: &[Bytes]) -> Option<Pause> {
+        if super::client::is_pause(args) {
+            let (ms, all) = crate::redis::pause::parse(args)?;
+            return Some(Pause::Pause(ms, all));
+        }
+        let unpause = args.len() == 2 && args[1].eq_ignore_ascii_case(b"unpause");
+        unpause.then_some(Pause::Unpause)
+    }
 }
 
 /// The client hung up.

@@ -27,6 +27,7 @@ use crate::redis::backend::slots::NodeLinks;
 use crate::redis::commands::{Kind, Merge, Spec, CACHE, FLUSH, READ, UNLISTED, WRITE};
 use crate::redis::error::Error;
 use crate::redis::l1::{CacheKey, Ticket, L1};
+use crate::redis::pause::Sent;
 use crate::redis::resp::{encode, encode::Proto, Request};
 use crate::redis::Service;
 use bytes::{Bytes, BytesMut};
@@ -410,10 +411,14 @@ impl Session {
                 let fut = super::spread::split(ctx, spec, req, merge);
                 return self.push_future(fut, reach);
             }
-            // a cluster is paused as one server: every primary
-            Kind::Client if cluster && super::client::is_pause(&req.args) => {
-                let fut = super::spread::broadcast(ctx, spec, req, Merge::AllOk);
-                return self.push_future(fut, reach);
+            // in effect from when it is sent, kept once accepted (crate::redis::pause)
+            Kind::Client if super::client::is_pause(&req.args) => {
+                let sent = self.svc.pauses.sending(&req.args);
+                if cluster {
+                    let fut = super::spread::pause(ctx, spec, req, sent);
+                    return self.push_future(fut, reach);
+                }
+                return self.push_future(paused(ctx, spec, req, sent), reach);
             }
             Kind::Broadcast(merge) if cluster => {
                 let fut = super::spread::broadcast(ctx, spec, req, merge);
@@ -571,6 +576,15 @@ pub(super) fn invalidate_written(svc: &Service, spec: &Spec, keys: &[Bytes]) {
             l1.invalidate_key(k);
         }
     }
+}
+
+/// `CLIENT PAUSE` to the one server; `sent` kept if Redis accepted it.
+async fn paused(ctx: Ctx, spec: &'static Spec, req: Request, sent: Option<Sent>) -> Done {
+    let done = plain(ctx, spec, req, None).await;
+    if let Some(sent) = sent {
+        sent.answered(done.reply.starts_with(b"+OK"));
+    }
+    done
 }
 
 async fn plain(ctx: Ctx, spec: &'static Spec, req: Request, slot: Option<u16>) -> Done {

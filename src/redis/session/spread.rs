@@ -9,6 +9,7 @@ use super::Done;
 use crate::redis::backend::mux::Mux;
 use crate::redis::commands::{Merge, Spec, WRITE};
 use crate::redis::error::Error;
+use crate::redis::pause::Sent;
 use crate::redis::resp::{encode, Request};
 use bytes::{Bytes, BytesMut};
 use fred::interfaces::ClientLike;
@@ -46,20 +47,42 @@ pub(super) async fn split(ctx: Ctx, spec: &'static Spec, req: Request, merge: Me
 /// node (a pipelined `SET k v; KEYS *` sees `k`); else through fred.
 pub(super) async fn broadcast(ctx: Ctx, spec: &'static Spec, req: Request, merge: Merge) -> Done {
     let started = Instant::now();
-    let args = &req.args[1..];
-    let links = ctx.nodes.as_ref().map(|n| n.all()).unwrap_or_default();
-    let replies = match links.is_empty() {
-        false => join_all(links.iter().map(|l| on_node_link(&ctx, l, spec, args))).await,
-        true => {
-            let primaries = ctx.svc.backend.primaries();
-            join_all(primaries.iter().map(|p| on_node(&ctx, &p.addr, spec, args))).await
-        }
-    };
+    let replies = every_primary(&ctx, spec, &req.args[1..]).await;
     invalidate_written(&ctx.svc, spec, &[]);
     observe(&ctx, spec, started);
     Done {
         reply: merge_replies(&ctx, merge, replies),
         write: spec.is(WRITE),
+    }
+}
+
+/// `CLIENT PAUSE` to every primary, a cluster being paused as one server, answered `+OK`
+/// when all accepted it. `sent` (the pause, noted in effect while it is sent) is kept once
+/// any primary accepted it: that one holds writes ([`crate::redis::pause`]).
+pub(super) async fn pause(ctx: Ctx, spec: &'static Spec, req: Request, sent: Option<Sent>) -> Done {
+    let started = Instant::now();
+    let replies = every_primary(&ctx, spec, &req.args[1..]).await;
+    let ok = |r: &Reply| matches!(r, Ok(BytesFrame::SimpleString { data, .. }) if data == "OK");
+    if let Some(sent) = sent {
+        sent.answered(replies.iter().any(ok));
+    }
+    observe(&ctx, spec, started);
+    Done {
+        reply: merge_replies(&ctx, Merge::AllOk, replies),
+        write: false,
+    }
+}
+
+/// `args` of `spec` run on every primary: on the primaries' links when the session has
+/// them, else through fred.
+async fn every_primary(ctx: &Ctx, spec: &'static Spec, args: &[Bytes]) -> Vec<Reply> {
+    let links = ctx.nodes.as_ref().map(|n| n.all()).unwrap_or_default();
+    match links.is_empty() {
+        false => join_all(links.iter().map(|l| on_node_link(ctx, l, spec, args))).await,
+        true => {
+            let primaries = ctx.svc.backend.primaries();
+            join_all(primaries.iter().map(|p| on_node(ctx, &p.addr, spec, args))).await
+        }
     }
 }
 
