@@ -374,3 +374,79 @@ async fn a_pause_outlives_a_refused_unpause_and_a_script_kill() {
     assert_eq!(writer.read_within(PROMPT).await, Some(Val::s("OK")));
     assert_eq!(writer.read_within(PROMPT).await, Some(Val::s("v")));
 }
+
+/// In a cluster, during a pause: a write to several primaries (a cross-slot `MSET`, a
+/// `FLUSHALL`) waits on connections of its own, not on the shared links the reads of other
+/// clients go on; `max_held_writes` counts each of its connections, and one that would pass
+/// it is refused whole, at once. A pause Redis refused (every primary) holds nothing.
+/// Before, the `MSET`'s parts sat on the primaries' shared links and held every read behind
+/// them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_write_to_several_primaries_is_held_apart() {
+    let env = Env::with(options(Mode::Cluster), |c| {
+        c.threads = 1;
+        c.max_held_writes = 4;
+    })
+    .await;
+    let mut keys: Vec<(String, u16)> = Vec::new();
+    for n in 0..200 {
+        let key = format!("s{n}");
+        let port = env.node_port_for(&key);
+        if keys.iter().all(|(_, p)| *p != port) {
+            keys.push((key, port));
+        }
+    }
+    assert_eq!(keys.len(), 3, "a key on each primary");
+    let k: Vec<&str> = keys.iter().map(|(k, _)| &k[..]).collect();
+    let (mut pauser, mut writer, mut flusher, mut reader) = (
+        env.conn().await,
+        env.conn().await,
+        env.conn().await,
+        env.conn().await,
+    );
+    let mset = |v| vec!["MSET", k[0], v, k[1], v, k[2], v];
+    assert_eq!(writer.cmd(&mset("1")).await, Val::s("OK"));
+    let paused = pauser.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]).await;
+    assert_eq!(paused, Val::s("OK"));
+    let mut batch = encode(&mset("2"));
+    batch.extend(encode(&["GET", k[0]]));
+    writer.send(&batch).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for key in &k {
+        reader.send(&encode(&["GET", key])).await;
+        let v = reader.read_within(PROMPT).await;
+        assert_eq!(v, Some(Val::s("1")), "GET {key} during the pause");
+    }
+    reader.send(&encode(&["DBSIZE"])).await;
+    let dbsize = reader.read_within(PROMPT).await;
+    assert!(matches!(dbsize, Some(Val::Int(_))), "DBSIZE: {dbsize:?}");
+    assert_eq!(held(&env), 3.0, "one connection per primary");
+    flusher.send(&encode(&["FLUSHALL"])).await;
+    let over = flusher.read_within(PROMPT).await.map(|v| v.err_text());
+    let over = over.unwrap_or_default();
+    assert!(over.contains("max_held_writes"), "{over}");
+
+    assert_eq!(pauser.cmd(&["CLIENT", "UNPAUSE"]).await, Val::s("OK"));
+    assert_eq!(writer.read_within(PROMPT).await, Some(Val::s("OK")));
+    assert_eq!(writer.read_within(PROMPT).await, Some(Val::s("2")));
+    for key in &k {
+        assert_eq!(reader.cmd(&["GET", key]).await, Val::s("2"), "not flushed");
+    }
+    let paused = pauser.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]).await;
+    assert_eq!(paused, Val::s("OK"));
+    flusher.send(&encode(&["FLUSHALL"])).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    reader.send(&encode(&["GET", k[1]])).await;
+    let v = reader.read_within(PROMPT).await;
+    assert_eq!(v, Some(Val::s("2")), "GET during the held FLUSHALL");
+    assert_eq!(pauser.cmd(&["CLIENT", "UNPAUSE"]).await, Val::s("OK"));
+    assert_eq!(flusher.read_within(PROMPT).await, Some(Val::s("OK")));
+    assert_eq!(reader.cmd(&["DBSIZE"]).await, Val::Int(0));
+
+    let held_before = held(&env);
+    let refused = pauser.cmd(&["CLIENT", "PAUSE", "0100", "WRITE"]).await;
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(writer.cmd(&["SET", k[0], "0"]).await, Val::s("OK"));
+    assert_eq!(writer.cmd(&mset("1")).await, Val::s("OK"));
+    assert_eq!(held(&env), held_before, "held after a pause Redis refused");
+}

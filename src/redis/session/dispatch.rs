@@ -219,9 +219,7 @@ impl Session {
                 self.deferred = Some(req)
             }
             // held by a CLIENT PAUSE Pake saw: alone, on the client's own connection (held.rs)
-            Kind::Plain | Kind::Split(_) | Kind::Broadcast(_)
-                if self.held_alone(spec, &req.args) =>
-            {
+            Kind::Plain | Kind::Split(_) | Kind::Broadcast(_) if self.held_alone(spec) => {
                 self.deferred = Some(req)
             }
             Kind::Plain | Kind::Split(_) | Kind::Broadcast(_) | Kind::Scan => {
@@ -286,9 +284,7 @@ impl Session {
                 return flow;
             }
             Kind::Monitor => self.monitor().await,
-            Kind::Plain | Kind::Split(_) | Kind::Broadcast(_)
-                if self.held_alone(spec, &req.args) =>
-            {
+            Kind::Plain | Kind::Split(_) | Kind::Broadcast(_) if self.held_alone(spec) => {
                 self.held(spec, &req).await
             }
             Kind::Plain | Kind::Split(_) | Kind::Broadcast(_) if spec.is(WRITE) => {

@@ -10,7 +10,7 @@ use crate::redis::backend::mux::Mux;
 use crate::redis::commands::{Merge, Spec, WRITE};
 use crate::redis::error::Error;
 use crate::redis::pause::Sent;
-use crate::redis::resp::{encode, Request};
+use crate::redis::resp::{encode, encode::Proto, Request};
 use bytes::{Bytes, BytesMut};
 use fred::interfaces::ClientLike;
 use fred::types::{ClusterHash, CustomCommand, Value};
@@ -126,6 +126,12 @@ fn merge_replies(ctx: &Ctx, merge: Merge, replies: Vec<Reply>) -> Bytes {
         return encode_reply(ctx, bad);
     }
     let frames: Vec<BytesFrame> = replies.into_iter().filter_map(Result::ok).collect();
+    merge_frames(ctx.proto, merge, frames)
+}
+
+/// Combine the parts of a split or broadcast command, none an error, for a client of
+/// `proto`.
+pub(super) fn merge_frames(proto: Proto, merge: Merge, frames: Vec<BytesFrame>) -> Bytes {
     let mut out = BytesMut::new();
     match merge {
         Merge::Sum => {
@@ -140,8 +146,8 @@ fn merge_replies(ctx: &Ctx, merge: Merge, replies: Vec<Reply>) -> Bytes {
         }
         Merge::AllOk => encode::simple(&mut out, "OK"),
         Merge::First => match frames.first() {
-            Some(f) => encode::frame(&mut out, f, ctx.proto),
-            None => encode::null(&mut out, ctx.proto),
+            Some(f) => encode::frame(&mut out, f, proto),
+            None => encode::null(&mut out, proto),
         },
         Merge::Concat => {
             let items: Vec<&BytesFrame> = frames
@@ -154,7 +160,7 @@ fn merge_replies(ctx: &Ctx, merge: Merge, replies: Vec<Reply>) -> Bytes {
                 .collect();
             encode::array(&mut out, items.len());
             for f in items {
-                encode::frame(&mut out, f, ctx.proto);
+                encode::frame(&mut out, f, proto);
             }
         }
     }
