@@ -196,6 +196,10 @@ pub struct Replies {
     unnamed_parsed_in: Option<u64>,
     /// The client's own unnamed Parses owed ([`Replies::push_own_unnamed`]).
     pub own_unnamed: OwnUnnamed,
+    /// Client statements (Queries and Executes) queued so far ([`Replies::statements`]).
+    statements: u64,
+    /// Client statements answered so far: completed, failed or skipped.
+    answered: u64,
 }
 
 impl Replies {
@@ -206,6 +210,10 @@ impl Replies {
             return;
         }
         self.readies += u64::from(matches!(e, Expect::Ready { .. }));
+        self.statements += u64::from(matches!(
+            e,
+            Expect::Execute | Expect::Ready { stmt: true, .. }
+        ));
         if reparses_unnamed(&e) {
             self.unnamed_parsed_in = Some(self.readies);
         }
@@ -281,6 +289,17 @@ impl Replies {
             }
         }
         false
+    }
+
+    /// Client statements (Queries, Executes) queued so far; one the server skips is not.
+    pub fn statements(&self) -> u64 {
+        self.statements
+    }
+
+    /// Client statements answered so far, in order: [`Effects::done`] answers the next
+    /// one, [`Effects::skipped`] as many more after it.
+    pub fn answered(&self) -> u64 {
+        self.answered
     }
 
     /// The server is discarding messages until the client's next Sync.
@@ -575,6 +594,7 @@ impl Replies {
     ) -> Disposition {
         if stmt {
             fx.done = Some(std::mem::take(&mut self.running));
+            self.answered += 1;
         }
         self.q.pop_front();
         self.copy_in = false;
@@ -633,12 +653,16 @@ impl Replies {
                 // Parse/Bind it needed); the ones after it never ran
                 Expect::Execute if !failed => {
                     failed = true;
+                    self.answered += 1;
                     fx.done = Some(Done {
                         rows: 0,
                         error: sqlstate(body),
                     });
                 }
-                Expect::Execute => fx.skipped += 1,
+                Expect::Execute => {
+                    self.answered += 1;
+                    fx.skipped += 1;
+                }
                 Expect::Synth(Synth::CloseStatement(stamp)) => fx.not_closed.push(*stamp),
                 _ => {}
             }
@@ -654,6 +678,7 @@ impl Replies {
     /// CommandComplete, EmptyQueryResponse or PortalSuspended ends an Execute.
     fn on_execute_done(&mut self, tag: u8, body: &[u8], fx: &mut Effects) -> Disposition {
         self.q.pop_front();
+        self.answered += 1;
         if tag == be::COMMAND_COMPLETE {
             self.on_statements_dropped(body, fx);
         }
