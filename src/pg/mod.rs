@@ -22,6 +22,7 @@ pub mod notify;
 pub mod params;
 pub mod passthrough;
 pub mod pending;
+pub mod pending_settings;
 pub mod pool;
 pub mod prepared;
 pub mod prepared_view;

@@ -342,8 +342,7 @@ impl ServerParams {
     }
 }
 
-/// The setting changes of a client's open transaction.
-pub type PendingSettings = TxPending<Change>;
+pub use super::pending_settings::PendingSettings;
 
 fn status(body: &[u8]) -> Option<(String, String)> {
     let (k, rest) = cstr(body)?;

@@ -1,6 +1,6 @@
 //! What a client's open transaction changed in its session, held until the transaction ends:
-//! the settings ([`crate::pg::params::PendingSettings`]) and the ends of pinned state
-//! ([`crate::pg::sql::pins`]).
+//! the ends of pinned state ([`crate::pg::sql::pins`]), noted as their statements are sent.
+//! (Settings are followed as their statements run: [`crate::pg::pending_settings`].)
 
 /// Session-state changes of a client's open transaction (settings, ends of pinned state),
 /// kept until it ends: they count if it commits. Savepoints are followed: `ROLLBACK TO`
@@ -186,13 +186,12 @@ impl<T> TxPending<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pg::params::PendingSettings;
     use crate::pg::sql::settings::Change;
 
     #[test]
     fn pending_changes_count_only_when_committed() {
         use crate::pg::wire::be;
-        let mut p: PendingSettings = TxPending::default();
+        let mut p: TxPending<Change> = TxPending::default();
         assert_eq!(p.on_ready(b'I'), Settled::Nothing);
         p.push([Change::ResetAll]);
         assert_eq!(
@@ -219,9 +218,9 @@ mod tests {
             name: n.into(),
             sql: "1".into(),
         };
-        let done = |p: &mut PendingSettings, tag: &[u8]| p.on_message(be::COMMAND_COMPLETE, tag);
+        let done = |p: &mut TxPending<Change>, tag: &[u8]| p.on_message(be::COMMAND_COMPLETE, tag);
         // pgjdbc autosave: SET; SAVEPOINT; failing statement; ROLLBACK TO; more; COMMIT
-        let mut p: PendingSettings = TxPending::default();
+        let mut p: TxPending<Change> = TxPending::default();
         p.push([set("a")]);
         done(&mut p, b"SET\0");
         p.savepoint(&Savepoint::Set(sp("autosave")));
@@ -283,13 +282,13 @@ mod tests {
     fn a_whole_rollback_alone_undoes_without_doubt() {
         use crate::pg::sql::Savepoint;
         use crate::pg::wire::be;
-        let mut p: PendingSettings = TxPending::default();
+        let mut p: TxPending<Change> = TxPending::default();
         let sp = |n: &str| std::sync::Arc::<str>::from(n);
         let set = |n: &str| Change::Set {
             name: n.into(),
             sql: "1".into(),
         };
-        let done = |p: &mut PendingSettings, tag: &[u8]| p.on_message(be::COMMAND_COMPLETE, tag);
+        let done = |p: &mut TxPending<Change>, tag: &[u8]| p.on_message(be::COMMAND_COMPLETE, tag);
         p.push([set("j")]);
         p.savepoint(&Savepoint::Set(sp("v")));
         p.on_message(be::ERROR_RESPONSE, b"");

@@ -28,5 +28,6 @@ mod reactors;
 mod replication;
 mod routing;
 mod session_state;
+mod settings_pipelined;
 mod startup_params;
 mod tls;

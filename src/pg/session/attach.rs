@@ -71,6 +71,7 @@ impl Session {
         };
         // another client's unnamed Parses, answered here after it left, are not this one's
         server.replies.own_unnamed.clear();
+        self.pending_settings.attached();
         self.cancel.set_state(state::ACTIVE);
         self.attached_at = Instant::now();
         self.wait_to_report = self.attached_at.duration_since(waiting);

@@ -184,6 +184,7 @@ impl Session {
             Some(part) => part,
             None => self.analyse_part(tag, frame)?,
         };
+        self.pending_settings.unstage();
         if let Some(a) = &part.analysis {
             self.may_notify |= a.notifies;
             if a.notifies {
@@ -193,7 +194,7 @@ impl Session {
             // named one: savepoints are followed in that order
             let runs = part.tag != fe::PARSE || part.unnamed;
             if let Some(op) = a.savepoint.as_ref().filter(|_| runs) {
-                self.pending_settings.savepoint(op);
+                self.pending_settings.stage_savepoint(op);
                 self.pins.savepoint(op);
             }
         }

@@ -223,6 +223,7 @@ impl Session {
             _ if rename && analysis.reads_prepared_view => self.with_prepared_view(frame),
             _ => None,
         };
+        let mut seq = None;
         self.with_server(|server| {
             if let Some(reason) = fate.dirty() {
                 server.dirty = Some(reason);
@@ -230,11 +231,9 @@ impl Session {
             server.wbuf.put_slice(refusal.as_deref().unwrap_or(frame));
             server.unnamed_owner = None;
             server.replies.own_unnamed.query_sent();
-            server.replies.push(Expect::Ready {
-                swallow: false,
-                stmt: true,
-            });
+            seq = state::push_statement(server, CLIENT_QUERY);
         });
+        self.pending_settings.query_sent(seq);
         if let Some((stmt, text)) = sent {
             self.sent(stmt, text, false);
         }
@@ -361,6 +360,9 @@ impl Session {
                     .or(pin.dirty())
             }
         };
+        if p.name.is_empty() && !skipping {
+            self.pending_settings.unnamed_parsed();
+        }
         let Some(server) = self.server.as_deref_mut() else {
             return Ok(());
         };
@@ -510,6 +512,8 @@ impl Session {
             None if b.statement.is_empty() => self.track_unnamed_bound(b.rest),
             None => None,
         };
+        self.pending_settings
+            .bound(b.portal, b.statement.is_empty());
         let reach = self.reach(client);
         let cap = self.pool.settings().defaults.max_prepared_statements;
         let Some(server) = self.server.as_deref_mut() else {
@@ -617,11 +621,17 @@ impl Session {
             false => None,
         };
         self.tally.queries += 1;
+        let mut seq = None;
         self.with_server(|server| {
             server.in_extended = true;
             server.wbuf.put_slice(frame);
-            server.replies.push(Expect::Execute);
+            seq = state::push_statement(server, Expect::Execute);
         });
+        let portal = match self.pending_settings.has_portals() {
+            true => wire::cstr(wire::body(frame)).map_or(&b""[..], |(p, _)| p),
+            false => b"",
+        };
+        self.pending_settings.execute_sent(portal, seq);
         if let Some(stmt) = sent {
             self.sent(stmt, Text::None, true);
         }
@@ -667,6 +677,12 @@ enum Sent {
     /// was told, so the message names [`STALE`] and fails there.
     Stale(StatementId),
 }
+
+/// What a client's Query is owed.
+const CLIENT_QUERY: Expect = Expect::Ready {
+    swallow: false,
+    stmt: true,
+};
 
 /// A statement name no server has (no client's name reaches a server unrenamed in
 /// transaction mode): a Bind or Describe of it fails, and with it the rest of the batch.

@@ -56,16 +56,14 @@ impl Session {
                 name_sender(&mut server.rbuf[pos..pos + total], server.addr, &self.proxy);
             }
             let body = &server.rbuf[pos + wire::HEADER_LEN..pos + total];
+            let answered = server.replies.answered();
             let disposition = server.replies.on_message(tag, body, &mut fx)?;
-            if tag == be::PARAMETER_STATUS {
-                server.params.on_status(body);
-                self.params.on_status(body);
-            }
-            if disposition != Disposition::Swallow {
-                self.pending_settings.on_message(tag, body);
-                self.pins.on_message(tag, body);
-            }
-            if disposition == Disposition::Swallow {
+            let seen = disposition != Disposition::Swallow;
+            let (msg, seqs) = ((tag, body, seen), (answered, server.replies.answered()));
+            let (pending, params) = (&mut self.pending_settings, &mut self.params);
+            let sides = (params, &mut server.params);
+            super::state::follow_state(&mut self.pins, pending, sides, msg, seqs, &fx);
+            if !seen {
                 self.cwbuf.put_slice(&server.rbuf[run..pos]);
                 run = pos + total;
             }

@@ -13,11 +13,12 @@
 
 use super::Session;
 use crate::config::{PoolMode, SessionState};
-use crate::pg::params::{reported_change, ClientParams, PendingSettings, Settled};
+use crate::pg::params::{reported_change, ClientParams, PendingSettings, ServerParams, Settled};
 use crate::pg::prepared::{Statement, StatementId};
+use crate::pg::server::replies::{Effects, Expect};
 use crate::pg::server::Server;
 use crate::pg::sql::pins::{self, Event};
-use crate::pg::sql::settings::setting_changes_bound;
+use crate::pg::sql::settings::{setting_changes_bound, Change};
 use crate::pg::sql::SessionEffect;
 use crate::pg::wire::{self, fe};
 use bytes::BytesMut;
@@ -143,7 +144,7 @@ impl Session {
         match text().and_then(|t| setting_changes_bound(&t, params)) {
             Some(changes) => {
                 let carried = changes.into_iter().filter(|c| !reported_change(c));
-                self.pending_settings.push(carried);
+                self.pending_settings.stage(carried);
                 None
             }
             None => Some(reason),
@@ -249,18 +250,65 @@ pub(super) fn settle_settings(
 ) {
     match pending.on_ready(status) {
         Settled::Nothing => {}
-        Settled::Commit(changes) => {
-            for c in &changes {
-                client.apply(c);
-                server.params.apply(c);
-            }
-        }
+        Settled::Commit(changes) => record(&changes, client, &mut server.params),
         Settled::Doubtful => {
             if server.dirty.is_none() {
                 server.dirty = Some("SET in a failed transaction");
             }
         }
     }
+}
+
+/// Committed setting changes, recorded on both sides.
+fn record(changes: &[Change], client: &mut ClientParams, server: &mut ServerParams) {
+    for c in changes {
+        client.apply(c);
+        server.apply(c);
+    }
+}
+
+/// A server message reached the client (`seen`; a swallowed one still answers statements):
+/// both sides follow a ParameterStatus; pins follow what the client saw; settings follow the client statements it answered,
+/// numbered from `before` (exclusive) to `after`
+/// ([`crate::pg::server::replies::Replies::answered`]), and a COMMIT it completed.
+pub(super) fn follow_state(
+    pins: &mut pins::Pins,
+    pending: &mut PendingSettings,
+    (client, server): (&mut ClientParams, &mut ServerParams),
+    (tag, body, seen): (u8, &[u8], bool),
+    (before, after): (u64, u64),
+    fx: &Effects,
+) {
+    if tag == wire::be::PARAMETER_STATUS {
+        server.on_status(body);
+        client.on_status(body);
+    }
+    if seen {
+        pins.on_message(tag, body);
+    }
+    if !pending.following() {
+        return;
+    }
+    if seen || fx.refused.is_some() {
+        let tag = if seen { tag } else { wire::be::ERROR_RESPONSE };
+        if let Some(committed) = pending.on_message(tag, body) {
+            record(&committed, client, server);
+        }
+    }
+    let ready = fx.ready.map(|(status, _)| status);
+    let ran = fx.done.as_ref().is_some_and(|d| d.error.is_none());
+    for seq in before + 1..=after {
+        pending.answered(seq, ran && seq == before + 1, ready);
+    }
+}
+
+/// Queue `e`, a client statement (Query or Execute): its number among the server's client
+/// statements, `None` when the server skips it.
+pub(super) fn push_statement(server: &mut Server, e: Expect) -> Option<u64> {
+    let before = server.replies.statements();
+    server.replies.push(e);
+    let now = server.replies.statements();
+    (now != before).then_some(now)
 }
 
 /// The statement sent in place of one refused under `session_state = "error"`: the server
