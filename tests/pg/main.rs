@@ -30,4 +30,5 @@ mod routing;
 mod session_state;
 mod settings_pipelined;
 mod startup_params;
+mod statement_errors;
 mod tls;

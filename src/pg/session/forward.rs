@@ -418,25 +418,9 @@ impl Session {
             client: None,
         });
         close_statement(server, PROBE, None);
-        describe_statement(&mut server.wbuf, STALE);
-        let message = format!(
-            "prepared statement \"{}\" already exists",
-            String::from_utf8_lossy(name)
-        );
-        let mut error = BytesMut::new();
-        backend::error_response(
-            &mut error,
-            &backend::Fields {
-                severity: "ERROR",
-                code: "42P05",
-                message: &message,
-                detail: None,
-                hint: None,
-            },
-        );
-        server.replies.push(Expect::Refused {
-            body: wire::body(&error).into(),
-        });
+        let name = String::from_utf8_lossy(name);
+        let message = format!("prepared statement \"{name}\" already exists");
+        super::refusal::refuse(server, "42P05", &message);
     }
 
     /// A Query, or an unnamed Parse, whose text reads `pg_prepared_statements`: the frame
@@ -525,6 +509,11 @@ impl Session {
         server.in_extended = true;
         if b.statement.is_empty() && self.mode == PoolMode::Transaction {
             super::unnamed::own_unnamed(server, self.id, &self.unnamed_parse);
+        }
+        if let Reach::Server(stmt, _) = &reach {
+            if super::refusal::bind_counts_refused(server, stmt, b.statement, b.rest) {
+                return Ok(());
+            }
         }
         let sent = send_for_statement(server, reach, cap, frame, |wbuf, name| {
             let at = wire::begin_frame(wbuf, fe::BIND);
@@ -686,7 +675,7 @@ const CLIENT_QUERY: Expect = Expect::Ready {
 
 /// A statement name no server has (no client's name reaches a server unrenamed in
 /// transaction mode): a Bind or Describe of it fails, and with it the rest of the batch.
-const STALE: &[u8] = b"pake_stale";
+pub(super) const STALE: &[u8] = b"pake_stale";
 /// The name a redefining Parse's text is tried under ([`Session::refuse_parse`]).
 const PROBE: &str = "pake_redefined";
 
@@ -769,7 +758,7 @@ fn parse_afresh(server: &mut Server, stmt: &Arc<Statement>, cap: usize, stamp: O
 }
 
 /// A Describe of the statement `name`.
-fn describe_statement(wbuf: &mut BytesMut, name: &[u8]) {
+pub(super) fn describe_statement(wbuf: &mut BytesMut, name: &[u8]) {
     let at = wire::begin_frame(wbuf, fe::DESCRIBE);
     wbuf.put_u8(b'S');
     wire::put_cstr(wbuf, name);

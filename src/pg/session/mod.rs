@@ -30,6 +30,7 @@ mod identity;
 mod inflight;
 mod listen;
 mod record;
+mod refusal;
 pub mod request;
 pub mod response;
 pub mod route;
