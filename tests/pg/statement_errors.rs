@@ -64,15 +64,6 @@ async fn bind_count_errors_name_the_clients_statement_in_postgres_order() {
         answers.push(first_error(&mut raw, &bind_none_run("s")).await);
         got.push(answers);
     }
-    let codes = |answers: &[(String, String)]| -> Vec<String> {
-        answers.iter().map(|a| a.0.clone()).collect()
-    };
-    assert_eq!(
-        codes(&got[1]),
-        codes(&got[0]),
-        "through Pake, then directly: {got:?}"
-    );
+    assert_eq!(got[1], got[0], "through Pake, then directly");
     assert_eq!(got[0][5].0, "08P01", "{:?}", got[0]);
-    // the refused Bind is named as the client named it
-    assert_eq!(got[1][5], got[0][5]);
 }

@@ -29,6 +29,7 @@ mod frame;
 mod identity;
 mod inflight;
 mod listen;
+mod own_names;
 mod record;
 mod refusal;
 pub mod request;

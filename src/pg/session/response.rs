@@ -63,8 +63,11 @@ impl Session {
             let (pending, params) = (&mut self.pending_settings, &mut self.params);
             let sides = (params, &mut server.params);
             super::state::follow_state(&mut self.pins, pending, sides, msg, seqs, &fx);
-            if !seen {
+            let own = seen.then(|| super::own_names::renamed(tag, body, &self.statements));
+            let own = own.flatten();
+            if !seen || own.is_some() {
                 self.cwbuf.put_slice(&server.rbuf[run..pos]);
+                self.cwbuf.put_slice(own.as_deref().unwrap_or_default());
                 run = pos + total;
             }
             pos += total;
