@@ -21,6 +21,12 @@ use std::sync::Arc;
 /// it the oldest is forgotten and the transaction's settings are in doubt.
 const MAX_PORTALS: usize = 16;
 
+/// Setting changes, and savepoints, one open transaction records; past it the
+/// transaction's settings are in doubt (the server is reset after it, as for anything not
+/// followed), so a client looping over `SET` or `SAVEPOINT` inside one transaction costs
+/// bounded memory.
+const MAX_RECORDED: usize = 1024;
+
 /// What one statement does to the settings when it runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
@@ -189,6 +195,11 @@ impl PendingSettings {
         let find =
             |marks: &[(Arc<str>, usize)], name: &str| marks.iter().rposition(|(n, _)| &**n == name);
         match op {
+            Op::Change(_) | Op::Savepoint(Savepoint::Set(_))
+                if self.items.len() + self.marks.len() >= MAX_RECORDED =>
+            {
+                self.lost = true;
+            }
             Op::Change(c) => self.items.push(c),
             Op::Savepoint(Savepoint::Set(name)) => self.marks.push((name, self.items.len())),
             Op::Savepoint(Savepoint::Release(name)) => match find(&self.marks, &name) {
@@ -256,6 +267,20 @@ mod tests {
             p.on_message(be::ERROR_RESPONSE, b"");
         }
         p.answered(seq, !error, Some(status));
+    }
+
+    #[test]
+    fn a_transaction_records_a_bounded_number_of_changes() {
+        let mut p = PendingSettings::default();
+        for i in 0..MAX_RECORDED as u64 + 10 {
+            query(&mut p, i + 1, &["a"], false, b'T');
+            assert!(p.items.len() + p.marks.len() <= MAX_RECORDED);
+        }
+        // past the bound the transaction's settings are in doubt, not silently cut
+        assert_eq!(p.on_ready(b'I'), Settled::Doubtful);
+        // and the next transaction starts afresh
+        query(&mut p, MAX_RECORDED as u64 + 20, &["b"], false, b'I');
+        assert_eq!(p.on_ready(b'I'), Settled::Commit(vec![set("b")]));
     }
 
     #[test]
