@@ -439,6 +439,7 @@ impl Session {
             client_flush,
             cancel,
             listen,
+            rare,
             ..
         } = self;
         // between transactions, notifications for a listening client wake the loop
@@ -471,6 +472,13 @@ impl Session {
             if !client_blocked {
                 if let Poll::Ready(r) = poll_client_read(cx, client, crbuf, cwbuf, may_release) {
                     return Poll::Ready(r);
+                }
+                if crbuf.capacity() == 0 {
+                    // the read buffer went back (an idle client): a large message's charge
+                    // to the process budget goes with it, now, not at the next event
+                    if let Some(r) = rare.as_deref_mut() {
+                        r.large = None;
+                    }
                 }
             }
             if let (Some(_), Some(t)) = (deadline, timer.as_mut()) {
@@ -548,6 +556,9 @@ impl Session {
     fn shrink_buffers(&mut self) {
         if self.crbuf.is_empty() && self.crbuf.try_reclaim(KEEP_BUFFER + 1) {
             self.crbuf = BytesMut::new();
+        }
+        if self.crbuf.is_empty() && self.crbuf.capacity() <= KEEP_BUFFER {
+            // no large buffer is held (given back here or by an idle read): nor its charge
             self.drop_large();
         }
         crate::limits::shrink_idle(&mut self.cwbuf, KEEP_BUFFER, 0);
