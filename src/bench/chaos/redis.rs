@@ -199,7 +199,18 @@ async fn promoted(port: u16, limit: std::time::Duration) -> bool {
 async fn present(lab: &RedisLab, ids: &[u64]) -> Result<HashSet<u64>, BenchError> {
     let primary = tokio::task::block_in_place(|| {
         if lab.is_sentinel() {
-            lab.current_primary()
+            // the sentinels learn of a new primary a moment apart (gossip): until they
+            // agree, `current_primary` names none; on a loaded machine that takes seconds
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+            loop {
+                match lab.current_primary() {
+                    Some(p) => break Some(p),
+                    None if std::time::Instant::now() < deadline => {
+                        std::thread::sleep(std::time::Duration::from_millis(100))
+                    }
+                    None => break None,
+                }
+            }
         } else {
             (0..lab.nodes.len()).find(|&i| is_primary(lab, i))
         }
