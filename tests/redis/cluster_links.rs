@@ -10,24 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// A key (`{prefix}…`-free) served by each primary of the lab, in node order.
-fn key_per_node(env: &Env, prefix: &str) -> Vec<String> {
-    let mut keys = vec![String::new(); env.lab.nodes.len()];
-    for i in 0.. {
-        let key = format!("{prefix}:{i}");
-        let port = env.node_port_for(&key);
-        if let Some(n) = env.lab.nodes.iter().position(|n| n.port == port) {
-            if keys[n].is_empty() {
-                keys[n] = key;
-            }
-        }
-        if keys.iter().all(|k| !k.is_empty()) {
-            return keys;
-        }
-    }
-    unreachable!()
-}
-
 async fn node_conn(port: u16) -> Conn {
     Conn::connect(([127, 0, 0, 1], port).into()).await
 }
@@ -41,7 +23,7 @@ async fn cluster_pipelines_over_all_primaries_keep_their_order_on_links() {
     let before = metric(&env.pake, "pake_redis_link_commands_total");
     let mut tasks = Vec::new();
     for c in 0..8 {
-        let keys = key_per_node(&env, &format!("cl:order:{c}"));
+        let keys = env.key_per_node(&format!("cl:order:{c}"));
         let mut conn = env.conn().await;
         tasks.push(tokio::spawn(async move {
             let mut batch = Vec::new();
@@ -73,7 +55,7 @@ async fn cluster_pipelines_over_all_primaries_keep_their_order_on_links() {
     assert_eq!(metric(&env.pake, "pake_redis_link_redirects_total"), 0.0);
     // a broadcast goes on every primary's link, behind the writes pipelined before it
     let mut conn = env.conn().await;
-    let keys = key_per_node(&env, "cl:bc");
+    let keys = env.key_per_node("cl:bc");
     let mut batch = Vec::new();
     for k in &keys {
         batch.extend(encode(&["SET", k, "1"]));
@@ -93,7 +75,7 @@ async fn cluster_pipelines_over_all_primaries_keep_their_order_on_links() {
     assert_eq!(found, want);
     assert!(metric(&env.pake, "pake_redis_link_commands_total") >= before + 3.0);
     // and a SCAN, on the node's link, behind the writes pipelined before it
-    let keys = key_per_node(&env, "cl:sc");
+    let keys = env.key_per_node("cl:sc");
     let mut batch = Vec::new();
     for k in &keys {
         batch.extend(encode(&["SET", k, "1"]));
@@ -269,7 +251,7 @@ async fn a_killed_primary_fails_its_slots_clearly_and_the_others_serve_on() {
     let mut opts = crate::harness::options(Mode::Cluster);
     opts.conf.push("cluster-require-full-coverage no".into());
     let mut env = Env::with(opts, |rc| rc.circuit_breaker_failures = 0).await;
-    let keys = key_per_node(&env, "cl:kill");
+    let keys = env.key_per_node("cl:kill");
     let mut conn = env.conn().await;
     for k in &keys {
         assert_eq!(conn.cmd(&["SET", k, k]).await, Val::s("OK"));

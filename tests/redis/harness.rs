@@ -141,6 +141,24 @@ impl Env {
         }
     }
 
+    /// A key (`{prefix}…`-free) served by each primary of the lab, in node order.
+    pub fn key_per_node(&self, prefix: &str) -> Vec<String> {
+        let mut keys = vec![String::new(); self.lab.nodes.len()];
+        for i in 0.. {
+            let key = format!("{prefix}:{i}");
+            let port = self.node_port_for(&key);
+            if let Some(n) = self.lab.nodes.iter().position(|n| n.port == port) {
+                if keys[n].is_empty() {
+                    keys[n] = key;
+                }
+            }
+            if keys.iter().all(|k| !k.is_empty()) {
+                return keys;
+            }
+        }
+        unreachable!()
+    }
+
     pub fn node_port_for(&self, key: &str) -> u16 {
         if self.lab.is_sentinel() {
             let primary = self.lab.current_primary().unwrap_or(0);

@@ -180,22 +180,15 @@ async fn a_pause_of_all_holds_reads_the_l1_could_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_pauses_every_primary() {
     let env = Env::start(Mode::Cluster).await;
-    let mut keys: Vec<(String, u16)> = Vec::new();
-    for n in 0..200 {
-        let key = format!("p{n}");
-        let port = env.node_port_for(&key);
-        if keys.iter().all(|(_, p)| *p != port) {
-            keys.push((key, port));
-        }
-    }
+    let keys = env.key_per_node("pause:p");
     assert_eq!(keys.len(), 3, "a key on each primary");
     let (mut pauser, mut writer, mut reader) =
         (env.conn().await, env.conn().await, env.conn().await);
     let paused = pauser.cmd(&["CLIENT", "PAUSE", "10000", "WRITE"]).await;
     assert_eq!(paused, Val::s("OK"));
-    writer.send(&encode(&["SET", &keys[0].0, "held"])).await;
+    writer.send(&encode(&["SET", &keys[0], "held"])).await;
     let mut direct = Vec::new();
-    for (key, _) in &keys {
+    for key in &keys {
         let mut d = env.direct(key).await;
         d.send(&encode(&["SET", key, "direct"])).await;
         direct.push(d);
@@ -205,7 +198,7 @@ async fn a_cluster_pauses_every_primary() {
         let early = d.read_within(Duration::from_millis(100)).await;
         assert_eq!(early, None, "primary {i} ran a write during the pause");
     }
-    for (key, _) in &keys {
+    for key in &keys {
         reader.send(&encode(&["GET", key])).await;
         assert_eq!(
             reader.read_within(PROMPT).await,
@@ -388,16 +381,9 @@ async fn a_cluster_write_to_several_primaries_is_held_apart() {
         c.max_held_writes = 4;
     })
     .await;
-    let mut keys: Vec<(String, u16)> = Vec::new();
-    for n in 0..200 {
-        let key = format!("s{n}");
-        let port = env.node_port_for(&key);
-        if keys.iter().all(|(_, p)| *p != port) {
-            keys.push((key, port));
-        }
-    }
+    let keys = env.key_per_node("pause:s");
     assert_eq!(keys.len(), 3, "a key on each primary");
-    let k: Vec<&str> = keys.iter().map(|(k, _)| &k[..]).collect();
+    let k: Vec<&str> = keys.iter().map(|k| &k[..]).collect();
     let (mut pauser, mut writer, mut flusher, mut reader) = (
         env.conn().await,
         env.conn().await,
